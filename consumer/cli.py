@@ -1,0 +1,60 @@
+"""The ``basicsync`` console command.
+
+Each subcommand lives in its own module and registers itself through ``SUBCOMMANDS``; its
+module is imported only when that subcommand runs, so ``basicsync --help`` stays fast and a
+broken optional subsystem cannot stop the others from starting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Protocol
+
+
+class Subcommand(Protocol):
+    """What a subcommand module exposes: how to parse its options and how to run."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None: ...
+
+    def main(self, args: argparse.Namespace) -> int: ...
+
+
+#: name -> (module path, one-line help). The module must satisfy ``Subcommand``.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "run": ("consumer.commands.run", "run the consumer (embedded Kafka and sandbox by default)"),
+    "sandbox": ("consumer.sandbox.command", "run the local WorkfloPlus sandbox server"),
+}
+
+
+def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; only the ``requested`` subcommand's module is imported for its options."""
+    parser = argparse.ArgumentParser(
+        prog="basicsync",
+        description="Assemble job events from Kafka and sync them to WorkfloPlus basicSync.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_path, help_text) in SUBCOMMANDS.items():
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(_module=module_path)
+        if name == requested:
+            _load(module_path).add_arguments(sub)
+    return parser
+
+
+def _load(module_path: str) -> Subcommand:
+    module: Subcommand = importlib.import_module(module_path)
+    return module
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments[0] if arguments else None)
+    args = parser.parse_args(arguments)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    result: int = _load(args._module).main(args)
+    return result

@@ -1,0 +1,1 @@
+"""Subcommands of the ``basicsync`` console command, one module each."""
