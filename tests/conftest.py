@@ -1,0 +1,6 @@
+"""Shared fixtures: each family lives in its own module under ``tests/fixtures``."""
+
+pytest_plugins = [
+    "tests.fixtures.kafka",
+    "tests.fixtures.sandbox",
+]
