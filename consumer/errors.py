@@ -1,0 +1,89 @@
+"""The project's exception tree.
+
+Every error the consumer raises on purpose derives from :class:`BasicSyncError` and says, as the
+class attribute ``retriable``, whether trying the same thing again later can succeed. Callers
+decide on the type, never on the message::
+
+    BasicSyncError                  retriable=False
+    ├── FatalError                  retriable=False   stops the consumer; docstring says what to do
+    │   ├── ConfigError                               settings are missing or invalid
+    │   └── TopicLayoutError                          topics missing or not co-partitioned
+    └── GatewayError                retriable=True    talking to WorkfloPlus went wrong
+        ├── TokenUnavailable        retriable=True    token endpoint down, slow or answering 5xx
+        └── AuthRejected            retriable=False   token endpoint refuses our client credentials
+
+Expected HTTP outcomes of a basicSync call (429, 5xx, 4xx, timeouts) are *not* exceptions: the
+gateway client returns them as values (see ``consumer.gateway.client.SyncOutcome``). Exceptions
+are kept for what the caller cannot handle locally.
+
+No exception here ever carries a client secret or an access token: messages name the endpoint,
+the HTTP status and the OAuth2 ``error`` code at most.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+
+class BasicSyncError(Exception):
+    """Root of every error raised on purpose by the consumer."""
+
+    retriable: ClassVar[bool] = False
+
+
+class FatalError(BasicSyncError):
+    """The consumer cannot go on; it stops with a non-zero exit code after a clean shutdown."""
+
+    retriable: ClassVar[bool] = False
+
+
+class ConfigError(FatalError):
+    """Settings are missing or invalid.
+
+    Operator: read the message (one line per problem, naming the ``BASICSYNC_...`` variable),
+    fix the environment or the ``*_FILE`` secret it points to, and start again. ``basicsync``
+    validates everything at start, so nothing was consumed or posted.
+    """
+
+
+class TopicLayoutError(FatalError):
+    """Kafka topics are missing or the input topics are not co-partitioned.
+
+    Operator: create the named topics (or allow the consumer to create its internal topics), and
+    give every input topic and the state changelog the same partition count. Nothing was
+    committed, so restarting after the fix loses nothing.
+    """
+
+
+class GatewayError(BasicSyncError):
+    """Talking to WorkfloPlus (its gateway or its token endpoint) went wrong."""
+
+    retriable: ClassVar[bool] = True
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        #: HTTP status of the failing response, ``None`` for timeouts and connection errors.
+        self.status = status
+
+
+class TokenUnavailable(GatewayError):
+    """The token endpoint could not issue a token right now (5xx, 408, 429, timeout, network).
+
+    Transient: callers back off and try again; the circuit breaker pauses consumption when it
+    lasts.
+    """
+
+    retriable: ClassVar[bool] = True
+
+
+class AuthRejected(GatewayError):
+    """The token endpoint refused our client credentials (400/401 and other non-retryable 4xx).
+
+    Systemic: no job can be synced until it is fixed, so the consumer pauses all partitions and
+    probes instead of failing jobs. Operator: check ``BASICSYNC_GATEWAY__CLIENT_ID``,
+    ``BASICSYNC_GATEWAY__CLIENT_SECRET`` (expired or rotated secret?), the requested scope
+    (``https://www.workfloplus.com/auth/workflow.execute``) and ``BASICSYNC_GATEWAY__TOKEN_URL``.
+    The consumer resumes by itself once a token is issued again.
+    """
+
+    retriable: ClassVar[bool] = False

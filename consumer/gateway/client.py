@@ -1,0 +1,242 @@
+"""The WorkfloPlus gateway client: POST basicSync and classify what came back.
+
+:func:`classify` is the outcome table of DESIGN section 5 as a pure function of the response;
+:class:`GatewayClient` is the aiohttp shell around it. Expected failures (4xx, 5xx, timeouts,
+connection errors, a token endpoint that is down or refuses us) are returned as
+:data:`SyncOutcome` values, never raised, so the scheduler handles every case with one ``match``:
+
+=====================================  ============  ===========================================
+response                               outcome       scheduler
+=====================================  ============  ===========================================
+2xx                                    Accepted      success record, remember version and jobId
+401 (after one free token refresh),    Systemic      open the circuit: pause, alert, probe
+403, token endpoint refusing us
+408, 429, 5xx, timeout, connection,    Retryable     backoff with full jitter, >= retry_after
+token endpoint down
+other 4xx                              Rejected      final failure record with truncated body
+=====================================  ============  ===========================================
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+
+import aiohttp
+import structlog
+
+from consumer.errors import AuthRejected, TokenUnavailable
+from consumer.gateway.auth import TokenProvider
+
+log = structlog.get_logger(__name__)
+
+BASIC_SYNC_PATH = "/jobs/v1/basicSync"
+#: Rejected bodies are kept for the failure record, cut to this many characters.
+MAX_BODY_CHARS = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """2xx: WorkfloPlus stored the document. ``body`` is the stored job JSON as text."""
+
+    status: int
+    job_id: str | None
+    body: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """Other 4xx: this document will never be accepted as is; a final failure."""
+
+    status: int
+    body_truncated: str
+
+
+@dataclass(frozen=True, slots=True)
+class Retryable:
+    """Try again later: 408, 429, 5xx, timeout, connection error, token endpoint down.
+
+    ``status`` is ``None`` when no gateway response arrived; ``retry_after`` is in seconds.
+    """
+
+    status: int | None
+    retry_after: float | None
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Systemic:
+    """Every request would fail the same way (403, 401 after a fresh token, bad credentials)."""
+
+    status: int | None
+    reason: str
+
+
+SyncOutcome = Accepted | Rejected | Retryable | Systemic
+
+
+def classify(status: int, headers: Mapping[str, str], body_text: str, now: datetime) -> SyncOutcome:
+    """Classify a gateway response per DESIGN section 5; ``now`` resolves HTTP-date Retry-After.
+
+    A 401 classified here is final (:class:`Systemic`); the one free retry with a fresh token is
+    the client's business, before it calls this.
+    """
+    if 200 <= status < 300:
+        return Accepted(status=status, job_id=_job_id(body_text), body=body_text)
+    if status == 401:
+        return Systemic(status=status, reason="unauthorized_after_token_refresh")
+    if status == 403:
+        return Systemic(status=status, reason="forbidden")
+    if status in (408, 429) or status >= 500:
+        retry_after = parse_retry_after(_header(headers, "Retry-After"), now)
+        return Retryable(status=status, retry_after=retry_after, reason=f"http_{status}")
+    if 400 <= status < 500:
+        return Rejected(status=status, body_truncated=body_text[:MAX_BODY_CHARS])
+    # 1xx/3xx: redirects are followed by aiohttp, so this is a misbehaving proxy; try later.
+    return Retryable(status=status, retry_after=None, reason=f"unexpected_status_{status}")
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delay-seconds or an HTTP-date.
+
+    Dates in the past give 0; unparseable values give ``None`` (fall back to our own backoff).
+    """
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return max(seconds, 0.0) if seconds == seconds and seconds != float("inf") else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # RFC 9110 dates are GMT; parsedate gives naive for "-0000"
+        when = when.replace(tzinfo=UTC)
+    return max((when - now).total_seconds(), 0.0)
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), None)
+
+
+def _job_id(body_text: str) -> str | None:
+    """``jobId`` of the stored job (an object, or an array holding one)."""
+    try:
+        payload = json.loads(body_text)
+    except ValueError:
+        return None
+    if isinstance(payload, list) and payload:
+        payload = payload[0]
+    job_id = payload.get("jobId") if isinstance(payload, dict) else None
+    return str(job_id) if isinstance(job_id, str | int) and not isinstance(job_id, bool) else None
+
+
+class GatewayClient:
+    """POSTs job documents to ``{base_url}/jobs/v1/basicSync`` and classifies the answer."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        token_provider: TokenProvider,
+        *,
+        request_timeout: float,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._session = session
+        self._base_url = base_url.rstrip("/")
+        self._tokens = token_provider
+        self._timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._wall_clock = wall_clock
+
+    def __repr__(self) -> str:
+        return f"GatewayClient(base_url={self._base_url!r})"
+
+    async def post_basic_sync(self, body: bytes) -> SyncOutcome:
+        """POST one job document (JSON bytes); never raises for expected failures."""
+        url = self._base_url + BASIC_SYNC_PATH
+        for refreshed in (False, True):
+            token = await self._token()
+            if not isinstance(token, str):
+                return token
+            try:
+                async with self._session.post(
+                    url,
+                    data=body,
+                    headers=_headers(token, content_type=True),
+                    timeout=self._timeout,
+                ) as response:
+                    status = response.status
+                    if status == 401 and not refreshed:
+                        await self._tokens.invalidate(token)
+                        log.info("gateway_unauthorized_refreshing_token")
+                        continue
+                    text = await response.text(errors="replace")
+                    headers = dict(response.headers)
+            except TimeoutError:
+                return Retryable(status=None, retry_after=None, reason="timeout")
+            except aiohttp.ClientError as exc:
+                return Retryable(status=None, retry_after=None, reason=_network_reason(exc))
+            return classify(status, headers, text, self._wall_clock())
+        raise AssertionError("unreachable: the second pass always returns")  # pragma: no cover
+
+    async def probe(self) -> bool:
+        """Is the gateway back? True when a token is issued and the gateway answers a cheap call.
+
+        Sends ``GET {base_url}/jobs/v1/basicsync-probe-<random>``, a job that cannot exist: 404
+        (the sandbox's answer) or 2xx means the gateway is up and accepted our token. 403 also
+        counts as up: the real gateway guards that GET with the ``Job_Read`` policy, which a
+        least-privilege client (``workflow.execute`` only) lacks; a 403 on basicSync itself will
+        re-open the circuit, with a growing probe interval. 401 drops the token so the next probe
+        fetches a fresh one. Timeouts, connection errors, 408, 429 and 5xx mean still down.
+        """
+        token = await self._token()
+        if not isinstance(token, str):
+            return False
+        url = f"{self._base_url}/jobs/v1/basicsync-probe-{uuid.uuid4().hex}"
+        try:
+            async with self._session.get(
+                url, headers=_headers(token, content_type=False), timeout=self._timeout
+            ) as response:
+                status = response.status
+                await response.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.info("gateway_probe_failed", reason=_network_reason(exc))
+            return False
+        if status == 401:
+            await self._tokens.invalidate(token)
+        up = status not in (401, 408, 429) and status < 500
+        log.info("gateway_probe", status=status, up=up)
+        return up
+
+    async def _token(self) -> str | SyncOutcome:
+        try:
+            return await self._tokens.token()
+        except AuthRejected as exc:
+            return Systemic(status=None, reason=f"token_rejected: {exc}")
+        except TokenUnavailable as exc:
+            return Retryable(status=None, retry_after=None, reason=f"token_unavailable: {exc}")
+
+
+def _headers(token: str, *, content_type: bool) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+    if content_type:
+        headers["Content-Type"] = "application/json"
+    return headers
+
+
+def _network_reason(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectionError):
+        return f"connection_error: {type(exc).__name__}"
+    return f"client_error: {type(exc).__name__}"
