@@ -1,0 +1,63 @@
+"""The basicSync request body, built from a job state (pure).
+
+The body has every field of the documented request, in the documented order, camelCase, with
+``null`` where unknown. Empty ``completedSteps`` / ``cancelledSteps`` are sent as ``null`` (as in
+the documented example); ``jobExclusion`` is always a list and ``excluded`` a bool. The encoding
+is strict, compact JSON (no NaN, UTF-8, key order fixed by the document and by the sorted
+``metadata.metadata`` map), so equal states give equal bytes and an equal :func:`body_sha256`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from consumer.domain.document import JobDocument, StepWrapper
+from consumer.domain.job import JobState
+
+
+def build_body(state: JobState) -> dict[str, Any]:
+    """The basicSync request body of ``state`` as plain JSON data."""
+    return document_body(state.document)
+
+
+def document_body(document: JobDocument) -> dict[str, Any]:
+    """The basicSync request body of a job document."""
+    return {
+        "metadata": document.metadata.model_dump(mode="json", by_alias=True),
+        "completedSteps": _steps(document.completed_steps),
+        "cancelledSteps": _steps(document.cancelled_steps),
+        "team": document.team,
+        "hierarchyStack": document.hierarchy_stack,
+        "packetIds": document.packet_ids,
+        "jobExclusion": [e.model_dump(mode="json", by_alias=True) for e in document.job_exclusion],
+        "excluded": document.excluded,
+    }
+
+
+def _steps(steps: tuple[StepWrapper, ...]) -> list[dict[str, Any]] | None:
+    if not steps:
+        return None
+    return [s.model_dump(mode="json", by_alias=True) for s in steps]
+
+
+def encode_json(body: Any) -> bytes:
+    """Strict, compact UTF-8 JSON, keys in insertion order."""
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def encode_body(state: JobState) -> bytes:
+    """The request body of ``state`` as bytes."""
+    return encode_json(build_body(state))
+
+
+def body_sha256(body: bytes) -> str:
+    """Hex SHA-256 of an encoded body; equal to ``synced_sha256`` means nothing to post."""
+    return hashlib.sha256(body).hexdigest()
+
+
+def payload(state: JobState) -> tuple[bytes, str]:
+    """``(body bytes, sha256)`` of ``state``, for a request and ``mark_synced``."""
+    body = encode_body(state)
+    return body, body_sha256(body)

@@ -1,0 +1,128 @@
+"""The WorkfloPlus job document: the models behind the basicSync body.
+
+Field names mirror the documented body (camelCase aliases, snake_case attributes). Timestamps
+are kept as the ISO-8601 strings the producer sent (validated, never reformatted), so the body
+posted carries exactly the text of the events.
+
+Shared by event data (``events``) and job state (``job``). Validation is strict (no coercion:
+``"1"`` is not a step number) and unknown fields are ignored: a producer may add fields before
+we know them, but they are never forwarded, as the body must keep its documented shape.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic.alias_generators import to_camel
+
+TERMINAL_STATUSES = frozenset({"Completed", "Aborted"})
+
+
+def _check_timestamp(value: str) -> str:
+    parse_timestamp(value)
+    return value
+
+
+def parse_timestamp(value: str) -> datetime:
+    """Parse an ISO-8601 timestamp; a value without offset is taken as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 timestamp: {value!r}") from None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+#: An ISO-8601 timestamp kept as the original string.
+Timestamp = Annotated[str, AfterValidator(_check_timestamp)]
+
+
+class DomainModel(BaseModel):
+    """Base of every document and event model: frozen, strict, camelCase, extra ignored."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        strict=True,
+        extra="ignore",
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+class SingleStep(DomainModel):
+    """One executed step, as WorkfloPlus reports it."""
+
+    values: list[JsonValue] | None = None
+    value_resource_ids: list[JsonValue] | None = None
+    unique_step_id: str | None = None
+    previous_unique_step_id: str | None = None
+    user_id: str | None = None
+    user_name: str | None = None
+    device_id: str | None = None
+    step_id: str | None = None
+    step_number: int | None = None
+    step_title: str | None = None
+    step_description: str | None = None
+    step_type: str | None = None
+    connection_type: str | None = None
+    started: Timestamp | None = None
+    completed: Timestamp | None = None
+    updated: Timestamp | None = None
+    cancelled: Timestamp | None = None
+    time_events: dict[str, int | float] | None = None
+    note: str | None = None
+    note_resource_filenames: list[JsonValue] | None = None
+    coordinates: JsonValue = None
+    parent_step_id: str | None = None
+    parent_unique_step_id: str | None = None
+    parent_step_title: str | None = None
+    parent_step_description: str | None = None
+    metadata: dict[str, JsonValue] | None = None
+
+
+class StepWrapper(DomainModel):
+    """``{singleStep, reportStep}``: an entry of completedSteps / cancelledSteps, or currentStep."""
+
+    single_step: SingleStep
+    report_step: JsonValue = None
+
+
+class JobExclusion(DomainModel):
+    """An entry of ``jobExclusion``: who excluded (or re-included) the job and why."""
+
+    user_id: str = Field(min_length=1)
+    reason: str | None = None
+    is_excluded: bool
+
+
+class JobMetadata(DomainModel):
+    """The ``metadata`` object of the body. Every field may be unknown (None)."""
+
+    client_job_id: str | None = None
+    workflow_id: str | None = None
+    workflow_version_id: str | None = None
+    job_title: str | None = None
+    metadata: dict[str, str] | None = None
+    created: Timestamp | None = None
+    updated: Timestamp | None = None
+    modified: Timestamp | None = None
+    status: str | None = None
+    user_id: str | None = None
+    current_step: StepWrapper | None = None
+    abandon_reason: str | None = None
+    username: str | None = None
+    workflow_name: str | None = None
+
+
+class JobDocument(DomainModel):
+    """The whole assembled job. Empty step lists are posted as ``null`` (see ``basicsync``)."""
+
+    metadata: JobMetadata = JobMetadata()
+    completed_steps: tuple[StepWrapper, ...] = ()
+    cancelled_steps: tuple[StepWrapper, ...] = ()
+    team: str | None = None
+    hierarchy_stack: list[JsonValue] | None = None
+    packet_ids: list[str] | None = None
+    job_exclusion: tuple[JobExclusion, ...] = ()
+    excluded: bool = False

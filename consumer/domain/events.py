@@ -1,0 +1,395 @@
+"""Job events: CloudEvents 1.0 over Kafka, decoded and validated (design section 3).
+
+Both modes of the Kafka protocol binding are accepted:
+
+- structured: the value is the JSON envelope; chosen when the ``content-type`` header is
+  ``application/cloudevents+json`` or, with no ``ce_*`` headers, when the value is a JSON object
+  (it must then carry ``specversion``).
+- binary: attributes in ``ce_*`` headers (``ce_specversion``, ``ce_id``, ``ce_source``,
+  ``ce_type``, ``ce_subject``, ``ce_time``), the value is ``data`` as JSON; chosen when a
+  ``ce_specversion`` header is present. ``content-type``, when given, must be JSON.
+
+Required: ``specversion == "1.0"``, ``id``, ``source``, ``type``, ``subject`` (the clientJobId)
+and ``data``; ``time`` is optional (RFC 3339 with offset). Validation is strict: a wrong type
+never passes (no coercion). Unknown envelope attributes (extensions, ``dataschema``) and unknown
+``data`` fields are ignored for forward compatibility, and are not forwarded.
+
+Errors are :class:`InvalidEvent`, never retriable, carrying a :class:`FailureReason`: oversized
+value -> ``oversized_event``; unparsable or ill-typed input -> ``invalid_event``; a type outside
+:class:`EventType` -> ``unknown_event_type``; Kafka key (UTF-8) not equal to ``subject`` ->
+``key_mismatch``. Checks run in that order.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal, cast
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from consumer.domain.document import (
+    DomainModel,
+    JobExclusion,
+    JobMetadata,
+    StepWrapper,
+    Timestamp,
+)
+from consumer.domain.results import FailureReason
+
+STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
+DEFAULT_MAX_BYTES = 1_000_000
+
+
+class EventType(StrEnum):
+    """The six event types of the contract."""
+
+    upserted = "com.workfloplus.job.upserted"
+    step_completed = "com.workfloplus.job.step.completed"
+    step_cancelled = "com.workfloplus.job.step.cancelled"
+    status_changed = "com.workfloplus.job.status.changed"
+    excluded = "com.workfloplus.job.excluded"
+    aborted = "com.workfloplus.job.aborted"
+
+
+class UpsertedData(JobMetadata):
+    """Any subset of the job's metadata fields plus team, hierarchyStack, packetIds.
+
+    Which fields were present matters (present ``null`` overwrites, absent leaves alone): the
+    reducer reads ``model_fields_set``. Build it with only the fields you mean to set.
+    """
+
+    team: str | None = None
+    hierarchy_stack: list[Any] | None = None
+    packet_ids: list[str] | None = None
+
+
+class StatusChangedData(DomainModel):
+    """A status change; the optional fields present are set along with it."""
+
+    status: str = Field(min_length=1)
+    abandon_reason: str | None = None
+    current_step: StepWrapper | None = None
+    updated: Timestamp | None = None
+    modified: Timestamp | None = None
+
+
+class AbortedData(DomainModel):
+    """An abort: status ``Aborted``, ``reason`` becomes ``abandonReason`` when given."""
+
+    reason: str | None = None
+    user_id: str | None = None
+
+
+#: ``com.workfloplus.job.excluded`` data: ``{userId, reason, isExcluded}``.
+ExcludedData = JobExclusion
+#: Step events carry a step wrapper; ``singleStep.uniqueStepId`` is required for them.
+StepData = StepWrapper
+
+EventData = UpsertedData | StepWrapper | StatusChangedData | JobExclusion | AbortedData
+
+DATA_MODELS: dict[EventType, type[DomainModel]] = {
+    EventType.upserted: UpsertedData,
+    EventType.step_completed: StepWrapper,
+    EventType.step_cancelled: StepWrapper,
+    EventType.status_changed: StatusChangedData,
+    EventType.excluded: JobExclusion,
+    EventType.aborted: AbortedData,
+}
+
+
+class InvalidEvent(Exception):
+    """An input event that cannot be used; goes to the failure topic, never retried."""
+
+    retriable = False
+
+    def __init__(self, reason: FailureReason, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+class JobEvent(BaseModel):
+    """A decoded, validated job event. ``subject`` is the clientJobId."""
+
+    model_config = ConfigDict(frozen=True, strict=True)
+
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    type: EventType = Field(strict=False)  # accept the type string from dicts too
+    subject: str = Field(min_length=1)
+    time: datetime | None = None
+    data: EventData
+
+    @model_validator(mode="before")
+    @classmethod
+    def _data_by_type(cls, values: Any) -> Any:
+        # A dict ``data`` is validated with the model of its type (an untagged union would
+        # pick the wrong one: every UpsertedData field is optional).
+        if isinstance(values, dict) and isinstance(values.get("data"), dict):
+            try:
+                model = DATA_MODELS[EventType(str(values.get("type")))]
+            except ValueError:
+                return values
+            values = {**values, "data": model.model_validate(values["data"])}
+        return values
+
+    @model_validator(mode="after")
+    def _check_data(self) -> JobEvent:
+        _check_data(self.type, self.subject, self.data)
+        return self
+
+
+def _check_data(event_type: EventType, subject: str, data: DomainModel) -> None:
+    expected = DATA_MODELS[event_type]
+    if type(data) is not expected:
+        raise ValueError(f"data of {event_type} must be {expected.__name__}")
+    if isinstance(data, StepWrapper) and not data.single_step.unique_step_id:
+        raise ValueError("singleStep.uniqueStepId is required")
+    if (
+        isinstance(data, UpsertedData)
+        and data.client_job_id is not None
+        and data.client_job_id != subject
+    ):
+        raise ValueError("data.clientJobId differs from subject")
+
+
+# --- structured mode: one discriminated union, validated straight from bytes -------------
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
+
+    specversion: Literal["1.0"]
+    id: str = Field(min_length=1)
+    source: str = Field(min_length=1)
+    subject: str = Field(min_length=1)
+    time: AwareDatetime | None = None
+
+
+class _UpsertedEnvelope(_Envelope):
+    type: Literal["com.workfloplus.job.upserted"]
+    data: UpsertedData
+
+
+class _StepCompletedEnvelope(_Envelope):
+    type: Literal["com.workfloplus.job.step.completed"]
+    data: StepWrapper
+
+
+class _StepCancelledEnvelope(_Envelope):
+    type: Literal["com.workfloplus.job.step.cancelled"]
+    data: StepWrapper
+
+
+class _StatusChangedEnvelope(_Envelope):
+    type: Literal["com.workfloplus.job.status.changed"]
+    data: StatusChangedData
+
+
+class _ExcludedEnvelope(_Envelope):
+    type: Literal["com.workfloplus.job.excluded"]
+    data: JobExclusion
+
+
+class _AbortedEnvelope(_Envelope):
+    type: Literal["com.workfloplus.job.aborted"]
+    data: AbortedData
+
+
+_AnyEnvelope = (
+    _UpsertedEnvelope
+    | _StepCompletedEnvelope
+    | _StepCancelledEnvelope
+    | _StatusChangedEnvelope
+    | _ExcludedEnvelope
+    | _AbortedEnvelope
+)
+_STRUCTURED: TypeAdapter[_AnyEnvelope] = TypeAdapter(
+    Annotated[_AnyEnvelope, Field(discriminator="type")]
+)
+_TIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+
+
+def decode_event(
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]],
+    *,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> JobEvent:
+    """Decode one Kafka message into a :class:`JobEvent` or raise :class:`InvalidEvent`."""
+    if value is not None and len(value) > max_bytes:
+        raise InvalidEvent(
+            FailureReason.oversized_event, f"value is {len(value)} bytes, limit {max_bytes}"
+        )
+    if not value:
+        raise InvalidEvent(FailureReason.invalid_event, "empty value")
+    attributes = _ce_headers(headers)
+    if "specversion" in attributes:
+        event = _decode_binary(attributes, value)
+    else:
+        event = _decode_structured(value)
+    _check_key(key, event.subject)
+    return event
+
+
+def _ce_headers(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, bytes | None]:
+    found: dict[str, bytes | None] = {}
+    for name, raw in headers:
+        lowered = name.lower()
+        if lowered.startswith("ce_"):
+            found[lowered[3:]] = raw
+    return found
+
+
+def _decode_structured(value: bytes) -> JobEvent:
+    try:
+        envelope = _STRUCTURED.validate_json(value)
+    except ValidationError as exc:
+        for error in exc.errors(include_url=False):
+            if error["type"] == "union_tag_invalid":
+                tag = (error.get("ctx") or {}).get("tag")
+                raise InvalidEvent(
+                    FailureReason.unknown_event_type, f"unknown event type {tag!r}"
+                ) from None
+        raise InvalidEvent(FailureReason.invalid_event, _describe(exc)) from None
+    event_type = EventType(envelope.type)
+    _check(event_type, envelope.subject, envelope.data)
+    return JobEvent.model_construct(
+        id=envelope.id,
+        source=envelope.source,
+        type=event_type,
+        subject=envelope.subject,
+        time=envelope.time,
+        data=envelope.data,
+    )
+
+
+def _decode_binary(attributes: dict[str, bytes | None], value: bytes) -> JobEvent:
+    text: dict[str, str] = {}
+    for name in ("specversion", "id", "source", "type", "subject", "time"):
+        raw = attributes.get(name)
+        if raw is None:
+            continue
+        try:
+            text[name] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidEvent(
+                FailureReason.invalid_event, f"header ce_{name} is not UTF-8"
+            ) from None
+    if text.get("specversion") != "1.0":
+        raise InvalidEvent(
+            FailureReason.invalid_event,
+            f"ce_specversion must be 1.0, got {text.get('specversion')!r}",
+        )
+    missing = [n for n in ("id", "source", "type", "subject") if not text.get(n)]
+    if missing:
+        raise InvalidEvent(
+            FailureReason.invalid_event, "missing header " + ", ".join(f"ce_{n}" for n in missing)
+        )
+    try:
+        event_type = EventType(text["type"])
+    except ValueError:
+        raise InvalidEvent(
+            FailureReason.unknown_event_type, f"unknown event type {text['type']!r}"
+        ) from None
+    try:
+        time = _TIME.validate_python(text["time"]) if "time" in text else None
+        data = cast(EventData, DATA_MODELS[event_type].model_validate_json(value))
+    except ValidationError as exc:
+        raise InvalidEvent(FailureReason.invalid_event, _describe(exc)) from None
+    _check(event_type, text["subject"], data)
+    return JobEvent.model_construct(
+        id=text["id"],
+        source=text["source"],
+        type=event_type,
+        subject=text["subject"],
+        time=time,
+        data=data,
+    )
+
+
+def _check(event_type: EventType, subject: str, data: DomainModel) -> None:
+    try:
+        _check_data(event_type, subject, data)
+    except ValueError as exc:
+        raise InvalidEvent(FailureReason.invalid_event, str(exc)) from None
+
+
+def _check_key(key: bytes | None, subject: str) -> None:
+    if key is None:
+        raise InvalidEvent(FailureReason.key_mismatch, "no Kafka key; it must equal the subject")
+    try:
+        text = key.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidEvent(FailureReason.key_mismatch, "Kafka key is not UTF-8") from None
+    if text != subject:
+        raise InvalidEvent(
+            FailureReason.key_mismatch, f"Kafka key {text!r} differs from subject {subject!r}"
+        )
+
+
+def _describe(exc: ValidationError, limit: int = 3) -> str:
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    parts = [
+        f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in errors[:limit]
+    ]
+    if len(errors) > limit:
+        parts.append(f"and {len(errors) - limit} more")
+    return "; ".join(parts)
+
+
+# --- producers (demo, tests) ------------------------------------------------------------
+
+
+def _data_json(event: JobEvent) -> Any:
+    # exclude_unset keeps "which fields were present", which the reducer relies on.
+    return event.data.model_dump(mode="json", by_alias=True, exclude_unset=True)
+
+
+def _time_text(time: datetime) -> str:
+    return TypeAdapter(datetime).dump_python(time, mode="json")  # type: ignore[no-any-return]
+
+
+def encode_structured(event: JobEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """Structured mode: ``(key, value, headers)`` with the JSON envelope as value."""
+    envelope: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": event.id,
+        "source": event.source,
+        "type": event.type.value,
+        "subject": event.subject,
+    }
+    if event.time is not None:
+        envelope["time"] = _time_text(event.time)
+    envelope["datacontenttype"] = "application/json"
+    envelope["data"] = _data_json(event)
+    value = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+    return event.subject.encode(), value, [("content-type", STRUCTURED_CONTENT_TYPE.encode())]
+
+
+def encode_binary(event: JobEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """Binary mode: ``(key, value, headers)`` with ``ce_*`` headers and ``data`` as value."""
+    headers = [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", event.id.encode()),
+        ("ce_source", event.source.encode()),
+        ("ce_type", event.type.value.encode()),
+        ("ce_subject", event.subject.encode()),
+    ]
+    if event.time is not None:
+        headers.append(("ce_time", _time_text(event.time).encode()))
+    headers.append(("content-type", b"application/json"))
+    value = json.dumps(_data_json(event), separators=(",", ":"), ensure_ascii=False).encode()
+    return event.subject.encode(), value, headers

@@ -1,0 +1,205 @@
+"""Result records: one per finished sync attempt or unusable event (design section 6).
+
+Records are JSON, camelCase, keyed by ``clientJobId`` (or the raw Kafka key for input that never
+decoded). ``(clientJobId, stateVersion)`` identifies a duplicate after a crash. Python attributes
+are snake_case; serialize with ``to_json_bytes()`` (always by alias, nullable fields written
+as ``null``).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from datetime import datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+#: Longest gateway response body kept in a failure record, in characters. A longer body is cut
+#: to this many characters and :data:`TRUNCATION_SUFFIX` is appended.
+MAX_ERROR_BODY_CHARS = 4096
+TRUNCATION_SUFFIX = "...[truncated]"
+
+
+class FailureReason(StrEnum):
+    """Why a record landed on the failure topic. A public contract: never rename a value.
+
+    - ``invalid_event``: the input is not a usable CloudEvent (bad JSON, missing or ill-typed
+      attribute or data field, wrong ``specversion``, empty value). ``source`` carries the bytes.
+    - ``key_mismatch``: the Kafka key (UTF-8) is missing or differs from the event ``subject``.
+    - ``unknown_event_type``: ``type`` is not one of the six ``com.workfloplus.job.*`` types.
+    - ``oversized_event``: the value is larger than the configured maximum event size.
+    - ``rejected_by_gateway``: WorkfloPlus answered a final 4xx (not 401/403/408/429); ``error``
+      carries the status and (truncated) response body.
+    - ``retries_exhausted``: retriable failures (5xx, timeout, 429, ...) used up the per-job
+      retry budget while the circuit was closed.
+    - ``invalid_transition``: the event is valid but breaks an assembly rule, e.g. aborting a
+      ``Completed`` job or moving a job between the terminal statuses.
+    - ``missing_job_metadata``: the job was held too long without the fields needed to post it
+      (``workflowId``).
+    """
+
+    invalid_event = "invalid_event"
+    key_mismatch = "key_mismatch"
+    unknown_event_type = "unknown_event_type"
+    oversized_event = "oversized_event"
+    rejected_by_gateway = "rejected_by_gateway"
+    retries_exhausted = "retries_exhausted"
+    invalid_transition = "invalid_transition"
+    missing_job_metadata = "missing_job_metadata"
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(
+        frozen=True, alias_generator=to_camel, populate_by_name=True, extra="forbid"
+    )
+
+    def to_json_bytes(self) -> bytes:
+        """Strict, compact JSON with camelCase keys."""
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class SourceOffset(_Record):
+    """One input position whose event is covered by a synced state."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class SuccessRecord(_Record):
+    """A job state accepted by WorkfloPlus (2xx)."""
+
+    client_job_id: str
+    job_id: str | None
+    outcome: Literal["synced"] = "synced"
+    http_status: int
+    state_version: int
+    job_status: str | None
+    attempts: int
+    synced_at: datetime
+    #: Milliseconds from the first event not yet synced to this success; None when unknown.
+    latency_ms: int | None
+    source_offsets: list[SourceOffset]
+    payload_sha256: str
+
+
+class ErrorInfo(_Record):
+    """What went wrong: a message, and for gateway failures the HTTP status and body."""
+
+    message: str
+    status: int | None = None
+    body: str | None = None
+
+
+class SourceHeader(_Record):
+    """A Kafka header; ``value`` is base64 (None for a null header value)."""
+
+    key: str
+    value: str | None
+
+
+class SourceInfo(_Record):
+    """The original input message of an unusable event; bytes are base64 (None for null)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: str | None
+    headers: list[SourceHeader]
+    value: str | None
+
+    @classmethod
+    def from_message(
+        cls,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]],
+    ) -> SourceInfo:
+        """Capture a raw Kafka message exactly, bytes as base64."""
+        return cls(
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=_b64(key),
+            headers=[SourceHeader(key=k, value=_b64(v)) for k, v in headers],
+            value=_b64(value),
+        )
+
+
+class FailureRecord(_Record):
+    """A final failure: unusable input, a rejected transition or a failed sync."""
+
+    client_job_id: str | None
+    outcome: Literal["failed"] = "failed"
+    reason: FailureReason
+    error: ErrorInfo
+    attempts: int
+    state_version: int | None
+    failed_at: datetime
+    source: SourceInfo | None = None
+
+    @classmethod
+    def for_input(
+        cls,
+        *,
+        reason: FailureReason,
+        message: str,
+        source: SourceInfo,
+        failed_at: datetime,
+        client_job_id: str | None = None,
+        state_version: int | None = None,
+    ) -> FailureRecord:
+        """A record for an event that could not be used (invalid, or rejected by the reducer)."""
+        return cls(
+            client_job_id=client_job_id,
+            reason=reason,
+            error=ErrorInfo(message=message),
+            attempts=0,
+            state_version=state_version,
+            failed_at=failed_at,
+            source=source,
+        )
+
+    @classmethod
+    def for_sync(
+        cls,
+        *,
+        client_job_id: str,
+        reason: FailureReason,
+        message: str,
+        attempts: int,
+        state_version: int,
+        failed_at: datetime,
+        status: int | None = None,
+        body: str | bytes | None = None,
+    ) -> FailureRecord:
+        """A record for a sync that ended in failure; ``body`` is truncated."""
+        return cls(
+            client_job_id=client_job_id,
+            reason=reason,
+            error=ErrorInfo(message=message, status=status, body=truncate_body(body)),
+            attempts=attempts,
+            state_version=state_version,
+            failed_at=failed_at,
+        )
+
+
+def truncate_body(body: str | bytes | None, limit: int = MAX_ERROR_BODY_CHARS) -> str | None:
+    """Decode (UTF-8, invalid bytes replaced) and cut to ``limit`` characters plus a marker."""
+    if body is None:
+        return None
+    text = body.decode("utf-8", errors="replace") if isinstance(body, bytes) else body
+    if len(text) <= limit:
+        return text
+    return text[:limit] + TRUNCATION_SUFFIX
+
+
+def _b64(data: bytes | None) -> str | None:
+    return None if data is None else base64.b64encode(data).decode("ascii")
