@@ -1,0 +1,291 @@
+"""The settings tree: built once at the entry point from the environment, then passed down.
+
+Every setting comes from an environment variable named ``BASICSYNC_<SECTION>__<FIELD>``
+(``BASICSYNC_KAFKA__BOOTSTRAP_SERVERS``, ``BASICSYNC_SYNC__DEBOUNCE_MS``...). A secret can
+instead come from a file: ``BASICSYNC_GATEWAY__CLIENT_SECRET_FILE=/run/secrets/x`` reads
+the file (trailing newline stripped), which is how Kubernetes mounts secrets. Lists are
+comma-separated. No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from consumer.domain.job import SyncMode
+from consumer.errors import ConfigError
+
+ENV_PREFIX = "BASICSYNC_"
+NESTED_DELIMITER = "__"
+FILE_SUFFIX = "_FILE"
+WORKFLOW_EXECUTE_SCOPE = "https://www.workfloplus.com/auth/workflow.execute"
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
+
+
+class KafkaSettings(_Section):
+    """How to reach the brokers. Unset ``bootstrap_servers`` means: start the local broker."""
+
+    bootstrap_servers: CommaList | None = Field(
+        default=None,
+        description="host:port list; unset runs the embedded local broker (development only)",
+    )
+    group_id: str = Field(default="basicsync", min_length=1, description="consumer group id")
+    client_id: str = Field(default="basicsync", description="client id sent to the brokers")
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: Path | None = Field(default=None, description="CA bundle for broker TLS")
+    ssl_certfile: Path | None = Field(default=None, description="client certificate (mTLS)")
+    ssl_keyfile: Path | None = Field(default=None, description="client key (mTLS)")
+    session_timeout_ms: int = Field(default=45_000, ge=6_000)
+    max_poll_records: int = Field(default=2_000, ge=1, description="records per fetch batch")
+    max_event_bytes: int = Field(
+        default=1_000_000, ge=1_024, description="larger events go to the failure topic"
+    )
+    create_topics: bool = Field(
+        default=True, description="create missing changelog and result topics at start"
+    )
+    replication_factor: int = Field(
+        default=1, ge=1, description="replication factor of topics this service creates"
+    )
+
+    _split = field_validator("bootstrap_servers", mode="before")(_split_commas)
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL"):
+            missing = [
+                name
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"security_protocol {self.security_protocol} needs {', '.join(missing)}"
+                )
+        return self
+
+
+class TopicSettings(_Section):
+    """Topic names; the changelog defaults to ``<group_id>.job-state``."""
+
+    input: CommaList = Field(
+        default_factory=lambda: ["workfloplus.job-events"],
+        min_length=1,
+        description="comma-separated input topics (co-partitioned, keyed by clientJobId)",
+    )
+    succeeded: str = "workfloplus.basicsync.succeeded"
+    failed: str = "workfloplus.basicsync.failed"
+    state: str | None = Field(
+        default=None, description="changelog topic; default <group>.job-state"
+    )
+
+    _split = field_validator("input", mode="before")(_split_commas)
+
+
+class GatewaySettings(_Section):
+    """WorkfloPlus. Unset ``base_url`` means: start the local sandbox (development only)."""
+
+    base_url: str | None = Field(default=None, description="e.g. https://gateway.workfloplus.com")
+    token_url: str | None = Field(
+        default=None, description="e.g. https://accounts.workfloplus.com/connect/token"
+    )
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    scope: str = WORKFLOW_EXECUTE_SCOPE
+    request_timeout_s: float = Field(default=30.0, gt=0)
+    verify_tls: bool = True
+
+    @field_validator("base_url", "token_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _credentials_with_url(self) -> GatewaySettings:
+        if self.base_url is not None:
+            missing = [
+                name
+                for name in ("token_url", "client_id", "client_secret")
+                if getattr(self, name) is None
+            ]
+            if missing:
+                raise ValueError(f"base_url is set, so {', '.join(missing)} must be set too")
+        return self
+
+
+class SyncSettings(_Section):
+    """When and how fast jobs are posted."""
+
+    mode: SyncMode = Field(
+        default=SyncMode.every_change, description="every_change | terminal_only"
+    )
+    debounce_ms: int = Field(default=200, ge=0, description="quiet time before a job is posted")
+    max_delay_ms: int = Field(
+        default=2_000, ge=0, description="longest a changed job waits while events keep coming"
+    )
+    concurrency: int = Field(default=32, ge=1, description="requests in flight at once")
+    rate_limit_per_s: float | None = Field(default=None, gt=0, description="requests per second")
+    retry_initial_ms: int = Field(default=200, ge=1)
+    retry_max_ms: int = Field(default=30_000, ge=1)
+    retry_max_attempts: int = Field(default=8, ge=1)
+    retry_max_elapsed_s: float = Field(default=300.0, gt=0)
+    circuit_failure_threshold: int = Field(
+        default=20, ge=1, description="retryable failures in a row that open the circuit"
+    )
+    hold_timeout_s: float = Field(
+        default=300.0, gt=0, description="report a job still missing workflowId after this"
+    )
+    shutdown_deadline_s: float = Field(
+        default=20.0, gt=0, description="time in-flight requests get on shutdown or revoke"
+    )
+    retention_s: float = Field(
+        default=7 * 24 * 3600.0, gt=0, description="terminal, synced jobs are forgotten after"
+    )
+
+    @model_validator(mode="after")
+    def _delays_ordered(self) -> SyncSettings:
+        if self.max_delay_ms < self.debounce_ms:
+            raise ValueError("max_delay_ms must be at least debounce_ms")
+        if self.retry_max_ms < self.retry_initial_ms:
+            raise ValueError("retry_max_ms must be at least retry_initial_ms")
+        return self
+
+
+class ObservabilitySettings(_Section):
+    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
+    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    http_port: int | None = Field(
+        default=None, ge=0, le=65535, description="port for /metrics, /healthz, /readyz"
+    )
+
+
+class _FileSecretsSource(PydanticBaseSettingsSource):
+    """Reads ``BASICSYNC_X__Y_FILE`` variables: the file's content becomes ``x.y``."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: dict[str, str]) -> None:
+        super().__init__(settings_cls)
+        self._environ = environ
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, path in self._environ.items():
+            if not (name.startswith(ENV_PREFIX) and name.endswith(FILE_SUFFIX)):
+                continue
+            dotted = name[len(ENV_PREFIX) : -len(FILE_SUFFIX)].lower()
+            if ENV_PREFIX + dotted.upper() in self._environ:
+                raise ValueError(f"set {name} or {ENV_PREFIX}{dotted.upper()}, not both")
+            try:
+                content = Path(path).read_text(encoding="utf-8").rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"{name}: cannot read {path}: {exc.strerror}") from None
+            target = values
+            *sections, leaf = dotted.split(NESTED_DELIMITER)
+            for section in sections:
+                target = target.setdefault(section, {})
+            target[leaf] = content
+        return values
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told. ``basicsync config`` prints this as a reference."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        frozen=True,
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _FileSecretsSource(settings_cls, dict(os.environ)))
+
+    @property
+    def state_topic(self) -> str:
+        return self.topics.state or f"{self.kafka.group_id}.job-state"
+
+    @property
+    def embedded_kafka(self) -> bool:
+        return self.kafka.bootstrap_servers is None
+
+    @property
+    def embedded_gateway(self) -> bool:
+        return self.gateway.base_url is None
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings once; every problem is reported at once, one line each."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors(include_url=False, include_input=False):
+            where = NESTED_DELIMITER.join(str(part) for part in error["loc"]).upper()
+            variable = f"{ENV_PREFIX}{where}" if where else "settings"
+            lines.append(f"{variable}: {error['msg']}")
+        raise ConfigError("invalid settings:\n  " + "\n  ".join(lines)) from None
+    except ValueError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None

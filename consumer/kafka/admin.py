@@ -1,0 +1,99 @@
+"""Topic checks at start: the input topics are co-partitioned and internal topics exist.
+
+Partitioning is the scaling unit (DESIGN section 2), so a mismatch here is fatal: a job whose
+events land in different partition numbers of different topics could be owned by two members.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from consumer.errors import TopicLayoutError
+
+_TOPIC_ALREADY_EXISTS = 36
+_UNKNOWN_TOPIC = 3
+
+
+@dataclass(frozen=True)
+class TopicPlan:
+    """The topics the service needs and how the missing ones are created."""
+
+    inputs: tuple[str, ...]
+    changelog: str
+    results: tuple[str, ...]
+    create_missing: bool
+    replication_factor: int
+
+
+async def partition_counts(admin: AIOKafkaAdminClient, topics: Iterable[str]) -> dict[str, int]:
+    """Partition count of each topic that exists; missing topics are left out."""
+    counts: dict[str, int] = {}
+    for meta in await admin.describe_topics(list(topics)):
+        if meta["error_code"] == 0:
+            counts[meta["topic"]] = len(meta["partitions"])
+        elif meta["error_code"] != _UNKNOWN_TOPIC:
+            raise TopicLayoutError(
+                f"cannot describe topic {meta['topic']}: error {meta['error_code']}"
+            )
+    return counts
+
+
+async def create_topics(
+    admin: AIOKafkaAdminClient,
+    topics: dict[str, tuple[int, dict[str, str]]],
+    replication_factor: int,
+) -> None:
+    """Create ``name -> (partitions, config)``; a topic that already exists is fine."""
+    if not topics:
+        return
+    response: Any = await admin.create_topics(
+        [
+            NewTopic(name, partitions, replication_factor, topic_configs=config)
+            for name, (partitions, config) in topics.items()
+        ]
+    )
+    for name, code, *rest in response.topic_errors:
+        if code not in (0, _TOPIC_ALREADY_EXISTS):
+            message = rest[0] if rest else ""
+            raise TopicLayoutError(f"cannot create topic {name}: error {code} {message}")
+
+
+async def ensure_topology(admin: AIOKafkaAdminClient, plan: TopicPlan) -> int:
+    """Check co-partitioning, create what is missing, and return the partition count."""
+    counts = await partition_counts(admin, [*plan.inputs, plan.changelog, *plan.results])
+    missing_inputs = [topic for topic in plan.inputs if topic not in counts]
+    if missing_inputs:
+        raise TopicLayoutError(
+            f"input topics do not exist: {', '.join(missing_inputs)}; create them "
+            "(same partition count each) or fix BASICSYNC_TOPICS__INPUT"
+        )
+    input_counts = {topic: counts[topic] for topic in plan.inputs}
+    if len(set(input_counts.values())) != 1:
+        raise TopicLayoutError(
+            "input topics are not co-partitioned (their partition counts differ: "
+            + ", ".join(f"{t}={n}" for t, n in input_counts.items())
+            + "); give them the same partition count"
+        )
+    partitions = next(iter(input_counts.values()))
+    wanted = {
+        plan.changelog: (partitions, {"cleanup.policy": "compact"}),
+        **{topic: (partitions, {}) for topic in plan.results},
+    }
+    to_create = {topic: spec for topic, spec in wanted.items() if topic not in counts}
+    if to_create and not plan.create_missing:
+        raise TopicLayoutError(
+            f"topics missing and creation disabled: {', '.join(to_create)}; create them or set "
+            "BASICSYNC_KAFKA__CREATE_TOPICS=true"
+        )
+    await create_topics(admin, to_create, plan.replication_factor)
+    changelog_count = counts.get(plan.changelog, partitions)
+    if changelog_count != partitions:
+        raise TopicLayoutError(
+            f"changelog {plan.changelog} has {changelog_count} partitions but the inputs have "
+            f"{partitions}; the changelog needs one partition per input partition"
+        )
+    return partitions

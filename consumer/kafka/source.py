@@ -1,0 +1,119 @@
+"""The input side: a consumer-group member that fetches batches, pauses, resumes and commits.
+
+Partition ``p`` of every input topic must belong to the same member (DESIGN section 2), so the
+range assignor is used: with co-partitioned inputs it hands each member the same partition
+numbers of every topic. The rebalance callbacks are forwarded to a ``PartitionOwner`` in
+partition numbers, which is the unit the state and the scheduler reason in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+from consumer.intake import SourceRecord
+
+log = structlog.get_logger(__name__)
+
+
+class PartitionOwner(Protocol):
+    """Told about partition numbers before they are taken away and after they arrive."""
+
+    async def partitions_revoked(self, partitions: set[int]) -> None: ...
+
+    async def partitions_assigned(self, partitions: set[int]) -> None: ...
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, owner: PartitionOwner) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._owner.partitions_revoked({tp.partition for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._owner.partitions_assigned({tp.partition for tp in assigned})
+
+
+class EventSource:
+    """Wraps one ``AIOKafkaConsumer`` subscribed to the input topics."""
+
+    def __init__(
+        self, consumer_factory: Callable[..., AIOKafkaConsumer], topics: list[str]
+    ) -> None:
+        self._consumer = consumer_factory(
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            isolation_level="read_committed",
+        )
+        self._topics = topics
+        self._paused = False
+
+    async def start(self, owner: PartitionOwner) -> None:
+        self._consumer.subscribe(topics=self._topics, listener=_Listener(owner))
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def fetch(self, timeout_ms: int) -> list[SourceRecord]:
+        """The next batch of all assigned, unpaused partitions; offset order per partition."""
+        batches: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
+            timeout_ms=timeout_ms
+        )
+        return [
+            SourceRecord(
+                topic=message.topic,
+                partition=message.partition,
+                offset=message.offset,
+                key=message.key,
+                value=message.value,
+                headers=tuple(message.headers),
+            )
+            for messages in batches.values()
+            for message in messages
+        ]
+
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        """Commit next-offsets of partitions still assigned; the rest belong to someone else."""
+        assigned = self._consumer.assignment()
+        to_commit = {
+            TopicPartition(topic, partition): offset
+            for (topic, partition), offset in offsets.items()
+            if TopicPartition(topic, partition) in assigned
+        }
+        if to_commit:
+            await self._consumer.commit(to_commit)
+
+    def assigned_partitions(self) -> set[int]:
+        return {tp.partition for tp in self._consumer.assignment()}
+
+    def pause_all(self) -> None:
+        """Stop fetching (circuit open); survives rebalances until ``resume_all``."""
+        self._paused = True
+        self._consumer.pause(*self._consumer.assignment())
+
+    def resume_all(self) -> None:
+        self._paused = False
+        self._consumer.resume(*self._consumer.assignment())
+
+    def reapply_pause(self) -> None:
+        """A new assignment starts unpaused; keep the circuit's pause in force."""
+        if self._paused:
+            self._consumer.pause(*self._consumer.assignment())
+
+    async def lag(self) -> dict[tuple[str, int], int]:
+        """Messages between the position and the high watermark, per assigned partition."""
+        result: dict[tuple[str, int], int] = {}
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            if highwater is None:
+                continue
+            position = await self._consumer.position(tp)
+            result[(tp.topic, tp.partition)] = max(highwater - position, 0)
+        return result

@@ -1,0 +1,225 @@
+"""The consume loop and partition ownership: the order of operations that loses nothing.
+
+For each fetched batch, under one lock shared with the rebalance callbacks:
+
+1. reduce the events into the store (``intake.absorb``, no I/O);
+2. write the changed job states to their changelog partitions and the unusable events to the
+   failure topic, and wait until the broker has acknowledged every one of them;
+3. commit the input offsets of the batch;
+4. hand the changed jobs to the scheduler, which posts them from the store.
+
+A crash before 3 replays the batch; the reducer ignores event ids it has already applied, so
+the replay changes nothing that was already durable. On assignment a partition's state is
+restored from its changelog partition before any of its events is processed (the callback
+runs before the first fetch); on revoke its requests are finished or abandoned and its state
+dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import structlog
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from consumer.domain.job import JobState, is_terminal
+from consumer.intake import BatchEffect, absorb
+from consumer.kafka.publisher import ResultPublisher
+from consumer.kafka.source import EventSource
+from consumer.state.changelog import ChangelogWriter, RestoreReport
+from consumer.state.store import JobStore
+from consumer.sync.scheduler import SyncScheduler
+
+log = structlog.get_logger(__name__)
+
+Restorer = Callable[[set[int]], Awaitable[tuple[dict[int, dict[str, JobState]], RestoreReport]]]
+EndOffsets = Callable[[set[int]], Awaitable[dict[int, int]]]
+
+
+class PipelineObserver(Protocol):
+    def batch_absorbed(self, effect: BatchEffect, records: int) -> None: ...
+
+    def restored(self, report: RestoreReport) -> None: ...
+
+    def ownership_changed(self, partitions: set[int], restoring: bool) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineLimits:
+    partition_count: int
+    max_event_bytes: int
+    revoke_deadline_s: float
+    retention_s: float
+    fetch_timeout_ms: int = 500
+
+
+class Pipeline:
+    """Owns the store's partitions and runs the consume loop."""
+
+    def __init__(
+        self,
+        source: EventSource,
+        store: JobStore,
+        changelog: ChangelogWriter,
+        publisher: ResultPublisher,
+        scheduler: SyncScheduler,
+        restore: Restorer,
+        changelog_end_offsets: EndOffsets,
+        flush: Callable[[], Awaitable[None]],
+        limits: PipelineLimits,
+        observer: PipelineObserver,
+        *,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._source = source
+        self._store = store
+        self._changelog = changelog
+        self._publisher = publisher
+        self._scheduler = scheduler
+        self._restore = restore
+        self._changelog_end_offsets = changelog_end_offsets
+        self._flush = flush
+        self._limits = limits
+        self._observer = observer
+        self._wall_clock = wall_clock
+        self._lock = asyncio.Lock()
+        self._owned: set[int] = set()
+        self._restoring = False
+        #: changelog end offset each owned partition had when we last knew it to be ours alone
+        self._known_end: dict[int, int] = {}
+
+    @property
+    def owned_partitions(self) -> set[int]:
+        return set(self._owned)
+
+    @property
+    def ready(self) -> bool:
+        """Partitions assigned and restored."""
+        return bool(self._owned) and not self._restoring
+
+    # -- rebalance -------------------------------------------------------------------------------
+
+    async def partitions_revoked(self, partitions: set[int]) -> None:
+        async with self._lock:
+            await self._scheduler.release_partitions(partitions, self._limits.revoke_deadline_s)
+            await self._flush()
+            for partition in partitions:
+                written = self._changelog.last_offsets.get(partition)
+                if written is not None:
+                    self._known_end[partition] = max(self._known_end.get(partition, 0), written + 1)
+            self._owned -= partitions
+            log.info("partitions_revoked", partitions=sorted(partitions))
+
+    async def partitions_assigned(self, partitions: set[int]) -> None:
+        async with self._lock:
+            self._restoring = True
+            self._observer.ownership_changed(partitions, restoring=True)
+            try:
+                await self._take(partitions)
+            finally:
+                self._restoring = False
+                self._observer.ownership_changed(partitions, restoring=False)
+            self._source.reapply_pause()
+
+    async def _take(self, partitions: set[int]) -> None:
+        for partition in self._store.partitions() - partitions:
+            self._store.drop_partition(partition)
+            self._known_end.pop(partition, None)
+        ends = await self._changelog_end_offsets(partitions)
+        # After an eager rebalance we usually get our partitions back. If nobody wrote to
+        # their changelog since we last did, our in-memory state is still exact.
+        kept = {p for p in partitions if p in self._known_end and ends.get(p) == self._known_end[p]}
+        to_restore = partitions - kept
+        if to_restore:
+            restored, report = await self._restore(to_restore)
+            for partition, states in restored.items():
+                self._store.replace_partition(partition, states)
+                self._known_end[partition] = report.end_offsets.get(partition, 0)
+            self._observer.restored(report)
+            log.info(
+                "state_restored",
+                partitions=sorted(to_restore),
+                jobs=report.jobs,
+                records=report.records,
+                skipped=report.skipped,
+                seconds=round(report.seconds, 3),
+            )
+        self._owned = set(partitions)
+        for partition in partitions:
+            self._scheduler.reschedule_partition(partition)
+        log.info("partitions_assigned", partitions=sorted(partitions), kept=sorted(kept))
+
+    # -- the consume loop ------------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Fetch, absorb, make durable, commit, schedule: until ``stop`` is set."""
+        while not stop.is_set():
+            records = await self._source.fetch(self._limits.fetch_timeout_ms)
+            if not records:
+                continue
+            async with self._lock:
+                owned = [r for r in records if r.partition in self._owned]
+                if owned:
+                    await self._process(owned)
+
+    async def _process(self, records: list[Any]) -> None:
+        now = self._wall_clock()
+        effect = absorb(
+            self._store,
+            records,
+            now=now,
+            partition_count=self._limits.partition_count,
+            max_event_bytes=self._limits.max_event_bytes,
+        )
+        acks = [
+            await self._changelog.write(effect.partitions[job], state)
+            for job, state in effect.changed.items()
+        ]
+        acks += [await self._publisher.failed(failure) for failure in effect.failures]
+        if acks:
+            await asyncio.gather(*acks)
+        self._observer.batch_absorbed(effect, len(records))
+        try:
+            await self._source.commit(effect.next_offsets)
+        except (CommitFailedError, IllegalStateError) as exc:
+            # The group moved on; the new owner replays these events and the reducer
+            # recognises every one of them, so nothing is lost or doubled.
+            log.warning("commit_skipped_after_rebalance", error=type(exc).__name__)
+        for job in effect.changed:
+            self._scheduler.mark_dirty(job, effect.offsets_by_job.get(job, ()))
+
+    # -- retention -------------------------------------------------------------------------------
+
+    async def sweep_forever(self, stop: asyncio.Event, every_s: float = 60.0) -> None:
+        """Forget terminal, synced jobs older than the retention (tombstones in the changelog)."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), every_s)
+            except TimeoutError:
+                await self.sweep()
+
+    async def sweep(self) -> int:
+        cutoff = self._wall_clock() - timedelta(seconds=self._limits.retention_s)
+        started = time.monotonic()
+        async with self._lock:
+            expired = [
+                (partition, state.client_job_id)
+                for partition, state in self._store.items()
+                if is_terminal(state)
+                and state.synced_version >= state.version
+                and state.updated_at is not None
+                and state.updated_at < cutoff
+            ]
+            acks = [await self._changelog.tombstone(p, job) for p, job in expired]
+            if acks:
+                await asyncio.gather(*acks)
+            for _, job in expired:
+                self._store.delete(job)
+        if expired:
+            log.info("retention_swept", jobs=len(expired), seconds=time.monotonic() - started)
+        return len(expired)

@@ -1,0 +1,454 @@
+"""Decides when each dirty job is posted, and keeps the design's ordering promises.
+
+- Debounce: a job is posted ``debounce`` after its last change, but never later than
+  ``max_delay`` after its first unsynced change; a terminal status is posted at once.
+- One request in flight per job: a job that changes while its request is in flight is
+  queued again when the request ends, with the newest state.
+- Bounded concurrency and an optional rate limit across all jobs.
+- Retries are timers, not sleeping coroutines: while the circuit is open nothing is sent,
+  partitions are paused, retry budgets stop counting, and a probe decides when to resume.
+
+The scheduler reads state from the store at send time, so a burst of events becomes one
+request carrying the latest state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import structlog
+from aiolimiter import AsyncLimiter
+
+from consumer.config import SyncSettings
+from consumer.domain.basicsync import body_sha256, encode_body
+from consumer.domain.job import JobState, is_postable, is_terminal, mark_synced, needs_sync
+from consumer.domain.results import FailureReason, FailureRecord, SourceOffset, SuccessRecord
+from consumer.gateway.client import Accepted, Rejected, Retryable, SyncOutcome, Systemic
+from consumer.state.store import JobStore
+from consumer.sync.circuit import CircuitBreaker
+from consumer.sync.retry import RetryPolicy
+
+log = structlog.get_logger(__name__)
+
+Ack = asyncio.Future[Any]
+
+
+class Gateway(Protocol):
+    async def post_basic_sync(self, body: bytes) -> SyncOutcome: ...
+
+    async def probe(self) -> bool: ...
+
+
+class Outcomes(Protocol):
+    """Where the scheduler makes results durable: result topics and the changelog."""
+
+    async def succeeded(self, record: SuccessRecord) -> Ack: ...
+
+    async def failed(self, record: FailureRecord, raw_key: bytes | None = None) -> Ack: ...
+
+    async def write_state(self, partition: int, state: JobState) -> Ack: ...
+
+
+class SchedulerObserver(Protocol):
+    """Hooks for metrics and the circuit's effect on consumption."""
+
+    def circuit_changed(self, is_open: bool) -> None: ...
+
+    def request_finished(self, outcome: str, status: int | None, seconds: float) -> None: ...
+
+
+@dataclass
+class _Entry:
+    first_dirty: float
+    due: float = 0.0
+    not_before: float = 0.0
+    attempts: int = 0
+    first_attempt: float | None = None
+    in_flight: bool = False
+    held_reported: bool = False
+    offsets: list[SourceOffset] = field(default_factory=list)
+
+
+class SyncScheduler:
+    """Owns the timers of dirty jobs and the requests in flight."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        gateway: Gateway,
+        outcomes: Outcomes,
+        settings: SyncSettings,
+        observer: SchedulerObserver,
+        *,
+        circuit: CircuitBreaker,
+        retry: RetryPolicy,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._gateway = gateway
+        self._outcomes = outcomes
+        self._settings = settings
+        self._observer = observer
+        self._circuit = circuit
+        self._retry = retry
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._rng = rng or random.Random()
+        self._entries: dict[str, _Entry] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.concurrency)
+        self._limiter = (
+            AsyncLimiter(settings.rate_limit_per_s, 1.0) if settings.rate_limit_per_s else None
+        )
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._stopping = False
+        self._paused_partitions: set[int] = set()
+
+    # -- what the pipeline tells the scheduler -------------------------------------------------
+
+    @property
+    def dirty_jobs(self) -> int:
+        return len(self._entries)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    @property
+    def circuit(self) -> CircuitBreaker:
+        return self._circuit
+
+    def mark_dirty(self, client_job_id: str, offsets: Iterable[SourceOffset] = ()) -> None:
+        """The job's new state is durable in the changelog: schedule its sync."""
+        state = self._store.get(client_job_id)
+        if state is None:
+            return
+        now = self._clock()
+        entry = self._entries.get(client_job_id)
+        if not needs_sync(state, self._settings.mode):
+            if entry is not None and not entry.in_flight:
+                del self._entries[client_job_id]
+            return
+        if entry is None:
+            entry = self._entries[client_job_id] = _Entry(first_dirty=now)
+        entry.offsets.extend(offsets)
+        if entry.in_flight:
+            return  # re-queued when the request ends
+        self._queue(client_job_id, entry, self._due(state, entry, now))
+
+    def reschedule_partition(self, partition: int) -> None:
+        """After a restore: every job whose synced version lags is scheduled again."""
+        for job in self._store.jobs_in(partition):
+            self.mark_dirty(job)
+
+    async def release_partitions(self, partitions: set[int], deadline: float) -> None:
+        """A revoke: stop dispatching these jobs, let their requests finish, then forget them.
+
+        Requests still running after ``deadline`` seconds are cancelled; their jobs' synced
+        version lags in the changelog, so the partition's next owner posts them again.
+        """
+        self._paused_partitions |= partitions
+        jobs = {job for p in partitions for job in self._store.jobs_in(p)}
+        running = [task for job, task in self._tasks.items() if job in jobs]
+        if running:
+            _, pending = await asyncio.wait(running, timeout=deadline)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+                log.warning("revoke_abandoned_requests", count=len(pending))
+        for job in jobs:
+            self._entries.pop(job, None)
+        self._paused_partitions -= partitions
+
+    async def stop(self, deadline: float) -> None:
+        """Shutdown: dispatch nothing more; requests in flight get ``deadline`` seconds."""
+        self._stopping = True
+        self._wake.set()
+        running = list(self._tasks.values())
+        if running:
+            _, pending = await asyncio.wait(running, timeout=deadline)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+
+    # -- the dispatch loop -----------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Dispatch due jobs until ``stop``; probe while the circuit is open."""
+        while not self._stopping:
+            if not self._circuit.is_closed:
+                await self._wait_for_gateway()
+                continue
+            now = self._clock()
+            while self._heap and self._heap[0][0] <= now and self._circuit.is_closed:
+                due, job = heapq.heappop(self._heap)
+                entry = self._entries.get(job)
+                if entry is None or entry.due != due or entry.in_flight:
+                    continue  # stale timer: superseded, finished or in flight
+                partition = self._store.partition_of(job)
+                if partition is None or partition in self._paused_partitions:
+                    continue
+                await self._slots.acquire()
+                if self._limiter is not None:
+                    await self._limiter.acquire()
+                if self._stopping:
+                    self._slots.release()
+                    return
+                entry.in_flight = True
+                self._tasks[job] = asyncio.create_task(self._sync(job, entry), name=f"sync {job}")
+                now = self._clock()
+            timeout = max(self._heap[0][0] - self._clock(), 0.0) if self._heap else None
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _wait_for_gateway(self) -> None:
+        now = self._clock()
+        next_probe = self._circuit.next_probe_at
+        if next_probe is not None and next_probe > now:
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), next_probe - now)
+            return
+        if self._circuit.probe_due(now):
+            self._circuit.begin_probe(now)
+            healthy = await self._gateway.probe()
+            if healthy:
+                self._circuit.record_success(self._clock())
+                log.info("circuit_closed")
+                self._observer.circuit_changed(False)
+                self._requeue_waiting()
+            else:
+                self._circuit.record_failure(self._clock(), systemic=False)
+        else:
+            await asyncio.sleep(0.05)
+
+    def _requeue_waiting(self) -> None:
+        now = self._clock()
+        for job, entry in self._entries.items():
+            if not entry.in_flight:
+                entry.attempts = 0
+                entry.first_attempt = None
+                self._queue(job, entry, max(now, entry.not_before))
+
+    # -- one request -----------------------------------------------------------------------------
+
+    async def _sync(self, job: str, entry: _Entry) -> None:
+        try:
+            await self._attempt(job, entry)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sync_attempt_crashed", client_job_id=job)
+            entry.not_before = self._clock() + self._retry.maximum
+        finally:
+            self._slots.release()
+            self._tasks.pop(job, None)
+            entry.in_flight = False
+            self._after_attempt(job, entry)
+
+    async def _attempt(self, job: str, entry: _Entry) -> None:
+        state = self._store.get(job)
+        partition = self._store.partition_of(job)
+        if state is None or partition is None:
+            return
+        if not is_postable(state):
+            await self._hold(job, entry, state)
+            return
+        body = encode_body(state)
+        sha = body_sha256(body)
+        if sha == state.synced_sha256:
+            await self._settle(job, partition, state, sha, state.job_id)
+            return
+        sent_offsets = len(entry.offsets)
+        entry.attempts += 1
+        started = self._clock()
+        if entry.first_attempt is None:
+            entry.first_attempt = started
+        outcome = await self._gateway.post_basic_sync(body)
+        finished = self._clock()
+        self._observer.request_finished(
+            type(outcome).__name__.lower(), getattr(outcome, "status", None), finished - started
+        )
+        if isinstance(outcome, Accepted):
+            self._record_success(finished)
+            await self._succeed(job, partition, state, entry, sha, outcome, sent_offsets)
+        elif isinstance(outcome, Rejected):
+            self._record_success(finished)  # the gateway is up; this job is wrong
+            await self._fail(
+                job, partition, state, entry, sha, FailureReason.rejected_by_gateway,
+                f"WorkfloPlus rejected the job with HTTP {outcome.status}",
+                status=outcome.status, body=outcome.body_truncated,
+            )  # fmt: skip
+        elif isinstance(outcome, Retryable):
+            self._record_failure(finished, systemic=False)
+            budget_spent = self._retry.exhausted(entry.attempts, finished - entry.first_attempt)
+            if self._circuit.is_closed and budget_spent:
+                await self._fail(
+                    job, partition, state, entry, sha, FailureReason.retries_exhausted,
+                    f"gave up after {entry.attempts} attempts: {outcome.reason}",
+                    status=outcome.status, body=None,
+                )  # fmt: skip
+            else:
+                delay = self._retry.delay(entry.attempts, outcome.retry_after, self._rng)
+                entry.not_before = finished + delay
+                log.info(
+                    "sync_retry_scheduled",
+                    client_job_id=job,
+                    attempt=entry.attempts,
+                    delay_s=round(delay, 3),
+                    reason=outcome.reason,
+                    status=outcome.status,
+                )
+        elif isinstance(outcome, Systemic):
+            self._record_failure(finished, systemic=True)
+            log.error("gateway_refuses_all", status=outcome.status, reason=outcome.reason)
+
+    def _record_success(self, now: float) -> None:
+        was_open = not self._circuit.is_closed
+        self._circuit.record_success(now)
+        if was_open:
+            self._observer.circuit_changed(False)
+            self._requeue_waiting()
+
+    def _record_failure(self, now: float, *, systemic: bool) -> None:
+        was_closed = self._circuit.is_closed
+        self._circuit.record_failure(now, systemic=systemic)
+        if was_closed and not self._circuit.is_closed:
+            log.warning("circuit_opened", systemic=systemic)
+            self._observer.circuit_changed(True)
+            self._wake.set()
+
+    async def _succeed(
+        self,
+        job: str,
+        partition: int,
+        sent: JobState,
+        entry: _Entry,
+        sha: str,
+        outcome: Accepted,
+        sent_offsets: int,
+    ) -> None:
+        now = self._wall_clock()
+        latency = (
+            int((now - sent.first_unsynced_at).total_seconds() * 1000)
+            if sent.first_unsynced_at is not None
+            else None
+        )
+        record = SuccessRecord(
+            client_job_id=job,
+            job_id=outcome.job_id or sent.job_id,
+            http_status=outcome.status,
+            state_version=sent.version,
+            job_status=sent.document.metadata.status,
+            attempts=entry.attempts,
+            synced_at=now,
+            latency_ms=latency,
+            source_offsets=entry.offsets[:sent_offsets],
+            payload_sha256=sha,
+        )
+        await (await self._outcomes.succeeded(record))
+        del entry.offsets[:sent_offsets]
+        entry.attempts = 0
+        entry.first_attempt = None
+        await self._settle(job, partition, sent, sha, outcome.job_id or sent.job_id)
+
+    async def _fail(
+        self,
+        job: str,
+        partition: int,
+        sent: JobState,
+        entry: _Entry,
+        sha: str,
+        reason: FailureReason,
+        message: str,
+        *,
+        status: int | None,
+        body: str | None,
+    ) -> None:
+        record = FailureRecord.for_sync(
+            client_job_id=job,
+            reason=reason,
+            message=message,
+            attempts=entry.attempts,
+            state_version=sent.version,
+            failed_at=self._wall_clock(),
+            status=status,
+            body=body,
+        )
+        await (await self._outcomes.failed(record))
+        entry.attempts = 0
+        entry.first_attempt = None
+        entry.offsets.clear()
+        await self._settle(job, partition, sent, sha, sent.job_id)
+
+    async def _settle(
+        self, job: str, partition: int, sent: JobState, sha: str, job_id: str | None
+    ) -> None:
+        """Record that ``sent.version`` has a final outcome, on the newest state."""
+        current = self._store.get(job)
+        if current is None:
+            return
+        settled = mark_synced(current, sent.version, sha, job_id, self._wall_clock())
+        self._store.put(partition, settled)
+        await (await self._outcomes.write_state(partition, settled))
+
+    async def _hold(self, job: str, entry: _Entry, state: JobState) -> None:
+        """A job without workflowId cannot be posted; report it once after the hold timeout."""
+        waited = self._clock() - entry.first_dirty
+        if entry.held_reported or waited < self._settings.hold_timeout_s:
+            return
+        entry.held_reported = True
+        record = FailureRecord.for_sync(
+            client_job_id=job,
+            reason=FailureReason.missing_job_metadata,
+            message=f"held {waited:.0f}s without metadata.workflowId; posted once it arrives",
+            attempts=0,
+            state_version=state.version,
+            failed_at=self._wall_clock(),
+        )
+        await (await self._outcomes.failed(record))
+
+    def _after_attempt(self, job: str, entry: _Entry) -> None:
+        state = self._store.get(job)
+        if state is None or self._entries.get(job) is not entry:
+            return
+        if not needs_sync(state, self._settings.mode):
+            del self._entries[job]
+            return
+        if not is_postable(state) and entry.held_reported:
+            return  # wait for the next event
+        now = self._clock()
+        if entry.first_attempt is None and entry.not_before <= now:
+            entry.first_dirty = now  # a fresh round of changes
+        self._queue(job, entry, self._due(state, entry, now))
+
+    # -- timing ----------------------------------------------------------------------------------
+
+    def _due(self, state: JobState, entry: _Entry, now: float) -> float:
+        if not is_postable(state):
+            return entry.first_dirty + self._settings.hold_timeout_s
+        if is_terminal(state):
+            due = now
+        else:
+            debounce = now + self._settings.debounce_ms / 1000
+            due = min(debounce, entry.first_dirty + self._settings.max_delay_ms / 1000)
+        return max(due, entry.not_before)
+
+    def _queue(self, job: str, entry: _Entry, due: float) -> None:
+        entry.due = due
+        heapq.heappush(self._heap, (due, job))
+        if self._heap[0][1] == job:
+            self._wake.set()
