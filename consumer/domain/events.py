@@ -3,11 +3,13 @@
 Both modes of the Kafka protocol binding are accepted:
 
 - structured: the value is the JSON envelope; chosen when the ``content-type`` header is
-  ``application/cloudevents+json`` or, with no ``ce_*`` headers, when the value is a JSON object
-  (it must then carry ``specversion``).
+  ``application/cloudevents+json`` (other ``application/cloudevents*`` types, such as batches,
+  are invalid) or, with no ``ce_specversion`` header, whatever the value is (it must then be a
+  JSON object carrying ``specversion``).
 - binary: attributes in ``ce_*`` headers (``ce_specversion``, ``ce_id``, ``ce_source``,
-  ``ce_type``, ``ce_subject``, ``ce_time``), the value is ``data`` as JSON; chosen when a
-  ``ce_specversion`` header is present. ``content-type``, when given, must be JSON.
+  ``ce_type``, ``ce_subject``, ``ce_time``; names case-insensitive), the value is ``data`` as
+  JSON; chosen when a ``ce_specversion`` header is present. ``content-type``, when given, must
+  be ``application/json`` or ``*+json``.
 
 Required: ``specversion == "1.0"``, ``id``, ``source``, ``type``, ``subject`` (the clientJobId)
 and ``data``; ``time`` is optional (RFC 3339 with offset). Validation is strict: a wrong type
@@ -18,6 +20,10 @@ Errors are :class:`InvalidEvent`, never retriable, carrying a :class:`FailureRea
 value -> ``oversized_event``; unparsable or ill-typed input -> ``invalid_event``; a type outside
 :class:`EventType` -> ``unknown_event_type``; Kafka key (UTF-8) not equal to ``subject`` ->
 ``key_mismatch``. Checks run in that order.
+
+Hot path: the structured envelope is one discriminated union validated straight from bytes
+(``validate_json``), about twice as fast as ``json.loads`` plus validation (measured: ~10 us vs
+~20 us for an 850-byte step event; ~20 us per ``decode_event`` call all in).
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, ClassVar, Literal, cast
 
 from pydantic import (
     AwareDatetime,
@@ -46,6 +52,7 @@ from consumer.domain.document import (
     Timestamp,
 )
 from consumer.domain.results import FailureReason
+from consumer.errors import BasicSyncError
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
 DEFAULT_MAX_BYTES = 1_000_000
@@ -108,10 +115,10 @@ DATA_MODELS: dict[EventType, type[DomainModel]] = {
 }
 
 
-class InvalidEvent(Exception):
+class InvalidEvent(BasicSyncError):
     """An input event that cannot be used; goes to the failure topic, never retried."""
 
-    retriable = False
+    retriable: ClassVar[bool] = False
 
     def __init__(self, reason: FailureReason, message: str) -> None:
         super().__init__(f"{reason}: {message}")
@@ -235,8 +242,17 @@ def decode_event(
         )
     if not value:
         raise InvalidEvent(FailureReason.invalid_event, "empty value")
+    media = _media_type(headers)
     attributes = _ce_headers(headers)
-    if "specversion" in attributes:
+    if media is not None and media.startswith("application/cloudevents"):
+        if media != STRUCTURED_CONTENT_TYPE:
+            raise InvalidEvent(FailureReason.invalid_event, f"unsupported content-type {media!r}")
+        event = _decode_structured(value)
+    elif "specversion" in attributes:
+        if media is not None and media != "application/json" and not media.endswith("+json"):
+            raise InvalidEvent(
+                FailureReason.invalid_event, f"binary mode data must be JSON, not {media!r}"
+            )
         event = _decode_binary(attributes, value)
     else:
         event = _decode_structured(value)
@@ -251,6 +267,13 @@ def _ce_headers(headers: Sequence[tuple[str, bytes | None]]) -> dict[str, bytes 
         if lowered.startswith("ce_"):
             found[lowered[3:]] = raw
     return found
+
+
+def _media_type(headers: Sequence[tuple[str, bytes | None]]) -> str | None:
+    for name, raw in headers:
+        if name.lower() == "content-type" and raw is not None:
+            return raw.decode("utf-8", errors="replace").split(";")[0].strip().lower()
+    return None
 
 
 def _decode_structured(value: bytes) -> JobEvent:
