@@ -1,0 +1,144 @@
+"""Fault injection: what the sandbox does wrong on purpose, changeable while it runs.
+
+``FaultConfig`` is the wire and Python shape (the same model travels over
+``/_sandbox/faults``); ``Faults`` is the live state a running sandbox consults on each
+request, with its own random generator (seedable) and the "next N requests" counter.
+
+Latency, error rates, 429s and rejections apply to ``POST /jobs/v1/basicSync`` only; an outage
+applies to every WorkfloPlus endpoint (token, basicSync, get job) but never to ``/_sandbox``.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+OutageMode = Literal["503", "refuse"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FixedLatency(_Frozen):
+    kind: Literal["fixed"] = "fixed"
+    ms: float = Field(ge=0)
+
+
+class UniformLatency(_Frozen):
+    kind: Literal["uniform"] = "uniform"
+    min_ms: float = Field(ge=0)
+    max_ms: float = Field(ge=0)
+
+
+class ExponentialLatency(_Frozen):
+    """Exponentially distributed delay with mean ``mean_ms``, capped at ``max_ms``."""
+
+    kind: Literal["exponential"] = "exponential"
+    mean_ms: float = Field(gt=0)
+    max_ms: float = Field(default=60_000, ge=0)
+
+
+Latency = Annotated[FixedLatency | UniformLatency | ExponentialLatency, Field(discriminator="kind")]
+
+
+class Rejection(_Frozen):
+    """A chosen 4xx answer for one clientJobId, with the JSON body to send."""
+
+    status: int = Field(default=400, ge=400, le=499)
+    body: Any = None
+
+
+class FaultConfig(_Frozen):
+    """Every runtime fault; the defaults mean "behave normally"."""
+
+    latency: Latency | None = None
+    error_rate: float = Field(default=0.0, ge=0, le=1)
+    error_statuses: tuple[int, ...] = Field(default=(500,), min_length=1)
+    rate_limit_rate: float = Field(default=0.0, ge=0, le=1, description="fraction answered 429")
+    rate_limit_next: int = Field(default=0, ge=0, description="the next N requests get 429")
+    rate_limit_job_ids: frozenset[str] = frozenset()
+    retry_after_s: int = Field(default=1, ge=0)
+    token_lifetime_s: int | None = Field(default=None, gt=0, description="for new tokens")
+    reject_job_ids: dict[str, Rejection] = Field(default_factory=dict)
+    seed: int | None = None
+
+
+class Faults:
+    """The live fault state of one sandbox process."""
+
+    def __init__(self) -> None:
+        self.config = FaultConfig()
+        self._random = random.Random()
+        self._rate_limit_left = 0
+        self.outage_until = 0.0
+        self.outage_mode: OutageMode = "503"
+        self._configured = False
+
+    def set(self, config: FaultConfig) -> FaultConfig:
+        """Replace every fault with ``config`` (restarting the "next N" counter)."""
+        self.config = config
+        self._rate_limit_left = config.rate_limit_next
+        self._random = random.Random(config.seed)
+        self._configured = config.model_dump(exclude={"token_lifetime_s", "seed"}) != _NORMAL
+        return config
+
+    def update(self, changes: Mapping[str, Any]) -> FaultConfig:
+        """Change only the given fields (validated); the others keep their current values."""
+        merged = {**self.config.model_dump(exclude_defaults=True), **changes}
+        return self.set(FaultConfig.model_validate(merged))
+
+    def clear(self) -> None:
+        """Back to normal behaviour, including ending any outage."""
+        self.set(FaultConfig())
+        self.outage_until = 0.0
+
+    @property
+    def active(self) -> bool:
+        """Whether any basicSync fault could fire (lets the hot path skip the checks)."""
+        return self._configured or self._rate_limit_left > 0
+
+    def outage_left(self) -> float:
+        """Seconds of outage remaining, 0 when the sandbox is up."""
+        return max(0.0, self.outage_until - time.monotonic())
+
+    def delay_s(self) -> float:
+        latency = self.config.latency
+        if latency is None:
+            return 0.0
+        if isinstance(latency, FixedLatency):
+            ms = latency.ms
+        elif isinstance(latency, UniformLatency):
+            ms = self._random.uniform(latency.min_ms, latency.max_ms)
+        else:
+            ms = min(self._random.expovariate(1.0 / latency.mean_ms), latency.max_ms)
+        return ms / 1000.0
+
+    def rate_limited(self, client_job_id: str | None) -> bool:
+        """Whether this request gets 429 (consumes one of the "next N" if set)."""
+        config = self.config
+        if self._rate_limit_left > 0:
+            self._rate_limit_left -= 1
+            return True
+        if client_job_id is not None and client_job_id in config.rate_limit_job_ids:
+            return True
+        return config.rate_limit_rate > 0 and self._random.random() < config.rate_limit_rate
+
+    def error_status(self) -> int | None:
+        """A status from ``error_statuses`` for a fraction ``error_rate`` of requests."""
+        config = self.config
+        if config.error_rate > 0 and self._random.random() < config.error_rate:
+            return self._random.choice(config.error_statuses)
+        return None
+
+    def rejection(self, client_job_id: str | None) -> Rejection | None:
+        if client_job_id is None:
+            return None
+        return self.config.reject_job_ids.get(client_job_id)
+
+
+_NORMAL = FaultConfig().model_dump(exclude={"token_lifetime_s", "seed"})
