@@ -4,9 +4,9 @@ Split the way httpx splits auth: the flow is pure and the I/O is a thin adapter.
 
 - :class:`TokenCache`, :func:`token_request_form` and :func:`parse_token_response` know the
   protocol, the expiry and the refresh margin; time is passed in and they never do I/O.
-- :class:`ClientCredentialsTokenProvider` posts the form with aiohttp, one fetch at a time for all
-  callers, and satisfies the :class:`TokenProvider` protocol that the gateway client depends on
-  (tests use a fake).
+- :class:`CachingTokenProvider` caches, refreshes and single-flights around any async fetch;
+  :class:`ClientCredentialsTokenProvider` is it with the fetch done by aiohttp. Both satisfy the
+  :class:`TokenProvider` protocol that the gateway client depends on (tests use fakes).
 
 Secrets stay secret: the client secret lives in a ``SecretStr`` until the form is built, tokens
 are excluded from every ``repr``, and neither appears in exceptions or log events.
@@ -18,7 +18,7 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -146,41 +146,25 @@ def _error_code(body_text: str) -> str:
     return f" ({code})" if isinstance(code, str) and _OAUTH_ERROR_CODE.match(code) else ""
 
 
-class ClientCredentialsTokenProvider:
-    """Fetches and caches tokens from ``token_url``; one fetch at a time for all callers.
+class CachingTokenProvider:
+    """A :class:`TokenProvider` around any async ``fetch``: caches, refreshes, single-flights.
 
-    Callers that queue behind a fetch reuse its result, success or failure, instead of fetching
-    again. ``clock`` is monotonic seconds (default :func:`time.monotonic`).
+    One fetch at a time for all callers; callers that queued behind a fetch reuse its result,
+    success or failure, instead of fetching again. ``clock`` is monotonic seconds.
     """
 
     def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        token_url: str,
-        client_id: str,
-        client_secret: SecretStr,
-        scope: str | None,
-        clock: Callable[[], float] = time.monotonic,
-        *,
-        timeout: float = 10.0,
+        self, fetch: Callable[[], Awaitable[Token]], clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self._session = session
-        self._token_url = token_url
-        self._client_id = client_id
-        self._client_secret = client_secret
-        self._scope = scope
+        self._fetch_token = fetch
         self._clock = clock
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._cache = TokenCache()
         self._lock = asyncio.Lock()
         self._fetches = 0
         self._last_error: AuthRejected | TokenUnavailable | None = None
 
     def __repr__(self) -> str:
-        return (
-            f"ClientCredentialsTokenProvider(token_url={self._token_url!r}, "
-            f"client_id={self._client_id!r})"
-        )
+        return f"{type(self).__name__}(fetches={self._fetches})"
 
     @property
     def fetch_count(self) -> int:
@@ -208,23 +192,8 @@ class ClientCredentialsTokenProvider:
             log.info("token_invalidated")
 
     async def _fetch(self) -> str:
-        form = token_request_form(self._client_id, self._client_secret, self._scope)
-        started = self._clock()
         try:
-            try:
-                async with self._session.post(
-                    self._token_url, data=form, timeout=self._timeout
-                ) as response:
-                    status = response.status
-                    body_text = await response.text(errors="replace")
-            except TimeoutError:
-                raise TokenUnavailable("token endpoint timed out") from None
-            except aiohttp.ClientError as exc:
-                # aiohttp's messages name host and port, never the form body we sent.
-                raise TokenUnavailable(
-                    f"token endpoint unreachable: {type(exc).__name__}: {exc}"
-                ) from None
-            token = parse_token_response(status, body_text, started)
+            token = await self._fetch_token()
         except (AuthRejected, TokenUnavailable) as exc:
             self._last_error = exc
             self._fetches += 1
@@ -235,3 +204,50 @@ class ClientCredentialsTokenProvider:
         self._cache.store(token)
         log.info("token_fetched", expires_in=round(token.expires_at - token.issued_at, 1))
         return token.value
+
+
+class ClientCredentialsTokenProvider(CachingTokenProvider):
+    """OAuth2 client credentials against ``token_url`` over aiohttp, cached and single-flight."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        token_url: str,
+        client_id: str,
+        client_secret: SecretStr,
+        scope: str | None,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        timeout: float = 10.0,
+    ) -> None:
+        super().__init__(self._request_token, clock)
+        self._session = session
+        self._token_url = token_url
+        self._client_id = client_id
+        self._client_secret = client_secret
+        self._scope = scope
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    def __repr__(self) -> str:
+        return (
+            f"ClientCredentialsTokenProvider(token_url={self._token_url!r}, "
+            f"client_id={self._client_id!r})"
+        )
+
+    async def _request_token(self) -> Token:
+        form = token_request_form(self._client_id, self._client_secret, self._scope)
+        started = self._clock()
+        try:
+            async with self._session.post(
+                self._token_url, data=form, timeout=self._timeout
+            ) as response:
+                status = response.status
+                body_text = await response.text(errors="replace")
+        except TimeoutError:
+            raise TokenUnavailable("token endpoint timed out") from None
+        except aiohttp.ClientError as exc:
+            # aiohttp's messages name host and port, never the form body we sent.
+            raise TokenUnavailable(
+                f"token endpoint unreachable: {type(exc).__name__}: {exc}"
+            ) from None
+        return parse_token_response(status, body_text, started)
