@@ -1,0 +1,111 @@
+"""The outcome table of DESIGN section 5 as a pure function, and Retry-After parsing."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+
+import pytest
+
+from consumer.gateway.client import (
+    MAX_BODY_CHARS,
+    Accepted,
+    Rejected,
+    Retryable,
+    Systemic,
+    classify,
+    parse_retry_after,
+)
+
+NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
+
+
+class TestClassify:
+    @pytest.mark.parametrize("status", [200, 201, 204])
+    def test_2xx_is_accepted_with_job_id(self, status: int) -> None:
+        """Any 2xx is a success; the server's jobId is taken from the stored job JSON."""
+        body = json.dumps({"jobId": "j-42", "metadata": {"clientJobId": "c-1"}})
+        assert classify(status, {}, body, NOW) == Accepted(status=status, job_id="j-42", body=body)
+
+    def test_2xx_with_job_in_array(self) -> None:
+        """A job returned inside a JSON array (as GET returns it) still yields its jobId."""
+        outcome = classify(200, {}, '[{"jobId": "j-7"}]', NOW)
+        assert isinstance(outcome, Accepted)
+        assert outcome.job_id == "j-7"
+
+    @pytest.mark.parametrize("body", ["", "not json", "{}", '{"jobId": true}', "[]"])
+    def test_2xx_without_job_id_is_still_accepted(self, body: str) -> None:
+        """The document was stored even when the answer carries no usable jobId."""
+        assert classify(200, {}, body, NOW) == Accepted(status=200, job_id=None, body=body)
+
+    @pytest.mark.parametrize("status", [400, 404, 409, 413, 422])
+    def test_other_4xx_is_rejected_with_body(self, status: int) -> None:
+        """Plain 4xx is a final failure that carries the response body."""
+        assert classify(status, {}, '{"error":"bad"}', NOW) == Rejected(
+            status=status, body_truncated='{"error":"bad"}'
+        )
+
+    def test_rejected_body_is_truncated(self) -> None:
+        """Huge error bodies are cut so a failure record stays small."""
+        outcome = classify(400, {}, "x" * (MAX_BODY_CHARS * 3), NOW)
+        assert isinstance(outcome, Rejected)
+        assert len(outcome.body_truncated) == MAX_BODY_CHARS
+
+    @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
+    def test_transient_statuses_are_retryable(self, status: int) -> None:
+        """408, 429 and 5xx are retried with backoff."""
+        assert classify(status, {}, "", NOW) == Retryable(
+            status=status, retry_after=None, reason=f"http_{status}"
+        )
+
+    def test_403_is_systemic(self) -> None:
+        """403: the client lacks the scope or permission, so every job would fail alike."""
+        assert classify(403, {}, "", NOW) == Systemic(status=403, reason="forbidden")
+
+    def test_401_is_systemic_once_it_reaches_classify(self) -> None:
+        """The client retries a 401 once with a fresh token; a 401 classified here is final."""
+        outcome = classify(401, {}, "", NOW)
+        assert isinstance(outcome, Systemic)
+        assert outcome.status == 401
+
+    def test_retry_after_seconds(self) -> None:
+        """``Retry-After: 2`` on a 429 asks for two seconds."""
+        outcome = classify(429, {"Retry-After": "2"}, "", NOW)
+        assert outcome == Retryable(status=429, retry_after=2.0, reason="http_429")
+
+    def test_retry_after_header_name_is_case_insensitive(self) -> None:
+        """Header names are case-insensitive, even in a plain dict."""
+        outcome = classify(503, {"retry-after": "7"}, "", NOW)
+        assert isinstance(outcome, Retryable)
+        assert outcome.retry_after == 7.0
+
+    def test_retry_after_http_date(self) -> None:
+        """``Retry-After`` as an HTTP-date is turned into seconds from ``now``."""
+        header = format_datetime(NOW + timedelta(seconds=90), usegmt=True)
+        outcome = classify(503, {"Retry-After": header}, "", NOW)
+        assert isinstance(outcome, Retryable)
+        assert outcome.retry_after == 90.0
+
+
+class TestParseRetryAfter:
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            (None, None),
+            ("0", 0.0),
+            ("120", 120.0),
+            (" 3 ", 3.0),
+            ("-5", 0.0),
+            ("soon", None),
+            ("", None),
+            ("nan", None),
+            ("inf", None),
+            ("Fri, 27 Nov 2026 12:00:30 GMT", 30.0),
+            ("Fri, 27 Nov 2026 11:00:00 GMT", 0.0),
+            ("Friday, 27-Nov-26 12:01:00 GMT", 60.0),
+        ],
+    )
+    def test_values(self, value: str | None, expected: float | None) -> None:
+        """Seconds, HTTP-dates (past ones give 0) and garbage (None: use our own backoff)."""
+        assert parse_retry_after(value, NOW) == expected
