@@ -4,9 +4,10 @@ Once listening it prints one line, ``sandbox listening on http://HOST:PORT``, an
 a parent process can read the URL (``--port 0`` picks a free port).
 
 ``--workers N`` (N > 1) starts N processes that share the port through ``SO_REUSEPORT`` so the
-kernel spreads connections among them; it is for throughput benchmarks only, because each
-worker has its own tokens, jobs, recorded requests and faults (a token from one worker is
-unknown to the others, and ``/_sandbox`` calls reach one worker at random).
+kernel spreads connections among them; it is for throughput benchmarks only. Tokens are signed
+with a key the workers share, so any worker accepts a token another issued, but jobs, recorded
+requests, overlap counters, faults, outages and revocations are per process, and a
+``/_sandbox`` call reaches whichever worker accepts its connection.
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ class Sandbox:
     def __init__(self, settings: SandboxSettings) -> None:
         self.settings = settings
         self.state = SandboxState(
-            record_limit=settings.record_limit, history_limit=settings.history_limit
+            signing_key=settings.signing_key,
+            record_limit=settings.record_limit,
+            history_limit=settings.history_limit,
         )
         self.faults = Faults()
         self.app = web.Application()

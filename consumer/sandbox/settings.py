@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+
 from pydantic import BaseModel, ConfigDict, Field
 
 #: The scope basicSync's ``Workflow_Execute`` policy asks for.
@@ -29,3 +31,8 @@ class SandboxSettings(BaseModel):
     record_limit: int = Field(default=10_000, ge=0)
     history_limit: int = Field(default=1_000, ge=1)
     reuse_port: bool = False
+    signing_key: str = Field(
+        default_factory=lambda: secrets.token_hex(16),
+        repr=False,
+        description="HMAC key of the JWT-like tokens; shared by all workers of one sandbox",
+    )

@@ -4,6 +4,10 @@ overlapping in-flight requests. One instance per process (so per worker with ``-
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+import json
 import secrets
 import time
 import uuid
@@ -17,7 +21,8 @@ Outcome = Literal["created", "updated", "aborted"]
 @dataclass(slots=True)
 class Token:
     scopes: frozenset[str]
-    expires_at: float  # time.monotonic()
+    issued_at: float  # epoch seconds
+    expires_at: float  # epoch seconds
 
 
 @dataclass(slots=True)
@@ -72,9 +77,13 @@ class InFlight:
 class SandboxState:
     """Jobs, tokens, the request log and the overlap counters of one sandbox process."""
 
-    def __init__(self, *, record_limit: int = 10_000, history_limit: int = 1_000) -> None:
+    def __init__(
+        self, *, signing_key: str, record_limit: int = 10_000, history_limit: int = 1_000
+    ) -> None:
         self.history_limit = history_limit
-        self.tokens: dict[str, Token] = {}
+        self._key = signing_key.encode()
+        self.tokens: dict[str, Token] = {}  # verified tokens, so each is checked once
+        self.revoked_before = 0.0
         self.jobs: dict[str, Job] = {}
         self.records: deque[Record] = deque(maxlen=record_limit)
         self.in_flight = InFlight()
@@ -86,23 +95,56 @@ class SandboxState:
         self.in_flight = InFlight()
 
     # -- tokens ------------------------------------------------------------------------------
+    # Tokens are HS256 JWTs signed with the settings' key, so every worker process of one
+    # sandbox accepts the tokens any of them issued.
     def issue_token(self, scopes: frozenset[str], lifetime_s: int) -> str:
-        token = secrets.token_urlsafe(32)
-        self.tokens[token] = Token(scopes, time.monotonic() + lifetime_s)
+        now = time.time()
+        claims = {
+            "iat": now,
+            "exp": now + lifetime_s,
+            "scope": " ".join(sorted(scopes)),
+            "jti": secrets.token_hex(8),
+        }
+        signed = _JWT_HEADER + b"." + _b64(json.dumps(claims, separators=(",", ":")).encode())
+        token = (signed + b"." + _b64(self._sign(signed))).decode()
+        self.tokens[token] = Token(scopes, now, now + lifetime_s)
         return token
 
     def token(self, value: str) -> Token | None:
-        """The token if it is known and unexpired (expired ones are dropped on sight)."""
+        """The token if it is genuine, unexpired and not revoked."""
         token = self.tokens.get(value)
-        if token is not None and token.expires_at <= time.monotonic():
+        if token is None:
+            token = self._verify(value)
+            if token is None:
+                return None
+            self.tokens[value] = token
+        now = time.time()
+        if token.expires_at <= now or token.issued_at < self.revoked_before:
             del self.tokens[value]
             return None
         return token
 
     def revoke_tokens(self) -> int:
+        """Invalidate every token issued until now; returns how many this process had seen."""
         count = len(self.tokens)
         self.tokens.clear()
+        self.revoked_before = time.time()
         return count
+
+    def _sign(self, signed: bytes) -> bytes:
+        return hmac.new(self._key, signed, hashlib.sha256).digest()
+
+    def _verify(self, value: str) -> Token | None:
+        signed, _, signature = value.encode().rpartition(b".")
+        try:
+            if not hmac.compare_digest(
+                base64.urlsafe_b64decode(_pad(signature)), self._sign(signed)
+            ):
+                return None
+            claims = json.loads(base64.urlsafe_b64decode(_pad(signed.split(b".")[1])))
+            return Token(frozenset(claims["scope"].split()), claims["iat"], claims["exp"])
+        except (ValueError, IndexError, KeyError, AttributeError):
+            return None
 
     # -- jobs --------------------------------------------------------------------------------
     def store(self, client_job_id: str, document: dict[str, Any], body: bytes) -> Outcome:
@@ -124,6 +166,17 @@ class SandboxState:
     def record(self, record: Record) -> None:
         if self.records.maxlen != 0:
             self.records.append(record)
+
+
+_JWT_HEADER = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+
+
+def _b64(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
+def _pad(data: bytes) -> bytes:
+    return data + b"=" * (-len(data) % 4)
 
 
 def _with_job_id(body: bytes, job_id: str) -> bytes:
