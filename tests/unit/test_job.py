@@ -1,0 +1,442 @@
+"""Job state and the reducer (consumer.domain.job)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from consumer.domain.events import EventType, JobEvent
+from consumer.domain.job import (
+    SEEN_IDS_LIMIT,
+    JobState,
+    Rejection,
+    SyncMode,
+    apply,
+    hold_expired,
+    is_postable,
+    is_terminal,
+    mark_synced,
+    needs_sync,
+    new_state,
+    step_order,
+)
+from consumer.domain.results import FailureReason
+
+JOB = "job-1"
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+_ids = iter(range(10**9))
+
+
+def ev(event_type: EventType, data: dict[str, Any], event_id: str | None = None) -> JobEvent:
+    return JobEvent.model_validate(
+        {
+            "id": event_id or f"e{next(_ids)}",
+            "source": "urn:test",
+            "type": event_type,
+            "subject": JOB,
+            "data": data,
+        }
+    )
+
+
+def upsert(**data: Any) -> JobEvent:
+    return ev(EventType.upserted, data)
+
+
+def status(value: str, **data: Any) -> JobEvent:
+    return ev(EventType.status_changed, {"status": value, **data})
+
+
+def step(uid: str, number: int | None = None, at: str | None = None, **more: Any) -> dict[str, Any]:
+    return {"singleStep": {"uniqueStepId": uid, "stepNumber": number, "completed": at, **more}}
+
+
+def completed(uid: str, number: int | None = None, at: str | None = None, **more: Any) -> JobEvent:
+    return ev(EventType.step_completed, step(uid, number, at, **more))
+
+
+def run(*events: JobEvent, state: JobState | None = None, now: datetime = NOW) -> JobState:
+    for event in events:
+        result = apply(state, event, now)
+        assert isinstance(result, JobState), result
+        state = result
+    assert state is not None
+    return state
+
+
+def reduce_all(events: list[JobEvent], state: JobState | None = None) -> JobState | None:
+    """Apply in order, skipping rejected events (as the pipeline does)."""
+    for event in events:
+        result = apply(state, event, NOW)
+        if isinstance(result, JobState):
+            state = result
+    return state
+
+
+class TestUpserted:
+    def test_creates_job(self) -> None:
+        """The first event of a job creates its state, clientJobId from the subject."""
+        state = run(upsert(workflowId="wf"))
+        assert state.client_job_id == JOB
+        assert state.document.metadata.client_job_id == JOB
+        assert state.document.metadata.workflow_id == "wf"
+        assert state.version == 1
+
+    def test_present_fields_overwrite_absent_kept(self) -> None:
+        """Present fields overwrite, absent ones stay, a present null clears."""
+        state = run(
+            upsert(jobTitle="a", team="t", username="u"), upsert(jobTitle="b", username=None)
+        )
+        meta = state.document.metadata
+        assert (meta.job_title, meta.username, state.document.team) == ("b", None, "t")
+
+    def test_metadata_map_merges_by_key(self) -> None:
+        """metadata.metadata merges by key, kept sorted; a null map changes nothing."""
+        state = run(
+            upsert(metadata={"b": "1", "a": "1"}),
+            upsert(metadata={"b": "2", "c": "3"}),
+            upsert(metadata=None),
+        )
+        assert state.document.metadata.metadata == {"a": "1", "b": "2", "c": "3"}
+        assert list(state.document.metadata.metadata) == ["a", "b", "c"]
+
+    def test_document_level_fields(self) -> None:
+        """team, hierarchyStack and packetIds land on the document, not in metadata."""
+        state = run(upsert(team="t", hierarchyStack=["x"], packetIds=["p"]))
+        assert state.document.team == "t"
+        assert state.document.hierarchy_stack == ["x"]
+        assert state.document.packet_ids == ["p"]
+
+    def test_status_via_upsert_obeys_terminal_rule(self) -> None:
+        """An upserted non-terminal status does not revert a terminal one; other fields apply."""
+        state = run(status("Completed"), upsert(status="InProgress", jobTitle="late"))
+        assert state.status == "Completed"
+        assert state.document.metadata.job_title == "late"
+
+    def test_upsert_abort_of_completed_rejected(self) -> None:
+        """Upserting status Aborted onto a Completed job is rejected."""
+        state = run(status("Completed"))
+        assert isinstance(apply(state, upsert(status="Aborted"), NOW), Rejection)
+
+
+class TestSteps:
+    def test_upsert_by_unique_step_id(self) -> None:
+        """A step with a known uniqueStepId replaces the old entry."""
+        state = run(completed("u1", 1, note="old"), completed("u1", 1, note="new"))
+        steps = state.document.completed_steps
+        assert [s.single_step.note for s in steps] == ["new"]
+
+    def test_ordering(self) -> None:
+        """Steps sort by stepNumber, then time, then uniqueStepId; missing values last."""
+        state = run(
+            completed("z", None),
+            completed("b", 2, "2026-01-01T10:00:00Z"),
+            completed("a", 2, "2026-01-01T10:00:00Z"),
+            completed("c", 2, "2026-01-01T09:00:00.5+00:00"),
+            completed("d", 2),
+            completed("e", 1, "2026-01-02T00:00:00Z"),
+        )
+        uids = [s.single_step.unique_step_id for s in state.document.completed_steps]
+        assert uids == ["e", "c", "a", "b", "d", "z"]
+
+    def test_cancelled_separate(self) -> None:
+        """Cancelled steps go to cancelledSteps; completedSteps is untouched."""
+        state = run(ev(EventType.step_cancelled, step("u1", 1)), completed("u2", 1))
+        assert [s.single_step.unique_step_id for s in state.document.cancelled_steps] == ["u1"]
+        assert [s.single_step.unique_step_id for s in state.document.completed_steps] == ["u2"]
+
+    def test_steps_apply_after_terminal(self) -> None:
+        """A late step event still lands after the job is Completed."""
+        state = run(status("Completed"), completed("u1", 1))
+        assert len(state.document.completed_steps) == 1
+
+    def test_step_order_key_mixed_offsets(self) -> None:
+        """Times with different offsets are compared as instants."""
+        early = JobEvent.model_validate(
+            {
+                "id": "x",
+                "source": "s",
+                "type": EventType.step_completed,
+                "subject": JOB,
+                "data": step("b", 1, "2026-01-01T12:00:00+02:00"),
+            }
+        )
+        late = completed("a", 1, "2026-01-01T11:00:00Z")
+        state = run(late, early)
+        assert state.document.completed_steps[0].single_step.unique_step_id == "b"
+        assert step_order(state.document.completed_steps[0]) < step_order(
+            state.document.completed_steps[1]
+        )
+
+
+class TestStatus:
+    def test_sets_status_and_companions(self) -> None:
+        """status.changed sets status and the optional fields present."""
+        state = run(
+            upsert(abandonReason="x"),
+            status("Paused", updated="2026-01-01T00:00:00Z", currentStep=step("u", 1)),
+        )
+        meta = state.document.metadata
+        assert meta.status == "Paused"
+        assert meta.updated == "2026-01-01T00:00:00Z"
+        assert meta.current_step is not None
+        assert meta.abandon_reason == "x"
+
+    def test_unknown_status_passes_through(self) -> None:
+        """A status we do not know is kept as sent."""
+        assert run(status("WaitingForParts")).status == "WaitingForParts"
+
+    def test_terminal_not_reverted(self) -> None:
+        """After Completed, a non-terminal status and its companion fields are ignored."""
+        done = run(status("Completed", updated="2026-01-01T00:00:00Z"))
+        state = run(status("InProgress", updated="2026-02-01T00:00:00Z"), state=done)
+        assert state.document == done.document
+        assert state.version == done.version + 1
+        assert is_terminal(state)
+
+    def test_same_terminal_again_applies(self) -> None:
+        """Completed then Completed again updates the companion fields."""
+        state = run(status("Completed"), status("Completed", modified="2026-01-01T00:00:00Z"))
+        assert state.document.metadata.modified == "2026-01-01T00:00:00Z"
+
+    def test_aborted_not_reverted(self) -> None:
+        """Aborted is terminal too."""
+        assert run(ev(EventType.aborted, {}), status("Paused")).status == "Aborted"
+
+    def test_completing_aborted_rejected(self) -> None:
+        """Aborted -> Completed is an invalid transition."""
+        state = run(ev(EventType.aborted, {}))
+        result = apply(state, status("Completed"), NOW)
+        assert isinstance(result, Rejection)
+        assert result.reason is FailureReason.invalid_transition
+
+
+class TestAborted:
+    def test_sets_status_and_reason(self) -> None:
+        """aborted sets status Aborted and abandonReason."""
+        state = run(upsert(workflowId="wf"), ev(EventType.aborted, {"reason": "gone"}))
+        assert state.status == "Aborted"
+        assert state.document.metadata.abandon_reason == "gone"
+
+    def test_without_reason_keeps_reason(self) -> None:
+        """An abort without reason leaves abandonReason as it was."""
+        state = run(upsert(abandonReason="earlier"), ev(EventType.aborted, {"userId": "u"}))
+        assert state.document.metadata.abandon_reason == "earlier"
+        assert state.document.metadata.user_id is None
+
+    def test_abort_completed_rejected(self) -> None:
+        """Aborting a Completed job is rejected with invalid_transition; state unchanged."""
+        state = run(status("Completed"))
+        result = apply(state, ev(EventType.aborted, {"reason": "x"}), NOW)
+        assert isinstance(result, Rejection)
+        assert result.reason is FailureReason.invalid_transition
+        assert "Completed" in result.message
+        assert state.status == "Completed"
+
+
+class TestExcluded:
+    def test_appends_and_sets_flag(self) -> None:
+        """Each excluded event appends an entry; excluded follows the last one."""
+        state = run(
+            ev(EventType.excluded, {"userId": "a", "reason": "r", "isExcluded": True}),
+            ev(EventType.excluded, {"userId": "b", "isExcluded": False}),
+        )
+        assert [e.user_id for e in state.document.job_exclusion] == ["a", "b"]
+        assert state.document.excluded is False
+
+
+class TestIdempotency:
+    def test_duplicate_returns_same_object(self) -> None:
+        """The same event id twice returns the very same state."""
+        event = upsert(team="t")
+        state = run(event)
+        assert apply(state, event, NOW + timedelta(hours=1)) is state
+
+    def test_seen_ids_bounded(self) -> None:
+        """Only the last SEEN_IDS_LIMIT ids are remembered."""
+        events = [upsert(team=str(i)) for i in range(SEEN_IDS_LIMIT + 10)]
+        state = run(*events)
+        assert len(state.seen_event_ids) == SEEN_IDS_LIMIT
+        assert state.seen_event_ids[-1] == events[-1].id
+        assert events[0].id not in state.seen_event_ids
+
+    def test_rejection_leaves_no_trace(self) -> None:
+        """A rejected event is not remembered, so a redelivery is rejected again."""
+        state = run(status("Completed"))
+        abort = ev(EventType.aborted, {})
+        assert isinstance(apply(state, abort, NOW), Rejection)
+        assert abort.id not in state.seen_event_ids
+        assert isinstance(apply(state, abort, NOW), Rejection)
+
+
+class TestBookkeeping:
+    def test_versions_and_times(self) -> None:
+        """version counts applied events; first_unsynced_at sticks; updated_at moves."""
+        later = NOW + timedelta(seconds=5)
+        state = run(upsert(team="a"))
+        state = run(upsert(team="b"), state=state, now=later)
+        assert state.version == 2
+        assert state.first_unsynced_at == NOW
+        assert state.updated_at == later
+
+    def test_mark_synced(self) -> None:
+        """mark_synced records version, hash, jobId and clears first_unsynced_at."""
+        state = mark_synced(run(upsert(workflowId="wf")), 1, "h", "srv-1", NOW)
+        assert (state.synced_version, state.synced_sha256, state.job_id) == (1, "h", "srv-1")
+        assert state.first_unsynced_at is None
+        assert state.synced_at == NOW
+        assert mark_synced(state, 1, "h2", None, NOW).job_id == "srv-1"
+
+    def test_mark_synced_lagging(self) -> None:
+        """Syncing an older version keeps first_unsynced_at: the job still needs a sync."""
+        state = run(upsert(workflowId="wf"), upsert(team="t"))
+        synced = mark_synced(state, 1, "h", None, NOW)
+        assert synced.first_unsynced_at == NOW
+        assert needs_sync(synced, SyncMode.every_change)
+
+    def test_mark_synced_never_goes_back(self) -> None:
+        """Recording an older version than the synced one changes nothing."""
+        state = mark_synced(run(upsert(workflowId="wf"), upsert(team="t")), 2, "h", None, NOW)
+        assert mark_synced(state, 1, "old", None, NOW) is state
+
+    def test_mark_synced_future_version(self) -> None:
+        """A version the state never had is a programming error."""
+        state = run(upsert(workflowId="wf"))
+        with pytest.raises(ValueError, match="newer"):
+            mark_synced(state, 2, "h", None, NOW)
+
+    def test_postable_and_modes(self) -> None:
+        """Only jobs with a workflowId are posted; terminal_only waits for Completed/Aborted."""
+        assert not is_postable(run(upsert(team="t")))
+        assert not needs_sync(run(upsert(team="t")), SyncMode.every_change)
+        state = run(upsert(workflowId="wf"))
+        assert needs_sync(state, SyncMode.every_change)
+        assert not needs_sync(state, SyncMode.terminal_only)
+        done = run(status("Completed"), state=state)
+        assert needs_sync(done, SyncMode.terminal_only)
+        assert not needs_sync(mark_synced(done, 2, "h", None, NOW), SyncMode.terminal_only)
+
+    def test_hold_expired(self) -> None:
+        """A job without workflowId is reported once held past the timeout."""
+        state = run(upsert(team="t"))
+        assert not hold_expired(state, NOW + timedelta(seconds=59), timedelta(seconds=60))
+        assert hold_expired(state, NOW + timedelta(seconds=60), timedelta(seconds=60))
+        postable = run(upsert(workflowId="wf"), state=state)
+        assert not hold_expired(postable, NOW + timedelta(days=1), timedelta(seconds=60))
+
+    def test_new_state(self) -> None:
+        """A fresh state is empty, version 0, never synced."""
+        state = new_state(JOB, NOW)
+        assert (state.version, state.synced_version, state.seen_event_ids) == (0, 0, ())
+
+
+# --- properties ---------------------------------------------------------------------------
+
+_STAMPS = st.sampled_from([None, "2026-01-01T10:00:00Z", "2026-01-01T09:00:00.5Z"])
+_STATUSES = st.sampled_from(["New", "InProgress", "Paused", "Completed", "Aborted", "Odd"])
+_step_data = st.builds(
+    step,
+    uid=st.sampled_from(["s1", "s2", "s3", "s4"]),
+    number=st.one_of(st.none(), st.integers(1, 3)),
+    at=_STAMPS,
+    note=st.one_of(st.none(), st.text(max_size=3)),
+)
+_event_data = st.one_of(
+    st.tuples(
+        st.just(EventType.upserted),
+        st.fixed_dictionaries(
+            {},
+            optional={
+                "workflowId": st.sampled_from(["wf1", "wf2"]),
+                "jobTitle": st.one_of(st.none(), st.text(max_size=5)),
+                "metadata": st.dictionaries(st.sampled_from("abc"), st.text(max_size=2)),
+                "status": st.one_of(st.none(), _STATUSES),
+                "team": st.one_of(st.none(), st.text(max_size=3)),
+                "packetIds": st.lists(st.text(max_size=2), max_size=2),
+            },
+        ),
+    ),
+    st.tuples(st.sampled_from([EventType.step_completed, EventType.step_cancelled]), _step_data),
+    st.tuples(
+        st.just(EventType.status_changed),
+        st.fixed_dictionaries(
+            {"status": _STATUSES},
+            optional={"updated": _STAMPS, "abandonReason": st.none() | st.just("r")},
+        ),
+    ),
+    st.tuples(
+        st.just(EventType.excluded),
+        st.fixed_dictionaries({"userId": st.just("u"), "isExcluded": st.booleans()}),
+    ),
+    st.tuples(
+        st.just(EventType.aborted),
+        st.fixed_dictionaries({}, optional={"reason": st.text(max_size=3)}),
+    ),
+)
+
+
+@st.composite
+def event_sequences(draw: st.DrawFn) -> list[JobEvent]:
+    drawn = draw(st.lists(_event_data, min_size=1, max_size=25))
+    return [ev(t, d, event_id=f"p{i}") for i, (t, d) in enumerate(drawn)]
+
+
+@st.composite
+def with_duplicates(draw: st.DrawFn) -> tuple[list[JobEvent], list[JobEvent]]:
+    events = draw(event_sequences())
+    delivery = list(events)
+    for _ in range(draw(st.integers(0, 15))):
+        event = events[draw(st.integers(0, len(events) - 1))]
+        first = next(i for i, e in enumerate(delivery) if e.id == event.id)
+        delivery.insert(draw(st.integers(first + 1, len(delivery))), event)
+    return events, delivery
+
+
+class TestProperties:
+    @given(with_duplicates())
+    @settings(deadline=None)
+    def test_duplicates_change_nothing(self, case: tuple[list[JobEvent], list[JobEvent]]) -> None:
+        """Any interleaving of redelivered events gives the state of the sequence without them."""
+        events, delivery = case
+        assert reduce_all(delivery) == reduce_all(events)
+
+    @given(event_sequences(), st.data())
+    @settings(deadline=None)
+    def test_prefix_replay(self, events: list[JobEvent], data: st.DataObject) -> None:
+        """Replaying a prefix, then the whole sequence, gives the state of the whole."""
+        cut = data.draw(st.integers(0, len(events)))
+        assert reduce_all(events, reduce_all(events[:cut])) == reduce_all(events)
+
+    @given(event_sequences())
+    @settings(deadline=None)
+    def test_json_round_trip(self, events: list[JobEvent]) -> None:
+        """Any reachable state survives the changelog JSON exactly (both encodings)."""
+        state = reduce_all(events)
+        assert state is not None
+        assert JobState.model_validate_json(state.model_dump_json()) == state
+        assert JobState.from_json_bytes(state.to_json_bytes()) == state
+
+    @given(event_sequences())
+    @settings(deadline=None)
+    def test_invariants(self, events: list[JobEvent]) -> None:
+        """Steps stay sorted and unique; a terminal status, once reached, stays."""
+        state: JobState | None = None
+        terminal: str | None = None
+        for event in events:
+            result = apply(state, event, NOW)
+            if isinstance(result, Rejection):
+                assert terminal is not None
+                continue
+            state = result
+            if terminal is not None:
+                assert state.status == terminal
+            elif is_terminal(state):
+                terminal = state.status
+            for steps in (state.document.completed_steps, state.document.cancelled_steps):
+                assert list(steps) == sorted(steps, key=step_order)
+                uids = [s.single_step.unique_step_id for s in steps]
+                assert len(uids) == len(set(uids))
