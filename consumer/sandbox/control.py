@@ -52,11 +52,13 @@ class SandboxControl:
             await self._session.close()
             self._session = None
 
-    async def _call(self, method: str, path: str, json: Any = None, **params: str) -> Any:
+    async def _call(
+        self, method: str, path: str, json: Any = None, params: dict[str, str] | None = None
+    ) -> Any:
         if self._session is None:
             self._session = aiohttp.ClientSession()
         url = f"{self.base_url}/_sandbox{path}"
-        async with self._session.request(method, url, json=json, params=params) as response:
+        async with self._session.request(method, url, json=json, params=params or {}) as response:
             payload = await response.json()
             if response.status == 404 and method == "GET":
                 return None
@@ -111,7 +113,7 @@ class SandboxControl:
         """Recorded WorkfloPlus API requests, oldest first, optionally filtered."""
         params = {"client_job_id": client_job_id, "path": path}
         chosen = {key: value for key, value in params.items() if value is not None}
-        payload = await self._call("GET", "/requests", **chosen)
+        payload = await self._call("GET", "/requests", params=chosen)
         return [RecordedRequest.model_validate(item) for item in payload]
 
     async def jobs(self) -> dict[str, str]:

@@ -44,9 +44,7 @@ def _with(document: dict[str, Any], **metadata: Any) -> dict[str, Any]:
 
 
 class TestDocumentedExample:
-    async def test_docs_example_is_accepted_and_read_back_identically(
-        self, client: Client
-    ) -> None:
+    async def test_docs_example_is_accepted_and_read_back_identically(self, client: Client) -> None:
         """The documented body (trailing comma removed) is stored and GET returns it exactly,
         as a one-element array, with only ``jobId`` added."""
         sent = json.loads(docs_example_strict())
