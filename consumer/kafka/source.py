@@ -90,6 +90,11 @@ class EventSource:
         if to_commit:
             await self._consumer.commit(to_commit)
 
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """End offsets of any partitions (assigned or not), e.g. of the changelog."""
+        ends: dict[TopicPartition, int] = await self._consumer.end_offsets(partitions)
+        return ends
+
     def assigned_partitions(self) -> set[int]:
         return {tp.partition for tp in self._consumer.assignment()}
 

@@ -1,0 +1,66 @@
+"""Running totals of what the consumer did, for progress lines, readiness and metrics.
+
+A plain object the pipeline and the scheduler report into (they only know the observer
+protocols); the metrics endpoint and the run command read it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from consumer.intake import BatchEffect
+from consumer.state.changelog import RestoreReport
+
+
+@dataclass
+class Stats:
+    """Counters since start. ``circuit_open`` and ``restoring`` are current states."""
+
+    events: int = 0
+    applied: int = 0
+    duplicates: int = 0
+    misrouted: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    requests: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    request_seconds: float = 0.0
+    restores: int = 0
+    restored_jobs: int = 0
+    restore_seconds: float = 0.0
+    circuit_open: bool = False
+    circuit_openings: int = 0
+    restoring: bool = False
+    owned: set[int] = field(default_factory=set)
+
+    # PipelineObserver
+
+    def batch_absorbed(self, effect: BatchEffect, records: int) -> None:
+        self.events += records
+        self.applied += effect.applied
+        self.duplicates += effect.duplicates
+        self.misrouted += effect.misrouted
+        for failure in effect.failures:
+            self.invalid[failure.reason.value] += 1
+
+    def restored(self, report: RestoreReport) -> None:
+        self.restores += 1
+        self.restored_jobs += report.jobs
+        self.restore_seconds += report.seconds
+
+    def ownership_changed(self, partitions: set[int], restoring: bool) -> None:
+        self.restoring = restoring
+        self.owned = set(partitions)
+
+    # SchedulerObserver
+
+    def circuit_changed(self, is_open: bool) -> None:
+        if is_open and not self.circuit_open:
+            self.circuit_openings += 1
+        self.circuit_open = is_open
+
+    def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
+        self.requests[outcome] += 1
+        if status is not None:
+            self.statuses[status] += 1
+        self.request_seconds += seconds
