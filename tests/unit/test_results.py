@@ -1,0 +1,193 @@
+"""Result records (consumer.domain.results)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import ValidationError
+
+from consumer.domain.results import (
+    MAX_ERROR_BODY_CHARS,
+    TRUNCATION_SUFFIX,
+    FailureReason,
+    FailureRecord,
+    SourceInfo,
+    SourceOffset,
+    SuccessRecord,
+    truncate_body,
+)
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+class TestFailureReason:
+    def test_fixed_set(self) -> None:
+        """The reasons are a public contract: exactly these values."""
+        assert {r.value for r in FailureReason} == {
+            "invalid_event",
+            "key_mismatch",
+            "unknown_event_type",
+            "oversized_event",
+            "rejected_by_gateway",
+            "retries_exhausted",
+            "invalid_transition",
+            "missing_job_metadata",
+        }
+
+    def test_each_documented(self) -> None:
+        """Every reason is explained in the enum's docstring."""
+        for reason in FailureReason:
+            assert f"``{reason.value}``" in (FailureReason.__doc__ or "")
+
+
+class TestSuccessRecord:
+    def test_json_shape(self) -> None:
+        """A success record serializes camelCase with every design field."""
+        record = SuccessRecord(
+            client_job_id="j",
+            job_id="srv",
+            http_status=200,
+            state_version=3,
+            job_status="Completed",
+            attempts=1,
+            synced_at=NOW,
+            latency_ms=120,
+            source_offsets=[SourceOffset(topic="t", partition=0, offset=7)],
+            payload_sha256="ab",
+        )
+        assert json.loads(record.to_json_bytes()) == {
+            "clientJobId": "j",
+            "jobId": "srv",
+            "outcome": "synced",
+            "httpStatus": 200,
+            "stateVersion": 3,
+            "jobStatus": "Completed",
+            "attempts": 1,
+            "syncedAt": "2026-01-01T12:00:00Z",
+            "latencyMs": 120,
+            "sourceOffsets": [{"topic": "t", "partition": 0, "offset": 7}],
+            "payloadSha256": "ab",
+        }
+
+    def test_round_trip(self) -> None:
+        """A record read back from its JSON is equal (consumers of the topic can parse it)."""
+        record = SuccessRecord(
+            client_job_id="j",
+            job_id=None,
+            http_status=201,
+            state_version=1,
+            job_status=None,
+            attempts=2,
+            synced_at=NOW,
+            latency_ms=None,
+            source_offsets=[],
+            payload_sha256="ab",
+        )
+        assert SuccessRecord.model_validate_json(record.to_json_bytes()) == record
+
+    def test_outcome_fixed(self) -> None:
+        """outcome cannot be anything but "synced"."""
+        with pytest.raises(ValidationError):
+            SuccessRecord.model_validate(
+                {
+                    "clientJobId": "j",
+                    "jobId": None,
+                    "outcome": "failed",
+                    "httpStatus": 200,
+                    "stateVersion": 1,
+                    "jobStatus": None,
+                    "attempts": 1,
+                    "syncedAt": NOW,
+                    "latencyMs": 1,
+                    "sourceOffsets": [],
+                    "payloadSha256": "x",
+                }
+            )
+
+
+class TestFailureRecord:
+    def test_for_input(self) -> None:
+        """An unusable event keeps its exact bytes and headers, base64, with the reason."""
+        source = SourceInfo.from_message(
+            topic="in",
+            partition=2,
+            offset=9,
+            key=b"\xffkey",
+            value=b"{bad",
+            headers=[("content-type", b"application/json"), ("empty", None)],
+        )
+        record = FailureRecord.for_input(
+            reason=FailureReason.invalid_event, message="bad JSON", source=source, failed_at=NOW
+        )
+        data = json.loads(record.to_json_bytes())
+        assert data == {
+            "clientJobId": None,
+            "outcome": "failed",
+            "reason": "invalid_event",
+            "error": {"message": "bad JSON", "status": None, "body": None},
+            "attempts": 0,
+            "stateVersion": None,
+            "failedAt": "2026-01-01T12:00:00Z",
+            "source": {
+                "topic": "in",
+                "partition": 2,
+                "offset": 9,
+                "key": base64.b64encode(b"\xffkey").decode(),
+                "headers": [
+                    {
+                        "key": "content-type",
+                        "value": base64.b64encode(b"application/json").decode(),
+                    },
+                    {"key": "empty", "value": None},
+                ],
+                "value": base64.b64encode(b"{bad").decode(),
+            },
+        }
+
+    def test_null_key_and_value(self) -> None:
+        """A missing key or value is null, not an empty string."""
+        source = SourceInfo.from_message(
+            topic="in", partition=0, offset=0, key=None, value=None, headers=[]
+        )
+        assert (source.key, source.value) == (None, None)
+
+    def test_for_sync(self) -> None:
+        """A gateway rejection carries status and the response body; no source."""
+        record = FailureRecord.for_sync(
+            client_job_id="j",
+            reason=FailureReason.rejected_by_gateway,
+            message="400 Bad Request",
+            attempts=1,
+            state_version=4,
+            failed_at=NOW,
+            status=400,
+            body=b'{"error":"bad"}',
+        )
+        data = json.loads(record.to_json_bytes())
+        assert data["error"] == {
+            "message": "400 Bad Request",
+            "status": 400,
+            "body": '{"error":"bad"}',
+        }
+        assert data["source"] is None
+        assert data["stateVersion"] == 4
+        assert FailureRecord.model_validate_json(record.to_json_bytes()) == record
+
+
+class TestTruncateBody:
+    def test_short_unchanged(self) -> None:
+        """A body within the limit is kept as is."""
+        assert truncate_body("x" * MAX_ERROR_BODY_CHARS) == "x" * MAX_ERROR_BODY_CHARS
+
+    def test_long_truncated(self) -> None:
+        """A longer body is cut to the limit and marked."""
+        result = truncate_body("y" * (MAX_ERROR_BODY_CHARS + 1))
+        assert result == "y" * MAX_ERROR_BODY_CHARS + TRUNCATION_SUFFIX
+
+    def test_bytes_decoded_leniently(self) -> None:
+        """Bytes are decoded as UTF-8 with invalid sequences replaced; None stays None."""
+        assert truncate_body(b"ok\xff") == "ok\ufffd"
+        assert truncate_body(None) is None
