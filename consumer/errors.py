@@ -8,6 +8,7 @@ decide on the type, never on the message::
     ├── FatalError                  retriable=False   stops the consumer; docstring says what to do
     │   ├── ConfigError                               settings are missing or invalid
     │   └── TopicLayoutError                          topics missing or not co-partitioned
+    ├── InvalidEvent                retriable=False   (consumer.domain.events) to the failure topic
     └── GatewayError                retriable=True    talking to WorkfloPlus went wrong
         ├── TokenUnavailable        retriable=True    token endpoint down, slow or answering 5xx
         └── AuthRejected            retriable=False   token endpoint refuses our client credentials
@@ -77,12 +78,13 @@ class TokenUnavailable(GatewayError):
 
 
 class AuthRejected(GatewayError):
-    """The token endpoint refused our client credentials (400/401 and other non-retryable 4xx).
+    """The token endpoint refused our request (400/401 bad credentials or scope, other 4xx, 3xx).
 
     Systemic: no job can be synced until it is fixed, so the consumer pauses all partitions and
     probes instead of failing jobs. Operator: check ``BASICSYNC_GATEWAY__CLIENT_ID``,
     ``BASICSYNC_GATEWAY__CLIENT_SECRET`` (expired or rotated secret?), the requested scope
-    (``https://www.workfloplus.com/auth/workflow.execute``) and ``BASICSYNC_GATEWAY__TOKEN_URL``.
+    (``https://www.workfloplus.com/auth/workflow.execute``) and ``BASICSYNC_GATEWAY__TOKEN_URL``
+    (a 404 or a redirect means the URL is wrong).
     The consumer resumes by itself once a token is issued again.
     """
 

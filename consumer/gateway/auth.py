@@ -111,15 +111,16 @@ def token_request_form(
 def parse_token_response(status: int, body_text: str, now: float) -> Token:
     """Turn the token endpoint's answer into a :class:`Token` or a classified error.
 
-    408, 429 and 5xx raise :class:`TokenUnavailable`; other non-2xx (400/401 for bad credentials,
-    403, or 404 for a wrong token URL) raise :class:`AuthRejected`. A 2xx without a usable
-    ``access_token`` is treated as transient (a proxy answering for the identity server).
+    408, 429 and 5xx raise :class:`TokenUnavailable`; other non-2xx (400/401 for bad credentials
+    or scope, 403, 404 or a 3xx for a wrong token URL) raise :class:`AuthRejected`. A 2xx
+    without a usable ``access_token`` is treated as transient (a proxy answering for the
+    identity server).
     """
     if status >= 500 or status in RETRYABLE_TOKEN_STATUSES:
         raise TokenUnavailable(f"token endpoint answered {status}", status=status)
     if not 200 <= status < 300:
         raise AuthRejected(
-            f"token endpoint refused the client credentials: {status}{_error_code(body_text)}",
+            f"token endpoint refused the request: {status}{_error_code(body_text)}",
             status=status,
         )
     try:
@@ -239,7 +240,7 @@ class ClientCredentialsTokenProvider(CachingTokenProvider):
         started = self._clock()
         try:
             async with self._session.post(
-                self._token_url, data=form, timeout=self._timeout
+                self._token_url, data=form, timeout=self._timeout, allow_redirects=False
             ) as response:
                 status = response.status
                 body_text = await response.text(errors="replace")

@@ -10,7 +10,7 @@ response                               outcome       scheduler
 =====================================  ============  ===========================================
 2xx                                    Accepted      success record, remember version and jobId
 401 (after one free token refresh),    Systemic      open the circuit: pause, alert, probe
-403, token endpoint refusing us
+403, 3xx, token endpoint refusing us
 408, 429, 5xx, timeout, connection,    Retryable     backoff with full jitter, >= retry_after
 token endpoint down
 other 4xx                              Rejected      final failure record with truncated body
@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from typing import TypeAlias
 
 import aiohttp
 import structlog
@@ -76,7 +77,7 @@ class Systemic:
     reason: str
 
 
-SyncOutcome = Accepted | Rejected | Retryable | Systemic
+SyncOutcome: TypeAlias = Accepted | Rejected | Retryable | Systemic
 
 
 def classify(status: int, headers: Mapping[str, str], body_text: str, now: datetime) -> SyncOutcome:
@@ -96,8 +97,9 @@ def classify(status: int, headers: Mapping[str, str], body_text: str, now: datet
         return Retryable(status=status, retry_after=retry_after, reason=f"http_{status}")
     if 400 <= status < 500:
         return Rejected(status=status, body_truncated=body_text[:MAX_BODY_CHARS])
-    # 1xx/3xx: redirects are followed by aiohttp, so this is a misbehaving proxy; try later.
-    return Retryable(status=status, retry_after=None, reason=f"unexpected_status_{status}")
+    # 3xx: we never follow redirects on POST (a 303 would turn it into a GET); a redirect means
+    # the configured base URL is wrong (http vs https, old host) and every job would get it.
+    return Systemic(status=status, reason=f"unexpected_status_{status}")
 
 
 def parse_retry_after(value: str | None, now: datetime) -> float | None:
@@ -174,6 +176,7 @@ class GatewayClient:
                     data=body,
                     headers=_headers(token, content_type=True),
                     timeout=self._timeout,
+                    allow_redirects=False,
                 ) as response:
                     status = response.status
                     if status == 401 and not refreshed:

@@ -238,6 +238,16 @@ class TestPostBasicSync:
         outcome = await harness.client.post_basic_sync(BODY)
         assert outcome == Rejected(status=400, body_truncated='{"errors":["workflowId"]}')
 
+    async def test_redirect_is_not_followed(self, harness: Harness) -> None:
+        """A 307 is not followed (a document never goes to another URL): Systemic, one request."""
+        redirect = {"Location": f"{harness.base_url}/elsewhere"}
+        harness.server.sync_script.append(Reply(status=307, headers=redirect))
+        outcome = await harness.client.post_basic_sync(BODY)
+        assert outcome == Systemic(status=307, reason="unexpected_status_307")
+        assert [s.path for s in harness.server.seen if s.path != "/connect/token"] == [
+            "/jobs/v1/basicSync"
+        ]
+
     async def test_connection_refused_is_retryable(self, harness: Harness) -> None:
         """Nobody listening at the gateway address is a Retryable connection error."""
         await harness.tokens.token()

@@ -69,6 +69,13 @@ class TestClassify:
         assert isinstance(outcome, Systemic)
         assert outcome.status == 401
 
+    @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+    def test_redirect_is_systemic(self, status: int) -> None:
+        """A redirect means a wrong base URL, the same for every job: Systemic, not Rejected."""
+        assert classify(status, {}, "", NOW) == Systemic(
+            status=status, reason=f"unexpected_status_{status}"
+        )
+
     def test_retry_after_seconds(self) -> None:
         """``Retry-After: 2`` on a 429 asks for two seconds."""
         outcome = classify(429, {"Retry-After": "2"}, "", NOW)
