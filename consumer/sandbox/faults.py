@@ -89,7 +89,7 @@ class Faults:
 
     def update(self, changes: Mapping[str, Any]) -> FaultConfig:
         """Change only the given fields (validated); the others keep their current values."""
-        merged = {**self.config.model_dump(exclude_defaults=True), **changes}
+        merged = {**self.config.model_dump(), **changes}
         return self.set(FaultConfig.model_validate(merged))
 
     def clear(self) -> None:
