@@ -315,6 +315,11 @@ class TestProbe:
         harness.server.get_script.append(Reply(status=status))
         assert not await harness.client.probe()
 
+    async def test_403_means_up(self, harness: Harness) -> None:
+        """403 on the probe GET counts as up: a least-privilege client may lack Job_Read."""
+        harness.server.get_script.append(Reply(status=403))
+        assert await harness.client.probe()
+
     async def test_401_means_down_and_drops_token(self, harness: Harness) -> None:
         """A 401 probe fails and forces a fresh token for the next probe."""
         harness.server.get_script.append(Reply(status=401))
