@@ -289,13 +289,13 @@ def mark_synced(
 ) -> JobState:
     """Record that ``version`` (body hash ``sha256``) was accepted by WorkfloPlus.
 
-    An older version than one already recorded changes nothing. When events arrived during
-    the request (``version < state.version``), ``first_unsynced_at`` is kept: the exact time of
-    the first later event is not known, so latency is over- rather than under-reported.
+    Returns ``state`` itself when there is nothing to record: ``version`` is older than the
+    synced one, or newer than the state (the state was replaced meanwhile, e.g. tombstoned and
+    recreated, so the sync does not describe it). When events arrived during the request
+    (``version < state.version``), ``first_unsynced_at`` is kept: the exact time of the first
+    later event is not known, so latency is over- rather than under-reported.
     """
-    if version > state.version:
-        raise ValueError(f"version {version} is newer than the state ({state.version})")
-    if version < state.synced_version:
+    if version > state.version or version < state.synced_version:
         return state
     return state.model_copy(
         update={
