@@ -22,8 +22,8 @@ value -> ``oversized_event``; unparsable or ill-typed input -> ``invalid_event``
 ``key_mismatch``. Checks run in that order.
 
 Hot path: the structured envelope is one discriminated union validated straight from bytes
-(``validate_json``), about twice as fast as ``json.loads`` plus validation (measured: ~10 us vs
-~20 us for an 850-byte step event; ~20 us per ``decode_event`` call all in).
+(``validate_json``), faster than ``json.loads`` plus validation (measured on an 850-byte step
+event: ~10 us vs ~17 us; a whole ``decode_event`` call takes 11 to 20 us).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    JsonValue,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -77,7 +78,7 @@ class UpsertedData(JobMetadata):
     """
 
     team: str | None = None
-    hierarchy_stack: list[Any] | None = None
+    hierarchy_stack: list[JsonValue] | None = None
     packet_ids: list[str] | None = None
 
 

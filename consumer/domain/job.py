@@ -73,9 +73,13 @@ class SyncMode(StrEnum):
 
 
 class JobState(BaseModel):
-    """One job as assembled so far, plus what has been synced of it."""
+    """One job as assembled so far, plus what has been synced of it.
 
-    model_config = ConfigDict(frozen=True, strict=True, extra="forbid")
+    Unknown fields in a stored state are ignored, so an older consumer can read the changelog
+    written by a newer one during a rolling upgrade.
+    """
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
     client_job_id: str
     document: JobDocument
