@@ -38,7 +38,7 @@ async def client(sandbox: SandboxHandle, sandbox_http: aiohttp.ClientSession) ->
 
 
 def _with(document: dict[str, Any], **metadata: Any) -> dict[str, Any]:
-    changed = json.loads(json.dumps(document))
+    changed: dict[str, Any] = json.loads(json.dumps(document))
     changed["metadata"].update(metadata)
     return changed
 
@@ -51,7 +51,8 @@ class TestDocumentedExample:
         status, created = await client.post(docs_example_strict())
         assert status == 200
         job_id = created.pop("jobId")
-        assert isinstance(job_id, str) and job_id
+        assert isinstance(job_id, str)
+        assert job_id
         assert created == sent
         status, fetched = await client.get(sent["metadata"]["clientJobId"])
         assert status == 200
