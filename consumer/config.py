@@ -10,6 +10,7 @@ comma-separated. No other module reads the environment.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,6 +26,7 @@ from pydantic import (
 )
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
@@ -236,6 +238,18 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
         return values
 
 
+class _EnvSource(EnvSettingsSource):
+    """The environment without ``*_FILE`` names: those are :class:`_FileSecretsSource`'s, and
+    read here they would land in their section as unknown fields (``extra="forbid"``)."""
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {
+            name: value
+            for name, value in super()._load_env_vars().items()
+            if not name.upper().endswith(FILE_SUFFIX)
+        }
+
+
 class Settings(BaseSettings):
     """Everything the service can be told. ``basicsync config`` prints this as a reference."""
 
@@ -261,7 +275,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _FileSecretsSource(settings_cls, dict(os.environ)))
+        return (
+            init_settings,
+            _EnvSource(settings_cls),
+            _FileSecretsSource(settings_cls, dict(os.environ)),
+        )
 
     @property
     def state_topic(self) -> str:
