@@ -1,0 +1,219 @@
+"""Helpers for the consumer's integration tests: real broker, sandbox over HTTP, no mocks."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from pydantic import SecretStr
+
+from consumer.app import Running, endpoints_from, run_consumer
+from consumer.config import GatewaySettings, KafkaSettings, Settings, SyncSettings, TopicSettings
+from consumer.demo import send_events
+from consumer.domain.events import JobEvent
+from consumer.observability.stats import Stats
+from consumer.sandbox import Sandbox
+
+MakeTopic = Callable[..., Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class Topics:
+    inputs: list[str]
+    state: str
+    succeeded: str
+    failed: str
+    group: str
+    partitions: int
+
+
+async def new_topics(make_topic: MakeTopic, *, partitions: int = 3, inputs: int = 1) -> Topics:
+    """Fresh, uniquely named topics for one test (deleted by the fixture afterwards)."""
+    names = [await make_topic("in", partitions=partitions) for _ in range(inputs)]
+    state = await make_topic("state", partitions=partitions, cleanup_policy="compact")
+    succeeded = await make_topic("ok", partitions=partitions)
+    failed = await make_topic("failed", partitions=partitions)
+    return Topics(names, state, succeeded, failed, f"group-{state}", partitions)
+
+
+def settings_for(bootstrap: str, sandbox: Sandbox, topics: Topics, **sync: Any) -> Settings:
+    """Settings of a consumer on ``topics`` posting to ``sandbox``; ``sync`` overrides."""
+    sync_settings = {"debounce_ms": 50, "max_delay_ms": 500, "retry_initial_ms": 50, **sync}
+    return Settings(
+        kafka=KafkaSettings(
+            bootstrap_servers=[bootstrap],
+            group_id=topics.group,
+            session_timeout_ms=10_000,
+            create_topics=False,
+        ),
+        topics=TopicSettings(
+            input=topics.inputs,
+            succeeded=topics.succeeded,
+            failed=topics.failed,
+            state=topics.state,
+        ),
+        gateway=GatewaySettings(
+            base_url=sandbox.base_url,
+            token_url=sandbox.token_url,
+            client_id=sandbox.settings.client_id,
+            client_secret=SecretStr(sandbox.settings.client_secret),
+        ),
+        sync=SyncSettings(**sync_settings),
+    )
+
+
+@asynccontextmanager
+async def consumer_running(settings: Settings) -> AsyncIterator[tuple[Running, asyncio.Task[None]]]:
+    """The consumer in this event loop; stopped (cleanly) when the block ends."""
+    stop = asyncio.Event()
+    running = Running(stats=Stats())
+    task = asyncio.create_task(run_consumer(settings, endpoints_from(settings), stop, running))
+    try:
+        yield running, task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+def consumer_env(settings: Settings) -> dict[str, str]:
+    """The environment that makes ``basicsync run`` use ``settings`` (for subprocess tests)."""
+    kafka, topics, gateway, sync = settings.kafka, settings.topics, settings.gateway, settings.sync
+    assert kafka.bootstrap_servers
+    assert gateway.client_secret
+    env = {key: value for key, value in os.environ.items() if not key.startswith("BASICSYNC_")}
+    env.update(
+        {
+            "BASICSYNC_KAFKA__BOOTSTRAP_SERVERS": ",".join(kafka.bootstrap_servers),
+            "BASICSYNC_KAFKA__GROUP_ID": kafka.group_id,
+            "BASICSYNC_KAFKA__SESSION_TIMEOUT_MS": str(kafka.session_timeout_ms),
+            "BASICSYNC_KAFKA__CREATE_TOPICS": "false",
+            "BASICSYNC_TOPICS__INPUT": ",".join(topics.input),
+            "BASICSYNC_TOPICS__SUCCEEDED": topics.succeeded,
+            "BASICSYNC_TOPICS__FAILED": topics.failed,
+            "BASICSYNC_TOPICS__STATE": settings.state_topic,
+            "BASICSYNC_GATEWAY__BASE_URL": str(gateway.base_url),
+            "BASICSYNC_GATEWAY__TOKEN_URL": str(gateway.token_url),
+            "BASICSYNC_GATEWAY__CLIENT_ID": str(gateway.client_id),
+            "BASICSYNC_GATEWAY__CLIENT_SECRET": gateway.client_secret.get_secret_value(),
+            "BASICSYNC_SYNC__DEBOUNCE_MS": str(sync.debounce_ms),
+            "BASICSYNC_SYNC__MAX_DELAY_MS": str(sync.max_delay_ms),
+            "BASICSYNC_SYNC__RETRY_INITIAL_MS": str(sync.retry_initial_ms),
+            "BASICSYNC_OBSERVABILITY__LOG_FORMAT": "json",
+        }
+    )
+    return env
+
+
+def start_consumer_process(settings: Settings, log_path: str) -> subprocess.Popen[bytes]:
+    """``python -m consumer run`` as a child process, logging to ``log_path``."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run"],
+            env=consumer_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def produce(
+    bootstrap: str, topics: Sequence[str], events: Sequence[JobEvent], **options: Any
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        await send_events(producer, topics, events, **options)
+    finally:
+        await producer.stop()
+
+
+async def produce_raw(
+    bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes | None, list[Any]]]
+) -> None:
+    """Send ``(key, value, headers)`` records as they are (for invalid input)."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+    await producer.start()
+    try:
+        for key, value, headers in records:
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def read_records(bootstrap: str, topic: str, *, settle_s: float = 1.0) -> list[Any]:
+    """Every record on ``topic`` now, JSON-decoded; waits ``settle_s`` of quiet at the end."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    records: list[Any] = []
+    try:
+        while True:
+            batch = await consumer.getmany(timeout_ms=int(settle_s * 1000))
+            if not batch:
+                return records
+            for messages in batch.values():
+                records.extend(json.loads(m.value) for m in messages if m.value is not None)
+    finally:
+        await consumer.stop()
+
+
+def converged(sandbox: Sandbox, expected: dict[str, dict[str, Any]]) -> int:
+    """How many jobs WorkfloPlus (the sandbox) holds exactly as expected."""
+    jobs = sandbox.state.jobs
+    return sum(1 for job, body in expected.items() if job in jobs and jobs[job].document == body)
+
+
+async def wait_converged(
+    sandbox: Sandbox,
+    expected: dict[str, dict[str, Any]],
+    *,
+    within: float,
+    consumer: asyncio.Task[None] | None = None,
+) -> None:
+    """Wait until every expected job is in the sandbox as expected, or fail with a diff."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if converged(sandbox, expected) == len(expected):
+            return
+        if consumer is not None and consumer.done():
+            consumer.result()  # raises the consumer's error
+            raise AssertionError("the consumer stopped before converging")
+        await asyncio.sleep(0.2)
+    jobs = sandbox.state.jobs
+    wrong = [job for job, body in expected.items() if job not in jobs or jobs[job].document != body]
+    sample = wrong[0]
+    raise AssertionError(
+        f"{len(wrong)} of {len(expected)} jobs not converged after {within}s; first: {sample}: "
+        f"got {json.dumps(jobs[sample].document) if sample in jobs else None}, "
+        f"want {json.dumps(expected[sample])}"
+    )
+
+
+def max_overlap(sandbox: Sandbox) -> int:
+    """The most basicSync requests the sandbox saw in flight at once for any single job."""
+    return max(sandbox.state.in_flight.max_by_job.values(), default=0)
+
+
+async def eventually(predicate: Callable[[], bool], *, within: float) -> bool:
+    """Poll ``predicate`` until it holds or ``within`` seconds pass; returns the last value."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return predicate()
+
+
+def tail(path: str, chars: int = 3000) -> str:
+    """The end of a log file, for assertion messages."""
+    with open(path, encoding="utf-8", errors="replace") as log:
+        return log.read()[-chars:]

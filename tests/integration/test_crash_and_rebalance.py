@@ -1,0 +1,123 @@
+"""Crashes and group changes: kill -9 mid-stream, members joining and leaving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from contextlib import AsyncExitStack
+from pathlib import Path
+
+import pytest
+
+from consumer.demo import DemoPlan, build_demo
+from consumer.sandbox import Sandbox
+from tests.integration.harness import (
+    MakeTopic,
+    consumer_running,
+    converged,
+    eventually,
+    max_overlap,
+    new_topics,
+    produce,
+    read_records,
+    settings_for,
+    start_consumer_process,
+    tail,
+    wait_converged,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _step_ids(body: dict[str, object]) -> set[str]:
+    ids: set[str] = set()
+    for key in ("completedSteps", "cancelledSteps"):
+        for wrapper in body.get(key) or []:  # type: ignore[attr-defined]
+            ids.add(wrapper["singleStep"]["uniqueStepId"])
+    return ids
+
+
+class TestKillNine:
+    async def test_kill_9_at_several_points_loses_nothing_and_never_regresses(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """A consumer killed with SIGKILL three times mid-stream and restarted ends with every
+        job converged, and no job's accepted history ever loses a step it already had."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=300, seed=23))
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        chunk = len(demo.events) // 4
+        for round_number in range(3):
+            await produce(
+                kafka_bootstrap,
+                topics.inputs,
+                demo.events[round_number * chunk : (round_number + 1) * chunk],
+            )
+            process = start_consumer_process(settings, log)
+            before = len(sandbox_in_process.state.records)
+            # Kill it while it is busy: once it has posted something new in this round.
+            progressed = await eventually(
+                lambda before=before: len(sandbox_in_process.state.records) > before + 20,  # type: ignore[misc]
+                within=60,
+            )
+            assert progressed, tail(log)
+            await asyncio.sleep(0.1 * round_number)
+            process.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
+        await produce(kafka_bootstrap, topics.inputs, demo.events[3 * chunk :])
+        process = start_consumer_process(settings, log)
+        try:
+            await wait_converged(sandbox_in_process, demo.expected, within=180)
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(process.wait, 60) == 0, tail(log)
+        for job in demo.expected:
+            history = sandbox_in_process.state.jobs[job].history
+            seen: set[str] = set()
+            for accepted in history:
+                steps = _step_ids(json.loads(accepted))
+                assert seen <= steps, f"{job} lost steps {seen - steps} after a restart"
+                seen = steps
+        assert max_overlap(sandbox_in_process) <= 1
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+
+
+class TestRebalance:
+    async def test_members_joining_and_leaving_mid_stream_converge_without_overlap(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """A second member joins mid-stream and the first leaves: same end state, and never
+        two requests in flight for one job."""
+        topics = await new_topics(make_topic, partitions=4)
+        demo = build_demo(DemoPlan(jobs=400, seed=29))
+        third = len(demo.events) // 3
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        await produce(kafka_bootstrap, topics.inputs, demo.events[:third])
+        leaver_stack, joiner_stack = AsyncExitStack(), AsyncExitStack()
+        async with joiner_stack:
+            async with leaver_stack:
+                first, _ = await leaver_stack.enter_async_context(consumer_running(settings))
+                started = await eventually(
+                    lambda: converged(sandbox_in_process, demo.expected) > 20, within=60
+                )
+                assert started
+                second, second_task = await joiner_stack.enter_async_context(
+                    consumer_running(settings)
+                )
+                await produce(kafka_bootstrap, topics.inputs, demo.events[third : 2 * third])
+                assert await eventually(lambda: second.stats.events > 0, within=60)
+            # the first member has left; the second takes over all partitions
+            await produce(kafka_bootstrap, topics.inputs, demo.events[2 * third :])
+            await wait_converged(
+                sandbox_in_process, demo.expected, within=180, consumer=second_task
+            )
+        assert first.stats.events > 0
+        assert second.stats.events > 0
+        assert max_overlap(sandbox_in_process) <= 1
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []

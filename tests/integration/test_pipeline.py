@@ -1,0 +1,277 @@
+"""The consumer end to end: real broker, the sandbox over HTTP, the consumer in this process."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import random
+import time
+
+import pytest
+
+from consumer.demo import DemoPlan, build_demo
+from consumer.domain.demo_jobs import (
+    EXAMPLE_BODY,
+    EXAMPLE_CLIENT_JOB_ID,
+    demo_job,
+    example_job_events,
+)
+from consumer.domain.events import encode_structured
+from consumer.sandbox import Sandbox
+from tests.integration.harness import (
+    MakeTopic,
+    consumer_running,
+    converged,
+    eventually,
+    max_overlap,
+    new_topics,
+    produce,
+    produce_raw,
+    read_records,
+    settings_for,
+    wait_converged,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class TestDocumentedExample:
+    async def test_example_events_post_exactly_the_documented_body(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """The basicSync example of the docs, sent as events, is posted byte-for-byte equal JSON."""
+        topics = await new_topics(make_topic, partitions=1)
+        await produce(kafka_bootstrap, topics.inputs, example_job_events())
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        async with consumer_running(settings) as (_, task):
+            await wait_converged(
+                sandbox_in_process, {EXAMPLE_CLIENT_JOB_ID: EXAMPLE_BODY}, within=30, consumer=task
+            )
+        posted = [
+            json.loads(r.body)
+            for r in sandbox_in_process.state.records
+            if r.path == "/jobs/v1/basicSync" and r.body is not None and r.status == 200
+        ]
+        assert posted[-1] == EXAMPLE_BODY
+        succeeded = await read_records(kafka_bootstrap, topics.succeeded)
+        assert succeeded[-1]["clientJobId"] == EXAMPLE_CLIENT_JOB_ID
+        assert succeeded[-1]["outcome"] == "synced"
+        assert succeeded[-1]["jobStatus"] == "Completed"
+
+
+class TestCoalescing:
+    async def test_events_within_the_debounce_window_make_one_request(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """All events of a job arriving inside the debounce window become a single request."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=20, seed=3, abort_share=0, exclude_share=0))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(
+            kafka_bootstrap, sandbox_in_process, topics, debounce_ms=1500, max_delay_ms=5000
+        )
+        async with consumer_running(settings) as (_, task):
+            await wait_converged(sandbox_in_process, demo.expected, within=60, consumer=task)
+        for job in demo.expected:
+            requests = [r for r in sandbox_in_process.state.records if r.client_job_id == job]
+            assert len(requests) == 1, (job, [r.status for r in requests])
+
+
+class TestInvalidInput:
+    async def test_each_invalid_kind_lands_on_the_failure_topic_and_the_rest_converges(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Bad JSON, missing fields, unknown type, key mismatch, oversize and an abort after
+        completion each give one failure record with the original bytes; good jobs converge."""
+        topics = await new_topics(make_topic, partitions=1)
+        topic = topics.inputs[0]
+        demo = build_demo(DemoPlan(jobs=10, seed=5, abort_share=0))
+        good = demo.events
+        completed_job = next(iter(demo.expected))
+        valid_key, valid_value, _ = encode_structured(good[0])
+        envelope = json.loads(valid_value)
+        unknown = {**envelope, "id": "x-unknown", "type": "com.workfloplus.job.teleported"}
+        missing = {k: v for k, v in envelope.items() if k != "source"} | {"id": "x-missing"}
+        abort_after_completion = {
+            "specversion": "1.0",
+            "id": "x-abort",
+            "source": "tests",
+            "type": "com.workfloplus.job.aborted",
+            "subject": completed_job,
+            "data": {"reason": "too late"},
+        }
+        content_type = [("content-type", b"application/cloudevents+json")]
+        oversized = {**envelope, "id": "x-big", "data": {"jobTitle": "x" * 5000}}
+        bad: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = [
+            (b"job-bad-json", b"{not json", content_type),
+            (valid_key, json.dumps(missing).encode(), content_type),
+            (valid_key, json.dumps(unknown).encode(), content_type),
+            (b"someone-else", json.dumps({**envelope, "id": "x-key"}).encode(), content_type),
+            (valid_key, json.dumps(oversized).encode(), content_type),
+        ]
+        await produce(kafka_bootstrap, topics.inputs, good[: len(good) // 2])
+        await produce_raw(kafka_bootstrap, topic, bad)
+        await produce(kafka_bootstrap, topics.inputs, good[len(good) // 2 :])
+        completed = demo.expected[completed_job]["metadata"]["status"] == "Completed"
+        if completed:
+            await produce_raw(
+                kafka_bootstrap,
+                topic,
+                [
+                    (
+                        completed_job.encode(),
+                        json.dumps(abort_after_completion).encode(),
+                        content_type,
+                    )
+                ],
+            )
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=20)
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"max_event_bytes": 4096})}
+        )
+        async with consumer_running(settings) as (running, task):
+            await wait_converged(sandbox_in_process, demo.expected, within=60, consumer=task)
+        failures = await read_records(kafka_bootstrap, topics.failed)
+        reasons = sorted(f["reason"] for f in failures)
+        expected_reasons = [
+            "invalid_event",
+            "invalid_event",
+            "key_mismatch",
+            "oversized_event",
+            "unknown_event_type",
+        ]
+        if completed:
+            expected_reasons = sorted([*expected_reasons, "invalid_transition"])
+        assert reasons == expected_reasons
+        sent_values = {value for _, value, _ in bad}
+        for failure in failures:
+            assert failure["source"]["topic"] == topic
+            if failure["reason"] != "invalid_transition":
+                assert base64.b64decode(failure["source"]["value"]) in sent_values
+            assert failure["error"]["message"]
+        assert running.stats.invalid.total() == len(expected_reasons)
+
+
+class TestGatewayRejection:
+    async def test_a_rejected_job_gets_a_failure_record_with_the_body(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """A 4xx for one job yields a failure record carrying the response body; others sync."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=8, seed=11))
+        rejected = sorted(demo.expected)[0]
+        sandbox_in_process.faults.update(
+            {"reject_job_ids": {rejected: {"status": 422, "body": {"error": "no such workflow"}}}}
+        )
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        others = {job: body for job, body in demo.expected.items() if job != rejected}
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        async with consumer_running(settings) as (_, task):
+            await wait_converged(sandbox_in_process, others, within=60, consumer=task)
+            deadline = time.monotonic() + 20
+            failures: list[dict[str, object]] = []
+            while time.monotonic() < deadline and not failures:
+                failures = await read_records(kafka_bootstrap, topics.failed, settle_s=0.5)
+        assert failures, "no failure record for the rejected job"
+        assert {f["clientJobId"] for f in failures} == {rejected}
+        first = failures[0]
+        assert first["reason"] == "rejected_by_gateway"
+        error = first["error"]
+        assert isinstance(error, dict)
+        assert error["status"] == 422
+        assert "no such workflow" in error["body"]
+
+
+class TestRetryAfter:
+    async def test_a_429_delays_that_jobs_next_attempt_by_retry_after(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """After 429 with Retry-After: 2 the same job is not tried again for 2 seconds."""
+        topics = await new_topics(make_topic, partitions=1)
+        events, body = demo_job(random.Random(1), "job-429")
+        sandbox_in_process.faults.update({"rate_limit_next": 1, "retry_after_s": 2})
+        await produce(kafka_bootstrap, topics.inputs, events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=20)
+        async with consumer_running(settings) as (_, task):
+            await wait_converged(sandbox_in_process, {"job-429": body}, within=30, consumer=task)
+        attempts = [r for r in sandbox_in_process.state.records if r.path == "/jobs/v1/basicSync"]
+        assert attempts[0].status == 429
+        assert attempts[1].time - attempts[0].time >= 2.0
+
+
+class TestTokenExpiry:
+    async def test_short_lived_tokens_cause_no_failures(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """With tokens living 2 s, a run of several seconds refreshes them and fails nothing."""
+        topics = await new_topics(make_topic, partitions=2)
+        sandbox_in_process.faults.update({"token_lifetime_s": 2})
+        demo = build_demo(DemoPlan(jobs=60, seed=13))
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        async with consumer_running(settings) as (_, task):
+            for start in range(0, len(demo.events), len(demo.events) // 6):
+                await produce(
+                    kafka_bootstrap,
+                    topics.inputs,
+                    demo.events[start : start + len(demo.events) // 6],
+                )
+                await asyncio.sleep(1.2)
+            await wait_converged(sandbox_in_process, demo.expected, within=60, consumer=task)
+        tokens = [r for r in sandbox_in_process.state.records if r.path == "/connect/token"]
+        assert len(tokens) >= 2, "the token was never refreshed"
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+
+
+class TestOutage:
+    async def test_a_30s_outage_pauses_consumption_and_fails_nothing(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """During a 30 s gateway outage the circuit opens, consumption pauses, nothing fails,
+        and every job converges afterwards."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=120, seed=17))
+        half = len(demo.events) // 2
+        settings = settings_for(
+            kafka_bootstrap, sandbox_in_process, topics, circuit_failure_threshold=5
+        )
+        async with consumer_running(settings) as (running, task):
+            await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
+            await sandbox_in_process.outage(30, "503")
+            await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
+            opened = await eventually(lambda: running.stats.circuit_open, within=20)
+            assert opened, "the circuit did not open during the outage"
+            events_when_open = running.stats.events
+            await asyncio.sleep(5)
+            assert running.stats.events - events_when_open <= 2000  # at most what was in flight
+            paused_progress = running.stats.events - events_when_open
+            await wait_converged(sandbox_in_process, demo.expected, within=90, consumer=task)
+        assert running.stats.circuit_openings >= 1
+        assert paused_progress < len(demo.events) - half
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+
+
+class TestScale:
+    async def test_jobs_over_three_topics_with_two_instances_converge_without_overlap(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """1,000 jobs of ~12 events over 3 co-partitioned topics and two group members:
+        every job converges, one success per final version, no failure, no overlapping request."""
+        topics = await new_topics(make_topic, partitions=4, inputs=3)
+        demo = build_demo(DemoPlan(jobs=1000, seed=19))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        async with (
+            consumer_running(settings) as (first, task1),
+            consumer_running(settings) as (second, task2),
+        ):
+            await wait_converged(sandbox_in_process, demo.expected, within=240, consumer=task1)
+            assert not task2.done()
+        assert max_overlap(sandbox_in_process) <= 1
+        assert first.stats.events > 0
+        assert second.stats.events > 0, "the second member never owned a partition"
+        assert converged(sandbox_in_process, demo.expected) == len(demo.expected)
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+        successes = await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.5)
+        final = {(s["clientJobId"], s["payloadSha256"]) for s in successes}
+        assert {job for job, _ in final} == set(demo.expected)
