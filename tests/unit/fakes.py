@@ -1,0 +1,180 @@
+"""Small fakes at the scheduler's Protocol seams, and builders of real job states.
+
+No mocks: each fake implements the Protocol the production code depends on (``Gateway``,
+``Outcomes``, ``SchedulerObserver``) and records what it was asked, so tests assert on
+behaviour rather than on calls to a stand-in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections import Counter, deque
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from consumer.domain.events import EventType, JobEvent
+from consumer.domain.job import JobState, Rejection, apply
+from consumer.domain.results import FailureRecord, SuccessRecord
+from consumer.gateway.client import Accepted, SyncOutcome
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+_ids = itertools.count()
+
+
+def event(job: str, event_type: EventType, data: dict[str, Any]) -> JobEvent:
+    """A valid event for ``job`` with a fresh id."""
+    return JobEvent.model_validate(
+        {
+            "id": f"ev-{next(_ids)}",
+            "source": "urn:test",
+            "type": event_type,
+            "subject": job,
+            "time": NOW,
+            "data": data,
+        }
+    )
+
+
+def upserted(job: str, **data: Any) -> JobEvent:
+    return event(job, EventType.upserted, data)
+
+
+def status_changed(job: str, status: str) -> JobEvent:
+    return event(job, EventType.status_changed, {"status": status})
+
+
+def fold(state: JobState | None, events: Iterable[JobEvent]) -> JobState:
+    """Apply ``events`` with the real reducer; every one must be accepted."""
+    for item in events:
+        result = apply(state, item, NOW)
+        assert not isinstance(result, Rejection), result
+        state = result
+    assert state is not None
+    return state
+
+
+def job_state(
+    job: str, *, status: str = "InProgress", workflow: bool = True, title: str = "t"
+) -> JobState:
+    """A job assembled from an upsert (with or without workflowId) and a status change."""
+    fields: dict[str, Any] = {"jobTitle": title}
+    if workflow:
+        fields["workflowId"] = f"wf-{job}"
+    return fold(None, [upserted(job, **fields), status_changed(job, status)])
+
+
+def accepted(job_id: str = "server-1") -> Accepted:
+    return Accepted(status=200, job_id=job_id, body="{}")
+
+
+class FakeGateway:
+    """A scripted ``Gateway``: outcomes are taken in order (the last one repeats).
+
+    Records each posted body, the highest number of concurrent calls overall and per job,
+    and answers probes from ``probe_results`` (the last one repeats).
+    """
+
+    def __init__(
+        self,
+        outcomes: Iterable[SyncOutcome] = (),
+        *,
+        delay: float = 0.0,
+        probe_results: Iterable[bool] = (True,),
+    ) -> None:
+        self.outcomes: deque[SyncOutcome] = deque(outcomes)
+        self.default: SyncOutcome = accepted()
+        self.delay = delay
+        self.bodies: list[bytes] = []
+        self.jobs: list[str] = []
+        self.probes = 0
+        self.probe_results: deque[bool] = deque(probe_results)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._per_job: Counter[str] = Counter()
+        self.max_per_job: Counter[str] = Counter()
+        self.posted = asyncio.Event()
+
+    def script(self, *outcomes: SyncOutcome) -> None:
+        self.outcomes.extend(outcomes)
+
+    async def post_basic_sync(self, body: bytes) -> SyncOutcome:
+        job = _client_job_id(body)
+        self.bodies.append(body)
+        self.jobs.append(job)
+        self.in_flight += 1
+        self._per_job[job] += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        self.max_per_job[job] = max(self.max_per_job[job], self._per_job[job])
+        self.posted.set()
+        try:
+            if self.delay:
+                await asyncio.sleep(self.delay)
+            if len(self.outcomes) > 1:
+                return self.outcomes.popleft()
+            return self.outcomes[0] if self.outcomes else self.default
+        finally:
+            self.in_flight -= 1
+            self._per_job[job] -= 1
+
+    async def probe(self) -> bool:
+        self.probes += 1
+        if len(self.probe_results) > 1:
+            return self.probe_results.popleft()
+        return self.probe_results[0] if self.probe_results else True
+
+    def posts_for(self, job: str) -> int:
+        return self.jobs.count(job)
+
+
+def _client_job_id(body: bytes) -> str:
+    return str(json.loads(body)["metadata"]["clientJobId"])
+
+
+def _done() -> asyncio.Future[Any]:
+    future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    future.set_result(None)
+    return future
+
+
+class FakeOutcomes:
+    """An ``Outcomes`` whose writes are acknowledged at once; keeps every record in order."""
+
+    def __init__(self) -> None:
+        self.successes: list[SuccessRecord] = []
+        self.failures: list[FailureRecord] = []
+        self.states: list[tuple[int, JobState]] = []
+        self.changed = asyncio.Event()
+
+    async def succeeded(self, record: SuccessRecord) -> asyncio.Future[Any]:
+        self.successes.append(record)
+        self.changed.set()
+        return _done()
+
+    async def failed(
+        self, record: FailureRecord, raw_key: bytes | None = None
+    ) -> asyncio.Future[Any]:
+        self.failures.append(record)
+        self.changed.set()
+        return _done()
+
+    async def write_state(self, partition: int, state: JobState) -> asyncio.Future[Any]:
+        self.states.append((partition, state))
+        self.changed.set()
+        return _done()
+
+
+class RecordingObserver:
+    """A ``SchedulerObserver`` that remembers circuit changes and finished requests."""
+
+    def __init__(self) -> None:
+        self.circuit: list[bool] = []
+        self.requests: list[tuple[str, int | None]] = []
+
+    def circuit_changed(self, is_open: bool) -> None:
+        self.circuit.append(is_open)
+
+    def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
+        self.requests.append((outcome, status))
