@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from consumer.sandbox.faults import Faults
-from consumer.sandbox.schema import BodyError, client_job_id_of, parse_json, validate_document
+from consumer.sandbox.schema import BodyError, JobDocument, client_job_id_of, parse_document
 from consumer.sandbox.settings import WORKFLOW_EXECUTE, SandboxSettings
 from consumer.sandbox.state import Record, SandboxState, Token
 
@@ -169,21 +169,19 @@ class Api:
     async def basic_sync(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         body = await request.read()
-        document: Any = None
-        parse_error: BodyError | None = None
+        document: JobDocument | BodyError
         try:
-            document = parse_json(body)
+            document = parse_document(body)
+            client_job_id: str | None = document.metadata.clientJobId
         except BodyError as exc:
-            parse_error = exc
-        client_job_id = client_job_id_of(document)
+            document = exc
+            client_job_id = client_job_id_of(body)
         in_flight = self.state.in_flight
         if client_job_id is not None:
             in_flight.enter(client_job_id)
         status, outcome = 500, None
         try:
-            response, outcome = await self._basic_sync(
-                request, body, document, parse_error, client_job_id
-            )
+            response, outcome = await self._basic_sync(request, body, document)
             status = response.status
             return response
         finally:
@@ -192,12 +190,7 @@ class Api:
             self._record(request, started, status, client_job_id, body, outcome)
 
     async def _basic_sync(
-        self,
-        request: web.Request,
-        body: bytes,
-        document: Any,
-        parse_error: BodyError | None,
-        client_job_id: str | None,
+        self, request: web.Request, body: bytes, document: JobDocument | BodyError
     ) -> tuple[web.Response, str | None]:
         faults = self.faults
         if faults.active:
@@ -210,26 +203,19 @@ class Api:
         token = self._authorize(request, WORKFLOW_EXECUTE)
         if isinstance(token, web.Response):
             return token, None
-        try:
-            if parse_error is not None:
-                raise parse_error
-            validate_document(document)
-        except BodyError as exc:
-            return _error(400, "invalid_body", str(exc)), None
-        assert client_job_id is not None  # a valid document has one
+        if isinstance(document, BodyError):
+            return _error(400, "invalid_body", str(document)), None
+        client_job_id = document.metadata.clientJobId
         if faults.active:
             injected = self._injected(client_job_id)
             if injected is not None:
                 return injected, None
+        status = document.metadata.status
         job = self.state.jobs.get(client_job_id)
-        if (
-            job is not None
-            and document["metadata"].get("status") == "Aborted"
-            and job.document["metadata"].get("status") == "Completed"
-        ):
+        if job is not None and status == "Aborted" and job.status == "Completed":
             message = f"job {client_job_id} is Completed; only incomplete jobs can be aborted"
             return _error(409, "job_completed", message), "refused"
-        outcome = self.state.store(client_job_id, document, body)
+        outcome = self.state.store(client_job_id, status, body)
         response = web.Response(
             body=self.state.jobs[client_job_id].response, content_type="application/json"
         )

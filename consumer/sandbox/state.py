@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 Outcome = Literal["created", "updated", "aborted"]
 
@@ -31,7 +31,7 @@ class Job:
 
     client_job_id: str
     job_id: str
-    document: dict[str, Any]
+    status: str | None
     response: bytes
     history: deque[bytes]
 
@@ -147,18 +147,18 @@ class SandboxState:
             return None
 
     # -- jobs --------------------------------------------------------------------------------
-    def store(self, client_job_id: str, document: dict[str, Any], body: bytes) -> Outcome:
-        """Create or replace the job with an already validated document."""
+    def store(self, client_job_id: str, status: str | None, body: bytes) -> Outcome:
+        """Create or replace the job with an already validated body."""
         job = self.jobs.get(client_job_id)
         if job is None:
             job = Job(
-                client_job_id, str(uuid.uuid4()), document, b"", deque(maxlen=self.history_limit)
+                client_job_id, str(uuid.uuid4()), status, b"", deque(maxlen=self.history_limit)
             )
             self.jobs[client_job_id] = job
             outcome: Outcome = "created"
         else:
-            job.document = document
-            outcome = "aborted" if document["metadata"].get("status") == "Aborted" else "updated"
+            job.status = status
+            outcome = "aborted" if status == "Aborted" else "updated"
         job.response = _with_job_id(body, job.job_id)
         job.history.append(body)
         return outcome

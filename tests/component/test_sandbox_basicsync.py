@@ -71,12 +71,17 @@ class TestMalformedBodies:
         [
             (b"", "not valid JSON"),
             (b"{'metadata': {}}", "not valid JSON"),
-            (b'{"metadata": {"clientJobId": "a", "workflowId": NaN}}', "not valid JSON"),
+            (b'{"metadata": {"clientJobId": "a", "workflowId": "w"}, "packetIds": [NaN]}', "JSON"),
+            (
+                b'{"metadata": {"clientJobId": "a", "workflowId": "w"}, "packetIds": [-Infinity]}',
+                "JSON",
+            ),
             (b"[1, 2]", "not a basicSync job document"),
         ],
     )
     async def test_non_strict_json_is_400(self, client: Client, raw: bytes, fragment: str) -> None:
-        """Empty bodies, single quotes, NaN and non-objects get 400 with a clear message."""
+        """Empty bodies, single quotes, NaN/Infinity (even in free-form fields) and non-objects
+        get 400 with a clear message."""
         status, body = await client.post(raw)
         assert status == 400
         assert fragment in body["message"]
@@ -114,6 +119,13 @@ class TestMalformedBodies:
         status, body = await client.post(document)
         assert status == 200
         assert body["metadata"]["status"] == "SomethingNew"
+
+    async def test_nan_inside_a_string_is_fine(self, client: Client) -> None:
+        """The strict-JSON check does not trip on the text ``NaN`` inside a string."""
+        document = job_document(status="NaN Infinity")
+        status, body = await client.post(document)
+        assert status == 200
+        assert body["metadata"]["status"] == "NaN Infinity"
 
     async def test_minimal_document_with_only_the_ids_is_accepted(self, client: Client) -> None:
         """Only ``metadata.clientJobId`` and ``metadata.workflowId`` are required."""
