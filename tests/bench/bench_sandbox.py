@@ -28,8 +28,8 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from consumer.sandbox.examples import job_document  # noqa: E402
-from tests.fixtures.sandbox import read_sandbox_url  # noqa: E402
+from consumer.sandbox.examples import job_document
+from tests.fixtures.sandbox import read_sandbox_url
 
 
 async def _bare_handler(request: web.Request) -> web.Response:
