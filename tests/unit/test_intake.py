@@ -1,0 +1,303 @@
+"""One fetched batch in, its effect out (consumer.intake): decode, validate, reduce, coalesce."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from aiokafka.partitioner import DefaultPartitioner
+
+from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
+from consumer.domain.results import FailureReason, SourceOffset
+from consumer.intake import BatchEffect, SourceRecord, absorb, hashes_to
+from consumer.state.store import JobStore
+from tests.unit.fakes import NOW, event, status_changed, upserted
+
+TOPIC = "workfloplus.job-events"
+PARTITIONS = 12
+MAX_BYTES = 10_000
+
+#: Java ``Utils.murmur2`` of these UTF-8 keys, as published by Akka's and kafkajs's test suites
+#: (both generated with Kafka's own implementation).
+JAVA_MURMUR2 = {
+    b"0": 971027396,
+    b"1": -1993445489,
+    b"12": 126087238,
+    b"123": -267702483,
+    b"1234": -1614185708,
+    b"12345": -1188365604,
+}
+
+
+class Batch:
+    """Builds records of one topic, each job on the partition its key hashes to."""
+
+    def __init__(self) -> None:
+        self.records: list[SourceRecord] = []
+        self._offsets: dict[int, int] = {}
+
+    def _next(self, partition: int) -> int:
+        offset = self._offsets.get(partition, 100)
+        self._offsets[partition] = offset + 1
+        return offset
+
+    def raw(
+        self,
+        key: bytes | None,
+        value: bytes | None,
+        headers: tuple[tuple[str, bytes], ...] = (),
+        *,
+        partition: int | None = None,
+    ) -> SourceRecord:
+        if partition is None:
+            partition = hashes_to(key, PARTITIONS) if key is not None else 0
+        record = SourceRecord(TOPIC, partition, self._next(partition), key, value, headers)
+        self.records.append(record)
+        return record
+
+    def add(
+        self, item: JobEvent, *, binary: bool = False, partition: int | None = None
+    ) -> SourceRecord:
+        key, value, headers = (encode_binary if binary else encode_structured)(item)
+        return self.raw(key, value, tuple(headers), partition=partition)
+
+
+def run(batch: Batch, store: JobStore | None = None) -> BatchEffect:
+    return absorb(
+        store if store is not None else JobStore(),
+        batch.records,
+        now=NOW,
+        partition_count=PARTITIONS,
+        max_event_bytes=MAX_BYTES,
+    )
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+class TestHashesTo:
+    @pytest.mark.parametrize(("key", "java_hash"), sorted(JAVA_MURMUR2.items()))
+    @pytest.mark.parametrize("partitions", [1, 3, 12, 100])
+    def test_matches_java_default_partitioner(
+        self, key: bytes, java_hash: int, partitions: int
+    ) -> None:
+        """The partition equals Java's toPositive(murmur2(key)) % n for known Java hashes."""
+        assert hashes_to(key, partitions) == (java_hash & 0x7FFFFFFF) % partitions
+
+    @pytest.mark.parametrize("key", [b"job-1", b"a1b2c3", "clé-é".encode(), b"x" * 37])
+    def test_agrees_with_aiokafka_default_partitioner(self, key: bytes) -> None:
+        """The partition equals what aiokafka's DefaultPartitioner picks for the same key."""
+        partitions = list(range(PARTITIONS))
+        assert hashes_to(key, PARTITIONS) == DefaultPartitioner()(key, partitions, partitions)
+
+
+class TestAbsorb:
+    def test_burst_of_one_job_coalesces(self) -> None:
+        """Many events of one job become one changed state carrying all of them."""
+        batch = Batch()
+        events = [
+            upserted("job-a", workflowId="wf", jobTitle="first"),
+            status_changed("job-a", "InProgress"),
+            upserted("job-a", jobTitle="second"),
+        ]
+        records = [batch.add(e) for e in events]
+        store = JobStore()
+        effect = run(batch, store)
+        assert list(effect.changed) == ["job-a"]
+        state = effect.changed["job-a"]
+        assert state.version == 3
+        assert state.document.metadata.job_title == "second"
+        assert state.status == "InProgress"
+        assert store.get("job-a") is state
+        assert effect.partitions["job-a"] == records[0].partition
+        assert effect.offsets_by_job["job-a"] == [
+            SourceOffset(topic=TOPIC, partition=r.partition, offset=r.offset) for r in records
+        ]
+        assert effect.applied == 3
+        assert effect.failures == []
+
+    def test_several_jobs_and_next_offsets(self) -> None:
+        """Each job gets its own state; next_offsets is last offset + 1 per topic-partition."""
+        batch = Batch()
+        records = [batch.add(upserted(job, workflowId="wf")) for job in ("job-a", "job-b", "job-a")]
+        effect = run(batch)
+        assert set(effect.changed) == {"job-a", "job-b"}
+        expected: dict[tuple[str, int], int] = {}
+        for record in records:
+            expected[(record.topic, record.partition)] = record.offset + 1
+        assert effect.next_offsets == expected
+
+    def test_binary_mode_events(self) -> None:
+        """Binary-mode CloudEvents (ce_* headers) are applied like structured ones."""
+        batch = Batch()
+        batch.add(upserted("job-b", workflowId="wf"), binary=True)
+        assert run(batch).changed["job-b"].document.metadata.workflow_id == "wf"
+
+    def test_duplicates_counted_not_changed(self) -> None:
+        """A redelivered event (same id) is counted as duplicate and changes nothing."""
+        first = upserted("job-a", workflowId="wf")
+        batch = Batch()
+        batch.add(first)
+        store = JobStore()
+        run(batch, store)
+        before = store.get("job-a")
+        again = Batch()
+        again.add(first)
+        effect = run(again, store)
+        assert effect.duplicates == 1
+        assert effect.applied == 0
+        assert effect.changed == {}
+        assert effect.failures == []
+        assert store.get("job-a") is before
+        assert effect.next_offsets  # its offset is still committed
+
+    def test_duplicate_within_a_batch(self) -> None:
+        """The same event twice in one batch applies once."""
+        item = upserted("job-a", workflowId="wf")
+        batch = Batch()
+        batch.add(item)
+        batch.add(item)
+        effect = run(batch)
+        assert effect.applied == 1
+        assert effect.duplicates == 1
+        assert effect.changed["job-a"].version == 1
+        assert len(effect.offsets_by_job["job-a"]) == 1
+
+    def test_rejection_is_an_invalid_transition_failure(self) -> None:
+        """Aborting a Completed job yields an invalid_transition failure; state unchanged."""
+        batch = Batch()
+        batch.add(upserted("job-a", workflowId="wf"))
+        batch.add(status_changed("job-a", "Completed"))
+        abort = batch.add(event("job-a", EventType.aborted, {"reason": "late"}))
+        store = JobStore()
+        effect = run(batch, store)
+        assert effect.applied == 2
+        assert [f.reason for f in effect.failures] == [FailureReason.invalid_transition]
+        failure = effect.failures[0]
+        assert failure.client_job_id == "job-a"
+        assert failure.state_version == 2
+        assert failure.source is not None
+        assert failure.source.offset == abort.offset
+        assert abort.value is not None
+        assert failure.source.value == b64(abort.value)
+        state = store.get("job-a")
+        assert state is not None
+        assert state.status == "Completed"
+        assert state.version == 2
+        assert effect.next_offsets[(TOPIC, abort.partition)] == abort.offset + 1
+
+    @pytest.mark.parametrize(
+        ("key", "value", "reason"),
+        [
+            (b"job-x", b"{not json", FailureReason.invalid_event),
+            (b"job-x", b"", FailureReason.invalid_event),
+            (b"job-x", b"x" * (MAX_BYTES + 1), FailureReason.oversized_event),
+            (
+                b"job-x",
+                json.dumps(
+                    {
+                        "specversion": "1.0",
+                        "id": "1",
+                        "source": "s",
+                        "type": "com.workfloplus.job.teleported",
+                        "subject": "job-x",
+                        "data": {},
+                    }
+                ).encode(),
+                FailureReason.unknown_event_type,
+            ),
+            (
+                b"other-key",
+                json.dumps(
+                    {
+                        "specversion": "1.0",
+                        "id": "1",
+                        "source": "s",
+                        "type": "com.workfloplus.job.aborted",
+                        "subject": "job-x",
+                        "data": {},
+                    }
+                ).encode(),
+                FailureReason.key_mismatch,
+            ),
+        ],
+        ids=["bad-json", "empty", "oversized", "unknown-type", "key-mismatch"],
+    )
+    def test_invalid_event_carries_original_bytes(
+        self, key: bytes, value: bytes, reason: FailureReason
+    ) -> None:
+        """Each kind of unusable input is a failure with its reason and base64 source bytes."""
+        batch = Batch()
+        headers = (("trace", b"\x00\xff"),)
+        record = batch.raw(key, value, headers)
+        store = JobStore()
+        effect = run(batch, store)
+        assert [f.reason for f in effect.failures] == [reason]
+        failure = effect.failures[0]
+        assert failure.client_job_id == key.decode()
+        assert failure.attempts == 0
+        source = failure.source
+        assert source is not None
+        assert (source.topic, source.partition, source.offset) == (
+            TOPIC,
+            record.partition,
+            record.offset,
+        )
+        assert source.key == b64(key)
+        assert source.value == b64(value)
+        assert [(h.key, h.value) for h in source.headers] == [("trace", b64(b"\x00\xff"))]
+        assert effect.changed == {}
+        assert len(store) == 0
+        assert effect.next_offsets == {(TOPIC, record.partition): record.offset + 1}
+
+    def test_invalid_event_without_key(self) -> None:
+        """A keyless message is a key_mismatch failure with a null key and no clientJobId."""
+        item = upserted("job-a", workflowId="wf")
+        _, value, headers = encode_structured(item)
+        batch = Batch()
+        batch.raw(None, value, tuple(headers))
+        effect = run(batch)
+        failure = effect.failures[0]
+        assert failure.reason is FailureReason.key_mismatch
+        assert failure.client_job_id is None
+        assert failure.source is not None
+        assert failure.source.key is None
+        assert failure.source.value == b64(value)
+        assert effect.misrouted == 0
+
+    def test_non_utf8_key(self) -> None:
+        """A key that is not UTF-8 fails as key_mismatch; clientJobId stays unknown."""
+        batch = Batch()
+        batch.raw(b"\xff\xfe", b"{}")
+        failure = run(batch).failures[0]
+        assert failure.client_job_id is None
+        assert failure.source is not None
+        assert failure.source.key == b64(b"\xff\xfe")
+
+    def test_invalid_events_do_not_block_valid_ones(self) -> None:
+        """Bad input between good events is reported and the good events still apply."""
+        batch = Batch()
+        batch.add(upserted("job-a", workflowId="wf"))
+        batch.raw(b"job-a", b"garbage")
+        batch.add(status_changed("job-a", "InProgress"))
+        effect = run(batch)
+        assert len(effect.failures) == 1
+        assert effect.changed["job-a"].version == 2
+
+    def test_misrouted_keys_counted(self) -> None:
+        """Events whose key does not hash to their partition are counted, and still applied."""
+        item = upserted("job-a", workflowId="wf")
+        right = hashes_to(b"job-a", PARTITIONS)
+        wrong = (right + 1) % PARTITIONS
+        batch = Batch()
+        batch.add(item, partition=wrong)
+        batch.add(status_changed("job-a", "InProgress"), partition=right)
+        store = JobStore()
+        effect = run(batch, store)
+        assert effect.misrouted == 1
+        assert effect.applied == 2
+        # The job stays where its state was first put.
+        assert effect.partitions["job-a"] == wrong
+        assert store.partition_of("job-a") == wrong
