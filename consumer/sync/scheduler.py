@@ -136,7 +136,7 @@ class SyncScheduler:
             return
         now = self._clock()
         entry = self._entries.get(client_job_id)
-        if not needs_sync(state, self._settings.mode):
+        if not self._wanted(state):
             if entry is not None and not entry.in_flight:
                 del self._entries[client_job_id]
             return
@@ -425,7 +425,7 @@ class SyncScheduler:
         state = self._store.get(job)
         if state is None or self._entries.get(job) is not entry:
             return
-        if not needs_sync(state, self._settings.mode):
+        if not self._wanted(state):
             del self._entries[job]
             return
         if not is_postable(state) and entry.held_reported:
@@ -434,6 +434,14 @@ class SyncScheduler:
         if entry.first_attempt is None and entry.not_before <= now:
             entry.first_dirty = now  # a fresh round of changes
         self._queue(job, entry, self._due(state, entry, now))
+
+    def _wanted(self, state: JobState) -> bool:
+        """Needs a sync, or is held: changed but not postable yet (reported after the timeout).
+
+        ``needs_sync`` alone is False for a job without workflowId, which would never be held.
+        """
+        held = state.version > state.synced_version and not is_postable(state)
+        return held or needs_sync(state, self._settings.mode)
 
     # -- timing ----------------------------------------------------------------------------------
 
