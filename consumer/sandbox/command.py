@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import multiprocessing
 import multiprocessing.synchronize
 import signal
@@ -65,7 +66,17 @@ def main(args: argparse.Namespace) -> int:
     return _run_workers(settings, args.workers)
 
 
+def _tune_gc() -> None:
+    """Each request allocates a few hundred short-lived containers (the validated document);
+    collecting the young generation less often, and never scanning the start-up objects,
+    cuts the sandbox's per-request cost without letting garbage pile up."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
 async def _serve(settings: SandboxSettings, *, announce: bool) -> None:
+    _tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -78,6 +89,7 @@ async def _serve(settings: SandboxSettings, *, announce: bool) -> None:
 
 def _worker(settings: SandboxSettings, ready: multiprocessing.synchronize.Event) -> None:
     async def serve() -> None:
+        _tune_gc()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
