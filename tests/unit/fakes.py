@@ -95,7 +95,9 @@ class FakeGateway:
         self.max_in_flight = 0
         self._per_job: Counter[str] = Counter()
         self.max_per_job: Counter[str] = Counter()
-        self.posted = asyncio.Event()
+        self.times: list[float] = []
+        #: While set to an unset event, requests wait for it: tests decide when they end.
+        self.gate: asyncio.Event | None = None
 
     def script(self, *outcomes: SyncOutcome) -> None:
         self.outcomes.extend(outcomes)
@@ -108,8 +110,10 @@ class FakeGateway:
         self._per_job[job] += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self.max_per_job[job] = max(self.max_per_job[job], self._per_job[job])
-        self.posted.set()
+        self.times.append(asyncio.get_running_loop().time())
         try:
+            if self.gate is not None:
+                await self.gate.wait()
             if self.delay:
                 await asyncio.sleep(self.delay)
             if len(self.outcomes) > 1:
@@ -146,23 +150,19 @@ class FakeOutcomes:
         self.successes: list[SuccessRecord] = []
         self.failures: list[FailureRecord] = []
         self.states: list[tuple[int, JobState]] = []
-        self.changed = asyncio.Event()
 
     async def succeeded(self, record: SuccessRecord) -> asyncio.Future[Any]:
         self.successes.append(record)
-        self.changed.set()
         return _done()
 
     async def failed(
         self, record: FailureRecord, raw_key: bytes | None = None
     ) -> asyncio.Future[Any]:
         self.failures.append(record)
-        self.changed.set()
         return _done()
 
     async def write_state(self, partition: int, state: JobState) -> asyncio.Future[Any]:
         self.states.append((partition, state))
-        self.changed.set()
         return _done()
 
 

@@ -1,0 +1,417 @@
+"""When and how jobs are posted (consumer.sync.scheduler.SyncScheduler).
+
+Real asyncio time with small settings; fakes at the Gateway / Outcomes / observer seams; job
+states built with the real reducer and kept in a real JobStore. Assertions are on counts,
+orderings and generous bounds, never on tight timings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from consumer.config import SyncSettings
+from consumer.domain.basicsync import body_sha256, encode_body
+from consumer.domain.events import JobEvent
+from consumer.domain.job import JobState, SyncMode
+from consumer.domain.results import FailureReason
+from consumer.gateway.client import Accepted, Rejected, Retryable, Systemic
+from consumer.state.store import JobStore
+from consumer.sync.circuit import CircuitBreaker
+from consumer.sync.retry import RetryPolicy
+from consumer.sync.scheduler import SyncScheduler
+from tests.unit.fakes import (
+    FakeGateway,
+    FakeOutcomes,
+    RecordingObserver,
+    fold,
+    job_state,
+    status_changed,
+    upserted,
+)
+
+WAIT = 3.0  # seconds a condition may take before a test fails: far above any expected time
+
+
+def retryable(status: int = 503, retry_after: float | None = None) -> Retryable:
+    return Retryable(status=status, retry_after=retry_after, reason=f"http_{status}")
+
+
+def title(body: bytes) -> str:
+    return str(json.loads(body)["metadata"]["jobTitle"])
+
+
+async def eventually(predicate: Callable[[], bool], within: float = WAIT) -> None:
+    """Wait until ``predicate()`` holds; fail after ``within`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.005)
+
+
+class Harness:
+    """A scheduler wired to fakes, with helpers to change jobs the way the pipeline does."""
+
+    def __init__(
+        self,
+        gateway: FakeGateway | None = None,
+        *,
+        circuit: CircuitBreaker | None = None,
+        retry: RetryPolicy | None = None,
+        **settings: Any,
+    ) -> None:
+        self.store = JobStore()
+        self.gateway = gateway or FakeGateway()
+        self.outcomes = FakeOutcomes()
+        self.observer = RecordingObserver()
+        self.settings = SyncSettings(
+            **{"debounce_ms": 20, "max_delay_ms": 200, "concurrency": 8, **settings}
+        )
+        self.scheduler = SyncScheduler(
+            self.store,
+            self.gateway,
+            self.outcomes,
+            self.settings,
+            self.observer,
+            circuit=circuit
+            or CircuitBreaker(failure_threshold=50, probe_initial=0.02, probe_max=0.1),
+            retry=retry
+            or RetryPolicy(initial=0.005, maximum=0.01, max_attempts=3, max_elapsed=30.0),
+        )
+
+    def put(self, state: JobState, partition: int = 0) -> JobState:
+        """Store ``state`` and tell the scheduler it is durable."""
+        self.store.put(partition, state)
+        self.scheduler.mark_dirty(state.client_job_id)
+        return state
+
+    def change(self, job: str, *events: JobEvent, partition: int = 0) -> JobState:
+        """Apply ``events`` to the job's current state, store it and mark it dirty."""
+        return self.put(fold(self.store.get(job), events), partition)
+
+    def state(self, job: str) -> JobState:
+        state = self.store.get(job)
+        assert state is not None
+        return state
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[SyncScheduler]:
+        task = asyncio.create_task(self.scheduler.run())
+        try:
+            yield self.scheduler
+        finally:
+            await self.scheduler.stop(1.0)
+            await asyncio.wait_for(task, WAIT)
+
+
+class TestSyncScheduler:
+    # -- timing --------------------------------------------------------------------------------
+
+    async def test_burst_coalesces_into_one_request_with_latest_state(self) -> None:
+        """Changes within the debounce become one request carrying the newest state."""
+        h = Harness(debounce_ms=100, max_delay_ms=2_000)
+        async with h.running():
+            h.put(job_state("a", title="v0"))
+            for n in range(1, 5):
+                h.change("a", upserted("a", jobTitle=f"v{n}"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+        assert [title(b) for b in h.gateway.bodies] == ["v4"]
+        record = h.outcomes.successes[0]
+        assert record.state_version == h.state("a").version
+        assert record.payload_sha256 == body_sha256(h.gateway.bodies[0])
+        assert record.job_id == "server-1"
+        assert record.attempts == 1
+        assert h.state("a").synced_version == record.state_version
+
+    async def test_debounce_waits_for_quiet(self) -> None:
+        """A non-terminal change is not posted before its debounce has passed."""
+        h = Harness(debounce_ms=5_000, max_delay_ms=5_000)
+        async with h.running():
+            h.put(job_state("a"))
+            await asyncio.sleep(0.2)
+            assert h.gateway.bodies == []
+            assert h.scheduler.dirty_jobs == 1
+
+    async def test_terminal_status_is_posted_at_once(self) -> None:
+        """A Completed job skips the debounce."""
+        h = Harness(debounce_ms=5_000, max_delay_ms=5_000)
+        async with h.running():
+            h.put(job_state("a", status="InProgress"))
+            h.change("a", status_changed("a", "Completed"))
+            await eventually(lambda: len(h.outcomes.successes) == 1, within=2.0)
+        assert h.outcomes.successes[0].job_status == "Completed"
+
+    async def test_max_delay_caps_a_continuous_stream(self) -> None:
+        """A job changing faster than its debounce is still posted within max_delay."""
+        h = Harness(debounce_ms=100, max_delay_ms=150)
+        async with h.running():
+            h.put(job_state("a", title="v0"))
+            for n in range(1, 50):  # up to ~1 s of changes, 20 ms apart: never 100 ms quiet
+                await asyncio.sleep(0.02)
+                h.change("a", upserted("a", jobTitle=f"v{n}"))
+                if h.gateway.bodies:
+                    break
+            assert h.gateway.bodies, "nothing posted while events kept coming"
+
+    # -- ordering and concurrency ----------------------------------------------------------------
+
+    async def test_one_request_in_flight_per_job(self) -> None:
+        """A job changed during its request waits for it, then posts the newest state."""
+        gateway = FakeGateway()
+        gateway.gate = asyncio.Event()
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.put(job_state("a", title="v0"))
+            await eventually(lambda: gateway.in_flight == 1)
+            for n in range(1, 6):
+                h.change("a", upserted("a", jobTitle=f"v{n}"))
+                await asyncio.sleep(0.01)
+            assert len(gateway.bodies) == 1
+            gateway.gate.set()
+            await eventually(lambda: h.state("a").synced_version == h.state("a").version)
+        assert gateway.max_per_job["a"] == 1
+        assert [title(b) for b in gateway.bodies] == ["v0", "v5"]
+        versions = [r.state_version for r in h.outcomes.successes]
+        assert versions == sorted(versions)
+
+    async def test_concurrency_is_bounded_and_jobs_run_in_parallel(self) -> None:
+        """At most ``concurrency`` requests run at once, and different jobs do overlap."""
+        gateway = FakeGateway(delay=0.05)
+        h = Harness(gateway, concurrency=2, debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            for n in range(6):
+                h.put(job_state(f"job-{n}"))
+            await eventually(lambda: len(h.outcomes.successes) == 6)
+        assert gateway.max_in_flight == 2
+        assert sorted(gateway.jobs) == [f"job-{n}" for n in range(6)]
+
+    async def test_rate_limit_spreads_requests(self) -> None:
+        """With a rate limit, a backlog larger than the burst takes time to drain."""
+        gateway = FakeGateway()
+        h = Harness(gateway, rate_limit_per_s=20, debounce_ms=0, max_delay_ms=0)
+        loop = asyncio.get_running_loop()
+        async with h.running():
+            started = loop.time()
+            for n in range(30):
+                h.put(job_state(f"job-{n}"))
+            await eventually(lambda: len(h.outcomes.successes) == 30)
+            elapsed = loop.time() - started
+        # 20 may go at once, the other 10 at 20/s: about 0.5 s; unlimited would take ~0 s.
+        assert elapsed >= 0.3
+
+    # -- gateway outcomes ------------------------------------------------------------------------
+
+    async def test_retry_after_is_honoured(self) -> None:
+        """A 429 with Retry-After delays the next attempt at least that long."""
+        gateway = FakeGateway([retryable(429, retry_after=0.3), Accepted(200, "j", "{}")])
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.put(job_state("a"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+        assert len(gateway.times) == 2
+        assert gateway.times[1] - gateway.times[0] >= 0.25
+        assert h.outcomes.successes[0].attempts == 2
+        assert h.outcomes.failures == []
+
+    async def test_retries_exhausted_is_a_final_failure(self) -> None:
+        """Retryable failures up to max_attempts end in one retries_exhausted record."""
+        gateway = FakeGateway([retryable(503)])
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            state = h.put(job_state("a"))
+            await eventually(lambda: len(h.outcomes.failures) == 1)
+            await asyncio.sleep(0.1)  # nothing more is sent for this state
+        assert len(gateway.bodies) == 3
+        failure = h.outcomes.failures[0]
+        assert failure.reason is FailureReason.retries_exhausted
+        assert failure.attempts == 3
+        assert failure.error.status == 503
+        assert failure.state_version == state.version
+        assert h.outcomes.successes == []
+        assert h.state("a").synced_version == state.version
+        assert h.observer.circuit == []
+
+    async def test_no_retries_exhausted_while_circuit_open(self) -> None:
+        """A failure that opens the circuit does not count against the job's budget."""
+        gateway = FakeGateway([retryable(503), Accepted(200, "j", "{}")])
+        h = Harness(
+            gateway,
+            circuit=CircuitBreaker(failure_threshold=1, probe_initial=0.02, probe_max=0.1),
+            retry=RetryPolicy(initial=0.005, maximum=0.01, max_attempts=1, max_elapsed=30.0),
+            debounce_ms=0,
+            max_delay_ms=0,
+        )
+        async with h.running():
+            h.put(job_state("a"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+        assert h.outcomes.failures == []
+        assert h.observer.circuit == [True, False]
+        assert gateway.probes >= 1
+
+    async def test_rejected_is_a_final_failure_with_body(self) -> None:
+        """A final 4xx yields rejected_by_gateway with status and body; no retry."""
+        gateway = FakeGateway([Rejected(status=422, body_truncated='{"error":"bad step"}')])
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            state = h.put(job_state("a"))
+            await eventually(lambda: len(h.outcomes.failures) == 1)
+            await asyncio.sleep(0.1)
+        assert len(gateway.bodies) == 1
+        failure = h.outcomes.failures[0]
+        assert failure.reason is FailureReason.rejected_by_gateway
+        assert failure.error.status == 422
+        assert failure.error.body == '{"error":"bad step"}'
+        assert failure.state_version == state.version
+        assert failure.client_job_id == "a"
+        assert h.observer.circuit == []
+        assert h.state("a").synced_version == state.version
+
+    async def test_systemic_opens_circuit_and_probe_success_resumes(self) -> None:
+        """403 opens the circuit: nothing is sent while probes fail; a good probe resumes all."""
+        gateway = FakeGateway(
+            [Systemic(status=403, reason="forbidden"), Accepted(200, "j", "{}")],
+            probe_results=[False],
+        )
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.put(job_state("a"))
+            await eventually(lambda: h.observer.circuit == [True])
+            assert not h.scheduler.circuit.is_closed
+            h.put(job_state("b", status="Completed"))
+            await eventually(lambda: gateway.probes >= 2)
+            assert gateway.jobs == ["a"]
+            assert h.outcomes.failures == []
+            gateway.probe_results = deque([True])
+            await eventually(lambda: len(h.outcomes.successes) == 2)
+        assert h.observer.circuit == [True, False]
+        assert gateway.jobs[0] == "a"
+        assert sorted(gateway.jobs[1:]) == ["a", "b"]
+        assert h.outcomes.failures == []
+
+    async def test_unchanged_payload_is_not_posted_again(self) -> None:
+        """A new version whose body equals the synced one is settled without a request."""
+        h = Harness(debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.put(job_state("a", title="same"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+            synced = h.state("a")
+            again = h.change("a", upserted("a", jobTitle="same"))
+            assert again.version > synced.version
+            assert body_sha256(encode_body(again)) == synced.synced_sha256
+            await eventually(lambda: h.state("a").synced_version == again.version)
+        assert len(h.gateway.bodies) == 1
+        assert len(h.outcomes.successes) == 1
+        assert h.outcomes.states[-1][1].synced_version == again.version
+
+    async def test_terminal_only_mode_posts_only_terminal_jobs(self) -> None:
+        """In terminal_only mode, changes are not posted until the job is Completed."""
+        h = Harness(mode=SyncMode.terminal_only, debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.put(job_state("a"))
+            h.change("a", upserted("a", jobTitle="more"))
+            await asyncio.sleep(0.15)
+            assert h.gateway.bodies == []
+            assert h.scheduler.dirty_jobs == 0
+            h.change("a", status_changed("a", "Completed"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+        assert h.outcomes.successes[0].job_status == "Completed"
+        assert len(h.gateway.bodies) == 1
+
+    async def test_job_without_workflow_is_held_and_reported_once(self) -> None:
+        """No workflowId: nothing posted; after hold_timeout one missing_job_metadata record."""
+        h = Harness(debounce_ms=0, max_delay_ms=0, hold_timeout_s=0.1)
+        async with h.running():
+            h.put(job_state("a", workflow=False))
+            await eventually(lambda: len(h.outcomes.failures) == 1)
+            h.change("a", upserted("a", jobTitle="still no workflow"))
+            await asyncio.sleep(0.25)
+            assert len(h.outcomes.failures) == 1
+            assert h.gateway.bodies == []
+            h.change("a", upserted("a", workflowId="wf"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+        failure = h.outcomes.failures[0]
+        assert failure.reason is FailureReason.missing_job_metadata
+        assert failure.client_job_id == "a"
+        assert failure.attempts == 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def test_release_partitions_waits_for_in_flight_then_forgets(self) -> None:
+        """A revoke lets the running request finish, then drops the partition's dirty jobs."""
+        gateway = FakeGateway()
+        gateway.gate = asyncio.Event()
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.put(job_state("a"), partition=1)
+            await eventually(lambda: gateway.in_flight == 1)
+            h.change("a", upserted("a", jobTitle="during"), partition=1)
+            h.put(job_state("other", status="New"), partition=2)
+            release = asyncio.create_task(h.scheduler.release_partitions({1}, deadline=WAIT))
+            await asyncio.sleep(0.05)
+            assert not release.done()
+            gateway.gate.set()
+            await asyncio.wait_for(release, WAIT)
+            assert len(h.outcomes.successes) >= 1
+            assert h.scheduler.in_flight == 0
+            await eventually(lambda: "other" in gateway.jobs)
+            await asyncio.sleep(0.05)
+        assert gateway.jobs.count("a") == 1  # the newer state is left to the next owner
+
+    async def test_release_partitions_cancels_after_deadline(self) -> None:
+        """A request still running at the revoke deadline is abandoned; nothing recorded."""
+        gateway = FakeGateway()
+        gateway.gate = asyncio.Event()
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.put(job_state("a"), partition=1)
+            await eventually(lambda: gateway.in_flight == 1)
+            await asyncio.wait_for(h.scheduler.release_partitions({1}, deadline=0.05), WAIT)
+            assert h.scheduler.in_flight == 0
+            assert h.scheduler.dirty_jobs == 0
+        assert h.outcomes.successes == []
+        assert h.state("a").synced_version == 0
+
+    async def test_stop_lets_in_flight_finish_and_dispatches_nothing_more(self) -> None:
+        """stop(deadline) waits for running requests and sends nothing that was still due."""
+        gateway = FakeGateway(delay=0.1)
+        h = Harness(gateway, debounce_ms=200, max_delay_ms=200)
+        task = asyncio.create_task(h.scheduler.run())
+        h.put(job_state("a", status="Completed"))  # posted at once
+        await eventually(lambda: gateway.in_flight == 1)
+        h.put(job_state("b"))  # due in 200 ms
+        await h.scheduler.stop(WAIT)
+        await asyncio.wait_for(task, WAIT)
+        assert [r.client_job_id for r in h.outcomes.successes] == ["a"]
+        assert h.scheduler.in_flight == 0
+        await asyncio.sleep(0.3)
+        assert gateway.jobs == ["a"]
+
+    async def test_stop_cancels_requests_past_the_deadline(self) -> None:
+        """A request still running at the shutdown deadline is cancelled, nothing recorded."""
+        gateway = FakeGateway()
+        gateway.gate = asyncio.Event()
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
+        task = asyncio.create_task(h.scheduler.run())
+        h.put(job_state("a"))
+        await eventually(lambda: gateway.in_flight == 1)
+        await asyncio.wait_for(h.scheduler.stop(0.05), WAIT)
+        await asyncio.wait_for(task, WAIT)
+        assert h.scheduler.in_flight == 0
+        assert h.outcomes.successes == []
+        assert h.outcomes.states == []
+
+    async def test_reschedule_partition_reposts_lagging_jobs(self) -> None:
+        """After a restore, every job whose synced version lags is posted again."""
+        h = Harness(debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.store.put(3, job_state("a"))
+            h.store.put(3, job_state("b"))
+            h.scheduler.reschedule_partition(3)
+            await eventually(lambda: len(h.outcomes.successes) == 2)
+        assert sorted(h.gateway.jobs) == ["a", "b"]
+        assert {p for p, _ in h.outcomes.states} == {3}
