@@ -59,9 +59,12 @@ class SandboxControl:
             self._session = aiohttp.ClientSession()
         url = f"{self.base_url}/_sandbox{path}"
         async with self._session.request(method, url, json=json, params=params or {}) as response:
-            payload = await response.json()
-            if response.status == 404 and method == "GET":
-                return None
+            try:
+                payload = await response.json(content_type=None)
+            except ValueError:
+                payload = await response.text()
+            if response.status == 404 and method == "GET" and isinstance(payload, dict):
+                return None  # a job the sandbox does not know (not an unknown route)
             if response.status >= 400:
                 raise SandboxControlError(f"{method} {path}: {response.status} {payload}")
             return payload
