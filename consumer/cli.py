@@ -26,6 +26,10 @@ class Subcommand(Protocol):
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "run": ("consumer.commands.run", "run the consumer (embedded Kafka and sandbox by default)"),
     "sandbox": ("consumer.sandbox.command", "run the local WorkfloPlus sandbox server"),
+    "config": (
+        "consumer.commands.config",
+        "print the settings reference (environment variables, defaults)",
+    ),
 }
 
 
