@@ -253,6 +253,25 @@ class TestSyncScheduler:
         assert h.observer.circuit == [True, False]
         assert gateway.probes >= 1
 
+    async def test_closing_the_circuit_restarts_retry_budgets(self) -> None:
+        """Attempts made before an outage do not count after it: the budget starts afresh."""
+        gateway = FakeGateway([retryable(503)] * 3 + [Accepted(200, "j", "{}")])
+        h = Harness(
+            gateway,
+            circuit=CircuitBreaker(failure_threshold=2, probe_initial=0.02, probe_max=0.1),
+            retry=RetryPolicy(initial=0.005, maximum=0.01, max_attempts=2, max_elapsed=30.0),
+            debounce_ms=0,
+            max_delay_ms=0,
+        )
+        async with h.running():
+            h.put(job_state("a"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+        # 503, 503 (opens), probe ok (closes, budget reset), 503, 200.
+        assert len(gateway.bodies) == 4
+        assert h.outcomes.failures == []
+        assert h.outcomes.successes[0].attempts == 2
+        assert h.observer.circuit == [True, False]
+
     async def test_rejected_is_a_final_failure_with_body(self) -> None:
         """A final 4xx yields rejected_by_gateway with status and body; no retry."""
         gateway = FakeGateway([Rejected(status=422, body_truncated='{"error":"bad step"}')])
