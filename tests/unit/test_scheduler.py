@@ -288,6 +288,7 @@ class TestSyncScheduler:
         assert failure.state_version == state.version
         assert failure.client_job_id == "a"
         assert h.observer.circuit == []
+        assert h.observer.requests == [("rejected", 422)]
         assert h.state("a").synced_version == state.version
 
     async def test_systemic_opens_circuit_and_probe_success_resumes(self) -> None:
