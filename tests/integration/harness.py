@@ -166,10 +166,18 @@ async def read_records(bootstrap: str, topic: str, *, settle_s: float = 1.0) -> 
         await consumer.stop()
 
 
+def stored(sandbox: Sandbox, client_job_id: str) -> dict[str, Any] | None:
+    """The document WorkfloPlus (the sandbox) holds for a job: its last accepted body."""
+    job = sandbox.state.jobs.get(client_job_id)
+    if job is None or not job.history:
+        return None
+    document: dict[str, Any] = json.loads(job.history[-1])
+    return document
+
+
 def converged(sandbox: Sandbox, expected: dict[str, dict[str, Any]]) -> int:
     """How many jobs WorkfloPlus (the sandbox) holds exactly as expected."""
-    jobs = sandbox.state.jobs
-    return sum(1 for job, body in expected.items() if job in jobs and jobs[job].document == body)
+    return sum(1 for job, body in expected.items() if stored(sandbox, job) == body)
 
 
 async def wait_converged(
@@ -188,12 +196,11 @@ async def wait_converged(
             consumer.result()  # raises the consumer's error
             raise AssertionError("the consumer stopped before converging")
         await asyncio.sleep(0.2)
-    jobs = sandbox.state.jobs
-    wrong = [job for job, body in expected.items() if job not in jobs or jobs[job].document != body]
+    wrong = [job for job, body in expected.items() if stored(sandbox, job) != body]
     sample = wrong[0]
     raise AssertionError(
         f"{len(wrong)} of {len(expected)} jobs not converged after {within}s; first: {sample}: "
-        f"got {json.dumps(jobs[sample].document) if sample in jobs else None}, "
+        f"got {json.dumps(stored(sandbox, sample))}, "
         f"want {json.dumps(expected[sample])}"
     )
 
