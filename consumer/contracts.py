@@ -1,0 +1,143 @@
+"""Machine-readable topic contracts: JSON Schemas generated from the pydantic models.
+
+``python -m consumer.contracts`` writes ``docs/contracts/*.schema.json``;
+``python -m consumer.contracts --check`` exits 1 when the committed files differ (a unit test
+does the same). ``docs/contracts/asyncapi.yaml`` is written by hand and points at these files.
+
+Each schema describes the bytes on the wire, so the mode follows how the model is used:
+
+- input events are *validated*: the schema is the structured-mode CloudEvent envelope the
+  decoder accepts (one variant per ``type``; ``data`` in camelCase). In binary mode the value is
+  the ``data`` of the same variant (``#/$defs/<Name>Data``).
+- result records are *serialized* by alias (camelCase), every field written.
+- job state (the changelog value) is *serialized* without aliases and without fields at their
+  default (``JobState.to_json_bytes``); the reader accepts both spellings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from consumer.domain import events
+from consumer.domain.job import JobState
+from consumer.domain.results import FailureRecord, SuccessRecord
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "docs" / "contracts"
+
+
+def _job_event() -> dict[str, Any]:
+    # The decoder's own structured-mode union: exactly what is accepted on the input topics.
+    return events._STRUCTURED.json_schema(mode="validation")
+
+
+def _success() -> dict[str, Any]:
+    return SuccessRecord.model_json_schema(mode="serialization", by_alias=True)
+
+
+def _failure() -> dict[str, Any]:
+    return FailureRecord.model_json_schema(mode="serialization", by_alias=True)
+
+
+def _job_state() -> dict[str, Any]:
+    return JobState.model_json_schema(mode="serialization", by_alias=False)
+
+
+#: file name -> (title, description, generator)
+SCHEMAS: dict[str, tuple[str, str, Callable[[], dict[str, Any]]]] = {
+    "job-event.schema.json": (
+        "JobEvent",
+        "A job event on an input topic: a CloudEvents 1.0 structured-mode envelope "
+        "(Kafka key = subject = clientJobId). In binary mode the attributes are ce_* headers "
+        "and the value is the data of the variant for its type.",
+        _job_event,
+    ),
+    "success-record.schema.json": (
+        "SuccessRecord",
+        "A job state accepted by WorkfloPlus; on the succeeded topic, key = clientJobId.",
+        _success,
+    ),
+    "failure-record.schema.json": (
+        "FailureRecord",
+        "A final failure or an unusable input event; on the failed topic, key = clientJobId "
+        "(or the raw Kafka key of input that never decoded).",
+        _failure,
+    ),
+    "job-state.schema.json": (
+        "JobState",
+        "One job as assembled so far plus its sync status; the value of the compacted state "
+        "changelog, key = clientJobId, a null value (tombstone) once the job is forgotten.",
+        _job_state,
+    ),
+}
+
+
+def generate() -> dict[str, str]:
+    """File name -> file content (JSON, 2-space indent, trailing newline)."""
+    files: dict[str, str] = {}
+    for name, (title, description, build) in SCHEMAS.items():
+        schema = _public_names(build())
+        schema.pop("title", None)
+        schema.pop("description", None)
+        document = {
+            "$schema": JSON_SCHEMA_DIALECT,
+            "$id": name,
+            "title": title,
+            "description": description,
+            **schema,
+        }
+        files[name] = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    return files
+
+
+def _public_names(node: Any) -> Any:
+    """Drop the leading underscore of private model names (``_UpsertedEnvelope``)."""
+    if isinstance(node, dict):
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key == "title" and isinstance(value, str):
+                value = value.lstrip("_")
+            out[key] = _public_names(value)
+        if "$defs" in out:
+            out["$defs"] = {k.lstrip("_"): v for k, v in out["$defs"].items()}
+        return out
+    if isinstance(node, list):
+        return [_public_names(item) for item in node]
+    if isinstance(node, str) and node.startswith("#/$defs/_"):  # $ref, discriminator mapping
+        return "#/$defs/" + node.removeprefix("#/$defs/_")
+    return node
+
+
+def stale(directory: Path = DEFAULT_DIR) -> list[str]:
+    """Names of files in ``directory`` that are missing or differ from :func:`generate`."""
+    return [
+        name
+        for name, content in generate().items()
+        if not (directory / name).is_file()
+        or (directory / name).read_text(encoding="utf-8") != content
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m consumer.contracts", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR, help="output directory")
+    parser.add_argument("--check", action="store_true", help="exit 1 if files are stale")
+    args = parser.parse_args(argv)
+    if args.check:
+        names = stale(args.dir)
+        for name in names:
+            print(f"stale: {args.dir / name}", file=sys.stderr)
+        return 1 if names else 0
+    args.dir.mkdir(parents=True, exist_ok=True)
+    for name, content in generate().items():
+        (args.dir / name).write_text(content, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

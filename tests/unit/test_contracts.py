@@ -1,0 +1,221 @@
+"""Topic contracts: docs/contracts/*.schema.json (generated) and asyncapi.yaml (by hand)."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from consumer import contracts
+from consumer.config import KafkaSettings, TopicSettings
+from consumer.domain.demo_jobs import demo_job
+from consumer.domain.events import encode_binary, encode_structured
+from consumer.domain.job import JobState, apply, new_state
+from consumer.domain.results import (
+    FailureReason,
+    FailureRecord,
+    SourceInfo,
+    SourceOffset,
+    SuccessRecord,
+)
+
+CONTRACTS = Path(__file__).resolve().parents[2] / "docs" / "contracts"
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+
+
+def _schema(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((CONTRACTS / name).read_text(encoding="utf-8"))
+    return loaded
+
+
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    schema = _schema(name)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def _asyncapi() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((CONTRACTS / "asyncapi.yaml").read_text("utf-8"))
+    return loaded
+
+
+def _pointer(document: Any, fragment: str) -> Any:
+    node = document
+    for part in [p for p in fragment.split("/") if p]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    return node
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        found = [node["$ref"]] if isinstance(node.get("$ref"), str) else []
+        return found + [r for value in node.values() for r in _refs(value)]
+    if isinstance(node, list):
+        return [r for item in node for r in _refs(item)]
+    return []
+
+
+def _demo_events() -> list[Any]:
+    events, _ = demo_job(random.Random(7), "job-contract-1", steps=3, exclude=True)
+    aborted, _ = demo_job(random.Random(8), "job-contract-2", steps=2, abort=True)
+    return events + aborted
+
+
+class TestGeneratedSchemas:
+    def test_committed_files_are_generated(self) -> None:
+        """docs/contracts/*.schema.json equal `python -m consumer.contracts` output (no drift)."""
+        assert contracts.stale(CONTRACTS) == [], "regenerate: python -m consumer.contracts"
+        committed = {p.name for p in CONTRACTS.glob("*.schema.json")}
+        assert committed == set(contracts.generate())
+
+    def test_check_mode_reports_stale(self, tmp_path: Path) -> None:
+        """--check exits 1 for a missing or edited file and 0 once regenerated."""
+        assert contracts.main(["--check", "--dir", str(tmp_path)]) == 1
+        assert contracts.main(["--dir", str(tmp_path)]) == 0
+        assert contracts.main(["--check", "--dir", str(tmp_path)]) == 0
+        (tmp_path / "job-state.schema.json").write_text("{}", encoding="utf-8")
+        assert contracts.stale(tmp_path) == ["job-state.schema.json"]
+
+    @pytest.mark.parametrize("name", sorted(contracts.SCHEMAS))
+    def test_valid_json_schema(self, name: str) -> None:
+        """Each file is a valid draft 2020-12 schema with its own $id."""
+        schema = _schema(name)
+        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["$id"] == name
+        assert not [r for r in _refs(schema) if "/$defs/_" in r]
+
+
+class TestSchemasMatchTheWire:
+    def test_structured_events_validate(self) -> None:
+        """Structured-mode values the producers write are valid job-event instances."""
+        validator = _validator("job-event.schema.json")
+        for event in _demo_events():
+            _, value, _ = encode_structured(event)
+            validator.validate(json.loads(value))
+
+    def test_binary_data_validates_against_its_variant(self) -> None:
+        """A binary-mode value is valid against the data schema of its type's variant."""
+        schema = _schema("job-event.schema.json")
+        for event in _demo_events():
+            _, value, headers = encode_binary(event)
+            ce_type = dict(headers)["ce_type"].decode()
+            envelope_ref = schema["discriminator"]["mapping"][ce_type]
+            envelope = _pointer(schema, envelope_ref.removeprefix("#"))
+            data_schema = {**envelope["properties"]["data"], "$defs": schema["$defs"]}
+            jsonschema.Draft202012Validator(data_schema).validate(json.loads(value))
+
+    def test_wrong_type_rejected(self) -> None:
+        """The schema rejects what the decoder rejects: an unknown type, a missing subject."""
+        validator = _validator("job-event.schema.json")
+        _, value, _ = encode_structured(_demo_events()[0])
+        good = json.loads(value)
+        assert not list(validator.iter_errors(good))
+        assert list(validator.iter_errors({**good, "type": "com.example.other"}))
+        assert list(validator.iter_errors({k: v for k, v in good.items() if k != "subject"}))
+
+    def test_job_state_validates(self) -> None:
+        """Changelog values (JobState.to_json_bytes) are valid job-state instances."""
+        validator = _validator("job-state.schema.json")
+        state = new_state("job-contract-1", NOW)
+        validator.validate(json.loads(state.to_json_bytes()))
+        for event in _demo_events()[:6]:
+            result = apply(state, event, NOW)
+            assert isinstance(result, JobState)
+            state = result
+        validator.validate(json.loads(state.to_json_bytes()))
+
+    def test_result_records_validate(self) -> None:
+        """Success and failure records as published are valid against their schemas."""
+        success = SuccessRecord(
+            client_job_id="job-1",
+            job_id="wfp-1",
+            http_status=200,
+            state_version=3,
+            job_status="Completed",
+            attempts=1,
+            synced_at=NOW,
+            latency_ms=12,
+            source_offsets=[SourceOffset(topic="t", partition=0, offset=4)],
+            payload_sha256="ab" * 32,
+        )
+        _validator("success-record.schema.json").validate(json.loads(success.to_json_bytes()))
+        failures = [
+            FailureRecord.for_input(
+                reason=FailureReason.invalid_event,
+                message="bad json",
+                source=SourceInfo.from_message(
+                    topic="t", partition=0, offset=1, key=None, value=b"{", headers=[("h", None)]
+                ),
+                failed_at=NOW,
+            ),
+            FailureRecord.for_sync(
+                client_job_id="job-1",
+                reason=FailureReason.rejected_by_gateway,
+                message="400",
+                attempts=1,
+                state_version=2,
+                failed_at=NOW,
+                status=400,
+                body=b"nope",
+            ),
+        ]
+        validator = _validator("failure-record.schema.json")
+        for record in failures:
+            validator.validate(json.loads(record.to_json_bytes()))
+
+    def test_failure_reasons_enumerated(self) -> None:
+        """The failure schema lists exactly the FailureReason values."""
+        reasons = _schema("failure-record.schema.json")["$defs"]["FailureReason"]["enum"]
+        assert set(reasons) == {r.value for r in FailureReason}
+
+
+class TestAsyncApi:
+    def test_parses_as_asyncapi_3(self) -> None:
+        """asyncapi.yaml is YAML with an AsyncAPI 3 header and the four topics."""
+        doc = _asyncapi()
+        assert str(doc["asyncapi"]).startswith("3.")
+        assert set(doc["channels"]) == {"jobEvents", "jobState", "succeeded", "failed"}
+
+    def test_every_ref_resolves(self) -> None:
+        """Every $ref (local or into a committed schema file, with fragment) resolves."""
+        doc = _asyncapi()
+        refs = _refs(doc)
+        assert refs
+        external = set()
+        for ref in refs:
+            target, _, fragment = ref.partition("#")
+            if target:
+                path = (CONTRACTS / target).resolve()
+                assert path.parent == CONTRACTS.resolve() and path.is_file(), ref
+                external.add(path.name)
+                _pointer(json.loads(path.read_text("utf-8")), fragment)
+            else:
+                _pointer(doc, fragment)
+        assert external == set(contracts.SCHEMAS)
+
+    def test_topic_addresses_are_the_defaults(self) -> None:
+        """Channel addresses equal the default topic names of the settings model."""
+        channels = _asyncapi()["channels"]
+        topics = TopicSettings()
+        assert channels["jobEvents"]["address"] == topics.input[0]
+        assert channels["succeeded"]["address"] == topics.succeeded
+        assert channels["failed"]["address"] == topics.failed
+        assert channels["jobState"]["address"] == f"{KafkaSettings().group_id}.job-state"
+        policy = channels["jobState"]["bindings"]["kafka"]["topicConfiguration"]
+        assert policy["cleanup.policy"] == ["compact"]
+
+    def test_operations_reference_channels(self) -> None:
+        """Each operation names a channel of the document and messages of that channel."""
+        doc = _asyncapi()
+        for name, operation in doc["operations"].items():
+            channel_ref = operation["channel"]["$ref"]
+            assert channel_ref.startswith("#/channels/"), name
+            for message in operation["messages"]:
+                assert message["$ref"].startswith(channel_ref + "/messages/"), name
