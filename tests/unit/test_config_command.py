@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
 from consumer.cli import main as cli_main
 from consumer.commands.config import render_env, render_markdown, sections, variable_names
@@ -18,7 +19,8 @@ def _model_variables() -> set[str]:
     for section, field in Settings.model_fields.items():
         model = field.annotation
         assert isinstance(model, type)
-        for name in model.model_fields:  # type: ignore[attr-defined]
+        assert issubclass(model, BaseModel)
+        for name in model.model_fields:
             names.add(f"{ENV_PREFIX}{section.upper()}{NESTED_DELIMITER}{name.upper()}")
     return names
 

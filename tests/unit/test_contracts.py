@@ -193,7 +193,8 @@ class TestAsyncApi:
             target, _, fragment = ref.partition("#")
             if target:
                 path = (CONTRACTS / target).resolve()
-                assert path.parent == CONTRACTS.resolve() and path.is_file(), ref
+                assert path.parent == CONTRACTS.resolve(), ref
+                assert path.is_file(), ref
                 external.add(path.name)
                 _pointer(json.loads(path.read_text("utf-8")), fragment)
             else:
