@@ -5,7 +5,9 @@
 Both servers run as separate processes with the same worker count (``SO_REUSEPORT``) and are
 driven by the same aiohttp client in this process, with realistic 10-step job documents (about
 9 kB) spread over many clientJobIds. It prints requests per second for each and the ratio
-sandbox / bare; the target is at least 0.7 with one worker.
+sandbox / bare; the target is at least 0.7 with one worker. Because the machine may be shared,
+it also prints the servers' CPU time per request (from /proc), whose ratio is what the
+throughput ratio would be if both servers were CPU-bound and undisturbed.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ import asyncio
 import json
 import multiprocessing
 import multiprocessing.synchronize
+import os
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -50,8 +54,33 @@ def _serve_bare(port: int, ready: multiprocessing.synchronize.Event) -> None:
     asyncio.run(serve())
 
 
+@dataclass(frozen=True)
+class Server:
+    url: str
+    pids: tuple[int, ...]
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time used so far by the server's processes (Linux /proc)."""
+        ticks = 0
+        for pid in self.pids:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 @contextmanager
-def bare_server(workers: int) -> Iterator[str]:
+def bare_server(workers: int) -> Iterator[Server]:
     reservation = socket.socket()
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     reservation.bind(("127.0.0.1", 0))
@@ -66,7 +95,7 @@ def bare_server(workers: int) -> Iterator[str]:
         processes.append(process)
     reservation.close()
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield Server(f"http://127.0.0.1:{port}", tuple(p.pid for p in processes if p.pid))
     finally:
         for process in processes:
             process.terminate()
@@ -74,14 +103,15 @@ def bare_server(workers: int) -> Iterator[str]:
 
 
 @contextmanager
-def sandbox_server(workers: int) -> Iterator[str]:
+def sandbox_server(workers: int) -> Iterator[Server]:
     command = [
         sys.executable, "-m", "consumer", "sandbox", "--port", "0", "--workers", str(workers),
         "--record-limit", "1000", "--history-limit", "2",
     ]  # fmt: skip
     process = subprocess.Popen(command, stdout=subprocess.PIPE)
     try:
-        yield read_sandbox_url(process, deadline=time.monotonic() + 30)
+        url = read_sandbox_url(process, deadline=time.monotonic() + 30)
+        yield Server(url, (process.pid,) if workers <= 1 else tuple(_children(process.pid)))
     finally:
         process.terminate()
         process.wait(10)
@@ -107,8 +137,8 @@ async def measure(
     bodies: list[bytes],
     seconds: float,
     concurrency: int,
-) -> float:
-    """Requests per second over ``seconds`` with ``concurrency`` requests always in flight."""
+) -> int:
+    """Requests completed in ``seconds`` with ``concurrency`` requests always in flight."""
     done = 0
     deadline = time.perf_counter() + seconds
 
@@ -124,43 +154,47 @@ async def measure(
                     raise RuntimeError(f"{url}: HTTP {response.status}")
             done += 1
 
-    started = time.perf_counter()
     await asyncio.gather(*(worker(offset) for offset in range(concurrency)))
-    return done / (time.perf_counter() - started)
+    return done
 
 
 async def run(seconds: float, concurrency: int, workers: int, jobs: int, rounds: int) -> None:
     bodies = [json.dumps(job_document(f"bench-{n}", steps=10)).encode() for n in range(jobs)]
     connector = aiohttp.TCPConnector(limit=concurrency)
+    names = ("bare aiohttp handler", "sandbox basicSync")
+    requests = dict.fromkeys(names, 0)
+    wall = dict.fromkeys(names, 0.0)
+    cpu = dict.fromkeys(names, 0.0)
     async with aiohttp.ClientSession(connector=connector) as session:
-        with bare_server(workers) as bare_url, sandbox_server(workers) as sandbox_url:
+        with bare_server(workers) as bare, sandbox_server(workers) as sandbox:
             headers = {
-                "Authorization": f"Bearer {await _token(session, sandbox_url)}",
+                "Authorization": f"Bearer {await _token(session, sandbox.url)}",
                 "Content-Type": "application/json",
             }
-            targets = {
-                "bare aiohttp handler": f"{bare_url}/jobs/v1/basicSync",
-                "sandbox basicSync": f"{sandbox_url}/jobs/v1/basicSync",
-            }
-            for url in targets.values():
+            servers = dict(zip(names, (bare, sandbox), strict=True))
+            for server in servers.values():
+                url = f"{server.url}/jobs/v1/basicSync"
                 await measure(session, url, headers, bodies, 0.5, concurrency)  # warm up
             # Alternate short rounds so drift in the machine's load hits both servers alike.
-            rates: dict[str, list[float]] = {name: [] for name in targets}
             for _ in range(rounds):
-                for name, url in targets.items():
-                    share = seconds / rounds
-                    rates[name].append(
-                        await measure(session, url, headers, bodies, share, concurrency)
+                for name, server in servers.items():
+                    url = f"{server.url}/jobs/v1/basicSync"
+                    cpu_before, started = server.cpu_seconds(), time.perf_counter()
+                    requests[name] += await measure(
+                        session, url, headers, bodies, seconds / rounds, concurrency
                     )
-    results = {name: sum(values) / len(values) for name, values in rates.items()}
+                    wall[name] += time.perf_counter() - started
+                    cpu[name] += server.cpu_seconds() - cpu_before
     print(
         f"{len(bodies[0])}-byte 10-step documents, {jobs} jobs, concurrency {concurrency}, "
         f"{workers} worker(s), {seconds:g} s per server in {rounds} alternating rounds"
     )
-    for name, rate in results.items():
-        print(f"{name:>22}: {rate:8.0f} req/s")
-    ratio = results["sandbox basicSync"] / results["bare aiohttp handler"]
-    print(f"{'ratio':>22}: {ratio:8.2f} (target >= 0.7)")
+    rate = {name: requests[name] / wall[name] for name in names}
+    cost = {name: cpu[name] / requests[name] * 1e6 for name in names}
+    for name in names:
+        print(f"{name:>22}: {rate[name]:8.0f} req/s  {cost[name]:6.0f} us server CPU/request")
+    print(f"{'ratio':>22}: {rate[names[1]] / rate[names[0]]:8.2f} (target >= 0.7)")
+    print(f"{'CPU-bound ratio':>22}: {cost[names[0]] / cost[names[1]]:8.2f} (bare / sandbox cost)")
 
 
 def main() -> None:
