@@ -1,0 +1,549 @@
+"""Deployment files: deploy/Dockerfile, docker-compose.yml and deploy/k8s (no Docker, no cluster).
+
+Kubernetes manifests are validated offline against the schemas shipped in the
+``kubernetes-validate`` wheel; the KEDA and Strimzi custom resources, which those schemas do
+not cover, against the small structural schemas below (the fields this project relies on).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate  # type: ignore[import-untyped]
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from consumer.config import (
+    ENV_PREFIX,
+    FILE_SUFFIX,
+    NESTED_DELIMITER,
+    Settings,
+    SyncSettings,
+    load_settings,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+COMPOSE = ROOT / "docker-compose.yml"
+K8S = ROOT / "deploy" / "k8s"
+KAFKA_POM = ROOT / "deploy" / "kafka-local" / "pom.xml"
+#: The Kubernetes minor version manifests must be valid for (oldest still supported upstream).
+K8S_VERSION = "1.31"
+
+
+def _valid_variables() -> frozenset[str]:
+    """BASICSYNC_<SECTION>__<FIELD> for every field of the model, and its *_FILE variant."""
+    names: set[str] = set()
+    for section, field in Settings.model_fields.items():
+        model = field.annotation
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
+        for name in model.model_fields:
+            variable = f"{ENV_PREFIX}{section.upper()}{NESTED_DELIMITER}{name.upper()}"
+            names |= {variable, variable + FILE_SUFFIX}
+    return frozenset(names)
+
+
+def _pinned_kafka_version() -> str:
+    """The project's one Kafka version: <kafka.version> in deploy/kafka-local/pom.xml."""
+    namespace = {"m": "http://maven.apache.org/POM/4.0.0"}
+    element = ET.parse(KAFKA_POM).getroot().find("m:properties/m:kafka.version", namespace)
+    assert element is not None
+    assert element.text
+    return element.text.strip()
+
+
+def _load_settings_from(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Settings:
+    for name in list(os.environ):
+        if name.startswith(ENV_PREFIX):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+# --- Dockerfile ---------------------------------------------------------------------------
+
+
+def _instructions() -> list[tuple[str, str]]:
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [
+        (parts[0].upper(), parts[1] if len(parts) > 1 else "")
+        for line in lines
+        if line and not line.startswith("#")
+        for parts in [line.split(None, 1)]
+    ]
+
+
+class TestDockerfile:
+    def test_multi_stage_slim_runtime(self) -> None:
+        """A builder stage makes the wheel; the last stage is python:3.11-slim and copies it."""
+        froms = [arg for op, arg in _instructions() if op == "FROM"]
+        assert len(froms) >= 2
+        assert froms[-1].split()[0] == "python:3.11-slim"
+        runs = " ".join(arg for op, arg in _instructions() if op == "RUN")
+        assert "pip wheel" in runs
+        builder = froms[0].split()[-1]
+        assert any(op == "COPY" and f"--from={builder}" in arg for op, arg in _instructions())
+
+    def test_non_root_user(self) -> None:
+        """The runtime runs as a numeric non-root user (Kubernetes runAsNonRoot can check it)."""
+        users = [arg for op, arg in _instructions() if op == "USER"]
+        assert users
+        user = users[-1].split(":")[0]
+        assert user.isdigit()
+        assert int(user) != 0
+
+    def test_entrypoint_is_console_script(self) -> None:
+        """ENTRYPOINT ["basicsync"] and CMD ["run"], exec form."""
+        ops = dict(_instructions())
+        assert ops["ENTRYPOINT"] == '["basicsync"]'
+        assert ops["CMD"] == '["run"]'
+
+
+# --- docker-compose.yml -------------------------------------------------------------------
+
+
+def _compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
+    return loaded
+
+
+def _services() -> dict[str, dict[str, Any]]:
+    services: dict[str, dict[str, Any]] = _compose()["services"]
+    return services
+
+
+class TestCompose:
+    def test_services(self) -> None:
+        """Kafka, topic creation, the sandbox, the consumer and the demo producer."""
+        assert set(_services()) == {"kafka", "kafka-topics", "sandbox", "consumer", "demo"}
+
+    def test_kafka_image_is_the_pinned_version(self) -> None:
+        """Kafka and the topic job use apache/kafka:<kafka.version of deploy/kafka-local>."""
+        expected = f"apache/kafka:{_pinned_kafka_version()}"
+        assert _services()["kafka"]["image"] == expected
+        assert _services()["kafka-topics"]["image"] == expected
+
+    def test_kafka_is_kraft_single_node(self) -> None:
+        """The broker is its own controller (KRaft), one voter, replication factor 1."""
+        env = _services()["kafka"]["environment"]
+        assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
+        assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
+        assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"]
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == 1
+
+    def test_topic_job_creates_input_with_partitions(self) -> None:
+        """The one-shot job runs kafka-topics.sh --create for the consumer's input topic."""
+        job = _services()["kafka-topics"]
+        argv = [*job["entrypoint"], *job["command"]]
+        assert argv[0].endswith("kafka-topics.sh")
+        assert "--create" in argv
+        assert "--if-not-exists" in argv
+        topic = argv[argv.index("--topic") + 1]
+        assert topic == _services()["consumer"]["environment"]["BASICSYNC_TOPICS__INPUT"]
+        assert re.fullmatch(
+            r"\$\{BASICSYNC_PARTITIONS:-\d+\}|\d+", argv[argv.index("--partitions") + 1]
+        )
+        assert job["depends_on"]["kafka"]["condition"] == "service_healthy"
+
+    def test_basicsync_services_use_the_image(self) -> None:
+        """sandbox, consumer and demo run the image built from deploy/Dockerfile."""
+        for name in ("sandbox", "consumer", "demo"):
+            service = _services()[name]
+            assert service["build"]["dockerfile"] == "deploy/Dockerfile", name
+            assert service["image"] == _services()["consumer"]["image"], name
+
+    def test_sandbox_command(self) -> None:
+        """The sandbox listens on 0.0.0.0:8080 with the client the consumer authenticates as."""
+        argv = _services()["sandbox"]["command"]
+        assert argv[0] == "sandbox"
+        options = dict(zip(argv[1::2], argv[2::2], strict=True))
+        env = _services()["consumer"]["environment"]
+        assert options["--host"] == "0.0.0.0"
+        assert env["BASICSYNC_GATEWAY__BASE_URL"] == f"http://sandbox:{options['--port']}"
+        assert options["--client-id"] == env["BASICSYNC_GATEWAY__CLIENT_ID"]
+        assert options["--client-secret"] == env["BASICSYNC_GATEWAY__CLIENT_SECRET"]
+
+    def test_consumer_waits_for_its_dependencies(self) -> None:
+        """The consumer starts after the topic job succeeded and the broker and sandbox are up."""
+        depends = _services()["consumer"]["depends_on"]
+        assert depends["kafka-topics"]["condition"] == "service_completed_successfully"
+        assert depends["kafka"]["condition"] == "service_healthy"
+        assert depends["sandbox"]["condition"] == "service_healthy"
+        assert _services()["consumer"]["command"] == ["run"]
+
+    def test_demo_behind_profile(self) -> None:
+        """The demo producer only starts with --profile demo, after the input topic exists."""
+        demo = _services()["demo"]
+        assert demo["profiles"] == ["demo"]
+        assert demo["command"][0] == "demo"
+        assert demo["depends_on"]["kafka-topics"]["condition"] == "service_completed_successfully"
+        assert all("profiles" not in s for n, s in _services().items() if n != "demo")
+
+    def test_every_basicsync_variable_is_a_setting(self) -> None:
+        """Each BASICSYNC_* variable any service gets names a field of the settings model."""
+        valid = _valid_variables()
+        seen = 0
+        for name, service in _services().items():
+            for variable in service.get("environment", {}):
+                if variable.startswith(ENV_PREFIX):
+                    seen += 1
+                    assert variable in valid, f"{name}: {variable} is not a setting"
+        assert seen
+
+    def test_consumer_environment_loads(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The consumer's environment passes settings validation: real Kafka and gateway."""
+        env = {k: str(v) for k, v in _services()["consumer"]["environment"].items()}
+        settings = _load_settings_from(env, monkeypatch)
+        assert settings.kafka.bootstrap_servers == ["kafka:9092"]
+        assert not settings.embedded_kafka
+        assert not settings.embedded_gateway
+        assert settings.observability.http_port == 9000
+
+
+# --- deploy/k8s ---------------------------------------------------------------------------
+
+_METADATA: dict[str, Any] = {
+    "type": "object",
+    "required": ["name"],
+    "properties": {"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"}},
+}
+
+#: Structural schemas of the custom resources (what Kubernetes' own schemas cannot check).
+CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
+    ("kafka.strimzi.io/v1beta2", "KafkaTopic"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": {
+                **_METADATA,
+                "required": ["name", "labels"],
+                "properties": {
+                    **_METADATA["properties"],
+                    "labels": {"type": "object", "required": ["strimzi.io/cluster"]},
+                },
+            },
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["topicName", "partitions", "replicas", "config"],
+                "properties": {
+                    "topicName": {"type": "string", "minLength": 1},
+                    "partitions": {"type": "integer", "minimum": 1},
+                    "replicas": {"type": "integer", "minimum": 1, "maximum": 32767},
+                    "config": {
+                        "type": "object",
+                        "required": ["cleanup.policy"],
+                        "properties": {
+                            "cleanup.policy": {"enum": ["delete", "compact", "compact,delete"]}
+                        },
+                    },
+                },
+            },
+        },
+    },
+    ("keda.sh/v1alpha1", "ScaledObject"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["scaleTargetRef", "maxReplicaCount", "triggers"],
+                "properties": {
+                    "scaleTargetRef": {
+                        "type": "object",
+                        "required": ["name"],
+                        "properties": {"name": {"type": "string"}},
+                    },
+                    "minReplicaCount": {"type": "integer", "minimum": 0},
+                    "maxReplicaCount": {"type": "integer", "minimum": 1},
+                    "pollingInterval": {"type": "integer", "minimum": 1},
+                    "cooldownPeriod": {"type": "integer", "minimum": 0},
+                    "advanced": {"type": "object"},
+                    "triggers": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["type", "metadata"],
+                            "properties": {
+                                "type": {"type": "string"},
+                                "metadata": {
+                                    "type": "object",
+                                    # KEDA reads trigger metadata as strings only
+                                    "additionalProperties": {"type": "string"},
+                                },
+                                "authenticationRef": {
+                                    "type": "object",
+                                    "required": ["name"],
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "metadata": _METADATA,
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "secretTargetRef": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["parameter", "name", "key"],
+                            "properties": {
+                                "parameter": {"type": "string"},
+                                "name": {"type": "string"},
+                                "key": {"type": "string"},
+                            },
+                        },
+                    }
+                },
+            },
+        },
+    },
+    ("kustomize.config.k8s.io/v1beta1", "Kustomization"): {
+        "type": "object",
+        "required": ["resources"],
+        "properties": {"resources": {"type": "array", "items": {"type": "string"}}},
+    },
+}
+
+
+def _manifests() -> list[tuple[str, dict[str, Any]]]:
+    found = []
+    for path in sorted(K8S.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
+            if document is not None:
+                found.append((path.name, document))
+    return found
+
+
+def _one(kind: str) -> dict[str, Any]:
+    matches = [doc for _, doc in _manifests() if doc["kind"] == kind]
+    assert len(matches) == 1, kind
+    return matches[0]
+
+
+def _topics() -> dict[str, dict[str, Any]]:
+    return {
+        doc["spec"]["topicName"]: doc["spec"]
+        for _, doc in _manifests()
+        if doc["kind"] == "KafkaTopic"
+    }
+
+
+def _config() -> dict[str, str]:
+    data: dict[str, str] = _one("ConfigMap")["data"]
+    return data
+
+
+def _container() -> dict[str, Any]:
+    containers: list[dict[str, Any]] = _one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+class TestManifestsValidate:
+    @pytest.mark.parametrize(
+        ("file", "manifest"),
+        _manifests(),
+        ids=[f"{f}:{d['kind']}:{d.get('metadata', {}).get('name', '')}" for f, d in _manifests()],
+    )
+    def test_valid(self, file: str, manifest: dict[str, Any]) -> None:
+        """Every manifest is valid: built-in kinds against the Kubernetes schemas (strict:
+        unknown fields fail), custom resources against the structural schemas above."""
+        key = (manifest["apiVersion"], manifest["kind"])
+        if key in CRD_SCHEMAS:
+            jsonschema.Draft202012Validator(CRD_SCHEMAS[key]).validate(manifest)
+        else:
+            kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+    def test_validator_is_strict_and_offline(self) -> None:
+        """The validator rejects a misspelt field (so the check above has teeth), offline."""
+        broken = yaml.safe_load((K8S / "deployment.yaml").read_text(encoding="utf-8"))
+        broken["spec"]["replica"] = 2
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
+
+    def test_expected_kinds(self) -> None:
+        """Deployment, ConfigMap, Secret, Service, PDB, ScaledObject and four KafkaTopics."""
+        kinds = sorted(doc["kind"] for _, doc in _manifests())
+        assert kinds == sorted(
+            [
+                "ConfigMap",
+                "Deployment",
+                "KafkaTopic",
+                "KafkaTopic",
+                "KafkaTopic",
+                "KafkaTopic",
+                "Kustomization",
+                "PodDisruptionBudget",
+                "ScaledObject",
+                "Secret",
+                "Service",
+                "TriggerAuthentication",
+            ]
+        )
+
+    def test_kustomization_lists_every_file(self) -> None:
+        """kustomization.yaml includes every other manifest file."""
+        listed = set(_one("Kustomization")["resources"])
+        assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+
+class TestConsumerSettings:
+    def test_configmap_variables_are_settings(self) -> None:
+        """Every ConfigMap key is a BASICSYNC_* variable of the settings model."""
+        valid = _valid_variables()
+        assert set(_config()) <= valid, set(_config()) - valid
+
+    def test_configmap_loads_with_mounted_secret(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        """The ConfigMap plus the mounted secret file make valid settings (client secret read
+        from the *_FILE path, never from the environment)."""
+        secret = tmp_path / "client-secret"
+        secret.write_text("s3cret\n", encoding="utf-8")
+        env = {**_config(), "BASICSYNC_GATEWAY__CLIENT_SECRET_FILE": str(secret)}
+        settings = _load_settings_from(env, monkeypatch)
+        assert settings.gateway.client_secret is not None
+        assert settings.gateway.client_secret.get_secret_value() == "s3cret"
+        assert not settings.kafka.create_topics
+
+    def test_secret_file_is_in_the_mounted_secret(self) -> None:
+        """*_FILE points at a key of the example Secret, mounted read-only from that Secret."""
+        path = Path(_config()["BASICSYNC_GATEWAY__CLIENT_SECRET_FILE"])
+        mounts = {m["mountPath"]: m for m in _container()["volumeMounts"]}
+        mount = mounts[str(path.parent)]
+        assert mount["readOnly"] is True
+        volumes = {v["name"]: v for v in _one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+        secret_name = volumes[mount["name"]]["secret"]["secretName"]
+        secret = _one("Secret")
+        assert secret["metadata"]["name"] == secret_name
+        assert path.name in secret["stringData"]
+        assert not [k for k in _config() if k.endswith("CLIENT_SECRET")]
+
+    def test_envfrom_configmap(self) -> None:
+        """The container takes its settings from the ConfigMap and runs `basicsync run`."""
+        sources = [s["configMapRef"]["name"] for s in _container()["envFrom"]]
+        assert sources == [_one("ConfigMap")["metadata"]["name"]]
+        assert _container()["args"] == ["run"]
+
+
+class TestDeployment:
+    def test_probes_on_metrics_port(self) -> None:
+        """Liveness /healthz, readiness /readyz on BASICSYNC_OBSERVABILITY__HTTP_PORT."""
+        port = int(_config()["BASICSYNC_OBSERVABILITY__HTTP_PORT"])
+        ports = {p["name"]: p["containerPort"] for p in _container()["ports"]}
+        assert ports["metrics"] == port
+        assert _container()["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+        assert _container()["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+
+    def test_grace_period_exceeds_shutdown_deadline(self) -> None:
+        """terminationGracePeriodSeconds > BASICSYNC_SYNC__SHUTDOWN_DEADLINE_S (or its default)."""
+        deadline = float(
+            _config().get(
+                "BASICSYNC_SYNC__SHUTDOWN_DEADLINE_S",
+                SyncSettings.model_fields["shutdown_deadline_s"].default,
+            )
+        )
+        grace = _one("Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+        assert grace > deadline + 10  # room for the final flush and commit
+
+    def test_security_context(self) -> None:
+        """Non-root (the image's uid), read-only root filesystem, no privilege escalation."""
+        pod = _one("Deployment")["spec"]["template"]["spec"]["securityContext"]
+        container = _container()["securityContext"]
+        assert pod["runAsNonRoot"] is True
+        assert pod["runAsUser"] != 0
+        user = [arg for op, arg in _instructions() if op == "USER"][-1].split(":")[0]
+        assert pod["runAsUser"] == int(user)
+        assert container["readOnlyRootFilesystem"] is True
+        assert container["allowPrivilegeEscalation"] is False
+        assert container["capabilities"]["drop"] == ["ALL"]
+
+    def test_resources(self) -> None:
+        """Requests and a memory limit are set."""
+        resources = _container()["resources"]
+        assert {"cpu", "memory"} <= set(resources["requests"])
+        assert "memory" in resources["limits"]
+
+    def test_service_and_pdb_select_the_pods(self) -> None:
+        """The metrics Service and the PDB select exactly the Deployment's pods."""
+        labels = _one("Deployment")["spec"]["template"]["metadata"]["labels"]
+        service = _one("Service")["spec"]
+        assert service["selector"] == labels
+        assert [p["targetPort"] for p in service["ports"]] == ["metrics"]
+        assert _one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == labels
+        assert _one("Deployment")["spec"]["selector"]["matchLabels"] == labels
+
+
+class TestTopicsAndScaling:
+    def test_every_topic_has_a_resource(self) -> None:
+        """Input, changelog, succeeded and failed topics of the ConfigMap each have a KafkaTopic."""
+        config = _config()
+        names = {
+            *config["BASICSYNC_TOPICS__INPUT"].split(","),
+            config.get("BASICSYNC_TOPICS__STATE")
+            or f"{config['BASICSYNC_KAFKA__GROUP_ID']}.job-state",
+            config["BASICSYNC_TOPICS__SUCCEEDED"],
+            config["BASICSYNC_TOPICS__FAILED"],
+        }
+        assert set(_topics()) == names
+
+    def test_cleanup_policies(self) -> None:
+        """The changelog is compacted; input and result topics are not."""
+        config = _config()
+        topics = _topics()
+        state = config["BASICSYNC_TOPICS__STATE"]
+        assert topics[state]["config"]["cleanup.policy"] == "compact"
+        for name, spec in topics.items():
+            if name != state:
+                assert spec["config"]["cleanup.policy"] == "delete", name
+
+    def test_co_partitioned(self) -> None:
+        """Input topics and the changelog have the same partition count."""
+        config = _config()
+        counts = {
+            _topics()[name]["partitions"]
+            for name in [
+                *config["BASICSYNC_TOPICS__INPUT"].split(","),
+                config["BASICSYNC_TOPICS__STATE"],
+            ]
+        }
+        assert len(counts) == 1
+
+    def test_scaled_object_bounded_by_partitions(self) -> None:
+        """KEDA scales the Deployment on the group's lag, never past the partition count."""
+        scaled = _one("ScaledObject")["spec"]
+        config = _config()
+        inputs = config["BASICSYNC_TOPICS__INPUT"].split(",")
+        partitions = min(_topics()[name]["partitions"] for name in inputs)
+        assert 1 <= scaled.get("minReplicaCount", 0) <= scaled["maxReplicaCount"] <= partitions
+        assert scaled["scaleTargetRef"]["name"] == _one("Deployment")["metadata"]["name"]
+        (trigger,) = scaled["triggers"]
+        assert trigger["type"] == "kafka"
+        meta = trigger["metadata"]
+        assert meta["consumerGroup"] == config["BASICSYNC_KAFKA__GROUP_ID"]
+        assert meta["topic"] in inputs
+        assert meta["bootstrapServers"] == config["BASICSYNC_KAFKA__BOOTSTRAP_SERVERS"]
+        assert meta.get("allowIdleConsumers", "false") == "false"
