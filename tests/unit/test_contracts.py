@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,8 @@ from consumer.domain.results import (
     SuccessRecord,
 )
 
-CONTRACTS = Path(__file__).resolve().parents[2] / "docs" / "contracts"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+CONTRACTS = DOCS / "contracts"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
 
@@ -220,3 +222,16 @@ class TestAsyncApi:
             assert channel_ref.startswith("#/channels/"), name
             for message in operation["messages"]:
                 assert message["$ref"].startswith(channel_ref + "/messages/"), name
+
+
+class TestOperationsGuide:
+    def test_failure_reasons_match_the_docstring(self) -> None:
+        """docs/operations.md lists every FailureReason with the text of its docstring."""
+        assert FailureReason.__doc__ is not None
+        bullets = re.split(r"\n\s*- ", FailureReason.__doc__.replace("``", "`"))[1:]
+        assert len(bullets) == len(FailureReason)
+        guide = " ".join((DOCS / "operations.md").read_text(encoding="utf-8").split())
+        for bullet in bullets:
+            assert " ".join(bullet.split()) in guide, bullet
+        for reason in FailureReason:
+            assert f"- `{reason.value}`:" in guide, reason
