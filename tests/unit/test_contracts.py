@@ -223,6 +223,20 @@ class TestAsyncApi:
             for message in operation["messages"]:
                 assert message["$ref"].startswith(channel_ref + "/messages/"), name
 
+    def test_asyncapi_3_shape(self) -> None:
+        """The required AsyncAPI 3 fields: info title/version, channel addresses, operation
+        actions, and a payload plus a Kafka key binding on every message."""
+        doc = _asyncapi()
+        assert doc["info"]["title"]
+        assert doc["info"]["version"]
+        for channel in doc["channels"].values():
+            assert channel["address"] == channel["bindings"]["kafka"]["topic"]
+        for operation in doc["operations"].values():
+            assert operation["action"] in {"send", "receive"}
+        for name, message in doc["components"]["messages"].items():
+            assert "payload" in message, name
+            assert "$ref" in message["bindings"]["kafka"]["key"], name
+
 
 class TestOperationsGuide:
     def test_failure_reasons_match_the_docstring(self) -> None:
