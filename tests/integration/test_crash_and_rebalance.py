@@ -15,7 +15,6 @@ from consumer.sandbox import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     consumer_running,
-    converged,
     eventually,
     max_overlap,
     new_topics,
@@ -104,12 +103,16 @@ class TestRebalance:
             async with leaver_stack:
                 first, _ = await leaver_stack.enter_async_context(consumer_running(settings))
                 started = await eventually(
-                    lambda: converged(sandbox_in_process, demo.expected) > 20, within=60
+                    lambda: len(sandbox_in_process.state.jobs) > 20, within=60
                 )
                 assert started
                 second, second_task = await joiner_stack.enter_async_context(
                     consumer_running(settings)
                 )
+                joined = await eventually(
+                    lambda: bool(second.stats.owned) and not second.stats.restoring, within=60
+                )
+                assert joined, "the second member never got partitions"
                 await produce(kafka_bootstrap, topics.inputs, demo.events[third : 2 * third])
                 assert await eventually(lambda: second.stats.events > 0, within=60)
             # the first member has left; the second takes over all partitions
