@@ -31,7 +31,7 @@ class ChangelogWriter:
 
     async def write(self, partition: int, state: JobState) -> asyncio.Future[Any]:
         """Queue ``state``; the returned future resolves once the broker has it."""
-        return await self._send(partition, state.client_job_id, state.model_dump_json().encode())
+        return await self._send(partition, state.client_job_id, state.to_json_bytes())
 
     async def tombstone(self, partition: int, client_job_id: str) -> asyncio.Future[Any]:
         return await self._send(partition, client_job_id, None)
@@ -109,7 +109,7 @@ async def restore(
         parsed: dict[str, JobState] = {}
         for key, value in values.items():
             try:
-                state = JobState.model_validate_json(value)
+                state = JobState.from_json_bytes(value)
             except ValidationError as exc:
                 skipped += 1
                 log.error(
