@@ -98,6 +98,11 @@ class Pipeline:
         return set(self._owned)
 
     @property
+    def job_count(self) -> int:
+        """Jobs held in memory (the owned partitions' share of the changelog)."""
+        return len(self._store)
+
+    @property
     def ready(self) -> bool:
         """Partitions assigned and restored."""
         return bool(self._owned) and not self._restoring
@@ -195,8 +200,12 @@ class Pipeline:
 
     # -- retention -------------------------------------------------------------------------------
 
-    async def sweep_forever(self, stop: asyncio.Event, every_s: float = 60.0) -> None:
-        """Forget terminal, synced jobs older than the retention (tombstones in the changelog)."""
+    async def sweep_forever(self, stop: asyncio.Event) -> None:
+        """Forget terminal, synced jobs older than the retention (tombstones in the changelog).
+
+        Sweeps every minute, or four times per retention period when that is shorter.
+        """
+        every_s = min(60.0, self._limits.retention_s / 4)
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), every_s)

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from consumer.app import Running
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.demo_jobs import (
     EXAMPLE_BODY,
@@ -18,6 +19,7 @@ from consumer.domain.demo_jobs import (
     example_job_events,
 )
 from consumer.domain.events import encode_structured
+from consumer.errors import TopicLayoutError
 from consumer.sandbox import Sandbox
 from tests.integration.harness import (
     MakeTopic,
@@ -275,3 +277,46 @@ class TestScale:
         successes = await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.5)
         final = {(s["clientJobId"], s["payloadSha256"]) for s in successes}
         assert {job for job, _ in final} == set(demo.expected)
+
+
+class TestRetention:
+    async def test_terminal_synced_jobs_are_tombstoned_after_the_retention(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Completed, synced jobs leave memory and get a changelog tombstone once retained
+        longer than ``retention_s``; a restart then restores none of them."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=5, seed=31, abort_share=0, exclude_share=0))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics, retention_s=1.0)
+        async with consumer_running(settings) as (running, task):
+            await wait_converged(sandbox_in_process, demo.expected, within=30, consumer=task)
+            assert running.pipeline is not None
+            swept = await eventually(
+                lambda: running.stats.restored_jobs == 0 and _empty(running), within=15
+            )
+            assert swept, "terminal jobs were never swept"
+        async with consumer_running(settings) as (restarted, _):
+            assert await eventually(lambda: restarted.stats.restores > 0, within=30)
+            assert restarted.stats.restored_jobs == 0
+
+
+def _empty(running: Running) -> bool:
+    assert running.pipeline is not None
+    return running.pipeline.job_count == 0
+
+
+class TestTopology:
+    async def test_input_topics_with_different_partition_counts_stop_the_start(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Co-partitioning is checked at start: inputs of 2 and 3 partitions are refused."""
+        topics = await new_topics(make_topic, partitions=2)
+        other = await make_topic("in3", partitions=3)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        settings = settings.model_copy(
+            update={"topics": settings.topics.model_copy(update={"input": [*topics.inputs, other]})}
+        )
+        with pytest.raises(TopicLayoutError, match="co-partitioned"):
+            async with consumer_running(settings) as (_, task):
+                await task
