@@ -3,6 +3,8 @@
 Used by the demo command, benchmarks and integration tests: stream ``demo_job`` events, then
 compare what the gateway received with the expected body. The expected body is written out here
 field by field, independently of the reducer, so it checks the reducer rather than echoing it.
+Event ``time`` strictly increases within a job, so the body is what the events assemble into in
+any arrival order (the reducer orders by event time).
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ SOURCE = "urn:workfloplus:demo"
 _STEP_TYPES = ("ConfirmStep", "Text", "Number", "Photo", "Signature")
 _WORKFLOWS = ("Site Inspection", "Boiler Service", "Pump Overhaul", "Fire Door Check")
 _TEAMS = ("apiteam", "north", "south", "field-ops")
+#: Gap between an event and one that follows it at once: event times strictly increase per job,
+#: so the expected body (written in event order) is also the time-ordered assembly.
+_TICK = timedelta(milliseconds=1)
 
 
 def _uuid(rng: random.Random) -> str:
@@ -138,8 +143,12 @@ def demo_job(
         if number == cancelled_at:
             step = _single_step(rng, number, previous, user_id, username, at)
             step.update(completed=None, cancelled=step["updated"])
+            # 2 ticks: the previous event may be the metadata upsert at at + _TICK.
+            cancel_at = at + 2 * _TICK
             events.append(
-                _event(rng, client_job_id, EventType.step_cancelled, at, {"singleStep": step})
+                _event(
+                    rng, client_job_id, EventType.step_cancelled, cancel_at, {"singleStep": step}
+                )
             )
             cancelled.append({"singleStep": step, "reportStep": None})
             at = at + timedelta(seconds=rng.randint(1, 30))
@@ -152,7 +161,9 @@ def demo_job(
         previous = step["uniqueStepId"]
         if number == metadata_at:
             extra = {"Priority": rng.choice(["Low", "High"])}
-            events.append(_event(rng, client_job_id, EventType.upserted, at, {"metadata": extra}))
+            events.append(
+                _event(rng, client_job_id, EventType.upserted, at + _TICK, {"metadata": extra})
+            )
             meta["metadata"] = dict(sorted({**meta["metadata"], **extra}.items()))
 
     at = at + timedelta(seconds=rng.randint(1, 60))

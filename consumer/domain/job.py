@@ -4,42 +4,72 @@
 :func:`apply` folds one event into a state; it never reads the clock (``now`` is passed in) and
 never performs I/O.
 
+**Arrival order does not matter.** The input spans several co-partitioned topics and Kafka orders
+events only within one partition of one topic, so a job's events arrive in a different relative
+order from run to run and on replay. The document is therefore defined as if the events were
+applied in order of their *event clock* ``(time, id)``: the CloudEvents ``time`` (compared as an
+instant), ties broken by the event ``id``. Whatever order they arrive in, the same set of events
+assembles the same document. An event without ``time`` takes the processing time ``now`` given
+to :func:`apply`: such events are ordered by arrival (as long as ``now`` moves forward), not by
+when they happened.
+
+To merge out of order, the state keeps, per field, the clock of the write that holds it
+(:attr:`JobState.clocks`, a map from field path to ``[time, id]``, only for fields written):
+``workflowId`` and the other metadata fields by their camelCase name, ``metadata.<key>`` per key
+of the ``metadata.metadata`` map, ``team``, ``hierarchyStack``, ``packetIds``, ``status``, and
+``completedSteps.<uniqueStepId>`` / ``cancelledSteps.<uniqueStepId>`` per step. A write lands
+only if its clock is later than the held one (last writer wins).
+
 Assembly rules, including the choices the design leaves open:
 
 - **Idempotent by event id.** An id among the last :data:`SEEN_IDS_LIMIT` applied ids returns
-  the very same state object. Ids older than that window would apply again (the reducer is
-  idempotent for upserts, steps and status anyway; only ``jobExclusion`` would grow).
-- **upserted**: every field *present* overwrites (a present ``null`` clears); ``metadata.metadata``
-  merges by key (a ``null`` map changes nothing) and is kept sorted by key, so equal states
-  serialize equally. ``clientJobId`` is always the subject.
-- **step.completed / step.cancelled**: replace-or-insert by ``uniqueStepId`` into
-  ``completedSteps`` / ``cancelledSteps`` (the lists are independent). Kept ordered by
-  ``stepNumber`` (missing last), then time (first of completed/cancelled/updated/started,
-  missing last), then ``uniqueStepId``. Steps still apply after a terminal status: late step
-  events must not be lost.
-- **status.changed**: sets ``status`` and those of ``abandonReason``, ``currentStep``,
-  ``updated``, ``modified`` present. On a terminal job (``Completed``/``Aborted``) a
-  non-terminal status is ignored *together with its companion fields* (they describe the
-  ignored transition); the event still counts as applied. The same terminal status again
-  applies normally.
-- **excluded**: appends ``{userId, reason, isExcluded}`` to ``jobExclusion``; ``excluded``
-  takes ``isExcluded``.
-- **aborted**: status ``Aborted``; ``reason``, when given, becomes ``abandonReason``. The
-  ``userId`` of the abort is not part of the document and is dropped.
+  the very same state object. An older id applies again, which changes nothing: its writes carry
+  the clocks already held, and an exclusion entry with a held clock is not added twice.
+- **upserted**: every field *present* is written (a present ``null`` clears);
+  ``metadata.metadata`` merges by key (a ``null`` map changes nothing), each key last writer wins
+  on its own, the map kept sorted by key so equal states serialize equally. ``clientJobId`` is
+  always the subject.
+- **step.completed / step.cancelled**: upsert by ``uniqueStepId`` into ``completedSteps`` /
+  ``cancelledSteps`` (the lists are independent), the latest event per step id winning. Kept
+  ordered by ``stepNumber`` (missing last), then time (first of completed/cancelled/updated/
+  started, missing last), then ``uniqueStepId``. Steps still apply after a terminal status: late
+  step events must not be lost.
+- **status.changed**: writes ``status`` and those of ``abandonReason``, ``currentStep``,
+  ``updated``, ``modified`` present (each field last writer wins). ``Completed`` and ``Aborted``
+  are terminal and absorbing: a terminal status replaces a non-terminal one whatever the clocks,
+  a non-terminal one never replaces a terminal one. A non-terminal status.changed later than the
+  job's first terminal status is ignored *together with its companion fields* (they describe the
+  ignored transition); it still counts as applied. As the terminal event may arrive after it, the
+  companion writes of a non-terminal status.changed stay retractable: while such a write holds a
+  field, :attr:`JobState.retractable` keeps that field's competing writes (newest first, down to
+  the newest write that cannot be retracted), so the field falls back to the right value when
+  an earlier terminal status arrives. The same terminal status again is an ordinary write.
+- **excluded**: adds ``{userId, reason, isExcluded}`` to ``jobExclusion``, which is ordered by
+  event clock (not arrival); ``excluded`` is the ``isExcluded`` of the latest entry.
+- **aborted**: status ``Aborted`` (terminal, as above); ``reason``, when given, is written to
+  ``abandonReason``. The ``userId`` of the abort is not part of the document and is dropped.
 - **Rejections** (:class:`Rejection`, reason ``invalid_transition``): moving between the two
   terminal statuses by any event (aborting a ``Completed`` job, completing an ``Aborted`` one).
-  A rejected event leaves the state as it was (and is not remembered as seen).
-- Unknown status strings pass through unchanged.
+  This one rule depends on arrival: whichever of the two arrives second is rejected, whatever
+  the clocks. That is acceptable because the conflict is never silently resolved: the rejected
+  event becomes a failure record (design 1.4), so the outcome is reported, not assembled. A
+  rejected event leaves the state as it was (and is not remembered as seen).
+- Unknown status strings pass through unchanged (non-terminal).
+
+A state written before clocks existed has none: any event then overwrites its fields (a held
+terminal status stays terminal), which is the old arrival-order behaviour.
 """
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic.alias_generators import to_camel
 
 from consumer.domain.document import (
     TERMINAL_STATUSES,
@@ -63,6 +93,23 @@ from consumer.domain.results import FailureReason
 SEEN_IDS_LIMIT = 256
 
 _DOCUMENT_FIELDS = frozenset({"team", "hierarchy_stack", "packet_ids"})
+#: The optional fields of a status.changed, by path, with their attribute names.
+_COMPANIONS = {
+    "abandonReason": "abandon_reason",
+    "currentStep": "current_step",
+    "updated": "updated",
+    "modified": "modified",
+}
+_STEP_LISTS = {
+    EventType.step_completed: "completed_steps",
+    EventType.step_cancelled: "cancelled_steps",
+}
+
+#: ``(time, id)`` of an event: UTC time as fixed-width text (``2026-01-01T10:00:00.000000Z``),
+#: then the event id. Tuple order is the order of assembly.
+Clock = tuple[str, str]
+#: A write kept while a field may fall back: ``(time, id, value as JSON, retractable)``.
+Candidate = tuple[str, str, JsonValue, bool]
 
 
 class SyncMode(StrEnum):
@@ -99,6 +146,15 @@ class JobState(BaseModel):
     updated_at: datetime
     #: When the last successful sync was recorded.
     synced_at: datetime | None = None
+    #: Field path -> clock of the write holding it, for written fields (see the module doc).
+    clocks: dict[str, Clock] = {}
+    #: Clock of the earliest terminal status; non-terminal status changes after it are ignored.
+    terminal_clock: Clock | None = None
+    #: Clocks of the ``jobExclusion`` entries, in the same (clock) order.
+    exclusion_clocks: tuple[Clock, ...] = ()
+    #: Field path -> the writes competing for it, newest first, while a retractable one (from
+    #: a non-terminal status.changed) is among them.
+    retractable: dict[str, tuple[Candidate, ...]] = {}
 
     @property
     def status(self) -> str | None:
@@ -136,13 +192,14 @@ def apply(state: JobState | None, event: JobEvent, now: datetime) -> JobState | 
         state = new_state(event.subject, now)
     elif event.id in state.seen_event_ids:
         return state
-    document = _reduce(state.document, event)
-    if isinstance(document, Rejection):
-        return document
+    draft = _Draft(state)
+    rejection = draft.apply(event, event_clock(event, now))
+    if rejection is not None:
+        return rejection
     seen = (*state.seen_event_ids, event.id)[-SEEN_IDS_LIMIT:]
     return state.model_copy(
         update={
-            "document": document,
+            **draft.result(),
             "version": state.version + 1,
             "seen_event_ids": seen,
             "first_unsynced_at": state.first_unsynced_at or now,
@@ -151,86 +208,194 @@ def apply(state: JobState | None, event: JobEvent, now: datetime) -> JobState | 
     )
 
 
-def _reduce(document: JobDocument, event: JobEvent) -> JobDocument | Rejection:
-    data = event.data
-    match event.type:
-        case EventType.upserted:
-            assert isinstance(data, UpsertedData)
-            return _upsert(document, data)
-        case EventType.step_completed:
-            assert isinstance(data, StepWrapper)
-            return document.model_copy(
-                update={"completed_steps": _upsert_step(document.completed_steps, data)}
-            )
-        case EventType.step_cancelled:
-            assert isinstance(data, StepWrapper)
-            return document.model_copy(
-                update={"cancelled_steps": _upsert_step(document.cancelled_steps, data)}
-            )
-        case EventType.status_changed:
-            assert isinstance(data, StatusChangedData)
-            return _change_status(document, data)
-        case EventType.excluded:
-            assert isinstance(data, JobExclusion)
-            entry = JobExclusion(
-                user_id=data.user_id, reason=data.reason, is_excluded=data.is_excluded
-            )
-            return document.model_copy(
-                update={
-                    "job_exclusion": (*document.job_exclusion, entry),
-                    "excluded": data.is_excluded,
-                }
-            )
-        case EventType.aborted:
-            assert isinstance(data, AbortedData)
-            changes: dict[str, Any] = {"status": "Aborted"}
-            if data.reason is not None:
-                changes["abandon_reason"] = data.reason
-            return _set_status(document, "Aborted", changes)
+def event_clock(event: JobEvent, now: datetime) -> Clock:
+    """``(time, id)`` of an event: its ``time`` (else ``now``) as fixed-width UTC text, so the
+    text order is the time order."""
+    moment = event.time or now
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event.id)
 
 
-def _upsert(document: JobDocument, data: UpsertedData) -> JobDocument | Rejection:
-    meta: dict[str, Any] = {}
-    top: dict[str, Any] = {}
-    for name in data.model_fields_set:
-        value = getattr(data, name)
-        if name in _DOCUMENT_FIELDS:
-            top[name] = value
-        elif name == "metadata":
-            if value is not None:
-                merged = {**(document.metadata.metadata or {}), **value}
-                meta[name] = dict(sorted(merged.items()))
-        elif name != "client_job_id":
-            meta[name] = value
-    if "status" in meta:
-        status = meta.pop("status")
-        if status is not None:
-            result = _set_status(document, status, {"status": status})
-            if isinstance(result, Rejection):
-                return result
-            document = result
-        elif not is_terminal_status(document.metadata.status):
-            meta["status"] = None
-    return document.model_copy(
-        update={**top, "metadata": document.metadata.model_copy(update=meta)}
-    )
+#: Sorts before every real clock: the clock of a value a state without clocks already held.
+_NO_CLOCK: Clock = ("", "")
 
 
-def _change_status(document: JobDocument, data: StatusChangedData) -> JobDocument | Rejection:
-    changes = {name: getattr(data, name) for name in data.model_fields_set}
-    return _set_status(document, data.status, changes)
+class _Draft:
+    """The fields of one state being changed by one event (working copies, never shared)."""
 
+    def __init__(self, state: JobState) -> None:
+        self.document = state.document
+        self.meta: dict[str, Any] = {}
+        self.top: dict[str, Any] = {}
+        self.clocks = dict(state.clocks)
+        self.retractable = dict(state.retractable)
+        self.terminal_clock = state.terminal_clock
+        if self.terminal_clock is None and is_terminal_status(self.document.metadata.status):
+            self.terminal_clock = _NO_CLOCK  # a state from before clocks: terminal from the start
+        entries = state.document.job_exclusion
+        self.exclusion_clocks = (_NO_CLOCK,) * (
+            len(entries) - len(state.exclusion_clocks)
+        ) + state.exclusion_clocks
 
-def _set_status(
-    document: JobDocument, status: str, changes: dict[str, Any]
-) -> JobDocument | Rejection:
-    """Apply ``changes`` (metadata fields, including ``status``) under the terminal rules."""
-    current = document.metadata.status
-    if is_terminal_status(current) and current != status:
-        if is_terminal_status(status):
+    def result(self) -> dict[str, Any]:
+        metadata = self.document.metadata.model_copy(update=self.meta)
+        return {
+            "document": self.document.model_copy(update={**self.top, "metadata": metadata}),
+            "clocks": self.clocks,
+            "retractable": self.retractable,
+            "terminal_clock": self.terminal_clock,
+            "exclusion_clocks": self.exclusion_clocks,
+        }
+
+    def current(self, name: str) -> Any:
+        """A metadata field's value as written so far."""
+        return self.meta[name] if name in self.meta else getattr(self.document.metadata, name)
+
+    def apply(self, event: JobEvent, clock: Clock) -> Rejection | None:
+        data = event.data
+        match event.type:
+            case EventType.upserted:
+                assert isinstance(data, UpsertedData)
+                return self.upsert(data, clock)
+            case EventType.step_completed | EventType.step_cancelled:
+                assert isinstance(data, StepWrapper)
+                self.write_step(_STEP_LISTS[event.type], data, clock)
+            case EventType.status_changed:
+                assert isinstance(data, StatusChangedData)
+                return self.change_status(data, clock)
+            case EventType.excluded:
+                assert isinstance(data, JobExclusion)
+                self.exclude(data, clock)
+            case EventType.aborted:
+                assert isinstance(data, AbortedData)
+                rejection = self.write_status("Aborted", clock)
+                if rejection is None and data.reason is not None:
+                    self.write_meta("abandon_reason", data.reason, clock)
+                return rejection
+        return None
+
+    def upsert(self, data: UpsertedData, clock: Clock) -> Rejection | None:
+        if "status" in data.model_fields_set:
+            rejection = self.write_status(data.status, clock)
+            if rejection is not None:
+                return rejection
+        for name in data.model_fields_set - {"status", "client_job_id"}:
+            value = getattr(data, name)
+            if name in _DOCUMENT_FIELDS:
+                if self.newer(to_camel(name), clock):
+                    self.top[name] = value
+            elif name == "metadata":
+                for key, text in (value or {}).items():
+                    if self.newer(f"metadata.{key}", clock):
+                        merged = {**(self.current("metadata") or {}), key: text}
+                        self.meta["metadata"] = dict(sorted(merged.items()))
+            else:
+                self.write_meta(name, value, clock)
+        return None
+
+    def change_status(self, data: StatusChangedData, clock: Clock) -> Rejection | None:
+        terminal = is_terminal_status(data.status)
+        if not terminal and self.terminal_clock is not None and clock > self.terminal_clock:
+            return None  # after the job ended: ignored with its companion fields
+        rejection = self.write_status(data.status, clock)
+        if rejection is None:
+            for name in data.model_fields_set - {"status"}:
+                self.write_meta(name, getattr(data, name), clock, retractable=not terminal)
+        return rejection
+
+    def newer(self, path: str, clock: Clock) -> bool:
+        """Whether a write at ``clock`` beats the one holding ``path``; if so, record it."""
+        if clock <= self.clocks.get(path, _NO_CLOCK):
+            return False
+        self.clocks[path] = clock
+        return True
+
+    def write_status(self, status: str | None, clock: Clock) -> Rejection | None:
+        """Terminal beats non-terminal whatever the clocks; otherwise the later write wins."""
+        current = self.current("status")
+        terminal = is_terminal_status(status)
+        if terminal and is_terminal_status(current) and current != status:
             return Rejection(f"cannot move a {current} job to {status}")
-        return document  # a late non-terminal status never reverts a terminal one
-    return document.model_copy(update={"metadata": document.metadata.model_copy(update=changes)})
+        held = (is_terminal_status(current), self.clocks.get("status", _NO_CLOCK))
+        if (terminal, clock) > held:
+            self.meta["status"] = status
+            self.clocks["status"] = clock
+        if terminal and (self.terminal_clock is None or clock < self.terminal_clock):
+            self.terminal_clock = clock
+            self.retract_after(clock)
+        return None
+
+    def write_meta(self, name: str, value: Any, clock: Clock, *, retractable: bool = False) -> None:
+        path = to_camel(name)
+        if path not in _COMPANIONS or (not retractable and path not in self.retractable):
+            if self.newer(path, clock):
+                self.meta[name] = value
+            return
+        # A field a retractable write may hold: keep the writes that could still win.
+        if path in self.retractable:
+            writes = list(self.retractable[path])
+        elif path in self.clocks:
+            writes = [(*self.clocks[path], _dump(self.current(name)), False)]
+        else:
+            writes = []
+        if any(w[:2] == clock for w in writes):
+            return
+        writes.append((*clock, _dump(value), retractable))
+        self.keep_writes(path, writes)
+
+    def keep_writes(self, path: str, writes: list[Candidate]) -> None:
+        """Hold the newest of ``writes``; keep them down to the newest one not retractable."""
+        writes.sort(key=lambda w: w[:2], reverse=True)
+        firm = next((i for i, w in enumerate(writes) if not w[3]), len(writes) - 1)
+        writes = writes[: firm + 1]
+        name = _COMPANIONS[path]
+        if writes:
+            self.meta[name] = _load(name, writes[0][2])
+            self.clocks[path] = (writes[0][0], writes[0][1])
+        else:
+            self.meta[name] = None
+            self.clocks.pop(path, None)
+        if any(w[3] for w in writes):
+            self.retractable[path] = tuple(writes)
+        else:
+            self.retractable.pop(path, None)
+
+    def retract_after(self, clock: Clock) -> None:
+        """The job ended at ``clock``: drop the retractable writes later than it."""
+        for path, writes in list(self.retractable.items()):
+            self.keep_writes(path, [w for w in writes if not (w[3] and w[:2] > clock)])
+
+    def write_step(self, attribute: str, step: StepWrapper, clock: Clock) -> None:
+        path = f"{to_camel(attribute)}.{step.single_step.unique_step_id}"
+        if self.newer(path, clock):
+            steps = self.top.get(attribute, getattr(self.document, attribute))
+            self.top[attribute] = _upsert_step(steps, step)
+
+    def exclude(self, data: JobExclusion, clock: Clock) -> None:
+        if clock in self.exclusion_clocks:
+            return
+        at = bisect.bisect(self.exclusion_clocks, clock)
+        entry = JobExclusion(user_id=data.user_id, reason=data.reason, is_excluded=data.is_excluded)
+        entries = self.document.job_exclusion
+        self.top["job_exclusion"] = (*entries[:at], entry, *entries[at:])
+        self.top["excluded"] = self.top["job_exclusion"][-1].is_excluded
+        self.exclusion_clocks = (*self.exclusion_clocks[:at], clock, *self.exclusion_clocks[at:])
+
+
+def _dump(value: StepWrapper | str | None) -> JsonValue:
+    if isinstance(value, StepWrapper):  # every field of a step wrapper defaults to None
+        dumped: dict[str, JsonValue] = value.model_dump(
+            mode="json", by_alias=True, exclude_none=True
+        )
+        return dumped
+    return value
+
+
+def _load(name: str, value: JsonValue) -> Any:
+    if name == "current_step" and value is not None:
+        return StepWrapper.model_validate(value)
+    return value
 
 
 def _upsert_step(steps: tuple[StepWrapper, ...], step: StepWrapper) -> tuple[StepWrapper, ...]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from datetime import UTC, datetime
+from itertools import pairwise
 
 import pytest
 
@@ -51,6 +52,25 @@ class TestDemoJob:
             assert decoded == events
             assert build_body(reduce(decoded)) == body
 
+    @pytest.mark.parametrize(("abort", "exclude"), [(False, False), (True, False), (False, True)])
+    def test_times_strictly_increase(self, abort: bool, exclude: bool) -> None:
+        """Event times strictly increase within a job, so the expected body (written in event
+        order) is the time-ordered assembly the reducer converges to in any arrival order."""
+        rng = random.Random(13)
+        for i in range(200):
+            events, _ = demo_job(rng, f"job-{i}", abort=abort, exclude=exclude)
+            times = [e.time for e in events if e.time is not None]
+            assert len(times) == len(events)
+            assert all(a < b for a, b in pairwise(times)), i
+
+    def test_reversed_arrival_builds_expected_body(self) -> None:
+        """Delivered newest first (as from topics read in any relative order), the events still
+        build the expected body."""
+        rng = random.Random(17)
+        for i in range(50):
+            events, body = demo_job(rng, f"job-{i}", abort=i % 3 == 1, exclude=i % 3 == 2)
+            assert build_body(reduce(events[::-1])) == body
+
     def test_deterministic(self) -> None:
         """The same seed gives the same events and body."""
         assert demo_job(random.Random(3), "j") == demo_job(random.Random(3), "j")
@@ -90,6 +110,13 @@ class TestExampleJob:
     def test_builds_documented_body(self) -> None:
         """example_job_events assembles into the documented example body."""
         assert build_body(reduce(example_job_events())) == EXAMPLE_BODY
+
+    def test_times_strictly_increase(self) -> None:
+        """The example events are in time order, so any arrival order builds the same body."""
+        events = example_job_events()
+        times = [e.time for e in events if e.time is not None]
+        assert len(times) == len(events)
+        assert all(a < b for a, b in pairwise(times))
 
     def test_ids_stable(self) -> None:
         """The example events have fixed ids, so re-sending them is a duplicate."""

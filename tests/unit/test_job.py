@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from consumer.domain.basicsync import build_body
+from consumer.domain.demo_jobs import EXAMPLE_BODY, demo_job, example_job_events
 from consumer.domain.events import EventType, JobEvent
 from consumer.domain.job import (
     SEEN_IDS_LIMIT,
@@ -30,16 +33,33 @@ NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 _ids = iter(range(10**9))
 
 
-def ev(event_type: EventType, data: dict[str, Any], event_id: str | None = None) -> JobEvent:
+def ev(
+    event_type: EventType,
+    data: dict[str, Any],
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> JobEvent:
+    # Zero-padded ids sort in creation order: events without time tie on ``now`` and are then
+    # ordered by id.
     return JobEvent.model_validate(
         {
-            "id": event_id or f"e{next(_ids)}",
+            "id": event_id or f"e{next(_ids):09d}",
             "source": "urn:test",
             "type": event_type,
             "subject": JOB,
+            "time": time,
             "data": data,
         }
     )
+
+
+def at(minute: int) -> datetime:
+    """An event time ``minute`` minutes after 10:00."""
+    return datetime(2026, 1, 1, 10, tzinfo=UTC) + timedelta(minutes=minute)
+
+
+def stamp(minute: int) -> str:
+    return at(minute).isoformat()
 
 
 def upsert(**data: Any) -> JobEvent:
@@ -332,6 +352,180 @@ class TestBookkeeping:
         assert (state.version, state.synced_version, state.seen_event_ids) == (0, 0, ())
 
 
+class TestArrivalOrder:
+    """Fields are last writer wins by event clock (time, then id), whatever the arrival order."""
+
+    def test_late_upsert_does_not_overwrite_newer_status_fields(self) -> None:
+        """An upsert carrying ``updated`` = created time, arriving after a later status change,
+        leaves the later ``updated`` and status alone but fills the fields only it writes."""
+        change = ev(
+            EventType.status_changed, {"status": "InProgress", "updated": stamp(5)}, None, at(5)
+        )
+        create = ev(
+            EventType.upserted,
+            {"workflowId": "wf", "status": "New", "updated": stamp(0)},
+            None,
+            at(0),
+        )
+        meta = run(change, create).document.metadata
+        assert (meta.status, meta.updated, meta.workflow_id) == ("InProgress", stamp(5), "wf")
+
+    def test_metadata_map_key_by_key(self) -> None:
+        """Each key of metadata.metadata is last writer wins on its own."""
+        newer = ev(EventType.upserted, {"metadata": {"a": "new"}}, None, at(2))
+        older = ev(EventType.upserted, {"metadata": {"a": "old", "b": "old"}}, None, at(1))
+        assert run(newer, older).document.metadata.metadata == {"a": "new", "b": "old"}
+
+    def test_older_step_event_loses(self) -> None:
+        """A step event older than the one held for its uniqueStepId changes nothing."""
+        newer = ev(EventType.step_completed, step("u1", 1, note="new"), None, at(2))
+        older = ev(EventType.step_completed, step("u1", 1, note="old"), None, at(1))
+        assert [s.single_step.note for s in run(newer, older).document.completed_steps] == ["new"]
+
+    def test_ties_broken_by_id(self) -> None:
+        """Two events at the same time: the greater id wins, in either arrival order."""
+        a = ev(EventType.upserted, {"team": "a"}, "id-a", at(1))
+        b = ev(EventType.upserted, {"team": "b"}, "id-b", at(1))
+        assert run(a, b).document.team == run(b, a).document.team == "b"
+
+    def test_time_compared_as_instant(self) -> None:
+        """Event times with different offsets order by the instant they denote."""
+        plus_two = ev(
+            EventType.upserted,
+            {"team": "early"},
+            None,
+            datetime.fromisoformat("2026-01-01T11:00:00+02:00"),
+        )
+        utc = ev(EventType.upserted, {"team": "late"}, None, at(0))
+        assert run(utc, plus_two).document.team == "late"
+
+    def test_event_without_time_ordered_by_arrival(self) -> None:
+        """Without ``time`` an event takes the processing time: later arrivals win."""
+        first = upsert(team="first")
+        second = upsert(team="second")
+        state = run(second, now=NOW)
+        state = run(first, state=state, now=NOW + timedelta(seconds=1))
+        assert state.document.team == "first"
+
+    def test_terminal_beats_later_non_terminal(self) -> None:
+        """Completed replaces InProgress even when the InProgress is newer (and arrived first);
+        the newer InProgress is void with its companions, which fall back to older writes."""
+        create = ev(EventType.upserted, {"updated": stamp(0)}, None, at(0))
+        moving = ev(
+            EventType.status_changed,
+            {"status": "InProgress", "updated": stamp(5), "currentStep": step("u", 1)},
+            None,
+            at(5),
+        )
+        done = ev(EventType.status_changed, {"status": "Completed"}, None, at(3))
+        for order in ([create, moving, done], [moving, done, create], [done, moving, create]):
+            meta = run(*order).document.metadata
+            assert (meta.status, meta.updated, meta.current_step) == ("Completed", stamp(0), None)
+
+    def test_non_terminal_before_terminal_keeps_companions(self) -> None:
+        """A non-terminal status older than the terminal one loses its status but its companion
+        fields still count (they happened while the job was open), in any arrival order."""
+        moving = ev(
+            EventType.status_changed,
+            {"status": "InProgress", "currentStep": step("u", 1), "updated": stamp(1)},
+            None,
+            at(1),
+        )
+        done = ev(EventType.aborted, {"reason": "gone"}, None, at(3))
+        for order in ([moving, done], [done, moving]):
+            state = run(*order)
+            meta = state.document.metadata
+            assert (meta.status, meta.updated, meta.abandon_reason) == ("Aborted", stamp(1), "gone")
+            assert meta.current_step is not None
+        # They stay retractable: an abort with an even earlier time would still void them.
+        state = run(ev(EventType.aborted, {}, None, at(0)), state=state)
+        assert (state.document.metadata.updated, state.document.metadata.current_step) == (
+            None,
+            None,
+        )
+
+    def test_retractable_writes_survive_the_changelog(self) -> None:
+        """A state holding retractable writes round-trips through JSON and still retracts."""
+        upserted = ev(EventType.upserted, {"currentStep": step("old", 1)}, None, at(0))
+        moving = ev(
+            EventType.status_changed,
+            {"status": "Paused", "currentStep": step("new", 2)},
+            None,
+            at(5),
+        )
+        state = run(upserted, moving)
+        assert set(state.retractable) == {"currentStep"}
+        restored = JobState.from_json_bytes(state.to_json_bytes())
+        assert restored == state
+        done = run(
+            ev(EventType.status_changed, {"status": "Completed"}, None, at(3)), state=restored
+        )
+        current = done.document.metadata.current_step
+        assert current is not None
+        assert current.single_step.unique_step_id == "old"
+        assert done.retractable == {}
+
+    def test_same_terminal_twice_last_writer_wins(self) -> None:
+        """Completed twice: the companions of the later one win, in either order."""
+        one = ev(
+            EventType.status_changed, {"status": "Completed", "modified": stamp(1)}, None, at(1)
+        )
+        two = ev(
+            EventType.status_changed, {"status": "Completed", "modified": stamp(2)}, None, at(2)
+        )
+        assert run(one, two).document == run(two, one).document
+        assert run(two, one).document.metadata.modified == stamp(2)
+
+    def test_completed_aborted_conflict_rejects_second_arrival(self) -> None:
+        """The one arrival-dependent rule: the second of Completed/Aborted is rejected."""
+        done = ev(EventType.status_changed, {"status": "Completed"}, None, at(5))
+        abort = ev(EventType.aborted, {}, None, at(1))
+        assert isinstance(apply(run(done), abort, NOW), Rejection)
+        assert isinstance(apply(run(abort), done, NOW), Rejection)
+
+    def test_exclusions_ordered_by_time(self) -> None:
+        """jobExclusion is ordered by event clock; excluded follows the latest entry."""
+        late = ev(EventType.excluded, {"userId": "late", "isExcluded": False}, None, at(3))
+        early = ev(EventType.excluded, {"userId": "early", "isExcluded": True}, None, at(1))
+        state = run(late, early)
+        assert [e.user_id for e in state.document.job_exclusion] == ["early", "late"]
+        assert state.document.excluded is False
+
+    def test_exclusion_redelivered_beyond_seen_window(self) -> None:
+        """An exclusion whose id was forgotten is not added twice (its clock is held)."""
+        exclusion = ev(EventType.excluded, {"userId": "u", "isExcluded": True}, None, at(0))
+        state = run(exclusion, *(upsert(team=str(i)) for i in range(SEEN_IDS_LIMIT)))
+        assert exclusion.id not in state.seen_event_ids
+        assert len(run(exclusion, state=state).document.job_exclusion) == 1
+
+    def test_clocks_only_for_written_fields(self) -> None:
+        """The state keeps one clock per written field path, nothing for untouched ones."""
+        state = run(
+            ev(EventType.upserted, {"team": "t", "metadata": {"k": "v"}}, "u1", at(0)),
+            ev(EventType.step_completed, step("s1", 1), "s1", at(1)),
+        )
+        assert state.clocks == {
+            "team": ("2026-01-01T10:00:00.000000Z", "u1"),
+            "metadata.k": ("2026-01-01T10:00:00.000000Z", "u1"),
+            "completedSteps.s1": ("2026-01-01T10:01:00.000000Z", "s1"),
+        }
+
+    def test_state_without_clocks(self) -> None:
+        """A changelog value written before clocks existed still loads; events overwrite its
+        fields and a terminal status it holds stays."""
+        old = run(status("Completed"), upsert(team="old"))
+        legacy = JobState.model_validate(
+            old.model_dump(exclude={"clocks", "terminal_clock", "exclusion_clocks"})
+        )
+        state = run(
+            ev(EventType.upserted, {"team": "new"}, None, at(0)),
+            status("InProgress", updated=stamp(0)),
+            state=legacy,
+        )
+        assert (state.document.team, state.status) == ("new", "Completed")
+        assert state.document.metadata.updated is None
+
+
 # --- properties ---------------------------------------------------------------------------
 
 _STAMPS = st.sampled_from([None, "2026-01-01T10:00:00Z", "2026-01-01T09:00:00.5Z"])
@@ -355,6 +549,8 @@ _event_data = st.one_of(
                 "status": st.one_of(st.none(), _STATUSES),
                 "team": st.one_of(st.none(), st.text(max_size=3)),
                 "packetIds": st.lists(st.text(max_size=2), max_size=2),
+                "updated": _STAMPS,
+                "abandonReason": st.none() | st.just("u"),
             },
         ),
     ),
@@ -363,7 +559,12 @@ _event_data = st.one_of(
         st.just(EventType.status_changed),
         st.fixed_dictionaries(
             {"status": _STATUSES},
-            optional={"updated": _STAMPS, "abandonReason": st.none() | st.just("r")},
+            optional={
+                "updated": _STAMPS,
+                "modified": _STAMPS,
+                "abandonReason": st.none() | st.just("r"),
+                "currentStep": st.none() | st.sampled_from(["c1", "c2"]).map(step),
+            },
         ),
     ),
     st.tuples(
@@ -377,10 +578,34 @@ _event_data = st.one_of(
 )
 
 
+#: Few distinct times, so ties (broken by id) and events without time (``now``) are common.
+_TIMES = st.one_of(st.none(), st.integers(0, 4).map(at))
+
+
 @st.composite
 def event_sequences(draw: st.DrawFn) -> list[JobEvent]:
-    drawn = draw(st.lists(_event_data, min_size=1, max_size=25))
-    return [ev(t, d, event_id=f"p{i}") for i, (t, d) in enumerate(drawn)]
+    drawn = draw(st.lists(st.tuples(_event_data, _TIMES), min_size=1, max_size=25))
+    return [ev(t, d, event_id=f"p{i}", time=time) for i, ((t, d), time) in enumerate(drawn)]
+
+
+def terminal_statuses(events: list[JobEvent]) -> set[str]:
+    """The terminal statuses the events set (two of them: the Completed/Aborted conflict)."""
+    found: set[str] = set()
+    for event in events:
+        if event.type is EventType.aborted:
+            found.add("Aborted")
+        status = getattr(event.data, "status", None)
+        if event.type in (EventType.upserted, EventType.status_changed) and status:
+            found.add(status)
+    return found & {"Completed", "Aborted"}
+
+
+def assemble(events: list[JobEvent]) -> JobState:
+    """Apply in order; without the Completed/Aborted conflict nothing may be rejected."""
+    state = reduce_all(events)
+    assert state is not None
+    assert state.version == len(events)
+    return state
 
 
 @st.composite
@@ -438,3 +663,38 @@ class TestProperties:
                 assert list(steps) == sorted(steps, key=step_order)
                 uids = [s.single_step.unique_step_id for s in steps]
                 assert len(uids) == len(set(uids))
+
+    @given(event_sequences(), st.data())
+    @settings(deadline=None)
+    def test_any_arrival_order_same_document(
+        self, events: list[JobEvent], data: st.DataObject
+    ) -> None:
+        """Any permutation of a set of events (without the Completed/Aborted conflict)
+        assembles the same body, document and clocks."""
+        assume(len(terminal_statuses(events)) < 2)
+        shuffled = data.draw(st.permutations(events))
+        first, second = assemble(events), assemble(shuffled)
+        assert build_body(second) == build_body(first)
+        assert second.document == first.document
+        assert (second.clocks, second.retractable) == (first.clocks, first.retractable)
+        assert second.exclusion_clocks == first.exclusion_clocks
+
+    @given(
+        st.integers(0, 2**32),
+        st.sampled_from([(False, False), (True, False), (False, True), (True, True)]),
+        st.data(),
+    )
+    @settings(deadline=None, max_examples=50)
+    def test_demo_job_any_arrival_order(
+        self, seed: int, variant: tuple[bool, bool], data: st.DataObject
+    ) -> None:
+        """Any arrival order of a demo job's events assembles the demo's expected body."""
+        abort, exclude = variant
+        events, body = demo_job(random.Random(seed), "demo", abort=abort, exclude=exclude)
+        assert build_body(assemble(data.draw(st.permutations(events)))) == body
+
+    @given(st.permutations(example_job_events()))
+    @settings(deadline=None)
+    def test_example_job_any_arrival_order(self, events: list[JobEvent]) -> None:
+        """The documented example assembles into its body in any arrival order."""
+        assert build_body(assemble(events)) == EXAMPLE_BODY
