@@ -1,7 +1,8 @@
 """Running totals of what the consumer did, for progress lines, readiness and metrics.
 
 A plain object the pipeline and the scheduler report into (they only know the observer
-protocols); the metrics endpoint and the run command read it.
+protocols); the run command reads the totals, and every report also feeds ``metrics``, the
+Prometheus metrics that ``/metrics`` renders (see ``metrics.py``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from consumer.intake import BatchEffect
+from consumer.observability.metrics import Metrics
 from consumer.state.changelog import RestoreReport
 
 
@@ -31,7 +33,9 @@ class Stats:
     circuit_open: bool = False
     circuit_openings: int = 0
     restoring: bool = False
+    synced_jobs: int = 0
     owned: set[int] = field(default_factory=set)
+    metrics: Metrics = field(default_factory=Metrics, repr=False, compare=False)
 
     # PipelineObserver
 
@@ -42,25 +46,42 @@ class Stats:
         self.misrouted += effect.misrouted
         for failure in effect.failures:
             self.invalid[failure.reason.value] += 1
+            self.metrics.events_invalid.labels(failure.reason.value).inc()
+        self.metrics.events_consumed.inc(records)
+        self.metrics.events_applied.inc(effect.applied)
+        self.metrics.events_duplicate.inc(effect.duplicates)
+        self.metrics.misrouted_keys.inc(effect.misrouted)
 
     def restored(self, report: RestoreReport) -> None:
         self.restores += 1
         self.restored_jobs += report.jobs
         self.restore_seconds += report.seconds
+        self.metrics.restore_seconds.observe(report.seconds)
+        self.metrics.restored_jobs.inc(report.jobs)
 
     def ownership_changed(self, partitions: set[int], restoring: bool) -> None:
         self.restoring = restoring
         self.owned = set(partitions)
+        self.metrics.restoring.set(1 if restoring else 0)
+        self.metrics.partitions_owned.set(len(partitions))
 
     # SchedulerObserver
 
     def circuit_changed(self, is_open: bool) -> None:
-        if is_open and not self.circuit_open:
+        opened = is_open and not self.circuit_open
+        if opened:
             self.circuit_openings += 1
         self.circuit_open = is_open
+        self.metrics.circuit_changed(is_open, opened=opened)
 
     def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
         self.requests[outcome] += 1
         if status is not None:
             self.statuses[status] += 1
         self.request_seconds += seconds
+        self.metrics.request_finished(outcome, status, seconds)
+
+    def synced(self, latency_ms: int | None) -> None:
+        """A success record was written; ``latency_ms`` is its event-to-sync latency."""
+        self.synced_jobs += 1
+        self.metrics.synced(latency_ms)

@@ -1,0 +1,170 @@
+"""The HTTP port for operators: ``/metrics``, ``/healthz`` and ``/readyz``.
+
+- ``/healthz``: 200 with the uptime. The handler answering is the proof that the event loop
+  runs; a blocked loop times the probe out.
+- ``/readyz``: 200 when every check passes, else 503; the JSON body names each check:
+  ``partitions`` (assigned and restored), ``circuit`` (closed) and ``token`` (the last token
+  request succeeded). Checks read state the consumer already has; a probe never calls Kafka or
+  the token endpoint.
+- ``/metrics``: the consumer's Prometheus registry, with the level gauges (lag, dirty jobs,
+  circuit state, state size) sampled just before rendering.
+
+:func:`serve_health` is an async context manager; port 0 picks a free port, which
+``HealthServer.port`` then holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from aiohttp import web
+from aiokafka.errors import KafkaError
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from consumer.errors import AuthRejected, TokenUnavailable
+from consumer.gateway.auth import TokenProvider
+from consumer.sync.circuit import CircuitState
+
+if TYPE_CHECKING:
+    from consumer.app import Running
+
+log = structlog.get_logger(__name__)
+
+#: How long a scrape waits for the consumer's positions before showing the last lag sample.
+LAG_SAMPLE_TIMEOUT_S = 2.0
+
+
+class WatchedTokens:
+    """A :class:`TokenProvider` that remembers whether the last token request succeeded.
+
+    ``ok`` is ``None`` until the first request, then the outcome of the most recent one, so
+    readiness can report "token obtainable" without fetching a token per probe.
+    """
+
+    def __init__(self, inner: TokenProvider) -> None:
+        self._inner = inner
+        self.ok: bool | None = None
+        self.error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"WatchedTokens({self._inner!r}, ok={self.ok})"
+
+    async def token(self) -> str:
+        try:
+            value = await self._inner.token()
+        except (AuthRejected, TokenUnavailable) as exc:
+            self.ok, self.error = False, f"{type(exc).__name__}: {exc}"
+            raise
+        self.ok, self.error = True, None
+        return value
+
+    async def invalidate(self, token: str) -> None:
+        await self._inner.invalidate(token)
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool
+    detail: str
+
+
+def readiness(running: Running, tokens: WatchedTokens | None) -> dict[str, Check]:
+    """Each readiness check with its verdict; pure reads of the consumer's state."""
+    pipeline, scheduler = running.pipeline, running.scheduler
+    if pipeline is None:
+        partitions = Check(False, "starting")
+    elif not pipeline.owned_partitions:
+        partitions = Check(False, "no partitions assigned")
+    elif not pipeline.ready:
+        partitions = Check(False, "restoring state")
+    else:
+        partitions = Check(True, f"owns {sorted(pipeline.owned_partitions)}")
+    state = scheduler.circuit.state if scheduler is not None else CircuitState.CLOSED
+    circuit = Check(state is CircuitState.CLOSED, state.value)
+    if tokens is None or tokens.ok is None:
+        token = Check(True, "not requested yet")
+    elif tokens.ok:
+        token = Check(True, "last request succeeded")
+    else:
+        token = Check(False, tokens.error or "last request failed")
+    return {"partitions": partitions, "circuit": circuit, "token": token}
+
+
+async def sample_metrics(running: Running) -> None:
+    """Refresh the level gauges of ``running.stats.metrics`` from the live components."""
+    scheduler, pipeline, source = running.scheduler, running.pipeline, running.source
+    lag: dict[tuple[str, int], int] | None = None
+    if source is not None:
+        try:
+            lag = await asyncio.wait_for(source.lag(), LAG_SAMPLE_TIMEOUT_S)
+        except (TimeoutError, KafkaError) as exc:  # mid-rebalance: keep the last sample
+            log.debug("lag_sample_skipped", error=type(exc).__name__)
+    running.stats.metrics.sample(
+        dirty_jobs=scheduler.dirty_jobs if scheduler is not None else 0,
+        in_flight=scheduler.in_flight if scheduler is not None else 0,
+        jobs=pipeline.job_count if pipeline is not None else 0,
+        circuit=scheduler.circuit.state if scheduler is not None else CircuitState.CLOSED,
+        lag=lag,
+    )
+
+
+@dataclass
+class HealthServer:
+    """The running endpoint; ``port`` is the bound port."""
+
+    running: Running
+    tokens: WatchedTokens | None
+    started: float = field(default_factory=time.monotonic)
+    port: int = 0
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics)
+        return app
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        uptime = round(time.monotonic() - self.started, 3)
+        return web.json_response({"status": "alive", "uptime_s": uptime})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        checks = readiness(self.running, self.tokens)
+        failing = [name for name, check in checks.items() if not check.ok]
+        body: dict[str, Any] = {
+            "ready": not failing,
+            "failing": failing,
+            "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in checks.items()},
+        }
+        return web.json_response(body, status=503 if failing else 200)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        await sample_metrics(self.running)
+        return web.Response(
+            body=self.running.stats.metrics.render(),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+
+@asynccontextmanager
+async def serve_health(
+    running: Running, tokens: WatchedTokens | None, *, host: str, port: int
+) -> AsyncIterator[HealthServer]:
+    """Serve the endpoints on ``host:port`` (0 = a free port) for the ``with`` block."""
+    server = HealthServer(running, tokens)
+    runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        server.port = site.port
+        log.info("http_listening", host=host, port=server.port)
+        yield server
+    finally:
+        await runner.cleanup()

@@ -1,0 +1,169 @@
+"""Prometheus metrics of one consumer, in its own ``CollectorRegistry``.
+
+Two kinds of numbers:
+
+- *Events* (counters, histograms) are fed as they happen, by :class:`~.stats.Stats`, which the
+  pipeline and the scheduler already report into.
+- *Levels* (dirty jobs, requests in flight, jobs in memory, circuit state, lag per partition)
+  are sampled when ``/metrics`` is scraped (:meth:`Metrics.sample`), so nothing runs between
+  scrapes and a gauge never shows a stale partition.
+
+The registry is per consumer (not prometheus-client's global one), so several consumers in one
+process (tests, the embedded demo) keep separate numbers. Every name starts with
+``basicsync_``; docs/operations.md lists them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from consumer.sync.circuit import CircuitState
+
+#: The value of ``basicsync_circuit_state`` for each circuit state.
+CIRCUIT_STATE_VALUES: Mapping[CircuitState, int] = {
+    CircuitState.CLOSED: 0,
+    CircuitState.OPEN: 1,
+    CircuitState.HALF_OPEN: 2,
+}
+
+# Request latency is dominated by the gateway (tens of ms to the request timeout); event-to-sync
+# latency by the debounce and max_delay (hundreds of ms to minutes during an outage).
+_REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SYNC_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
+_RESTORE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The consumer's Prometheus metrics; ``registry`` is what ``/metrics`` renders."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.events_consumed = Counter(
+            "basicsync_events_consumed", "Input records fetched and processed", registry=r
+        )
+        self.events_applied = Counter(
+            "basicsync_events_applied", "Events that changed a job's state", registry=r
+        )
+        self.events_duplicate = Counter(
+            "basicsync_events_duplicate", "Events already applied (replays), ignored", registry=r
+        )
+        self.events_invalid = Counter(
+            "basicsync_events_invalid",
+            "Unusable input records sent to the failure topic, by failure reason",
+            ["reason"],
+            registry=r,
+        )
+        self.misrouted_keys = Counter(
+            "basicsync_misrouted_keys",
+            "Records whose key does not hash to the partition they arrived on",
+            registry=r,
+        )
+        self.sync_requests = Counter(
+            "basicsync_sync_requests",
+            "basicSync requests by outcome (accepted, rejected, retryable, systemic) and HTTP "
+            'status ("none" without a response)',
+            ["outcome", "status"],
+            registry=r,
+        )
+        self.sync_request_seconds = Histogram(
+            "basicsync_sync_request_seconds",
+            "Duration of one basicSync request, token included",
+            buckets=_REQUEST_BUCKETS,
+            registry=r,
+        )
+        self.event_to_sync_seconds = Histogram(
+            "basicsync_event_to_sync_seconds",
+            "From a job's first unsynced event to WorkfloPlus accepting it",
+            buckets=_SYNC_BUCKETS,
+            registry=r,
+        )
+        self.sync_retries = Counter(
+            "basicsync_sync_retries",
+            "Requests that ended retryably (timeout, connection error, 408, 429, 5xx); each is "
+            "tried again, or becomes a retries_exhausted failure once the job's budget is spent",
+            registry=r,
+        )
+        self.circuit_state = Gauge(
+            "basicsync_circuit_state",
+            "Gateway circuit: 0 closed, 1 open (partitions paused), 2 half_open (probing)",
+            registry=r,
+        )
+        self.circuit_openings = Counter(
+            "basicsync_circuit_openings", "Times the circuit opened", registry=r
+        )
+        self.jobs_dirty = Gauge(
+            "basicsync_jobs_dirty", "Jobs waiting to be posted (or held)", registry=r
+        )
+        self.sync_in_flight = Gauge(
+            "basicsync_sync_in_flight", "basicSync requests in flight", registry=r
+        )
+        self.state_jobs = Gauge(
+            "basicsync_state_jobs", "Jobs held in memory (owned partitions' changelog)", registry=r
+        )
+        self.partitions_owned = Gauge(
+            "basicsync_partitions_owned", "Input partition numbers this member owns", registry=r
+        )
+        self.restoring = Gauge(
+            "basicsync_restoring", "1 while assigned partitions are being restored", registry=r
+        )
+        self.restore_seconds = Histogram(
+            "basicsync_restore_seconds",
+            "Duration of one changelog restore (all newly assigned partitions)",
+            buckets=_RESTORE_BUCKETS,
+            registry=r,
+        )
+        self.restored_jobs = Counter(
+            "basicsync_restored_jobs", "Jobs read back from the changelog by restores", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "basicsync_consumer_lag",
+            "Records between this member's position and the high watermark, per input partition",
+            ["topic", "partition"],
+            registry=r,
+        )
+
+    # -- fed as things happen ----------------------------------------------------------------
+
+    def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
+        self.sync_requests.labels(outcome, "none" if status is None else str(status)).inc()
+        self.sync_request_seconds.observe(seconds)
+        if outcome == "retryable":
+            self.sync_retries.inc()
+
+    def synced(self, latency_ms: int | None) -> None:
+        if latency_ms is not None:
+            self.event_to_sync_seconds.observe(max(latency_ms, 0) / 1000)
+
+    def circuit_changed(self, is_open: bool, *, opened: bool) -> None:
+        state = CircuitState.OPEN if is_open else CircuitState.CLOSED
+        self.circuit_state.set(CIRCUIT_STATE_VALUES[state])
+        if opened:
+            self.circuit_openings.inc()
+
+    # -- sampled at scrape time --------------------------------------------------------------
+
+    def sample(
+        self,
+        *,
+        dirty_jobs: int,
+        in_flight: int,
+        jobs: int,
+        circuit: CircuitState,
+        lag: Mapping[tuple[str, int], int] | None,
+    ) -> None:
+        """Set the level gauges; ``lag=None`` keeps the last lag sample (fetching it failed)."""
+        self.jobs_dirty.set(dirty_jobs)
+        self.sync_in_flight.set(in_flight)
+        self.state_jobs.set(jobs)
+        self.circuit_state.set(CIRCUIT_STATE_VALUES[circuit])
+        if lag is not None:
+            self.consumer_lag.clear()  # partitions revoked since the last scrape disappear
+            for (topic, partition), records in lag.items():
+                self.consumer_lag.labels(topic, str(partition)).set(records)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
