@@ -26,6 +26,7 @@ from pydantic import SecretStr
 
 from consumer.config import Settings
 from consumer.domain.job import JobState
+from consumer.domain.results import SuccessRecord
 from consumer.errors import ConfigError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
@@ -33,6 +34,7 @@ from consumer.kafka.admin import TopicPlan, ensure_topology
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.publisher import Ack, ResultPublisher
 from consumer.kafka.source import EventSource
+from consumer.observability.health import WatchedTokens, serve_health
 from consumer.observability.stats import Stats
 from consumer.pipeline import Pipeline, PipelineLimits
 from consumer.state.changelog import ChangelogWriter, RestoreReport, restore
@@ -82,10 +84,17 @@ def endpoints_from(settings: Settings, bootstrap_servers: list[str] | None = Non
 class _Outcomes:
     """The scheduler's durable side: result topics plus the changelog."""
 
-    def __init__(self, publisher: ResultPublisher, changelog: ChangelogWriter) -> None:
-        self.succeeded = publisher.succeeded
+    def __init__(
+        self, publisher: ResultPublisher, changelog: ChangelogWriter, stats: Stats
+    ) -> None:
+        self._publisher = publisher
         self.failed = publisher.failed
         self._changelog = changelog
+        self._stats = stats
+
+    async def succeeded(self, record: SuccessRecord) -> Ack:
+        self._stats.synced(record.latency_ms)  # event-to-sync latency
+        return await self._publisher.succeeded(record)
 
     async def write_state(self, partition: int, state: JobState) -> Ack:
         return await self._changelog.write(partition, state)
@@ -119,6 +128,9 @@ class Running:
     stats: Stats
     pipeline: Pipeline | None = None
     scheduler: SyncScheduler | None = None
+    source: EventSource | None = None
+    #: the bound port of /metrics, /healthz, /readyz (None: not serving)
+    http_port: int | None = None
 
 
 async def run_consumer(
@@ -153,13 +165,20 @@ async def run_consumer(
             )
         )
         stack.push_async_callback(session.close)
-        tokens = ClientCredentialsTokenProvider(
-            session,
-            endpoints.token_url,
-            endpoints.client_id,
-            endpoints.client_secret,
-            settings.gateway.scope,
+        tokens = WatchedTokens(
+            ClientCredentialsTokenProvider(
+                session,
+                endpoints.token_url,
+                endpoints.client_id,
+                endpoints.client_secret,
+                settings.gateway.scope,
+            )
         )
+        if settings.observability.http_port is not None:
+            http = await stack.enter_async_context(
+                serve_health(running, tokens, host="0.0.0.0", port=settings.observability.http_port)
+            )
+            running.http_port = http.port
         gateway = GatewayClient(
             session,
             endpoints.gateway_url,
@@ -183,7 +202,7 @@ async def run_consumer(
         scheduler = SyncScheduler(
             store,
             gateway,
-            _Outcomes(publisher, changelog),
+            _Outcomes(publisher, changelog, stats),
             sync,
             observer,
             circuit=CircuitBreaker(failure_threshold=sync.circuit_failure_threshold),
@@ -240,6 +259,7 @@ async def run_consumer(
         )
         running.pipeline = pipeline
         running.scheduler = scheduler
+        running.source = source
 
         await source.start(pipeline)
         stack.push_async_callback(source.stop)
