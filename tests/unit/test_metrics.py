@@ -1,0 +1,242 @@
+"""Prometheus metrics: what each observer call does to the consumer's registry, and the
+health endpoints served without Kafka (a consumer that has not started yet)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import aiohttp
+import pytest
+
+from consumer.app import Running
+from consumer.domain.results import FailureReason, FailureRecord, SourceInfo
+from consumer.errors import TokenUnavailable
+from consumer.intake import BatchEffect
+from consumer.observability.health import WatchedTokens, readiness, serve_health
+from consumer.observability.metrics import Metrics
+from consumer.observability.stats import Stats
+from consumer.state.changelog import RestoreReport
+from consumer.sync.circuit import CircuitState
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def value(stats: Stats, name: str, **labels: str) -> float | None:
+    return stats.metrics.registry.get_sample_value(name, labels)
+
+
+def invalid(reason: FailureReason) -> FailureRecord:
+    source = SourceInfo.from_message(
+        topic="in", partition=0, offset=1, key=b"k", value=b"{", headers=()
+    )
+    return FailureRecord.for_input(reason=reason, message="bad", source=source, failed_at=NOW)
+
+
+class TestFedByObserverCalls:
+    def test_a_batch_counts_events_invalid_by_reason_and_misrouted_keys(self) -> None:
+        """batch_absorbed feeds consumed, applied, duplicate, invalid{reason} and misrouted."""
+        stats = Stats()
+        effect = BatchEffect(
+            failures=[
+                invalid(FailureReason.invalid_event),
+                invalid(FailureReason.invalid_event),
+                invalid(FailureReason.key_mismatch),
+            ],
+            misrouted=2,
+            applied=5,
+            duplicates=1,
+        )
+        stats.batch_absorbed(effect, records=9)
+        stats.batch_absorbed(BatchEffect(applied=1), records=1)
+        assert value(stats, "basicsync_events_consumed_total") == 10
+        assert value(stats, "basicsync_events_applied_total") == 6
+        assert value(stats, "basicsync_events_duplicate_total") == 1
+        assert value(stats, "basicsync_events_invalid_total", reason="invalid_event") == 2
+        assert value(stats, "basicsync_events_invalid_total", reason="key_mismatch") == 1
+        assert value(stats, "basicsync_misrouted_keys_total") == 2
+        assert stats.events == 10  # the plain totals still work
+
+    def test_requests_count_by_outcome_and_status_with_latency_and_retries(self) -> None:
+        """Each finished request is counted by outcome and status ("none" without a response),
+        observed in the latency histogram, and a retryable one counts as a retry."""
+        stats = Stats()
+        stats.request_finished("accepted", 200, 0.02)
+        stats.request_finished("accepted", 200, 0.03)
+        stats.request_finished("retryable", 503, 0.5)
+        stats.request_finished("retryable", None, 10.0)
+        stats.request_finished("rejected", 422, 0.01)
+        count = "basicsync_sync_requests_total"
+        assert value(stats, count, outcome="accepted", status="200") == 2
+        assert value(stats, count, outcome="retryable", status="503") == 1
+        assert value(stats, count, outcome="retryable", status="none") == 1
+        assert value(stats, count, outcome="rejected", status="422") == 1
+        assert value(stats, "basicsync_sync_request_seconds_count") == 5
+        assert value(stats, "basicsync_sync_request_seconds_sum") == pytest.approx(10.56)
+        assert value(stats, "basicsync_sync_request_seconds_bucket", le="0.025") == 2
+        assert value(stats, "basicsync_sync_retries_total") == 2
+        assert stats.requests["accepted"] == 2
+
+    def test_success_latency_lands_in_the_event_to_sync_histogram(self) -> None:
+        """synced(latency_ms) observes seconds; a success without a latency is not observed."""
+        stats = Stats()
+        stats.synced(1500)
+        stats.synced(None)
+        assert value(stats, "basicsync_event_to_sync_seconds_count") == 1
+        assert value(stats, "basicsync_event_to_sync_seconds_sum") == 1.5
+        assert value(stats, "basicsync_event_to_sync_seconds_bucket", le="1.0") == 0
+        assert value(stats, "basicsync_event_to_sync_seconds_bucket", le="2.0") == 1
+        assert stats.synced_jobs == 2
+
+    def test_circuit_changes_set_the_state_gauge_and_count_openings(self) -> None:
+        """Opening sets the gauge to 1 and counts once; closing sets it back to 0."""
+        stats = Stats()
+        assert value(stats, "basicsync_circuit_state") == 0
+        stats.circuit_changed(True)
+        stats.circuit_changed(True)
+        assert value(stats, "basicsync_circuit_state") == 1
+        assert value(stats, "basicsync_circuit_openings_total") == 1
+        stats.circuit_changed(False)
+        assert value(stats, "basicsync_circuit_state") == 0
+        assert stats.circuit_openings == 1
+
+    def test_restores_record_their_time_and_jobs(self) -> None:
+        """Each restore observes its duration and adds its jobs; ownership sets the gauges."""
+        stats = Stats()
+        stats.ownership_changed({0, 1}, restoring=True)
+        assert value(stats, "basicsync_restoring") == 1
+        stats.restored(
+            RestoreReport((0, 1), jobs=40, records=90, skipped=0, seconds=0.4, end_offsets={})
+        )
+        stats.ownership_changed({0, 1}, restoring=False)
+        assert value(stats, "basicsync_restore_seconds_count") == 1
+        assert value(stats, "basicsync_restore_seconds_sum") == pytest.approx(0.4)
+        assert value(stats, "basicsync_restored_jobs_total") == 40
+        assert value(stats, "basicsync_restoring") == 0
+        assert value(stats, "basicsync_partitions_owned") == 2
+
+
+class TestSampledLevels:
+    def test_sample_sets_levels_and_replaces_lag_per_partition(self) -> None:
+        """Levels are set as sampled; a partition gone from the lag sample disappears."""
+        metrics = Metrics()
+        metrics.sample(
+            dirty_jobs=7,
+            in_flight=3,
+            jobs=120,
+            circuit=CircuitState.HALF_OPEN,
+            lag={("in", 0): 5, ("in", 1): 0},
+        )
+        get = metrics.registry.get_sample_value
+        assert get("basicsync_jobs_dirty") == 7
+        assert get("basicsync_sync_in_flight") == 3
+        assert get("basicsync_state_jobs") == 120
+        assert get("basicsync_circuit_state") == 2
+        assert get("basicsync_consumer_lag", {"topic": "in", "partition": "0"}) == 5
+        metrics.sample(dirty_jobs=0, in_flight=0, jobs=0, circuit=CircuitState.OPEN, lag={})
+        assert get("basicsync_consumer_lag", {"topic": "in", "partition": "0"}) is None
+        assert get("basicsync_circuit_state") == 1
+
+    def test_a_failed_lag_sample_keeps_the_previous_one(self) -> None:
+        """lag=None (positions unavailable mid-rebalance) leaves the last lag values."""
+        metrics = Metrics()
+        metrics.sample(
+            dirty_jobs=0, in_flight=0, jobs=0, circuit=CircuitState.CLOSED, lag={("in", 2): 9}
+        )
+        metrics.sample(dirty_jobs=0, in_flight=0, jobs=0, circuit=CircuitState.CLOSED, lag=None)
+        get = metrics.registry.get_sample_value
+        assert get("basicsync_consumer_lag", {"topic": "in", "partition": "2"}) == 9
+
+    def test_each_consumer_has_its_own_registry(self) -> None:
+        """Two consumers in one process keep separate numbers (no global registry clash)."""
+        first, second = Stats(), Stats()
+        first.batch_absorbed(BatchEffect(), records=3)
+        assert value(first, "basicsync_events_consumed_total") == 3
+        assert value(second, "basicsync_events_consumed_total") == 0
+
+    def test_render_is_prometheus_text(self) -> None:
+        """render() gives the text exposition with HELP and TYPE lines for the metrics."""
+        text = Metrics().render().decode()
+        assert "# TYPE basicsync_events_consumed_total counter" in text
+        assert "# TYPE basicsync_sync_request_seconds histogram" in text
+        assert "# TYPE basicsync_circuit_state gauge" in text
+
+
+class _Tokens:
+    """A token provider that fails while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.failing = False
+
+    async def token(self) -> str:
+        if self.failing:
+            raise TokenUnavailable("token endpoint answered 503", status=503)
+        return "t0ken"
+
+    async def invalidate(self, token: str) -> None:
+        return None
+
+
+class TestWatchedTokens:
+    async def test_remembers_the_outcome_of_the_last_token_request(self) -> None:
+        """ok is None before any request, False after a failure, True after the next success."""
+        inner = _Tokens()
+        tokens = WatchedTokens(inner)
+        assert tokens.ok is None
+        inner.failing = True
+        with pytest.raises(TokenUnavailable):
+            await tokens.token()
+        assert tokens.ok is False
+        assert tokens.error is not None
+        assert "503" in tokens.error
+        inner.failing = False
+        assert await tokens.token() == "t0ken"
+        assert tokens.ok is True
+        assert "t0ken" not in repr(tokens)
+
+
+class TestReadiness:
+    def test_a_consumer_not_yet_started_is_not_ready(self) -> None:
+        """Without a pipeline the partitions check fails; circuit and token pass."""
+        checks = readiness(Running(stats=Stats()), WatchedTokens(_Tokens()))
+        assert not checks["partitions"].ok
+        assert checks["circuit"].ok
+        assert checks["token"].ok
+
+    async def test_a_failed_token_request_fails_the_token_check(self) -> None:
+        """The token check fails after the last token request failed."""
+        inner = _Tokens()
+        inner.failing = True
+        tokens = WatchedTokens(inner)
+        with pytest.raises(TokenUnavailable):
+            await tokens.token()
+        checks = readiness(Running(stats=Stats()), tokens)
+        assert not checks["token"].ok
+
+
+class TestEndpoints:
+    async def test_healthz_readyz_and_metrics_answer_on_a_free_port(self) -> None:
+        """Port 0 binds a free port; /healthz is 200 with uptime, /readyz is 503 naming the
+        failing check, /metrics is Prometheus text."""
+        running = Running(stats=Stats())
+        running.stats.batch_absorbed(BatchEffect(), records=4)
+        async with (
+            serve_health(running, None, host="127.0.0.1", port=0) as server,
+            aiohttp.ClientSession() as http,
+        ):
+            assert server.port > 0
+            base = f"http://127.0.0.1:{server.port}"
+            async with http.get(f"{base}/healthz") as response:
+                assert response.status == 200
+                health = await response.json()
+            async with http.get(f"{base}/readyz") as response:
+                assert response.status == 503
+                ready = await response.json()
+            async with http.get(f"{base}/metrics") as response:
+                assert response.status == 200
+                assert response.headers["Content-Type"].startswith("text/plain")
+                text = await response.text()
+        assert health["status"] == "alive"
+        assert health["uptime_s"] >= 0
+        assert ready["failing"] == ["partitions"]
+        assert ready["checks"]["partitions"] == {"ok": False, "detail": "starting"}
+        assert "basicsync_events_consumed_total 4.0" in text
