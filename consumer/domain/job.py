@@ -18,7 +18,9 @@ To merge out of order, the state keeps, per field, the clock of the write that h
 ``workflowId`` and the other metadata fields by their camelCase name, ``metadata.<key>`` per key
 of the ``metadata.metadata`` map, ``team``, ``hierarchyStack``, ``packetIds``, ``status``, and
 ``completedSteps.<uniqueStepId>`` / ``cancelledSteps.<uniqueStepId>`` per step. A write lands
-only if its clock is later than the held one (last writer wins).
+only if its clock is later than the held one (last writer wins). The changelog stores the map
+grouped by clock (``{"<time> <id>": [paths]}``), as one event usually writes many fields.
+Measured on a 13-event demo job: the changelog value grew from 6849 to 8498 bytes.
 
 Assembly rules, including the choices the design leaves open:
 
@@ -66,9 +68,9 @@ import bisect
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, JsonValue
+from pydantic import BaseModel, BeforeValidator, ConfigDict, JsonValue, PlainSerializer
 from pydantic.alias_generators import to_camel
 
 from consumer.domain.document import (
@@ -112,6 +114,41 @@ Clock = tuple[str, str]
 Candidate = tuple[str, str, JsonValue, bool]
 
 
+def _group_clocks(clocks: dict[str, Clock]) -> dict[str, list[str]]:
+    """Stored form of :attr:`JobState.clocks`: ``"<time> <id>"`` -> the paths that event holds.
+
+    One event usually writes many fields (a first upsert about 15), so this is about a third
+    smaller than one ``[time, id]`` per path. Ordered by clock, paths sorted: equal states give
+    equal bytes.
+    """
+    grouped: dict[str, list[str]] = {}
+    for path, clock in sorted(clocks.items(), key=lambda item: (item[1], item[0])):
+        grouped.setdefault(" ".join(clock), []).append(path)
+    return grouped
+
+
+def _ungroup_clocks(value: Any) -> Any:
+    """Read the stored form back; a key starting with a digit is a clock (paths never are)."""
+    if not isinstance(value, dict):
+        return value
+    clocks: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(key, str) and key[:1].isdigit() and isinstance(item, list | tuple):
+            time, _, event_id = key.partition(" ")
+            clocks.update((path, (time, event_id)) for path in item)
+        else:  # ``path: [time, id]``; strict validation wants the tuple
+            clocks[key] = tuple(item) if isinstance(item, list) else item
+    return clocks
+
+
+#: Field path -> clock, stored grouped by clock (see :func:`_group_clocks`).
+FieldClocks = Annotated[
+    dict[str, Clock],
+    BeforeValidator(_ungroup_clocks),
+    PlainSerializer(_group_clocks, return_type=dict[str, list[str]]),
+]
+
+
 class SyncMode(StrEnum):
     """When a job is posted: after every change, or only once it is Completed/Aborted."""
 
@@ -147,7 +184,7 @@ class JobState(BaseModel):
     #: When the last successful sync was recorded.
     synced_at: datetime | None = None
     #: Field path -> clock of the write holding it, for written fields (see the module doc).
-    clocks: dict[str, Clock] = {}
+    clocks: FieldClocks = {}
     #: Clock of the earliest terminal status; non-terminal status changes after it are ignored.
     terminal_clock: Clock | None = None
     #: Clocks of the ``jobExclusion`` entries, in the same (clock) order.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -509,6 +510,22 @@ class TestArrivalOrder:
             "metadata.k": ("2026-01-01T10:00:00.000000Z", "u1"),
             "completedSteps.s1": ("2026-01-01T10:01:00.000000Z", "s1"),
         }
+
+    def test_clocks_stored_grouped_by_event(self) -> None:
+        """The changelog stores the clocks grouped by event; both forms read back."""
+        state = run(
+            ev(EventType.upserted, {"team": "t", "jobTitle": "j"}, "u1", at(0)),
+            ev(EventType.step_completed, step("s1", 1), "s1", at(1)),
+        )
+        stored = json.loads(state.to_json_bytes())["clocks"]
+        assert stored == {
+            "2026-01-01T10:00:00.000000Z u1": ["jobTitle", "team"],
+            "2026-01-01T10:01:00.000000Z s1": ["completedSteps.s1"],
+        }
+        assert JobState.from_json_bytes(state.to_json_bytes()) == state
+        by_path = {path: list(clock) for path, clock in state.clocks.items()}
+        raw = {**json.loads(state.to_json_bytes()), "clocks": by_path}
+        assert JobState.model_validate_json(json.dumps(raw)) == state
 
     def test_state_without_clocks(self) -> None:
         """A changelog value written before clocks existed still loads; events overwrite its
