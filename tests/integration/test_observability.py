@@ -1,0 +1,140 @@
+"""The HTTP endpoints of a running consumer: real broker, the sandbox in process, a gateway
+outage that opens and closes the circuit."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from consumer.config import Settings
+from consumer.demo import DemoPlan, build_demo
+from consumer.sandbox import Sandbox
+from tests.integration.harness import (
+    MakeTopic,
+    consumer_running,
+    new_topics,
+    produce,
+    settings_for,
+    wait_converged,
+)
+
+pytestmark = pytest.mark.integration
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def with_http_port(settings: Settings, port: int = 0) -> Settings:
+    observability = settings.observability.model_copy(update={"http_port": port})
+    return settings.model_copy(update={"observability": observability})
+
+
+async def get_json(http: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+    async with http.get(url) as response:
+        return response.status, await response.json()
+
+
+async def scrape(http: aiohttp.ClientSession, url: str) -> Samples:
+    """Every sample of ``/metrics`` by (name, sorted labels)."""
+    async with http.get(url) as response:
+        assert response.status == 200
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+async def until(check: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await check():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"not within {within}s: {what}")
+
+
+class TestCircuitOnTheEndpoints:
+    async def test_readiness_and_metrics_follow_the_circuit_through_an_outage(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """/readyz is 200 once partitions are restored; a gateway outage opens the circuit,
+        so /readyz answers 503 naming the circuit and basicsync_circuit_state is 1; after the
+        outage both return to 200 and 0. /metrics counts requests by outcome and status and
+        shows consumer lag per input partition; /healthz answers throughout."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=40, seed=23))
+        half = len(demo.events) // 2
+        settings = with_http_port(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, circuit_failure_threshold=3)
+        )
+        async with (
+            consumer_running(settings) as (running, task),
+            aiohttp.ClientSession() as http,
+        ):
+            await until(
+                lambda: _async(running.http_port is not None), within=30, what="HTTP port bound"
+            )
+            base = f"http://127.0.0.1:{running.http_port}"
+
+            async def ready_is(status: int) -> bool:
+                return (await get_json(http, f"{base}/readyz"))[0] == status
+
+            await until(lambda: ready_is(200), within=30, what="/readyz 200 after restore")
+            await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
+            await until(
+                lambda: _async(running.stats.requests["accepted"] >= 5),
+                within=60,
+                what="some jobs synced before the outage",
+            )
+
+            await sandbox_in_process.outage(8, "503")
+            await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
+            await until(lambda: ready_is(503), within=30, what="/readyz 503 during the outage")
+            status, body = await get_json(http, f"{base}/readyz")
+            health_status, health = await get_json(http, f"{base}/healthz")
+            during = await scrape(http, f"{base}/metrics")
+
+            await wait_converged(sandbox_in_process, demo.expected, within=90, consumer=task)
+            await until(lambda: ready_is(200), within=30, what="/readyz 200 after the outage")
+            after = await scrape(http, f"{base}/metrics")
+
+        assert status == 503
+        assert "circuit" in body["failing"]
+        assert body["checks"]["circuit"]["ok"] is False
+        assert body["checks"]["circuit"]["detail"] in ("open", "half_open")
+        assert body["checks"]["partitions"]["ok"] is True
+        assert health_status == 200
+        assert health["status"] == "alive"
+        assert during[("basicsync_circuit_state", ())] in (1, 2)
+
+        assert after[("basicsync_circuit_state", ())] == 0
+        assert after[("basicsync_circuit_openings_total", ())] >= 1
+        accepted = (("outcome", "accepted"), ("status", "200"))
+        retryable = (("outcome", "retryable"), ("status", "503"))
+        assert after[("basicsync_sync_requests_total", accepted)] >= len(demo.expected)
+        assert after[("basicsync_sync_requests_total", retryable)] >= 3
+        assert after[("basicsync_sync_retries_total", ())] >= 3
+        assert after[("basicsync_events_consumed_total", ())] == len(demo.events)
+        assert after[("basicsync_event_to_sync_seconds_count", ())] >= len(demo.expected)
+        assert after[("basicsync_sync_request_seconds_count", ())] >= len(demo.expected)
+        lag = {
+            labels: value
+            for (name, labels), value in after.items()
+            if name == "basicsync_consumer_lag"
+        }
+        assert {dict(labels)["partition"] for labels in lag} == {"0", "1"}
+        assert {dict(labels)["topic"] for labels in lag} == set(topics.inputs)
+        assert all(value == 0 for value in lag.values()), lag
+        assert after[("basicsync_partitions_owned", ())] == 2
+        assert after[("basicsync_state_jobs", ())] == len(demo.expected)
+
+
+async def _async(value: bool) -> bool:
+    return value
