@@ -29,7 +29,6 @@ CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
 STATE_DIR="${KAFKA_STATE_DIR:-${TMPDIR:-/tmp}/basicsync-kafka-$PORT}"
 DATA_DIR="$STATE_DIR/data"
 CONFIG="$STATE_DIR/server.properties"
-PROBE_CONFIG="$STATE_DIR/probe.properties"
 PID_FILE="$STATE_DIR/kafka.pid"
 LOG_FILE="$STATE_DIR/broker.log"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
@@ -123,18 +122,25 @@ who_listens() {
     ss -Hltnp "sport = :$1" 2>/dev/null | sed 's/^/    /' >&2 || true
 }
 
-# A real metadata request (Admin.listTopics) through Kafka's own TopicCommand.
+# Ask the broker for metadata (Metadata v4, no topics) over bash's /dev/tcp, without starting a
+# JVM: it is ready when it answers our correlation id with at least one live (unfenced) broker.
 answers_metadata() {
-    timeout 20 "$JAVA" -Xmx128m -cp "$LIBS/*" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
-        -Dlog4j2.level=WARN org.apache.kafka.tools.TopicCommand \
-        --bootstrap-server "$BOOTSTRAP" --command-config "$PROBE_CONFIG" --list >/dev/null 2>&1
+    local reply
+    reply="$(
+        exec 2>/dev/null 3<>"/dev/tcp/127.0.0.1/$PORT" || exit 1
+        # size 16 | api_key 3, api_version 4, correlation_id 1, client_id "p" | topics [], no auto-create
+        printf '\x00\x00\x00\x10\x00\x03\x00\x04\x00\x00\x00\x01\x00\x01p\x00\x00\x00\x00\x00' >&3
+        # size, correlation_id, throttle_time_ms, broker count
+        timeout 5 head -c 16 <&3 | od -An -tx1 | tr -d ' \n'
+    )" || return 1
+    [[ "$reply" =~ ^[0-9a-f]{8}00000001[0-9a-f]{8}([0-9a-f]{8})$ ]] || return 1
+    ((16#${BASH_REMATCH[1]} > 0))
 }
 
 write_config() {
     mkdir -p "$STATE_DIR"
     sed -e "s#@PORT@#$PORT#g" -e "s#@CONTROLLER_PORT@#$CONTROLLER_PORT#g" \
         -e "s#@DATA_DIR@#$DATA_DIR#g" "$HERE/server.properties.template" >"$CONFIG"
-    printf 'request.timeout.ms=3000\ndefault.api.timeout.ms=5000\n' >"$PROBE_CONFIG"
 }
 
 format_storage() {
@@ -142,8 +148,9 @@ format_storage() {
     local cluster_id
     # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding.
     cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
-    "$JAVA" -cp "$LIBS/*" -Dlog4j2.configurationFile="$HERE/log4j2.properties" \
-        kafka.tools.StorageTool format --ignore-formatted \
+    # A short-lived JVM: skip the optimising compiler, start faster.
+    "$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "$LIBS/*" \
+        -Dlog4j2.configurationFile="$HERE/log4j2.properties" kafka.tools.StorageTool format --ignore-formatted \
         --cluster-id "$cluster_id" --config "$CONFIG" >>"$LOG_FILE" 2>&1 ||
         die "formatting $DATA_DIR failed; see $LOG_FILE"
 }
@@ -156,11 +163,11 @@ wait_until_ready() {
             rm -f "$PID_FILE"
             die "the broker exited during start (log above, all of it in $LOG_FILE)"
         fi
-        if port_open "$PORT" && answers_metadata; then
+        if answers_metadata; then
             say "Kafka $KAFKA_VERSION is up at $BOOTSTRAP (pid $pid, $((SECONDS - started)) s)"
             return 0
         fi
-        sleep 0.5
+        sleep 0.2
     done
     tail -n 40 "$LOG_FILE" >&2 || true
     die "the broker did not answer a metadata request within ${START_TIMEOUT} s (pid $pid; $LOG_FILE)"
@@ -188,6 +195,8 @@ cmd_start() {
     done
     ensure_jars
     write_config
+    # One log per broker process; the previous one stays as broker.log.1.
+    if [[ -f "$LOG_FILE" ]]; then mv -f "$LOG_FILE" "$LOG_FILE.1"; fi
     format_storage
     # setsid: the broker outlives the shell that started it and ignores its terminal's signals;
     # no inherited stdin/stdout, so callers that capture this script's output do not hang.
