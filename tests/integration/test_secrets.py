@@ -1,0 +1,164 @@
+"""Secrets never leave the process: ``basicsync run`` as a subprocess with a distinctive client
+secret, its whole output and its result records searched for the secret and the bearer tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+from pydantic import SecretStr
+
+from consumer.demo import DemoPlan, build_demo
+from consumer.sandbox import Sandbox, SandboxSettings, run_sandbox
+from tests.integration.harness import (
+    MakeTopic,
+    consumer_env,
+    eventually,
+    new_topics,
+    produce,
+    settings_for,
+    tail,
+    wait_converged,
+)
+
+pytestmark = pytest.mark.integration
+
+CLIENT_ID = "secret-test-client"
+SECRET = "s3cr3t-Zq8vX2-never-log-me-7Kp4"
+
+
+@asynccontextmanager
+async def sandbox_with(secret: str) -> AsyncIterator[Sandbox]:
+    """An in-process sandbox that knows ``CLIENT_ID`` with ``secret``."""
+    async with run_sandbox(SandboxSettings(client_id=CLIENT_ID, client_secret=secret)) as sandbox:
+        yield sandbox
+
+
+async def collect_tokens(sandbox: Sandbox, seen: set[str], stop: asyncio.Event) -> None:
+    """Remember every token the sandbox knows (expired ones are dropped from its state)."""
+    while not stop.is_set():
+        seen.update(sandbox.state.tokens)
+        await asyncio.sleep(0.02)
+
+
+async def raw_values(bootstrap: str, topic: str) -> list[bytes]:
+    """Every record value and key on ``topic`` now, as bytes."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    found: list[bytes] = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=1000):
+            for messages in batch.values():
+                for message in messages:
+                    found += [part for part in (message.key, message.value) if part]
+    finally:
+        await consumer.stop()
+    return found
+
+
+def spawn_consumer(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    """``python -m consumer run`` with ``env``, all its output (stdout and stderr) to a file."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run"],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def stop_process(process: subprocess.Popen[bytes]) -> int:
+    """SIGTERM, then wait in a thread so the in-process sandbox keeps serving meanwhile."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return await asyncio.to_thread(process.wait, 60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        await asyncio.to_thread(process.wait, 10)
+        raise
+
+
+def leaks(text: bytes, secrets: Iterable[str]) -> list[str]:
+    """Which of ``secrets`` occur in ``text`` (shown shortened, so the failure is no leak)."""
+    return [f"{s[:6]}..." for s in secrets if s and s.encode() in text]
+
+
+class TestSecretsNeverLogged:
+    async def test_a_run_that_syncs_jobs_logs_neither_the_secret_nor_a_token(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
+    ) -> None:
+        """A debug-level run syncs demo jobs across a token revocation (401, a fresh token);
+        its whole output and its result records contain neither the client secret nor any
+        bearer token the sandbox issued."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=20, seed=41))
+        half = len(demo.events) // 2
+        log_path = tmp_path / "consumer.log"
+        tokens: set[str] = set()
+        stop_collecting = asyncio.Event()
+        async with sandbox_with(SECRET) as sandbox:
+            collector = asyncio.create_task(collect_tokens(sandbox, tokens, stop_collecting))
+            settings = settings_for(kafka_bootstrap, sandbox, topics)
+            env = consumer_env(settings) | {"BASICSYNC_OBSERVABILITY__LOG_LEVEL": "debug"}
+            process = spawn_consumer(env, log_path)
+            try:
+                await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
+                synced_some = await eventually(lambda: len(sandbox.state.jobs) > 0, within=60)
+                assert synced_some, tail(str(log_path))
+                sandbox.revoke_tokens()
+                await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
+                await wait_converged(sandbox, demo.expected, within=90)
+            finally:
+                code = await stop_process(process)
+                stop_collecting.set()
+                await collector
+        output = log_path.read_bytes()
+        assert code == 0, tail(str(log_path))
+        assert b"token_fetched" in output, "the run never logged a token fetch"
+        assert b"token_invalidated" in output, "the revoked token was never refused"
+        assert len(tokens) >= 2, "no fresh token after the revocation"
+        assert leaks(output, [SECRET, *tokens]) == []
+        for topic in (topics.succeeded, topics.failed, topics.state):
+            records = b"\n".join(await raw_values(kafka_bootstrap, topic))
+            assert leaks(records, [SECRET, *tokens]) == [], topic
+        assert await raw_values(kafka_bootstrap, topics.succeeded)
+
+    async def test_a_refused_secret_is_not_logged_either(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
+    ) -> None:
+        """When the token endpoint refuses the configured secret (a typo in the Secret), the
+        run reports the refusal without ever printing the secret it sent."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=3, seed=43))
+        wrong = SECRET + "-wrong-Jh5"
+        log_path = tmp_path / "consumer.log"
+        async with sandbox_with(SECRET) as sandbox:
+            settings = settings_for(kafka_bootstrap, sandbox, topics)
+            gateway = settings.gateway.model_copy(update={"client_secret": SecretStr(wrong)})
+            env = consumer_env(settings.model_copy(update={"gateway": gateway}))
+            env["BASICSYNC_OBSERVABILITY__LOG_LEVEL"] = "debug"
+            process = spawn_consumer(env, log_path)
+            try:
+                await produce(kafka_bootstrap, topics.inputs, demo.events)
+                deadline = time.monotonic() + 60
+                while b"token_fetch_failed" not in log_path.read_bytes():
+                    assert time.monotonic() < deadline, tail(str(log_path))
+                    assert process.poll() is None, tail(str(log_path))
+                    await asyncio.sleep(0.2)
+                await asyncio.sleep(1)  # a probe or two more
+            finally:
+                await stop_process(process)
+        output = log_path.read_bytes()
+        assert leaks(output, [wrong, SECRET]) == []
+        for topic in (topics.succeeded, topics.failed):
+            assert leaks(b"\n".join(await raw_values(kafka_bootstrap, topic)), [wrong]) == []
