@@ -30,6 +30,16 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "consumer.commands.config",
         "print the settings reference (environment variables, defaults)",
     ),
+    "demo": ("consumer.commands.demo", "stream realistic demo job events to the input topics"),
+    "redrive": (
+        "consumer.commands.redrive",
+        "re-send failed input events or re-sync failed jobs (dry run unless --apply)",
+    ),
+    "inspect": ("consumer.commands.inspect", "print a job's state and sync status (changelog)"),
+    "check": (
+        "consumer.commands.check",
+        "check settings, Kafka, topics and WorkfloPlus; the exit code says what failed",
+    ),
 }
 
 

@@ -1,0 +1,144 @@
+"""``basicsync inspect JOB_ID``: a job's state and sync status, read from the changelog.
+
+The changelog is the source of truth for job state (DESIGN section 2). A job lives in the
+changelog partition its key hashes to (the Java default partitioner, like the input topics), so
+only that one partition is read, from the beginning to its current end; the consumer is not
+disturbed (no group, nothing committed). Prints one JSON object on stdout.
+
+Exit codes: 0 the job is known, 1 it is not, 2 invalid settings, 3 Kafka unreachable or the
+changelog topic missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
+
+from consumer.config import Settings, load_settings
+from consumer.domain.basicsync import body_sha256, build_body, encode_body
+from consumer.domain.job import JobState
+from consumer.errors import ConfigError, TopicLayoutError
+from consumer.intake import hashes_to
+from consumer.kafka.admin import partition_counts
+from consumer.kafka.connection import client_kwargs
+from consumer.observability.logging import configure_logging
+from consumer.state.changelog import restore
+
+EXIT_UNKNOWN = 1
+EXIT_SETTINGS = 2
+EXIT_KAFKA = 3
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job_id", metavar="JOB_ID", help="the clientJobId")
+    parser.add_argument(
+        "--body", action="store_true", help="also print the basicSync body the state would post"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    settings = tool_settings()
+    if settings is None:
+        return EXIT_SETTINGS
+    try:
+        found = asyncio.run(read_job_states(settings, [args.job_id]))
+    except (KafkaError, TopicLayoutError, OSError) as exc:
+        print(f"basicsync inspect: {exc}", file=sys.stderr)
+        return EXIT_KAFKA
+    if args.job_id not in found:
+        print(f"basicsync inspect: unknown job {args.job_id!r}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    partition, state = found[args.job_id]
+    print(json.dumps(describe(state, partition, body=args.body), indent=2))
+    return 0
+
+
+def tool_settings() -> Settings | None:
+    """Settings for an operator tool: invalid ones (or no broker) are printed, not raised."""
+    try:
+        settings = load_settings()
+        bootstrap_servers(settings)
+    except ConfigError as exc:
+        print(f"basicsync: {exc}", file=sys.stderr)
+        return None
+    # Tools print their own results on stdout; the library's logs are only for trouble.
+    level = "debug" if settings.observability.log_level == "debug" else "warning"
+    configure_logging(settings.observability.log_format, level)
+    return settings
+
+
+def bootstrap_servers(settings: Settings) -> list[str]:
+    """The brokers; operator tools never start the embedded development broker."""
+    if settings.kafka.bootstrap_servers is None:
+        raise ConfigError(
+            "BASICSYNC_KAFKA__BOOTSTRAP_SERVERS is not set (this command needs a running broker)"
+        )
+    return settings.kafka.bootstrap_servers
+
+
+async def read_job_states(
+    settings: Settings, job_ids: Iterable[str]
+) -> dict[str, tuple[int, JobState]]:
+    """``clientJobId -> (changelog partition, state)`` for the jobs the changelog holds.
+
+    Each needed partition is read once, whatever the number of jobs in it.
+    """
+    kafka = client_kwargs(settings.kafka, bootstrap_servers(settings))
+    topic = settings.state_topic
+    admin = AIOKafkaAdminClient(**kafka)
+    await admin.start()
+    try:
+        counts = await partition_counts(admin, [topic])
+    finally:
+        await admin.close()
+    if topic not in counts:
+        raise TopicLayoutError(f"changelog topic {topic} does not exist")
+    where = {job: hashes_to(job.encode(), counts[topic]) for job in job_ids}
+    states, _ = await restore(
+        lambda: AIOKafkaConsumer(**kafka, group_id=None, enable_auto_commit=False),
+        topic,
+        set(where.values()),
+    )
+    return {
+        job: (partition, states[partition][job])
+        for job, partition in where.items()
+        if job in states.get(partition, {})
+    }
+
+
+def describe(state: JobState, partition: int, *, body: bool) -> dict[str, Any]:
+    """The sync status of ``state`` as JSON data (camelCase, like the result records)."""
+    encoded = encode_body(state)
+    sha = body_sha256(encoded)
+    out: dict[str, Any] = {
+        "clientJobId": state.client_job_id,
+        "changelogPartition": partition,
+        "status": state.status,
+        "version": state.version,
+        "syncedVersion": state.synced_version,
+        "syncedSha256": state.synced_sha256,
+        "bodySha256": sha,
+        # The consumer records a final outcome (accepted, or reported as failed) as "synced",
+        # so this says the consumer has nothing left to do for the job, not that WorkfloPlus
+        # accepted it: the result topics say that.
+        "settled": state.version == state.synced_version and sha == state.synced_sha256,
+        "jobId": state.job_id,
+        "firstUnsyncedAt": _iso(state.first_unsynced_at),
+        "updatedAt": _iso(state.updated_at),
+        "syncedAt": _iso(state.synced_at),
+    }
+    if body:
+        out["body"] = build_body(state)
+    return out
+
+
+def _iso(value: Any) -> str | None:
+    return None if value is None else str(value.isoformat())
