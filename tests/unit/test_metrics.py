@@ -3,7 +3,9 @@ health endpoints served without Kafka (a consumer that has not started yet)."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -159,6 +161,18 @@ class TestSampledLevels:
         assert "# TYPE basicsync_events_consumed_total counter" in text
         assert "# TYPE basicsync_sync_request_seconds histogram" in text
         assert "# TYPE basicsync_circuit_state gauge" in text
+
+
+class TestDocumented:
+    def test_operations_guide_lists_exactly_the_metrics_of_the_registry(self) -> None:
+        """docs/operations.md's metrics table names every exported metric and no other."""
+        guide = (Path(__file__).parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
+        documented = set(re.findall(r"^\| `(basicsync_[a-z_]+)` \|", guide, re.MULTILINE))
+        exported = set()
+        for family in Metrics().registry.collect():
+            kind = family.type
+            exported.add(family.name + "_total" if kind == "counter" else family.name)
+        assert documented == exported
 
 
 class _Tokens:
