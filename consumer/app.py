@@ -1,6 +1,7 @@
 """Wiring and lifecycle: every resource opened in one place, closed in one documented order.
 
-Start: check topics (co-partitioning, create internal ones), open the HTTP session and the
+Start: check topics (co-partitioning, create internal ones), open the HTTP session, the
+``/metrics``, ``/healthz``, ``/readyz`` server (when ``observability.http_port`` is set) and the
 producer, then join the group; state restore happens inside the assignment callback.
 
 Shutdown (``stop`` set by a signal, or a fatal error in any task):
@@ -98,6 +99,9 @@ class _Outcomes:
 
     async def write_state(self, partition: int, state: JobState) -> Ack:
         return await self._changelog.write(partition, state)
+
+    async def make_durable(self, partition: int, state: JobState) -> None:
+        await self._changelog.make_durable(partition, state)
 
 
 class _CircuitPausesSource:
@@ -254,6 +258,7 @@ async def run_consumer(
                 max_event_bytes=settings.kafka.max_event_bytes,
                 revoke_deadline_s=sync.shutdown_deadline_s,
                 retention_s=sync.retention_s,
+                checkpoint_interval_s=settings.kafka.checkpoint_interval_ms / 1000,
             ),
             stats,
         )
