@@ -85,6 +85,11 @@ class KafkaSettings(_Section):
     ssl_keyfile: Path | None = Field(default=None, description="client key (mTLS)")
     session_timeout_ms: int = Field(default=45_000, ge=6_000)
     max_poll_records: int = Field(default=2_000, ge=1, description="records per fetch batch")
+    checkpoint_interval_ms: int = Field(
+        default=1_000,
+        ge=10,
+        description="how often absorbed events are made durable and their offsets committed",
+    )
     max_event_bytes: int = Field(
         default=1_000_000, ge=1_024, description="larger events go to the failure topic"
     )

@@ -1,18 +1,21 @@
 """The consume loop and partition ownership: the order of operations that loses nothing.
 
-For each fetched batch, under one lock shared with the rebalance callbacks:
+Each fetched batch is reduced into the store (``intake.absorb``, no I/O) and its changed jobs
+are handed to the scheduler at once. Every ``checkpoint_interval`` (and before a revoke or a
+stop), under one lock shared with the rebalance callbacks:
 
-1. reduce the events into the store (``intake.absorb``, no I/O);
-2. write the changed job states to their changelog partitions and the unusable events to the
-   failure topic, and wait until the broker has acknowledged every one of them;
-3. commit the input offsets of the batch;
-4. hand the changed jobs to the scheduler, which posts them from the store.
+1. the jobs changed since the last checkpoint are written to their changelog partitions (once
+   each, however many events they got) and the unusable events to the failure topic;
+2. once the broker has acknowledged all of them, the input offsets are committed.
 
-A crash before 3 replays the batch; the reducer ignores event ids it has already applied, so
-the replay changes nothing that was already durable. On assignment a partition's state is
-restored from its changelog partition before any of its events is processed (the callback
-runs before the first fetch); on revoke its requests are finished or abandoned and its state
-dropped.
+The scheduler never posts a state that is not durable: before each request it writes the
+state to the changelog unless that version is already there. So a crash at any instant
+replays at most one checkpoint interval of events, the reducer ignores the event ids it has
+already applied, and every state restored after a crash contains every state ever posted.
+
+On assignment a partition's state is restored from its changelog partition before any of its
+events is processed (the callback runs before the first fetch); on revoke the pending effects
+are checkpointed, its requests are finished or abandoned, and its state dropped.
 """
 
 from __future__ import annotations
@@ -22,14 +25,15 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from consumer.domain.job import JobState, is_terminal
-from consumer.intake import BatchEffect, absorb
-from consumer.kafka.publisher import ResultPublisher
+from consumer.domain.results import FailureRecord
+from consumer.intake import BatchEffect, SourceRecord, absorb
+from consumer.kafka.publisher import Ack, ResultPublisher
 from consumer.kafka.source import EventSource
 from consumer.state.changelog import ChangelogWriter, RestoreReport
 from consumer.state.store import JobStore
@@ -55,6 +59,8 @@ class PipelineLimits:
     max_event_bytes: int
     revoke_deadline_s: float
     retention_s: float
+    checkpoint_interval_s: float = 1.0
+    checkpoint_max_jobs: int = 20_000
     fetch_timeout_ms: int = 500
 
 
@@ -88,6 +94,10 @@ class Pipeline:
         self._observer = observer
         self._wall_clock = wall_clock
         self._lock = asyncio.Lock()
+        # What was absorbed since the last checkpoint.
+        self._pending_jobs: dict[str, int] = {}
+        self._pending_failures: list[FailureRecord] = []
+        self._pending_offsets: dict[tuple[str, int], int] = {}
         self._owned: set[int] = set()
         self._restoring = False
         #: changelog end offset each owned partition had when we last knew it to be ours alone
@@ -111,6 +121,7 @@ class Pipeline:
 
     async def partitions_revoked(self, partitions: set[int]) -> None:
         async with self._lock:
+            await self._checkpoint()
             await self._scheduler.release_partitions(partitions, self._limits.revoke_deadline_s)
             await self._flush()
             for partition in partitions:
@@ -133,6 +144,7 @@ class Pipeline:
 
     async def _take(self, partitions: set[int]) -> None:
         for partition in self._store.partitions() - partitions:
+            self._changelog.forget(self._store.jobs_in(partition))
             self._store.drop_partition(partition)
             self._known_end.pop(partition, None)
         ends = await self._changelog_end_offsets(partitions)
@@ -143,6 +155,7 @@ class Pipeline:
         if to_restore:
             restored, report = await self._restore(to_restore)
             for partition, states in restored.items():
+                self._changelog.forget(self._store.jobs_in(partition))
                 self._store.replace_partition(partition, states)
                 self._known_end[partition] = report.end_offsets.get(partition, 0)
             self._observer.restored(report)
@@ -162,41 +175,69 @@ class Pipeline:
     # -- the consume loop ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fetch, absorb, make durable, commit, schedule: until ``stop`` is set."""
+        """Fetch and absorb continuously; checkpoint every ``checkpoint_interval_s``.
+
+        Ends with a last checkpoint once ``stop`` is set, so a clean stop replays nothing.
+        """
+        next_checkpoint = time.monotonic() + self._limits.checkpoint_interval_s
         while not stop.is_set():
-            records = await self._source.fetch(self._limits.fetch_timeout_ms)
-            if not records:
-                continue
+            wait_ms = max(int((next_checkpoint - time.monotonic()) * 1000), 0)
+            records = await self._source.fetch(min(self._limits.fetch_timeout_ms, wait_ms))
             async with self._lock:
                 owned = [r for r in records if r.partition in self._owned]
                 if owned:
-                    await self._process(owned)
+                    self._absorb(owned)
+                if (
+                    time.monotonic() >= next_checkpoint
+                    or len(self._pending_jobs) >= self._limits.checkpoint_max_jobs
+                ):
+                    await self._checkpoint()
+                    next_checkpoint = time.monotonic() + self._limits.checkpoint_interval_s
+        async with self._lock:
+            await self._checkpoint()
 
-    async def _process(self, records: list[Any]) -> None:
-        now = self._wall_clock()
+    def _absorb(self, records: list[SourceRecord]) -> None:
         effect = absorb(
             self._store,
             records,
-            now=now,
+            now=self._wall_clock(),
             partition_count=self._limits.partition_count,
             max_event_bytes=self._limits.max_event_bytes,
         )
-        acks = [
-            await self._changelog.write(effect.partitions[job], state)
-            for job, state in effect.changed.items()
-        ]
-        acks += [await self._publisher.failed(failure) for failure in effect.failures]
+        self._pending_jobs.update(effect.partitions)
+        self._pending_failures.extend(effect.failures)
+        self._pending_offsets.update(effect.next_offsets)
+        self._observer.batch_absorbed(effect, len(records))
+        for job in effect.changed:
+            self._scheduler.mark_dirty(job, effect.offsets_by_job.get(job, ()))
+
+    async def _checkpoint(self) -> None:
+        """Make every absorbed event's effect durable, then commit the offsets below them.
+
+        Changed jobs are written once per checkpoint however many events they got (unless
+        the scheduler already wrote that version before posting it).
+        """
+        if not self._pending_offsets:
+            return
+        acks: list[Ack] = []
+        for job, partition in self._pending_jobs.items():
+            state = self._store.get(job)
+            if state is not None and not self._changelog.is_durable(state):
+                acks.append(await self._changelog.write(partition, state))
+        for failure in self._pending_failures:
+            acks.append(await self._publisher.failed(failure))
         if acks:
             await asyncio.gather(*acks)
-        self._observer.batch_absorbed(effect, len(records))
+        offsets = self._pending_offsets
+        self._pending_jobs = {}
+        self._pending_failures = []
+        self._pending_offsets = {}
         try:
-            await self._source.commit(effect.next_offsets)
+            await self._source.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:
             # The group moved on; the new owner replays these events and the reducer
             # recognises every one of them, so nothing is lost or doubled.
             log.warning("commit_skipped_after_rebalance", error=type(exc).__name__)
-        for job in effect.changed:
-            self._scheduler.mark_dirty(job, effect.offsets_by_job.get(job, ()))
 
     # -- retention -------------------------------------------------------------------------------
 

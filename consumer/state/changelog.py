@@ -28,12 +28,37 @@ class ChangelogWriter:
         self._producer = producer
         self.topic = topic
         self.last_offsets: dict[int, int] = {}
+        #: highest job version the broker has acknowledged, per job
+        self._durable: dict[str, int] = {}
 
     async def write(self, partition: int, state: JobState) -> asyncio.Future[Any]:
         """Queue ``state``; the returned future resolves once the broker has it."""
-        return await self._send(partition, state.client_job_id, state.to_json_bytes())
+        future = await self._send(partition, state.client_job_id, state.to_json_bytes())
+        job, version = state.client_job_id, state.version
+
+        def acknowledged(done: asyncio.Future[Any]) -> None:
+            if not done.cancelled() and done.exception() is None:
+                self._durable[job] = max(self._durable.get(job, 0), version)
+
+        future.add_done_callback(acknowledged)
+        return future
+
+    def is_durable(self, state: JobState) -> bool:
+        """True when the changelog already holds this version (or a later one) of the job."""
+        return self._durable.get(state.client_job_id, 0) >= state.version
+
+    async def make_durable(self, partition: int, state: JobState) -> None:
+        """Write ``state`` and wait for the broker, unless that version is already there."""
+        if not self.is_durable(state):
+            await (await self.write(partition, state))
+
+    def forget(self, client_job_ids: Iterable[str]) -> None:
+        """Jobs of a partition this member no longer owns."""
+        for job in client_job_ids:
+            self._durable.pop(job, None)
 
     async def tombstone(self, partition: int, client_job_id: str) -> asyncio.Future[Any]:
+        self._durable.pop(client_job_id, None)
         return await self._send(partition, client_job_id, None)
 
     async def _send(self, partition: int, key: str, value: bytes | None) -> asyncio.Future[Any]:

@@ -56,6 +56,9 @@ class Outcomes(Protocol):
 
     async def write_state(self, partition: int, state: JobState) -> Ack: ...
 
+    async def make_durable(self, partition: int, state: JobState) -> None:
+        """Return once the changelog holds ``state``'s version (written now if needed)."""
+
 
 class SchedulerObserver(Protocol):
     """Hooks for metrics and the circuit's effect on consumption."""
@@ -272,6 +275,9 @@ class SyncScheduler:
         if sha == state.synced_sha256:
             await self._settle(job, partition, state, sha, state.job_id)
             return
+        # Never post what a crash could take back: the restored state must contain every
+        # state ever posted, or a restart could post an older document over a newer one.
+        await self._outcomes.make_durable(partition, state)
         sent_offsets = len(entry.offsets)
         entry.attempts += 1
         started = self._clock()

@@ -150,6 +150,7 @@ class FakeOutcomes:
         self.successes: list[SuccessRecord] = []
         self.failures: list[FailureRecord] = []
         self.states: list[tuple[int, JobState]] = []
+        self.durable: list[tuple[int, int]] = []
 
     async def succeeded(self, record: SuccessRecord) -> asyncio.Future[Any]:
         self.successes.append(record)
@@ -164,6 +165,9 @@ class FakeOutcomes:
     async def write_state(self, partition: int, state: JobState) -> asyncio.Future[Any]:
         self.states.append((partition, state))
         return _done()
+
+    async def make_durable(self, partition: int, state: JobState) -> None:
+        self.durable.append((partition, state.version))
 
 
 class RecordingObserver:
