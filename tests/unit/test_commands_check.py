@@ -1,0 +1,52 @@
+"""``basicsync check`` without a broker: settings errors and unreachable endpoints."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.cli import main
+from consumer.commands.check import Check
+
+
+class TestCheckLine:
+    def test_lines_start_with_ok_or_fail(self) -> None:
+        """One aligned line per check, name then detail."""
+        assert Check("kafka", True, "b:9092", 0).line() == "ok    kafka: b:9092"
+        assert Check("token", False, "refused", 5).line() == "FAIL  token: refused"
+
+
+class TestCheckExitCodes:
+    def test_invalid_settings_exit_2(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A bad variable is named on a FAIL line and nothing else is tried."""
+        monkeypatch.setenv("BASICSYNC_SYNC__DEBOUNCE_MS", "-5")
+        assert main(["check"]) == 2
+        out = capsys.readouterr().out
+        assert out.startswith("FAIL  settings:")
+        assert "BASICSYNC_SYNC__DEBOUNCE_MS" in out
+
+    def test_nothing_configured_fails_kafka_first(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """No broker and no gateway configured: both fail, the exit code names Kafka (3)."""
+        for name in ("BASICSYNC_KAFKA__BOOTSTRAP_SERVERS", "BASICSYNC_GATEWAY__BASE_URL"):
+            monkeypatch.delenv(name, raising=False)
+        assert main(["check"]) == 3
+        out = capsys.readouterr().out
+        assert "FAIL  kafka:" in out
+        assert "FAIL  gateway:" in out
+
+    def test_an_unreachable_token_endpoint_fails_without_printing_the_secret(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A token endpoint nobody listens on fails the token check; the secret stays out."""
+        monkeypatch.delenv("BASICSYNC_KAFKA__BOOTSTRAP_SERVERS", raising=False)
+        monkeypatch.setenv("BASICSYNC_GATEWAY__BASE_URL", "http://127.0.0.1:1")
+        monkeypatch.setenv("BASICSYNC_GATEWAY__TOKEN_URL", "http://127.0.0.1:1/connect/token")
+        monkeypatch.setenv("BASICSYNC_GATEWAY__CLIENT_ID", "cid")
+        monkeypatch.setenv("BASICSYNC_GATEWAY__CLIENT_SECRET", "s3cr3t-value")
+        assert main(["check", "--timeout", "2"]) == 3  # Kafka (unset) is the first failing area
+        out = capsys.readouterr().out
+        assert "FAIL  token:" in out
+        assert "s3cr3t-value" not in out

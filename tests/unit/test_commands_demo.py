@@ -1,0 +1,93 @@
+"""The pure parts of ``basicsync demo``: the records it sends and its progress output."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import pytest
+
+from consumer.commands.demo import Progress, demo_records
+from consumer.demo import DemoPlan, build_demo
+from consumer.domain.events import InvalidEvent, decode_event
+from consumer.domain.results import FailureReason
+
+TOPICS = ["upserts", "steps", "statuses"]
+
+
+class TestDemoRecords:
+    def test_without_invalid_share_every_event_decodes_and_goes_to_its_kind_topic(self) -> None:
+        """All demo events are sent once, decodable, keyed by their subject, by kind."""
+        plan = DemoPlan(jobs=5, steps=3, seed=1)
+        records, invalid = demo_records(plan, TOPICS, 0.0)
+        assert invalid == 0
+        assert len(records) == len(build_demo(plan).events)
+        for topic, key, value, headers in records:
+            event = decode_event(key, value, headers)
+            assert event.subject.encode() == key
+            expected = {"com.workfloplus.job.upserted": "upserts"}.get(event.type.value)
+            assert expected is None or topic == expected
+        assert {topic for topic, *_ in records} == set(TOPICS)
+
+    def test_invalid_share_adds_each_kind_of_invalid_event(self) -> None:
+        """The invalid share is extra events: bad JSON, unknown type, key mismatch in turn."""
+        plan = DemoPlan(jobs=10, steps=3, seed=2)
+        records, invalid = demo_records(plan, TOPICS, 0.2)
+        valid = len(build_demo(plan).events)
+        assert invalid == round(valid * 0.2)
+        assert len(records) == valid + invalid
+        reasons: Counter[str] = Counter()
+        for _, key, value, headers in records:
+            try:
+                decode_event(key, value, headers)
+            except InvalidEvent as exc:
+                reasons[exc.reason.value] += 1
+        assert sum(reasons.values()) == invalid
+        assert set(reasons) == {
+            FailureReason.invalid_event.value,
+            FailureReason.unknown_event_type.value,
+            FailureReason.key_mismatch.value,
+        }
+
+    def test_the_same_seed_gives_the_same_records(self) -> None:
+        """A demo can be repeated exactly."""
+        plan = DemoPlan(jobs=3, steps=2, seed=9)
+        assert demo_records(plan, TOPICS, 0.3) == demo_records(plan, TOPICS, 0.3)
+
+
+class TestProgress:
+    def test_a_pipe_gets_plain_lines_including_the_last(self) -> None:
+        """Not a terminal: no carriage returns, and the final count is always printed."""
+        out = io.StringIO()
+        progress = Progress(3, out)
+        for done in (1, 2, 3):
+            progress.update(done)
+        progress.close()
+        lines = out.getvalue().splitlines()
+        assert "\r" not in out.getvalue()
+        assert lines[-1].startswith("demo: 3/3 events")
+
+    def test_a_terminal_gets_a_redrawn_bar(self) -> None:
+        """On a terminal the bar is redrawn in place and ends with a newline."""
+
+        class Tty(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        out = Tty()
+        progress = Progress(2, out)
+        progress.update(2)
+        progress.close()
+        assert out.getvalue().startswith("\r[" + "#" * Progress.WIDTH + "] 2/2 events")
+        assert out.getvalue().endswith("\n")
+
+
+class TestOptions:
+    @pytest.mark.parametrize("share", ["-0.1", "1.5"])
+    def test_shares_outside_0_1_are_refused(self, share: str) -> None:
+        """``--invalid-share`` and friends are fractions."""
+        from consumer.cli import main
+
+        with pytest.raises(SystemExit) as exit_info:
+            main(["demo", "--invalid-share", share])
+        assert exit_info.value.code == 2
