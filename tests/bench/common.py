@@ -1,0 +1,58 @@
+"""Small pieces the benchmark's runs share: their command-line contract and reading /proc.
+
+Every run except ours is a child process started as ``python -m tests.bench.<module>`` with
+the options of :func:`run_arguments`; it prints one JSON line starting with ``RESULT `` when
+it has something to report (ceiling A: when it has read every event).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+RESULT_PREFIX = "RESULT "
+CLIENT_ID = "sandbox-client"
+CLIENT_SECRET = "sandbox-secret"
+
+
+def run_arguments(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--bootstrap", default="127.0.0.1:39092")
+    parser.add_argument("--topics", default="", help="comma-separated input topics")
+    parser.add_argument("--group", default="bench")
+    parser.add_argument("--sandbox", default="", help="sandbox base URL")
+    parser.add_argument("--events", type=int, default=0, help="events in the workload")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--bodies", default="", help="file of expected bodies, one per line")
+    parser.add_argument("--state-dir", default="", help="for runs that keep local state")
+    return parser
+
+
+def report(**fields: Any) -> None:
+    """Print the run's result line (flushed, so the parent sees it at once)."""
+    print(RESULT_PREFIX + json.dumps({"at": time.time(), **fields}), flush=True)
+
+
+def peak_rss_bytes(pid: int) -> int | None:
+    """The process's high-water resident set (``VmHWM``), or None when it has gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of the process so far."""
+    import os
+
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -1,0 +1,122 @@
+"""Ours: ``python -m consumer run`` as the measured child, its state size and its restore rate.
+
+The consumer gets the product's default sync settings (debounce 200 ms, max delay 2 s,
+concurrency 32) and its own fresh group, changelog and result topics, created before timing.
+After it has converged it is stopped (SIGTERM) and the changelog is read back to size the
+state; then it is started again on the same group and the ``state_restored`` log lines give
+the restore rate (jobs restored / seconds the restore took).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from pydantic import SecretStr
+
+from consumer.config import GatewaySettings, KafkaSettings, Settings, TopicSettings
+from tests.bench.common import CLIENT_ID, CLIENT_SECRET
+from tests.bench.runs import Child
+from tests.bench.workload import Workload, create_topics
+from tests.integration.harness import consumer_env
+
+
+async def ours_settings(bootstrap: str, sandbox_url: str, workload: Workload) -> Settings:
+    group = f"{workload.prefix}.ours"
+    topics = TopicSettings(
+        input=workload.inputs,
+        succeeded=f"{group}.succeeded",
+        failed=f"{group}.failed",
+        state=f"{group}.job-state",
+    )
+    await create_topics(bootstrap, [topics.succeeded, topics.failed], workload.partitions)
+    await create_topics(
+        bootstrap, [f"{group}.job-state"], workload.partitions, **{"cleanup.policy": "compact"}
+    )
+    return Settings(
+        kafka=KafkaSettings(bootstrap_servers=[bootstrap], group_id=group, create_topics=False),
+        topics=topics,
+        gateway=GatewaySettings(
+            base_url=sandbox_url,
+            token_url=f"{sandbox_url}/connect/token",
+            client_id=CLIENT_ID,
+            client_secret=SecretStr(CLIENT_SECRET),
+        ),
+    )
+
+
+def ours_child(settings: Settings, log: Path, name: str = "ours") -> Child:
+    env = consumer_env(settings)
+    env["BASICSYNC_OBSERVABILITY__LOG_LEVEL"] = "info"
+    return Child(name, [sys.executable, "-m", "consumer", "run"], log, env)
+
+
+async def changelog_size(bootstrap: str, topic: str, partitions: int) -> dict[str, Any]:
+    """Bytes of the changelog's live records (latest per key) and of everything on it."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        latest: dict[bytes, int] = {}
+        records = total = 0
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            batch = await consumer.getmany(timeout_ms=1_000)
+            for messages in batch.values():
+                for m in messages:
+                    size = len(m.key or b"") + len(m.value or b"")
+                    records += 1
+                    total += size
+                    if m.value is None:
+                        latest.pop(m.key, None)
+                    else:
+                        latest[m.key] = size
+        return {"records": records, "bytes_total": total, "live_jobs": len(latest),
+                "live_bytes": sum(latest.values())}  # fmt: skip
+    finally:
+        await consumer.stop()
+
+
+def restored(log: Path) -> list[dict[str, Any]]:
+    """The ``state_restored`` events logged so far (JSON log lines)."""
+    found = []
+    for line in log.read_text(errors="replace").splitlines():
+        if '"state_restored"' in line:
+            try:
+                found.append(json.loads(line))
+            except ValueError:
+                continue
+    return found
+
+
+async def measure_restore(child: Child, jobs: int, *, within: float) -> dict[str, Any]:
+    """Start ``child`` (ours again, same group) and wait for the restore of ``jobs`` jobs."""
+    import asyncio
+
+    child.start()
+    deadline = time.monotonic() + within
+    lines: list[dict[str, Any]] = []
+    while time.monotonic() < deadline and child.alive():
+        lines = restored(child.log)
+        if sum(int(line.get("jobs", 0)) for line in lines) >= jobs:
+            break
+        await asyncio.sleep(0.2)
+    child.sample()
+    child.stop()
+    restored_jobs = sum(int(line.get("jobs", 0)) for line in lines)
+    seconds = sum(float(line.get("seconds", 0.0)) for line in lines)
+    return {
+        "ok": restored_jobs >= jobs,
+        "jobs": restored_jobs,
+        "seconds": seconds,
+        "jobs_per_s": restored_jobs / seconds if seconds else None,
+        "peak_rss_mb": child.samples.get("peak_rss_mb"),
+    }

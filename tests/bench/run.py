@@ -1,0 +1,265 @@
+"""Benchmark: ours against the ceilings and the peers, side by side in one invocation.
+
+    python -m tests.bench.run --size smoke|20k|100k [--out DIR] [--skip-quix] [--profile]
+
+One broker (started on port 39092 with ``deploy/kafka-local/kafka.sh`` unless one already
+answers there, and stopped at the end if this command started it), one sandbox (a child
+process, one worker, with a convergence watch: ``tests.bench.sandbox_watch``), one workload
+(demo jobs pre-produced to three fresh 3-partition input topics before any clock starts).
+Then, each as a child process from a fresh consumer group, timed from its spawn to the sandbox
+holding every job's final document:
+
+1. ceiling A: bare aiokafka consumer reading every event;
+2. ceiling B: bare aiohttp posting of every final document once, concurrency 32;
+3. ours: ``python -m consumer run`` (then: state size from its changelog, and a restart on the
+   same group timed by its ``state_restored`` log line);
+4. naive: aiokafka loop posting one request per event, commit per batch;
+5. quix: Quix Streams with RocksDB state and changelog (own virtualenv, installed on first use
+   from ``requirements-quix.txt``; skipped with a message if that fails, or ``--skip-quix``).
+
+Prints a table and the ratios, writes ``bench.json`` and ``bench.png`` to ``--out`` (default
+``bench-results/<size>-<time>``). Exits non-zero when a run did not converge or the harness
+broke; it never judges speed (``--size smoke`` is the CI check that the harness works).
+``--profile`` samples ours with py-spy during its run and prints the top functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.bench import quix_env
+from tests.bench.ours import changelog_size, measure_restore, ours_child, ours_settings
+from tests.bench.profile import Profiler
+from tests.bench.report import RunResult, chart, ratios, table, write_json
+from tests.bench.runs import Child, Watch, measure_consume, measure_posting, python_env
+from tests.bench.workload import Workload, prepare
+
+ROOT = Path(__file__).resolve().parents[2]
+SIZES = {"smoke": 20, "20k": 20_000, "100k": 100_000}
+TIMEOUTS = {"smoke": 60.0, "20k": 900.0, "100k": 3600.0}
+BENCH_PORT = 39092
+CONCURRENCY = 32  # ours' default sync.concurrency
+
+
+class Broker:
+    """The benchmark's own broker on :data:`BENCH_PORT` (never the ones others' tests use)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.bootstrap = f"127.0.0.1:{port}"
+        self.started_here = False
+        self._script = str(ROOT / "deploy" / "kafka-local" / "kafka.sh")
+        self._env = {**os.environ, "KAFKA_PORT": str(port)}
+
+    def start(self) -> None:
+        status = subprocess.run(
+            ["bash", self._script, "status"], env=self._env, capture_output=True
+        )
+        if status.returncode == 0:
+            return
+        subprocess.run(["bash", self._script, "start"], env=self._env, check=True)
+        self.started_here = True
+
+    def stop(self) -> None:
+        if self.started_here:
+            subprocess.run(["bash", self._script, "stop"], env=self._env, check=False)
+
+
+class SandboxProcess:
+    """``python -m tests.bench.sandbox_watch``: the sandbox and its watch, one process."""
+
+    def __init__(self, log: Path) -> None:
+        self.log = log
+        self.process: subprocess.Popen[str] | None = None
+        self.url = self.watch_url = ""
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.sandbox_watch"],
+            stdout=subprocess.PIPE,
+            stderr=self.log.open("ab"),
+            text=True,
+        )
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (self.url and self.watch_url):
+            line = self.process.stdout.readline()
+            if not line:
+                raise RuntimeError(f"sandbox did not start; see {self.log}")
+            if line.startswith("sandbox listening on "):
+                self.url = line.split()[-1]
+            elif line.startswith("watch listening on "):
+                self.watch_url = line.split()[-1]
+        if not (self.url and self.watch_url):
+            raise RuntimeError("sandbox did not announce its URLs within 30 s")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(15)
+
+
+def _peer(module: str, out: Path, name: str, **options: Any) -> Child:
+    argv = [sys.executable, "-m", f"tests.bench.{module}"]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return Child(name, argv, out / f"{name.replace(' ', '-')}.log", python_env())
+
+
+async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult], dict[str, Any]]:
+    jobs, within = SIZES[args.size], args.timeout or TIMEOUTS[args.size]
+    broker = Broker(BENCH_PORT)
+    sandbox = SandboxProcess(out / "sandbox.log")
+    results: list[RunResult] = []
+    figures: dict[str, Any] = {"size": args.size, "jobs": jobs}
+    broker.start()
+    try:
+        sandbox.start()
+        print(f"producing {jobs} demo jobs to {broker.bootstrap} ...", flush=True)
+        workload = await prepare(broker.bootstrap, jobs)
+        figures.update(events=workload.events, produce_seconds=round(workload.produce_seconds, 2))
+        print(
+            f"{workload.events} events in {workload.produce_seconds:.1f} s; measuring", flush=True
+        )
+        common = {"bootstrap": broker.bootstrap, "topics": ",".join(workload.inputs)}
+        async with aiohttp.ClientSession() as session:
+            watch = Watch(sandbox.watch_url, session)
+
+            async def record(result: RunResult) -> None:
+                results.append(result)
+                rate = result.events_per_s
+                print(f"  {result.name}: ok={result.ok} events/s={rate and round(rate)} "
+                      f"requests={result.requests} {result.note}", flush=True)  # fmt: skip
+
+            child = _peer("ceiling_consume", out, "ceiling A", group=f"{workload.prefix}.ca",
+                          events=workload.events, **common)  # fmt: skip
+            await record(await measure_consume(child, workload, within=within))
+
+            bodies = out / "bodies.jsonl"
+            bodies.write_bytes(b"\n".join(workload.bodies.values()) + b"\n")
+            child = _peer("ceiling_post", out, "ceiling B", sandbox=sandbox.url,
+                          bodies=bodies, concurrency=CONCURRENCY)  # fmt: skip
+            result = await measure_posting(child, watch, workload, within=within)
+            child.stop()
+            await record(result)
+            bodies.unlink()
+
+            await record(await _ours(args, out, broker, sandbox, watch, workload, figures, within))
+
+            child = _peer("peer_naive", out, "naive", group=f"{workload.prefix}.naive",
+                          sandbox=sandbox.url, concurrency=CONCURRENCY, **common)  # fmt: skip
+            result = await measure_posting(child, watch, workload, within=within)
+            child.stop()
+            await record(result)
+
+            if args.skip_quix:
+                results.append(RunResult("quix", ok=False, note="skipped: --skip-quix"))
+            else:
+                await record(await _quix(out, sandbox, watch, workload, common, within))
+    finally:
+        sandbox.stop()
+        if not args.keep_broker:
+            broker.stop()
+    by_name = {r.name: r for r in results}
+    figures.update(ratios(by_name, workload.events / workload.jobs))
+    return results, figures
+
+
+async def _ours(
+    args: argparse.Namespace,
+    out: Path,
+    broker: Broker,
+    sandbox: SandboxProcess,
+    watch: Watch,
+    workload: Workload,
+    figures: dict[str, Any],
+    within: float,
+) -> RunResult:
+    settings = await ours_settings(broker.bootstrap, sandbox.url, workload)
+    child = ours_child(settings, out / "ours.log")
+    profiler = Profiler(out / "ours-profile.txt") if args.profile else None
+    on_start = profiler.attach if profiler is not None else None
+    result = await measure_posting(child, watch, workload, within=within, on_start=on_start)
+    code = child.stop()
+    if profiler is not None:
+        figures["profile"] = str(profiler.path)
+        print(profiler.finish(), flush=True)
+    if code not in (0, None):
+        result.ok = False
+        result.note += f" exit code {code} on SIGTERM"
+    size = await changelog_size(broker.bootstrap, settings.state_topic, workload.partitions)
+    result.extra["changelog"] = size
+    figures["ours state bytes/job"] = size["live_bytes"] / max(1, size["live_jobs"])
+    before = (await watch.progress())["requests"]
+    again = ours_child(settings, out / "ours-restart.log", "ours restart")
+    restore = await measure_restore(again, workload.jobs, within=within)
+    restore["reposted_requests"] = (await watch.progress())["requests"] - before
+    result.extra["restore"] = restore
+    figures["ours restore jobs/s"] = restore["jobs_per_s"]
+    figures["ours restore seconds"] = restore["seconds"]
+    if not restore["ok"]:
+        result.ok = False
+        result.note += f" restore not seen ({restore['jobs']} jobs); see ours-restart.log"
+    return result
+
+
+async def _quix(
+    out: Path,
+    sandbox: SandboxProcess,
+    watch: Watch,
+    workload: Workload,
+    common: dict[str, str],
+    within: float,
+) -> RunResult:
+    python, why = quix_env.ensure()
+    if python is None:
+        print(f"quix peer skipped: {why}", flush=True)
+        return RunResult("quix", ok=False, note=f"skipped: {why}")
+    state_dir = tempfile.mkdtemp(prefix="quix-state-", dir=out)
+    child = _peer("peer_quix", out, "quix", group=f"{workload.prefix}.quix",
+                  sandbox=sandbox.url, concurrency=CONCURRENCY, state_dir=state_dir,
+                  **common)  # fmt: skip
+    child.argv[0] = python
+    child.env = python_env(PYTHONPATH=str(ROOT))
+    result = await measure_posting(child, watch, workload, within=within)
+    child.stop()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="smoke")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    parser.add_argument("--skip-quix", action="store_true")
+    parser.add_argument("--keep-broker", action="store_true", help="leave the broker running")
+    parser.add_argument("--profile", action="store_true", help="py-spy profile of ours")
+    args = parser.parse_args()
+    out = args.out or ROOT / "bench-results" / f"{args.size}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    results, figures = asyncio.run(run_all(args, out))
+    title = f"basicsync benchmark, {figures['jobs']} jobs, {figures.get('events')} events"
+    print()
+    print(table(results, figures))
+    write_json(out / "bench.json", results, figures)
+    drawn = chart(out / "bench.png", results, title)
+    print(f"\nwrote {out / 'bench.json'}" + (f" and {out / 'bench.png'}" if drawn else
+          " (no chart: pip install -r tests/bench/requirements.txt)"))  # fmt: skip
+    broken = [r.name for r in results if not r.ok and not r.note.startswith("skipped")]
+    if broken:
+        print(f"FAILED: {', '.join(broken)} did not complete", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
