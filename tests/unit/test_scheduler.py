@@ -128,6 +128,15 @@ class TestSyncScheduler:
         assert record.attempts == 1
         assert h.state("a").synced_version == record.state_version
 
+    async def test_a_state_is_made_durable_before_it_is_posted(self) -> None:
+        """Every posted version was first handed to ``make_durable`` (a crash cannot undo it)."""
+        h = Harness(debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.put(job_state("a", title="v0"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+        posted = h.outcomes.successes[0].state_version
+        assert (0, posted) in h.outcomes.durable
+
     async def test_debounce_waits_for_quiet(self) -> None:
         """A non-terminal change is not posted before its debounce has passed."""
         h = Harness(debounce_ms=5_000, max_delay_ms=5_000)
