@@ -330,6 +330,28 @@ class TestRedrive:
                 {"key": "origin", "value": base64.b64encode(b"\x00\x01binary").decode()}
             ]
 
+    async def test_redrive_since_and_to_pick_records_and_the_target_topic(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """``--since OFFSET`` skips earlier failure records, ``--since TIME`` in the future
+        selects none, and ``--to`` re-sends to another topic, leaving the input untouched."""
+        topics = await new_topics(make_topic, partitions=1)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        parking = await make_topic("parking")
+        records = [(f"job-{n}".encode(), b"{broken", []) for n in range(3)]
+        await produce_raw(kafka_bootstrap, topics.inputs[0], records)
+        async with consumer_running(settings):
+            await failures_until(kafka_bootstrap, topics.failed, lambda r: len(r) == 3)
+        later = await basicsync(settings, "redrive", "--since", "1")
+        assert later.out.count("would re-send") == 2
+        assert "job=job-0" not in later.out
+        future = await basicsync(settings, "redrive", "--since", "2999-01-01T00:00:00")
+        assert "0 selected" in future.out
+        moved = await basicsync(settings, "redrive", "--to", parking, "--apply")
+        assert moved.code == 0, moved.err
+        assert await topic_size(kafka_bootstrap, parking) == 3
+        assert await topic_size(kafka_bootstrap, topics.inputs[0]) == 3
+
     async def test_redrive_resyncs_a_rejected_job_once_the_rejection_is_cleared(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
