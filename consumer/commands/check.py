@@ -9,7 +9,8 @@ so one invocation shows everything that is wrong. The exit code names the first 
 2     settings invalid (nothing else can be checked)
 3     Kafka unreachable (brokers, TLS, SASL) or no broker configured
 4     topics: an input topic missing, inputs not co-partitioned, an internal topic missing
-      while ``BASICSYNC_KAFKA__CREATE_TOPICS=false``, or a changelog with the wrong count
+      while ``BASICSYNC_KAFKA__CREATE_TOPICS=false``, or a changelog with the wrong partition
+      count or not compacted
 5     WorkfloPlus: no gateway configured, no token issued, or the gateway not answering
 ====  ==================================================================================
 """
@@ -19,9 +20,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
 
 from consumer.config import Settings, load_settings
@@ -133,6 +136,11 @@ async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[
             detail = f"{topic} exists ({counts[topic]} partitions)"
             if not ok:
                 detail += f"; the changelog needs one per input partition ({partitions})"
+            if topic == settings.state_topic:
+                policy = await _cleanup_policy(admin, topic)
+                if "compact" not in policy.split(","):
+                    ok = False
+                    detail += f"; cleanup.policy is {policy!r}, the changelog must be compacted"
             checks.append(Check("topic", ok, detail, EXIT_TOPICS))
         elif creatable:
             checks.append(Check("topic", True, f"{topic} missing, created at start", EXIT_OK))
@@ -140,6 +148,17 @@ async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[
             detail = f"{topic} missing and BASICSYNC_KAFKA__CREATE_TOPICS=false"
             checks.append(Check("topic", False, detail, EXIT_TOPICS))
     return checks
+
+
+async def _cleanup_policy(admin: AIOKafkaAdminClient, topic: str) -> str:
+    """The topic's ``cleanup.policy`` (``delete`` would lose job state after retention)."""
+    wanted = ConfigResource(ConfigResourceType.TOPIC, topic, {"cleanup.policy": None})
+    responses: Any = await admin.describe_configs([wanted])
+    for _code, _message, _type, _name, entries in responses[0].resources:
+        for name, value, *_ in entries:
+            if name == "cleanup.policy":
+                return str(value)
+    return "delete"  # the broker default
 
 
 async def _gateway_checks(settings: Settings, limit_s: float) -> list[Check]:

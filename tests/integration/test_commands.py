@@ -160,6 +160,21 @@ class TestDemo:
             await admin.delete_topics([missing])
             await admin.close()
 
+    async def test_demo_rate_paces_the_events(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """``--rate R`` sends no faster than R events per second."""
+        topics = await new_topics(make_topic)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        events = len(build_demo(DemoPlan(jobs=2, steps=2, seed=4)).events)
+        started = time.monotonic()
+        ran = await basicsync(
+            settings, "demo", "--jobs", "2", "--steps", "2", "--seed", "4", "--rate", "20"
+        )
+        assert ran.code == 0, ran.err
+        assert time.monotonic() - started >= events / 20
+        assert await topic_size(kafka_bootstrap, topics.inputs[0]) == events
+
 
 class TestInspect:
     async def test_inspect_prints_a_synced_jobs_state_and_body(
@@ -246,6 +261,17 @@ class TestCheck:
         ran = await basicsync(settings, "check", BASICSYNC_TOPICS__INPUT=inputs)
         assert ran.code == 4, ran.out
         assert "not co-partitioned" in ran.out
+
+    async def test_check_exits_4_when_the_changelog_is_not_compacted(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """A changelog with ``cleanup.policy=delete`` would lose job state: exit 4."""
+        topics = await new_topics(make_topic, partitions=2)
+        plain = await make_topic("state", partitions=2)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        ran = await basicsync(settings, "check", BASICSYNC_TOPICS__STATE=plain)
+        assert ran.code == 4, ran.out
+        assert "the changelog must be compacted" in ran.out
 
     async def test_check_exits_5_when_the_gateway_is_down(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
