@@ -364,7 +364,9 @@ class TestRedrive:
         topics = await new_topics(make_topic, partitions=1)
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         parking = await make_topic("parking")
-        records = [(f"job-{n}".encode(), b"{broken", []) for n in range(3)]
+        records: list[tuple[bytes, bytes, list[Any]]] = [
+            (f"job-{n}".encode(), b"{broken", []) for n in range(3)
+        ]
         await produce_raw(kafka_bootstrap, topics.inputs[0], records)
         async with consumer_running(settings):
             await failures_until(kafka_bootstrap, topics.failed, lambda r: len(r) == 3)
