@@ -11,8 +11,9 @@ we know them, but they are never forwarded, as the body must keep its documented
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
@@ -21,7 +22,11 @@ TERMINAL_STATUSES = frozenset({"Completed", "Aborted"})
 
 
 def _check_timestamp(value: str) -> str:
-    parse_timestamp(value)
+    # Hot (every timestamp of every event and stored state): the parse alone, no wrapper.
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"not an ISO-8601 timestamp: {value!r}") from None
     return value
 
 
@@ -36,6 +41,25 @@ def parse_timestamp(value: str) -> datetime:
 
 #: An ISO-8601 timestamp kept as the original string.
 Timestamp = Annotated[str, AfterValidator(_check_timestamp)]
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def replace_fields(model: _Model, update: Mapping[str, Any]) -> _Model:
+    """A copy of ``model`` with ``update`` set, unvalidated: ``model_copy(update=...)`` without
+    its per-call ``copy.copy`` of every part (measured about 3x faster; the reducer copies
+    three models per event). Only for models without extra or private attributes, and only
+    with values of the field types, as nothing is checked.
+    """
+    copied = model.__class__.__new__(model.__class__)
+    object.__setattr__(copied, "__dict__", {**model.__dict__, **update})
+    object.__setattr__(
+        copied, "__pydantic_fields_set__", model.__pydantic_fields_set__.union(update)
+    )
+    object.__setattr__(copied, "__pydantic_extra__", None)
+    object.__setattr__(copied, "__pydantic_private__", None)
+    return copied
 
 
 class DomainModel(BaseModel):

@@ -65,6 +65,7 @@ terminal status stays terminal), which is the old arrival-order behaviour.
 from __future__ import annotations
 
 import bisect
+import functools
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -80,6 +81,7 @@ from consumer.domain.document import (
     JobMetadata,
     StepWrapper,
     parse_timestamp,
+    replace_fields,
 )
 from consumer.domain.events import (
     AbortedData,
@@ -121,10 +123,10 @@ def _group_clocks(clocks: dict[str, Clock]) -> dict[str, list[str]]:
     smaller than one ``[time, id]`` per path. Ordered by clock, paths sorted: equal states give
     equal bytes.
     """
-    grouped: dict[str, list[str]] = {}
-    for path, clock in sorted(clocks.items(), key=lambda item: (item[1], item[0])):
-        grouped.setdefault(" ".join(clock), []).append(path)
-    return grouped
+    by_clock: dict[Clock, list[str]] = {}
+    for path, clock in clocks.items():  # group first: sorting ~13 clocks beats ~40 paths
+        by_clock.setdefault(clock, []).append(path)
+    return {f"{clock[0]} {clock[1]}": sorted(by_clock[clock]) for clock in sorted(by_clock)}
 
 
 def _ungroup_clocks(value: Any) -> Any:
@@ -234,14 +236,15 @@ def apply(state: JobState | None, event: JobEvent, now: datetime) -> JobState | 
     if rejection is not None:
         return rejection
     seen = (*state.seen_event_ids, event.id)[-SEEN_IDS_LIMIT:]
-    return state.model_copy(
-        update={
+    return replace_fields(
+        state,
+        {
             **draft.result(),
             "version": state.version + 1,
             "seen_event_ids": seen,
             "first_unsynced_at": state.first_unsynced_at or now,
             "updated_at": now,
-        }
+        },
     )
 
 
@@ -251,7 +254,17 @@ def event_clock(event: JobEvent, now: datetime) -> Clock:
     moment = event.time or now
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return (moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event.id)
+    moment = moment.astimezone(UTC)
+    if moment.year < 1000:  # strftime does not pad %Y; keep its text for such clocks
+        return (moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event.id)
+    # The same text as the strftime above, about 3x faster.
+    return (moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z", event.id)
+
+
+@functools.cache
+def _path(name: str) -> str:
+    """The camelCase path of a field (``to_camel`` is a regex; names are few and fixed)."""
+    return to_camel(name)
 
 
 #: Sorts before every real clock: the clock of a value a state without clocks already held.
@@ -276,9 +289,14 @@ class _Draft:
         ) + state.exclusion_clocks
 
     def result(self) -> dict[str, Any]:
-        metadata = self.document.metadata.model_copy(update=self.meta)
+        document = self.document
+        if self.meta:
+            metadata = replace_fields(document.metadata, self.meta)
+            document = replace_fields(document, {**self.top, "metadata": metadata})
+        elif self.top:
+            document = replace_fields(document, self.top)
         return {
-            "document": self.document.model_copy(update={**self.top, "metadata": metadata}),
+            "document": document,
             "clocks": self.clocks,
             "retractable": self.retractable,
             "terminal_clock": self.terminal_clock,
@@ -320,13 +338,13 @@ class _Draft:
         for name in data.model_fields_set - {"status", "client_job_id"}:
             value = getattr(data, name)
             if name in _DOCUMENT_FIELDS:
-                if self.newer(to_camel(name), clock):
+                if self.newer(_path(name), clock):
                     self.top[name] = value
             elif name == "metadata":
-                for key, text in (value or {}).items():
-                    if self.newer(f"metadata.{key}", clock):
-                        merged = {**(self.current("metadata") or {}), key: text}
-                        self.meta["metadata"] = dict(sorted(merged.items()))
+                won = {k: v for k, v in (value or {}).items() if self.newer(f"metadata.{k}", clock)}
+                if won:
+                    merged = {**(self.current("metadata") or {}), **won}
+                    self.meta["metadata"] = dict(sorted(merged.items()))
             else:
                 self.write_meta(name, value, clock)
         return None
@@ -364,7 +382,7 @@ class _Draft:
         return None
 
     def write_meta(self, name: str, value: Any, clock: Clock, *, retractable: bool = False) -> None:
-        path = to_camel(name)
+        path = _path(name)
         if path not in _COMPANIONS or (not retractable and path not in self.retractable):
             if self.newer(path, clock):
                 self.meta[name] = value
@@ -404,7 +422,7 @@ class _Draft:
             self.keep_writes(path, [w for w in writes if not (w[3] and w[:2] > clock)])
 
     def write_step(self, attribute: str, step: StepWrapper, clock: Clock) -> None:
-        path = f"{to_camel(attribute)}.{step.single_step.unique_step_id}"
+        path = f"{_path(attribute)}.{step.single_step.unique_step_id}"
         if self.newer(path, clock):
             steps = self.top.get(attribute, getattr(self.document, attribute))
             self.top[attribute] = _upsert_step(steps, step)
@@ -438,8 +456,9 @@ def _load(name: str, value: JsonValue) -> Any:
 def _upsert_step(steps: tuple[StepWrapper, ...], step: StepWrapper) -> tuple[StepWrapper, ...]:
     uid = step.single_step.unique_step_id
     kept = [s for s in steps if s.single_step.unique_step_id != uid]
-    kept.append(step)
-    return tuple(sorted(kept, key=step_order))
+    # ``steps`` is sorted (every state's lists are), so bisect: log n keys, not n, each a parse.
+    kept.insert(bisect.bisect(kept, step_order(step), key=step_order), step)
+    return tuple(kept)
 
 
 def step_order(wrapper: StepWrapper) -> tuple[Any, ...]:
