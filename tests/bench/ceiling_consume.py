@@ -1,7 +1,7 @@
 """Ceiling A: a bare aiokafka consumer that reads every event of the workload and does nothing.
 
 Same fetch settings as ours (``max_poll_records`` 2000, 1 MiB per partition fetch), a fresh
-group, no commits. Reports when it has read ``--events`` records, then exits.
+group, no commits. Reports when it has read ``--events`` records, then waits for SIGTERM.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import asyncio
 
 from aiokafka import AIOKafkaConsumer
 
-from tests.bench.common import report, run_arguments
+from tests.bench.common import linger, report, run_arguments
 
 
 async def consume(bootstrap: str, topics: list[str], group: str, events: int) -> None:
@@ -38,6 +38,7 @@ async def consume(bootstrap: str, topics: list[str], group: str, events: int) ->
 def main() -> None:
     args = run_arguments(__doc__.splitlines()[0]).parse_args()
     asyncio.run(consume(args.bootstrap, args.topics.split(","), args.group, args.events))
+    linger()
 
 
 if __name__ == "__main__":

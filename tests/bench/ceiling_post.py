@@ -11,7 +11,7 @@ import asyncio
 
 import aiohttp
 
-from tests.bench.common import CLIENT_ID, CLIENT_SECRET, report, run_arguments
+from tests.bench.common import CLIENT_ID, CLIENT_SECRET, linger, report, run_arguments
 
 
 async def token(session: aiohttp.ClientSession, base_url: str) -> str:
@@ -52,6 +52,7 @@ def main() -> None:
     with open(args.bodies, "rb") as lines:
         bodies = [line.rstrip(b"\n") for line in lines if line.strip()]
     asyncio.run(post_all(args.sandbox, bodies, args.concurrency))
+    linger()
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Every run except ours is a child process started as ``python -m tests.bench.<module>`` with
 the options of :func:`run_arguments`; it prints one JSON line starting with ``RESULT `` when
-it has something to report (ceiling A: when it has read every event).
+it has something to report (ceiling A: when it has read every event); runs that finish on
+their own then wait for SIGTERM, so their peak RSS can still be read.
 """
 
 from __future__ import annotations
@@ -34,6 +35,14 @@ def run_arguments(description: str) -> argparse.ArgumentParser:
 def report(**fields: Any) -> None:
     """Print the run's result line (flushed, so the parent sees it at once)."""
     print(RESULT_PREFIX + json.dumps({"at": time.time(), **fields}), flush=True)
+
+
+def linger() -> None:
+    """Stay alive (so the parent can read this process's peak RSS) until SIGTERM ends it."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pause()
 
 
 def peak_rss_bytes(pid: int) -> int | None:

@@ -2,7 +2,8 @@
 
 For each fetched batch: decode every event, fold it into the job's document kept in a dict
 (our pure reducer, so the documents are right and the cost of assembly is the same as ours),
-post the document as it stands after *each* event, then commit the batch. Requests of one job
+post the document as it stands after *each* event (once it has its ``workflowId``, without
+which WorkfloPlus answers 400), then commit the batch. Requests of one job
 go one after another, in event order (else an older document could land last); different jobs
 go in parallel, ``--concurrency`` at most. No state survives a restart, no coalescing, no
 retry: what is measured is the shape of the loop. Runs until SIGTERM.
@@ -20,7 +21,7 @@ from aiokafka import AIOKafkaConsumer
 
 from consumer.domain.basicsync import encode_body
 from consumer.domain.events import InvalidEvent, decode_event
-from consumer.domain.job import JobState, apply
+from consumer.domain.job import JobState, apply, is_postable
 from tests.bench.ceiling_post import token
 from tests.bench.common import run_arguments
 
@@ -68,7 +69,8 @@ async def run(bootstrap: str, topics: list[str], group: str, base_url: str, limi
                         state = apply(jobs.get(event.subject), event, datetime.now(UTC))
                         if isinstance(state, JobState):
                             jobs[event.subject] = state
-                            by_job[event.subject].append(encode_body(state))
+                            if is_postable(state):  # WorkfloPlus answers 400 without workflowId
+                                by_job[event.subject].append(encode_body(state))
                 await asyncio.gather(*(post_in_order(bodies) for bodies in by_job.values()))
                 await consumer.commit()
         finally:

@@ -38,7 +38,13 @@ from typing import Any
 import aiohttp
 
 from tests.bench import quix_env
-from tests.bench.ours import changelog_size, measure_restore, ours_child, ours_settings
+from tests.bench.ours import (
+    changelog_size,
+    measure_paced,
+    measure_restore,
+    ours_child,
+    ours_settings,
+)
 from tests.bench.profile import Profiler
 from tests.bench.report import RunResult, chart, ratios, table, write_json
 from tests.bench.runs import Child, Watch, measure_consume, measure_posting, python_env
@@ -162,6 +168,22 @@ async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult],
             child.stop()
             await record(result)
 
+            ours = next((r for r in results if r.name == "ours" and r.ok), None)
+            if ours is not None and ours.events_per_s and not args.skip_paced:
+                rate = ours.events_per_s / 2
+                print(f"  ours paced: {rate:.0f} events/s for {args.paced_seconds:g} s", flush=True)
+                paced = await measure_paced(
+                    broker.bootstrap,
+                    sandbox.url,
+                    watch,
+                    rate=rate,
+                    seconds=args.paced_seconds,
+                    out=out,
+                    within=within,
+                )
+                await record(paced)
+                figures["ours paced p99 ms"] = paced.latency_ms.get("p99")
+
             if args.skip_quix:
                 results.append(RunResult("quix", ok=False, note="skipped: --skip-quix"))
             else:
@@ -242,9 +264,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     parser.add_argument("--skip-quix", action="store_true")
+    parser.add_argument("--skip-paced", action="store_true", help="no latency run at half rate")
+    parser.add_argument(
+        "--paced-seconds",
+        type=float,
+        default=None,
+        help="length of the half-rate latency run (default 5 s for smoke, else 30 s)",
+    )
     parser.add_argument("--keep-broker", action="store_true", help="leave the broker running")
     parser.add_argument("--profile", action="store_true", help="py-spy profile of ours")
     args = parser.parse_args()
+    if args.paced_seconds is None:
+        args.paced_seconds = 5.0 if args.size == "smoke" else 30.0
     out = args.out or ROOT / "bench-results" / f"{args.size}-{time.strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     results, figures = asyncio.run(run_all(args, out))

@@ -148,10 +148,10 @@ async def measure_posting(
     ok = await until(child, converged, within=within)
     child.sample()
     progress = await watch.progress()
-    return await _posting_result(child, watch, workload, ok, progress)
+    return await posting_result(child, watch, workload, ok, progress)
 
 
-async def _posting_result(
+async def posting_result(
     child: Child, watch: Watch, workload: Workload, ok: bool, progress: dict[str, Any]
 ) -> RunResult:
     at = await watch.converged_at()

@@ -124,7 +124,7 @@ def watch_app(sandbox: Sandbox, holder: list[Watch]) -> web.Application:
                 break
         return reply(found)
 
-    app = web.Application()
+    app = web.Application(client_max_size=256 * 1024 * 1024)  # expected digests of 100k jobs
     app.router.add_put("/watch/expect", expect)
     app.router.add_get("/watch/progress", progress)
     app.router.add_get("/watch/converged", converged)

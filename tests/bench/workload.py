@@ -8,6 +8,7 @@ so each job's event time (its last event's produce time) is known.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import time
 import uuid
@@ -20,6 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from consumer.demo import DemoPlan, build_demo, send_events
 from consumer.domain.basicsync import encode_json
+from consumer.domain.events import JobEvent
 
 
 @dataclass
@@ -34,6 +36,8 @@ class Workload:
     #: epoch seconds of each job's last event (Kafka record timestamp, CreateTime)
     event_time: dict[str, float] = field(default_factory=dict)
     produce_seconds: float = 0.0
+    #: events not yet produced (``prepare(produce=False)``)
+    pending: list[JobEvent] = field(default_factory=list, repr=False)
 
     def digests(self) -> dict[str, str]:
         return {job: hashlib.sha256(body).hexdigest() for job, body in self.bodies.items()}
@@ -72,9 +76,12 @@ async def create_topics(
         await admin.close()
 
 
-async def prepare(bootstrap: str, jobs: int, partitions: int = 3) -> Workload:
-    """Create the input topics and produce ``jobs`` demo jobs to them (untimed)."""
-    prefix = f"bench-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
+async def prepare(
+    bootstrap: str, jobs: int, partitions: int = 3, *, produce: bool = True, tag: str = ""
+) -> Workload:
+    """Create the input topics and (unless ``produce`` is false) produce ``jobs`` demo jobs to
+    them, untimed; ``produce_paced`` sends them later instead."""
+    prefix = f"bench-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}{tag}"
     inputs = [f"{prefix}.in-{kind}" for kind in ("upserts", "steps", "status")]
     await create_topics(bootstrap, inputs, partitions)
     demo = build_demo(DemoPlan(jobs=jobs, prefix=prefix))
@@ -85,15 +92,33 @@ async def prepare(bootstrap: str, jobs: int, partitions: int = 3) -> Workload:
         jobs=jobs,
         events=len(demo.events),
         bodies={job: encode_json(body) for job, body in demo.expected.items()},
+        pending=demo.events,
     )
+    if produce:
+        await produce_paced(bootstrap, workload, rate=None)
+    return workload
+
+
+async def produce_paced(bootstrap: str, workload: Workload, rate: float | None) -> None:
+    """Send the workload's events, as fast as possible or at ``rate`` events per second."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, linger_ms=20, max_batch_size=512 * 1024, acks="all"
+        bootstrap_servers=bootstrap, linger_ms=5 if rate else 20, max_batch_size=512 * 1024
     )
     await producer.start()
+    timed = _TimedProducer(producer, workload.event_time)
+    events, workload.pending = workload.pending, []
     started = time.perf_counter()
     try:
-        await send_events(_TimedProducer(producer, workload.event_time), inputs, demo.events)
+        if rate is None:
+            await send_events(timed, workload.inputs, events)
+        else:
+            tick = 0.01
+            chunk = max(1, round(rate * tick))
+            for n, start in enumerate(range(0, len(events), chunk)):
+                await send_events(timed, workload.inputs, events[start : start + chunk], seed=n)
+                ahead = started + (start + chunk) / rate - time.perf_counter()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
     finally:
         await producer.stop()
     workload.produce_seconds = time.perf_counter() - started
-    return workload
