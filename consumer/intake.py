@@ -7,9 +7,9 @@ any instant lose nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiokafka.partitioner import murmur2
 
@@ -51,17 +51,40 @@ def hashes_to(key: bytes, partitions: int) -> int:
     return (hashed & 0x7FFFFFFF) % partitions
 
 
+class ArrivalClock:
+    """Processing times that strictly increase, even within one batch.
+
+    The reducer orders events that carry no CloudEvents ``time`` by the processing time it is
+    given; a strictly increasing clock keeps such events in arrival order.
+    """
+
+    def __init__(self, wall_clock: Callable[[], datetime]) -> None:
+        self._wall_clock = wall_clock
+        self._last: datetime | None = None
+
+    def __call__(self) -> datetime:
+        now = self._wall_clock()
+        if self._last is not None and now <= self._last:
+            now = self._last + _ONE_MICROSECOND
+        self._last = now
+        return now
+
+
+_ONE_MICROSECOND = timedelta(microseconds=1)
+
+
 def absorb(
     store: JobStore,
     records: Iterable[SourceRecord],
     *,
-    now: datetime,
+    clock: ArrivalClock,
     partition_count: int,
     max_event_bytes: int,
 ) -> BatchEffect:
     """Apply ``records`` in order to ``store`` and describe what must become durable."""
     effect = BatchEffect()
     for record in records:
+        now = clock()
         effect.next_offsets[(record.topic, record.partition)] = record.offset + 1
         if record.key is not None and hashes_to(record.key, partition_count) != record.partition:
             effect.misrouted += 1

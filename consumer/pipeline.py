@@ -32,7 +32,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from consumer.domain.job import JobState, is_terminal
 from consumer.domain.results import FailureRecord
-from consumer.intake import BatchEffect, SourceRecord, absorb
+from consumer.intake import ArrivalClock, BatchEffect, SourceRecord, absorb
 from consumer.kafka.publisher import Ack, ResultPublisher
 from consumer.kafka.source import EventSource
 from consumer.state.changelog import ChangelogWriter, RestoreReport
@@ -94,6 +94,7 @@ class Pipeline:
         self._observer = observer
         self._wall_clock = wall_clock
         self._lock = asyncio.Lock()
+        self._arrival_clock = ArrivalClock(wall_clock)
         # What was absorbed since the last checkpoint.
         self._pending_jobs: dict[str, int] = {}
         self._pending_failures: list[FailureRecord] = []
@@ -200,7 +201,7 @@ class Pipeline:
         effect = absorb(
             self._store,
             records,
-            now=self._wall_clock(),
+            clock=self._arrival_clock,
             partition_count=self._limits.partition_count,
             max_event_bytes=self._limits.max_event_bytes,
         )

@@ -10,7 +10,7 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
 from consumer.domain.results import FailureReason, SourceOffset
-from consumer.intake import BatchEffect, SourceRecord, absorb, hashes_to
+from consumer.intake import ArrivalClock, BatchEffect, SourceRecord, absorb, hashes_to
 from consumer.state.store import JobStore
 from tests.unit.fakes import NOW, event, status_changed, upserted
 
@@ -67,7 +67,7 @@ def run(batch: Batch, store: JobStore | None = None) -> BatchEffect:
     return absorb(
         store if store is not None else JobStore(),
         batch.records,
-        now=NOW,
+        clock=ArrivalClock(lambda: NOW),
         partition_count=PARTITIONS,
         max_event_bytes=MAX_BYTES,
     )
@@ -301,3 +301,12 @@ class TestAbsorb:
         # The job stays where its state was first put.
         assert effect.partitions["job-a"] == wrong
         assert store.partition_of("job-a") == wrong
+
+
+class TestArrivalClock:
+    def test_times_strictly_increase_when_the_wall_clock_stands_still(self) -> None:
+        """Events without ``time`` keep arrival order, so equal wall-clock readings are bumped."""
+        clock = ArrivalClock(lambda: NOW)
+        readings = [clock() for _ in range(5)]
+        assert readings == sorted(set(readings))
+        assert readings[0] == NOW
