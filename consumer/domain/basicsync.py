@@ -13,7 +13,7 @@ import hashlib
 import json
 from typing import Any
 
-from consumer.domain.document import JobDocument, StepWrapper
+from consumer.domain.document import JobDocument
 from consumer.domain.job import JobState
 
 
@@ -24,27 +24,28 @@ def build_body(state: JobState) -> dict[str, Any]:
 
 def document_body(document: JobDocument) -> dict[str, Any]:
     """The basicSync request body of a job document."""
+    # One dump of the nested models (about 3x faster than one per step); the plain fields are
+    # taken as they are, so the values are exactly what per-part dumps gave.
+    dumped = document.model_dump(mode="json", by_alias=True, include=_DUMPED)
     return {
-        "metadata": document.metadata.model_dump(mode="json", by_alias=True),
-        "completedSteps": _steps(document.completed_steps),
-        "cancelledSteps": _steps(document.cancelled_steps),
+        "metadata": dumped["metadata"],
+        "completedSteps": dumped["completedSteps"] or None,
+        "cancelledSteps": dumped["cancelledSteps"] or None,
         "team": document.team,
         "hierarchyStack": document.hierarchy_stack,
         "packetIds": document.packet_ids,
-        "jobExclusion": [e.model_dump(mode="json", by_alias=True) for e in document.job_exclusion],
+        "jobExclusion": dumped["jobExclusion"],
         "excluded": document.excluded,
     }
 
 
-def _steps(steps: tuple[StepWrapper, ...]) -> list[dict[str, Any]] | None:
-    if not steps:
-        return None
-    return [s.model_dump(mode="json", by_alias=True) for s in steps]
+_DUMPED = {"metadata", "completed_steps", "cancelled_steps", "job_exclusion"}
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def encode_json(body: Any) -> bytes:
     """Strict, compact UTF-8 JSON, keys in insertion order."""
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return _ENCODER.encode(body).encode()
 
 
 def encode_body(state: JobState) -> bytes:

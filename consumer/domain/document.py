@@ -62,6 +62,19 @@ def replace_fields(model: _Model, update: Mapping[str, Any]) -> _Model:
     return copied
 
 
+def construct(cls: type[_Model], fields: dict[str, Any]) -> _Model:
+    """``cls.model_construct(**fields)`` for a value of every field, without its per-field
+    default and alias handling (several times faster; one per decoded event). Unvalidated,
+    as :func:`replace_fields`, with the same limits.
+    """
+    model = cls.__new__(cls)
+    object.__setattr__(model, "__dict__", fields)
+    object.__setattr__(model, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(model, "__pydantic_extra__", None)
+    object.__setattr__(model, "__pydantic_private__", None)
+    return model
+
+
 class DomainModel(BaseModel):
     """Base of every document and event model: frozen, strict, camelCase, extra ignored."""
 

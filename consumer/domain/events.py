@@ -51,6 +51,7 @@ from consumer.domain.document import (
     JobMetadata,
     StepWrapper,
     Timestamp,
+    construct,
 )
 from consumer.domain.results import FailureReason
 from consumer.errors import BasicSyncError
@@ -290,13 +291,16 @@ def _decode_structured(value: bytes) -> JobEvent:
         raise InvalidEvent(FailureReason.invalid_event, _describe(exc)) from None
     event_type = EventType(envelope.type)
     _check(event_type, envelope.subject, envelope.data)
-    return JobEvent.model_construct(
-        id=envelope.id,
-        source=envelope.source,
-        type=event_type,
-        subject=envelope.subject,
-        time=envelope.time,
-        data=envelope.data,
+    return construct(
+        JobEvent,
+        {
+            "id": envelope.id,
+            "source": envelope.source,
+            "type": event_type,
+            "subject": envelope.subject,
+            "time": envelope.time,
+            "data": envelope.data,
+        },
     )
 
 
@@ -334,13 +338,16 @@ def _decode_binary(attributes: dict[str, bytes | None], value: bytes) -> JobEven
     except ValidationError as exc:
         raise InvalidEvent(FailureReason.invalid_event, _describe(exc)) from None
     _check(event_type, text["subject"], data)
-    return JobEvent.model_construct(
-        id=text["id"],
-        source=text["source"],
-        type=event_type,
-        subject=text["subject"],
-        time=time,
-        data=data,
+    return construct(
+        JobEvent,
+        {
+            "id": text["id"],
+            "source": text["source"],
+            "type": event_type,
+            "subject": text["subject"],
+            "time": time,
+            "data": data,
+        },
     )
 
 

@@ -2,8 +2,9 @@
 
 Run ``python -m tests.bench.bench_domain`` (``--save FILE`` keeps the figures as JSON,
 ``--compare FILE`` prints them next to a saved run). Each figure is the best of ``--repeat``
-rounds, as the minimum is the least disturbed by other processes on a shared machine; still,
-compare runs made close together on the same machine, never figures from elsewhere.
+rounds in CPU time, as the minimum is the least disturbed by other processes on a shared
+machine; still, compare runs made close together on the same machine, never figures from
+elsewhere.
 
 - decode: ``decode_event`` of every event of the demo stream, structured and binary mode.
 - apply: ``apply`` over the interleaved demo stream (``build_demo(DemoPlan(jobs=2000))``), one
@@ -30,12 +31,16 @@ from consumer.domain.job import JobState, apply
 
 
 def best_of(repeat: int, rounds: Callable[[], int]) -> float:
-    """Seconds per operation: the fastest of ``repeat`` rounds (each returns its op count)."""
+    """CPU seconds per operation: the fastest of ``repeat`` rounds (each returns its op count).
+
+    CPU time of this process, not wall time: on a shared machine, time spent waiting for a
+    core is left out (cache and frequency effects of other processes still are not).
+    """
     best = float("inf")
     for _ in range(repeat):
-        started = time.perf_counter()
+        started = time.process_time()
         count = rounds()
-        best = min(best, (time.perf_counter() - started) / count)
+        best = min(best, (time.process_time() - started) / count)
     return best
 
 
