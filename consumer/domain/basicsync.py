@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import weakref
+from collections.abc import Sequence
 from typing import Any
 
-from consumer.domain.document import JobDocument
+from consumer.domain.document import JobDocument, StepWrapper
 from consumer.domain.job import JobState
 
 
@@ -49,8 +51,46 @@ def encode_json(body: Any) -> bytes:
 
 
 def encode_body(state: JobState) -> bytes:
-    """The request body of ``state`` as bytes."""
-    return encode_json(build_body(state))
+    """The request body of ``state`` as bytes: ``encode_json(build_body(state))``, assembled
+    from parts. JSON text composes, so the bytes are the same; each step is encoded once while
+    it lives (see :func:`_step_json`), as a job's states share their step objects."""
+    document = state.document
+    encode = _ENCODER.encode
+    head = document.model_dump(mode="json", by_alias=True, include=_HEAD)
+    return (
+        f'{{"metadata":{encode(head["metadata"])}'
+        f',"completedSteps":{_steps_json(document.completed_steps)}'
+        f',"cancelledSteps":{_steps_json(document.cancelled_steps)}'
+        f',"team":{encode(document.team)}'
+        f',"hierarchyStack":{encode(document.hierarchy_stack)}'
+        f',"packetIds":{encode(document.packet_ids)}'
+        f',"jobExclusion":{encode(head["jobExclusion"])}'
+        f',"excluded":{encode(document.excluded)}}}'
+    ).encode()
+
+
+_HEAD = {"metadata", "job_exclusion"}
+
+#: JSON text of live step wrappers, by ``id``. An entry goes when its step is collected (the
+#: weakref callback runs before the id can be reused). Steps are frozen and never mutated.
+_STEP_JSON: dict[int, str] = {}
+
+
+def _step_json(step: StepWrapper) -> str:
+    key = id(step)
+    text = _STEP_JSON.get(key)
+    if text is None:
+        text = _ENCODER.encode(step.model_dump(mode="json", by_alias=True))
+        _STEP_JSON[key] = text
+        weakref.finalize(step, _STEP_JSON.pop, key, None)
+    return text
+
+
+def _steps_json(steps: Sequence[StepWrapper]) -> str:
+    """A step list as in :func:`build_body`: ``null`` when empty."""
+    if not steps:
+        return "null"
+    return "[" + ",".join(_step_json(step) for step in steps) + "]"
 
 
 def body_sha256(body: bytes) -> str:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import re
 from datetime import UTC, datetime
 from typing import Any
 
-from consumer.domain.basicsync import body_sha256, build_body, encode_body, payload
+from hypothesis import given, settings
+
+from consumer.domain import basicsync
+from consumer.domain.basicsync import body_sha256, build_body, encode_body, encode_json, payload
 from consumer.domain.demo_jobs import example_job_events
 from consumer.domain.events import EventType, JobEvent
 from consumer.domain.job import JobState, apply, new_state
+from tests.unit.test_job import event_sequences, reduce_all
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -184,3 +189,23 @@ class TestEncoding:
         body, digest = payload(state)
         assert body == encode_body(state)
         assert digest == body_sha256(body) == hashlib.sha256(body).hexdigest()
+
+    @given(event_sequences())
+    @settings(deadline=None)
+    def test_assembled_encoding_equals_whole_encoding(self, events: list[JobEvent]) -> None:
+        """encode_body, assembled from parts and cached step texts, gives exactly the bytes of
+        encoding the whole build_body at once, for any reachable state, twice over."""
+        state = reduce_all(events)
+        assert state is not None
+        assert encode_body(state) == encode_json(build_body(state))
+        assert encode_body(state) == encode_json(build_body(state))
+
+    def test_step_texts_go_with_their_steps(self) -> None:
+        """The cache of encoded steps holds only steps still alive: it does not grow."""
+        state = reduce(example_job_events())
+        encode_body(state)
+        step_ids = {id(s) for s in state.document.completed_steps}
+        assert step_ids <= set(basicsync._STEP_JSON)
+        del state
+        gc.collect()
+        assert not step_ids & set(basicsync._STEP_JSON)
