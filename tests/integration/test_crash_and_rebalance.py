@@ -124,3 +124,40 @@ class TestRebalance:
         assert second.stats.events > 0
         assert max_overlap(sandbox_in_process) <= 1
         assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+
+
+class TestShutdown:
+    async def test_sigterm_finishes_requests_in_flight_and_a_second_signal_exits_at_once(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """SIGTERM lets slow requests in flight complete and report before exit 0; a second
+        signal during a long drain exits at once with 130."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=3, seed=37))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=0)
+        log = str(tmp_path / "consumer.log")
+        sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 2500}})
+
+        def in_flight() -> bool:
+            return any(sandbox_in_process.state.in_flight.current.values())
+
+        process = start_consumer_process(settings, log)
+        assert await eventually(in_flight, within=60), tail(log)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 30) == 0, tail(log)
+        successes = await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.5)
+        assert successes, "the request in flight at SIGTERM was not finished and reported"
+
+        sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 10_000}})
+        await produce(kafka_bootstrap, topics.inputs, build_demo(DemoPlan(jobs=2, seed=41)).events)
+        process = start_consumer_process(settings, log)
+        assert await eventually(in_flight, within=60), tail(log)
+        process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 5) == 130, tail(log)

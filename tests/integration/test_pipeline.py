@@ -275,8 +275,15 @@ class TestScale:
         assert converged(sandbox_in_process, demo.expected) == len(demo.expected)
         assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
         successes = await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.5)
-        final = {(s["clientJobId"], s["payloadSha256"]) for s in successes}
-        assert {job for job, _ in final} == set(demo.expected)
+        versions = [(s["clientJobId"], s["stateVersion"]) for s in successes]
+        assert len(versions) == len(set(versions)), "a version was reported twice"
+        assert {job for job, _ in versions} == set(demo.expected)
+        last = {job: version for job, version in sorted(versions, key=lambda v: v[1])}
+        for job, body in demo.expected.items():
+            final = [
+                s for s in successes if s["clientJobId"] == job and s["stateVersion"] == last[job]
+            ]
+            assert final[0]["jobStatus"] == body["metadata"]["status"]
 
 
 class TestRetention:
