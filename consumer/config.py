@@ -76,14 +76,21 @@ class KafkaSettings(_Section):
     )
     group_id: str = Field(default="basicsync", min_length=1, description="consumer group id")
     client_id: str = Field(default="basicsync", description="client id sent to the brokers")
-    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
-    sasl_mechanism: SaslMechanism | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
+    security_protocol: SecurityProtocol = Field(
+        default=SecurityProtocol.PLAINTEXT,
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL",
+    )
+    sasl_mechanism: SaslMechanism | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_*)"
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(default=None, description="SASL password (secret)")
     ssl_cafile: Path | None = Field(default=None, description="CA bundle for broker TLS")
     ssl_certfile: Path | None = Field(default=None, description="client certificate (mTLS)")
     ssl_keyfile: Path | None = Field(default=None, description="client key (mTLS)")
-    session_timeout_ms: int = Field(default=45_000, ge=6_000)
+    session_timeout_ms: int = Field(
+        default=45_000, ge=6_000, description="group session timeout; a silent member is dropped"
+    )
     max_poll_records: int = Field(default=2_000, ge=1, description="records per fetch batch")
     checkpoint_interval_ms: int = Field(
         default=1_000,
@@ -125,8 +132,11 @@ class TopicSettings(_Section):
         min_length=1,
         description="comma-separated input topics (co-partitioned, keyed by clientJobId)",
     )
-    succeeded: str = "workfloplus.basicsync.succeeded"
-    failed: str = "workfloplus.basicsync.failed"
+    succeeded: str = Field(default="workfloplus.basicsync.succeeded", description="success records")
+    failed: str = Field(
+        default="workfloplus.basicsync.failed",
+        description="failure records, also the dead-letter topic of unusable events",
+    )
     state: str | None = Field(
         default=None, description="changelog topic; default <group>.job-state"
     )
@@ -141,11 +151,17 @@ class GatewaySettings(_Section):
     token_url: str | None = Field(
         default=None, description="e.g. https://accounts.workfloplus.com/connect/token"
     )
-    client_id: str | None = None
-    client_secret: SecretStr | None = None
-    scope: str = WORKFLOW_EXECUTE_SCOPE
-    request_timeout_s: float = Field(default=30.0, gt=0)
-    verify_tls: bool = True
+    client_id: str | None = Field(default=None, description="OAuth2 client id (M2M client)")
+    client_secret: SecretStr | None = Field(
+        default=None, description="OAuth2 client secret (secret)"
+    )
+    scope: str = Field(
+        default=WORKFLOW_EXECUTE_SCOPE, description="scope asked for (basicSync needs this one)"
+    )
+    request_timeout_s: float = Field(
+        default=30.0, gt=0, description="a basicSync call slower than this is retried"
+    )
+    verify_tls: bool = Field(default=True, description="verify the gateway's TLS certificate")
 
     @field_validator("base_url", "token_url")
     @classmethod
@@ -179,10 +195,16 @@ class SyncSettings(_Section):
     )
     concurrency: int = Field(default=32, ge=1, description="requests in flight at once")
     rate_limit_per_s: float | None = Field(default=None, gt=0, description="requests per second")
-    retry_initial_ms: int = Field(default=200, ge=1)
-    retry_max_ms: int = Field(default=30_000, ge=1)
-    retry_max_attempts: int = Field(default=8, ge=1)
-    retry_max_elapsed_s: float = Field(default=300.0, gt=0)
+    retry_initial_ms: int = Field(
+        default=200, ge=1, description="cap of the first backoff (full jitter, doubling)"
+    )
+    retry_max_ms: int = Field(default=30_000, ge=1, description="cap of any backoff")
+    retry_max_attempts: int = Field(
+        default=8, ge=1, description="attempts per job before retries_exhausted"
+    )
+    retry_max_elapsed_s: float = Field(
+        default=300.0, gt=0, description="time per job before retries_exhausted"
+    )
     circuit_failure_threshold: int = Field(
         default=20, ge=1, description="retryable failures in a row that open the circuit"
     )
@@ -206,8 +228,14 @@ class SyncSettings(_Section):
 
 
 class ObservabilitySettings(_Section):
-    log_format: str = Field(default="auto", pattern="^(auto|json|console)$")
-    log_level: str = Field(default="info", pattern="^(debug|info|warning|error)$")
+    log_format: str = Field(
+        default="auto",
+        pattern="^(auto|json|console)$",
+        description="json, console, or auto (console on a terminal, else json)",
+    )
+    log_level: str = Field(
+        default="info", pattern="^(debug|info|warning|error)$", description="lowest level logged"
+    )
     http_port: int | None = Field(
         default=None, ge=0, le=65535, description="port for /metrics, /healthz, /readyz"
     )
