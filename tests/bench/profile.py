@@ -8,6 +8,7 @@ inclusive samples (which of our steps pays for it).
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -55,22 +56,28 @@ class Profiler:
             count = int(count_text)
             frames = stack.split(";")
             total += count
-            own[_short(frames[-1])] += count
-            for frame in {_short(f) for f in frames if "/consumer/" in f}:
+            own[_function(frames[-1])] += count
+            for frame in {_function(f) for f in frames if _OURS.search(f)}:
                 inclusive[frame] += count
         lines = [f"profile of ours: {total} samples at {self.rate} Hz ({collapsed})",
                  "  top functions by own samples:"]  # fmt: skip
         lines += [f"    {n / total:6.1%}  {frame}" for frame, n in own.most_common(top)]
         lines.append("  top consumer functions by inclusive samples:")
-        lines += [f"    {n / total:6.1%}  {frame}" for frame, n in inclusive.most_common(top)]
+        lines += [f"    {n / total:6.1%}  {frame}" for frame, n in inclusive.most_common(top * 2)]
         self.path.write_text("\n".join(lines) + "\n")
         return "\n".join(lines)
 
 
-def _short(frame: str) -> str:
-    """``func (path/to/site-packages/pkg/mod.py:12)`` -> ``func (pkg/mod.py:12)``."""
+_ROOT = str(Path(__file__).resolve().parents[2])
+#: a frame of the project's own ``consumer`` package (py-spy shows it relative or absolute)
+_OURS = re.compile(r"\((?:" + re.escape(_ROOT) + r"/)?consumer/")
+_LINE = re.compile(r":\d+\)$")
+
+
+def _function(frame: str) -> str:
+    """``func (path/to/site-packages/pkg/mod.py:12)`` -> ``func (pkg/mod.py)``: one entry per
+    function, whichever line was running."""
+    head, _, tail = frame.partition("(")
     for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
-        if marker in frame:
-            head, _, tail = frame.partition("(")
-            return f"{head}({tail.split(marker, 1)[-1]}"
-    return frame
+        tail = tail.split(marker, 1)[-1]
+    return _LINE.sub(")", f"{head}({tail}")

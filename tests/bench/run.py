@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -274,6 +275,9 @@ def main() -> None:
     parser.add_argument("--keep-broker", action="store_true", help="leave the broker running")
     parser.add_argument("--profile", action="store_true", help="py-spy profile of ours")
     args = parser.parse_args()
+    # Fresh topics answer NotLeaderForPartition for a moment; aiokafka retries and logs each.
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
     if args.paced_seconds is None:
         args.paced_seconds = 5.0 if args.size == "smoke" else 30.0
     out = args.out or ROOT / "bench-results" / f"{args.size}-{time.strftime('%Y%m%d-%H%M%S')}"
