@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
-from consumer.domain.document import JobDocument, StepWrapper
+from consumer.domain.document import JobDocument, StepWrapper, TextCache
 from consumer.domain.job import JobState
 
 
@@ -71,19 +70,10 @@ def encode_body(state: JobState) -> bytes:
 
 _HEAD = {"metadata", "job_exclusion"}
 
-#: JSON text of live step wrappers, by ``id``. An entry goes when its step is collected (the
-#: weakref callback runs before the id can be reused). Steps are frozen and never mutated.
-_STEP_JSON: dict[int, str] = {}
-
-
-def _step_json(step: StepWrapper) -> str:
-    key = id(step)
-    text = _STEP_JSON.get(key)
-    if text is None:
-        text = _ENCODER.encode(step.model_dump(mode="json", by_alias=True))
-        _STEP_JSON[key] = text
-        weakref.finalize(step, _STEP_JSON.pop, key, None)
-    return text
+#: The JSON text of a step wrapper in the body.
+_step_json: TextCache[StepWrapper] = TextCache(
+    lambda step: _ENCODER.encode(step.model_dump(mode="json", by_alias=True))
+)
 
 
 def _steps_json(steps: Sequence[StepWrapper]) -> str:

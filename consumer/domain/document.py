@@ -11,9 +11,10 @@ we know them, but they are never forwarded, as the body must keep its documented
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
@@ -73,6 +74,32 @@ def construct(cls: type[_Model], fields: dict[str, Any]) -> _Model:
     object.__setattr__(model, "__pydantic_extra__", None)
     object.__setattr__(model, "__pydantic_private__", None)
     return model
+
+
+class TextCache(Generic[_Model]):
+    """Text rendered from frozen models, each rendered once while it lives.
+
+    Job states share their step objects from one event to the next, so encoding a state's
+    steps again and again is mostly repeated work. Entries are by ``id`` and leave when their
+    model is collected (the weakref callback runs before the id can be reused). Only for models
+    no one mutates in place.
+    """
+
+    def __init__(self, render: Callable[[_Model], str]) -> None:
+        self._render = render
+        self._texts: dict[int, str] = {}
+
+    def __call__(self, model: _Model) -> str:
+        key = id(model)
+        text = self._texts.get(key)
+        if text is None:
+            text = self._render(model)
+            self._texts[key] = text
+            weakref.finalize(model, self._texts.pop, key, None)
+        return text
+
+    def __contains__(self, model_id: int) -> bool:
+        return model_id in self._texts
 
 
 class DomainModel(BaseModel):

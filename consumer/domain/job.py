@@ -73,6 +73,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, JsonValue, PlainSerializer
 from pydantic.alias_generators import to_camel
+from pydantic_core import to_json
 
 from consumer.domain.document import (
     TERMINAL_STATUSES,
@@ -80,6 +81,7 @@ from consumer.domain.document import (
     JobExclusion,
     JobMetadata,
     StepWrapper,
+    TextCache,
     parse_timestamp,
     replace_fields,
 )
@@ -200,12 +202,46 @@ class JobState(BaseModel):
         return self.document.metadata.status
 
     def to_json_bytes(self) -> bytes:
-        """Compact changelog value (fields at their default are left out)."""
-        return self.model_dump_json(exclude_defaults=True).encode()
+        """Compact changelog value (fields at their default are left out).
+
+        Exactly ``model_dump_json(exclude_defaults=True)``, assembled from parts so that each
+        step is encoded once while it lives (states share their steps; see ``TextCache``).
+        """
+        document = self.document
+        rest = self.model_dump_json(exclude_defaults=True, exclude={"document"})
+        head = f'{{"client_job_id":{to_json(self.client_job_id).decode()}'
+        if not rest.startswith(head):  # not expected: required, and first; stay exact anyway
+            return self.model_dump_json(exclude_defaults=True).encode()
+        members = []
+        if document.metadata != _DEFAULT_METADATA:
+            members.append(f'"metadata":{_metadata_json(document.metadata)}')
+        for name, steps in (
+            ("completed_steps", document.completed_steps),
+            ("cancelled_steps", document.cancelled_steps),
+        ):
+            if steps:
+                members.append(f'"{name}":[{",".join(_step_json(s) for s in steps)}]')
+        others = document.model_dump_json(exclude_defaults=True, exclude=_DOCUMENT_HEAD)
+        if others != "{}":
+            members.append(others[1:-1])
+        document_json = "{" + ",".join(members) + "}"
+        return f'{head},"document":{document_json}{rest[len(head) :]}'.encode()
 
     @classmethod
     def from_json_bytes(cls, data: bytes) -> JobState:
         return cls.model_validate_json(data)
+
+
+_DEFAULT_METADATA = JobMetadata()
+_DOCUMENT_HEAD = {"metadata", "completed_steps", "cancelled_steps"}
+#: A step wrapper as the changelog stores it.
+_step_json: TextCache[StepWrapper] = TextCache(
+    lambda step: step.model_dump_json(exclude_defaults=True)
+)
+
+
+def _metadata_json(metadata: JobMetadata) -> str:
+    return metadata.model_dump_json(exclude_defaults=True)
 
 
 @dataclass(frozen=True, slots=True)

@@ -662,6 +662,17 @@ class TestProperties:
 
     @given(event_sequences())
     @settings(deadline=None)
+    def test_changelog_bytes_are_pydantics(self, events: list[JobEvent]) -> None:
+        """to_json_bytes, assembled from parts with cached step texts, is exactly pydantic's
+        ``model_dump_json(exclude_defaults=True)`` of any reachable state, twice over."""
+        state = reduce_all(events)
+        assert state is not None
+        expected = state.model_dump_json(exclude_defaults=True).encode()
+        assert state.to_json_bytes() == expected
+        assert state.to_json_bytes() == expected
+
+    @given(event_sequences())
+    @settings(deadline=None)
     def test_invariants(self, events: list[JobEvent]) -> None:
         """Steps stay sorted and unique; a terminal status, once reached, stays."""
         state: JobState | None = None
