@@ -32,7 +32,12 @@ class RunResult:
 
     @property
     def events_per_s(self) -> float | None:
-        return self.events / self.seconds if self.ok and self.seconds else None
+        """Events per second to convergence; for a run stopped at its time limit, the rate at
+        which it committed input so far (``extra["projected_events_per_s"]``)."""
+        if self.ok and self.seconds:
+            return self.events / self.seconds
+        projected = self.extra.get("projected_events_per_s")
+        return float(projected) if projected else None
 
     @property
     def requests_per_job(self) -> float | None:

@@ -54,6 +54,9 @@ from tests.bench.workload import Workload, prepare
 ROOT = Path(__file__).resolve().parents[2]
 SIZES = {"smoke": 20, "20k": 20_000, "100k": 100_000}
 TIMEOUTS = {"smoke": 60.0, "20k": 900.0, "100k": 3600.0}
+#: The peers post once per event and can take many times longer than ours: past this limit
+#: they are stopped and their events/s is the rate at which they committed input.
+PEER_TIMEOUTS = {"smoke": 60.0, "20k": 240.0, "100k": 600.0}
 BENCH_PORT = 39092
 CONCURRENCY = 32  # ours' default sync.concurrency
 
@@ -125,6 +128,7 @@ def _peer(module: str, out: Path, name: str, **options: Any) -> Child:
 
 async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult], dict[str, Any]]:
     jobs, within = SIZES[args.size], args.timeout or TIMEOUTS[args.size]
+    peers = args.peer_timeout or PEER_TIMEOUTS[args.size]
     broker = Broker(BENCH_PORT)
     sandbox = SandboxProcess(out / "sandbox.log")
     results: list[RunResult] = []
@@ -140,7 +144,7 @@ async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult],
         )
         common = {"bootstrap": broker.bootstrap, "topics": ",".join(workload.inputs)}
         async with aiohttp.ClientSession() as session:
-            watch = Watch(sandbox.watch_url, session)
+            watch = Watch(sandbox.watch_url, session, broker.bootstrap)
 
             async def record(result: RunResult) -> None:
                 results.append(result)
@@ -163,9 +167,10 @@ async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult],
 
             await record(await _ours(args, out, broker, sandbox, watch, workload, figures, within))
 
-            child = _peer("peer_naive", out, "naive", group=f"{workload.prefix}.naive",
+            group = f"{workload.prefix}.naive"
+            child = _peer("peer_naive", out, "naive", group=group,
                           sandbox=sandbox.url, concurrency=CONCURRENCY, **common)  # fmt: skip
-            result = await measure_posting(child, watch, workload, within=within)
+            result = await measure_posting(child, watch, workload, within=peers, group=group)
             child.stop()
             await record(result)
 
@@ -188,7 +193,7 @@ async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult],
             if args.skip_quix:
                 results.append(RunResult("quix", ok=False, note="skipped: --skip-quix"))
             else:
-                await record(await _quix(out, sandbox, watch, workload, common, within))
+                await record(await _quix(out, sandbox, watch, workload, common, peers))
     finally:
         sandbox.stop()
         if not args.keep_broker:
@@ -249,12 +254,13 @@ async def _quix(
         print(f"quix peer skipped: {why}", flush=True)
         return RunResult("quix", ok=False, note=f"skipped: {why}")
     state_dir = tempfile.mkdtemp(prefix="quix-state-", dir=out)
-    child = _peer("peer_quix", out, "quix", group=f"{workload.prefix}.quix",
+    group = f"{workload.prefix}.quix"
+    child = _peer("peer_quix", out, "quix", group=group,
                   sandbox=sandbox.url, concurrency=CONCURRENCY, state_dir=state_dir,
                   **common)  # fmt: skip
     child.argv[0] = python
     child.env = python_env(PYTHONPATH=str(ROOT))
-    result = await measure_posting(child, watch, workload, within=within)
+    result = await measure_posting(child, watch, workload, within=within, group=group)
     child.stop()
     return result
 
@@ -264,6 +270,7 @@ def main() -> None:
     parser.add_argument("--size", choices=sorted(SIZES), default="smoke")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    parser.add_argument("--peer-timeout", type=float, default=None, help="seconds per peer run")
     parser.add_argument("--skip-quix", action="store_true")
     parser.add_argument("--skip-paced", action="store_true", help="no latency run at half rate")
     parser.add_argument(

@@ -31,6 +31,8 @@ class Watch:
 
     url: str
     session: aiohttp.ClientSession
+    #: the broker, for runs stopped at their time limit (their committed offsets)
+    bootstrap: str = ""
 
     async def _get(self, path: str) -> Any:
         async with self.session.get(f"{self.url}{path}") as response:
@@ -134,6 +136,7 @@ async def measure_posting(
     *,
     within: float,
     on_start: Callable[[int], None] | None = None,
+    group: str | None = None,
 ) -> RunResult:
     """Start ``child``, wait until every job has converged in the sandbox (the caller stops
     it); ``on_start`` gets its pid as soon as it runs."""
@@ -148,7 +151,34 @@ async def measure_posting(
     ok = await until(child, converged, within=within)
     child.sample()
     progress = await watch.progress()
-    return await posting_result(child, watch, workload, ok, progress)
+    result = await posting_result(child, watch, workload, ok, progress)
+    if not ok and group is not None and child.alive():
+        # Stopped at the time limit: its throughput is the input it has committed so far.
+        elapsed = time.time() - child.started
+        committed = await committed_events(watch.bootstrap, group)
+        result.extra.update(
+            committed_events=committed,
+            elapsed_s=elapsed,
+            projected_events_per_s=committed / elapsed if committed else None,
+        )
+        result.note = (
+            f"stopped at {within:g} s limit: {committed}/{workload.events} events committed, "
+            f"{result.converged}/{workload.jobs} jobs converged; events/s = committed rate"
+        )
+    return result
+
+
+async def committed_events(bootstrap: str, group: str) -> int:
+    """Sum of the group's committed offsets over all its partitions."""
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return sum(max(0, meta.offset) for meta in offsets.values())
 
 
 async def posting_result(
