@@ -11,6 +11,7 @@ we know them, but they are never forwarded, as the body must keep its documented
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -88,6 +89,8 @@ class TextCache(Generic[_Model]):
     def __init__(self, render: Callable[[_Model], str]) -> None:
         self._render = render
         self._texts: dict[int, str] = {}
+        # Kept so their callbacks fire (a weakref.ref is ~10x cheaper than weakref.finalize).
+        self._refs: dict[int, weakref.ref[_Model]] = {}
 
     def __call__(self, model: _Model) -> str:
         key = id(model)
@@ -95,8 +98,12 @@ class TextCache(Generic[_Model]):
         if text is None:
             text = self._render(model)
             self._texts[key] = text
-            weakref.finalize(model, self._texts.pop, key, None)
+            self._refs[key] = weakref.ref(model, functools.partial(self._forget, key))
         return text
+
+    def _forget(self, key: int, _: object) -> None:
+        self._texts.pop(key, None)
+        self._refs.pop(key, None)
 
     def __contains__(self, model_id: int) -> bool:
         return model_id in self._texts

@@ -8,7 +8,8 @@ elsewhere.
 
 - decode: ``decode_event`` of every event of the demo stream, structured and binary mode.
 - apply: ``apply`` over the interleaved demo stream (``build_demo(DemoPlan(jobs=2000))``), one
-  state per job, as the intake does.
+  state per job, as the intake does; then the same with ``to_json_bytes``, ``encode_body`` and
+  ``body_sha256`` of every new state (the most a consumer does per event, with no batching).
 - to_json_bytes / from_json_bytes / encode_body / body_sha256: a completed 13-event demo job.
 """
 
@@ -69,6 +70,17 @@ def measure(jobs: int, repeat: int) -> dict[str, float]:
                 states[event.subject] = result
         return len(events)
 
+    def apply_write_post() -> int:
+        # What the consumer does per event at most: apply, write the changelog, build the body.
+        states: dict[str, JobState] = {}
+        for event, now in zip(events, nows, strict=True):
+            result = apply(states.get(event.subject), event, now)
+            if isinstance(result, JobState):
+                states[event.subject] = result
+                body_sha256(encode_body(result))
+                result.to_json_bytes()
+        return len(events)
+
     job_events, _ = demo_job(random.Random(2), "bench-job", steps=10)
     state: JobState | None = None
     for event in job_events:
@@ -90,15 +102,29 @@ def measure(jobs: int, repeat: int) -> dict[str, float]:
 
         return run
 
+    def best_cold(operation: Callable[[JobState], object]) -> float:
+        # Fresh copies (new step objects, as after a restore): nothing cached for them yet.
+        best = float("inf")
+        for _ in range(repeat):
+            fresh = [JobState.from_json_bytes(stored) for _ in range(200)]
+            started = time.process_time()
+            for copy in fresh:
+                operation(copy)
+            best = min(best, (time.process_time() - started) / len(fresh))
+        return best
+
     return {
         "decode structured": best_of(repeat, decode(structured)),
         "decode binary": best_of(repeat, decode(binary)),
         "apply (interleaved stream)": best_of(repeat, apply_stream),
+        "apply+changelog+body (stream)": best_of(repeat, apply_write_post),
         "to_json_bytes (13-event job)": best_of(repeat, looped(completed.to_json_bytes)),
         "from_json_bytes (13-event job)": best_of(
             repeat, looped(lambda: JobState.from_json_bytes(stored))
         ),
         "encode_body (13-event job)": best_of(repeat, looped(lambda: encode_body(completed))),
+        "to_json_bytes, cold": best_cold(JobState.to_json_bytes),
+        "encode_body, cold": best_cold(encode_body),
         "body_sha256 (13-event job)": best_of(repeat, looped(lambda: body_sha256(body))),
         "_events": float(len(events)),
         "_job_events": float(len(job_events)),
