@@ -76,6 +76,7 @@ class _Entry:
     attempts: int = 0
     first_attempt: float | None = None
     in_flight: bool = False
+    holds_slot: bool = False
     held_reported: bool = False
     offsets: list[SourceOffset] = field(default_factory=list)
 
@@ -210,6 +211,7 @@ class SyncScheduler:
                     self._slots.release()
                     return
                 entry.in_flight = True
+                entry.holds_slot = True
                 self._tasks[job] = asyncio.create_task(self._sync(job, entry), name=f"sync {job}")
                 now = self._clock()
             timeout = max(self._heap[0][0] - self._clock(), 0.0) if self._heap else None
@@ -257,7 +259,7 @@ class SyncScheduler:
             log.exception("sync_attempt_crashed", client_job_id=job)
             entry.not_before = self._clock() + self._retry.maximum
         finally:
-            self._slots.release()
+            self._release_slot(entry)
             self._tasks.pop(job, None)
             entry.in_flight = False
             self._after_attempt(job, entry)
@@ -284,6 +286,8 @@ class SyncScheduler:
         if entry.first_attempt is None:
             entry.first_attempt = started
         outcome = await self._gateway.post_basic_sync(body)
+        # The slot bounds requests to WorkfloPlus; recording the outcome needs none.
+        self._release_slot(entry)
         finished = self._clock()
         self._observer.request_finished(
             type(outcome).__name__.lower(), getattr(outcome, "status", None), finished - started
@@ -400,16 +404,25 @@ class SyncScheduler:
         entry.offsets.clear()
         await self._settle(job, partition, sent, sha, sent.job_id)
 
+    def _release_slot(self, entry: _Entry) -> None:
+        if entry.holds_slot:
+            entry.holds_slot = False
+            self._slots.release()
+
     async def _settle(
         self, job: str, partition: int, sent: JobState, sha: str, job_id: str | None
     ) -> None:
-        """Record that ``sent.version`` has a final outcome, on the newest state."""
+        """Record that ``sent.version`` has a final outcome, on the newest state.
+
+        The changelog write is queued, not awaited: its record was published (and awaited)
+        before, and losing this marker in a crash costs one duplicate post, never an outcome.
+        """
         current = self._store.get(job)
         if current is None:
             return
         settled = mark_synced(current, sent.version, sha, job_id, self._wall_clock())
         self._store.put(partition, settled)
-        await (await self._outcomes.write_state(partition, settled))
+        await self._outcomes.write_state(partition, settled)
 
     async def _hold(self, job: str, entry: _Entry, state: JobState) -> None:
         """A job without workflowId cannot be posted; report it once after the hold timeout."""
