@@ -293,7 +293,7 @@ def event_clock(event: JobEvent, now: datetime) -> Clock:
     moment = moment.astimezone(UTC)
     if moment.year < 1000:  # strftime does not pad %Y; keep its text for such clocks
         return (moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event.id)
-    # The same text as the strftime above, about 3x faster.
+    # The same text as the strftime above, about 1.3x faster (measured).
     return (moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z", event.id)
 
 
