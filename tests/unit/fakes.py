@@ -12,7 +12,7 @@ import itertools
 import json
 from collections import Counter, deque
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumer.domain.events import EventType, JobEvent
@@ -25,14 +25,18 @@ _ids = itertools.count()
 
 
 def event(job: str, event_type: EventType, data: dict[str, Any]) -> JobEvent:
-    """A valid event for ``job`` with a fresh id."""
+    """A valid event for ``job`` with a fresh id, timed after every event made before it.
+
+    The reducer orders a job's events by time (then id), so creation order must show in both.
+    """
+    n = next(_ids)
     return JobEvent.model_validate(
         {
-            "id": f"ev-{next(_ids)}",
+            "id": f"ev-{n:09d}",
             "source": "urn:test",
             "type": event_type,
             "subject": job,
-            "time": NOW,
+            "time": NOW + timedelta(microseconds=n),
             "data": data,
         }
     )
