@@ -215,6 +215,7 @@ async def _ours(
 ) -> RunResult:
     settings = await ours_settings(broker.bootstrap, sandbox.url, workload)
     child = ours_child(settings, out / "ours.log")
+    figures["ours commit"] = _revision()
     profiler = Profiler(out / "ours-profile.txt") if args.profile else None
     on_start = profiler.attach if profiler is not None else None
     result = await measure_posting(child, watch, workload, within=within, on_start=on_start)
@@ -263,6 +264,16 @@ async def _quix(
     result = await measure_posting(child, watch, workload, within=within, group=group)
     child.stop()
     return result
+
+
+def _revision() -> str:
+    """The commit ours runs from, ``+dirty`` when ``consumer/`` has uncommitted changes (the
+    tree is shared: say exactly which code was measured)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True)
+    dirty = subprocess.run(["git", "status", "--porcelain", "--", "consumer"], cwd=ROOT,
+                           capture_output=True)  # fmt: skip
+    name = head.stdout.decode().strip() or "unknown"
+    return name + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def main() -> None:
