@@ -5,7 +5,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,81 +15,14 @@ from consumer.domain.basicsync import body_sha256, build_body, encode_body, enco
 from consumer.domain.demo_jobs import example_job_events
 from consumer.domain.events import EventType, JobEvent
 from consumer.domain.job import JobState, apply, new_state
+from consumer.sandbox.examples import docs_example_strict
 from tests.unit.test_job import event_sequences, reduce_all
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
-# The request body exactly as the WorkfloPlus documentation prints it (trailing comma included).
-DOCUMENTED_EXAMPLE = """
-{
-  "metadata":{
-    "clientJobId":"cb3dc8dc-4162-47c4-af05-3575034f99e5",
-    "workflowId":"b62f2507-b4e7-4248-83d3-29c03a158fbe",
-    "workflowVersionId":"2831f333-af02-4d89-875d-0bceadeb16ed",
-    "jobTitle":"Api Test 2",
-    "metadata":{
-      "Key1":"V1",
-    },
-    "created":"2021-10-01T12:48:12.215Z",
-    "updated":"2021-10-01T12:48:13.824Z",
-    "modified":"2021-10-01T12:48:14Z",
-    "status":"Completed",
-    "userId":"5d8cac54860b8103316b1987",
-    "currentStep":null,
-    "abandonReason":null,
-    "username":"api.user1@example.com",
-    "workflowName":"Example Workflow"
-  },
-  "completedSteps":[
-    {
-      "singleStep":{
-        "values":[
-        ],
-        "valueResourceIds":[
-        ],
-        "uniqueStepId":"c025f569-8148-4a75-a2e8-a9bc19da911d",
-        "previousUniqueStepId":"",
-        "userId":"5d8cac54860b8103316b1987",
-        "userName":"api.user1@example.com",
-        "deviceId":null,
-        "stepId":"ec7eee0d-5115-4141-847a-64c28694dde2",
-        "stepNumber":1,
-        "stepTitle":"Instruction",
-        "stepDescription":"",
-        "stepType":"ConfirmStep",
-        "connectionType":null,
-        "started":"2021-10-01T12:48:12.265Z",
-        "completed":"2021-10-01T12:48:13.8Z",
-        "updated":"2021-10-01T12:48:13.8Z",
-        "cancelled":null,
-        "timeEvents":null,
-        "note":null,
-        "noteResourceFilenames":null,
-        "coordinates":null,
-        "parentStepId":null,
-        "parentUniqueStepId":null,
-        "parentStepTitle":null,
-        "parentStepDescription":null,
-        "metadata":{
-          "tags":""
-        }
-      },
-      "reportStep":null
-    }],
-  "cancelledSteps":null,
-  "team":"apiteam",
-  "hierarchyStack":null,
-  "packetIds":null,
-  "jobExclusion":[
-  ],
-  "excluded":false
-}
-"""
-
-
 def documented_body() -> dict[str, Any]:
-    strict = re.sub(r",(\s*})", r"\1", DOCUMENTED_EXAMPLE)
-    parsed: dict[str, Any] = json.loads(strict)
+    """The documentation's example body (its trailing comma removed: we send strict JSON)."""
+    parsed: dict[str, Any] = json.loads(docs_example_strict())
     return parsed
 
 
