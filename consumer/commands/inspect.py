@@ -19,7 +19,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from consumer.config import Settings, load_settings
@@ -27,7 +26,7 @@ from consumer.domain.basicsync import body_sha256, build_body, encode_body
 from consumer.domain.job import JobState
 from consumer.errors import ConfigError, TopicLayoutError
 from consumer.intake import hashes_to
-from consumer.kafka.admin import partition_counts
+from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
 from consumer.observability.logging import configure_logging
 from consumer.state.changelog import restore
@@ -93,15 +92,8 @@ async def read_job_states(
     """
     kafka = client_kwargs(settings.kafka, bootstrap_servers(settings))
     topic = settings.state_topic
-    admin = AIOKafkaAdminClient(**kafka)
-    await admin.start()
-    try:
-        counts = await partition_counts(admin, [topic])
-    finally:
-        await admin.close()
-    if topic not in counts:
-        raise TopicLayoutError(f"changelog topic {topic} does not exist")
-    where = {job: hashes_to(job.encode(), counts[topic]) for job in job_ids}
+    partitions = await existing_partition_count(kafka, topic, "changelog")
+    where = {job: hashes_to(job.encode(), partitions) for job in job_ids}
     states, _ = await restore(
         lambda: AIOKafkaConsumer(**kafka, group_id=None, enable_auto_commit=False),
         topic,

@@ -47,7 +47,6 @@ from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
@@ -59,7 +58,7 @@ from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, Su
 from consumer.errors import TopicLayoutError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import Accepted, GatewayClient, Rejected
-from consumer.kafka.admin import partition_counts
+from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.publisher import ResultPublisher
 
@@ -167,19 +166,12 @@ async def _redrive(settings: Settings, args: argparse.Namespace) -> int:
 async def read_failures(kafka: dict[str, Any], topic: str, since: Since) -> list[Failure]:
     """Every failure record from ``since`` to the end of ``topic`` as of now, in offset order
     per partition (unreadable records are reported on stderr and left out)."""
-    admin = AIOKafkaAdminClient(**kafka)
-    await admin.start()
-    try:
-        counts = await partition_counts(admin, [topic])
-    finally:
-        await admin.close()
-    if topic not in counts:
-        raise TopicLayoutError(f"failure topic {topic} does not exist")
+    partitions = await existing_partition_count(kafka, topic, "failure")
     consumer = AIOKafkaConsumer(**kafka, group_id=None, enable_auto_commit=False)
     await consumer.start()
     failures: list[Failure] = []
     try:
-        tps = [TopicPartition(topic, p) for p in range(counts[topic])]
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(tps)
         await _seek(consumer, tps, since)
         end = await consumer.end_offsets(tps)

@@ -42,6 +42,19 @@ async def partition_counts(admin: AIOKafkaAdminClient, topics: Iterable[str]) ->
     return counts
 
 
+async def existing_partition_count(kafka: dict[str, Any], topic: str, what: str) -> int:
+    """Partition count of ``topic`` with a short-lived admin client; fatal when it is missing."""
+    admin = AIOKafkaAdminClient(**kafka)
+    await admin.start()
+    try:
+        counts = await partition_counts(admin, [topic])
+    finally:
+        await admin.close()
+    if topic not in counts:
+        raise TopicLayoutError(f"{what} topic {topic} does not exist")
+    return counts[topic]
+
+
 async def create_topics(
     admin: AIOKafkaAdminClient,
     topics: dict[str, tuple[int, dict[str, str]]],
