@@ -209,6 +209,17 @@ class Pipeline:
         self._pending_failures.extend(effect.failures)
         self._pending_offsets.update(effect.next_offsets)
         self._observer.batch_absorbed(effect, len(records))
+        for failure in effect.failures:
+            source = failure.source
+            log.warning(
+                "event_rejected",
+                reason=failure.reason.value,
+                error=failure.error.message,
+                client_job_id=failure.client_job_id,
+                topic=source.topic if source else None,
+                partition=source.partition if source else None,
+                offset=source.offset if source else None,
+            )
         for job in effect.changed:
             self._scheduler.mark_dirty(job, effect.offsets_by_job.get(job, ()))
 
