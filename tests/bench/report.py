@@ -127,9 +127,14 @@ def chart(path: Path, results: list[RunResult], title: str) -> bool:
         return False
     names = [r.name for r in results]
     figure, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    left.bar(names, [r.events_per_s or 0 for r in results], color="tab:blue")
-    left.set_ylabel("events/s to convergence")
-    left.set_title("throughput")
+    rates = [r.events_per_s or 0 for r in results]
+    bars = left.bar(names, rates, color=["tab:blue" if r.ok else "tab:gray" for r in results])
+    left.bar_label(bars, labels=[f"{v:,.0f}" if v else "" for v in rates], fontsize=8)
+    if any(rates):
+        left.set_yscale("log")
+    left.set_ylabel("events/s to convergence (log)")
+    left.set_title("throughput (gray: stopped at its time limit)")
+    left.tick_params(axis="x", labelrotation=20)
     width = 0.27
     for n, (key, color) in enumerate(
         (("p50", "tab:green"), ("p95", "tab:orange"), ("p99", "tab:red"))
@@ -138,7 +143,10 @@ def chart(path: Path, results: list[RunResult], title: str) -> bool:
         left_values = [r.latency_ms.get(key, 0) / 1000 for r in results]
         right.bar(xs, left_values, width, label=key, color=color)
     right.set_xticks(range(len(results)), names)
-    right.set_ylabel("seconds from event (or run start) to final document accepted")
+    if any(r.latency_ms for r in results):
+        right.set_yscale("log")
+    right.set_ylabel("s, event (or run start) to final doc (log)")
+    right.tick_params(axis="x", labelrotation=20)
     right.set_title("latency")
     right.legend()
     figure.suptitle(title)
