@@ -92,13 +92,15 @@ class _Outcomes:
         self.failed = publisher.failed
         self._changelog = changelog
         self._stats = stats
+        self.pipeline: Pipeline | None = None  # set once built: it checkpoints the changes
 
     async def succeeded(self, record: SuccessRecord) -> Ack:
         self._stats.synced(record.latency_ms)  # event-to-sync latency
         return await self._publisher.succeeded(record)
 
-    async def write_state(self, partition: int, state: JobState) -> Ack:
-        return await self._changelog.write(partition, state)
+    def state_changed(self, partition: int, state: JobState) -> None:
+        if self.pipeline is not None:
+            self.pipeline.note_changed(state.client_job_id, partition)
 
     async def make_durable(self, partition: int, state: JobState) -> None:
         await self._changelog.make_durable(partition, state)
@@ -191,7 +193,7 @@ async def run_consumer(
         )
 
         producer = AIOKafkaProducer(
-            **kafka, acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=256 * 1024
+            **kafka, acks="all", enable_idempotence=True, linger_ms=10, max_batch_size=1 << 20
         )
         await producer.start()
         stack.push_async_callback(producer.stop)
@@ -203,10 +205,11 @@ async def run_consumer(
         changelog = ChangelogWriter(producer, settings.state_topic)
         publisher = ResultPublisher(producer, settings.topics.succeeded, settings.topics.failed)
         observer = _CircuitPausesSource(stats)
+        outcomes = _Outcomes(publisher, changelog, stats)
         scheduler = SyncScheduler(
             store,
             gateway,
-            _Outcomes(publisher, changelog, stats),
+            outcomes,
             sync,
             observer,
             circuit=CircuitBreaker(failure_threshold=sync.circuit_failure_threshold),
@@ -259,9 +262,11 @@ async def run_consumer(
                 revoke_deadline_s=sync.shutdown_deadline_s,
                 retention_s=sync.retention_s,
                 checkpoint_interval_s=settings.kafka.checkpoint_interval_ms / 1000,
+                catch_up_lag=sync.catch_up_lag,
             ),
             stats,
         )
+        outcomes.pipeline = pipeline
         running.pipeline = pipeline
         running.scheduler = scheduler
         running.source = source

@@ -194,6 +194,16 @@ class SyncSettings(_Section):
         default=2_000, ge=0, description="longest a changed job waits while events keep coming"
     )
     concurrency: int = Field(default=32, ge=1, description="requests in flight at once")
+    catch_up_lag: int = Field(
+        default=2_000,
+        ge=0,
+        description="input records behind the end above which non-terminal jobs wait (catch-up)",
+    )
+    catch_up_max_delay_ms: int = Field(
+        default=30_000,
+        ge=0,
+        description="longest a changed, non-terminal job waits while catching up",
+    )
     rate_limit_per_s: float | None = Field(default=None, gt=0, description="requests per second")
     retry_initial_ms: int = Field(
         default=200, ge=1, description="cap of the first backoff (full jitter, doubling)"

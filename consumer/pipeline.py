@@ -61,6 +61,10 @@ class PipelineLimits:
     retention_s: float
     checkpoint_interval_s: float = 1.0
     checkpoint_max_jobs: int = 20_000
+    #: records behind the end above which the consumer is catching up (see the scheduler)
+    catch_up_lag: int = 2_000
+    #: checkpoints are this many times rarer while catching up: fewer writes per job
+    catch_up_checkpoint_factor: int = 5
     fetch_timeout_ms: int = 500
 
 
@@ -182,6 +186,7 @@ class Pipeline:
         """
         next_checkpoint = time.monotonic() + self._limits.checkpoint_interval_s
         while not stop.is_set():
+            self._scheduler.set_catching_up(self._source.behind() > self._limits.catch_up_lag)
             wait_ms = max(int((next_checkpoint - time.monotonic()) * 1000), 0)
             records = await self._source.fetch(min(self._limits.fetch_timeout_ms, wait_ms))
             async with self._lock:
@@ -193,9 +198,16 @@ class Pipeline:
                     or len(self._pending_jobs) >= self._limits.checkpoint_max_jobs
                 ):
                     await self._checkpoint()
-                    next_checkpoint = time.monotonic() + self._limits.checkpoint_interval_s
+                    interval = self._limits.checkpoint_interval_s
+                    if self._scheduler.catching_up:
+                        interval *= self._limits.catch_up_checkpoint_factor
+                    next_checkpoint = time.monotonic() + interval
         async with self._lock:
             await self._checkpoint()
+
+    def note_changed(self, client_job_id: str, partition: int) -> None:
+        """A state changed outside the consume loop (sync bookkeeping): checkpoint it."""
+        self._pending_jobs[client_job_id] = partition
 
     def _absorb(self, records: list[SourceRecord]) -> None:
         effect = absorb(
@@ -229,21 +241,23 @@ class Pipeline:
         Changed jobs are written once per checkpoint however many events they got (unless
         the scheduler already wrote that version before posting it).
         """
-        if not self._pending_offsets:
+        if not self._pending_offsets and not self._pending_jobs:
             return
+        # Taken first: the scheduler notes changes while the writes below are awaited.
+        jobs, self._pending_jobs = self._pending_jobs, {}
+        failures, self._pending_failures = self._pending_failures, []
+        offsets, self._pending_offsets = self._pending_offsets, {}
         acks: list[Ack] = []
-        for job, partition in self._pending_jobs.items():
+        for job, partition in jobs.items():
             state = self._store.get(job)
             if state is not None and not self._changelog.is_durable(state):
                 acks.append(await self._changelog.write(partition, state))
-        for failure in self._pending_failures:
+        for failure in failures:
             acks.append(await self._publisher.failed(failure))
         if acks:
             await asyncio.gather(*acks)
-        offsets = self._pending_offsets
-        self._pending_jobs = {}
-        self._pending_failures = []
-        self._pending_offsets = {}
+        if not offsets:
+            return
         try:
             await self._source.commit(offsets)
         except (CommitFailedError, IllegalStateError) as exc:

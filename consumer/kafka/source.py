@@ -53,6 +53,7 @@ class EventSource:
         )
         self._topics = topics
         self._paused = False
+        self._positions: dict[TopicPartition, int] = {}
 
     async def start(self, owner: PartitionOwner) -> None:
         self._consumer.subscribe(topics=self._topics, listener=_Listener(owner))
@@ -66,6 +67,9 @@ class EventSource:
         batches: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
             timeout_ms=timeout_ms
         )
+        for tp, messages in batches.items():
+            if messages:
+                self._positions[tp] = messages[-1].offset + 1
         return [
             SourceRecord(
                 topic=message.topic,
@@ -94,6 +98,19 @@ class EventSource:
         """End offsets of any partitions (assigned or not), e.g. of the changelog."""
         ends: dict[TopicPartition, int] = await self._consumer.end_offsets(partitions)
         return ends
+
+    def behind(self) -> int:
+        """Records between what was fetched and the end, over the assigned partitions.
+
+        From the high watermarks the last fetch responses carried: no request is made.
+        """
+        total = 0
+        for tp in self._consumer.assignment():
+            highwater = self._consumer.highwater(tp)
+            position = self._positions.get(tp)
+            if highwater is not None and position is not None:
+                total += max(highwater - position, 0)
+        return total
 
     def assigned_partitions(self) -> set[int]:
         return {tp.partition for tp in self._consumer.assignment()}

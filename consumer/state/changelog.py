@@ -21,6 +21,9 @@ from consumer.domain.job import JobState
 log = structlog.get_logger(__name__)
 
 
+_NOTHING = (-1, -1)
+
+
 class ChangelogWriter:
     """Writes job states to their explicit changelog partition and remembers the last offset."""
 
@@ -28,24 +31,25 @@ class ChangelogWriter:
         self._producer = producer
         self.topic = topic
         self.last_offsets: dict[int, int] = {}
-        #: highest job version the broker has acknowledged, per job
-        self._durable: dict[str, int] = {}
+        #: highest (version, synced version) the broker has acknowledged, per job
+        self._durable: dict[str, tuple[int, int]] = {}
 
     async def write(self, partition: int, state: JobState) -> asyncio.Future[Any]:
         """Queue ``state``; the returned future resolves once the broker has it."""
         future = await self._send(partition, state.client_job_id, state.to_json_bytes())
-        job, version = state.client_job_id, state.version
+        job, mark = state.client_job_id, (state.version, state.synced_version)
 
         def acknowledged(done: asyncio.Future[Any]) -> None:
             if not done.cancelled() and done.exception() is None:
-                self._durable[job] = max(self._durable.get(job, 0), version)
+                self._durable[job] = max(self._durable.get(job, _NOTHING), mark)
 
         future.add_done_callback(acknowledged)
         return future
 
     def is_durable(self, state: JobState) -> bool:
         """True when the changelog already holds this version (or a later one) of the job."""
-        return self._durable.get(state.client_job_id, 0) >= state.version
+        durable = self._durable.get(state.client_job_id, _NOTHING)
+        return durable >= (state.version, state.synced_version)
 
     async def make_durable(self, partition: int, state: JobState) -> None:
         """Write ``state`` and wait for the broker, unless that version is already there."""

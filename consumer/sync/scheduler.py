@@ -54,7 +54,8 @@ class Outcomes(Protocol):
 
     async def failed(self, record: FailureRecord, raw_key: bytes | None = None) -> Ack: ...
 
-    async def write_state(self, partition: int, state: JobState) -> Ack: ...
+    def state_changed(self, partition: int, state: JobState) -> None:
+        """The sync bookkeeping of ``state`` changed; the next checkpoint writes it."""
 
     async def make_durable(self, partition: int, state: JobState) -> None:
         """Return once the changelog holds ``state``'s version (written now if needed)."""
@@ -117,9 +118,31 @@ class SyncScheduler:
         )
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
+        self._catching_up = False
         self._paused_partitions: set[int] = set()
 
     # -- what the pipeline tells the scheduler -------------------------------------------------
+
+    @property
+    def catching_up(self) -> bool:
+        return self._catching_up
+
+    def set_catching_up(self, catching_up: bool) -> None:
+        """A backlog is being read: hold non-terminal jobs until it is (or ``catch_up_max_delay``).
+
+        Posting every job each ``max_delay`` while its later events still wait in the backlog
+        would multiply requests; once caught up, held jobs get their normal debounce.
+        """
+        if catching_up == self._catching_up:
+            return
+        self._catching_up = catching_up
+        log.info("catch_up_mode", catching_up=catching_up, dirty_jobs=len(self._entries))
+        if not catching_up:
+            now = self._clock()
+            for job, entry in self._entries.items():
+                state = self._store.get(job)
+                if state is not None and not entry.in_flight:
+                    self._queue(job, entry, self._due(state, entry, now))
 
     @property
     def dirty_jobs(self) -> int:
@@ -402,7 +425,7 @@ class SyncScheduler:
         entry.attempts = 0
         entry.first_attempt = None
         entry.offsets.clear()
-        await self._settle(job, partition, sent, sha, sent.job_id)
+        await self._settle(job, partition, sent, sha, sent.job_id, write_now=True)
 
     def _release_slot(self, entry: _Entry) -> None:
         if entry.holds_slot:
@@ -410,19 +433,31 @@ class SyncScheduler:
             self._slots.release()
 
     async def _settle(
-        self, job: str, partition: int, sent: JobState, sha: str, job_id: str | None
+        self,
+        job: str,
+        partition: int,
+        sent: JobState,
+        sha: str,
+        job_id: str | None,
+        *,
+        write_now: bool = False,
     ) -> None:
         """Record that ``sent.version`` has a final outcome, on the newest state.
 
-        The changelog write is queued, not awaited: its record was published (and awaited)
-        before, and losing this marker in a crash costs one duplicate post, never an outcome.
+        After a success the changelog gets it with the next checkpoint: the result record was
+        published (and awaited) before, and losing this marker in a crash costs one duplicate
+        post, never an outcome. After a final failure it is written at once, so an operator
+        who sees the failure record finds the job settled (``basicsync redrive`` relies on it).
         """
         current = self._store.get(job)
         if current is None:
             return
         settled = mark_synced(current, sent.version, sha, job_id, self._wall_clock())
         self._store.put(partition, settled)
-        await self._outcomes.write_state(partition, settled)
+        if write_now:
+            await self._outcomes.make_durable(partition, settled)
+        else:
+            self._outcomes.state_changed(partition, settled)
 
     async def _hold(self, job: str, entry: _Entry, state: JobState) -> None:
         """A job without workflowId cannot be posted; report it once after the hold timeout."""
@@ -469,6 +504,8 @@ class SyncScheduler:
             return entry.first_dirty + self._settings.hold_timeout_s
         if is_terminal(state):
             due = now
+        elif self._catching_up:
+            due = entry.first_dirty + self._settings.catch_up_max_delay_ms / 1000
         else:
             debounce = now + self._settings.debounce_ms / 1000
             due = min(debounce, entry.first_dirty + self._settings.max_delay_ms / 1000)

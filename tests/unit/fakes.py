@@ -166,9 +166,8 @@ class FakeOutcomes:
         self.failures.append(record)
         return _done()
 
-    async def write_state(self, partition: int, state: JobState) -> asyncio.Future[Any]:
+    def state_changed(self, partition: int, state: JobState) -> None:
         self.states.append((partition, state))
-        return _done()
 
     async def make_durable(self, partition: int, state: JobState) -> None:
         self.durable.append((partition, state.version))
