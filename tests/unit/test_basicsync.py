@@ -20,6 +20,7 @@ from tests.unit.test_job import event_sequences, reduce_all
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
+
 def documented_body() -> dict[str, Any]:
     """The documentation's example body (its trailing comma removed: we send strict JSON)."""
     parsed: dict[str, Any] = json.loads(docs_example_strict())
