@@ -137,6 +137,22 @@ class TestSyncScheduler:
         posted = h.outcomes.successes[0].state_version
         assert (0, posted) in h.outcomes.durable
 
+    async def test_catching_up_holds_non_terminal_jobs_until_caught_up(self) -> None:
+        """While a backlog is read a changed job waits (terminal ones do not); once caught up
+        it is posted after its normal debounce, once."""
+        h = Harness(debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.scheduler.set_catching_up(True)
+            h.put(job_state("a", status="InProgress"))
+            h.put(job_state("b", status="InProgress"))
+            h.change("b", status_changed("b", "Completed"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+            await asyncio.sleep(0.2)
+            assert [r.client_job_id for r in h.outcomes.successes] == ["b"]
+            h.scheduler.set_catching_up(False)
+            await eventually(lambda: len(h.outcomes.successes) == 2)
+        assert h.outcomes.successes[1].client_job_id == "a"
+
     async def test_debounce_waits_for_quiet(self) -> None:
         """A non-terminal change is not posted before its debounce has passed."""
         h = Harness(debounce_ms=5_000, max_delay_ms=5_000)
