@@ -195,7 +195,7 @@ class SyncSettings(_Section):
     )
     concurrency: int = Field(default=32, ge=1, description="requests in flight at once")
     catch_up_lag: int = Field(
-        default=2_000,
+        default=10_000,
         ge=0,
         description="input records behind the end above which non-terminal jobs wait (catch-up)",
     )

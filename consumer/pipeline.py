@@ -62,7 +62,7 @@ class PipelineLimits:
     checkpoint_interval_s: float = 1.0
     checkpoint_max_jobs: int = 20_000
     #: records behind the end above which the consumer is catching up (see the scheduler)
-    catch_up_lag: int = 2_000
+    catch_up_lag: int = 10_000
     #: checkpoints are this many times rarer while catching up: fewer writes per job
     catch_up_checkpoint_factor: int = 5
     fetch_timeout_ms: int = 500
