@@ -10,7 +10,6 @@ embedded a set of demo jobs is streamed to the input topics and the run ends onc
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import subprocess
 import time
@@ -57,12 +56,7 @@ def start_local_kafka(port: int) -> str:
 
 def _matches(sandbox: Sandbox, expected: dict[str, dict[str, Any]]) -> int:
     """How many demo jobs the sandbox holds exactly as expected (its last accepted body)."""
-    jobs = sandbox.state.jobs
-    return sum(
-        1
-        for job, body in expected.items()
-        if job in jobs and jobs[job].history and json.loads(jobs[job].history[-1]) == body
-    )
+    return sum(1 for job, body in expected.items() if sandbox.state.document(job) == body)
 
 
 async def run_embedded(

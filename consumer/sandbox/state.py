@@ -13,7 +13,7 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 Outcome = Literal["created", "updated", "aborted"]
 
@@ -162,6 +162,14 @@ class SandboxState:
         job.response = _with_job_id(body, job.job_id)
         job.history.append(body)
         return outcome
+
+    def document(self, client_job_id: str) -> dict[str, Any] | None:
+        """The document WorkfloPlus holds for a job: its last accepted body (None if unknown)."""
+        job = self.jobs.get(client_job_id)
+        if job is None or not job.history:
+            return None
+        document: dict[str, Any] = json.loads(job.history[-1])
+        return document
 
     def record(self, record: Record) -> None:
         if self.records.maxlen != 0:

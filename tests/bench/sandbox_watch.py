@@ -119,8 +119,7 @@ def watch_app(sandbox: Sandbox, holder: list[Watch]) -> web.Application:
         for job in watch.expected:
             if job in watch.converged_at:
                 continue
-            stored = sandbox.state.jobs.get(job)
-            found[job] = json.loads(stored.history[-1]) if stored and stored.history else None
+            found[job] = sandbox.state.document(job)
             if len(found) >= 20:
                 break
         return reply(found)

@@ -168,11 +168,7 @@ async def read_records(bootstrap: str, topic: str, *, settle_s: float = 1.0) -> 
 
 def stored(sandbox: Sandbox, client_job_id: str) -> dict[str, Any] | None:
     """The document WorkfloPlus (the sandbox) holds for a job: its last accepted body."""
-    job = sandbox.state.jobs.get(client_job_id)
-    if job is None or not job.history:
-        return None
-    document: dict[str, Any] = json.loads(job.history[-1])
-    return document
+    return sandbox.state.document(client_job_id)
 
 
 def converged(sandbox: Sandbox, expected: dict[str, dict[str, Any]]) -> int:
