@@ -115,6 +115,8 @@ class TestSecretsNeverLogged:
                 await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
                 synced_some = await eventually(lambda: len(sandbox.state.jobs) > 0, within=60)
                 assert synced_some, tail(str(log_path))
+                # Let the collector see the first token before it is revoked and forgotten.
+                assert await eventually(lambda: len(tokens) >= 1, within=10)
                 sandbox.revoke_tokens()
                 await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
                 await wait_converged(sandbox, demo.expected, within=90)
