@@ -1,50 +1,57 @@
 """Wiring and lifecycle: every resource opened in one place, closed in one documented order.
 
-Start: check topics (co-partitioning, create internal ones), open the HTTP session, the
-``/metrics``, ``/healthz``, ``/readyz`` server (when ``observability.http_port`` is set) and the
-producer, then join the group; state restore happens inside the assignment callback.
+Start: serve ``/metrics``, ``/healthz``, ``/readyz`` (when ``observability.http_port`` is set),
+reach Kafka (an unreachable cluster is waited out with one log line per attempt, never a
+crash), check topics (co-partitioning, create internal ones), open the HTTP session, then join
+the group; each assigned partition's transactional producer starts and its state is restored
+inside the assignment callback.
 
 Shutdown (``stop`` set by a signal, or a fatal error in any task):
-1. stop fetching (the consume loop ends after its current batch, which it commits);
-2. let requests in flight finish within ``sync.shutdown_deadline_s`` (their results and
-   synced versions are written), cancel the rest (their jobs are re-posted after restart);
-3. flush the producer, leave the group, close the producer, the admin client, the session.
+1. stop fetching (the consume loop ends with a last checkpoint);
+2. let requests in flight finish within ``sync.shutdown_deadline_s`` and commit what they
+   recorded; cancel the rest (their jobs are in doubt and re-posted after the window);
+3. leave the group (its revoke callback commits and closes the partitions' producers), close
+   the admin client and the session.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from contextlib import AsyncExitStack
+import random
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack, suppress
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from consumer.config import Settings
 from consumer.domain.job import JobState
-from consumer.domain.results import SuccessRecord
 from consumer.errors import ConfigError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
 from consumer.kafka.admin import TopicPlan, ensure_topology
-from consumer.kafka.connection import client_kwargs
-from consumer.kafka.publisher import Ack, ResultPublisher
+from consumer.kafka.connection import client_kwargs, describe_unreachable
 from consumer.kafka.source import EventSource
+from consumer.kafka.transactions import PartitionProducer
 from consumer.observability.health import WatchedTokens, serve_health
 from consumer.observability.stats import Stats
-from consumer.pipeline import Pipeline, PipelineLimits
-from consumer.state.changelog import ChangelogWriter, RestoreReport, restore
+from consumer.pipeline import Pipeline, PipelineLimits, Restorer
+from consumer.state.checkpoint import Checkpoint, CheckpointTopics
+from consumer.state.recovery import RestoreReport, restore
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
 from consumer.sync.retry import RetryPolicy
 from consumer.sync.scheduler import SyncScheduler
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -82,32 +89,8 @@ def endpoints_from(settings: Settings, bootstrap_servers: list[str] | None = Non
     )
 
 
-class _Outcomes:
-    """The scheduler's durable side: result topics plus the changelog."""
-
-    def __init__(
-        self, publisher: ResultPublisher, changelog: ChangelogWriter, stats: Stats
-    ) -> None:
-        self._publisher = publisher
-        self.failed = publisher.failed
-        self._changelog = changelog
-        self._stats = stats
-        self.pipeline: Pipeline | None = None  # set once built: it checkpoints the changes
-
-    async def succeeded(self, record: SuccessRecord) -> Ack:
-        self._stats.synced(record.latency_ms)  # event-to-sync latency
-        return await self._publisher.succeeded(record)
-
-    def state_changed(self, partition: int, state: JobState) -> None:
-        if self.pipeline is not None:
-            self.pipeline.note_changed(state.client_job_id, partition)
-
-    async def make_durable(self, partition: int, state: JobState) -> None:
-        await self._changelog.make_durable(partition, state)
-
-
 class _CircuitPausesSource:
-    """While the gateway is down, consumption pauses (DESIGN promise 6)."""
+    """While the gateway is down, consumption pauses (docs/contract.md §2, promise 6)."""
 
     def __init__(self, stats: Stats) -> None:
         self._stats = stats
@@ -132,6 +115,8 @@ class Running:
     """Handles a caller (the run command, tests) may look at while the consumer runs."""
 
     stats: Stats
+    #: what start-up is waiting for (e.g. an unreachable Kafka), for readiness
+    waiting_for: str | None = None
     pipeline: Pipeline | None = None
     scheduler: SyncScheduler | None = None
     source: EventSource | None = None
@@ -144,30 +129,19 @@ async def run_consumer(
     endpoints: Endpoints,
     stop: asyncio.Event,
     running: Running | None = None,
+    *,
+    wrap_restore: Callable[[Restorer], Restorer] | None = None,
 ) -> None:
-    """Run until ``stop`` is set; raises ``FatalError`` subclasses for what needs an operator."""
-    running = running or Running(stats=Stats())
-    stats = running.stats
-    kafka = client_kwargs(settings.kafka, endpoints.bootstrap_servers)
-    sync = settings.sync
-    async with AsyncExitStack() as stack:
-        admin = AIOKafkaAdminClient(**kafka)
-        await admin.start()
-        stack.push_async_callback(admin.close)
-        partition_count = await ensure_topology(
-            admin,
-            TopicPlan(
-                inputs=tuple(settings.topics.input),
-                changelog=settings.state_topic,
-                results=(settings.topics.succeeded, settings.topics.failed),
-                create_missing=settings.kafka.create_topics,
-                replication_factor=settings.kafka.replication_factor,
-            ),
-        )
+    """Run until ``stop`` is set; raises ``FatalError`` subclasses for what needs an operator.
 
+    ``wrap_restore`` is a seam for fault tests: it wraps the changelog restore.
+    """
+    running = running or Running(stats=Stats())
+    kafka = client_kwargs(settings.kafka, endpoints.bootstrap_servers)
+    async with AsyncExitStack() as stack:
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=sync.concurrency + 4, ssl=settings.gateway.verify_tls
+                limit=settings.sync.concurrency + 4, ssl=settings.gateway.verify_tls
             )
         )
         stack.push_async_callback(session.close)
@@ -182,106 +156,207 @@ async def run_consumer(
         )
         if settings.observability.http_port is not None:
             http = await stack.enter_async_context(
-                serve_health(running, tokens, host="0.0.0.0", port=settings.observability.http_port)
+                serve_health(
+                    running,
+                    tokens,
+                    host="0.0.0.0",
+                    port=settings.observability.http_port,
+                    stall_limit_s=settings.observability.stall_limit_s,
+                )
             )
             running.http_port = http.port
+        admin = await _until_reachable(
+            "admin", lambda: _started_admin(kafka), settings, endpoints, stop, running
+        )
+        if admin is None:
+            return
+        stack.push_async_callback(admin.close)
+        partition_count = await ensure_topology(admin, _topic_plan(settings))
+        running.waiting_for = None
         gateway = GatewayClient(
             session,
             endpoints.gateway_url,
             tokens,
             request_timeout=settings.gateway.request_timeout_s,
         )
-
-        producer = AIOKafkaProducer(
-            **kafka, acks="all", enable_idempotence=True, linger_ms=10, max_batch_size=1 << 20
+        pipeline, scheduler, source = _assemble(
+            settings, kafka, gateway, running.stats, partition_count, wrap_restore
         )
-        await producer.start()
-        stack.push_async_callback(producer.stop)
+        running.pipeline, running.scheduler = pipeline, scheduler
 
-        def consumer_factory(**extra: Any) -> AIOKafkaConsumer:
-            return AIOKafkaConsumer(**kafka, **extra)
+        async def started_source() -> EventSource:
+            await source.start(pipeline)
+            return source
 
-        store = JobStore()
-        changelog = ChangelogWriter(producer, settings.state_topic)
-        publisher = ResultPublisher(producer, settings.topics.succeeded, settings.topics.failed)
-        observer = _CircuitPausesSource(stats)
-        outcomes = _Outcomes(publisher, changelog, stats)
-        scheduler = SyncScheduler(
-            store,
-            gateway,
-            outcomes,
-            sync,
-            observer,
-            circuit=CircuitBreaker(failure_threshold=sync.circuit_failure_threshold),
-            retry=RetryPolicy(
-                initial=sync.retry_initial_ms / 1000,
-                maximum=sync.retry_max_ms / 1000,
-                max_attempts=sync.retry_max_attempts,
-                max_elapsed=sync.retry_max_elapsed_s,
-            ),
-        )
-        source = EventSource(
-            lambda **extra: consumer_factory(
-                group_id=settings.kafka.group_id,
-                max_poll_records=settings.kafka.max_poll_records,
-                session_timeout_ms=settings.kafka.session_timeout_ms,
-                heartbeat_interval_ms=min(3_000, settings.kafka.session_timeout_ms // 3),
-                max_partition_fetch_bytes=max(settings.kafka.max_event_bytes + 1024, 1 << 20),
+        if await _until_reachable("consumer", started_source, settings, endpoints, stop, running):
+            running.source = source
+            stack.push_async_callback(source.stop)
+            log.info(
+                "consumer_started",
+                group=settings.kafka.group_id,
+                inputs=list(settings.topics.input),
+                partitions=partition_count,
+            )
+            await _run_until_stopped(pipeline, scheduler, stop, settings.sync.shutdown_deadline_s)
+        log.info("consumer_stopped")
+
+
+def _topic_plan(settings: Settings) -> TopicPlan:
+    return TopicPlan(
+        inputs=tuple(settings.topics.input),
+        changelog=settings.state_topic,
+        results=(settings.topics.succeeded, settings.topics.failed),
+        create_missing=settings.kafka.create_topics,
+        replication_factor=settings.kafka.replication_factor,
+    )
+
+
+def _assemble(
+    settings: Settings,
+    kafka: dict[str, Any],
+    gateway: GatewayClient,
+    stats: Stats,
+    partition_count: int,
+    wrap_restore: Callable[[Restorer], Restorer] | None,
+) -> tuple[Pipeline, SyncScheduler, EventSource]:
+    """The object graph, each part given what it needs at construction."""
+    sync = settings.sync
+    group_id = settings.kafka.group_id
+
+    def consumer_factory(**extra: Any) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(**kafka, **extra)
+
+    def open_producer(partition: int) -> PartitionProducer:
+        return PartitionProducer(
+            lambda **extra: AIOKafkaProducer(
+                **kafka,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=5,
+                max_batch_size=1 << 20,
                 **extra,
             ),
-            list(settings.topics.input),
+            group_id,
+            partition,
         )
-        observer.source = source
 
-        async def restore_partitions(
-            partitions: set[int],
-        ) -> tuple[dict[int, dict[str, JobState]], RestoreReport]:
-            return await restore(
-                lambda: consumer_factory(enable_auto_commit=False),
-                settings.state_topic,
-                partitions,
+    store = JobStore()
+    checkpoint = Checkpoint(
+        store,
+        CheckpointTopics(
+            changelog=settings.state_topic,
+            succeeded=settings.topics.succeeded,
+            failed=settings.topics.failed,
+        ),
+        open_producer,
+    )
+    observer = _CircuitPausesSource(stats)
+    scheduler = SyncScheduler(
+        store,
+        gateway,
+        checkpoint,
+        sync,
+        observer,
+        circuit=CircuitBreaker(failure_threshold=sync.circuit_failure_threshold),
+        retry=RetryPolicy(
+            initial=sync.retry_initial_ms / 1000,
+            maximum=sync.retry_max_ms / 1000,
+            max_attempts=sync.retry_max_attempts,
+            max_elapsed=sync.retry_max_elapsed_s,
+        ),
+        send_within=settings.gateway.request_timeout_s,
+        in_doubt_window=settings.in_doubt_window_s,
+    )
+    source = EventSource(
+        lambda **extra: consumer_factory(
+            group_id=group_id,
+            max_poll_records=settings.kafka.max_poll_records,
+            session_timeout_ms=settings.kafka.session_timeout_ms,
+            heartbeat_interval_ms=min(3_000, settings.kafka.session_timeout_ms // 3),
+            max_partition_fetch_bytes=max(settings.kafka.max_event_bytes + 1024, 1 << 20),
+            **extra,
+        ),
+        list(settings.topics.input),
+    )
+    observer.source = source
+
+    async def restore_partitions(
+        partitions: set[int],
+    ) -> tuple[dict[int, dict[str, JobState]], RestoreReport]:
+        return await restore(consumer_factory, settings.state_topic, partitions)
+
+    async def changelog_end_offsets(partitions: set[int]) -> dict[int, int]:
+        tps = [TopicPartition(settings.state_topic, p) for p in partitions]
+        ends: dict[TopicPartition, int] = await source.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    pipeline = Pipeline(
+        source,
+        store,
+        checkpoint,
+        scheduler,
+        wrap_restore(restore_partitions) if wrap_restore else restore_partitions,
+        changelog_end_offsets,
+        PipelineLimits(
+            partition_count=partition_count,
+            max_event_bytes=settings.kafka.max_event_bytes,
+            revoke_deadline_s=sync.shutdown_deadline_s,
+            retention_s=sync.retention_s,
+            checkpoint_interval_s=settings.kafka.checkpoint_interval_ms / 1000,
+            catch_up_lag=sync.catch_up_lag,
+        ),
+        stats,
+    )
+    return pipeline, scheduler, source
+
+
+async def _started_admin(kafka: dict[str, Any]) -> AIOKafkaAdminClient:
+    admin = AIOKafkaAdminClient(**kafka)
+    try:
+        await admin.start()
+    except BaseException:
+        await admin.close()
+        raise
+    return admin
+
+
+async def _until_reachable(
+    step: str,
+    attempt: Callable[[], Awaitable[T]],
+    settings: Settings,
+    endpoints: Endpoints,
+    stop: asyncio.Event,
+    running: Running,
+) -> T | None:
+    """``attempt()`` until Kafka answers, or None once ``stop`` is set meanwhile.
+
+    An unreachable cluster at start (a broker rolling, DNS not there yet) is waited out with
+    one log line per attempt naming the servers and the cause, and backoff with jitter up to
+    ``kafka.startup_backoff_max_s``: never a crash loop.
+    """
+    servers = endpoints.bootstrap_servers
+    tries = 0
+    while not stop.is_set():
+        try:
+            return await attempt()
+        except (KafkaError, OSError) as exc:
+            tries += 1
+            cause = await describe_unreachable(servers)
+            delay = min(2.0 ** (tries - 1), settings.kafka.startup_backoff_max_s)
+            delay *= random.uniform(0.8, 1.0)
+            running.waiting_for = f"Kafka unreachable ({cause})"
+            log.warning(
+                "kafka_unreachable",
+                step=step,
+                bootstrap_servers=",".join(servers),
+                cause=cause,
+                error=type(exc).__name__,
+                attempt=tries,
+                retry_in_s=round(delay, 1),
             )
-
-        async def changelog_end_offsets(partitions: set[int]) -> dict[int, int]:
-            tps = [TopicPartition(settings.state_topic, p) for p in partitions]
-            ends: dict[TopicPartition, int] = await source.end_offsets(tps)
-            return {tp.partition: offset for tp, offset in ends.items()}
-
-        pipeline = Pipeline(
-            source,
-            store,
-            changelog,
-            publisher,
-            scheduler,
-            restore_partitions,
-            changelog_end_offsets,
-            producer.flush,
-            PipelineLimits(
-                partition_count=partition_count,
-                max_event_bytes=settings.kafka.max_event_bytes,
-                revoke_deadline_s=sync.shutdown_deadline_s,
-                retention_s=sync.retention_s,
-                checkpoint_interval_s=settings.kafka.checkpoint_interval_ms / 1000,
-                catch_up_lag=sync.catch_up_lag,
-            ),
-            stats,
-        )
-        outcomes.pipeline = pipeline
-        running.pipeline = pipeline
-        running.scheduler = scheduler
-        running.source = source
-
-        await source.start(pipeline)
-        stack.push_async_callback(source.stop)
-        log.info(
-            "consumer_started",
-            group=settings.kafka.group_id,
-            inputs=list(settings.topics.input),
-            partitions=partition_count,
-        )
-        await _run_until_stopped(pipeline, scheduler, stop, sync.shutdown_deadline_s)
-        await producer.flush()
-        log.info("consumer_stopped")
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+    return None
 
 
 async def _run_until_stopped(

@@ -97,6 +97,9 @@ class KafkaSettings(_Section):
         ge=10,
         description="how often absorbed events are made durable and their offsets committed",
     )
+    startup_backoff_max_s: float = Field(
+        default=30.0, gt=0, description="longest wait between attempts to reach Kafka at start"
+    )
     max_event_bytes: int = Field(
         default=1_000_000, ge=1_024, description="larger events go to the failure topic"
     )
@@ -227,6 +230,15 @@ class SyncSettings(_Section):
     retention_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="terminal, synced jobs are forgotten after"
     )
+    in_doubt_window_s: float | None = Field(
+        default=None,
+        gt=0,
+        description=(
+            "a request whose outcome is unknown (timeout, connection lost) may still be applied "
+            "by WorkfloPlus until this long after it was announced; the job is not posted again "
+            "before. Default 3 x gateway.request_timeout_s; at least 2 x that"
+        ),
+    )
 
     @model_validator(mode="after")
     def _delays_ordered(self) -> SyncSettings:
@@ -248,6 +260,11 @@ class ObservabilitySettings(_Section):
     )
     http_port: int | None = Field(
         default=None, ge=0, le=65535, description="port for /metrics, /healthz, /readyz"
+    )
+    stall_limit_s: float = Field(
+        default=180.0,
+        gt=0,
+        description="/healthz fails once an assigned partition went unprocessed this long",
     )
 
 
@@ -323,6 +340,21 @@ class Settings(BaseSettings):
             _EnvSource(settings_cls),
             _FileSecretsSource(settings_cls, dict(os.environ)),
         )
+
+    @model_validator(mode="after")
+    def _in_doubt_window_covers_a_request(self) -> Settings:
+        window = self.sync.in_doubt_window_s
+        if window is not None and window < 2 * self.gateway.request_timeout_s:
+            raise ValueError(
+                "sync.in_doubt_window_s must be at least twice gateway.request_timeout_s: a "
+                "request may start up to one timeout after it is announced and last another"
+            )
+        return self
+
+    @property
+    def in_doubt_window_s(self) -> float:
+        """See ``sync.in_doubt_window_s``; derived from the request timeout when unset."""
+        return self.sync.in_doubt_window_s or 3 * self.gateway.request_timeout_s
 
     @property
     def state_topic(self) -> str:

@@ -8,6 +8,7 @@ decide on the type, never on the message::
     ├── FatalError                  retriable=False   stops the consumer; docstring says what to do
     │   ├── ConfigError                               settings are missing or invalid
     │   └── TopicLayoutError                          topics missing or not co-partitioned
+    ├── PartitionLost               retriable=False   this member no longer owns a partition
     ├── InvalidEvent                retriable=False   (consumer.domain.events) to the failure topic
     └── GatewayError                retriable=True    talking to WorkfloPlus went wrong
         ├── TokenUnavailable        retriable=True    token endpoint down, slow or answering 5xx
@@ -54,6 +55,23 @@ class TopicLayoutError(FatalError):
     give every input topic and the state changelog the same partition count. Nothing was
     committed, so restarting after the fix loses nothing.
     """
+
+
+class PartitionLost(BasicSyncError):
+    """This member may no longer write for an input partition: it was fenced or gave it up.
+
+    Raised by the checkpoint when Kafka refuses the partition's transactional producer
+    (``ProducerFenced``: another member started a producer with the same transactional id,
+    so it owns the partition now) or when the partition was revoked meanwhile. Whoever gets it
+    stops working for that partition at once: nothing more is posted or written for its jobs.
+    Not an operator's problem: the group's next rebalance settles who owns what.
+    """
+
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, partition: int, why: str) -> None:
+        super().__init__(f"partition {partition} lost: {why}")
+        self.partition = partition
 
 
 class GatewayError(BasicSyncError):

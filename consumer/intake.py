@@ -103,6 +103,20 @@ def absorb(
             )
             continue
         job = event.subject
+        home = store.partition_of(job)
+        if home is not None and home != record.partition:
+            effect.failures.append(
+                _input_failure(
+                    record,
+                    FailureReason.misrouted,
+                    f"job {job} lives in partition {home}, this event came on partition "
+                    f"{record.partition} of {record.topic}: the input topics are not "
+                    "co-partitioned (same partition count and partitioner)",
+                    now,
+                    job,
+                )
+            )
+            continue
         state = store.get(job)
         result = apply(state, event, now)
         if isinstance(result, Rejection):
@@ -123,7 +137,7 @@ def absorb(
         effect.applied += 1
         store.put(record.partition, result)
         effect.changed[job] = result
-        effect.partitions[job] = store.partition_of(job) or record.partition
+        effect.partitions[job] = record.partition
         effect.offsets_by_job.setdefault(job, []).append(
             SourceOffset(topic=record.topic, partition=record.partition, offset=record.offset)
         )

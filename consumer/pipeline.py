@@ -1,21 +1,20 @@
 """The consume loop and partition ownership: the order of operations that loses nothing.
 
-Each fetched batch is reduced into the store (``intake.absorb``, no I/O) and its changed jobs
-are handed to the scheduler at once. Every ``checkpoint_interval`` (and before a revoke or a
-stop), under one lock shared with the rebalance callbacks:
+Each fetched batch is reduced into the store (``intake.absorb``, no I/O), its effects are staged
+in the checkpoint and its changed jobs handed to the scheduler at once. Every
+``checkpoint_interval`` (and before a revoke or a stop) the checkpoint commits what is staged,
+one Kafka transaction per partition (see ``consumer.state.checkpoint`` for the order). The
+scheduler never posts a state that is not committed: it asks the checkpoint first.
 
-1. the jobs changed since the last checkpoint are written to their changelog partitions (once
-   each, however many events they got) and the unusable events to the failure topic;
-2. once the broker has acknowledged all of them, the input offsets are committed.
-
-The scheduler never posts a state that is not durable: before each request it writes the
-state to the changelog unless that version is already there. So a crash at any instant
-replays at most one checkpoint interval of events, the reducer ignores the event ids it has
-already applied, and every state restored after a crash contains every state ever posted.
-
-On assignment a partition's state is restored from its changelog partition before any of its
-events is processed (the callback runs before the first fetch); on revoke the pending effects
-are checkpointed, its requests are finished or abandoned, and its state dropped.
+Ownership. On assignment, for each partition, in this order: its transactional producer starts
+(fencing any member that still thinks it owns it), its state is restored from the changelog
+(``read_committed``) unless the in-memory copy is provably current, the input positions are set
+to the committed offsets, and only then are its events processed. A step that fails is retried
+with backoff; if the partition still cannot be taken, the member asks the group to rebalance,
+and ``stalled_for`` (read by ``/healthz``) grows until the platform restarts the process. On
+revoke, its requests are finished or abandoned within the deadline, its staged effects are
+committed, and its producer is closed. A partition whose producer is fenced mid-run (another
+member took it while this one was paused) is dropped at once: state, timers and requests.
 """
 
 from __future__ import annotations
@@ -28,14 +27,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
-from aiokafka.errors import CommitFailedError, IllegalStateError
 
 from consumer.domain.job import JobState, is_terminal
-from consumer.domain.results import FailureRecord
 from consumer.intake import ArrivalClock, BatchEffect, SourceRecord, absorb
-from consumer.kafka.publisher import Ack, ResultPublisher
 from consumer.kafka.source import EventSource
-from consumer.state.changelog import ChangelogWriter, RestoreReport
+from consumer.state.checkpoint import Checkpoint
+from consumer.state.recovery import RestoreReport, can_keep
 from consumer.state.store import JobStore
 from consumer.sync.scheduler import SyncScheduler
 
@@ -66,6 +63,9 @@ class PipelineLimits:
     #: checkpoints are this many times rarer while catching up: fewer writes per job
     catch_up_checkpoint_factor: int = 5
     fetch_timeout_ms: int = 500
+    #: tries to take an assigned partition (fence, restore, seek) before asking to rebalance
+    take_attempts: int = 5
+    take_backoff_s: float = 0.5
 
 
 class Pipeline:
@@ -75,12 +75,10 @@ class Pipeline:
         self,
         source: EventSource,
         store: JobStore,
-        changelog: ChangelogWriter,
-        publisher: ResultPublisher,
+        checkpoint: Checkpoint,
         scheduler: SyncScheduler,
         restore: Restorer,
         changelog_end_offsets: EndOffsets,
-        flush: Callable[[], Awaitable[None]],
         limits: PipelineLimits,
         observer: PipelineObserver,
         *,
@@ -88,25 +86,25 @@ class Pipeline:
     ) -> None:
         self._source = source
         self._store = store
-        self._changelog = changelog
-        self._publisher = publisher
+        self._checkpoint = checkpoint
         self._scheduler = scheduler
         self._restore = restore
         self._changelog_end_offsets = changelog_end_offsets
-        self._flush = flush
         self._limits = limits
         self._observer = observer
         self._wall_clock = wall_clock
         self._lock = asyncio.Lock()
         self._arrival_clock = ArrivalClock(wall_clock)
-        # What was absorbed since the last checkpoint.
-        self._pending_jobs: dict[str, int] = {}
-        self._pending_failures: list[FailureRecord] = []
-        self._pending_offsets: dict[tuple[str, int], int] = {}
         self._owned: set[int] = set()
+        self._assigned: set[int] = set()
         self._restoring = False
-        #: changelog end offset each owned partition had when we last knew it to be ours alone
+        #: changelog end offset of each partition after this member's last commit of it
         self._known_end: dict[int, int] = {}
+        #: since when some assigned partition is not processed (monotonic), None when all are
+        self._stalled_since: float | None = None
+        #: counts takes; per partition, the count at its last take (see ``run``)
+        self._takes = 0
+        self._taken_at: dict[int, int] = {}
 
     @property
     def owned_partitions(self) -> set[int]:
@@ -122,47 +120,94 @@ class Pipeline:
         """Partitions assigned and restored."""
         return bool(self._owned) and not self._restoring
 
+    def stalled_for(self) -> float:
+        """Seconds an assigned partition has gone unprocessed (0 when none): for liveness."""
+        if self._stalled_since is None:
+            return 0.0
+        return time.monotonic() - self._stalled_since
+
     # -- rebalance -------------------------------------------------------------------------------
 
     async def partitions_revoked(self, partitions: set[int]) -> None:
+        """Finish or abandon the partitions' requests, commit their effects, close them.
+
+        Never raises: aiokafka would only log it, and leave this member's view half-updated.
+        """
         async with self._lock:
-            await self._checkpoint()
-            await self._scheduler.release_partitions(partitions, self._limits.revoke_deadline_s)
-            await self._flush()
-            for partition in partitions:
-                written = self._changelog.last_offsets.get(partition)
-                if written is not None:
-                    self._known_end[partition] = max(self._known_end.get(partition, 0), written + 1)
-            self._owned -= partitions
+            try:
+                await self._scheduler.release_partitions(partitions, self._limits.revoke_deadline_s)
+                await self._checkpoint.commit(partitions)
+                self._handle_lost()
+                committed = {p for p in partitions if self._checkpoint.owns(p)}
+                if committed:
+                    ends = await self._changelog_end_offsets(committed)
+                    self._known_end.update({p: ends[p] for p in committed if p in ends})
+            except Exception as exc:  # the state may not match the changelog: restore it
+                log.error("revoke_failed", partitions=sorted(partitions), error=repr(exc))
+                for partition in partitions:
+                    self._known_end.pop(partition, None)
+            finally:
+                for partition in partitions:
+                    await self._checkpoint.close(partition)
+                self._owned -= partitions
+                self._assigned -= partitions
+                self._update_stalled()
             log.info("partitions_revoked", partitions=sorted(partitions))
 
     async def partitions_assigned(self, partitions: set[int]) -> None:
         async with self._lock:
+            self._assigned = set(partitions)
+            self._update_stalled()
             self._restoring = True
             self._observer.ownership_changed(partitions, restoring=True)
             try:
                 await self._take(partitions)
+            except Exception as exc:  # aiokafka would swallow it and leave us half-assigned
+                log.error("assignment_failed", partitions=sorted(partitions), error=repr(exc))
+                self._source.request_rejoin()
             finally:
                 self._restoring = False
+                self._update_stalled()
                 self._observer.ownership_changed(partitions, restoring=False)
             self._source.reapply_pause()
 
     async def _take(self, partitions: set[int]) -> None:
         for partition in self._store.partitions() - partitions:
-            self._changelog.forget(self._store.jobs_in(partition))
-            self._store.drop_partition(partition)
-            self._known_end.pop(partition, None)
+            self._drop(partition)
+        pending = set(partitions)
+        for attempt in range(1, self._limits.take_attempts + 1):
+            try:
+                await self._take_once(pending)
+                return
+            except Exception as exc:
+                delay = self._limits.take_backoff_s * 2 ** (attempt - 1)
+                log.warning(
+                    "partition_take_failed",
+                    partitions=sorted(pending),
+                    attempt=attempt,
+                    of=self._limits.take_attempts,
+                    error=repr(exc),
+                    retry_in_s=delay if attempt < self._limits.take_attempts else None,
+                )
+                pending -= self._owned
+                if attempt < self._limits.take_attempts:
+                    await asyncio.sleep(delay)
+        for partition in pending:
+            await self._checkpoint.close(partition)
+            self._drop(partition)
+        log.error("partitions_not_taken", partitions=sorted(pending), action="rejoining the group")
+        self._source.request_rejoin()
+
+    async def _take_once(self, partitions: set[int]) -> None:
+        for partition in sorted(partitions):
+            await self._checkpoint.open(partition)  # fences every earlier writer
         ends = await self._changelog_end_offsets(partitions)
-        # After an eager rebalance we usually get our partitions back. If nobody wrote to
-        # their changelog since we last did, our in-memory state is still exact.
-        kept = {p for p in partitions if p in self._known_end and ends.get(p) == self._known_end[p]}
+        kept = {p for p in partitions if can_keep(self._known_end, ends, p)}
         to_restore = partitions - kept
         if to_restore:
             restored, report = await self._restore(to_restore)
             for partition, states in restored.items():
-                self._changelog.forget(self._store.jobs_in(partition))
                 self._store.replace_partition(partition, states)
-                self._known_end[partition] = report.end_offsets.get(partition, 0)
             self._observer.restored(report)
             log.info(
                 "state_restored",
@@ -172,10 +217,38 @@ class Pipeline:
                 skipped=report.skipped,
                 seconds=round(report.seconds, 3),
             )
-        self._owned = set(partitions)
+        await self._source.seek_to_committed(partitions)
+        self._takes += 1
         for partition in partitions:
+            self._taken_at[partition] = self._takes
+            self._known_end.pop(partition, None)  # valid again after our next revoke
+            self._owned.add(partition)
             self._scheduler.reschedule_partition(partition)
         log.info("partitions_assigned", partitions=sorted(partitions), kept=sorted(kept))
+
+    def _drop(self, partition: int) -> None:
+        self._store.drop_partition(partition)
+        self._known_end.pop(partition, None)
+
+    def _handle_lost(self) -> None:
+        """Partitions the checkpoint lost (fenced): stop everything for them at once."""
+        lost = self._checkpoint.take_lost()
+        if not lost:
+            return
+        self._owned -= lost
+        self._scheduler.abandon_partitions(lost)
+        for partition in lost:
+            self._drop(partition)
+        self._update_stalled()
+        log.warning("partitions_fenced", partitions=sorted(lost), action="rejoining the group")
+        self._source.request_rejoin()
+
+    def _update_stalled(self) -> None:
+        if self._assigned - self._owned:
+            if self._stalled_since is None:
+                self._stalled_since = time.monotonic()
+        else:
+            self._stalled_since = None
 
     # -- the consume loop ------------------------------------------------------------------------
 
@@ -186,28 +259,32 @@ class Pipeline:
         """
         next_checkpoint = time.monotonic() + self._limits.checkpoint_interval_s
         while not stop.is_set():
+            self._handle_lost()
             self._scheduler.set_catching_up(self._source.behind() > self._limits.catch_up_lag)
             wait_ms = max(int((next_checkpoint - time.monotonic()) * 1000), 0)
+            takes = self._takes
             records = await self._source.fetch(min(self._limits.fetch_timeout_ms, wait_ms))
             async with self._lock:
-                owned = [r for r in records if r.partition in self._owned]
+                # Records fetched before a partition was (re)taken precede its seek to the
+                # committed offset: the fetch after the seek delivers them again.
+                owned = [
+                    r
+                    for r in records
+                    if r.partition in self._owned and self._taken_at[r.partition] <= takes
+                ]
                 if owned:
                     self._absorb(owned)
                 if (
                     time.monotonic() >= next_checkpoint
-                    or len(self._pending_jobs) >= self._limits.checkpoint_max_jobs
+                    or self._checkpoint.pending_jobs >= self._limits.checkpoint_max_jobs
                 ):
-                    await self._checkpoint()
+                    await self._checkpoint.commit()
                     interval = self._limits.checkpoint_interval_s
                     if self._scheduler.catching_up:
                         interval *= self._limits.catch_up_checkpoint_factor
                     next_checkpoint = time.monotonic() + interval
         async with self._lock:
-            await self._checkpoint()
-
-    def note_changed(self, client_job_id: str, partition: int) -> None:
-        """A state changed outside the consume loop (sync bookkeeping): checkpoint it."""
-        self._pending_jobs[client_job_id] = partition
+            await self._checkpoint.commit()
 
     def _absorb(self, records: list[SourceRecord]) -> None:
         effect = absorb(
@@ -217,12 +294,13 @@ class Pipeline:
             partition_count=self._limits.partition_count,
             max_event_bytes=self._limits.max_event_bytes,
         )
-        self._pending_jobs.update(effect.partitions)
-        self._pending_failures.extend(effect.failures)
-        self._pending_offsets.update(effect.next_offsets)
-        self._observer.batch_absorbed(effect, len(records))
+        checkpoint = self._checkpoint
+        for job, partition in effect.partitions.items():
+            checkpoint.stage_changed(partition, job)
         for failure in effect.failures:
             source = failure.source
+            if source is not None:
+                checkpoint.stage_result(source.partition, failure)
             log.warning(
                 "event_rejected",
                 reason=failure.reason.value,
@@ -232,38 +310,11 @@ class Pipeline:
                 partition=source.partition if source else None,
                 offset=source.offset if source else None,
             )
+        for partition in {p for _, p in effect.next_offsets}:
+            checkpoint.stage_offsets(partition, effect.next_offsets)
+        self._observer.batch_absorbed(effect, len(records))
         for job in effect.changed:
             self._scheduler.mark_dirty(job, effect.offsets_by_job.get(job, ()))
-
-    async def _checkpoint(self) -> None:
-        """Make every absorbed event's effect durable, then commit the offsets below them.
-
-        Changed jobs are written once per checkpoint however many events they got (unless
-        the scheduler already wrote that version before posting it).
-        """
-        if not self._pending_offsets and not self._pending_jobs:
-            return
-        # Taken first: the scheduler notes changes while the writes below are awaited.
-        jobs, self._pending_jobs = self._pending_jobs, {}
-        failures, self._pending_failures = self._pending_failures, []
-        offsets, self._pending_offsets = self._pending_offsets, {}
-        acks: list[Ack] = []
-        for job, partition in jobs.items():
-            state = self._store.get(job)
-            if state is not None and not self._changelog.is_durable(state):
-                acks.append(await self._changelog.write(partition, state))
-        for failure in failures:
-            acks.append(await self._publisher.failed(failure))
-        if acks:
-            await asyncio.gather(*acks)
-        if not offsets:
-            return
-        try:
-            await self._source.commit(offsets)
-        except (CommitFailedError, IllegalStateError) as exc:
-            # The group moved on; the new owner replays these events and the reducer
-            # recognises every one of them, so nothing is lost or doubled.
-            log.warning("commit_skipped_after_rebalance", error=type(exc).__name__)
 
     # -- retention -------------------------------------------------------------------------------
 
@@ -280,22 +331,21 @@ class Pipeline:
                 await self.sweep()
 
     async def sweep(self) -> int:
+        """Forget expired jobs now; their tombstones go with the next commit of their partition."""
         cutoff = self._wall_clock() - timedelta(seconds=self._limits.retention_s)
-        started = time.monotonic()
         async with self._lock:
             expired = [
                 (partition, state.client_job_id)
                 for partition, state in self._store.items()
-                if is_terminal(state)
+                if partition in self._owned
+                and is_terminal(state)
                 and state.synced_version >= state.version
                 and state.updated_at is not None
                 and state.updated_at < cutoff
             ]
-            acks = [await self._changelog.tombstone(p, job) for p, job in expired]
-            if acks:
-                await asyncio.gather(*acks)
-            for _, job in expired:
+            for partition, job in expired:
                 self._store.delete(job)
+                self._checkpoint.stage_forgotten(partition, job)
         if expired:
-            log.info("retention_swept", jobs=len(expired), seconds=time.monotonic() - started)
+            log.info("retention_swept", jobs=len(expired))
         return len(expired)

@@ -29,7 +29,7 @@ from consumer.intake import hashes_to
 from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
 from consumer.observability.logging import configure_logging
-from consumer.state.changelog import restore
+from consumer.state.recovery import restore
 
 EXIT_UNKNOWN = 1
 EXIT_SETTINGS = 2
@@ -95,7 +95,7 @@ async def read_job_states(
     partitions = await existing_partition_count(kafka, topic, "changelog")
     where = {job: hashes_to(job.encode(), partitions) for job in job_ids}
     states, _ = await restore(
-        lambda: AIOKafkaConsumer(**kafka, group_id=None, enable_auto_commit=False),
+        lambda **extra: AIOKafkaConsumer(**kafka, group_id=None, **extra),
         topic,
         set(where.values()),
     )

@@ -167,7 +167,9 @@ async def read_failures(kafka: dict[str, Any], topic: str, since: Since) -> list
     """Every failure record from ``since`` to the end of ``topic`` as of now, in offset order
     per partition (unreadable records are reported on stderr and left out)."""
     partitions = await existing_partition_count(kafka, topic, "failure")
-    consumer = AIOKafkaConsumer(**kafka, group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        **kafka, group_id=None, enable_auto_commit=False, isolation_level="read_committed"
+    )
     await consumer.start()
     failures: list[Failure] = []
     try:

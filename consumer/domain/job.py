@@ -196,6 +196,10 @@ class JobState(BaseModel):
     #: Field path -> the writes competing for it, newest first, while a retractable one (from
     #: a non-terminal status.changed) is among them.
     retractable: dict[str, tuple[Candidate, ...]] = {}
+    #: When a request for this job was handed to WorkfloPlus whose outcome is not known (written
+    #: durably before the request is sent): until this plus the in-doubt window the request may
+    #: still be applied, so nobody posts the job before then. None when no request is in doubt.
+    sending_since: datetime | None = None
 
     @property
     def status(self) -> str | None:
@@ -565,5 +569,19 @@ def mark_synced(
             "job_id": job_id or state.job_id,
             "first_unsynced_at": None if version == state.version else state.first_unsynced_at,
             "synced_at": now,
+            "sending_since": None,
         }
     )
+
+
+def mark_sending(state: JobState, now: datetime) -> JobState:
+    """The intent to post ``state``: made durable before the request leaves, so that whoever
+    owns the job next knows a request may be on its way (see ``sending_since``)."""
+    return state.model_copy(update={"sending_since": now})
+
+
+def clear_sending(state: JobState) -> JobState:
+    """The request's outcome is known (a response came, or it never left): nothing in doubt."""
+    if state.sending_since is None:
+        return state
+    return state.model_copy(update={"sending_since": None})

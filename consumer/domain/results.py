@@ -39,6 +39,10 @@ class FailureReason(StrEnum):
       ``Completed`` job or moving a job between the terminal statuses.
     - ``missing_job_metadata``: the job was held too long without the fields needed to post it
       (``workflowId``).
+    - ``misrouted``: the event's job lives in another partition of this consumer (its state is
+      there); applying it here would let two members assemble one job. The input topics are
+      not co-partitioned or not all written with the same partitioner; ``source`` says where
+      the event is.
     """
 
     invalid_event = "invalid_event"
@@ -49,6 +53,7 @@ class FailureReason(StrEnum):
     retries_exhausted = "retries_exhausted"
     invalid_transition = "invalid_transition"
     missing_job_metadata = "missing_job_metadata"
+    misrouted = "misrouted"
 
 
 class _Record(BaseModel):

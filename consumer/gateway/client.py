@@ -11,8 +11,10 @@ response                               outcome       scheduler
 2xx                                    Accepted      success record, remember version and jobId
 401 (after one free token refresh),    Systemic      open the circuit: pause, alert, probe
 403, 3xx, token endpoint refusing us
-408, 429, 5xx, timeout, connection,    Retryable     backoff with full jitter, >= retry_after
-token endpoint down
+408, 429, 5xx, timeout, connection,    Retryable     backoff with full jitter, >= retry_after;
+token endpoint down                                  a timeout or a connection lost after
+                                                     sending is *in doubt*: no new post until
+                                                     the old one can no longer land
 other 4xx                              Rejected      final failure record with truncated body
 =====================================  ============  ===========================================
 """
@@ -20,6 +22,7 @@ other 4xx                              Rejected      final failure record with t
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -62,11 +65,14 @@ class Retryable:
     """Try again later: 408, 429, 5xx, timeout, connection error, token endpoint down.
 
     ``status`` is ``None`` when no gateway response arrived; ``retry_after`` is in seconds.
+    ``in_doubt`` is True when the request may have reached WorkfloPlus and still be applied
+    (a timeout, or the connection lost after it was sent): the job is *in doubt* then.
     """
 
     status: int | None
     retry_after: float | None
     reason: str
+    in_doubt: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +169,20 @@ class GatewayClient:
     def __repr__(self) -> str:
         return f"GatewayClient(base_url={self._base_url!r})"
 
-    async def post_basic_sync(self, body: bytes) -> SyncOutcome:
-        """POST one job document (JSON bytes); never raises for expected failures."""
+    async def post_basic_sync(self, body: bytes, send_by: float | None = None) -> SyncOutcome:
+        """POST one job document (JSON bytes); never raises for expected failures.
+
+        ``send_by`` (``time.monotonic()`` seconds): the request is not sent after it (a slow
+        token fetch, a process paused), so the caller can bound when a request it announced
+        can still land; it comes back as a ``Retryable`` that is not in doubt.
+        """
         url = self._base_url + BASIC_SYNC_PATH
         for refreshed in (False, True):
             token = await self._token()
             if not isinstance(token, str):
                 return token
+            if send_by is not None and time.monotonic() > send_by:
+                return Retryable(status=None, retry_after=None, reason="send_deadline_passed")
             try:
                 async with self._session.post(
                     url,
@@ -186,9 +199,13 @@ class GatewayClient:
                     text = await response.text(errors="replace")
                     headers = dict(response.headers)
             except TimeoutError:
-                return Retryable(status=None, retry_after=None, reason="timeout")
-            except aiohttp.ClientError as exc:
+                return Retryable(status=None, retry_after=None, reason="timeout", in_doubt=True)
+            except aiohttp.ClientConnectorError as exc:  # never connected: nothing was sent
                 return Retryable(status=None, retry_after=None, reason=_network_reason(exc))
+            except aiohttp.ClientError as exc:  # lost after connecting: it may have been sent
+                return Retryable(
+                    status=None, retry_after=None, reason=_network_reason(exc), in_doubt=True
+                )
             return classify(status, headers, text, self._wall_clock())
         raise AssertionError("unreachable: the second pass always returns")  # pragma: no cover
 

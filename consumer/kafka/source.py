@@ -1,9 +1,11 @@
 """The input side: a consumer-group member that fetches batches, pauses, resumes and commits.
 
-Partition ``p`` of every input topic must belong to the same member (DESIGN section 2), so the
+Partition ``p`` of every input topic must belong to the same member (docs/contract.md), so the
 range assignor is used: with co-partitioned inputs it hands each member the same partition
 numbers of every topic. The rebalance callbacks are forwarded to a ``PartitionOwner`` in
 partition numbers, which is the unit the state and the scheduler reason in.
+
+Offsets are never committed here: they go into the checkpoint's transactions.
 """
 
 from __future__ import annotations
@@ -83,16 +85,35 @@ class EventSource:
             for message in messages
         ]
 
-    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Commit next-offsets of partitions still assigned; the rest belong to someone else."""
-        assigned = self._consumer.assignment()
-        to_commit = {
-            TopicPartition(topic, partition): offset
-            for (topic, partition), offset in offsets.items()
-            if TopicPartition(topic, partition) in assigned
-        }
-        if to_commit:
-            await self._consumer.commit(to_commit)
+    async def seek_to_committed(self, partitions: set[int]) -> None:
+        """Read ``partitions`` (every input topic) from their committed offsets, fetched now.
+
+        Called after the partition's transactional producer started, which completed any
+        transaction a previous owner left open: the committed offsets are final then, whereas
+        aiokafka may have fetched them before (its OffsetFetch cannot ask for stable offsets).
+        A partition with no committed offset starts from the earliest record.
+        """
+        for tp in self._consumer.assignment():
+            if tp.partition not in partitions:
+                continue
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
+            self._positions.pop(tp, None)
+
+    def request_rejoin(self) -> None:
+        """Ask the group coordinator for a rebalance: a partition was lost or could not be taken.
+
+        aiokafka has no public call for it; its coordinator's ``request_rejoin`` is what its
+        own heartbeat uses when the group moved on.
+        """
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is not None and hasattr(coordinator, "request_rejoin"):
+            coordinator.request_rejoin()
+        else:  # pragma: no cover - only if aiokafka's internals change
+            log.error("rejoin_unavailable", hint="restart the process to rebalance")
 
     async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """End offsets of any partitions (assigned or not), e.g. of the changelog."""
@@ -111,9 +132,6 @@ class EventSource:
             if highwater is not None and position is not None:
                 total += max(highwater - position, 0)
         return total
-
-    def assigned_partitions(self) -> set[int]:
-        return {tp.partition for tp in self._consumer.assignment()}
 
     def pause_all(self) -> None:
         """Stop fetching (circuit open); survives rebalances until ``resume_all``."""

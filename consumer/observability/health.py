@@ -77,7 +77,9 @@ class Check:
 def readiness(running: Running, tokens: WatchedTokens | None) -> dict[str, Check]:
     """Each readiness check with its verdict; pure reads of the consumer's state."""
     pipeline, scheduler = running.pipeline, running.scheduler
-    if pipeline is None:
+    if running.waiting_for is not None:
+        partitions = Check(False, f"waiting: {running.waiting_for}")
+    elif pipeline is None:
         partitions = Check(False, "starting")
     elif not pipeline.owned_partitions:
         partitions = Check(False, "no partitions assigned")
@@ -120,6 +122,8 @@ class HealthServer:
 
     running: Running
     tokens: WatchedTokens | None
+    #: /healthz fails once an assigned partition went unprocessed this long
+    stall_limit_s: float = 180.0
     started: float = field(default_factory=time.monotonic)
     port: int = 0
 
@@ -131,7 +135,20 @@ class HealthServer:
         return app
 
     async def healthz(self, request: web.Request) -> web.Response:
+        """Alive, unless a partition is assigned to this member but not processed for too long
+        (its restore keeps failing): then a restart is what helps."""
         uptime = round(time.monotonic() - self.started, 3)
+        pipeline = self.running.pipeline
+        stalled = pipeline.stalled_for() if pipeline is not None else 0.0
+        if stalled > self.stall_limit_s:
+            return web.json_response(
+                {
+                    "status": "stalled",
+                    "uptime_s": uptime,
+                    "detail": f"an assigned partition went unprocessed for {stalled:.0f}s",
+                },
+                status=503,
+            )
         return web.json_response({"status": "alive", "uptime_s": uptime})
 
     async def readyz(self, request: web.Request) -> web.Response:
@@ -154,10 +171,15 @@ class HealthServer:
 
 @asynccontextmanager
 async def serve_health(
-    running: Running, tokens: WatchedTokens | None, *, host: str, port: int
+    running: Running,
+    tokens: WatchedTokens | None,
+    *,
+    host: str,
+    port: int,
+    stall_limit_s: float = 180.0,
 ) -> AsyncIterator[HealthServer]:
     """Serve the endpoints on ``host:port`` (0 = a free port) for the ``with`` block."""
-    server = HealthServer(running, tokens)
+    server = HealthServer(running, tokens, stall_limit_s)
     runner = web.AppRunner(server.app(), access_log=None, handle_signals=False)
     await runner.setup()
     try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from consumer.intake import BatchEffect
 from consumer.observability.metrics import Metrics
-from consumer.state.changelog import RestoreReport
+from consumer.state.recovery import RestoreReport
 
 
 @dataclass

@@ -10,6 +10,15 @@
 
 The scheduler reads state from the store at send time, so a burst of events becomes one
 request carrying the latest state.
+
+Requests in doubt. Before a request leaves, the job is marked ``sending_since`` and that mark is
+committed through the checkpoint (which also proves this member still owns the partition: a
+fenced member fails here and posts nothing). The request must start within ``send_within``
+seconds of the mark. When its outcome is unknown (a timeout, the connection lost after
+sending, a cancellation at a revoke or shutdown) it may still be applied by WorkfloPlus until
+``in_doubt_window`` seconds after the mark, so the job is not posted again before then, by
+this member or, reading the durable mark, by the partition's next owner. A newer state
+posted after the window is therefore the last one to land.
 """
 
 from __future__ import annotations
@@ -22,15 +31,24 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 import structlog
 from aiolimiter import AsyncLimiter
 
 from consumer.config import SyncSettings
 from consumer.domain.basicsync import body_sha256, encode_body
-from consumer.domain.job import JobState, is_postable, is_terminal, mark_synced, needs_sync
+from consumer.domain.job import (
+    JobState,
+    clear_sending,
+    is_postable,
+    is_terminal,
+    mark_sending,
+    mark_synced,
+    needs_sync,
+)
 from consumer.domain.results import FailureReason, FailureRecord, SourceOffset, SuccessRecord
+from consumer.errors import PartitionLost
 from consumer.gateway.client import Accepted, Rejected, Retryable, SyncOutcome, Systemic
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
@@ -38,27 +56,27 @@ from consumer.sync.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
 
-Ack = asyncio.Future[Any]
-
 
 class Gateway(Protocol):
-    async def post_basic_sync(self, body: bytes) -> SyncOutcome: ...
+    async def post_basic_sync(self, body: bytes, send_by: float | None = None) -> SyncOutcome: ...
 
     async def probe(self) -> bool: ...
 
 
-class Outcomes(Protocol):
-    """Where the scheduler makes results durable: result topics and the changelog."""
+class Durability(Protocol):
+    """The checkpoint, as the scheduler uses it: the one writer of state and results."""
 
-    async def succeeded(self, record: SuccessRecord) -> Ack: ...
+    def owns(self, partition: int) -> bool:
+        """May this member still write (and so post) for ``partition``?"""
 
-    async def failed(self, record: FailureRecord, raw_key: bytes | None = None) -> Ack: ...
+    def stage_changed(self, partition: int, client_job_id: str) -> None:
+        """The job's state in the store changed; the partition's next commit writes it."""
 
-    def state_changed(self, partition: int, state: JobState) -> None:
-        """The sync bookkeeping of ``state`` changed; the next checkpoint writes it."""
+    def stage_result(self, partition: int, record: SuccessRecord | FailureRecord) -> None:
+        """A result record for the partition's next commit."""
 
-    async def make_durable(self, partition: int, state: JobState) -> None:
-        """Return once the changelog holds ``state``'s version (written now if needed)."""
+    async def make_durable(self, partition: int) -> None:
+        """Commit what is staged for ``partition`` now; raises ``PartitionLost``."""
 
 
 class SchedulerObserver(Protocol):
@@ -80,6 +98,8 @@ class _Entry:
     holds_slot: bool = False
     held_reported: bool = False
     offsets: list[SourceOffset] = field(default_factory=list)
+    #: a request of this job may still land until then (clock seconds); see the module doc
+    in_doubt_until: float | None = None
 
 
 class SyncScheduler:
@@ -89,19 +109,23 @@ class SyncScheduler:
         self,
         store: JobStore,
         gateway: Gateway,
-        outcomes: Outcomes,
+        durability: Durability,
         settings: SyncSettings,
         observer: SchedulerObserver,
         *,
         circuit: CircuitBreaker,
         retry: RetryPolicy,
+        send_within: float = 30.0,
+        in_doubt_window: float = 90.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
     ) -> None:
         self._store = store
         self._gateway = gateway
-        self._outcomes = outcomes
+        self._durability = durability
+        self._send_within = send_within
+        self._in_doubt_window = in_doubt_window
         self._settings = settings
         self._observer = observer
         self._circuit = circuit
@@ -169,10 +193,18 @@ class SyncScheduler:
             return
         if entry is None:
             entry = self._entries[client_job_id] = _Entry(first_dirty=now)
+            if state.sending_since is not None:  # restored: a request may be on its way
+                in_doubt = self._in_doubt_window - self._age(state.sending_since)
+                if in_doubt > 0:
+                    entry.in_doubt_until = now + in_doubt
+                    entry.not_before = max(entry.not_before, now + in_doubt)
         entry.offsets.extend(offsets)
         if entry.in_flight:
             return  # re-queued when the request ends
         self._queue(client_job_id, entry, self._due(state, entry, now))
+
+    def _age(self, moment: datetime) -> float:
+        return (self._wall_clock() - moment).total_seconds()
 
     def reschedule_partition(self, partition: int) -> None:
         """After a restore: every job whose synced version lags is scheduled again."""
@@ -183,7 +215,8 @@ class SyncScheduler:
         """A revoke: stop dispatching these jobs, let their requests finish, then forget them.
 
         Requests still running after ``deadline`` seconds are cancelled; their jobs' synced
-        version lags in the changelog, so the partition's next owner posts them again.
+        version lags in the changelog and their ``sending_since`` mark is there, so the
+        partition's next owner posts them again once the old request can no longer land.
         """
         self._paused_partitions |= partitions
         jobs = {job for p in partitions for job in self._store.jobs_in(p)}
@@ -198,6 +231,18 @@ class SyncScheduler:
         for job in jobs:
             self._entries.pop(job, None)
         self._paused_partitions -= partitions
+
+    def abandon_partitions(self, partitions: set[int]) -> None:
+        """This member lost ``partitions`` (fenced): cancel their requests, drop their timers.
+
+        Nothing is recorded for them: the new owner holds their state now.
+        """
+        jobs = {job for p in partitions for job in self._store.jobs_in(p)}
+        for job in jobs:
+            task = self._tasks.get(job)
+            if task is not None:
+                task.cancel()
+            self._entries.pop(job, None)
 
     async def stop(self, deadline: float) -> None:
         """Shutdown: dispatch nothing more; requests in flight get ``deadline`` seconds."""
@@ -225,7 +270,11 @@ class SyncScheduler:
                 if entry is None or entry.due != due or entry.in_flight:
                     continue  # stale timer: superseded, finished or in flight
                 partition = self._store.partition_of(job)
-                if partition is None or partition in self._paused_partitions:
+                if (
+                    partition is None
+                    or partition in self._paused_partitions
+                    or not self._durability.owns(partition)
+                ):
                     continue
                 await self._slots.acquire()
                 if self._limiter is not None:
@@ -278,6 +327,8 @@ class SyncScheduler:
             await self._attempt(job, entry)
         except asyncio.CancelledError:
             raise
+        except PartitionLost:
+            pass  # not ours any more: the next owner posts it
         except Exception:
             log.exception("sync_attempt_crashed", client_job_id=job)
             entry.not_before = self._clock() + self._retry.maximum
@@ -300,18 +351,34 @@ class SyncScheduler:
         if sha == state.synced_sha256:
             await self._settle(job, partition, state, sha, state.job_id)
             return
-        # Never post what a crash could take back: the restored state must contain every
-        # state ever posted, or a restart could post an older document over a newer one.
-        await self._outcomes.make_durable(partition, state)
+        # The intent, committed before the request leaves: a crash cannot take back a state
+        # that was posted (the restored state contains it), a request whose outcome we never
+        # learn is known to the next owner, and a fenced member fails here and posts nothing.
+        started = self._clock()
+        self._store.put(partition, mark_sending(state, self._wall_clock()))
+        self._durability.stage_changed(partition, job)
+        await self._durability.make_durable(partition)
         sent_offsets = len(entry.offsets)
         entry.attempts += 1
-        started = self._clock()
         if entry.first_attempt is None:
             entry.first_attempt = started
-        outcome = await self._gateway.post_basic_sync(body)
+        outcome = await self._gateway.post_basic_sync(
+            body, send_by=time.monotonic() + max(self._send_within - (self._clock() - started), 0)
+        )
         # The slot bounds requests to WorkfloPlus; recording the outcome needs none.
         self._release_slot(entry)
         finished = self._clock()
+        in_doubt = isinstance(outcome, Retryable) and outcome.in_doubt
+        if in_doubt:
+            entry.in_doubt_until = started + self._in_doubt_window
+            log.warning(
+                "sync_in_doubt",
+                client_job_id=job,
+                reason=getattr(outcome, "reason", None),
+                next_post_in_s=round(self._in_doubt_window - (finished - started), 1),
+            )
+        elif not isinstance(outcome, Accepted):
+            self._outcome_known(job, partition)
         self._observer.request_finished(
             type(outcome).__name__.lower(), getattr(outcome, "status", None), finished - started
         )
@@ -328,6 +395,8 @@ class SyncScheduler:
         elif isinstance(outcome, Retryable):
             self._record_failure(finished, systemic=False)
             budget_spent = self._retry.exhausted(entry.attempts, finished - entry.first_attempt)
+            if entry.in_doubt_until is not None:
+                entry.not_before = max(entry.not_before, entry.in_doubt_until)
             if self._circuit.is_closed and budget_spent:
                 await self._fail(
                     job, partition, state, entry, sha, FailureReason.retries_exhausted,
@@ -336,7 +405,7 @@ class SyncScheduler:
                 )  # fmt: skip
             else:
                 delay = self._retry.delay(entry.attempts, outcome.retry_after, self._rng)
-                entry.not_before = finished + delay
+                entry.not_before = max(entry.not_before, finished + delay)
                 log.info(
                     "sync_retry_scheduled",
                     client_job_id=job,
@@ -348,6 +417,13 @@ class SyncScheduler:
         elif isinstance(outcome, Systemic):
             self._record_failure(finished, systemic=True)
             log.error("gateway_refuses_all", status=outcome.status, reason=outcome.reason)
+
+    def _outcome_known(self, job: str, partition: int) -> None:
+        """A response came (or the request never left): nothing of this job is in doubt."""
+        current = self._store.get(job)
+        if current is not None and current.sending_since is not None:
+            self._store.put(partition, clear_sending(current))
+            self._durability.stage_changed(partition, job)
 
     def _record_success(self, now: float) -> None:
         was_open = not self._circuit.is_closed
@@ -392,10 +468,11 @@ class SyncScheduler:
             source_offsets=entry.offsets[:sent_offsets],
             payload_sha256=sha,
         )
-        await (await self._outcomes.succeeded(record))
+        self._durability.stage_result(partition, record)
         del entry.offsets[:sent_offsets]
         entry.attempts = 0
         entry.first_attempt = None
+        entry.in_doubt_until = None
         await self._settle(job, partition, sent, sha, outcome.job_id or sent.job_id)
 
     async def _fail(
@@ -421,7 +498,7 @@ class SyncScheduler:
             status=status,
             body=body,
         )
-        await (await self._outcomes.failed(record))
+        self._durability.stage_result(partition, record)
         entry.attempts = 0
         entry.first_attempt = None
         entry.offsets.clear()
@@ -444,20 +521,24 @@ class SyncScheduler:
     ) -> None:
         """Record that ``sent.version`` has a final outcome, on the newest state.
 
-        After a success the changelog gets it with the next checkpoint: the result record was
-        published (and awaited) before, and losing this marker in a crash costs one duplicate
-        post, never an outcome. After a final failure it is written at once, so an operator
-        who sees the failure record finds the job settled (``basicsync redrive`` relies on it).
+        The marker and the result record staged just before it commit in one transaction.
+        After a success that is the partition's next commit: losing it in a crash costs one
+        duplicate post, never an outcome. After a final failure it is committed at once, so an
+        operator who sees the failure record finds the job settled (``redrive`` relies on it).
+        A request still in doubt keeps its ``sending_since`` mark: a newer state must not be
+        posted before it can no longer land.
         """
         current = self._store.get(job)
         if current is None:
             return
         settled = mark_synced(current, sent.version, sha, job_id, self._wall_clock())
+        entry = self._entries.get(job)
+        if entry is not None and entry.in_doubt_until is not None and settled is not current:
+            settled = settled.model_copy(update={"sending_since": current.sending_since})
         self._store.put(partition, settled)
+        self._durability.stage_changed(partition, job)
         if write_now:
-            await self._outcomes.make_durable(partition, settled)
-        else:
-            self._outcomes.state_changed(partition, settled)
+            await self._durability.make_durable(partition)
 
     async def _hold(self, job: str, entry: _Entry, state: JobState) -> None:
         """A job without workflowId cannot be posted; report it once after the hold timeout."""
@@ -473,7 +554,9 @@ class SyncScheduler:
             state_version=state.version,
             failed_at=self._wall_clock(),
         )
-        await (await self._outcomes.failed(record))
+        partition = self._store.partition_of(job)
+        if partition is not None:
+            self._durability.stage_result(partition, record)
 
     def _after_attempt(self, job: str, entry: _Entry) -> None:
         state = self._store.get(job)
@@ -485,6 +568,8 @@ class SyncScheduler:
         if not is_postable(state) and entry.held_reported:
             return  # wait for the next event
         now = self._clock()
+        if entry.in_doubt_until is not None and entry.in_doubt_until <= now:
+            entry.in_doubt_until = None
         if entry.first_attempt is None and entry.not_before <= now:
             entry.first_dirty = now  # a fresh round of changes
         self._queue(job, entry, self._due(state, entry, now))

@@ -220,10 +220,11 @@ class TestPostBasicSync:
         assert outcome == Retryable(status=503, retry_after=None, reason="http_503")
 
     async def test_slow_response_times_out_as_retryable(self, harness: Harness) -> None:
-        """A gateway slower than ``request_timeout`` yields Retryable(timeout), not an exception."""
+        """A gateway slower than ``request_timeout`` yields Retryable(timeout), not an exception,
+        and in doubt: the request was sent and may still be applied."""
         harness.server.sync_script.append(Reply(delay=5.0))
         outcome = await harness.client.post_basic_sync(BODY)
-        assert outcome == Retryable(status=None, retry_after=None, reason="timeout")
+        assert outcome == Retryable(status=None, retry_after=None, reason="timeout", in_doubt=True)
 
     async def test_403_is_systemic(self, harness: Harness) -> None:
         """403 (scope missing) is Systemic and is not retried by the client."""

@@ -18,7 +18,9 @@ from typing import Any
 from consumer.domain.events import EventType, JobEvent
 from consumer.domain.job import JobState, Rejection, apply
 from consumer.domain.results import FailureRecord, SuccessRecord
+from consumer.errors import PartitionLost
 from consumer.gateway.client import Accepted, SyncOutcome
+from consumer.state.store import JobStore
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 _ids = itertools.count()
@@ -106,7 +108,7 @@ class FakeGateway:
     def script(self, *outcomes: SyncOutcome) -> None:
         self.outcomes.extend(outcomes)
 
-    async def post_basic_sync(self, body: bytes) -> SyncOutcome:
+    async def post_basic_sync(self, body: bytes, send_by: float | None = None) -> SyncOutcome:
         job = _client_job_id(body)
         self.bodies.append(body)
         self.jobs.append(job)
@@ -147,30 +149,45 @@ def _done() -> asyncio.Future[Any]:
     return future
 
 
-class FakeOutcomes:
-    """An ``Outcomes`` whose writes are acknowledged at once; keeps every record in order."""
+class FakeCheckpoint:
+    """A ``Durability`` that commits at once and keeps every record and commit in order.
 
-    def __init__(self) -> None:
+    ``states`` holds each (partition, state) the scheduler staged, as the store had it;
+    ``durable`` each (partition, version) the store held for a staged job when the scheduler
+    asked for a commit. ``lost`` partitions refuse commits, as a fenced member's would.
+    """
+
+    def __init__(self, store: JobStore) -> None:
+        self._store = store
         self.successes: list[SuccessRecord] = []
         self.failures: list[FailureRecord] = []
         self.states: list[tuple[int, JobState]] = []
         self.durable: list[tuple[int, int]] = []
+        self.lost: set[int] = set()
+        self._staged: dict[int, set[str]] = {}
 
-    async def succeeded(self, record: SuccessRecord) -> asyncio.Future[Any]:
-        self.successes.append(record)
-        return _done()
+    def owns(self, partition: int) -> bool:
+        return partition not in self.lost
 
-    async def failed(
-        self, record: FailureRecord, raw_key: bytes | None = None
-    ) -> asyncio.Future[Any]:
-        self.failures.append(record)
-        return _done()
+    def stage_changed(self, partition: int, client_job_id: str) -> None:
+        state = self._store.get(client_job_id)
+        if state is not None:
+            self.states.append((partition, state))
+        self._staged.setdefault(partition, set()).add(client_job_id)
 
-    def state_changed(self, partition: int, state: JobState) -> None:
-        self.states.append((partition, state))
+    def stage_result(self, partition: int, record: SuccessRecord | FailureRecord) -> None:
+        if isinstance(record, SuccessRecord):
+            self.successes.append(record)
+        else:
+            self.failures.append(record)
 
-    async def make_durable(self, partition: int, state: JobState) -> None:
-        self.durable.append((partition, state.version))
+    async def make_durable(self, partition: int) -> None:
+        if partition in self.lost:
+            raise PartitionLost(partition, "fenced (fake)")
+        for job in self._staged.pop(partition, set()):
+            state = self._store.get(job)
+            if state is not None:
+                self.durable.append((partition, state.version))
 
 
 class RecordingObserver:

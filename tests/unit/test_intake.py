@@ -287,7 +287,9 @@ class TestAbsorb:
         assert effect.changed["job-a"].version == 2
 
     def test_misrouted_keys_counted(self) -> None:
-        """Events whose key does not hash to their partition are counted, and still applied."""
+        """A key placed by another partitioner is counted; its job lives where it first came,
+        and a later event of that job on another partition is a ``misrouted`` failure, never
+        applied (two members would assemble one job)."""
         item = upserted("job-a", workflowId="wf")
         right = hashes_to(b"job-a", PARTITIONS)
         wrong = (right + 1) % PARTITIONS
@@ -297,10 +299,15 @@ class TestAbsorb:
         store = JobStore()
         effect = run(batch, store)
         assert effect.misrouted == 1
-        assert effect.applied == 2
-        # The job stays where its state was first put.
+        assert effect.applied == 1
+        assert [f.reason for f in effect.failures] == [FailureReason.misrouted]
+        assert effect.failures[0].source is not None
+        assert effect.failures[0].source.partition == right
         assert effect.partitions["job-a"] == wrong
         assert store.partition_of("job-a") == wrong
+        state = store.get("job-a")
+        assert state is not None
+        assert state.status != "InProgress"
 
 
 class TestArrivalClock:

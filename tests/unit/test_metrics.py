@@ -17,7 +17,7 @@ from consumer.intake import BatchEffect
 from consumer.observability.health import WatchedTokens, readiness, serve_health
 from consumer.observability.metrics import Metrics
 from consumer.observability.stats import Stats
-from consumer.state.changelog import RestoreReport
+from consumer.state.recovery import RestoreReport
 from consumer.sync.circuit import CircuitState
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -25,8 +25,8 @@ from consumer.sync.circuit import CircuitBreaker
 from consumer.sync.retry import RetryPolicy
 from consumer.sync.scheduler import SyncScheduler
 from tests.unit.fakes import (
+    FakeCheckpoint,
     FakeGateway,
-    FakeOutcomes,
     RecordingObserver,
     fold,
     job_state,
@@ -67,7 +67,7 @@ class Harness:
     ) -> None:
         self.store = JobStore()
         self.gateway = gateway or FakeGateway()
-        self.outcomes = FakeOutcomes()
+        self.outcomes = FakeCheckpoint(self.store)
         self.observer = RecordingObserver()
         self.settings = SyncSettings(
             **{"debounce_ms": 20, "max_delay_ms": 200, "concurrency": 8, **settings}
@@ -437,7 +437,8 @@ class TestSyncScheduler:
         assert gateway.jobs == ["a"]
 
     async def test_stop_cancels_requests_past_the_deadline(self) -> None:
-        """A request still running at the shutdown deadline is cancelled, nothing recorded."""
+        """A request still running at the shutdown deadline is cancelled, no outcome recorded;
+        its intent (``sending_since``) was committed before it left, so the job is in doubt."""
         gateway = FakeGateway()
         gateway.gate = asyncio.Event()
         h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
@@ -448,7 +449,10 @@ class TestSyncScheduler:
         await asyncio.wait_for(task, WAIT)
         assert h.scheduler.in_flight == 0
         assert h.outcomes.successes == []
-        assert h.outcomes.states == []
+        assert [(p, s.synced_version) for p, s in h.outcomes.states] == [(0, 0)]
+        assert h.outcomes.states[0][1].sending_since is not None
+        assert h.outcomes.durable == [(0, h.state("a").version)]
+        assert h.state("a").sending_since is not None
 
     async def test_reschedule_partition_reposts_lagging_jobs(self) -> None:
         """After a restore, every job whose synced version lags is posted again."""

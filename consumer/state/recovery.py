@@ -1,83 +1,28 @@
-"""The compacted changelog: write-through of job state, and restore on assignment.
+"""Recovery: the state of newly assigned partitions, read back from the compacted changelog.
 
 Partition ``p`` of the changelog holds the jobs of input partition ``p``; the owner of ``p``
-is its only writer, which is what makes the in-memory store a faithful cache of it.
+writes it, in transactions, through the checkpoint (``consumer.state.checkpoint``), which is
+what makes the in-memory store a faithful cache of it. Restore reads ``read_committed``, so a
+transaction a fenced member left open or aborted is never restored.
+
+The rule for keeping state across a rebalance (:func:`can_keep`): aiokafka rebalances eagerly,
+so a member gives up every partition and usually gets most of them back. If nobody wrote a
+partition's changelog since this member's last commit, its in-memory state is still exact.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from consumer.domain.job import JobState
 
 log = structlog.get_logger(__name__)
-
-
-_NOTHING = (-1, -1)
-
-
-class ChangelogWriter:
-    """Writes job states to their explicit changelog partition and remembers the last offset."""
-
-    def __init__(self, producer: AIOKafkaProducer, topic: str) -> None:
-        self._producer = producer
-        self.topic = topic
-        self.last_offsets: dict[int, int] = {}
-        #: highest (version, synced version) the broker has acknowledged, per job
-        self._durable: dict[str, tuple[int, int]] = {}
-
-    async def write(self, partition: int, state: JobState) -> asyncio.Future[Any]:
-        """Queue ``state``; the returned future resolves once the broker has it."""
-        future = await self._send(partition, state.client_job_id, state.to_json_bytes())
-        job, mark = state.client_job_id, (state.version, state.synced_version)
-
-        def acknowledged(done: asyncio.Future[Any]) -> None:
-            if not done.cancelled() and done.exception() is None:
-                self._durable[job] = max(self._durable.get(job, _NOTHING), mark)
-
-        future.add_done_callback(acknowledged)
-        return future
-
-    def is_durable(self, state: JobState) -> bool:
-        """True when the changelog already holds this version (or a later one) of the job."""
-        durable = self._durable.get(state.client_job_id, _NOTHING)
-        return durable >= (state.version, state.synced_version)
-
-    async def make_durable(self, partition: int, state: JobState) -> None:
-        """Write ``state`` and wait for the broker, unless that version is already there."""
-        if not self.is_durable(state):
-            await (await self.write(partition, state))
-
-    def forget(self, client_job_ids: Iterable[str]) -> None:
-        """Jobs of a partition this member no longer owns."""
-        for job in client_job_ids:
-            self._durable.pop(job, None)
-
-    async def tombstone(self, partition: int, client_job_id: str) -> asyncio.Future[Any]:
-        self._durable.pop(client_job_id, None)
-        return await self._send(partition, client_job_id, None)
-
-    async def _send(self, partition: int, key: str, value: bytes | None) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = await self._producer.send(
-            self.topic, value=value, key=key.encode(), partition=partition
-        )
-        future.add_done_callback(self._remember_offset)
-        return future
-
-    def _remember_offset(self, future: asyncio.Future[Any]) -> None:
-        if future.cancelled() or future.exception() is not None:
-            return
-        metadata = future.result()
-        current = self.last_offsets.get(metadata.partition, -1)
-        self.last_offsets[metadata.partition] = max(current, metadata.offset)
 
 
 @dataclass(frozen=True)
@@ -91,7 +36,7 @@ class RestoreReport:
 
 
 async def restore(
-    consumer_factory: Callable[[], AIOKafkaConsumer],
+    consumer_factory: Callable[..., AIOKafkaConsumer],
     topic: str,
     partitions: Iterable[int],
 ) -> tuple[dict[int, dict[str, JobState]], RestoreReport]:
@@ -104,7 +49,7 @@ async def restore(
     wanted = sorted(set(partitions))
     raw: dict[int, dict[bytes, bytes]] = {p: {} for p in wanted}
     records = 0
-    consumer = consumer_factory()
+    consumer = consumer_factory(isolation_level="read_committed", enable_auto_commit=False)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in wanted]
@@ -160,3 +105,13 @@ async def restore(
         end_offsets={tp.partition: offset for tp, offset in end.items()},
     )
     return states, report
+
+
+def can_keep(known_end: Mapping[int, int], ends: Mapping[int, int], partition: int) -> bool:
+    """Is the in-memory state of ``partition`` still exact?
+
+    ``known_end`` is the changelog end offset this member saw after its own last commit of the
+    partition; ``ends`` the end offset now, read after this member's producer fenced every
+    other writer. Any write by anyone else in between moved the end.
+    """
+    return partition in known_end and ends.get(partition) == known_end[partition]

@@ -1,0 +1,181 @@
+"""One transactional producer per owned input partition: Kafka's own fencing of zombies.
+
+Partition ``p``'s producer has the transactional id ``<group_id>.<p>``. Starting it
+(``InitProducerId``) bumps the id's epoch at the transaction coordinator, which
+
+- fences every earlier producer with that id: a member that missed a rebalance (SIGSTOP, GC
+  pause, a revoke that overran the session) gets ``ProducerFenced`` on its next write or
+  commit, never a silent success;
+- finishes the earlier producer's open transaction (aborts it, or completes a commit already
+  prepared) before ``start`` returns, so the changelog, the result topics and the committed
+  input offsets of ``p`` are stable when the new owner reads them.
+
+Everything one commit writes for ``p`` (changelog records, result and failure records, the
+input offsets of ``p`` on every input topic) is one transaction: all of it is visible to
+``read_committed`` readers, or none of it.
+
+aiokafka 0.14 sends ``TxnOffsetCommit`` with the group id only (no KIP-447 generation or member
+id), so the group coordinator does not check who commits. The per-partition transactional id is
+what fences (the pre-KIP-447 scheme of Kafka Streams' first exactly-once mode): it costs one
+producer per owned partition, and it means an offset commit is fenced only once the new owner
+has started its producer for that partition, which it does before it restores or reads anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    ProducerFenced,
+    TransactionalIdAuthorizationFailed,
+)
+
+from consumer.errors import PartitionLost
+
+log = structlog.get_logger(__name__)
+
+
+def transactional_id(group_id: str, partition: int) -> str:
+    """The transactional id of an input partition: ``<group_id>.<partition>``."""
+    return f"{group_id}.{partition}"
+
+
+@dataclass(frozen=True, slots=True)
+class OutRecord:
+    """A record to produce; ``partition`` None lets the key choose (result topics)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None
+
+
+class PartitionProducer:
+    """The transactional writer of one input partition's effects."""
+
+    def __init__(
+        self,
+        producer_factory: Callable[..., AIOKafkaProducer],
+        group_id: str,
+        partition: int,
+        *,
+        retry_backoff_s: float = 0.2,
+        max_backoff_s: float = 5.0,
+    ) -> None:
+        self.partition = partition
+        self.transactional_id = transactional_id(group_id, partition)
+        self._group_id = group_id
+        self._producer = producer_factory(transactional_id=self.transactional_id)
+        self._retry_backoff_s = retry_backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._closed = False
+
+    async def start(self) -> None:
+        """Fence every earlier producer of this partition; raises ``PartitionLost`` if refused."""
+        try:
+            await self._producer.start()
+        except TransactionalIdAuthorizationFailed as exc:
+            await self._producer.stop()
+            raise PartitionLost(self.partition, _describe(exc)) from None
+        except BaseException:
+            await self._producer.stop()
+            raise
+
+    async def stop(self) -> None:
+        self._closed = True
+        await self._producer.stop()
+
+    async def commit(
+        self, records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
+    ) -> None:
+        """Write ``records`` and commit ``offsets`` (next offsets to read) in one transaction.
+
+        Transient failures (a broker that does not answer, a leader moving, a coordinator
+        loading) abort the transaction and repeat it whole: writing the same states and records
+        again is harmless, and nothing counts until the commit. It returns once the commit is
+        acknowledged, and raises ``PartitionLost`` when Kafka says another producer owns the
+        partition now, or when :meth:`stop` was called meanwhile (the partition was revoked).
+        """
+        attempt = 0
+        while True:
+            if self._closed:
+                raise PartitionLost(self.partition, "revoked while committing")
+            attempt += 1
+            try:
+                await self._transaction(records, offsets)
+                if attempt > 1:
+                    log.info("checkpoint_recovered", partition=self.partition, attempts=attempt)
+                return
+            except (ProducerFenced, InvalidProducerEpoch) as exc:
+                raise PartitionLost(self.partition, f"fenced by a newer owner ({exc})") from None
+            except (KafkaError, AssertionError) as exc:
+                # AssertionError: aiokafka's transaction state machine refusing a transition
+                # after the sender died; the producer is unusable then.
+                if self._fatal():
+                    raise PartitionLost(self.partition, _describe(exc)) from None
+                delay = min(self._retry_backoff_s * 2 ** min(attempt - 1, 10), self._max_backoff_s)
+                log.warning(
+                    "checkpoint_retry",
+                    partition=self.partition,
+                    attempt=attempt,
+                    error=_describe(exc),
+                    retry_in_s=round(delay, 2),
+                )
+                await self._abort()
+                await asyncio.sleep(delay)
+
+    async def _transaction(
+        self, records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
+    ) -> None:
+        producer = self._producer
+        await producer.begin_transaction()
+        acks: list[asyncio.Future[Any]] = []
+        for record in records:
+            acks.append(
+                await producer.send(
+                    record.topic, value=record.value, key=record.key, partition=record.partition
+                )
+            )
+        if offsets:
+            await producer.send_offsets_to_transaction(
+                dict(offsets),
+                self._group_id,
+            )
+        # Every record acknowledged before the commit: a record the broker refused (too large,
+        # not authorized) fails the transaction instead of leaving a silent gap in it.
+        if acks:
+            await asyncio.gather(*acks)
+        await producer.commit_transaction()
+
+    async def _abort(self) -> None:
+        """Abort the open transaction, if any; a producer that cannot is dropped by ``_fatal``."""
+        manager = self._producer._txn_manager
+        if manager is None or not (
+            manager.is_in_transaction() or manager.state.name == "ABORTABLE_ERROR"
+        ):
+            return
+        try:
+            await self._producer.abort_transaction()
+        except (KafkaError, AssertionError) as exc:
+            log.warning("checkpoint_abort_failed", partition=self.partition, error=_describe(exc))
+
+    def _fatal(self) -> bool:
+        """The producer cannot be used again (its sender stopped): only a new owner can go on.
+
+        aiokafka keeps this in its transaction manager; there is no public accessor.
+        """
+        manager = self._producer._txn_manager
+        return manager is not None and bool(manager.is_fatal_error())
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    name = type(exc).__name__
+    return f"{name}: {text}" if text and text != name else name
