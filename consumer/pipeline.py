@@ -151,19 +151,18 @@ class Pipeline:
                     await self._checkpoint.close(partition)
                 self._owned -= partitions
                 self._assigned -= partitions
-                self._update_stalled()
             log.info("partitions_revoked", partitions=sorted(partitions))
 
     async def partitions_assigned(self, partitions: set[int]) -> None:
         async with self._lock:
             self._assigned = set(partitions)
-            self._update_stalled()
             self._restoring = True
             self._observer.ownership_changed(partitions, restoring=True)
             try:
                 await self._take(partitions)
             except Exception as exc:  # aiokafka would swallow it and leave us half-assigned
                 log.error("assignment_failed", partitions=sorted(partitions), error=repr(exc))
+                self._mark_stalled()
                 self._source.request_rejoin()
             finally:
                 self._restoring = False
@@ -196,6 +195,7 @@ class Pipeline:
             await self._checkpoint.close(partition)
             self._drop(partition)
         log.error("partitions_not_taken", partitions=sorted(pending), action="rejoining the group")
+        self._mark_stalled()
         self._source.request_rejoin()
 
     async def _take_once(self, partitions: set[int]) -> None:
@@ -239,15 +239,18 @@ class Pipeline:
         self._scheduler.abandon_partitions(lost)
         for partition in lost:
             self._drop(partition)
-        self._update_stalled()
+        self._mark_stalled()
         log.warning("partitions_fenced", partitions=sorted(lost), action="rejoining the group")
         self._source.request_rejoin()
 
+    def _mark_stalled(self) -> None:
+        """Assigned partitions went unprocessed (a take gave up, a partition was lost): the
+        clock of ``stalled_for`` runs until an assignment is fully taken, across rejoins."""
+        if self._stalled_since is None:
+            self._stalled_since = time.monotonic()
+
     def _update_stalled(self) -> None:
-        if self._assigned - self._owned:
-            if self._stalled_since is None:
-                self._stalled_since = time.monotonic()
-        else:
+        if not self._assigned - self._owned:
             self._stalled_since = None
 
     # -- the consume loop ------------------------------------------------------------------------

@@ -176,11 +176,29 @@ class Api:
         except BodyError as exc:
             document = exc
             client_job_id = client_job_id_of(body)
+        hold = self.faults.hold_once(client_job_id) if self.faults.active else 0.0
+        handled = self._handle_basic_sync(request, started, body, document, client_job_id, hold)
+        if hold:
+            # Shielded: a client that times out does not stop the request from landing.
+            return await asyncio.shield(asyncio.ensure_future(handled))
+        return await handled
+
+    async def _handle_basic_sync(
+        self,
+        request: web.Request,
+        started: float,
+        body: bytes,
+        document: JobDocument | BodyError,
+        client_job_id: str | None,
+        hold: float,
+    ) -> web.Response:
         in_flight = self.state.in_flight
         if client_job_id is not None:
             in_flight.enter(client_job_id)
         status, outcome = 500, None
         try:
+            if hold:
+                await asyncio.sleep(hold)
             response, outcome = await self._basic_sync(request, body, document)
             status = response.status
             return response

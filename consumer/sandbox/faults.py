@@ -65,6 +65,13 @@ class FaultConfig(_Frozen):
     retry_after_s: int = Field(default=1, ge=0)
     token_lifetime_s: int | None = Field(default=None, gt=0, description="for new tokens")
     reject_job_ids: dict[str, Rejection] = Field(default_factory=dict)
+    hold_first_ms: dict[str, float] = Field(
+        default_factory=dict,
+        description=(
+            "the first basicSync request of each listed clientJobId is held this long, then "
+            "applied even if the client gave up meanwhile: a request that lands late"
+        ),
+    )
     seed: int | None = None
 
 
@@ -78,12 +85,14 @@ class Faults:
         self.outage_until = 0.0
         self.outage_mode: OutageMode = "503"
         self._configured = False
+        self._held: set[str] = set()
 
     def set(self, config: FaultConfig) -> FaultConfig:
         """Replace every fault with ``config`` (restarting the "next N" counter)."""
         self.config = config
         self._rate_limit_left = config.rate_limit_next
         self._random = random.Random(config.seed)
+        self._held = set()
         self._configured = config.model_dump(exclude={"token_lifetime_s", "seed"}) != _NORMAL
         return config
 
@@ -134,6 +143,16 @@ class Faults:
         if config.error_rate > 0 and self._random.random() < config.error_rate:
             return self._random.choice(config.error_statuses)
         return None
+
+    def hold_once(self, client_job_id: str | None) -> float:
+        """Seconds to hold this request before applying it: only a listed job's first one."""
+        if client_job_id is None or client_job_id in self._held:
+            return 0.0
+        hold_ms = self.config.hold_first_ms.get(client_job_id)
+        if hold_ms is None:
+            return 0.0
+        self._held.add(client_job_id)
+        return hold_ms / 1000.0
 
     def rejection(self, client_job_id: str | None) -> Rejection | None:
         if client_job_id is None:

@@ -113,12 +113,14 @@ def consumer_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_consumer_process(settings: Settings, log_path: str) -> subprocess.Popen[bytes]:
+def start_consumer_process(
+    settings: Settings, log_path: str, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """``python -m consumer run`` as a child process, logging to ``log_path``."""
     with open(log_path, "ab") as log:
         return subprocess.Popen(
             [sys.executable, "-m", "consumer", "run"],
-            env=consumer_env(settings),
+            env={**consumer_env(settings), **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -149,9 +151,15 @@ async def produce_raw(
 
 
 async def read_records(bootstrap: str, topic: str, *, settle_s: float = 1.0) -> list[Any]:
-    """Every record on ``topic`` now, JSON-decoded; waits ``settle_s`` of quiet at the end."""
+    """Every committed record on ``topic`` now, JSON-decoded; waits ``settle_s`` of quiet at
+    the end. ``read_committed``, as every reader of the result topics must: they are written
+    in transactions, and an aborted one leaves records only uncommitted readers see."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        isolation_level="read_committed",
     )
     await consumer.start()
     records: list[Any] = []

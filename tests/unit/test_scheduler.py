@@ -12,6 +12,7 @@ import json
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from consumer.config import SyncSettings
@@ -63,6 +64,7 @@ class Harness:
         *,
         circuit: CircuitBreaker | None = None,
         retry: RetryPolicy | None = None,
+        in_doubt_window: float = 90.0,
         **settings: Any,
     ) -> None:
         self.store = JobStore()
@@ -82,6 +84,8 @@ class Harness:
             or CircuitBreaker(failure_threshold=50, probe_initial=0.02, probe_max=0.1),
             retry=retry
             or RetryPolicy(initial=0.005, maximum=0.01, max_attempts=3, max_elapsed=30.0),
+            send_within=in_doubt_window / 3,
+            in_doubt_window=in_doubt_window,
         )
 
     def put(self, state: JobState, partition: int = 0) -> JobState:
@@ -464,3 +468,64 @@ class TestSyncScheduler:
             await eventually(lambda: len(h.outcomes.successes) == 2)
         assert sorted(h.gateway.jobs) == ["a", "b"]
         assert {p for p, _ in h.outcomes.states} == {3}
+
+
+class TestRequestsInDoubt:
+    async def test_a_request_in_doubt_is_followed_by_the_newest_state_after_the_window(
+        self,
+    ) -> None:
+        """A timed-out request may still land: the job is not posted again until the window
+        since its intent has passed, and then with the newest state."""
+        in_doubt = Retryable(status=None, retry_after=None, reason="timeout", in_doubt=True)
+        gateway = FakeGateway([in_doubt, Accepted(200, "j", "{}")])
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0, in_doubt_window=0.6)
+        loop = asyncio.get_running_loop()
+        async with h.running():
+            h.put(job_state("a", title="old"))
+            await eventually(lambda: len(gateway.jobs) == 1)
+            first = loop.time()
+            h.change("a", upserted("a", jobTitle="new"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+            second = loop.time()
+        assert second - first >= 0.5
+        assert [title(b) for b in gateway.bodies] == ["old", "new"]
+        assert h.state("a").sending_since is None
+        assert h.state("a").synced_version == h.state("a").version
+
+    async def test_a_restored_mark_makes_the_new_owner_wait(self) -> None:
+        """A state restored with ``sending_since`` (the previous owner's request in doubt) is
+        posted only once the window since that mark has passed."""
+        h = Harness(debounce_ms=0, max_delay_ms=0, in_doubt_window=0.8)
+        loop = asyncio.get_running_loop()
+        marked = job_state("a").model_copy(
+            update={"sending_since": datetime.now(UTC) - timedelta(seconds=0.3)}
+        )
+        async with h.running():
+            started = loop.time()
+            h.put(marked)
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+            waited = loop.time() - started
+        assert 0.4 <= waited < 2.0
+
+    async def test_a_response_clears_the_mark(self) -> None:
+        """A 503 is an answer: the request will not land later, so the mark is cleared and
+        the retry follows the normal backoff, not the window."""
+        gateway = FakeGateway([retryable(503), Accepted(200, "j", "{}")])
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0, in_doubt_window=30.0)
+        async with h.running():
+            h.put(job_state("a"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+        marks = [s.sending_since is not None for _, s in h.outcomes.states]
+        assert marks[:2] == [True, False]
+
+    async def test_a_partition_this_member_lost_posts_nothing(self) -> None:
+        """After the checkpoint says the partition is lost (fenced), none of its jobs is
+        posted: the intent cannot be committed, so the request never leaves."""
+        h = Harness(debounce_ms=0, max_delay_ms=0)
+        h.outcomes.lost.add(0)
+        async with h.running():
+            h.put(job_state("a"), partition=0)
+            h.put(job_state("b"), partition=1)
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+            await asyncio.sleep(0.1)
+        assert h.gateway.jobs == ["b"]

@@ -1,0 +1,492 @@
+"""Who owns a job right now, and what happened to a request we gave up on.
+
+Real broker, the sandbox over HTTP, and (where it says so) ``basicsync run`` as a subprocess
+that is paused with SIGSTOP past its session: a member that missed a rebalance must be fenced
+by Kafka, and a request whose outcome is unknown must never land after a newer one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from consumer.app import Running, endpoints_from, run_consumer
+from consumer.demo import DemoPlan, build_demo
+from consumer.domain.events import EventType, JobEvent
+from consumer.domain.job import JobState
+from consumer.errors import PartitionLost
+from consumer.kafka.transactions import OutRecord, PartitionProducer
+from consumer.observability.stats import Stats
+from consumer.pipeline import Restorer
+from consumer.sandbox import Sandbox
+from consumer.state.recovery import RestoreReport
+from tests.integration.harness import (
+    MakeTopic,
+    Topics,
+    eventually,
+    max_overlap,
+    new_topics,
+    produce,
+    read_records,
+    settings_for,
+    start_consumer_process,
+    stored,
+    tail,
+    wait_converged,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def _step_ids(body: dict[str, Any]) -> set[str]:
+    return {
+        wrapper["singleStep"]["uniqueStepId"]
+        for key in ("completedSteps", "cancelledSteps")
+        for wrapper in body.get(key) or []
+    }
+
+
+def assert_history_never_shrinks(sandbox: Sandbox, jobs: list[str]) -> None:
+    """No accepted document of a job lacks a step an earlier accepted document had."""
+    for job in jobs:
+        seen: set[str] = set()
+        for accepted in sandbox.state.jobs[job].history:
+            steps = _step_ids(json.loads(accepted))
+            assert seen <= steps, f"{job}: WorkfloPlus lost steps {seen - steps}"
+            seen = steps
+
+
+def final_upserts(jobs: list[str], title: str) -> list[JobEvent]:
+    """One more event per job, later than every demo event."""
+    return [
+        JobEvent.model_validate(
+            {
+                "id": f"final-{title}-{n}",
+                "source": "urn:test",
+                "type": EventType.upserted,
+                "subject": job,
+                "time": datetime(2031, 1, 1, tzinfo=UTC),
+                "data": {"jobTitle": title},
+            }
+        )
+        for n, job in enumerate(jobs)
+    ]
+
+
+def with_title(expected: dict[str, dict[str, Any]], title: str) -> dict[str, dict[str, Any]]:
+    changed = copy.deepcopy(expected)
+    for body in changed.values():
+        body["metadata"]["jobTitle"] = title
+    return changed
+
+
+async def stop_process(process: Any, log: str, within: float = 60) -> None:
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(process.wait, within) == 0, tail(log)
+
+
+class TestFencing:
+    async def test_a_newer_producer_of_a_partition_fences_the_older_one(
+        self, kafka_bootstrap: str, make_topic: MakeTopic
+    ) -> None:
+        """Starting partition 0's producer a second time fences the first: its next commit
+        raises PartitionLost, and read_committed readers see only what the new one wrote."""
+        topic = await make_topic("fence", partitions=1)
+        group = f"group-{topic}"
+
+        def factory(**extra: Any) -> AIOKafkaProducer:
+            return AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, **extra)
+
+        old = PartitionProducer(factory, group, 0)
+        await old.start()
+        await old.commit([OutRecord(topic, b"k", b"old-1", 0)], {})
+        new = PartitionProducer(factory, group, 0)
+        await new.start()
+        try:
+            with pytest.raises(PartitionLost):
+                await asyncio.wait_for(old.commit([OutRecord(topic, b"k", b"zombie", 0)], {}), 30)
+            await new.commit([OutRecord(topic, b"k", b"new-1", 0)], {TopicPartition(topic, 0): 1})
+        finally:
+            await old.stop()
+            await new.stop()
+        reader = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=kafka_bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+        )
+        await reader.start()
+        try:
+            values: list[bytes] = []
+            for _ in range(10):
+                batch = await reader.getmany(timeout_ms=500)
+                values += [m.value for ms in batch.values() for m in ms]
+        finally:
+            await reader.stop()
+        assert values == [b"old-1", b"new-1"]
+
+
+class TestZombieMember:
+    async def _failover(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox: Sandbox,
+        tmp_path: Path,
+        *,
+        pause_a: Callable[[Any, Topics], Awaitable[None]],
+        seed: int,
+    ) -> None:
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=120, seed=seed))
+        jobs = list(demo.expected)
+        third = len(demo.events) // 3
+        settings = settings_for(kafka_bootstrap, sandbox, topics)
+        env = {"BASICSYNC_SYNC__SHUTDOWN_DEADLINE_S": "20"}
+        log_a, log_b, log_c = (str(tmp_path / f"{n}.log") for n in "abc")
+        await produce(kafka_bootstrap, topics.inputs, demo.events[:third])
+        a = start_consumer_process(settings, log_a, env)
+        b = None
+        try:
+            assert await eventually(lambda: len(sandbox.state.jobs) > 20, within=60), tail(log_a)
+            b = start_consumer_process(settings, log_b, env)
+            await pause_a(a, topics)
+            await produce(kafka_bootstrap, topics.inputs, demo.events[third : 2 * third])
+            await asyncio.sleep(2)
+            await produce(kafka_bootstrap, topics.inputs, demo.events[2 * third :])
+            await wait_converged(sandbox, demo.expected, within=120)
+            assert a.poll() is None, "the paused member exited:\n" + tail(log_a)
+        finally:
+            if a.poll() is None:
+                a.send_signal(signal.SIGCONT)
+                await stop_process(a, log_a)
+            if b is not None and b.poll() is None:
+                await stop_process(b, log_b)
+        # A fresh member restores every partition from the changelog alone.
+        c = start_consumer_process(settings, log_c, env)
+        try:
+            await produce(kafka_bootstrap, topics.inputs, final_upserts(jobs, "after-failover"))
+            await wait_converged(sandbox, with_title(demo.expected, "after-failover"), within=90)
+        finally:
+            await stop_process(c, log_c)
+        assert_history_never_shrinks(sandbox, jobs)
+        failures = await read_records(kafka_bootstrap, topics.failed, settle_s=0.5)
+        assert failures == []
+
+    async def test_a_member_stopped_past_its_session_is_fenced_and_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Member A (session 10 s) is SIGSTOPped for 25 s mid-stream while B takes over, then
+        resumed while events keep coming: every job converges, a fresh member restores all
+        of them from the changelog, and no job's accepted history ever loses a step."""
+
+        async def sigstop_for_25s(a: Any, topics: Topics) -> None:
+            a.send_signal(signal.SIGSTOP)
+            await asyncio.sleep(25)
+            a.send_signal(signal.SIGCONT)
+
+        await self._failover(
+            kafka_bootstrap,
+            make_topic,
+            sandbox_in_process,
+            tmp_path,
+            pause_a=sigstop_for_25s,
+            seed=61,
+        )
+
+    async def test_a_revoke_that_overruns_the_session_is_fenced_and_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """While B joins, the gateway answers in 15 s, so A's revoke (which waits up to 20 s
+        for its requests) overruns the 10 s session: the group moves on without A, A's late
+        writes are fenced, and nothing is lost or regresses."""
+
+        async def slow_gateway(a: Any, topics: Topics) -> None:
+            sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 15_000}})
+            await asyncio.sleep(20)
+            sandbox_in_process.faults.update({"latency": None})
+
+        await self._failover(
+            kafka_bootstrap,
+            make_topic,
+            sandbox_in_process,
+            tmp_path,
+            pause_a=slow_gateway,
+            seed=67,
+        )
+
+
+class TestRequestInDoubt:
+    async def test_a_request_that_lands_late_never_overwrites_a_newer_state(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """The sandbox holds a job's first request 2.5 s (the client gives up after 1 s) and
+        applies it late; newer events arrive meanwhile. The job is posted again only after
+        the in-doubt window (4 s), so WorkfloPlus ends with the newest document, and at no time
+        were two requests for the job in flight at the server."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=1, seed=71))
+        [job] = list(demo.expected)
+        half = len(demo.events) // 2
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        settings = settings.model_copy(
+            update={
+                "gateway": settings.gateway.model_copy(update={"request_timeout_s": 1.0}),
+                "sync": settings.sync.model_copy(update={"in_doubt_window_s": 4.0}),
+            }
+        )
+        sandbox_in_process.faults.update({"hold_first_ms": {job: 2500}})
+        stop = asyncio.Event()
+        running = Running(stats=Stats())
+        task = asyncio.create_task(run_consumer(settings, endpoints_from(settings), stop, running))
+        try:
+            await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
+            assert await eventually(
+                lambda: bool(sandbox_in_process.state.in_flight.current), within=60
+            )
+            first_sent = time.monotonic()
+            await asyncio.sleep(0.3)
+            await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
+            assert await eventually(lambda: job in sandbox_in_process.state.jobs, within=10)
+            landed = time.monotonic()
+            late = stored(sandbox_in_process, job)
+            assert late is not None
+            assert late != demo.expected[job], "the held request carried the older state"
+            await wait_converged(sandbox_in_process, demo.expected, within=30, consumer=task)
+            reposted = time.monotonic()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+        history = [json.loads(b) for b in sandbox_in_process.state.jobs[job].history]
+        assert history[-1] == demo.expected[job]
+        assert history[0] == late
+        assert max_overlap(sandbox_in_process) == 1
+        assert landed - first_sent >= 2.0
+        assert reposted - first_sent >= 3.5, "posted again inside the in-doubt window"
+        successes = await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.5)
+        assert successes
+        assert successes[-1]["payloadSha256"] is not None
+
+
+class TestRebalanceErrors:
+    async def test_a_failing_restore_is_retried_and_the_partition_processed(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """A restore that fails twice (a transient Kafka error) is retried with backoff: the
+        partitions are processed afterwards and every job converges."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=30, seed=73))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        failures = [0]
+
+        def flaky(restore: Restorer) -> Restorer:
+            async def wrapped(
+                partitions: set[int],
+            ) -> tuple[dict[int, dict[str, JobState]], RestoreReport]:
+                if failures[0] < 2:
+                    failures[0] += 1
+                    raise ConnectionError("injected restore fault")
+                return await restore(partitions)
+
+            return wrapped
+
+        stop = asyncio.Event()
+        running = Running(stats=Stats())
+        task = asyncio.create_task(
+            run_consumer(settings, endpoints_from(settings), stop, running, wrap_restore=flaky)
+        )
+        try:
+            await wait_converged(sandbox_in_process, demo.expected, within=60, consumer=task)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+        assert failures[0] == 2
+
+    async def test_a_restore_that_never_succeeds_turns_liveness_red(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """A restore that always fails never leaves the member silently holding partitions it
+        does not process: readiness is false and /healthz fails once the stall limit passed."""
+        import aiohttp
+
+        topics = await new_topics(make_topic, partitions=1)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        settings = settings.model_copy(
+            update={
+                "observability": settings.observability.model_copy(
+                    update={"http_port": 0, "stall_limit_s": 3.0}
+                )
+            }
+        )
+
+        def broken(restore: Restorer) -> Restorer:
+            async def wrapped(
+                partitions: set[int],
+            ) -> tuple[dict[int, dict[str, JobState]], RestoreReport]:
+                raise ConnectionError("injected restore fault")
+
+            return wrapped
+
+        stop = asyncio.Event()
+        running = Running(stats=Stats())
+        task = asyncio.create_task(
+            run_consumer(settings, endpoints_from(settings), stop, running, wrap_restore=broken)
+        )
+        try:
+            assert await eventually(lambda: running.http_port is not None, within=30)
+            base = f"http://127.0.0.1:{running.http_port}"
+            statuses: list[int] = []
+            async with aiohttp.ClientSession() as http:
+
+                async def healthz() -> int:
+                    async with http.get(f"{base}/healthz") as response:
+                        return response.status
+
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline:
+                    statuses.append(await healthz())
+                    if statuses[-1] == 503:
+                        break
+                    await asyncio.sleep(0.5)
+                async with http.get(f"{base}/readyz") as response:
+                    ready = response.status
+            assert statuses[0] == 200
+            assert statuses[-1] == 503
+            assert ready == 503
+            assert not task.done()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
+
+
+def broker_pid(bootstrap: str) -> int:
+    """The local test broker's JVM (see deploy/kafka-local/kafka.sh for where it keeps it)."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
+        pytest.skip("needs the local broker this test session started")
+    port = bootstrap.rsplit(":", 1)[1]
+    state_dir = os.environ.get("KAFKA_STATE_DIR") or os.path.join(
+        os.environ.get("TMPDIR", "/tmp"), f"basicsync-kafka-{port}"
+    )
+    return int(Path(state_dir, "kafka.pid").read_text().strip())
+
+
+async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+class TestKafkaTrouble:
+    async def test_a_broker_hung_for_60s_is_waited_out(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The broker is SIGSTOPped for 60 s mid-stream: ``basicsync run`` never exits, its
+        checkpoints retry, and every job converges once the broker answers again."""
+        pid = broker_pid(kafka_bootstrap)
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=100, seed=79))
+        half = len(demo.events) // 2
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
+        process = start_consumer_process(settings, log)
+        try:
+            assert await eventually(lambda: len(sandbox_in_process.state.jobs) > 10, within=60), (
+                tail(log)
+            )
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                for _ in range(60):
+                    await asyncio.sleep(1)
+                    assert process.poll() is None, "exited while the broker hung:\n" + tail(log)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
+            await wait_converged(sandbox_in_process, demo.expected, within=180)
+            assert process.poll() is None, tail(log)
+        finally:
+            if process.poll() is None:
+                await stop_process(process, log)
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+
+    async def test_an_unreachable_bootstrap_server_at_start_is_waited_out(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Started while its bootstrap port refuses connections for 20 s, ``basicsync run``
+        logs one line per attempt naming the servers and the cause, never a traceback, stays
+        up, and converges once the port answers."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=20, seed=83))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()  # nothing listens there now: connections are refused
+        proxy_address = f"127.0.0.1:{port}"
+        settings = settings_for(proxy_address, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        broker_host, broker_port = kafka_bootstrap.rsplit(":", 1)
+
+        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            upstream_reader, upstream_writer = await asyncio.open_connection(
+                broker_host, int(broker_port)
+            )
+            await asyncio.gather(forward(reader, upstream_writer), forward(upstream_reader, writer))
+
+        server = None
+        try:
+            await asyncio.sleep(20)
+            assert process.poll() is None, tail(log)
+            server = await asyncio.start_server(relay, "127.0.0.1", port)
+            await wait_converged(sandbox_in_process, demo.expected, within=120)
+        finally:
+            if process.poll() is None:
+                await stop_process(process, log)
+            if server is not None:
+                server.close()
+        output = tail(log, 200_000)
+        attempts = [
+            json.loads(line)
+            for line in output.splitlines()
+            if line.startswith("{") and '"kafka_unreachable"' in line
+        ]
+        assert len(attempts) >= 3, output[-3000:]
+        assert all(proxy_address in a["bootstrap_servers"] for a in attempts)
+        assert all("Connection refused" in a["cause"] for a in attempts)
+        assert "Traceback" not in output

@@ -1,0 +1,196 @@
+"""The checkpoint (consumer.state.checkpoint.Checkpoint): what one commit writes, in what order.
+
+A fake partition producer records each transaction; the store and the records are real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError
+
+from consumer.domain.job import JobState
+from consumer.domain.results import FailureReason, FailureRecord, SuccessRecord
+from consumer.errors import PartitionLost
+from consumer.kafka.transactions import OutRecord
+from consumer.state.checkpoint import Checkpoint, CheckpointTopics
+from consumer.state.store import JobStore
+from tests.unit.fakes import job_state
+
+TOPICS = CheckpointTopics(changelog="state", succeeded="ok", failed="failed")
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class FakeProducer:
+    """A ``PartitionProducer`` that keeps each committed transaction; can fail or be fenced."""
+
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.transactions: list[tuple[list[OutRecord], dict[TopicPartition, int]]] = []
+        self.fail_next: BaseException | None = None
+        self.gate: asyncio.Event | None = None
+        self.started = False
+        self.stopped = False
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    async def commit(
+        self, records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
+    ) -> None:
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.fail_next is not None:
+            error, self.fail_next = self.fail_next, None
+            raise error
+        self.transactions.append((list(records), dict(offsets)))
+
+
+class Rig:
+    def __init__(self) -> None:
+        self.store = JobStore()
+        self.producers: dict[int, FakeProducer] = {}
+
+        def open_producer(partition: int) -> FakeProducer:
+            self.producers[partition] = FakeProducer(partition)
+            return self.producers[partition]
+
+        self.checkpoint = Checkpoint(self.store, TOPICS, open_producer)  # type: ignore[arg-type]
+
+    def put(self, partition: int, state: JobState) -> None:
+        self.store.put(partition, state)
+        self.checkpoint.stage_changed(partition, state.client_job_id)
+
+
+def success(job: str) -> SuccessRecord:
+    return SuccessRecord(
+        client_job_id=job,
+        job_id="j",
+        http_status=200,
+        state_version=1,
+        job_status="InProgress",
+        attempts=1,
+        synced_at=NOW,
+        latency_ms=1,
+        source_offsets=[],
+        payload_sha256="0" * 64,
+    )
+
+
+def failure(job: str) -> FailureRecord:
+    return FailureRecord.for_sync(
+        client_job_id=job,
+        reason=FailureReason.rejected_by_gateway,
+        message="no",
+        attempts=1,
+        state_version=1,
+        failed_at=NOW,
+    )
+
+
+class TestCheckpoint:
+    async def test_one_transaction_holds_tombstones_then_states_then_results_then_offsets(
+        self,
+    ) -> None:
+        """A commit writes forgotten jobs' tombstones first (so a job recreated since wins),
+        then each changed job once with its current state, then results in staging order,
+        with the partition's offsets of every input topic, and nothing of other partitions."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        await rig.checkpoint.open(1)
+        rig.put(0, job_state("a", title="one"))
+        rig.put(0, job_state("a", title="two"))
+        rig.put(1, job_state("b"))
+        rig.checkpoint.stage_forgotten(0, "gone")
+        rig.checkpoint.stage_result(0, success("a"))
+        rig.checkpoint.stage_result(0, failure("a"))
+        rig.checkpoint.stage_offsets(0, {("in1", 0): 5, ("in2", 0): 7, ("in1", 1): 9})
+        await rig.checkpoint.make_durable(0)
+        [(records, offsets)] = rig.producers[0].transactions
+        assert [(r.topic, r.key) for r in records] == [
+            ("state", b"gone"),
+            ("state", b"a"),
+            ("ok", b"a"),
+            ("failed", b"a"),
+        ]
+        assert records[0].value is None
+        assert all(r.partition == 0 for r in records[:2])
+        state = rig.store.get("a")
+        assert state is not None
+        assert records[1].value == state.to_json_bytes()
+        assert offsets == {TopicPartition("in1", 0): 5, TopicPartition("in2", 0): 7}
+        assert rig.producers[1].transactions == []
+
+    async def test_a_failed_commit_keeps_its_work_for_the_next(self) -> None:
+        """A commit that fails (not fenced) loses nothing: the next commit carries it, merged
+        with what was staged since, offsets at their highest."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        rig.put(0, job_state("a"))
+        rig.checkpoint.stage_result(0, success("a"))
+        rig.checkpoint.stage_offsets(0, {("in", 0): 3})
+        rig.producers[0].fail_next = KafkaTimeoutError()
+        with pytest.raises(KafkaTimeoutError):
+            await rig.checkpoint.make_durable(0)
+        rig.put(0, job_state("b"))
+        rig.checkpoint.stage_offsets(0, {("in", 0): 4})
+        await rig.checkpoint.make_durable(0)
+        [(records, offsets)] = rig.producers[0].transactions
+        assert sorted(r.key for r in records if r.topic == "state") == [b"a", b"b"]
+        assert [r.topic for r in records if r.topic != "state"] == ["ok"]
+        assert offsets == {TopicPartition("in", 0): 4}
+
+    async def test_a_fenced_partition_is_closed_reported_and_refuses_more(self) -> None:
+        """When Kafka fences the partition's producer, its staged work is dropped, the
+        partition is reported lost once, and every later ``make_durable`` raises."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        rig.put(0, job_state("a"))
+        rig.producers[0].fail_next = PartitionLost(0, "fenced")
+        with pytest.raises(PartitionLost):
+            await rig.checkpoint.make_durable(0)
+        assert rig.checkpoint.take_lost() == {0}
+        assert rig.checkpoint.take_lost() == set()
+        assert not rig.checkpoint.owns(0)
+        assert rig.producers[0].stopped
+        with pytest.raises(PartitionLost):
+            await rig.checkpoint.make_durable(0)
+        await rig.checkpoint.commit()  # lost partitions are not an error for the loop
+
+    async def test_concurrent_make_durable_calls_share_commits(self) -> None:
+        """Ten posts asking for durability while a commit runs cost one more commit, not ten;
+        each returns only once what it staged is committed."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        producer = rig.producers[0]
+        producer.gate = asyncio.Event()
+        rig.put(0, job_state("first"))
+        first = asyncio.create_task(rig.checkpoint.make_durable(0))
+        await asyncio.sleep(0)
+        waiters = []
+        for n in range(10):
+            rig.put(0, job_state(f"job-{n}"))
+            waiters.append(asyncio.create_task(rig.checkpoint.make_durable(0)))
+        await asyncio.sleep(0.01)
+        assert not any(w.done() for w in waiters)
+        producer.gate.set()
+        await asyncio.gather(first, *waiters)
+        assert len(producer.transactions) == 2
+        second = {r.key for r in producer.transactions[1][0]}
+        assert second == {f"job-{n}".encode() for n in range(10)}
+
+    async def test_staging_for_a_partition_not_owned_is_ignored(self) -> None:
+        """Effects of a partition this member does not own are never written by it."""
+        rig = Rig()
+        rig.put(3, job_state("a"))
+        rig.checkpoint.stage_result(3, success("a"))
+        assert not rig.checkpoint.has_pending(3)
+        with pytest.raises(PartitionLost):
+            await rig.checkpoint.make_durable(3)
