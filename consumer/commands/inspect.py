@@ -1,6 +1,6 @@
 """``basicsync inspect JOB_ID``: a job's state and sync status, read from the changelog.
 
-The changelog is the source of truth for job state (DESIGN section 2). A job lives in the
+The changelog is the source of truth for job state (docs/contract.md §3). A job lives in the
 changelog partition its key hashes to (the Java default partitioner, like the input topics), so
 only that one partition is read, from the beginning to its current end; the consumer is not
 disturbed (no group, nothing committed). Prints one JSON object on stdout.

@@ -25,8 +25,9 @@ def build_body(state: JobState) -> dict[str, Any]:
 
 def document_body(document: JobDocument) -> dict[str, Any]:
     """The basicSync request body of a job document."""
-    # One dump of the nested models (about 3x faster than one per step); the plain fields are
-    # taken as they are, so the values are exactly what per-part dumps gave.
+    # One dump of the nested models rather than one per step: each dump call has a fixed cost
+    # that a job's many small steps would pay again and again. The plain fields are taken as
+    # they are, so the values are exactly what per-part dumps give.
     dumped = document.model_dump(mode="json", by_alias=True, include=_DUMPED)
     return {
         "metadata": dumped["metadata"],

@@ -50,9 +50,9 @@ _Model = TypeVar("_Model", bound=BaseModel)
 
 def replace_fields(model: _Model, update: Mapping[str, Any]) -> _Model:
     """A copy of ``model`` with ``update`` set, unvalidated: ``model_copy(update=...)`` without
-    its per-call ``copy.copy`` of every part (measured about 2x faster; the reducer copies
-    three models per event). Only for models without extra or private attributes, and only
-    with values of the field types, as nothing is checked.
+    its per-call ``copy.copy`` of every part, which the reducer would pay for the three models
+    it copies per event. Only for models without extra or private attributes, and only with
+    values of the field types, as nothing is checked.
     """
     copied = model.__class__.__new__(model.__class__)
     object.__setattr__(copied, "__dict__", {**model.__dict__, **update})
@@ -66,8 +66,8 @@ def replace_fields(model: _Model, update: Mapping[str, Any]) -> _Model:
 
 def construct(cls: type[_Model], fields: dict[str, Any]) -> _Model:
     """``cls.model_construct(**fields)`` for a value of every field, without its per-field
-    default and alias handling (several times faster; one per decoded event). Unvalidated,
-    as :func:`replace_fields`, with the same limits.
+    default and alias handling, which every decoded event would pay for fields the decoder has
+    already validated. Unvalidated, as :func:`replace_fields`, with the same limits.
     """
     model = cls.__new__(cls)
     object.__setattr__(model, "__dict__", fields)
@@ -89,7 +89,8 @@ class TextCache(Generic[_Model]):
     def __init__(self, render: Callable[[_Model], str]) -> None:
         self._render = render
         self._texts: dict[int, str] = {}
-        # Kept so their callbacks fire (a weakref.ref is ~10x cheaper than weakref.finalize).
+        # Kept so their callbacks fire; a plain weakref.ref with a callback, as
+        # weakref.finalize costs far more per entry and one entry is made per step.
         self._refs: dict[int, weakref.ref[_Model]] = {}
 
     def __call__(self, model: _Model) -> str:

@@ -1,6 +1,6 @@
 """The WorkfloPlus gateway client: POST basicSync and classify what came back.
 
-:func:`classify` is the outcome table of DESIGN section 5 as a pure function of the response;
+:func:`classify` is the outcome table of docs/contract.md §7 as a pure function of the response;
 :class:`GatewayClient` is the aiohttp shell around it. Expected failures (4xx, 5xx, timeouts,
 connection errors, a token endpoint that is down or refuses us) are returned as
 :data:`SyncOutcome` values, never raised, so the scheduler handles every case with one ``match``:
@@ -87,7 +87,7 @@ SyncOutcome: TypeAlias = Accepted | Rejected | Retryable | Systemic
 
 
 def classify(status: int, headers: Mapping[str, str], body_text: str, now: datetime) -> SyncOutcome:
-    """Classify a gateway response per DESIGN section 5; ``now`` resolves HTTP-date Retry-After.
+    """Classify a gateway response per docs/contract.md §7; ``now`` resolves HTTP-date Retry-After.
 
     A 401 classified here is final (:class:`Systemic`); the one free retry with a fresh token is
     the client's business, before it calls this.

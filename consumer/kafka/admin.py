@@ -1,6 +1,6 @@
 """Topic checks at start: the input topics are co-partitioned and internal topics exist.
 
-Partitioning is the scaling unit (DESIGN section 2), so a mismatch here is fatal: a job whose
+Partitioning is the scaling unit (docs/contract.md §3), so a mismatch here is fatal: a job whose
 events land in different partition numbers of different topics could be owned by two members.
 """
 

@@ -1,4 +1,4 @@
-"""The outcome table of DESIGN section 5 as a pure function, and Retry-After parsing."""
+"""The outcome table of docs/contract.md §7 as a pure function, and Retry-After parsing."""
 
 from __future__ import annotations
 

@@ -528,8 +528,8 @@ class TestArrivalOrder:
         assert JobState.model_validate_json(json.dumps(raw)) == state
 
     def test_state_without_clocks(self) -> None:
-        """A changelog value written before clocks existed still loads; events overwrite its
-        fields and a terminal status it holds stays."""
+        """A changelog value without field clocks still loads (a rolling upgrade may meet one);
+        events overwrite its fields and a terminal status it holds stays."""
         old = run(status("Completed"), upsert(team="old"))
         legacy = JobState.model_validate(
             old.model_dump(exclude={"clocks", "terminal_clock", "exclusion_clocks"})

@@ -46,7 +46,7 @@ class TestFailureReason:
 
 class TestSuccessRecord:
     def test_json_shape(self) -> None:
-        """A success record serializes camelCase with every design field."""
+        """A success record serializes camelCase with every field of docs/contract.md §8.1."""
         record = SuccessRecord(
             client_job_id="j",
             job_id="srv",
