@@ -109,6 +109,9 @@ class _CircuitPausesSource:
     def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
         self._stats.request_finished(outcome, status, seconds)
 
+    def job_synced(self, latency_ms: int | None) -> None:
+        self._stats.synced(latency_ms)
+
 
 @dataclass
 class Running:
@@ -363,8 +366,11 @@ async def _run_until_stopped(
     pipeline: Pipeline, scheduler: SyncScheduler, stop: asyncio.Event, deadline: float
 ) -> None:
     async def consume_then_drain() -> None:
-        await pipeline.run(stop)
-        await scheduler.stop(deadline)
+        try:
+            await pipeline.run(stop)
+            await scheduler.stop(deadline)
+        finally:
+            await pipeline.finish()
 
     async with asyncio.TaskGroup() as group:
         group.create_task(scheduler.run(), name="scheduler")

@@ -289,6 +289,16 @@ class Pipeline:
         async with self._lock:
             await self._checkpoint.commit()
 
+    async def finish(self) -> None:
+        """After the scheduler stopped: commit what its last requests recorded, close every
+        partition's producer. (aiokafka does not call the revoke callback when it stops.)"""
+        async with self._lock:
+            try:
+                await self._checkpoint.commit()
+            finally:
+                await self._checkpoint.close_all()
+                self._owned.clear()
+
     def _absorb(self, records: list[SourceRecord]) -> None:
         effect = absorb(
             self._store,

@@ -1,6 +1,6 @@
 """The input side: a consumer-group member that fetches batches, pauses, resumes and commits.
 
-Partition ``p`` of every input topic must belong to the same member (docs/contract.md), so the
+Partition ``p`` of every input topic must belong to the same member (docs/contract.md §3), so the
 range assignor is used: with co-partitioned inputs it hands each member the same partition
 numbers of every topic. The rebalance callbacks are forwarded to a ``PartitionOwner`` in
 partition numbers, which is the unit the state and the scheduler reason in.

@@ -113,6 +113,10 @@ class Checkpoint:
         if producer is not None:
             await producer.stop()
 
+    async def close_all(self) -> None:
+        for partition in list(self._producers):
+            await self.close(partition)
+
     def take_lost(self) -> set[int]:
         """Partitions lost since the last call (fenced, or broken beyond retrying)."""
         lost, self._lost = self._lost, set()

@@ -1,4 +1,5 @@
-"""Decides when each dirty job is posted, and keeps the design's ordering promises.
+"""Decides when each dirty job is posted, and keeps the ordering promises of
+docs/contract.md §2 (promise 3) and §6.2.
 
 - Debounce: a job is posted ``debounce`` after its last change, but never later than
   ``max_delay`` after its first unsynced change; a terminal status is posted at once.
@@ -85,6 +86,9 @@ class SchedulerObserver(Protocol):
     def circuit_changed(self, is_open: bool) -> None: ...
 
     def request_finished(self, outcome: str, status: int | None, seconds: float) -> None: ...
+
+    def job_synced(self, latency_ms: int | None) -> None:
+        """A success was recorded; ``latency_ms`` from the first unsynced event."""
 
 
 @dataclass
@@ -469,6 +473,7 @@ class SyncScheduler:
             payload_sha256=sha,
         )
         self._durability.stage_result(partition, record)
+        self._observer.job_synced(latency)
         del entry.offsets[:sent_offsets]
         entry.attempts = 0
         entry.first_attempt = None

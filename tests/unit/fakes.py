@@ -196,9 +196,13 @@ class RecordingObserver:
     def __init__(self) -> None:
         self.circuit: list[bool] = []
         self.requests: list[tuple[str, int | None]] = []
+        self.synced: list[int | None] = []
 
     def circuit_changed(self, is_open: bool) -> None:
         self.circuit.append(is_open)
 
     def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
         self.requests.append((outcome, status))
+
+    def job_synced(self, latency_ms: int | None) -> None:
+        self.synced.append(latency_ms)
