@@ -31,6 +31,7 @@ from consumer.domain.results import SuccessRecord
 from consumer.errors import ConfigError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
+from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.admin import TopicPlan, ensure_topology
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.publisher import Ack, ResultPublisher
@@ -137,6 +138,8 @@ class Running:
     source: EventSource | None = None
     #: the bound port of /metrics, /healthz, /readyz (None: not serving)
     http_port: int | None = None
+    #: why Kafka refuses us while a missing ACL is waited out (None: access granted)
+    kafka_access: str | None = None
 
 
 async def run_consumer(
@@ -167,7 +170,7 @@ async def run_consumer(
 
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=sync.concurrency + 4, ssl=settings.gateway.verify_tls
+                limit=sync.concurrency + 4, ssl=gateway_ssl(settings.gateway)
             )
         )
         stack.push_async_callback(session.close)
