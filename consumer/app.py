@@ -155,8 +155,8 @@ async def run_consumer(
     sync = settings.sync
     async with AsyncExitStack() as stack:
         admin = AIOKafkaAdminClient(**kafka)
+        stack.push_async_callback(admin.close)  # before start: a failed start is closed too
         await admin.start()
-        stack.push_async_callback(admin.close)
         partition_count = await ensure_topology(
             admin,
             TopicPlan(
@@ -198,8 +198,8 @@ async def run_consumer(
         producer = AIOKafkaProducer(
             **kafka, acks="all", enable_idempotence=True, linger_ms=10, max_batch_size=1 << 20
         )
-        await producer.start()
         stack.push_async_callback(producer.stop)
+        await producer.start()
 
         def consumer_factory(**extra: Any) -> AIOKafkaConsumer:
             return AIOKafkaConsumer(**kafka, **extra)
@@ -274,8 +274,8 @@ async def run_consumer(
         running.scheduler = scheduler
         running.source = source
 
-        await source.start(pipeline)
         stack.push_async_callback(source.stop)
+        await source.start(pipeline)
         log.info(
             "consumer_started",
             group=settings.kafka.group_id,
