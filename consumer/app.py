@@ -35,6 +35,7 @@ from consumer.domain.job import JobState
 from consumer.errors import ConfigError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
+from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.admin import TopicPlan, ensure_topology
 from consumer.kafka.connection import client_kwargs, describe_unreachable
 from consumer.kafka.source import EventSource
@@ -125,6 +126,8 @@ class Running:
     source: EventSource | None = None
     #: the bound port of /metrics, /healthz, /readyz (None: not serving)
     http_port: int | None = None
+    #: why Kafka refuses us while a missing ACL is waited out (None: access granted)
+    kafka_access: str | None = None
 
 
 async def run_consumer(
@@ -144,7 +147,7 @@ async def run_consumer(
     async with AsyncExitStack() as stack:
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=settings.sync.concurrency + 4, ssl=settings.gateway.verify_tls
+                limit=settings.sync.concurrency + 4, ssl=gateway_ssl(settings.gateway)
             )
         )
         stack.push_async_callback(session.close)
@@ -191,9 +194,9 @@ async def run_consumer(
             await source.start(pipeline)
             return source
 
+        stack.push_async_callback(source.stop)
         if await _until_reachable("consumer", started_source, settings, endpoints, stop, running):
             running.source = source
-            stack.push_async_callback(source.stop)
             log.info(
                 "consumer_started",
                 group=settings.kafka.group_id,

@@ -165,6 +165,11 @@ class GatewaySettings(_Section):
         default=30.0, gt=0, description="a basicSync call slower than this is retried"
     )
     verify_tls: bool = Field(default=True, description="verify the gateway's TLS certificate")
+    ssl_cafile: Path | None = Field(
+        default=None,
+        description="CA bundle (PEM) that signs the gateway's and token endpoint's "
+        "certificates; unset: the system's CAs",
+    )
 
     @field_validator("base_url", "token_url")
     @classmethod
@@ -183,6 +188,8 @@ class GatewaySettings(_Section):
             ]
             if missing:
                 raise ValueError(f"base_url is set, so {', '.join(missing)} must be set too")
+        if self.ssl_cafile is not None and not self.verify_tls:
+            raise ValueError("ssl_cafile is set but verify_tls is false: the CA would not be used")
         return self
 
 

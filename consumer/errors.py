@@ -7,7 +7,9 @@ decide on the type, never on the message::
     BasicSyncError                  retriable=False
     ├── FatalError                  retriable=False   stops the consumer; docstring says what to do
     │   ├── ConfigError                               settings are missing or invalid
-    │   └── TopicLayoutError                          topics missing or not co-partitioned
+    │   ├── TopicLayoutError                          topics missing or not co-partitioned
+    │   └── KafkaSecurityError                        TLS or SASL refused: credentials, certs
+    ├── KafkaAccessDenied           retriable=True    an ACL is missing; waited out, not ready
     ├── PartitionLost               retriable=False   this member no longer owns a partition
     ├── InvalidEvent                retriable=False   (consumer.domain.events) to the failure topic
     └── GatewayError                retriable=True    talking to WorkfloPlus went wrong
@@ -55,6 +57,30 @@ class TopicLayoutError(FatalError):
     give every input topic and the state changelog the same partition count. Nothing was
     committed, so restarting after the fix loses nothing.
     """
+
+
+class KafkaSecurityError(FatalError):
+    """The brokers refused the connection's security: wrong SASL user or password, a client
+    certificate they do not trust (or an expired one), a broker certificate we do not trust,
+    or a protocol that does not match the listener (plaintext to a TLS port).
+
+    Operator: the message names the cause and the settings to check
+    (``BASICSYNC_KAFKA__SECURITY_PROTOCOL``, ``SASL_*``, ``SSL_*``); fix them and start again.
+    Nothing was consumed. Messages never contain a password or a key.
+    """
+
+
+class KafkaAccessDenied(BasicSyncError):
+    """The brokers authenticated us but an ACL is missing: the message names the resource and
+    the operation (``Read on topic 'x'``).
+
+    Retriable: the consumer stays up, reports not ready, logs the denial and starts again with
+    a backoff, so granting the ACL heals it without a restart (no crash loop). Nothing is
+    committed past what was made durable. Operator: grant the ACLs listed in
+    docs/operations.md ("Connecting to a secured Kafka") to the service's principal.
+    """
+
+    retriable: ClassVar[bool] = True
 
 
 class PartitionLost(BasicSyncError):

@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.sandbox",
+    "tests.fixtures.secure_kafka",
 ]

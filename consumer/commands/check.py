@@ -11,7 +11,8 @@ so one invocation shows everything that is wrong. The exit code names the first 
 4     topics: an input topic missing, inputs not co-partitioned, an internal topic missing
       while ``BASICSYNC_KAFKA__CREATE_TOPICS=false``, or a changelog with the wrong partition
       count or not compacted
-5     WorkfloPlus: no gateway configured, no token issued, or the gateway not answering
+5     WorkfloPlus: no gateway configured, its CA file unreadable, no token issued (an untrusted
+      certificate included), or the gateway not answering
 ====  ==================================================================================
 """
 
@@ -31,8 +32,10 @@ from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError, GatewayError, TopicLayoutError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
+from consumer.gateway.tls import gateway_ssl
+from consumer.kafka.access import explain_denial
 from consumer.kafka.admin import partition_counts
-from consumer.kafka.connection import client_kwargs
+from consumer.kafka.connection import client_kwargs, security_problem
 from consumer.observability.logging import configure_logging
 
 EXIT_OK = 0
@@ -100,6 +103,9 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
         cluster = await asyncio.wait_for(admin.describe_cluster(), limit_s)
     except (KafkaError, OSError, TimeoutError) as exc:
         await admin.close()
+        problem = await security_problem(settings.kafka, servers, limit_s)
+        if problem is not None:
+            return [Check("kafka", False, str(problem), EXIT_KAFKA)]
         detail = f"cannot reach {','.join(servers)}: {type(exc).__name__}: {exc}".rstrip(": ")
         return [Check("kafka", False, detail, EXIT_KAFKA)]
     brokers = len(cluster.get("brokers", []))
@@ -107,7 +113,9 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
     try:
         return checks + await asyncio.wait_for(_topic_checks(admin, settings), limit_s)
     except (KafkaError, TopicLayoutError, TimeoutError) as exc:
-        return [*checks, Check("topics", False, f"{type(exc).__name__}: {exc}", EXIT_TOPICS)]
+        denied = explain_denial(exc, settings)
+        detail = str(denied) if denied is not None else f"{type(exc).__name__}: {exc}"
+        return [*checks, Check("topics", False, detail, EXIT_TOPICS)]
     finally:
         await admin.close()
 
@@ -170,7 +178,10 @@ async def _gateway_checks(settings: Settings, limit_s: float) -> list[Check]:
     assert gateway.token_url
     assert gateway.client_id
     assert gateway.client_secret
-    connector = aiohttp.TCPConnector(ssl=gateway.verify_tls)
+    try:
+        connector = aiohttp.TCPConnector(ssl=gateway_ssl(gateway))
+    except ConfigError as exc:
+        return [Check("gateway", False, str(exc), EXIT_GATEWAY)]
     async with aiohttp.ClientSession(connector=connector) as session:
         tokens = ClientCredentialsTokenProvider(
             session,

@@ -24,8 +24,9 @@ from aiokafka.errors import KafkaError
 from consumer.config import Settings, load_settings
 from consumer.domain.basicsync import body_sha256, build_body, encode_body
 from consumer.domain.job import JobState
-from consumer.errors import ConfigError, TopicLayoutError
+from consumer.errors import ConfigError, KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
 from consumer.intake import hashes_to
+from consumer.kafka.access import explained
 from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
 from consumer.observability.logging import configure_logging
@@ -48,8 +49,8 @@ def main(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_SETTINGS
     try:
-        found = asyncio.run(read_job_states(settings, [args.job_id]))
-    except (KafkaError, TopicLayoutError, OSError) as exc:
+        found = asyncio.run(explained(read_job_states(settings, [args.job_id]), settings))
+    except (KafkaError, TopicLayoutError, OSError, KafkaAccessDenied, KafkaSecurityError) as exc:
         print(f"basicsync inspect: {exc}", file=sys.stderr)
         return EXIT_KAFKA
     if args.job_id not in found:

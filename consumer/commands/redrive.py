@@ -55,9 +55,11 @@ from consumer.config import Settings
 from consumer.domain.basicsync import payload
 from consumer.domain.job import JobState, is_postable
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, SuccessRecord
-from consumer.errors import TopicLayoutError
+from consumer.errors import ConfigError, KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import Accepted, GatewayClient, Rejected
+from consumer.gateway.tls import gateway_ssl
+from consumer.kafka.access import explained
 from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.publisher import ResultPublisher
@@ -126,7 +128,13 @@ def main(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_USAGE
     try:
-        return asyncio.run(_redrive(settings, args))
+        return asyncio.run(explained(_redrive(settings, args), settings))
+    except ConfigError as exc:
+        print(f"basicsync redrive: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (KafkaAccessDenied, KafkaSecurityError) as exc:
+        print(f"basicsync redrive: {exc}", file=sys.stderr)
+        return EXIT_KAFKA
     except (KafkaError, TopicLayoutError, OSError) as exc:
         print(f"basicsync redrive: Kafka failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EXIT_KAFKA
@@ -310,7 +318,7 @@ async def _resync_all(
     assert gateway.client_id is not None
     assert gateway.client_secret is not None
     ok = True
-    connector = aiohttp.TCPConnector(ssl=gateway.verify_tls)
+    connector = aiohttp.TCPConnector(ssl=gateway_ssl(gateway))
     async with aiohttp.ClientSession(connector=connector) as session:
         tokens = ClientCredentialsTokenProvider(
             session, gateway.token_url, gateway.client_id, gateway.client_secret, gateway.scope

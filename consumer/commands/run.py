@@ -15,12 +15,14 @@ import time
 
 import structlog
 
-from consumer.app import endpoints_from, run_consumer, stop_on
+from consumer.app import Running, endpoints_from, run_consumer, stop_on
 from consumer.config import Settings, load_settings
 from consumer.demo import DemoPlan
 from consumer.embedded import run_embedded
 from consumer.errors import FatalError
+from consumer.kafka.access import run_waiting_out_denials
 from consumer.observability.logging import configure_logging
+from consumer.observability.stats import Stats
 
 log = structlog.get_logger(__name__)
 
@@ -64,7 +66,13 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         return await run_embedded(
             settings, stop, plan=plan, kafka_port=args.kafka_port, progress=_progress
         )
-    await run_consumer(settings, endpoints_from(settings), stop)
+    endpoints = endpoints_from(settings)
+    await run_waiting_out_denials(
+        lambda running: run_consumer(settings, endpoints, stop, running),
+        settings,
+        stop,
+        Running(stats=Stats()),
+    )
     return 0
 
 

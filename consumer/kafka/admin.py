@@ -11,11 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAuthorizationFailedError
 
 from consumer.errors import TopicLayoutError
 
 _TOPIC_ALREADY_EXISTS = 36
 _UNKNOWN_TOPIC = 3
+_TOPIC_AUTHORIZATION_FAILED = 29
 
 
 @dataclass(frozen=True)
@@ -30,11 +32,17 @@ class TopicPlan:
 
 
 async def partition_counts(admin: AIOKafkaAdminClient, topics: Iterable[str]) -> dict[str, int]:
-    """Partition count of each topic that exists; missing topics are left out."""
+    """Partition count of each topic that exists; missing topics are left out.
+
+    A topic we may not describe raises ``TopicAuthorizationFailedError`` (a missing ACL, which
+    ``consumer.kafka.access`` words for the operator), not a layout error.
+    """
     counts: dict[str, int] = {}
     for meta in await admin.describe_topics(list(topics)):
         if meta["error_code"] == 0:
             counts[meta["topic"]] = len(meta["partitions"])
+        elif meta["error_code"] == _TOPIC_AUTHORIZATION_FAILED:
+            raise TopicAuthorizationFailedError(meta["topic"])
         elif meta["error_code"] != _UNKNOWN_TOPIC:
             raise TopicLayoutError(
                 f"cannot describe topic {meta['topic']}: error {meta['error_code']}"
@@ -70,6 +78,8 @@ async def create_topics(
         ]
     )
     for name, code, *rest in response.topic_errors:
+        if code == _TOPIC_AUTHORIZATION_FAILED:
+            raise TopicAuthorizationFailedError(name)
         if code not in (0, _TOPIC_ALREADY_EXISTS):
             message = rest[0] if rest else ""
             raise TopicLayoutError(f"cannot create topic {name}: error {code} {message}")

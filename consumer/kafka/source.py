@@ -31,14 +31,26 @@ class PartitionOwner(Protocol):
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Forwards rebalances. aiokafka only logs an exception a listener raises and goes on, so a
+    failed callback (a restore Kafka refused, say) is kept and raised by the next fetch."""
+
     def __init__(self, owner: PartitionOwner) -> None:
         self._owner = owner
+        self.failed: Exception | None = None
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._owner.partitions_revoked({tp.partition for tp in revoked})
+        try:
+            await self._owner.partitions_revoked({tp.partition for tp in revoked})
+        except Exception as exc:
+            self.failed = self.failed or exc
+            raise
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._owner.partitions_assigned({tp.partition for tp in assigned})
+        try:
+            await self._owner.partitions_assigned({tp.partition for tp in assigned})
+        except Exception as exc:
+            self.failed = self.failed or exc
+            raise
 
 
 class EventSource:
@@ -47,28 +59,45 @@ class EventSource:
     def __init__(
         self, consumer_factory: Callable[..., AIOKafkaConsumer], topics: list[str]
     ) -> None:
-        self._consumer = consumer_factory(
+        self._factory = consumer_factory
+        self._consumer = self._new_consumer()
+        self._topics = topics
+        self._listener: _Listener | None = None
+        self._paused = False
+        self._positions: dict[TopicPartition, int] = {}
+
+    def _new_consumer(self) -> AIOKafkaConsumer:
+        return self._factory(
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             partition_assignment_strategy=(RangePartitionAssignor,),
             isolation_level="read_committed",
         )
-        self._topics = topics
-        self._paused = False
-        self._positions: dict[TopicPartition, int] = {}
 
     async def start(self, owner: PartitionOwner) -> None:
-        self._consumer.subscribe(topics=self._topics, listener=_Listener(owner))
-        await self._consumer.start()
+        """Join the group; a start that fails closes its client, so ``start`` can be retried."""
+        self._listener = _Listener(owner)
+        self._consumer.subscribe(topics=self._topics, listener=self._listener)
+        try:
+            await self._consumer.start()
+        except BaseException:
+            await self._consumer.stop()
+            self._consumer = self._new_consumer()
+            raise
 
     async def stop(self) -> None:
         await self._consumer.stop()
 
     async def fetch(self, timeout_ms: int) -> list[SourceRecord]:
-        """The next batch of all assigned, unpaused partitions; offset order per partition."""
+        """The next batch of all assigned, unpaused partitions; offset order per partition.
+
+        Raises what a rebalance callback raised (the partitions it was for are not usable).
+        """
         batches: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
             timeout_ms=timeout_ms
         )
+        if self._listener is not None and self._listener.failed is not None:
+            raise self._listener.failed
         for tp, messages in batches.items():
             if messages:
                 self._positions[tp] = messages[-1].offset + 1

@@ -3,9 +3,9 @@
 - ``/healthz``: 200 with the uptime. The handler answering is the proof that the event loop
   runs; a blocked loop times the probe out.
 - ``/readyz``: 200 when every check passes, else 503; the JSON body names each check:
-  ``partitions`` (assigned and restored), ``circuit`` (closed) and ``token`` (the last token
-  request succeeded). Checks read state the consumer already has; a probe never calls Kafka or
-  the token endpoint.
+  ``partitions`` (assigned and restored), ``circuit`` (closed), ``token`` (the last token
+  request succeeded) and ``kafka`` (no ACL missing: see ``consumer.kafka.access``). Checks
+  read state the consumer already has; a probe never calls Kafka or the token endpoint.
 - ``/metrics``: the consumer's Prometheus registry, with the level gauges (lag, dirty jobs,
   circuit state, state size) sampled just before rendering.
 
@@ -95,7 +95,8 @@ def readiness(running: Running, tokens: WatchedTokens | None) -> dict[str, Check
         token = Check(True, "last request succeeded")
     else:
         token = Check(False, tokens.error or "last request failed")
-    return {"partitions": partitions, "circuit": circuit, "token": token}
+    kafka = Check(running.kafka_access is None, running.kafka_access or "access granted")
+    return {"partitions": partitions, "circuit": circuit, "token": token, "kafka": kafka}
 
 
 async def sample_metrics(running: Running) -> None:

@@ -7,6 +7,7 @@ the listening socket (clients get *connection refused*) and reopen it on the sam
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -23,8 +24,12 @@ from consumer.sandbox.state import SandboxState
 class Sandbox:
     """A running sandbox. Tests may read and change ``state`` and ``faults`` directly."""
 
-    def __init__(self, settings: SandboxSettings) -> None:
+    def __init__(
+        self, settings: SandboxSettings, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         self.settings = settings
+        #: serve HTTPS with this context (tests of the consumer's gateway TLS); None: HTTP
+        self._ssl_context = ssl_context
         self.state = SandboxState(
             signing_key=settings.signing_key,
             record_limit=settings.record_limit,
@@ -41,8 +46,9 @@ class Sandbox:
 
     @property
     def base_url(self) -> str:
-        """``http://host:port`` (no trailing slash); also the gateway and accounts host."""
-        return f"http://{self.settings.host}:{self._port}"
+        """``http(s)://host:port`` (no trailing slash); also the gateway and accounts host."""
+        scheme = "http" if self._ssl_context is None else "https"
+        return f"{scheme}://{self.settings.host}:{self._port}"
 
     @property
     def token_url(self) -> str:
@@ -68,6 +74,7 @@ class Sandbox:
             self._port,
             reuse_address=True,
             reuse_port=self.settings.reuse_port or None,
+            ssl_context=self._ssl_context,
         )
         await site.start()
         self._site = site
@@ -116,14 +123,17 @@ _background: set[asyncio.Task[None]] = set()
 
 
 @asynccontextmanager
-async def run_sandbox(settings: SandboxSettings | None = None) -> AsyncIterator[Sandbox]:
-    """Run a sandbox in this event loop (on a free port by default) for the ``with`` block.
+async def run_sandbox(
+    settings: SandboxSettings | None = None, *, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[Sandbox]:
+    """Run a sandbox in this event loop (on a free port by default) for the ``with`` block;
+    over HTTPS when given a server ``ssl_context``.
 
     >>> async with run_sandbox() as sandbox:
     ...     sandbox.faults.update({"error_rate": 0.5})
     ...     print(sandbox.base_url, sandbox.token_url)
     """
-    sandbox = Sandbox(settings or SandboxSettings())
+    sandbox = Sandbox(settings or SandboxSettings(), ssl_context)
     await sandbox.start()
     try:
         yield sandbox

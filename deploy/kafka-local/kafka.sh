@@ -18,6 +18,20 @@
 #   BASICSYNC_CACHE_DIR     jar cache root, default ${XDG_CACHE_HOME:-~/.cache}/basicsync
 #   JAVA_HOME               the Java 17+ to use (else java on PATH)
 #
+# Secure listeners (off unless KAFKA_SECURE_DIR is set; the plain start above is unchanged):
+#   KAFKA_SECURE_DIR        a directory with ca.crt (PEM CA), broker.pem (the broker's PKCS#8
+#                           key and certificate chain, PEM, with SAN IP 127.0.0.1) and
+#                           scram-users (one "name password" a line). The broker then also
+#                           listens with SASL_SSL (SCRAM-SHA-512 users from scram-users, created
+#                           when the storage is formatted) and SSL with required client
+#                           certificates (principal User:<CN>); the StandardAuthorizer is on
+#                           with allow.everyone.if.no.acl.found=false, and the PLAINTEXT and
+#                           controller principal (User:ANONYMOUS) is the super user, for setup.
+#                           Nothing here makes these files: the security tests do, per session
+#                           (tests/fixtures/secure_kafka.py).
+#   KAFKA_SASL_SSL_PORT     SASL_SSL port, default KAFKA_PORT + 2
+#   KAFKA_SSL_PORT          SSL (mutual TLS) port, default KAFKA_PORT + 3
+#
 # Installs nothing: when Java 17+ or Maven (needed only to fill the cache) is missing it says
 # how to get them and exits 2.
 set -euo pipefail
@@ -33,6 +47,9 @@ PID_FILE="$STATE_DIR/kafka.pid"
 LOG_FILE="$STATE_DIR/broker.log"
 START_TIMEOUT="${KAFKA_START_TIMEOUT:-60}"
 BOOTSTRAP="127.0.0.1:$PORT"
+SECURE_DIR="${KAFKA_SECURE_DIR:-}"
+SASL_SSL_PORT="${KAFKA_SASL_SSL_PORT:-$((PORT + 2))}"
+SSL_PORT="${KAFKA_SSL_PORT:-$((PORT + 3))}"
 
 say() { printf 'kafka.sh: %s\n' "$*" >&2; }
 die() { say "$*"; exit 1; }
@@ -139,19 +156,49 @@ answers_metadata() {
 
 write_config() {
     mkdir -p "$STATE_DIR"
+    local listeners="" protocols=""
+    if [[ -n "$SECURE_DIR" ]]; then
+        listeners=",SASL_SSL://127.0.0.1:$SASL_SSL_PORT,SSL://127.0.0.1:$SSL_PORT"
+        protocols=",SASL_SSL:SASL_SSL,SSL:SSL"
+    fi
     sed -e "s#@PORT@#$PORT#g" -e "s#@CONTROLLER_PORT@#$CONTROLLER_PORT#g" \
-        -e "s#@DATA_DIR@#$DATA_DIR#g" "$HERE/server.properties.template" >"$CONFIG"
+        -e "s#@DATA_DIR@#$DATA_DIR#g" -e "s#@SECURE_LISTENERS@#$listeners#g" \
+        -e "s#@SECURE_PROTOCOLS@#$protocols#g" "$HERE/server.properties.template" >"$CONFIG"
+    if [[ -n "$SECURE_DIR" ]]; then
+        sed -e "s#@SECURE_DIR@#$SECURE_DIR#g" "$HERE/secure.properties.template" >>"$CONFIG"
+    fi
+}
+
+# The secure listeners' files must exist before the broker (or the formatter) reads them.
+check_secure_dir() {
+    [[ -n "$SECURE_DIR" ]] || return 0
+    [[ "$SECURE_DIR" == /* ]] || die "KAFKA_SECURE_DIR must be an absolute path: $SECURE_DIR"
+    local file
+    for file in ca.crt broker.pem scram-users; do
+        [[ -r "$SECURE_DIR/$file" ]] || die "KAFKA_SECURE_DIR has no readable $file ($SECURE_DIR)"
+    done
+}
+
+# --add-scram options for the formatter, one per "name password" line of scram-users.
+scram_options() {
+    [[ -n "$SECURE_DIR" ]] || return 0
+    local name password
+    while read -r name password; do
+        [[ -n "$name" && "$name" != \#* ]] || continue
+        printf '%s\0%s\0' --add-scram "SCRAM-SHA-512=[name=$name,password=$password]"
+    done <"$SECURE_DIR/scram-users"
 }
 
 format_storage() {
     [[ -f "$DATA_DIR/meta.properties" ]] && return 0
-    local cluster_id
+    local cluster_id scram=()
     # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding.
     cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
+    mapfile -d '' scram < <(scram_options)
     # A short-lived JVM: skip the optimising compiler, start faster.
     "$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "$LIBS/*" \
         -Dlog4j2.configurationFile="$HERE/log4j2.properties" kafka.tools.StorageTool format --ignore-formatted \
-        --cluster-id "$cluster_id" --config "$CONFIG" >>"$LOG_FILE" 2>&1 ||
+        --cluster-id "$cluster_id" --config "$CONFIG" "${scram[@]}" >>"$LOG_FILE" 2>&1 ||
         die "formatting $DATA_DIR failed; see $LOG_FILE"
 }
 
@@ -177,6 +224,7 @@ cmd_start() {
     require_java
     local pid started=$SECONDS
     if pid="$(running_pid)"; then
+        check_secure_dir
         ensure_jars
         write_config
         say "already running (pid $pid)"
@@ -185,12 +233,14 @@ cmd_start() {
         return 0
     fi
     rm -f "$PID_FILE"
-    local port
-    for port in "$PORT" "$CONTROLLER_PORT"; do
+    check_secure_dir
+    local port ports=("$PORT" "$CONTROLLER_PORT")
+    [[ -n "$SECURE_DIR" ]] && ports+=("$SASL_SSL_PORT" "$SSL_PORT")
+    for port in "${ports[@]}"; do
         if port_open "$port"; then
             say "port $port on 127.0.0.1 is taken by another process:"
             who_listens "$port"
-            die "refusing to start; stop that process or choose another KAFKA_PORT (and KAFKA_CONTROLLER_PORT)"
+            die "refusing to start; stop that process or choose another KAFKA_PORT (and KAFKA_CONTROLLER_PORT, KAFKA_SASL_SSL_PORT, KAFKA_SSL_PORT)"
         fi
     done
     ensure_jars

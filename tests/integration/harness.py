@@ -95,7 +95,7 @@ def consumer_env(settings: Settings) -> dict[str, str]:
             "BASICSYNC_KAFKA__BOOTSTRAP_SERVERS": ",".join(kafka.bootstrap_servers),
             "BASICSYNC_KAFKA__GROUP_ID": kafka.group_id,
             "BASICSYNC_KAFKA__SESSION_TIMEOUT_MS": str(kafka.session_timeout_ms),
-            "BASICSYNC_KAFKA__CREATE_TOPICS": "false",
+            "BASICSYNC_KAFKA__CREATE_TOPICS": str(kafka.create_topics).lower(),
             "BASICSYNC_TOPICS__INPUT": ",".join(topics.input),
             "BASICSYNC_TOPICS__SUCCEEDED": topics.succeeded,
             "BASICSYNC_TOPICS__FAILED": topics.failed,
@@ -108,8 +108,21 @@ def consumer_env(settings: Settings) -> dict[str, str]:
             "BASICSYNC_SYNC__MAX_DELAY_MS": str(sync.max_delay_ms),
             "BASICSYNC_SYNC__RETRY_INITIAL_MS": str(sync.retry_initial_ms),
             "BASICSYNC_OBSERVABILITY__LOG_FORMAT": "json",
+            "BASICSYNC_KAFKA__SECURITY_PROTOCOL": kafka.security_protocol.value,
         }
     )
+    optional: dict[str, object | None] = {
+        "BASICSYNC_KAFKA__SASL_MECHANISM": kafka.sasl_mechanism,
+        "BASICSYNC_KAFKA__SASL_USERNAME": kafka.sasl_username,
+        "BASICSYNC_KAFKA__SASL_PASSWORD": (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        ),
+        "BASICSYNC_KAFKA__SSL_CAFILE": kafka.ssl_cafile,
+        "BASICSYNC_KAFKA__SSL_CERTFILE": kafka.ssl_certfile,
+        "BASICSYNC_KAFKA__SSL_KEYFILE": kafka.ssl_keyfile,
+        "BASICSYNC_GATEWAY__SSL_CAFILE": gateway.ssl_cafile,
+    }
+    env.update({name: str(value) for name, value in optional.items() if value is not None})
     return env
 
 
