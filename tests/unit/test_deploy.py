@@ -100,6 +100,22 @@ class TestDockerfile:
         builder = froms[0].split()[-1]
         assert any(op == "COPY" and f"--from={builder}" in arg for op, arg in _instructions())
 
+    def test_dependencies_come_from_the_lockfile(self) -> None:
+        """The image installs exactly uv.lock's packages, checked against their hashes, with a
+        pinned uv, and the project's wheel without resolving anything further."""
+        runs = [arg for op, arg in _instructions() if op == "RUN"]
+        text = " ".join(runs)
+        assert re.search(r"pip install uv==\d+\.\d+\.\d+", text)
+        assert "uv export --frozen" in text
+        assert "--require-hashes" in text
+        copies = " ".join(arg for op, arg in _instructions() if op == "COPY")
+        assert "uv.lock" in copies
+        installs = [part for run in runs for part in run.split("&&") if "pip install" in part]
+        for install in installs:
+            if "/opt/venv/bin/pip" in install:
+                assert "--no-deps" in install, install
+        assert (ROOT / "uv.lock").is_file()
+
     def test_non_root_user(self) -> None:
         """The runtime runs as a numeric non-root user (Kubernetes runAsNonRoot can check it)."""
         users = [arg for op, arg in _instructions() if op == "USER"]
