@@ -33,6 +33,7 @@ from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
 from consumer.kafka.admin import partition_counts
 from consumer.kafka.connection import client_kwargs
+from consumer.kafka.diagnose import describe, explain
 from consumer.observability.logging import configure_logging
 
 EXIT_OK = 0
@@ -100,14 +101,14 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
         cluster = await asyncio.wait_for(admin.describe_cluster(), limit_s)
     except (KafkaError, OSError, TimeoutError) as exc:
         await admin.close()
-        detail = f"cannot reach {','.join(servers)}: {type(exc).__name__}: {exc}".rstrip(": ")
+        detail = f"cannot reach {','.join(servers)}: {await explain(exc, servers)}"
         return [Check("kafka", False, detail, EXIT_KAFKA)]
     brokers = len(cluster.get("brokers", []))
     checks = [Check("kafka", True, f"{','.join(servers)} ({brokers} brokers)", EXIT_OK)]
     try:
         return checks + await asyncio.wait_for(_topic_checks(admin, settings), limit_s)
     except (KafkaError, TopicLayoutError, TimeoutError) as exc:
-        return [*checks, Check("topics", False, f"{type(exc).__name__}: {exc}", EXIT_TOPICS)]
+        return [*checks, Check("topics", False, describe(exc), EXIT_TOPICS)]
     finally:
         await admin.close()
 

@@ -28,6 +28,7 @@ from consumer.errors import ConfigError, TopicLayoutError
 from consumer.intake import hashes_to
 from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
+from consumer.kafka.diagnose import explain
 from consumer.observability.logging import configure_logging
 from consumer.state.changelog import restore
 
@@ -50,7 +51,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         found = asyncio.run(read_job_states(settings, [args.job_id]))
     except (KafkaError, TopicLayoutError, OSError) as exc:
-        print(f"basicsync inspect: {exc}", file=sys.stderr)
+        print(f"basicsync inspect: {kafka_failure(exc, settings)}", file=sys.stderr)
         return EXIT_KAFKA
     if args.job_id not in found:
         print(f"basicsync inspect: unknown job {args.job_id!r}", file=sys.stderr)
@@ -72,6 +73,11 @@ def tool_settings() -> Settings | None:
     level = "debug" if settings.observability.log_level == "debug" else "warning"
     configure_logging(settings.observability.log_format, level)
     return settings
+
+
+def kafka_failure(exc: BaseException, settings: Settings) -> str:
+    """What went wrong, with its cause (see consumer.kafka.diagnose)."""
+    return asyncio.run(explain(exc, settings.kafka.bootstrap_servers))
 
 
 def bootstrap_servers(settings: Settings) -> list[str]:

@@ -222,6 +222,13 @@ class TestCompose:
                     assert variable in valid, f"{name}: {variable} is not a setting"
         assert seen
 
+    def test_logs_are_json(self) -> None:
+        """Every basicsync service logs JSON lines, so `docker compose logs` has no ANSI
+        colour codes."""
+        for name in ("consumer", "demo"):
+            env = _services()[name]["environment"]
+            assert env["BASICSYNC_OBSERVABILITY__LOG_FORMAT"] == "json", name
+
     def test_consumer_environment_loads(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The consumer's environment passes settings validation: real Kafka and gateway."""
         env = {k: str(v) for k, v in _services()["consumer"]["environment"].items()}
