@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Protocol
+
+from consumer import __version__
 
 
 class Subcommand(Protocol):
@@ -49,6 +53,7 @@ def build_parser(requested: str | None = None) -> argparse.ArgumentParser:
         prog="basicsync",
         description="Assemble job events from Kafka and sync them to WorkfloPlus basicSync.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_path, help_text) in SUBCOMMANDS.items():
         sub = subparsers.add_parser(name, help=help_text, description=help_text)
@@ -67,8 +72,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser(arguments[0] if arguments else None)
     args = parser.parse_args(arguments)
-    if args.command is None:
-        parser.print_help()
-        return 0
-    result: int = _load(args._module).main(args)
+    if args.command is None:  # a usage error, as for any command missing its argument
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        result: int = _load(args._module).main(args)
+    except BrokenPipeError:
+        # The reader of stdout went away (`basicsync redrive | head`): stop quietly, like
+        # other Unix tools. Point stdout at /dev/null so the interpreter's final flush does
+        # not fail again, and exit as a process killed by SIGPIPE would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     return result

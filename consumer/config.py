@@ -122,9 +122,19 @@ class KafkaSettings(_Section):
             ]
             if missing:
                 raise ValueError(
-                    f"security_protocol {self.security_protocol} needs {', '.join(missing)}"
+                    f"security_protocol {self.security_protocol} needs "
+                    + _variables("kafka", missing, secrets={"sasl_password"})
                 )
         return self
+
+
+def _variables(section: str, fields: list[str], *, secrets: set[str]) -> str:
+    """The environment variables of ``fields``, a secret's ``*_FILE`` form beside it."""
+    names = []
+    for field in fields:
+        variable = f"{ENV_PREFIX}{section.upper()}{NESTED_DELIMITER}{field.upper()}"
+        names.append(f"{variable} (or {variable}{FILE_SUFFIX})" if field in secrets else variable)
+    return ", ".join(names)
 
 
 class TopicSettings(_Section):
@@ -187,7 +197,11 @@ class GatewaySettings(_Section):
                 if getattr(self, name) is None
             ]
             if missing:
-                raise ValueError(f"base_url is set, so {', '.join(missing)} must be set too")
+                raise ValueError(
+                    "BASICSYNC_GATEWAY__BASE_URL is set, so "
+                    + _variables("gateway", missing, secrets={"client_secret"})
+                    + " must be set too"
+                )
         if self.ssl_cafile is not None and not self.verify_tls:
             raise ValueError("ssl_cafile is set but verify_tls is false: the CA would not be used")
         return self

@@ -2,16 +2,25 @@
 
 ``python -m consumer.contracts`` writes ``docs/contracts/*.schema.json``;
 ``python -m consumer.contracts --check`` exits 1 when the committed files differ (a unit test
-does the same). ``docs/contracts/asyncapi.yaml`` is written by hand and points at these files.
+does the same). ``docs/contracts/asyncapi.yaml`` is written by hand and points at these files;
+CI validates it with the official AsyncAPI parser (``node tools/asyncapi/validate.mjs``).
 
 Each schema describes the bytes on the wire, so the mode follows how the model is used:
 
 - input events are *validated*: the schema is the structured-mode CloudEvent envelope the
   decoder accepts (one variant per ``type``; ``data`` in camelCase). In binary mode the value is
-  the ``data`` of the same variant (``#/$defs/<Name>Data``).
+  the ``data`` of the same variant (``#/definitions/<Name>Data``).
 - result records are *serialized* by alias (camelCase), every field written.
 - job state (the changelog value) is *serialized* without aliases and without fields at their
   default (``JobState.to_json_bytes``); the reader accepts both spellings.
+
+The files are JSON Schema **draft-07**, the one JSON Schema draft that AsyncAPI 3 names as a
+``schemaFormat`` (``application/schema+json;version=draft-07``) and that its official parser
+validates. pydantic writes draft 2020-12, so :func:`_draft07` rewrites the three constructs it
+uses that draft-07 lacks: ``$defs`` becomes ``definitions``, ``prefixItems`` (tuples) becomes
+the array form of ``items``, and the OpenAPI-style ``discriminator`` object is dropped (it is no
+JSON Schema keyword, and in an AsyncAPI schema ``discriminator`` must be a property name; the
+``const`` of each variant's ``type`` already selects exactly one variant of the ``oneOf``).
 """
 
 from __future__ import annotations
@@ -27,7 +36,9 @@ from consumer.domain import events
 from consumer.domain.job import JobState
 from consumer.domain.results import FailureRecord, SuccessRecord
 
-JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+JSON_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
+#: The AsyncAPI ``schemaFormat`` of these files (asyncapi.yaml names it on every payload).
+SCHEMA_FORMAT = "application/schema+json;version=draft-07"
 DEFAULT_DIR = Path(__file__).resolve().parent.parent / "docs" / "contracts"
 
 
@@ -81,7 +92,7 @@ def generate() -> dict[str, str]:
     """File name -> file content (JSON, 2-space indent, trailing newline)."""
     files: dict[str, str] = {}
     for name, (title, description, build) in SCHEMAS.items():
-        schema = _public_names(build())
+        schema = _draft07(_public_names(build()))
         schema.pop("title", None)
         schema.pop("description", None)
         document = {
@@ -111,6 +122,34 @@ def _public_names(node: Any) -> Any:
     if isinstance(node, str) and node.startswith("#/$defs/_"):  # $ref, discriminator mapping
         return "#/$defs/" + node.removeprefix("#/$defs/_")
     return node
+
+
+def _draft07(node: Any, *, names: bool = False) -> Any:
+    """Rewrite pydantic's draft 2020-12 output as the equivalent draft-07 schema.
+
+    ``names`` marks a mapping whose keys are names (``properties``, ``$defs``), not keywords.
+    """
+    if isinstance(node, dict):
+        if names:
+            return {key: _draft07(value) for key, value in node.items()}
+        out: dict[str, Any] = {}
+        for keyword, value in node.items():
+            if keyword == "discriminator" and isinstance(value, dict):
+                continue
+            if keyword == "items" and "prefixItems" in node:
+                keyword = "additionalItems"
+            renamed = _RENAMED.get(keyword, str(keyword))
+            out[renamed] = _draft07(value, names=renamed in _NAME_MAPS)
+        return out
+    if isinstance(node, list):
+        return [_draft07(item) for item in node]
+    if isinstance(node, str) and node.startswith("#/$defs/"):  # $ref
+        return "#/definitions/" + node.removeprefix("#/$defs/")
+    return node
+
+
+_RENAMED = {"$defs": "definitions", "prefixItems": "items"}
+_NAME_MAPS = frozenset({"properties", "patternProperties", "definitions"})
 
 
 def stale(directory: Path = DEFAULT_DIR) -> list[str]:

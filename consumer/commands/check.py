@@ -36,6 +36,7 @@ from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import explain_denial
 from consumer.kafka.admin import partition_counts
 from consumer.kafka.connection import client_kwargs, security_problem
+from consumer.kafka.diagnose import describe, explain
 from consumer.observability.logging import configure_logging
 
 EXIT_OK = 0
@@ -106,7 +107,7 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
         problem = await security_problem(settings.kafka, servers, limit_s)
         if problem is not None:
             return [Check("kafka", False, str(problem), EXIT_KAFKA)]
-        detail = f"cannot reach {','.join(servers)}: {type(exc).__name__}: {exc}".rstrip(": ")
+        detail = f"cannot reach {','.join(servers)}: {await explain(exc, servers)}"
         return [Check("kafka", False, detail, EXIT_KAFKA)]
     brokers = len(cluster.get("brokers", []))
     checks = [Check("kafka", True, f"{','.join(servers)} ({brokers} brokers)", EXIT_OK)]
@@ -114,7 +115,7 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
         return checks + await asyncio.wait_for(_topic_checks(admin, settings), limit_s)
     except (KafkaError, TopicLayoutError, TimeoutError) as exc:
         denied = explain_denial(exc, settings)
-        detail = str(denied) if denied is not None else f"{type(exc).__name__}: {exc}"
+        detail = str(denied) if denied is not None else describe(exc)
         return [*checks, Check("topics", False, detail, EXIT_TOPICS)]
     finally:
         await admin.close()

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from consumer.commands.inspect import bootstrap_servers, tool_settings
+from consumer.commands.inspect import bootstrap_servers, kafka_failure, tool_settings
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
@@ -119,8 +119,10 @@ def main(args: argparse.Namespace) -> int:
     records, invalid = demo_records(plan, settings.topics.input, args.invalid_share)
     try:
         return asyncio.run(_stream(settings, records, invalid, args.rate, args.create_topics, plan))
+    except BrokenPipeError:
+        raise  # stdout closed (`demo | head`): the command line's business, not Kafka's
     except (KafkaError, OSError) as exc:
-        print(f"basicsync demo: Kafka failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"basicsync demo: Kafka failed: {kafka_failure(exc, settings)}", file=sys.stderr)
         return EXIT_FAILED
 
 

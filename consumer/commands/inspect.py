@@ -29,6 +29,7 @@ from consumer.intake import hashes_to
 from consumer.kafka.access import explained
 from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
+from consumer.kafka.diagnose import explain
 from consumer.observability.logging import configure_logging
 from consumer.state.recovery import restore
 
@@ -50,8 +51,11 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_SETTINGS
     try:
         found = asyncio.run(explained(read_job_states(settings, [args.job_id]), settings))
-    except (KafkaError, TopicLayoutError, OSError, KafkaAccessDenied, KafkaSecurityError) as exc:
+    except (KafkaAccessDenied, KafkaSecurityError) as exc:
         print(f"basicsync inspect: {exc}", file=sys.stderr)
+        return EXIT_KAFKA
+    except (KafkaError, TopicLayoutError, OSError) as exc:
+        print(f"basicsync inspect: {kafka_failure(exc, settings)}", file=sys.stderr)
         return EXIT_KAFKA
     if args.job_id not in found:
         print(f"basicsync inspect: unknown job {args.job_id!r}", file=sys.stderr)
@@ -73,6 +77,11 @@ def tool_settings() -> Settings | None:
     level = "debug" if settings.observability.log_level == "debug" else "warning"
     configure_logging(settings.observability.log_format, level)
     return settings
+
+
+def kafka_failure(exc: BaseException, settings: Settings) -> str:
+    """What went wrong, with its cause (see consumer.kafka.diagnose)."""
+    return asyncio.run(explain(exc, settings.kafka.bootstrap_servers))
 
 
 def bootstrap_servers(settings: Settings) -> list[str]:

@@ -50,7 +50,12 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from consumer.commands.inspect import bootstrap_servers, read_job_states, tool_settings
+from consumer.commands.inspect import (
+    bootstrap_servers,
+    kafka_failure,
+    read_job_states,
+    tool_settings,
+)
 from consumer.config import Settings
 from consumer.domain.basicsync import payload
 from consumer.domain.job import JobState, is_postable
@@ -62,6 +67,7 @@ from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import explained
 from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
+from consumer.kafka.diagnose import describe
 from consumer.kafka.publisher import ResultPublisher
 
 EXIT_FAILED = 1
@@ -129,6 +135,8 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         return asyncio.run(explained(_redrive(settings, args), settings))
+    except BrokenPipeError:
+        raise  # stdout closed (`redrive | head`): the command line's business, not Kafka's
     except ConfigError as exc:
         print(f"basicsync redrive: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -136,7 +144,7 @@ def main(args: argparse.Namespace) -> int:
         print(f"basicsync redrive: {exc}", file=sys.stderr)
         return EXIT_KAFKA
     except (KafkaError, TopicLayoutError, OSError) as exc:
-        print(f"basicsync redrive: Kafka failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"basicsync redrive: Kafka failed: {kafka_failure(exc, settings)}", file=sys.stderr)
         return EXIT_KAFKA
 
 
@@ -296,7 +304,7 @@ async def _resend(
     try:
         await producer.send_and_wait(topic, value=value, key=key, headers=headers)
     except KafkaError as exc:
-        print(f"  FAILED: {type(exc).__name__}: {exc}", flush=True)
+        print(f"  FAILED: {describe(exc)}", flush=True)
         return False
     return True
 

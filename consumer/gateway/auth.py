@@ -163,6 +163,7 @@ class CachingTokenProvider:
         self._lock = asyncio.Lock()
         self._fetches = 0
         self._last_error: AuthRejected | TokenUnavailable | None = None
+        self._failed_in_a_row = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(fetches={self._fetches})"
@@ -198,8 +199,20 @@ class CachingTokenProvider:
         except (AuthRejected, TokenUnavailable) as exc:
             self._last_error = exc
             self._fetches += 1
-            log.warning("token_fetch_failed", error=str(exc), status=exc.status)
+            self._failed_in_a_row += 1
+            # One warning per outage, not one per attempt: the circuit's own warning says the
+            # rest; repeats stay visible at info with their count.
+            level = log.warning if self._failed_in_a_row == 1 else log.info
+            level(
+                "token_fetch_failed",
+                error=str(exc),
+                status=exc.status,
+                failed_in_a_row=self._failed_in_a_row,
+            )
             raise
+        if self._failed_in_a_row:
+            log.info("token_fetch_recovered", failed_in_a_row=self._failed_in_a_row)
+        self._failed_in_a_row = 0
         self._last_error = None
         self._fetches += 1
         self._cache.store(token)

@@ -2,12 +2,18 @@
 
 ``auto`` picks the console renderer when stderr is a terminal. Standard-library loggers
 (aiokafka, aiohttp) are routed through the same processors so every line has one format.
+
+The console renderer colours only a terminal, and never when ``NO_COLOR`` is set to anything
+but the empty string (https://no-color.org). ``NO_COLOR`` is read here, not in the settings:
+it is a convention shared by every command-line tool of the user's, not a basicsync setting.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Mapping
 
 import structlog
 
@@ -19,9 +25,15 @@ _LEVELS = {
 }
 
 
+def use_colors(environ: Mapping[str, str], is_terminal: bool) -> bool:
+    """Whether the console renderer colours its output."""
+    return is_terminal and not environ.get("NO_COLOR")
+
+
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     """Configure structlog and the standard library once, at the entry point."""
-    use_json = log_format == "json" or (log_format == "auto" and not sys.stderr.isatty())
+    is_terminal = sys.stderr.isatty()
+    use_json = log_format == "json" or (log_format == "auto" and not is_terminal)
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -30,7 +42,9 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         structlog.processors.StackInfoRenderer(),
     ]
     renderer: structlog.types.Processor = (
-        structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if use_json
+        else structlog.dev.ConsoleRenderer(colors=use_colors(os.environ, is_terminal))
     )
     if use_json:
         shared.append(structlog.processors.format_exc_info)

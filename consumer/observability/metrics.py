@@ -9,24 +9,35 @@ Two kinds of numbers:
   scrapes and a gauge never shows a stale partition.
 
 The registry is per consumer (not prometheus-client's global one), so several consumers in one
-process (tests, the embedded demo) keep separate numbers. Every name starts with
-``basicsync_``; docs/operations.md lists them.
+process (tests, the embedded demo) keep separate numbers. It also carries prometheus-client's
+process, platform and GC collectors (``process_*``, ``python_*``: memory, CPU, open files), as
+the global registry would, and ``basicsync_build_info{version}``. The service's own names start
+with ``basicsync_``; docs/operations.md lists every metric with its unit.
+
+Counters export no ``*_created`` series (:func:`prometheus_client.disable_created_metrics`):
+the timestamps double the series count and no dashboard or alert reads them. The switch is
+process-wide in prometheus-client, which is right for a process whose only registries are these.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 
+from consumer import __version__
 from consumer.sync.circuit import CircuitState
-
-#: The value of ``basicsync_circuit_state`` for each circuit state.
-CIRCUIT_STATE_VALUES: Mapping[CircuitState, int] = {
-    CircuitState.CLOSED: 0,
-    CircuitState.OPEN: 1,
-    CircuitState.HALF_OPEN: 2,
-}
 
 # Request latency is dominated by the gateway (tens of ms to the request timeout); event-to-sync
 # latency by the debounce and max_delay (hundreds of ms to minutes during an outage).
@@ -39,8 +50,13 @@ class Metrics:
     """The consumer's Prometheus metrics; ``registry`` is what ``/metrics`` renders."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
+        Info("basicsync_build", "The running version", registry=r).info({"version": __version__})
         self.events_consumed = Counter(
             "basicsync_events_consumed", "Input records fetched and processed", registry=r
         )
@@ -88,7 +104,15 @@ class Metrics:
         )
         self.circuit_state = Gauge(
             "basicsync_circuit_state",
-            "Gateway circuit: 0 closed, 1 open (partitions paused), 2 half_open (probing)",
+            "Gateway circuit: 1 for the current state (closed; open: partitions paused; "
+            "half_open: probing), 0 for the others",
+            ["state"],
+            registry=r,
+        )
+        self.set_circuit(CircuitState.CLOSED)
+        self.partitions_paused = Gauge(
+            "basicsync_partitions_paused",
+            "Input partitions this member has paused because the gateway circuit is open",
             registry=r,
         )
         self.circuit_openings = Counter(
@@ -138,10 +162,20 @@ class Metrics:
             self.event_to_sync_seconds.observe(max(latency_ms, 0) / 1000)
 
     def circuit_changed(self, is_open: bool, *, opened: bool) -> None:
-        state = CircuitState.OPEN if is_open else CircuitState.CLOSED
-        self.circuit_state.set(CIRCUIT_STATE_VALUES[state])
+        self.set_circuit(CircuitState.OPEN if is_open else CircuitState.CLOSED)
         if opened:
             self.circuit_openings.inc()
+
+    def set_circuit(self, current: CircuitState) -> None:
+        """One series per state: 1 for ``current``, 0 for the others (alert on
+        ``basicsync_circuit_state{state="open"} == 1``)."""
+        for state in CircuitState:
+            self.circuit_state.labels(state.value).set(1 if state is current else 0)
+
+    def set_partitions_paused(self, partitions: int) -> None:
+        """How many input partitions are paused for an outage (the circuit observer pauses
+        every owned partition); 0 once they are resumed."""
+        self.partitions_paused.set(partitions)
 
     # -- sampled at scrape time --------------------------------------------------------------
 
@@ -158,7 +192,7 @@ class Metrics:
         self.jobs_dirty.set(dirty_jobs)
         self.sync_in_flight.set(in_flight)
         self.state_jobs.set(jobs)
-        self.circuit_state.set(CIRCUIT_STATE_VALUES[circuit])
+        self.set_circuit(circuit)
         if lag is not None:
             self.consumer_lag.clear()  # partitions revoked since the last scrape disappear
             for (topic, partition), records in lag.items():

@@ -64,6 +64,8 @@ class Stats:
         self.owned = set(partitions)
         self.metrics.restoring.set(1 if restoring else 0)
         self.metrics.partitions_owned.set(len(partitions))
+        if self.circuit_open:
+            self.metrics.set_partitions_paused(len(partitions))
 
     # SchedulerObserver
 
@@ -73,6 +75,8 @@ class Stats:
             self.circuit_openings += 1
         self.circuit_open = is_open
         self.metrics.circuit_changed(is_open, opened=opened)
+        # The circuit observer pauses every owned partition while open, resumes them on close.
+        self.metrics.set_partitions_paused(len(self.owned) if is_open else 0)
 
     def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
         self.requests[outcome] += 1

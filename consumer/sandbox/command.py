@@ -28,20 +28,50 @@ from consumer.sandbox.settings import SandboxSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    # Every option says its default in --help.
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
     defaults = SandboxSettings()
-    parser.add_argument("--host", default=defaults.host)
-    parser.add_argument("--port", type=int, default=8081, help="0 picks a free port")
-    parser.add_argument("--client-id", default=defaults.client_id)
-    parser.add_argument("--client-secret", default=defaults.client_secret)
+    parser.add_argument("--host", default=defaults.host, help="address to listen on")
+    parser.add_argument("--port", type=int, default=8081, help="port; 0 picks a free port")
+    parser.add_argument(
+        "--client-id", default=defaults.client_id, help="the one M2M client the sandbox knows"
+    )
+    parser.add_argument(
+        "--client-secret", default=defaults.client_secret, help="that client's secret"
+    )
     parser.add_argument(
         "--scopes",
         default=" ".join(defaults.scopes),
         help="space-separated scopes the client may be granted",
     )
-    parser.add_argument("--token-lifetime", type=int, default=defaults.token_lifetime_s)
-    parser.add_argument("--record-limit", type=int, default=defaults.record_limit)
-    parser.add_argument("--history-limit", type=int, default=defaults.history_limit)
-    parser.add_argument("--workers", type=int, default=1, help="processes (benchmarks only)")
+    parser.add_argument(
+        "--token-lifetime",
+        type=int,
+        default=defaults.token_lifetime_s,
+        metavar="SECONDS",
+        help="lifetime of the access tokens it issues",
+    )
+    parser.add_argument(
+        "--record-limit",
+        type=int,
+        default=defaults.record_limit,
+        metavar="N",
+        help="recorded requests kept for inspection (the oldest are dropped first)",
+    )
+    parser.add_argument(
+        "--history-limit",
+        type=int,
+        default=defaults.history_limit,
+        metavar="N",
+        help="accepted versions kept per job (the oldest are dropped first)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="processes sharing the port (throughput benchmarks only)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> SandboxSettings:

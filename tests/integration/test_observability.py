@@ -65,8 +65,9 @@ class TestCircuitOnTheEndpoints:
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
         """/readyz is 200 once partitions are restored; a gateway outage opens the circuit,
-        so /readyz answers 503 naming the circuit and basicsync_circuit_state is 1; after the
-        outage both return to 200 and 0. /metrics counts requests by outcome and status and
+        so /readyz answers 503 naming the circuit and basicsync_circuit_state{state="closed"}
+        is 0 with all partitions counted paused; after the outage both return to 200 and
+        closed, with no partition paused. /metrics counts requests by outcome and status and
         shows consumer lag per input partition; /healthz answers throughout."""
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=40, seed=23))
@@ -112,9 +113,13 @@ class TestCircuitOnTheEndpoints:
         assert body["checks"]["partitions"]["ok"] is True
         assert health_status == 200
         assert health["status"] == "alive"
-        assert during[("basicsync_circuit_state", ())] in (1, 2)
+        assert during[("basicsync_circuit_state", (("state", "closed"),))] == 0
+        open_or_probing = [("state", "open"), ("state", "half_open")]
+        assert sum(during[("basicsync_circuit_state", (s,))] for s in open_or_probing) == 1
+        assert during[("basicsync_partitions_paused", ())] == 2
 
-        assert after[("basicsync_circuit_state", ())] == 0
+        assert after[("basicsync_circuit_state", (("state", "closed"),))] == 1
+        assert after[("basicsync_partitions_paused", ())] == 0
         assert after[("basicsync_circuit_openings_total", ())] >= 1
         accepted = (("outcome", "accepted"), ("status", "200"))
         retryable = (("outcome", "retryable"), ("status", "503"))

@@ -210,6 +210,25 @@ class TestCachingTokenProvider:
         assert await provider.token() == fresh == "token-2"
         assert fetch.calls == 2
 
+    async def test_an_outage_warns_once(self) -> None:
+        """Repeated token failures warn once, then log at info with their count; the fetch
+        that succeeds again says how many failed."""
+        clock = FakeClock()
+        fetch = FakeFetch(clock)
+        fetch.error = TokenUnavailable("token endpoint answered 503", status=503)
+        provider = CachingTokenProvider(fetch, clock)
+        with capture_logs() as logs:
+            for _ in range(5):
+                with pytest.raises(TokenUnavailable):
+                    await provider.token()
+            fetch.error = None
+            await provider.token()
+        failed = [entry for entry in logs if entry["event"] == "token_fetch_failed"]
+        assert [entry["log_level"] for entry in failed] == ["warning"] + ["info"] * 4
+        assert [entry["failed_in_a_row"] for entry in failed] == [1, 2, 3, 4, 5]
+        (recovered,) = [entry for entry in logs if entry["event"] == "token_fetch_recovered"]
+        assert recovered["failed_in_a_row"] == 5
+
     async def test_tokens_never_logged(self) -> None:
         """Log events about tokens carry lifetimes and statuses, never the token itself."""
         clock = FakeClock()

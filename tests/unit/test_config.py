@@ -163,22 +163,32 @@ class TestValidationMessages:
         assert load_settings().sync.max_delay_ms == 100
 
     def test_gateway_needs_credentials_with_url(self, env: pytest.MonkeyPatch) -> None:
-        """A real gateway URL without token_url and client id names what is missing."""
+        """A real gateway URL without token_url and client id names the missing variables."""
         env.setenv("BASICSYNC_GATEWAY__BASE_URL", "https://gateway.example")
         env.setenv("BASICSYNC_GATEWAY__CLIENT_SECRET", SECRET)
         message = config_error()
-        assert "BASICSYNC_GATEWAY" in message
-        assert "token_url" in message
-        assert "client_id" in message
-        assert "client_secret" not in message
+        assert "BASICSYNC_GATEWAY__TOKEN_URL" in message
+        assert "BASICSYNC_GATEWAY__CLIENT_ID" in message
+        assert "CLIENT_SECRET" not in message
+
+    def test_a_missing_secret_names_both_ways_to_set_it(self, env: pytest.MonkeyPatch) -> None:
+        """A missing client secret names the variable and its *_FILE form."""
+        env.setenv("BASICSYNC_GATEWAY__BASE_URL", "https://gateway.example")
+        env.setenv("BASICSYNC_GATEWAY__TOKEN_URL", "https://gateway.example/connect/token")
+        env.setenv("BASICSYNC_GATEWAY__CLIENT_ID", "client")
+        message = config_error()
+        assert "BASICSYNC_GATEWAY__CLIENT_SECRET " in message
+        assert "BASICSYNC_GATEWAY__CLIENT_SECRET_FILE" in message
+        assert "TOKEN_URL," not in message
 
     def test_sasl_needs_its_settings(self, env: pytest.MonkeyPatch) -> None:
         """A SASL protocol without mechanism and username says which are missing."""
         env.setenv("BASICSYNC_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
         env.setenv("BASICSYNC_KAFKA__SASL_PASSWORD", SECRET)
         message = config_error()
-        assert "sasl_mechanism" in message
-        assert "sasl_username" in message
+        assert "BASICSYNC_KAFKA__SASL_MECHANISM" in message
+        assert "BASICSYNC_KAFKA__SASL_USERNAME" in message
+        assert "SASL_PASSWORD" not in message
 
     def test_url_scheme_checked(self, env: pytest.MonkeyPatch) -> None:
         """A gateway URL must be http(s); the message names the variable."""

@@ -36,10 +36,10 @@ def _schema(name: str) -> dict[str, Any]:
     return loaded
 
 
-def _validator(name: str) -> jsonschema.Draft202012Validator:
+def _validator(name: str) -> jsonschema.Draft7Validator:
     schema = _schema(name)
-    jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    jsonschema.Draft7Validator.check_schema(schema)
+    return jsonschema.Draft7Validator(schema, format_checker=jsonschema.FormatChecker())
 
 
 def _asyncapi() -> dict[str, Any]:
@@ -87,11 +87,44 @@ class TestGeneratedSchemas:
 
     @pytest.mark.parametrize("name", sorted(contracts.SCHEMAS))
     def test_valid_json_schema(self, name: str) -> None:
-        """Each file is a valid draft 2020-12 schema with its own $id."""
+        """Each file is a valid draft-07 schema with its own $id, and uses no keyword of a
+        later draft (draft-07 validators would silently ignore those) nor OpenAPI's
+        discriminator object (the AsyncAPI parser rejects it)."""
         schema = _schema(name)
-        jsonschema.Draft202012Validator.check_schema(schema)
+        assert schema["$schema"] == "http://json-schema.org/draft-07/schema#"
+        jsonschema.Draft7Validator.check_schema(schema)
         assert schema["$id"] == name
-        assert not [r for r in _refs(schema) if "/$defs/_" in r]
+        text = json.dumps(schema)
+        for later in ('"$defs"', '"prefixItems"', '"discriminator"', '"unevaluated', '"$anchor"'):
+            assert later not in text, later
+        assert all(r.startswith("#/definitions/") for r in _refs(schema))
+        assert not [r for r in _refs(schema) if "/definitions/_" in r]
+
+
+class TestDraft07:
+    def test_tuples_become_item_arrays(self) -> None:
+        """prefixItems becomes the array form of items; a trailing items becomes
+        additionalItems, so a tuple schema keeps its meaning under draft-07."""
+        schema = {"type": "array", "prefixItems": [{"type": "string"}], "items": False}
+        assert contracts._draft07(schema) == {
+            "type": "array",
+            "items": [{"type": "string"}],
+            "additionalItems": False,
+        }
+
+    def test_names_are_not_keywords(self) -> None:
+        """A property or definition named like a keyword keeps its name and schema."""
+        schema = {
+            "properties": {"discriminator": {"type": "object"}, "$defs": {"$ref": "#/$defs/A"}},
+            "$defs": {"A": {"discriminator": {"propertyName": "t"}, "type": "object"}},
+        }
+        assert contracts._draft07(schema) == {
+            "properties": {
+                "discriminator": {"type": "object"},
+                "$defs": {"$ref": "#/definitions/A"},
+            },
+            "definitions": {"A": {"type": "object"}},
+        }
 
 
 class TestSchemasMatchTheWire:
@@ -103,15 +136,20 @@ class TestSchemasMatchTheWire:
             validator.validate(json.loads(value))
 
     def test_binary_data_validates_against_its_variant(self) -> None:
-        """A binary-mode value is valid against the data schema of its type's variant."""
+        """A binary-mode value is valid against the data schema of its type's variant, the
+        one variant of the oneOf whose `type` const is the ce_type."""
         schema = _schema("job-event.schema.json")
+        variants = {}
+        for option in schema["oneOf"]:
+            envelope = _pointer(schema, option["$ref"].removeprefix("#"))
+            variants[envelope["properties"]["type"]["const"]] = envelope
+        assert len(variants) == len(schema["oneOf"])
         for event in _demo_events():
             _, value, headers = encode_binary(event)
             ce_type = dict(headers)["ce_type"].decode()
-            envelope_ref = schema["discriminator"]["mapping"][ce_type]
-            envelope = _pointer(schema, envelope_ref.removeprefix("#"))
-            data_schema = {**envelope["properties"]["data"], "$defs": schema["$defs"]}
-            jsonschema.Draft202012Validator(data_schema).validate(json.loads(value))
+            envelope = variants[ce_type]
+            data_schema = {**envelope["properties"]["data"], "definitions": schema["definitions"]}
+            jsonschema.Draft7Validator(data_schema).validate(json.loads(value))
 
     def test_wrong_type_rejected(self) -> None:
         """The schema rejects what the decoder rejects: an unknown type, a missing subject."""
@@ -174,7 +212,7 @@ class TestSchemasMatchTheWire:
 
     def test_failure_reasons_enumerated(self) -> None:
         """The failure schema lists exactly the FailureReason values."""
-        reasons = _schema("failure-record.schema.json")["$defs"]["FailureReason"]["enum"]
+        reasons = _schema("failure-record.schema.json")["definitions"]["FailureReason"]["enum"]
         assert set(reasons) == {r.value for r in FailureReason}
 
 
@@ -236,6 +274,22 @@ class TestAsyncApi:
         for name, message in doc["components"]["messages"].items():
             assert "payload" in message, name
             assert "$ref" in message["bindings"]["kafka"]["key"], name
+
+    def test_payloads_name_the_schema_format(self) -> None:
+        """Every payload is a multi-format schema naming the draft of the generated files
+        (without it the parser reads them as AsyncAPI schemas)."""
+        for name, message in _asyncapi()["components"]["messages"].items():
+            assert message["payload"]["schemaFormat"] == contracts.SCHEMA_FORMAT, name
+            assert set(message["payload"]) == {"schemaFormat", "schema"}, name
+
+    def test_servers_say_where_each_broker_listens(self) -> None:
+        """The compose server is the port compose publishes to the host, and the local one
+        the default port of deploy/kafka-local (not mislabelled as compose)."""
+        servers = _asyncapi()["servers"]
+        compose = yaml.safe_load((DOCS.parent / "docker-compose.yml").read_text("utf-8"))
+        published = [str(p).split(":")[0] for p in compose["services"]["kafka"]["ports"]]
+        assert servers["compose"]["host"] == f"localhost:{published[0]}"
+        assert "compose" not in servers["local"]["description"]
 
 
 class TestOperationsGuide:

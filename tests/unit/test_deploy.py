@@ -1,12 +1,16 @@
 """Deployment files: deploy/Dockerfile, docker-compose.yml and deploy/k8s (no Docker, no cluster).
 
 Kubernetes manifests are validated offline against the schemas shipped in the
-``kubernetes-validate`` wheel; the KEDA and Strimzi custom resources, which those schemas do
-not cover, against the small structural schemas below (the fields this project relies on).
+``kubernetes-validate`` wheel, which covers built-in kinds only. The Strimzi resources are
+validated against the ``v1`` schemas of Strimzi's own CRDs (tests/fixtures/crds, taken from
+Strimzi 0.49.0, the first release with ``kafka.strimzi.io/v1``), made strict the way
+``kubectl --validate=strict`` is (an unknown field fails); the KEDA resources against the small
+structural schemas below (the fields this project relies on).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import xml.etree.ElementTree as ET
@@ -32,6 +36,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 COMPOSE = ROOT / "docker-compose.yml"
 K8S = ROOT / "deploy" / "k8s"
+CRDS = ROOT / "tests" / "fixtures" / "crds"
+#: Files under deploy/k8s that no kustomization may list.
+EXAMPLES = {"secret.example.yaml"}
 KAFKA_POM = ROOT / "deploy" / "kafka-local" / "pom.xml"
 #: The Kubernetes minor version manifests must be valid for (oldest still supported upstream).
 K8S_VERSION = "1.31"
@@ -92,6 +99,22 @@ class TestDockerfile:
         assert "pip wheel" in runs
         builder = froms[0].split()[-1]
         assert any(op == "COPY" and f"--from={builder}" in arg for op, arg in _instructions())
+
+    def test_dependencies_come_from_the_lockfile(self) -> None:
+        """The image installs exactly uv.lock's packages, checked against their hashes, with a
+        pinned uv, and the project's wheel without resolving anything further."""
+        runs = [arg for op, arg in _instructions() if op == "RUN"]
+        text = " ".join(runs)
+        assert re.search(r"pip install uv==\d+\.\d+\.\d+", text)
+        assert "uv export --frozen" in text
+        assert "--require-hashes" in text
+        copies = " ".join(arg for op, arg in _instructions() if op == "COPY")
+        assert "uv.lock" in copies
+        installs = [part for run in runs for part in run.split("&&") if "pip install" in part]
+        for install in installs:
+            if "/opt/venv/bin/pip" in install:
+                assert "--no-deps" in install, install
+        assert (ROOT / "uv.lock").is_file()
 
     def test_non_root_user(self) -> None:
         """The runtime runs as a numeric non-root user (Kubernetes runAsNonRoot can check it)."""
@@ -199,6 +222,13 @@ class TestCompose:
                     assert variable in valid, f"{name}: {variable} is not a setting"
         assert seen
 
+    def test_logs_are_json(self) -> None:
+        """Every basicsync service logs JSON lines, so `docker compose logs` has no ANSI
+        colour codes."""
+        for name in ("consumer", "demo"):
+            env = _services()[name]["environment"]
+            assert env["BASICSYNC_OBSERVABILITY__LOG_FORMAT"] == "json", name
+
     def test_consumer_environment_loads(self, monkeypatch: pytest.MonkeyPatch) -> None:
         """The consumer's environment passes settings validation: real Kafka and gateway."""
         env = {k: str(v) for k, v in _services()["consumer"]["environment"].items()}
@@ -219,37 +249,6 @@ _METADATA: dict[str, Any] = {
 
 #: Structural schemas of the custom resources (what Kubernetes' own schemas cannot check).
 CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
-    ("kafka.strimzi.io/v1beta2", "KafkaTopic"): {
-        "type": "object",
-        "required": ["apiVersion", "kind", "metadata", "spec"],
-        "properties": {
-            "metadata": {
-                **_METADATA,
-                "required": ["name", "labels"],
-                "properties": {
-                    **_METADATA["properties"],
-                    "labels": {"type": "object", "required": ["strimzi.io/cluster"]},
-                },
-            },
-            "spec": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["topicName", "partitions", "replicas", "config"],
-                "properties": {
-                    "topicName": {"type": "string", "minLength": 1},
-                    "partitions": {"type": "integer", "minimum": 1},
-                    "replicas": {"type": "integer", "minimum": 1, "maximum": 32767},
-                    "config": {
-                        "type": "object",
-                        "required": ["cleanup.policy"],
-                        "properties": {
-                            "cleanup.policy": {"enum": ["delete", "compact", "compact,delete"]}
-                        },
-                    },
-                },
-            },
-        },
-    },
     ("keda.sh/v1alpha1", "ScaledObject"): {
         "type": "object",
         "required": ["apiVersion", "kind", "metadata", "spec"],
@@ -328,19 +327,58 @@ CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+def _strict(schema: Any) -> Any:
+    """A CRD's structural schema as ``kubectl --validate=strict`` applies it: an object with
+    ``properties`` admits no other field unless it preserves unknown fields."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _strict(value) for key, value in schema.items()}
+    if (
+        "properties" in schema
+        and "additionalProperties" not in schema
+        and not schema.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+def _crd_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> strict schema, for each vendored CRD version."""
+    schemas = {}
+    for path in sorted(CRDS.glob("*.json")):
+        crd = json.loads(path.read_text(encoding="utf-8"))
+        schema = _strict(crd["openAPIV3Schema"])
+        # The API server fills in metadata; what the manifests set is checked by _METADATA.
+        schema["properties"]["metadata"] = _METADATA
+        schemas[(f"{crd['group']}/{crd['version']}", crd["kind"])] = schema
+    return schemas
+
+
+CRD_SCHEMAS.update(_crd_schemas())
+
+
 def _manifests() -> list[tuple[str, dict[str, Any]]]:
     found = []
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(K8S.rglob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text(encoding="utf-8")):
             if document is not None:
-                found.append((path.name, document))
+                found.append((str(path.relative_to(K8S)), document))
     return found
 
 
 def _one(kind: str) -> dict[str, Any]:
-    matches = [doc for _, doc in _manifests() if doc["kind"] == kind]
+    matches = [doc for _, doc in _manifests() if doc["kind"] == kind and kind != "Kustomization"]
     assert len(matches) == 1, kind
     return matches[0]
+
+
+def _named(kind: str, name: str) -> dict[str, Any]:
+    (match,) = [
+        doc for _, doc in _manifests() if doc["kind"] == kind and doc["metadata"]["name"] == name
+    ]
+    return match
 
 
 def _topics() -> dict[str, dict[str, Any]]:
@@ -373,9 +411,24 @@ class TestManifestsValidate:
         unknown fields fail), custom resources against the structural schemas above."""
         key = (manifest["apiVersion"], manifest["kind"])
         if key in CRD_SCHEMAS:
-            jsonschema.Draft202012Validator(CRD_SCHEMAS[key]).validate(manifest)
+            jsonschema.Draft7Validator(CRD_SCHEMAS[key]).validate(manifest)
         else:
+            assert not key[0].startswith("kafka.strimzi.io/"), f"{file}: use kafka.strimzi.io/v1"
             kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+    def test_strimzi_schemas_are_strict(self) -> None:
+        """The Strimzi v1 schemas reject a misspelt field and a v1beta2-only field (the
+        singular `operation` of an ACL), so the check above has teeth."""
+        user = _named("KafkaUser", "basicsync")
+        validator = jsonschema.Draft7Validator(CRD_SCHEMAS[("kafka.strimzi.io/v1", "KafkaUser")])
+        assert not list(validator.iter_errors(user))
+        misspelt = json.loads(json.dumps(user))
+        misspelt["spec"]["authorisation"] = misspelt["spec"].pop("authorization")
+        assert list(validator.iter_errors(misspelt))
+        old = json.loads(json.dumps(user))
+        acl = old["spec"]["authorization"]["acls"][0]
+        acl["operation"] = acl.pop("operations")[0]
+        assert list(validator.iter_errors(old))
 
     def test_validator_is_strict_and_offline(self) -> None:
         """The validator rejects a misspelt field (so the check above has teeth), offline."""
@@ -385,7 +438,8 @@ class TestManifestsValidate:
             kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 
     def test_expected_kinds(self) -> None:
-        """Deployment, ConfigMap, Secret, Service, PDB, ScaledObject and four KafkaTopics."""
+        """Deployment, ConfigMap, Secret, Service, PDB, ScaledObject, four KafkaTopics and
+        two KafkaUsers, in two kustomizations."""
         kinds = sorted(doc["kind"] for _, doc in _manifests())
         assert kinds == sorted(
             [
@@ -395,6 +449,9 @@ class TestManifestsValidate:
                 "KafkaTopic",
                 "KafkaTopic",
                 "KafkaTopic",
+                "KafkaUser",
+                "KafkaUser",
+                "Kustomization",
                 "Kustomization",
                 "PodDisruptionBudget",
                 "ScaledObject",
@@ -404,10 +461,27 @@ class TestManifestsValidate:
             ]
         )
 
-    def test_kustomization_lists_every_file(self) -> None:
-        """kustomization.yaml includes every other manifest file."""
-        listed = set(_one("Kustomization")["resources"])
-        assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    def test_each_kustomization_lists_its_files_but_the_example_secret(self) -> None:
+        """Each kustomization lists every manifest of its folder except the example Secret,
+        so `kubectl apply -k` never overwrites the real Secret with the example."""
+        for path in K8S.rglob("kustomization.yaml"):
+            kustomization = yaml.safe_load(path.read_text(encoding="utf-8"))
+            files = {p.name for p in path.parent.glob("*.yaml")} - {"kustomization.yaml"}
+            assert set(kustomization["resources"]) == files - EXAMPLES, path
+            assert not set(kustomization["resources"]) & EXAMPLES, path
+        assert {p.name for p in K8S.glob("*.example.yaml")} == EXAMPLES
+
+    def test_strimzi_resources_have_their_own_namespace(self) -> None:
+        """Strimzi resources are in deploy/k8s/strimzi, whose kustomization sets the Kafka
+        namespace; the consumer's kustomization sets none (it goes where it is applied)."""
+        for file, doc in _manifests():
+            if doc["kind"] != "Kustomization":
+                is_strimzi = doc["apiVersion"].startswith("kafka.strimzi.io/")
+                assert file.startswith("strimzi/") == is_strimzi, file
+        strimzi = yaml.safe_load((K8S / "strimzi" / "kustomization.yaml").read_text("utf-8"))
+        assert strimzi["namespace"]
+        consumer = yaml.safe_load((K8S / "kustomization.yaml").read_text("utf-8"))
+        assert "namespace" not in consumer
 
 
 class TestConsumerSettings:
@@ -437,7 +511,7 @@ class TestConsumerSettings:
         assert mount["readOnly"] is True
         volumes = {v["name"]: v for v in _one("Deployment")["spec"]["template"]["spec"]["volumes"]}
         secret_name = volumes[mount["name"]]["secret"]["secretName"]
-        secret = _one("Secret")
+        secret = _one("Secret")  # secret.example.yaml: the shape of the Secret you create
         assert secret["metadata"]["name"] == secret_name
         assert path.name in secret["stringData"]
         assert not [k for k in _config() if k.endswith("CLIENT_SECRET")]
@@ -547,3 +621,75 @@ class TestTopicsAndScaling:
         assert meta["topic"] in inputs
         assert meta["bootstrapServers"] == config["BASICSYNC_KAFKA__BOOTSTRAP_SERVERS"]
         assert meta.get("allowIdleConsumers", "false") == "false"
+
+    def test_an_outage_does_not_scale_out(self) -> None:
+        """KEDA leaves out the lag of partitions whose committed offset stands still (all of
+        them while the circuit pauses consumption), so an outage adds no members."""
+        (trigger,) = _one("ScaledObject")["spec"]["triggers"]
+        assert trigger["metadata"]["excludePersistentLag"] == "true"
+        assert trigger["metadata"].get("limitToPartitionsWithLag", "false") == "false"
+
+
+def _acls(user: dict[str, Any]) -> set[tuple[str, str, str, frozenset[str]]]:
+    return {
+        (
+            acl["resource"]["type"],
+            acl["resource"].get("name", ""),
+            acl["resource"].get("patternType", "literal"),
+            frozenset(acl["operations"]),
+        )
+        for acl in user["spec"]["authorization"]["acls"]
+        if acl.get("type", "allow") == "allow"
+    }
+
+
+class TestKafkaUsers:
+    def test_the_service_has_exactly_the_acls_it_uses(self) -> None:
+        """Read on the inputs, Read+Write on the changelog, Write on the result topics, Read
+        on the group, Write on transactional ids prefixed "<group>." (Write implies Describe);
+        nothing else
+        (no Create, no cluster rights, no wildcard)."""
+        config = _config()
+        group = config["BASICSYNC_KAFKA__GROUP_ID"]
+        state = config.get("BASICSYNC_TOPICS__STATE") or f"{group}.job-state"
+        expected = {
+            *(
+                ("topic", name, "literal", frozenset({"Read"}))
+                for name in config["BASICSYNC_TOPICS__INPUT"].split(",")
+            ),
+            ("topic", state, "literal", frozenset({"Read", "Write"})),
+            ("topic", config["BASICSYNC_TOPICS__SUCCEEDED"], "literal", frozenset({"Write"})),
+            ("topic", config["BASICSYNC_TOPICS__FAILED"], "literal", frozenset({"Write"})),
+            ("group", group, "literal", frozenset({"Read"})),
+            ("transactionalId", f"{group}.", "prefix", frozenset({"Write"})),
+        }
+        assert _acls(_named("KafkaUser", group)) == expected
+        assert config["BASICSYNC_KAFKA__CREATE_TOPICS"] == "false"
+
+    def test_the_scaler_may_only_describe(self) -> None:
+        """KEDA's principal may describe the input topic and the group, nothing more."""
+        meta = _one("ScaledObject")["spec"]["triggers"][0]["metadata"]
+        assert _acls(_named("KafkaUser", "basicsync-keda")) == {
+            ("topic", meta["topic"], "literal", frozenset({"Describe"})),
+            ("group", meta["consumerGroup"], "literal", frozenset({"Describe"})),
+        }
+
+    def test_the_pods_authenticate_with_the_users_certificate(self) -> None:
+        """The consumer's cert and key files are in the mounted Secret Strimzi issues for its
+        KafkaUser, and the scaler authenticates with its own user's Secret."""
+        config = _config()
+        user = _named("KafkaUser", config["BASICSYNC_KAFKA__GROUP_ID"])
+        assert user["spec"]["authentication"]["type"] == "tls"
+        assert config["BASICSYNC_KAFKA__SECURITY_PROTOCOL"] == "SSL"
+        mounts = {m["mountPath"]: m for m in _container()["volumeMounts"]}
+        volumes = {v["name"]: v for v in _one("Deployment")["spec"]["template"]["spec"]["volumes"]}
+        for key in ("BASICSYNC_KAFKA__SSL_CERTFILE", "BASICSYNC_KAFKA__SSL_KEYFILE"):
+            path = Path(config[key])
+            secret = volumes[mounts[str(path.parent)]["name"]]["secret"]
+            assert secret["secretName"] == user["metadata"]["name"], key
+            assert path.name in {item["path"] for item in secret["items"]}, key
+        refs = _one("TriggerAuthentication")["spec"]["secretTargetRef"]
+        assert {r["parameter"]: r["name"] for r in refs if r["parameter"] in ("cert", "key")} == {
+            "cert": "basicsync-keda",
+            "key": "basicsync-keda",
+        }

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from consumer import __version__
 from consumer.app import Running
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo
 from consumer.errors import TokenUnavailable
@@ -90,16 +91,39 @@ class TestFedByObserverCalls:
         assert stats.synced_jobs == 2
 
     def test_circuit_changes_set_the_state_gauge_and_count_openings(self) -> None:
-        """Opening sets the gauge to 1 and counts once; closing sets it back to 0."""
+        """The state gauge has one series per state, 1 for the current one; opening counts
+        once however often it is reported, closing moves the 1 back to closed."""
         stats = Stats()
-        assert value(stats, "basicsync_circuit_state") == 0
+
+        def states() -> dict[str, float | None]:
+            return {
+                s.value: value(stats, "basicsync_circuit_state", state=s.value)
+                for s in CircuitState
+            }
+
+        assert states() == {"closed": 1, "open": 0, "half_open": 0}
         stats.circuit_changed(True)
         stats.circuit_changed(True)
-        assert value(stats, "basicsync_circuit_state") == 1
+        assert states() == {"closed": 0, "open": 1, "half_open": 0}
         assert value(stats, "basicsync_circuit_openings_total") == 1
         stats.circuit_changed(False)
-        assert value(stats, "basicsync_circuit_state") == 0
+        assert states() == {"closed": 1, "open": 0, "half_open": 0}
         assert stats.circuit_openings == 1
+
+    def test_paused_partitions_follow_the_circuit_and_ownership(self) -> None:
+        """While the circuit is open every owned partition counts as paused, also partitions
+        assigned meanwhile; closing the circuit brings the gauge back to 0."""
+        stats = Stats()
+        stats.ownership_changed({0, 1, 2}, restoring=False)
+        assert value(stats, "basicsync_partitions_paused") == 0
+        stats.circuit_changed(True)
+        assert value(stats, "basicsync_partitions_paused") == 3
+        stats.ownership_changed({0, 1, 2, 3}, restoring=True)
+        assert value(stats, "basicsync_partitions_paused") == 4
+        stats.circuit_changed(False)
+        assert value(stats, "basicsync_partitions_paused") == 0
+        stats.ownership_changed({0}, restoring=False)
+        assert value(stats, "basicsync_partitions_paused") == 0
 
     def test_restores_record_their_time_and_jobs(self) -> None:
         """Each restore observes its duration and adds its jobs; ownership sets the gauges."""
@@ -132,11 +156,13 @@ class TestSampledLevels:
         assert get("basicsync_jobs_dirty") == 7
         assert get("basicsync_sync_in_flight") == 3
         assert get("basicsync_state_jobs") == 120
-        assert get("basicsync_circuit_state") == 2
+        assert get("basicsync_circuit_state", {"state": "half_open"}) == 1
+        assert get("basicsync_circuit_state", {"state": "closed"}) == 0
         assert get("basicsync_consumer_lag", {"topic": "in", "partition": "0"}) == 5
         metrics.sample(dirty_jobs=0, in_flight=0, jobs=0, circuit=CircuitState.OPEN, lag={})
         assert get("basicsync_consumer_lag", {"topic": "in", "partition": "0"}) is None
-        assert get("basicsync_circuit_state") == 1
+        assert get("basicsync_circuit_state", {"state": "open"}) == 1
+        assert get("basicsync_circuit_state", {"state": "half_open"}) == 0
 
     def test_a_failed_lag_sample_keeps_the_previous_one(self) -> None:
         """lag=None (positions unavailable mid-rebalance) leaves the last lag values."""
@@ -163,16 +189,47 @@ class TestSampledLevels:
         assert "# TYPE basicsync_circuit_state gauge" in text
 
 
+class TestStandardSeries:
+    def test_counters_export_no_created_series(self) -> None:
+        """No `*_created` timestamp series: they double the series count and nothing reads
+        them."""
+        metrics = Metrics()
+        metrics.request_finished("accepted", 200, 0.1)
+        assert "_created" not in metrics.render().decode()
+
+    def test_process_and_python_series_are_in_each_registry(self) -> None:
+        """Memory, CPU and interpreter series come with every consumer's registry (the
+        process collector reads /proc, so this holds on Linux, where the image runs)."""
+        first, second = Metrics(), Metrics()
+        for metrics in (first, second):
+            get = metrics.registry.get_sample_value
+            resident = get("process_resident_memory_bytes")
+            assert resident is not None
+            assert resident > 0
+            assert get("process_cpu_seconds_total") is not None
+            assert "python_info{" in metrics.render().decode()
+
+    def test_build_info_names_the_version(self) -> None:
+        """basicsync_build_info{version} is 1 with the package's version."""
+        get = Metrics().registry.get_sample_value
+        assert get("basicsync_build_info", {"version": __version__}) == 1
+
+
 class TestDocumented:
     def test_operations_guide_lists_exactly_the_metrics_of_the_registry(self) -> None:
-        """docs/operations.md's metrics table names every exported metric and no other."""
+        """docs/operations.md's metrics tables name every exported metric and no other,
+        the process and Python series included, each with a unit column."""
         guide = (Path(__file__).parents[2] / "docs" / "operations.md").read_text(encoding="utf-8")
-        documented = set(re.findall(r"^\| `(basicsync_[a-z_]+)` \|", guide, re.MULTILINE))
-        exported = set()
-        for family in Metrics().registry.collect():
-            kind = family.type
-            exported.add(family.name + "_total" if kind == "counter" else family.name)
+        rows = re.findall(
+            r"^\| `((?:basicsync|process|python)_[a-z_]+)` \| (\w+) \| ([^|]*) \|",
+            guide,
+            re.MULTILINE,
+        )
+        documented = {name: kind for name, kind, _ in rows}
+        text = Metrics().render().decode()
+        exported = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.MULTILINE))
         assert documented == exported
+        assert all(unit.strip() for _, _, unit in rows), "every metric names its unit"
 
 
 class _Tokens:
