@@ -100,6 +100,11 @@ class KafkaSettings(_Section):
     max_event_bytes: int = Field(
         default=1_000_000, ge=1_024, description="larger events go to the failure topic"
     )
+    max_failure_value_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="input bytes a failure record carries at most (size and sha256 always)",
+    )
     create_topics: bool = Field(
         default=True, description="create missing changelog and result topics at start"
     )
@@ -226,6 +231,11 @@ class SyncSettings(_Section):
     )
     retention_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="terminal, synced jobs are forgotten after"
+    )
+    forgotten_retention_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="a forgotten job's marker is kept this long: its late events get job_forgotten",
     )
 
     @model_validator(mode="after")

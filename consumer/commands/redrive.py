@@ -55,6 +55,7 @@ from consumer.config import Settings
 from consumer.domain.basicsync import payload
 from consumer.domain.job import JobState, is_postable
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, SuccessRecord
+from consumer.domain.retention import ForgottenJob, StoredJob
 from consumer.errors import TopicLayoutError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import Accepted, GatewayClient, Rejected
@@ -324,6 +325,7 @@ async def _resync_all(
                 continue
             assert found is not None
             state = found[1]
+            assert isinstance(state, JobState)  # why_not skips markers
             print(
                 f"{verb}re-sync {failure.record.reason.value} job={job} version={state.version}",
                 flush=True,
@@ -333,10 +335,15 @@ async def _resync_all(
     return ok
 
 
-def why_not(failure: FailureRecord, state: JobState | None) -> str | None:
+def why_not(failure: FailureRecord, state: StoredJob | None) -> str | None:
     """Why a sync failure must not be re-synced now, or None when it may (see module doc)."""
     if state is None:
-        return "not in the changelog (unknown or forgotten after retention)"
+        return "not in the changelog (unknown, or forgotten after retention)"
+    if isinstance(state, ForgottenJob):
+        return (
+            f"forgotten after retention at {state.forgotten_at.isoformat()} "
+            f"({state.status} at version {state.version})"
+        )
     if not is_postable(state):
         return "still has no workflowId; the consumer posts it when an event brings one"
     if state.version != state.synced_version:

@@ -39,6 +39,9 @@ class FailureReason(StrEnum):
       ``Completed`` job or moving a job between the terminal statuses.
     - ``missing_job_metadata``: the job was held too long without the fields needed to post it
       (``workflowId``).
+    - ``job_forgotten``: the event is for a job that ended and was forgotten after retention;
+      it is not applied (it would post a partial document over the full one). ``source``
+      carries the bytes; ``stateVersion`` is the job's last version.
     """
 
     invalid_event = "invalid_event"
@@ -49,6 +52,7 @@ class FailureReason(StrEnum):
     retries_exhausted = "retries_exhausted"
     invalid_transition = "invalid_transition"
     missing_job_metadata = "missing_job_metadata"
+    job_forgotten = "job_forgotten"
 
 
 class _Record(BaseModel):

@@ -19,6 +19,7 @@ from consumer.commands.redrive import (
 )
 from consumer.domain.job import mark_synced
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo
+from consumer.domain.retention import forget
 from tests.unit.fakes import NOW, job_state
 
 
@@ -132,3 +133,10 @@ class TestWhyNot:
         """missing_job_metadata: it cannot be posted until an event brings workflowId."""
         state = job_state("a", workflow=False)
         assert "workflowId" in (why_not(sync_failure("a", state.version).record, state) or "")
+
+    def test_a_forgotten_job_is_skipped(self) -> None:
+        """A job forgotten after retention (its marker in the changelog) is not posted."""
+        state = job_state("a")
+        marker = forget(mark_synced(state, state.version, "sha", None, NOW), NOW)
+        reason = why_not(sync_failure("a", state.version).record, marker) or ""
+        assert "forgotten after retention" in reason

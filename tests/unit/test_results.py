@@ -35,6 +35,7 @@ class TestFailureReason:
             "retries_exhausted",
             "invalid_transition",
             "missing_job_metadata",
+            "job_forgotten",
         }
 
     def test_each_documented(self) -> None:
