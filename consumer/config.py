@@ -68,11 +68,13 @@ class SaslMechanism(StrEnum):
 
 
 class KafkaSettings(_Section):
-    """How to reach the brokers. Unset ``bootstrap_servers`` means: start the local broker."""
+    """How to reach the brokers. ``bootstrap_servers`` is required, except that ``run
+    --embedded`` starts a local broker when it is unset."""
 
     bootstrap_servers: CommaList | None = Field(
         default=None,
-        description="host:port list; unset runs the embedded local broker (development only)",
+        description="host:port list; required unless `run --embedded` (then unset starts a "
+        "local broker, development only)",
     )
     group_id: str = Field(default="basicsync", min_length=1, description="consumer group id")
     client_id: str = Field(default="basicsync", description="client id sent to the brokers")
@@ -150,9 +152,14 @@ class TopicSettings(_Section):
 
 
 class GatewaySettings(_Section):
-    """WorkfloPlus. Unset ``base_url`` means: start the local sandbox (development only)."""
+    """WorkfloPlus. ``base_url`` is required, except that ``run --embedded`` starts the local
+    sandbox when it is unset (development only)."""
 
-    base_url: str | None = Field(default=None, description="e.g. https://gateway.workfloplus.com")
+    base_url: str | None = Field(
+        default=None,
+        description="e.g. https://gateway.workfloplus.com; required unless `run --embedded` "
+        "(then unset starts the sandbox, development only)",
+    )
     token_url: str | None = Field(
         default=None, description="e.g. https://accounts.workfloplus.com/connect/token"
     )
