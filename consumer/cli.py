@@ -28,7 +28,10 @@ class Subcommand(Protocol):
 
 #: name -> (module path, one-line help). The module must satisfy ``Subcommand``.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "run": ("consumer.commands.run", "run the consumer (embedded Kafka and sandbox by default)"),
+    "run": (
+        "consumer.commands.run",
+        "run the consumer (--embedded: local Kafka and the WorkfloPlus sandbox, for development)",
+    ),
     "sandbox": ("consumer.sandbox.command", "run the local WorkfloPlus sandbox server"),
     "config": (
         "consumer.commands.config",

@@ -68,11 +68,13 @@ class SaslMechanism(StrEnum):
 
 
 class KafkaSettings(_Section):
-    """How to reach the brokers. Unset ``bootstrap_servers`` means: start the local broker."""
+    """How to reach the brokers. ``bootstrap_servers`` is required, except that ``run
+    --embedded`` starts a local broker when it is unset."""
 
     bootstrap_servers: CommaList | None = Field(
         default=None,
-        description="host:port list; unset runs the embedded local broker (development only)",
+        description="host:port list; required unless `run --embedded` (then unset starts a "
+        "local broker, development only)",
     )
     group_id: str = Field(default="basicsync", min_length=1, description="consumer group id")
     client_id: str = Field(default="basicsync", description="client id sent to the brokers")
@@ -102,6 +104,11 @@ class KafkaSettings(_Section):
     )
     max_event_bytes: int = Field(
         default=1_000_000, ge=1_024, description="larger events go to the failure topic"
+    )
+    max_failure_value_bytes: int = Field(
+        default=64 * 1024,
+        ge=0,
+        description="input bytes a failure record carries at most (size and sha256 always)",
     )
     create_topics: bool = Field(
         default=True, description="create missing changelog and result topics at start"
@@ -158,9 +165,14 @@ class TopicSettings(_Section):
 
 
 class GatewaySettings(_Section):
-    """WorkfloPlus. Unset ``base_url`` means: start the local sandbox (development only)."""
+    """WorkfloPlus. ``base_url`` is required, except that ``run --embedded`` starts the local
+    sandbox when it is unset (development only)."""
 
-    base_url: str | None = Field(default=None, description="e.g. https://gateway.workfloplus.com")
+    base_url: str | None = Field(
+        default=None,
+        description="e.g. https://gateway.workfloplus.com; required unless `run --embedded` "
+        "(then unset starts the sandbox, development only)",
+    )
     token_url: str | None = Field(
         default=None, description="e.g. https://accounts.workfloplus.com/connect/token"
     )
@@ -259,6 +271,11 @@ class SyncSettings(_Section):
             "by WorkfloPlus until this long after it was announced; the job is not posted again "
             "before. Default 3 x gateway.request_timeout_s; at least 2 x that"
         ),
+    )
+    forgotten_retention_s: float = Field(
+        default=7 * 24 * 3600.0,
+        gt=0,
+        description="a forgotten job's marker is kept this long: its late events get job_forgotten",
     )
 
     @model_validator(mode="after")

@@ -12,7 +12,8 @@ Each schema describes the bytes on the wire, so the mode follows how the model i
   the ``data`` of the same variant (``#/definitions/<Name>Data``).
 - result records are *serialized* by alias (camelCase), every field written.
 - job state (the changelog value) is *serialized* without aliases and without fields at their
-  default (``JobState.to_json_bytes``); the reader accepts both spellings.
+  default (``JobState.to_json_bytes``); the reader accepts both spellings. A forgotten job's
+  changelog value is the marker (``ForgottenJob.to_json_bytes``).
 
 The files are JSON Schema **draft-07**, the one JSON Schema draft that AsyncAPI 3 names as a
 ``schemaFormat`` (``application/schema+json;version=draft-07``) and that its official parser
@@ -32,9 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from consumer.domain import events
 from consumer.domain.job import JobState
 from consumer.domain.results import FailureRecord, SuccessRecord
+from consumer.domain.retention import ForgottenJob
 
 JSON_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 #: The AsyncAPI ``schemaFormat`` of these files (asyncapi.yaml names it on every payload).
@@ -57,6 +61,10 @@ def _failure() -> dict[str, Any]:
 
 def _job_state() -> dict[str, Any]:
     return JobState.model_json_schema(mode="serialization", by_alias=False)
+
+
+def _forgotten_job() -> dict[str, Any]:
+    return TypeAdapter(ForgottenJob).json_schema(mode="serialization")
 
 
 #: file name -> (title, description, generator)
@@ -82,8 +90,16 @@ SCHEMAS: dict[str, tuple[str, str, Callable[[], dict[str, Any]]]] = {
     "job-state.schema.json": (
         "JobState",
         "One job as assembled so far plus its sync status; the value of the compacted state "
-        "changelog, key = clientJobId, a null value (tombstone) once the job is forgotten.",
+        "changelog, key = clientJobId (a forgotten job's value is a ForgottenJob marker, a "
+        "null value is a tombstone).",
         _job_state,
+    ),
+    "forgotten-job.schema.json": (
+        "ForgottenJob",
+        "What the state changelog keeps of a job forgotten after retention (key = "
+        "clientJobId), until the marker's own retention ends and the key is tombstoned: late "
+        "events for it are rejected with job_forgotten.",
+        _forgotten_job,
     ),
 }
 

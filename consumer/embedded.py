@@ -1,8 +1,9 @@
-"""The embedded default of ``basicsync run``: local Kafka, the sandbox and a demo, no setup.
+"""``basicsync run --embedded``: local Kafka, the sandbox and a demo, no setup (development).
 
-With no ``BASICSYNC_KAFKA__BOOTSTRAP_SERVERS`` the local Apache Kafka broker of
-``deploy/kafka-local`` is started (it needs a source checkout, Java 17+ and Maven); with no
-``BASICSYNC_GATEWAY__BASE_URL`` the WorkfloPlus sandbox runs in this process. When both are
+Only ever on request (the ``--embedded`` flag): with no ``BASICSYNC_KAFKA__BOOTSTRAP_SERVERS``
+the local Apache Kafka broker of ``deploy/kafka-local`` is started (it needs a source checkout,
+Java 17+ and Maven); with no ``BASICSYNC_GATEWAY__BASE_URL`` the WorkfloPlus sandbox runs in
+this process. When both are
 embedded a set of demo jobs is streamed to the input topics and the run ends once WorkfloPlus
 (the sandbox) holds every demo job exactly as its events assemble it.
 """

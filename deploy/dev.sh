@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The README's two quick-start commands, on a fresh machine or a used one:
 #
-#   bash deploy/dev.sh run [basicsync run options]   the consumer on the embedded default
-#                                                    (local Kafka + WorkfloPlus sandbox + demo)
+#   bash deploy/dev.sh run [basicsync run options]   basicsync run --embedded: the consumer with
+#                                                    local Kafka + WorkfloPlus sandbox + demo
 #   bash deploy/dev.sh test [pytest options]         the whole test suite
 #
 # Both create .venv and install the project with its dev extra when that is missing or
@@ -36,7 +36,7 @@ install)
     ;;
 run)
     ensure_venv
-    exec .venv/bin/basicsync run "$@"
+    exec .venv/bin/basicsync run --embedded "$@"
     ;;
 test)
     ensure_venv

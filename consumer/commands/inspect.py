@@ -23,7 +23,7 @@ from aiokafka.errors import KafkaError
 
 from consumer.config import Settings, load_settings
 from consumer.domain.basicsync import body_sha256, build_body, encode_body
-from consumer.domain.job import JobState
+from consumer.domain.retention import ForgottenJob, StoredJob
 from consumer.errors import ConfigError, KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
 from consumer.intake import hashes_to
 from consumer.kafka.access import explained
@@ -95,8 +95,9 @@ def bootstrap_servers(settings: Settings) -> list[str]:
 
 async def read_job_states(
     settings: Settings, job_ids: Iterable[str]
-) -> dict[str, tuple[int, JobState]]:
-    """``clientJobId -> (changelog partition, state)`` for the jobs the changelog holds.
+) -> dict[str, tuple[int, StoredJob]]:
+    """``clientJobId -> (changelog partition, state)`` for the jobs the changelog holds (a
+    forgotten job's state is its marker).
 
     Each needed partition is read once, whatever the number of jobs in it.
     """
@@ -116,8 +117,18 @@ async def read_job_states(
     }
 
 
-def describe(state: JobState, partition: int, *, body: bool) -> dict[str, Any]:
+def describe(state: StoredJob, partition: int, *, body: bool) -> dict[str, Any]:
     """The sync status of ``state`` as JSON data (camelCase, like the result records)."""
+    if isinstance(state, ForgottenJob):
+        return {
+            "clientJobId": state.client_job_id,
+            "changelogPartition": partition,
+            "forgotten": True,
+            "forgottenAt": _iso(state.forgotten_at),
+            "status": state.status,
+            "version": state.version,
+            "jobId": state.job_id,
+        }
     encoded = encode_body(state)
     sha = body_sha256(encoded)
     out: dict[str, Any] = {

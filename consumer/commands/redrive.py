@@ -5,10 +5,14 @@ the start, selects records by ``--reason`` and/or ``--job`` (both repeatable; no
 selects everything), and prints one line per record: what it does (or would do) and why.
 
 **Input failures** (records with ``source``: ``invalid_event``, ``key_mismatch``,
-``unknown_event_type``, ``oversized_event``, ``invalid_transition``) are produced again with
-their original key, headers and value bytes to ``source.topic`` (or ``--to``), in the order they
-failed, each source message once. Fix the producer or the data first: an event re-sent as it was
-fails again with the same reason (a new failure record).
+``unknown_event_type``, ``oversized_event``, ``invalid_transition``, ``job_forgotten``) are
+produced again with their original key, headers and value bytes to ``source.topic`` (or
+``--to``), in the order they failed, each source message once. Fix the producer or the data
+first: an event re-sent as it was fails again with the same reason (a new failure record). A
+failure record carries the value only up to a bound (``source.truncated``): then the original
+is re-read from its coordinates (topic, partition, offset) and checked against
+``source.valueSha256``; when the topic no longer has it (retention, compaction) the command
+says so and that message is not re-sent.
 
 **Sync failures** (``rejected_by_gateway``, ``retries_exhausted``, ``missing_job_metadata``) are
 re-synced by posting the job's *current* state from the changelog to WorkfloPlus directly, with
@@ -39,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import hashlib
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -60,6 +65,7 @@ from consumer.config import Settings
 from consumer.domain.basicsync import payload
 from consumer.domain.job import JobState, is_postable
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, SuccessRecord
+from consumer.domain.retention import ForgottenJob, StoredJob
 from consumer.errors import ConfigError, KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import Accepted, GatewayClient, Rejected
@@ -148,6 +154,65 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_KAFKA
 
 
+class Originals:
+    """Re-reads input messages from their coordinates (for failure records that carry only a
+    prefix of the value); one consumer for the whole run, started when first needed."""
+
+    def __init__(self, kafka: dict[str, Any]) -> None:
+        self._kafka = kafka
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def read(self, source: SourceInfo) -> Message | str:
+        """The original ``(key, value, headers)``, or why it cannot be had."""
+        if self._consumer is None:
+            self._consumer = AIOKafkaConsumer(
+                **self._kafka,
+                group_id=None,
+                enable_auto_commit=False,
+                max_partition_fetch_bytes=64 * 1024 * 1024,
+            )
+            await self._consumer.start()
+        consumer = self._consumer
+        tp = TopicPartition(source.topic, source.partition)
+        consumer.assign([tp])
+        first = (await consumer.beginning_offsets([tp]))[tp]
+        end = (await consumer.end_offsets([tp]))[tp]
+        if not first <= source.offset < end:
+            return f"the topic now holds offsets {first} to {end - 1} only (retention)"
+        consumer.seek(tp, source.offset)
+        while True:
+            batch = await consumer.getmany(tp, timeout_ms=1_000, max_records=1)
+            for message in batch.get(tp, []):
+                if message.offset != source.offset:
+                    return "the topic no longer has that offset (compaction)"
+                headers = [(k, v) for k, v in message.headers]
+                found: Message = (message.key, message.value, headers)
+                return check_original(source, found) or found
+            if await consumer.position(tp) >= end:
+                return "the topic no longer has that offset"
+
+    async def close(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+
+#: ``(key, value, headers)`` of a Kafka message.
+Message = tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]
+
+
+def check_original(source: SourceInfo, message: Message) -> str | None:
+    """Why ``message`` is not the original the failure record describes, or None if it is."""
+    value = message[1]
+    size = None if value is None else len(value)
+    if source.value_size is not None and size != source.value_size:
+        return f"the record there has {size} bytes, the original had {source.value_size}"
+    if source.value_sha256 is not None and (
+        value is None or hashlib.sha256(value).hexdigest() != source.value_sha256
+    ):
+        return "the record there differs from the original (sha256)"
+    return None
+
+
 async def _redrive(settings: Settings, args: argparse.Namespace) -> int:
     kafka = client_kwargs(settings.kafka, bootstrap_servers(settings))
     failures = await read_failures(kafka, settings.topics.failed, args.since)
@@ -165,14 +230,16 @@ async def _redrive(settings: Settings, args: argparse.Namespace) -> int:
     ok = True
     producer = AIOKafkaProducer(**kafka, acks="all", max_request_size=16 * 1024 * 1024)
     await producer.start()
+    originals = Originals(kafka)
     try:
         for failure in inputs:
-            ok &= await _resend(producer, failure, args.to, apply=args.apply, verb=verb)
+            ok &= await _resend(producer, originals, failure, args.to, apply=args.apply, verb=verb)
         if syncs:
             publisher = ResultPublisher(producer, settings.topics.succeeded, settings.topics.failed)
             ok &= await _resync_all(settings, publisher, syncs, apply=args.apply, verb=verb)
         await producer.flush()
     finally:
+        await originals.close()
         await producer.stop()
     if not args.apply and (inputs or syncs):
         print("dry run: nothing was sent; pass --apply to do it")
@@ -286,12 +353,30 @@ def original_message(
 
 
 async def _resend(
-    producer: AIOKafkaProducer, failure: Failure, to: str | None, *, apply: bool, verb: str
+    producer: AIOKafkaProducer,
+    originals: Originals,
+    failure: Failure,
+    to: str | None,
+    *,
+    apply: bool,
+    verb: str,
 ) -> bool:
     record = failure.record
     source = record.source
     assert source is not None
-    key, value, headers = original_message(source)
+    if source.truncated:
+        found = await originals.read(source)
+        if isinstance(found, str):
+            print(
+                f"cannot re-send {record.reason.value} job={record.client_job_id}: the failure "
+                f"record holds only part of it and the original at {source.topic}"
+                f"[{source.partition}]@{source.offset} is gone: {found}",
+                flush=True,
+            )
+            return False
+        key, value, headers = found
+    else:
+        key, value, headers = original_message(source)
     topic = to or source.topic
     print(
         f"{verb}re-send {record.reason.value} job={record.client_job_id} "
@@ -342,6 +427,7 @@ async def _resync_all(
                 continue
             assert found is not None
             state = found[1]
+            assert isinstance(state, JobState)  # why_not skips markers
             print(
                 f"{verb}re-sync {failure.record.reason.value} job={job} version={state.version}",
                 flush=True,
@@ -351,10 +437,15 @@ async def _resync_all(
     return ok
 
 
-def why_not(failure: FailureRecord, state: JobState | None) -> str | None:
+def why_not(failure: FailureRecord, state: StoredJob | None) -> str | None:
     """Why a sync failure must not be re-synced now, or None when it may (see module doc)."""
     if state is None:
-        return "not in the changelog (unknown or forgotten after retention)"
+        return "not in the changelog (unknown, or forgotten after retention)"
+    if isinstance(state, ForgottenJob):
+        return (
+            f"forgotten after retention at {state.forgotten_at.isoformat()} "
+            f"({state.status} at version {state.version})"
+        )
     if not is_postable(state):
         return "still has no workflowId; the consumer posts it when an event brings one"
     if state.version != state.synced_version:

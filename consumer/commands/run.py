@@ -1,7 +1,15 @@
-"""``basicsync run``: the consumer, or the embedded demo when Kafka/WorkfloPlus are not set.
+"""``basicsync run``: the consumer; with ``--embedded``, whatever is not configured runs locally.
+
+Without ``--embedded`` both Kafka and WorkfloPlus must be configured: a missing setting is an
+error before anything is connected (exit 2, one line naming the variables), never a silent
+fallback to the in-process sandbox, which would consume real input, commit its offsets and
+report successes for posts that went nowhere. ``--embedded`` starts the local broker when
+``BASICSYNC_KAFKA__BOOTSTRAP_SERVERS`` is unset and the WorkfloPlus sandbox when
+``BASICSYNC_GATEWAY__BASE_URL`` is unset; with both local it streams demo jobs and ends once
+they converged (the quick start).
 
 Exit codes: 0 after a clean stop (or a converged demo), 1 when the demo did not converge,
-2 for invalid settings or topics, 130 after a second signal.
+2 for invalid or missing settings or topics, 130 after a second signal.
 """
 
 from __future__ import annotations
@@ -30,8 +38,14 @@ log = structlog.get_logger(__name__)
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (
         "Settings come from BASICSYNC_* environment variables (see docs/configuration.md). "
-        "Without BASICSYNC_KAFKA__BOOTSTRAP_SERVERS and BASICSYNC_GATEWAY__BASE_URL the local "
-        "broker and the sandbox are started and a demo is streamed."
+        "BASICSYNC_KAFKA__BOOTSTRAP_SERVERS and BASICSYNC_GATEWAY__BASE_URL are required "
+        "unless --embedded is given."
+    )
+    parser.add_argument(
+        "--embedded",
+        action="store_true",
+        help="start the local broker and/or the WorkfloPlus sandbox for what is not configured "
+        "(development only; with both local, stream demo jobs until they converged)",
     )
     parser.add_argument("--demo-jobs", type=int, default=200, help="demo jobs (embedded mode)")
     parser.add_argument(
@@ -44,6 +58,14 @@ def main(args: argparse.Namespace) -> int:
         settings = load_settings()
     except FatalError as exc:
         print(f"basicsync: {exc}", file=sys.stderr)
+        return 2
+    missing = missing_endpoints(settings)
+    if missing and not args.embedded:
+        print(
+            f"basicsync run: {' and '.join(missing)} not set; set them, or pass --embedded to "
+            "run the local broker and the WorkfloPlus sandbox instead (development only)",
+            file=sys.stderr,
+        )
         return 2
     configure_logging(settings.observability.log_format, settings.observability.log_level)
     try:
@@ -60,7 +82,7 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
     handler = stop_on(stop, lambda: os._exit(130))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, handler)
-    if settings.embedded_kafka or settings.embedded_gateway:
+    if args.embedded and (settings.embedded_kafka or settings.embedded_gateway):
         seed = int(time.time())
         plan = DemoPlan(jobs=args.demo_jobs, seed=seed)
         return await run_embedded(
@@ -74,6 +96,17 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         Running(stats=Stats()),
     )
     return 0
+
+
+def missing_endpoints(settings: Settings) -> list[str]:
+    """The variables a run against real Kafka and WorkfloPlus needs that are not set (the
+    gateway's token URL and credentials are required with its base URL by the settings)."""
+    missing = []
+    if settings.embedded_kafka:
+        missing.append("BASICSYNC_KAFKA__BOOTSTRAP_SERVERS")
+    if settings.embedded_gateway:
+        missing.append("BASICSYNC_GATEWAY__BASE_URL")
+    return missing
 
 
 def _progress(line: str) -> None:

@@ -9,6 +9,7 @@ as ``null``).
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
@@ -21,6 +22,11 @@ from pydantic.alias_generators import to_camel
 #: to this many characters and :data:`TRUNCATION_SUFFIX` is appended.
 MAX_ERROR_BODY_CHARS = 4096
 TRUNCATION_SUFFIX = "...[truncated]"
+#: Default of ``kafka.max_failure_value_bytes``: input bytes a failure record carries at most.
+MAX_FAILURE_VALUE_BYTES = 64 * 1024
+#: Kafka key and header bytes (keys plus values) a failure record carries at most.
+MAX_SOURCE_KEY_BYTES = 1024
+MAX_SOURCE_HEADER_BYTES = 16 * 1024
 
 
 class FailureReason(StrEnum):
@@ -43,6 +49,9 @@ class FailureReason(StrEnum):
       there); applying it here would let two members assemble one job. The input topics are
       not co-partitioned or not all written with the same partitioner; ``source`` says where
       the event is.
+    - ``job_forgotten``: the event is for a job that ended and was forgotten after retention;
+      it is not applied (it would post a partial document over the full one). ``source``
+      carries the bytes; ``stateVersion`` is the job's last version.
     """
 
     invalid_event = "invalid_event"
@@ -54,6 +63,7 @@ class FailureReason(StrEnum):
     invalid_transition = "invalid_transition"
     missing_job_metadata = "missing_job_metadata"
     misrouted = "misrouted"
+    job_forgotten = "job_forgotten"
 
 
 class _Record(BaseModel):
@@ -89,6 +99,9 @@ class SuccessRecord(_Record):
     latency_ms: int | None
     source_offsets: list[SourceOffset]
     payload_sha256: str
+    #: True when ``sourceOffsets`` was cut to the last offset of each topic partition to keep
+    #: the record within the producer's size limit.
+    source_offsets_truncated: bool = False
 
 
 class ErrorInfo(_Record):
@@ -107,7 +120,16 @@ class SourceHeader(_Record):
 
 
 class SourceInfo(_Record):
-    """The original input message of an unusable event; bytes are base64 (None for null)."""
+    """The original input message of an unusable event, bytes as base64 (None for null).
+
+    ``topic``, ``partition`` and ``offset`` always locate the original exactly. ``value``
+    carries at most ``kafka.max_failure_value_bytes`` of it (the first ones), and
+    ``valueSize`` and ``valueSha256`` always describe the whole value. When ``truncated`` is
+    true the key, the headers or the value here are not the whole of the original (a header
+    list is cut between headers, a key is then null): ``basicsync redrive`` re-reads the
+    original from its coordinates. Records written before these fields existed have them at
+    ``null``/``false`` and always carry everything.
+    """
 
     topic: str
     partition: int
@@ -115,6 +137,9 @@ class SourceInfo(_Record):
     key: str | None
     headers: list[SourceHeader]
     value: str | None
+    value_size: int | None = None
+    value_sha256: str | None = None
+    truncated: bool = False
 
     @classmethod
     def from_message(
@@ -126,15 +151,36 @@ class SourceInfo(_Record):
         key: bytes | None,
         value: bytes | None,
         headers: Sequence[tuple[str, bytes | None]],
+        max_value_bytes: int = MAX_FAILURE_VALUE_BYTES,
+        max_key_bytes: int = MAX_SOURCE_KEY_BYTES,
+        max_header_bytes: int = MAX_SOURCE_HEADER_BYTES,
     ) -> SourceInfo:
-        """Capture a raw Kafka message exactly, bytes as base64."""
+        """Capture a raw Kafka message, bytes as base64, each part within its bound."""
+        truncated = False
+        kept_headers: list[SourceHeader] = []
+        budget = max_header_bytes
+        for name, raw in headers:
+            size = len(name.encode()) + len(raw or b"")
+            if size > budget:
+                truncated = True
+                break
+            budget -= size
+            kept_headers.append(SourceHeader(key=name, value=_b64(raw)))
+        if key is not None and len(key) > max_key_bytes:
+            key, truncated = None, True
+        kept_value = value
+        if value is not None and len(value) > max_value_bytes:
+            kept_value, truncated = value[:max_value_bytes], True
         return cls(
             topic=topic,
             partition=partition,
             offset=offset,
             key=_b64(key),
-            headers=[SourceHeader(key=k, value=_b64(v)) for k, v in headers],
-            value=_b64(value),
+            headers=kept_headers,
+            value=_b64(kept_value),
+            value_size=None if value is None else len(value),
+            value_sha256=None if value is None else hashlib.sha256(value).hexdigest(),
+            truncated=truncated,
         )
 
 

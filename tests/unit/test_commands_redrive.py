@@ -10,6 +10,7 @@ import pytest
 from consumer.commands.redrive import (
     Failure,
     Since,
+    check_original,
     latest_per_job,
     original_message,
     parse_since,
@@ -19,6 +20,7 @@ from consumer.commands.redrive import (
 )
 from consumer.domain.job import mark_synced
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo
+from consumer.domain.retention import forget
 from tests.unit.fakes import NOW, job_state
 
 
@@ -132,3 +134,38 @@ class TestWhyNot:
         """missing_job_metadata: it cannot be posted until an event brings workflowId."""
         state = job_state("a", workflow=False)
         assert "workflowId" in (why_not(sync_failure("a", state.version).record, state) or "")
+
+    def test_a_forgotten_job_is_skipped(self) -> None:
+        """A job forgotten after retention (its marker in the changelog) is not posted."""
+        state = job_state("a")
+        marker = forget(mark_synced(state, state.version, "sha", None, NOW), NOW)
+        reason = why_not(sync_failure("a", state.version).record, marker) or ""
+        assert "forgotten after retention" in reason
+
+
+class TestCheckOriginal:
+    """Re-reading a truncated failure's original: the bytes found must be the original."""
+
+    def source(self) -> SourceInfo:
+        return SourceInfo.from_message(
+            topic="in",
+            partition=0,
+            offset=7,
+            key=b"k",
+            value=b"0123456789",
+            headers=[],
+            max_value_bytes=4,
+        )
+
+    def test_the_original_passes(self) -> None:
+        """The same bytes: no objection."""
+        assert check_original(self.source(), (b"k", b"0123456789", [])) is None
+
+    def test_other_bytes_rejected(self) -> None:
+        """A record of the same size but other bytes is not the original (sha256)."""
+        assert "sha256" in (check_original(self.source(), (b"k", b"0123456788", [])) or "")
+
+    def test_other_size_rejected(self) -> None:
+        """A record of another size (or a null value) is not the original."""
+        assert "bytes" in (check_original(self.source(), (b"k", b"01", [])) or "")
+        assert "bytes" in (check_original(self.source(), (b"k", None, [])) or "")

@@ -25,6 +25,7 @@ from consumer.domain.results import (
     SourceOffset,
     SuccessRecord,
 )
+from consumer.domain.retention import ForgottenJob
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CONTRACTS = DOCS / "contracts"
@@ -170,6 +171,16 @@ class TestSchemasMatchTheWire:
             assert isinstance(result, JobState)
             state = result
         validator.validate(json.loads(state.to_json_bytes()))
+
+    def test_forgotten_job_validates(self) -> None:
+        """A forgotten job's changelog value (ForgottenJob.to_json_bytes) is a valid
+        forgotten-job instance, and a job state is not."""
+        validator = _validator("forgotten-job.schema.json")
+        marker = ForgottenJob(
+            forgotten_at=NOW, client_job_id="job-1", version=4, status="Completed"
+        )
+        validator.validate(json.loads(marker.to_json_bytes()))
+        assert list(validator.iter_errors(json.loads(new_state("j", NOW).to_json_bytes())))
 
     def test_result_records_validate(self) -> None:
         """Success and failure records as published are valid against their schemas."""

@@ -26,6 +26,7 @@ from consumer.domain.job import (
     needs_sync,
     new_state,
     step_order,
+    time_text,
 )
 from consumer.domain.results import FailureReason
 
@@ -40,8 +41,6 @@ def ev(
     event_id: str | None = None,
     time: datetime | None = None,
 ) -> JobEvent:
-    # Zero-padded ids sort in creation order: events without time tie on ``now`` and are then
-    # ordered by id.
     return JobEvent.model_validate(
         {
             "id": event_id or f"e{next(_ids):09d}",
@@ -354,7 +353,7 @@ class TestBookkeeping:
 
 
 class TestArrivalOrder:
-    """Fields are last writer wins by event clock (time, then id), whatever the arrival order."""
+    """Fields are last writer wins by event clock: time, then arrival within the job."""
 
     def test_late_upsert_does_not_overwrite_newer_status_fields(self) -> None:
         """An upsert carrying ``updated`` = created time, arriving after a later status change,
@@ -383,11 +382,41 @@ class TestArrivalOrder:
         older = ev(EventType.step_completed, step("u1", 1, note="old"), None, at(1))
         assert [s.single_step.note for s in run(newer, older).document.completed_steps] == ["new"]
 
-    def test_ties_broken_by_id(self) -> None:
-        """Two events at the same time: the greater id wins, in either arrival order."""
+    def test_ties_applied_in_arrival_order(self) -> None:
+        """Two events at the same time: the one that arrived later wins, whatever the ids."""
         a = ev(EventType.upserted, {"team": "a"}, "id-a", at(1))
         b = ev(EventType.upserted, {"team": "b"}, "id-b", at(1))
-        assert run(a, b).document.team == run(b, a).document.team == "b"
+        assert run(a, b).document.team == "b"
+        assert run(b, a).document.team == "a"
+
+    def test_same_time_status_changes_in_partition_order(self) -> None:
+        """A producer stamping a batch with one time: Paused then InProgress ends InProgress,
+        and a step and its correction end with the correction."""
+        paused = ev(EventType.status_changed, {"status": "Paused"}, "z", at(1))
+        resumed = ev(EventType.status_changed, {"status": "InProgress"}, "a", at(1))
+        assert run(paused, resumed).status == "InProgress"
+        first = ev(EventType.step_completed, step("u1", 1, note="typo"), "z", at(1))
+        fixed = ev(EventType.step_completed, step("u1", 1, note="fixed"), "a", at(1))
+        assert run(first, fixed).document.completed_steps[0].single_step.note == "fixed"
+
+    def test_earlier_time_still_loses_to_earlier_arrival(self) -> None:
+        """Arrival only breaks ties: a later arrival with an earlier time loses (last writer
+        wins by time, across topics)."""
+        newer = ev(EventType.upserted, {"team": "newer"}, None, at(2))
+        older = ev(EventType.upserted, {"team": "older"}, None, at(1))
+        assert run(newer, older).document.team == "newer"
+
+    def test_arrivals_count_applied_events_only(self) -> None:
+        """Duplicates and rejected events take no arrival number; the count survives the
+        changelog, so a restored state continues it."""
+        done = status("Completed")
+        state = run(upsert(team="t"), done)
+        assert state.arrivals == 2
+        assert apply(state, done, NOW) is state
+        assert isinstance(apply(state, ev(EventType.aborted, {}), NOW), Rejection)
+        restored = JobState.from_json_bytes(state.to_json_bytes())
+        assert restored.arrivals == 2
+        assert run(upsert(team="u"), state=restored).arrivals == 3
 
     def test_time_compared_as_instant(self) -> None:
         """Event times with different offsets order by the instant they denote."""
@@ -401,12 +430,32 @@ class TestArrivalOrder:
         assert run(utc, plus_two).document.team == "late"
 
     def test_event_without_time_ordered_by_arrival(self) -> None:
-        """Without ``time`` an event takes the processing time: later arrivals win."""
+        """Without ``time`` an event orders after every event applied before it, whatever the
+        processing time (a member whose wall clock is behind changes nothing)."""
         first = upsert(team="first")
         second = upsert(team="second")
-        state = run(second, now=NOW)
-        state = run(first, state=state, now=NOW + timedelta(seconds=1))
-        assert state.document.team == "first"
+        state = run(first, now=NOW + timedelta(hours=1))
+        state = run(second, state=state, now=NOW)
+        assert state.document.team == "second"
+
+    def test_event_without_time_takes_the_latest_known_time(self) -> None:
+        """A timeless event ties with the job's latest time and wins (it arrived later); a
+        later arrival with an earlier time loses to it, one with a later time wins."""
+        timed = ev(EventType.upserted, {"team": "timed"}, None, at(5))
+        timeless = upsert(team="timeless")
+        state = run(timed, timeless)
+        assert state.document.team == "timeless"
+        assert state.latest_time == "2026-01-01T10:05:00.000000Z"
+        earlier = ev(EventType.upserted, {"team": "earlier"}, None, at(4))
+        assert run(earlier, state=state).document.team == "timeless"
+        later = ev(EventType.upserted, {"team": "later"}, None, at(6))
+        assert run(later, state=state).document.team == "later"
+
+    def test_first_event_without_time_loses_to_any_timed_one(self) -> None:
+        """Before any time is known a timeless event has the earliest clock, so a timed
+        event arriving after it wins (it also arrived later)."""
+        state = run(upsert(team="timeless"), ev(EventType.upserted, {"team": "t"}, None, at(0)))
+        assert state.document.team == "t"
 
     def test_terminal_beats_later_non_terminal(self) -> None:
         """Completed replaces InProgress even when the InProgress is newer (and arrived first);
@@ -493,7 +542,8 @@ class TestArrivalOrder:
         assert state.document.excluded is False
 
     def test_exclusion_redelivered_beyond_seen_window(self) -> None:
-        """An exclusion whose id was forgotten is not added twice (its clock is held)."""
+        """An exclusion whose id was forgotten is not added twice (an equal entry of the same
+        time is held), although it is a new arrival."""
         exclusion = ev(EventType.excluded, {"userId": "u", "isExcluded": True}, None, at(0))
         state = run(exclusion, *(upsert(team=str(i)) for i in range(SEEN_IDS_LIMIT)))
         assert exclusion.id not in state.seen_event_ids
@@ -506,26 +556,62 @@ class TestArrivalOrder:
             ev(EventType.step_completed, step("s1", 1), "s1", at(1)),
         )
         assert state.clocks == {
-            "team": ("2026-01-01T10:00:00.000000Z", "u1"),
-            "metadata.k": ("2026-01-01T10:00:00.000000Z", "u1"),
-            "completedSteps.s1": ("2026-01-01T10:01:00.000000Z", "s1"),
+            "team": ("2026-01-01T10:00:00.000000Z", 1),
+            "metadata.k": ("2026-01-01T10:00:00.000000Z", 1),
+            "completedSteps.s1": ("2026-01-01T10:01:00.000000Z", 2),
         }
 
     def test_clocks_stored_grouped_by_event(self) -> None:
-        """The changelog stores the clocks grouped by event; both forms read back."""
+        """The changelog stores the clocks grouped by event, ``"<time> <arrival>"``; a timeless
+        first event has an empty time."""
         state = run(
+            upsert(jobTitle="first"),
             ev(EventType.upserted, {"team": "t", "jobTitle": "j"}, "u1", at(0)),
             ev(EventType.step_completed, step("s1", 1), "s1", at(1)),
         )
-        stored = json.loads(state.to_json_bytes())["clocks"]
-        assert stored == {
-            "2026-01-01T10:00:00.000000Z u1": ["jobTitle", "team"],
-            "2026-01-01T10:01:00.000000Z s1": ["completedSteps.s1"],
+        stored = json.loads(state.to_json_bytes())
+        assert stored["clocks"] == {
+            "2026-01-01T10:00:00.000000Z 2": ["jobTitle", "team"],
+            "2026-01-01T10:01:00.000000Z 3": ["completedSteps.s1"],
         }
+        assert (stored["arrivals"], stored["latest_time"]) == (3, "2026-01-01T10:01:00.000000Z")
         assert JobState.from_json_bytes(state.to_json_bytes()) == state
-        by_path = {path: list(clock) for path, clock in state.clocks.items()}
-        raw = {**json.loads(state.to_json_bytes()), "clocks": by_path}
-        assert JobState.model_validate_json(json.dumps(raw)) == state
+        only_timeless = run(upsert(team="x"))
+        assert json.loads(only_timeless.to_json_bytes())["clocks"] == {" 1": ["team"]}
+        assert JobState.from_json_bytes(only_timeless.to_json_bytes()) == only_timeless
+
+    def test_state_with_event_id_clocks(self) -> None:
+        """A changelog value written before arrival numbers (clocks ``(time, id)``, grouped or
+        per path, no ``arrivals``) loads with its writes at arrival 0: a same-time event wins,
+        an earlier one loses, an event without time takes the latest held time."""
+        times = {"t0": "2026-01-01T10:00:00.000000Z", "t5": "2026-01-01T10:05:00.000000Z"}
+        grouped = {
+            "client_job_id": JOB,
+            "document": {"metadata": {"client_job_id": JOB, "status": "Completed"}, "team": "a"},
+            "version": 3,
+            "updated_at": NOW.isoformat(),
+            "clocks": {f"{times['t5']} zz-id": ["team"], f"{times['t0']} aa-id": ["status"]},
+            "terminal_clock": [times["t0"], "aa-id"],
+            "exclusion_clocks": [],
+            "retractable": {},
+        }
+        per_path = {
+            **grouped,
+            "clocks": {"team": [times["t5"], "zz-id"], "status": [times["t0"], "aa-id"]},
+        }
+        for stored in (grouped, per_path):
+            legacy = JobState.model_validate_json(json.dumps(stored))
+            assert legacy.clocks == {"team": (times["t5"], 0), "status": (times["t0"], 0)}
+            assert legacy.terminal_clock == (times["t0"], 0)
+            same = ev(EventType.upserted, {"team": "same"}, "a", at(5))
+            assert run(same, state=legacy).document.team == "same"
+            older = ev(EventType.upserted, {"team": "older"}, None, at(4))
+            assert run(older, state=legacy).document.team == "a"
+            timeless = run(upsert(team="timeless"), state=legacy)
+            assert (timeless.document.team, timeless.clocks["team"]) == (
+                "timeless",
+                (times["t5"], 1),
+            )
 
     def test_state_without_clocks(self) -> None:
         """A changelog value without field clocks still loads (a rolling upgrade may meet one);
@@ -595,7 +681,7 @@ _event_data = st.one_of(
 )
 
 
-#: Few distinct times, so ties (broken by id) and events without time (``now``) are common.
+#: Few distinct times, so ties (broken by arrival) and events without time are common.
 _TIMES = st.one_of(st.none(), st.integers(0, 4).map(at))
 
 
@@ -615,6 +701,25 @@ def terminal_statuses(events: list[JobEvent]) -> set[str]:
         if event.type in (EventType.upserted, EventType.status_changed) and status:
             found.add(status)
     return found & {"Completed", "Aborted"}
+
+
+def restamp(events: list[JobEvent], ranks: list[int]) -> list[JobEvent]:
+    """The events with distinct times: event ``i`` at 10:00 plus ``ranks[i]`` microseconds."""
+    return [
+        e.model_copy(update={"time": at(0) + timedelta(microseconds=rank)})
+        for e, rank in zip(events, ranks, strict=True)
+    ]
+
+
+def distinct_exclusions(events: list[JobEvent]) -> list[JobEvent]:
+    """The events with a different userId in each exclusion: equal exclusions of one time are
+    one exclusion (a re-delivery), so restamping equal ones apart would add one."""
+    return [
+        e.model_copy(update={"data": e.data.model_copy(update={"user_id": f"u{i}"})})
+        if e.type is EventType.excluded
+        else e
+        for i, e in enumerate(events)
+    ]
 
 
 def assemble(events: list[JobEvent]) -> JobState:
@@ -694,18 +799,84 @@ class TestProperties:
 
     @given(event_sequences(), st.data())
     @settings(deadline=None)
-    def test_any_arrival_order_same_document(
+    def test_distinct_times_any_arrival_order_same_document(
         self, events: list[JobEvent], data: st.DataObject
     ) -> None:
-        """Any permutation of a set of events (without the Completed/Aborted conflict)
-        assembles the same body, document and clocks."""
+        """With distinct times, any permutation of a set of events (without the
+        Completed/Aborted conflict) assembles the same body, document and field clock times."""
         assume(len(terminal_statuses(events)) < 2)
+        events = restamp(events, data.draw(st.permutations(range(len(events)))))
         shuffled = data.draw(st.permutations(events))
         first, second = assemble(events), assemble(shuffled)
         assert build_body(second) == build_body(first)
         assert second.document == first.document
-        assert (second.clocks, second.retractable) == (first.clocks, first.retractable)
-        assert second.exclusion_clocks == first.exclusion_clocks
+        assert {p: c[0] for p, c in second.clocks.items()} == {
+            p: c[0] for p, c in first.clocks.items()
+        }
+
+    @given(
+        st.lists(
+            st.tuples(_event_data, st.integers(0, 2), st.integers(0, 2)), min_size=1, max_size=25
+        ),
+        st.data(),
+    )
+    @settings(deadline=None)
+    def test_topic_interleavings_same_document(
+        self, drawn: list[tuple[tuple[EventType, dict[str, Any]], int, int]], data: st.DataObject
+    ) -> None:
+        """Events spread over three topics, each topic with its own times (same-time events
+        only within one topic): every interleaving that keeps each topic's order assembles the
+        same document as reading the topics one after the other."""
+        topics: list[list[JobEvent]] = [[], [], []]
+        for i, ((event_type, payload), topic, slot) in enumerate(drawn):
+            topics[topic].append(ev(event_type, payload, f"p{i}", at(3 * slot + topic)))
+        events = [e for topic in topics for e in topic]
+        assume(len(terminal_statuses(events)) < 2)
+        picks = data.draw(st.permutations([t for t, topic in enumerate(topics) for _ in topic]))
+        cursors = [iter(topic) for topic in topics]
+        interleaved = [next(cursors[t]) for t in picks]
+        assert assemble(interleaved).document == assemble(events).document
+
+    @given(event_sequences())
+    @settings(deadline=None)
+    def test_same_time_events_apply_in_offset_order(self, events: list[JobEvent]) -> None:
+        """Events of one partition all carrying one time assemble exactly as if each had a
+        later time than the one delivered before it."""
+        assume(len(terminal_statuses(events)) < 2)
+        events = distinct_exclusions(events)
+        same = [e.model_copy(update={"time": at(1)}) for e in events]
+        increasing = restamp(events, list(range(len(events))))
+        assert assemble(same).document == assemble(increasing).document
+
+    @given(event_sequences(), st.data())
+    @settings(deadline=None)
+    def test_document_is_assembly_in_clock_order(
+        self, events: list[JobEvent], data: st.DataObject
+    ) -> None:
+        """Whatever the ties and missing times, the document is the one the events assemble
+        into when each carries its clock as a distinct time: (time, or the latest time before
+        it; then arrival), in any order."""
+        assume(len(terminal_statuses(events)) < 2)
+        events = distinct_exclusions(events)
+        latest, clocks = "", []
+        for arrival, event in enumerate(events, 1):
+            time = time_text(event.time) if event.time else latest
+            clocks.append((time, arrival))
+            latest = max(latest, time)
+        ranks = sorted(range(len(events)), key=clocks.__getitem__)
+        resolved = restamp(events, [ranks.index(i) for i in range(len(events))])
+        shuffled = data.draw(st.permutations(resolved))
+        assert assemble(shuffled).document == assemble(events).document
+
+    @given(event_sequences(), st.data())
+    @settings(deadline=None)
+    def test_restore_continues_arrivals(self, events: list[JobEvent], data: st.DataObject) -> None:
+        """A state restored from the changelog part way through continues as if it never left
+        memory (arrival numbers and latest time included)."""
+        cut = data.draw(st.integers(0, len(events)))
+        head = reduce_all(events[:cut])
+        restored = None if head is None else JobState.from_json_bytes(head.to_json_bytes())
+        assert reduce_all(events[cut:], restored) == reduce_all(events)
 
     @given(
         st.integers(0, 2**32),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from datetime import UTC, datetime
 
@@ -36,6 +37,7 @@ class TestFailureReason:
             "invalid_transition",
             "missing_job_metadata",
             "misrouted",
+            "job_forgotten",
         }
 
     def test_each_documented(self) -> None:
@@ -71,6 +73,7 @@ class TestSuccessRecord:
             "latencyMs": 120,
             "sourceOffsets": [{"topic": "t", "partition": 0, "offset": 7}],
             "payloadSha256": "ab",
+            "sourceOffsetsTruncated": False,
         }
 
     def test_round_trip(self) -> None:
@@ -145,6 +148,9 @@ class TestFailureRecord:
                     {"key": "empty", "value": None},
                 ],
                 "value": base64.b64encode(b"{bad").decode(),
+                "valueSize": 4,
+                "valueSha256": hashlib.sha256(b"{bad").hexdigest(),
+                "truncated": False,
             },
         }
 
@@ -154,6 +160,85 @@ class TestFailureRecord:
             topic="in", partition=0, offset=0, key=None, value=None, headers=[]
         )
         assert (source.key, source.value) == (None, None)
+
+    def test_long_value_carried_up_to_the_bound(self) -> None:
+        """A value over the bound is carried only up to it, with its full size and sha256
+        and the exact coordinates; the record says it is truncated."""
+        value = bytes(range(256)) * 4000  # 1,024,000 bytes
+        source = SourceInfo.from_message(
+            topic="in",
+            partition=3,
+            offset=77,
+            key=b"k",
+            value=value,
+            headers=[],
+            max_value_bytes=1000,
+        )
+        assert base64.b64decode(source.value or "") == value[:1000]
+        assert (source.value_size, source.value_sha256) == (
+            len(value),
+            hashlib.sha256(value).hexdigest(),
+        )
+        assert (source.topic, source.partition, source.offset, source.truncated) == (
+            "in",
+            3,
+            77,
+            True,
+        )
+
+    def test_value_at_the_bound_is_whole(self) -> None:
+        """A value exactly at the bound is carried whole and not marked truncated."""
+        source = SourceInfo.from_message(
+            topic="in",
+            partition=0,
+            offset=0,
+            key=b"k",
+            value=b"x" * 10,
+            headers=[],
+            max_value_bytes=10,
+        )
+        assert (base64.b64decode(source.value or ""), source.truncated) == (b"x" * 10, False)
+
+    def test_headers_and_key_bounded(self) -> None:
+        """Headers are kept in order while they fit their budget, then cut; a key over its
+        bound is dropped; either marks the source truncated."""
+        headers = [("a", b"1" * 10), ("b", b"2" * 10), ("c", b"3" * 10)]
+        source = SourceInfo.from_message(
+            topic="in",
+            partition=0,
+            offset=0,
+            key=b"k" * 50,
+            value=b"v",
+            headers=headers,
+            max_header_bytes=25,
+            max_key_bytes=40,
+        )
+        assert [h.key for h in source.headers] == ["a", "b"]
+        assert (source.key, source.truncated) == (None, True)
+
+    def test_old_records_still_read(self) -> None:
+        """A failure record written before size, sha256 and truncated existed reads back with
+        them null/false."""
+        old = {
+            "clientJobId": None,
+            "outcome": "failed",
+            "reason": "invalid_event",
+            "error": {"message": "bad", "status": None, "body": None},
+            "attempts": 0,
+            "stateVersion": None,
+            "failedAt": "2026-01-01T12:00:00Z",
+            "source": {
+                "topic": "in",
+                "partition": 0,
+                "offset": 1,
+                "key": None,
+                "headers": [],
+                "value": "e2JhZA==",
+            },
+        }
+        record = FailureRecord.model_validate_json(json.dumps(old))
+        assert record.source is not None
+        assert (record.source.value_size, record.source.truncated) == (None, False)
 
     def test_for_sync(self) -> None:
         """A gateway rejection carries status and the response body; no source."""

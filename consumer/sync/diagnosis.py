@@ -1,0 +1,181 @@
+"""Systemic or per-job: who is to blame for a failed sync, decided by evidence across jobs.
+
+A pure record of recent gateway outcomes with time passed in (seconds from a monotonic clock),
+beside :mod:`consumer.sync.circuit` and :mod:`consumer.sync.retry`. The scheduler reports every
+outcome to :class:`GatewayEvidence` and asks it about each failure of a job. The verdict says
+what to do:
+
+- **systemic**: WorkfloPlus fails for everyone. Open the circuit (pause every partition, probe,
+  resume when it heals). The job spends no retry budget, is never failed and nothing is settled,
+  however long the outage and however low the traffic.
+- **per-job**: WorkfloPlus works, just not for this job. The job spends its own retry budget
+  (:class:`~consumer.sync.retry.RetryPolicy`) and is then failed with a failure record; nobody
+  else is paused.
+- **undecided**: no evidence either way yet (typically a job alone). The job spends no budget
+  and retries after its backoff; nobody is paused, so other jobs keep flowing and bring the
+  evidence; the scheduler probes the gateway (at most once per probe interval) and reports it
+  with :meth:`GatewayEvidence.probed`.
+
+The rule, first matching row wins. *Meanwhile* is the time since the job's previous failure, at
+most ``window`` seconds back (for its first failure: the last ``window`` seconds); *the window*
+is the last ``window`` seconds:
+
+====  ==========================================================  ==========
+row   evidence                                                    verdict
+====  ==========================================================  ==========
+1     the failure is the token endpoint's (down, or rejecting     systemic
+      our credentials): every job needs that token
+2     the token endpoint failed meanwhile and nothing succeeded   systemic
+      after that
+3     another job succeeded meanwhile (2xx, or a final 4xx: the   per-job
+      gateway processed it): a 403 or 5xx only some jobs get
+4     no other job failed meanwhile and the latest probe          per-job
+      meanwhile found the gateway up with our token authorized
+      (for 5xx, 408, 429, timeouts: also a probe answered 403)
+5     nothing succeeded in the window, and other jobs failed in   systemic
+      it or the latest probe found the gateway down: a 403 or
+      5xx that all get
+6     anything else                                               undecided
+====  ==========================================================  ==========
+
+So a single job during an outage is never failed: with one dirty job and no success there is
+nothing to tell "this job" from "the gateway" (row 6), and once a probe finds the gateway down
+it is systemic (row 5). Measuring *meanwhile* from the job's previous failure is why an outage
+charges a job at most about one attempt: the successes just before the outage count for its
+first failure there, never for the next. Nobody is paused on a hunch (row 6): pausing would
+stop the very traffic whose successes show that the gateway works, and a job that fails alone
+would then stall everyone. A probe answered 403 cannot tell a refused job from a revoked scope,
+so it never makes a 401 or 403 per-job; such a lone job waits until another job succeeds.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+
+from consumer.errors import ConfigError
+from consumer.gateway.client import Retryable, Systemic
+
+_TOKEN_REASONS = ("token_unavailable", "token_rejected")
+
+
+class Verdict(StrEnum):
+    """Who a failure is blamed on; values are stable names for metrics and logs."""
+
+    SYSTEMIC = "systemic"
+    PER_JOB = "per_job"
+    UNDECIDED = "undecided"
+
+
+class FailureKind(StrEnum):
+    """A failed sync, by what it says about the gateway."""
+
+    #: 5xx, 408, 429, timeout, connection error: the gateway may be down.
+    UNAVAILABLE = "unavailable"
+    #: 401 after a fresh token, 403, 3xx: the gateway answers but refuses.
+    REFUSED = "refused"
+    #: The token endpoint is down or rejects our credentials.
+    TOKEN = "token"
+
+
+class ProbeResult(StrEnum):
+    """What a probe of the gateway found."""
+
+    DOWN = "down"
+    #: The gateway answered a call with our token (2xx, 404).
+    UP = "up"
+    #: The gateway answered 403: up, but it cannot tell a refused job from a revoked scope.
+    UP_FORBIDDEN = "up_forbidden"
+
+
+def kind_of(outcome: Retryable | Systemic) -> FailureKind:
+    """The kind of a failed :meth:`GatewayClient.post_basic_sync` outcome."""
+    if outcome.reason.startswith(_TOKEN_REASONS):
+        return FailureKind.TOKEN
+    return FailureKind.UNAVAILABLE if isinstance(outcome, Retryable) else FailureKind.REFUSED
+
+
+def probe_result(status: int | None) -> ProbeResult:
+    """A probe's HTTP status (None: no answer, or no token) as evidence."""
+    if status is None or status in (401, 408, 429) or status >= 500:
+        return ProbeResult.DOWN
+    return ProbeResult.UP_FORBIDDEN if status == 403 else ProbeResult.UP
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    at: float
+    job: str | None  # None for probes and the token endpoint
+    ok: bool
+    kind: FailureKind | ProbeResult | None = None
+
+
+class GatewayEvidence:
+    """Recent outcomes across jobs, kept for ``window`` seconds, and the rule above."""
+
+    def __init__(self, *, window: float = 60.0) -> None:
+        if window <= 0:
+            raise ConfigError("diagnosis: window must be > 0")
+        self.window = window
+        self._outcomes: deque[_Outcome] = deque()
+        #: job -> when its latest failure was recorded (cleared by its success).
+        self._last_failure: dict[str, float] = {}
+
+    def succeeded(self, job: str, now: float) -> None:
+        """A request of ``job`` was processed: 2xx, or a final 4xx (the gateway is up)."""
+        self._add(_Outcome(now, job, ok=True))
+        self._last_failure.pop(job, None)
+
+    def probed(self, result: ProbeResult, now: float) -> None:
+        """A probe finished."""
+        self._add(_Outcome(now, None, ok=result is not ProbeResult.DOWN, kind=result))
+
+    def forget_job(self, job: str) -> None:
+        """The job left this member (revoked, failed, settled): drop what is kept for it."""
+        self._last_failure.pop(job, None)
+
+    def failed(self, job: str, kind: FailureKind, now: float) -> Verdict:
+        """Record a failed request of ``job`` and judge it (see the table)."""
+        since = max(self._last_failure.get(job, now - self.window), now - self.window)
+        verdict = self._judge(job, kind, since, now)
+        self._add(_Outcome(now, job, ok=False, kind=kind))
+        self._last_failure[job] = now
+        return verdict
+
+    def _judge(self, job: str, kind: FailureKind, since: float, now: float) -> Verdict:
+        if kind is FailureKind.TOKEN:
+            return Verdict.SYSTEMIC  # row 1
+        meanwhile = [o for o in self._outcomes if o.at >= since]
+        if self._token_failing(meanwhile):
+            return Verdict.SYSTEMIC  # row 2
+        others = [o for o in meanwhile if o.job is not None and o.job != job]
+        if any(o.ok for o in others):
+            return Verdict.PER_JOB  # row 3
+        convincing = {ProbeResult.UP}
+        if kind is FailureKind.UNAVAILABLE:
+            convincing.add(ProbeResult.UP_FORBIDDEN)
+        probes = [o.kind for o in meanwhile if isinstance(o.kind, ProbeResult)]
+        if not others and probes and probes[-1] in convincing:
+            return Verdict.PER_JOB  # row 4
+        recent = [o for o in self._outcomes if o.at >= now - self.window]
+        window = [o for o in recent if o.job is not None]
+        probes = [o.kind for o in recent if isinstance(o.kind, ProbeResult)]
+        if not any(o.ok for o in window) and (
+            any(o.job != job for o in window) or probes[-1:] == [ProbeResult.DOWN]
+        ):
+            return Verdict.SYSTEMIC  # row 5
+        return Verdict.UNDECIDED  # row 6
+
+    @staticmethod
+    def _token_failing(meanwhile: list[_Outcome]) -> bool:
+        failed_at = [o.at for o in meanwhile if o.kind is FailureKind.TOKEN]
+        if not failed_at:
+            return False
+        return not any(o.ok and o.at > failed_at[-1] for o in meanwhile)
+
+    def _add(self, outcome: _Outcome) -> None:
+        self._outcomes.append(outcome)
+        horizon = outcome.at - self.window
+        while self._outcomes and self._outcomes[0].at < horizon:
+            self._outcomes.popleft()
