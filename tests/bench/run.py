@@ -17,6 +17,9 @@ holding every job's final document:
 5. quix: Quix Streams with RocksDB state and changelog (own virtualenv, installed on first use
    from ``requirements-quix.txt``; skipped with a message if that fails, or ``--skip-quix``).
 
+Between them, ``tests.bench.bench_transactions`` measures the checkpoint's writes with and
+without Kafka transactions (the cost of fencing), interleaved against the same broker.
+
 Prints a table and the ratios, writes ``bench.json`` and ``bench.png`` to ``--out`` (default
 ``bench-results/<size>-<time>``). Exits non-zero when a run did not converge or the harness
 broke; it never judges speed (``--size smoke`` is the CI check that the harness works).
@@ -39,6 +42,7 @@ from typing import Any
 import aiohttp
 
 from tests.bench import quix_env
+from tests.bench.bench_transactions import measure_transactions
 from tests.bench.ours import (
     changelog_size,
     measure_paced,
@@ -189,6 +193,10 @@ async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult],
                 )
                 await record(paced)
                 figures["ours paced p99 ms"] = paced.latency_ms.get("p99")
+
+            print("  checkpoint with and without transactions ...", flush=True)
+            rounds = 5 if args.size == "smoke" else 20
+            figures.update(await measure_transactions(broker.bootstrap, rounds))
 
             if args.skip_quix:
                 results.append(RunResult("quix", ok=False, note="skipped: --skip-quix"))

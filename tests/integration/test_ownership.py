@@ -155,7 +155,13 @@ class TestZombieMember:
         jobs = list(demo.expected)
         third = len(demo.events) // 3
         settings = settings_for(kafka_bootstrap, sandbox, topics)
-        env = {"BASICSYNC_SYNC__SHUTDOWN_DEADLINE_S": "20"}
+        # A request may take the slow gateway's 15 s; one whose outcome is lost waits the
+        # in-doubt window (3 x the request timeout) before its job is posted again.
+        env = {
+            "BASICSYNC_SYNC__SHUTDOWN_DEADLINE_S": "20",
+            "BASICSYNC_GATEWAY__REQUEST_TIMEOUT_S": "17",
+            "BASICSYNC_SYNC__IN_DOUBT_WINDOW_S": "35",
+        }
         log_a, log_b, log_c = (str(tmp_path / f"{n}.log") for n in "abc")
         await produce(kafka_bootstrap, topics.inputs, demo.events[:third])
         a = start_consumer_process(settings, log_a, env)
@@ -167,7 +173,7 @@ class TestZombieMember:
             await produce(kafka_bootstrap, topics.inputs, demo.events[third : 2 * third])
             await asyncio.sleep(2)
             await produce(kafka_bootstrap, topics.inputs, demo.events[2 * third :])
-            await wait_converged(sandbox, demo.expected, within=120)
+            await wait_converged(sandbox, demo.expected, within=150)
             assert a.poll() is None, "the paused member exited:\n" + tail(log_a)
         finally:
             if a.poll() is None:

@@ -297,14 +297,7 @@ MISSING = [
     "write succeeded",
     "write failed",
     "read group",
-    pytest.param(
-        "write transactional id",
-        marks=pytest.mark.xfail(
-            strict=False,
-            reason="the consumer uses no transactional producer yet (transactions land with "
-            "the fencing rewrite); then a missing TransactionalId ACL must be named too",
-        ),
-    ),
+    "write transactional id",
 ]
 
 
