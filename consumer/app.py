@@ -36,8 +36,9 @@ from consumer.errors import ConfigError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
+from consumer.kafka.access import is_denial
 from consumer.kafka.admin import TopicPlan, ensure_topology
-from consumer.kafka.connection import client_kwargs, describe_unreachable
+from consumer.kafka.connection import client_kwargs, describe_unreachable, security_problem
 from consumer.kafka.source import EventSource
 from consumer.kafka.transactions import PartitionProducer
 from consumer.observability.health import WatchedTokens, serve_health
@@ -346,6 +347,11 @@ async def _until_reachable(
         try:
             return await attempt()
         except (KafkaError, OSError) as exc:
+            if is_denial(exc):
+                raise  # a missing ACL: reported and waited out by the caller
+            problem = await security_problem(settings.kafka, servers)
+            if problem is not None:
+                raise problem from None  # credentials or certificates: only a fix helps
             tries += 1
             cause = await describe_unreachable(servers)
             delay = min(2.0 ** (tries - 1), settings.kafka.startup_backoff_max_s)

@@ -50,7 +50,7 @@ class BatchEffect:
 def hashes_to(key: bytes, partitions: int) -> int:
     """The partition the Java default partitioner picks for ``key``.
 
-    Cached: aiokafka's murmur2 is pure Python (about 10 µs) and a job's events share its key.
+    Cached: aiokafka's murmur2 is pure Python and a job's events share its key.
     """
     hashed: int = murmur2(key)
     return (hashed & 0x7FFFFFFF) % partitions

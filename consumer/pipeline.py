@@ -30,6 +30,7 @@ import structlog
 
 from consumer.domain.job import JobState, is_terminal
 from consumer.intake import ArrivalClock, BatchEffect, SourceRecord, absorb
+from consumer.kafka.access import is_denial
 from consumer.kafka.source import EventSource
 from consumer.state.checkpoint import Checkpoint
 from consumer.state.recovery import RestoreReport, can_keep
@@ -161,8 +162,10 @@ class Pipeline:
             try:
                 await self._take(partitions)
             except Exception as exc:  # aiokafka would swallow it and leave us half-assigned
-                log.error("assignment_failed", partitions=sorted(partitions), error=repr(exc))
                 self._mark_stalled()
+                if is_denial(exc):
+                    raise  # the source raises it from the next fetch: reported and waited out
+                log.error("assignment_failed", partitions=sorted(partitions), error=repr(exc))
                 self._source.request_rejoin()
             finally:
                 self._restoring = False
@@ -179,6 +182,8 @@ class Pipeline:
                 await self._take_once(pending)
                 return
             except Exception as exc:
+                if is_denial(exc):
+                    raise
                 delay = self._limits.take_backoff_s * 2 ** (attempt - 1)
                 log.warning(
                     "partition_take_failed",

@@ -1,4 +1,4 @@
-"""Job events: CloudEvents 1.0 over Kafka, decoded and validated (design section 3).
+"""Job events: CloudEvents 1.0 over Kafka, decoded and validated (docs/contract.md §4).
 
 Both modes of the Kafka protocol binding are accepted:
 
@@ -22,8 +22,7 @@ value -> ``oversized_event``; unparsable or ill-typed input -> ``invalid_event``
 ``key_mismatch``. Checks run in that order.
 
 Hot path: the structured envelope is one discriminated union validated straight from bytes
-(``validate_json``), faster than ``json.loads`` plus validation (measured on an 850-byte step
-event: ~10 us vs ~17 us; a whole ``decode_event`` call takes 11 to 20 us).
+(``validate_json``): one pass instead of ``json.loads`` plus validation, on every event.
 """
 
 from __future__ import annotations

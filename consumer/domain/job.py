@@ -1,4 +1,4 @@
-"""Job state and the pure reducer that assembles events into it (design section 3).
+"""Job state and the pure reducer that assembles events into it (docs/contract.md §5).
 
 :class:`JobState` is what the compacted changelog stores (JSON, see :meth:`JobState.to_json_bytes`).
 :func:`apply` folds one event into a state; it never reads the clock (``now`` is passed in) and
@@ -33,7 +33,7 @@ What that means:
 - Never by event id and never by anyone's wall clock: ``now`` only stamps bookkeeping
   (:attr:`JobState.updated_at`, :attr:`JobState.first_unsynced_at`).
 
-Assembly rules, including the choices the design leaves open:
+Assembly rules, including the choices docs/contract.md §5 leaves to the code:
 
 - **Idempotent by event id.** An id among the last :data:`SEEN_IDS_LIMIT` applied ids returns
   the very same state object. An older id is a new arrival and applies again: that changes
@@ -68,7 +68,7 @@ Assembly rules, including the choices the design leaves open:
   terminal statuses by any event (aborting a ``Completed`` job, completing an ``Aborted`` one).
   This one rule depends on arrival: whichever of the two arrives second is rejected, whatever
   the clocks. That is acceptable because the conflict is never silently resolved: the rejected
-  event becomes a failure record (design 1.4), so the outcome is reported, not assembled. A
+  event becomes a failure record (docs/contract.md §2, promise 4), so the outcome is reported, not assembled. A
   rejected event leaves the state as it was (and is not remembered as seen).
 - Unknown status strings pass through unchanged (non-terminal).
 
@@ -406,7 +406,7 @@ def time_text(moment: datetime) -> str:
     moment = moment.astimezone(UTC)
     if moment.year < 1000:  # strftime does not pad %Y; keep its text for such clocks
         return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    # The same text as the strftime above, about 1.3x faster (measured).
+    # The same text as the strftime above, without its format parsing (one clock per event).
     return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 

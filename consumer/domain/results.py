@@ -1,4 +1,4 @@
-"""Result records: one per finished sync attempt or unusable event (design section 6).
+"""Result records: one per finished sync attempt or unusable event (docs/contract.md §8).
 
 Records are JSON, camelCase, keyed by ``clientJobId`` (or the raw Kafka key for input that never
 decoded). ``(clientJobId, stateVersion)`` identifies a duplicate after a crash. Python attributes

@@ -52,6 +52,21 @@ def explain_denial(exc: BaseException, settings: Settings) -> KafkaAccessDenied 
     return None
 
 
+_DENIALS = (
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    ClusterAuthorizationFailedError,
+)
+
+
+def is_denial(exc: BaseException) -> bool:
+    """Is ``exc`` (or an exception in its group) Kafka refusing an ACL? Retrying in place
+    cannot help then: it is reported and waited out as a whole (:func:`run_waiting_out_denials`).
+    """
+    return any(isinstance(leaf, _DENIALS) for leaf in _leaves(exc))
+
+
 def _leaves(exc: BaseException) -> Iterator[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

@@ -31,15 +31,25 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
     InvalidProducerEpoch,
     KafkaError,
     ProducerFenced,
+    TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
 
 from consumer.errors import PartitionLost
 
 log = structlog.get_logger(__name__)
+
+_DENIALS = (
+    TopicAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    ClusterAuthorizationFailedError,
+)
 
 
 def transactional_id(group_id: str, partition: int) -> str:
@@ -81,9 +91,6 @@ class PartitionProducer:
         """Fence every earlier producer of this partition; raises ``PartitionLost`` if refused."""
         try:
             await self._producer.start()
-        except TransactionalIdAuthorizationFailed as exc:
-            await self._producer.stop()
-            raise PartitionLost(self.partition, _describe(exc)) from None
         except BaseException:
             await self._producer.stop()
             raise
@@ -115,6 +122,10 @@ class PartitionProducer:
                 return
             except (ProducerFenced, InvalidProducerEpoch) as exc:
                 raise PartitionLost(self.partition, f"fenced by a newer owner ({exc})") from None
+            except _DENIALS:
+                # A missing ACL: no retry in place helps; the caller reports it and waits.
+                await self._abort()
+                raise
             except (KafkaError, AssertionError) as exc:
                 # AssertionError: aiokafka's transaction state machine refusing a transition
                 # after the sender died; the producer is unusable then.

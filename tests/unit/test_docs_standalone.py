@@ -25,14 +25,6 @@ OUTSIDE = {
     re.compile(r"(?i)\bissue notes?\b"): "notes kept in an issue tracker",
 }
 
-#: Files being rewritten on other branches; their references are fixed there. Each case is
-#: expected to fail until then, and ``strict`` turns the fix into a reminder to drop the entry.
-PENDING = {
-    "consumer/domain/events.py",
-    "consumer/domain/job.py",
-    "consumer/domain/results.py",
-}
-
 
 def _files() -> list[str]:
     found = [ROOT / "README.md"]
@@ -43,17 +35,6 @@ def _files() -> list[str]:
             if path.is_file() and path.suffix in TEXT_SUFFIXES and "__pycache__" not in path.parts
         )
     return sorted(path.relative_to(ROOT).as_posix() for path in found)
-
-
-def _case(name: str) -> object:
-    if name in PENDING:
-        return pytest.param(
-            name,
-            marks=pytest.mark.xfail(
-                strict=True, reason="cites the design brief; fixed with the branch rewriting it"
-            ),
-        )
-    return name
 
 
 def outside_references(text: str) -> list[str]:
@@ -94,9 +75,8 @@ class TestOutsideReferences:
         assert "README.md" in files
         assert "docs/contract.md" in files
         assert any(name.startswith("consumer/") for name in files)
-        assert set(files) >= PENDING, "a pending file moved: update PENDING"
 
-    @pytest.mark.parametrize("name", [_case(name) for name in _files()])
+    @pytest.mark.parametrize("name", _files())
     def test_points_only_into_the_repository(self, name: str) -> None:
         """README.md, docs/ and consumer/ cite nothing outside the repository (a design brief,
         a shared folder, notes in an issue): what users need is in docs/contract.md."""
