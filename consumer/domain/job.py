@@ -68,8 +68,8 @@ Assembly rules, including the choices docs/contract.md §5 leaves to the code:
   terminal statuses by any event (aborting a ``Completed`` job, completing an ``Aborted`` one).
   This one rule depends on arrival: whichever of the two arrives second is rejected, whatever
   the clocks. That is acceptable because the conflict is never silently resolved: the rejected
-  event becomes a failure record (docs/contract.md §2, promise 4), so the outcome is reported, not assembled. A
-  rejected event leaves the state as it was (and is not remembered as seen).
+  event becomes a failure record (docs/contract.md §2, promise 4), so the outcome is reported,
+  not assembled. A rejected event leaves the state as it was (and is not remembered as seen).
 - Unknown status strings pass through unchanged (non-terminal).
 
 Older changelog values stay readable. A state written before clocks existed has none: any event
