@@ -8,9 +8,10 @@ so one invocation shows everything that is wrong. The exit code names the first 
 0     everything ok
 2     settings invalid (nothing else can be checked)
 3     Kafka unreachable (brokers, TLS, SASL) or no broker configured
-4     topics: an input topic missing, inputs not co-partitioned, an internal topic missing
-      while ``BASICSYNC_KAFKA__CREATE_TOPICS=false``, or a changelog with the wrong partition
-      count or not compacted
+4     topics: an input topic missing, inputs not co-partitioned (partition counts, or keys in a
+      sample of the newest records not where the Java default partitioner puts them), an
+      internal topic missing while ``BASICSYNC_KAFKA__CREATE_TOPICS=false``, or a changelog
+      with the wrong partition count or not compacted
 5     WorkfloPlus: no gateway configured, its CA file unreadable, no token issued (an untrusted
       certificate included), or the gateway not answering
 ====  ==================================================================================
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError
@@ -37,6 +39,7 @@ from consumer.kafka.access import explain_denial
 from consumer.kafka.admin import partition_counts
 from consumer.kafka.connection import client_kwargs, security_problem
 from consumer.kafka.diagnose import describe, explain
+from consumer.kafka.placement import sample_placement
 from consumer.observability.logging import configure_logging
 
 EXIT_OK = 0
@@ -112,7 +115,8 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
     brokers = len(cluster.get("brokers", []))
     checks = [Check("kafka", True, f"{','.join(servers)} ({brokers} brokers)", EXIT_OK)]
     try:
-        return checks + await asyncio.wait_for(_topic_checks(admin, settings), limit_s)
+        checks += await asyncio.wait_for(_topic_checks(admin, settings), limit_s)
+        return checks + await asyncio.wait_for(_placement_checks(admin, settings), limit_s)
     except (KafkaError, TopicLayoutError, TimeoutError) as exc:
         denied = explain_denial(exc, settings)
         detail = str(denied) if denied is not None else describe(exc)
@@ -156,6 +160,34 @@ async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[
         else:
             detail = f"{topic} missing and BASICSYNC_KAFKA__CREATE_TOPICS=false"
             checks.append(Check("topic", False, detail, EXIT_TOPICS))
+    return checks
+
+
+async def _placement_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
+    """Keys on their murmur2 partition, in a sample of each input topic's newest records."""
+    inputs = settings.topics.input
+    counts = await partition_counts(admin, inputs)
+    if set(inputs) - set(counts) or len({counts[t] for t in inputs}) != 1:
+        return []  # reported by the topic checks already
+    assert settings.kafka.bootstrap_servers is not None
+    kafka = client_kwargs(settings.kafka, settings.kafka.bootstrap_servers)
+    placements = await sample_placement(
+        lambda **extra: AIOKafkaConsumer(**kafka, **extra), {t: counts[t] for t in inputs}
+    )
+    checks = []
+    for placement in placements:
+        if placement.misplaced:
+            detail = (
+                f"{placement.topic}: {placement.misplaced} of {placement.sampled} sampled keys are "
+                "not on the partition the Java default (murmur2) partitioner picks; its producers "
+                "use another partitioner, so a job's events reach two partitions (misrouted)"
+            )
+            checks.append(Check("partitioner", False, detail, EXIT_TOPICS))
+        else:
+            detail = (
+                f"{placement.topic}: {placement.sampled} sampled keys on their murmur2 partition"
+            )
+            checks.append(Check("partitioner", True, detail, EXIT_OK))
     return checks
 
 

@@ -17,12 +17,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.demo_jobs import EXAMPLE_BODY, EXAMPLE_CLIENT_JOB_ID, example_job_events
+from consumer.intake import hashes_to
 from consumer.sandbox import Sandbox
 from tests.integration.harness import (
     MakeTopic,
@@ -261,6 +262,32 @@ class TestCheck:
         ran = await basicsync(settings, "check", BASICSYNC_TOPICS__INPUT=inputs)
         assert ran.code == 4, ran.out
         assert "not co-partitioned" in ran.out
+
+    async def test_check_exits_4_when_keys_are_not_where_murmur2_puts_them(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Keys written to partitions the Java default partitioner would not pick (another
+        partitioner) fail the partitioner check (exit 4); murmur2-placed keys pass it."""
+        topics = await new_topics(make_topic, partitions=3)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for n in range(12):
+                key = f"job-{n}".encode()
+                await producer.send_and_wait(topics.inputs[0], b"{}", key=key)  # murmur2
+            ran = await basicsync(settings, "check")
+            assert "partitioner" in ran.out
+            assert ran.code == 0, ran.out
+            for n in range(12):
+                key = f"job-{n}".encode()
+                wrong = (hashes_to(key, 3) + 1) % 3
+                await producer.send_and_wait(topics.inputs[0], b"{}", key=key, partition=wrong)
+        finally:
+            await producer.stop()
+        ran = await basicsync(settings, "check")
+        assert ran.code == 4, ran.out
+        assert "sampled keys are not on the partition" in ran.out
 
     async def test_check_exits_4_when_the_changelog_is_not_compacted(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox

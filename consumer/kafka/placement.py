@@ -1,0 +1,68 @@
+"""Are the input topics' keys where the Java default partitioner puts them? A sample says.
+
+Partition counts can be compared from metadata, but not the partitioner producers use: a topic
+written with another one (librdkafka's default, a custom partitioner) puts a job's events on a
+different partition number than the other topics do, and two members then each hold part of the
+job. ``basicsync check`` reads the newest records of every input partition and counts the keys
+that murmur2 would have put elsewhere.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from consumer.intake import hashes_to
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Sampled keys of one input topic, and how many are not on their murmur2 partition."""
+
+    topic: str
+    sampled: int
+    misplaced: int
+
+
+async def sample_placement(
+    consumer_factory: Callable[..., AIOKafkaConsumer],
+    topic_partitions: dict[str, int],
+    *,
+    per_partition: int = 50,
+    timeout_ms: int = 2_000,
+) -> list[Placement]:
+    """Read the newest ``per_partition`` records of each partition of each topic."""
+    consumer = consumer_factory(enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(t, p) for t, count in topic_partitions.items() for p in range(count)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        starts = await consumer.beginning_offsets(tps)
+        wanted = {}
+        for tp in tps:
+            start = max(ends[tp] - per_partition, starts[tp])
+            if start < ends[tp]:
+                consumer.seek(tp, start)
+                wanted[tp] = ends[tp]
+        sampled = {topic: 0 for topic in topic_partitions}
+        misplaced = {topic: 0 for topic in topic_partitions}
+        while wanted:
+            batch = await consumer.getmany(*wanted, timeout_ms=timeout_ms)
+            if not batch:
+                break
+            for tp, messages in batch.items():
+                for message in messages:
+                    if message.key is None:
+                        continue
+                    sampled[tp.topic] += 1
+                    count = topic_partitions[tp.topic]
+                    if hashes_to(message.key, count) != tp.partition:
+                        misplaced[tp.topic] += 1
+                if await consumer.position(tp) >= wanted[tp]:
+                    del wanted[tp]
+        return [Placement(t, sampled[t], misplaced[t]) for t in topic_partitions]
+    finally:
+        await consumer.stop()
