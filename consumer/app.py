@@ -94,19 +94,18 @@ def endpoints_from(settings: Settings, bootstrap_servers: list[str] | None = Non
 class _CircuitPausesSource:
     """While the gateway is down, consumption pauses (docs/contract.md §2, promise 6)."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, source: EventSource) -> None:
         self._stats = stats
-        self.source: EventSource | None = None
+        self._source = source
 
     def circuit_changed(self, is_open: bool) -> None:
         self._stats.circuit_changed(is_open)
-        if self.source is not None:
-            if is_open:
-                self.source.pause_all()
-                log.warning("consumption_paused", reason="circuit_open")
-            else:
-                self.source.resume_all()
-                log.info("consumption_resumed")
+        if is_open:
+            self._source.pause_all()
+            log.warning("consumption_paused", reason="circuit_open")
+        else:
+            self._source.resume_all()
+            log.info("consumption_resumed")
 
     def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
         self._stats.request_finished(outcome, status, seconds)
@@ -257,7 +256,18 @@ def _assemble(
         ),
         open_producer,
     )
-    observer = _CircuitPausesSource(stats)
+    source = EventSource(
+        lambda **extra: consumer_factory(
+            group_id=group_id,
+            max_poll_records=settings.kafka.max_poll_records,
+            session_timeout_ms=settings.kafka.session_timeout_ms,
+            heartbeat_interval_ms=min(3_000, settings.kafka.session_timeout_ms // 3),
+            max_partition_fetch_bytes=max(settings.kafka.max_event_bytes + 1024, 1 << 20),
+            **extra,
+        ),
+        list(settings.topics.input),
+    )
+    observer = _CircuitPausesSource(stats, source)
     scheduler = SyncScheduler(
         store,
         gateway,
@@ -274,18 +284,6 @@ def _assemble(
         send_within=settings.gateway.request_timeout_s,
         in_doubt_window=settings.in_doubt_window_s,
     )
-    source = EventSource(
-        lambda **extra: consumer_factory(
-            group_id=group_id,
-            max_poll_records=settings.kafka.max_poll_records,
-            session_timeout_ms=settings.kafka.session_timeout_ms,
-            heartbeat_interval_ms=min(3_000, settings.kafka.session_timeout_ms // 3),
-            max_partition_fetch_bytes=max(settings.kafka.max_event_bytes + 1024, 1 << 20),
-            **extra,
-        ),
-        list(settings.topics.input),
-    )
-    observer.source = source
 
     async def restore_partitions(
         partitions: set[int],
