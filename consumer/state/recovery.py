@@ -29,12 +29,12 @@ log = structlog.get_logger(__name__)
 class RestoreReport:
     partitions: tuple[int, ...]
     jobs: int
-    #: forgotten-job markers restored (not counted in ``jobs``)
-    forgotten: int
     records: int
     skipped: int
     seconds: float
     end_offsets: dict[int, int]
+    #: forgotten-job markers restored (not counted in ``jobs``)
+    forgotten: int = 0
 
 
 async def restore(
