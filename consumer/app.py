@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from consumer.config import Settings
-from consumer.domain.job import JobState
+from consumer.domain.retention import StoredJob
 from consumer.errors import ConfigError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
@@ -39,6 +39,11 @@ from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import is_denial
 from consumer.kafka.admin import TopicPlan, ensure_topology
 from consumer.kafka.connection import client_kwargs, describe_unreachable, security_problem
+from consumer.kafka.limits import (
+    COMPRESSION_TYPE,
+    changelog_max_message_bytes,
+    max_request_size,
+)
 from consumer.kafka.source import EventSource
 from consumer.kafka.transactions import PartitionProducer
 from consumer.observability.health import WatchedTokens, serve_health
@@ -214,6 +219,7 @@ def _topic_plan(settings: Settings) -> TopicPlan:
         results=(settings.topics.succeeded, settings.topics.failed),
         create_missing=settings.kafka.create_topics,
         replication_factor=settings.kafka.replication_factor,
+        changelog_max_message_bytes=changelog_max_message_bytes(settings.kafka.max_job_bytes),
     )
 
 
@@ -240,6 +246,8 @@ def _assemble(
                 enable_idempotence=True,
                 linger_ms=5,
                 max_batch_size=1 << 20,
+                max_request_size=max_request_size(settings.kafka.max_job_bytes),
+                compression_type=COMPRESSION_TYPE,
                 **extra,
             ),
             group_id,
@@ -287,7 +295,7 @@ def _assemble(
 
     async def restore_partitions(
         partitions: set[int],
-    ) -> tuple[dict[int, dict[str, JobState]], RestoreReport]:
+    ) -> tuple[dict[int, dict[str, StoredJob]], RestoreReport]:
         return await restore(consumer_factory, settings.state_topic, partitions)
 
     async def changelog_end_offsets(partitions: set[int]) -> dict[int, int]:
@@ -307,6 +315,9 @@ def _assemble(
             max_event_bytes=settings.kafka.max_event_bytes,
             revoke_deadline_s=sync.shutdown_deadline_s,
             retention_s=sync.retention_s,
+            forgotten_retention_s=sync.forgotten_retention_s,
+            max_job_bytes=settings.kafka.max_job_bytes,
+            max_failure_value_bytes=settings.kafka.max_failure_value_bytes,
             checkpoint_interval_s=settings.kafka.checkpoint_interval_ms / 1000,
             catch_up_lag=sync.catch_up_lag,
         ),

@@ -110,6 +110,12 @@ class KafkaSettings(_Section):
         ge=0,
         description="input bytes a failure record carries at most (size and sha256 always)",
     )
+    max_job_bytes: int = Field(
+        default=16 * 1024 * 1024,
+        ge=64 * 1024,
+        description="largest job state (changelog value, uncompressed); a job that would grow "
+        "past it gets one job_too_large failure record and applies no more events",
+    )
     create_topics: bool = Field(
         default=True, description="create missing changelog and result topics at start"
     )

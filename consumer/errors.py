@@ -11,6 +11,7 @@ decide on the type, never on the message::
     │   └── KafkaSecurityError                        TLS or SASL refused: credentials, certs
     ├── KafkaAccessDenied           retriable=True    an ACL is missing; waited out, not ready
     ├── PartitionLost               retriable=False   this member no longer owns a partition
+    ├── RecordsTooLarge             retriable=True    Kafka refused records as too large
     ├── InvalidEvent                retriable=False   (consumer.domain.events) to the failure topic
     └── GatewayError                retriable=True    talking to WorkfloPlus went wrong
         ├── TokenUnavailable        retriable=True    token endpoint down, slow or answering 5xx
@@ -81,6 +82,24 @@ class KafkaAccessDenied(BasicSyncError):
     """
 
     retriable: ClassVar[bool] = True
+
+
+class RecordsTooLarge(BasicSyncError):
+    """Kafka refused some records of a transaction as too large; nothing of it was committed.
+
+    Raised by ``PartitionProducer.commit`` (the producer's own ``max_request_size`` check, or
+    the broker's ``MESSAGE_TOO_LARGE`` / ``RECORD_LIST_TOO_LARGE``) after aborting the
+    transaction. The checkpoint reduces the result records named by ``indices`` and commits
+    again. A job state refused so is a topic whose ``max.message.bytes`` is below what
+    ``BASICSYNC_KAFKA__MAX_JOB_BYTES`` needs: ``basicsync check`` says so.
+    """
+
+    retriable: ClassVar[bool] = True
+
+    def __init__(self, partition: int, indices: set[int], why: str) -> None:
+        super().__init__(f"partition {partition}: {len(indices)} records too large ({why})")
+        self.partition = partition
+        self.indices = indices
 
 
 class PartitionLost(BasicSyncError):

@@ -3,6 +3,18 @@
 The caller makes the effect durable (changelog writes and failure records acknowledged by
 the broker) and only then commits ``next_offsets``: that order is what makes a crash at
 any instant lose nothing.
+
+Two kinds of key refuse events before the reducer sees them:
+
+- a forgotten job (its marker is in the store): every event gets a ``job_forgotten`` failure
+  record whose ``stateVersion`` is the marker's version, so a key's versions never restart;
+- a job at its size limit: a job's state is one changelog record, so it may not grow past
+  ``kafka.max_job_bytes``. The event that would take it past gets the job's one
+  ``job_too_large`` failure record and the state is kept as it was, flagged ``too_large``
+  (still synced); later events of the job are counted (``BatchEffect.too_large``), not applied
+  and not reported again. Encoding a state on every event would cost a big job quadratic time,
+  so the exact size is measured only once a cheap upper estimate (:class:`SizeEstimate`) says
+  the limit may be near.
 """
 
 from __future__ import annotations
@@ -16,7 +28,14 @@ from aiokafka.partitioner import murmur2
 
 from consumer.domain.events import InvalidEvent, decode_event
 from consumer.domain.job import JobState, Rejection, apply
-from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, SourceOffset
+from consumer.domain.results import (
+    MAX_FAILURE_VALUE_BYTES,
+    FailureReason,
+    FailureRecord,
+    SourceInfo,
+    SourceOffset,
+)
+from consumer.domain.retention import forgotten_rejection
 from consumer.state.store import JobStore
 
 
@@ -44,6 +63,8 @@ class BatchEffect:
     misrouted: int = 0
     applied: int = 0
     duplicates: int = 0
+    #: events of jobs already at their size limit, not applied (reported once, earlier)
+    too_large: int = 0
 
 
 @lru_cache(maxsize=1 << 16)
@@ -78,6 +99,43 @@ class ArrivalClock:
 _ONE_MICROSECOND = timedelta(microseconds=1)
 
 
+class SizeEstimate:
+    """An upper estimate of each job's encoded state, so that few states are ever encoded.
+
+    A job's estimate is its last measured size plus :data:`GROWTH_FACTOR` times the bytes of
+    every event applied since, plus :data:`GROWTH_PER_EVENT`; only when that passes the limit
+    is the state encoded and measured. Near the limit a growing job is measured every few
+    events (the gap shrinks geometrically), far from it never.
+    """
+
+    #: A state grows by an event's data plus clocks and ids: well below this times its value.
+    GROWTH_FACTOR = 4
+    GROWTH_PER_EVENT = 512
+
+    def __init__(self) -> None:
+        self._bytes: dict[str, int] = {}
+
+    def may_exceed(self, job: str, held: bool, event_bytes: int, limit: int) -> bool:
+        """Count an event of ``event_bytes`` applied; True when the state must be measured.
+
+        A ``held`` job (it had a state before this event) not measured yet is measured once.
+        """
+        known = self._bytes.get(job)
+        if known is None and held:
+            return True
+        estimate = (known or 0) + self.GROWTH_FACTOR * event_bytes + self.GROWTH_PER_EVENT
+        self._bytes[job] = estimate
+        return estimate > limit
+
+    def measured(self, job: str, size: int) -> None:
+        self._bytes[job] = size
+
+    def forget(self, jobs: Iterable[str]) -> None:
+        """Sizes no longer known (the jobs were dropped or restored from the changelog)."""
+        for job in jobs:
+            self._bytes.pop(job, None)
+
+
 def absorb(
     store: JobStore,
     records: Iterable[SourceRecord],
@@ -85,9 +143,38 @@ def absorb(
     clock: ArrivalClock,
     partition_count: int,
     max_event_bytes: int,
+    max_job_bytes: int | None = None,
+    sizes: SizeEstimate | None = None,
+    max_failure_value_bytes: int = MAX_FAILURE_VALUE_BYTES,
 ) -> BatchEffect:
-    """Apply ``records`` in order to ``store`` and describe what must become durable."""
+    """Apply ``records`` in order to ``store`` and describe what must become durable.
+
+    ``max_job_bytes`` (with ``sizes``, kept across batches) bounds a job's encoded state;
+    ``max_failure_value_bytes`` bounds the input bytes a failure record carries.
+    """
     effect = BatchEffect()
+    sizes = sizes if sizes is not None else SizeEstimate()
+
+    def failure(
+        record: SourceRecord,
+        reason: FailureReason,
+        message: str,
+        now: datetime,
+        client_job_id: str | None,
+        state_version: int | None = None,
+    ) -> None:
+        effect.failures.append(
+            _input_failure(
+                record,
+                reason,
+                message,
+                now,
+                client_job_id,
+                state_version,
+                max_value_bytes=max_failure_value_bytes,
+            )
+        )
+
     for record in records:
         now = clock()
         effect.next_offsets[(record.topic, record.partition)] = record.offset + 1
@@ -98,42 +185,62 @@ def absorb(
                 record.key, record.value, record.headers, max_bytes=max_event_bytes
             )
         except InvalidEvent as exc:
-            effect.failures.append(
-                _input_failure(record, exc.reason, exc.message, now, _subject_of(record))
-            )
+            failure(record, exc.reason, exc.message, now, _subject_of(record))
             continue
         job = event.subject
+        marker = store.forgotten_marker(job)
+        if marker is not None:
+            rejection = forgotten_rejection(marker, event)
+            failure(record, rejection.reason, rejection.message, now, job, marker.version)
+            continue
         home = store.partition_of(job)
         if home is not None and home != record.partition:
-            effect.failures.append(
-                _input_failure(
-                    record,
-                    FailureReason.misrouted,
-                    f"job {job} lives in partition {home}, this event came on partition "
-                    f"{record.partition} of {record.topic}: the input topics are not "
-                    "co-partitioned (same partition count and partitioner)",
-                    now,
-                    job,
-                )
+            failure(
+                record,
+                FailureReason.misrouted,
+                f"job {job} lives in partition {home}, this event came on partition "
+                f"{record.partition} of {record.topic}: the input topics are not "
+                "co-partitioned (same partition count and partitioner)",
+                now,
+                job,
             )
             continue
         state = store.get(job)
+        if state is not None and state.too_large:
+            effect.too_large += 1
+            continue
         result = apply(state, event, now)
         if isinstance(result, Rejection):
-            effect.failures.append(
-                _input_failure(
-                    record,
-                    result.reason,
-                    result.message,
-                    now,
-                    job,
-                    state.version if state else None,
-                )
+            failure(
+                record, result.reason, result.message, now, job, state.version if state else None
             )
             continue
         if result is state:
             effect.duplicates += 1
             continue
+        if max_job_bytes is not None and sizes.may_exceed(
+            job, state is not None, len(record.value or b""), max_job_bytes
+        ):
+            size = len(result.to_json_bytes())
+            if size > max_job_bytes:
+                failure(
+                    record,
+                    FailureReason.job_too_large,
+                    f"applying this event would make job {job!r} {size} bytes, more than "
+                    f"BASICSYNC_KAFKA__MAX_JOB_BYTES ({max_job_bytes}); the job keeps its "
+                    "state as it was (and is still synced), and neither this event nor any "
+                    "later one of the job is applied",
+                    now,
+                    job,
+                    state.version if state else None,
+                )
+                if state is not None:
+                    frozen = state.model_copy(update={"too_large": True})
+                    store.put(record.partition, frozen)
+                    effect.changed[job] = frozen
+                    effect.partitions[job] = record.partition
+                continue
+            sizes.measured(job, size)
         effect.applied += 1
         store.put(record.partition, result)
         effect.changed[job] = result
@@ -160,6 +267,8 @@ def _input_failure(
     now: datetime,
     client_job_id: str | None,
     state_version: int | None = None,
+    *,
+    max_value_bytes: int = MAX_FAILURE_VALUE_BYTES,
 ) -> FailureRecord:
     return FailureRecord.for_input(
         reason=reason,
@@ -171,6 +280,7 @@ def _input_failure(
             key=record.key,
             value=record.value,
             headers=record.headers,
+            max_value_bytes=max_value_bytes,
         ),
         failed_at=now,
         client_job_id=client_job_id,

@@ -28,8 +28,9 @@ from typing import Protocol
 
 import structlog
 
-from consumer.domain.job import JobState, is_terminal
-from consumer.intake import ArrivalClock, BatchEffect, SourceRecord, absorb
+from consumer.domain.results import MAX_FAILURE_VALUE_BYTES
+from consumer.domain.retention import ForgottenJob, Retention, StoredJob, forget, retention_action
+from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, SourceRecord, absorb
 from consumer.kafka.access import is_denial
 from consumer.kafka.source import EventSource
 from consumer.state.checkpoint import Checkpoint
@@ -39,7 +40,7 @@ from consumer.sync.scheduler import SyncScheduler
 
 log = structlog.get_logger(__name__)
 
-Restorer = Callable[[set[int]], Awaitable[tuple[dict[int, dict[str, JobState]], RestoreReport]]]
+Restorer = Callable[[set[int]], Awaitable[tuple[dict[int, dict[str, StoredJob]], RestoreReport]]]
 EndOffsets = Callable[[set[int]], Awaitable[dict[int, int]]]
 
 
@@ -57,6 +58,11 @@ class PipelineLimits:
     max_event_bytes: int
     revoke_deadline_s: float
     retention_s: float
+    #: a forgotten job's marker is kept this long (``sync.forgotten_retention_s``)
+    forgotten_retention_s: float = 7 * 24 * 3600.0
+    #: largest encoded job state (``kafka.max_job_bytes``); None: unbounded
+    max_job_bytes: int | None = None
+    max_failure_value_bytes: int = MAX_FAILURE_VALUE_BYTES
     checkpoint_interval_s: float = 1.0
     checkpoint_max_jobs: int = 20_000
     #: records behind the end above which the consumer is catching up (see the scheduler)
@@ -96,6 +102,7 @@ class Pipeline:
         self._wall_clock = wall_clock
         self._lock = asyncio.Lock()
         self._arrival_clock = ArrivalClock(wall_clock)
+        self._sizes = SizeEstimate()
         self._owned: set[int] = set()
         self._assigned: set[int] = set()
         self._restoring = False
@@ -212,6 +219,7 @@ class Pipeline:
         if to_restore:
             restored, report = await self._restore(to_restore)
             for partition, states in restored.items():
+                self._sizes.forget(self._store.jobs_in(partition))
                 self._store.replace_partition(partition, states)
             self._observer.restored(report)
             log.info(
@@ -232,6 +240,7 @@ class Pipeline:
         log.info("partitions_assigned", partitions=sorted(partitions), kept=sorted(kept))
 
     def _drop(self, partition: int) -> None:
+        self._sizes.forget(self._store.jobs_in(partition))
         self._store.drop_partition(partition)
         self._known_end.pop(partition, None)
 
@@ -311,6 +320,9 @@ class Pipeline:
             clock=self._arrival_clock,
             partition_count=self._limits.partition_count,
             max_event_bytes=self._limits.max_event_bytes,
+            max_job_bytes=self._limits.max_job_bytes,
+            sizes=self._sizes,
+            max_failure_value_bytes=self._limits.max_failure_value_bytes,
         )
         checkpoint = self._checkpoint
         for job, partition in effect.partitions.items():
@@ -328,6 +340,8 @@ class Pipeline:
                 partition=source.partition if source else None,
                 offset=source.offset if source else None,
             )
+        if effect.too_large:
+            log.warning("events_skipped_job_too_large", events=effect.too_large)
         for partition in {p for _, p in effect.next_offsets}:
             checkpoint.stage_offsets(partition, effect.next_offsets)
         self._observer.batch_absorbed(effect, len(records))
@@ -337,11 +351,12 @@ class Pipeline:
     # -- retention -------------------------------------------------------------------------------
 
     async def sweep_forever(self, stop: asyncio.Event) -> None:
-        """Forget terminal, synced jobs older than the retention (tombstones in the changelog).
+        """Forget terminal, synced jobs older than the retention; drop old markers.
 
-        Sweeps every minute, or four times per retention period when that is shorter.
+        Sweeps every minute, or four times per (shorter) retention period when that is sooner.
         """
-        every_s = min(60.0, self._limits.retention_s / 4)
+        shortest = min(self._limits.retention_s, self._limits.forgotten_retention_s)
+        every_s = min(60.0, shortest / 4)
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), every_s)
@@ -349,21 +364,37 @@ class Pipeline:
                 await self.sweep()
 
     async def sweep(self) -> int:
-        """Forget expired jobs now; their tombstones go with the next commit of their partition."""
-        cutoff = self._wall_clock() - timedelta(seconds=self._limits.retention_s)
+        """Apply retention to the owned partitions now (``retention_action`` decides per key).
+
+        A job to forget is replaced by its marker (written to the changelog, kept in the store);
+        a marker past its own retention is tombstoned and deleted. Both go with the next commit
+        of their partition. Returns the number of keys changed.
+        """
+        now = self._wall_clock()
+        retention = timedelta(seconds=self._limits.retention_s)
+        forgotten_retention = timedelta(seconds=self._limits.forgotten_retention_s)
+        stored: list[tuple[int, StoredJob]] = [*self._store.items(), *self._store.forgotten_items()]
         async with self._lock:
-            expired = [
-                (partition, state.client_job_id)
-                for partition, state in self._store.items()
-                if partition in self._owned
-                and is_terminal(state)
-                and state.synced_version >= state.version
-                and state.updated_at is not None
-                and state.updated_at < cutoff
-            ]
-            for partition, job in expired:
-                self._store.delete(job)
-                self._checkpoint.stage_forgotten(partition, job)
-        if expired:
-            log.info("retention_swept", jobs=len(expired))
-        return len(expired)
+            forgotten = dropped = 0
+            for partition, value in stored:
+                if partition not in self._owned:
+                    continue
+                action = retention_action(
+                    value, now, retention=retention, forgotten_retention=forgotten_retention
+                )
+                if action is Retention.forget and not isinstance(value, ForgottenJob):
+                    current = self._store.get(value.client_job_id)
+                    if current is not value:  # changed since the list was taken
+                        continue
+                    marker = forget(value, now)
+                    self._store.put_forgotten(partition, marker)
+                    self._sizes.forget([marker.client_job_id])
+                    self._checkpoint.stage_marker(partition, marker)
+                    forgotten += 1
+                elif action is Retention.drop:
+                    self._store.delete_forgotten(value.client_job_id)
+                    self._checkpoint.stage_forgotten(partition, value.client_job_id)
+                    dropped += 1
+        if forgotten or dropped:
+            log.info("retention_swept", forgotten=forgotten, markers_dropped=dropped)
+        return forgotten + dropped

@@ -10,8 +10,10 @@ so one invocation shows everything that is wrong. The exit code names the first 
 3     Kafka unreachable (brokers, TLS, SASL) or no broker configured
 4     topics: an input topic missing, inputs not co-partitioned (partition counts, or keys in a
       sample of the newest records not where the Java default partitioner puts them), an
-      internal topic missing while ``BASICSYNC_KAFKA__CREATE_TOPICS=false``, or a changelog
-      with the wrong partition count or not compacted
+      internal topic missing while ``BASICSYNC_KAFKA__CREATE_TOPICS=false``, a changelog with
+      the wrong partition count, not compacted or whose ``max.message.bytes`` cannot hold
+      ``BASICSYNC_KAFKA__MAX_JOB_BYTES``, or a broker ``message.max.bytes`` below the result
+      record size
 5     WorkfloPlus: no gateway configured, its CA file unreadable, no token issued (an untrusted
       certificate included), or the gateway not answering
 ====  ==================================================================================
@@ -39,6 +41,7 @@ from consumer.kafka.access import explain_denial
 from consumer.kafka.admin import partition_counts
 from consumer.kafka.connection import client_kwargs, security_problem
 from consumer.kafka.diagnose import describe, explain
+from consumer.kafka.limits import RECORD_HEADROOM_BYTES, RESULT_RECORD_BYTES
 from consumer.kafka.placement import sample_placement
 from consumer.observability.logging import configure_logging
 
@@ -150,16 +153,26 @@ async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[
             if not ok:
                 detail += f"; the changelog needs one per input partition ({partitions})"
             if topic == settings.state_topic:
-                policy = await _cleanup_policy(admin, topic)
+                config = await _configs(admin, ConfigResourceType.TOPIC, topic)
+                policy = config.get("cleanup.policy", "delete")  # the broker default
                 if "compact" not in policy.split(","):
                     ok = False
                     detail += f"; cleanup.policy is {policy!r}, the changelog must be compacted"
+                held = int(config.get("max.message.bytes", "0")) - RECORD_HEADROOM_BYTES
+                if held < settings.kafka.max_job_bytes:
+                    ok = False
+                    detail += (
+                        f"; max.message.bytes is {config.get('max.message.bytes')}, it must be "
+                        f"at least {settings.kafka.max_job_bytes + RECORD_HEADROOM_BYTES} to "
+                        "hold BASICSYNC_KAFKA__MAX_JOB_BYTES plus 1 MiB"
+                    )
             checks.append(Check("topic", ok, detail, EXIT_TOPICS))
         elif creatable:
             checks.append(Check("topic", True, f"{topic} missing, created at start", EXIT_OK))
         else:
             detail = f"{topic} missing and BASICSYNC_KAFKA__CREATE_TOPICS=false"
             checks.append(Check("topic", False, detail, EXIT_TOPICS))
+    checks.append(await _broker_check(admin))
     return checks
 
 
@@ -191,15 +204,37 @@ async def _placement_checks(admin: AIOKafkaAdminClient, settings: Settings) -> l
     return checks
 
 
-async def _cleanup_policy(admin: AIOKafkaAdminClient, topic: str) -> str:
-    """The topic's ``cleanup.policy`` (``delete`` would lose job state after retention)."""
-    wanted = ConfigResource(ConfigResourceType.TOPIC, topic, {"cleanup.policy": None})
-    responses: Any = await admin.describe_configs([wanted])
+async def _broker_check(admin: AIOKafkaAdminClient) -> Check:
+    """The broker's ``message.max.bytes``, the limit of the result topics this service creates."""
+    cluster = await admin.describe_cluster()
+    brokers = cluster.get("brokers", [])
+    if not brokers:
+        return Check("broker limits", False, "no broker described", EXIT_TOPICS)
+    node = str(brokers[0]["node_id"])
+    config = await _configs(admin, ConfigResourceType.BROKER, node)
+    limit = int(config.get("message.max.bytes", "1048588"))
+    ok = limit >= RESULT_RECORD_BYTES + 1024
+    detail = f"message.max.bytes is {limit}"
+    if not ok:
+        detail += (
+            f"; result records are fitted to {RESULT_RECORD_BYTES} bytes, raise it to at least "
+            f"{RESULT_RECORD_BYTES + 1024} (or give the result topics a max.message.bytes "
+            "that large)"
+        )
+    return Check("broker limits", ok, detail, EXIT_TOPICS)
+
+
+async def _configs(
+    admin: AIOKafkaAdminClient, kind: ConfigResourceType, name: str
+) -> dict[str, str]:
+    """Every config entry of a topic or broker, as the broker reports it (defaults included)."""
+    responses: Any = await admin.describe_configs([ConfigResource(kind, name)])
+    found: dict[str, str] = {}
     for _code, _message, _type, _name, entries in responses[0].resources:
-        for name, value, *_ in entries:
-            if name == "cleanup.policy":
-                return str(value)
-    return "delete"  # the broker default
+        for entry_name, value, *_ in entries:
+            if value is not None:
+                found[str(entry_name)] = str(value)
+    return found
 
 
 async def _gateway_checks(settings: Settings, limit_s: float) -> list[Check]:

@@ -287,6 +287,9 @@ class JobState(BaseModel):
     #: durably before the request is sent): until this plus the in-doubt window the request may
     #: still be applied, so nobody posts the job before then. None when no request is in doubt.
     sending_since: datetime | None = None
+    #: The job reached ``kafka.max_job_bytes``: it got its one ``job_too_large`` failure record
+    #: and is frozen as it was then (later events are not applied; it is still synced).
+    too_large: bool = False
 
     @property
     def status(self) -> str | None:

@@ -52,6 +52,10 @@ class FailureReason(StrEnum):
     - ``job_forgotten``: the event is for a job that ended and was forgotten after retention;
       it is not applied (it would post a partial document over the full one). ``source``
       carries the bytes; ``stateVersion`` is the job's last version.
+    - ``job_too_large``: applying the event would make the job's state larger than the
+      configured maximum job size; the job keeps (and syncs) its state as it was, and neither
+      this event nor any later one of the job is applied. Reported once per job; ``source``
+      locates the first event not applied.
     """
 
     invalid_event = "invalid_event"
@@ -64,6 +68,7 @@ class FailureReason(StrEnum):
     missing_job_metadata = "missing_job_metadata"
     misrouted = "misrouted"
     job_forgotten = "job_forgotten"
+    job_too_large = "job_too_large"
 
 
 class _Record(BaseModel):

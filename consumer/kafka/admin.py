@@ -29,6 +29,8 @@ class TopicPlan:
     results: tuple[str, ...]
     create_missing: bool
     replication_factor: int
+    #: ``max.message.bytes`` of a changelog this service creates (a job state is one record)
+    changelog_max_message_bytes: int | None = None
 
 
 async def partition_counts(admin: AIOKafkaAdminClient, topics: Iterable[str]) -> dict[str, int]:
@@ -102,8 +104,11 @@ async def ensure_topology(admin: AIOKafkaAdminClient, plan: TopicPlan) -> int:
             + "); give them the same partition count"
         )
     partitions = next(iter(input_counts.values()))
+    changelog_config = {"cleanup.policy": "compact"}
+    if plan.changelog_max_message_bytes is not None:
+        changelog_config["max.message.bytes"] = str(plan.changelog_max_message_bytes)
     wanted = {
-        plan.changelog: (partitions, {"cleanup.policy": "compact"}),
+        plan.changelog: (partitions, changelog_config),
         **{topic: (partitions, {}) for topic in plan.results},
     }
     to_create = {topic: spec for topic, spec in wanted.items() if topic not in counts}

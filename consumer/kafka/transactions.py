@@ -35,12 +35,14 @@ from aiokafka.errors import (
     GroupAuthorizationFailedError,
     InvalidProducerEpoch,
     KafkaError,
+    MessageSizeTooLargeError,
     ProducerFenced,
+    RecordListTooLargeError,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
 
-from consumer.errors import PartitionLost
+from consumer.errors import PartitionLost, RecordsTooLarge
 
 log = structlog.get_logger(__name__)
 
@@ -126,6 +128,11 @@ class PartitionProducer:
                 # A missing ACL: no retry in place helps; the caller reports it and waits.
                 await self._abort()
                 raise
+            except RecordsTooLarge:
+                if self._fatal():
+                    raise PartitionLost(self.partition, "producer failed") from None
+                await self._abort()
+                raise
             except (KafkaError, AssertionError) as exc:
                 # AssertionError: aiokafka's transaction state machine refusing a transition
                 # after the sender died; the producer is unusable then.
@@ -147,14 +154,18 @@ class PartitionProducer:
     ) -> None:
         producer = self._producer
         await producer.begin_transaction()
-        acks: list[asyncio.Future[Any]] = []
-        for record in records:
-            acks.append(
-                await producer.send(
+        acks: list[tuple[int, asyncio.Future[Any]]] = []
+        too_large: dict[int, str] = {}
+        for index, record in enumerate(records):
+            try:
+                ack = await producer.send(
                     record.topic, value=record.value, key=record.key, partition=record.partition
                 )
-            )
-        if offsets:
+            except _TOO_LARGE as exc:  # aiokafka's own max_request_size check
+                too_large[index] = _describe(exc)
+                continue
+            acks.append((index, ack))
+        if offsets and not too_large:
             await producer.send_offsets_to_transaction(
                 dict(offsets),
                 self._group_id,
@@ -162,7 +173,19 @@ class PartitionProducer:
         # Every record acknowledged before the commit: a record the broker refused (too large,
         # not authorized) fails the transaction instead of leaving a silent gap in it.
         if acks:
-            await asyncio.gather(*acks)
+            outcomes = await asyncio.gather(*(ack for _, ack in acks), return_exceptions=True)
+            for (index, _), outcome in zip(acks, outcomes, strict=True):
+                if isinstance(outcome, _TOO_LARGE):
+                    too_large[index] = _describe(outcome)
+            if too_large:
+                raise RecordsTooLarge(
+                    self.partition, set(too_large), next(iter(too_large.values()))
+                )
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
+        if too_large:
+            raise RecordsTooLarge(self.partition, set(too_large), next(iter(too_large.values())))
         await producer.commit_transaction()
 
     async def _abort(self) -> None:
@@ -184,6 +207,9 @@ class PartitionProducer:
         """
         manager = self._producer._txn_manager
         return manager is not None and bool(manager.is_fatal_error())
+
+
+_TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 
 def _describe(exc: BaseException) -> str:

@@ -36,7 +36,9 @@ class Sandbox:
             history_limit=settings.history_limit,
         )
         self.faults = Faults()
-        self.app = web.Application()
+        # Job documents can be several MiB (a job of thousands of steps); aiohttp's default
+        # request limit is 1 MiB.
+        self.app = web.Application(client_max_size=64 * 1024 * 1024)
         Api(settings, self.state, self.faults).add_routes(self.app)
         add_control_routes(self.app, self)
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False)

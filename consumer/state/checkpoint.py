@@ -4,7 +4,8 @@ Everything that must become durable is *staged* here (the consume loop stages ab
 batches, the scheduler stages results and sync bookkeeping) and written by :meth:`commit`, per
 input partition, in one Kafka transaction of that partition's producer, in this fixed order:
 
-1. tombstones of the jobs forgotten since the partition's last commit;
+1. tombstones of the keys dropped since the partition's last commit, then the markers of the
+   jobs forgotten since (``consumer.domain.retention``);
 2. the current state of every job of the partition changed since then, once each however many
    events it got, to changelog partition ``p`` (a job lives in one partition);
 3. the result and failure records staged for the partition, in the order they were staged;
@@ -18,6 +19,15 @@ the events after the last commit, whose effects were not visible to anyone.
 :meth:`make_durable` is the scheduler's way to say "before I post, this must be in Kafka": it
 commits the partition now. Calls that arrive while a commit of the partition is running wait
 for it and then share the next one (group commit), so concurrent posts cost one transaction.
+
+Every result and failure record is fitted to :data:`~consumer.kafka.limits.RESULT_RECORD_BYTES`
+when it is staged (``consumer.domain.record_size``; a reduced record is logged and counted). If
+Kafka still refuses one as too large, the transaction is aborted, the refused records are
+fitted again to half their size and the commit is repeated: a record never stalls a partition
+and the offsets are committed only with the records that report their events. A job state
+refused as too large means the changelog topic's ``max.message.bytes`` is below what
+``kafka.max_job_bytes`` needs: that is retried with backoff and logged as an error until an
+operator raises it (``basicsync check`` names it).
 
 A partition whose producer was fenced (another member owns it now) or revoked raises
 ``PartitionLost`` from :meth:`make_durable` and is reported by :meth:`take_lost`; its staged
@@ -33,8 +43,11 @@ from dataclasses import dataclass, field
 import structlog
 from aiokafka import TopicPartition
 
+from consumer.domain.record_size import MIN_LIMIT_BYTES, fit_record
 from consumer.domain.results import FailureRecord, SuccessRecord
-from consumer.errors import PartitionLost
+from consumer.domain.retention import ForgottenJob
+from consumer.errors import PartitionLost, RecordsTooLarge
+from consumer.kafka.limits import RESULT_RECORD_BYTES
 from consumer.kafka.transactions import OutRecord, PartitionProducer
 from consumer.state.store import JobStore
 
@@ -49,18 +62,30 @@ class CheckpointTopics:
 
 
 @dataclass
+class _Result:
+    """A staged result or failure record, as fitted to ``limit`` bytes."""
+
+    record: SuccessRecord | FailureRecord
+    raw_key: bytes | None
+    limit: int
+    out: OutRecord
+
+
+@dataclass
 class _Pending:
     forgotten: list[str] = field(default_factory=list)
+    markers: dict[str, ForgottenJob] = field(default_factory=dict)
     jobs: set[str] = field(default_factory=set)
-    results: list[OutRecord] = field(default_factory=list)
+    results: list[_Result] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.forgotten or self.jobs or self.results or self.offsets)
+        return bool(self.forgotten or self.markers or self.jobs or self.results or self.offsets)
 
     def merge_older(self, older: _Pending) -> None:
         """Put back what a failed commit took: ``older`` was staged before ``self``."""
         self.forgotten[:0] = older.forgotten
+        self.markers = {**older.markers, **self.markers}
         self.jobs |= older.jobs
         self.results[:0] = older.results
         for tp, offset in older.offsets.items():
@@ -75,8 +100,15 @@ class Checkpoint:
         store: JobStore,
         topics: CheckpointTopics,
         open_producer: Callable[[int], PartitionProducer],
+        *,
+        result_limit: int = RESULT_RECORD_BYTES,
+        too_large_backoff_s: float = 5.0,
     ) -> None:
         self._store = store
+        self._result_limit = result_limit
+        self._too_large_backoff_s = too_large_backoff_s
+        #: result and failure records reduced to fit (for metrics and tests)
+        self.reduced_records = 0
         self._topics = topics
         self._open_producer = open_producer
         self._producers: dict[int, PartitionProducer] = {}
@@ -131,25 +163,52 @@ class Checkpoint:
             pending.jobs.add(client_job_id)
 
     def stage_forgotten(self, partition: int, client_job_id: str) -> None:
+        """Tombstone the key (a job or a marker dropped after retention)."""
         pending = self._pending.get(partition)
         if pending is not None:
             pending.forgotten.append(client_job_id)
             pending.jobs.discard(client_job_id)
+            pending.markers.pop(client_job_id, None)
+
+    def stage_marker(self, partition: int, marker: ForgottenJob) -> None:
+        """Write ``marker`` as the value of its key: the job is forgotten, not gone."""
+        pending = self._pending.get(partition)
+        if pending is not None:
+            pending.markers[marker.client_job_id] = marker
+            pending.jobs.discard(marker.client_job_id)
 
     def stage_result(
         self, partition: int, record: SuccessRecord | FailureRecord, raw_key: bytes | None = None
     ) -> None:
-        """A result or failure record, keyed by clientJobId (or the raw input key)."""
+        """A result or failure record, keyed by clientJobId (or the raw input key), fitted
+        to the result record limit."""
         pending = self._pending.get(partition)
         if pending is None:
             return
-        key: bytes | None
-        if isinstance(record, SuccessRecord):
-            topic, key = self._topics.succeeded, record.client_job_id.encode()
-        else:
-            topic = self._topics.failed
-            key = record.client_job_id.encode() if record.client_job_id is not None else raw_key
-        pending.results.append(OutRecord(topic=topic, key=key, value=record.to_json_bytes()))
+        pending.results.append(self._fit(partition, record, raw_key, self._result_limit))
+
+    def _fit(
+        self,
+        partition: int,
+        record: SuccessRecord | FailureRecord,
+        raw_key: bytes | None,
+        limit: int,
+    ) -> _Result:
+        fitted = fit_record(record, limit, raw_key)
+        if fitted.reduced:
+            self.reduced_records += 1
+            log.warning(
+                "result_record_reduced",
+                partition=partition,
+                client_job_id=record.client_job_id,
+                outcome=record.outcome,
+                limit_bytes=limit,
+                size_bytes=len(record.to_json_bytes()),
+                reduced_to_bytes=len(fitted.value),
+            )
+        topic = self._topics.succeeded if isinstance(record, SuccessRecord) else self._topics.failed
+        out = OutRecord(topic=topic, key=fitted.key, value=fitted.value)
+        return _Result(record, raw_key, limit, out)
 
     def stage_offsets(self, partition: int, next_offsets: dict[tuple[str, int], int]) -> None:
         pending = self._pending.get(partition)
@@ -198,9 +257,8 @@ class Checkpoint:
             if not pending:
                 return
             self._pending[partition] = _Pending()
-            records = self._records(partition, pending)
             try:
-                await producer.commit(records, pending.offsets)
+                await self._commit_fitting(partition, producer, pending)
             except PartitionLost as exc:
                 log.warning("partition_lost", partition=partition, reason=str(exc))
                 self._lost.add(partition)
@@ -214,12 +272,55 @@ class Checkpoint:
                 raise
             self.commits += 1
 
-    def _records(self, partition: int, pending: _Pending) -> list[OutRecord]:
+    async def _commit_fitting(
+        self, partition: int, producer: PartitionProducer, pending: _Pending
+    ) -> None:
+        """Commit ``pending``; records Kafka refuses as too large are reduced and sent again."""
+        while True:
+            records, first_result = self._records(partition, pending)
+            try:
+                await producer.commit(records, pending.offsets)
+                return
+            except RecordsTooLarge as exc:
+                states = sorted(i for i in exc.indices if i < first_result)
+                for index in sorted(i for i in exc.indices if i >= first_result):
+                    held = pending.results[index - first_result]
+                    limit = max(min(held.limit, len(held.out.value or b"")) // 2, MIN_LIMIT_BYTES)
+                    if limit == held.limit:
+                        states.append(index)  # cannot get smaller: nothing but waiting helps
+                        continue
+                    pending.results[index - first_result] = self._fit(
+                        partition, held.record, held.raw_key, limit
+                    )
+                    log.warning(
+                        "result_record_refused_too_large",
+                        partition=partition,
+                        client_job_id=held.record.client_job_id,
+                        error=str(exc),
+                        retry_with_bytes=limit,
+                    )
+                if states:
+                    log.error(
+                        "changelog_record_too_large",
+                        partition=partition,
+                        keys=[(records[i].key or b"").decode(errors="replace") for i in states],
+                        sizes=[len(records[i].value or b"") for i in states],
+                        error=str(exc),
+                        action="raise the topic's max.message.bytes (basicsync check); retrying",
+                        retry_in_s=self._too_large_backoff_s,
+                    )
+                    await asyncio.sleep(self._too_large_backoff_s)
+
+    def _records(self, partition: int, pending: _Pending) -> tuple[list[OutRecord], int]:
+        """The transaction's records, and the index of its first result record."""
         changelog = self._topics.changelog
         records = [OutRecord(changelog, job.encode(), None, partition) for job in pending.forgotten]
+        for job, marker in pending.markers.items():
+            records.append(OutRecord(changelog, job.encode(), marker.to_json_bytes(), partition))
         for job in pending.jobs:
             state = self._store.get(job)
             if state is not None and self._store.partition_of(job) == partition:
                 records.append(OutRecord(changelog, job.encode(), state.to_json_bytes(), partition))
-        records.extend(pending.results)
-        return records
+        first_result = len(records)
+        records.extend(result.out for result in pending.results)
+        return records, first_result

@@ -20,7 +20,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from consumer.domain.job import JobState
+from consumer.domain.retention import ForgottenJob, StoredJob, decode_stored
 
 log = structlog.get_logger(__name__)
 
@@ -33,13 +33,15 @@ class RestoreReport:
     skipped: int
     seconds: float
     end_offsets: dict[int, int]
+    #: forgotten-job markers restored (not counted in ``jobs``)
+    forgotten: int = 0
 
 
 async def restore(
     consumer_factory: Callable[..., AIOKafkaConsumer],
     topic: str,
     partitions: Iterable[int],
-) -> tuple[dict[int, dict[str, JobState]], RestoreReport]:
+) -> tuple[dict[int, dict[str, StoredJob]], RestoreReport]:
     """Read changelog partitions from the beginning to their current end.
 
     Only the last record of each key matters in a compacted topic, so values are kept as bytes
@@ -77,13 +79,13 @@ async def restore(
             end = {}
     finally:
         await consumer.stop()
-    states: dict[int, dict[str, JobState]] = {}
-    skipped = 0
+    states: dict[int, dict[str, StoredJob]] = {}
+    skipped = forgotten = 0
     for partition, values in raw.items():
-        parsed: dict[str, JobState] = {}
+        parsed: dict[str, StoredJob] = {}
         for key, value in values.items():
             try:
-                state = JobState.from_json_bytes(value)
+                state = decode_stored(value)
             except ValidationError as exc:
                 skipped += 1
                 log.error(
@@ -95,10 +97,12 @@ async def restore(
                 )
                 continue
             parsed[state.client_job_id] = state
+            forgotten += isinstance(state, ForgottenJob)
         states[partition] = parsed
     report = RestoreReport(
         partitions=tuple(wanted),
-        jobs=sum(len(s) for s in states.values()),
+        jobs=sum(len(s) for s in states.values()) - forgotten,
+        forgotten=forgotten,
         records=records,
         skipped=skipped,
         seconds=time.monotonic() - started,

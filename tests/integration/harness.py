@@ -20,10 +20,12 @@ from consumer.app import Running, endpoints_from, run_consumer
 from consumer.config import GatewaySettings, KafkaSettings, Settings, SyncSettings, TopicSettings
 from consumer.demo import send_events
 from consumer.domain.events import JobEvent
+from consumer.kafka.limits import changelog_max_message_bytes
 from consumer.observability.stats import Stats
 from consumer.sandbox import Sandbox
 
 MakeTopic = Callable[..., Awaitable[str]]
+DEFAULT_MAX_JOB_BYTES = KafkaSettings.model_fields["max_job_bytes"].default
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,13 @@ class Topics:
 async def new_topics(make_topic: MakeTopic, *, partitions: int = 3, inputs: int = 1) -> Topics:
     """Fresh, uniquely named topics for one test (deleted by the fixture afterwards)."""
     names = [await make_topic("in", partitions=partitions) for _ in range(inputs)]
-    state = await make_topic("state", partitions=partitions, cleanup_policy="compact")
+    # As the consumer creates it: a job state of BASICSYNC_KAFKA__MAX_JOB_BYTES must fit.
+    state = await make_topic(
+        "state",
+        partitions=partitions,
+        cleanup_policy="compact",
+        config={"max.message.bytes": str(changelog_max_message_bytes(DEFAULT_MAX_JOB_BYTES))},
+    )
     succeeded = await make_topic("ok", partitions=partitions)
     failed = await make_topic("failed", partitions=partitions)
     return Topics(names, state, succeeded, failed, f"group-{state}", partitions)

@@ -300,6 +300,20 @@ class TestCheck:
         assert ran.code == 4, ran.out
         assert "the changelog must be compacted" in ran.out
 
+    async def test_check_exits_4_when_the_changelog_cannot_hold_max_job_bytes(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """A compacted changelog with the broker's default 1 MB max.message.bytes cannot hold
+        a job of BASICSYNC_KAFKA__MAX_JOB_BYTES: exit 4, naming the size it needs."""
+        topics = await new_topics(make_topic, partitions=2)
+        small = await make_topic("state", partitions=2, cleanup_policy="compact")
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        ran = await basicsync(settings, "check", BASICSYNC_TOPICS__STATE=small)
+        assert ran.code == 4, ran.out
+        assert "max.message.bytes" in ran.out
+        assert "BASICSYNC_KAFKA__MAX_JOB_BYTES" in ran.out
+        assert "ok    broker limits: message.max.bytes is" in ran.out
+
     async def test_check_exits_5_when_the_gateway_is_down(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:

@@ -6,6 +6,7 @@ A fake partition producer records each transaction; the store and the records ar
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -14,8 +15,9 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
 from consumer.domain.job import JobState
-from consumer.domain.results import FailureReason, FailureRecord, SuccessRecord
-from consumer.errors import PartitionLost
+from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, SuccessRecord
+from consumer.domain.retention import forget
+from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.transactions import OutRecord
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
 from consumer.state.store import JobStore
@@ -194,3 +196,91 @@ class TestCheckpoint:
         assert not rig.checkpoint.has_pending(3)
         with pytest.raises(PartitionLost):
             await rig.checkpoint.make_durable(3)
+
+
+class TooLargeOnce(FakeProducer):
+    """Refuses, once, every record whose value is larger than ``refuse_above`` bytes."""
+
+    refuse_above = 3_000
+
+    async def commit(
+        self, records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
+    ) -> None:
+        big = {i for i, r in enumerate(records) if len(r.value or b"") > self.refuse_above}
+        if big:
+            raise RecordsTooLarge(self.partition, big, "MessageSizeTooLargeError")
+        await super().commit(records, offsets)
+
+
+def input_failure(job: str, value: bytes) -> FailureRecord:
+    return FailureRecord.for_input(
+        reason=FailureReason.invalid_event,
+        message="not JSON",
+        source=SourceInfo.from_message(
+            topic="in", partition=0, offset=7, key=job.encode(), value=value, headers=[]
+        ),
+        failed_at=NOW,
+        client_job_id=job,
+    )
+
+
+class TestRecordSizes:
+    async def test_result_records_are_fitted_when_staged(self) -> None:
+        """A failure record larger than the result limit is reduced when staged: its value
+        dropped, size and sha256 kept; the reduction is counted."""
+        store = JobStore()
+        producers: dict[int, FakeProducer] = {}
+
+        def open_producer(partition: int) -> FakeProducer:
+            producers[partition] = FakeProducer(partition)
+            return producers[partition]
+
+        checkpoint = Checkpoint(store, TOPICS, open_producer, result_limit=4_096)  # type: ignore[arg-type]
+        await checkpoint.open(0)
+        checkpoint.stage_result(0, input_failure("a", b"\xff" * 20_000))
+        await checkpoint.make_durable(0)
+        [(records, _)] = producers[0].transactions
+        assert len(records[0].value or b"") <= 4_096
+        record = json.loads(records[0].value or b"")
+        assert record["source"]["value"] is None
+        assert record["source"]["valueSize"] == 20_000
+        assert checkpoint.reduced_records == 1
+
+    async def test_records_refused_as_too_large_are_shrunk_and_committed_with_the_offsets(
+        self,
+    ) -> None:
+        """When Kafka refuses result records as too large, the checkpoint fits them to half
+        their size and commits again: one transaction with the smaller records and the offsets,
+        never a stall."""
+        store = JobStore()
+        producers: dict[int, FakeProducer] = {}
+
+        def open_producer(partition: int) -> FakeProducer:
+            producers[partition] = TooLargeOnce(partition)
+            return producers[partition]
+
+        checkpoint = Checkpoint(store, TOPICS, open_producer)  # type: ignore[arg-type]
+        await checkpoint.open(0)
+        checkpoint.stage_result(0, input_failure("a", b"\xff" * 5_000))
+        checkpoint.stage_result(0, success("b"))
+        checkpoint.stage_offsets(0, {("in", 0): 8})
+        await asyncio.wait_for(checkpoint.make_durable(0), 5)
+        [(records, offsets)] = producers[0].transactions
+        assert [r.key for r in records] == [b"a", b"b"]
+        assert all(len(r.value or b"") <= TooLargeOnce.refuse_above for r in records)
+        assert offsets == {TopicPartition("in", 0): 8}
+
+    async def test_a_marker_is_written_as_the_keys_value(self) -> None:
+        """stage_marker writes the forgotten-job marker to the changelog (not the state)."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        state = job_state("done", status="Completed")
+        rig.put(0, state)
+        marker = forget(state, NOW)
+        rig.store.put_forgotten(0, marker)
+        rig.checkpoint.stage_marker(0, marker)
+        await rig.checkpoint.make_durable(0)
+        [(records, _)] = rig.producers[0].transactions
+        assert [(r.topic, r.key, r.value) for r in records] == [
+            ("state", b"done", marker.to_json_bytes())
+        ]

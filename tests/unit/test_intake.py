@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 
 import pytest
@@ -10,9 +11,17 @@ from aiokafka.partitioner import DefaultPartitioner
 
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
 from consumer.domain.results import FailureReason, SourceOffset
-from consumer.intake import ArrivalClock, BatchEffect, SourceRecord, absorb, hashes_to
+from consumer.domain.retention import forget
+from consumer.intake import (
+    ArrivalClock,
+    BatchEffect,
+    SizeEstimate,
+    SourceRecord,
+    absorb,
+    hashes_to,
+)
 from consumer.state.store import JobStore
-from tests.unit.fakes import NOW, event, status_changed, upserted
+from tests.unit.fakes import NOW, event, fold, status_changed, upserted
 
 TOPIC = "workfloplus.job-events"
 PARTITIONS = 12
@@ -317,3 +326,87 @@ class TestArrivalClock:
         readings = [clock() for _ in range(5)]
         assert readings == sorted(set(readings))
         assert readings[0] == NOW
+
+
+def step(job: str, n: int, payload: str = "x" * 900) -> JobEvent:
+    wrapper = {"singleStep": {"uniqueStepId": f"s-{n}", "stepNumber": n, "note": payload}}
+    return event(job, EventType.step_completed, wrapper)
+
+
+class TestForgottenAndTooLarge:
+    def test_event_of_a_forgotten_job_is_rejected_with_the_markers_version(self) -> None:
+        """An event for a key whose marker is in the store is a job_forgotten failure whose
+        stateVersion is the marker's version; no state is created (versions never restart)."""
+        store = JobStore()
+        state = fold(None, [upserted("old", workflowId="wf"), status_changed("old", "Completed")])
+        store.put_forgotten(hashes_to(b"old", PARTITIONS), forget(state, NOW))
+        batch = Batch()
+        batch.add(upserted("old", workflowId="wf", jobTitle="late"))
+        effect = run(batch, store)
+        [failure] = effect.failures
+        assert failure.reason is FailureReason.job_forgotten
+        assert failure.state_version == state.version
+        assert effect.changed == {}
+        assert store.get("old") is None
+
+    def test_a_job_growing_past_max_job_bytes_is_frozen_with_one_failure(self) -> None:
+        """The event that would take a job past max_job_bytes is not applied and gets the one
+        job_too_large record; the state stays as it was (flagged), and later events are
+        counted, not applied and not reported again, also across batches."""
+        store = JobStore()
+        sizes = SizeEstimate()
+        batch = Batch()
+        batch.add(upserted("big", workflowId="wf"))
+        for n in range(60):
+            batch.add(step("big", n))
+        limit = 20_000
+
+        def absorb_limited(records: list[SourceRecord]) -> BatchEffect:
+            return absorb(
+                store,
+                records,
+                clock=ArrivalClock(lambda: NOW),
+                partition_count=PARTITIONS,
+                max_event_bytes=MAX_BYTES,
+                max_job_bytes=limit,
+                sizes=sizes,
+            )
+
+        effect = absorb_limited(batch.records)
+        [failure] = effect.failures
+        assert failure.reason is FailureReason.job_too_large
+        state = store.get("big")
+        assert state is not None
+        assert state.too_large
+        assert len(state.to_json_bytes()) <= limit
+        assert failure.state_version == state.version
+        assert effect.too_large == 60 - (state.version - 1) - 1
+        later = Batch()
+        later.add(step("big", 99))
+        again = absorb_limited(later.records)
+        assert again.failures == []
+        assert again.too_large == 1
+        assert store.get("big") == state
+
+    def test_failure_records_carry_the_value_up_to_the_setting(self) -> None:
+        """An undecodable value is carried only up to max_failure_value_bytes, with its full
+        size and sha256 and its coordinates."""
+        batch = Batch()
+        value = b"\xff" * 5_000
+        record = batch.raw(b"job-x", value)
+        effect = absorb(
+            JobStore(),
+            batch.records,
+            clock=ArrivalClock(lambda: NOW),
+            partition_count=PARTITIONS,
+            max_event_bytes=MAX_BYTES,
+            max_failure_value_bytes=100,
+        )
+        [failure] = effect.failures
+        source = failure.source
+        assert source is not None
+        assert base64.b64decode(source.value or "") == value[:100]
+        assert source.value_size == 5_000
+        assert source.truncated
+        assert source.value_sha256 == hashlib.sha256(value).hexdigest()
+        assert (source.partition, source.offset) == (record.partition, record.offset)

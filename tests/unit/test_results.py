@@ -38,6 +38,7 @@ class TestFailureReason:
             "missing_job_metadata",
             "misrouted",
             "job_forgotten",
+            "job_too_large",
         }
 
     def test_each_documented(self) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from consumer.domain.retention import forget
 from consumer.state.store import JobStore
-from tests.unit.fakes import job_state
+from tests.unit.fakes import NOW, job_state
 
 
 class TestJobStore:
@@ -110,3 +111,36 @@ class TestJobStore:
         assert store.get("x") is restored["x"]
         assert store.jobs_in(1) == {"other"}
         assert len(store) == 3
+
+
+class TestForgottenMarkers:
+    def test_markers_are_kept_apart_from_jobs(self) -> None:
+        """A marker replaces its job: get/items/jobs_in/len no longer see it, forgotten_marker
+        does, and partitions() still lists its partition; drop_partition removes it too."""
+        store = JobStore()
+        state = job_state("done", status="Completed")
+        store.put(2, state)
+        store.put(2, job_state("live"))
+        marker = forget(state, NOW)
+        store.put_forgotten(2, marker)
+        assert store.get("done") is None
+        assert store.jobs_in(2) == {"live"}
+        assert len(store) == 1
+        assert store.forgotten_marker("done") == marker
+        assert list(store.forgotten_items()) == [(2, marker)]
+        store.delete("live")
+        assert store.partitions() == {2}
+        store.drop_partition(2)
+        assert store.forgotten_marker("done") is None
+        assert store.partitions() == set()
+
+    def test_replace_partition_routes_markers(self) -> None:
+        """Restored values are routed by type: states to the jobs, markers apart."""
+        store = JobStore()
+        state = job_state("done", status="Completed")
+        marker = forget(state, NOW)
+        live = job_state("live")
+        store.replace_partition(1, {"done": marker, "live": live})
+        assert store.get("live") == live
+        assert store.get("done") is None
+        assert store.forgotten_marker("done") == marker

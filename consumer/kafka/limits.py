@@ -1,0 +1,36 @@
+"""Record sizes: what the producers, the changelog topic and the broker must hold.
+
+A job's whole state is one changelog record, so the changelog topic and the producers are sized
+from ``kafka.max_job_bytes`` (the largest state the intake lets a job reach, see
+``consumer.intake``), plus :data:`RECORD_HEADROOM_BYTES` for the key and the batch framing.
+aiokafka checks ``max_request_size`` against a record's uncompressed size; the broker checks
+``max.message.bytes`` against the compressed batch, so compression only ever helps.
+
+Result and failure records are fitted to :data:`RESULT_RECORD_BYTES`
+(``consumer.domain.record_size``), below the broker's default ``message.max.bytes``
+(1,048,588), which the result topics keep. A broker or topic that still refuses one as too
+large gets it again at half the size (``consumer.state.checkpoint``).
+"""
+
+from __future__ import annotations
+
+from consumer.domain.record_size import RECORD_OVERHEAD_BYTES
+
+#: Room above ``max_job_bytes`` for the changelog record's key and batch framing.
+RECORD_HEADROOM_BYTES = 1 << 20
+#: Key plus value of a result or failure record at most (below the broker default 1,048,588
+#: ``message.max.bytes``, less the batch framing).
+RESULT_RECORD_BYTES = 1_000_000 - RECORD_OVERHEAD_BYTES
+#: Compression of every record the service produces: in the standard library (no native
+#: package needed), and a job state's JSON shrinks about tenfold.
+COMPRESSION_TYPE = "gzip"
+
+
+def max_request_size(max_job_bytes: int) -> int:
+    """The producers' ``max_request_size``: a job state of ``max_job_bytes`` with its key."""
+    return max_job_bytes + RECORD_HEADROOM_BYTES
+
+
+def changelog_max_message_bytes(max_job_bytes: int) -> int:
+    """The changelog topic's ``max.message.bytes``: one uncompressed job state in a batch."""
+    return max_job_bytes + RECORD_HEADROOM_BYTES

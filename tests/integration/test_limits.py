@@ -1,0 +1,215 @@
+"""Bounded, not fatal: oversized input, big jobs and forgotten jobs, against `basicsync run`.
+
+Each test runs the consumer as a process (``python -m consumer run``) on the real broker and
+posts to an in-process sandbox over HTTP; the process must never exit on its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumer.demo import DemoPlan, build_demo
+from consumer.domain.events import EventType, JobEvent
+from consumer.sandbox import Sandbox
+from tests.integration.harness import (
+    MakeTopic,
+    eventually,
+    new_topics,
+    produce,
+    produce_raw,
+    read_records,
+    settings_for,
+    start_consumer_process,
+    stored,
+    tail,
+    wait_converged,
+)
+
+pytestmark = pytest.mark.integration
+
+
+async def _stop(process: subprocess.Popen[bytes], log: str) -> None:
+    """The process is still running (it never exited on its own) and stops cleanly."""
+    assert process.poll() is None, tail(log)
+    process.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(process.wait, 60) == 0, tail(log)
+
+
+def _big_job(steps: int) -> tuple[str, list[JobEvent]]:
+    demo = build_demo(
+        DemoPlan(jobs=1, steps=steps, prefix="big", abort_share=0, exclude_share=0, seed=5)
+    )
+    [job] = demo.expected
+    return job, demo.events
+
+
+def _forgotten(log: str) -> int:
+    """Jobs the process has forgotten so far, from its ``retention_swept`` log lines."""
+    total = 0
+    for line in tail(log, 1_000_000).splitlines():
+        if '"retention_swept"' in line:
+            total += json.loads(line)["forgotten"]
+    return total
+
+
+async def _failures(bootstrap: str, topic: str) -> list[Any]:
+    return await read_records(bootstrap, topic, settle_s=0.5)
+
+
+class TestOversizedInput:
+    async def test_a_900_kb_undecodable_value_gets_a_bounded_failure_record(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """900 KB of garbage among normal jobs yields one invalid_event record carrying at most
+        64 KiB of it with its full size, sha256 and exact coordinates; the jobs converge and
+        the process never exits (before, the record exceeded the producer's limit and the
+        process died on every restart)."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=20, seed=41))
+        garbage = os.urandom(900_000)
+        await produce(kafka_bootstrap, topics.inputs, demo.events[: len(demo.events) // 2])
+        await produce_raw(kafka_bootstrap, topics.inputs[0], [(b"garbage-job", garbage, [])])
+        await produce(kafka_bootstrap, topics.inputs, demo.events[len(demo.events) // 2 :])
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        try:
+            await wait_converged(sandbox_in_process, demo.expected, within=90)
+            failures: list[Any] = []
+
+            async def failed() -> bool:
+                failures[:] = await _failures(kafka_bootstrap, topics.failed)
+                return bool(failures)
+
+            for _ in range(40):
+                if await failed():
+                    break
+            [record] = failures
+        finally:
+            await _stop(process, log)
+        assert record["reason"] == "invalid_event"
+        source = record["source"]
+        assert source["valueSize"] == 900_000
+        assert source["valueSha256"] == hashlib.sha256(garbage).hexdigest()
+        assert source["truncated"] is True
+        assert base64.b64decode(source["value"]) == garbage[: 64 * 1024]
+        assert source["topic"] == topics.inputs[0]
+        assert isinstance(source["partition"], int)
+        assert isinstance(source["offset"], int)
+
+
+class TestBigJob:
+    async def test_a_2500_step_job_converges_among_normal_jobs(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """One job of 2,500 steps of about 1 KB each (a 2 MB document, beyond the broker's
+        default 1 MB record) converges with its 20 neighbours, no failure record, no exit."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=20, seed=43))
+        big, big_events = _big_job(2_500)
+        big_expected = build_demo(
+            DemoPlan(jobs=1, steps=2_500, prefix="big", abort_share=0, exclude_share=0, seed=5)
+        ).expected
+        await produce(kafka_bootstrap, topics.inputs, [*big_events, *demo.events])
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        try:
+            await wait_converged(sandbox_in_process, demo.expected, within=120)
+            await wait_converged(sandbox_in_process, big_expected, within=120)
+        finally:
+            await _stop(process, log)
+        assert len(stored(sandbox_in_process, big)["completedSteps"]) == 2_500  # type: ignore[index]
+        assert await _failures(kafka_bootstrap, topics.failed) == []
+
+    async def test_a_job_beyond_max_job_bytes_gets_one_job_too_large(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """With BASICSYNC_KAFKA__MAX_JOB_BYTES lowered to 500 kB the 2,500-step job gets
+        exactly one job_too_large record and WorkfloPlus keeps the part that fit; the normal
+        jobs converge and the process never exits."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=20, seed=47))
+        big, big_events = _big_job(2_500)
+        await produce(kafka_bootstrap, topics.inputs, [*big_events, *demo.events])
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(
+            settings, log, {"BASICSYNC_KAFKA__MAX_JOB_BYTES": "500000"}
+        )
+        try:
+            await wait_converged(sandbox_in_process, demo.expected, within=120)
+            assert await eventually(
+                lambda: stored(sandbox_in_process, big) is not None, within=60
+            ), tail(log)
+            failures = await _failures(kafka_bootstrap, topics.failed)
+        finally:
+            await _stop(process, log)
+        assert [(f["clientJobId"], f["reason"]) for f in failures] == [(big, "job_too_large")]
+        steps = len(stored(sandbox_in_process, big)["completedSteps"])  # type: ignore[index]
+        assert 100 < steps < 2_500
+        # The frozen version: every event before the first step that did not fit.
+        step_events = [i for i, e in enumerate(big_events) if e.type is EventType.step_completed]
+        assert failures[0]["stateVersion"] == step_events[steps]
+
+
+class TestForgotten:
+    async def test_a_late_event_after_retention_gets_job_forgotten_and_no_stub_post(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """A completed job forgotten after a 1 s retention keeps a marker: a late upsert with
+        workflowId gets job_forgotten with the job's last version, and nothing is posted."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=3, seed=53, abort_share=0))
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log, {"BASICSYNC_SYNC__RETENTION_S": "1"})
+        try:
+            await produce(kafka_bootstrap, topics.inputs, demo.events)
+            await wait_converged(sandbox_in_process, demo.expected, within=60)
+            job = demo.events[0].subject
+            assert demo.expected[job]["metadata"]["status"] == "Completed"
+            posts = len(sandbox_in_process.state.jobs[job].history)
+            assert await eventually(lambda: _forgotten(log) == len(demo.expected), within=20)
+            late = demo.events[0].model_copy(update={"id": "late-event"})
+            await produce(kafka_bootstrap, topics.inputs, [late])
+            failures: list[Any] = []
+            for _ in range(40):
+                failures = await _failures(kafka_bootstrap, topics.failed)
+                if failures:
+                    break
+            await asyncio.sleep(1.0)
+            assert len(sandbox_in_process.state.jobs[job].history) == posts
+        finally:
+            await _stop(process, log)
+        [record] = failures
+        assert record["reason"] == "job_forgotten"
+        assert record["clientJobId"] == job
+        assert record["stateVersion"] == sum(1 for e in demo.events if e.subject == job)
+        assert stored(sandbox_in_process, job) == demo.expected[job]
