@@ -110,9 +110,8 @@ class Pipeline:
         self._known_end: dict[int, int] = {}
         #: since when some assigned partition is not processed (monotonic), None when all are
         self._stalled_since: float | None = None
-        #: counts takes; per partition, the count at its last take (see ``run``)
-        self._takes = 0
-        self._taken_at: dict[int, int] = {}
+        #: per input topic and partition, the next offset to absorb (see ``run``)
+        self._next_offsets: dict[tuple[str, int], int] = {}
 
     @property
     def owned_partitions(self) -> set[int]:
@@ -230,10 +229,11 @@ class Pipeline:
                 skipped=report.skipped,
                 seconds=round(report.seconds, 3),
             )
-        await self._source.seek_to_committed(partitions)
-        self._takes += 1
+        sought = await self._source.seek_to_committed(partitions)
+        for key in [k for k in self._next_offsets if k[1] in partitions]:
+            del self._next_offsets[key]
+        self._next_offsets.update(sought)
         for partition in partitions:
-            self._taken_at[partition] = self._takes
             self._known_end.pop(partition, None)  # valid again after our next revoke
             self._owned.add(partition)
             self._scheduler.reschedule_partition(partition)
@@ -279,15 +279,16 @@ class Pipeline:
             self._handle_lost()
             self._scheduler.set_catching_up(self._source.behind() > self._limits.catch_up_lag)
             wait_ms = max(int((next_checkpoint - time.monotonic()) * 1000), 0)
-            takes = self._takes
             records = await self._source.fetch(min(self._limits.fetch_timeout_ms, wait_ms))
             async with self._lock:
-                # Records fetched before a partition was (re)taken precede its seek to the
-                # committed offset: the fetch after the seek delivers them again.
+                # A batch fetched before a rebalance may precede the committed offset the
+                # partition was then sought to: those records come again, so skip them here.
+                expected = self._next_offsets
                 owned = [
                     r
                     for r in records
-                    if r.partition in self._owned and self._taken_at[r.partition] <= takes
+                    if r.partition in self._owned
+                    and r.offset >= expected.get((r.topic, r.partition), 0)
                 ]
                 if owned:
                     self._absorb(owned)
@@ -344,6 +345,7 @@ class Pipeline:
             log.warning("events_skipped_job_too_large", events=effect.too_large)
         for partition in {p for _, p in effect.next_offsets}:
             checkpoint.stage_offsets(partition, effect.next_offsets)
+        self._next_offsets.update(effect.next_offsets)
         self._observer.batch_absorbed(effect, len(records))
         for job in effect.changed:
             self._scheduler.mark_dirty(job, effect.offsets_by_job.get(job, ()))

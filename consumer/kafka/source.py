@@ -114,23 +114,26 @@ class EventSource:
             for message in messages
         ]
 
-    async def seek_to_committed(self, partitions: set[int]) -> None:
+    async def seek_to_committed(self, partitions: set[int]) -> dict[tuple[str, int], int]:
         """Read ``partitions`` (every input topic) from their committed offsets, fetched now.
 
         Called after the partition's transactional producer started, which completed any
         transaction a previous owner left open: the committed offsets are final then, whereas
         aiokafka may have fetched them before (its OffsetFetch cannot ask for stable offsets).
-        A partition with no committed offset starts from the earliest record.
+        ``seek`` is immediate and drops what was fetched for the partition before it. A partition
+        with no committed offset is left to the reset policy (earliest). Returns the offsets
+        sought to.
         """
+        sought: dict[tuple[str, int], int] = {}
         for tp in self._consumer.assignment():
             if tp.partition not in partitions:
                 continue
             committed = await self._consumer.committed(tp)
-            if committed is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
+            if committed is not None:
                 self._consumer.seek(tp, committed)
+                sought[(tp.topic, tp.partition)] = committed
             self._positions.pop(tp, None)
+        return sought
 
     def request_rejoin(self) -> None:
         """Ask the group coordinator for a rebalance: a partition was lost or could not be taken.
