@@ -38,6 +38,7 @@ from consumer.kafka.admin import partition_counts
 from consumer.kafka.connection import client_kwargs, security_problem
 from consumer.kafka.diagnose import describe, explain
 from consumer.observability.logging import configure_logging
+from consumer.sync.diagnosis import ProbeResult, probe_result
 
 EXIT_OK = 0
 EXIT_SETTINGS = 2
@@ -198,7 +199,8 @@ async def _gateway_checks(settings: Settings, limit_s: float) -> list[Check]:
             return [Check("token", False, f"{gateway.token_url}: {exc}", EXIT_GATEWAY)]
         checks = [Check("token", True, f"issued by {gateway.token_url}", EXIT_OK)]
         client = GatewayClient(session, gateway.base_url, tokens, request_timeout=limit_s)
-        up = await client.probe()
+        status = await client.probe()
+        up = probe_result(status) is not ProbeResult.DOWN
         detail = f"{gateway.base_url} {'answers' if up else 'does not answer (down or refusing)'}"
         checks.append(Check("gateway", up, detail, EXIT_GATEWAY))
         return checks
