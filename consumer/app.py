@@ -53,6 +53,7 @@ from consumer.state.checkpoint import Checkpoint, CheckpointTopics
 from consumer.state.recovery import RestoreReport, restore
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
+from consumer.sync.diagnosis import GatewayEvidence
 from consumer.sync.retry import RetryPolicy
 from consumer.sync.scheduler import SyncScheduler
 
@@ -264,6 +265,12 @@ def _assemble(
         ),
         open_producer,
     )
+    if sync.circuit_failure_threshold is not None:
+        log.warning(
+            "setting_ignored",
+            variable="BASICSYNC_SYNC__CIRCUIT_FAILURE_THRESHOLD",
+            why="deprecated: failures are judged systemic or per-job by evidence; remove it",
+        )
     source = EventSource(
         lambda **extra: consumer_factory(
             group_id=group_id,
@@ -282,7 +289,8 @@ def _assemble(
         checkpoint,
         sync,
         observer,
-        circuit=CircuitBreaker(failure_threshold=sync.circuit_failure_threshold),
+        circuit=CircuitBreaker(),
+        evidence=GatewayEvidence(window=sync.diagnosis_window_s),
         retry=RetryPolicy(
             initial=sync.retry_initial_ms / 1000,
             maximum=sync.retry_max_ms / 1000,

@@ -257,8 +257,22 @@ class SyncSettings(_Section):
     retry_max_elapsed_s: float = Field(
         default=300.0, gt=0, description="time per job before retries_exhausted"
     )
-    circuit_failure_threshold: int = Field(
-        default=20, ge=1, description="retryable failures in a row that open the circuit"
+    diagnosis_window_s: float = Field(
+        default=60.0,
+        gt=0,
+        description=(
+            "how far back other jobs' outcomes count as evidence that a failure is systemic "
+            "or one job's own; with no success for this long, failures that all jobs get "
+            "pause everything"
+        ),
+    )
+    circuit_failure_threshold: int | None = Field(
+        default=None,
+        ge=1,
+        description=(
+            "deprecated and ignored (a warning at start): failures are judged systemic or "
+            "per-job by evidence across jobs, not counted; remove the variable"
+        ),
     )
     hold_timeout_s: float = Field(
         default=300.0, gt=0, description="report a job still missing workflowId after this"

@@ -133,8 +133,9 @@ class GatewayError(BasicSyncError):
 class TokenUnavailable(GatewayError):
     """The token endpoint could not issue a token right now (5xx, 408, 429, timeout, network).
 
-    Transient: callers back off and try again; the circuit breaker pauses consumption when it
-    lasts.
+    Transient, but everyone's: every job needs a token, so a sync failing this way is judged
+    systemic (``consumer.sync.diagnosis``), the circuit opens and consumption pauses until a
+    probe gets a token again; no job spends its retry budget on it.
     """
 
     retriable: ClassVar[bool] = True

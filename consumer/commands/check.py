@@ -44,6 +44,7 @@ from consumer.kafka.diagnose import describe, explain
 from consumer.kafka.limits import RECORD_HEADROOM_BYTES, RESULT_RECORD_BYTES
 from consumer.kafka.placement import sample_placement
 from consumer.observability.logging import configure_logging
+from consumer.sync.diagnosis import ProbeResult, probe_result
 
 EXIT_OK = 0
 EXIT_SETTINGS = 2
@@ -265,7 +266,8 @@ async def _gateway_checks(settings: Settings, limit_s: float) -> list[Check]:
             return [Check("token", False, f"{gateway.token_url}: {exc}", EXIT_GATEWAY)]
         checks = [Check("token", True, f"issued by {gateway.token_url}", EXIT_OK)]
         client = GatewayClient(session, gateway.base_url, tokens, request_timeout=limit_s)
-        up = await client.probe()
+        status = await client.probe()
+        up = probe_result(status) is not ProbeResult.DOWN
         detail = f"{gateway.base_url} {'answers' if up else 'does not answer (down or refusing)'}"
         checks.append(Check("gateway", up, detail, EXIT_GATEWAY))
         return checks

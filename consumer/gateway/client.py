@@ -9,8 +9,8 @@ connection errors, a token endpoint that is down or refuses us) are returned as
 response                               outcome       scheduler
 =====================================  ============  ===========================================
 2xx                                    Accepted      success record, remember version and jobId
-401 (after one free token refresh),    Systemic      open the circuit: pause, alert, probe
-403, 3xx, token endpoint refusing us
+401 (after one free token refresh),    Systemic      systemic or per-job, judged by evidence
+403, 3xx, token endpoint refusing us                 across jobs (consumer.sync.diagnosis)
 408, 429, 5xx, timeout, connection,    Retryable     backoff with full jitter, >= retry_after;
 token endpoint down                                  a timeout or a connection lost after
                                                      sending is *in doubt*: no new post until
@@ -209,19 +209,22 @@ class GatewayClient:
             return classify(status, headers, text, self._wall_clock())
         raise AssertionError("unreachable: the second pass always returns")  # pragma: no cover
 
-    async def probe(self) -> bool:
-        """Is the gateway back? True when a token is issued and the gateway answers a cheap call.
+    async def probe(self) -> int | None:
+        """Is the gateway up? The HTTP status of a cheap call with our token; ``None`` when no
+        token could be had or no answer came (timeout, connection error).
 
         Sends ``GET {base_url}/jobs/v1/basicsync-probe-<random>``, a job that cannot exist: 404
-        (the sandbox's answer) or 2xx means the gateway is up and accepted our token. 403 also
-        counts as up: the real gateway guards that GET with the ``Job_Read`` policy, which a
-        least-privilege client (``workflow.execute`` only) lacks; a 403 on basicSync itself will
-        re-open the circuit, with a growing probe interval. 401 drops the token so the next probe
-        fetches a fresh one. Timeouts, connection errors, 408, 429 and 5xx mean still down.
+        (the sandbox's answer) or 2xx means the gateway is up and accepted our token. 403 means
+        up too, but says less: the real gateway guards that GET with the ``Job_Read`` policy,
+        which a least-privilege client (``workflow.execute`` only) lacks, so it cannot tell a
+        refused job from a revoked scope. 401 drops the token so the next probe fetches a fresh
+        one. What each status is worth as evidence is
+        :func:`consumer.sync.diagnosis.probe_result`'s business.
         """
         token = await self._token()
         if not isinstance(token, str):
-            return False
+            log.info("gateway_probe_failed", reason=getattr(token, "reason", None))
+            return None
         url = f"{self._base_url}/jobs/v1/basicsync-probe-{uuid.uuid4().hex}"
         try:
             async with self._session.get(
@@ -231,12 +234,11 @@ class GatewayClient:
                 await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.info("gateway_probe_failed", reason=_network_reason(exc))
-            return False
+            return None
         if status == 401:
             await self._tokens.invalidate(token)
-        up = status not in (401, 408, 429) and status < 500
-        log.info("gateway_probe", status=status, up=up)
-        return up
+        log.info("gateway_probe", status=status)
+        return status
 
     async def _token(self) -> str | SyncOutcome:
         try:

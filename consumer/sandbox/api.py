@@ -244,7 +244,7 @@ class Api:
         if faults.rate_limited(client_job_id):
             seconds = str(faults.config.retry_after_s)
             return _error(429, "too_many_requests", "rate limited", {"Retry-After": seconds})
-        status = faults.error_status()
+        status = faults.error_status() or faults.job_error(client_job_id)
         if status is not None:
             return _error(status, "injected_error", f"injected HTTP {status}")
         rejection = faults.rejection(client_job_id)

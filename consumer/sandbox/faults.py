@@ -4,8 +4,9 @@
 ``/_sandbox/faults``); ``Faults`` is the live state a running sandbox consults on each
 request, with its own random generator (seedable) and the "next N requests" counter.
 
-Latency, error rates, 429s and rejections apply to ``POST /jobs/v1/basicSync`` only; an outage
-applies to every WorkfloPlus endpoint (token, basicSync, get job) but never to ``/_sandbox``.
+Latency, error rates, per-job errors, 429s and rejections apply to ``POST /jobs/v1/basicSync``
+only; an outage applies to every WorkfloPlus endpoint (token, basicSync, get job) but never to
+``/_sandbox``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,10 @@ class FaultConfig(_Frozen):
     retry_after_s: int = Field(default=1, ge=0)
     token_lifetime_s: int | None = Field(default=None, gt=0, description="for new tokens")
     reject_job_ids: dict[str, Rejection] = Field(default_factory=dict)
+    error_job_ids: dict[str, Annotated[int, Field(ge=500, le=599)]] = Field(
+        default_factory=dict,
+        description="these clientJobIds always get the given 5xx; other jobs are served",
+    )
     hold_first_ms: dict[str, float] = Field(
         default_factory=dict,
         description=(
@@ -153,6 +158,12 @@ class Faults:
             return 0.0
         self._held.add(client_job_id)
         return hold_ms / 1000.0
+
+    def job_error(self, client_job_id: str | None) -> int | None:
+        """The 5xx this job always gets, if it is listed in ``error_job_ids``."""
+        if client_job_id is None:
+            return None
+        return self.config.error_job_ids.get(client_job_id)
 
     def rejection(self, client_job_id: str | None) -> Rejection | None:
         if client_job_id is None:

@@ -1,16 +1,17 @@
-"""Circuit breaker: tells "this job failed" apart from "WorkfloPlus is down for everyone".
+"""Circuit breaker: pauses everything while WorkfloPlus fails for every job, probes, resumes.
 
-A pure state machine with time passed in (seconds from a monotonic clock); no asyncio. The
-scheduler feeds it every finished request and acts on its state:
+A pure state machine with time passed in (seconds from a monotonic clock); no asyncio. It does
+not decide *whether* a failure is everyone's: :mod:`consumer.sync.diagnosis` judges each failure
+by evidence across jobs, and the scheduler opens the circuit on a *systemic* verdict. The
+scheduler acts on its state:
 
 ``closed``
-    Normal operation; per-job retry budgets count. Opens when ``failure_threshold`` retryable
-    failures (across all jobs) happen within ``window`` seconds with no success in between, or at
-    once on a systemic failure (403, 401 after a fresh token, credentials rejected).
+    Normal operation; per-job retry budgets count. Opens on a failure judged systemic
+    (``record_failure(now, systemic=True)``); a failure that is not changes nothing here.
 ``open``
-    The scheduler pauses all partitions, sends nothing and stops counting retry budgets. When
+    The scheduler pauses all partitions, sends nothing and spends no retry budget. When
     :meth:`CircuitBreaker.probe_due` says so it calls :meth:`CircuitBreaker.begin_probe` and tests
-    the gateway (``GatewayClient.probe()``, or by letting one real request through).
+    the gateway (``GatewayClient.probe()``).
 ``half_open``
     One probe is in flight. Its success closes the circuit; its failure re-opens it and the next
     probe waits twice as long (``probe_initial`` doubling up to ``probe_max``).
@@ -24,7 +25,7 @@ Protocol for the scheduler::
 
     if circuit.probe_due(now):
         circuit.begin_probe(now)
-        if await client.probe():
+        if probe_result(await client.probe()) is not ProbeResult.DOWN:
             circuit.record_success(clock())
         else:
             circuit.record_failure(clock(), systemic=False)
@@ -32,7 +33,6 @@ Protocol for the scheduler::
 
 from __future__ import annotations
 
-from collections import deque
 from enum import StrEnum
 
 from consumer.errors import ConfigError
@@ -49,24 +49,12 @@ class CircuitState(StrEnum):
 class CircuitBreaker:
     """Outage detection across all jobs. See the module docstring for the transitions."""
 
-    def __init__(
-        self,
-        *,
-        failure_threshold: int = 5,
-        window: float = 10.0,
-        probe_initial: float = 1.0,
-        probe_max: float = 30.0,
-    ) -> None:
-        if failure_threshold < 1 or window <= 0 or not 0 < probe_initial <= probe_max:
-            raise ConfigError(
-                "circuit: need failure_threshold >= 1, window > 0, 0 < probe_initial <= probe_max"
-            )
-        self.failure_threshold = failure_threshold
-        self.window = window
+    def __init__(self, *, probe_initial: float = 1.0, probe_max: float = 30.0) -> None:
+        if not 0 < probe_initial <= probe_max:
+            raise ConfigError("circuit: need 0 < probe_initial <= probe_max")
         self.probe_initial = probe_initial
         self.probe_max = probe_max
         self._state = CircuitState.CLOSED
-        self._failures: deque[float] = deque()
         self._opened_at: float | None = None
         self._closed_at: float | None = None
         self._interval = probe_initial
@@ -93,8 +81,7 @@ class CircuitBreaker:
         return self._state is CircuitState.CLOSED
 
     def record_success(self, now: float) -> None:
-        """A request or probe succeeded: close the circuit and forget earlier failures."""
-        self._failures.clear()
+        """A request or probe succeeded: close the circuit."""
         if self._state is not CircuitState.CLOSED:
             self._state = CircuitState.CLOSED
             self._opened_at = None
@@ -102,19 +89,16 @@ class CircuitBreaker:
             self._closed_at = now
 
     def record_failure(self, now: float, systemic: bool) -> None:
-        """A request or probe failed retryably (``systemic=False``) or systemically."""
+        """A failure judged systemic (opens a closed circuit), or a failed probe (re-opens).
+
+        A failure that is not systemic leaves a closed circuit closed: one job's trouble is
+        that job's business (its retry budget), never a reason to pause the others.
+        """
         if self._state is CircuitState.HALF_OPEN:
             self._interval = min(self._interval * 2, self.probe_max)
             self._reopen(now)
-        elif self._state is CircuitState.CLOSED:
-            if systemic:
-                self._open(now)
-                return
-            self._failures.append(now)
-            while self._failures and self._failures[0] <= now - self.window:
-                self._failures.popleft()
-            if len(self._failures) >= self.failure_threshold:
-                self._open(now)
+        elif self._state is CircuitState.CLOSED and systemic:
+            self._open(now)
         # OPEN: late answers of requests sent before opening change nothing.
 
     def probe_due(self, now: float) -> bool:
@@ -131,7 +115,6 @@ class CircuitBreaker:
             self._state = CircuitState.HALF_OPEN
 
     def _open(self, now: float) -> None:
-        self._failures.clear()
         flapping = self._closed_at is not None and now - self._closed_at < self.probe_max
         self._interval = min(self._interval * 2, self.probe_max) if flapping else self.probe_initial
         self._opened_at = now

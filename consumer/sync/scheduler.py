@@ -6,8 +6,11 @@ docs/contract.md §2 (promise 3) and §6.2.
 - One request in flight per job: a job that changes while its request is in flight is
   queued again when the request ends, with the newest state.
 - Bounded concurrency and an optional rate limit across all jobs.
-- Retries are timers, not sleeping coroutines: while the circuit is open nothing is sent,
-  partitions are paused, retry budgets stop counting, and a probe decides when to resume.
+- Retries are timers, not sleeping coroutines. Each failure is judged by evidence across jobs
+  (:mod:`consumer.sync.diagnosis`): *systemic* opens the circuit (nothing is sent, partitions
+  are paused, no budget is spent, a probe decides when to resume); *per-job* spends the job's
+  own retry budget and then fails it with a failure record, pausing nobody; *undecided* spends
+  nothing, pauses nobody, retries after a backoff and probes the gateway for evidence.
 
 The scheduler reads state from the store at send time, so a burst of events becomes one
 request carrying the latest state.
@@ -53,6 +56,7 @@ from consumer.errors import PartitionLost
 from consumer.gateway.client import Accepted, Rejected, Retryable, SyncOutcome, Systemic
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
+from consumer.sync.diagnosis import GatewayEvidence, ProbeResult, Verdict, kind_of, probe_result
 from consumer.sync.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -61,7 +65,8 @@ log = structlog.get_logger(__name__)
 class Gateway(Protocol):
     async def post_basic_sync(self, body: bytes, send_by: float | None = None) -> SyncOutcome: ...
 
-    async def probe(self) -> bool: ...
+    async def probe(self) -> int | None:
+        """The HTTP status of a cheap authorized call; ``None``: no token or no answer."""
 
 
 class Durability(Protocol):
@@ -96,7 +101,12 @@ class _Entry:
     first_dirty: float
     due: float = 0.0
     not_before: float = 0.0
+    #: requests sent for the current changes (in the result record; the backoff grows with it)
     attempts: int = 0
+    #: attempts whose failure was judged the job's own: the retry budget spent
+    charged: int = 0
+    #: budget time counts from the first per-job verdict after the last systemic one
+    per_job_since: float | None = None
     first_attempt: float | None = None
     in_flight: bool = False
     holds_slot: bool = False
@@ -119,6 +129,7 @@ class SyncScheduler:
         *,
         circuit: CircuitBreaker,
         retry: RetryPolicy,
+        evidence: GatewayEvidence | None = None,
         send_within: float = 30.0,
         in_doubt_window: float = 90.0,
         clock: Callable[[], float] = time.monotonic,
@@ -134,6 +145,10 @@ class SyncScheduler:
         self._observer = observer
         self._circuit = circuit
         self._retry = retry
+        self._evidence = evidence or GatewayEvidence(window=60.0)
+        #: when the last probe started (clock seconds): undecided failures probe at most once
+        #: per ``circuit.probe_initial``
+        self._last_probe_at = float("-inf")
         self._clock = clock
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
@@ -194,6 +209,7 @@ class SyncScheduler:
         if not self._wanted(state):
             if entry is not None and not entry.in_flight:
                 del self._entries[client_job_id]
+                self._evidence.forget_job(client_job_id)
             return
         if entry is None:
             entry = self._entries[client_job_id] = _Entry(first_dirty=now)
@@ -234,6 +250,7 @@ class SyncScheduler:
                 log.warning("revoke_abandoned_requests", count=len(pending))
         for job in jobs:
             self._entries.pop(job, None)
+            self._evidence.forget_job(job)
         self._paused_partitions -= partitions
 
     def abandon_partitions(self, partitions: set[int]) -> None:
@@ -247,6 +264,7 @@ class SyncScheduler:
             if task is not None:
                 task.cancel()
             self._entries.pop(job, None)
+            self._evidence.forget_job(job)
 
     async def stop(self, deadline: float) -> None:
         """Shutdown: dispatch nothing more; requests in flight get ``deadline`` seconds."""
@@ -305,8 +323,7 @@ class SyncScheduler:
             return
         if self._circuit.probe_due(now):
             self._circuit.begin_probe(now)
-            healthy = await self._gateway.probe()
-            if healthy:
+            if await self._probe() is not ProbeResult.DOWN:
                 self._circuit.record_success(self._clock())
                 log.info("circuit_closed")
                 self._observer.circuit_changed(False)
@@ -316,11 +333,21 @@ class SyncScheduler:
         else:
             await asyncio.sleep(0.05)
 
+    async def _probe(self) -> ProbeResult:
+        """Ask the gateway whether it is up, and keep the answer as evidence."""
+        self._last_probe_at = self._clock()
+        found = probe_result(await self._gateway.probe())
+        self._evidence.probed(found, self._clock())
+        return found
+
     def _requeue_waiting(self) -> None:
+        """The outage is over: every waiting job is posted again with a fresh budget."""
         now = self._clock()
         for job, entry in self._entries.items():
             if not entry.in_flight:
                 entry.attempts = 0
+                entry.charged = 0
+                entry.per_job_since = None
                 entry.first_attempt = None
                 self._queue(job, entry, max(now, entry.not_before))
 
@@ -387,40 +414,87 @@ class SyncScheduler:
             type(outcome).__name__.lower(), getattr(outcome, "status", None), finished - started
         )
         if isinstance(outcome, Accepted):
+            self._evidence.succeeded(job, finished)
             self._record_success(finished)
             await self._succeed(job, partition, state, entry, sha, outcome, sent_offsets)
         elif isinstance(outcome, Rejected):
-            self._record_success(finished)  # the gateway is up; this job is wrong
+            self._evidence.succeeded(job, finished)  # the gateway is up; this job is wrong
+            self._record_success(finished)
             await self._fail(
                 job, partition, state, entry, sha, FailureReason.rejected_by_gateway,
                 f"WorkfloPlus rejected the job with HTTP {outcome.status}",
                 status=outcome.status, body=outcome.body_truncated,
             )  # fmt: skip
-        elif isinstance(outcome, Retryable):
-            self._record_failure(finished, systemic=False)
-            budget_spent = self._retry.exhausted(entry.attempts, finished - entry.first_attempt)
-            if entry.in_doubt_until is not None:
-                entry.not_before = max(entry.not_before, entry.in_doubt_until)
-            if self._circuit.is_closed and budget_spent:
-                await self._fail(
-                    job, partition, state, entry, sha, FailureReason.retries_exhausted,
-                    f"gave up after {entry.attempts} attempts: {outcome.reason}",
-                    status=outcome.status, body=None,
-                )  # fmt: skip
-            else:
-                delay = self._retry.delay(entry.attempts, outcome.retry_after, self._rng)
-                entry.not_before = max(entry.not_before, finished + delay)
-                log.info(
-                    "sync_retry_scheduled",
-                    client_job_id=job,
-                    attempt=entry.attempts,
-                    delay_s=round(delay, 3),
-                    reason=outcome.reason,
-                    status=outcome.status,
-                )
-        elif isinstance(outcome, Systemic):
-            self._record_failure(finished, systemic=True)
-            log.error("gateway_refuses_all", status=outcome.status, reason=outcome.reason)
+        else:
+            await self._failed(job, partition, state, entry, sha, outcome, finished)
+
+    async def _failed(
+        self,
+        job: str,
+        partition: int,
+        sent: JobState,
+        entry: _Entry,
+        sha: str,
+        outcome: Retryable | Systemic,
+        finished: float,
+    ) -> None:
+        """A failed request, judged by evidence across jobs (consumer.sync.diagnosis).
+
+        A request in doubt is a failure like any other here, but the job's next post still
+        waits until it can no longer land.
+        """
+        verdict = self._evidence.failed(job, kind_of(outcome), finished)
+        if entry.in_doubt_until is not None:
+            entry.not_before = max(entry.not_before, entry.in_doubt_until)
+        if verdict is Verdict.SYSTEMIC:
+            entry.per_job_since = None  # an outage never uses up a job's budget time
+            self._open_circuit(finished, outcome)
+        elif verdict is Verdict.PER_JOB:
+            entry.charged += 1
+            if entry.per_job_since is None:
+                entry.per_job_since = finished
+            if self._retry.exhausted(entry.charged, finished - entry.per_job_since):
+                await self._give_up(job, partition, sent, entry, sha, outcome)
+                return
+        elif finished - self._last_probe_at >= self._circuit.probe_initial:
+            await self._probe()  # undecided: ask the gateway, the next failure is judged on it
+        retry_after = outcome.retry_after if isinstance(outcome, Retryable) else None
+        delay = self._retry.delay(entry.attempts, retry_after, self._rng)
+        entry.not_before = max(entry.not_before, finished + delay)
+        log.info(
+            "sync_retry_scheduled",
+            client_job_id=job,
+            attempt=entry.attempts,
+            verdict=verdict.value,
+            budget_spent=entry.charged,
+            delay_s=round(delay, 3),
+            reason=outcome.reason,
+            status=outcome.status,
+        )
+
+    async def _give_up(
+        self,
+        job: str,
+        partition: int,
+        sent: JobState,
+        entry: _Entry,
+        sha: str,
+        outcome: Retryable | Systemic,
+    ) -> None:
+        """The job's budget is spent on failures that were its own: a final failure record."""
+        if isinstance(outcome, Retryable):
+            reason = FailureReason.retries_exhausted
+            message = f"gave up after {entry.attempts} attempts: {outcome.reason}"
+        else:  # refused (403, 401 after a fresh token, 3xx) while other jobs got through
+            reason = FailureReason.rejected_by_gateway
+            message = (
+                f"WorkfloPlus refused the job with HTTP {outcome.status} while accepting "
+                f"others ({entry.attempts} attempts): {outcome.reason}"
+            )
+        log.warning("sync_failed_per_job", client_job_id=job, reason=reason.value)
+        await self._fail(
+            job, partition, sent, entry, sha, reason, message, status=outcome.status, body=None
+        )
 
     def _outcome_known(self, job: str, partition: int) -> None:
         """A response came (or the request never left): nothing of this job is in doubt."""
@@ -436,11 +510,12 @@ class SyncScheduler:
             self._observer.circuit_changed(False)
             self._requeue_waiting()
 
-    def _record_failure(self, now: float, *, systemic: bool) -> None:
+    def _open_circuit(self, now: float, outcome: Retryable | Systemic) -> None:
+        """A failure judged systemic: WorkfloPlus fails for every job; pause all, probe."""
         was_closed = self._circuit.is_closed
-        self._circuit.record_failure(now, systemic=systemic)
+        self._circuit.record_failure(now, systemic=True)
         if was_closed and not self._circuit.is_closed:
-            log.warning("circuit_opened", systemic=systemic)
+            log.warning("circuit_opened", reason=outcome.reason, status=outcome.status)
             self._observer.circuit_changed(True)
             self._wake.set()
 
@@ -476,6 +551,8 @@ class SyncScheduler:
         self._observer.job_synced(latency)
         del entry.offsets[:sent_offsets]
         entry.attempts = 0
+        entry.charged = 0
+        entry.per_job_since = None
         entry.first_attempt = None
         entry.in_doubt_until = None
         await self._settle(job, partition, sent, sha, outcome.job_id or sent.job_id)
@@ -505,6 +582,8 @@ class SyncScheduler:
         )
         self._durability.stage_result(partition, record)
         entry.attempts = 0
+        entry.charged = 0
+        entry.per_job_since = None
         entry.first_attempt = None
         entry.offsets.clear()
         await self._settle(job, partition, sent, sha, sent.job_id, write_now=True)
@@ -533,6 +612,7 @@ class SyncScheduler:
         A request still in doubt keeps its ``sending_since`` mark: a newer state must not be
         posted before it can no longer land.
         """
+        self._evidence.forget_job(job)
         current = self._store.get(job)
         if current is None:
             return
@@ -569,6 +649,7 @@ class SyncScheduler:
             return
         if not self._wanted(state):
             del self._entries[job]
+            self._evidence.forget_job(job)
             return
         if not is_postable(state) and entry.held_reported:
             return  # wait for the next event

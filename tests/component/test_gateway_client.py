@@ -302,8 +302,8 @@ class TestTokenEndpointFailures:
 
 class TestProbe:
     async def test_404_for_unknown_job_means_up(self, harness: Harness) -> None:
-        """The probe GETs a job that cannot exist; 404 proves gateway and token work."""
-        assert await harness.client.probe()
+        """The probe GETs a job that cannot exist and returns the status: 404 here."""
+        assert await harness.client.probe() == 404
         [sent] = harness.server.requests_to("/connect/token")
         assert sent.method == "POST"
         [get] = [s for s in harness.server.seen if s.method == "GET"]
@@ -312,32 +312,33 @@ class TestProbe:
 
     @pytest.mark.parametrize("status", [500, 503, 429, 408])
     async def test_transient_status_means_down(self, harness: Harness, status: int) -> None:
-        """5xx, 429 and 408 on the probe mean the gateway is still unavailable."""
+        """5xx, 429 and 408 on the probe come back as the status, to be judged as evidence."""
         harness.server.get_script.append(Reply(status=status))
-        assert not await harness.client.probe()
+        assert await harness.client.probe() == status
 
     async def test_403_means_up(self, harness: Harness) -> None:
-        """403 on the probe GET counts as up: a least-privilege client may lack Job_Read."""
+        """403 on the probe GET comes back as 403 (up: a least-privilege client may lack
+        Job_Read)."""
         harness.server.get_script.append(Reply(status=403))
-        assert await harness.client.probe()
+        assert await harness.client.probe() == 403
 
     async def test_401_means_down_and_drops_token(self, harness: Harness) -> None:
-        """A 401 probe fails and forces a fresh token for the next probe."""
+        """A 401 probe forces a fresh token for the next probe."""
         harness.server.get_script.append(Reply(status=401))
-        assert not await harness.client.probe()
-        assert await harness.client.probe()
+        assert await harness.client.probe() == 401
+        assert await harness.client.probe() == 404
         assert len(harness.server.requests_to("/connect/token")) == 2
 
     async def test_token_refused_means_down(self, harness: Harness) -> None:
-        """While the token endpoint refuses us, the probe fails without calling the gateway."""
+        """While the token endpoint refuses us, the probe has no status and calls nothing."""
         harness.server.token_script.append(Reply(status=401))
-        assert not await harness.client.probe()
+        assert await harness.client.probe() is None
         assert [s for s in harness.server.seen if s.method == "GET"] == []
 
     async def test_unreachable_gateway_means_down(self, harness: Harness) -> None:
-        """No listener at the gateway address: the probe fails, it does not raise."""
+        """No listener at the gateway address: no status, and nothing raised."""
         async with aiohttp.ClientSession() as session:
             client = GatewayClient(
                 session, f"http://127.0.0.1:{free_port()}", harness.tokens, request_timeout=1.0
             )
-            assert not await client.probe()
+            assert await client.probe() is None

@@ -156,6 +156,21 @@ class TestRejections:
         assert (status, answer) == (422, body)
         assert (await poster.post("good-job"))[0] == 200
 
+    async def test_chosen_job_gets_a_server_error_every_time(
+        self, sandbox: SandboxHandle, poster: Poster
+    ) -> None:
+        """``error_job_ids`` answers that job with its 5xx on every request; others pass;
+        a status outside 5xx is refused."""
+        await sandbox.control.set_faults(error_job_ids={"broken-job": 500})
+        for _ in range(3):
+            status, _, answer = await poster.post("broken-job")
+            assert (status, answer["error"]) == (500, "injected_error")
+        assert (await poster.post("good-job"))[0] == 200
+        async with aiohttp.ClientSession() as session:
+            url = f"{sandbox.base_url}/_sandbox/faults"
+            async with session.patch(url, json={"error_job_ids": {"x": 404}}) as response:
+                assert response.status == 400
+
 
 class TestOutage:
     async def test_503_outage_for_n_seconds(self, sandbox: SandboxHandle, poster: Poster) -> None:

@@ -72,8 +72,12 @@ class TestCircuitOnTheEndpoints:
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=40, seed=23))
         half = len(demo.events) // 2
+        # Short-lived tokens: the outage hits the token endpoint too, which is everyone's
+        # trouble at once (docs/design-notes.md §7, row 1); a short evidence window so that a
+        # basicSync failure with no success for 2 s is judged systemic as well.
+        sandbox_in_process.faults.update({"token_lifetime_s": 2})
         settings = with_http_port(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics, circuit_failure_threshold=3)
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, diagnosis_window_s=2.0)
         )
         async with (
             consumer_running(settings) as (running, task),

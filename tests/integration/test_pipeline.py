@@ -234,9 +234,10 @@ class TestOutage:
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=120, seed=17))
         half = len(demo.events) // 2
-        settings = settings_for(
-            kafka_bootstrap, sandbox_in_process, topics, circuit_failure_threshold=5
-        )
+        # Short-lived tokens: the outage hits the token endpoint too (systemic at once); a
+        # short evidence window so that basicSync failures are judged systemic soon as well.
+        sandbox_in_process.faults.update({"token_lifetime_s": 2})
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics, diagnosis_window_s=2.0)
         async with consumer_running(settings) as (running, task):
             await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
             await sandbox_in_process.outage(30, "503")

@@ -80,7 +80,8 @@ class FakeGateway:
     """A scripted ``Gateway``: outcomes are taken in order (the last one repeats).
 
     Records each posted body, the highest number of concurrent calls overall and per job,
-    and answers probes from ``probe_results`` (the last one repeats).
+    and answers probes with the HTTP statuses in ``probe_results`` (``None``: no answer; the
+    last one repeats). A job listed in ``answers`` always gets its own outcome instead.
     """
 
     def __init__(
@@ -88,15 +89,16 @@ class FakeGateway:
         outcomes: Iterable[SyncOutcome] = (),
         *,
         delay: float = 0.0,
-        probe_results: Iterable[bool] = (True,),
+        probe_results: Iterable[int | None] = (404,),
     ) -> None:
         self.outcomes: deque[SyncOutcome] = deque(outcomes)
         self.default: SyncOutcome = accepted()
+        self.answers: dict[str, SyncOutcome] = {}
         self.delay = delay
         self.bodies: list[bytes] = []
         self.jobs: list[str] = []
         self.probes = 0
-        self.probe_results: deque[bool] = deque(probe_results)
+        self.probe_results: deque[int | None] = deque(probe_results)
         self.in_flight = 0
         self.max_in_flight = 0
         self._per_job: Counter[str] = Counter()
@@ -122,6 +124,8 @@ class FakeGateway:
                 await self.gate.wait()
             if self.delay:
                 await asyncio.sleep(self.delay)
+            if job in self.answers:
+                return self.answers[job]
             if len(self.outcomes) > 1:
                 return self.outcomes.popleft()
             return self.outcomes[0] if self.outcomes else self.default
@@ -129,11 +133,11 @@ class FakeGateway:
             self.in_flight -= 1
             self._per_job[job] -= 1
 
-    async def probe(self) -> bool:
+    async def probe(self) -> int | None:
         self.probes += 1
         if len(self.probe_results) > 1:
             return self.probe_results.popleft()
-        return self.probe_results[0] if self.probe_results else True
+        return self.probe_results[0] if self.probe_results else 404
 
     def posts_for(self, job: str) -> int:
         return self.jobs.count(job)

@@ -79,6 +79,14 @@ class TestLoadSettings:
         settings = load_settings(kafka={"group_id": "from-code"})
         assert settings.kafka.group_id == "from-code"
 
+    def test_the_deprecated_circuit_threshold_still_starts(self, env: pytest.MonkeyPatch) -> None:
+        """A deployment that still sets BASICSYNC_SYNC__CIRCUIT_FAILURE_THRESHOLD starts (the
+        value is ignored, with a warning at start), instead of failing as an unknown field."""
+        env.setenv("BASICSYNC_SYNC__CIRCUIT_FAILURE_THRESHOLD", "20")
+        assert load_settings().sync.circuit_failure_threshold == 20
+        env.delenv("BASICSYNC_SYNC__CIRCUIT_FAILURE_THRESHOLD")
+        assert load_settings().sync.circuit_failure_threshold is None
+
 
 class TestFileSecrets:
     def gateway_env(self, env: pytest.MonkeyPatch) -> None:

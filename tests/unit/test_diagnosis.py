@@ -199,9 +199,7 @@ class Simulation:
         )
     )
     circuit: CircuitBreaker = field(
-        default_factory=lambda: CircuitBreaker(
-            failure_threshold=20, window=10.0, probe_initial=1.0, probe_max=30.0
-        )
+        default_factory=lambda: CircuitBreaker(probe_initial=1.0, probe_max=30.0)
     )
     evidence: GatewayEvidence = field(default_factory=lambda: GatewayEvidence(window=60.0))
     rng: random.Random = field(default_factory=lambda: random.Random(7))

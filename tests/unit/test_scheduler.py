@@ -23,12 +23,14 @@ from consumer.domain.results import FailureReason
 from consumer.gateway.client import Accepted, Rejected, Retryable, Systemic
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
+from consumer.sync.diagnosis import GatewayEvidence
 from consumer.sync.retry import RetryPolicy
 from consumer.sync.scheduler import SyncScheduler
 from tests.unit.fakes import (
     FakeCheckpoint,
     FakeGateway,
     RecordingObserver,
+    accepted,
     fold,
     job_state,
     status_changed,
@@ -36,6 +38,10 @@ from tests.unit.fakes import (
 )
 
 WAIT = 3.0  # seconds a condition may take before a test fails: far above any expected time
+
+
+TOKEN_DOWN = Retryable(status=None, retry_after=None, reason="token_unavailable: 503")
+FORBIDDEN = Systemic(status=403, reason="forbidden")
 
 
 def retryable(status: int = 503, retry_after: float | None = None) -> Retryable:
@@ -64,6 +70,7 @@ class Harness:
         *,
         circuit: CircuitBreaker | None = None,
         retry: RetryPolicy | None = None,
+        evidence: GatewayEvidence | None = None,
         in_doubt_window: float = 90.0,
         **settings: Any,
     ) -> None:
@@ -80,10 +87,10 @@ class Harness:
             self.outcomes,
             self.settings,
             self.observer,
-            circuit=circuit
-            or CircuitBreaker(failure_threshold=50, probe_initial=0.02, probe_max=0.1),
+            circuit=circuit or CircuitBreaker(probe_initial=0.02, probe_max=0.1),
             retry=retry
             or RetryPolicy(initial=0.005, maximum=0.01, max_attempts=3, max_elapsed=30.0),
+            evidence=evidence,
             send_within=in_doubt_window / 3,
             in_doubt_window=in_doubt_window,
         )
@@ -248,29 +255,33 @@ class TestSyncScheduler:
         assert h.outcomes.failures == []
 
     async def test_retries_exhausted_is_a_final_failure(self) -> None:
-        """Retryable failures up to max_attempts end in one retries_exhausted record."""
+        """A lone job answered 503 while probes find the gateway up fails on its own budget:
+        one retries_exhausted record after max_attempts failures judged its own, nobody paused.
+        (Undecided failures in between, before a fresh probe, spend nothing.)"""
         gateway = FakeGateway([retryable(503)])
         h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
         async with h.running():
             state = h.put(job_state("a"))
             await eventually(lambda: len(h.outcomes.failures) == 1)
+            posted = len(gateway.bodies)
             await asyncio.sleep(0.1)  # nothing more is sent for this state
-        assert len(gateway.bodies) == 3
+        assert len(gateway.bodies) == posted
         failure = h.outcomes.failures[0]
         assert failure.reason is FailureReason.retries_exhausted
-        assert failure.attempts == 3
+        assert failure.attempts == posted >= 3
         assert failure.error.status == 503
         assert failure.state_version == state.version
+        assert gateway.probes >= 1
         assert h.outcomes.successes == []
         assert h.state("a").synced_version == state.version
         assert h.observer.circuit == []
 
     async def test_no_retries_exhausted_while_circuit_open(self) -> None:
-        """A failure that opens the circuit does not count against the job's budget."""
-        gateway = FakeGateway([retryable(503), Accepted(200, "j", "{}")])
+        """A failure judged systemic (the token endpoint down) opens the circuit and does not
+        count against the job's budget, even a budget of one attempt."""
+        gateway = FakeGateway([TOKEN_DOWN, Accepted(200, "j", "{}")])
         h = Harness(
             gateway,
-            circuit=CircuitBreaker(failure_threshold=1, probe_initial=0.02, probe_max=0.1),
             retry=RetryPolicy(initial=0.005, maximum=0.01, max_attempts=1, max_elapsed=30.0),
             debounce_ms=0,
             max_delay_ms=0,
@@ -283,11 +294,13 @@ class TestSyncScheduler:
         assert gateway.probes >= 1
 
     async def test_closing_the_circuit_restarts_retry_budgets(self) -> None:
-        """Attempts made before an outage do not count after it: the budget starts afresh."""
-        gateway = FakeGateway([retryable(503)] * 3 + [Accepted(200, "j", "{}")])
+        """Attempts judged the job's own before an outage do not count after it: the budget
+        starts afresh once the circuit closes."""
+        gateway = FakeGateway(
+            [retryable(503), retryable(503), TOKEN_DOWN, retryable(503), Accepted(200, "j", "{}")]
+        )
         h = Harness(
             gateway,
-            circuit=CircuitBreaker(failure_threshold=2, probe_initial=0.02, probe_max=0.1),
             retry=RetryPolicy(initial=0.005, maximum=0.01, max_attempts=2, max_elapsed=30.0),
             debounce_ms=0,
             max_delay_ms=0,
@@ -295,8 +308,9 @@ class TestSyncScheduler:
         async with h.running():
             h.put(job_state("a"))
             await eventually(lambda: len(h.outcomes.successes) == 1)
-        # 503, 503 (opens), probe ok (closes, budget reset), 503, 200.
-        assert len(gateway.bodies) == 4
+        # 503 (undecided, probe: up), 503 (per-job: 1 of 2), token down (systemic: opens),
+        # probe up (closes, budget reset), 503 (per-job: 1 of 2 again), 200.
+        assert len(gateway.bodies) == 5
         assert h.outcomes.failures == []
         assert h.outcomes.successes[0].attempts == 2
         assert h.observer.circuit == [True, False]
@@ -321,10 +335,11 @@ class TestSyncScheduler:
         assert h.state("a").synced_version == state.version
 
     async def test_systemic_opens_circuit_and_probe_success_resumes(self) -> None:
-        """403 opens the circuit: nothing is sent while probes fail; a good probe resumes all."""
+        """Credentials refused by the token endpoint open the circuit: nothing is sent while
+        probes fail; a good probe resumes all."""
         gateway = FakeGateway(
-            [Systemic(status=403, reason="forbidden"), Accepted(200, "j", "{}")],
-            probe_results=[False],
+            [Systemic(status=None, reason="token_rejected: invalid_client"), accepted()],
+            probe_results=[None],
         )
         h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
         async with h.running():
@@ -335,7 +350,7 @@ class TestSyncScheduler:
             await eventually(lambda: gateway.probes >= 2)
             assert gateway.jobs == ["a"]
             assert h.outcomes.failures == []
-            gateway.probe_results = deque([True])
+            gateway.probe_results = deque([404])
             await eventually(lambda: len(h.outcomes.successes) == 2)
         assert h.observer.circuit == [True, False]
         assert gateway.jobs[0] == "a"
@@ -468,6 +483,83 @@ class TestSyncScheduler:
             await eventually(lambda: len(h.outcomes.successes) == 2)
         assert sorted(h.gateway.jobs) == ["a", "b"]
         assert {p for p, _ in h.outcomes.states} == {3}
+
+
+class TestSystemicOrPerJob:
+    """The scheduler acts on the diagnosis' verdicts (consumer.sync.diagnosis)."""
+
+    async def test_a_forbidden_job_among_succeeding_jobs_is_failed_alone(self) -> None:
+        """One job answered 403 while others succeed: a per-job failure. It spends its own
+        budget and gets rejected_by_gateway with the 403; the circuit never opens and every
+        other job is synced."""
+        gateway = FakeGateway()
+        gateway.answers["bad"] = FORBIDDEN
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.put(job_state("bad"))
+            others = 0
+            while not h.outcomes.failures:
+                assert others < 200, "the forbidden job was never failed"
+                h.put(job_state(f"ok{others}"))
+                others += 1
+                await asyncio.sleep(0.01)
+            await eventually(lambda: len(h.outcomes.successes) == others)
+        [failure] = h.outcomes.failures
+        assert failure.client_job_id == "bad"
+        assert failure.reason is FailureReason.rejected_by_gateway
+        assert failure.error.status == 403
+        assert h.observer.circuit == []
+        assert {s.client_job_id for s in h.outcomes.successes} == {f"ok{i}" for i in range(others)}
+
+    async def test_a_lone_forbidden_job_is_neither_failed_nor_pausing_anyone(self) -> None:
+        """A lone job's 403 while the probe is answered 403 too cannot be told from a revoked
+        scope: undecided, so it is retried, never failed, and nobody is paused."""
+        gateway = FakeGateway([FORBIDDEN], probe_results=[403])
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.put(job_state("a"))
+            await eventually(lambda: len(gateway.bodies) > 10)  # budget: 3 attempts
+        assert h.outcomes.failures == []
+        assert h.observer.circuit == []
+        assert gateway.probes >= 1
+
+    async def test_a_lone_job_during_an_outage_waits_for_it(self) -> None:
+        """A lone job answered 503 while the probe finds the gateway down: systemic, so the
+        circuit opens, no budget is spent (one attempt allowed here) and the job is synced
+        once a probe finds the gateway up."""
+        gateway = FakeGateway([retryable(503)], probe_results=[None])
+        h = Harness(
+            gateway,
+            retry=RetryPolicy(initial=0.005, maximum=0.01, max_attempts=1, max_elapsed=30.0),
+            debounce_ms=0,
+            max_delay_ms=0,
+        )
+        async with h.running():
+            h.put(job_state("a"))
+            await eventually(lambda: h.observer.circuit == [True])
+            await eventually(lambda: gateway.probes >= 3)
+            assert h.outcomes.failures == []
+            gateway.outcomes = deque([accepted()])
+            gateway.probe_results = deque([404])
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+        assert h.outcomes.failures == []
+        assert h.observer.circuit == [True, False]
+
+    async def test_a_request_in_doubt_is_evidence_but_the_job_still_waits(self) -> None:
+        """Timeouts count as failures for the diagnosis (the second opens the circuit once a
+        probe found the gateway down), yet after the circuit closes the job is posted again
+        only once its last request can no longer land."""
+        in_doubt = Retryable(status=None, retry_after=None, reason="timeout", in_doubt=True)
+        gateway = FakeGateway([in_doubt, in_doubt, accepted()], probe_results=[None, 404])
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0, in_doubt_window=0.6)
+        async with h.running():
+            h.put(job_state("a"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+        assert h.observer.circuit == [True, False]
+        assert len(gateway.times) == 3
+        assert gateway.times[1] - gateway.times[0] >= 0.5
+        assert gateway.times[2] - gateway.times[1] >= 0.5
+        assert h.outcomes.failures == []
 
 
 class TestRequestsInDoubt:

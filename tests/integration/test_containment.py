@@ -1,0 +1,285 @@
+"""Contain the bad ones: outages fail nobody, a job the gateway refuses fails alone.
+
+``basicsync run`` as a child process against the local broker and the sandbox in this process;
+faults and outages are set on the sandbox while the consumer runs. What the consumer does with
+each failure is decided by evidence across jobs (docs/design-notes.md §7): these tests check
+the three cases of docs/contract.md §2 promises 6 and 7 end to end.
+
+Retry budgets are shortened through settings. The simulations in tests/unit/test_diagnosis.py
+give the figures at the default settings: each of 20 jobs answered 500 forever is failed about
+75 s after it arrived (bound pinned there: 7 minutes), a job answered 403 after about 50 s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from consumer.demo import DemoJobs, DemoPlan, build_demo, send_events
+from consumer.sandbox import Rejection, Sandbox
+from tests.integration.harness import (
+    MakeTopic,
+    Topics,
+    eventually,
+    new_topics,
+    read_records,
+    settings_for,
+    start_consumer_process,
+    tail,
+    wait_converged,
+)
+
+pytestmark = pytest.mark.integration
+
+#: A budget that a per-job failure spends in seconds, not minutes.
+SHORT_BUDGET = {
+    "BASICSYNC_SYNC__RETRY_MAX_ATTEMPTS": "4",
+    "BASICSYNC_SYNC__RETRY_MAX_ELAPSED_S": "30",
+    "BASICSYNC_SYNC__RETRY_MAX_MS": "2000",
+}
+
+
+@asynccontextmanager
+async def consumer_process(
+    kafka_bootstrap: str, sandbox: Sandbox, topics: Topics, log: str, extra_env: dict[str, str]
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``basicsync run`` for ``topics``; it must still run at the end and stop cleanly."""
+    settings = settings_for(kafka_bootstrap, sandbox, topics)
+    process = start_consumer_process(settings, log, extra_env)
+    try:
+        yield process
+        assert process.poll() is None, "the consumer exited:\n" + tail(log)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 60) == 0, tail(log)
+
+
+@asynccontextmanager
+async def producer_for(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+    await producer.start()
+    try:
+        yield producer
+    finally:
+        await producer.stop()
+
+
+def job_events(demo: DemoJobs) -> dict[str, list[Any]]:
+    """Each job's events, in the order the demo sends them."""
+    events: dict[str, list[Any]] = {job: [] for job in demo.expected}
+    for event in demo.events:
+        events[event.subject].append(event)
+    return events
+
+
+async def send_jobs_live(
+    producer: AIOKafkaProducer,
+    topics: Sequence[str],
+    jobs: list[tuple[str, list[Any]]],
+    *,
+    every_s: float,
+    sent_at: dict[str, float],
+    stop: Callable[[], bool] = lambda: False,
+) -> None:
+    """Send the jobs one after another, ``every_s`` apart, each job's events at once;
+    ``sent_at`` gets the wall time its last event was acknowledged."""
+    for job, events in jobs:
+        if stop():
+            return
+        await send_events(producer, topics, events)
+        sent_at[job] = time.time()
+        await asyncio.sleep(every_s)
+
+
+def synced_at(sandbox: Sandbox, job: str, expected: dict[str, Any]) -> float | None:
+    """When WorkfloPlus (the sandbox) first accepted the job's expected document."""
+    for record in sandbox.state.records:
+        if record.client_job_id != job or record.status != 200 or record.body is None:
+            continue
+        if json.loads(record.body) == expected:
+            return record.time
+    return None
+
+
+def late_jobs(
+    sandbox: Sandbox, demo: DemoJobs, sent_at: dict[str, float], within_s: float
+) -> dict[str, float | None]:
+    """Jobs that did not reach WorkfloPlus within ``within_s`` of their last event."""
+    late: dict[str, float | None] = {}
+    for job, sent in sent_at.items():
+        at = synced_at(sandbox, job, demo.expected[job])
+        if at is None or at - sent > within_s:
+            late[job] = None if at is None else round(at - sent, 2)
+    return late
+
+
+async def warm_up(producer: AIOKafkaProducer, topics: Topics, sandbox: Sandbox) -> None:
+    """One healthy job synced: the consumer has joined its group and reads its partitions,
+    so what is sent next is timed from a running consumer, not from its start."""
+    demo = build_demo(DemoPlan(jobs=1, seed=3, prefix="warm-up"))
+    await send_events(producer, topics.inputs, demo.events)
+    await wait_converged(sandbox, demo.expected, within=60)
+
+
+async def failures_for(kafka_bootstrap: str, topics: Topics) -> list[dict[str, Any]]:
+    return await read_records(kafka_bootstrap, topics.failed, settle_s=0.5)
+
+
+class TestOutagesFailNobody:
+    async def test_a_single_job_waits_out_a_45s_outage_of_gateway_and_token_endpoint(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """One job while basicSync and the token endpoint answer 503 for 45 s: with no other
+        job to compare, its failures are never its own (the token endpoint failing is
+        everyone's problem), so it gets no failure record and converges after the outage."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=1, seed=31, prefix="alone"))
+        [job] = demo.expected
+        log = str(tmp_path / "consumer.log")
+        await sandbox_in_process.outage(45, "503")
+        outage_ends = time.time() + 45
+        async with (
+            consumer_process(kafka_bootstrap, sandbox_in_process, topics, log, SHORT_BUDGET),
+            producer_for(kafka_bootstrap) as producer,
+        ):
+            await send_events(producer, topics.inputs, demo.events)
+            await wait_converged(sandbox_in_process, demo.expected, within=45 + 60)
+        at = synced_at(sandbox_in_process, job, demo.expected[job])
+        assert at is not None
+        assert at >= outage_ends - 1
+        assert await failures_for(kafka_bootstrap, topics) == []
+        assert "circuit_opened" in tail(log, 200_000), "the outage was never noticed"
+
+
+class TestABadJobFailsAlone:
+    async def test_one_job_refused_403_among_30_live_jobs(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """One job answered 403 forever while 30 jobs arrive over ~10 s: the 403 is that
+        job's own (others succeed meanwhile), so nobody is paused (every other job reaches
+        WorkfloPlus within 5 s of its last event) and the bad job gets a rejected_by_gateway
+        failure record with the 403 within 2 minutes."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=31, seed=37, prefix="refused"))
+        events = job_events(demo)
+        bad, *good = list(events)
+        sandbox_in_process.faults.update({"reject_job_ids": {bad: Rejection(status=403)}})
+        log = str(tmp_path / "consumer.log")
+        sent_at: dict[str, float] = {}
+        async with (
+            consumer_process(kafka_bootstrap, sandbox_in_process, topics, log, SHORT_BUDGET),
+            producer_for(kafka_bootstrap) as producer,
+        ):
+            await warm_up(producer, topics, sandbox_in_process)
+            await send_events(producer, topics.inputs, events[bad])
+            bad_sent = time.time()
+            await send_jobs_live(
+                producer,
+                topics.inputs,
+                [(job, events[job]) for job in good],
+                every_s=0.33,
+                sent_at=sent_at,
+            )
+            failures: list[dict[str, Any]] = []
+
+            async def bad_failed() -> bool:
+                failures[:] = await failures_for(kafka_bootstrap, topics)
+                return bool(failures)
+
+            deadline = bad_sent + 120
+            while not await bad_failed():
+                assert time.time() < deadline, "no failure record within 2 minutes\n" + tail(log)
+            failed_within = time.time() - bad_sent
+            await wait_converged(
+                sandbox_in_process, {job: demo.expected[job] for job in good}, within=10
+            )
+        assert late_jobs(sandbox_in_process, demo, sent_at, within_s=5.0) == {}
+        assert {f["clientJobId"] for f in failures} == {bad}
+        assert {(f["reason"], f["error"]["status"]) for f in failures} == {
+            ("rejected_by_gateway", 403)
+        }
+        assert failed_within < 120
+        assert "circuit_opened" not in tail(log, 1_000_000)
+
+    async def test_twenty_jobs_answered_500_among_live_healthy_jobs(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """20 jobs answered 500 forever among healthy jobs arriving live: the healthy ones
+        reach WorkfloPlus within 5 s of their last event, nobody is paused, and each of the 20
+        gets a retries_exhausted failure record (budget shortened here; see the module doc
+        for the figures at the defaults)."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=220, seed=41, prefix="broken"))
+        events = job_events(demo)
+        jobs = list(events)
+        bad = set(jobs[:20])
+        healthy = jobs[20:]
+        sandbox_in_process.faults.update({"error_job_ids": dict.fromkeys(bad, 500)})
+        log = str(tmp_path / "consumer.log")
+        sent_at: dict[str, float] = {}
+        failures: list[dict[str, Any]] = []
+
+        def all_bad_failed() -> bool:
+            return {f["clientJobId"] for f in failures} >= bad
+
+        async def watch_failures() -> None:
+            while not all_bad_failed():
+                failures[:] = await failures_for(kafka_bootstrap, topics)
+
+        async with (
+            consumer_process(kafka_bootstrap, sandbox_in_process, topics, log, SHORT_BUDGET),
+            producer_for(kafka_bootstrap) as producer,
+        ):
+            await warm_up(producer, topics, sandbox_in_process)
+            # A bad job every 0.5 s among healthy ones every 0.25 s, and healthy traffic goes
+            # on until every bad job was failed: the evidence that the gateway works.
+            bad_first = [(job, events[job]) for job in jobs[:20]]
+            healthy_jobs = [(job, events[job]) for job in healthy]
+            bad_sent: dict[str, float] = {}
+            watcher = asyncio.create_task(watch_failures())
+            await asyncio.gather(
+                send_jobs_live(producer, topics.inputs, bad_first, every_s=0.5, sent_at=bad_sent),
+                send_jobs_live(
+                    producer,
+                    topics.inputs,
+                    healthy_jobs,
+                    every_s=0.25,
+                    sent_at=sent_at,
+                    stop=all_bad_failed,
+                ),
+            )
+            done = await eventually(watcher.done, within=30)
+            watcher.cancel()
+            assert done, f"{len(bad - {f['clientJobId'] for f in failures})} bad jobs not failed"
+            await wait_converged(
+                sandbox_in_process, {job: demo.expected[job] for job in sent_at}, within=10
+            )
+        assert late_jobs(sandbox_in_process, demo, sent_at, within_s=5.0) == {}
+        assert {f["clientJobId"] for f in failures} == bad
+        assert {(f["reason"], f["error"]["status"]) for f in failures} == {
+            ("retries_exhausted", 500)
+        }
+        assert "circuit_opened" not in tail(log, 1_000_000)
