@@ -121,6 +121,13 @@ async def run_embedded(
             f"{running.stats.events} events, {requests} requests, "
             f"{time.monotonic() - started:.1f}s"
         )
+        # The local broker outlives the run: say how to look at what it holds.
+        progress(
+            f"the local broker keeps running; inspect a demo job with: "
+            f"BASICSYNC_KAFKA__BOOTSTRAP_SERVERS={servers[0]} basicsync inspect "
+            f"{next(iter(demo.expected))}  (stop the broker: KAFKA_PORT={kafka_port} "
+            "bash deploy/kafka-local/kafka.sh stop)"
+        )
         return 0 if synced == plan.jobs else 1
 
 
