@@ -48,6 +48,7 @@ from consumer.kafka.source import EventSource
 from consumer.kafka.transactions import PartitionProducer
 from consumer.observability.health import WatchedTokens, serve_health
 from consumer.observability.stats import Stats
+from consumer.observability.tracing import TRACING_OFF, SyncTracer, Tracing
 from consumer.pipeline import Pipeline, PipelineLimits, Restorer
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
 from consumer.state.recovery import RestoreReport, restore
@@ -143,10 +144,12 @@ async def run_consumer(
     running: Running | None = None,
     *,
     wrap_restore: Callable[[Restorer], Restorer] | None = None,
+    tracing: Tracing = TRACING_OFF,
 ) -> None:
     """Run until ``stop`` is set; raises ``FatalError`` subclasses for what needs an operator.
 
-    ``wrap_restore`` is a seam for fault tests: it wraps the changelog restore.
+    ``wrap_restore`` is a seam for fault tests: it wraps the changelog restore. ``tracing``
+    (off by default) traces each sync and the gateway's HTTP requests; the caller shuts it down.
     """
     running = running or Running(stats=Stats())
     kafka = client_kwargs(settings.kafka, endpoints.bootstrap_servers)
@@ -154,7 +157,8 @@ async def run_consumer(
         session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=settings.sync.concurrency + 4, ssl=gateway_ssl(settings.gateway)
-            )
+            ),
+            trace_configs=tracing.trace_configs(),
         )
         stack.push_async_callback(session.close)
         tokens = WatchedTokens(
@@ -192,7 +196,13 @@ async def run_consumer(
             request_timeout=settings.gateway.request_timeout_s,
         )
         pipeline, scheduler, source = _assemble(
-            settings, kafka, gateway, running.stats, partition_count, wrap_restore
+            settings,
+            kafka,
+            gateway,
+            running.stats,
+            partition_count,
+            wrap_restore,
+            tracing.sync_tracer,
         )
         running.pipeline, running.scheduler = pipeline, scheduler
 
@@ -231,6 +241,7 @@ def _assemble(
     stats: Stats,
     partition_count: int,
     wrap_restore: Callable[[Restorer], Restorer] | None,
+    tracer: SyncTracer,
 ) -> tuple[Pipeline, SyncScheduler, EventSource]:
     """The object graph, each part given what it needs at construction."""
     sync = settings.sync
@@ -299,6 +310,7 @@ def _assemble(
         ),
         send_within=settings.gateway.request_timeout_s,
         in_doubt_window=settings.in_doubt_window_s,
+        tracer=tracer,
     )
 
     async def restore_partitions(

@@ -30,6 +30,7 @@ from consumer.demo import DemoPlan, build_demo, send_events
 from consumer.errors import ConfigError
 from consumer.kafka.admin import create_topics, partition_counts
 from consumer.observability.stats import Stats
+from consumer.observability.tracing import TRACING_OFF, Tracing
 from consumer.sandbox.server import Sandbox, run_sandbox
 from consumer.sandbox.settings import SandboxSettings
 
@@ -67,6 +68,7 @@ async def run_embedded(
     plan: DemoPlan,
     kafka_port: int = 9092,
     progress: Callable[[str], None] = print,
+    tracing: Tracing = TRACING_OFF,
 ) -> int:
     """Run with whatever is not configured started locally; 0 when the demo converged."""
     async with AsyncExitStack() as stack:
@@ -88,7 +90,7 @@ async def run_embedded(
         running = Running(stats=Stats())
         if sandbox is None or not settings.embedded_kafka:
             # Only one side is local: run as a normal consumer until stopped.
-            await run_consumer(settings, endpoints, stop, running)
+            await run_consumer(settings, endpoints, stop, running, tracing=tracing)
             return 0
         demo = build_demo(plan)
         await _produce_demo(settings, servers, demo.events, plan)
@@ -96,7 +98,9 @@ async def run_embedded(
             f"streamed {len(demo.events)} events of {plan.jobs} demo jobs to "
             f"{', '.join(settings.topics.input)} on {servers[0]}; sandbox at {sandbox.base_url}"
         )
-        consumer = asyncio.create_task(run_consumer(settings, endpoints, stop, running))
+        consumer = asyncio.create_task(
+            run_consumer(settings, endpoints, stop, running, tracing=tracing)
+        )
         started = time.monotonic()
         synced = 0
         while not consumer.done():
@@ -116,6 +120,13 @@ async def run_embedded(
             f"done: {synced}/{plan.jobs} demo jobs in WorkfloPlus (sandbox) exactly as assembled, "
             f"{running.stats.events} events, {requests} requests, "
             f"{time.monotonic() - started:.1f}s"
+        )
+        # The local broker outlives the run: say how to look at what it holds.
+        progress(
+            f"the local broker keeps running; inspect a demo job with: "
+            f"BASICSYNC_KAFKA__BOOTSTRAP_SERVERS={servers[0]} basicsync inspect "
+            f"{next(iter(demo.expected))}  (stop the broker: KAFKA_PORT={kafka_port} "
+            "bash deploy/kafka-local/kafka.sh stop)"
         )
         return 0 if synced == plan.jobs else 1
 

@@ -26,7 +26,7 @@ from functools import lru_cache
 
 from aiokafka.partitioner import murmur2
 
-from consumer.domain.events import InvalidEvent, decode_event
+from consumer.domain.events import EventTrace, InvalidEvent, decode_event
 from consumer.domain.job import JobState, Rejection, apply
 from consumer.domain.results import (
     MAX_FAILURE_VALUE_BYTES,
@@ -58,6 +58,8 @@ class BatchEffect:
     changed: dict[str, JobState] = field(default_factory=dict)
     partitions: dict[str, int] = field(default_factory=dict)
     offsets_by_job: dict[str, list[SourceOffset]] = field(default_factory=dict)
+    #: the trace contexts of the applied events that carry one (docs/operations.md "Tracing")
+    traces_by_job: dict[str, list[EventTrace]] = field(default_factory=dict)
     failures: list[FailureRecord] = field(default_factory=list)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     misrouted: int = 0
@@ -248,6 +250,17 @@ def absorb(
         effect.offsets_by_job.setdefault(job, []).append(
             SourceOffset(topic=record.topic, partition=record.partition, offset=record.offset)
         )
+        if event.traceparent is not None:
+            effect.traces_by_job.setdefault(job, []).append(
+                EventTrace(
+                    event.traceparent,
+                    event.tracestate,
+                    event.id,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                )
+            )
     return effect
 
 

@@ -348,7 +348,9 @@ class Pipeline:
         self._next_offsets.update(effect.next_offsets)
         self._observer.batch_absorbed(effect, len(records))
         for job in effect.changed:
-            self._scheduler.mark_dirty(job, effect.offsets_by_job.get(job, ()))
+            self._scheduler.mark_dirty(
+                job, effect.offsets_by_job.get(job, ()), effect.traces_by_job.get(job, ())
+            )
 
     # -- retention -------------------------------------------------------------------------------
 

@@ -31,6 +31,7 @@ from consumer.errors import FatalError
 from consumer.kafka.access import run_waiting_out_denials
 from consumer.observability.logging import configure_logging
 from consumer.observability.stats import Stats
+from consumer.observability.tracing import Tracing, tracing_from_environ
 
 log = structlog.get_logger(__name__)
 
@@ -56,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
+        tracing = tracing_from_environ(os.environ)
     except FatalError as exc:
         print(f"basicsync: {exc}", file=sys.stderr)
         return 2
@@ -69,14 +71,16 @@ def main(args: argparse.Namespace) -> int:
         return 2
     configure_logging(settings.observability.log_format, settings.observability.log_level)
     try:
-        return asyncio.run(_run(settings, args))
+        return asyncio.run(_run(settings, args, tracing))
     except FatalError as exc:
         log.error("fatal", error=str(exc), kind=type(exc).__name__)
         print(f"basicsync: {exc}", file=sys.stderr)
         return 2
+    finally:
+        tracing.shutdown()
 
 
-async def _run(settings: Settings, args: argparse.Namespace) -> int:
+async def _run(settings: Settings, args: argparse.Namespace, tracing: Tracing) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     handler = stop_on(stop, lambda: os._exit(130))
@@ -86,11 +90,16 @@ async def _run(settings: Settings, args: argparse.Namespace) -> int:
         seed = int(time.time())
         plan = DemoPlan(jobs=args.demo_jobs, seed=seed)
         return await run_embedded(
-            settings, stop, plan=plan, kafka_port=args.kafka_port, progress=_progress
+            settings,
+            stop,
+            plan=plan,
+            kafka_port=args.kafka_port,
+            progress=_progress,
+            tracing=tracing,
         )
     endpoints = endpoints_from(settings)
     await run_waiting_out_denials(
-        lambda running: run_consumer(settings, endpoints, stop, running),
+        lambda running: run_consumer(settings, endpoints, stop, running, tracing=tracing),
         settings,
         stop,
         Running(stats=Stats()),

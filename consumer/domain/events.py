@@ -16,6 +16,12 @@ and ``data``; ``time`` is optional (RFC 3339 with offset). Validation is strict:
 never passes (no coercion). Unknown envelope attributes (extensions, ``dataschema``) and unknown
 ``data`` fields are ignored for forward compatibility, and are not forwarded.
 
+The Distributed Tracing extension (``traceparent``, ``tracestate``: the ``ce_traceparent`` and
+``ce_tracestate`` headers in binary mode, envelope attributes in structured mode) is kept on the
+event as plain text for the sync span's links (docs/operations.md "Tracing"). It never makes an
+event unusable: a value that is not a string (or not UTF-8) is dropped, and one that is not a
+valid W3C ``traceparent`` is skipped when the span is made.
+
 Errors are :class:`InvalidEvent`, never retriable, carrying a :class:`FailureReason`: oversized
 value -> ``oversized_event``; unparsable or ill-typed input -> ``invalid_event``; a type outside
 :class:`EventType` -> ``unknown_event_type``; Kafka key (UTF-8) not equal to ``subject`` ->
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, cast
@@ -36,6 +43,7 @@ from typing import Annotated, Any, ClassVar, Literal, cast
 from pydantic import (
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     JsonValue,
@@ -116,6 +124,21 @@ DATA_MODELS: dict[EventType, type[DomainModel]] = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class EventTrace:
+    """An applied event's trace context and where it was read: what a sync span links to.
+
+    Kept in memory only, from the event's intake until the sync that covers it.
+    """
+
+    traceparent: str
+    tracestate: str | None
+    event_id: str
+    topic: str
+    partition: int
+    offset: int
+
+
 class InvalidEvent(BasicSyncError):
     """An input event that cannot be used; goes to the failure topic, never retried."""
 
@@ -138,6 +161,9 @@ class JobEvent(BaseModel):
     subject: str = Field(min_length=1)
     time: datetime | None = None
     data: EventData
+    #: CloudEvents Distributed Tracing extension, as received (W3C Trace Context text)
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -175,6 +201,14 @@ def _check_data(event_type: EventType, subject: str, data: DomainModel) -> None:
 # --- structured mode: one discriminated union, validated straight from bytes -------------
 
 
+def _text_or_none(value: Any) -> Any:
+    return value if isinstance(value, str) else None
+
+
+#: A tracing attribute: text, or dropped (a wrong type never makes the event unusable).
+_TraceText = Annotated[str | None, BeforeValidator(_text_or_none)]
+
+
 class _Envelope(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
@@ -183,6 +217,14 @@ class _Envelope(BaseModel):
     source: str = Field(min_length=1)
     subject: str = Field(min_length=1)
     time: AwareDatetime | None = None
+    traceparent: _TraceText = Field(
+        default=None,
+        description="CloudEvents Distributed Tracing extension: the W3C traceparent of the "
+        "span that produced the event; linked from the span of the sync that carries it",
+    )
+    tracestate: _TraceText = Field(
+        default=None, description="CloudEvents Distributed Tracing extension: W3C tracestate"
+    )
 
 
 class _UpsertedEnvelope(_Envelope):
@@ -299,6 +341,8 @@ def _decode_structured(value: bytes) -> JobEvent:
             "subject": envelope.subject,
             "time": envelope.time,
             "data": envelope.data,
+            "traceparent": envelope.traceparent,
+            "tracestate": envelope.tracestate,
         },
     )
 
@@ -346,8 +390,19 @@ def _decode_binary(attributes: dict[str, bytes | None], value: bytes) -> JobEven
             "subject": text["subject"],
             "time": time,
             "data": data,
+            "traceparent": _header_text(attributes.get("traceparent")),
+            "tracestate": _header_text(attributes.get("tracestate")),
         },
     )
+
+
+def _header_text(raw: bytes | None) -> str | None:
+    if raw is None:
+        return None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
 
 
 def _check(event_type: EventType, subject: str, data: DomainModel) -> None:
@@ -403,6 +458,10 @@ def encode_structured(event: JobEvent) -> tuple[bytes, bytes, list[tuple[str, by
     }
     if event.time is not None:
         envelope["time"] = _time_text(event.time)
+    if event.traceparent is not None:
+        envelope["traceparent"] = event.traceparent
+    if event.tracestate is not None:
+        envelope["tracestate"] = event.tracestate
     envelope["datacontenttype"] = "application/json"
     envelope["data"] = _data_json(event)
     value = json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
@@ -420,6 +479,10 @@ def encode_binary(event: JobEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]
     ]
     if event.time is not None:
         headers.append(("ce_time", _time_text(event.time).encode()))
+    if event.traceparent is not None:
+        headers.append(("ce_traceparent", event.traceparent.encode()))
+    if event.tracestate is not None:
+        headers.append(("ce_tracestate", event.tracestate.encode()))
     headers.append(("content-type", b"application/json"))
     value = json.dumps(_data_json(event), separators=(",", ":"), ensure_ascii=False).encode()
     return event.subject.encode(), value, headers

@@ -108,6 +108,8 @@ class SuccessRecord(_Record):
     #: True when ``sourceOffsets`` was cut to the last offset of each topic partition to keep
     #: the record within the producer's size limit.
     source_offsets_truncated: bool = False
+    #: The trace id (32 hex digits) of the sync's span; None when tracing is off.
+    trace_id: str | None = None
 
 
 class ErrorInfo(_Record):
@@ -201,6 +203,9 @@ class FailureRecord(_Record):
     state_version: int | None
     failed_at: datetime
     source: SourceInfo | None = None
+    #: For a failed sync, the trace id (32 hex digits) of its last attempt's span; None when
+    #: tracing is off and for unusable input.
+    trace_id: str | None = None
 
     @classmethod
     def for_input(
@@ -236,6 +241,7 @@ class FailureRecord(_Record):
         failed_at: datetime,
         status: int | None = None,
         body: str | bytes | None = None,
+        trace_id: str | None = None,
     ) -> FailureRecord:
         """A record for a sync that ended in failure; ``body`` is truncated."""
         return cls(
@@ -245,6 +251,7 @@ class FailureRecord(_Record):
             attempts=attempts,
             state_version=state_version,
             failed_at=failed_at,
+            trace_id=trace_id,
         )
 
 

@@ -118,6 +118,7 @@ class Api:
                 status,
                 latency_ms,
                 outcome,
+                request.headers.get("traceparent"),
             )
         )
 

@@ -17,6 +17,7 @@ class RecordedRequest(BaseModel):
     ``body`` is the parsed JSON body when it parsed, else its text; ``None`` for token and GET
     requests (token bodies carry the client secret). ``outcome`` is ``created``, ``updated``,
     ``aborted`` or ``refused`` for basicSync calls that reached the job rules, else ``None``.
+    ``traceparent`` is the request's W3C trace context header, when it had one.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -29,6 +30,7 @@ class RecordedRequest(BaseModel):
     latency_ms: float
     outcome: str | None
     body: Any = None
+    traceparent: str | None = None
 
     @classmethod
     def of(cls, record: Record) -> RecordedRequest:
@@ -48,6 +50,7 @@ class RecordedRequest(BaseModel):
             latency_ms=record.latency_ms,
             outcome=record.outcome,
             body=body,
+            traceparent=record.traceparent,
         )
 
 

@@ -48,6 +48,9 @@ class Record:
     status: int
     latency_ms: float
     outcome: str | None = None
+    #: the W3C ``traceparent`` header the request carried, if any (no other header is kept:
+    #: ``Authorization`` holds a token)
+    traceparent: str | None = None
 
 
 @dataclass(slots=True)

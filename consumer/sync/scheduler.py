@@ -42,6 +42,7 @@ from aiolimiter import AsyncLimiter
 
 from consumer.config import SyncSettings
 from consumer.domain.basicsync import body_sha256, encode_body
+from consumer.domain.events import EventTrace
 from consumer.domain.job import (
     JobState,
     clear_sending,
@@ -54,6 +55,7 @@ from consumer.domain.job import (
 from consumer.domain.results import FailureReason, FailureRecord, SourceOffset, SuccessRecord
 from consumer.errors import PartitionLost
 from consumer.gateway.client import Accepted, Rejected, Retryable, SyncOutcome, Systemic
+from consumer.observability.tracing import SyncTracer
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
 from consumer.sync.diagnosis import GatewayEvidence, ProbeResult, Verdict, kind_of, probe_result
@@ -112,6 +114,9 @@ class _Entry:
     holds_slot: bool = False
     held_reported: bool = False
     offsets: list[SourceOffset] = field(default_factory=list)
+    #: trace contexts of those events (only while tracing is on), and the last attempt's trace
+    traces: list[EventTrace] = field(default_factory=list)
+    trace_id: str | None = None
     #: a request of this job may still land until then (clock seconds); see the module doc
     in_doubt_until: float | None = None
 
@@ -135,6 +140,7 @@ class SyncScheduler:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        tracer: SyncTracer | None = None,
     ) -> None:
         self._store = store
         self._gateway = gateway
@@ -152,6 +158,7 @@ class SyncScheduler:
         self._clock = clock
         self._wall_clock = wall_clock
         self._rng = rng or random.Random()
+        self._tracer = tracer or SyncTracer()
         self._entries: dict[str, _Entry] = {}
         self._heap: list[tuple[float, str]] = []
         self._wake = asyncio.Event()
@@ -199,7 +206,12 @@ class SyncScheduler:
     def circuit(self) -> CircuitBreaker:
         return self._circuit
 
-    def mark_dirty(self, client_job_id: str, offsets: Iterable[SourceOffset] = ()) -> None:
+    def mark_dirty(
+        self,
+        client_job_id: str,
+        offsets: Iterable[SourceOffset] = (),
+        traces: Iterable[EventTrace] = (),
+    ) -> None:
         """The job's new state is durable in the changelog: schedule its sync."""
         state = self._store.get(client_job_id)
         if state is None:
@@ -219,6 +231,8 @@ class SyncScheduler:
                     entry.in_doubt_until = now + in_doubt
                     entry.not_before = max(entry.not_before, now + in_doubt)
         entry.offsets.extend(offsets)
+        if self._tracer.enabled:
+            entry.traces.extend(traces)
         if entry.in_flight:
             return  # re-queued when the request ends
         self._queue(client_job_id, entry, self._due(state, entry, now))
@@ -393,9 +407,18 @@ class SyncScheduler:
         entry.attempts += 1
         if entry.first_attempt is None:
             entry.first_attempt = started
-        outcome = await self._gateway.post_basic_sync(
-            body, send_by=time.monotonic() + max(self._send_within - (self._clock() - started), 0)
-        )
+        sent_traces = len(entry.traces)
+        with self._tracer.sync(
+            job, state.version, entry.attempts, sent_offsets, entry.traces
+        ) as span:  # docs/operations.md "Tracing"
+            outcome = await self._gateway.post_basic_sync(
+                body,
+                send_by=time.monotonic() + max(self._send_within - (self._clock() - started), 0),
+            )
+            span.finished(outcome)
+        entry.trace_id = span.trace_id
+        if isinstance(outcome, Accepted):
+            del entry.traces[:sent_traces]
         # The slot bounds requests to WorkfloPlus; recording the outcome needs none.
         self._release_slot(entry)
         finished = self._clock()
@@ -546,6 +569,7 @@ class SyncScheduler:
             latency_ms=latency,
             source_offsets=entry.offsets[:sent_offsets],
             payload_sha256=sha,
+            trace_id=entry.trace_id,
         )
         self._durability.stage_result(partition, record)
         self._observer.job_synced(latency)
@@ -579,6 +603,7 @@ class SyncScheduler:
             failed_at=self._wall_clock(),
             status=status,
             body=body,
+            trace_id=entry.trace_id,
         )
         self._durability.stage_result(partition, record)
         entry.attempts = 0
@@ -586,6 +611,7 @@ class SyncScheduler:
         entry.per_job_since = None
         entry.first_attempt = None
         entry.offsets.clear()
+        entry.traces.clear()
         await self._settle(job, partition, sent, sha, sent.job_id, write_now=True)
 
     def _release_slot(self, entry: _Entry) -> None:

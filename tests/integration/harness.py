@@ -22,6 +22,7 @@ from consumer.demo import send_events
 from consumer.domain.events import JobEvent
 from consumer.kafka.limits import changelog_max_message_bytes
 from consumer.observability.stats import Stats
+from consumer.observability.tracing import TRACING_OFF, Tracing
 from consumer.sandbox import Sandbox
 
 MakeTopic = Callable[..., Awaitable[str]]
@@ -80,11 +81,15 @@ def settings_for(bootstrap: str, sandbox: Sandbox, topics: Topics, **sync: Any) 
 
 
 @asynccontextmanager
-async def consumer_running(settings: Settings) -> AsyncIterator[tuple[Running, asyncio.Task[None]]]:
+async def consumer_running(
+    settings: Settings, tracing: Tracing = TRACING_OFF
+) -> AsyncIterator[tuple[Running, asyncio.Task[None]]]:
     """The consumer in this event loop; stopped (cleanly) when the block ends."""
     stop = asyncio.Event()
     running = Running(stats=Stats())
-    task = asyncio.create_task(run_consumer(settings, endpoints_from(settings), stop, running))
+    task = asyncio.create_task(
+        run_consumer(settings, endpoints_from(settings), stop, running, tracing=tracing)
+    )
     try:
         yield running, task
     finally:

@@ -105,7 +105,7 @@ class TestStructuredMode:
 
     def test_unknown_attributes_and_fields_ignored(self) -> None:
         """Extension attributes and unknown data fields are ignored (forward compatibility)."""
-        value = envelope(traceparent="00-abc", data={"workflowId": "wf", "futureField": [1]})
+        value = envelope(partitionkey="p1", data={"workflowId": "wf", "futureField": [1]})
         event = decode_json(value)
         assert event.data.model_fields_set == {"workflow_id"}
 
@@ -303,6 +303,49 @@ class TestInvalidEvents:
         """Checks run in a fixed order: the type is judged before the key."""
         error = invalid(lambda: decode_json(envelope(type="x"), key=b"other"))
         assert error.reason is FailureReason.unknown_event_type
+
+
+TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+class TestTraceContext:
+    """The CloudEvents Distributed Tracing extension, kept on the event as text."""
+
+    def test_structured_attributes(self) -> None:
+        """``traceparent`` and ``tracestate`` envelope attributes are kept as received."""
+        event = decode_json(envelope(traceparent=TRACEPARENT, tracestate="vendor=1"))
+        assert (event.traceparent, event.tracestate) == (TRACEPARENT, "vendor=1")
+
+    def test_binary_headers(self) -> None:
+        """``ce_traceparent`` / ``ce_tracestate`` headers (any case) are kept as received."""
+        headers = [*BINARY_HEADERS, ("CE_TraceParent", TRACEPARENT.encode())]
+        event = decode_event(JOB.encode(), b'{"workflowId": "wf"}', headers)
+        assert (event.traceparent, event.tracestate) == (TRACEPARENT, None)
+
+    def test_absent_is_none(self) -> None:
+        """An event without the extension has no trace context, in either mode."""
+        assert decode_json(envelope()).traceparent is None
+        binary = decode_event(JOB.encode(), b'{"workflowId": "wf"}', BINARY_HEADERS)
+        assert (binary.traceparent, binary.tracestate) == (None, None)
+
+    @pytest.mark.parametrize("value", [42, None, {"a": 1}, ["x"]])
+    def test_ill_typed_structured_attribute_is_dropped(self, value: Any) -> None:
+        """A traceparent that is not a string never makes the event unusable: it is dropped."""
+        event = decode_json(envelope(traceparent=value, tracestate=value))
+        assert (event.traceparent, event.tracestate) == (None, None)
+        assert event.data == UpsertedData(workflow_id="wf")
+
+    def test_non_utf8_header_is_dropped(self) -> None:
+        """A ``ce_traceparent`` header that is not UTF-8 is dropped, the event still used."""
+        headers = [*BINARY_HEADERS, ("ce_traceparent", b"\xff\xfe")]
+        assert decode_event(JOB.encode(), b'{"workflowId": "wf"}', headers).traceparent is None
+
+    @pytest.mark.parametrize("encode", [encode_structured, encode_binary])
+    def test_round_trip(self, encode: Any) -> None:
+        """Both encoders write the extension so that decoding gives it back."""
+        event = make_event(traceparent=TRACEPARENT, tracestate="a=b")
+        key, value, headers = encode(event)
+        assert decode_event(key, value, headers) == event
 
 
 class TestJobEvent:

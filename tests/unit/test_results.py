@@ -75,6 +75,7 @@ class TestSuccessRecord:
             "sourceOffsets": [{"topic": "t", "partition": 0, "offset": 7}],
             "payloadSha256": "ab",
             "sourceOffsetsTruncated": False,
+            "traceId": None,
         }
 
     def test_round_trip(self) -> None:
@@ -153,6 +154,7 @@ class TestFailureRecord:
                 "valueSha256": hashlib.sha256(b"{bad").hexdigest(),
                 "truncated": False,
             },
+            "traceId": None,
         }
 
     def test_null_key_and_value(self) -> None:
