@@ -106,8 +106,10 @@ class Pipeline:
         self._owned: set[int] = set()
         self._assigned: set[int] = set()
         self._restoring = False
-        #: changelog end offset of each partition after this member's last commit of it
+        #: changelog end offset of each partition as this member's own writes left it
         self._known_end: dict[int, int] = {}
+        #: changelog end offset of each owned partition when this member took it (fenced)
+        self._taken_end: dict[int, int] = {}
         #: since when some assigned partition is not processed (monotonic), None when all are
         self._stalled_since: float | None = None
         #: per input topic and partition, the next offset to absorb (see ``run``)
@@ -145,10 +147,10 @@ class Pipeline:
                 await self._scheduler.release_partitions(partitions, self._limits.revoke_deadline_s)
                 await self._checkpoint.commit(partitions)
                 self._handle_lost()
-                committed = {p for p in partitions if self._checkpoint.owns(p)}
-                if committed:
-                    ends = await self._changelog_end_offsets(committed)
-                    self._known_end.update({p: ends[p] for p in committed if p in ends})
+                for partition in partitions:
+                    self._known_end.pop(partition, None)
+                    if self._checkpoint.owns(partition) and partition in self._taken_end:
+                        self._known_end[partition] = self._expected_end(partition)
             except Exception as exc:  # the state may not match the changelog: restore it
                 log.error("revoke_failed", partitions=sorted(partitions), error=repr(exc))
                 for partition in partitions:
@@ -214,6 +216,7 @@ class Pipeline:
             await self._checkpoint.open(partition)  # fences every earlier writer
         ends = await self._changelog_end_offsets(partitions)
         kept = {p for p in partitions if can_keep(self._known_end, ends, p)}
+        self._taken_end.update({p: ends[p] for p in partitions if p in ends})
         to_restore = partitions - kept
         if to_restore:
             restored, report = await self._restore(to_restore)
@@ -238,6 +241,15 @@ class Pipeline:
             self._owned.add(partition)
             self._scheduler.reschedule_partition(partition)
         log.info("partitions_assigned", partitions=sorted(partitions), kept=sorted(kept))
+
+    def _expected_end(self, partition: int) -> int:
+        """The changelog end this member's own writes explain: the end when it took the
+        partition (after its producer fenced every other), or past the commit marker of its
+        last committed record. Measured from our writes, never read back at revoke: by then
+        a member that took over may have written, and its writes must force a restore."""
+        written = self._checkpoint.last_written(partition)
+        taken = self._taken_end[partition]
+        return taken if written is None else max(taken, written + 2)
 
     def _drop(self, partition: int) -> None:
         self._sizes.forget(self._store.jobs_in(partition))

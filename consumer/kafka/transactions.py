@@ -33,6 +33,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
+    IllegalOperation,
     InvalidProducerEpoch,
     KafkaError,
     MessageSizeTooLargeError,
@@ -103,8 +104,10 @@ class PartitionProducer:
 
     async def commit(
         self, records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
-    ) -> None:
+    ) -> dict[TopicPartition, int]:
         """Write ``records`` and commit ``offsets`` (next offsets to read) in one transaction.
+
+        Returns the offset of the last record written to each topic partition.
 
         Transient failures (a broker that does not answer, a leader moving, a coordinator
         loading) abort the transaction and repeat it whole: writing the same states and records
@@ -118,10 +121,10 @@ class PartitionProducer:
                 raise PartitionLost(self.partition, "revoked while committing")
             attempt += 1
             try:
-                await self._transaction(records, offsets)
+                written = await self._transaction(records, offsets)
                 if attempt > 1:
                     log.info("checkpoint_recovered", partition=self.partition, attempts=attempt)
-                return
+                return written
             except (ProducerFenced, InvalidProducerEpoch) as exc:
                 raise PartitionLost(self.partition, f"fenced by a newer owner ({exc})") from None
             except _DENIALS:
@@ -133,9 +136,10 @@ class PartitionProducer:
                     raise PartitionLost(self.partition, "producer failed") from None
                 await self._abort()
                 raise
-            except (KafkaError, AssertionError) as exc:
-                # AssertionError: aiokafka's transaction state machine refusing a transition
-                # after the sender died; the producer is unusable then.
+            except (KafkaError, AssertionError, IllegalOperation) as exc:
+                # AssertionError, IllegalOperation: aiokafka's transaction state machine refusing
+                # a transition or a send after its sender died (fenced meanwhile); the producer
+                # is unusable then.
                 if self._fatal():
                     raise PartitionLost(self.partition, _describe(exc)) from None
                 delay = min(self._retry_backoff_s * 2 ** min(attempt - 1, 10), self._max_backoff_s)
@@ -151,7 +155,7 @@ class PartitionProducer:
 
     async def _transaction(
         self, records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
-    ) -> None:
+    ) -> dict[TopicPartition, int]:
         producer = self._producer
         await producer.begin_transaction()
         acks: list[tuple[int, asyncio.Future[Any]]] = []
@@ -184,9 +188,18 @@ class PartitionProducer:
             for outcome in outcomes:
                 if isinstance(outcome, BaseException):
                     raise outcome
+        else:
+            outcomes = []
         if too_large:
             raise RecordsTooLarge(self.partition, set(too_large), next(iter(too_large.values())))
         await producer.commit_transaction()
+        written: dict[TopicPartition, int] = {}
+        for metadata in outcomes:
+            if isinstance(metadata, BaseException):  # raised above; for the type checker
+                continue
+            tp = TopicPartition(metadata.topic, metadata.partition)
+            written[tp] = max(metadata.offset, written.get(tp, -1))
+        return written
 
     async def _abort(self) -> None:
         """Abort the open transaction, if any; a producer that cannot is dropped by ``_fatal``."""
@@ -197,7 +210,7 @@ class PartitionProducer:
             return
         try:
             await self._producer.abort_transaction()
-        except (KafkaError, AssertionError) as exc:
+        except (KafkaError, AssertionError, IllegalOperation) as exc:
             log.warning("checkpoint_abort_failed", partition=self.partition, error=_describe(exc))
 
     def _fatal(self) -> bool:

@@ -115,6 +115,8 @@ class Checkpoint:
         self._pending: dict[int, _Pending] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._lost: set[int] = set()
+        #: offset of the last changelog record this member committed, per partition it owns
+        self._last_written: dict[int, int] = {}
         #: transactions committed, per partition (for metrics and tests)
         self.commits = 0
 
@@ -134,6 +136,7 @@ class Checkpoint:
         producer = self._open_producer(partition)
         await producer.start()
         self._producers[partition] = producer
+        self._last_written.pop(partition, None)
         self._pending[partition] = _Pending()
         self._locks.setdefault(partition, asyncio.Lock())
         self._lost.discard(partition)
@@ -148,6 +151,11 @@ class Checkpoint:
     async def close_all(self) -> None:
         for partition in list(self._producers):
             await self.close(partition)
+
+    def last_written(self, partition: int) -> int | None:
+        """The offset of the last changelog record this member committed to ``partition``
+        since it opened it (None: none yet)."""
+        return self._last_written.get(partition)
 
     def take_lost(self) -> set[int]:
         """Partitions lost since the last call (fenced, or broken beyond retrying)."""
@@ -279,8 +287,7 @@ class Checkpoint:
         while True:
             records, first_result = self._records(partition, pending)
             try:
-                await producer.commit(records, pending.offsets)
-                return
+                written = await producer.commit(records, pending.offsets)
             except RecordsTooLarge as exc:
                 states = sorted(i for i in exc.indices if i < first_result)
                 for index in sorted(i for i in exc.indices if i >= first_result):
@@ -310,6 +317,11 @@ class Checkpoint:
                         retry_in_s=self._too_large_backoff_s,
                     )
                     await asyncio.sleep(self._too_large_backoff_s)
+            else:
+                changelog = TopicPartition(self._topics.changelog, partition)
+                if changelog in written:
+                    self._last_written[partition] = written[changelog]
+                return
 
     def _records(self, partition: int, pending: _Pending) -> tuple[list[OutRecord], int]:
         """The transaction's records, and the index of its first result record."""

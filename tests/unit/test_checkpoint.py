@@ -37,6 +37,7 @@ class FakeProducer:
         self.gate: asyncio.Event | None = None
         self.started = False
         self.stopped = False
+        self.next_offset = 0
 
     async def start(self) -> None:
         self.started = True
@@ -46,13 +47,18 @@ class FakeProducer:
 
     async def commit(
         self, records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
-    ) -> None:
+    ) -> dict[TopicPartition, int]:
         if self.gate is not None:
             await self.gate.wait()
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
         self.transactions.append((list(records), dict(offsets)))
+        self.next_offset += len(records)
+        return {
+            TopicPartition(r.topic, r.partition or 0): self.next_offset - len(records) + n
+            for n, r in enumerate(records)
+        }
 
 
 class Rig:
@@ -205,11 +211,11 @@ class TooLargeOnce(FakeProducer):
 
     async def commit(
         self, records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
-    ) -> None:
+    ) -> dict[TopicPartition, int]:
         big = {i for i, r in enumerate(records) if len(r.value or b"") > self.refuse_above}
         if big:
             raise RecordsTooLarge(self.partition, big, "MessageSizeTooLargeError")
-        await super().commit(records, offsets)
+        return await super().commit(records, offsets)
 
 
 def input_failure(job: str, value: bytes) -> FailureRecord:
@@ -284,3 +290,22 @@ class TestRecordSizes:
         assert [(r.topic, r.key, r.value) for r in records] == [
             ("state", b"done", marker.to_json_bytes())
         ]
+
+
+class TestLastWritten:
+    async def test_the_last_committed_changelog_offset_is_remembered_per_partition(
+        self,
+    ) -> None:
+        """After a commit the checkpoint knows the offset of the last changelog record it
+        wrote to the partition (what a rebalance compares against); a reopen forgets it."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        assert rig.checkpoint.last_written(0) is None
+        rig.put(0, job_state("a"))
+        rig.put(0, job_state("b"))
+        rig.checkpoint.stage_result(0, success("a"))
+        await rig.checkpoint.make_durable(0)
+        assert rig.checkpoint.last_written(0) == 1
+        await rig.checkpoint.close(0)
+        await rig.checkpoint.open(0)
+        assert rig.checkpoint.last_written(0) is None

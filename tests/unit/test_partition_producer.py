@@ -1,0 +1,93 @@
+"""The transactional writer of one partition (consumer.kafka.transactions.PartitionProducer):
+how it reacts to what aiokafka raises when its producer was fenced between two calls.
+
+A fake stands in for aiokafka's producer (its transaction manager's state is all that
+matters here); the real one is exercised against the broker in tests/integration.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiokafka.errors import IllegalOperation, KafkaTimeoutError
+
+from consumer.errors import PartitionLost
+from consumer.kafka.transactions import OutRecord, PartitionProducer
+
+
+class _Manager:
+    def __init__(self) -> None:
+        self.fatal = False
+        self.in_transaction = False
+
+    def is_fatal_error(self) -> bool:
+        return self.fatal
+
+    def is_in_transaction(self) -> bool:
+        return self.in_transaction
+
+    @property
+    def state(self) -> Any:
+        class _State:
+            name = "READY"
+
+        return _State()
+
+
+class FencedMidTransaction:
+    """Begins a transaction, then refuses every send as aiokafka does after its sender died."""
+
+    def __init__(self, *, fatal: bool, fail_sends: int = 1_000) -> None:
+        self._txn_manager = _Manager()
+        self._txn_manager.fatal = fatal
+        self.fail_sends = fail_sends
+        self.commits = 0
+
+    async def begin_transaction(self) -> None:
+        self._txn_manager.in_transaction = True
+
+    async def send(self, *args: Any, **kwargs: Any) -> Any:
+        if self.fail_sends:
+            self.fail_sends -= 1
+            if self._txn_manager.fatal:
+                raise IllegalOperation("Can't send messages while not in transaction")
+            raise KafkaTimeoutError()
+        import asyncio
+
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        class _Metadata:
+            topic, partition, offset = "t", 0, 7
+
+        future.set_result(_Metadata())
+        return future
+
+    async def commit_transaction(self) -> None:
+        self._txn_manager.in_transaction = False
+        self.commits += 1
+
+    async def abort_transaction(self) -> None:
+        self._txn_manager.in_transaction = False
+
+
+RECORDS = [OutRecord("t", b"k", b"v", 0)]
+
+
+class TestPartitionProducer:
+    async def test_a_producer_whose_sender_died_is_reported_lost_not_raised(self) -> None:
+        """aiokafka refuses a send with IllegalOperation once the producer was fenced between
+        ``begin_transaction`` and ``send``: that is a lost partition, never an escaping error."""
+        fake = FencedMidTransaction(fatal=True)
+        producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
+        with pytest.raises(PartitionLost):
+            await producer.commit(RECORDS, {})
+
+    async def test_a_transient_failure_is_retried_until_it_commits(self) -> None:
+        """A send that times out (a hung broker) aborts the transaction and repeats it whole;
+        the commit then returns the offsets written."""
+        fake = FencedMidTransaction(fatal=False, fail_sends=2)
+        producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
+        written = await producer.commit(RECORDS, {})
+        assert fake.commits == 1
+        assert list(written.values()) == [7]
