@@ -114,8 +114,8 @@ async def restore(
 def can_keep(known_end: Mapping[int, int], ends: Mapping[int, int], partition: int) -> bool:
     """Is the in-memory state of ``partition`` still exact?
 
-    ``known_end`` is the changelog end offset this member saw after its own last commit of the
-    partition; ``ends`` the end offset now, read after this member's producer fenced every
-    other writer. Any write by anyone else in between moved the end.
+    ``known_end`` is the changelog end offset this member's own writes explain (see
+    ``Pipeline._expected_end``); ``ends`` the end offset now, read after this member's producer
+    fenced every other writer. Any write by anyone else in between moved the end.
     """
     return partition in known_end and ends.get(partition) == known_end[partition]
