@@ -99,7 +99,11 @@ class TestCircuitOnTheEndpoints:
                 what="some jobs synced before the outage",
             )
 
-            await sandbox_in_process.outage(8, "503")
+            # The new events come once the 2 s token has expired and the last success is older
+            # than the 2 s evidence window: their posts need a token, the token endpoint is
+            # down too, and that is everyone's trouble (systemic), so the circuit opens.
+            await sandbox_in_process.outage(15, "503")
+            await asyncio.sleep(2.5)
             await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
             await until(lambda: ready_is(503), within=30, what="/readyz 503 during the outage")
             status, body = await get_json(http, f"{base}/readyz")
