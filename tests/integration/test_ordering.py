@@ -1,0 +1,111 @@
+"""Order as Kafka delivered it, at the process level: events that share one CloudEvents time.
+
+A producer that stamps a whole batch with one time (or a clock of second resolution) must not
+make a job's status changes or corrections apply in random order: events of equal time apply in
+the order their partition delivered them.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from consumer.demo import DemoPlan, build_demo
+from consumer.domain.basicsync import encode_body
+from consumer.domain.events import JobEvent
+from consumer.domain.job import JobState, Rejection, apply
+from consumer.sandbox import Sandbox
+from tests.integration.harness import (
+    MakeTopic,
+    new_topics,
+    produce,
+    read_records,
+    settings_for,
+    start_consumer_process,
+    tail,
+    wait_converged,
+)
+
+pytestmark = pytest.mark.integration
+
+ONE_INSTANT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+PROCESSED_AT = datetime(2026, 11, 30, tzinfo=UTC)
+
+
+def same_time(events: list[JobEvent]) -> list[JobEvent]:
+    return [event.model_copy(update={"time": ONE_INSTANT}) for event in events]
+
+
+def assembled_in_partition_order(events: list[JobEvent]) -> dict[str, dict[str, Any]]:
+    """Each job's document as the reducer builds it from its events in the order produced."""
+    states: dict[str, JobState] = {}
+    for event in events:
+        result = apply(states.get(event.subject), event, PROCESSED_AT)
+        if not isinstance(result, Rejection):
+            states[event.subject] = result
+    return {job: json.loads(encode_body(state)) for job, state in states.items()}
+
+
+class TestEqualTimes:
+    async def test_300_jobs_whose_events_share_one_time_assemble_in_partition_order(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Every event of 300 jobs carries the same ``time``; they are produced over two topics
+        by kind (steps on one; upserts, status changes, aborts and exclusions, which write the
+        same fields, on the other), so conflicting writes to a field come from one topic.
+        ``basicsync run`` leaves WorkfloPlus holding, for every job, exactly the document the
+        events assemble into in partition order (not in event-id order)."""
+        topics = await new_topics(make_topic, partitions=3, inputs=2)
+        demo = build_demo(DemoPlan(jobs=300, seed=97))
+        events = same_time(demo.events)
+        expected = assembled_in_partition_order(events)
+        by_id = assembled_in_partition_order(sorted(events, key=lambda event: event.id))
+        differs = sum(1 for job, body in expected.items() if body != by_id[job])
+        assert differs > 30, "ordering equal times by event id must give other documents"
+        await produce(kafka_bootstrap, topics.inputs, events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        try:
+            await wait_converged(sandbox_in_process, expected, within=120)
+        finally:
+            process.terminate()
+            assert process.wait(60) == 0, tail(log)
+        failures = await read_records(kafka_bootstrap, topics.failed, settle_s=0.5)
+        assert [f for f in failures if f["reason"] != "invalid_transition"] == []
+
+
+class TestBigJob:
+    async def test_a_10000_step_job_reaches_workfloplus_whole(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """One job of 10,000 steps (several MB of state, within the default
+        ``BASICSYNC_KAFKA__MAX_JOB_BYTES``) goes through the changelog and is posted whole, with
+        no failure record and no exit."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=1, steps=10_000, seed=101, abort_share=0.0))
+        [job] = list(demo.expected)
+        assert len(demo.expected[job]["completedSteps"] or []) > 5_000
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        try:
+            await wait_converged(sandbox_in_process, demo.expected, within=180)
+            assert process.poll() is None, tail(log)
+        finally:
+            process.terminate()
+            assert process.wait(60) == 0, tail(log)
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
