@@ -16,7 +16,7 @@ import pytest
 
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.basicsync import encode_body
-from consumer.domain.events import JobEvent
+from consumer.domain.events import EventType, JobEvent
 from consumer.domain.job import JobState, Rejection, apply
 from consumer.sandbox import Sandbox
 from tests.integration.harness import (
@@ -33,6 +33,12 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 ONE_INSTANT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+#: the event types each input topic carries: fields written by more than one type share a topic
+BY_TOPIC = (
+    {EventType.upserted, EventType.status_changed, EventType.aborted},
+    {EventType.step_completed, EventType.step_cancelled},
+    {EventType.excluded},
+)
 PROCESSED_AT = datetime(2026, 11, 30, tzinfo=UTC)
 
 
@@ -58,19 +64,21 @@ class TestEqualTimes:
         sandbox_in_process: Sandbox,
         tmp_path: Path,
     ) -> None:
-        """Every event of 300 jobs carries the same ``time``; they are produced over two topics
-        by kind (steps on one; upserts, status changes, aborts and exclusions, which write the
-        same fields, on the other), so conflicting writes to a field come from one topic.
-        ``basicsync run`` leaves WorkfloPlus holding, for every job, exactly the document the
-        events assemble into in partition order (not in event-id order)."""
-        topics = await new_topics(make_topic, partitions=3, inputs=2)
+        """Every event of 300 jobs carries the same ``time``; they are produced over three
+        topics by kind, so that conflicting writes to a field come from one topic: upserts,
+        status changes and aborts (which all write the status) on one, steps on another,
+        exclusions on the third. ``basicsync run`` leaves WorkfloPlus holding, for every job,
+        exactly the document the events assemble into in partition order (not in event-id
+        order)."""
+        topics = await new_topics(make_topic, partitions=3, inputs=3)
         demo = build_demo(DemoPlan(jobs=300, seed=97))
         events = same_time(demo.events)
         expected = assembled_in_partition_order(events)
         by_id = assembled_in_partition_order(sorted(events, key=lambda event: event.id))
         differs = sum(1 for job, body in expected.items() if body != by_id[job])
         assert differs > 30, "ordering equal times by event id must give other documents"
-        await produce(kafka_bootstrap, topics.inputs, events)
+        for topic, kinds in zip(topics.inputs, BY_TOPIC, strict=True):
+            await produce(kafka_bootstrap, [topic], [e for e in events if e.type in kinds])
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")
         process = start_consumer_process(settings, log)
