@@ -82,8 +82,8 @@ def hashes_to(key: bytes, partitions: int) -> int:
 class ArrivalClock:
     """Processing times that strictly increase, even within one batch.
 
-    The reducer orders events that carry no CloudEvents ``time`` by the processing time it is
-    given; a strictly increasing clock keeps such events in arrival order.
+    Bookkeeping only (``updated_at`` for retention, ``first_unsynced_at`` for latency): the
+    reducer orders events by ``(time, arrival)``, never by this clock.
     """
 
     def __init__(self, wall_clock: Callable[[], datetime]) -> None:
