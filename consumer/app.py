@@ -38,7 +38,8 @@ from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import is_denial
 from consumer.kafka.admin import TopicPlan, ensure_topology
-from consumer.kafka.connection import client_kwargs, describe_unreachable, security_problem
+from consumer.kafka.connection import client_kwargs, security_problem
+from consumer.kafka.diagnose import unreachable
 from consumer.kafka.limits import (
     COMPRESSION_TYPE,
     changelog_max_message_bytes,
@@ -382,7 +383,10 @@ async def _until_reachable(
             if problem is not None:
                 raise problem from None  # credentials or certificates: only a fix helps
             tries += 1
-            cause = await describe_unreachable(servers)
+            cause = (
+                "; ".join(await unreachable(servers))
+                or "TCP connect works, the Kafka handshake failed"
+            )
             delay = min(2.0 ** (tries - 1), settings.kafka.startup_backoff_max_s)
             delay *= random.uniform(0.8, 1.0)
             running.waiting_for = f"Kafka unreachable ({cause})"

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import ssl
 from typing import Any
 
@@ -61,38 +60,6 @@ def _ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
             f"({type(exc).__name__}: {exc})"
         ) from None
     return context
-
-
-async def describe_unreachable(servers: list[str], timeout_s: float = 3.0) -> str:
-    """Why ``servers`` cannot be reached, in the operating system's words, from a TCP connect.
-
-    aiokafka reports an unreachable cluster as "Unable to bootstrap from [...]" and keeps the
-    cause ("Name or service not known", "Connection refused") to its own debug log.
-    """
-    causes = []
-    for server in servers:
-        host, _, port = server.rpartition(":")
-        try:
-            _, writer = await asyncio.wait_for(
-                asyncio.open_connection(host or server, int(port) if port.isdigit() else 9092),
-                timeout_s,
-            )
-        except TimeoutError:
-            causes.append(f"{server}: no answer within {timeout_s:g}s")
-        except OSError as exc:
-            causes.append(f"{server}: {_os_reason(exc)}")
-        else:
-            writer.close()
-            causes.append(f"{server}: TCP connect works, the Kafka handshake failed")
-    return "; ".join(causes)
-
-
-def _os_reason(exc: OSError) -> str:
-    if isinstance(exc, socket.gaierror):
-        return exc.strerror or str(exc)
-    if exc.errno:
-        return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__
 
 
 async def security_problem(
