@@ -11,9 +11,11 @@ Each schema describes the bytes on the wire, so the mode follows how the model i
   decoder accepts (one variant per ``type``; ``data`` in camelCase). In binary mode the value is
   the ``data`` of the same variant (``#/definitions/<Name>Data``).
 - result records are *serialized* by alias (camelCase), every field written.
-- job state (the changelog value) is *serialized* without aliases and without fields at their
-  default (``JobState.to_json_bytes``); the reader accepts both spellings. A forgotten job's
-  changelog value is the marker (``ForgottenJob.to_json_bytes``).
+- job state (the changelog value, ``JobState.to_json_bytes``) is described by the model that
+  reads it when the fast reader does not (``consumer.domain.state_schema.StoredJobState``):
+  bookkeeping in snake_case, the document in the body's camelCase names (the reader accepts
+  snake_case too), fields at their default left out. A forgotten job's changelog value is the
+  marker (``ForgottenJob.to_json_bytes``).
 
 The files are JSON Schema **draft-07**, the one JSON Schema draft that AsyncAPI 3 names as a
 ``schemaFormat`` (``application/schema+json;version=draft-07``) and that its official parser
@@ -36,9 +38,9 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from consumer.domain import events
-from consumer.domain.job import JobState
 from consumer.domain.results import FailureRecord, SuccessRecord
 from consumer.domain.retention import ForgottenJob
+from consumer.domain.state_schema import StoredJobState
 
 JSON_SCHEMA_DIALECT = "http://json-schema.org/draft-07/schema#"
 #: The AsyncAPI ``schemaFormat`` of these files (asyncapi.yaml names it on every payload).
@@ -60,7 +62,7 @@ def _failure() -> dict[str, Any]:
 
 
 def _job_state() -> dict[str, Any]:
-    return JobState.model_json_schema(mode="serialization", by_alias=False)
+    return StoredJobState.model_json_schema(mode="serialization", by_alias=True)
 
 
 def _forgotten_job() -> dict[str, Any]:

@@ -20,7 +20,7 @@ Two kinds of key refuse events before the reducer sees them:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import lru_cache
 
@@ -237,7 +237,7 @@ def absorb(
                     state.version if state else None,
                 )
                 if state is not None:
-                    frozen = state.model_copy(update={"too_large": True})
+                    frozen = replace(state, too_large=True)
                     store.put(record.partition, frozen)
                     effect.changed[job] = frozen
                     effect.partitions[job] = record.partition

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
 from consumer.config import Settings, load_settings
-from consumer.domain.basicsync import body_sha256, build_body, encode_body
+from consumer.domain.basicsync import body_sha256, encode_body
 from consumer.domain.retention import ForgottenJob, StoredJob
 from consumer.errors import ConfigError, KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
 from consumer.intake import hashes_to
@@ -149,7 +149,7 @@ def describe(state: StoredJob, partition: int, *, body: bool) -> dict[str, Any]:
         "syncedAt": _iso(state.synced_at),
     }
     if body:
-        out["body"] = build_body(state)
+        out["body"] = json.loads(encoded)
     return out
 
 

@@ -1,24 +1,27 @@
-"""The WorkfloPlus job document: the models behind the basicSync body.
+"""The WorkfloPlus job document's parts as pydantic models: what event data is validated with.
 
 Field names mirror the documented body (camelCase aliases, snake_case attributes). Timestamps
 are kept as the ISO-8601 strings the producer sent (validated, never reformatted), so the body
 posted carries exactly the text of the events.
 
-Shared by event data (``events``) and job state (``job``). Validation is strict (no coercion:
-``"1"`` is not a step number) and unknown fields are ignored: a producer may add fields before
-we know them, but they are never forwarded, as the body must keep its documented shape.
+Used where bytes come in: event data (``events``) and older changelog values
+(``state_schema``). A step becomes a :class:`~consumer.domain.state.Step` once, when its event
+is decoded (:func:`kept_step`): the job state keeps its text, not the model.
+
+Validation is strict (no coercion: ``"1"`` is not a step number) and unknown fields are
+ignored: a producer may add fields before we know them, but they are never forwarded, as the
+body must keep its documented shape.
 """
 
 from __future__ import annotations
 
-import functools
-import weakref
-from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
+
+from consumer.domain.state import Step, StepOrder, json_text
 
 TERMINAL_STATUSES = frozenset({"Completed", "Aborted"})
 
@@ -43,71 +46,6 @@ def parse_timestamp(value: str) -> datetime:
 
 #: An ISO-8601 timestamp kept as the original string.
 Timestamp = Annotated[str, AfterValidator(_check_timestamp)]
-
-
-_Model = TypeVar("_Model", bound=BaseModel)
-
-
-def replace_fields(model: _Model, update: Mapping[str, Any]) -> _Model:
-    """A copy of ``model`` with ``update`` set, unvalidated: ``model_copy(update=...)`` without
-    its per-call ``copy.copy`` of every part, which the reducer would pay for the three models
-    it copies per event. Only for models without extra or private attributes, and only with
-    values of the field types, as nothing is checked.
-    """
-    copied = model.__class__.__new__(model.__class__)
-    object.__setattr__(copied, "__dict__", {**model.__dict__, **update})
-    object.__setattr__(
-        copied, "__pydantic_fields_set__", model.__pydantic_fields_set__.union(update)
-    )
-    object.__setattr__(copied, "__pydantic_extra__", None)
-    object.__setattr__(copied, "__pydantic_private__", None)
-    return copied
-
-
-def construct(cls: type[_Model], fields: dict[str, Any]) -> _Model:
-    """``cls.model_construct(**fields)`` for a value of every field, without its per-field
-    default and alias handling, which every decoded event would pay for fields the decoder has
-    already validated. Unvalidated, as :func:`replace_fields`, with the same limits.
-    """
-    model = cls.__new__(cls)
-    object.__setattr__(model, "__dict__", fields)
-    object.__setattr__(model, "__pydantic_fields_set__", set(fields))
-    object.__setattr__(model, "__pydantic_extra__", None)
-    object.__setattr__(model, "__pydantic_private__", None)
-    return model
-
-
-class TextCache(Generic[_Model]):
-    """Text rendered from frozen models, each rendered once while it lives.
-
-    Job states share their step objects from one event to the next, so encoding a state's
-    steps again and again is mostly repeated work. Entries are by ``id`` and leave when their
-    model is collected (the weakref callback runs before the id can be reused). Only for models
-    no one mutates in place.
-    """
-
-    def __init__(self, render: Callable[[_Model], str]) -> None:
-        self._render = render
-        self._texts: dict[int, str] = {}
-        # Kept so their callbacks fire; a plain weakref.ref with a callback, as
-        # weakref.finalize costs far more per entry and one entry is made per step.
-        self._refs: dict[int, weakref.ref[_Model]] = {}
-
-    def __call__(self, model: _Model) -> str:
-        key = id(model)
-        text = self._texts.get(key)
-        if text is None:
-            text = self._render(model)
-            self._texts[key] = text
-            self._refs[key] = weakref.ref(model, functools.partial(self._forget, key))
-        return text
-
-    def _forget(self, key: int, _: object) -> None:
-        self._texts.pop(key, None)
-        self._refs.pop(key, None)
-
-    def __contains__(self, model_id: int) -> bool:
-        return model_id in self._texts
 
 
 class DomainModel(BaseModel):
@@ -187,14 +125,25 @@ class JobMetadata(DomainModel):
     workflow_name: str | None = None
 
 
-class JobDocument(DomainModel):
-    """The whole assembled job. Empty step lists are posted as ``null`` (see ``basicsync``)."""
+def step_text(wrapper: StepWrapper) -> str:
+    """A step wrapper's JSON text as the body carries it: every field, camelCase, in order."""
+    return json_text(wrapper.model_dump(mode="json", by_alias=True))
 
-    metadata: JobMetadata = JobMetadata()
-    completed_steps: tuple[StepWrapper, ...] = ()
-    cancelled_steps: tuple[StepWrapper, ...] = ()
-    team: str | None = None
-    hierarchy_stack: list[JsonValue] | None = None
-    packet_ids: list[str] | None = None
-    job_exclusion: tuple[JobExclusion, ...] = ()
-    excluded: bool = False
+
+def order_of(wrapper: StepWrapper) -> StepOrder:
+    """Sort key: stepNumber, then time, then uniqueStepId; missing values sort last."""
+    step = wrapper.single_step
+    stamp = step.completed or step.cancelled or step.updated or step.started
+    when = parse_timestamp(stamp) if stamp else None
+    return (
+        step.step_number is None,
+        step.step_number or 0,
+        when is None,
+        when.timestamp() if when else 0.0,
+        step.unique_step_id or "",
+    )
+
+
+def kept_step(wrapper: StepWrapper) -> Step:
+    """What a job state keeps of a step: its ordering key and its body text."""
+    return Step(order_of(wrapper), wrapper.single_step.unique_step_id or "", step_text(wrapper))

@@ -47,6 +47,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    SkipValidation,
     TypeAdapter,
     ValidationError,
     model_validator,
@@ -58,9 +59,10 @@ from consumer.domain.document import (
     JobMetadata,
     StepWrapper,
     Timestamp,
-    construct,
+    kept_step,
 )
 from consumer.domain.results import FailureReason
+from consumer.domain.state import Step
 from consumer.errors import BasicSyncError
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"
@@ -164,24 +166,43 @@ class JobEvent(BaseModel):
     #: CloudEvents Distributed Tracing extension, as received (W3C Trace Context text)
     traceparent: str | None = None
     tracestate: str | None = None
+    #: A step event's step as the job state keeps it, made once from ``data`` when the event
+    #: is built (never given: a copy with other ``data`` must be built again, not copied).
+    step: Annotated[Step | None, SkipValidation] = Field(default=None, exclude=True, repr=False)
 
     @model_validator(mode="before")
     @classmethod
     def _data_by_type(cls, values: Any) -> Any:
         # A dict ``data`` is validated with the model of its type (an untagged union would
         # pick the wrong one: every UpsertedData field is optional).
-        if isinstance(values, dict) and isinstance(values.get("data"), dict):
-            try:
-                model = DATA_MODELS[EventType(str(values.get("type")))]
-            except ValueError:
-                return values
-            values = {**values, "data": model.model_validate(values["data"])}
-        return values
+        if not isinstance(values, dict):
+            return values
+        try:
+            event_type = EventType(str(values.get("type")))
+        except ValueError:
+            return values
+        data = values.get("data")
+        if isinstance(data, dict):
+            data = DATA_MODELS[event_type].model_validate(data)
+            values = {**values, "data": data}
+        step = _step_of(event_type, data)
+        return values if step is None else {**values, "step": step}
 
     @model_validator(mode="after")
     def _check_data(self) -> JobEvent:
         _check_data(self.type, self.subject, self.data)
         return self
+
+
+_STEP_TYPES = frozenset({EventType.step_completed, EventType.step_cancelled})
+
+
+def _step_of(event_type: EventType, data: object) -> Step | None:
+    """What the job state keeps of a step event's data (None for other events, and for data
+    ``_check_data`` rejects)."""
+    if event_type in _STEP_TYPES and isinstance(data, StepWrapper):
+        return kept_step(data) if data.single_step.unique_step_id else None
+    return None
 
 
 def _check_data(event_type: EventType, subject: str, data: DomainModel) -> None:
@@ -332,18 +353,16 @@ def _decode_structured(value: bytes) -> JobEvent:
         raise InvalidEvent(FailureReason.invalid_event, _describe(exc)) from None
     event_type = EventType(envelope.type)
     _check(event_type, envelope.subject, envelope.data)
-    return construct(
-        JobEvent,
-        {
-            "id": envelope.id,
-            "source": envelope.source,
-            "type": event_type,
-            "subject": envelope.subject,
-            "time": envelope.time,
-            "data": envelope.data,
-            "traceparent": envelope.traceparent,
-            "tracestate": envelope.tracestate,
-        },
+    return JobEvent.model_construct(
+        id=envelope.id,
+        source=envelope.source,
+        type=event_type,
+        subject=envelope.subject,
+        time=envelope.time,
+        data=envelope.data,
+        traceparent=envelope.traceparent,
+        tracestate=envelope.tracestate,
+        step=_step_of(event_type, envelope.data),
     )
 
 
@@ -381,18 +400,16 @@ def _decode_binary(attributes: dict[str, bytes | None], value: bytes) -> JobEven
     except ValidationError as exc:
         raise InvalidEvent(FailureReason.invalid_event, _describe(exc)) from None
     _check(event_type, text["subject"], data)
-    return construct(
-        JobEvent,
-        {
-            "id": text["id"],
-            "source": text["source"],
-            "type": event_type,
-            "subject": text["subject"],
-            "time": time,
-            "data": data,
-            "traceparent": _header_text(attributes.get("traceparent")),
-            "tracestate": _header_text(attributes.get("tracestate")),
-        },
+    return JobEvent.model_construct(
+        id=text["id"],
+        source=text["source"],
+        type=event_type,
+        subject=text["subject"],
+        time=time,
+        data=data,
+        traceparent=_header_text(attributes.get("traceparent")),
+        tracestate=_header_text(attributes.get("tracestate")),
+        step=_step_of(event_type, data),
     )
 
 

@@ -1,8 +1,8 @@
-"""Job state and the pure reducer that assembles events into it (docs/contract.md §5).
+"""The pure reducer that assembles events into a job state (docs/contract.md §5).
 
-:class:`JobState` is what the compacted changelog stores (JSON, see :meth:`JobState.to_json_bytes`).
-:func:`apply` folds one event into a state; it never reads the clock (``now`` is passed in) and
-never performs I/O.
+:class:`JobState` (plain frozen data, ``consumer.domain.state``) is what the compacted changelog
+stores (JSON, see :meth:`JobState.to_json_bytes`). :func:`apply` folds one event into a state;
+it never reads the clock (``now`` is passed in) and never performs I/O.
 
 **Order: by time, then by arrival.** The input spans several co-partitioned topics and Kafka
 orders a job's events only within one partition of one topic: the relative order of events from
@@ -72,43 +72,25 @@ Assembly rules, including the choices docs/contract.md §5 leaves to the code:
   not assembled. A rejected event leaves the state as it was (and is not remembered as seen).
 - Unknown status strings pass through unchanged (non-terminal).
 
-Older changelog values stay readable. A state written before clocks existed has none: any event
-then overwrites its fields (a held terminal status stays terminal). A state written before
-arrival numbers existed (no ``arrivals``; clocks were ``(time, id)``) has its writes read as
-arrival 0, so any later event of the same time wins, and its latest time is taken from its
-clocks.
+Older changelog values stay readable (``consumer.domain.state_schema``). A state written before
+clocks existed has none: any event then overwrites its fields (a held terminal status stays
+terminal). A state written before arrival numbers existed (no ``arrivals``; clocks were
+``(time, id)``) has its writes read as arrival 0, so any later event of the same time wins, and
+its latest time is taken from its clocks.
 """
 
 from __future__ import annotations
 
 import bisect
 import functools
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    JsonValue,
-    PlainSerializer,
-    ValidationInfo,
-)
 from pydantic.alias_generators import to_camel
-from pydantic_core import to_json
 
-from consumer.domain.document import (
-    TERMINAL_STATUSES,
-    JobDocument,
-    JobExclusion,
-    JobMetadata,
-    StepWrapper,
-    TextCache,
-    parse_timestamp,
-    replace_fields,
-)
+from consumer.domain.document import TERMINAL_STATUSES, JobExclusion, StepWrapper, step_text
 from consumer.domain.events import (
     AbortedData,
     EventType,
@@ -117,6 +99,37 @@ from consumer.domain.events import (
     UpsertedData,
 )
 from consumer.domain.results import FailureReason
+from consumer.domain.state import (
+    Candidate,
+    Clock,
+    Document,
+    Exclusion,
+    JobState,
+    Metadata,
+    Step,
+    StepOrder,
+)
+
+__all__ = [
+    "SEEN_IDS_LIMIT",
+    "Candidate",
+    "Clock",
+    "JobState",
+    "Rejection",
+    "SyncMode",
+    "apply",
+    "clear_sending",
+    "is_postable",
+    "is_terminal",
+    "is_terminal_status",
+    "latest_time",
+    "mark_sending",
+    "mark_synced",
+    "needs_sync",
+    "new_state",
+    "step_order",
+    "time_text",
+]
 
 #: How many applied event ids a state remembers for duplicate detection. Redeliveries come from
 #: a crash or rebalance replaying recent offsets, so a window this size covers them with room.
@@ -135,207 +148,12 @@ _STEP_LISTS = {
     EventType.step_cancelled: "cancelled_steps",
 }
 
-#: ``(time, arrival)`` of an event: UTC time as fixed-width text (``2026-01-01T10:00:00.000000Z``;
-#: empty for an event without time before any with), then its arrival number within the job.
-#: Tuple order is the order of assembly.
-Clock = tuple[str, int]
-#: A write kept while a field may fall back: ``(time, arrival, value as JSON, retractable)``.
-Candidate = tuple[str, int, JsonValue, bool]
-
-
-def _group_clocks(clocks: dict[str, Clock]) -> dict[str, list[str]]:
-    """Stored form of :attr:`JobState.clocks`: ``"<time> <arrival>"`` -> the paths it holds.
-
-    One event usually writes many fields (a first upsert about 15), so this is about a third
-    smaller than one ``[time, arrival]`` per path. Ordered by clock, paths sorted: equal states
-    give equal bytes.
-    """
-    by_clock: dict[Clock, list[str]] = {}
-    for path, clock in clocks.items():  # group first: sorting ~13 clocks beats ~40 paths
-        by_clock.setdefault(clock, []).append(path)
-    return {f"{clock[0]} {clock[1]}": sorted(by_clock[clock]) for clock in sorted(by_clock)}
-
-
-def _legacy(info: ValidationInfo) -> bool:
-    """The state was written before arrival numbers: its clocks are ``(time, event id)``.
-
-    Every state written since has ``arrivals >= 1`` as soon as it holds a clock.
-    """
-    return not info.data.get("arrivals")
-
-
-def _ungroup_clocks(value: Any, info: ValidationInfo) -> Any:
-    """Read the stored form back (see :func:`_group_clocks`), and the older forms."""
-    if not isinstance(value, dict):
-        return value
-    clocks: dict[str, Any] = {}
-    if not _legacy(info):
-        for key, paths in value.items():
-            time, _, arrival = str(key).rpartition(" ")
-            clocks.update((path, (time, int(arrival))) for path in paths)
-        return clocks
-    # Before arrival numbers: grouped as ``"<time> <id>"`` (a key starting with a digit; paths
-    # never do), or earlier ``path: [time, id]``. Their writes count as arrival 0.
-    for key, item in value.items():
-        if isinstance(key, str) and key[:1].isdigit() and isinstance(item, list | tuple):
-            clocks.update((path, (key.partition(" ")[0], 0)) for path in item)
-        elif isinstance(item, list | tuple) and item:
-            clocks[key] = (item[0], 0)
-        else:
-            clocks[key] = item
-    return clocks
-
-
-# The readers below also turn JSON arrays into tuples: after a before-validator, strict
-# validation no longer accepts a list for a tuple.
-
-
-def _read_clock(value: Any, legacy: bool) -> Any:
-    if isinstance(value, list | tuple) and len(value) == 2:
-        return (value[0], 0) if legacy else tuple(value)
-    return value
-
-
-def _read_terminal_clock(value: Any, info: ValidationInfo) -> Any:
-    return _read_clock(value, _legacy(info))
-
-
-def _read_exclusion_clocks(value: Any, info: ValidationInfo) -> Any:
-    if isinstance(value, list | tuple):
-        legacy = _legacy(info)
-        return tuple(_read_clock(clock, legacy) for clock in value)
-    return value
-
-
-def _read_candidate(value: Any, legacy: bool) -> Any:
-    if isinstance(value, list | tuple) and len(value) == 4:
-        return (value[0], 0, *value[2:]) if legacy else tuple(value)
-    return value
-
-
-def _read_retractable(value: Any, info: ValidationInfo) -> Any:
-    if not isinstance(value, dict):
-        return value
-    legacy = _legacy(info)
-    return {
-        path: tuple(_read_candidate(w, legacy) for w in writes)
-        if isinstance(writes, list | tuple)
-        else writes
-        for path, writes in value.items()
-    }
-
-
-#: Field path -> clock, stored grouped by clock (see :func:`_group_clocks`).
-FieldClocks = Annotated[
-    dict[str, Clock],
-    BeforeValidator(_ungroup_clocks),
-    PlainSerializer(_group_clocks, return_type=dict[str, list[str]]),
-]
-
 
 class SyncMode(StrEnum):
     """When a job is posted: after every change, or only once it is Completed/Aborted."""
 
     every_change = "every_change"
     terminal_only = "terminal_only"
-
-
-class JobState(BaseModel):
-    """One job as assembled so far, plus what has been synced of it.
-
-    Unknown fields in a stored state are ignored, so an older consumer can read the changelog
-    written by a newer one during a rolling upgrade.
-    """
-
-    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
-
-    client_job_id: str
-    document: JobDocument
-    #: Number of events applied; the version a sync refers to.
-    version: int = 0
-    #: Ids of the last :data:`SEEN_IDS_LIMIT` applied events, oldest first.
-    seen_event_ids: tuple[str, ...] = ()
-    #: Version last accepted by WorkfloPlus (0 = never synced).
-    synced_version: int = 0
-    synced_sha256: str | None = None
-    #: WorkfloPlus's own ``jobId``, once a sync returned it.
-    job_id: str | None = None
-    #: When the first event not yet synced was applied (None when in sync); for latencyMs and
-    #: for the hold timeout of jobs that cannot be posted yet.
-    first_unsynced_at: datetime | None = None
-    #: When the last event was applied (processing time); for retention.
-    updated_at: datetime
-    #: When the last successful sync was recorded.
-    synced_at: datetime | None = None
-    #: Arrival number of the last event applied (1 for the first): the second part of a clock.
-    #: Declared before the clocks, whose reading depends on it (0: written before it existed).
-    arrivals: int = 0
-    #: The greatest event time applied so far (clock text); events without time take it.
-    latest_time: str = ""
-    #: Field path -> clock of the write holding it, for written fields (see the module doc).
-    clocks: FieldClocks = {}
-    #: Clock of the earliest terminal status; non-terminal status changes after it are ignored.
-    terminal_clock: Annotated[Clock | None, BeforeValidator(_read_terminal_clock)] = None
-    #: Clocks of the ``jobExclusion`` entries, in the same (clock) order.
-    exclusion_clocks: Annotated[tuple[Clock, ...], BeforeValidator(_read_exclusion_clocks)] = ()
-    #: Field path -> the writes competing for it, newest first, while a retractable one (from
-    #: a non-terminal status.changed) is among them.
-    retractable: Annotated[
-        dict[str, tuple[Candidate, ...]], BeforeValidator(_read_retractable)
-    ] = {}
-    #: When a request for this job was handed to WorkfloPlus whose outcome is not known (written
-    #: durably before the request is sent): until this plus the in-doubt window the request may
-    #: still be applied, so nobody posts the job before then. None when no request is in doubt.
-    sending_since: datetime | None = None
-    #: The job reached ``kafka.max_job_bytes``: it got its one ``job_too_large`` failure record
-    #: and is frozen as it was then (later events are not applied; it is still synced).
-    too_large: bool = False
-
-    @property
-    def status(self) -> str | None:
-        return self.document.metadata.status
-
-    def to_json_bytes(self) -> bytes:
-        """Compact changelog value (fields at their default are left out).
-
-        Exactly ``model_dump_json(exclude_defaults=True)``, assembled from parts so that each
-        step is encoded once while it lives (states share their steps; see ``TextCache``).
-        """
-        document = self.document
-        rest = self.model_dump_json(exclude_defaults=True, exclude={"document"})
-        head = f'{{"client_job_id":{to_json(self.client_job_id).decode()}'
-        if not rest.startswith(head):  # not expected: required, and first; stay exact anyway
-            return self.model_dump_json(exclude_defaults=True).encode()
-        members = []
-        if document.metadata != _DEFAULT_METADATA:
-            members.append(f'"metadata":{_metadata_json(document.metadata)}')
-        for name, steps in (
-            ("completed_steps", document.completed_steps),
-            ("cancelled_steps", document.cancelled_steps),
-        ):
-            if steps:
-                members.append(f'"{name}":[{",".join(_step_json(s) for s in steps)}]')
-        others = document.model_dump_json(exclude_defaults=True, exclude=_DOCUMENT_HEAD)
-        if others != "{}":
-            members.append(others[1:-1])
-        document_json = "{" + ",".join(members) + "}"
-        return f'{head},"document":{document_json}{rest[len(head) :]}'.encode()
-
-    @classmethod
-    def from_json_bytes(cls, data: bytes) -> JobState:
-        return cls.model_validate_json(data)
-
-
-_DEFAULT_METADATA = JobMetadata()
-_DOCUMENT_HEAD = {"metadata", "completed_steps", "cancelled_steps"}
-#: A step wrapper as the changelog stores it.
-_step_json: TextCache[StepWrapper] = TextCache(
-    lambda step: step.model_dump_json(exclude_defaults=True)
-)
-
-
-def _metadata_json(metadata: JobMetadata) -> str:
-    return metadata.model_dump_json(exclude_defaults=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,7 +168,7 @@ def new_state(client_job_id: str, now: datetime) -> JobState:
     """The state of a job no event has touched yet."""
     return JobState(
         client_job_id=client_job_id,
-        document=JobDocument(metadata=JobMetadata(client_job_id=client_job_id)),
+        document=Document(metadata=Metadata(client_job_id=client_job_id)),
         updated_at=now,
     )
 
@@ -372,18 +190,21 @@ def apply(state: JobState | None, event: JobEvent, now: datetime) -> JobState | 
     rejection = draft.apply(event, (time, arrival))
     if rejection is not None:
         return rejection
-    seen = (*state.seen_event_ids, event.id)[-SEEN_IDS_LIMIT:]
-    return replace_fields(
+    seen = state.seen_event_ids
+    seen = (*seen, event.id) if len(seen) < SEEN_IDS_LIMIT else (*seen[1:], event.id)
+    return replace(
         state,
-        {
-            **draft.result(),
-            "version": state.version + 1,
-            "arrivals": arrival,
-            "latest_time": max(time, latest),
-            "seen_event_ids": seen,
-            "first_unsynced_at": state.first_unsynced_at or now,
-            "updated_at": now,
-        },
+        document=draft.document(),
+        clocks=draft.clocks,
+        retractable=draft.retractable,
+        terminal_clock=draft.terminal_clock,
+        exclusion_clocks=draft.exclusion_clocks,
+        version=state.version + 1,
+        arrivals=arrival,
+        latest_time=max(time, latest),
+        seen_event_ids=seen,
+        first_unsynced_at=state.first_unsynced_at or now,
+        updated_at=now,
     )
 
 
@@ -427,37 +248,30 @@ class _Draft:
     """The fields of one state being changed by one event (working copies, never shared)."""
 
     def __init__(self, state: JobState) -> None:
-        self.document = state.document
+        self.held = state.document
         self.meta: dict[str, Any] = {}
         self.top: dict[str, Any] = {}
         self.clocks = dict(state.clocks)
         self.retractable = dict(state.retractable)
         self.terminal_clock = state.terminal_clock
-        if self.terminal_clock is None and is_terminal_status(self.document.metadata.status):
+        if self.terminal_clock is None and is_terminal_status(self.held.metadata.status):
             self.terminal_clock = _NO_CLOCK  # a state from before clocks: terminal from the start
-        entries = state.document.job_exclusion
+        entries = self.held.job_exclusion
         self.exclusion_clocks = (_NO_CLOCK,) * (
             len(entries) - len(state.exclusion_clocks)
         ) + state.exclusion_clocks
 
-    def result(self) -> dict[str, Any]:
-        document = self.document
+    def document(self) -> Document:
+        document = self.held
         if self.meta:
-            metadata = replace_fields(document.metadata, self.meta)
-            document = replace_fields(document, {**self.top, "metadata": metadata})
-        elif self.top:
-            document = replace_fields(document, self.top)
-        return {
-            "document": document,
-            "clocks": self.clocks,
-            "retractable": self.retractable,
-            "terminal_clock": self.terminal_clock,
-            "exclusion_clocks": self.exclusion_clocks,
-        }
+            return replace(document, **self.top, metadata=replace(document.metadata, **self.meta))
+        if self.top:
+            return replace(document, **self.top)
+        return document
 
     def current(self, name: str) -> Any:
         """A metadata field's value as written so far."""
-        return self.meta[name] if name in self.meta else getattr(self.document.metadata, name)
+        return self.meta[name] if name in self.meta else getattr(self.held.metadata, name)
 
     def apply(self, event: JobEvent, clock: Clock) -> Rejection | None:
         data = event.data
@@ -466,14 +280,14 @@ class _Draft:
                 assert isinstance(data, UpsertedData)
                 return self.upsert(data, clock)
             case EventType.step_completed | EventType.step_cancelled:
-                assert isinstance(data, StepWrapper)
-                self.write_step(_STEP_LISTS[event.type], data, clock)
+                assert event.step is not None
+                self.write_step(_STEP_LISTS[event.type], event.step, clock)
             case EventType.status_changed:
                 assert isinstance(data, StatusChangedData)
                 return self.change_status(data, clock)
             case EventType.excluded:
                 assert isinstance(data, JobExclusion)
-                self.exclude(data, clock)
+                self.exclude(Exclusion(data.user_id, data.reason, data.is_excluded), clock)
             case EventType.aborted:
                 assert isinstance(data, AbortedData)
                 rejection = self.write_status("Aborted", clock)
@@ -488,7 +302,7 @@ class _Draft:
             if rejection is not None:
                 return rejection
         for name in data.model_fields_set - {"status", "client_job_id"}:
-            value = getattr(data, name)
+            value = _field_value(data, name)
             if name in _DOCUMENT_FIELDS:
                 if self.newer(_path(name), clock):
                     self.top[name] = value
@@ -508,7 +322,8 @@ class _Draft:
         rejection = self.write_status(data.status, clock)
         if rejection is None:
             for name in data.model_fields_set - {"status"}:
-                self.write_meta(name, getattr(data, name), clock, retractable=not terminal)
+                value = _field_value(data, name)
+                self.write_meta(name, value, clock, retractable=not terminal)
         return rejection
 
     def newer(self, path: str, clock: Clock) -> bool:
@@ -540,15 +355,16 @@ class _Draft:
                 self.meta[name] = value
             return
         # A field a retractable write may hold: keep the writes that could still win.
+        writes: list[Candidate]
         if path in self.retractable:
             writes = list(self.retractable[path])
         elif path in self.clocks:
-            writes = [(*self.clocks[path], _dump(self.current(name)), False)]
+            writes = [(*self.clocks[path], self.current(name), False)]
         else:
             writes = []
         if any(w[:2] == clock for w in writes):
             return
-        writes.append((*clock, _dump(value), retractable))
+        writes.append((*clock, value, retractable))
         self.keep_writes(path, writes)
 
     def keep_writes(self, path: str, writes: list[Candidate]) -> None:
@@ -558,7 +374,7 @@ class _Draft:
         writes = writes[: firm + 1]
         name = _COMPANIONS[path]
         if writes:
-            self.meta[name] = _load(name, writes[0][2])
+            self.meta[name] = writes[0][2]
             self.clocks[path] = (writes[0][0], writes[0][1])
         else:
             self.meta[name] = None
@@ -573,15 +389,14 @@ class _Draft:
         for path, writes in list(self.retractable.items()):
             self.keep_writes(path, [w for w in writes if not (w[3] and w[:2] > clock)])
 
-    def write_step(self, attribute: str, step: StepWrapper, clock: Clock) -> None:
-        path = f"{_path(attribute)}.{step.single_step.unique_step_id}"
+    def write_step(self, attribute: str, step: Step, clock: Clock) -> None:
+        path = f"{_path(attribute)}.{step.unique_step_id}"
         if self.newer(path, clock):
-            steps = self.top.get(attribute, getattr(self.document, attribute))
+            steps = self.top.get(attribute, getattr(self.held, attribute))
             self.top[attribute] = _upsert_step(steps, step)
 
-    def exclude(self, data: JobExclusion, clock: Clock) -> None:
-        entry = JobExclusion(user_id=data.user_id, reason=data.reason, is_excluded=data.is_excluded)
-        entries = self.document.job_exclusion
+    def exclude(self, entry: Exclusion, clock: Clock) -> None:
+        entries = self.held.job_exclusion
         held = zip(self.exclusion_clocks, entries, strict=True)
         if any(c[0] == clock[0] and e == entry for c, e in held):
             return  # the same exclusion at the same time: a re-delivery beyond the seen ids
@@ -591,41 +406,22 @@ class _Draft:
         self.exclusion_clocks = (*self.exclusion_clocks[:at], clock, *self.exclusion_clocks[at:])
 
 
-def _dump(value: StepWrapper | str | None) -> JsonValue:
-    if isinstance(value, StepWrapper):  # every field of a step wrapper defaults to None
-        dumped: dict[str, JsonValue] = value.model_dump(
-            mode="json", by_alias=True, exclude_none=True
-        )
-        return dumped
-    return value
+def _field_value(data: UpsertedData | StatusChangedData, name: str) -> Any:
+    """An event field's value as the state keeps it: a current step as its body text."""
+    value = getattr(data, name)
+    return step_text(value) if isinstance(value, StepWrapper) else value
 
 
-def _load(name: str, value: JsonValue) -> Any:
-    if name == "current_step" and value is not None:
-        return StepWrapper.model_validate(value)
-    return value
-
-
-def _upsert_step(steps: tuple[StepWrapper, ...], step: StepWrapper) -> tuple[StepWrapper, ...]:
-    uid = step.single_step.unique_step_id
-    kept = [s for s in steps if s.single_step.unique_step_id != uid]
-    # ``steps`` is sorted (every state's lists are), so bisect: log n keys, not n, each a parse.
-    kept.insert(bisect.bisect(kept, step_order(step), key=step_order), step)
+def _upsert_step(steps: tuple[Step, ...], step: Step) -> tuple[Step, ...]:
+    uid = step.unique_step_id
+    kept = [s for s in steps if s.unique_step_id != uid]
+    kept.insert(bisect.bisect(kept, step.order, key=step_order), step)
     return tuple(kept)
 
 
-def step_order(wrapper: StepWrapper) -> tuple[Any, ...]:
-    """Sort key: stepNumber, then time, then uniqueStepId; missing values sort last."""
-    step = wrapper.single_step
-    stamp = step.completed or step.cancelled or step.updated or step.started
-    when = parse_timestamp(stamp) if stamp else None
-    return (
-        step.step_number is None,
-        step.step_number or 0,
-        when is None,
-        when.timestamp() if when else 0.0,
-        step.unique_step_id or "",
-    )
+def step_order(step: Step) -> StepOrder:
+    """Sort key of a kept step: stepNumber, then time, then uniqueStepId; missing values last."""
+    return step.order
 
 
 def is_terminal_status(status: str | None) -> bool:
@@ -653,15 +449,6 @@ def needs_sync(state: JobState, mode: SyncMode) -> bool:
     return mode is SyncMode.every_change or is_terminal(state)
 
 
-def hold_expired(state: JobState, now: datetime, timeout: timedelta) -> bool:
-    """A job that cannot be posted has waited longer than ``timeout`` (missing_job_metadata)."""
-    return (
-        not is_postable(state)
-        and state.first_unsynced_at is not None
-        and now - state.first_unsynced_at >= timeout
-    )
-
-
 def mark_synced(
     state: JobState, version: int, sha256: str, job_id: str | None, now: datetime
 ) -> JobState:
@@ -675,26 +462,25 @@ def mark_synced(
     """
     if version > state.version or version < state.synced_version:
         return state
-    return state.model_copy(
-        update={
-            "synced_version": version,
-            "synced_sha256": sha256,
-            "job_id": job_id or state.job_id,
-            "first_unsynced_at": None if version == state.version else state.first_unsynced_at,
-            "synced_at": now,
-            "sending_since": None,
-        }
+    return replace(
+        state,
+        synced_version=version,
+        synced_sha256=sha256,
+        job_id=job_id or state.job_id,
+        first_unsynced_at=None if version == state.version else state.first_unsynced_at,
+        synced_at=now,
+        sending_since=None,
     )
 
 
 def mark_sending(state: JobState, now: datetime) -> JobState:
     """The intent to post ``state``: made durable before the request leaves, so that whoever
     owns the job next knows a request may be on its way (see ``sending_since``)."""
-    return state.model_copy(update={"sending_since": now})
+    return replace(state, sending_since=now)
 
 
 def clear_sending(state: JobState) -> JobState:
     """The request's outcome is known (a response came, or it never left): nothing in doubt."""
     if state.sending_since is None:
         return state
-    return state.model_copy(update={"sending_since": None})
+    return replace(state, sending_since=None)

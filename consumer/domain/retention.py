@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from pydantic import ConfigDict, TypeAdapter, ValidationError
+from pydantic import ConfigDict, TypeAdapter
 
 from consumer.domain.events import JobEvent
 from consumer.domain.job import JobState, Rejection, apply, is_terminal
@@ -136,13 +136,13 @@ def apply_stored(stored: StoredJob | None, event: JobEvent, now: datetime) -> Jo
 
 
 def decode_stored(data: bytes) -> StoredJob:
-    """A changelog value: a job state or a marker. Raises :class:`ValidationError` when it is
-    neither."""
+    """A changelog value: a job state or a marker. Raises ``ValueError`` (a pydantic
+    ``ValidationError`` among them) when it is neither."""
     if data.startswith(MARKER_PREFIX):
         return ForgottenJob.from_json_bytes(data)
     try:
         return JobState.from_json_bytes(data)
-    except ValidationError:
+    except ValueError:
         if b'"forgotten_at"' not in data:
             raise
         return ForgottenJob.from_json_bytes(data)  # a marker written with other spacing

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from pydantic import ValidationError
 
 from consumer.domain.retention import ForgottenJob, StoredJob, decode_stored
 
@@ -86,7 +85,7 @@ async def restore(
         for key, value in values.items():
             try:
                 state = decode_stored(value)
-            except ValidationError as exc:
+            except ValueError as exc:
                 skipped += 1
                 log.error(
                     "changelog_record_unreadable",

@@ -33,7 +33,7 @@ import heapq
 import random
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -645,7 +645,7 @@ class SyncScheduler:
         settled = mark_synced(current, sent.version, sha, job_id, self._wall_clock())
         entry = self._entries.get(job)
         if entry is not None and entry.in_doubt_until is not None and settled is not current:
-            settled = settled.model_copy(update={"sending_since": current.sending_since})
+            settled = replace(settled, sending_since=current.sending_since)
         self._store.put(partition, settled)
         self._durability.stage_changed(partition, job)
         if write_now:

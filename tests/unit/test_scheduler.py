@@ -12,6 +12,7 @@ import json
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -589,9 +590,7 @@ class TestRequestsInDoubt:
         posted only once the window since that mark has passed."""
         h = Harness(debounce_ms=0, max_delay_ms=0, in_doubt_window=0.8)
         loop = asyncio.get_running_loop()
-        marked = job_state("a").model_copy(
-            update={"sending_since": datetime.now(UTC) - timedelta(seconds=0.3)}
-        )
+        marked = replace(job_state("a"), sending_since=datetime.now(UTC) - timedelta(seconds=0.3))
         async with h.running():
             started = loop.time()
             h.put(marked)

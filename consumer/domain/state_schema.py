@@ -1,0 +1,257 @@
+"""The changelog value as a pydantic model: its published JSON Schema, and the validating reader.
+
+:class:`StoredJobState` describes the value :meth:`JobState.to_json_bytes` writes (see
+``consumer.domain.state``) and reads every earlier form of it. It is used for two things only:
+``consumer.contracts`` publishes its schema, and :func:`decode_validated` reads a value the
+fast reader does not (one written before the compact layout, during a rolling upgrade or at the
+first restore after it) and turns it into the plain :class:`JobState`.
+
+Earlier forms it accepts: the document in snake_case names (the reader takes both spellings),
+steps without their null fields, a state written before clocks existed (no clocks), and one
+written before arrival numbers existed (no ``arrivals``; clocks were ``(time, event id)``,
+grouped as ``"<time> <id>"`` or earlier ``path: [time, id]``), whose writes are read as arrival
+0. Unknown fields are ignored, so a value written by a newer version is read too.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainSerializer,
+    ValidationInfo,
+)
+
+from consumer.domain.document import (
+    DomainModel,
+    JobExclusion,
+    JobMetadata,
+    StepWrapper,
+    kept_step,
+    step_text,
+)
+from consumer.domain.state import (
+    Candidate,
+    Clock,
+    Document,
+    Exclusion,
+    JobState,
+    Metadata,
+    group_clocks,
+)
+
+
+def _legacy(info: ValidationInfo) -> bool:
+    """The state was written before arrival numbers: its clocks are ``(time, event id)``.
+
+    Every state written since has ``arrivals >= 1`` as soon as it holds a clock.
+    """
+    return not info.data.get("arrivals")
+
+
+def _ungroup_clocks(value: Any, info: ValidationInfo) -> Any:
+    """Read the stored form back (see ``group_clocks``), and the older forms."""
+    if not isinstance(value, dict):
+        return value
+    clocks: dict[str, Any] = {}
+    if not _legacy(info):
+        for key, paths in value.items():
+            time, _, arrival = str(key).rpartition(" ")
+            clocks.update((path, (time, int(arrival))) for path in paths)
+        return clocks
+    # Before arrival numbers: grouped as ``"<time> <id>"`` (a key starting with a digit; paths
+    # never do), or earlier ``path: [time, id]``. Their writes count as arrival 0.
+    for key, item in value.items():
+        if isinstance(key, str) and key[:1].isdigit() and isinstance(item, list | tuple):
+            clocks.update((path, (key.partition(" ")[0], 0)) for path in item)
+        elif isinstance(item, list | tuple) and item:
+            clocks[key] = (item[0], 0)
+        else:
+            clocks[key] = item
+    return clocks
+
+
+# The readers below also turn JSON arrays into tuples: after a before-validator, strict
+# validation no longer accepts a list for a tuple.
+
+
+def _read_clock(value: Any, legacy: bool) -> Any:
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return (value[0], 0) if legacy else tuple(value)
+    return value
+
+
+def _read_terminal_clock(value: Any, info: ValidationInfo) -> Any:
+    return _read_clock(value, _legacy(info))
+
+
+def _read_exclusion_clocks(value: Any, info: ValidationInfo) -> Any:
+    if isinstance(value, list | tuple):
+        legacy = _legacy(info)
+        return tuple(_read_clock(clock, legacy) for clock in value)
+    return value
+
+
+def _read_candidate(value: Any, legacy: bool) -> Any:
+    if isinstance(value, list | tuple) and len(value) == 4:
+        return (value[0], 0, *value[2:]) if legacy else tuple(value)
+    return value
+
+
+def _read_retractable(value: Any, info: ValidationInfo) -> Any:
+    if not isinstance(value, dict):
+        return value
+    legacy = _legacy(info)
+    return {
+        path: tuple(_read_candidate(w, legacy) for w in writes)
+        if isinstance(writes, list | tuple)
+        else writes
+        for path, writes in value.items()
+    }
+
+
+#: Field path -> clock, stored grouped by clock (see ``group_clocks``).
+FieldClocks = Annotated[
+    dict[str, Clock],
+    BeforeValidator(_ungroup_clocks),
+    PlainSerializer(group_clocks, return_type=dict[str, list[str]]),
+]
+#: A write kept while a field may fall back: ``[time, arrival, value, retractable]``; the value
+#: of a ``currentStep`` write is the step wrapper object.
+StoredCandidate = tuple[str, int, JsonValue, bool]
+
+
+class StoredDocument(DomainModel):
+    """The assembled job, in the body's names (snake_case names are read too)."""
+
+    team: str | None = None
+    hierarchy_stack: list[JsonValue] | None = None
+    packet_ids: list[str] | None = None
+    job_exclusion: tuple[JobExclusion, ...] = ()
+    excluded: bool = False
+    #: Written last but for ``currentStep``, which follows the other fields.
+    metadata: JobMetadata = JobMetadata()
+    completed_steps: tuple[StepWrapper, ...] = ()
+    cancelled_steps: tuple[StepWrapper, ...] = ()
+
+
+class StoredLayout(DomainModel):
+    """Where the texts at the end of the value are: lengths (characters) and ordering keys."""
+
+    current_step: int = Field(description="length of metadata.currentStep's text (null: 4)")
+    completed_steps: list[tuple[int, int | None, float | None, str]] = Field(
+        description="per completed step: [text length, stepNumber, time (POSIX), uniqueStepId]"
+    )
+    cancelled_steps: list[tuple[int, int | None, float | None, str]] = Field(
+        description="per cancelled step, as completedSteps"
+    )
+
+
+class StoredJobState(BaseModel):
+    """One job as assembled so far plus its sync status: the changelog value."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
+
+    layout: StoredLayout | None = Field(
+        default=None,
+        description="first member: the texts at the end of the value, so a reader can take "
+        "them without parsing them (absent in values written before it)",
+    )
+    client_job_id: str
+    version: int = 0
+    seen_event_ids: tuple[str, ...] = ()
+    synced_version: int = 0
+    synced_sha256: str | None = None
+    job_id: str | None = None
+    first_unsynced_at: datetime | None = None
+    updated_at: datetime
+    synced_at: datetime | None = None
+    #: Declared before the clocks, whose reading depends on it (0: written before it existed).
+    arrivals: int = 0
+    latest_time: str = ""
+    clocks: FieldClocks = {}
+    terminal_clock: Annotated[Clock | None, BeforeValidator(_read_terminal_clock)] = None
+    exclusion_clocks: Annotated[tuple[Clock, ...], BeforeValidator(_read_exclusion_clocks)] = ()
+    retractable: Annotated[
+        dict[str, tuple[StoredCandidate, ...]], BeforeValidator(_read_retractable)
+    ] = {}
+    sending_since: datetime | None = None
+    too_large: bool = False
+    document: StoredDocument
+
+
+def decode_validated(data: bytes) -> JobState:
+    """Validate a changelog value of any form and make the plain state of it.
+
+    Raises ``pydantic.ValidationError`` (a ``ValueError``) when it is not a job state.
+    """
+    stored = StoredJobState.model_validate_json(data)
+    document = stored.document
+    meta = document.metadata
+    metadata = Metadata(
+        client_job_id=meta.client_job_id,
+        workflow_id=meta.workflow_id,
+        workflow_version_id=meta.workflow_version_id,
+        job_title=meta.job_title,
+        metadata=None if meta.metadata is None else dict(sorted(meta.metadata.items())),
+        created=meta.created,
+        updated=meta.updated,
+        modified=meta.modified,
+        status=meta.status,
+        user_id=meta.user_id,
+        current_step=None if meta.current_step is None else step_text(meta.current_step),
+        abandon_reason=meta.abandon_reason,
+        username=meta.username,
+        workflow_name=meta.workflow_name,
+    )
+    return JobState(
+        client_job_id=stored.client_job_id,
+        document=Document(
+            metadata=metadata,
+            completed_steps=tuple(kept_step(s) for s in document.completed_steps),
+            cancelled_steps=tuple(kept_step(s) for s in document.cancelled_steps),
+            team=document.team,
+            hierarchy_stack=document.hierarchy_stack,
+            packet_ids=document.packet_ids,
+            job_exclusion=tuple(
+                Exclusion(e.user_id, e.reason, e.is_excluded) for e in document.job_exclusion
+            ),
+            excluded=document.excluded,
+        ),
+        version=stored.version,
+        seen_event_ids=stored.seen_event_ids,
+        synced_version=stored.synced_version,
+        synced_sha256=stored.synced_sha256,
+        job_id=stored.job_id,
+        first_unsynced_at=stored.first_unsynced_at,
+        updated_at=stored.updated_at,
+        synced_at=stored.synced_at,
+        arrivals=stored.arrivals,
+        latest_time=stored.latest_time,
+        clocks=dict(stored.clocks),
+        terminal_clock=stored.terminal_clock,
+        exclusion_clocks=stored.exclusion_clocks,
+        retractable={
+            path: tuple(_candidate(path, write) for write in writes)
+            for path, writes in stored.retractable.items()
+        },
+        sending_since=stored.sending_since,
+        too_large=stored.too_large,
+    )
+
+
+def _candidate(path: str, write: StoredCandidate) -> Candidate:
+    time, arrival, value, flag = write
+    if value is None:
+        return (time, arrival, None, flag)
+    if path == "currentStep":
+        return (time, arrival, step_text(StepWrapper.model_validate(value)), flag)
+    if not isinstance(value, str):
+        raise ValueError(f"retractable write of {path} is not text: {value!r}")
+    return (time, arrival, value, flag)
