@@ -3,8 +3,8 @@
 The body has every field of the documented request, in the documented order, camelCase, with
 ``null`` where unknown. Empty ``completedSteps`` / ``cancelledSteps`` are sent as ``null`` (as in
 the documented example); ``jobExclusion`` is always a list and ``excluded`` a bool. The encoding
-is strict, compact JSON (no NaN, UTF-8, key order fixed by the document and by the sorted
-``metadata.metadata`` map), so equal states give equal bytes and an equal :func:`body_sha256`.
+is compact UTF-8 JSON (key order fixed by the document and by the sorted ``metadata.metadata``
+map), so equal states give equal bytes and an equal :func:`body_sha256`.
 
 :func:`encode_body` is the one encoder: it composes the metadata's JSON with the step texts the
 state keeps (each made once, when its event was decoded, by the same encoder). Whoever needs the
@@ -16,56 +16,48 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
-from consumer.domain.state import METADATA_NAMES, JobState, Step, exclusion_json, json_text
+import orjson
 
-#: The metadata fields before ``currentStep`` in the body, and those after it.
-_BEFORE_CURRENT = METADATA_NAMES[: [n for n, _ in METADATA_NAMES].index("abandon_reason")]
-_AFTER_CURRENT = METADATA_NAMES[len(_BEFORE_CURRENT) :]
+from consumer.domain.state import METADATA_NAMES, JobState, Step, exclusion_json, json_text
 
 
 def encode_json(body: Any) -> bytes:
-    """Strict, compact UTF-8 JSON, keys in insertion order."""
+    """Compact UTF-8 JSON, keys in insertion order, as the body's parts are encoded."""
     return json_text(body).encode()
 
 
 def encode_body(state: JobState) -> bytes:
-    """The request body of ``state`` as bytes."""
+    """The request body of ``state`` as bytes: one encoding with the kept texts as they are."""
     document = state.document
     meta = document.metadata
-    before = json_text({key: getattr(meta, name) for name, key in _BEFORE_CURRENT})
-    after = json_text({key: getattr(meta, name) for name, key in _AFTER_CURRENT})
-    rest = json_text(
+    metadata: dict[str, Any] = {key: getattr(meta, name) for name, key in _BEFORE_CURRENT}
+    metadata["currentStep"] = orjson.Fragment(meta.current_step or "null")
+    for name, key in _AFTER_CURRENT:
+        metadata[key] = getattr(meta, name)
+    hierarchy = document.hierarchy_stack
+    return orjson.dumps(
         {
+            "metadata": metadata,
+            "completedSteps": _steps(document.completed_steps),
+            "cancelledSteps": _steps(document.cancelled_steps),
             "team": document.team,
-            "hierarchyStack": document.hierarchy_stack,
+            # json_text: integers beyond 64 bits, which orjson refuses, are valid JSON too
+            "hierarchyStack": None if hierarchy is None else orjson.Fragment(json_text(hierarchy)),
             "packetIds": document.packet_ids,
             "jobExclusion": [exclusion_json(e) for e in document.job_exclusion],
             "excluded": document.excluded,
         }
     )
-    return "".join(
-        (
-            '{"metadata":',
-            before[:-1],
-            ',"currentStep":',
-            meta.current_step or "null",
-            ",",
-            after[1:],
-            ',"completedSteps":',
-            _steps_json(document.completed_steps),
-            ',"cancelledSteps":',
-            _steps_json(document.cancelled_steps),
-            ",",
-            rest[1:],
-        )
-    ).encode()
 
 
-def _steps_json(steps: tuple[Step, ...]) -> str:
-    """A step list: ``null`` when empty."""
-    if not steps:
-        return "null"
-    return "[" + ",".join(step.json for step in steps) + "]"
+#: The metadata fields before ``currentStep`` in the body, and those after it.
+_BEFORE_CURRENT = METADATA_NAMES[: [name for name, _ in METADATA_NAMES].index("abandon_reason")]
+_AFTER_CURRENT = METADATA_NAMES[len(_BEFORE_CURRENT) :]
+
+
+def _steps(steps: tuple[Step, ...]) -> list[orjson.Fragment] | None:
+    """A step list: its texts, ``null`` when empty."""
+    return [orjson.Fragment(step.json) for step in steps] or None
 
 
 def body_sha256(body: bytes) -> str:

@@ -21,7 +21,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 
-from consumer.domain.state import Step, StepOrder, json_text
+from consumer.domain.state import Step, StepOrder
 
 TERMINAL_STATUSES = frozenset({"Completed", "Aborted"})
 
@@ -126,8 +126,12 @@ class JobMetadata(DomainModel):
 
 
 def step_text(wrapper: StepWrapper) -> str:
-    """A step wrapper's JSON text as the body carries it: every field, camelCase, in order."""
-    return json_text(wrapper.model_dump(mode="json", by_alias=True))
+    """A step wrapper's JSON text as the body carries it: every field, camelCase, in order.
+
+    pydantic's own encoder writes what :func:`~consumer.domain.state.json_text` writes for the
+    dumped values (a property test holds them equal), in half the time.
+    """
+    return wrapper.model_dump_json(by_alias=True)
 
 
 def order_of(wrapper: StepWrapper) -> StepOrder:

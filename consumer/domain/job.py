@@ -83,7 +83,7 @@ from __future__ import annotations
 
 import bisect
 import functools
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -108,6 +108,7 @@ from consumer.domain.state import (
     Metadata,
     Step,
     StepOrder,
+    changed,
 )
 
 __all__ = [
@@ -192,7 +193,7 @@ def apply(state: JobState | None, event: JobEvent, now: datetime) -> JobState | 
         return rejection
     seen = state.seen_event_ids
     seen = (*seen, event.id) if len(seen) < SEEN_IDS_LIMIT else (*seen[1:], event.id)
-    return replace(
+    return changed(
         state,
         document=draft.document(),
         clocks=draft.clocks,
@@ -264,9 +265,9 @@ class _Draft:
     def document(self) -> Document:
         document = self.held
         if self.meta:
-            return replace(document, **self.top, metadata=replace(document.metadata, **self.meta))
+            return changed(document, **self.top, metadata=changed(document.metadata, **self.meta))
         if self.top:
-            return replace(document, **self.top)
+            return changed(document, **self.top)
         return document
 
     def current(self, name: str) -> Any:
@@ -462,7 +463,7 @@ def mark_synced(
     """
     if version > state.version or version < state.synced_version:
         return state
-    return replace(
+    return changed(
         state,
         synced_version=version,
         synced_sha256=sha256,
@@ -476,11 +477,11 @@ def mark_synced(
 def mark_sending(state: JobState, now: datetime) -> JobState:
     """The intent to post ``state``: made durable before the request leaves, so that whoever
     owns the job next knows a request may be on its way (see ``sending_since``)."""
-    return replace(state, sending_since=now)
+    return changed(state, sending_since=now)
 
 
 def clear_sending(state: JobState) -> JobState:
     """The request's outcome is known (a response came, or it never left): nothing in doubt."""
     if state.sending_since is None:
         return state
-    return replace(state, sending_since=None)
+    return changed(state, sending_since=None)

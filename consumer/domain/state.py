@@ -30,14 +30,29 @@ slower, validating path of ``consumer.domain.state_schema``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
-from typing import Any
+from operator import attrgetter
+from typing import Any, TypeVar
 
-#: Strict, compact UTF-8 JSON, keys in insertion order: the one encoder of the body's texts.
-JSON_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-json_text = JSON_ENCODER.encode
-_DECODER = json.JSONDecoder()
+import orjson
+
+#: The standard library's strict, compact UTF-8 JSON, for what orjson refuses.
+_STDLIB = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def json_text(value: Json) -> str:
+    """Compact UTF-8 JSON text, keys in insertion order: the one encoder of the texts the body
+    and the changelog value are composed of, so equal values give equal text.
+
+    orjson (an order of magnitude faster than the standard library here); integers beyond 64
+    bits, which it refuses, are encoded by the standard library.
+    """
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        return _STDLIB.encode(value)
+
 
 #: ``(time, arrival)`` of an event: UTC time as fixed-width text (``2026-01-01T10:00:00.000000Z``;
 #: empty for an event without time before any with), then its arrival number within the job.
@@ -165,6 +180,25 @@ class JobState:
         return decode_state(data)
 
 
+_Data = TypeVar("_Data", Metadata, Document, JobState)
+#: Field names and a getter of all of them, per class (:func:`changed`).
+_FIELDS = {
+    cls: (names, attrgetter(*names))
+    for cls in (Metadata, Document, JobState)
+    for names in [tuple(f.name for f in fields(cls))]
+}
+
+
+def changed(data: _Data, /, **changes: Any) -> _Data:
+    """A copy of ``data`` with ``changes``: ``dataclasses.replace`` without its per-field
+    bookkeeping (these classes have only plain init fields), as the reducer copies up to three
+    of them per event."""
+    names, values = _FIELDS[type(data)]
+    merged = dict(zip(names, values(data), strict=True))
+    merged.update(changes)
+    return type(data)(**merged)
+
+
 # --- the changelog value ----------------------------------------------------------------------
 
 #: Metadata attributes and their body names, in the body's order (``current_step`` apart).
@@ -184,6 +218,9 @@ METADATA_NAMES = (
     ("workflow_name", "workflowName"),
 )
 _LAYOUT_PREFIX = '{"layout":'
+#: What follows the layout: ``client_job_id`` is always written, first after it. A JSON string
+#: cannot hold it unescaped, so its first place in the value is the end of the layout.
+_AFTER_LAYOUT = ',"client_job_id":'
 _CURRENT = ',"currentStep":'
 _COMPLETED = '},"completedSteps":['
 _CANCELLED = '],"cancelledSteps":['
@@ -191,54 +228,65 @@ _END = "]}}"
 
 
 def encode_state(state: JobState) -> bytes:
-    """The changelog value of ``state``: the kept texts composed with the encoded head."""
+    """The changelog value of ``state``: one encoding of the head with the kept texts as they
+    are (``orjson.Fragment``).
+
+    The fast reader parses the layout and the head with orjson, which reads an integer beyond
+    64 bits as a float. A state with one there (in ``hierarchyStack``, a step number, or a
+    retractable ``currentStep``, all unlikely) is written without the layout, so that it is
+    read by the validating reader, which keeps such integers exact.
+    """
+    try:
+        return orjson.dumps(_value(state, laid_out=True))
+    except _NotExact:
+        return orjson.dumps(_value(state, laid_out=False))
+
+
+class _NotExact(ValueError):
+    """A part of the head that orjson would not read back exactly."""
+
+
+def _value(state: JobState, *, laid_out: bool) -> dict[str, Any]:
     document = state.document
     meta = document.metadata
     current = meta.current_step or "null"
     completed, cancelled = document.completed_steps, document.cancelled_steps
-    layout = {
-        "currentStep": len(current),
-        "completedSteps": [_step_layout(s) for s in completed],
-        "cancelledSteps": [_step_layout(s) for s in cancelled],
-    }
-    head = json_text(_bookkeeping(state))[:-1]
-    if state.retractable:
-        head += ',"retractable":' + _retractable_json(state.retractable)
-    fields = json_text(_document_fields(document))[:-1]
+    value: dict[str, Any] = {}
+    if laid_out:
+        value["layout"] = {
+            "currentStep": len(current),
+            "completedSteps": [_step_layout(s) for s in completed],
+            "cancelledSteps": [_step_layout(s) for s in cancelled],
+        }
+        if state.retractable and not all(
+            v is None or _exact(v) for _, _, v, _ in state.retractable.get("currentStep", ())
+        ):
+            raise _NotExact("a retractable currentStep")
+    value.update(_bookkeeping(state))
+    stored = _document_fields(document, laid_out=laid_out)
     metadata: dict[str, Any] = {"clientJobId": meta.client_job_id}
     for name, key in METADATA_NAMES[1:]:
-        value = getattr(meta, name)
-        if value is not None:
-            metadata[key] = value
-    return "".join(
-        (
-            _LAYOUT_PREFIX,
-            json_text(layout),
-            ",",
-            head[1:],
-            ',"document":',
-            fields,
-            "," if len(fields) > 1 else "",
-            '"metadata":',
-            json_text(metadata)[:-1],
-            _CURRENT,
-            current,
-            _COMPLETED,
-            ",".join(s.json for s in completed),
-            _CANCELLED,
-            ",".join(s.json for s in cancelled),
-            _END,
-        )
-    ).encode()
+        field_value = getattr(meta, name)
+        if field_value is not None:
+            metadata[key] = field_value
+    metadata["currentStep"] = orjson.Fragment(current)
+    stored["metadata"] = metadata
+    stored["completedSteps"] = [orjson.Fragment(s.json) for s in completed]
+    stored["cancelledSteps"] = [orjson.Fragment(s.json) for s in cancelled]
+    value["document"] = stored
+    return value
+
+
+def _exact(text: str) -> bool:
+    """orjson reads ``text`` back as values that encode to ``text`` again."""
+    return json_text(orjson.loads(text)) == text
 
 
 def _step_layout(step: Step) -> list[Json]:
     no_number, number, no_time, time, uid = step.order
+    if not -(2**63) <= number < 2**63:
+        raise _NotExact("a step number beyond 64 bits")
     return [len(step.json), None if no_number else number, None if no_time else time, uid]
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
 
 
 def _bookkeeping(state: JobState) -> dict[str, Any]:
@@ -269,6 +317,16 @@ def _bookkeeping(state: JobState) -> dict[str, Any]:
         out["terminal_clock"] = state.terminal_clock
     if state.exclusion_clocks:
         out["exclusion_clocks"] = state.exclusion_clocks
+    if state.retractable:
+        # ``[time, arrival, value, retractable]``; a currentStep value is written as its object
+        # (the text itself), as the previous version reads it.
+        out["retractable"] = {
+            path: [
+                [t, a, orjson.Fragment(v or "null") if path == "currentStep" else v, f]
+                for t, a, v, f in state.retractable[path]
+            ]
+            for path in sorted(state.retractable)
+        }
     if state.sending_since is not None:
         out["sending_since"] = state.sending_since.isoformat()
     if state.too_large:
@@ -289,25 +347,15 @@ def group_clocks(clocks: dict[str, Clock]) -> dict[str, list[str]]:
     return {f"{clock[0]} {clock[1]}": sorted(by_clock[clock]) for clock in sorted(by_clock)}
 
 
-def _retractable_json(retractable: dict[str, tuple[Candidate, ...]]) -> str:
-    """``{path: [[time, arrival, value, retractable], ..]}``; a ``currentStep`` value is written
-    as its JSON object (the text itself), as the previous version reads it."""
-    parts = []
-    for path in sorted(retractable):
-        writes = []
-        for time, arrival, value, flag in retractable[path]:
-            text = (value or "null") if path == "currentStep" else json_text(value)
-            writes.append(f"[{json_text(time)},{arrival},{text},{json_text(flag)}]")
-        parts.append(f"{json_text(path)}:[{','.join(writes)}]")
-    return "{" + ",".join(parts) + "}"
-
-
-def _document_fields(document: Document) -> dict[str, Any]:
+def _document_fields(document: Document, *, laid_out: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if document.team is not None:
         out["team"] = document.team
     if document.hierarchy_stack is not None:
-        out["hierarchyStack"] = document.hierarchy_stack
+        text = json_text(document.hierarchy_stack)
+        if laid_out and not _exact(text):
+            raise _NotExact("hierarchyStack")
+        out["hierarchyStack"] = orjson.Fragment(text)
     if document.packet_ids is not None:
         out["packetIds"] = document.packet_ids
     if document.job_exclusion:
@@ -339,33 +387,20 @@ def decode_state(data: bytes) -> JobState:
 
 
 def _decode_laid_out(text: str) -> JobState:
-    layout, end = _DECODER.raw_decode(text, len(_LAYOUT_PREFIX))
-    if text[end] != ",":
-        raise ValueError("no head after the layout")
-    current_length: int = layout["currentStep"]
-    completed_layout: list[list[Any]] = layout["completedSteps"]
-    cancelled_layout: list[list[Any]] = layout["cancelledSteps"]
-    texts = (
-        len(_CURRENT)
-        + current_length
-        + len(_COMPLETED)
-        + _list_length(completed_layout)
-        + len(_CANCELLED)
-        + _list_length(cancelled_layout)
-        + len(_END)
-    )
-    start = len(text) - texts
-    if start <= end or not text.startswith(_CURRENT, start):
+    end = text.index(_AFTER_LAYOUT, len(_LAYOUT_PREFIX))
+    layout = orjson.loads(text[len(_LAYOUT_PREFIX) : end])
+    if not text.endswith(_END):
+        raise ValueError("the value does not end as laid out")
+    # The texts, from the end: cancelled steps, completed steps, currentStep.
+    at = len(text) - len(_END)
+    cancelled, at = _steps(text, at, layout["cancelledSteps"], _CANCELLED)
+    completed, at = _steps(text, at, layout["completedSteps"], _COMPLETED)
+    current = text[at - layout["currentStep"] : at]
+    at -= len(current) + len(_CURRENT)
+    if not text.startswith(_CURRENT, at) or not (current == "null" or current[:1] == "{"):
         raise ValueError("the layout does not match the text")
-    at = start + len(_CURRENT)
-    current = text[at : at + current_length]
-    at = _expect(text, at + current_length, _COMPLETED)
-    completed, at = _steps(text, at, completed_layout)
-    at = _expect(text, at, _CANCELLED)
-    cancelled, at = _steps(text, at, cancelled_layout)
-    if at != len(text) - len(_END) or not (current == "null" or current[:1] == "{"):
-        raise ValueError("the layout does not match the text")
-    head = json.loads("{" + text[end + 1 : start] + "}}}")
+    # The head alone is parsed: the bookkeeping, the document's fields and its metadata.
+    head = orjson.loads("{" + text[end + 1 : at] + "}}}")
     stored = head["document"]
     meta = stored["metadata"]
     metadata = Metadata(
@@ -397,36 +432,29 @@ def _decode_laid_out(text: str) -> JobState:
         ),
         excluded=stored.get("excluded", False),
     )
-    return state_from_head(head, document)
+    return _state_from_head(head, document)
 
 
-def _list_length(layout: list[list[Any]]) -> int:
-    """Characters of a step list's texts with their commas."""
-    lengths: list[int] = [entry[0] for entry in layout]
-    return sum(lengths) + max(len(layout) - 1, 0)
-
-
-def _expect(text: str, at: int, literal: str) -> int:
-    if not text.startswith(literal, at):
-        raise ValueError("the layout does not match the text")
-    return at + len(literal)
-
-
-def _steps(text: str, at: int, layout: list[list[Any]]) -> tuple[tuple[Step, ...], int]:
+def _steps(
+    text: str, end: int, layout: list[list[Any]], opening: str
+) -> tuple[tuple[Step, ...], int]:
+    """The texts of one step list ending at ``end``, and where its ``opening`` starts."""
     steps = []
-    for n, (length, number, time, uid) in enumerate(layout):
-        if n:
-            at = _expect(text, at, ",")
-        step = text[at : at + length]
-        if step[:1] != "{" or step[-1:] != "}" or not isinstance(uid, str):
-            raise ValueError("the layout does not match the text")
+    for length, number, time, uid in reversed(layout):
+        begin = end - length
         order = (number is None, number or 0, time is None, time or 0.0, uid)
-        steps.append(Step(order, uid, step))
-        at += length
-    return tuple(steps), at
+        steps.append(Step(order, uid, text[begin:end]))
+        end = begin - 1
+    start = end + (1 if steps else 0) - len(opening)
+    # The lengths add up to the texts between the literals around them; the texts themselves
+    # were written by this layout's writer, so each is where its length says.
+    if not text.startswith(opening, start):
+        raise ValueError("the layout does not match the text")
+    steps.reverse()
+    return tuple(steps), start
 
 
-def state_from_head(head: dict[str, Any], document: Document) -> JobState:
+def _state_from_head(head: dict[str, Any], document: Document) -> JobState:
     """The state of a parsed head of this layout around ``document``.
 
     A ``currentStep`` candidate is stored as its JSON object; encoding it again gives its text
@@ -445,24 +473,30 @@ def state_from_head(head: dict[str, Any], document: Document) -> JobState:
         synced_at=_datetime(head.get("synced_at")),
         arrivals=head.get("arrivals", 0),
         latest_time=head.get("latest_time", ""),
-        clocks=ungroup_clocks(head.get("clocks", {})),
+        clocks=ungroup_clocks(head["clocks"]) if "clocks" in head else {},
         terminal_clock=_clock(head.get("terminal_clock")),
-        exclusion_clocks=tuple(_clock(c) for c in head.get("exclusion_clocks", ())),
-        retractable={
-            path: tuple(
-                (
-                    time,
-                    arrival,
-                    json_text(value) if path == "currentStep" and value is not None else value,
-                    flag,
-                )
-                for time, arrival, value, flag in writes
-            )
-            for path, writes in head.get("retractable", {}).items()
-        },
+        exclusion_clocks=tuple(map(_clock, head["exclusion_clocks"]))
+        if "exclusion_clocks" in head
+        else (),
+        retractable=_retractable(head["retractable"]) if "retractable" in head else {},
         sending_since=_datetime(head.get("sending_since")),
         too_large=head.get("too_large", False),
     )
+
+
+def _retractable(stored: dict[str, list[list[Any]]]) -> dict[str, tuple[Candidate, ...]]:
+    return {
+        path: tuple(
+            (
+                time,
+                arrival,
+                json_text(value) if path == "currentStep" and value is not None else value,
+                flag,
+            )
+            for time, arrival, value, flag in writes
+        )
+        for path, writes in stored.items()
+    }
 
 
 def ungroup_clocks(grouped: dict[str, list[str]]) -> dict[str, Clock]:
@@ -470,9 +504,7 @@ def ungroup_clocks(grouped: dict[str, list[str]]) -> dict[str, Clock]:
     clocks: dict[str, Clock] = {}
     for key, paths in grouped.items():
         time, _, arrival = key.rpartition(" ")
-        clock = (time, int(arrival))  # one tuple per event, shared by its paths
-        for path in paths:
-            clocks[_PATHS.get(path, path)] = clock
+        clocks.update(dict.fromkeys(paths, (time, int(arrival))))  # one tuple per event
     return clocks
 
 
@@ -482,16 +514,3 @@ def _clock(value: Any) -> Any:
 
 def _datetime(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
-
-
-#: The paths of metadata and document fields: one string shared by every restored state.
-_PATHS = {
-    path: path
-    for path in (
-        *(key for _, key in METADATA_NAMES),
-        "currentStep",
-        "team",
-        "hierarchyStack",
-        "packetIds",
-    )
-}

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from consumer.domain.basicsync import encode_body
 from consumer.domain.demo_jobs import EXAMPLE_BODY, demo_job, example_job_events
+from consumer.domain.document import StepWrapper, step_text
 from consumer.domain.events import EventType, JobEvent
 from consumer.domain.job import (
     SEEN_IDS_LIMIT,
@@ -28,7 +29,7 @@ from consumer.domain.job import (
     time_text,
 )
 from consumer.domain.results import FailureReason
-from consumer.domain.state import Step
+from consumer.domain.state import Step, json_text
 from consumer.domain.state_schema import decode_validated
 
 JOB = "job-1"
@@ -915,3 +916,97 @@ class TestProperties:
     def test_example_job_any_arrival_order(self, events: list[JobEvent]) -> None:
         """The documented example assembles into its body in any arrival order."""
         assert body(assemble(events)) == EXAMPLE_BODY
+
+
+class TestChangelogValue:
+    """The changelog value's layout: texts read back as written, whatever they hold."""
+
+    @given(_step_data)
+    @settings(deadline=None)
+    def test_step_text_is_the_one_encoding(self, data: dict[str, Any]) -> None:
+        """A step's kept text (pydantic's encoder) is what json_text writes for its values, so
+        a text re-encoded after a read equals the text made at decode."""
+        wrapper = StepWrapper.model_validate(data)
+        assert step_text(wrapper) == json_text(wrapper.model_dump(mode="json", by_alias=True))
+
+    def test_integers_beyond_64_bits_stay_exact(self) -> None:
+        """orjson reads such integers as floats: a state holding one where the reader parses
+        (hierarchyStack, a retractable currentStep) is written without the layout and read by
+        the validating reader, exactly; one inside a step's text needs no parsing at all."""
+        big = 2**70
+        state = run(
+            upsert(hierarchyStack=[big]),
+            completed("u1", 1, values=[big]),
+            status("Paused", currentStep=step("c", 2, values=[big])),
+        )
+        value = state.to_json_bytes()
+        assert not value.startswith(b'{"layout":')
+        restored = JobState.from_json_bytes(value)
+        assert restored == state
+        assert encode_body(restored) == encode_body(state)
+        assert json.loads(encode_body(restored))["hierarchyStack"] == [big]
+        laid_out = run(completed("u1", 1, values=[big]))
+        assert laid_out.to_json_bytes().startswith(b'{"layout":')
+        assert JobState.from_json_bytes(laid_out.to_json_bytes()) == laid_out
+
+    def test_layout_that_does_not_match_is_read_by_the_validating_reader(self) -> None:
+        """A value whose layout lengths are off (edited by hand, say) is still read right."""
+        state = run(completed("u1", 1), completed("u2", 2, note="x"))
+        stored = json.loads(state.to_json_bytes())
+        stored["layout"]["completedSteps"][0][0] += 1
+        assert JobState.from_json_bytes(json.dumps(stored).encode()) == state
+        compact = json.dumps(stored, separators=(",", ":"), ensure_ascii=False).encode()
+        assert JobState.from_json_bytes(compact) == state
+
+    def test_previous_value_is_read(self) -> None:
+        """A value as the previous version wrote it (snake_case document, steps without their
+        null fields, no layout) gives the state, the body and the step texts of today's."""
+        state = run(
+            upsert(workflowId="wf", metadata={"b": "2", "a": "1"}, team="t"),
+            completed("u1", 1, stamp(1), note="n"),
+            status("Paused", currentStep=step("c", 2)),
+        )
+        meta = state.document.metadata
+        previous = {
+            "client_job_id": JOB,
+            "document": {
+                "metadata": {
+                    "client_job_id": JOB,
+                    "workflow_id": "wf",
+                    "metadata": {"a": "1", "b": "2"},
+                    "status": "Paused",
+                    "current_step": {"single_step": {"unique_step_id": "c", "step_number": 2}},
+                },
+                "completed_steps": [
+                    {
+                        "single_step": {
+                            "unique_step_id": "u1",
+                            "step_number": 1,
+                            "completed": stamp(1),
+                            "note": "n",
+                        }
+                    }
+                ],
+                "team": "t",
+            },
+            "version": 3,
+            "seen_event_ids": list(state.seen_event_ids),
+            "first_unsynced_at": NOW.isoformat().replace("+00:00", "Z"),
+            "updated_at": NOW.isoformat().replace("+00:00", "Z"),
+            "arrivals": 3,
+            "latest_time": state.latest_time,
+            "clocks": json.loads(state.to_json_bytes())["clocks"],
+            "retractable": {
+                "currentStep": [
+                    [
+                        *state.retractable["currentStep"][0][:2],
+                        {"single_step": {"unique_step_id": "c", "step_number": 2}},
+                        True,
+                    ]
+                ]
+            },
+        }
+        restored = JobState.from_json_bytes(json.dumps(previous).encode())
+        assert restored == state
+        assert encode_body(restored) == encode_body(state)
+        assert meta.current_step == restored.document.metadata.current_step
