@@ -1,9 +1,12 @@
 """The pure core: no I/O, no clock, no aiokafka or aiohttp.
 
 - ``events``: CloudEvents in (decode, validate) and out (encode, for producers).
-- ``document``: the WorkfloPlus job document models.
-- ``job``: job state and the reducer ``apply(state, event, now)``.
-- ``basicsync``: the request body built from a state, its bytes and hash.
+- ``document``: the WorkfloPlus job document's parts as pydantic models (event data).
+- ``state``: the job state as plain frozen data.
+- ``changelog``: its changelog value (composed from the kept texts, read without parsing them).
+- ``state_schema``: the changelog value's schema, and the reader of its older forms.
+- ``job``: the reducer ``apply(state, event, now)``.
+- ``basicsync``: the request body composed from a state, its bytes and hash.
 - ``results``: success and failure records and the fixed set of failure reasons.
 - ``demo_jobs``: seeded, realistic event streams with their expected bodies.
 """

@@ -1,7 +1,7 @@
 """The changelog value as a pydantic model: its published JSON Schema, and the validating reader.
 
 :class:`StoredJobState` describes the value :meth:`JobState.to_json_bytes` writes (see
-``consumer.domain.state``) and reads every earlier form of it. It is used for two things only:
+``consumer.domain.changelog``) and reads every earlier form of it. It is used for two things only:
 ``consumer.contracts`` publishes its schema, and :func:`decode_validated` reads a value the
 fast reader does not (one written before the compact layout, during a rolling upgrade or at the
 first restore after it) and turns it into the plain :class:`JobState`.
@@ -28,6 +28,7 @@ from pydantic import (
     ValidationInfo,
 )
 
+from consumer.domain.changelog import group_clocks
 from consumer.domain.document import (
     DomainModel,
     JobExclusion,
@@ -43,7 +44,6 @@ from consumer.domain.state import (
     Exclusion,
     JobState,
     Metadata,
-    group_clocks,
 )
 
 
