@@ -193,19 +193,25 @@ def apply(state: JobState | None, event: JobEvent, now: datetime) -> JobState | 
         return rejection
     seen = state.seen_event_ids
     seen = (*seen, event.id) if len(seen) < SEEN_IDS_LIMIT else (*seen[1:], event.id)
-    return changed(
-        state,
+    return JobState(  # every field: the reducer's one copy of a state per event
+        client_job_id=state.client_job_id,
         document=draft.document(),
-        clocks=draft.clocks,
-        retractable=draft.retractable,
-        terminal_clock=draft.terminal_clock,
-        exclusion_clocks=draft.exclusion_clocks,
         version=state.version + 1,
-        arrivals=arrival,
-        latest_time=max(time, latest),
         seen_event_ids=seen,
+        synced_version=state.synced_version,
+        synced_sha256=state.synced_sha256,
+        job_id=state.job_id,
         first_unsynced_at=state.first_unsynced_at or now,
         updated_at=now,
+        synced_at=state.synced_at,
+        arrivals=arrival,
+        latest_time=max(time, latest),
+        clocks=draft.clocks,
+        terminal_clock=draft.terminal_clock,
+        exclusion_clocks=draft.exclusion_clocks,
+        retractable=draft.retractable,
+        sending_since=state.sending_since,
+        too_large=state.too_large,
     )
 
 
