@@ -41,8 +41,8 @@ from consumer.kafka.admin import TopicPlan, ensure_topology
 from consumer.kafka.connection import client_kwargs, security_problem
 from consumer.kafka.diagnose import unreachable
 from consumer.kafka.limits import (
-    COMPRESSION_TYPE,
     changelog_max_message_bytes,
+    compression_type,
     max_request_size,
 )
 from consumer.kafka.source import EventSource
@@ -260,7 +260,7 @@ def _assemble(
                 linger_ms=5,
                 max_batch_size=1 << 20,
                 max_request_size=max_request_size(settings.kafka.max_job_bytes),
-                compression_type=COMPRESSION_TYPE,
+                compression_type=compression_type(settings.kafka.compression),
                 **extra,
             ),
             group_id,
