@@ -52,6 +52,7 @@ from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, SyncTracer, Tracing
 from consumer.pipeline import Pipeline, PipelineLimits, Restorer
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
+from consumer.state.memory import MemoryGuard, memory_limit_bytes
 from consumer.state.recovery import RestoreReport, restore
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
@@ -265,6 +266,7 @@ def _assemble(
             ),
             group_id,
             partition,
+            max_record_bytes=max_request_size(settings.kafka.max_job_bytes),
         )
 
     store = JobStore()
@@ -314,10 +316,15 @@ def _assemble(
         tracer=tracer,
     )
 
+    memory = MemoryGuard(
+        memory_limit_bytes(settings.store.memory_limit_mb), settings.store.restore_memory_share
+    )
+    stats.metrics.memory_limit.set(memory.limit_bytes or 0)
+
     async def restore_partitions(
         partitions: set[int],
     ) -> tuple[dict[int, dict[str, StoredJob]], RestoreReport]:
-        return await restore(consumer_factory, settings.state_topic, partitions)
+        return await restore(consumer_factory, settings.state_topic, partitions, memory.check)
 
     async def changelog_end_offsets(partitions: set[int]) -> dict[int, int]:
         tps = [TopicPartition(settings.state_topic, p) for p in partitions]

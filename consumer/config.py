@@ -323,6 +323,22 @@ class SyncSettings(_Section):
         return self
 
 
+class StoreSettings(_Section):
+    memory_limit_mb: int | None = Field(
+        default=None,
+        ge=16,
+        description="memory this process may use, in MiB; unset: the container's cgroup limit "
+        "(none outside a container: unchecked)",
+    )
+    restore_memory_share: float = Field(
+        default=0.85,
+        gt=0,
+        le=1,
+        description="a restore stops with state_exceeds_memory once resident memory passes "
+        "this share of the limit, rather than being killed by the kernel",
+    )
+
+
 class ObservabilitySettings(_Section):
     log_format: str = Field(
         default="auto",
@@ -398,6 +414,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = Field(default_factory=TopicSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     sync: SyncSettings = Field(default_factory=SyncSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
 
     @classmethod

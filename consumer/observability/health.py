@@ -112,6 +112,7 @@ async def sample_metrics(running: Running) -> None:
         dirty_jobs=scheduler.dirty_jobs if scheduler is not None else 0,
         in_flight=scheduler.in_flight if scheduler is not None else 0,
         jobs=pipeline.job_count if pipeline is not None else 0,
+        state_bytes=pipeline.stored_bytes if pipeline is not None else 0,
         circuit=scheduler.circuit.state if scheduler is not None else CircuitState.CLOSED,
         lag=lag,
     )

@@ -127,6 +127,17 @@ class Metrics:
         self.state_jobs = Gauge(
             "basicsync_state_jobs", "Jobs held in memory (owned partitions' changelog)", registry=r
         )
+        self.state_bytes = Gauge(
+            "basicsync_state_bytes",
+            "Bytes of the changelog values of the jobs held (memory is about 1.5x; "
+            "docs/operations.md Memory)",
+            registry=r,
+        )
+        self.memory_limit = Gauge(
+            "basicsync_memory_limit_bytes",
+            "Memory limit the restore guard checks against (0: none known)",
+            registry=r,
+        )
         self.partitions_owned = Gauge(
             "basicsync_partitions_owned", "Input partition numbers this member owns", registry=r
         )
@@ -137,6 +148,11 @@ class Metrics:
             "basicsync_restore_seconds",
             "Duration of one changelog restore (all newly assigned partitions)",
             buckets=_RESTORE_BUCKETS,
+            registry=r,
+        )
+        self.restore_refusals = Counter(
+            "basicsync_restore_refusals",
+            "Restores stopped because the state would outgrow the memory limit",
             registry=r,
         )
         self.restored_jobs = Counter(
@@ -185,6 +201,7 @@ class Metrics:
         dirty_jobs: int,
         in_flight: int,
         jobs: int,
+        state_bytes: int,
         circuit: CircuitState,
         lag: Mapping[tuple[str, int], int] | None,
     ) -> None:
@@ -192,6 +209,7 @@ class Metrics:
         self.jobs_dirty.set(dirty_jobs)
         self.sync_in_flight.set(in_flight)
         self.state_jobs.set(jobs)
+        self.state_bytes.set(state_bytes)
         self.set_circuit(circuit)
         if lag is not None:
             self.consumer_lag.clear()  # partitions revoked since the last scrape disappear

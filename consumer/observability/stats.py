@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from consumer.errors import MemoryExhausted
 from consumer.intake import BatchEffect
 from consumer.observability.metrics import Metrics
 from consumer.state.recovery import RestoreReport
@@ -58,6 +59,9 @@ class Stats:
         self.restore_seconds += report.seconds
         self.metrics.restore_seconds.observe(report.seconds)
         self.metrics.restored_jobs.inc(report.jobs)
+
+    def restore_refused(self, error: MemoryExhausted) -> None:
+        self.metrics.restore_refusals.inc()
 
     def ownership_changed(self, partitions: set[int], restoring: bool) -> None:
         self.restoring = restoring

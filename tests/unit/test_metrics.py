@@ -35,6 +35,10 @@ def invalid(reason: FailureReason) -> FailureRecord:
     return FailureRecord.for_input(reason=reason, message="bad", source=source, failed_at=NOW)
 
 
+#: The level gauges of a member holding nothing.
+_IDLE = {"dirty_jobs": 0, "in_flight": 0, "jobs": 0, "state_bytes": 0}
+
+
 class TestFedByObserverCalls:
     def test_a_batch_counts_events_invalid_by_reason_and_misrouted_keys(self) -> None:
         """batch_absorbed feeds consumed, applied, duplicate, invalid{reason} and misrouted."""
@@ -149,6 +153,7 @@ class TestSampledLevels:
             dirty_jobs=7,
             in_flight=3,
             jobs=120,
+            state_bytes=960_000,
             circuit=CircuitState.HALF_OPEN,
             lag={("in", 0): 5, ("in", 1): 0},
         )
@@ -156,10 +161,13 @@ class TestSampledLevels:
         assert get("basicsync_jobs_dirty") == 7
         assert get("basicsync_sync_in_flight") == 3
         assert get("basicsync_state_jobs") == 120
+        assert get("basicsync_state_bytes") == 960_000
         assert get("basicsync_circuit_state", {"state": "half_open"}) == 1
         assert get("basicsync_circuit_state", {"state": "closed"}) == 0
         assert get("basicsync_consumer_lag", {"topic": "in", "partition": "0"}) == 5
-        metrics.sample(dirty_jobs=0, in_flight=0, jobs=0, circuit=CircuitState.OPEN, lag={})
+        metrics.sample(
+            dirty_jobs=0, in_flight=0, jobs=0, state_bytes=0, circuit=CircuitState.OPEN, lag={}
+        )
         assert get("basicsync_consumer_lag", {"topic": "in", "partition": "0"}) is None
         assert get("basicsync_circuit_state", {"state": "open"}) == 1
         assert get("basicsync_circuit_state", {"state": "half_open"}) == 0
@@ -168,9 +176,16 @@ class TestSampledLevels:
         """lag=None (positions unavailable mid-rebalance) leaves the last lag values."""
         metrics = Metrics()
         metrics.sample(
-            dirty_jobs=0, in_flight=0, jobs=0, circuit=CircuitState.CLOSED, lag={("in", 2): 9}
+            dirty_jobs=0,
+            in_flight=0,
+            jobs=0,
+            state_bytes=0,
+            circuit=CircuitState.CLOSED,
+            lag={("in", 2): 9},
         )
-        metrics.sample(dirty_jobs=0, in_flight=0, jobs=0, circuit=CircuitState.CLOSED, lag=None)
+        metrics.sample(
+            dirty_jobs=0, in_flight=0, jobs=0, state_bytes=0, circuit=CircuitState.CLOSED, lag=None
+        )
         get = metrics.registry.get_sample_value
         assert get("basicsync_consumer_lag", {"topic": "in", "partition": "2"}) == 9
 
