@@ -48,6 +48,7 @@ from consumer.kafka.limits import (
 from consumer.kafka.source import EventSource
 from consumer.kafka.transactions import PartitionProducer
 from consumer.observability.health import WatchedTokens, serve_health
+from consumer.observability.metrics import Metrics
 from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, SyncTracer, Tracing
 from consumer.pipeline import Pipeline, PipelineLimits, Restorer
@@ -124,7 +125,8 @@ class _CircuitPausesSource:
 
 @dataclass
 class Running:
-    """Handles a caller (the run command, tests) may look at while the consumer runs."""
+    """Handles a caller (the run command, tests) may look at while the consumer runs; the
+    health endpoints read it as ``observability.health.Observed``."""
 
     stats: Stats
     #: what start-up is waiting for (e.g. an unreachable Kafka), for readiness
@@ -136,6 +138,14 @@ class Running:
     http_port: int | None = None
     #: why Kafka refuses us while a missing ACL is waited out (None: access granted)
     kafka_access: str | None = None
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.stats.metrics
+
+    def drop_components(self) -> None:
+        """Forget the parts of a run that ended (the next run fills them again)."""
+        self.pipeline = self.scheduler = self.source = None
 
 
 async def run_consumer(
