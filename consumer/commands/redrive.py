@@ -55,7 +55,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from consumer.commands.inspect import (
+from consumer.commands.tooling import (
     bootstrap_servers,
     kafka_failure,
     read_job_states,

@@ -1,0 +1,32 @@
+"""What the operator commands share (``consumer.commands.tooling``): settings and brokers."""
+
+from __future__ import annotations
+
+import pytest
+
+from consumer.commands.tooling import bootstrap_servers, tool_settings
+from consumer.config import KafkaSettings, Settings
+from consumer.errors import ConfigError
+
+
+class TestBootstrapServers:
+    def test_the_configured_brokers(self) -> None:
+        """A configured broker list is what the tools connect to."""
+        settings = Settings(kafka=KafkaSettings(bootstrap_servers=["k1:9092", "k2:9092"]))
+        assert bootstrap_servers(settings) == ["k1:9092", "k2:9092"]
+
+    def test_no_brokers_is_a_config_error_naming_the_variable(self) -> None:
+        """Tools never fall back to the embedded broker: no servers is a one-line error."""
+        settings = Settings(kafka=KafkaSettings(bootstrap_servers=None))
+        with pytest.raises(ConfigError, match="BASICSYNC_KAFKA__BOOTSTRAP_SERVERS"):
+            bootstrap_servers(settings)
+
+
+class TestToolSettings:
+    def test_missing_brokers_are_printed_not_raised(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Without a broker the tool gets None and stderr one line saying what to set."""
+        monkeypatch.delenv("BASICSYNC_KAFKA__BOOTSTRAP_SERVERS", raising=False)
+        assert tool_settings() is None
+        assert "BASICSYNC_KAFKA__BOOTSTRAP_SERVERS is not set" in capsys.readouterr().err
