@@ -469,16 +469,12 @@ async def _resync(
     outcome = await client.post_basic_sync(body)
     now = datetime.now(UTC)
     if isinstance(outcome, Accepted):
-        success = SuccessRecord(
-            client_job_id=job,
-            job_id=outcome.job_id or state.job_id,
+        success = SuccessRecord.for_sync(
+            state,
+            job_id=outcome.job_id,
             http_status=outcome.status,
-            state_version=state.version,
-            job_status=state.status,
             attempts=1,
             synced_at=now,
-            latency_ms=None,
-            source_offsets=[],
             payload_sha256=sha,
         )
         await (await publisher.succeeded(success))
