@@ -38,8 +38,8 @@ from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import is_denial
 from consumer.kafka.admin import TopicPlan, ensure_topology
-from consumer.kafka.connection import client_kwargs, security_problem
-from consumer.kafka.diagnose import unreachable
+from consumer.kafka.connection import client_kwargs
+from consumer.kafka.diagnose import security_problem, unreachable
 from consumer.kafka.limits import (
     COMPRESSION_TYPE,
     changelog_max_message_bytes,

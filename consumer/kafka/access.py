@@ -29,7 +29,7 @@ from aiokafka.errors import (
 from consumer.config import Settings
 from consumer.errors import KafkaAccessDenied
 from consumer.kafka.acls import Acl, Purpose, ResourceType, required_acls
-from consumer.kafka.connection import security_problem
+from consumer.kafka.diagnose import security_problem
 from consumer.observability.health import Observed, serve_health
 
 log = structlog.get_logger(__name__)
