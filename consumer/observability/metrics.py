@@ -50,6 +50,7 @@ class Metrics:
     """The consumer's Prometheus metrics; ``registry`` is what ``/metrics`` renders."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # long: one declaration per metric, read as the list docs/operations.md documents
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
