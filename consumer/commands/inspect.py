@@ -24,6 +24,7 @@ from consumer.domain.basicsync import body_sha256, build_body, encode_body
 from consumer.domain.retention import ForgottenJob, StoredJob
 from consumer.errors import KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
 from consumer.kafka.access import explained
+from consumer.observability.logging import bound_record
 
 EXIT_UNKNOWN = 1
 EXIT_SETTINGS = 2
@@ -42,7 +43,8 @@ def main(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_SETTINGS
     try:
-        found = asyncio.run(explained(read_job_states(settings, [args.job_id]), settings))
+        with bound_record(client_job_id=args.job_id):
+            found = asyncio.run(explained(read_job_states(settings, [args.job_id]), settings))
     except (KafkaAccessDenied, KafkaSecurityError) as exc:
         print(f"basicsync inspect: {exc}", file=sys.stderr)
         return EXIT_KAFKA

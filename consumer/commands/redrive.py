@@ -75,6 +75,7 @@ from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import describe
 from consumer.kafka.publisher import ResultPublisher
+from consumer.observability.logging import bound_record
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -387,7 +388,13 @@ async def _resend(
     if not apply:
         return True
     try:
-        await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+        with bound_record(
+            topic=source.topic,
+            partition=source.partition,
+            offset=source.offset,
+            client_job_id=record.client_job_id,
+        ):
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
     except KafkaError as exc:
         print(f"  FAILED: {describe(exc)}", flush=True)
         return False
@@ -433,7 +440,8 @@ async def _resync_all(
                 flush=True,
             )
             if apply:
-                ok &= await _resync(settings, client, publisher, state)
+                with bound_record(client_job_id=job):
+                    ok &= await _resync(settings, client, publisher, state)
     return ok
 
 
