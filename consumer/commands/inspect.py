@@ -17,18 +17,19 @@ import json
 import sys
 from typing import Any
 
-from aiokafka.errors import KafkaError
-
-from consumer.commands.tooling import kafka_failure, read_job_states, tool_settings
+from consumer.commands.tooling import (
+    KAFKA_TROUBLE,
+    kafka_trouble,
+    read_job_states,
+    tool_settings,
+)
 from consumer.domain.basicsync import body_sha256, build_body, encode_body
 from consumer.domain.retention import ForgottenJob, StoredJob
-from consumer.errors import KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
 from consumer.kafka.access import explained
 from consumer.observability.logging import bound_record
 
 EXIT_UNKNOWN = 1
 EXIT_SETTINGS = 2
-EXIT_KAFKA = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,12 +46,8 @@ def main(args: argparse.Namespace) -> int:
     try:
         with bound_record(client_job_id=args.job_id):
             found = asyncio.run(explained(read_job_states(settings, [args.job_id]), settings))
-    except (KafkaAccessDenied, KafkaSecurityError) as exc:
-        print(f"basicsync inspect: {exc}", file=sys.stderr)
-        return EXIT_KAFKA
-    except (KafkaError, TopicLayoutError, OSError) as exc:
-        print(f"basicsync inspect: {kafka_failure(exc, settings)}", file=sys.stderr)
-        return EXIT_KAFKA
+    except KAFKA_TROUBLE as exc:
+        return kafka_trouble("inspect", exc, settings)
     if args.job_id not in found:
         print(f"basicsync inspect: unknown job {args.job_id!r}", file=sys.stderr)
         return EXIT_UNKNOWN

@@ -56,8 +56,9 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from consumer.commands.tooling import (
+    KAFKA_TROUBLE,
     bootstrap_servers,
-    kafka_failure,
+    kafka_trouble,
     read_job_states,
     tool_settings,
 )
@@ -66,7 +67,7 @@ from consumer.domain.basicsync import payload
 from consumer.domain.job import JobState, is_postable
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, SuccessRecord
 from consumer.domain.retention import ForgottenJob, StoredJob
-from consumer.errors import ConfigError, KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
+from consumer.errors import ConfigError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import Accepted, GatewayClient, Rejected
 from consumer.gateway.tls import gateway_ssl
@@ -79,7 +80,6 @@ from consumer.observability.logging import bound_record
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_KAFKA = 3
 
 SYNC_REASONS = frozenset(
     {
@@ -147,12 +147,8 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"basicsync redrive: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (KafkaAccessDenied, KafkaSecurityError) as exc:
-        print(f"basicsync redrive: {exc}", file=sys.stderr)
-        return EXIT_KAFKA
-    except (KafkaError, TopicLayoutError, OSError) as exc:
-        print(f"basicsync redrive: Kafka failed: {kafka_failure(exc, settings)}", file=sys.stderr)
-        return EXIT_KAFKA
+    except KAFKA_TROUBLE as exc:
+        return kafka_trouble("redrive", exc, settings)
 
 
 class Originals:

@@ -13,16 +13,22 @@ import sys
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
 
 from consumer.config import Settings, load_settings
 from consumer.domain.retention import StoredJob
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
 from consumer.intake import hashes_to
 from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import explain
 from consumer.observability.logging import configure_logging
 from consumer.state.recovery import restore
+
+#: Exit code of a command that could not do its work because of Kafka or its topics.
+EXIT_KAFKA = 3
+#: What a command catches as Kafka trouble (reported by :func:`kafka_trouble`).
+KAFKA_TROUBLE = (KafkaAccessDenied, KafkaSecurityError, KafkaError, TopicLayoutError, OSError)
 
 
 def tool_settings() -> Settings | None:
@@ -50,6 +56,20 @@ def bootstrap_servers(settings: Settings) -> list[str]:
 def kafka_failure(exc: BaseException, settings: Settings) -> str:
     """What went wrong, with its cause (see consumer.kafka.diagnose)."""
     return asyncio.run(explain(exc, settings.kafka.bootstrap_servers))
+
+
+def kafka_trouble(command: str, exc: BaseException, settings: Settings) -> int:
+    """Say on stderr, in one line, why Kafka failed ``basicsync COMMAND``; :data:`EXIT_KAFKA`.
+
+    A denied ACL or a refused connection already names its cause; anything else gets the
+    reachability of the bootstrap servers added (:func:`kafka_failure`).
+    """
+    if isinstance(exc, KafkaAccessDenied | KafkaSecurityError):
+        detail = str(exc)
+    else:
+        detail = f"Kafka failed: {kafka_failure(exc, settings)}"
+    print(f"basicsync {command}: {detail}", file=sys.stderr)
+    return EXIT_KAFKA
 
 
 async def read_job_states(

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from consumer.commands.tooling import bootstrap_servers, tool_settings
+from consumer.commands.tooling import EXIT_KAFKA, bootstrap_servers, kafka_trouble, tool_settings
 from consumer.config import KafkaSettings, Settings
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, KafkaAccessDenied, TopicLayoutError
 
 
 class TestBootstrapServers:
@@ -30,3 +30,22 @@ class TestToolSettings:
         monkeypatch.delenv("BASICSYNC_KAFKA__BOOTSTRAP_SERVERS", raising=False)
         assert tool_settings() is None
         assert "BASICSYNC_KAFKA__BOOTSTRAP_SERVERS is not set" in capsys.readouterr().err
+
+
+class TestKafkaTrouble:
+    def test_a_named_cause_is_printed_as_it_is(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """A denied ACL already says what to grant: one line, exit 3."""
+        settings = Settings(kafka=KafkaSettings(bootstrap_servers=["k:9092"]))
+        denied = KafkaAccessDenied("Kafka denied this client access to topic t: grant Read")
+        assert kafka_trouble("inspect", denied, settings) == EXIT_KAFKA == 3
+        assert capsys.readouterr().err == f"basicsync inspect: {denied}\n"
+
+    def test_other_failures_say_kafka_failed_with_the_cause(
+        self, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Any other Kafka error is described with its type, after "Kafka failed"."""
+        settings = Settings(kafka=KafkaSettings(bootstrap_servers=None))
+        assert kafka_trouble("redrive", TopicLayoutError("no changelog"), settings) == 3
+        assert capsys.readouterr().err == (
+            "basicsync redrive: Kafka failed: TopicLayoutError: no changelog\n"
+        )
