@@ -39,8 +39,8 @@ from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import explain_denial
 from consumer.kafka.admin import partition_counts
-from consumer.kafka.connection import client_kwargs, security_problem
-from consumer.kafka.diagnose import describe, explain
+from consumer.kafka.connection import client_kwargs
+from consumer.kafka.diagnose import describe, explain, security_problem
 from consumer.kafka.limits import RECORD_HEADROOM_BYTES, RESULT_RECORD_BYTES
 from consumer.kafka.placement import sample_placement
 from consumer.observability.logging import configure_logging

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from consumer.commands.inspect import bootstrap_servers, kafka_failure, tool_settings
+from consumer.commands.tooling import bootstrap_servers, kafka_failure, tool_settings
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured

@@ -3,7 +3,7 @@
 Two kinds of numbers:
 
 - *Events* (counters, histograms) are fed as they happen, by :class:`~.stats.Stats`, which the
-  pipeline and the scheduler already report into.
+  pipeline and the scheduler report into; the totals it shows are read back from here.
 - *Levels* (dirty jobs, requests in flight, jobs in memory, circuit state, lag per partition)
   are sampled when ``/metrics`` is scraped (:meth:`Metrics.sample`), so nothing runs between
   scrapes and a gauge never shows a stale partition.
@@ -50,6 +50,7 @@ class Metrics:
     """The consumer's Prometheus metrics; ``registry`` is what ``/metrics`` renders."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # long: one declaration per metric, read as the list docs/operations.md documents
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry

@@ -61,7 +61,8 @@ class TestFedByObserverCalls:
         assert value(stats, "basicsync_events_invalid_total", reason="invalid_event") == 2
         assert value(stats, "basicsync_events_invalid_total", reason="key_mismatch") == 1
         assert value(stats, "basicsync_misrouted_keys_total") == 2
-        assert stats.events == 10  # the plain totals still work
+        assert stats.events == 10  # the totals are read back from the metrics
+        assert stats.invalid == {"invalid_event": 2, "key_mismatch": 1}
 
     def test_requests_count_by_outcome_and_status_with_latency_and_retries(self) -> None:
         """Each finished request is counted by outcome and status ("none" without a response),
@@ -81,7 +82,7 @@ class TestFedByObserverCalls:
         assert value(stats, "basicsync_sync_request_seconds_sum") == pytest.approx(10.56)
         assert value(stats, "basicsync_sync_request_seconds_bucket", le="0.025") == 2
         assert value(stats, "basicsync_sync_retries_total") == 2
-        assert stats.requests["accepted"] == 2
+        assert stats.requests == {"accepted": 2, "retryable": 2, "rejected": 1}
 
     def test_success_latency_lands_in_the_event_to_sync_histogram(self) -> None:
         """synced(latency_ms) observes seconds; a success without a latency is not observed."""
@@ -92,7 +93,6 @@ class TestFedByObserverCalls:
         assert value(stats, "basicsync_event_to_sync_seconds_sum") == 1.5
         assert value(stats, "basicsync_event_to_sync_seconds_bucket", le="1.0") == 0
         assert value(stats, "basicsync_event_to_sync_seconds_bucket", le="2.0") == 1
-        assert stats.synced_jobs == 2
 
     def test_circuit_changes_set_the_state_gauge_and_count_openings(self) -> None:
         """The state gauge has one series per state, 1 for the current one; opening counts
@@ -143,6 +143,7 @@ class TestFedByObserverCalls:
         assert value(stats, "basicsync_restored_jobs_total") == 40
         assert value(stats, "basicsync_restoring") == 0
         assert value(stats, "basicsync_partitions_owned") == 2
+        assert (stats.restores, stats.restored_jobs) == (1, 40)
 
 
 class TestSampledLevels:
