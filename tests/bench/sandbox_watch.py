@@ -34,10 +34,10 @@ from typing import Any
 
 from aiohttp import web
 
-from consumer.sandbox import SandboxSettings, run_sandbox
-from consumer.sandbox.api import BASIC_SYNC_PATH
-from consumer.sandbox.server import Sandbox
-from consumer.sandbox.state import Outcome, Record
+from consumer.testing.workfloplus import SandboxSettings, run_sandbox
+from consumer.testing.workfloplus.api_routes import BASIC_SYNC_PATH
+from consumer.testing.workfloplus.server import Sandbox
+from consumer.testing.workfloplus.state import Outcome, Record
 
 
 @dataclass

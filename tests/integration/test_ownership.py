@@ -30,8 +30,8 @@ from consumer.errors import PartitionLost
 from consumer.kafka.transactions import OutRecord, PartitionProducer
 from consumer.observability.stats import Stats
 from consumer.pipeline import Restorer
-from consumer.sandbox import Sandbox
 from consumer.state.recovery import RestoreReport
+from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     Topics,

@@ -17,7 +17,7 @@ from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
 from consumer.demo import DemoPlan, build_demo
-from consumer.sandbox import Sandbox, SandboxSettings, run_sandbox
+from consumer.testing.workfloplus import Sandbox, SandboxSettings, run_sandbox
 from tests.integration.harness import (
     MakeTopic,
     consumer_env,
