@@ -5,5 +5,4 @@
 - ``job``: job state and the reducer ``apply(state, event, now)``.
 - ``basicsync``: the request body built from a state, its bytes and hash.
 - ``results``: success and failure records and the fixed set of failure reasons.
-- ``demo_jobs``: seeded, realistic event streams with their expected bodies.
 """

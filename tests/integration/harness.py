@@ -24,7 +24,7 @@ from consumer.kafka.limits import changelog_max_message_bytes
 from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, Tracing
 from consumer.pipeline import Restorer
-from consumer.sandbox import Sandbox
+from consumer.testing.workfloplus import Sandbox
 
 MakeTopic = Callable[..., Awaitable[str]]
 DEFAULT_MAX_JOB_BYTES = KafkaSettings.model_fields["max_job_bytes"].default

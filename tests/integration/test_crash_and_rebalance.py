@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from consumer.demo import DemoPlan, build_demo
-from consumer.sandbox import Sandbox
+from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     assert_history_never_shrinks,

@@ -19,7 +19,7 @@ import pytest
 
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.events import EventType, JobEvent
-from consumer.sandbox import Sandbox
+from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     eventually,

@@ -28,8 +28,8 @@ from consumer.domain.retention import StoredJob
 from consumer.errors import PartitionLost
 from consumer.kafka.transactions import OutRecord, PartitionProducer
 from consumer.pipeline import Restorer
-from consumer.sandbox import Sandbox
 from consumer.state.recovery import RestoreReport
+from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     Topics,

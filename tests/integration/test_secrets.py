@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from consumer.demo import DemoPlan, build_demo
-from consumer.sandbox import Sandbox, SandboxSettings, run_sandbox
+from consumer.testing.workfloplus import Sandbox, SandboxSettings, run_sandbox
 from tests.integration.harness import (
     MakeTopic,
     consumer_env,

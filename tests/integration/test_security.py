@@ -39,7 +39,7 @@ from consumer.demo import DemoPlan, build_demo
 from consumer.kafka.access import run_waiting_out_denials
 from consumer.kafka.acls import Acl, Operation, Purpose, ResourceType, required_acls
 from consumer.observability.stats import Stats
-from consumer.sandbox import Sandbox, SandboxSettings, run_sandbox
+from consumer.testing.workfloplus import Sandbox, SandboxSettings, run_sandbox
 from tests.fixtures.certs import CertificateAuthority
 from tests.fixtures.kafka import MakeTopic
 from tests.fixtures.secure_kafka import TLS_USER, SecureKafka

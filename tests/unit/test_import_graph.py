@@ -24,12 +24,7 @@ PACKAGE = "consumer"
 
 #: Circles still in the code, each as the set of modules tangled in it, with who removes it. An
 #: entry must name a real circle (a test fails once it is gone, so the entry goes too).
-ALLOWED_CIRCLES: dict[frozenset[str], str] = {
-    # The WorkfloPlus sandbox's server and its control routes import each other (the routes
-    # type the server behind TYPE_CHECKING). Removed by the sandbox's rename into a test double
-    # (issue 12, "the sandbox is a test double"), which owns those files.
-    frozenset({"consumer.sandbox.server", "consumer.sandbox.control_api"}): "sandbox rename",
-}
+ALLOWED_CIRCLES: dict[frozenset[str], str] = {}
 
 
 def module_name(path: Path) -> str:

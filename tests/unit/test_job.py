@@ -10,8 +10,9 @@ from typing import Any
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from consumer.demo.example import EXAMPLE_BODY, example_job_events
+from consumer.demo.jobs import demo_job
 from consumer.domain.basicsync import build_body
-from consumer.domain.demo_jobs import EXAMPLE_BODY, demo_job, example_job_events
 from consumer.domain.events import EventType, JobEvent
 from consumer.domain.job import (
     SEEN_IDS_LIMIT,
