@@ -38,20 +38,22 @@ from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import is_denial
 from consumer.kafka.admin import TopicPlan, ensure_topology
-from consumer.kafka.connection import client_kwargs, security_problem
-from consumer.kafka.diagnose import unreachable
+from consumer.kafka.connection import client_kwargs
+from consumer.kafka.diagnose import security_problem, unreachable
 from consumer.kafka.limits import (
-    COMPRESSION_TYPE,
     changelog_max_message_bytes,
+    compression_type,
     max_request_size,
 )
 from consumer.kafka.source import EventSource
 from consumer.kafka.transactions import PartitionProducer
 from consumer.observability.health import WatchedTokens, serve_health
+from consumer.observability.metrics import Metrics
 from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, SyncTracer, Tracing
 from consumer.pipeline import Pipeline, PipelineLimits, Restorer
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
+from consumer.state.memory import MemoryGuard, memory_limit_bytes
 from consumer.state.recovery import RestoreReport, restore
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
@@ -124,7 +126,8 @@ class _CircuitPausesSource:
 
 @dataclass
 class Running:
-    """Handles a caller (the run command, tests) may look at while the consumer runs."""
+    """Handles a caller (the run command, tests) may look at while the consumer runs; the
+    health endpoints read it as ``observability.health.Observed``."""
 
     stats: Stats
     #: what start-up is waiting for (e.g. an unreachable Kafka), for readiness
@@ -136,6 +139,14 @@ class Running:
     http_port: int | None = None
     #: why Kafka refuses us while a missing ACL is waited out (None: access granted)
     kafka_access: str | None = None
+
+    @property
+    def metrics(self) -> Metrics:
+        return self.stats.metrics
+
+    def drop_components(self) -> None:
+        """Forget the parts of a run that ended (the next run fills them again)."""
+        self.pipeline = self.scheduler = self.source = None
 
 
 async def run_consumer(
@@ -155,33 +166,9 @@ async def run_consumer(
     running = running or Running(stats=Stats())
     kafka = client_kwargs(settings.kafka, endpoints.bootstrap_servers)
     async with AsyncExitStack() as stack:
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=settings.sync.concurrency + 4, ssl=gateway_ssl(settings.gateway)
-            ),
-            trace_configs=tracing.trace_configs(),
-        )
-        stack.push_async_callback(session.close)
-        tokens = WatchedTokens(
-            ClientCredentialsTokenProvider(
-                session,
-                endpoints.token_url,
-                endpoints.client_id,
-                endpoints.client_secret,
-                settings.gateway.scope,
-            )
-        )
-        if settings.observability.http_port is not None:
-            http = await stack.enter_async_context(
-                serve_health(
-                    running,
-                    tokens,
-                    host="0.0.0.0",
-                    port=settings.observability.http_port,
-                    stall_limit_s=settings.observability.stall_limit_s,
-                )
-            )
-            running.http_port = http.port
+        session = _gateway_session(stack, settings, tracing)
+        tokens = _watched_tokens(session, endpoints, settings)
+        await _serve_endpoints(stack, settings, running, tokens)
         admin = await _until_reachable(
             "admin", lambda: _started_admin(kafka), settings, endpoints, stop, running
         )
@@ -206,14 +193,7 @@ async def run_consumer(
             tracing.sync_tracer,
         )
         running.pipeline, running.scheduler = pipeline, scheduler
-
-        async def started_source() -> EventSource:
-            await source.start(pipeline)
-            return source
-
-        stack.push_async_callback(source.stop)
-        if await _until_reachable("consumer", started_source, settings, endpoints, stop, running):
-            running.source = source
+        if await _join_group(stack, source, pipeline, settings, endpoints, stop, running):
             log.info(
                 "consumer_started",
                 group=settings.kafka.group_id,
@@ -222,6 +202,75 @@ async def run_consumer(
             )
             await _run_until_stopped(pipeline, scheduler, stop, settings.sync.shutdown_deadline_s)
         log.info("consumer_stopped")
+
+
+def _gateway_session(
+    stack: AsyncExitStack, settings: Settings, tracing: Tracing
+) -> aiohttp.ClientSession:
+    """The HTTP session of the token endpoint and basicSync, closed last."""
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=settings.sync.concurrency + 4, ssl=gateway_ssl(settings.gateway)
+        ),
+        trace_configs=tracing.trace_configs(),
+    )
+    stack.push_async_callback(session.close)
+    return session
+
+
+def _watched_tokens(
+    session: aiohttp.ClientSession, endpoints: Endpoints, settings: Settings
+) -> WatchedTokens:
+    """OAuth2 client-credentials tokens, watched for readiness."""
+    return WatchedTokens(
+        ClientCredentialsTokenProvider(
+            session,
+            endpoints.token_url,
+            endpoints.client_id,
+            endpoints.client_secret,
+            settings.gateway.scope,
+        )
+    )
+
+
+async def _serve_endpoints(
+    stack: AsyncExitStack, settings: Settings, running: Running, tokens: WatchedTokens
+) -> None:
+    """``/metrics``, ``/healthz`` and ``/readyz``, when ``observability.http_port`` is set."""
+    if settings.observability.http_port is None:
+        return
+    http = await stack.enter_async_context(
+        serve_health(
+            running,
+            tokens,
+            host="0.0.0.0",
+            port=settings.observability.http_port,
+            stall_limit_s=settings.observability.stall_limit_s,
+        )
+    )
+    running.http_port = http.port
+
+
+async def _join_group(
+    stack: AsyncExitStack,
+    source: EventSource,
+    pipeline: Pipeline,
+    settings: Settings,
+    endpoints: Endpoints,
+    stop: asyncio.Event,
+    running: Running,
+) -> bool:
+    """Join the consumer group (waiting out an unreachable Kafka); False if stopped first."""
+
+    async def started_source() -> EventSource:
+        await source.start(pipeline)
+        return source
+
+    stack.push_async_callback(source.stop)
+    if await _until_reachable("consumer", started_source, settings, endpoints, stop, running):
+        running.source = source
+        return True
+    return False
 
 
 def _topic_plan(settings: Settings) -> TopicPlan:
@@ -245,11 +294,71 @@ def _assemble(
     tracer: SyncTracer,
 ) -> tuple[Pipeline, SyncScheduler, EventSource]:
     """The object graph, each part given what it needs at construction."""
-    sync = settings.sync
-    group_id = settings.kafka.group_id
+    _warn_deprecated(settings)
+    store = JobStore()
+    checkpoint = Checkpoint(
+        store,
+        CheckpointTopics(
+            changelog=settings.state_topic,
+            succeeded=settings.topics.succeeded,
+            failed=settings.topics.failed,
+        ),
+        _producer_factory(settings, kafka),
+    )
+    source = _event_source(settings, kafka)
+    observer = _CircuitPausesSource(stats, source)
+    scheduler = _scheduler(settings, store, gateway, checkpoint, observer, tracer)
 
+    memory = MemoryGuard(
+        memory_limit_bytes(settings.store.memory_limit_mb), settings.store.restore_memory_share
+    )
+    stats.metrics.memory_limit.set(memory.limit_bytes or 0)
+
+    async def restore_partitions(
+        partitions: set[int],
+    ) -> tuple[dict[int, dict[str, StoredJob]], RestoreReport]:
+        return await restore(
+            _consumer_factory(kafka), settings.state_topic, partitions, memory.check
+        )
+
+    async def changelog_end_offsets(partitions: set[int]) -> dict[int, int]:
+        tps = [TopicPartition(settings.state_topic, p) for p in partitions]
+        ends: dict[TopicPartition, int] = await source.end_offsets(tps)
+        return {tp.partition: offset for tp, offset in ends.items()}
+
+    pipeline = Pipeline(
+        source,
+        store,
+        checkpoint,
+        scheduler,
+        wrap_restore(restore_partitions) if wrap_restore else restore_partitions,
+        changelog_end_offsets,
+        _pipeline_limits(settings, partition_count),
+        stats,
+    )
+    return pipeline, scheduler, source
+
+
+def _warn_deprecated(settings: Settings) -> None:
+    if settings.sync.circuit_failure_threshold is not None:
+        log.warning(
+            "setting_ignored",
+            variable="BASICSYNC_SYNC__CIRCUIT_FAILURE_THRESHOLD",
+            why="deprecated: failures are judged systemic or per-job by evidence; remove it",
+        )
+
+
+def _consumer_factory(kafka: dict[str, Any]) -> Callable[..., AIOKafkaConsumer]:
     def consumer_factory(**extra: Any) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(**kafka, **extra)
+
+    return consumer_factory
+
+
+def _producer_factory(
+    settings: Settings, kafka: dict[str, Any]
+) -> Callable[[int], PartitionProducer]:
+    """Each input partition's transactional producer (its id fences earlier owners)."""
 
     def open_producer(partition: int) -> PartitionProducer:
         return PartitionProducer(
@@ -260,32 +369,23 @@ def _assemble(
                 linger_ms=5,
                 max_batch_size=1 << 20,
                 max_request_size=max_request_size(settings.kafka.max_job_bytes),
-                compression_type=COMPRESSION_TYPE,
+                compression_type=compression_type(settings.kafka.compression),
                 **extra,
             ),
-            group_id,
+            settings.kafka.group_id,
             partition,
+            max_record_bytes=max_request_size(settings.kafka.max_job_bytes),
         )
 
-    store = JobStore()
-    checkpoint = Checkpoint(
-        store,
-        CheckpointTopics(
-            changelog=settings.state_topic,
-            succeeded=settings.topics.succeeded,
-            failed=settings.topics.failed,
-        ),
-        open_producer,
-    )
-    if sync.circuit_failure_threshold is not None:
-        log.warning(
-            "setting_ignored",
-            variable="BASICSYNC_SYNC__CIRCUIT_FAILURE_THRESHOLD",
-            why="deprecated: failures are judged systemic or per-job by evidence; remove it",
-        )
-    source = EventSource(
-        lambda **extra: consumer_factory(
-            group_id=group_id,
+    return open_producer
+
+
+def _event_source(settings: Settings, kafka: dict[str, Any]) -> EventSource:
+    """The group member that fetches the input topics."""
+    return EventSource(
+        lambda **extra: AIOKafkaConsumer(
+            **kafka,
+            group_id=settings.kafka.group_id,
             max_poll_records=settings.kafka.max_poll_records,
             session_timeout_ms=settings.kafka.session_timeout_ms,
             heartbeat_interval_ms=min(3_000, settings.kafka.session_timeout_ms // 3),
@@ -294,8 +394,18 @@ def _assemble(
         ),
         list(settings.topics.input),
     )
-    observer = _CircuitPausesSource(stats, source)
-    scheduler = SyncScheduler(
+
+
+def _scheduler(
+    settings: Settings,
+    store: JobStore,
+    gateway: GatewayClient,
+    checkpoint: Checkpoint,
+    observer: _CircuitPausesSource,
+    tracer: SyncTracer,
+) -> SyncScheduler:
+    sync = settings.sync
+    return SyncScheduler(
         store,
         gateway,
         checkpoint,
@@ -314,37 +424,20 @@ def _assemble(
         tracer=tracer,
     )
 
-    async def restore_partitions(
-        partitions: set[int],
-    ) -> tuple[dict[int, dict[str, StoredJob]], RestoreReport]:
-        return await restore(consumer_factory, settings.state_topic, partitions)
 
-    async def changelog_end_offsets(partitions: set[int]) -> dict[int, int]:
-        tps = [TopicPartition(settings.state_topic, p) for p in partitions]
-        ends: dict[TopicPartition, int] = await source.end_offsets(tps)
-        return {tp.partition: offset for tp, offset in ends.items()}
-
-    pipeline = Pipeline(
-        source,
-        store,
-        checkpoint,
-        scheduler,
-        wrap_restore(restore_partitions) if wrap_restore else restore_partitions,
-        changelog_end_offsets,
-        PipelineLimits(
-            partition_count=partition_count,
-            max_event_bytes=settings.kafka.max_event_bytes,
-            revoke_deadline_s=sync.shutdown_deadline_s,
-            retention_s=sync.retention_s,
-            forgotten_retention_s=sync.forgotten_retention_s,
-            max_job_bytes=settings.kafka.max_job_bytes,
-            max_failure_value_bytes=settings.kafka.max_failure_value_bytes,
-            checkpoint_interval_s=settings.kafka.checkpoint_interval_ms / 1000,
-            catch_up_lag=sync.catch_up_lag,
-        ),
-        stats,
+def _pipeline_limits(settings: Settings, partition_count: int) -> PipelineLimits:
+    sync = settings.sync
+    return PipelineLimits(
+        partition_count=partition_count,
+        max_event_bytes=settings.kafka.max_event_bytes,
+        revoke_deadline_s=sync.shutdown_deadline_s,
+        retention_s=sync.retention_s,
+        forgotten_retention_s=sync.forgotten_retention_s,
+        max_job_bytes=settings.kafka.max_job_bytes,
+        max_failure_value_bytes=settings.kafka.max_failure_value_bytes,
+        checkpoint_interval_s=settings.kafka.checkpoint_interval_ms / 1000,
+        catch_up_lag=sync.catch_up_lag,
     )
-    return pipeline, scheduler, source
 
 
 async def _started_admin(kafka: dict[str, Any]) -> AIOKafkaAdminClient:

@@ -32,7 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "consumer.commands.run",
         "run the consumer (--embedded: local Kafka and the WorkfloPlus sandbox, for development)",
     ),
-    "sandbox": ("consumer.sandbox.command", "run the local WorkfloPlus sandbox server"),
+    "sandbox": ("consumer.testing.workfloplus.command", "run the local WorkfloPlus sandbox server"),
     "config": (
         "consumer.commands.config",
         "print the settings reference (environment variables, defaults)",

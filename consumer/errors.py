@@ -12,6 +12,7 @@ decide on the type, never on the message::
     ├── KafkaAccessDenied           retriable=True    an ACL is missing; waited out, not ready
     ├── PartitionLost               retriable=False   this member no longer owns a partition
     ├── RecordsTooLarge             retriable=True    Kafka refused records as too large
+    ├── MemoryExhausted             retriable=False   the partitions' state does not fit in memory
     ├── InvalidEvent                retriable=False   (consumer.domain.events) to the failure topic
     └── GatewayError                retriable=True    talking to WorkfloPlus went wrong
         ├── TokenUnavailable        retriable=True    token endpoint down, slow or answering 5xx
@@ -100,6 +101,27 @@ class RecordsTooLarge(BasicSyncError):
         super().__init__(f"partition {partition}: {len(indices)} records too large ({why})")
         self.partition = partition
         self.indices = indices
+
+
+class MemoryExhausted(BasicSyncError):
+    """Restoring the assigned partitions would take the process past its memory limit.
+
+    Raised by the restore once resident memory passes the share of the limit that state may
+    use (``BASICSYNC_STORE__*``), instead of being killed by the kernel with nothing said. The
+    member gives the partitions back and reports it (log ``state_exceeds_memory``, metric
+    ``basicsync_restore_refusals_total``, readiness). Operator: raise the memory limit (see
+    docs/operations.md "Memory"), or spread the partitions over more members.
+    """
+
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, resident_bytes: int, limit_bytes: int, share: float) -> None:
+        super().__init__(
+            f"resident memory {resident_bytes / 2**20:.0f} MiB passed {share:.0%} of the "
+            f"{limit_bytes / 2**20:.0f} MiB limit while restoring job state"
+        )
+        self.resident_bytes = resident_bytes
+        self.limit_bytes = limit_bytes
 
 
 class PartitionLost(BasicSyncError):

@@ -30,6 +30,7 @@ import structlog
 
 from consumer.domain.results import MAX_FAILURE_VALUE_BYTES
 from consumer.domain.retention import ForgottenJob, Retention, StoredJob, forget, retention_action
+from consumer.errors import MemoryExhausted
 from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, SourceRecord, absorb
 from consumer.kafka.access import is_denial
 from consumer.kafka.source import EventSource
@@ -50,6 +51,9 @@ class PipelineObserver(Protocol):
     def restored(self, report: RestoreReport) -> None: ...
 
     def ownership_changed(self, partitions: set[int], restoring: bool) -> None: ...
+
+    def restore_refused(self, error: MemoryExhausted) -> None:
+        """A restore stopped before the state outgrew the memory limit."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,11 @@ class Pipeline:
     @property
     def owned_partitions(self) -> set[int]:
         return set(self._owned)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of the changelog values of the jobs held (their stored size)."""
+        return self._checkpoint.stored_bytes
 
     @property
     def job_count(self) -> int:
@@ -189,6 +198,18 @@ class Pipeline:
             try:
                 await self._take_once(pending)
                 return
+            except MemoryExhausted as exc:
+                # Trying again reads the same state into the same memory: give the partitions
+                # back and say so, instead of being killed by the kernel (docs/operations.md).
+                log.error(
+                    "state_exceeds_memory",
+                    partitions=sorted(pending),
+                    error=str(exc),
+                    action="raise the memory limit or spread the partitions over more members",
+                )
+                self._observer.restore_refused(exc)
+                pending -= self._owned
+                break
             except Exception as exc:
                 if is_denial(exc):
                     raise
@@ -223,6 +244,7 @@ class Pipeline:
             for partition, states in restored.items():
                 self._sizes.forget(self._store.jobs_in(partition))
                 self._store.replace_partition(partition, states)
+                self._checkpoint.track_sizes(partition, report.value_bytes.get(partition, {}))
             self._observer.restored(report)
             log.info(
                 "state_restored",
@@ -252,6 +274,7 @@ class Pipeline:
         return taken if written is None else max(taken, written + 2)
 
     def _drop(self, partition: int) -> None:
+        self._checkpoint.forget_sizes(partition)
         self._sizes.forget(self._store.jobs_in(partition))
         self._store.drop_partition(partition)
         self._known_end.pop(partition, None)

@@ -39,8 +39,8 @@ from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import explain_denial
 from consumer.kafka.admin import partition_counts
-from consumer.kafka.connection import client_kwargs, security_problem
-from consumer.kafka.diagnose import describe, explain
+from consumer.kafka.connection import client_kwargs
+from consumer.kafka.diagnose import describe, explain, security_problem
 from consumer.kafka.limits import RECORD_HEADROOM_BYTES, RESULT_RECORD_BYTES
 from consumer.kafka.placement import sample_placement
 from consumer.observability.logging import configure_logging
@@ -74,6 +74,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout", type=float, default=15.0, help="seconds allowed for each network check"
     )
+    parser.add_argument(
+        "--skip-gateway",
+        action="store_true",
+        help="check the settings, Kafka and the topics only, not WorkfloPlus (e.g. after "
+        "`run --embedded`, whose in-process sandbox ended with the run)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -84,18 +90,20 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_SETTINGS
     configure_logging(settings.observability.log_format, "error")
     checks = [Check("settings", True, "valid", EXIT_OK)]
-    checks += asyncio.run(_network_checks(settings, args.timeout))
+    checks += asyncio.run(_network_checks(settings, args.timeout, gateway=not args.skip_gateway))
     for check in checks:
         print(check.line(), flush=True)
     failed = [check.exit_code for check in checks if not check.ok]
     return min(failed, default=EXIT_OK)
 
 
-async def _network_checks(settings: Settings, limit_s: float) -> list[Check]:
-    kafka, gateway = await asyncio.gather(
+async def _network_checks(settings: Settings, limit_s: float, *, gateway: bool) -> list[Check]:
+    if not gateway:
+        return await _kafka_checks(settings, limit_s)
+    kafka, workfloplus = await asyncio.gather(
         _kafka_checks(settings, limit_s), _gateway_checks(settings, limit_s)
     )
-    return [*kafka, *gateway]
+    return [*kafka, *workfloplus]
 
 
 async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:

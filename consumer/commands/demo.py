@@ -1,15 +1,17 @@
 """``basicsync demo``: stream realistic job event streams to the input topics.
 
 Jobs come from :func:`consumer.demo.build_demo` (interleaved as from many field workers, with
-the chosen share of aborted and excluded jobs). Events go to the input topics by kind, as
-separate upstream systems would send them (upserts, steps, status/abort/exclusion), in
-structured or binary CloudEvents mode. ``--invalid-share`` adds *extra* unusable events, so the
-valid ones still assemble into the jobs' expected documents: bad JSON, an unknown ``type`` and a
-Kafka key that differs from the subject, in turn, each keyed like a demo job's events.
+the chosen share of aborted and excluded jobs). Events go to the input topics by kind through
+``consumer.demo.sender`` (upserts, steps, status/abort/exclusion, as separate upstream systems
+would send them), in structured or binary CloudEvents mode. ``--invalid-share`` adds *extra*
+unusable events, so the valid ones still assemble into the jobs' expected documents: bad JSON,
+an unknown ``type`` and a Kafka key that differs from the subject, in turn, each keyed like a
+demo job's events.
 
 Input topics are never created implicitly (a broker with auto-creation would make one partition
 and break co-partitioning): ``--create-topics N`` creates the missing ones with N partitions.
-Progress goes to stderr: a bar on a terminal, a plain line every few seconds otherwise.
+Progress goes to stderr through ``consumer.progress``: a live bar on a terminal, a plain line
+every few seconds otherwise.
 
 Exit codes: 0 all events acknowledged, 1 Kafka failed mid-way, 2 invalid settings or options,
 4 an input topic is missing.
@@ -19,40 +21,25 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import random
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from consumer.commands.inspect import bootstrap_servers, kafka_failure, tool_settings
+from consumer.commands.tooling import bootstrap_servers, kafka_failure, tool_settings
 from consumer.config import Settings
-from consumer.demo import DemoPlan, build_demo
-from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
+from consumer.demo import DemoPlan, demo_records, send_records
+from consumer.demo.sender import Record
 from consumer.kafka.admin import create_topics, partition_counts
 from consumer.kafka.connection import client_kwargs
+from consumer.progress import ProgressReport, open_display
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TOPICS = 4
-
-#: Which input topic an event kind goes to (modulo the topic count); as in consumer.demo.
-_TOPIC_OF_KIND = {
-    EventType.upserted: 0,
-    EventType.step_completed: 1,
-    EventType.step_cancelled: 1,
-    EventType.status_changed: 2,
-    EventType.excluded: 2,
-    EventType.aborted: 2,
-}
-INVALID_KINDS = ("bad_json", "unknown_type", "key_mismatch")
-
-Record = tuple[str, bytes, bytes, list[tuple[str, bytes]]]
 
 
 def _share(text: str) -> float:
@@ -126,41 +113,6 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def demo_records(
-    plan: DemoPlan, topics: Sequence[str], invalid_share: float
-) -> tuple[list[Record], int]:
-    """``(topic, key, value, headers)`` of every event to send with invalid ones mixed in, and
-    how many of them are invalid."""
-    demo = build_demo(plan)
-    rng = random.Random(plan.seed)
-    records: list[Record] = []
-    for event in demo.events:
-        encode = encode_binary if rng.random() < plan.binary_share else encode_structured
-        key, value, headers = encode(event)
-        records.append((topics[_TOPIC_OF_KIND[event.type] % len(topics)], key, value, headers))
-    invalid = round(len(demo.events) * invalid_share)
-    for n in range(invalid):
-        event = demo.events[rng.randrange(len(demo.events))]
-        bad = invalid_record(event, INVALID_KINDS[n % len(INVALID_KINDS)], n)
-        records.insert(rng.randrange(len(records) + 1), (topics[0], *bad))
-    return records, invalid
-
-
-def invalid_record(
-    event: JobEvent, kind: str, n: int
-) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    """An unusable event of ``kind`` about ``event``'s job (keyed like it)."""
-    key, value, headers = encode_structured(event)
-    if kind == "bad_json":
-        return key, value[: len(value) // 2], headers
-    envelope: dict[str, Any] = json.loads(value)
-    envelope["id"] = f"{event.id}-invalid-{n}"
-    if kind == "unknown_type":
-        envelope["type"] = "com.workfloplus.job.teleported"
-        return key, json.dumps(envelope).encode(), headers
-    return key + b"-mismatch", json.dumps(envelope).encode(), headers  # key_mismatch
-
-
 async def _stream(
     settings: Settings,
     records: list[Record],
@@ -172,27 +124,17 @@ async def _stream(
     kafka = client_kwargs(settings.kafka, bootstrap_servers(settings))
     if not await _input_topics_ready(kafka, settings, create_partitions):
         return EXIT_TOPICS
-    progress = Progress(len(records), sys.stderr)
+    display = open_display(settings.observability.log_format, emit=_plain_progress, interval_s=2.0)
     producer = AIOKafkaProducer(**kafka, linger_ms=5, acks="all")
     await producer.start()
     try:
-        acks: list[asyncio.Future[Any]] = []
-        started = time.monotonic()
-        for sent, (topic, key, value, headers) in enumerate(records, 1):
-            if rate > 0:  # pace against the start, so slow sends do not lower the rate
-                ahead = started + sent / rate - time.monotonic()
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-            acks.append(await producer.send(topic, value=value, key=key, headers=headers))
-            progress.update(sent)
-        await asyncio.gather(*acks)
+        with display.progress("demo", len(records), "events") as progress:
+            await send_records(producer, records, rate=rate, on_sent=progress.update)
     finally:
         await producer.stop()
-        progress.close()
-    print(
+    display.say(
         f"sent {len(records)} events ({invalid} invalid) for {plan.jobs} jobs (seed "
-        f"{plan.seed}, prefix {plan.prefix}) to {', '.join(settings.topics.input)}",
-        flush=True,
+        f"{plan.seed}, prefix {plan.prefix}) to {', '.join(settings.topics.input)}"
     )
     return 0
 
@@ -224,40 +166,8 @@ async def _input_topics_ready(
         await admin.close()
 
 
-class Progress:
-    """A progress bar on a terminal; a plain line at most every 2 s (and at the end) otherwise."""
-
-    WIDTH = 30
-
-    def __init__(self, total: int, stream: TextIO) -> None:
-        self._total = max(total, 1)
-        self._stream = stream
-        self._tty = stream.isatty()
-        self._started = time.monotonic()
-        self._last_print = 0.0
-        self._done = 0
-
-    def update(self, done: int) -> None:
-        self._done = done
-        now = time.monotonic()
-        interval = 0.1 if self._tty else 2.0
-        if now - self._last_print >= interval or done == self._total:
-            self._last_print = now
-            self._print(now)
-
-    def close(self) -> None:
-        if self._tty:
-            self._stream.write("\n")
-        self._stream.flush()
-
-    def _print(self, now: float) -> None:
-        share = self._done / self._total
-        rate = self._done / max(now - self._started, 1e-6)
-        counts = f"{self._done}/{self._total} events {share:4.0%} {rate:,.0f}/s"
-        if self._tty:
-            filled = int(share * self.WIDTH)
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            self._stream.write(f"\r[{bar}] {counts}")
-        else:
-            self._stream.write(f"demo: {counts}\n")
-        self._stream.flush()
+def _plain_progress(report: ProgressReport) -> None:
+    """Not a terminal (or JSON logs): a plain line on stderr, no control sequences."""
+    rate = report.completed / max(report.elapsed_s, 1e-6)
+    share = report.completed / max(report.total, 1)
+    print(f"{report.line()} | {share:.0%} | {rate:,.0f}/s", file=sys.stderr, flush=True)

@@ -15,27 +15,21 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Iterable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
-from aiokafka.errors import KafkaError
-
-from consumer.config import Settings, load_settings
+from consumer.commands.tooling import (
+    KAFKA_TROUBLE,
+    kafka_trouble,
+    read_job_states,
+    tool_settings,
+)
 from consumer.domain.basicsync import body_sha256, encode_body
 from consumer.domain.retention import ForgottenJob, StoredJob
-from consumer.errors import ConfigError, KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
-from consumer.intake import hashes_to
 from consumer.kafka.access import explained
-from consumer.kafka.admin import existing_partition_count
-from consumer.kafka.connection import client_kwargs
-from consumer.kafka.diagnose import explain
-from consumer.observability.logging import configure_logging
-from consumer.state.recovery import restore
+from consumer.observability.logging import bound_record
 
 EXIT_UNKNOWN = 1
 EXIT_SETTINGS = 2
-EXIT_KAFKA = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,71 +44,16 @@ def main(args: argparse.Namespace) -> int:
     if settings is None:
         return EXIT_SETTINGS
     try:
-        found = asyncio.run(explained(read_job_states(settings, [args.job_id]), settings))
-    except (KafkaAccessDenied, KafkaSecurityError) as exc:
-        print(f"basicsync inspect: {exc}", file=sys.stderr)
-        return EXIT_KAFKA
-    except (KafkaError, TopicLayoutError, OSError) as exc:
-        print(f"basicsync inspect: {kafka_failure(exc, settings)}", file=sys.stderr)
-        return EXIT_KAFKA
+        with bound_record(client_job_id=args.job_id):
+            found = asyncio.run(explained(read_job_states(settings, [args.job_id]), settings))
+    except KAFKA_TROUBLE as exc:
+        return kafka_trouble("inspect", exc, settings)
     if args.job_id not in found:
         print(f"basicsync inspect: unknown job {args.job_id!r}", file=sys.stderr)
         return EXIT_UNKNOWN
     partition, state = found[args.job_id]
     print(json.dumps(describe(state, partition, body=args.body), indent=2))
     return 0
-
-
-def tool_settings() -> Settings | None:
-    """Settings for an operator tool: invalid ones (or no broker) are printed, not raised."""
-    try:
-        settings = load_settings()
-        bootstrap_servers(settings)
-    except ConfigError as exc:
-        print(f"basicsync: {exc}", file=sys.stderr)
-        return None
-    # Tools print their own results on stdout; the library's logs are only for trouble.
-    level = "debug" if settings.observability.log_level == "debug" else "warning"
-    configure_logging(settings.observability.log_format, level)
-    return settings
-
-
-def kafka_failure(exc: BaseException, settings: Settings) -> str:
-    """What went wrong, with its cause (see consumer.kafka.diagnose)."""
-    return asyncio.run(explain(exc, settings.kafka.bootstrap_servers))
-
-
-def bootstrap_servers(settings: Settings) -> list[str]:
-    """The brokers; operator tools never start the embedded development broker."""
-    if settings.kafka.bootstrap_servers is None:
-        raise ConfigError(
-            "BASICSYNC_KAFKA__BOOTSTRAP_SERVERS is not set (this command needs a running broker)"
-        )
-    return settings.kafka.bootstrap_servers
-
-
-async def read_job_states(
-    settings: Settings, job_ids: Iterable[str]
-) -> dict[str, tuple[int, StoredJob]]:
-    """``clientJobId -> (changelog partition, state)`` for the jobs the changelog holds (a
-    forgotten job's state is its marker).
-
-    Each needed partition is read once, whatever the number of jobs in it.
-    """
-    kafka = client_kwargs(settings.kafka, bootstrap_servers(settings))
-    topic = settings.state_topic
-    partitions = await existing_partition_count(kafka, topic, "changelog")
-    where = {job: hashes_to(job.encode(), partitions) for job in job_ids}
-    states, _ = await restore(
-        lambda **extra: AIOKafkaConsumer(**kafka, group_id=None, **extra),
-        topic,
-        set(where.values()),
-    )
-    return {
-        job: (partition, states[partition][job])
-        for job, partition in where.items()
-        if job in states.get(partition, {})
-    }
 
 
 def describe(state: StoredJob, partition: int, *, body: bool) -> dict[str, Any]:

@@ -55,9 +55,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
-from consumer.commands.inspect import (
+from consumer.commands.tooling import (
+    KAFKA_TROUBLE,
     bootstrap_servers,
-    kafka_failure,
+    kafka_trouble,
     read_job_states,
     tool_settings,
 )
@@ -66,7 +67,7 @@ from consumer.domain.basicsync import payload
 from consumer.domain.job import JobState, is_postable
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, SuccessRecord
 from consumer.domain.retention import ForgottenJob, StoredJob
-from consumer.errors import ConfigError, KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
+from consumer.errors import ConfigError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import Accepted, GatewayClient, Rejected
 from consumer.gateway.tls import gateway_ssl
@@ -75,10 +76,10 @@ from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import describe
 from consumer.kafka.publisher import ResultPublisher
+from consumer.observability.logging import bound_record
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-EXIT_KAFKA = 3
 
 SYNC_REASONS = frozenset(
     {
@@ -146,12 +147,8 @@ def main(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"basicsync redrive: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (KafkaAccessDenied, KafkaSecurityError) as exc:
-        print(f"basicsync redrive: {exc}", file=sys.stderr)
-        return EXIT_KAFKA
-    except (KafkaError, TopicLayoutError, OSError) as exc:
-        print(f"basicsync redrive: Kafka failed: {kafka_failure(exc, settings)}", file=sys.stderr)
-        return EXIT_KAFKA
+    except KAFKA_TROUBLE as exc:
+        return kafka_trouble("redrive", exc, settings)
 
 
 class Originals:
@@ -387,7 +384,13 @@ async def _resend(
     if not apply:
         return True
     try:
-        await producer.send_and_wait(topic, value=value, key=key, headers=headers)
+        with bound_record(
+            topic=source.topic,
+            partition=source.partition,
+            offset=source.offset,
+            client_job_id=record.client_job_id,
+        ):
+            await producer.send_and_wait(topic, value=value, key=key, headers=headers)
     except KafkaError as exc:
         print(f"  FAILED: {describe(exc)}", flush=True)
         return False
@@ -433,7 +436,8 @@ async def _resync_all(
                 flush=True,
             )
             if apply:
-                ok &= await _resync(settings, client, publisher, state)
+                with bound_record(client_job_id=job):
+                    ok &= await _resync(settings, client, publisher, state)
     return ok
 
 
@@ -469,16 +473,12 @@ async def _resync(
     outcome = await client.post_basic_sync(body)
     now = datetime.now(UTC)
     if isinstance(outcome, Accepted):
-        success = SuccessRecord(
-            client_job_id=job,
-            job_id=outcome.job_id or state.job_id,
+        success = SuccessRecord.for_sync(
+            state,
+            job_id=outcome.job_id,
             http_status=outcome.status,
-            state_version=state.version,
-            job_status=state.status,
             attempts=1,
             synced_at=now,
-            latency_ms=None,
-            source_offsets=[],
             payload_sha256=sha,
         )
         await (await publisher.succeeded(success))

@@ -26,12 +26,13 @@ import structlog
 from consumer.app import Running, endpoints_from, run_consumer, stop_on
 from consumer.config import Settings, load_settings
 from consumer.demo import DemoPlan
-from consumer.embedded import run_embedded
+from consumer.embedded import log_progress, run_embedded
 from consumer.errors import FatalError
 from consumer.kafka.access import run_waiting_out_denials
 from consumer.observability.logging import configure_logging
 from consumer.observability.stats import Stats
 from consumer.observability.tracing import Tracing, tracing_from_environ
+from consumer.progress import open_display
 
 log = structlog.get_logger(__name__)
 
@@ -94,7 +95,7 @@ async def _run(settings: Settings, args: argparse.Namespace, tracing: Tracing) -
             stop,
             plan=plan,
             kafka_port=args.kafka_port,
-            progress=_progress,
+            display=open_display(settings.observability.log_format, emit=log_progress),
             tracing=tracing,
         )
     endpoints = endpoints_from(settings)
@@ -116,7 +117,3 @@ def missing_endpoints(settings: Settings) -> list[str]:
     if settings.embedded_gateway:
         missing.append("BASICSYNC_GATEWAY__BASE_URL")
     return missing
-
-
-def _progress(line: str) -> None:
-    print(line, flush=True)

@@ -2,11 +2,9 @@
 
 - ``events``: CloudEvents in (decode, validate) and out (encode, for producers).
 - ``document``: the WorkfloPlus job document's parts as pydantic models (event data).
-- ``state``: the job state as plain frozen data.
-- ``changelog``: its changelog value (composed from the kept texts, read without parsing them).
+- ``state``: the job state as plain frozen data, and its changelog value.
 - ``state_schema``: the changelog value's schema, and the reader of its older forms.
 - ``job``: the reducer ``apply(state, event, now)``.
 - ``basicsync``: the request body composed from a state, its bytes and hash.
 - ``results``: success and failure records and the fixed set of failure reasons.
-- ``demo_jobs``: seeded, realistic event streams with their expected bodies.
 """

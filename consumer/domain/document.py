@@ -5,8 +5,8 @@ are kept as the ISO-8601 strings the producer sent (validated, never reformatted
 posted carries exactly the text of the events.
 
 Used where bytes come in: event data (``events``) and older changelog values
-(``state_schema``). A step becomes a :class:`~consumer.domain.state.Step` once, when its event
-is decoded (:func:`kept_step`): the job state keeps its text, not the model.
+(``state_schema``). A step becomes a ``consumer.domain.state.Step`` once, when its event is
+decoded: the job state keeps its text (:func:`step_text`) and its order (:func:`order_of`).
 
 Validation is strict (no coercion: ``"1"`` is not a step number) and unknown fields are
 ignored: a producer may add fields before we know them, but they are never forwarded, as the
@@ -20,8 +20,6 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
-
-from consumer.domain.state import Step, StepOrder
 
 TERMINAL_STATUSES = frozenset({"Completed", "Aborted"})
 
@@ -134,7 +132,7 @@ def step_text(wrapper: StepWrapper) -> str:
     return wrapper.model_dump_json(by_alias=True)
 
 
-def order_of(wrapper: StepWrapper) -> StepOrder:
+def order_of(wrapper: StepWrapper) -> tuple[bool, int, bool, float, str]:
     """Sort key: stepNumber, then time, then uniqueStepId; missing values sort last."""
     step = wrapper.single_step
     stamp = step.completed or step.cancelled or step.updated or step.started
@@ -146,8 +144,3 @@ def order_of(wrapper: StepWrapper) -> StepOrder:
         when.timestamp() if when else 0.0,
         step.unique_step_id or "",
     )
-
-
-def kept_step(wrapper: StepWrapper) -> Step:
-    """What a job state keeps of a step: its ordering key and its body text."""
-    return Step(order_of(wrapper), wrapper.single_step.unique_step_id or "", step_text(wrapper))

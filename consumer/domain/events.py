@@ -59,10 +59,9 @@ from consumer.domain.document import (
     JobMetadata,
     StepWrapper,
     Timestamp,
-    kept_step,
 )
 from consumer.domain.results import FailureReason
-from consumer.domain.state import Step
+from consumer.domain.state import Step, kept_step
 from consumer.errors import BasicSyncError
 
 STRUCTURED_CONTENT_TYPE = "application/cloudevents+json"

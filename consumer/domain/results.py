@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
@@ -90,6 +90,25 @@ class SourceOffset(_Record):
     offset: int
 
 
+class SentState(Protocol):
+    """What a result record says of the job state a request carried (``JobState`` is one)."""
+
+    @property
+    def client_job_id(self) -> str: ...
+
+    @property
+    def version(self) -> int: ...
+
+    @property
+    def status(self) -> str | None: ...
+
+    @property
+    def job_id(self) -> str | None: ...
+
+    @property
+    def first_unsynced_at(self) -> datetime | None: ...
+
+
 class SuccessRecord(_Record):
     """A job state accepted by WorkfloPlus (2xx)."""
 
@@ -110,6 +129,37 @@ class SuccessRecord(_Record):
     source_offsets_truncated: bool = False
     #: The trace id (32 hex digits) of the sync's span; None when tracing is off.
     trace_id: str | None = None
+
+    @classmethod
+    def for_sync(
+        cls,
+        sent: SentState,
+        *,
+        job_id: str | None,
+        http_status: int,
+        attempts: int,
+        synced_at: datetime,
+        payload_sha256: str,
+        source_offsets: Sequence[SourceOffset] = (),
+        trace_id: str | None = None,
+    ) -> SuccessRecord:
+        """The record of ``sent`` accepted at ``synced_at``: its version and status, the
+        WorkfloPlus ``job_id`` (else the one ``sent`` already had) and the latency from its
+        first unsynced change."""
+        first = sent.first_unsynced_at
+        return cls(
+            client_job_id=sent.client_job_id,
+            job_id=job_id or sent.job_id,
+            http_status=http_status,
+            state_version=sent.version,
+            job_status=sent.status,
+            attempts=attempts,
+            synced_at=synced_at,
+            latency_ms=None if first is None else int((synced_at - first).total_seconds() * 1000),
+            source_offsets=list(source_offsets),
+            payload_sha256=payload_sha256,
+            trace_id=trace_id,
+        )
 
 
 class ErrorInfo(_Record):

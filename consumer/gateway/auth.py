@@ -168,11 +168,6 @@ class CachingTokenProvider:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(fetches={self._fetches})"
 
-    @property
-    def fetch_count(self) -> int:
-        """How many token fetches were attempted (for metrics and tests)."""
-        return self._fetches
-
     async def token(self) -> str:
         """A valid token, fetched when missing or due for refresh."""
         cached = self._cache.current(self._clock())

@@ -33,14 +33,13 @@ from typing import TypeAlias
 import aiohttp
 import structlog
 
+from consumer.domain.results import truncate_body
 from consumer.errors import AuthRejected, TokenUnavailable
 from consumer.gateway.auth import TokenProvider
 
 log = structlog.get_logger(__name__)
 
 BASIC_SYNC_PATH = "/jobs/v1/basicSync"
-#: Rejected bodies are kept for the failure record, cut to this many characters.
-MAX_BODY_CHARS = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +53,11 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """Other 4xx: this document will never be accepted as is; a final failure."""
+    """Other 4xx: this document will never be accepted as is; a final failure.
+
+    ``body_truncated`` is the response body as the failure record carries it, cut by
+    :func:`consumer.domain.results.truncate_body` (one limit, with a marker).
+    """
 
     status: int
     body_truncated: str
@@ -102,7 +105,7 @@ def classify(status: int, headers: Mapping[str, str], body_text: str, now: datet
         retry_after = parse_retry_after(_header(headers, "Retry-After"), now)
         return Retryable(status=status, retry_after=retry_after, reason=f"http_{status}")
     if 400 <= status < 500:
-        return Rejected(status=status, body_truncated=body_text[:MAX_BODY_CHARS])
+        return Rejected(status=status, body_truncated=truncate_body(body_text) or "")
     # 3xx: we never follow redirects on POST (a 303 would turn it into a GET); a redirect means
     # the configured base URL is wrong (http vs https, old host) and every job would get it.
     return Systemic(status=status, reason=f"unexpected_status_{status}")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, suppress
-from typing import TYPE_CHECKING, TypeVar
+from typing import Protocol, TypeVar
 
 import structlog
 from aiokafka.errors import (
@@ -29,11 +29,8 @@ from aiokafka.errors import (
 from consumer.config import Settings
 from consumer.errors import KafkaAccessDenied
 from consumer.kafka.acls import Acl, Purpose, ResourceType, required_acls
-from consumer.kafka.connection import security_problem
-from consumer.observability.health import serve_health
-
-if TYPE_CHECKING:
-    from consumer.app import Running
+from consumer.kafka.diagnose import security_problem
+from consumer.observability.health import Observed, serve_health
 
 log = structlog.get_logger(__name__)
 
@@ -41,6 +38,22 @@ RETRY_INITIAL_S = 5.0
 RETRY_MAX_S = 120.0
 _SERVICE = (Purpose.run, Purpose.create_topics)
 _T = TypeVar("_T")
+
+
+class DenialBoard(Observed, Protocol):
+    """A running consumer as :func:`run_waiting_out_denials` writes to it; ``consumer.app.Running``
+    is one."""
+
+    #: the denial, for readiness; None once access works
+    kafka_access: str | None
+    #: the bound port of the endpoints served while waiting
+    http_port: int | None
+
+    def drop_components(self) -> None:
+        """Forget the pipeline, scheduler and source of a run that ended."""
+
+
+_Board = TypeVar("_Board", bound=DenialBoard)
 
 
 def explain_denial(exc: BaseException, settings: Settings) -> KafkaAccessDenied | None:
@@ -129,10 +142,10 @@ def _list(acls: list[Acl]) -> str:
 
 
 async def run_waiting_out_denials(
-    run: Callable[[Running], Awaitable[None]],
+    run: Callable[[_Board], Awaitable[None]],
     settings: Settings,
     stop: asyncio.Event,
-    running: Running,
+    running: _Board,
     *,
     retry_initial_s: float = RETRY_INITIAL_S,
     retry_max_s: float = RETRY_MAX_S,
@@ -154,7 +167,7 @@ async def run_waiting_out_denials(
                 await _raise_security_problem(exc, settings)
                 raise
         running.kafka_access = str(denied)
-        running.pipeline = running.scheduler = running.source = None
+        running.drop_components()
         log.error("kafka_access_denied", error=str(denied), retry_in_s=delay)
         async with AsyncExitStack() as stack:
             port = settings.observability.http_port

@@ -1,19 +1,18 @@
-"""Turns ``KafkaSettings`` into the keyword arguments every aiokafka client shares, and says
-why the brokers refuse a connection's security when they do."""
+"""Turns ``KafkaSettings`` into the keyword arguments every aiokafka client shares.
+
+Why a connection fails (unreachable, or its security refused) is ``consumer.kafka.diagnose``'s.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import ssl
 from typing import Any
 
-from aiokafka.conn import create_conn
-from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
 from aiokafka.helpers import create_ssl_context
 
 from consumer.config import KafkaSettings
-from consumer.errors import ConfigError, KafkaSecurityError
+from consumer.errors import ConfigError
 
 
 def client_kwargs(settings: KafkaSettings, bootstrap_servers: list[str]) -> dict[str, Any]:
@@ -60,68 +59,3 @@ def _ssl_context(settings: KafkaSettings) -> ssl.SSLContext:
             f"({type(exc).__name__}: {exc})"
         ) from None
     return context
-
-
-async def security_problem(
-    settings: KafkaSettings, bootstrap_servers: list[str], timeout_s: float = 10.0
-) -> KafkaSecurityError | None:
-    """Why the brokers refuse our connection's security, or None when that is not the cause.
-
-    aiokafka reports a failed bootstrap as "Unable to bootstrap" and only logs the reason, so
-    this connects once more to each bootstrap server the way its clients do and words the
-    first security failure for an operator: the settings to check, never a secret.
-    """
-    kwargs = client_kwargs(settings, bootstrap_servers)
-    del kwargs["bootstrap_servers"]
-    for server in bootstrap_servers:
-        host, _, port = server.rpartition(":")
-        try:
-            connection = await asyncio.wait_for(
-                create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **kwargs),
-                timeout_s,
-            )
-        except (OSError, KafkaError, TimeoutError, asyncio.IncompleteReadError) as exc:
-            cause = _security_cause(settings, exc)
-            if cause is not None:
-                return KafkaSecurityError(f"Kafka {server} refused the connection: {cause}")
-            continue
-        connection.close()
-        return None
-    return None
-
-
-def _security_cause(settings: KafkaSettings, exc: BaseException) -> str | None:
-    protocol = settings.security_protocol.value
-    reason = exc.__cause__ if isinstance(exc, KafkaConnectionError) and exc.__cause__ else exc
-    if isinstance(exc, SaslAuthenticationFailed):
-        return (
-            f"SASL {settings.sasl_mechanism} authentication failed for user "
-            f"{settings.sasl_username!r} ({exc}); check BASICSYNC_KAFKA__SASL_USERNAME, "
-            "BASICSYNC_KAFKA__SASL_PASSWORD and BASICSYNC_KAFKA__SASL_MECHANISM"
-        )
-    if isinstance(reason, ssl.SSLCertVerificationError):
-        return (
-            f"the broker's certificate is not trusted ({reason.verify_message}); check "
-            "BASICSYNC_KAFKA__SSL_CAFILE (the CA that signed the brokers' certificates)"
-        )
-    if isinstance(reason, ssl.SSLError):
-        alert = (reason.reason or str(reason)).lower().replace("_", " ")
-        if "certificate" in alert:
-            return (
-                f"the broker rejected our client certificate ({alert}); check that "
-                "BASICSYNC_KAFKA__SSL_CERTFILE and BASICSYNC_KAFKA__SSL_KEYFILE are set, "
-                "signed by a CA the broker trusts, and not expired"
-            )
-        return f"the TLS handshake failed ({alert}); check BASICSYNC_KAFKA__SECURITY_PROTOCOL"
-    closed = isinstance(reason, asyncio.IncompleteReadError | ConnectionResetError)
-    if closed and protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
-        return (
-            f"it closed the connection at once: the listener probably expects TLS, but "
-            f"BASICSYNC_KAFKA__SECURITY_PROTOCOL is {protocol} (SSL or SASL_SSL?)"
-        )
-    if closed:
-        return (
-            f"it closed the connection during the TLS handshake: the listener probably "
-            f"expects plaintext, but BASICSYNC_KAFKA__SECURITY_PROTOCOL is {protocol}"
-        )
-    return None

@@ -1,10 +1,17 @@
-"""Error messages for the operator commands that keep the cause of a Kafka failure.
+"""Why a connection to Kafka failed, in words for an operator: the one place that says it.
 
 aiokafka's ``KafkaConnectionError("Unable to bootstrap from [...]")`` does not say why: the
-reason (``Name or service not known``, ``Connection refused``) went to a log line and is not
-chained to the exception. :func:`explain` adds it back by resolving and dialling each bootstrap
-server once, so ``check``, ``demo``, ``redrive`` and ``inspect`` print one line that says what
-is wrong. Only used after a failure, never on the consumer's hot path.
+reason went to a log line and is not chained to the exception. Two probes add it back:
+
+- :func:`unreachable` resolves and dials each bootstrap server once (``Name or service not
+  known``, ``Connection refused``); :func:`explain` appends that to the error's description,
+  so ``check``, ``demo``, ``redrive`` and ``inspect`` print one line that says what is wrong,
+  and the consumer's start-up wait logs it.
+- :func:`security_problem` connects once more the way the clients do and words a refused
+  security (SASL credentials, certificates, TLS versus plaintext) as a fatal
+  :class:`~consumer.errors.KafkaSecurityError` naming the settings to check.
+
+Only used after a failure, never on the consumer's hot path.
 """
 
 from __future__ import annotations
@@ -13,9 +20,15 @@ import asyncio
 import contextlib
 import os
 import socket
+import ssl
 from collections.abc import Sequence
 
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.conn import create_conn
+from aiokafka.errors import KafkaConnectionError, KafkaError, SaslAuthenticationFailed
+
+from consumer.config import KafkaSettings
+from consumer.errors import KafkaSecurityError
+from consumer.kafka.connection import client_kwargs
 
 #: How long one probe of a bootstrap server may take.
 PROBE_TIMEOUT_S = 3.0
@@ -55,6 +68,71 @@ async def explain(exc: BaseException, servers: Sequence[str] | None) -> str:
         if reasons:
             text += " (" + "; ".join(reasons) + ")"
     return text
+
+
+async def security_problem(
+    settings: KafkaSettings, bootstrap_servers: list[str], timeout_s: float = 10.0
+) -> KafkaSecurityError | None:
+    """Why the brokers refuse our connection's security, or None when that is not the cause.
+
+    aiokafka reports a failed bootstrap as "Unable to bootstrap" and only logs the reason, so
+    this connects once more to each bootstrap server the way its clients do and words the
+    first security failure for an operator: the settings to check, never a secret.
+    """
+    kwargs = client_kwargs(settings, bootstrap_servers)
+    del kwargs["bootstrap_servers"]
+    for server in bootstrap_servers:
+        host, _, port = server.rpartition(":")
+        try:
+            connection = await asyncio.wait_for(
+                create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **kwargs),
+                timeout_s,
+            )
+        except (OSError, KafkaError, TimeoutError, asyncio.IncompleteReadError) as exc:
+            cause = _security_cause(settings, exc)
+            if cause is not None:
+                return KafkaSecurityError(f"Kafka {server} refused the connection: {cause}")
+            continue
+        connection.close()
+        return None
+    return None
+
+
+def _security_cause(settings: KafkaSettings, exc: BaseException) -> str | None:
+    protocol = settings.security_protocol.value
+    reason = exc.__cause__ if isinstance(exc, KafkaConnectionError) and exc.__cause__ else exc
+    if isinstance(exc, SaslAuthenticationFailed):
+        return (
+            f"SASL {settings.sasl_mechanism} authentication failed for user "
+            f"{settings.sasl_username!r} ({exc}); check BASICSYNC_KAFKA__SASL_USERNAME, "
+            "BASICSYNC_KAFKA__SASL_PASSWORD and BASICSYNC_KAFKA__SASL_MECHANISM"
+        )
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        return (
+            f"the broker's certificate is not trusted ({reason.verify_message}); check "
+            "BASICSYNC_KAFKA__SSL_CAFILE (the CA that signed the brokers' certificates)"
+        )
+    if isinstance(reason, ssl.SSLError):
+        alert = (reason.reason or str(reason)).lower().replace("_", " ")
+        if "certificate" in alert:
+            return (
+                f"the broker rejected our client certificate ({alert}); check that "
+                "BASICSYNC_KAFKA__SSL_CERTFILE and BASICSYNC_KAFKA__SSL_KEYFILE are set, "
+                "signed by a CA the broker trusts, and not expired"
+            )
+        return f"the TLS handshake failed ({alert}); check BASICSYNC_KAFKA__SECURITY_PROTOCOL"
+    closed = isinstance(reason, asyncio.IncompleteReadError | ConnectionResetError)
+    if closed and protocol in ("PLAINTEXT", "SASL_PLAINTEXT"):
+        return (
+            f"it closed the connection at once: the listener probably expects TLS, but "
+            f"BASICSYNC_KAFKA__SECURITY_PROTOCOL is {protocol} (SSL or SASL_SSL?)"
+        )
+    if closed:
+        return (
+            f"it closed the connection during the TLS handshake: the listener probably "
+            f"expects plaintext, but BASICSYNC_KAFKA__SECURITY_PROTOCOL is {protocol}"
+        )
+    return None
 
 
 async def _probe(server: str, timeout_s: float) -> str | None:

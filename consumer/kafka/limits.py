@@ -14,6 +14,7 @@ large gets it again at half the size (``consumer.state.checkpoint``).
 
 from __future__ import annotations
 
+from consumer.config import Compression
 from consumer.domain.record_size import RECORD_OVERHEAD_BYTES
 
 #: Room above ``max_job_bytes`` for the changelog record's key and batch framing.
@@ -21,9 +22,6 @@ RECORD_HEADROOM_BYTES = 1 << 20
 #: Key plus value of a result or failure record at most (below the broker default 1,048,588
 #: ``message.max.bytes``, less the batch framing).
 RESULT_RECORD_BYTES = 1_000_000 - RECORD_OVERHEAD_BYTES
-#: Compression of every record the service produces: in the standard library (no native
-#: package needed), and a job state's JSON shrinks about tenfold.
-COMPRESSION_TYPE = "gzip"
 
 
 def max_request_size(max_job_bytes: int) -> int:
@@ -34,3 +32,8 @@ def max_request_size(max_job_bytes: int) -> int:
 def changelog_max_message_bytes(max_job_bytes: int) -> int:
     """The changelog topic's ``max.message.bytes``: one uncompressed job state in a batch."""
     return max_job_bytes + RECORD_HEADROOM_BYTES
+
+
+def compression_type(compression: Compression) -> str | None:
+    """aiokafka's ``compression_type`` for the setting (``None``: uncompressed)."""
+    return None if compression is Compression.none else compression.value

@@ -24,7 +24,7 @@ has started its producer for that partition, which it does before it restores or
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +42,9 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
 )
+from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from consumer.errors import PartitionLost, RecordsTooLarge
 
@@ -79,6 +82,7 @@ class PartitionProducer:
         group_id: str,
         partition: int,
         *,
+        max_record_bytes: int = 1 << 20,
         retry_backoff_s: float = 0.2,
         max_backoff_s: float = 5.0,
     ) -> None:
@@ -86,6 +90,7 @@ class PartitionProducer:
         self.transactional_id = transactional_id(group_id, partition)
         self._group_id = group_id
         self._producer = producer_factory(transactional_id=self.transactional_id)
+        self._max_record_bytes = max_record_bytes
         self._retry_backoff_s = retry_backoff_s
         self._max_backoff_s = max_backoff_s
         self._closed = False
@@ -158,48 +163,75 @@ class PartitionProducer:
     ) -> dict[TopicPartition, int]:
         producer = self._producer
         await producer.begin_transaction()
-        acks: list[tuple[int, asyncio.Future[Any]]] = []
         too_large: dict[int, str] = {}
-        for index, record in enumerate(records):
-            try:
-                ack = await producer.send(
-                    record.topic, value=record.value, key=record.key, partition=record.partition
-                )
-            except _TOO_LARGE as exc:  # aiokafka's own max_request_size check
-                too_large[index] = _describe(exc)
-                continue
-            acks.append((index, ack))
+        batches: list[tuple[TopicPartition, list[int], asyncio.Future[Any]]] = []
+        for tp, indexed in (await self._by_partition(records)).items():
+            for indices, batch in self._batches(indexed, too_large):
+                sent = await producer.send_batch(batch, tp.topic, partition=tp.partition)
+                batches.append((tp, indices, sent))
         if offsets and not too_large:
-            await producer.send_offsets_to_transaction(
-                dict(offsets),
-                self._group_id,
-            )
-        # Every record acknowledged before the commit: a record the broker refused (too large,
-        # not authorized) fails the transaction instead of leaving a silent gap in it.
-        if acks:
-            outcomes = await asyncio.gather(*(ack for _, ack in acks), return_exceptions=True)
-            for (index, _), outcome in zip(acks, outcomes, strict=True):
-                if isinstance(outcome, _TOO_LARGE):
-                    too_large[index] = _describe(outcome)
-            if too_large:
-                raise RecordsTooLarge(
-                    self.partition, set(too_large), next(iter(too_large.values()))
-                )
-            for outcome in outcomes:
-                if isinstance(outcome, BaseException):
-                    raise outcome
-        else:
-            outcomes = []
+            await producer.send_offsets_to_transaction(dict(offsets), self._group_id)
+        # Every batch acknowledged before the commit: one the broker refused (too large, not
+        # authorized) fails the transaction instead of leaving a silent gap in it.
+        outcomes = await asyncio.gather(*(sent for _, _, sent in batches), return_exceptions=True)
+        for (_, indices, _), outcome in zip(batches, outcomes, strict=True):
+            if isinstance(outcome, _TOO_LARGE):
+                too_large.update(dict.fromkeys(indices, _describe(outcome)))
         if too_large:
             raise RecordsTooLarge(self.partition, set(too_large), next(iter(too_large.values())))
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
         await producer.commit_transaction()
         written: dict[TopicPartition, int] = {}
-        for metadata in outcomes:
+        for (tp, indices, _), metadata in zip(batches, outcomes, strict=True):
             if isinstance(metadata, BaseException):  # raised above; for the type checker
                 continue
-            tp = TopicPartition(metadata.topic, metadata.partition)
-            written[tp] = max(metadata.offset, written.get(tp, -1))
+            last = metadata.offset + len(indices) - 1  # a batch's offsets are consecutive
+            written[tp] = max(last, written.get(tp, -1))
         return written
+
+    async def _by_partition(
+        self, records: Sequence[OutRecord]
+    ) -> dict[TopicPartition, list[tuple[int, OutRecord]]]:
+        """The records by the partition they go to, in order; a record without a partition
+        goes where the Java client's default partitioner would put its key."""
+        grouped: dict[TopicPartition, list[tuple[int, OutRecord]]] = {}
+        for index, record in enumerate(records):
+            partition = record.partition
+            if partition is None:
+                available = sorted(await self._producer.partitions_for(record.topic))
+                partition = DefaultPartitioner()(record.key, available, available)
+            grouped.setdefault(TopicPartition(record.topic, partition), []).append((index, record))
+        return grouped
+
+    def _batches(
+        self, indexed: list[tuple[int, OutRecord]], too_large: dict[int, str]
+    ) -> Iterator[tuple[list[int], BatchBuilder]]:
+        """Record batches of one partition, each as full as ``max_batch_size`` allows.
+
+        One batch per send instead of one future and callback per record: a checkpoint of a
+        backlog writes hundreds of records. A record above ``max_request_size`` is not sent but
+        noted in ``too_large``, as ``send`` would refuse it.
+        """
+        batch: BatchBuilder = self._producer.create_batch()
+        indices: list[int] = []
+        for index, record in indexed:
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, [])
+            if size > self._max_record_bytes:
+                too_large[index] = (
+                    f"MessageSizeTooLargeError: the record is {size} bytes, above the "
+                    f"producer's max_request_size ({self._max_record_bytes})"
+                )
+                continue
+            if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+                yield indices, batch  # full (append closed it)
+                batch, indices = self._producer.create_batch(), []
+                batch.append(key=record.key, value=record.value, timestamp=None)  # always fits
+            indices.append(index)
+        if indices:
+            batch.close()
+            yield indices, batch
 
     async def _abort(self) -> None:
         """Abort the open transaction, if any; a producer that cannot is dropped by ``_fatal``."""

@@ -10,7 +10,8 @@
   circuit state, state size) sampled just before rendering.
 
 :func:`serve_health` is an async context manager; port 0 picks a free port, which
-``HealthServer.port`` then holds.
+``HealthServer.port`` then holds. It reads the consumer through :class:`Observed`, a protocol
+the wiring (``consumer.app.Running``) satisfies, so this module never imports the wiring.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
@@ -29,15 +30,72 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from consumer.errors import AuthRejected, TokenUnavailable
 from consumer.gateway.auth import TokenProvider
-from consumer.sync.circuit import CircuitState
-
-if TYPE_CHECKING:
-    from consumer.app import Running
+from consumer.observability.metrics import Metrics
+from consumer.sync.circuit import CircuitBreaker, CircuitState
 
 log = structlog.get_logger(__name__)
 
 #: How long a scrape waits for the consumer's positions before showing the last lag sample.
 LAG_SAMPLE_TIMEOUT_S = 2.0
+
+
+class PipelineView(Protocol):
+    """What the endpoints read of the pipeline: ownership, restore and liveness."""
+
+    @property
+    def owned_partitions(self) -> set[int]: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def job_count(self) -> int: ...
+
+    @property
+    def stored_bytes(self) -> int: ...
+
+    def stalled_for(self) -> float: ...
+
+
+class SchedulerView(Protocol):
+    """What the endpoints read of the scheduler: its queue, requests and circuit."""
+
+    @property
+    def dirty_jobs(self) -> int: ...
+
+    @property
+    def in_flight(self) -> int: ...
+
+    @property
+    def circuit(self) -> CircuitBreaker: ...
+
+
+class LagView(Protocol):
+    async def lag(self) -> dict[tuple[str, int], int]: ...
+
+
+class Observed(Protocol):
+    """A running consumer as the endpoints see it; a part is None until it has started."""
+
+    @property
+    def waiting_for(self) -> str | None:
+        """What start-up is waiting for (e.g. an unreachable Kafka), None once past it."""
+
+    @property
+    def kafka_access(self) -> str | None:
+        """Why Kafka refuses us while a missing ACL is waited out, None when access works."""
+
+    @property
+    def pipeline(self) -> PipelineView | None: ...
+
+    @property
+    def scheduler(self) -> SchedulerView | None: ...
+
+    @property
+    def source(self) -> LagView | None: ...
+
+    @property
+    def metrics(self) -> Metrics: ...
 
 
 class WatchedTokens:
@@ -74,7 +132,7 @@ class Check:
     detail: str
 
 
-def readiness(running: Running, tokens: WatchedTokens | None) -> dict[str, Check]:
+def readiness(running: Observed, tokens: WatchedTokens | None) -> dict[str, Check]:
     """Each readiness check with its verdict; pure reads of the consumer's state."""
     pipeline, scheduler = running.pipeline, running.scheduler
     if running.waiting_for is not None:
@@ -99,8 +157,8 @@ def readiness(running: Running, tokens: WatchedTokens | None) -> dict[str, Check
     return {"partitions": partitions, "circuit": circuit, "token": token, "kafka": kafka}
 
 
-async def sample_metrics(running: Running) -> None:
-    """Refresh the level gauges of ``running.stats.metrics`` from the live components."""
+async def sample_metrics(running: Observed) -> None:
+    """Refresh the level gauges of ``running.metrics`` from the live components."""
     scheduler, pipeline, source = running.scheduler, running.pipeline, running.source
     lag: dict[tuple[str, int], int] | None = None
     if source is not None:
@@ -108,10 +166,11 @@ async def sample_metrics(running: Running) -> None:
             lag = await asyncio.wait_for(source.lag(), LAG_SAMPLE_TIMEOUT_S)
         except (TimeoutError, KafkaError) as exc:  # mid-rebalance: keep the last sample
             log.debug("lag_sample_skipped", error=type(exc).__name__)
-    running.stats.metrics.sample(
+    running.metrics.sample(
         dirty_jobs=scheduler.dirty_jobs if scheduler is not None else 0,
         in_flight=scheduler.in_flight if scheduler is not None else 0,
         jobs=pipeline.job_count if pipeline is not None else 0,
+        state_bytes=pipeline.stored_bytes if pipeline is not None else 0,
         circuit=scheduler.circuit.state if scheduler is not None else CircuitState.CLOSED,
         lag=lag,
     )
@@ -121,7 +180,7 @@ async def sample_metrics(running: Running) -> None:
 class HealthServer:
     """The running endpoint; ``port`` is the bound port."""
 
-    running: Running
+    running: Observed
     tokens: WatchedTokens | None
     #: /healthz fails once an assigned partition went unprocessed this long
     stall_limit_s: float = 180.0
@@ -165,14 +224,14 @@ class HealthServer:
     async def metrics(self, request: web.Request) -> web.Response:
         await sample_metrics(self.running)
         return web.Response(
-            body=self.running.stats.metrics.render(),
+            body=self.running.metrics.render(),
             headers={"Content-Type": CONTENT_TYPE_LATEST},
         )
 
 
 @asynccontextmanager
 async def serve_health(
-    running: Running,
+    running: Observed,
     tokens: WatchedTokens | None,
     *,
     host: str,

@@ -3,6 +3,10 @@
 ``auto`` picks the console renderer when stderr is a terminal. Standard-library loggers
 (aiokafka, aiohttp) are routed through the same processors so every line has one format.
 
+Every line carries the context bound with :func:`bound_record` (topic, partition, offset,
+``client_job_id``), merged in first by ``structlog.contextvars.merge_contextvars``, so a line
+about a job says which one without each call site repeating it.
+
 The console renderer colours only a terminal, and never when ``NO_COLOR`` is set to anything
 but the empty string (https://no-color.org). ``NO_COLOR`` is read here, not in the settings:
 it is a convention shared by every command-line tool of the user's, not a basicsync setting.
@@ -13,7 +17,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
 import structlog
 
@@ -30,10 +35,33 @@ def use_colors(environ: Mapping[str, str], is_terminal: bool) -> bool:
     return is_terminal and not environ.get("NO_COLOR")
 
 
-def configure_logging(log_format: str = "auto", level: str = "info") -> None:
-    """Configure structlog and the standard library once, at the entry point."""
-    is_terminal = sys.stderr.isatty()
-    use_json = log_format == "json" or (log_format == "auto" and not is_terminal)
+@contextmanager
+def bound_record(
+    *,
+    topic: str | None = None,
+    partition: int | None = None,
+    offset: int | None = None,
+    client_job_id: str | None = None,
+) -> Iterator[None]:
+    """Every log line inside the block carries the fields given (None ones are left out).
+
+    Bound in a context variable: it holds for the awaits of this task (and tasks it starts),
+    never for other tasks, and is unbound when the block ends.
+    """
+    fields = {
+        "topic": topic,
+        "partition": partition,
+        "offset": offset,
+        "client_job_id": client_job_id,
+    }
+    given = {name: value for name, value in fields.items() if value is not None}
+    with structlog.contextvars.bound_contextvars(**given):
+        yield
+
+
+def shared_processors(use_json: bool) -> list[structlog.types.Processor]:
+    """The processors of every line, structlog's and the standard library's, before rendering;
+    the bound context first, so a call site's own fields win over it."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
         structlog.stdlib.add_log_level,
@@ -41,13 +69,21 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         structlog.processors.StackInfoRenderer(),
     ]
+    if use_json:
+        shared.append(structlog.processors.format_exc_info)
+    return shared
+
+
+def configure_logging(log_format: str = "auto", level: str = "info") -> None:
+    """Configure structlog and the standard library once, at the entry point."""
+    is_terminal = sys.stderr.isatty()
+    use_json = log_format == "json" or (log_format == "auto" and not is_terminal)
+    shared = shared_processors(use_json)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if use_json
         else structlog.dev.ConsoleRenderer(colors=use_colors(os.environ, is_terminal))
     )
-    if use_json:
-        shared.append(structlog.processors.format_exc_info)
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         logger_factory=structlog.stdlib.LoggerFactory(),

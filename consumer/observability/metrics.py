@@ -3,7 +3,7 @@
 Two kinds of numbers:
 
 - *Events* (counters, histograms) are fed as they happen, by :class:`~.stats.Stats`, which the
-  pipeline and the scheduler already report into.
+  pipeline and the scheduler report into; the totals it shows are read back from here.
 - *Levels* (dirty jobs, requests in flight, jobs in memory, circuit state, lag per partition)
   are sampled when ``/metrics`` is scraped (:meth:`Metrics.sample`), so nothing runs between
   scrapes and a gauge never shows a stale partition.
@@ -50,6 +50,7 @@ class Metrics:
     """The consumer's Prometheus metrics; ``registry`` is what ``/metrics`` renders."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # long: one declaration per metric, read as the list docs/operations.md documents
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
@@ -127,6 +128,17 @@ class Metrics:
         self.state_jobs = Gauge(
             "basicsync_state_jobs", "Jobs held in memory (owned partitions' changelog)", registry=r
         )
+        self.state_bytes = Gauge(
+            "basicsync_state_bytes",
+            "Bytes of the changelog values of the jobs held (memory is about 1.5x; "
+            "docs/operations.md Memory)",
+            registry=r,
+        )
+        self.memory_limit = Gauge(
+            "basicsync_memory_limit_bytes",
+            "Memory limit the restore guard checks against (0: none known)",
+            registry=r,
+        )
         self.partitions_owned = Gauge(
             "basicsync_partitions_owned", "Input partition numbers this member owns", registry=r
         )
@@ -137,6 +149,11 @@ class Metrics:
             "basicsync_restore_seconds",
             "Duration of one changelog restore (all newly assigned partitions)",
             buckets=_RESTORE_BUCKETS,
+            registry=r,
+        )
+        self.restore_refusals = Counter(
+            "basicsync_restore_refusals",
+            "Restores stopped because the state would outgrow the memory limit",
             registry=r,
         )
         self.restored_jobs = Counter(
@@ -185,6 +202,7 @@ class Metrics:
         dirty_jobs: int,
         in_flight: int,
         jobs: int,
+        state_bytes: int,
         circuit: CircuitState,
         lag: Mapping[tuple[str, int], int] | None,
     ) -> None:
@@ -192,6 +210,7 @@ class Metrics:
         self.jobs_dirty.set(dirty_jobs)
         self.sync_in_flight.set(in_flight)
         self.state_jobs.set(jobs)
+        self.state_bytes.set(state_bytes)
         self.set_circuit(circuit)
         if lag is not None:
             self.consumer_lag.clear()  # partitions revoked since the last scrape disappear

@@ -117,6 +117,8 @@ class Checkpoint:
         self._lost: set[int] = set()
         #: offset of the last changelog record this member committed, per partition it owns
         self._last_written: dict[int, int] = {}
+        #: partition -> key -> bytes of its latest changelog value (the state's stored size)
+        self._value_bytes: dict[int, dict[str, int]] = {}
         #: transactions committed, per partition (for metrics and tests)
         self.commits = 0
 
@@ -156,6 +158,18 @@ class Checkpoint:
         """The offset of the last changelog record this member committed to ``partition``
         since it opened it (None: none yet)."""
         return self._last_written.get(partition)
+
+    def track_sizes(self, partition: int, value_bytes: dict[str, int]) -> None:
+        """The partition's stored sizes, as a restore read them."""
+        self._value_bytes[partition] = dict(value_bytes)
+
+    def forget_sizes(self, partition: int) -> None:
+        self._value_bytes.pop(partition, None)
+
+    @property
+    def stored_bytes(self) -> int:
+        """Bytes of the latest changelog value of every job held (the ``state_bytes`` metric)."""
+        return sum(sum(sizes.values()) for sizes in self._value_bytes.values())
 
     def take_lost(self) -> set[int]:
         """Partitions lost since the last call (fenced, or broken beyond retrying)."""
@@ -326,13 +340,20 @@ class Checkpoint:
     def _records(self, partition: int, pending: _Pending) -> tuple[list[OutRecord], int]:
         """The transaction's records, and the index of its first result record."""
         changelog = self._topics.changelog
+        sizes = self._value_bytes.setdefault(partition, {})
         records = [OutRecord(changelog, job.encode(), None, partition) for job in pending.forgotten]
+        for job in pending.forgotten:
+            sizes.pop(job, None)
         for job, marker in pending.markers.items():
-            records.append(OutRecord(changelog, job.encode(), marker.to_json_bytes(), partition))
+            value = marker.to_json_bytes()
+            sizes[job] = len(value)
+            records.append(OutRecord(changelog, job.encode(), value, partition))
         for job in pending.jobs:
             state = self._store.get(job)
             if state is not None and self._store.partition_of(job) == partition:
-                records.append(OutRecord(changelog, job.encode(), state.to_json_bytes(), partition))
+                value = state.to_json_bytes()
+                sizes[job] = len(value)
+                records.append(OutRecord(changelog, job.encode(), value, partition))
         first_result = len(records)
         records.extend(result.out for result in pending.results)
         return records, first_result

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -22,6 +22,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from consumer.domain.retention import ForgottenJob, StoredJob, decode_stored
 
 log = structlog.get_logger(__name__)
+
+#: Parsed jobs between two memory checks (a check reads /proc; a job parses in microseconds).
+_MEMORY_CHECK_EVERY = 2_000
 
 
 @dataclass(frozen=True)
@@ -34,17 +37,22 @@ class RestoreReport:
     end_offsets: dict[int, int]
     #: forgotten-job markers restored (not counted in ``jobs``)
     forgotten: int = 0
+    #: partition -> key -> bytes of its changelog value, as restored
+    value_bytes: dict[int, dict[str, int]] = field(default_factory=dict)
 
 
 async def restore(
     consumer_factory: Callable[..., AIOKafkaConsumer],
     topic: str,
     partitions: Iterable[int],
+    check_memory: Callable[[], None] = lambda: None,
 ) -> tuple[dict[int, dict[str, StoredJob]], RestoreReport]:
     """Read changelog partitions from the beginning to their current end.
 
     Only the last record of each key matters in a compacted topic, so values are kept as bytes
     and parsed once per surviving key: restore cost is one parse per job, not per write.
+    ``check_memory`` runs after every fetched batch and every :data:`_MEMORY_CHECK_EVERY`
+    parsed jobs: it raises ``MemoryExhausted`` before the state outgrows the process.
     """
     started = time.monotonic()
     wanted = sorted(set(partitions))
@@ -61,6 +69,7 @@ async def restore(
             remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
             while remaining:
                 batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
+                check_memory()
                 for tp, messages in batch.items():
                     records += len(messages)
                     slot = raw[tp.partition]
@@ -82,7 +91,9 @@ async def restore(
     skipped = forgotten = 0
     for partition, values in raw.items():
         parsed: dict[str, StoredJob] = {}
-        for key, value in values.items():
+        for number, (key, value) in enumerate(values.items(), 1):
+            if number % _MEMORY_CHECK_EVERY == 0:
+                check_memory()
             try:
                 state = decode_stored(value)
             except ValueError as exc:
@@ -106,6 +117,10 @@ async def restore(
         skipped=skipped,
         seconds=time.monotonic() - started,
         end_offsets={tp.partition: offset for tp, offset in end.items()},
+        value_bytes={
+            partition: {key.decode(errors="replace"): len(value) for key, value in values.items()}
+            for partition, values in raw.items()
+        },
     )
     return states, report
 

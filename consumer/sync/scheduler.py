@@ -55,6 +55,7 @@ from consumer.domain.job import (
 from consumer.domain.results import FailureReason, FailureRecord, SourceOffset, SuccessRecord
 from consumer.errors import PartitionLost
 from consumer.gateway.client import Accepted, Rejected, Retryable, SyncOutcome, Systemic
+from consumer.observability.logging import bound_record
 from consumer.observability.tracing import SyncTracer
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
@@ -119,6 +120,13 @@ class _Entry:
     trace_id: str | None = None
     #: a request of this job may still land until then (clock seconds); see the module doc
     in_doubt_until: float | None = None
+
+    def fresh_budget(self) -> None:
+        """No attempts counted: the changes got their record, or an outage ended."""
+        self.attempts = 0
+        self.charged = 0
+        self.per_job_since = None
+        self.first_attempt = None
 
 
 class SyncScheduler:
@@ -359,17 +367,15 @@ class SyncScheduler:
         now = self._clock()
         for job, entry in self._entries.items():
             if not entry.in_flight:
-                entry.attempts = 0
-                entry.charged = 0
-                entry.per_job_since = None
-                entry.first_attempt = None
+                entry.fresh_budget()
                 self._queue(job, entry, max(now, entry.not_before))
 
     # -- one request -----------------------------------------------------------------------------
 
     async def _sync(self, job: str, entry: _Entry) -> None:
         try:
-            await self._attempt(job, entry)
+            with bound_record(client_job_id=job):  # every line of the attempt names the job
+                await self._attempt(job, entry)
         except asyncio.CancelledError:
             raise
         except PartitionLost:
@@ -552,34 +558,21 @@ class SyncScheduler:
         outcome: Accepted,
         sent_offsets: int,
     ) -> None:
-        now = self._wall_clock()
-        latency = (
-            int((now - sent.first_unsynced_at).total_seconds() * 1000)
-            if sent.first_unsynced_at is not None
-            else None
-        )
-        record = SuccessRecord(
-            client_job_id=job,
-            job_id=outcome.job_id or sent.job_id,
+        record = SuccessRecord.for_sync(
+            sent,
+            job_id=outcome.job_id,
             http_status=outcome.status,
-            state_version=sent.version,
-            job_status=sent.document.metadata.status,
             attempts=entry.attempts,
-            synced_at=now,
-            latency_ms=latency,
-            source_offsets=entry.offsets[:sent_offsets],
+            synced_at=self._wall_clock(),
             payload_sha256=sha,
+            source_offsets=entry.offsets[:sent_offsets],
             trace_id=entry.trace_id,
         )
-        self._durability.stage_result(partition, record)
-        self._observer.job_synced(latency)
+        self._observer.job_synced(record.latency_ms)
+        entry.fresh_budget()
         del entry.offsets[:sent_offsets]
-        entry.attempts = 0
-        entry.charged = 0
-        entry.per_job_since = None
-        entry.first_attempt = None
         entry.in_doubt_until = None
-        await self._settle(job, partition, sent, sha, outcome.job_id or sent.job_id)
+        await self._conclude(job, partition, sent, sha, record, outcome.job_id or sent.job_id)
 
     async def _fail(
         self,
@@ -605,14 +598,25 @@ class SyncScheduler:
             body=body,
             trace_id=entry.trace_id,
         )
-        self._durability.stage_result(partition, record)
-        entry.attempts = 0
-        entry.charged = 0
-        entry.per_job_since = None
-        entry.first_attempt = None
+        entry.fresh_budget()
         entry.offsets.clear()
         entry.traces.clear()
-        await self._settle(job, partition, sent, sha, sent.job_id, write_now=True)
+        await self._conclude(job, partition, sent, sha, record, sent.job_id, write_now=True)
+
+    async def _conclude(
+        self,
+        job: str,
+        partition: int,
+        sent: JobState,
+        sha: str,
+        record: SuccessRecord | FailureRecord,
+        job_id: str | None,
+        *,
+        write_now: bool = False,
+    ) -> None:
+        """The outcome's record, then the settled state, in the partition's next commit."""
+        self._durability.stage_result(partition, record)
+        await self._settle(job, partition, sent, sha, job_id, write_now=write_now)
 
     def _release_slot(self, entry: _Entry) -> None:
         if entry.holds_slot:

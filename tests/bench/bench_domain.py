@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from consumer.demo import DemoPlan, build_demo
+from consumer.demo.jobs import demo_job
 from consumer.domain.basicsync import body_sha256, encode_body
-from consumer.domain.demo_jobs import demo_job
 from consumer.domain.events import decode_event, encode_binary, encode_structured
 from consumer.domain.job import JobState, apply
 

@@ -32,7 +32,7 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from consumer.sandbox.examples import job_document
+from consumer.testing.workfloplus.examples import job_document
 from tests.fixtures.sandbox import read_sandbox_url
 
 

@@ -57,6 +57,41 @@ def ours_child(settings: Settings, log: Path, name: str = "ours") -> Child:
     return Child(name, [sys.executable, "-m", "consumer", "run"], log, env)
 
 
+async def measure_baseline(settings: Settings, workload: Workload, out: Path) -> float | None:
+    """Peak RSS (MB) of ours holding no job: the runtime a job's memory is counted above.
+
+    Ours as measured, on an empty input topic of its own (fresh group and state topics), from
+    spawn until its partitions are taken and two seconds more.
+    """
+    import asyncio
+
+    group = f"{workload.prefix}.idle"
+    idle_input = f"{group}.input"
+    topics = settings.topics.model_copy(
+        update={"input": [idle_input], "succeeded": f"{group}.succeeded",
+                "failed": f"{group}.failed", "state": f"{group}.job-state"}
+    )  # fmt: skip
+    bootstrap = (settings.kafka.bootstrap_servers or [""])[0]
+    await create_topics(bootstrap, [idle_input], workload.partitions)
+    idle = settings.model_copy(
+        update={"topics": topics,
+                "kafka": settings.kafka.model_copy(update={"group_id": group,
+                                                           "create_topics": True})}
+    )  # fmt: skip
+    child = ours_child(idle, out / "ours-idle.log", "ours idle")
+    child.start()
+
+    async def taken() -> bool:
+        return bool(restored(child.log))
+
+    await until(child, taken, within=90)
+    await asyncio.sleep(2)
+    child.sample()
+    child.stop()
+    peak: float | None = child.samples.get("peak_rss_mb")
+    return peak
+
+
 async def changelog_size(bootstrap: str, topic: str, partitions: int) -> dict[str, Any]:
     """Bytes of the changelog's live records (latest per key) and of everything on it."""
     consumer = AIOKafkaConsumer(

@@ -64,11 +64,16 @@ def ratios(results: dict[str, RunResult], events_per_job: float) -> dict[str, fl
     # Ceiling B posts one final document per job; "what fully coalesced requests could carry"
     # in events is its job rate times events per job, which is what its events/s already is.
     binding = min((r for r in (ceiling_a, ceiling_b) if r), default=None)
+    # One process both consumes and posts: its physical limit is the two ceilings' work in
+    # series, L = 1 / (1/A + 1/B).
+    limit = 1 / (1 / ceiling_a + 1 / ceiling_b) if ceiling_a and ceiling_b else None
 
     def over(other: float | None) -> float | None:
         return ours / other if ours and other else None
 
     return {
+        "L = 1/(1/A + 1/B) events/s": limit,
+        "ours / L": over(limit),
         "ours / binding ceiling": over(binding),
         "ours / ceiling A": over(ceiling_a),
         "ours / ceiling B": over(ceiling_b),

@@ -45,6 +45,7 @@ from tests.bench import quix_env
 from tests.bench.bench_transactions import measure_transactions
 from tests.bench.ours import (
     changelog_size,
+    measure_baseline,
     measure_paced,
     measure_restore,
     ours_child,
@@ -222,6 +223,8 @@ async def _ours(
     within: float,
 ) -> RunResult:
     settings = await ours_settings(broker.bootstrap, sandbox.url, workload)
+    baseline = await measure_baseline(settings, workload, out)
+    figures["ours idle peak RSS MB"] = baseline
     child = ours_child(settings, out / "ours.log")
     figures["ours commit"] = _revision()
     profiler = Profiler(out / "ours-profile.txt") if args.profile else None
@@ -237,6 +240,9 @@ async def _ours(
     size = await changelog_size(broker.bootstrap, settings.state_topic, workload.partitions)
     result.extra["changelog"] = size
     figures["ours state bytes/job"] = size["live_bytes"] / max(1, size["live_jobs"])
+    if baseline is not None and result.peak_rss_mb is not None:
+        above = (result.peak_rss_mb - baseline) * 1e6 / workload.jobs
+        figures["ours peak RSS bytes/job above idle"] = above
     before = (await watch.progress())["requests"]
     again = ours_child(settings, out / "ours-restart.log", "ours restart")
     restore = await measure_restore(again, workload.jobs, within=within)

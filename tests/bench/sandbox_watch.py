@@ -34,10 +34,10 @@ from typing import Any
 
 from aiohttp import web
 
-from consumer.sandbox import SandboxSettings, run_sandbox
-from consumer.sandbox.api import BASIC_SYNC_PATH
-from consumer.sandbox.server import Sandbox
-from consumer.sandbox.state import Outcome, Record
+from consumer.testing.workfloplus import SandboxSettings, run_sandbox
+from consumer.testing.workfloplus.api_routes import BASIC_SYNC_PATH
+from consumer.testing.workfloplus.server import Sandbox
+from consumer.testing.workfloplus.state import Outcome, Record
 
 
 @dataclass
@@ -133,8 +133,8 @@ def watch_app(sandbox: Sandbox, holder: list[Watch]) -> web.Application:
 
 
 async def serve(port: int) -> None:
-    # As ``basicsync sandbox`` does (consumer/sandbox/command.py): fewer young-generation
-    # collections, start-up objects frozen, so this sandbox is as fast as the real command's.
+    # As ``basicsync sandbox`` does (consumer/testing/workfloplus/command.py): fewer young-gen
+    # collections, start-up objects frozen, so this sandbox is as fast as the real command.
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)

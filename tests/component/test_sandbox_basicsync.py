@@ -8,7 +8,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from consumer.sandbox.examples import DOCS_EXAMPLE, docs_example_strict, job_document
+from consumer.testing.workfloplus.examples import DOCS_EXAMPLE, docs_example_strict, job_document
 from tests.fixtures.sandbox import SandboxHandle
 
 

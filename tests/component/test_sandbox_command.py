@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 
-from consumer.sandbox.examples import job_document
+from consumer.testing.workfloplus.examples import job_document
 from tests.fixtures.sandbox import SandboxHandle, sandbox_subprocess
 
 

@@ -10,16 +10,16 @@ from typing import Any
 import aiohttp
 import pytest
 
-from consumer.sandbox import (
+from consumer.testing.workfloplus import (
     ExponentialLatency,
     FaultConfig,
     FixedLatency,
-    Rejection,
+    InjectedRejection,
     Sandbox,
     SandboxControl,
     SandboxControlError,
 )
-from consumer.sandbox.examples import job_document
+from consumer.testing.workfloplus.examples import job_document
 from tests.fixtures.sandbox import SandboxHandle
 
 
@@ -150,7 +150,7 @@ class TestRejections:
         """``reject_job_ids`` answers that job with the chosen 4xx and body; others pass."""
         body = {"title": "workflow not found"}
         await sandbox.control.set_faults(
-            reject_job_ids={"bad-job": Rejection(status=422, body=body)}
+            reject_job_ids={"bad-job": InjectedRejection(status=422, body=body)}
         )
         status, _, answer = await poster.post("bad-job")
         assert (status, answer) == (422, body)

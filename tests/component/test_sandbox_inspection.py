@@ -9,7 +9,7 @@ import time
 import aiohttp
 import pytest
 
-from consumer.sandbox.examples import job_document
+from consumer.testing.workfloplus.examples import job_document
 from tests.fixtures.sandbox import SandboxHandle
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import aiohttp
 
-from consumer.sandbox import JOB_READ, WORKFLOW_EXECUTE, SandboxSettings, run_sandbox
-from consumer.sandbox.examples import docs_example_strict
+from consumer.testing.workfloplus import JOB_READ, WORKFLOW_EXECUTE, SandboxSettings, run_sandbox
+from consumer.testing.workfloplus.examples import docs_example_strict
 from tests.fixtures.sandbox import SandboxHandle
 
 

@@ -23,7 +23,8 @@ from consumer.domain.events import JobEvent
 from consumer.kafka.limits import changelog_max_message_bytes
 from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, Tracing
-from consumer.sandbox import Sandbox
+from consumer.pipeline import Restorer
+from consumer.testing.workfloplus import Sandbox
 
 MakeTopic = Callable[..., Awaitable[str]]
 DEFAULT_MAX_JOB_BYTES = KafkaSettings.model_fields["max_job_bytes"].default
@@ -54,6 +55,13 @@ async def new_topics(make_topic: MakeTopic, *, partitions: int = 3, inputs: int 
     return Topics(names, state, succeeded, failed, f"group-{state}", partitions)
 
 
+def topic_settings(topics: Topics) -> TopicSettings:
+    """The consumer's topic settings for one test's ``topics``."""
+    return TopicSettings(
+        input=topics.inputs, succeeded=topics.succeeded, failed=topics.failed, state=topics.state
+    )
+
+
 def settings_for(bootstrap: str, sandbox: Sandbox, topics: Topics, **sync: Any) -> Settings:
     """Settings of a consumer on ``topics`` posting to ``sandbox``; ``sync`` overrides."""
     sync_settings = {"debounce_ms": 50, "max_delay_ms": 500, "retry_initial_ms": 50, **sync}
@@ -64,12 +72,7 @@ def settings_for(bootstrap: str, sandbox: Sandbox, topics: Topics, **sync: Any) 
             session_timeout_ms=10_000,
             create_topics=False,
         ),
-        topics=TopicSettings(
-            input=topics.inputs,
-            succeeded=topics.succeeded,
-            failed=topics.failed,
-            state=topics.state,
-        ),
+        topics=topic_settings(topics),
         gateway=GatewaySettings(
             base_url=sandbox.base_url,
             token_url=sandbox.token_url,
@@ -82,13 +85,24 @@ def settings_for(bootstrap: str, sandbox: Sandbox, topics: Topics, **sync: Any) 
 
 @asynccontextmanager
 async def consumer_running(
-    settings: Settings, tracing: Tracing = TRACING_OFF
+    settings: Settings,
+    tracing: Tracing = TRACING_OFF,
+    *,
+    wrap_restore: Callable[[Restorer], Restorer] | None = None,
 ) -> AsyncIterator[tuple[Running, asyncio.Task[None]]]:
-    """The consumer in this event loop; stopped (cleanly) when the block ends."""
+    """The consumer in this event loop; stopped (cleanly) when the block ends.
+    ``wrap_restore`` injects faults into the changelog restore."""
     stop = asyncio.Event()
     running = Running(stats=Stats())
     task = asyncio.create_task(
-        run_consumer(settings, endpoints_from(settings), stop, running, tracing=tracing)
+        run_consumer(
+            settings,
+            endpoints_from(settings),
+            stop,
+            running,
+            tracing=tracing,
+            wrap_restore=wrap_restore,
+        )
     )
     try:
         yield running, task
@@ -200,6 +214,24 @@ async def read_records(bootstrap: str, topic: str, *, settle_s: float = 1.0) -> 
         await consumer.stop()
 
 
+async def raw_parts(bootstrap: str, topic: str) -> list[bytes]:
+    """The key and the value of every record on ``topic`` now, as bytes (empty ones left out):
+    for looking for what must never be written, such as a secret."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    found: list[bytes] = []
+    try:
+        while batch := await consumer.getmany(timeout_ms=1000):
+            for messages in batch.values():
+                for message in messages:
+                    found += [part for part in (message.key, message.value) if part]
+    finally:
+        await consumer.stop()
+    return found
+
+
 def stored(sandbox: Sandbox, client_job_id: str) -> dict[str, Any] | None:
     """The document WorkfloPlus (the sandbox) holds for a job: its last accepted body."""
     return sandbox.state.document(client_job_id)
@@ -235,6 +267,26 @@ async def wait_converged(
     )
 
 
+def step_ids(body: dict[str, Any]) -> set[str]:
+    """The ``uniqueStepId`` of every completed and cancelled step of a basicSync body."""
+    return {
+        wrapper["singleStep"]["uniqueStepId"]
+        for key in ("completedSteps", "cancelledSteps")
+        for wrapper in body.get(key) or []
+    }
+
+
+def assert_history_never_shrinks(sandbox: Sandbox, jobs: Sequence[str]) -> None:
+    """No accepted document of a job lacks a step an earlier accepted document had: an older
+    state never overwrote a newer one (docs/contract.md §2, promises 2 and 3)."""
+    for job in jobs:
+        seen: set[str] = set()
+        for accepted in sandbox.state.jobs[job].history:
+            steps = step_ids(json.loads(accepted))
+            assert seen <= steps, f"{job}: WorkfloPlus lost steps {seen - steps}"
+            seen = steps
+
+
 def max_overlap(sandbox: Sandbox) -> int:
     """The most basicSync requests the sandbox saw in flight at once for any single job."""
     return max(sandbox.state.in_flight.max_by_job.values(), default=0)
@@ -248,6 +300,14 @@ async def eventually(predicate: Callable[[], bool], *, within: float) -> bool:
             return True
         await asyncio.sleep(0.05)
     return predicate()
+
+
+def log_events(path: str | os.PathLike[str], event: str) -> list[dict[str, Any]]:
+    """The JSON log lines of ``event`` in a consumer's log file, in order, parsed."""
+    with open(path, encoding="utf-8", errors="replace") as log:
+        lines = [line for line in log if line.startswith("{") and f'"{event}"' in line]
+    parsed = [json.loads(line) for line in lines]
+    return [line for line in parsed if line.get("event") == event]
 
 
 def tail(path: str, chars: int = 3000) -> str:

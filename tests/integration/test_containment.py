@@ -26,7 +26,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumer.demo import DemoJobs, DemoPlan, build_demo, send_events
-from consumer.sandbox import Rejection, Sandbox
+from consumer.testing.workfloplus import InjectedRejection, Sandbox
 from tests.integration.harness import (
     MakeTopic,
     Topics,
@@ -182,7 +182,7 @@ class TestABadJobFailsAlone:
         demo = build_demo(DemoPlan(jobs=31, seed=37, prefix="refused"))
         events = job_events(demo)
         bad, *good = list(events)
-        sandbox_in_process.faults.update({"reject_job_ids": {bad: Rejection(status=403)}})
+        sandbox_in_process.faults.update({"reject_job_ids": {bad: InjectedRejection(status=403)}})
         log = str(tmp_path / "consumer.log")
         sent_at: dict[str, float] = {}
         async with (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -11,9 +10,10 @@ from pathlib import Path
 import pytest
 
 from consumer.demo import DemoPlan, build_demo
-from consumer.sandbox import Sandbox
+from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
+    assert_history_never_shrinks,
     consumer_running,
     eventually,
     max_overlap,
@@ -27,14 +27,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _step_ids(body: dict[str, object]) -> set[str]:
-    ids: set[str] = set()
-    for key in ("completedSteps", "cancelledSteps"):
-        for wrapper in body.get(key) or []:  # type: ignore[attr-defined]
-            ids.add(wrapper["singleStep"]["uniqueStepId"])
-    return ids
 
 
 class TestKillNine:
@@ -76,13 +68,7 @@ class TestKillNine:
         finally:
             process.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(process.wait, 60) == 0, tail(log)
-        for job in demo.expected:
-            history = sandbox_in_process.state.jobs[job].history
-            seen: set[str] = set()
-            for accepted in history:
-                steps = _step_ids(json.loads(accepted))
-                assert seen <= steps, f"{job} lost steps {seen - steps} after a restart"
-                seen = steps
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
         assert max_overlap(sandbox_in_process) <= 1
         assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
 

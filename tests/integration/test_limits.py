@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -20,10 +19,11 @@ import pytest
 
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.events import EventType, JobEvent
-from consumer.sandbox import Sandbox
+from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     eventually,
+    log_events,
     new_topics,
     produce,
     produce_raw,
@@ -55,11 +55,7 @@ def _big_job(steps: int) -> tuple[str, list[JobEvent]]:
 
 def _forgotten(log: str) -> int:
     """Jobs the process has forgotten so far, from its ``retention_swept`` log lines."""
-    total = 0
-    for line in tail(log, 1_000_000).splitlines():
-        if '"retention_swept"' in line:
-            total += json.loads(line)["forgotten"]
-    return total
+    return sum(line["forgotten"] for line in log_events(log, "retention_swept"))
 
 
 async def _failures(bootstrap: str, topic: str) -> list[Any]:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
-from consumer.sandbox import Sandbox
+from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     consumer_running,

@@ -18,7 +18,7 @@ from consumer.demo import DemoPlan, build_demo
 from consumer.domain.basicsync import encode_body
 from consumer.domain.events import EventType, JobEvent
 from consumer.domain.job import JobState, Rejection, apply
-from consumer.sandbox import Sandbox
+from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     new_topics,

@@ -22,20 +22,21 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from consumer.app import Running, endpoints_from, run_consumer
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.events import EventType, JobEvent
-from consumer.domain.job import JobState
+from consumer.domain.retention import StoredJob
 from consumer.errors import PartitionLost
 from consumer.kafka.transactions import OutRecord, PartitionProducer
-from consumer.observability.stats import Stats
 from consumer.pipeline import Restorer
-from consumer.sandbox import Sandbox
 from consumer.state.recovery import RestoreReport
+from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     Topics,
+    assert_history_never_shrinks,
+    consumer_running,
     eventually,
+    log_events,
     max_overlap,
     new_topics,
     produce,
@@ -48,24 +49,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def _step_ids(body: dict[str, Any]) -> set[str]:
-    return {
-        wrapper["singleStep"]["uniqueStepId"]
-        for key in ("completedSteps", "cancelledSteps")
-        for wrapper in body.get(key) or []
-    }
-
-
-def assert_history_never_shrinks(sandbox: Sandbox, jobs: list[str]) -> None:
-    """No accepted document of a job lacks a step an earlier accepted document had."""
-    for job in jobs:
-        seen: set[str] = set()
-        for accepted in sandbox.state.jobs[job].history:
-            steps = _step_ids(json.loads(accepted))
-            assert seen <= steps, f"{job}: WorkfloPlus lost steps {seen - steps}"
-            seen = steps
 
 
 def final_upserts(jobs: list[str], title: str) -> list[JobEvent]:
@@ -263,10 +246,7 @@ class TestRequestInDoubt:
             }
         )
         sandbox_in_process.faults.update({"hold_first_ms": {job: 2500}})
-        stop = asyncio.Event()
-        running = Running(stats=Stats())
-        task = asyncio.create_task(run_consumer(settings, endpoints_from(settings), stop, running))
-        try:
+        async with consumer_running(settings) as (_, task):
             await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
             assert await eventually(
                 lambda: bool(sandbox_in_process.state.in_flight.current), within=60
@@ -281,9 +261,6 @@ class TestRequestInDoubt:
             assert late != demo.expected[job], "the held request carried the older state"
             await wait_converged(sandbox_in_process, demo.expected, within=30, consumer=task)
             reposted = time.monotonic()
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 60)
         history = [json.loads(b) for b in sandbox_in_process.state.jobs[job].history]
         assert history[-1] == demo.expected[job]
         assert history[0] == late
@@ -310,7 +287,7 @@ class TestRebalanceErrors:
         def flaky(restore: Restorer) -> Restorer:
             async def wrapped(
                 partitions: set[int],
-            ) -> tuple[dict[int, dict[str, JobState]], RestoreReport]:
+            ) -> tuple[dict[int, dict[str, StoredJob]], RestoreReport]:
                 if failures[0] < 2:
                     failures[0] += 1
                     raise ConnectionError("injected restore fault")
@@ -318,16 +295,8 @@ class TestRebalanceErrors:
 
             return wrapped
 
-        stop = asyncio.Event()
-        running = Running(stats=Stats())
-        task = asyncio.create_task(
-            run_consumer(settings, endpoints_from(settings), stop, running, wrap_restore=flaky)
-        )
-        try:
+        async with consumer_running(settings, wrap_restore=flaky) as (_, task):
             await wait_converged(sandbox_in_process, demo.expected, within=60, consumer=task)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 60)
         assert failures[0] == 2
 
     async def test_a_restore_that_never_succeeds_turns_liveness_red(
@@ -350,17 +319,12 @@ class TestRebalanceErrors:
         def broken(restore: Restorer) -> Restorer:
             async def wrapped(
                 partitions: set[int],
-            ) -> tuple[dict[int, dict[str, JobState]], RestoreReport]:
+            ) -> tuple[dict[int, dict[str, StoredJob]], RestoreReport]:
                 raise ConnectionError("injected restore fault")
 
             return wrapped
 
-        stop = asyncio.Event()
-        running = Running(stats=Stats())
-        task = asyncio.create_task(
-            run_consumer(settings, endpoints_from(settings), stop, running, wrap_restore=broken)
-        )
-        try:
+        async with consumer_running(settings, wrap_restore=broken) as (running, task):
             assert await eventually(lambda: running.http_port is not None, within=30)
             base = f"http://127.0.0.1:{running.http_port}"
             statuses: list[int] = []
@@ -382,9 +346,6 @@ class TestRebalanceErrors:
             assert statuses[-1] == 503
             assert ready == 503
             assert not task.done()
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 60)
 
 
 def broker_pid(bootstrap: str) -> int:
@@ -487,11 +448,7 @@ class TestKafkaTrouble:
             if server is not None:
                 server.close()
         output = tail(log, 200_000)
-        attempts = [
-            json.loads(line)
-            for line in output.splitlines()
-            if line.startswith("{") and '"kafka_unreachable"' in line
-        ]
+        attempts = log_events(log, "kafka_unreachable")
         assert len(attempts) >= 3, output[-3000:]
         assert all(proxy_address in a["bootstrap_servers"] for a in attempts)
         assert all("Connection refused" in a["cause"] for a in attempts)

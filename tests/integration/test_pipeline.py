@@ -12,15 +12,11 @@ import pytest
 
 from consumer.app import Running
 from consumer.demo import DemoPlan, build_demo
-from consumer.domain.demo_jobs import (
-    EXAMPLE_BODY,
-    EXAMPLE_CLIENT_JOB_ID,
-    demo_job,
-    example_job_events,
-)
+from consumer.demo.example import EXAMPLE_BODY, EXAMPLE_CLIENT_JOB_ID, example_job_events
+from consumer.demo.jobs import demo_job
 from consumer.domain.events import encode_structured
 from consumer.errors import TopicLayoutError
-from consumer.sandbox import Sandbox
+from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     consumer_running,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import shlex
-import sys
 import time
 
 import pytest
@@ -14,45 +14,63 @@ import pytest
 from consumer.config import Settings
 from consumer.demo import DemoPlan
 from consumer.embedded import run_embedded
+from consumer.progress import Display, ProgressReport
 
 pytestmark = pytest.mark.integration
 
 
+async def _run_as_printed(line: str) -> tuple[int, str, str]:
+    """Run a printed ``NAME=value program args...`` line as a shell would (without our
+    ``BASICSYNC_*`` environment)."""
+    words = shlex.split(line)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BASICSYNC_")}
+    while "=" in words[0] and not words[0].startswith(("/", ".")):
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    process = await asyncio.create_subprocess_exec(
+        *words, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
 class TestQuickStart:
-    async def test_the_last_line_is_an_inspect_command_that_works(
+    async def test_the_last_lines_are_check_and_inspect_commands_that_work(
         self, kafka_bootstrap: str
     ) -> None:
-        """After the demo converged, the run names the broker and a demo job; that command,
-        run as printed, shows the job settled."""
-        lines: list[str] = []
+        """After the demo converged, the run prints a ``check`` and an ``inspect`` command line
+        naming the broker (and a demo job); run as printed, check passes and inspect shows the
+        job settled. Progress went through the display, reported at least once."""
+        out = io.StringIO()
+        reports: list[ProgressReport] = []
+        display = Display(console=None, emit=reports.append, stdout=out)
         port = int(kafka_bootstrap.rsplit(":", 1)[1])
         code = await run_embedded(
             Settings(),
             asyncio.Event(),
             plan=DemoPlan(jobs=5, seed=int(time.time())),
             kafka_port=port,
-            progress=lines.append,
+            display=display,
         )
+        lines = out.getvalue().splitlines()
         assert code == 0, lines
-        hint = lines[-1]
-        command = hint.split("with: ", 1)[1].split("  (", 1)[0]
-        assignment, program, subcommand, job = shlex.split(command)
-        assert (program, subcommand) == ("basicsync", "inspect")
-        name, _, servers = assignment.partition("=")
-        assert (name, servers) == ("BASICSYNC_KAFKA__BOOTSTRAP_SERVERS", kafka_bootstrap)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("BASICSYNC_")}
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "consumer",
-            "inspect",
-            job,
-            env={**env, name: servers},
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(process.communicate(), 120)
-        assert process.returncode == 0, err.decode()
-        shown = json.loads(out)
-        assert shown["clientJobId"] == job
-        assert shown["settled"] is True
+        assert reports[-1].completed == reports[-1].total == 5
+        assert lines[0].startswith("streamed ")
+        assert lines[1].startswith("done: 5/5 demo jobs")
+        assert "kafka.sh stop" in lines[-3]
+        check, inspect = lines[-2].strip(), lines[-1].strip()
+        assert check.startswith(f"BASICSYNC_KAFKA__BOOTSTRAP_SERVERS={kafka_bootstrap} ")
+        assert shlex.split(check)[-2:] == ["check", "--skip-gateway"]
+        assert shlex.split(inspect)[-2] == "inspect"
+
+        status, shown, err = await _run_as_printed(check)
+        assert status == 0, shown + err
+        assert "FAIL" not in shown
+        assert "ok    kafka" in shown
+
+        status, shown, err = await _run_as_printed(inspect)
+        assert status == 0, err
+        job = json.loads(shown)
+        assert job["clientJobId"] == shlex.split(inspect)[-1]
+        assert job["settled"] is True

@@ -13,17 +13,17 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 from pydantic import SecretStr
 
 from consumer.demo import DemoPlan, build_demo
-from consumer.sandbox import Sandbox, SandboxSettings, run_sandbox
+from consumer.testing.workfloplus import Sandbox, SandboxSettings, run_sandbox
 from tests.integration.harness import (
     MakeTopic,
     consumer_env,
     eventually,
     new_topics,
     produce,
+    raw_parts,
     settings_for,
     tail,
     wait_converged,
@@ -47,23 +47,6 @@ async def collect_tokens(sandbox: Sandbox, seen: set[str], stop: asyncio.Event) 
     while not stop.is_set():
         seen.update(sandbox.state.tokens)
         await asyncio.sleep(0.02)
-
-
-async def raw_values(bootstrap: str, topic: str) -> list[bytes]:
-    """Every record value and key on ``topic`` now, as bytes."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    found: list[bytes] = []
-    try:
-        while batch := await consumer.getmany(timeout_ms=1000):
-            for messages in batch.values():
-                for message in messages:
-                    found += [part for part in (message.key, message.value) if part]
-    finally:
-        await consumer.stop()
-    return found
 
 
 def spawn_consumer(env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
@@ -131,9 +114,9 @@ class TestSecretsNeverLogged:
         assert len(tokens) >= 2, "no fresh token after the revocation"
         assert leaks(output, [SECRET, *tokens]) == []
         for topic in (topics.succeeded, topics.failed, topics.state):
-            records = b"\n".join(await raw_values(kafka_bootstrap, topic))
+            records = b"\n".join(await raw_parts(kafka_bootstrap, topic))
             assert leaks(records, [SECRET, *tokens]) == [], topic
-        assert await raw_values(kafka_bootstrap, topics.succeeded)
+        assert await raw_parts(kafka_bootstrap, topics.succeeded)
 
     async def test_a_refused_secret_is_not_logged_either(
         self, kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
@@ -163,4 +146,4 @@ class TestSecretsNeverLogged:
         output = log_path.read_bytes()
         assert leaks(output, [wrong, SECRET]) == []
         for topic in (topics.succeeded, topics.failed):
-            assert leaks(b"\n".join(await raw_values(kafka_bootstrap, topic)), [wrong]) == []
+            assert leaks(b"\n".join(await raw_parts(kafka_bootstrap, topic)), [wrong]) == []

@@ -22,7 +22,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from pydantic import SecretStr
@@ -35,13 +34,12 @@ from consumer.config import (
     SecurityProtocol,
     Settings,
     SyncSettings,
-    TopicSettings,
 )
 from consumer.demo import DemoPlan, build_demo
 from consumer.kafka.access import run_waiting_out_denials
 from consumer.kafka.acls import Acl, Operation, Purpose, ResourceType, required_acls
 from consumer.observability.stats import Stats
-from consumer.sandbox import Sandbox, SandboxSettings, run_sandbox
+from consumer.testing.workfloplus import Sandbox, SandboxSettings, run_sandbox
 from tests.fixtures.certs import CertificateAuthority
 from tests.fixtures.kafka import MakeTopic
 from tests.fixtures.secure_kafka import TLS_USER, SecureKafka
@@ -49,9 +47,12 @@ from tests.integration.harness import (
     Topics,
     consumer_env,
     eventually,
+    log_events,
     new_topics,
     produce,
     produce_raw,
+    raw_parts,
+    topic_settings,
     wait_converged,
 )
 
@@ -77,12 +78,7 @@ def secured(
     """Settings of a consumer on ``topics`` with ``kafka`` security, posting to ``sandbox``."""
     return Settings(
         kafka=kafka,
-        topics=TopicSettings(
-            input=topics.inputs,
-            succeeded=topics.succeeded,
-            failed=topics.failed,
-            state=topics.state,
-        ),
+        topics=topic_settings(topics),
         gateway=GatewaySettings(
             base_url=sandbox.base_url,
             token_url=sandbox.token_url,
@@ -141,19 +137,7 @@ async def committed(bootstrap: str, group: str) -> dict[Any, Any]:
 
 async def raw_bytes(bootstrap: str, topic: str) -> bytes:
     """Keys and values of every record on ``topic`` (super user), joined."""
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
-    )
-    await consumer.start()
-    found: list[bytes] = []
-    try:
-        while batch := await consumer.getmany(timeout_ms=1000):
-            for messages in batch.values():
-                for message in messages:
-                    found += [part for part in (message.key, message.value) if part]
-    finally:
-        await consumer.stop()
-    return b"\n".join(found)
+    return b"\n".join(await raw_parts(bootstrap, topic))
 
 
 def leaks(text: str | bytes, secrets: list[str]) -> list[str]:
@@ -257,11 +241,9 @@ class TestPipelineOverSecuredKafka:
 
 async def _metrics(log_path: Path) -> str:
     """/metrics of the consumer whose JSON log (at ``log_path``) names its HTTP port."""
-    port = None
-    for line in (await asyncio.to_thread(log_path.read_text)).splitlines():
-        if '"http_listening"' in line:
-            port = json.loads(line)["port"]
-    assert port is not None, "the consumer logged no http_listening"
+    listening = await asyncio.to_thread(log_events, log_path, "http_listening")
+    assert listening, "the consumer logged no http_listening"
+    port = listening[-1]["port"]
     async with (
         aiohttp.ClientSession() as http,
         http.get(f"http://127.0.0.1:{port}/metrics") as response,
@@ -347,7 +329,7 @@ class TestMissingAcl:
             secure_kafka.plain, topics.inputs, build_demo(DemoPlan(jobs=4, seed=3)).events
         )
         if missing == "read changelog":  # an empty changelog needs no Read to be restored
-            records = [(b"job-x", b"{}", [])]
+            records: list[tuple[bytes | None, bytes | None, list[Any]]] = [(b"job-x", b"{}", [])]
             await produce_raw(secure_kafka.plain, topics.state, records)
 
         stop = asyncio.Event()

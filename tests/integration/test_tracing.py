@@ -19,10 +19,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from consumer.domain.demo_jobs import EXAMPLE_BODY, EXAMPLE_CLIENT_JOB_ID, example_job_events
+from consumer.demo.example import EXAMPLE_BODY, EXAMPLE_CLIENT_JOB_ID, example_job_events
 from consumer.domain.events import encode_binary, encode_structured
 from consumer.observability.tracing import SYNC_SPAN, Tracing
-from consumer.sandbox import Sandbox
+from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     consumer_running,

@@ -9,11 +9,11 @@ from typing import Any
 
 from hypothesis import given, settings
 
+from consumer.demo.example import example_job_events
 from consumer.domain.basicsync import body_sha256, encode_body, encode_json, payload
-from consumer.domain.demo_jobs import example_job_events
 from consumer.domain.events import EventType, JobEvent
 from consumer.domain.job import JobState, apply, new_state
-from consumer.sandbox.examples import docs_example_strict
+from consumer.testing.workfloplus.examples import docs_example_strict
 from tests.unit.test_job import event_sequences, reduce_all
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

@@ -16,7 +16,8 @@ from aiokafka.errors import KafkaConnectionError
 
 from consumer import __version__
 from consumer.cli import build_parser, main
-from consumer.kafka.diagnose import describe, explain, unreachable
+from consumer.config import KafkaSettings
+from consumer.kafka.diagnose import describe, explain, security_problem, unreachable
 from consumer.observability.logging import use_colors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,3 +128,22 @@ class TestKafkaErrorMessages:
             port = server.sockets[0].getsockname()[1]
             text = await explain(KafkaConnectionError("timed out"), [f"127.0.0.1:{port}"])
         assert text == "KafkaConnectionError: timed out"
+
+    async def test_a_listener_that_hangs_up_names_the_security_protocol(self) -> None:
+        """A server that closes the connection at once, reached over PLAINTEXT, is worded as a
+        security refusal naming the setting to check (the listener probably expects TLS)."""
+        server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
+        async with server:
+            port = server.sockets[0].getsockname()[1]
+            servers = [f"127.0.0.1:{port}"]
+            problem = await security_problem(KafkaSettings(bootstrap_servers=servers), servers, 2)
+        assert problem is not None
+        assert "BASICSYNC_KAFKA__SECURITY_PROTOCOL is PLAINTEXT" in str(problem)
+
+    async def test_an_unreachable_server_is_no_security_problem(self) -> None:
+        """Nobody listening is a reachability cause (see ``unreachable``), not a refusal."""
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        servers = [f"127.0.0.1:{port}"]
+        assert await security_problem(KafkaSettings(bootstrap_servers=servers), servers, 2) is None

@@ -1,15 +1,14 @@
-"""The pure parts of ``basicsync demo``: the records it sends and its progress output."""
+"""The pure parts of ``basicsync demo``: the records it sends (``consumer.demo.sender``)."""
 
 from __future__ import annotations
 
-import io
 from collections import Counter
 
 import pytest
 
-from consumer.commands.demo import Progress, demo_records
-from consumer.demo import DemoPlan, build_demo
-from consumer.domain.events import InvalidEvent, decode_event
+from consumer.demo import DemoPlan, build_demo, demo_records
+from consumer.demo.sender import TOPIC_OF_KIND
+from consumer.domain.events import EventType, InvalidEvent, decode_event
 from consumer.domain.results import FailureReason
 
 TOPICS = ["upserts", "steps", "statuses"]
@@ -49,37 +48,14 @@ class TestDemoRecords:
             FailureReason.key_mismatch.value,
         }
 
+    def test_every_event_type_has_an_input_topic(self) -> None:
+        """The one kind-to-topic table covers every event type."""
+        assert set(TOPIC_OF_KIND) == set(EventType)
+
     def test_the_same_seed_gives_the_same_records(self) -> None:
         """A demo can be repeated exactly."""
         plan = DemoPlan(jobs=3, steps=2, seed=9)
         assert demo_records(plan, TOPICS, 0.3) == demo_records(plan, TOPICS, 0.3)
-
-
-class TestProgress:
-    def test_a_pipe_gets_plain_lines_including_the_last(self) -> None:
-        """Not a terminal: no carriage returns, and the final count is always printed."""
-        out = io.StringIO()
-        progress = Progress(3, out)
-        for done in (1, 2, 3):
-            progress.update(done)
-        progress.close()
-        lines = out.getvalue().splitlines()
-        assert "\r" not in out.getvalue()
-        assert lines[-1].startswith("demo: 3/3 events")
-
-    def test_a_terminal_gets_a_redrawn_bar(self) -> None:
-        """On a terminal the bar is redrawn in place and ends with a newline."""
-
-        class Tty(io.StringIO):
-            def isatty(self) -> bool:
-                return True
-
-        out = Tty()
-        progress = Progress(2, out)
-        progress.update(2)
-        progress.close()
-        assert out.getvalue().startswith("\r[" + "#" * Progress.WIDTH + "] 2/2 events")
-        assert out.getvalue().endswith("\n")
 
 
 class TestOptions:

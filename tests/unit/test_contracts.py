@@ -15,7 +15,7 @@ import yaml
 
 from consumer import contracts
 from consumer.config import KafkaSettings, TopicSettings
-from consumer.domain.demo_jobs import demo_job
+from consumer.demo.jobs import demo_job
 from consumer.domain.events import encode_binary, encode_structured
 from consumer.domain.job import JobState, apply, new_state
 from consumer.domain.results import (

@@ -1,4 +1,4 @@
-"""Demo job streams (consumer.domain.demo_jobs)."""
+"""Demo job streams (consumer.demo.jobs) and the documented example (consumer.demo.example)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from consumer.demo.example import EXAMPLE_BODY, example_job_events
+from consumer.demo.jobs import demo_job
 from consumer.domain.basicsync import encode_body
-from consumer.domain.demo_jobs import EXAMPLE_BODY, demo_job, example_job_events
 from consumer.domain.events import (
     EventType,
     JobEvent,

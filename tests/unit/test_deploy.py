@@ -693,3 +693,40 @@ class TestKafkaUsers:
             "cert": "basicsync-keda",
             "key": "basicsync-keda",
         }
+
+
+class TestTracingVariables:
+    """The OTEL_* variables of docs/operations.md "Tracing" are offered, commented, in the
+    Deployment and compose; tracing stays off unless someone uncomments them."""
+
+    @staticmethod
+    def _uncommented(text: str, marker: str) -> str:
+        """The file with the commented block that starts at ``marker`` uncommented."""
+        lines = text.splitlines()
+        start = next(n for n, line in enumerate(lines) if line.strip() == f"# {marker}")
+        indent = lines[start].index("#")
+        n = start
+        while n < len(lines) and lines[n].startswith(" " * indent + "#"):
+            lines[n] = " " * indent + lines[n][indent + 2 :]
+            n += 1
+        return "\n".join(lines)
+
+    @pytest.mark.parametrize(
+        ("path", "marker"),
+        [
+            (K8S / "deployment.yaml", "env:"),
+            (COMPOSE, "OTEL_EXPORTER_OTLP_ENDPOINT: http://otel-collector:4318"),
+        ],
+    )
+    def test_commented_variables_are_documented_and_valid(self, path: Path, marker: str) -> None:
+        """Each commented OTEL_* name is in the Tracing table of docs/operations.md, none is
+        set as shipped, and uncommenting the block yields valid YAML setting an endpoint."""
+        text = path.read_text()
+        documented = set(re.findall(r"OTEL_[A-Z_]+", (ROOT / "docs" / "operations.md").read_text()))
+        commented = set(re.findall(r"^\s*#.*?(OTEL_[A-Z_]+)", text, re.MULTILINE))
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" in commented
+        assert commented <= documented
+        set_lines = [ln for ln in text.splitlines() if "OTEL_" in ln and "#" not in ln]
+        assert set_lines == []
+        enabled = yaml.safe_load_all(self._uncommented(text, marker))
+        assert "OTEL_EXPORTER_OTLP_ENDPOINT" in json.dumps(list(enabled))

@@ -8,8 +8,8 @@ from email.utils import format_datetime
 
 import pytest
 
+from consumer.domain.results import MAX_ERROR_BODY_CHARS, TRUNCATION_SUFFIX, truncate_body
 from consumer.gateway.client import (
-    MAX_BODY_CHARS,
     Accepted,
     Rejected,
     Retryable,
@@ -46,11 +46,13 @@ class TestClassify:
             status=status, body_truncated='{"error":"bad"}'
         )
 
-    def test_rejected_body_is_truncated(self) -> None:
-        """Huge error bodies are cut so a failure record stays small."""
-        outcome = classify(400, {}, "x" * (MAX_BODY_CHARS * 3), NOW)
+    def test_rejected_body_is_truncated_once_with_the_marker(self) -> None:
+        """Huge error bodies are cut, with the marker, to the one limit of failure records; the
+        record built from it carries the same text (cutting again changes nothing)."""
+        outcome = classify(400, {}, "x" * (MAX_ERROR_BODY_CHARS * 3), NOW)
         assert isinstance(outcome, Rejected)
-        assert len(outcome.body_truncated) == MAX_BODY_CHARS
+        assert outcome.body_truncated == "x" * MAX_ERROR_BODY_CHARS + TRUNCATION_SUFFIX
+        assert truncate_body(outcome.body_truncated) == outcome.body_truncated
 
     @pytest.mark.parametrize("status", [408, 429, 500, 502, 503, 504])
     def test_transient_statuses_are_retryable(self, status: int) -> None:

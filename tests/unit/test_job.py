@@ -10,8 +10,9 @@ from typing import Any
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from consumer.demo.example import EXAMPLE_BODY, example_job_events
+from consumer.demo.jobs import demo_job
 from consumer.domain.basicsync import encode_body
-from consumer.domain.demo_jobs import EXAMPLE_BODY, demo_job, example_job_events
 from consumer.domain.document import StepWrapper, step_text
 from consumer.domain.events import EventType, JobEvent
 from consumer.domain.job import (
@@ -29,8 +30,7 @@ from consumer.domain.job import (
     time_text,
 )
 from consumer.domain.results import FailureReason
-from consumer.domain.state import Step, json_text
-from consumer.domain.state_schema import decode_validated
+from consumer.domain.state import Step, decode_validated, json_text
 
 JOB = "job-1"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

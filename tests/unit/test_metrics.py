@@ -35,6 +35,10 @@ def invalid(reason: FailureReason) -> FailureRecord:
     return FailureRecord.for_input(reason=reason, message="bad", source=source, failed_at=NOW)
 
 
+#: The level gauges of a member holding nothing.
+_IDLE = {"dirty_jobs": 0, "in_flight": 0, "jobs": 0, "state_bytes": 0}
+
+
 class TestFedByObserverCalls:
     def test_a_batch_counts_events_invalid_by_reason_and_misrouted_keys(self) -> None:
         """batch_absorbed feeds consumed, applied, duplicate, invalid{reason} and misrouted."""
@@ -57,7 +61,8 @@ class TestFedByObserverCalls:
         assert value(stats, "basicsync_events_invalid_total", reason="invalid_event") == 2
         assert value(stats, "basicsync_events_invalid_total", reason="key_mismatch") == 1
         assert value(stats, "basicsync_misrouted_keys_total") == 2
-        assert stats.events == 10  # the plain totals still work
+        assert stats.events == 10  # the totals are read back from the metrics
+        assert stats.invalid == {"invalid_event": 2, "key_mismatch": 1}
 
     def test_requests_count_by_outcome_and_status_with_latency_and_retries(self) -> None:
         """Each finished request is counted by outcome and status ("none" without a response),
@@ -77,7 +82,7 @@ class TestFedByObserverCalls:
         assert value(stats, "basicsync_sync_request_seconds_sum") == pytest.approx(10.56)
         assert value(stats, "basicsync_sync_request_seconds_bucket", le="0.025") == 2
         assert value(stats, "basicsync_sync_retries_total") == 2
-        assert stats.requests["accepted"] == 2
+        assert stats.requests == {"accepted": 2, "retryable": 2, "rejected": 1}
 
     def test_success_latency_lands_in_the_event_to_sync_histogram(self) -> None:
         """synced(latency_ms) observes seconds; a success without a latency is not observed."""
@@ -88,7 +93,6 @@ class TestFedByObserverCalls:
         assert value(stats, "basicsync_event_to_sync_seconds_sum") == 1.5
         assert value(stats, "basicsync_event_to_sync_seconds_bucket", le="1.0") == 0
         assert value(stats, "basicsync_event_to_sync_seconds_bucket", le="2.0") == 1
-        assert stats.synced_jobs == 2
 
     def test_circuit_changes_set_the_state_gauge_and_count_openings(self) -> None:
         """The state gauge has one series per state, 1 for the current one; opening counts
@@ -139,6 +143,7 @@ class TestFedByObserverCalls:
         assert value(stats, "basicsync_restored_jobs_total") == 40
         assert value(stats, "basicsync_restoring") == 0
         assert value(stats, "basicsync_partitions_owned") == 2
+        assert (stats.restores, stats.restored_jobs) == (1, 40)
 
 
 class TestSampledLevels:
@@ -149,6 +154,7 @@ class TestSampledLevels:
             dirty_jobs=7,
             in_flight=3,
             jobs=120,
+            state_bytes=960_000,
             circuit=CircuitState.HALF_OPEN,
             lag={("in", 0): 5, ("in", 1): 0},
         )
@@ -156,10 +162,13 @@ class TestSampledLevels:
         assert get("basicsync_jobs_dirty") == 7
         assert get("basicsync_sync_in_flight") == 3
         assert get("basicsync_state_jobs") == 120
+        assert get("basicsync_state_bytes") == 960_000
         assert get("basicsync_circuit_state", {"state": "half_open"}) == 1
         assert get("basicsync_circuit_state", {"state": "closed"}) == 0
         assert get("basicsync_consumer_lag", {"topic": "in", "partition": "0"}) == 5
-        metrics.sample(dirty_jobs=0, in_flight=0, jobs=0, circuit=CircuitState.OPEN, lag={})
+        metrics.sample(
+            dirty_jobs=0, in_flight=0, jobs=0, state_bytes=0, circuit=CircuitState.OPEN, lag={}
+        )
         assert get("basicsync_consumer_lag", {"topic": "in", "partition": "0"}) is None
         assert get("basicsync_circuit_state", {"state": "open"}) == 1
         assert get("basicsync_circuit_state", {"state": "half_open"}) == 0
@@ -168,9 +177,16 @@ class TestSampledLevels:
         """lag=None (positions unavailable mid-rebalance) leaves the last lag values."""
         metrics = Metrics()
         metrics.sample(
-            dirty_jobs=0, in_flight=0, jobs=0, circuit=CircuitState.CLOSED, lag={("in", 2): 9}
+            dirty_jobs=0,
+            in_flight=0,
+            jobs=0,
+            state_bytes=0,
+            circuit=CircuitState.CLOSED,
+            lag={("in", 2): 9},
         )
-        metrics.sample(dirty_jobs=0, in_flight=0, jobs=0, circuit=CircuitState.CLOSED, lag=None)
+        metrics.sample(
+            dirty_jobs=0, in_flight=0, jobs=0, state_bytes=0, circuit=CircuitState.CLOSED, lag=None
+        )
         get = metrics.registry.get_sample_value
         assert get("basicsync_consumer_lag", {"topic": "in", "partition": "2"}) == 9
 

@@ -47,7 +47,17 @@ class FencedMidTransaction:
     async def begin_transaction(self) -> None:
         self._txn_manager.in_transaction = True
 
-    async def send(self, *args: Any, **kwargs: Any) -> Any:
+    def create_batch(self) -> Any:
+        class _Batch:
+            def append(self, **_: Any) -> object:
+                return object()
+
+            def close(self) -> None:
+                pass
+
+        return _Batch()
+
+    async def send_batch(self, *args: Any, **kwargs: Any) -> Any:
         if self.fail_sends:
             self.fail_sends -= 1
             if self._txn_manager.fatal:

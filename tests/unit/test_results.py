@@ -5,7 +5,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
@@ -20,6 +21,7 @@ from consumer.domain.results import (
     SuccessRecord,
     truncate_body,
 )
+from tests.unit.fakes import job_state
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -112,6 +114,43 @@ class TestSuccessRecord:
                     "payloadSha256": "x",
                 }
             )
+
+    def test_for_sync_takes_version_status_and_latency_from_the_sent_state(self) -> None:
+        """The one builder of success records (scheduler and redrive): version, status and
+        key from the state sent, latency from its first unsynced change to the sync."""
+        sent = replace(
+            job_state("job-1", status="Completed"),
+            first_unsynced_at=NOW - timedelta(seconds=2),
+            job_id="wfp-1",
+        )
+        offsets = [SourceOffset(topic="in", partition=0, offset=7)]
+        record = SuccessRecord.for_sync(
+            sent,
+            job_id=None,
+            http_status=201,
+            attempts=2,
+            synced_at=NOW,
+            payload_sha256="abc",
+            source_offsets=offsets,
+        )
+        assert record.client_job_id == "job-1"
+        assert record.job_id == "wfp-1"  # WorkfloPlus sent none: the state's own is kept
+        assert record.state_version == sent.version
+        assert record.job_status == "Completed"
+        assert record.latency_ms == 2000
+        assert record.source_offsets == offsets
+        assert record.trace_id is None
+
+    def test_for_sync_without_unsynced_change_has_no_latency(self) -> None:
+        """A state with no first unsynced change (a redrive of a settled one) has no latency;
+        the job id WorkfloPlus answered with wins over the state's."""
+        sent = replace(job_state("job-2"), first_unsynced_at=None)
+        record = SuccessRecord.for_sync(
+            sent, job_id="new", http_status=200, attempts=1, synced_at=NOW, payload_sha256="x"
+        )
+        assert record.latency_ms is None
+        assert record.job_id == "new"
+        assert record.source_offsets == []
 
 
 class TestFailureRecord:

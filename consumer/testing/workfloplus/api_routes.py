@@ -18,10 +18,15 @@ from typing import Any
 
 from aiohttp import web
 
-from consumer.sandbox.faults import Faults
-from consumer.sandbox.schema import BodyError, JobDocument, client_job_id_of, parse_document
-from consumer.sandbox.settings import WORKFLOW_EXECUTE, SandboxSettings
-from consumer.sandbox.state import Record, SandboxState, Token
+from consumer.testing.workfloplus.faults import Faults
+from consumer.testing.workfloplus.received_body import (
+    BodyError,
+    ReceivedJob,
+    client_job_id_of,
+    parse_document,
+)
+from consumer.testing.workfloplus.settings import WORKFLOW_EXECUTE, SandboxSettings
+from consumer.testing.workfloplus.state import IssuedToken, Record, SandboxState
 
 BASIC_SYNC_PATH = "/jobs/v1/basicSync"
 TOKEN_PATH = "/connect/token"
@@ -78,7 +83,7 @@ class Api:
         headers = {"Retry-After": str(math.ceil(left))}
         return _error(503, "service_unavailable", "sandbox outage in progress", headers)
 
-    def _authorize(self, request: web.Request, scope: str | None) -> web.Response | Token:
+    def _authorize(self, request: web.Request, scope: str | None) -> web.Response | IssuedToken:
         header = request.headers.get("Authorization", "")
         kind, _, value = header.partition(" ")
         token = self.state.token(value.strip()) if kind.lower() == "bearer" else None
@@ -170,7 +175,7 @@ class Api:
     async def basic_sync(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
         body = await request.read()
-        document: JobDocument | BodyError
+        document: ReceivedJob | BodyError
         try:
             document = parse_document(body)
             client_job_id: str | None = document.metadata.clientJobId
@@ -189,7 +194,7 @@ class Api:
         request: web.Request,
         started: float,
         body: bytes,
-        document: JobDocument | BodyError,
+        document: ReceivedJob | BodyError,
         client_job_id: str | None,
         hold: float,
     ) -> web.Response:
@@ -209,7 +214,7 @@ class Api:
             self._record(request, started, status, client_job_id, body, outcome)
 
     async def _basic_sync(
-        self, request: web.Request, body: bytes, document: JobDocument | BodyError
+        self, request: web.Request, body: bytes, document: ReceivedJob | BodyError
     ) -> tuple[web.Response, str | None]:
         faults = self.faults
         if faults.active:

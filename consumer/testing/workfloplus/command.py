@@ -23,8 +23,8 @@ import sys
 from collections.abc import Sequence
 from multiprocessing.process import BaseProcess
 
-from consumer.sandbox.server import run_sandbox
-from consumer.sandbox.settings import SandboxSettings
+from consumer.testing.workfloplus.server import run_sandbox
+from consumer.testing.workfloplus.settings import SandboxSettings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

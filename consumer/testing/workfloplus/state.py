@@ -19,14 +19,14 @@ Outcome = Literal["created", "updated", "aborted"]
 
 
 @dataclass(slots=True)
-class Token:
+class IssuedToken:
     scopes: frozenset[str]
     issued_at: float  # epoch seconds
     expires_at: float  # epoch seconds
 
 
 @dataclass(slots=True)
-class Job:
+class StoredJob:
     """A stored job. ``response`` is the JSON of the stored document plus ``jobId``."""
 
     client_job_id: str
@@ -85,9 +85,9 @@ class SandboxState:
     ) -> None:
         self.history_limit = history_limit
         self._key = signing_key.encode()
-        self.tokens: dict[str, Token] = {}  # verified tokens, so each is checked once
+        self.tokens: dict[str, IssuedToken] = {}  # verified tokens, so each is checked once
         self.revoked_before = 0.0
-        self.jobs: dict[str, Job] = {}
+        self.jobs: dict[str, StoredJob] = {}
         self.records: deque[Record] = deque(maxlen=record_limit)
         self.in_flight = InFlight()
 
@@ -110,10 +110,10 @@ class SandboxState:
         }
         signed = _JWT_HEADER + b"." + _b64(json.dumps(claims, separators=(",", ":")).encode())
         token = (signed + b"." + _b64(self._sign(signed))).decode()
-        self.tokens[token] = Token(scopes, now, now + lifetime_s)
+        self.tokens[token] = IssuedToken(scopes, now, now + lifetime_s)
         return token
 
-    def token(self, value: str) -> Token | None:
+    def token(self, value: str) -> IssuedToken | None:
         """The token if it is genuine, unexpired and not revoked."""
         token = self.tokens.get(value)
         if token is None:
@@ -137,7 +137,7 @@ class SandboxState:
     def _sign(self, signed: bytes) -> bytes:
         return hmac.new(self._key, signed, hashlib.sha256).digest()
 
-    def _verify(self, value: str) -> Token | None:
+    def _verify(self, value: str) -> IssuedToken | None:
         signed, _, signature = value.encode().rpartition(b".")
         try:
             if not hmac.compare_digest(
@@ -145,7 +145,7 @@ class SandboxState:
             ):
                 return None
             claims = json.loads(base64.urlsafe_b64decode(_pad(signed.split(b".")[1])))
-            return Token(frozenset(claims["scope"].split()), claims["iat"], claims["exp"])
+            return IssuedToken(frozenset(claims["scope"].split()), claims["iat"], claims["exp"])
         except (ValueError, IndexError, KeyError, AttributeError):
             return None
 
@@ -154,7 +154,7 @@ class SandboxState:
         """Create or replace the job with an already validated body."""
         job = self.jobs.get(client_job_id)
         if job is None:
-            job = Job(
+            job = StoredJob(
                 client_job_id, str(uuid.uuid4()), status, b"", deque(maxlen=self.history_limit)
             )
             self.jobs[client_job_id] = job

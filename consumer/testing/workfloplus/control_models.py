@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from consumer.sandbox.faults import OutageMode
-from consumer.sandbox.state import Record
+from consumer.testing.workfloplus.faults import OutageMode
+from consumer.testing.workfloplus.state import Record
 
 
 class RecordedRequest(BaseModel):

@@ -14,11 +14,11 @@ from contextlib import asynccontextmanager
 
 from aiohttp import web
 
-from consumer.sandbox.api import BASIC_SYNC_PATH, TOKEN_PATH, Api
-from consumer.sandbox.control_api import add_control_routes
-from consumer.sandbox.faults import Faults, OutageMode
-from consumer.sandbox.settings import SandboxSettings
-from consumer.sandbox.state import SandboxState
+from consumer.testing.workfloplus.api_routes import BASIC_SYNC_PATH, TOKEN_PATH, Api
+from consumer.testing.workfloplus.control_routes import add_control_routes
+from consumer.testing.workfloplus.faults import Faults, OutageMode
+from consumer.testing.workfloplus.settings import SandboxSettings
+from consumer.testing.workfloplus.state import SandboxState
 
 
 class Sandbox:

@@ -16,8 +16,8 @@ from typing import Any, Self
 
 import aiohttp
 
-from consumer.sandbox.faults import FaultConfig, OutageMode
-from consumer.sandbox.models import Overlaps, RecordedRequest
+from consumer.testing.workfloplus.control_models import Overlaps, RecordedRequest
+from consumer.testing.workfloplus.faults import FaultConfig, OutageMode
 
 
 class SandboxControlError(RuntimeError):

@@ -39,7 +39,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-class SingleStep(_Strict):
+class ReceivedStep(_Strict):
     values: list[Json] | None = None
     valueResourceIds: list[Json] | None = None
     uniqueStepId: str | None = None
@@ -68,12 +68,12 @@ class SingleStep(_Strict):
     metadata: dict[str, Json] | None = None
 
 
-class StepWrapper(_Strict):
-    singleStep: SingleStep | None = None
+class ReceivedStepWrapper(_Strict):
+    singleStep: ReceivedStep | None = None
     reportStep: dict[str, Json] | None = None
 
 
-class JobMetadata(_Strict):
+class ReceivedMetadata(_Strict):
     clientJobId: str = Field(min_length=1)
     workflowId: str = Field(min_length=1)
     workflowVersionId: str | None = None
@@ -84,16 +84,16 @@ class JobMetadata(_Strict):
     modified: str | None = None
     status: str | None = None
     userId: str | None = None
-    currentStep: StepWrapper | None = None
+    currentStep: ReceivedStepWrapper | None = None
     abandonReason: str | None = None
     username: str | None = None
     workflowName: str | None = None
 
 
-class JobDocument(_Strict):
-    metadata: JobMetadata
-    completedSteps: list[StepWrapper] | None = None
-    cancelledSteps: list[StepWrapper] | None = None
+class ReceivedJob(_Strict):
+    metadata: ReceivedMetadata
+    completedSteps: list[ReceivedStepWrapper] | None = None
+    cancelledSteps: list[ReceivedStepWrapper] | None = None
     team: str | None = None
     hierarchyStack: list[Json] | None = None
     packetIds: list[Json] | None = None
@@ -105,14 +105,14 @@ class BodyError(ValueError):
     """The body is not strict JSON or not the documented shape; ``str()`` says where and why."""
 
 
-def parse_document(body: bytes) -> JobDocument:
+def parse_document(body: bytes) -> ReceivedJob:
     """Parse and validate a basicSync body in one pass; raise ``BodyError`` saying what is wrong.
 
     One pass straight from bytes into the models is the cheapest way to check ~300 fields (see
     ``tests/bench/bench_sandbox.py``); the sandbox keeps the bytes, not the models.
     """
     try:
-        document = JobDocument.model_validate_json(body)
+        document = ReceivedJob.model_validate_json(body)
     except ValidationError as exc:
         errors = exc.errors(include_url=False)
         if errors[0]["type"] == "json_invalid":

@@ -47,7 +47,7 @@ class ExponentialLatency(_Frozen):
 Latency = Annotated[FixedLatency | UniformLatency | ExponentialLatency, Field(discriminator="kind")]
 
 
-class Rejection(_Frozen):
+class InjectedRejection(_Frozen):
     """A chosen 4xx answer for one clientJobId, with the JSON body to send."""
 
     status: int = Field(default=400, ge=400, le=499)
@@ -65,7 +65,7 @@ class FaultConfig(_Frozen):
     rate_limit_job_ids: frozenset[str] = frozenset()
     retry_after_s: int = Field(default=1, ge=0)
     token_lifetime_s: int | None = Field(default=None, gt=0, description="for new tokens")
-    reject_job_ids: dict[str, Rejection] = Field(default_factory=dict)
+    reject_job_ids: dict[str, InjectedRejection] = Field(default_factory=dict)
     error_job_ids: dict[str, Annotated[int, Field(ge=500, le=599)]] = Field(
         default_factory=dict,
         description="these clientJobIds always get the given 5xx; other jobs are served",
@@ -165,7 +165,7 @@ class Faults:
             return None
         return self.config.error_job_ids.get(client_job_id)
 
-    def rejection(self, client_job_id: str | None) -> Rejection | None:
+    def rejection(self, client_job_id: str | None) -> InjectedRejection | None:
         if client_job_id is None:
             return None
         return self.config.reject_job_ids.get(client_job_id)
