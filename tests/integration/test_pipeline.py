@@ -255,15 +255,25 @@ class TestScale:
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
         """1,000 jobs of ~12 events over 3 co-partitioned topics and two group members:
-        every job converges, one success per final version, no failure, no overlapping request."""
+        every job converges, one success per final version, no failure, no overlapping request.
+
+        Half the stream is a backlog when the members start (so a rebalance lands mid catch-up);
+        the rest is produced once both own partitions, so each member has work to do whichever
+        of them the group gave the backlog to."""
         topics = await new_topics(make_topic, partitions=4, inputs=3)
         demo = build_demo(DemoPlan(jobs=1000, seed=19))
-        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        half = len(demo.events) // 2
+        await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         async with (
             consumer_running(settings) as (first, task1),
             consumer_running(settings) as (second, task2),
         ):
+            both_own = await eventually(
+                lambda: _owns_partitions(first) and _owns_partitions(second), within=60
+            )
+            assert both_own, "the group never gave both members partitions"
+            await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
             await wait_converged(sandbox_in_process, demo.expected, within=240, consumer=task1)
             assert not task2.done()
         assert max_overlap(sandbox_in_process) <= 1
@@ -303,6 +313,10 @@ class TestRetention:
         async with consumer_running(settings) as (restarted, _):
             assert await eventually(lambda: restarted.stats.restores > 0, within=30)
             assert restarted.stats.restored_jobs == 0
+
+
+def _owns_partitions(running: Running) -> bool:
+    return running.pipeline is not None and bool(running.pipeline.owned_partitions)
 
 
 def _empty(running: Running) -> bool:
