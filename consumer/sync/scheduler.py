@@ -112,6 +112,9 @@ class _Entry:
     per_job_since: float | None = None
     first_attempt: float | None = None
     in_flight: bool = False
+    #: holds a place among the jobs whose intent is being committed (see ``_take_request_slot``)
+    holds_mark: bool = False
+    #: holds one of the ``concurrency`` request slots
     holds_slot: bool = False
     held_reported: bool = False
     offsets: list[SourceOffset] = field(default_factory=list)
@@ -171,6 +174,7 @@ class SyncScheduler:
         self._heap: list[tuple[float, str]] = []
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.concurrency)
+        self._marks = asyncio.Semaphore(settings.concurrency)
         self._limiter = (
             AsyncLimiter(settings.rate_limit_per_s, 1.0) if settings.rate_limit_per_s else None
         )
@@ -320,14 +324,12 @@ class SyncScheduler:
                     or not self._durability.owns(partition)
                 ):
                     continue
-                await self._slots.acquire()
-                if self._limiter is not None:
-                    await self._limiter.acquire()
+                await self._marks.acquire()
                 if self._stopping:
-                    self._slots.release()
+                    self._marks.release()
                     return
                 entry.in_flight = True
-                entry.holds_slot = True
+                entry.holds_mark = True
                 self._tasks[job] = asyncio.create_task(self._sync(job, entry), name=f"sync {job}")
                 now = self._clock()
             timeout = max(self._heap[0][0] - self._clock(), 0.0) if self._heap else None
@@ -409,6 +411,7 @@ class SyncScheduler:
         self._store.put(partition, mark_sending(state, self._wall_clock()))
         self._durability.stage_changed(partition, job)
         await self._durability.make_durable(partition)
+        await self._take_request_slot(entry)
         sent_offsets = len(entry.offsets)
         entry.attempts += 1
         if entry.first_attempt is None:
@@ -618,7 +621,29 @@ class SyncScheduler:
         self._durability.stage_result(partition, record)
         await self._settle(job, partition, sent, sha, job_id, write_now=write_now)
 
+    async def _take_request_slot(self, entry: _Entry) -> None:
+        """Trade the job's place in the intent stage for a request slot.
+
+        Committing an intent waits for the partition's transaction in progress and then its
+        own; a job holding a request slot through that would leave WorkfloPlus idle for those
+        round trips. So ``concurrency`` bounds two stages apart: jobs whose intent is being
+        committed, and requests in flight (the rate limit counts requests only). A job that
+        waits here past ``send_within`` is not sent (the gateway client refuses a late start)
+        and is retried under a new intent.
+        """
+        self._release_mark(entry)
+        await self._slots.acquire()
+        entry.holds_slot = True
+        if self._limiter is not None:
+            await self._limiter.acquire()
+
+    def _release_mark(self, entry: _Entry) -> None:
+        if entry.holds_mark:
+            entry.holds_mark = False
+            self._marks.release()
+
     def _release_slot(self, entry: _Entry) -> None:
+        self._release_mark(entry)
         if entry.holds_slot:
             entry.holds_slot = False
             self._slots.release()

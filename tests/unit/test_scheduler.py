@@ -227,6 +227,31 @@ class TestSyncScheduler:
         assert gateway.max_in_flight == 2
         assert sorted(gateway.jobs) == [f"job-{n}" for n in range(6)]
 
+    async def test_the_next_intent_is_committed_while_a_request_holds_the_only_slot(
+        self,
+    ) -> None:
+        """Concurrency bounds requests, not intents: with one slot and that request stalled,
+        the next job's intent is already durable, its request waits, and one request at a
+        time reaches WorkfloPlus."""
+        gateway = FakeGateway()
+        gateway.gate = asyncio.Event()
+        h = Harness(gateway, concurrency=1, debounce_ms=0, max_delay_ms=0)
+
+        def marked() -> set[str]:
+            return {s.client_job_id for _, s in h.outcomes.states if s.sending_since}
+
+        async with h.running():
+            h.put(job_state("job-a"))
+            await eventually(lambda: gateway.jobs == ["job-a"])
+            h.put(job_state("job-b"))
+            await eventually(lambda: marked() == {"job-a", "job-b"})
+            await asyncio.sleep(0.05)
+            assert gateway.jobs == ["job-a"], "a second request left while the slot was taken"
+            gateway.gate.set()
+            await eventually(lambda: len(h.outcomes.successes) == 2)
+        assert gateway.jobs == ["job-a", "job-b"]
+        assert gateway.max_in_flight == 1
+
     async def test_rate_limit_spreads_requests(self) -> None:
         """With a rate limit, a backlog larger than the burst takes time to drain."""
         gateway = FakeGateway()
