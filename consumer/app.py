@@ -368,6 +368,11 @@ def _producer_factory(
                 enable_idempotence=True,
                 linger_ms=5,
                 max_batch_size=1 << 20,
+                # A transaction's first write can meet the previous commit's markers still in
+                # progress: the broker answers a retriable NOT_ENOUGH_REPLICAS (its transaction
+                # verification), and aiokafka's 100 ms default backoff would then delay every
+                # back-to-back commit (an intent before each post) by that much.
+                retry_backoff_ms=20,
                 max_request_size=max_request_size(settings.kafka.max_job_bytes),
                 compression_type=compression_type(settings.kafka.compression),
                 **extra,
@@ -436,6 +441,7 @@ def _pipeline_limits(settings: Settings, partition_count: int) -> PipelineLimits
         max_job_bytes=settings.kafka.max_job_bytes,
         max_failure_value_bytes=settings.kafka.max_failure_value_bytes,
         checkpoint_interval_s=settings.kafka.checkpoint_interval_ms / 1000,
+        catch_up_checkpoint_interval_s=settings.kafka.catch_up_checkpoint_interval_ms / 1000,
         catch_up_lag=sync.catch_up_lag,
     )
 

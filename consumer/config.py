@@ -109,6 +109,13 @@ class KafkaSettings(_Section):
         ge=10,
         description="how often absorbed events are made durable and their offsets committed",
     )
+    catch_up_checkpoint_interval_ms: int = Field(
+        default=30_000,
+        ge=10,
+        description="the checkpoint interval while catching up: each changed job's state is "
+        "written once per checkpoint, so a longer one writes (and restores) less and a crash "
+        "replays more",
+    )
     startup_backoff_max_s: float = Field(
         default=30.0, gt=0, description="longest wait between attempts to reach Kafka at start"
     )

@@ -71,8 +71,9 @@ class PipelineLimits:
     checkpoint_max_jobs: int = 20_000
     #: records behind the end above which the consumer is catching up (see the scheduler)
     catch_up_lag: int = 10_000
-    #: checkpoints are this many times rarer while catching up: fewer writes per job
-    catch_up_checkpoint_factor: int = 5
+    #: checkpoints while catching up: a backlog interleaves each job's events over the whole
+    #: of it, so every checkpoint writes most jobs' states again
+    catch_up_checkpoint_interval_s: float = 30.0
     fetch_timeout_ms: int = 500
     #: tries to take an assigned partition (fence, restore, seek) before asking to rebalance
     take_attempts: int = 5
@@ -332,9 +333,11 @@ class Pipeline:
                     or self._checkpoint.pending_jobs >= self._limits.checkpoint_max_jobs
                 ):
                     await self._checkpoint.commit()
-                    interval = self._limits.checkpoint_interval_s
-                    if self._scheduler.catching_up:
-                        interval *= self._limits.catch_up_checkpoint_factor
+                    interval = (
+                        self._limits.catch_up_checkpoint_interval_s
+                        if self._scheduler.catching_up
+                        else self._limits.checkpoint_interval_s
+                    )
                     next_checkpoint = time.monotonic() + interval
         async with self._lock:
             await self._checkpoint.commit()

@@ -217,16 +217,25 @@ async def read_records(bootstrap: str, topic: str, *, settle_s: float = 1.0) -> 
 async def raw_parts(bootstrap: str, topic: str) -> list[bytes]:
     """The key and the value of every record on ``topic`` now, as bytes (empty ones left out):
     for looking for what must never be written, such as a secret."""
+    records = await _raw_records(bootstrap, topic)
+    return [part for key, value in records for part in (key, value) if part]
+
+
+async def raw_values(bootstrap: str, topic: str) -> list[bytes]:
+    """The value of every record on ``topic`` now (tombstones left out), as bytes."""
+    return [value for _, value in await _raw_records(bootstrap, topic) if value]
+
+
+async def _raw_records(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
-    found: list[bytes] = []
+    found: list[tuple[bytes, bytes]] = []
     try:
         while batch := await consumer.getmany(timeout_ms=1000):
             for messages in batch.values():
-                for message in messages:
-                    found += [part for part in (message.key, message.value) if part]
+                found += [(m.key or b"", m.value or b"") for m in messages]
     finally:
         await consumer.stop()
     return found

@@ -14,7 +14,7 @@ from consumer.app import Running
 from consumer.demo import DemoPlan, build_demo
 from consumer.demo.example import EXAMPLE_BODY, EXAMPLE_CLIENT_JOB_ID, example_job_events
 from consumer.demo.jobs import demo_job
-from consumer.domain.events import encode_structured
+from consumer.domain.events import EventType, encode_structured
 from consumer.errors import TopicLayoutError
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
@@ -26,8 +26,10 @@ from tests.integration.harness import (
     new_topics,
     produce,
     produce_raw,
+    raw_values,
     read_records,
     settings_for,
+    stored,
     wait_converged,
 )
 
@@ -291,6 +293,46 @@ class TestScale:
                 s for s in successes if s["clientJobId"] == job and s["stateVersion"] == last[job]
             ]
             assert final[0]["jobStatus"] == body["metadata"]["status"]
+
+
+class TestCatchUp:
+    async def test_a_backlog_writes_each_job_state_about_once_per_catch_up_checkpoint(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """While catching up, checkpoints follow ``catch_up_checkpoint_interval_ms``, not the
+        live interval: the same interleaved backlog writes a few changelog values per job with
+        a long catch-up interval, and about one per event when it is as short as the live one."""
+        long = await self._values_per_job(kafka_bootstrap, make_topic, sandbox_in_process, 60_000)
+        short = await self._values_per_job(kafka_bootstrap, make_topic, sandbox_in_process, 10)
+        assert long <= 4.5, f"{long:.1f} changelog values per job with a 60 s catch-up interval"
+        assert short >= 2 * long, f"{short:.1f} per job with a 10 ms interval, {long:.1f} with 60 s"
+
+    async def _values_per_job(
+        self, bootstrap: str, make_topic: MakeTopic, sandbox: Sandbox, interval_ms: int
+    ) -> float:
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=150, seed=23, prefix=f"catch-up-{interval_ms}"))
+        # No status events: no job turns terminal, so none is posted (and no intent commits)
+        # while the backlog is read; the checkpoints alone write the changelog.
+        no_status = {EventType.status_changed, EventType.aborted}
+        await produce(bootstrap, topics.inputs, [e for e in demo.events if e.type not in no_status])
+        settings = settings_for(
+            bootstrap, sandbox, topics, catch_up_lag=100, catch_up_max_delay_ms=60_000
+        )
+        kafka = settings.kafka.model_copy(
+            update={
+                "max_poll_records": 40,
+                "checkpoint_interval_ms": 10,
+                "catch_up_checkpoint_interval_ms": interval_ms,
+            }
+        )
+        settings = settings.model_copy(update={"kafka": kafka})
+        async with consumer_running(settings):
+            posted = await eventually(
+                lambda: all(stored(sandbox, job) for job in demo.expected), within=90
+            )
+            assert posted, "the jobs never reached the sandbox"
+        return len(await raw_values(bootstrap, topics.state)) / len(demo.expected)
 
 
 class TestRetention:
