@@ -22,9 +22,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from functools import lru_cache
-
-from aiokafka.partitioner import murmur2
 
 from consumer.domain.events import EventTrace, InvalidEvent, decode_event
 from consumer.domain.job import JobState, Rejection, apply
@@ -36,6 +33,7 @@ from consumer.domain.results import (
     SourceOffset,
 )
 from consumer.domain.retention import forgotten_rejection
+from consumer.kafka.partitioning import hashes_to
 from consumer.state.store import JobStore
 
 
@@ -67,16 +65,6 @@ class BatchEffect:
     duplicates: int = 0
     #: events of jobs already at their size limit, not applied (reported once, earlier)
     too_large: int = 0
-
-
-@lru_cache(maxsize=1 << 16)
-def hashes_to(key: bytes, partitions: int) -> int:
-    """The partition the Java default partitioner picks for ``key``.
-
-    Cached: aiokafka's murmur2 is pure Python and a job's events share its key.
-    """
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
 
 
 class ArrivalClock:
