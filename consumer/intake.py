@@ -34,19 +34,8 @@ from consumer.domain.results import (
 )
 from consumer.domain.retention import forgotten_rejection
 from consumer.kafka.partitioning import hashes_to
+from consumer.kafka.records import SourceRecord
 from consumer.state.store import JobStore
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """An input message as fetched, independent of the Kafka client's types."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
 
 
 @dataclass

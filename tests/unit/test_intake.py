@@ -11,14 +11,9 @@ import pytest
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
 from consumer.domain.results import FailureReason, SourceOffset
 from consumer.domain.retention import forget
-from consumer.intake import (
-    ArrivalClock,
-    BatchEffect,
-    SizeEstimate,
-    SourceRecord,
-    absorb,
-)
+from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.partitioning import hashes_to
+from consumer.kafka.records import SourceRecord
 from consumer.state.store import JobStore
 from tests.unit.fakes import NOW, event, fold, status_changed, upserted
 
