@@ -22,11 +22,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from functools import lru_cache
 
-from aiokafka.partitioner import murmur2
-
-from consumer.domain.events import EventTrace, InvalidEvent, decode_event
+from consumer.domain.events import EventTrace, InvalidEvent, JobEvent, decode_event
 from consumer.domain.job import JobState, Rejection, apply
 from consumer.domain.results import (
     MAX_FAILURE_VALUE_BYTES,
@@ -36,19 +33,9 @@ from consumer.domain.results import (
     SourceOffset,
 )
 from consumer.domain.retention import forgotten_rejection
+from consumer.kafka.partitioning import hashes_to
+from consumer.kafka.records import SourceRecord
 from consumer.state.store import JobStore
-
-
-@dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """An input message as fetched, independent of the Kafka client's types."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
 
 
 @dataclass
@@ -67,16 +54,6 @@ class BatchEffect:
     duplicates: int = 0
     #: events of jobs already at their size limit, not applied (reported once, earlier)
     too_large: int = 0
-
-
-@lru_cache(maxsize=1 << 16)
-def hashes_to(key: bytes, partitions: int) -> int:
-    """The partition the Java default partitioner picks for ``key``.
-
-    Cached: aiokafka's murmur2 is pure Python and a job's events share its key.
-    """
-    hashed: int = murmur2(key)
-    return (hashed & 0x7FFFFFFF) % partitions
 
 
 class ArrivalClock:
@@ -154,50 +131,81 @@ def absorb(
     ``max_job_bytes`` (with ``sizes``, kept across batches) bounds a job's encoded state;
     ``max_failure_value_bytes`` bounds the input bytes a failure record carries.
     """
-    effect = BatchEffect()
-    sizes = sizes if sizes is not None else SizeEstimate()
-
-    def failure(
-        record: SourceRecord,
-        reason: FailureReason,
-        message: str,
-        now: datetime,
-        client_job_id: str | None,
-        state_version: int | None = None,
-    ) -> None:
-        effect.failures.append(
-            _input_failure(
-                record,
-                reason,
-                message,
-                now,
-                client_job_id,
-                state_version,
-                max_value_bytes=max_failure_value_bytes,
-            )
-        )
-
+    intake = _Intake(
+        store,
+        partition_count=partition_count,
+        max_event_bytes=max_event_bytes,
+        max_job_bytes=max_job_bytes,
+        sizes=sizes if sizes is not None else SizeEstimate(),
+        max_failure_value_bytes=max_failure_value_bytes,
+    )
     for record in records:
-        now = clock()
-        effect.next_offsets[(record.topic, record.partition)] = record.offset + 1
-        if record.key is not None and hashes_to(record.key, partition_count) != record.partition:
-            effect.misrouted += 1
+        intake.take(record, clock())
+    return intake.effect
+
+
+@dataclass(slots=True)
+class _Intake:
+    """One batch being absorbed: the store, the limits, and the effect so far."""
+
+    store: JobStore
+    partition_count: int
+    max_event_bytes: int
+    max_job_bytes: int | None
+    sizes: SizeEstimate
+    max_failure_value_bytes: int
+    effect: BatchEffect = field(default_factory=BatchEffect)
+
+    def take(self, record: SourceRecord, now: datetime) -> None:
+        """One record through the checks in order; the first that refuses it ends its way."""
+        self._arrived(record)
+        event = self._decoded(record, now)
+        if event is None or self._refused_by_key(record, event, now):
+            return
+        job = event.subject
+        state = self.store.get(job)
+        if state is not None and state.too_large:
+            self.effect.too_large += 1
+            return
+        result = apply(state, event, now)
+        if isinstance(result, Rejection):
+            self._fail(record, result.reason, result.message, now, job, _version(state))
+            return
+        if result is state:
+            self.effect.duplicates += 1
+            return
+        if self._outgrown(record, job, state, result, now):
+            return
+        self._applied(record, event, result)
+
+    def _arrived(self, record: SourceRecord) -> None:
+        """The record is read whatever becomes of it: its offset is passed, its key checked."""
+        self.effect.next_offsets[(record.topic, record.partition)] = record.offset + 1
+        key = record.key
+        if key is not None and hashes_to(key, self.partition_count) != record.partition:
+            self.effect.misrouted += 1
+
+    def _decoded(self, record: SourceRecord, now: datetime) -> JobEvent | None:
+        """The record's event, or None after a failure record saying why it is unusable."""
         try:
-            event = decode_event(
-                record.key, record.value, record.headers, max_bytes=max_event_bytes
+            return decode_event(
+                record.key, record.value, record.headers, max_bytes=self.max_event_bytes
             )
         except InvalidEvent as exc:
-            failure(record, exc.reason, exc.message, now, _subject_of(record))
-            continue
+            self._fail(record, exc.reason, exc.message, now, _subject_of(record))
+            return None
+
+    def _refused_by_key(self, record: SourceRecord, event: JobEvent, now: datetime) -> bool:
+        """A forgotten job, or one that lives on another partition, takes no events."""
         job = event.subject
-        marker = store.forgotten_marker(job)
+        marker = self.store.forgotten_marker(job)
         if marker is not None:
             rejection = forgotten_rejection(marker, event)
-            failure(record, rejection.reason, rejection.message, now, job, marker.version)
-            continue
-        home = store.partition_of(job)
+            self._fail(record, rejection.reason, rejection.message, now, job, marker.version)
+            return True
+        home = self.store.partition_of(job)
         if home is not None and home != record.partition:
-            failure(
+            self._fail(
                 record,
                 FailureReason.misrouted,
                 f"job {job} lives in partition {home}, this event came on partition "
@@ -206,52 +214,52 @@ def absorb(
                 now,
                 job,
             )
-            continue
-        state = store.get(job)
-        if state is not None and state.too_large:
-            effect.too_large += 1
-            continue
-        result = apply(state, event, now)
-        if isinstance(result, Rejection):
-            failure(
-                record, result.reason, result.message, now, job, state.version if state else None
-            )
-            continue
-        if result is state:
-            effect.duplicates += 1
-            continue
-        if max_job_bytes is not None and sizes.may_exceed(
-            job, state is not None, len(record.value or b""), max_job_bytes
+            return True
+        return False
+
+    def _outgrown(
+        self,
+        record: SourceRecord,
+        job: str,
+        state: JobState | None,
+        result: JobState,
+        now: datetime,
+    ) -> bool:
+        """Would ``result`` pass ``max_job_bytes``? Then the job keeps ``state``, flagged."""
+        limit = self.max_job_bytes
+        if limit is None or not self.sizes.may_exceed(
+            job, state is not None, len(record.value or b""), limit
         ):
-            size = len(result.to_json_bytes())
-            if size > max_job_bytes:
-                failure(
-                    record,
-                    FailureReason.job_too_large,
-                    f"applying this event would make job {job!r} {size} bytes, more than "
-                    f"BASICSYNC_KAFKA__MAX_JOB_BYTES ({max_job_bytes}); the job keeps its "
-                    "state as it was (and is still synced), and neither this event nor any "
-                    "later one of the job is applied",
-                    now,
-                    job,
-                    state.version if state else None,
-                )
-                if state is not None:
-                    frozen = replace(state, too_large=True)
-                    store.put(record.partition, frozen)
-                    effect.changed[job] = frozen
-                    effect.partitions[job] = record.partition
-                continue
-            sizes.measured(job, size)
-        effect.applied += 1
-        store.put(record.partition, result)
-        effect.changed[job] = result
-        effect.partitions[job] = record.partition
-        effect.offsets_by_job.setdefault(job, []).append(
+            return False
+        size = len(result.to_json_bytes())
+        if size <= limit:
+            self.sizes.measured(job, size)
+            return False
+        self._fail(
+            record,
+            FailureReason.job_too_large,
+            f"applying this event would make job {job!r} {size} bytes, more than "
+            f"BASICSYNC_KAFKA__MAX_JOB_BYTES ({limit}); the job keeps its "
+            "state as it was (and is still synced), and neither this event nor any "
+            "later one of the job is applied",
+            now,
+            job,
+            _version(state),
+        )
+        if state is not None:
+            self._changed(record, job, replace(state, too_large=True))
+        return True
+
+    def _applied(self, record: SourceRecord, event: JobEvent, result: JobState) -> None:
+        """The new state is kept, with the offset and trace context of the event behind it."""
+        job = event.subject
+        self.effect.applied += 1
+        self._changed(record, job, result)
+        self.effect.offsets_by_job.setdefault(job, []).append(
             SourceOffset(topic=record.topic, partition=record.partition, offset=record.offset)
         )
         if event.traceparent is not None:
-            effect.traces_by_job.setdefault(job, []).append(
+            self.effect.traces_by_job.setdefault(job, []).append(
                 EventTrace(
                     event.traceparent,
                     event.tracestate,
@@ -261,7 +269,45 @@ def absorb(
                     record.offset,
                 )
             )
-    return effect
+
+    def _changed(self, record: SourceRecord, job: str, state: JobState) -> None:
+        self.store.put(record.partition, state)
+        self.effect.changed[job] = state
+        self.effect.partitions[job] = record.partition
+
+    def _fail(
+        self,
+        record: SourceRecord,
+        reason: FailureReason,
+        message: str,
+        now: datetime,
+        client_job_id: str | None,
+        state_version: int | None = None,
+    ) -> None:
+        """The record is not applied: a failure record carrying its input bytes says why."""
+        source = SourceInfo.from_message(
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            key=record.key,
+            value=record.value,
+            headers=record.headers,
+            max_value_bytes=self.max_failure_value_bytes,
+        )
+        self.effect.failures.append(
+            FailureRecord.for_input(
+                reason=reason,
+                message=message,
+                source=source,
+                failed_at=now,
+                client_job_id=client_job_id,
+                state_version=state_version,
+            )
+        )
+
+
+def _version(state: JobState | None) -> int | None:
+    return state.version if state is not None else None
 
 
 def _subject_of(record: SourceRecord) -> str | None:
@@ -271,31 +317,3 @@ def _subject_of(record: SourceRecord) -> str | None:
         return record.key.decode("utf-8")
     except UnicodeDecodeError:
         return None
-
-
-def _input_failure(
-    record: SourceRecord,
-    reason: FailureReason,
-    message: str,
-    now: datetime,
-    client_job_id: str | None,
-    state_version: int | None = None,
-    *,
-    max_value_bytes: int = MAX_FAILURE_VALUE_BYTES,
-) -> FailureRecord:
-    return FailureRecord.for_input(
-        reason=reason,
-        message=message,
-        source=SourceInfo.from_message(
-            topic=record.topic,
-            partition=record.partition,
-            offset=record.offset,
-            key=record.key,
-            value=record.value,
-            headers=record.headers,
-            max_value_bytes=max_value_bytes,
-        ),
-        failed_at=now,
-        client_job_id=client_job_id,
-        state_version=state_version,
-    )

@@ -31,8 +31,9 @@ import structlog
 from consumer.domain.results import MAX_FAILURE_VALUE_BYTES
 from consumer.domain.retention import ForgottenJob, Retention, StoredJob, forget, retention_action
 from consumer.errors import MemoryExhausted
-from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, SourceRecord, absorb
+from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.access import is_denial
+from consumer.kafka.records import SourceRecord
 from consumer.kafka.source import EventSource
 from consumer.state.checkpoint import Checkpoint
 from consumer.state.recovery import RestoreReport, can_keep

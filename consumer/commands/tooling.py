@@ -18,10 +18,10 @@ from aiokafka.errors import KafkaError
 from consumer.config import Settings, load_settings
 from consumer.domain.retention import StoredJob
 from consumer.errors import ConfigError, KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
-from consumer.intake import hashes_to
 from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import explain
+from consumer.kafka.partitioning import hashes_to
 from consumer.observability.logging import configure_logging
 from consumer.state.recovery import restore
 

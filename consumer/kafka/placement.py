@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from consumer.intake import hashes_to
+from consumer.kafka.partitioning import hashes_to
 
 
 @dataclass(frozen=True)

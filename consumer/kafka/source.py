@@ -17,7 +17,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
-from consumer.intake import SourceRecord
+from consumer.kafka.records import SourceRecord
 
 log = structlog.get_logger(__name__)
 

@@ -29,7 +29,15 @@ from opentelemetry.instrumentation.aiohttp_client import create_trace_config
 from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode, get_current_span
+from opentelemetry.trace import (
+    Link,
+    Span,
+    SpanKind,
+    Status,
+    StatusCode,
+    Tracer,
+    get_current_span,
+)
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from opentelemetry.util.types import AttributeValue
 
@@ -108,18 +116,6 @@ class SyncTracer:
         """
         if self._tracer is None:
             return _OFF
-        return self._span(client_job_id, state_version, attempt, event_count, traces)
-
-    @contextmanager
-    def _span(
-        self,
-        client_job_id: str,
-        state_version: int,
-        attempt: int,
-        event_count: int,
-        traces: Sequence[EventTrace],
-    ) -> Iterator[SyncSpan]:
-        assert self._tracer is not None
         attributes: dict[str, AttributeValue] = {
             "messaging.system": "kafka",
             "messaging.operation.type": "process",
@@ -128,14 +124,22 @@ class SyncTracer:
             "basicsync.state_version": state_version,
             "basicsync.attempt": attempt,
         }
-        with self._tracer.start_as_current_span(
-            SYNC_SPAN,
-            context=Context(),  # a root: the events are links, not parents
-            kind=SpanKind.CONSUMER,
-            attributes=attributes,
-            links=event_links(traces),
-        ) as span:
-            yield _RecordingSyncSpan(span)
+        return _sync_span(self._tracer, attributes, traces)
+
+
+@contextmanager
+def _sync_span(
+    tracer: Tracer, attributes: Mapping[str, AttributeValue], traces: Sequence[EventTrace]
+) -> Iterator[SyncSpan]:
+    """The recording span; a generator of its own, so that tracing off creates none."""
+    with tracer.start_as_current_span(
+        SYNC_SPAN,
+        context=Context(),  # a root: the events are links, not parents
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        links=event_links(traces),
+    ) as span:
+        yield _RecordingSyncSpan(span)
 
 
 def event_links(events: Sequence[EventTrace]) -> list[Link]:

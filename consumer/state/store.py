@@ -103,7 +103,3 @@ class JobStore:
     def forgotten_items(self) -> Iterator[tuple[int, ForgottenJob]]:
         for job, marker in self._forgotten.items():
             yield self._forgotten_partition[job], marker
-
-    @property
-    def forgotten_count(self) -> int:
-        return len(self._forgotten)

@@ -132,6 +132,17 @@ class _Entry:
         self.first_attempt = None
 
 
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """One request of a job: the state it carries and its body's hash, whose outcome settles."""
+
+    job: str
+    partition: int
+    entry: _Entry
+    sent: JobState
+    sha: str
+
+
 class SyncScheduler:
     """Owns the timers of dirty jobs and the requests in flight."""
 
@@ -400,25 +411,57 @@ class SyncScheduler:
             await self._hold(job, entry, state)
             return
         body = encode_body(state)
-        sha = body_sha256(body)
-        if sha == state.synced_sha256:
-            await self._settle(job, partition, state, sha, state.job_id)
+        request = _Request(job, partition, entry, state, body_sha256(body))
+        if request.sha == state.synced_sha256:
+            await self._settle(request, state.job_id)
             return
-        # The intent, committed before the request leaves: a crash cannot take back a state
-        # that was posted (the restored state contains it), a request whose outcome we never
-        # learn is known to the next owner, and a fenced member fails here and posts nothing.
         started = self._clock()
-        self._store.put(partition, mark_sending(state, self._wall_clock()))
-        self._durability.stage_changed(partition, job)
-        await self._durability.make_durable(partition)
+        await self._mark_sending(request)
         await self._take_request_slot(entry)
         sent_offsets = len(entry.offsets)
+        outcome = await self._post(request, body, started, sent_offsets)
+        # The slot bounds requests to WorkfloPlus; recording the outcome needs none.
+        self._release_slot(entry)
+        finished = self._clock()
+        self._request_ended(request, outcome, started, finished)
+        if isinstance(outcome, Accepted):
+            self._evidence.succeeded(job, finished)
+            self._record_success(finished)
+            await self._succeed(request, outcome, sent_offsets)
+        elif isinstance(outcome, Rejected):
+            self._evidence.succeeded(job, finished)  # the gateway is up; this job is wrong
+            self._record_success(finished)
+            await self._fail(
+                request, FailureReason.rejected_by_gateway,
+                f"WorkfloPlus rejected the job with HTTP {outcome.status}",
+                status=outcome.status, body=outcome.body_truncated,
+            )  # fmt: skip
+        else:
+            await self._failed(request, outcome, finished)
+
+    async def _mark_sending(self, request: _Request) -> None:
+        """Commit the intent before the request leaves.
+
+        A crash cannot take back a state that was posted (the restored state contains it), a
+        request whose outcome we never learn is known to the next owner, and a fenced member
+        fails here and posts nothing.
+        """
+        partition = request.partition
+        self._store.put(partition, mark_sending(request.sent, self._wall_clock()))
+        self._durability.stage_changed(partition, request.job)
+        await self._durability.make_durable(partition)
+
+    async def _post(
+        self, request: _Request, body: bytes, started: float, sent_offsets: int
+    ) -> SyncOutcome:
+        """The POST, in the sync's span; it must start within ``send_within`` of the mark."""
+        entry = request.entry
         entry.attempts += 1
         if entry.first_attempt is None:
             entry.first_attempt = started
         sent_traces = len(entry.traces)
         with self._tracer.sync(
-            job, state.version, entry.attempts, sent_offsets, entry.traces
+            request.job, request.sent.version, entry.attempts, sent_offsets, entry.traces
         ) as span:  # docs/operations.md "Tracing"
             outcome = await self._gateway.post_basic_sync(
                 body,
@@ -428,53 +471,35 @@ class SyncScheduler:
         entry.trace_id = span.trace_id
         if isinstance(outcome, Accepted):
             del entry.traces[:sent_traces]
-        # The slot bounds requests to WorkfloPlus; recording the outcome needs none.
-        self._release_slot(entry)
-        finished = self._clock()
-        in_doubt = isinstance(outcome, Retryable) and outcome.in_doubt
-        if in_doubt:
-            entry.in_doubt_until = started + self._in_doubt_window
+        return outcome
+
+    def _request_ended(
+        self, request: _Request, outcome: SyncOutcome, started: float, finished: float
+    ) -> None:
+        """Whether the request may still land (in doubt) or is known, and its metrics."""
+        if isinstance(outcome, Retryable) and outcome.in_doubt:
+            request.entry.in_doubt_until = started + self._in_doubt_window
             log.warning(
                 "sync_in_doubt",
-                client_job_id=job,
+                client_job_id=request.job,
                 reason=getattr(outcome, "reason", None),
                 next_post_in_s=round(self._in_doubt_window - (finished - started), 1),
             )
         elif not isinstance(outcome, Accepted):
-            self._outcome_known(job, partition)
+            self._outcome_known(request.job, request.partition)
         self._observer.request_finished(
             type(outcome).__name__.lower(), getattr(outcome, "status", None), finished - started
         )
-        if isinstance(outcome, Accepted):
-            self._evidence.succeeded(job, finished)
-            self._record_success(finished)
-            await self._succeed(job, partition, state, entry, sha, outcome, sent_offsets)
-        elif isinstance(outcome, Rejected):
-            self._evidence.succeeded(job, finished)  # the gateway is up; this job is wrong
-            self._record_success(finished)
-            await self._fail(
-                job, partition, state, entry, sha, FailureReason.rejected_by_gateway,
-                f"WorkfloPlus rejected the job with HTTP {outcome.status}",
-                status=outcome.status, body=outcome.body_truncated,
-            )  # fmt: skip
-        else:
-            await self._failed(job, partition, state, entry, sha, outcome, finished)
 
     async def _failed(
-        self,
-        job: str,
-        partition: int,
-        sent: JobState,
-        entry: _Entry,
-        sha: str,
-        outcome: Retryable | Systemic,
-        finished: float,
+        self, request: _Request, outcome: Retryable | Systemic, finished: float
     ) -> None:
         """A failed request, judged by evidence across jobs (consumer.sync.diagnosis).
 
         A request in doubt is a failure like any other here, but the job's next post still
         waits until it can no longer land.
         """
+        job, entry = request.job, request.entry
         verdict = self._evidence.failed(job, kind_of(outcome), finished)
         if entry.in_doubt_until is not None:
             entry.not_before = max(entry.not_before, entry.in_doubt_until)
@@ -486,7 +511,7 @@ class SyncScheduler:
             if entry.per_job_since is None:
                 entry.per_job_since = finished
             if self._retry.exhausted(entry.charged, finished - entry.per_job_since):
-                await self._give_up(job, partition, sent, entry, sha, outcome)
+                await self._give_up(request, outcome)
                 return
         elif finished - self._last_probe_at >= self._circuit.probe_initial:
             await self._probe()  # undecided: ask the gateway, the next failure is judged on it
@@ -504,16 +529,9 @@ class SyncScheduler:
             status=outcome.status,
         )
 
-    async def _give_up(
-        self,
-        job: str,
-        partition: int,
-        sent: JobState,
-        entry: _Entry,
-        sha: str,
-        outcome: Retryable | Systemic,
-    ) -> None:
+    async def _give_up(self, request: _Request, outcome: Retryable | Systemic) -> None:
         """The job's budget is spent on failures that were its own: a final failure record."""
+        entry = request.entry
         if isinstance(outcome, Retryable):
             reason = FailureReason.retries_exhausted
             message = f"gave up after {entry.attempts} attempts: {outcome.reason}"
@@ -523,10 +541,8 @@ class SyncScheduler:
                 f"WorkfloPlus refused the job with HTTP {outcome.status} while accepting "
                 f"others ({entry.attempts} attempts): {outcome.reason}"
             )
-        log.warning("sync_failed_per_job", client_job_id=job, reason=reason.value)
-        await self._fail(
-            job, partition, sent, entry, sha, reason, message, status=outcome.status, body=None
-        )
+        log.warning("sync_failed_per_job", client_job_id=request.job, reason=reason.value)
+        await self._fail(request, reason, message, status=outcome.status, body=None)
 
     def _outcome_known(self, job: str, partition: int) -> None:
         """A response came (or the request never left): nothing of this job is in doubt."""
@@ -551,23 +567,15 @@ class SyncScheduler:
             self._observer.circuit_changed(True)
             self._wake.set()
 
-    async def _succeed(
-        self,
-        job: str,
-        partition: int,
-        sent: JobState,
-        entry: _Entry,
-        sha: str,
-        outcome: Accepted,
-        sent_offsets: int,
-    ) -> None:
+    async def _succeed(self, request: _Request, outcome: Accepted, sent_offsets: int) -> None:
+        entry = request.entry
         record = SuccessRecord.for_sync(
-            sent,
+            request.sent,
             job_id=outcome.job_id,
             http_status=outcome.status,
             attempts=entry.attempts,
             synced_at=self._wall_clock(),
-            payload_sha256=sha,
+            payload_sha256=request.sha,
             source_offsets=entry.offsets[:sent_offsets],
             trace_id=entry.trace_id,
         )
@@ -575,27 +583,24 @@ class SyncScheduler:
         entry.fresh_budget()
         del entry.offsets[:sent_offsets]
         entry.in_doubt_until = None
-        await self._conclude(job, partition, sent, sha, record, outcome.job_id or sent.job_id)
+        await self._conclude(request, record, outcome.job_id or request.sent.job_id)
 
     async def _fail(
         self,
-        job: str,
-        partition: int,
-        sent: JobState,
-        entry: _Entry,
-        sha: str,
+        request: _Request,
         reason: FailureReason,
         message: str,
         *,
         status: int | None,
         body: str | None,
     ) -> None:
+        entry = request.entry
         record = FailureRecord.for_sync(
-            client_job_id=job,
+            client_job_id=request.job,
             reason=reason,
             message=message,
             attempts=entry.attempts,
-            state_version=sent.version,
+            state_version=request.sent.version,
             failed_at=self._wall_clock(),
             status=status,
             body=body,
@@ -604,22 +609,19 @@ class SyncScheduler:
         entry.fresh_budget()
         entry.offsets.clear()
         entry.traces.clear()
-        await self._conclude(job, partition, sent, sha, record, sent.job_id, write_now=True)
+        await self._conclude(request, record, request.sent.job_id, write_now=True)
 
     async def _conclude(
         self,
-        job: str,
-        partition: int,
-        sent: JobState,
-        sha: str,
+        request: _Request,
         record: SuccessRecord | FailureRecord,
         job_id: str | None,
         *,
         write_now: bool = False,
     ) -> None:
         """The outcome's record, then the settled state, in the partition's next commit."""
-        self._durability.stage_result(partition, record)
-        await self._settle(job, partition, sent, sha, job_id, write_now=write_now)
+        self._durability.stage_result(request.partition, record)
+        await self._settle(request, job_id, write_now=write_now)
 
     async def _take_request_slot(self, entry: _Entry) -> None:
         """Trade the job's place in the intent stage for a request slot.
@@ -649,16 +651,9 @@ class SyncScheduler:
             self._slots.release()
 
     async def _settle(
-        self,
-        job: str,
-        partition: int,
-        sent: JobState,
-        sha: str,
-        job_id: str | None,
-        *,
-        write_now: bool = False,
+        self, request: _Request, job_id: str | None, *, write_now: bool = False
     ) -> None:
-        """Record that ``sent.version`` has a final outcome, on the newest state.
+        """Record that ``request.sent.version`` has a final outcome, on the newest state.
 
         The marker and the result record staged just before it commit in one transaction.
         After a success that is the partition's next commit: losing it in a crash costs one
@@ -667,11 +662,14 @@ class SyncScheduler:
         A request still in doubt keeps its ``sending_since`` mark: a newer state must not be
         posted before it can no longer land.
         """
+        job, partition = request.job, request.partition
         self._evidence.forget_job(job)
         current = self._store.get(job)
         if current is None:
             return
-        settled = mark_synced(current, sent.version, sha, job_id, self._wall_clock())
+        settled = mark_synced(
+            current, request.sent.version, request.sha, job_id, self._wall_clock()
+        )
         entry = self._entries.get(job)
         if entry is not None and entry.in_doubt_until is not None and settled is not current:
             settled = replace(settled, sending_since=current.sending_since)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -164,6 +166,30 @@ def start_consumer_process(
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+
+
+@asynccontextmanager
+async def consumer_process(
+    settings: Settings, log_path: str, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """``basicsync run`` as a child process for the block: it must still run at the end, and
+    then answer SIGTERM with a clean exit (0)."""
+    process = start_consumer_process(settings, log_path, extra_env)
+    try:
+        yield process
+        assert process.poll() is None, "the consumer exited:\n" + tail(log_path)
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 60) == 0, tail(log_path)
+
+
+def free_port() -> int:
+    """A local TCP port nothing listens on now (connections to it are refused)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 async def produce(

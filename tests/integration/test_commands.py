@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
 from consumer.demo.example import EXAMPLE_BODY, EXAMPLE_CLIENT_JOB_ID, example_job_events
-from consumer.intake import hashes_to
+from consumer.kafka.partitioning import hashes_to
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,

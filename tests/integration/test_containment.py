@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -30,11 +28,11 @@ from consumer.testing.workfloplus import InjectedRejection, Sandbox
 from tests.integration.harness import (
     MakeTopic,
     Topics,
+    consumer_process,
     eventually,
     new_topics,
     read_records,
     settings_for,
-    start_consumer_process,
     tail,
     wait_converged,
 )
@@ -47,22 +45,6 @@ SHORT_BUDGET = {
     "BASICSYNC_SYNC__RETRY_MAX_ELAPSED_S": "30",
     "BASICSYNC_SYNC__RETRY_MAX_MS": "2000",
 }
-
-
-@asynccontextmanager
-async def consumer_process(
-    kafka_bootstrap: str, sandbox: Sandbox, topics: Topics, log: str, extra_env: dict[str, str]
-) -> AsyncIterator[subprocess.Popen[bytes]]:
-    """``basicsync run`` for ``topics``; it must still run at the end and stop cleanly."""
-    settings = settings_for(kafka_bootstrap, sandbox, topics)
-    process = start_consumer_process(settings, log, extra_env)
-    try:
-        yield process
-        assert process.poll() is None, "the consumer exited:\n" + tail(log)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(process.wait, 60) == 0, tail(log)
 
 
 @asynccontextmanager
@@ -153,8 +135,9 @@ class TestOutagesFailNobody:
         log = str(tmp_path / "consumer.log")
         await sandbox_in_process.outage(45, "503")
         outage_ends = time.time() + 45
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         async with (
-            consumer_process(kafka_bootstrap, sandbox_in_process, topics, log, SHORT_BUDGET),
+            consumer_process(settings, log, SHORT_BUDGET),
             producer_for(kafka_bootstrap) as producer,
         ):
             await send_events(producer, topics.inputs, demo.events)
@@ -185,8 +168,9 @@ class TestABadJobFailsAlone:
         sandbox_in_process.faults.update({"reject_job_ids": {bad: InjectedRejection(status=403)}})
         log = str(tmp_path / "consumer.log")
         sent_at: dict[str, float] = {}
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         async with (
-            consumer_process(kafka_bootstrap, sandbox_in_process, topics, log, SHORT_BUDGET),
+            consumer_process(settings, log, SHORT_BUDGET),
             producer_for(kafka_bootstrap) as producer,
         ):
             await warm_up(producer, topics, sandbox_in_process)
@@ -249,8 +233,9 @@ class TestABadJobFailsAlone:
             while not all_bad_failed():
                 failures[:] = await failures_for(kafka_bootstrap, topics)
 
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         async with (
-            consumer_process(kafka_bootstrap, sandbox_in_process, topics, log, SHORT_BUDGET),
+            consumer_process(settings, log, SHORT_BUDGET),
             producer_for(kafka_bootstrap) as producer,
         ):
             await warm_up(producer, topics, sandbox_in_process)

@@ -14,6 +14,7 @@ from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     assert_history_never_shrinks,
+    consumer_process,
     consumer_running,
     eventually,
     max_overlap,
@@ -62,12 +63,8 @@ class TestKillNine:
             process.send_signal(signal.SIGKILL)
             await asyncio.to_thread(process.wait)
         await produce(kafka_bootstrap, topics.inputs, demo.events[3 * chunk :])
-        process = start_consumer_process(settings, log)
-        try:
+        async with consumer_process(settings, log):
             await wait_converged(sandbox_in_process, demo.expected, within=180)
-        finally:
-            process.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(process.wait, 60) == 0, tail(log)
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
         assert max_overlap(sandbox_in_process) <= 1
         assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []

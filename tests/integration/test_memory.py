@@ -9,9 +9,7 @@ passed, and a member with room must then take the same partitions and finish the
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import socket
 import time
 from pathlib import Path
 
@@ -22,6 +20,9 @@ from consumer.demo import DemoPlan, build_demo
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
+    consumer_process,
+    free_port,
+    log_events,
     new_topics,
     produce,
     settings_for,
@@ -33,27 +34,12 @@ from tests.integration.harness import (
 pytestmark = pytest.mark.integration
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 def _sample(exposition: str, name: str) -> float:
     """The value of an unlabelled sample in a Prometheus text exposition (-1: absent)."""
     for line in exposition.splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return -1.0
-
-
-def _logged(path: Path, event: str) -> list[dict[str, object]]:
-    found = []
-    for line in path.read_text(errors="replace").splitlines():
-        if f'"{event}"' in line:
-            found.append(json.loads(line))
-    return found
 
 
 class TestMemoryLimit:
@@ -70,19 +56,14 @@ class TestMemoryLimit:
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
 
         # A first member builds the changelog.
-        first_log = tmp_path / "first.log"
-        first = start_consumer_process(settings, str(first_log))
-        try:
+        async with consumer_process(settings, str(tmp_path / "first.log")):
             await wait_converged(sandbox_in_process, demo.expected, within=90)
-        finally:
-            first.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(first.wait, 60) == 0, tail(str(first_log))
         posts_before = sum(len(j.history) for j in sandbox_in_process.state.jobs.values())
 
         # More work arrives; the next member's limit is below what its runtime alone takes.
         more = build_demo(DemoPlan(jobs=40, seed=92))
         await produce(kafka_bootstrap, topics.inputs, more.events)
-        port = _free_port()
+        port = free_port()
         small_log = tmp_path / "small.log"
         small = start_consumer_process(
             settings,
@@ -107,13 +88,17 @@ class TestMemoryLimit:
                             metrics = await response.text()
                     except aiohttp.ClientError:
                         pass
-                    if health and health[-1] == 503 and _logged(small_log, "state_exceeds_memory"):
+                    if (
+                        health
+                        and health[-1] == 503
+                        and log_events(small_log, "state_exceeds_memory")
+                    ):
                         break
                     await asyncio.sleep(0.5)
             assert small.poll() is None, "the member died instead of refusing: " + tail(
                 str(small_log)
             )
-            refusals = _logged(small_log, "state_exceeds_memory")
+            refusals = log_events(small_log, "state_exceeds_memory")
             assert refusals, tail(str(small_log))
             assert "32 MiB limit" in str(refusals[0]["error"])
             assert "raise the memory limit" in str(refusals[0]["action"])
@@ -129,12 +114,8 @@ class TestMemoryLimit:
 
         # A member with room takes the same partitions and finishes the work.
         roomy_log = tmp_path / "roomy.log"
-        roomy = start_consumer_process(
+        async with consumer_process(
             settings, str(roomy_log), {"BASICSYNC_STORE__MEMORY_LIMIT_MB": "4096"}
-        )
-        try:
+        ):
             await wait_converged(sandbox_in_process, {**demo.expected, **more.expected}, within=90)
-            assert not _logged(roomy_log, "state_exceeds_memory")
-        finally:
-            roomy.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(roomy.wait, 60) == 0, tail(str(roomy_log))
+            assert not log_events(roomy_log, "state_exceeds_memory")

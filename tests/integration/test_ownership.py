@@ -12,7 +12,6 @@ import copy
 import json
 import os
 import signal
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from tests.integration.harness import (
     assert_history_never_shrinks,
     consumer_running,
     eventually,
+    free_port,
     log_events,
     max_overlap,
     new_topics,
@@ -420,10 +420,7 @@ class TestKafkaTrouble:
         topics = await new_topics(make_topic, partitions=1)
         demo = build_demo(DemoPlan(jobs=20, seed=83))
         await produce(kafka_bootstrap, topics.inputs, demo.events)
-        probe = socket.socket()
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-        probe.close()  # nothing listens there now: connections are refused
+        port = free_port()  # nothing listens there: connections are refused
         proxy_address = f"127.0.0.1:{port}"
         settings = settings_for(proxy_address, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")

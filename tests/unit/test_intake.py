@@ -7,36 +7,19 @@ import hashlib
 import json
 
 import pytest
-from aiokafka.partitioner import DefaultPartitioner
 
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
 from consumer.domain.results import FailureReason, SourceOffset
 from consumer.domain.retention import forget
-from consumer.intake import (
-    ArrivalClock,
-    BatchEffect,
-    SizeEstimate,
-    SourceRecord,
-    absorb,
-    hashes_to,
-)
+from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
+from consumer.kafka.partitioning import hashes_to
+from consumer.kafka.records import SourceRecord
 from consumer.state.store import JobStore
 from tests.unit.fakes import NOW, event, fold, status_changed, upserted
 
 TOPIC = "workfloplus.job-events"
 PARTITIONS = 12
 MAX_BYTES = 10_000
-
-#: Java ``Utils.murmur2`` of these UTF-8 keys, as published by Akka's and kafkajs's test suites
-#: (both generated with Kafka's own implementation).
-JAVA_MURMUR2 = {
-    b"0": 971027396,
-    b"1": -1993445489,
-    b"12": 126087238,
-    b"123": -267702483,
-    b"1234": -1614185708,
-    b"12345": -1188365604,
-}
 
 
 class Batch:
@@ -84,22 +67,6 @@ def run(batch: Batch, store: JobStore | None = None) -> BatchEffect:
 
 def b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
-
-
-class TestHashesTo:
-    @pytest.mark.parametrize(("key", "java_hash"), sorted(JAVA_MURMUR2.items()))
-    @pytest.mark.parametrize("partitions", [1, 3, 12, 100])
-    def test_matches_java_default_partitioner(
-        self, key: bytes, java_hash: int, partitions: int
-    ) -> None:
-        """The partition equals Java's toPositive(murmur2(key)) % n for known Java hashes."""
-        assert hashes_to(key, partitions) == (java_hash & 0x7FFFFFFF) % partitions
-
-    @pytest.mark.parametrize("key", [b"job-1", b"a1b2c3", "clé-é".encode(), b"x" * 37])
-    def test_agrees_with_aiokafka_default_partitioner(self, key: bytes) -> None:
-        """The partition equals what aiokafka's DefaultPartitioner picks for the same key."""
-        partitions = list(range(PARTITIONS))
-        assert hashes_to(key, PARTITIONS) == DefaultPartitioner()(key, partitions, partitions)
 
 
 class TestAbsorb:
