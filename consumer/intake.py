@@ -36,6 +36,7 @@ from consumer.domain.results import (
     SourceOffset,
 )
 from consumer.domain.retention import forgotten_rejection
+from consumer.domain.state_codec import encode_state
 from consumer.state.store import JobStore
 
 
@@ -223,7 +224,7 @@ def absorb(
         if max_job_bytes is not None and sizes.may_exceed(
             job, state is not None, len(record.value or b""), max_job_bytes
         ):
-            size = len(result.to_json_bytes())
+            size = len(encode_state(result))
             if size > max_job_bytes:
                 failure(
                     record,

@@ -1,8 +1,8 @@
 """The changelog value as a pydantic model: its published JSON Schema, and the validating reader.
 
-:class:`StoredJobState` describes the value ``JobState.to_json_bytes`` writes (see
-``consumer.domain.state``) and reads every earlier form of it. It is used for two things only:
-``consumer.contracts`` publishes its schema, and ``consumer.domain.state.decode_validated``
+:class:`StoredJobState` describes the value ``consumer.domain.state_codec`` writes and reads
+every earlier form of it. It is used for two things only: ``consumer.contracts`` publishes its
+schema, and ``consumer.domain.state_codec.decode_validated``
 validates with it a value the fast reader does not take (one written before the compact layout,
 during a rolling upgrade or at the first restore after it) before making the plain state of it.
 
@@ -29,9 +29,7 @@ from pydantic import (
 )
 
 from consumer.domain.document import DomainModel, JobExclusion, JobMetadata, StepWrapper
-
-#: ``(time, arrival)`` of an event (``consumer.domain.job``).
-Clock = tuple[str, int]
+from consumer.domain.state import Clock
 
 
 def group_clocks(clocks: dict[str, Clock]) -> dict[str, list[str]]:
