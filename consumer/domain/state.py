@@ -76,9 +76,12 @@ class Exclusion:
     is_excluded: bool
 
 
-@dataclass(frozen=True, slots=True)
-class Metadata:
-    """The ``metadata`` object of the body, in the body's order. Every field may be unknown."""
+class Metadata(NamedTuple):
+    """The ``metadata`` object of the body, in the body's order. Every field may be unknown.
+
+    A named tuple, as :class:`Step` is: made once per restored job and per event that writes
+    metadata.
+    """
 
     client_job_id: str | None = None
     workflow_id: str | None = None
@@ -98,9 +101,11 @@ class Metadata:
     workflow_name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Document:
-    """The whole assembled job. Empty step lists are posted as ``null`` (see ``basicsync``)."""
+class Document(NamedTuple):
+    """The whole assembled job. Empty step lists are posted as ``null`` (see ``basicsync``).
+
+    A named tuple, as :class:`Step` is: made once per restored job and per event.
+    """
 
     metadata: Metadata = Metadata()
     completed_steps: tuple[Step, ...] = ()
@@ -161,22 +166,19 @@ class JobState:
 
 
 _Data = TypeVar("_Data", Metadata, Document, JobState)
-#: Field names and a getter of all of them, per class (:func:`changed`).
-_FIELDS = {
-    cls: (names, attrgetter(*names))
-    for cls in (Metadata, Document, JobState)
-    for names in [tuple(f.name for f in fields(cls))]
-}
+_STATE_FIELDS = tuple(f.name for f in fields(JobState))
+_STATE_VALUES = attrgetter(*_STATE_FIELDS)
 
 
 def changed(data: _Data, /, **changes: Any) -> _Data:
-    """A copy of ``data`` with ``changes``: ``dataclasses.replace`` without its per-field
-    bookkeeping (these classes have only plain init fields), as the reducer copies up to three
-    of them per event."""
-    names, values = _FIELDS[type(data)]
-    merged = dict(zip(names, values(data), strict=True))
+    """A copy of ``data`` with ``changes``; for a state, ``dataclasses.replace`` without its
+    per-field bookkeeping (it has only plain init fields), as the reducer copies up to three of
+    these per event."""
+    if not isinstance(data, JobState):
+        return data._replace(**changes)
+    merged = dict(zip(_STATE_FIELDS, _STATE_VALUES(data), strict=True))
     merged.update(changes)
-    return type(data)(**merged)
+    return JobState(**merged)
 
 
 #: Metadata attributes and their body names, in the body's order (``current_step`` apart).

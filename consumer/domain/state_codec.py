@@ -56,6 +56,8 @@ _CURRENT = ',"currentStep":'
 _COMPLETED = '},"completedSteps":['
 _CANCELLED = '],"cancelledSteps":['
 _END = "]}}"
+#: Makes a named tuple from its values without the Python-level ``__new__`` (one per step).
+_new_tuple = tuple.__new__
 
 
 # --- writing -------------------------------------------------------------------------------
@@ -251,7 +253,7 @@ def _steps(
     for length, number, time, uid in reversed(layout):
         begin = end - length
         order = (number is None, number or 0, time is None, time or 0.0, uid)
-        steps.append(Step(order, uid, text[begin:end]))
+        steps.append(_new_tuple(Step, (order, uid, text[begin:end])))
         end = begin - 1
     start = end + (1 if steps else 0) - len(opening)
     if not text.startswith(opening, start):
