@@ -12,6 +12,7 @@ values).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from operator import attrgetter
@@ -144,7 +145,7 @@ class JobState:
     #: The greatest event time applied so far (clock text); events without time take it.
     latest_time: str = ""
     #: Field path -> clock of the write holding it, for written fields (``consumer.domain.job``).
-    clocks: dict[str, Clock] = field(default_factory=dict)
+    clocks: Mapping[str, Clock] = field(default_factory=dict)
     #: Clock of the earliest terminal status; non-terminal status changes after it are ignored.
     terminal_clock: Clock | None = None
     #: Clocks of the ``jobExclusion`` entries, in the same (clock) order.

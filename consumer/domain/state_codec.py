@@ -1,31 +1,37 @@
 """The changelog value of a job state: how it is written and read back.
 
-The value is JSON, laid out so that writing is text composition and reading takes the step
-texts without parsing them::
+The value is JSON, laid out so that writing is text composition and reading takes the texts
+it holds without parsing them::
 
-    {"layout":{"currentStep":L,"completedSteps":[[L,number,time,uniqueStepId],..],
-               "cancelledSteps":[..]},
-     "client_job_id":..., <bookkeeping fields, those at their default left out>,
+    {"layout":{"version":2,"currentStep":L,"clocks":L,
+               "completedSteps":[[L,number,time,uniqueStepId],..],"cancelledSteps":[..]},
+     "client_job_id":...,"clocks":<text>,
+     <the other bookkeeping fields, those at their default left out>,
      "document":{<team, hierarchyStack, packetIds, jobExclusion, excluded when set>,
                  "metadata":{"clientJobId":..., <fields set>, "currentStep":<text>},
                  "completedSteps":[<text>,..],"cancelledSteps":[<text>,..]}}
 
-``layout`` gives the length of each text at the end of the value (``currentStep``, then every
-step) and each step's ordering key, so the reader parses only the head (the bookkeeping and the
-metadata) and slices the texts: the text read back is the text written, so bodies hash alike
-before and after a restore. Everything else reads like the value before this layout (snake_case
-bookkeeping, the document in the body's camelCase names, which that reader accepts too), so a
-consumer of the previous version reads it during a rolling upgrade. Values that do not start
-with ``{"layout":`` (written before), or whose layout does not match their text, are read by the
-slower, validating path (:func:`decode_validated`, with ``consumer.domain.state_schema``, which
-also describes every field for the published JSON Schema).
+``layout`` gives the length of each text (``L``, in characters): the field clocks right after
+``client_job_id`` (0: none), the texts at the end of the value (``currentStep``, then every
+step), and each step's ordering key. So the reader parses only the rest of the head (the
+bookkeeping and the metadata) and slices the texts: the text read back is the text written, so
+bodies hash alike before and after a restore, and the value of a job restored and written again
+is the value read. The field clocks stay text (:class:`StoredClocks`) until the reducer reads
+them at the job's next event: most restored jobs have ended and never do.
 
-Restore reads one value per job, so the fast reader makes each object once and in one step:
-the layout's lists are unpacked as they come, the clocks of a group share one tuple.
+Everything else reads like the values before this layout (snake_case bookkeeping, the document
+in the body's camelCase names, which that reader accepts too), so a consumer of the previous
+version reads it during a rolling upgrade: layout 1 (no ``version``, no clocks length, the clocks
+among the bookkeeping) is this layout without what it adds, and its reader ignores both.
+Values of layout 1 are read here too, with their clocks parsed. Values that do not start with
+``{"layout":`` (written before any layout), or whose layout does not match their text, are read
+by the slower, validating path (:func:`decode_validated`, with ``consumer.domain.state_schema``,
+which also describes every field for the published JSON Schema).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -48,10 +54,15 @@ from consumer.domain.state import (
 )
 from consumer.domain.state_schema import StoredJobState, group_clocks
 
+#: The layout this module writes; it reads this one and layout 1.
+LAYOUT_VERSION = 2
 _LAYOUT_PREFIX = '{"layout":'
 #: What follows the layout: ``client_job_id`` is always written, first after it. A JSON string
 #: cannot hold it unescaped, so its first place in the value is the end of the layout.
 _AFTER_LAYOUT = ',"client_job_id":'
+#: What follows ``client_job_id`` (a string, which cannot hold it unescaped either) when the
+#: state holds field clocks.
+_CLOCKS = ',"clocks":'
 _CURRENT = ',"currentStep":'
 _COMPLETED = '},"completedSteps":['
 _CANCELLED = '],"cancelledSteps":['
@@ -88,9 +99,12 @@ def _value(state: JobState, *, laid_out: bool) -> dict[str, Any]:
     current = meta.current_step or "null"
     completed, cancelled = document.completed_steps, document.cancelled_steps
     value: dict[str, Any] = {}
+    clocks = _clocks_text(state.clocks)
     if laid_out:
         value["layout"] = {
+            "version": LAYOUT_VERSION,
             "currentStep": len(current),
+            "clocks": len(clocks or ""),
             "completedSteps": [_step_layout(s) for s in completed],
             "cancelledSteps": [_step_layout(s) for s in cancelled],
         }
@@ -98,6 +112,9 @@ def _value(state: JobState, *, laid_out: bool) -> dict[str, Any]:
             v is None or _exact(v) for _, _, v, _ in state.retractable.get("currentStep", ())
         ):
             raise _NotExact("a retractable currentStep")
+    value["client_job_id"] = state.client_job_id
+    if clocks is not None:
+        value["clocks"] = orjson.Fragment(clocks)
     value.update(_bookkeeping(state))
     stored = _document_fields(document, laid_out=laid_out)
     metadata: dict[str, Any] = {"clientJobId": meta.client_job_id}
@@ -125,9 +142,18 @@ def _step_layout(step: Step) -> list[Json]:
     return [len(step.json), None if no_number else number, None if no_time else time, uid]
 
 
+def _clocks_text(clocks: Mapping[str, Clock]) -> str | None:
+    """The stored form of the field clocks as text (None when there are none): a restored
+    state's own text while it holds it."""
+    if isinstance(clocks, StoredClocks):
+        return clocks.text
+    return json_text(group_clocks(clocks)) if clocks else None
+
+
 def _bookkeeping(state: JobState) -> dict[str, Any]:
-    """The head fields, those at their default left out (as the value before this layout)."""
-    out: dict[str, Any] = {"client_job_id": state.client_job_id}
+    """The head fields after the clocks, those at their default left out (as the value before
+    this layout)."""
+    out: dict[str, Any] = {}
     if state.version:
         out["version"] = state.version
     if state.seen_event_ids:
@@ -147,8 +173,6 @@ def _bookkeeping(state: JobState) -> dict[str, Any]:
         out["arrivals"] = state.arrivals
     if state.latest_time:
         out["latest_time"] = state.latest_time
-    if state.clocks:
-        out["clocks"] = group_clocks(state.clocks)
     if state.terminal_clock is not None:
         out["terminal_clock"] = state.terminal_clock
     if state.exclusion_clocks:
@@ -213,10 +237,12 @@ def decode_validated(data: bytes) -> JobState:
 
 
 def _decode_laid_out(text: str) -> JobState:
-    """Parse the layout and the head, slice the texts from the end: cancelled steps, completed
-    steps, then currentStep."""
+    """Parse the layout, slice the texts from the end (cancelled steps, completed steps, then
+    currentStep) and the clocks after ``client_job_id``, and parse what is left of the head."""
     end = text.index(_AFTER_LAYOUT, len(_LAYOUT_PREFIX))
     layout = orjson.loads(text[len(_LAYOUT_PREFIX) : end])
+    if layout.get("version", 1) not in (1, LAYOUT_VERSION):
+        raise ValueError("a layout this version does not know")
     if not text.endswith(_END):
         raise ValueError("the value does not end as laid out")
     cancelled, at = _steps(text, len(text) - len(_END), layout["cancelledSteps"], _CANCELLED)
@@ -226,7 +252,8 @@ def _decode_laid_out(text: str) -> JobState:
     at -= length + len(_CURRENT)
     if not text.startswith(_CURRENT, at) or not (current == "null" or current[:1] == "{"):
         raise ValueError("the layout does not match the text")
-    head = orjson.loads("{" + text[end + 1 : at] + "}}}")
+    head_text, clocks = _head_and_clocks(text, end + 1, at, layout.get("clocks", 0))
+    head = orjson.loads("{" + head_text + "}}}")
     stored = head["document"]
     document = Document(
         _metadata(stored["metadata"], None if current == "null" else current),
@@ -238,7 +265,21 @@ def _decode_laid_out(text: str) -> JobState:
         _exclusions(stored["jobExclusion"]) if "jobExclusion" in stored else (),
         stored.get("excluded", False),
     )
-    return _state_from_head(head, document)
+    return _state_from_head(head, document, clocks)
+
+
+def _head_and_clocks(
+    text: str, start: int, stop: int, length: int
+) -> tuple[str, StoredClocks | None]:
+    """The head's text between ``start`` and ``stop`` without the field clocks, and the clocks
+    as text (None when the layout gives no length: none, or layout 1, whose head holds them)."""
+    if not length:
+        return text[start:stop], None
+    begin = text.index(_CLOCKS, start, stop) + len(_CLOCKS)
+    finish = begin + length
+    if text[begin] != "{" or text[finish - 1] != "}" or text[finish] != ",":
+        raise ValueError("the layout does not match the text")
+    return text[start : begin - len(_CLOCKS)] + text[finish:stop], StoredClocks(text[begin:finish])
 
 
 def _steps(
@@ -286,9 +327,15 @@ def _exclusions(stored: list[dict[str, Any]]) -> tuple[Exclusion, ...]:
     return tuple(Exclusion(e["userId"], e["reason"], e["isExcluded"]) for e in stored)
 
 
-def _state_from_head(head: dict[str, Any], document: Document) -> JobState:
-    """The state of a parsed head of this layout around ``document``."""
+def _state_from_head(
+    head: dict[str, Any], document: Document, clocks: StoredClocks | None
+) -> JobState:
+    """The state of a parsed head around ``document``, with ``clocks`` when they were cut out
+    of the head."""
     get = head.get
+    held: Mapping[str, Clock] = clocks if clocks is not None else {}
+    if clocks is None and "clocks" in head:
+        held = ungroup_clocks(head["clocks"])
     return JobState(
         client_job_id=head["client_job_id"],
         document=document,
@@ -302,7 +349,7 @@ def _state_from_head(head: dict[str, Any], document: Document) -> JobState:
         synced_at=_datetime(get("synced_at")),
         arrivals=get("arrivals", 0),
         latest_time=get("latest_time", ""),
-        clocks=ungroup_clocks(head["clocks"]) if "clocks" in head else {},
+        clocks=held,
         terminal_clock=_clock(get("terminal_clock")),
         exclusion_clocks=tuple(map(tuple, head["exclusion_clocks"]))
         if "exclusion_clocks" in head
@@ -311,6 +358,39 @@ def _state_from_head(head: dict[str, Any], document: Document) -> JobState:
         sending_since=_datetime(get("sending_since")),
         too_large=get("too_large", False),
     )
+
+
+class StoredClocks(Mapping[str, Clock]):
+    """:attr:`JobState.clocks` of a restored job: the text its changelog value holds, grouped by
+    event (see ``group_clocks``), read on first use.
+
+    Only the reducer reads the clocks, at the job's next event; a restored job that has ended
+    gets none, so most never pay for the parse nor hold a dict and a tuple per event. The state
+    holding them never changes, so neither do they: the text is what a write of it stores.
+    """
+
+    __slots__ = ("_clocks", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._clocks: dict[str, Clock] | None = None
+
+    def _read(self) -> dict[str, Clock]:
+        if self._clocks is None:
+            self._clocks = ungroup_clocks(orjson.loads(self.text))
+        return self._clocks
+
+    def __getitem__(self, path: str) -> Clock:
+        return self._read()[path]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._read())
+
+    def __len__(self) -> int:
+        return len(self._read())
+
+    def __repr__(self) -> str:
+        return f"StoredClocks({self._read()!r})"
 
 
 def ungroup_clocks(grouped: dict[str, list[str]]) -> dict[str, Clock]:

@@ -15,6 +15,7 @@ grouped as ``"<time> <id>"`` or earlier ``path: [time, id]``), whose writes are 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -32,7 +33,7 @@ from consumer.domain.document import DomainModel, JobExclusion, JobMetadata, Ste
 from consumer.domain.state import Clock
 
 
-def group_clocks(clocks: dict[str, Clock]) -> dict[str, list[str]]:
+def group_clocks(clocks: Mapping[str, Clock]) -> dict[str, list[str]]:
     """Stored form of :attr:`JobState.clocks`: ``"<time> <arrival>"`` -> the paths it holds.
 
     One event usually writes many fields (a first upsert about 15), so this is about a third
@@ -142,7 +143,13 @@ class StoredDocument(DomainModel):
 class StoredLayout(DomainModel):
     """Where the texts at the end of the value are: lengths (characters) and ordering keys."""
 
+    version: int = Field(default=1, description="the layout's version (absent: 1)")
     current_step: int = Field(description="length of metadata.currentStep's text (null: 4)")
+    clocks: int = Field(
+        default=0,
+        description="length of the clocks' text, right after client_job_id (0: none; absent in "
+        "layout 1, whose clocks stand among the bookkeeping)",
+    )
     completed_steps: list[tuple[int, int | None, float | None, str]] = Field(
         description="per completed step: [text length, stepNumber, time (POSIX), uniqueStepId]"
     )
