@@ -51,6 +51,7 @@ from consumer.domain.state import (
     exclusion_json,
     json_text,
     kept_step,
+    step_json,
 )
 from consumer.domain.state_schema import StoredJobState, group_clocks
 
@@ -99,12 +100,12 @@ def _value(state: JobState, *, laid_out: bool) -> dict[str, Any]:
     current = meta.current_step or "null"
     completed, cancelled = document.completed_steps, document.cancelled_steps
     value: dict[str, Any] = {}
-    clocks = _clocks_text(state.clocks)
+    clocks, clocks_length = _clocks_text(state.clocks)
     if laid_out:
         value["layout"] = {
             "version": LAYOUT_VERSION,
             "currentStep": len(current),
-            "clocks": len(clocks or ""),
+            "clocks": clocks_length,
             "completedSteps": [_step_layout(s) for s in completed],
             "cancelledSteps": [_step_layout(s) for s in cancelled],
         }
@@ -114,7 +115,7 @@ def _value(state: JobState, *, laid_out: bool) -> dict[str, Any]:
             raise _NotExact("a retractable currentStep")
     value["client_job_id"] = state.client_job_id
     if clocks is not None:
-        value["clocks"] = orjson.Fragment(clocks)
+        value["clocks"] = clocks
     value.update(_bookkeeping(state))
     stored = _document_fields(document, laid_out=laid_out)
     metadata: dict[str, Any] = {"clientJobId": meta.client_job_id}
@@ -124,8 +125,8 @@ def _value(state: JobState, *, laid_out: bool) -> dict[str, Any]:
             metadata[key] = field_value
     metadata["currentStep"] = orjson.Fragment(current)
     stored["metadata"] = metadata
-    stored["completedSteps"] = [orjson.Fragment(s.json) for s in completed]
-    stored["cancelledSteps"] = [orjson.Fragment(s.json) for s in cancelled]
+    stored["completedSteps"] = list(map(orjson.Fragment, map(step_json, completed)))
+    stored["cancelledSteps"] = list(map(orjson.Fragment, map(step_json, cancelled)))
     value["document"] = stored
     return value
 
@@ -142,12 +143,15 @@ def _step_layout(step: Step) -> list[Json]:
     return [len(step.json), None if no_number else number, None if no_time else time, uid]
 
 
-def _clocks_text(clocks: Mapping[str, Clock]) -> str | None:
-    """The stored form of the field clocks as text (None when there are none): a restored
-    state's own text while it holds it."""
-    if isinstance(clocks, StoredClocks):
-        return clocks.text
-    return json_text(group_clocks(clocks)) if clocks else None
+def _clocks_text(clocks: Mapping[str, Clock]) -> tuple[orjson.Fragment | None, int]:
+    """The stored form of the field clocks as encoded text (None when there are none; a
+    restored state's own text), and its length in characters."""
+    if type(clocks) is StoredClocks:  # not isinstance: an ABC's check costs a lookup per write
+        return orjson.Fragment(clocks.text), len(clocks.text)
+    if not clocks:
+        return None, 0
+    text = orjson.dumps(group_clocks(clocks))
+    return orjson.Fragment(text), len(text) if text.isascii() else len(text.decode())
 
 
 def _bookkeeping(state: JobState) -> dict[str, Any]:
