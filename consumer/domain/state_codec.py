@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from consumer.domain.document import StepWrapper, step_text
 from consumer.domain.state import (
@@ -53,7 +54,7 @@ from consumer.domain.state import (
     kept_step,
     step_json,
 )
-from consumer.domain.state_schema import StoredJobState, group_clocks
+from consumer.domain.state_schema import StoredDocument, StoredJobState, group_clocks
 
 #: The layout this module writes; it reads this one and layout 1.
 LAYOUT_VERSION = 2
@@ -434,9 +435,12 @@ def _datetime(value: str | None) -> datetime | None:
     return None if value is None else datetime.fromisoformat(value)
 
 
-def _from_stored(stored: StoredJobState) -> JobState:
-    """The plain state of a validated changelog value of any form."""
-    document = stored.document
+def _from_stored(stored: BaseModel) -> JobState:
+    """The plain state of a validated changelog value of any form: every field as validated
+    but the document, the clocks and the retractable writes."""
+    values = dict(stored)
+    del values["layout"]
+    document: StoredDocument = values.pop("document")
     meta = document.metadata
     metadata = Metadata(
         client_job_id=meta.client_job_id,
@@ -454,40 +458,24 @@ def _from_stored(stored: StoredJobState) -> JobState:
         username=meta.username,
         workflow_name=meta.workflow_name,
     )
-    return JobState(
-        client_job_id=stored.client_job_id,
-        document=Document(
-            metadata=metadata,
-            completed_steps=tuple(kept_step(s) for s in document.completed_steps),
-            cancelled_steps=tuple(kept_step(s) for s in document.cancelled_steps),
-            team=document.team,
-            hierarchy_stack=document.hierarchy_stack,
-            packet_ids=document.packet_ids,
-            job_exclusion=tuple(
-                Exclusion(e.user_id, e.reason, e.is_excluded) for e in document.job_exclusion
-            ),
-            excluded=document.excluded,
+    values["document"] = Document(
+        metadata=metadata,
+        completed_steps=tuple(kept_step(s) for s in document.completed_steps),
+        cancelled_steps=tuple(kept_step(s) for s in document.cancelled_steps),
+        team=document.team,
+        hierarchy_stack=document.hierarchy_stack,
+        packet_ids=document.packet_ids,
+        job_exclusion=tuple(
+            Exclusion(e.user_id, e.reason, e.is_excluded) for e in document.job_exclusion
         ),
-        version=stored.version,
-        seen_event_ids=stored.seen_event_ids,
-        synced_version=stored.synced_version,
-        synced_sha256=stored.synced_sha256,
-        job_id=stored.job_id,
-        first_unsynced_at=stored.first_unsynced_at,
-        updated_at=stored.updated_at,
-        synced_at=stored.synced_at,
-        arrivals=stored.arrivals,
-        latest_time=stored.latest_time,
-        clocks=dict(stored.clocks),
-        terminal_clock=stored.terminal_clock,
-        exclusion_clocks=stored.exclusion_clocks,
-        retractable={
-            path: tuple(_candidate(path, write) for write in writes)
-            for path, writes in stored.retractable.items()
-        },
-        sending_since=stored.sending_since,
-        too_large=stored.too_large,
+        excluded=document.excluded,
     )
+    values["clocks"] = dict(values["clocks"])
+    values["retractable"] = {
+        path: tuple(_candidate(path, write) for write in writes)
+        for path, writes in values["retractable"].items()
+    }
+    return JobState(**values)
 
 
 def _candidate(path: str, write: tuple[str, int, Any, bool]) -> Candidate:

@@ -16,8 +16,8 @@ grouped as ``"<time> <id>"`` or earlier ``path: [time, id]``), whose writes are 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
-from typing import Annotated, Any
+from dataclasses import MISSING, fields
+from typing import Annotated, Any, get_type_hints
 
 from pydantic import (
     BaseModel,
@@ -27,10 +27,11 @@ from pydantic import (
     JsonValue,
     PlainSerializer,
     ValidationInfo,
+    create_model,
 )
 
 from consumer.domain.document import DomainModel, JobExclusion, JobMetadata, StepWrapper
-from consumer.domain.state import Clock
+from consumer.domain.state import Clock, JobState
 
 
 def group_clocks(clocks: Mapping[str, Clock]) -> dict[str, list[str]]:
@@ -158,34 +159,51 @@ class StoredLayout(DomainModel):
     )
 
 
-class StoredJobState(BaseModel):
-    """One job as assembled so far plus its sync status: the changelog value."""
-
+class _StoredJobStateBase(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
-    layout: StoredLayout | None = Field(
-        default=None,
-        description="first member: the texts at the end of the value, so a reader can take "
-        "them without parsing them (absent in values written before it)",
-    )
-    client_job_id: str
-    version: int = 0
-    seen_event_ids: tuple[str, ...] = ()
-    synced_version: int = 0
-    synced_sha256: str | None = None
-    job_id: str | None = None
-    first_unsynced_at: datetime | None = None
-    updated_at: datetime
-    synced_at: datetime | None = None
-    #: Declared before the clocks, whose reading depends on it (0: written before it existed).
-    arrivals: int = 0
-    latest_time: str = ""
-    clocks: FieldClocks = {}
-    terminal_clock: Annotated[Clock | None, BeforeValidator(_read_terminal_clock)] = None
-    exclusion_clocks: Annotated[tuple[Clock, ...], BeforeValidator(_read_exclusion_clocks)] = ()
-    retractable: Annotated[
-        dict[str, tuple[StoredCandidate, ...]], BeforeValidator(_read_retractable)
-    ] = {}
-    sending_since: datetime | None = None
-    too_large: bool = False
-    document: StoredDocument
+
+#: The fields the changelog stores in another form than the state holds them, with their
+#: readers; every other field of ``JobState`` is stored as the state holds it. ``JobState`` is
+#: the one list of the fields: the model below is made from it.
+_STORED_AS: dict[str, tuple[Any, Any]] = {
+    "clocks": (FieldClocks, {}),
+    "terminal_clock": (Annotated[Clock | None, BeforeValidator(_read_terminal_clock)], None),
+    "exclusion_clocks": (
+        Annotated[tuple[Clock, ...], BeforeValidator(_read_exclusion_clocks)],
+        (),
+    ),
+    "retractable": (
+        Annotated[dict[str, tuple[StoredCandidate, ...]], BeforeValidator(_read_retractable)],
+        {},
+    ),
+    # Written last, after the bookkeeping; its texts end the value.
+    "document": (StoredDocument, ...),
+}
+
+
+def _stored_fields() -> dict[str, Any]:
+    """The changelog value's fields: the layout first, then ``JobState``'s in its order
+    (``arrivals`` before the clocks, whose reading depends on it), the document last."""
+    hints = get_type_hints(JobState)
+    stored: dict[str, Any] = {
+        "layout": (
+            StoredLayout | None,
+            Field(
+                default=None,
+                description="first member: the texts at the end of the value, so a reader "
+                "can take them without parsing them (absent in values written before it)",
+            ),
+        )
+    }
+    for held in fields(JobState):
+        default = ... if held.default is MISSING else held.default
+        stored[held.name] = _STORED_AS.get(held.name, (hints[held.name], default))
+    stored["document"] = stored.pop("document")
+    return stored
+
+
+#: One job as assembled so far plus its sync status: the changelog value.
+StoredJobState: type[BaseModel] = create_model(
+    "StoredJobState", __base__=_StoredJobStateBase, **_stored_fields()
+)
