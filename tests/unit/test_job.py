@@ -6,12 +6,14 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from consumer.demo.example import EXAMPLE_BODY, example_job_events
 from consumer.demo.jobs import demo_job
+from consumer.domain import state_codec
 from consumer.domain.basicsync import encode_body
 from consumer.domain.document import StepWrapper, step_text
 from consumer.domain.events import EventType, JobEvent
@@ -31,7 +33,7 @@ from consumer.domain.job import (
 )
 from consumer.domain.results import FailureReason
 from consumer.domain.state import Step, json_text
-from consumer.domain.state_codec import decode_state, decode_validated, encode_state
+from consumer.domain.state_codec import StoredClocks, decode_state, decode_validated, encode_state
 
 JOB = "job-1"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -958,6 +960,46 @@ class TestChangelogValue:
         assert decode_state(json.dumps(stored).encode()) == state
         compact = json.dumps(stored, separators=(",", ":"), ensure_ascii=False).encode()
         assert decode_state(compact) == state
+
+    def test_layout_1_value_is_read_fast_and_written_as_layout_2(self) -> None:
+        """A value of layout 1 (no version, clocks among the bookkeeping, as the previous
+        version wrote it) is read by the fast reader, clocks parsed; written again it is of
+        layout 2, which keeps layout 1's members as they were, so the previous version reads
+        it too."""
+        state = run(upsert(team="t", jobTitle="j"), completed("u1", 1), completed("u2", 2))
+        text = encode_state(state).decode()
+        end = text.index(',"client_job_id":')
+        layout = json.loads(text[len('{"layout":') : end])
+        assert layout["version"] == 2
+        clocks_at = text.index(',"clocks":', end)
+        clocks = text[clocks_at : clocks_at + len(',"clocks":') + layout.pop("clocks")]
+        del layout["version"]
+        head = text[end : text.index(',"document":')].replace(clocks, "")
+        old = (
+            '{"layout":'
+            + json.dumps(layout, separators=(",", ":"))
+            + head
+            + clocks
+            + text[text.index(',"document":') :]
+        ).encode()
+        with patch.object(state_codec, "decode_validated", side_effect=AssertionError):
+            restored = decode_state(old)
+        assert restored == state
+        assert isinstance(restored.clocks, dict)
+        assert encode_state(restored) == encode_state(state)
+
+    def test_restored_clocks_are_read_on_first_use(self) -> None:
+        """A restored state keeps its clocks as the value's text: written again unchanged, and
+        read (as the reducer does at the next event) into the clocks written."""
+        state = run(upsert(team="t"), completed("u1", 1), status("Paused"))
+        value = encode_state(state)
+        restored = decode_state(value)
+        assert isinstance(restored.clocks, StoredClocks)
+        assert encode_state(restored) == value
+        assert dict(restored.clocks) == state.clocks
+        later = run(upsert(team="later"), state=restored)
+        assert later.clocks["team"][1] == state.arrivals + 1
+        assert later.clocks["completedSteps.u1"] == state.clocks["completedSteps.u1"]
 
     def test_previous_value_is_read(self) -> None:
         """A value as the previous version wrote it (snake_case document, steps without their
