@@ -1,10 +1,11 @@
 """The changelog value as a pydantic model: its published JSON Schema, and the validating reader.
 
 :class:`StoredJobState` describes the value ``consumer.domain.state_codec`` writes and reads
-every earlier form of it. It is used for two things only: ``consumer.contracts`` publishes its
-schema, and ``consumer.domain.state_codec.decode_validated``
-validates with it a value the fast reader does not take (one written before the compact layout,
-during a rolling upgrade or at the first restore after it) before making the plain state of it.
+every earlier form of it. It is made from ``JobState``'s fields, declaring only those stored in
+another form. It is used for two things only: ``consumer.contracts`` publishes its schema, and
+``consumer.domain.state_codec.decode_validated`` validates with it a value the fast reader does
+not take (one written before the compact layout, during a rolling upgrade or at the first
+restore after it) before making the plain state of it.
 
 Earlier forms it accepts: the document in snake_case names (the reader takes both spellings),
 steps without their null fields, a state written before clocks existed (no clocks), and one
