@@ -11,7 +11,7 @@ Each schema describes the bytes on the wire, so the mode follows how the model i
   decoder accepts (one variant per ``type``; ``data`` in camelCase). In binary mode the value is
   the ``data`` of the same variant (``#/definitions/<Name>Data``).
 - result records are *serialized* by alias (camelCase), every field written.
-- job state (the changelog value, ``JobState.to_json_bytes``) is described by the model that
+- job state (the changelog value, ``state_codec.encode_state``) is described by the model that
   reads it when the fast reader does not (``consumer.domain.state_schema.StoredJobState``):
   bookkeeping in snake_case, the document in the body's camelCase names (the reader accepts
   snake_case too), fields at their default left out. A forgotten job's changelog value is the

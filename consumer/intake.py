@@ -33,6 +33,7 @@ from consumer.domain.results import (
     SourceOffset,
 )
 from consumer.domain.retention import forgotten_rejection
+from consumer.domain.state_codec import encode_state
 from consumer.kafka.partitioning import hashes_to
 from consumer.kafka.records import SourceRecord
 from consumer.state.store import JobStore
@@ -231,7 +232,7 @@ class _Intake:
             job, state is not None, len(record.value or b""), limit
         ):
             return False
-        size = len(result.to_json_bytes())
+        size = len(encode_state(result))
         if size <= limit:
             self.sizes.measured(job, size)
             return False

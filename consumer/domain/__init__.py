@@ -2,7 +2,8 @@
 
 - ``events``: CloudEvents in (decode, validate) and out (encode, for producers).
 - ``document``: the WorkfloPlus job document's parts as pydantic models (event data).
-- ``state``: the job state as plain frozen data, and its changelog value.
+- ``state``: the job state as plain immutable data.
+- ``state_codec``: the job state's changelog value, written and read back.
 - ``state_schema``: the changelog value's schema, and the reader of its older forms.
 - ``job``: the reducer ``apply(state, event, now)``.
 - ``basicsync``: the request body composed from a state, its bytes and hash.

@@ -18,7 +18,14 @@ from typing import Any
 
 import orjson
 
-from consumer.domain.state import METADATA_NAMES, JobState, Step, exclusion_json, json_text
+from consumer.domain.state import (
+    METADATA_NAMES,
+    JobState,
+    Step,
+    exclusion_json,
+    json_text,
+    step_json,
+)
 
 
 def encode_json(body: Any) -> bytes:
@@ -57,7 +64,7 @@ _AFTER_CURRENT = METADATA_NAMES[len(_BEFORE_CURRENT) :]
 
 def _steps(steps: tuple[Step, ...]) -> list[orjson.Fragment] | None:
     """A step list: its texts, ``null`` when empty."""
-    return [orjson.Fragment(step.json) for step in steps] or None
+    return list(map(orjson.Fragment, map(step_json, steps))) or None
 
 
 def body_sha256(body: bytes) -> str:

@@ -1,7 +1,7 @@
 """The pure reducer that assembles events into a job state (docs/contract.md §5).
 
 :class:`JobState` (plain frozen data, ``consumer.domain.state``) is what the compacted changelog
-stores (JSON, see :meth:`JobState.to_json_bytes`). :func:`apply` folds one event into a state;
+stores (JSON, see ``consumer.domain.state_codec``). :func:`apply` folds one event into a state;
 it never reads the clock (``now`` is passed in) and never performs I/O.
 
 **Order: by time, then by arrival.** The input spans several co-partitioned topics and Kafka

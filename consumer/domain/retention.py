@@ -30,6 +30,7 @@ from pydantic import ConfigDict, TypeAdapter
 from consumer.domain.events import JobEvent
 from consumer.domain.job import JobState, Rejection, apply, is_terminal
 from consumer.domain.results import FailureReason
+from consumer.domain.state_codec import decode_state, encode_state
 
 #: Every marker's changelog value starts with this (its first field); no JobState's does.
 MARKER_PREFIX = b'{"forgotten_at":'
@@ -141,7 +142,7 @@ def decode_stored(data: bytes) -> StoredJob:
     if data.startswith(MARKER_PREFIX):
         return ForgottenJob.from_json_bytes(data)
     try:
-        return JobState.from_json_bytes(data)
+        return decode_state(data)
     except ValueError:
         if b'"forgotten_at"' not in data:
             raise
@@ -150,4 +151,4 @@ def decode_stored(data: bytes) -> StoredJob:
 
 def encode_stored(stored: StoredJob) -> bytes:
     """The changelog value of a job state or a marker."""
-    return stored.to_json_bytes()
+    return stored.to_json_bytes() if isinstance(stored, ForgottenJob) else encode_state(stored)

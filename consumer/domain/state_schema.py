@@ -1,10 +1,11 @@
 """The changelog value as a pydantic model: its published JSON Schema, and the validating reader.
 
-:class:`StoredJobState` describes the value ``JobState.to_json_bytes`` writes (see
-``consumer.domain.state``) and reads every earlier form of it. It is used for two things only:
-``consumer.contracts`` publishes its schema, and ``consumer.domain.state.decode_validated``
-validates with it a value the fast reader does not take (one written before the compact layout,
-during a rolling upgrade or at the first restore after it) before making the plain state of it.
+:class:`StoredJobState` describes the value ``consumer.domain.state_codec`` writes and reads
+every earlier form of it. It is made from ``JobState``'s fields, declaring only those stored in
+another form. It is used for two things only: ``consumer.contracts`` publishes its schema, and
+``consumer.domain.state_codec.decode_validated`` validates with it a value the fast reader does
+not take (one written before the compact layout, during a rolling upgrade or at the first
+restore after it) before making the plain state of it.
 
 Earlier forms it accepts: the document in snake_case names (the reader takes both spellings),
 steps without their null fields, a state written before clocks existed (no clocks), and one
@@ -15,8 +16,9 @@ grouped as ``"<time> <id>"`` or earlier ``path: [time, id]``), whose writes are 
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any
+from collections.abc import Mapping
+from dataclasses import MISSING, fields
+from typing import Annotated, Any, get_type_hints
 
 from pydantic import (
     BaseModel,
@@ -26,15 +28,14 @@ from pydantic import (
     JsonValue,
     PlainSerializer,
     ValidationInfo,
+    create_model,
 )
 
 from consumer.domain.document import DomainModel, JobExclusion, JobMetadata, StepWrapper
-
-#: ``(time, arrival)`` of an event (``consumer.domain.job``).
-Clock = tuple[str, int]
+from consumer.domain.state import Clock, JobState
 
 
-def group_clocks(clocks: dict[str, Clock]) -> dict[str, list[str]]:
+def group_clocks(clocks: Mapping[str, Clock]) -> dict[str, list[str]]:
     """Stored form of :attr:`JobState.clocks`: ``"<time> <arrival>"`` -> the paths it holds.
 
     One event usually writes many fields (a first upsert about 15), so this is about a third
@@ -144,7 +145,13 @@ class StoredDocument(DomainModel):
 class StoredLayout(DomainModel):
     """Where the texts at the end of the value are: lengths (characters) and ordering keys."""
 
+    version: int = Field(default=1, description="the layout's version (absent: 1)")
     current_step: int = Field(description="length of metadata.currentStep's text (null: 4)")
+    clocks: int = Field(
+        default=0,
+        description="length of the clocks' text, right after client_job_id (0: none; absent in "
+        "layout 1, whose clocks stand among the bookkeeping)",
+    )
     completed_steps: list[tuple[int, int | None, float | None, str]] = Field(
         description="per completed step: [text length, stepNumber, time (POSIX), uniqueStepId]"
     )
@@ -153,34 +160,51 @@ class StoredLayout(DomainModel):
     )
 
 
-class StoredJobState(BaseModel):
-    """One job as assembled so far plus its sync status: the changelog value."""
-
+class _StoredJobStateBase(BaseModel):
     model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
 
-    layout: StoredLayout | None = Field(
-        default=None,
-        description="first member: the texts at the end of the value, so a reader can take "
-        "them without parsing them (absent in values written before it)",
-    )
-    client_job_id: str
-    version: int = 0
-    seen_event_ids: tuple[str, ...] = ()
-    synced_version: int = 0
-    synced_sha256: str | None = None
-    job_id: str | None = None
-    first_unsynced_at: datetime | None = None
-    updated_at: datetime
-    synced_at: datetime | None = None
-    #: Declared before the clocks, whose reading depends on it (0: written before it existed).
-    arrivals: int = 0
-    latest_time: str = ""
-    clocks: FieldClocks = {}
-    terminal_clock: Annotated[Clock | None, BeforeValidator(_read_terminal_clock)] = None
-    exclusion_clocks: Annotated[tuple[Clock, ...], BeforeValidator(_read_exclusion_clocks)] = ()
-    retractable: Annotated[
-        dict[str, tuple[StoredCandidate, ...]], BeforeValidator(_read_retractable)
-    ] = {}
-    sending_since: datetime | None = None
-    too_large: bool = False
-    document: StoredDocument
+
+#: The fields the changelog stores in another form than the state holds them, with their
+#: readers; every other field of ``JobState`` is stored as the state holds it. ``JobState`` is
+#: the one list of the fields: the model below is made from it.
+_STORED_AS: dict[str, tuple[Any, Any]] = {
+    "clocks": (FieldClocks, {}),
+    "terminal_clock": (Annotated[Clock | None, BeforeValidator(_read_terminal_clock)], None),
+    "exclusion_clocks": (
+        Annotated[tuple[Clock, ...], BeforeValidator(_read_exclusion_clocks)],
+        (),
+    ),
+    "retractable": (
+        Annotated[dict[str, tuple[StoredCandidate, ...]], BeforeValidator(_read_retractable)],
+        {},
+    ),
+    # Written last, after the bookkeeping; its texts end the value.
+    "document": (StoredDocument, ...),
+}
+
+
+def _stored_fields() -> dict[str, Any]:
+    """The changelog value's fields: the layout first, then ``JobState``'s in its order
+    (``arrivals`` before the clocks, whose reading depends on it), the document last."""
+    hints = get_type_hints(JobState)
+    stored: dict[str, Any] = {
+        "layout": (
+            StoredLayout | None,
+            Field(
+                default=None,
+                description="first member: the texts at the end of the value, so a reader "
+                "can take them without parsing them (absent in values written before it)",
+            ),
+        )
+    }
+    for held in fields(JobState):
+        default = ... if held.default is MISSING else held.default
+        stored[held.name] = _STORED_AS.get(held.name, (hints[held.name], default))
+    stored["document"] = stored.pop("document")
+    return stored
+
+
+#: One job as assembled so far plus its sync status: the changelog value.
+StoredJobState: type[BaseModel] = create_model(
+    "StoredJobState", __base__=_StoredJobStateBase, **_stored_fields()
+)

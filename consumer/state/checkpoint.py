@@ -46,6 +46,7 @@ from aiokafka import TopicPartition
 from consumer.domain.record_size import MIN_LIMIT_BYTES, fit_record
 from consumer.domain.results import FailureRecord, SuccessRecord
 from consumer.domain.retention import ForgottenJob
+from consumer.domain.state_codec import encode_state
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.limits import RESULT_RECORD_BYTES
 from consumer.kafka.transactions import OutRecord, PartitionProducer
@@ -351,7 +352,7 @@ class Checkpoint:
         for job in pending.jobs:
             state = self._store.get(job)
             if state is not None and self._store.partition_of(job) == partition:
-                value = state.to_json_bytes()
+                value = encode_state(state)
                 sizes[job] = len(value)
                 records.append(OutRecord(changelog, job.encode(), value, partition))
         first_result = len(records)

@@ -12,12 +12,14 @@ partition's changelog since this member's last commit, its in-memory state is st
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from consumer.domain.retention import ForgottenJob, StoredJob, decode_stored
 
@@ -50,79 +52,132 @@ async def restore(
     """Read changelog partitions from the beginning to their current end.
 
     Only the last record of each key matters in a compacted topic, so values are kept as bytes
-    and parsed once per surviving key: restore cost is one parse per job, not per write.
-    ``check_memory`` runs after every fetched batch and every :data:`_MEMORY_CHECK_EVERY`
-    parsed jobs: it raises ``MemoryExhausted`` before the state outgrows the process.
+    while reading and each partition's surviving values are parsed once it is read to its end:
+    restore cost is one parse per job, not per write, and the bytes of a partition are dropped
+    as soon as its jobs are made. ``check_memory`` runs after every fetched batch and every
+    :data:`_MEMORY_CHECK_EVERY` parsed jobs: it raises ``MemoryExhausted`` before the state
+    outgrows the process.
     """
     started = time.monotonic()
     wanted = sorted(set(partitions))
-    raw: dict[int, dict[bytes, bytes]] = {p: {} for p in wanted}
-    records = 0
+    restored = _Restored(topic, check_memory)
     consumer = consumer_factory(isolation_level="read_committed", enable_auto_commit=False)
     await consumer.start()
     try:
-        tps = [TopicPartition(topic, p) for p in wanted]
-        if tps:
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
-            remaining = {tp for tp in tps if await consumer.position(tp) < end[tp]}
-            while remaining:
-                batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
-                check_memory()
-                for tp, messages in batch.items():
-                    records += len(messages)
-                    slot = raw[tp.partition]
-                    for message in messages:
-                        if message.key is None:
-                            continue
-                        if message.value is None:
-                            slot.pop(message.key, None)
-                        else:
-                            slot[message.key] = message.value
-                for tp in list(remaining):
-                    if await consumer.position(tp) >= end[tp]:
-                        remaining.discard(tp)
-        else:
-            end = {}
+        end = await _read(consumer, topic, wanted, restored)
     finally:
         await consumer.stop()
-    states: dict[int, dict[str, StoredJob]] = {}
-    skipped = forgotten = 0
-    for partition, values in raw.items():
-        parsed: dict[str, StoredJob] = {}
-        for number, (key, value) in enumerate(values.items(), 1):
-            if number % _MEMORY_CHECK_EVERY == 0:
-                check_memory()
-            try:
-                state = decode_stored(value)
-            except ValueError as exc:
-                skipped += 1
-                log.error(
-                    "changelog_record_unreadable",
-                    topic=topic,
-                    partition=partition,
-                    key=key.decode(errors="replace"),
-                    error=str(exc).splitlines()[0],
-                )
-                continue
-            parsed[state.client_job_id] = state
-            forgotten += isinstance(state, ForgottenJob)
-        states[partition] = parsed
+    forgotten = sum(
+        isinstance(state, ForgottenJob)
+        for jobs in restored.states.values()
+        for state in jobs.values()
+    )
     report = RestoreReport(
         partitions=tuple(wanted),
-        jobs=sum(len(s) for s in states.values()) - forgotten,
+        jobs=sum(len(jobs) for jobs in restored.states.values()) - forgotten,
         forgotten=forgotten,
-        records=records,
-        skipped=skipped,
+        records=restored.records,
+        skipped=restored.skipped,
         seconds=time.monotonic() - started,
-        end_offsets={tp.partition: offset for tp, offset in end.items()},
-        value_bytes={
-            partition: {key.decode(errors="replace"): len(value) for key, value in values.items()}
-            for partition, values in raw.items()
-        },
+        end_offsets=end,
+        value_bytes=restored.value_bytes,
     )
-    return states, report
+    return restored.states, report
+
+
+async def _read(
+    consumer: AIOKafkaConsumer, topic: str, wanted: list[int], restored: _Restored
+) -> dict[int, int]:
+    """Read ``wanted`` from the beginning to their end offsets (returned), handing each
+    partition to ``restored`` once it is read to its end."""
+    tps = [TopicPartition(topic, p) for p in wanted]
+    if not tps:
+        return {}
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    end = await consumer.end_offsets(tps)
+    remaining = set(tps)
+    while remaining:
+        for tp in list(remaining):
+            if await consumer.position(tp) >= end[tp]:
+                remaining.discard(tp)
+                restored.parse(tp.partition)
+        if remaining:
+            batch = await consumer.getmany(*remaining, timeout_ms=500, max_records=10_000)
+            restored.check_memory()
+            for tp, messages in batch.items():
+                restored.keep(tp.partition, messages)
+    return {tp.partition: offset for tp, offset in end.items()}
+
+
+class _Restored:
+    """What a restore has read so far: the last value of each key of the partitions still being
+    read, and the jobs of those read to their end."""
+
+    def __init__(self, topic: str, check_memory: Callable[[], None]) -> None:
+        self.topic = topic
+        self.check_memory = check_memory
+        self.values: dict[int, dict[bytes, bytes]] = {}
+        self.states: dict[int, dict[str, StoredJob]] = {}
+        self.value_bytes: dict[int, dict[str, int]] = {}
+        self.records = 0
+        self.skipped = 0
+
+    def keep(self, partition: int, messages: list[ConsumerRecord[bytes, bytes]]) -> None:
+        """Keep the last value of each key; a tombstone drops the key."""
+        self.records += len(messages)
+        slot = self.values.setdefault(partition, {})
+        for message in messages:
+            if message.key is None:
+                continue
+            if message.value is None:
+                slot.pop(message.key, None)
+            else:
+                slot[message.key] = message.value
+
+    def parse(self, partition: int) -> None:
+        """Make the jobs of a partition read to its end, and let go of its bytes."""
+        values = self.values.pop(partition, {})
+        self.value_bytes[partition] = {
+            key.decode(errors="replace"): len(value) for key, value in values.items()
+        }
+        parsed: dict[str, StoredJob] = {}
+        with _collector_paused():
+            for number, (key, value) in enumerate(values.items(), 1):
+                if number % _MEMORY_CHECK_EVERY == 0:
+                    self.check_memory()
+                try:
+                    state = decode_stored(value)
+                except ValueError as exc:
+                    self.skipped += 1
+                    log.error(
+                        "changelog_record_unreadable",
+                        topic=self.topic,
+                        partition=partition,
+                        key=key.decode(errors="replace"),
+                        error=str(exc).splitlines()[0],
+                    )
+                    continue
+                parsed[state.client_job_id] = state
+        self.states[partition] = parsed
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a partition's jobs are made.
+
+    A parse makes dozens of containers per job, all kept, and none in a cycle; each collection
+    the allocations trigger would walk the growing store again for garbage that cannot exist.
+    Nothing else runs meanwhile (the parse does not await), and reference counting still frees
+    what a parse drops.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def can_keep(known_end: Mapping[int, int], ends: Mapping[int, int], partition: int) -> bool:

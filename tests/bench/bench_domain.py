@@ -8,9 +8,11 @@ elsewhere.
 
 - decode: ``decode_event`` of every event of the demo stream, structured and binary mode.
 - apply: ``apply`` over the interleaved demo stream (``build_demo(DemoPlan(jobs=2000))``), one
-  state per job, as the intake does; then the same with ``to_json_bytes``, ``encode_body`` and
+  state per job, as the intake does; then the same with ``encode_state``, ``encode_body`` and
   ``body_sha256`` of every new state (the most a consumer does per event, with no batching).
-- to_json_bytes / from_json_bytes / encode_body / body_sha256: a completed 13-event demo job.
+- encode_state / decode_state (the changelog value, written and restored) / encode_body /
+  body_sha256: a completed 13-event demo job. ``--compare`` matches a run saved before these
+  had their names (``to_json_bytes`` / ``from_json_bytes``) too.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from consumer.demo.jobs import demo_job
 from consumer.domain.basicsync import body_sha256, encode_body
 from consumer.domain.events import decode_event, encode_binary, encode_structured
 from consumer.domain.job import JobState, apply
+from consumer.domain.state_codec import decode_state, encode_state
 
 
 def best_of(repeat: int, rounds: Callable[[], int]) -> float:
@@ -78,7 +81,7 @@ def measure(jobs: int, repeat: int) -> dict[str, float]:
             if isinstance(result, JobState):
                 states[event.subject] = result
                 body_sha256(encode_body(result))
-                result.to_json_bytes()
+                encode_state(result)
         return len(events)
 
     job_events, _ = demo_job(random.Random(2), "bench-job", steps=10)
@@ -90,7 +93,7 @@ def measure(jobs: int, repeat: int) -> dict[str, float]:
     assert state is not None
     assert state.status == "Completed"
     completed = state
-    stored = completed.to_json_bytes()
+    stored = encode_state(completed)
     body = encode_body(completed)
     loops = 2000
 
@@ -106,7 +109,7 @@ def measure(jobs: int, repeat: int) -> dict[str, float]:
         # Fresh copies (new step objects, as after a restore): nothing cached for them yet.
         best = float("inf")
         for _ in range(repeat):
-            fresh = [JobState.from_json_bytes(stored) for _ in range(200)]
+            fresh = [decode_state(stored) for _ in range(200)]
             started = time.process_time()
             for copy in fresh:
                 operation(copy)
@@ -118,12 +121,10 @@ def measure(jobs: int, repeat: int) -> dict[str, float]:
         "decode binary": best_of(repeat, decode(binary)),
         "apply (interleaved stream)": best_of(repeat, apply_stream),
         "apply+changelog+body (stream)": best_of(repeat, apply_write_post),
-        "to_json_bytes (13-event job)": best_of(repeat, looped(completed.to_json_bytes)),
-        "from_json_bytes (13-event job)": best_of(
-            repeat, looped(lambda: JobState.from_json_bytes(stored))
-        ),
+        "encode_state (13-event job)": best_of(repeat, looped(lambda: encode_state(completed))),
+        "decode_state (13-event job)": best_of(repeat, looped(lambda: decode_state(stored))),
         "encode_body (13-event job)": best_of(repeat, looped(lambda: encode_body(completed))),
-        "to_json_bytes, cold": best_cold(JobState.to_json_bytes),
+        "encode_state, cold": best_cold(encode_state),
         "encode_body, cold": best_cold(encode_body),
         "body_sha256 (13-event job)": best_of(repeat, looped(lambda: body_sha256(body))),
         "_events": float(len(events)),
@@ -131,6 +132,14 @@ def measure(jobs: int, repeat: int) -> dict[str, float]:
         "_changelog_bytes": float(len(stored)),
         "_body_bytes": float(len(body)),
     }
+
+
+#: Operations measured under another name by earlier runs (``--compare`` of a saved one).
+_FORMERLY = {
+    "encode_state (13-event job)": "to_json_bytes (13-event job)",
+    "decode_state (13-event job)": "from_json_bytes (13-event job)",
+    "encode_state, cold": "to_json_bytes, cold",
+}
 
 
 def show(figures: dict[str, float], before: dict[str, float] | None) -> None:
@@ -149,8 +158,9 @@ def show(figures: dict[str, float], before: dict[str, float] | None) -> None:
         if name.startswith("_"):
             continue
         micros = seconds * 1e6
-        if before is not None and name in before:
-            old = before[name] * 1e6
+        earlier = _FORMERLY.get(name, name)
+        if before is not None and earlier in before:
+            old = before[earlier] * 1e6
             print(f"{name:32} {old:10.1f} {micros:10.1f} {old / micros:8.2f}x {1 / seconds:10.0f}")
         else:
             print(f"{name:32} {micros:10.1f} {1 / seconds:10.0f}")

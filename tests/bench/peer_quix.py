@@ -25,6 +25,7 @@ from quixstreams.sinks import BatchingSink, SinkBatch  # type: ignore[import-not
 from consumer.domain.basicsync import encode_body
 from consumer.domain.events import InvalidEvent, decode_event
 from consumer.domain.job import JobState, apply, is_postable
+from consumer.domain.state_codec import decode_state, encode_state
 from tests.bench.common import CLIENT_ID, CLIENT_SECRET, run_arguments
 
 
@@ -35,11 +36,11 @@ def assemble(value: bytes, key: Any, timestamp: int, headers: Any, state: State)
     except InvalidEvent:
         return None
     held = state.get("job")
-    previous = JobState.from_json_bytes(held.encode()) if held else None
+    previous = decode_state(held.encode()) if held else None
     result = apply(previous, event, datetime.now(UTC))
     if not isinstance(result, JobState):
         return None
-    state.set("job", result.to_json_bytes().decode())
+    state.set("job", encode_state(result).decode())
     if not is_postable(result):  # WorkfloPlus answers 400 without workflowId
         return None
     return {"version": result.version, "body": encode_body(result).decode()}

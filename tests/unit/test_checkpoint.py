@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaTimeoutError
 from consumer.domain.job import JobState
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, SuccessRecord
 from consumer.domain.retention import forget
+from consumer.domain.state_codec import encode_state
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.transactions import OutRecord
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
@@ -132,7 +133,7 @@ class TestCheckpoint:
         assert all(r.partition == 0 for r in records[:2])
         state = rig.store.get("a")
         assert state is not None
-        assert records[1].value == state.to_json_bytes()
+        assert records[1].value == encode_state(state)
         assert offsets == {TopicPartition("in1", 0): 5, TopicPartition("in2", 0): 7}
         assert rig.producers[1].transactions == []
 

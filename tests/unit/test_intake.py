@@ -11,6 +11,7 @@ import pytest
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
 from consumer.domain.results import FailureReason, SourceOffset
 from consumer.domain.retention import forget
+from consumer.domain.state_codec import encode_state
 from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.partitioning import hashes_to
 from consumer.kafka.records import SourceRecord
@@ -345,7 +346,7 @@ class TestForgottenAndTooLarge:
         state = store.get("big")
         assert state is not None
         assert state.too_large
-        assert len(state.to_json_bytes()) <= limit
+        assert len(encode_state(state)) <= limit
         assert failure.state_version == state.version
         assert effect.too_large == 60 - (state.version - 1) - 1
         later = Batch()

@@ -6,12 +6,14 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest.mock import patch
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from consumer.demo.example import EXAMPLE_BODY, example_job_events
 from consumer.demo.jobs import demo_job
+from consumer.domain import state_codec
 from consumer.domain.basicsync import encode_body
 from consumer.domain.document import StepWrapper, step_text
 from consumer.domain.events import EventType, JobEvent
@@ -30,7 +32,8 @@ from consumer.domain.job import (
     time_text,
 )
 from consumer.domain.results import FailureReason
-from consumer.domain.state import Step, decode_validated, json_text
+from consumer.domain.state import Step, json_text
+from consumer.domain.state_codec import StoredClocks, decode_state, decode_validated, encode_state
 
 JOB = "job-1"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -421,7 +424,7 @@ class TestArrivalOrder:
         assert state.arrivals == 2
         assert apply(state, done, NOW) is state
         assert isinstance(apply(state, ev(EventType.aborted, {}), NOW), Rejection)
-        restored = JobState.from_json_bytes(state.to_json_bytes())
+        restored = decode_state(encode_state(state))
         assert restored.arrivals == 2
         assert run(upsert(team="u"), state=restored).arrivals == 3
 
@@ -512,7 +515,7 @@ class TestArrivalOrder:
         )
         state = run(upserted, moving)
         assert set(state.retractable) == {"currentStep"}
-        restored = JobState.from_json_bytes(state.to_json_bytes())
+        restored = decode_state(encode_state(state))
         assert restored == state
         done = run(
             ev(EventType.status_changed, {"status": "Completed"}, None, at(3)), state=restored
@@ -575,16 +578,16 @@ class TestArrivalOrder:
             ev(EventType.upserted, {"team": "t", "jobTitle": "j"}, "u1", at(0)),
             ev(EventType.step_completed, step("s1", 1), "s1", at(1)),
         )
-        stored = json.loads(state.to_json_bytes())
+        stored = json.loads(encode_state(state))
         assert stored["clocks"] == {
             "2026-01-01T10:00:00.000000Z 2": ["jobTitle", "team"],
             "2026-01-01T10:01:00.000000Z 3": ["completedSteps.s1"],
         }
         assert (stored["arrivals"], stored["latest_time"]) == (3, "2026-01-01T10:01:00.000000Z")
-        assert JobState.from_json_bytes(state.to_json_bytes()) == state
+        assert decode_state(encode_state(state)) == state
         only_timeless = run(upsert(team="x"))
-        assert json.loads(only_timeless.to_json_bytes())["clocks"] == {" 1": ["team"]}
-        assert JobState.from_json_bytes(only_timeless.to_json_bytes()) == only_timeless
+        assert json.loads(encode_state(only_timeless))["clocks"] == {" 1": ["team"]}
+        assert decode_state(encode_state(only_timeless)) == only_timeless
 
     def test_state_with_event_id_clocks(self) -> None:
         """A changelog value written before arrival numbers (clocks ``(time, id)``, grouped or
@@ -606,7 +609,7 @@ class TestArrivalOrder:
             "clocks": {"team": [times["t5"], "zz-id"], "status": [times["t0"], "aa-id"]},
         }
         for stored in (grouped, per_path):
-            legacy = JobState.from_json_bytes(json.dumps(stored).encode())
+            legacy = decode_state(json.dumps(stored).encode())
             assert legacy.clocks == {"team": (times["t5"], 0), "status": (times["t0"], 0)}
             assert legacy.terminal_clock == (times["t0"], 0)
             same = ev(EventType.upserted, {"team": "same"}, "a", at(5))
@@ -623,10 +626,10 @@ class TestArrivalOrder:
         """A changelog value without field clocks still loads (a rolling upgrade may meet one);
         events overwrite its fields and a terminal status it holds stays."""
         old = run(status("Completed"), upsert(team="old"))
-        stored = json.loads(old.to_json_bytes())
+        stored = json.loads(encode_state(old))
         for name in ("clocks", "terminal_clock", "exclusion_clocks"):
             stored.pop(name, None)
-        legacy = JobState.from_json_bytes(json.dumps(stored).encode())
+        legacy = decode_state(json.dumps(stored).encode())
         assert (legacy.clocks, legacy.terminal_clock, legacy.exclusion_clocks) == ({}, None, ())
         state = run(
             ev(EventType.upserted, {"team": "new"}, None, at(0)),
@@ -770,8 +773,8 @@ class TestProperties:
         """Any reachable state survives the changelog JSON exactly (both readers)."""
         state = reduce_all(events)
         assert state is not None
-        assert JobState.from_json_bytes(state.to_json_bytes()) == state
-        assert decode_validated(state.to_json_bytes()) == state
+        assert decode_state(encode_state(state)) == state
+        assert decode_validated(encode_state(state)) == state
 
     @given(event_sequences())
     @settings(deadline=None)
@@ -786,10 +789,10 @@ class TestProperties:
             if isinstance(result, Rejection):
                 continue
             state = result
-            value = state.to_json_bytes()
-            restored = JobState.from_json_bytes(value)
+            value = encode_state(state)
+            restored = decode_state(value)
             assert restored == state
-            assert restored.to_json_bytes() == value
+            assert encode_state(restored) == value
             assert encode_body(restored) == encode_body(state)
             assert [s.json for s in restored.document.completed_steps] == [
                 s.json for s in state.document.completed_steps
@@ -894,7 +897,7 @@ class TestProperties:
         memory (arrival numbers and latest time included)."""
         cut = data.draw(st.integers(0, len(events)))
         head = reduce_all(events[:cut])
-        restored = None if head is None else JobState.from_json_bytes(head.to_json_bytes())
+        restored = None if head is None else decode_state(encode_state(head))
         assert reduce_all(events[cut:], restored) == reduce_all(events)
 
     @given(
@@ -939,24 +942,64 @@ class TestChangelogValue:
             completed("u1", 1, values=[big]),
             status("Paused", currentStep=step("c", 2, values=[big])),
         )
-        value = state.to_json_bytes()
+        value = encode_state(state)
         assert not value.startswith(b'{"layout":')
-        restored = JobState.from_json_bytes(value)
+        restored = decode_state(value)
         assert restored == state
         assert encode_body(restored) == encode_body(state)
         assert json.loads(encode_body(restored))["hierarchyStack"] == [big]
         laid_out = run(completed("u1", 1, values=[big]))
-        assert laid_out.to_json_bytes().startswith(b'{"layout":')
-        assert JobState.from_json_bytes(laid_out.to_json_bytes()) == laid_out
+        assert encode_state(laid_out).startswith(b'{"layout":')
+        assert decode_state(encode_state(laid_out)) == laid_out
 
     def test_layout_that_does_not_match_is_read_by_the_validating_reader(self) -> None:
         """A value whose layout lengths are off (edited by hand, say) is still read right."""
         state = run(completed("u1", 1), completed("u2", 2, note="x"))
-        stored = json.loads(state.to_json_bytes())
+        stored = json.loads(encode_state(state))
         stored["layout"]["completedSteps"][0][0] += 1
-        assert JobState.from_json_bytes(json.dumps(stored).encode()) == state
+        assert decode_state(json.dumps(stored).encode()) == state
         compact = json.dumps(stored, separators=(",", ":"), ensure_ascii=False).encode()
-        assert JobState.from_json_bytes(compact) == state
+        assert decode_state(compact) == state
+
+    def test_layout_1_value_is_read_fast_and_written_as_layout_2(self) -> None:
+        """A value of layout 1 (no version, clocks among the bookkeeping, as the previous
+        version wrote it) is read by the fast reader, clocks parsed; written again it is of
+        layout 2, which keeps layout 1's members as they were, so the previous version reads
+        it too."""
+        state = run(upsert(team="t", jobTitle="j"), completed("u1", 1), completed("u2", 2))
+        text = encode_state(state).decode()
+        end = text.index(',"client_job_id":')
+        layout = json.loads(text[len('{"layout":') : end])
+        assert layout["version"] == 2
+        clocks_at = text.index(',"clocks":', end)
+        clocks = text[clocks_at : clocks_at + len(',"clocks":') + layout.pop("clocks")]
+        del layout["version"]
+        head = text[end : text.index(',"document":')].replace(clocks, "")
+        old = (
+            '{"layout":'
+            + json.dumps(layout, separators=(",", ":"))
+            + head
+            + clocks
+            + text[text.index(',"document":') :]
+        ).encode()
+        with patch.object(state_codec, "decode_validated", side_effect=AssertionError):
+            restored = decode_state(old)
+        assert restored == state
+        assert isinstance(restored.clocks, dict)
+        assert encode_state(restored) == encode_state(state)
+
+    def test_restored_clocks_are_read_on_first_use(self) -> None:
+        """A restored state keeps its clocks as the value's text: written again unchanged, and
+        read (as the reducer does at the next event) into the clocks written."""
+        state = run(upsert(team="t"), completed("u1", 1), status("Paused"))
+        value = encode_state(state)
+        restored = decode_state(value)
+        assert isinstance(restored.clocks, StoredClocks)
+        assert encode_state(restored) == value
+        assert dict(restored.clocks) == state.clocks
+        later = run(upsert(team="later"), state=restored)
+        assert later.clocks["team"][1] == state.arrivals + 1
+        assert later.clocks["completedSteps.u1"] == state.clocks["completedSteps.u1"]
 
     def test_previous_value_is_read(self) -> None:
         """A value as the previous version wrote it (snake_case document, steps without their
@@ -995,7 +1038,7 @@ class TestChangelogValue:
             "updated_at": NOW.isoformat().replace("+00:00", "Z"),
             "arrivals": 3,
             "latest_time": state.latest_time,
-            "clocks": json.loads(state.to_json_bytes())["clocks"],
+            "clocks": json.loads(encode_state(state))["clocks"],
             "retractable": {
                 "currentStep": [
                     [
@@ -1006,7 +1049,7 @@ class TestChangelogValue:
                 ]
             },
         }
-        restored = JobState.from_json_bytes(json.dumps(previous).encode())
+        restored = decode_state(json.dumps(previous).encode())
         assert restored == state
         assert encode_body(restored) == encode_body(state)
         assert meta.current_step == restored.document.metadata.current_step

@@ -1,0 +1,172 @@
+"""Restore of changelog partitions, against a fake consumer that serves fixed records."""
+
+from __future__ import annotations
+
+import gc
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from aiokafka import TopicPartition
+
+from consumer.domain.job import JobState, new_state
+from consumer.domain.retention import forget
+from consumer.domain.state_codec import encode_state
+from consumer.state.recovery import restore
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+TOPIC = "changelog"
+
+
+@dataclass
+class Record:
+    key: bytes | None
+    value: bytes | None
+
+
+class FakeConsumer:
+    """Serves each partition's records in batches of ``batch``, from offset 0."""
+
+    def __init__(self, records: dict[int, list[Record]], batch: int = 2) -> None:
+        self.records = records
+        self.batch = batch
+        self.positions: dict[TopicPartition, int] = {}
+        self.started = self.stopped = False
+        self.gc_enabled_in_getmany: list[bool] = []
+
+    async def start(self) -> None:
+        self.started = True
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+    def assign(self, tps: list[TopicPartition]) -> None:
+        self.positions = dict.fromkeys(tps, -1)
+
+    async def seek_to_beginning(self, *tps: TopicPartition) -> None:
+        for tp in tps:
+            self.positions[tp] = 0
+
+    async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.records.get(tp.partition, [])) for tp in tps}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.positions[tp]
+
+    async def getmany(
+        self, *tps: TopicPartition, timeout_ms: int, max_records: int
+    ) -> dict[TopicPartition, list[Record]]:
+        self.gc_enabled_in_getmany.append(gc.isenabled())
+        out = {}
+        for tp in tps:
+            at = self.positions[tp]
+            served = self.records.get(tp.partition, [])[at : at + self.batch]
+            self.positions[tp] = at + len(served)
+            if served:
+                out[tp] = served
+        return out
+
+
+def job(name: str, version: int = 1) -> JobState:
+    return JobState(**{**_fields(new_state(name, NOW)), "version": version})
+
+
+def _fields(state: JobState) -> dict[str, Any]:
+    return {name: getattr(state, name) for name in state.__dataclass_fields__}
+
+
+def record(state: JobState) -> Record:
+    return Record(state.client_job_id.encode(), encode_state(state))
+
+
+async def run(consumer: FakeConsumer, partitions: list[int]) -> Any:
+    return await restore(lambda **_: consumer, TOPIC, partitions)
+
+
+class TestRestore:
+    async def test_the_last_value_of_each_key_is_restored(self) -> None:
+        """Superseded values and tombstoned keys leave nothing; each partition keeps its jobs,
+        counted and sized as restored."""
+        consumer = FakeConsumer(
+            {
+                0: [
+                    record(job("a", 1)),
+                    record(job("b", 1)),
+                    record(job("a", 2)),
+                    Record(b"b", None),
+                    record(job("c", 1)),
+                ],
+                1: [record(job("d", 5))],
+            }
+        )
+        states, report = await run(consumer, [1, 0, 1])
+        assert {p: {k: s.version for k, s in jobs.items()} for p, jobs in states.items()} == {
+            0: {"a": 2, "c": 1},
+            1: {"d": 5},
+        }
+        assert (report.partitions, report.jobs, report.records, report.skipped) == (
+            (0, 1),
+            3,
+            6,
+            0,
+        )
+        assert report.end_offsets == {0: 5, 1: 1}
+        assert report.value_bytes[0] == {
+            "a": len(encode_state(job("a", 2))),
+            "c": len(encode_state(job("c", 1))),
+        }
+        assert consumer.started
+        assert consumer.stopped
+
+    async def test_unreadable_values_are_skipped_and_markers_counted_apart(self) -> None:
+        """A value that is no job state is skipped (and counted); a forgotten-job marker is
+        restored but not counted as a job."""
+        marker = forget(job("gone", 3), NOW)
+        consumer = FakeConsumer(
+            {
+                0: [
+                    Record(b"bad", b"{not json"),
+                    Record(b"gone", marker.to_json_bytes()),
+                    record(job("kept")),
+                    Record(None, b"keyless"),
+                ]
+            }
+        )
+        states, report = await run(consumer, [0])
+        assert set(states[0]) == {"gone", "kept"}
+        assert (report.jobs, report.forgotten, report.skipped) == (1, 1, 1)
+
+    async def test_empty_and_no_partitions(self) -> None:
+        """A partition without records restores empty; no partitions read nothing."""
+        states, report = await run(FakeConsumer({}), [2])
+        assert (states, report.jobs, report.end_offsets) == ({2: {}}, 0, {2: 0})
+        states, report = await run(FakeConsumer({}), [])
+        assert (states, report.partitions, report.end_offsets) == ({}, (), {})
+
+    async def test_collector_paused_only_while_parsing(self) -> None:
+        """The cyclic collector is on while records are fetched and after the restore, also
+        when a parse fails; it stays off when it was off before."""
+        consumer = FakeConsumer({0: [record(job("a")), record(job("b"))], 1: []}, batch=1)
+        await run(consumer, [0, 1])
+        assert all(consumer.gc_enabled_in_getmany)
+        assert gc.isenabled()
+
+        checks: list[None] = []
+
+        def exhausted() -> None:  # after the one fetched batch, then in the parse
+            checks.append(None)
+            if len(checks) > 1:
+                raise MemoryError("limit")
+
+        many = FakeConsumer({0: [record(job(f"j{n}")) for n in range(2_000)]}, batch=5_000)
+        with pytest.raises(MemoryError):
+            await restore(lambda **_: many, TOPIC, [0], exhausted)
+        assert len(checks) == 2
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            await run(FakeConsumer({0: [record(job("a"))]}), [0])
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
