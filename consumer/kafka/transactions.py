@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -61,6 +61,23 @@ _DENIALS = (
 def transactional_id(group_id: str, partition: int) -> str:
     """The transactional id of an input partition: ``<group_id>.<partition>``."""
     return f"{group_id}.{partition}"
+
+
+class Producible(Protocol):
+    """What a transaction writes: a record whose value may be made only when its batch takes
+    it (a backlog's checkpoint writes every job's state, which need not all be held at once)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def partition(self) -> int | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +125,7 @@ class PartitionProducer:
         await self._producer.stop()
 
     async def commit(
-        self, records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
+        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, int]:
         """Write ``records`` and commit ``offsets`` (next offsets to read) in one transaction.
 
@@ -159,7 +176,7 @@ class PartitionProducer:
                 await asyncio.sleep(delay)
 
     async def _transaction(
-        self, records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
+        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, int]:
         producer = self._producer
         await producer.begin_transaction()
@@ -192,11 +209,11 @@ class PartitionProducer:
         return written
 
     async def _by_partition(
-        self, records: Sequence[OutRecord]
-    ) -> dict[TopicPartition, list[tuple[int, OutRecord]]]:
+        self, records: Sequence[Producible]
+    ) -> dict[TopicPartition, list[tuple[int, Producible]]]:
         """The records by the partition they go to, in order; a record without a partition
         goes where the Java client's default partitioner would put its key."""
-        grouped: dict[TopicPartition, list[tuple[int, OutRecord]]] = {}
+        grouped: dict[TopicPartition, list[tuple[int, Producible]]] = {}
         for index, record in enumerate(records):
             partition = record.partition
             if partition is None:
@@ -206,28 +223,31 @@ class PartitionProducer:
         return grouped
 
     def _batches(
-        self, indexed: list[tuple[int, OutRecord]], too_large: dict[int, str]
+        self, indexed: list[tuple[int, Producible]], too_large: dict[int, str]
     ) -> Iterator[tuple[list[int], BatchBuilder]]:
         """Record batches of one partition, each as full as ``max_batch_size`` allows.
 
         One batch per send instead of one future and callback per record: a checkpoint of a
         backlog writes hundreds of records. A record above ``max_request_size`` is not sent but
-        noted in ``too_large``, as ``send`` would refuse it.
+        noted in ``too_large``, as ``send`` would refuse it. Each value is taken once, as its
+        batch is filled, and the caller sends a batch before the next is made, so a
+        transaction holds about one batch of made values at a time.
         """
         batch: BatchBuilder = self._producer.create_batch()
         indices: list[int] = []
         for index, record in indexed:
-            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record.key, record.value, [])
+            key, value = record.key, record.value
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
             if size > self._max_record_bytes:
                 too_large[index] = (
                     f"MessageSizeTooLargeError: the record is {size} bytes, above the "
                     f"producer's max_request_size ({self._max_record_bytes})"
                 )
                 continue
-            if batch.append(key=record.key, value=record.value, timestamp=None) is None:
+            if batch.append(key=key, value=value, timestamp=None) is None:
                 yield indices, batch  # full (append closed it)
                 batch, indices = self._producer.create_batch(), []
-                batch.append(key=record.key, value=record.value, timestamp=None)  # always fits
+                batch.append(key=key, value=value, timestamp=None)  # always fits
             indices.append(index)
         if indices:
             batch.close()

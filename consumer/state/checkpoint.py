@@ -46,10 +46,11 @@ from aiokafka import TopicPartition
 from consumer.domain.record_size import MIN_LIMIT_BYTES, fit_record
 from consumer.domain.results import FailureRecord, SuccessRecord
 from consumer.domain.retention import ForgottenJob
+from consumer.domain.state import JobState
 from consumer.domain.state_codec import encode_state
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.limits import RESULT_RECORD_BYTES
-from consumer.kafka.transactions import OutRecord, PartitionProducer
+from consumer.kafka.transactions import OutRecord, PartitionProducer, Producible
 from consumer.state.store import JobStore
 
 log = structlog.get_logger(__name__)
@@ -70,6 +71,29 @@ class _Result:
     raw_key: bytes | None
     limit: int
     out: OutRecord
+
+
+@dataclass(frozen=True, slots=True)
+class _StateRecord:
+    """A job's changelog record, encoded only when its batch takes it.
+
+    A checkpoint after a backlog writes every job's state; encoded up front, those values
+    would be held all at once next to the states themselves (about doubling the memory at
+    that moment). The state is the one staged (a reference the store holds anyway), and the
+    encoded size is noted for ``basicsync_state_bytes`` as it is made.
+    """
+
+    topic: str
+    key: bytes
+    partition: int
+    state: JobState
+    sizes: dict[str, int]
+
+    @property
+    def value(self) -> bytes:
+        value = encode_state(self.state)
+        self.sizes[self.state.client_job_id] = len(value)
+        return value
 
 
 @dataclass
@@ -338,11 +362,13 @@ class Checkpoint:
                     self._last_written[partition] = written[changelog]
                 return
 
-    def _records(self, partition: int, pending: _Pending) -> tuple[list[OutRecord], int]:
+    def _records(self, partition: int, pending: _Pending) -> tuple[list[Producible], int]:
         """The transaction's records, and the index of its first result record."""
         changelog = self._topics.changelog
         sizes = self._value_bytes.setdefault(partition, {})
-        records = [OutRecord(changelog, job.encode(), None, partition) for job in pending.forgotten]
+        records: list[Producible] = [
+            OutRecord(changelog, job.encode(), None, partition) for job in pending.forgotten
+        ]
         for job in pending.forgotten:
             sizes.pop(job, None)
         for job, marker in pending.markers.items():
@@ -352,9 +378,7 @@ class Checkpoint:
         for job in pending.jobs:
             state = self._store.get(job)
             if state is not None and self._store.partition_of(job) == partition:
-                value = encode_state(state)
-                sizes[job] = len(value)
-                records.append(OutRecord(changelog, job.encode(), value, partition))
+                records.append(_StateRecord(changelog, job.encode(), partition, state, sizes))
         first_result = len(records)
         records.extend(result.out for result in pending.results)
         return records, first_result

@@ -69,6 +69,42 @@ class TestKillNine:
         assert max_overlap(sandbox_in_process) <= 1
         assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
 
+    async def test_kill_9_while_catching_up_between_rare_checkpoints_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """While catching up the checkpoint is rare (here once a minute), so a kill lands
+        between checkpoints with many jobs posted on intents alone: killed twice mid-backlog,
+        the consumer still converges every job, never posts an older document over a newer
+        one, and writes no failure record."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=300, seed=29, prefix="catching-up"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=100)
+        kafka = settings.kafka.model_copy(
+            update={"max_poll_records": 40, "catch_up_checkpoint_interval_ms": 60_000}
+        )
+        settings = settings.model_copy(update={"kafka": kafka})
+        log = str(tmp_path / "consumer.log")
+        for _ in range(2):
+            process = start_consumer_process(settings, log)
+            before = len(sandbox_in_process.state.records)
+            progressed = await eventually(
+                lambda before=before: len(sandbox_in_process.state.records) > before + 30,  # type: ignore[misc]
+                within=90,
+            )
+            assert progressed, tail(log)
+            assert "catch_up_mode" in tail(log, chars=10**8), f"never caught up: {tail(log)}"
+            process.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
+        async with consumer_process(settings, log):
+            await wait_converged(sandbox_in_process, demo.expected, within=180)
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+
 
 class TestRebalance:
     async def test_members_joining_and_leaving_mid_stream_converge_without_overlap(

@@ -19,7 +19,7 @@ from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, Su
 from consumer.domain.retention import forget
 from consumer.domain.state_codec import encode_state
 from consumer.errors import PartitionLost, RecordsTooLarge
-from consumer.kafka.transactions import OutRecord
+from consumer.kafka.transactions import PartitionProducer, Producible
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
 from consumer.state.store import JobStore
 from tests.unit.fakes import job_state
@@ -33,7 +33,7 @@ class FakeProducer:
 
     def __init__(self, partition: int) -> None:
         self.partition = partition
-        self.transactions: list[tuple[list[OutRecord], dict[TopicPartition, int]]] = []
+        self.transactions: list[tuple[list[Producible], dict[TopicPartition, int]]] = []
         self.fail_next: BaseException | None = None
         self.gate: asyncio.Event | None = None
         self.started = False
@@ -47,7 +47,7 @@ class FakeProducer:
         self.stopped = True
 
     async def commit(
-        self, records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
+        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, int]:
         if self.gate is not None:
             await self.gate.wait()
@@ -211,7 +211,7 @@ class TooLargeOnce(FakeProducer):
     refuse_above = 3_000
 
     async def commit(
-        self, records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
+        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, int]:
         big = {i for i, r in enumerate(records) if len(r.value or b"") > self.refuse_above}
         if big:
@@ -310,3 +310,83 @@ class TestLastWritten:
         await rig.checkpoint.close(0)
         await rig.checkpoint.open(0)
         assert rig.checkpoint.last_written(0) is None
+
+
+class _SmallBatches:
+    """aiokafka's producer as ``PartitionProducer`` uses it, with batches of ``capacity``
+    records; each ``send_batch`` notes how many job states the checkpoint had encoded by then."""
+
+    def __init__(self, checkpoint: Checkpoint, capacity: int) -> None:
+        self._checkpoint = checkpoint
+        self._capacity = capacity
+        self.stored_bytes_at_send: list[int] = []
+
+    async def start(self) -> None:
+        pass
+
+    async def begin_transaction(self) -> None:
+        pass
+
+    def create_batch(self) -> object:
+        capacity = self._capacity
+
+        class _Batch:
+            records = 0
+
+            def append(self, **_: object) -> object | None:
+                if self.records == capacity:
+                    return None
+                self.records += 1
+                return object()
+
+            def close(self) -> None:
+                pass
+
+        return _Batch()
+
+    async def send_batch(self, batch: object, topic: str, *, partition: int) -> object:
+        self.stored_bytes_at_send.append(self._checkpoint.stored_bytes)
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+
+        class _Metadata:
+            offset = 0
+
+        future.set_result(_Metadata())
+        return future
+
+    async def commit_transaction(self) -> None:
+        pass
+
+
+class TestMemoryOfABigCheckpoint:
+    async def test_job_states_are_encoded_as_their_batch_is_filled_not_all_at_once(
+        self,
+    ) -> None:
+        """A checkpoint after a backlog writes thousands of states: encoding them all before
+        the first batch is sent would hold every value at once, next to the states. When the
+        first of ten batches leaves, at most its own states (and the one that did not fit)
+        have been encoded; by the end every state has been, and counted once."""
+        store = JobStore()
+        fakes: list[_SmallBatches] = []
+
+        def open_producer(partition: int) -> PartitionProducer:
+            def aiokafka_producer(**_: object) -> _SmallBatches:
+                fakes.append(_SmallBatches(checkpoint, capacity=10))
+                return fakes[-1]
+
+            return PartitionProducer(aiokafka_producer, "group", partition)  # type: ignore[arg-type]
+
+        checkpoint = Checkpoint(store, TOPICS, open_producer)
+        await checkpoint.open(0)
+        states = [job_state(f"job-{n:03d}") for n in range(100)]
+        for state in states:
+            store.put(0, state)
+            checkpoint.stage_changed(0, state.client_job_id)
+        await checkpoint.make_durable(0)
+        [fake] = fakes
+        total = sum(len(encode_state(state)) for state in states)
+        largest = max(len(encode_state(state)) for state in states)
+        assert len(fake.stored_bytes_at_send) == 10
+        assert fake.stored_bytes_at_send[0] <= 11 * largest < total / 5
+        assert fake.stored_bytes_at_send == sorted(fake.stored_bytes_at_send)
+        assert checkpoint.stored_bytes == total
