@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from consumer.app import Running, endpoints_from, run_consumer
 from consumer.config import GatewaySettings, KafkaSettings, Settings, SyncSettings, TopicSettings
@@ -152,7 +152,31 @@ def consumer_env(settings: Settings) -> dict[str, str]:
         "BASICSYNC_GATEWAY__SSL_CAFILE": gateway.ssl_cafile,
     }
     env.update({name: str(value) for name, value in optional.items() if value is not None})
+    env.update(_changed_scalars(settings))
     return env
+
+
+def _changed_scalars(settings: Settings) -> dict[str, str]:
+    """``BASICSYNC_<SECTION>__<FIELD>`` for every number, flag or choice a test set away from
+    its default: a setting a test gives the in-process consumer reaches the process too."""
+    env: dict[str, str] = {}
+    for section_name in type(settings).model_fields:
+        section = getattr(settings, section_name)
+        if not isinstance(section, BaseModel):
+            continue
+        for name, field in type(section).model_fields.items():
+            value = getattr(section, name)
+            if not isinstance(value, int | float | str) or value == field.get_default(
+                call_default_factory=True
+            ):
+                continue
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            env[f"BASICSYNC_{section_name.upper()}__{name.upper()}"] = text
+    return env
+
+
+#: every consumer process a test started, for :func:`kill_leftover_consumers`
+_started: list[subprocess.Popen[bytes]] = []
 
 
 def start_consumer_process(
@@ -160,12 +184,24 @@ def start_consumer_process(
 ) -> subprocess.Popen[bytes]:
     """``python -m consumer run`` as a child process, logging to ``log_path``."""
     with open(log_path, "ab") as log:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "consumer", "run"],
             env={**consumer_env(settings), **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+    _started.append(process)
+    return process
+
+
+def kill_leftover_consumers() -> None:
+    """SIGKILL the consumer processes a test left running (it failed before stopping them):
+    otherwise they outlive it, competing for the CPU and the group with the next tests."""
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @asynccontextmanager
