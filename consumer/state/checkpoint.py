@@ -19,6 +19,9 @@ the events after the last commit, whose effects were not visible to anyone.
 :meth:`make_durable` is the scheduler's way to say "before I post, this must be in Kafka": it
 commits the partition now. Calls that arrive while a commit of the partition is running wait
 for it and then share the next one (group commit), so concurrent posts cost one transaction.
+A call returns as soon as a transaction that took what it staged has committed: it does not
+commit again for work staged after it (the consume loop stages every batch), which would make
+each waiting post pay one transaction of its own, one after another on the partition.
 
 Every result and failure record is fitted to :data:`~consumer.kafka.limits.RESULT_RECORD_BYTES`
 when it is staged (``consumer.domain.record_size``; a reduced record is logged and counted). If
@@ -103,6 +106,8 @@ class _Pending:
     jobs: set[str] = field(default_factory=set)
     results: list[_Result] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    #: set once a transaction holding all of this has committed
+    committed: bool = False
 
     def __bool__(self) -> bool:
         return bool(self.forgotten or self.markers or self.jobs or self.results or self.offsets)
@@ -295,11 +300,15 @@ class Checkpoint:
 
         Raises ``PartitionLost`` when this member may no longer write for the partition.
         """
+        # What the caller staged is in this batch; a commit that takes it marks it committed.
+        staged = self._pending.get(partition)
         lock = self._locks.setdefault(partition, asyncio.Lock())
         async with lock:
             producer = self._producers.get(partition)
             if producer is None:
                 raise PartitionLost(partition, "not owned by this member")
+            if staged is not None and staged.committed:
+                return  # a commit that ran while this call waited wrote it (group commit)
             pending = self._pending.get(partition)
             if not pending:
                 return
@@ -317,6 +326,7 @@ class Checkpoint:
                 if partition in self._pending:
                     self._pending[partition].merge_older(pending)
                 raise
+            pending.committed = True
             self.commits += 1
 
     async def _commit_fitting(

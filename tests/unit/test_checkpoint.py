@@ -195,6 +195,42 @@ class TestCheckpoint:
         second = {r.key for r in producer.transactions[1][0]}
         assert second == {f"job-{n}".encode() for n in range(10)}
 
+    async def test_waiters_do_not_commit_again_for_work_staged_after_them(self) -> None:
+        """The consume loop stages a batch while each commit runs. Posts that waited for one
+        commit return once the next one (which took what they staged) is committed: two
+        transactions in all, not one more per post queued on the partition lock, each
+        carrying only what the loop staged meanwhile."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        producer = rig.producers[0]
+        producer.gate = asyncio.Event()
+        commit = producer.commit
+        batches = 0
+
+        async def commit_while_the_loop_stages(
+            records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
+        ) -> dict[TopicPartition, int]:
+            nonlocal batches
+            batches += 1
+            rig.put(0, job_state(f"loop-{batches}"))  # absorbed while the transaction runs
+            return await commit(records, offsets)
+
+        producer.commit = commit_while_the_loop_stages  # type: ignore[method-assign]
+        rig.put(0, job_state("first"))
+        first = asyncio.create_task(rig.checkpoint.make_durable(0))
+        await asyncio.sleep(0)
+        waiters = []
+        for n in range(10):
+            rig.put(0, job_state(f"job-{n}"))
+            waiters.append(asyncio.create_task(rig.checkpoint.make_durable(0)))
+        await asyncio.sleep(0.01)
+        producer.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, *waiters), 1)
+        assert len(producer.transactions) == 2
+        second = {r.key for r in producer.transactions[1][0]}
+        assert {f"job-{n}".encode() for n in range(10)} <= second
+        assert rig.checkpoint.has_pending(0)  # the loop's last batch waits for the next commit
+
     async def test_staging_for_a_partition_not_owned_is_ignored(self) -> None:
         """Effects of a partition this member does not own are never written by it."""
         rig = Rig()
