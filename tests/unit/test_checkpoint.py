@@ -208,7 +208,7 @@ class TestCheckpoint:
         batches = 0
 
         async def commit_while_the_loop_stages(
-            records: Sequence[OutRecord], offsets: Mapping[TopicPartition, int]
+            records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
         ) -> dict[TopicPartition, int]:
             nonlocal batches
             batches += 1
