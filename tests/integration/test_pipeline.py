@@ -7,8 +7,12 @@ import base64
 import json
 import random
 import time
+import uuid
+from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumer.app import Running
 from consumer.demo import DemoPlan, build_demo
@@ -16,6 +20,7 @@ from consumer.demo.example import EXAMPLE_BODY, EXAMPLE_CLIENT_JOB_ID, example_j
 from consumer.demo.jobs import demo_job
 from consumer.domain.events import EventType, encode_structured
 from consumer.errors import TopicLayoutError
+from consumer.kafka.admin import CHANGELOG_SEGMENT_MS, TopicPlan, ensure_topology
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
@@ -380,3 +385,42 @@ class TestTopology:
         with pytest.raises(TopicLayoutError, match="co-partitioned"):
             async with consumer_running(settings) as (_, task):
                 await task
+
+    async def test_a_changelog_it_creates_is_compacted_with_hourly_segments(
+        self, kafka_bootstrap: str, make_topic: MakeTopic
+    ) -> None:
+        """The changelog the consumer creates is compacted and rolls its segment hourly: the
+        cleaner never compacts the active segment, which by the broker's default would hold a
+        week of writes for every restore to read."""
+        inputs = await make_topic("in", partitions=2)
+        changelog = f"created-state-{uuid.uuid4().hex[:12]}"
+        plan = TopicPlan(
+            inputs=(inputs,),
+            changelog=changelog,
+            results=(),
+            create_missing=True,
+            replication_factor=1,
+        )
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            assert await ensure_topology(admin, plan) == 2
+            config = await _topic_config(admin, changelog)
+            await admin.delete_topics([changelog])
+        finally:
+            await admin.close()
+        assert config["cleanup.policy"] == "compact"
+        assert config["segment.ms"] == str(CHANGELOG_SEGMENT_MS) == "3600000"
+
+
+async def _topic_config(admin: AIOKafkaAdminClient, topic: str) -> dict[str, str]:
+    """A topic's configuration, once the broker knows the topic (a creation is not immediate)."""
+    for _ in range(100):
+        responses: Any = await admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, topic)]
+        )
+        [(code, _message, _type, _name, entries)] = responses[0].resources
+        if code == 0:
+            return {str(name): str(value) for name, value, *_ in entries}
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{topic} never described (error {code})")
