@@ -114,7 +114,7 @@ class KafkaSettings(_Section):
         ge=10,
         description="the checkpoint interval while catching up: each changed job's state is "
         "written once per checkpoint, so a longer one writes (and restores) less and a crash "
-        "replays more",
+        "replays more; once caught up, the live interval applies at once",
     )
     startup_backoff_max_s: float = Field(
         default=30.0, gt=0, description="longest wait between attempts to reach Kafka at start"

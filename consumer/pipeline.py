@@ -311,10 +311,13 @@ class Pipeline:
 
         Ends with a last checkpoint once ``stop`` is set, so a clean stop replays nothing.
         """
-        next_checkpoint = time.monotonic() + self._limits.checkpoint_interval_s
+        last_checkpoint = time.monotonic()
         while not stop.is_set():
             self._handle_lost()
             self._scheduler.set_catching_up(self._source.behind() > self._limits.catch_up_lag)
+            # From the mode now, not the mode at the last checkpoint: once caught up, results
+            # and offsets are committed at the live interval, not when the catch-up one ends.
+            next_checkpoint = last_checkpoint + self._checkpoint_interval_s()
             wait_ms = max(int((next_checkpoint - time.monotonic()) * 1000), 0)
             records = await self._source.fetch(min(self._limits.fetch_timeout_ms, wait_ms))
             async with self._lock:
@@ -334,14 +337,14 @@ class Pipeline:
                     or self._checkpoint.pending_jobs >= self._limits.checkpoint_max_jobs
                 ):
                     await self._checkpoint.commit()
-                    interval = (
-                        self._limits.catch_up_checkpoint_interval_s
-                        if self._scheduler.catching_up
-                        else self._limits.checkpoint_interval_s
-                    )
-                    next_checkpoint = time.monotonic() + interval
+                    last_checkpoint = time.monotonic()
         async with self._lock:
             await self._checkpoint.commit()
+
+    def _checkpoint_interval_s(self) -> float:
+        if self._scheduler.catching_up:
+            return self._limits.catch_up_checkpoint_interval_s
+        return self._limits.checkpoint_interval_s
 
     async def finish(self) -> None:
         """After the scheduler stopped: commit what its last requests recorded, close every

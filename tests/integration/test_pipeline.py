@@ -312,6 +312,32 @@ class TestCatchUp:
         assert long <= 4.5, f"{long:.1f} changelog values per job with a 60 s catch-up interval"
         assert short >= 2 * long, f"{short:.1f} per job with a 10 ms interval, {long:.1f} with 60 s"
 
+    async def test_once_caught_up_results_are_committed_at_the_live_interval(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """The long catch-up interval ends with the backlog: the success records of the last
+        posts are committed within the live checkpoint interval (1 s here), not when the
+        catch-up checkpoint scheduled during the backlog (60 s here) comes due."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=1000, seed=31, prefix="caught-up"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=100)
+        kafka = settings.kafka.model_copy(
+            update={"max_poll_records": 40, "catch_up_checkpoint_interval_ms": 60_000}
+        )
+        settings = settings.model_copy(update={"kafka": kafka})
+        async with consumer_running(settings):
+            await wait_converged(sandbox_in_process, demo.expected, within=60)
+
+            async def every_job_reported() -> bool:
+                records = await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.2)
+                return {r["clientJobId"] for r in records} >= set(demo.expected)
+
+            deadline = time.monotonic() + 10
+            while not await every_job_reported():
+                assert time.monotonic() < deadline, "success records held for the catch-up"
+                await asyncio.sleep(0.2)
+
     async def _values_per_job(
         self, bootstrap: str, make_topic: MakeTopic, sandbox: Sandbox, interval_ms: int
     ) -> float:
