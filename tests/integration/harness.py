@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -115,50 +116,40 @@ async def consumer_running(
 
 def consumer_env(settings: Settings) -> dict[str, str]:
     """The environment that makes ``basicsync run`` use ``settings`` (for subprocess tests)."""
-    kafka, topics, gateway, sync = settings.kafka, settings.topics, settings.gateway, settings.sync
+    kafka, topics, gateway = settings.kafka, settings.topics, settings.gateway
     assert kafka.bootstrap_servers
     assert gateway.client_secret
     env = {key: value for key, value in os.environ.items() if not key.startswith("BASICSYNC_")}
+    env.update(_changed_scalars(settings))
     env.update(
         {
             "BASICSYNC_KAFKA__BOOTSTRAP_SERVERS": ",".join(kafka.bootstrap_servers),
-            "BASICSYNC_KAFKA__GROUP_ID": kafka.group_id,
-            "BASICSYNC_KAFKA__SESSION_TIMEOUT_MS": str(kafka.session_timeout_ms),
-            "BASICSYNC_KAFKA__CREATE_TOPICS": str(kafka.create_topics).lower(),
             "BASICSYNC_TOPICS__INPUT": ",".join(topics.input),
-            "BASICSYNC_TOPICS__SUCCEEDED": topics.succeeded,
-            "BASICSYNC_TOPICS__FAILED": topics.failed,
             "BASICSYNC_TOPICS__STATE": settings.state_topic,
-            "BASICSYNC_GATEWAY__BASE_URL": str(gateway.base_url),
-            "BASICSYNC_GATEWAY__TOKEN_URL": str(gateway.token_url),
-            "BASICSYNC_GATEWAY__CLIENT_ID": str(gateway.client_id),
             "BASICSYNC_GATEWAY__CLIENT_SECRET": gateway.client_secret.get_secret_value(),
-            "BASICSYNC_SYNC__DEBOUNCE_MS": str(sync.debounce_ms),
-            "BASICSYNC_SYNC__MAX_DELAY_MS": str(sync.max_delay_ms),
-            "BASICSYNC_SYNC__RETRY_INITIAL_MS": str(sync.retry_initial_ms),
             "BASICSYNC_OBSERVABILITY__LOG_FORMAT": "json",
-            "BASICSYNC_KAFKA__SECURITY_PROTOCOL": kafka.security_protocol.value,
         }
     )
-    optional: dict[str, object | None] = {
-        "BASICSYNC_KAFKA__SASL_MECHANISM": kafka.sasl_mechanism,
-        "BASICSYNC_KAFKA__SASL_USERNAME": kafka.sasl_username,
-        "BASICSYNC_KAFKA__SASL_PASSWORD": (
-            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
-        ),
-        "BASICSYNC_KAFKA__SSL_CAFILE": kafka.ssl_cafile,
-        "BASICSYNC_KAFKA__SSL_CERTFILE": kafka.ssl_certfile,
-        "BASICSYNC_KAFKA__SSL_KEYFILE": kafka.ssl_keyfile,
-        "BASICSYNC_GATEWAY__SSL_CAFILE": gateway.ssl_cafile,
-    }
-    env.update({name: str(value) for name, value in optional.items() if value is not None})
-    env.update(_changed_scalars(settings))
+    if kafka.sasl_password is not None:
+        env["BASICSYNC_KAFKA__SASL_PASSWORD"] = kafka.sasl_password.get_secret_value()
     return env
 
 
+def catching_up(settings: Settings, *, catch_up_interval_ms: int, **kafka: Any) -> Settings:
+    """``settings`` reading a backlog in small fetches (40 records), so that catching up lasts
+    a while, with a checkpoint every ``catch_up_interval_ms`` meanwhile; ``kafka`` overrides."""
+    update = {
+        "max_poll_records": 40,
+        "catch_up_checkpoint_interval_ms": catch_up_interval_ms,
+        **kafka,
+    }
+    return settings.model_copy(update={"kafka": settings.kafka.model_copy(update=update)})
+
+
 def _changed_scalars(settings: Settings) -> dict[str, str]:
-    """``BASICSYNC_<SECTION>__<FIELD>`` for every number, flag or choice a test set away from
-    its default: a setting a test gives the in-process consumer reaches the process too."""
+    """``BASICSYNC_<SECTION>__<FIELD>`` for every number, flag, text, path or choice a test set
+    away from its default: a setting a test gives the in-process consumer reaches the process
+    too. (Lists and secrets are not scalars: ``consumer_env`` writes those.)"""
     env: dict[str, str] = {}
     for section_name in type(settings).model_fields:
         section = getattr(settings, section_name)
@@ -166,7 +157,7 @@ def _changed_scalars(settings: Settings) -> dict[str, str]:
             continue
         for name, field in type(section).model_fields.items():
             value = getattr(section, name)
-            if not isinstance(value, int | float | str) or value == field.get_default(
+            if not isinstance(value, int | float | str | Path) or value == field.get_default(
                 call_default_factory=True
             ):
                 continue

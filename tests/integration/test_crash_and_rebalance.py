@@ -14,6 +14,7 @@ from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     assert_history_never_shrinks,
+    catching_up,
     consumer_process,
     consumer_running,
     eventually,
@@ -85,12 +86,12 @@ class TestKillNine:
         await produce(kafka_bootstrap, topics.inputs, demo.events)
         # A request the kill cut short is in doubt: the next run posts it again once the
         # in-doubt window (3 request timeouts) has passed: here 12 s instead of 90 s.
-        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=100)
-        kafka = settings.kafka.model_copy(
-            update={"max_poll_records": 40, "catch_up_checkpoint_interval_ms": 60_000}
+        settings = catching_up(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=100),
+            catch_up_interval_ms=60_000,
         )
         gateway = settings.gateway.model_copy(update={"request_timeout_s": 4})
-        settings = settings.model_copy(update={"kafka": kafka, "gateway": gateway})
+        settings = settings.model_copy(update={"gateway": gateway})
         log = str(tmp_path / "consumer.log")
         for _ in range(2):
             process = start_consumer_process(settings, log)

@@ -24,6 +24,7 @@ from consumer.kafka.admin import CHANGELOG_SEGMENT_MS, TopicPlan, ensure_topolog
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
+    catching_up,
     consumer_running,
     converged,
     eventually,
@@ -321,11 +322,10 @@ class TestCatchUp:
         topics = await new_topics(make_topic, partitions=1)
         demo = build_demo(DemoPlan(jobs=1000, seed=31, prefix="caught-up"))
         await produce(kafka_bootstrap, topics.inputs, demo.events)
-        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=100)
-        kafka = settings.kafka.model_copy(
-            update={"max_poll_records": 40, "catch_up_checkpoint_interval_ms": 60_000}
+        settings = catching_up(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=100),
+            catch_up_interval_ms=60_000,
         )
-        settings = settings.model_copy(update={"kafka": kafka})
         async with consumer_running(settings):
             await wait_converged(sandbox_in_process, demo.expected, within=60)
 
@@ -347,17 +347,13 @@ class TestCatchUp:
         # while the backlog is read; the checkpoints alone write the changelog.
         no_status = {EventType.status_changed, EventType.aborted}
         await produce(bootstrap, topics.inputs, [e for e in demo.events if e.type not in no_status])
-        settings = settings_for(
-            bootstrap, sandbox, topics, catch_up_lag=100, catch_up_max_delay_ms=60_000
+        settings = catching_up(
+            settings_for(
+                bootstrap, sandbox, topics, catch_up_lag=100, catch_up_max_delay_ms=60_000
+            ),
+            catch_up_interval_ms=interval_ms,
+            checkpoint_interval_ms=10,
         )
-        kafka = settings.kafka.model_copy(
-            update={
-                "max_poll_records": 40,
-                "checkpoint_interval_ms": 10,
-                "catch_up_checkpoint_interval_ms": interval_ms,
-            }
-        )
-        settings = settings.model_copy(update={"kafka": kafka})
         async with consumer_running(settings):
             posted = await eventually(
                 lambda: all(stored(sandbox, job) for job in demo.expected), within=90

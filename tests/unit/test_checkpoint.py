@@ -104,6 +104,22 @@ def failure(job: str) -> FailureRecord:
     )
 
 
+async def _ten_posts_behind_a_commit(
+    rig: Rig,
+) -> tuple[asyncio.Task[None], list[asyncio.Task[None]]]:
+    """A commit of job ``first`` started (held by the producer's gate), then ten jobs staged
+    and made durable while it runs: the commit's task and the ten waiting ones."""
+    rig.put(0, job_state("first"))
+    first = asyncio.create_task(rig.checkpoint.make_durable(0))
+    await asyncio.sleep(0)
+    waiters = []
+    for n in range(10):
+        rig.put(0, job_state(f"job-{n}"))
+        waiters.append(asyncio.create_task(rig.checkpoint.make_durable(0)))
+    await asyncio.sleep(0.01)
+    return first, waiters
+
+
 class TestCheckpoint:
     async def test_one_transaction_holds_tombstones_then_states_then_results_then_offsets(
         self,
@@ -180,14 +196,7 @@ class TestCheckpoint:
         await rig.checkpoint.open(0)
         producer = rig.producers[0]
         producer.gate = asyncio.Event()
-        rig.put(0, job_state("first"))
-        first = asyncio.create_task(rig.checkpoint.make_durable(0))
-        await asyncio.sleep(0)
-        waiters = []
-        for n in range(10):
-            rig.put(0, job_state(f"job-{n}"))
-            waiters.append(asyncio.create_task(rig.checkpoint.make_durable(0)))
-        await asyncio.sleep(0.01)
+        first, waiters = await _ten_posts_behind_a_commit(rig)
         assert not any(w.done() for w in waiters)
         producer.gate.set()
         await asyncio.gather(first, *waiters)
@@ -216,14 +225,7 @@ class TestCheckpoint:
             return await commit(records, offsets)
 
         producer.commit = commit_while_the_loop_stages  # type: ignore[method-assign]
-        rig.put(0, job_state("first"))
-        first = asyncio.create_task(rig.checkpoint.make_durable(0))
-        await asyncio.sleep(0)
-        waiters = []
-        for n in range(10):
-            rig.put(0, job_state(f"job-{n}"))
-            waiters.append(asyncio.create_task(rig.checkpoint.make_durable(0)))
-        await asyncio.sleep(0.01)
+        first, waiters = await _ten_posts_behind_a_commit(rig)
         producer.gate.set()
         await asyncio.wait_for(asyncio.gather(first, *waiters), 1)
         assert len(producer.transactions) == 2
