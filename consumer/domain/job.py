@@ -128,6 +128,7 @@ __all__ = [
     "mark_synced",
     "needs_sync",
     "new_state",
+    "replays_as_duplicates",
     "step_order",
     "time_text",
 ]
@@ -444,6 +445,18 @@ def is_postable(state: JobState) -> bool:
     """WorkfloPlus can take the job: it has a clientJobId and a workflowId."""
     meta = state.document.metadata
     return bool(meta.client_job_id) and bool(meta.workflow_id)
+
+
+def replays_as_duplicates(state: JobState) -> bool:
+    """Would every event applied to ``state`` come back as a duplicate if it were replayed?
+
+    True while the job has applied no more events than its seen ids hold (each applied event
+    adds its id, and :attr:`JobState.arrivals` counts them). Such a state may be written
+    to the changelog ahead of the input offsets that explain it: a crash then replays those
+    events onto it, and each returns the very same state (see the module docstring). A state
+    past the window could apply an old event again, so it is only written with its offsets.
+    """
+    return state.arrivals <= SEEN_IDS_LIMIT
 
 
 def needs_sync(state: JobState, mode: SyncMode) -> bool:

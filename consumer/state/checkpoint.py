@@ -12,9 +12,10 @@ input partition, in one Kafka transaction of that partition's producer, in this 
 4. the next input offsets of the partition, on every input topic;
 5. commit.
 
-So a committed transaction is a consistent snapshot: the states hold the effect of every event
-below the committed offsets, and every result it reports. A crash at any instant replays at most
-the events after the last commit, whose effects were not visible to anyone.
+So a full commit is a consistent snapshot: the states hold the effect of every event below the
+committed offsets, and every result it reports. A crash at any instant replays at most the
+events after the last full commit; the only effects of those anyone saw are the states that
+intents wrote ahead (below).
 
 :meth:`make_durable` is the scheduler's way to say "before I post, this must be in Kafka": it
 commits the partition now. Calls that arrive while a commit of the partition is running wait
@@ -22,6 +23,15 @@ for it and then share the next one (group commit), so concurrent posts cost one 
 A call returns as soon as a transaction that took what it staged has committed: it does not
 commit again for work staged after it (the consume loop stages every batch), which would make
 each waiting post pay one transaction of its own, one after another on the partition.
+
+An *intent* (``make_durable(partition, only=jobs)``, before a request) commits only the states
+of the jobs about to be posted, not the partition's other changes, results and offsets: those
+wait for the next full commit (the consume loop's checkpoint timer). Such a state is then ahead
+of the committed offsets, so the snapshot is no longer the offsets' alone: a crash replays the
+events after the offsets onto it, and every one of them that it holds comes back as a duplicate
+by event id and returns the state unchanged. That is exact while the job's seen ids hold every
+event it applied (``consumer.domain.job.replays_as_duplicates``); a job past that is committed
+with everything, as is one with a marker or tombstone staged (which must keep its order).
 
 Every result and failure record is fitted to :data:`~consumer.kafka.limits.RESULT_RECORD_BYTES`
 when it is staged (``consumer.domain.record_size``; a reduced record is logged and counted). If
@@ -40,12 +50,13 @@ work is dropped, since the new owner replays it from the last committed offsets.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 
 import structlog
 from aiokafka import TopicPartition
 
+from consumer.domain.job import replays_as_duplicates
 from consumer.domain.record_size import MIN_LIMIT_BYTES, fit_record
 from consumer.domain.results import FailureRecord, SuccessRecord
 from consumer.domain.retention import ForgottenJob
@@ -143,6 +154,8 @@ class Checkpoint:
         self._open_producer = open_producer
         self._producers: dict[int, PartitionProducer] = {}
         self._pending: dict[int, _Pending] = {}
+        #: jobs whose states intents wait for (see :meth:`make_durable`)
+        self._intents: dict[int, _Pending] = {}
         self._locks: dict[int, asyncio.Lock] = {}
         self._lost: set[int] = set()
         #: offset of the last changelog record this member committed, per partition it owns
@@ -170,6 +183,7 @@ class Checkpoint:
         self._producers[partition] = producer
         self._last_written.pop(partition, None)
         self._pending[partition] = _Pending()
+        self._intents[partition] = _Pending()
         self._locks.setdefault(partition, asyncio.Lock())
         self._lost.discard(partition)
 
@@ -177,6 +191,7 @@ class Checkpoint:
         """Stop writing for ``partition``; what is staged and not committed is dropped."""
         producer = self._producers.pop(partition, None)
         self._pending.pop(partition, None)
+        self._intents.pop(partition, None)
         if producer is not None:
             await producer.stop()
 
@@ -271,7 +286,7 @@ class Checkpoint:
                 pending.offsets[TopicPartition(topic, number)] = offset
 
     def has_pending(self, partition: int) -> bool:
-        return bool(self._pending.get(partition))
+        return bool(self._pending.get(partition) or self._intents.get(partition))
 
     @property
     def pending_jobs(self) -> int:
@@ -295,39 +310,91 @@ class Checkpoint:
             if isinstance(result, BaseException) and not isinstance(result, PartitionLost):
                 raise result
 
-    async def make_durable(self, partition: int) -> None:
-        """Return once everything staged for ``partition`` so far is committed.
+    async def make_durable(self, partition: int, only: Collection[str] | None = None) -> None:
+        """Return once everything staged for ``partition`` so far is committed; with ``only``
+        (an intent before a request), once the current states of those jobs are.
+
+        An intent commits its jobs' states alone, in one transaction with the other intents
+        waiting: not the partition's other changed jobs, results and offsets, which wait for
+        the next full commit. During a backlog every job changes between two checkpoints, so a
+        full commit per request would write every job again for each one posted. A state
+        written ahead of its offsets is replayed onto after a crash; that is exact only while
+        its events all come back as duplicates (``replays_as_duplicates``), so a job past that,
+        or with a marker or tombstone staged, is committed with everything instead.
 
         Raises ``PartitionLost`` when this member may no longer write for the partition.
         """
-        # What the caller staged is in this batch; a commit that takes it marks it committed.
+        # What the caller staged is in these; a commit that takes it marks it committed.
         staged = self._pending.get(partition)
+        alone = None if only is None else self._stage_alone(partition, only)
         lock = self._locks.setdefault(partition, asyncio.Lock())
         async with lock:
             producer = self._producers.get(partition)
             if producer is None:
                 raise PartitionLost(partition, "not owned by this member")
-            if staged is not None and staged.committed:
+            if (staged is not None and staged.committed) or (alone is not None and alone.committed):
                 return  # a commit that ran while this call waited wrote it (group commit)
-            pending = self._pending.get(partition)
-            if not pending:
-                return
-            self._pending[partition] = _Pending()
-            try:
-                await self._commit_fitting(partition, producer, pending)
-            except PartitionLost as exc:
-                log.warning("partition_lost", partition=partition, reason=str(exc))
-                self._lost.add(partition)
-                if self._producers.get(partition) is producer:
-                    await self.close(partition)
-                raise
-            except BaseException:
-                # Cancelled (shutdown) or a bug: keep the work for the next commit.
-                if partition in self._pending:
-                    self._pending[partition].merge_older(pending)
-                raise
-            pending.committed = True
-            self.commits += 1
+            pending, intents = self._pending.get(partition), self._intents.get(partition)
+            if alone is None or not intents:
+                if not pending and not intents:
+                    return
+                self._pending[partition] = _Pending()
+                taken = pending or _Pending()
+            else:
+                taken = None
+            self._intents[partition] = _Pending()
+            await self._commit_taken(partition, producer, taken, intents or _Pending())
+
+    def _stage_alone(self, partition: int, jobs: Collection[str]) -> _Pending | None:
+        """Add ``jobs`` to the partition's waiting intents, or None when one of them must be
+        committed with everything (see :meth:`make_durable`)."""
+        pending = self._pending.get(partition)
+        if pending is None:
+            return None
+        for job in jobs:
+            state = self._store.get(job)
+            if (
+                state is None
+                or not replays_as_duplicates(state)
+                or job in pending.markers
+                or job in pending.forgotten
+            ):
+                return None
+        intents = self._intents.setdefault(partition, _Pending())
+        intents.jobs.update(jobs)
+        return intents
+
+    async def _commit_taken(
+        self,
+        partition: int,
+        producer: PartitionProducer,
+        pending: _Pending | None,
+        intents: _Pending,
+    ) -> None:
+        """Commit ``pending`` with the ``intents`` (None: the intents alone)."""
+        if pending is None:
+            # The intents' states are written now: the next full commit need not again.
+            self._pending[partition].jobs -= intents.jobs
+            work = _Pending(jobs=set(intents.jobs))
+        else:
+            pending.jobs |= intents.jobs
+            work = pending
+        try:
+            await self._commit_fitting(partition, producer, work)
+        except PartitionLost as exc:
+            log.warning("partition_lost", partition=partition, reason=str(exc))
+            self._lost.add(partition)
+            if self._producers.get(partition) is producer:
+                await self.close(partition)
+            raise
+        except BaseException:
+            # Cancelled (shutdown) or a bug: keep the work for the next commit.
+            if partition in self._pending:
+                self._pending[partition].merge_older(work)
+                self._intents.setdefault(partition, _Pending()).jobs |= intents.jobs
+            raise
+        work.committed = intents.committed = True
+        self.commits += 1
 
     async def _commit_fitting(
         self, partition: int, producer: PartitionProducer, pending: _Pending

@@ -32,7 +32,7 @@ import contextlib
 import heapq
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -84,8 +84,9 @@ class Durability(Protocol):
     def stage_result(self, partition: int, record: SuccessRecord | FailureRecord) -> None:
         """A result record for the partition's next commit."""
 
-    async def make_durable(self, partition: int) -> None:
-        """Commit what is staged for ``partition`` now; raises ``PartitionLost``."""
+    async def make_durable(self, partition: int, only: Collection[str] | None = None) -> None:
+        """Commit what is staged for ``partition`` now (with ``only``: at least those jobs'
+        states); raises ``PartitionLost``."""
 
 
 class SchedulerObserver(Protocol):
@@ -449,7 +450,7 @@ class SyncScheduler:
         partition = request.partition
         self._store.put(partition, mark_sending(request.sent, self._wall_clock()))
         self._durability.stage_changed(partition, request.job)
-        await self._durability.make_durable(partition)
+        await self._durability.make_durable(partition, only=(request.job,))
 
     async def _post(
         self, request: _Request, body: bytes, started: float, sent_offsets: int

@@ -270,16 +270,16 @@ async def read_records(bootstrap: str, topic: str, *, settle_s: float = 1.0) -> 
 async def raw_parts(bootstrap: str, topic: str) -> list[bytes]:
     """The key and the value of every record on ``topic`` now, as bytes (empty ones left out):
     for looking for what must never be written, such as a secret."""
-    records = await _raw_records(bootstrap, topic)
+    records = await raw_records(bootstrap, topic)
     return [part for key, value in records for part in (key, value) if part]
 
 
 async def raw_values(bootstrap: str, topic: str) -> list[bytes]:
     """The value of every record on ``topic`` now (tombstones left out), as bytes."""
-    return [value for _, value in await _raw_records(bootstrap, topic) if value]
+    return [value for _, value in await raw_records(bootstrap, topic) if value]
 
 
-async def _raw_records(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
+async def raw_records(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )

@@ -32,6 +32,7 @@ from tests.integration.harness import (
     new_topics,
     produce,
     produce_raw,
+    raw_records,
     raw_values,
     read_records,
     settings_for,
@@ -338,8 +339,60 @@ class TestCatchUp:
                 assert time.monotonic() < deadline, "success records held for the catch-up"
                 await asyncio.sleep(0.2)
 
+    async def test_posts_during_a_backlog_do_not_write_the_other_jobs_again(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Jobs that turn terminal while a backlog is read are posted at once, each after an
+        intent commit. An intent writes the states of the jobs it posts, not every job changed
+        since the last checkpoint: jobs still open, interleaved with those posted, get about
+        as many changelog values as in the same backlog without any post."""
+        quiet = await self._values_per_job(kafka_bootstrap, make_topic, sandbox_in_process, 60_000)
+        topics = await new_topics(make_topic, partitions=1)
+        no_status = {EventType.status_changed, EventType.aborted}
+        still_open = build_demo(DemoPlan(jobs=150, seed=23, prefix="open-beside-posts"))
+        # Small jobs in waves, so that some complete (and are posted) all along the backlog.
+        waves = [
+            build_demo(DemoPlan(jobs=20, steps=1, seed=wave, prefix=f"posted-{wave}"))
+            for wave in range(30)
+        ]
+        posted = {job: body for wave in waves for job, body in wave.expected.items()}
+        open_events = [e for e in still_open.events if e.type not in no_status]
+        posted_events = [e for wave in waves for e in wave.events]
+        # Spread the open jobs' events evenly among them.
+        share = len(posted_events) / len(open_events)
+        mixed = sorted(
+            [(n * share, 1, e) for n, e in enumerate(open_events)]
+            + [(float(n), 0, e) for n, e in enumerate(posted_events)],
+            key=lambda item: item[:2],
+        )
+        await produce(kafka_bootstrap, topics.inputs, [e for _, _, e in mixed])
+        settings = catching_up(
+            settings_for(
+                kafka_bootstrap,
+                sandbox_in_process,
+                topics,
+                catch_up_lag=100,
+                catch_up_max_delay_ms=60_000,
+            ),
+            catch_up_interval_ms=60_000,
+            checkpoint_interval_ms=10,
+        )
+        async with consumer_running(settings):
+            await wait_converged(sandbox_in_process, posted, within=90)
+            assert await eventually(
+                lambda: all(stored(sandbox_in_process, job) for job in still_open.expected),
+                within=90,
+            ), "the open jobs never reached the sandbox"
+        values = await raw_records(kafka_bootstrap, topics.state)
+        per_open_job = sum(key.startswith(b"open-") for key, _ in values) / 150
+        assert per_open_job <= quiet + 0.5, f"{per_open_job:.1f} values per open job, {quiet:.1f}"
+
     async def _values_per_job(
-        self, bootstrap: str, make_topic: MakeTopic, sandbox: Sandbox, interval_ms: int
+        self,
+        bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox: Sandbox,
+        interval_ms: int,
     ) -> float:
         topics = await new_topics(make_topic, partitions=1)
         demo = build_demo(DemoPlan(jobs=150, seed=23, prefix=f"catch-up-{interval_ms}"))

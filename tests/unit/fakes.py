@@ -11,7 +11,7 @@ import asyncio
 import itertools
 import json
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -185,7 +185,7 @@ class FakeCheckpoint:
         else:
             self.failures.append(record)
 
-    async def make_durable(self, partition: int) -> None:
+    async def make_durable(self, partition: int, only: Collection[str] | None = None) -> None:
         if partition in self.lost:
             raise PartitionLost(partition, "fenced (fake)")
         for job in self._staged.pop(partition, set()):

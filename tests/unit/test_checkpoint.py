@@ -8,13 +8,14 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
-from consumer.domain.job import JobState
+from consumer.domain.job import SEEN_IDS_LIMIT, JobState
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, SuccessRecord
 from consumer.domain.retention import forget
 from consumer.domain.state_codec import encode_state
@@ -241,6 +242,126 @@ class TestCheckpoint:
         assert not rig.checkpoint.has_pending(3)
         with pytest.raises(PartitionLost):
             await rig.checkpoint.make_durable(3)
+
+
+def keys(transaction: tuple[list[Producible], dict[TopicPartition, int]]) -> set[bytes]:
+    return {r.key or b"" for r in transaction[0]}
+
+
+class TestIntents:
+    """``make_durable(partition, only=jobs)``: the states of the jobs about to be posted."""
+
+    async def test_an_intent_commits_its_jobs_states_alone(self) -> None:
+        """Not the partition's other changed jobs, its results or its offsets: they wait for
+        the next full commit, which does not write the intent's unchanged job again."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        for job in ("posted", "other"):
+            rig.put(0, job_state(job))
+        rig.checkpoint.stage_result(0, success("earlier"))
+        rig.checkpoint.stage_offsets(0, {("in", 0): 7})
+        await rig.checkpoint.make_durable(0, only=("posted",))
+        producer = rig.producers[0]
+        assert len(producer.transactions) == 1
+        records, offsets = producer.transactions[0]
+        assert [(r.topic, r.key) for r in records] == [("state", b"posted")]
+        assert records[0].value == encode_state(rig.store.get("posted"))  # type: ignore[arg-type]
+        assert offsets == {}
+        assert rig.checkpoint.has_pending(0)
+        await rig.checkpoint.commit()
+        records, offsets = producer.transactions[1]
+        assert [(r.topic, r.key) for r in records] == [("state", b"other"), ("ok", b"earlier")]
+        assert offsets == {TopicPartition("in", 0): 7}
+
+    async def test_a_job_changed_after_its_intent_is_written_by_the_next_commit(self) -> None:
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        rig.put(0, job_state("a", title="one"))
+        await rig.checkpoint.make_durable(0, only=("a",))
+        two = job_state("a", title="two")
+        rig.put(0, two)
+        await rig.checkpoint.commit()
+        written = rig.producers[0].transactions[1][0]
+        assert [r.value for r in written] == [encode_state(two)]
+
+    async def test_concurrent_intents_share_one_transaction_of_their_jobs(self) -> None:
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        producer = rig.producers[0]
+        producer.gate = asyncio.Event()
+        rig.put(0, job_state("first"))
+        rig.put(0, job_state("bystander"))
+        first = asyncio.create_task(rig.checkpoint.make_durable(0, only=("first",)))
+        await asyncio.sleep(0)
+        waiters = []
+        for n in range(10):
+            rig.put(0, job_state(f"job-{n}"))
+            waiters.append(asyncio.create_task(rig.checkpoint.make_durable(0, only=(f"job-{n}",))))
+        await asyncio.sleep(0.01)
+        assert not any(w.done() for w in waiters)
+        producer.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, *waiters), 1)
+        assert [keys(t) for t in producer.transactions] == [
+            {b"first"},
+            {f"job-{n}".encode() for n in range(10)},
+        ]
+        assert all(offsets == {} for _, offsets in producer.transactions)
+
+    async def test_a_job_past_its_seen_ids_is_committed_with_everything(self) -> None:
+        """Its state could not be replayed onto exactly, so it goes with its offsets."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        rig.put(0, replace(job_state("long"), arrivals=SEEN_IDS_LIMIT + 1))
+        rig.put(0, job_state("other"))
+        rig.checkpoint.stage_offsets(0, {("in", 0): 3})
+        await rig.checkpoint.make_durable(0, only=("long",))
+        [(records, offsets)] = rig.producers[0].transactions
+        assert {r.key for r in records} == {b"long", b"other"}
+        assert offsets == {TopicPartition("in", 0): 3}
+
+    async def test_a_job_with_a_marker_staged_is_committed_with_everything(self) -> None:
+        """A marker or tombstone of the key waits in the full commit; the state must follow
+        it there, not overtake it."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        rig.checkpoint.stage_marker(0, forget(job_state("back"), NOW))
+        back = job_state("back")
+        rig.put(0, back)
+        await rig.checkpoint.make_durable(0, only=("back",))
+        [(records, _)] = rig.producers[0].transactions
+        assert [r.key for r in records] == [b"back", b"back"]
+        assert records[-1].value == encode_state(back)
+
+    async def test_a_failed_intent_keeps_its_job_for_the_next_commit(self) -> None:
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        rig.put(0, job_state("a"))
+        rig.producers[0].fail_next = KafkaTimeoutError()
+        with pytest.raises(KafkaTimeoutError):
+            await rig.checkpoint.make_durable(0, only=("a",))
+        assert rig.checkpoint.has_pending(0)
+        await rig.checkpoint.commit()
+        assert [keys(t) for t in rig.producers[0].transactions] == [{b"a"}]
+
+    async def test_an_intent_behind_a_full_commit_writes_its_newer_state(self) -> None:
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        producer = rig.producers[0]
+        producer.gate = asyncio.Event()
+        rig.put(0, job_state("a"))
+        rig.checkpoint.stage_offsets(0, {("in", 0): 1})
+        full = asyncio.create_task(rig.checkpoint.commit())
+        await asyncio.sleep(0)
+        sending = job_state("a", title="sending")  # what the scheduler stages for its intent
+        rig.put(0, sending)
+        intent = asyncio.create_task(rig.checkpoint.make_durable(0, only=("a",)))
+        await asyncio.sleep(0.01)
+        assert not intent.done()
+        producer.gate.set()
+        await asyncio.wait_for(asyncio.gather(full, intent), 1)
+        assert [keys(t) for t in producer.transactions] == [{b"a"}, {b"a"}]
+        records, offsets = producer.transactions[1]
+        assert (records[0].value, offsets) == (encode_state(sending), {})
 
 
 class TooLargeOnce(FakeProducer):

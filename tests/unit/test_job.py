@@ -28,6 +28,7 @@ from consumer.domain.job import (
     mark_synced,
     needs_sync,
     new_state,
+    replays_as_duplicates,
     step_order,
     time_text,
 )
@@ -766,6 +767,36 @@ class TestProperties:
         """Replaying a prefix, then the whole sequence, gives the state of the whole."""
         cut = data.draw(st.integers(0, len(events)))
         assert reduce_all(events, reduce_all(events[:cut])) == reduce_all(events)
+
+    @given(event_sequences(), st.data())
+    @settings(deadline=None)
+    def test_a_state_written_ahead_of_its_offsets_replays_exactly(
+        self, events: list[JobEvent], data: st.DataObject
+    ) -> None:
+        """An intent writes a job's state after ``ahead`` events while the committed offsets
+        stop after ``committed``; a crash restores that state and replays every event from
+        the offsets on: the state of the whole sequence, as if nothing had been replayed."""
+        committed = data.draw(st.integers(0, len(events)))
+        ahead = data.draw(st.integers(committed, len(events)))
+        written = reduce_all(events[:ahead])
+        assume(written is not None)
+        assert written is not None
+        assert replays_as_duplicates(written)
+        restored = decode_state(encode_state(written))
+        assert reduce_all(events[committed:], restored) == reduce_all(events)
+
+    def test_a_state_past_its_seen_ids_does_not_replay_as_duplicates(self) -> None:
+        """Past the window, the first events' ids are gone: one of them replayed applies
+        again with a new arrival number (and would win a tie it lost), so such a state is not
+        written ahead of its offsets."""
+        first = upsert(jobTitle="first")
+        events = [first] + [upsert(jobTitle=f"t{n}") for n in range(SEEN_IDS_LIMIT)]
+        state = run(*events)
+        assert state.arrivals == SEEN_IDS_LIMIT + 1
+        assert not replays_as_duplicates(state)
+        assert first.id not in state.seen_event_ids
+        assert apply(state, first, NOW) != state
+        assert replays_as_duplicates(run(*events[:SEEN_IDS_LIMIT]))
 
     @given(event_sequences())
     @settings(deadline=None)
