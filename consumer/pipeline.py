@@ -38,6 +38,7 @@ from consumer.kafka.source import EventSource
 from consumer.state.checkpoint import Checkpoint
 from consumer.state.recovery import RestoreReport, can_keep
 from consumer.state.store import JobStore
+from consumer.sync.catch_up import CatchUpMode
 from consumer.sync.scheduler import SyncScheduler
 
 log = structlog.get_logger(__name__)
@@ -104,6 +105,7 @@ class Pipeline:
         self._restore = restore
         self._changelog_end_offsets = changelog_end_offsets
         self._limits = limits
+        self._catch_up = CatchUpMode(limits.catch_up_lag)
         self._observer = observer
         self._wall_clock = wall_clock
         self._lock = asyncio.Lock()
@@ -314,7 +316,9 @@ class Pipeline:
         last_checkpoint = time.monotonic()
         while not stop.is_set():
             self._handle_lost()
-            self._scheduler.set_catching_up(self._source.behind() > self._limits.catch_up_lag)
+            self._scheduler.set_catching_up(
+                self._catch_up.observe(self._source.behind(), time.monotonic())
+            )
             # From the mode now, not the mode at the last checkpoint: once caught up, results
             # and offsets are committed at the live interval, not when the catch-up one ends.
             next_checkpoint = last_checkpoint + self._checkpoint_interval_s()

@@ -129,10 +129,11 @@ class EventSource:
             if tp.partition not in partitions:
                 continue
             committed = await self._consumer.committed(tp)
+            self._positions.pop(tp, None)
             if committed is not None:
                 self._consumer.seek(tp, committed)
                 sought[(tp.topic, tp.partition)] = committed
-            self._positions.pop(tp, None)
+                self._positions[tp] = committed
         return sought
 
     def request_rejoin(self) -> None:
@@ -152,18 +153,35 @@ class EventSource:
         ends: dict[TopicPartition, int] = await self._consumer.end_offsets(partitions)
         return ends
 
-    def behind(self) -> int:
-        """Records between what was fetched and the end, over the assigned partitions.
+    def behind(self) -> int | None:
+        """Records between the position and the end, over the assigned partitions; None while
+        that is unknown for one of them (no fetch response yet, or no position yet after an
+        assignment or a seek): counting only the known ones would report a backlog as gone.
 
         From the high watermarks the last fetch responses carried: no request is made.
         """
         total = 0
         for tp in self._consumer.assignment():
             highwater = self._consumer.highwater(tp)
-            position = self._positions.get(tp)
-            if highwater is not None and position is not None:
-                total += max(highwater - position, 0)
+            position = self._position(tp)
+            if highwater is None or position is None:
+                return None
+            total += max(highwater - position, 0)
         return total
+
+    def _position(self, tp: TopicPartition) -> int | None:
+        """The next offset the consumer hands out for ``tp``, without a request.
+
+        aiokafka's ``position`` waits for one when the position is being reset, which the
+        consume loop must not; the state it reads (as its own ``highwater`` does) is used when
+        present, else the offset after the last record fetched or the offset sought to.
+        """
+        try:
+            state = self._consumer._subscription.subscription.assignment.state_value(tp)
+        except AttributeError:  # pragma: no cover - only if aiokafka's internals change
+            return self._positions.get(tp)
+        position: int | None = state.position if state.has_valid_position else None
+        return position
 
     def pause_all(self) -> None:
         """Stop fetching (circuit open); survives rebalances until ``resume_all``."""
