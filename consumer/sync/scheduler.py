@@ -60,6 +60,7 @@ from consumer.observability.tracing import SyncTracer
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
 from consumer.sync.diagnosis import GatewayEvidence, ProbeResult, Verdict, kind_of, probe_result
+from consumer.sync.offsets import PendingOffsets
 from consumer.sync.retry import RetryPolicy
 
 log = structlog.get_logger(__name__)
@@ -118,7 +119,8 @@ class _Entry:
     #: holds one of the ``concurrency`` request slots
     holds_slot: bool = False
     held_reported: bool = False
-    offsets: list[SourceOffset] = field(default_factory=list)
+    #: positions of the events applied since the last success, for its record (packed)
+    offsets: PendingOffsets = field(default_factory=PendingOffsets)
     #: trace contexts of those events (only while tracing is on), and the last attempt's trace
     traces: list[EventTrace] = field(default_factory=list)
     trace_id: str | None = None

@@ -20,7 +20,7 @@ from consumer.config import SyncSettings
 from consumer.domain.basicsync import body_sha256, encode_body
 from consumer.domain.events import JobEvent
 from consumer.domain.job import JobState, SyncMode
-from consumer.domain.results import FailureReason
+from consumer.domain.results import FailureReason, SourceOffset
 from consumer.gateway.client import Accepted, Rejected, Retryable, Systemic
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
@@ -164,6 +164,23 @@ class TestSyncScheduler:
             h.scheduler.set_catching_up(False)
             await eventually(lambda: len(h.outcomes.successes) == 2)
         assert h.outcomes.successes[1].client_job_id == "a"
+
+    async def test_the_success_record_reports_every_offset_since_the_last_one(self) -> None:
+        """Offsets handed over with the changes are reported by the next success, in order,
+        and only by it."""
+        h = Harness(debounce_ms=0, max_delay_ms=0)
+        first = [SourceOffset(topic="in", partition=0, offset=n) for n in (5, 9)]
+        second = [SourceOffset(topic="in-b", partition=0, offset=1 << 40)]
+        async with h.running():
+            state = job_state("a", title="v0")
+            h.store.put(0, state)
+            h.scheduler.mark_dirty("a", first[:1])
+            h.scheduler.mark_dirty("a", first[1:])
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+            h.store.put(0, fold(h.store.get("a"), [upserted("a", jobTitle="v1")]))
+            h.scheduler.mark_dirty("a", second)
+            await eventually(lambda: len(h.outcomes.successes) == 2)
+        assert [r.source_offsets for r in h.outcomes.successes] == [first, second]
 
     async def test_debounce_waits_for_quiet(self) -> None:
         """A non-terminal change is not posted before its debounce has passed."""
