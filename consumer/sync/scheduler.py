@@ -119,6 +119,8 @@ class _Entry:
     #: holds one of the ``concurrency`` request slots
     holds_slot: bool = False
     held_reported: bool = False
+    #: a timer for ``due`` is in the heap (see ``_queue``)
+    queued: bool = False
     #: positions of the events applied since the last success, for its record (packed)
     offsets: PendingOffsets = field(default_factory=PendingOffsets)
     #: trace contexts of those events (only while tracing is on), and the last attempt's trace
@@ -329,6 +331,8 @@ class SyncScheduler:
             while self._heap and self._heap[0][0] <= now and self._circuit.is_closed:
                 due, job = heapq.heappop(self._heap)
                 entry = self._entries.get(job)
+                if entry is not None and entry.due == due:
+                    entry.queued = False  # its live timer: whatever follows, none is queued
                 if entry is None or entry.due != due or entry.in_flight:
                     continue  # stale timer: superseded, finished or in flight
                 partition = self._store.partition_of(job)
@@ -739,7 +743,16 @@ class SyncScheduler:
         return max(due, entry.not_before)
 
     def _queue(self, job: str, entry: _Entry, due: float) -> None:
+        """Time the job's next dispatch at ``due``; its timers due at other times are stale.
+
+        A timer already queued for ``due`` is not pushed again: in catch-up mode a job's due
+        time stays put while a backlog brings it an event per batch, and a heap entry per event
+        would hold a dozen timers per live job until the backlog is read.
+        """
+        if entry.queued and entry.due == due:
+            return
         entry.due = due
+        entry.queued = True
         heapq.heappush(self._heap, (due, job))
         if self._heap[0][1] == job:
             self._wake.set()

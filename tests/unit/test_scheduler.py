@@ -165,6 +165,23 @@ class TestSyncScheduler:
             await eventually(lambda: len(h.outcomes.successes) == 2)
         assert h.outcomes.successes[1].client_job_id == "a"
 
+    async def test_a_backlog_keeps_one_timer_per_job(self) -> None:
+        """While catching up a job's due time stays put: events that keep coming for it do not
+        add a timer each (a backlog would hold a dozen per live job)."""
+        h = Harness(debounce_ms=0, max_delay_ms=0, catch_up_max_delay_ms=60_000)
+        h.scheduler.set_catching_up(True)
+        h.put(job_state("a", status="InProgress"))
+        for n in range(10):
+            h.change("a", upserted("a", jobTitle=f"v{n}"))
+        h.put(job_state("b", status="InProgress"))
+        assert len(h.scheduler._heap) == 2
+        async with h.running():
+            h.scheduler.set_catching_up(False)  # a new due time: queued again, posted once
+            await eventually(lambda: len(h.outcomes.successes) == 2)
+            await asyncio.sleep(0.05)
+        assert sorted(r.client_job_id for r in h.outcomes.successes) == ["a", "b"]
+        assert h.gateway.posts_for("a") == 1
+
     async def test_the_success_record_reports_every_offset_since_the_last_one(self) -> None:
         """Offsets handed over with the changes are reported by the next success, in order,
         and only by it."""
