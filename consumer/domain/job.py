@@ -423,7 +423,7 @@ def _field_value(data: UpsertedData | StatusChangedData, name: str) -> Any:
 def _upsert_step(steps: tuple[Step, ...], step: Step) -> tuple[Step, ...]:
     uid = step.unique_step_id
     kept = [s for s in steps if s.unique_step_id != uid]
-    kept.insert(bisect.bisect(kept, step.order, key=step_order), step)
+    kept.insert(bisect.bisect(kept, step[:5], key=step_order), step)
     return tuple(kept)
 
 

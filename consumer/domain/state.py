@@ -59,13 +59,23 @@ class Step(NamedTuple):
 
     A named tuple, immutable like the frozen classes here but made in one step: a restore makes
     one for every step of every job, where a frozen dataclass would set each field through
-    ``object.__setattr__``.
+    ``object.__setattr__``. The ordering key is its first five fields (:attr:`order`), kept
+    flat rather than as a tuple of its own: a live job holds a dozen steps, and a nested key
+    cost another 80-byte tuple each.
     """
 
-    order: StepOrder
+    no_number: bool
+    number: int
+    no_time: bool
+    time: float
     unique_step_id: str
     #: ``{"singleStep":{..every field..},"reportStep":..}`` exactly as posted.
     json: str
+
+    @property
+    def order(self) -> StepOrder:
+        """The step's place in its list (:data:`StepOrder`), made when asked for."""
+        return self[:5]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,4 +225,4 @@ step_json = itemgetter(Step._fields.index("json"))
 
 def kept_step(wrapper: StepWrapper) -> Step:
     """What a job state keeps of a step: its ordering key and its body text."""
-    return Step(order_of(wrapper), wrapper.single_step.unique_step_id or "", step_text(wrapper))
+    return Step(*order_of(wrapper), step_text(wrapper))

@@ -138,7 +138,7 @@ def _exact(text: str) -> bool:
 
 
 def _step_layout(step: Step) -> list[Json]:
-    no_number, number, no_time, time, uid = step.order
+    no_number, number, no_time, time, uid, _ = step
     if not -(2**63) <= number < 2**63:
         raise _NotExact("a step number beyond 64 bits")
     return [len(step.json), None if no_number else number, None if no_time else time, uid]
@@ -298,8 +298,8 @@ def _steps(
     steps = []
     for length, number, time, uid in reversed(layout):
         begin = end - length
-        order = (number is None, number or 0, time is None, time or 0.0, uid)
-        steps.append(_new_tuple(Step, (order, uid, text[begin:end])))
+        fields = (number is None, number or 0, time is None, time or 0.0, uid, text[begin:end])
+        steps.append(_new_tuple(Step, fields))
         end = begin - 1
     start = end + (1 if steps else 0) - len(opening)
     if not text.startswith(opening, start):

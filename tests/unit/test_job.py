@@ -210,6 +210,17 @@ class TestSteps:
             state.document.completed_steps[1]
         )
 
+    def test_a_kept_step_is_flat_its_order_its_first_five_fields(self) -> None:
+        """A step holds its ordering key in its own fields (no nested tuple per step); the key
+        is the same whether the step came from an event or back from the changelog."""
+        state = run(completed("b", 2, "2026-01-01T11:00:00Z"), completed("a", 1))
+        kept = state.document.completed_steps
+        assert [s.unique_step_id for s in kept] == ["a", "b"]
+        first = kept[0]
+        assert first.order == (False, 1, True, 0.0, "a") == tuple(first)[:5]
+        assert not any(isinstance(field, tuple) for field in first)
+        assert decode_state(encode_state(state)).document.completed_steps == kept
+
 
 class TestStatus:
     def test_sets_status_and_companions(self) -> None:
