@@ -31,6 +31,7 @@ from email.utils import parsedate_to_datetime
 from typing import TypeAlias
 
 import aiohttp
+import orjson
 import structlog
 
 from consumer.domain.results import truncate_body
@@ -140,11 +141,19 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 
 
 def _job_id(body_text: str) -> str | None:
-    """``jobId`` of the stored job (an object, or an array holding one)."""
+    """``jobId`` of the stored job (an object, or an array holding one).
+
+    The answer is the whole stored document, as large as the body posted: orjson reads it in a
+    fraction of the standard parser's time (which took 3% of a backlog's CPU). orjson refuses
+    integers beyond 64 bits, which a step's values may hold: the standard parser reads those.
+    """
     try:
-        payload = json.loads(body_text)
+        payload = orjson.loads(body_text)
     except ValueError:
-        return None
+        try:
+            payload = json.loads(body_text)
+        except ValueError:
+            return None
     if isinstance(payload, list) and payload:
         payload = payload[0]
     job_id = payload.get("jobId") if isinstance(payload, dict) else None

@@ -101,7 +101,7 @@ class SchedulerObserver(Protocol):
         """A success was recorded; ``latency_ms`` from the first unsynced event."""
 
 
-@dataclass
+@dataclass(slots=True)
 class _Entry:
     first_dirty: float
     due: float = 0.0

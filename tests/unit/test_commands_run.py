@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from consumer.cli import build_parser
-from consumer.commands.run import missing_endpoints
+from consumer.commands.run import COLLECTOR_THRESHOLDS, missing_endpoints, tune_collector
 from consumer.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,3 +116,13 @@ class TestRefusal:
         assert result.returncode == 2
         assert "BASICSYNC_KAFKA__BOOTSTRAP_SERVERS" in result.stderr
         assert "BASICSYNC_GATEWAY__BASE_URL" not in result.stderr
+
+
+class TestCollector:
+    def test_the_run_collects_young_garbage_every_50000_allocations(self) -> None:
+        before = gc.get_threshold()
+        try:
+            tune_collector()
+            assert gc.get_threshold() == COLLECTOR_THRESHOLDS == (50_000, 20, 20)
+        finally:
+            gc.set_threshold(*before)

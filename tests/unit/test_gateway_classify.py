@@ -34,6 +34,11 @@ class TestClassify:
         assert isinstance(outcome, Accepted)
         assert outcome.job_id == "j-7"
 
+    def test_job_id_of_a_document_holding_an_integer_beyond_64_bits(self) -> None:
+        values = json.dumps({"singleStep": {"values": [2**70]}})
+        body = f'{{"jobId": "j-9", "completedSteps": [{values}]}}'
+        assert classify(200, {}, body, NOW) == Accepted(status=200, job_id="j-9", body=body)
+
     @pytest.mark.parametrize("body", ["", "not json", "{}", '{"jobId": true}', "[]"])
     def test_2xx_without_job_id_is_still_accepted(self, body: str) -> None:
         """The document was stored even when the answer carries no usable jobId."""
