@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from consumer.demo import DemoPlan, build_demo
+from consumer.domain.events import EventType, JobEvent
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
@@ -108,6 +109,80 @@ class TestKillNine:
             await wait_converged(sandbox_in_process, demo.expected, within=180)
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
         assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+
+    async def test_kill_9_while_catching_up_reports_each_rejected_event_exactly_once(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Intents write posted jobs' states ahead of the committed offsets, so a restart
+        replays events those states already hold. An abort of a Completed job is rejected,
+        never applied: replayed, it is rejected again. Its failure record goes out only with
+        the offsets past it, so, killed twice between rare checkpoints, the consumer reports
+        every rejected event exactly once, and every job still converges."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=300, seed=31, prefix="rejected-twice"))
+        completed = [
+            j for j, body in demo.expected.items() if body["metadata"]["status"] == "Completed"
+        ]
+        late_aborts = [
+            JobEvent.model_validate(
+                {
+                    "id": f"late-abort-{job}",
+                    "source": "urn:test",
+                    "type": EventType.aborted,
+                    "subject": job,
+                    "data": {"reason": "too late"},
+                }
+            )
+            for job in completed[:60]
+        ]
+        # Each abort right after its job's last event: rejected, as the job is Completed.
+        last = {e.subject: n for n, e in enumerate(demo.events)}
+        stream = list(demo.events)
+        for abort in sorted(late_aborts, key=lambda a: -last[a.subject]):
+            stream.insert(last[abort.subject] + 1, abort)
+        await produce(kafka_bootstrap, topics.inputs, stream)
+        settings = catching_up(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=100),
+            catch_up_interval_ms=60_000,
+        )
+        gateway = settings.gateway.model_copy(update={"request_timeout_s": 4})
+        settings = settings.model_copy(update={"gateway": gateway})
+        log = str(tmp_path / "consumer.log")
+        for _ in range(2):
+            process = start_consumer_process(settings, log)
+            before = len(sandbox_in_process.state.records)
+            progressed = await eventually(
+                lambda before=before: len(sandbox_in_process.state.records) > before + 30,  # type: ignore[misc]
+                within=90,
+            )
+            assert progressed, tail(log)
+            process.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
+        async with consumer_process(settings, log):
+            await wait_converged(sandbox_in_process, demo.expected, within=180)
+            expected_jobs = sorted(a.subject for a in late_aborts)
+
+            async def reported() -> list[tuple[str, tuple[str, int, int]]]:
+                failures = await read_records(kafka_bootstrap, topics.failed, settle_s=0.5)
+                assert {f["reason"] for f in failures} <= {"invalid_transition"}, failures
+                return sorted(
+                    (f["clientJobId"], (s["topic"], s["partition"], s["offset"]))
+                    for f in failures
+                    for s in [f["source"]]
+                )
+
+            for _ in range(20):  # the last records go out with the next checkpoint
+                if len(await reported()) >= len(expected_jobs):
+                    break
+                await asyncio.sleep(0.5)
+            failures = await reported()
+            assert [job for job, _ in failures] == expected_jobs
+            assert len({place for _, place in failures}) == len(expected_jobs)
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
 
 
 class TestRebalance:
