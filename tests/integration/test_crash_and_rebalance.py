@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.events import EventType, JobEvent
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
+    Topics,
     assert_history_never_shrinks,
     catching_up,
     consumer_process,
@@ -30,6 +32,35 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+def rarely_checkpointing(bootstrap: str, sandbox: Sandbox, topics: Topics) -> Settings:
+    """Catching up on anything above 100 records behind, with a checkpoint once a minute.
+
+    A request the kill cut short is in doubt: the next run posts it again once the in-doubt
+    window (3 request timeouts) has passed: here 12 s instead of 90 s.
+    """
+    settings = catching_up(
+        settings_for(bootstrap, sandbox, topics, catch_up_lag=100), catch_up_interval_ms=60_000
+    )
+    gateway = settings.gateway.model_copy(update={"request_timeout_s": 4})
+    return settings.model_copy(update={"gateway": gateway})
+
+
+async def killed_twice_mid_backlog(settings: Settings, sandbox: Sandbox, log: str) -> None:
+    """Run ``basicsync run`` twice, each time SIGKILLed once it posted 30 more jobs while
+    catching up (between checkpoints, with jobs posted on intents alone)."""
+    for _ in range(2):
+        process = start_consumer_process(settings, log)
+        before = len(sandbox.state.records)
+        progressed = await eventually(
+            lambda before=before: len(sandbox.state.records) > before + 30,  # type: ignore[misc]
+            within=90,
+        )
+        assert progressed, tail(log)
+        assert "catch_up_mode" in tail(log, chars=10**8), f"never caught up: {tail(log)}"
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait)
 
 
 class TestKillNine:
@@ -85,26 +116,9 @@ class TestKillNine:
         topics = await new_topics(make_topic, partitions=3)
         demo = build_demo(DemoPlan(jobs=300, seed=29, prefix="catching-up"))
         await produce(kafka_bootstrap, topics.inputs, demo.events)
-        # A request the kill cut short is in doubt: the next run posts it again once the
-        # in-doubt window (3 request timeouts) has passed: here 12 s instead of 90 s.
-        settings = catching_up(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=100),
-            catch_up_interval_ms=60_000,
-        )
-        gateway = settings.gateway.model_copy(update={"request_timeout_s": 4})
-        settings = settings.model_copy(update={"gateway": gateway})
+        settings = rarely_checkpointing(kafka_bootstrap, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")
-        for _ in range(2):
-            process = start_consumer_process(settings, log)
-            before = len(sandbox_in_process.state.records)
-            progressed = await eventually(
-                lambda before=before: len(sandbox_in_process.state.records) > before + 30,  # type: ignore[misc]
-                within=90,
-            )
-            assert progressed, tail(log)
-            assert "catch_up_mode" in tail(log, chars=10**8), f"never caught up: {tail(log)}"
-            process.send_signal(signal.SIGKILL)
-            await asyncio.to_thread(process.wait)
+        await killed_twice_mid_backlog(settings, sandbox_in_process, log)
         async with consumer_process(settings, log):
             await wait_converged(sandbox_in_process, demo.expected, within=180)
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
@@ -145,23 +159,9 @@ class TestKillNine:
         for abort in sorted(late_aborts, key=lambda a: -last[a.subject]):
             stream.insert(last[abort.subject] + 1, abort)
         await produce(kafka_bootstrap, topics.inputs, stream)
-        settings = catching_up(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=100),
-            catch_up_interval_ms=60_000,
-        )
-        gateway = settings.gateway.model_copy(update={"request_timeout_s": 4})
-        settings = settings.model_copy(update={"gateway": gateway})
+        settings = rarely_checkpointing(kafka_bootstrap, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")
-        for _ in range(2):
-            process = start_consumer_process(settings, log)
-            before = len(sandbox_in_process.state.records)
-            progressed = await eventually(
-                lambda before=before: len(sandbox_in_process.state.records) > before + 30,  # type: ignore[misc]
-                within=90,
-            )
-            assert progressed, tail(log)
-            process.send_signal(signal.SIGKILL)
-            await asyncio.to_thread(process.wait)
+        await killed_twice_mid_backlog(settings, sandbox_in_process, log)
         async with consumer_process(settings, log):
             await wait_converged(sandbox_in_process, demo.expected, within=180)
             expected_jobs = sorted(a.subject for a in late_aborts)
