@@ -64,7 +64,6 @@ class EventSource:
         self._topics = topics
         self._listener: _Listener | None = None
         self._paused = False
-        self._positions: dict[TopicPartition, int] = {}
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return self._factory(
@@ -98,9 +97,6 @@ class EventSource:
         )
         if self._listener is not None and self._listener.failed is not None:
             raise self._listener.failed
-        for tp, messages in batches.items():
-            if messages:
-                self._positions[tp] = messages[-1].offset + 1
         return [
             SourceRecord(
                 topic=message.topic,
@@ -129,11 +125,9 @@ class EventSource:
             if tp.partition not in partitions:
                 continue
             committed = await self._consumer.committed(tp)
-            self._positions.pop(tp, None)
             if committed is not None:
                 self._consumer.seek(tp, committed)
                 sought[(tp.topic, tp.partition)] = committed
-                self._positions[tp] = committed
         return sought
 
     def request_rejoin(self) -> None:
@@ -173,13 +167,13 @@ class EventSource:
         """The next offset the consumer hands out for ``tp``, without a request.
 
         aiokafka's ``position`` waits for one when the position is being reset, which the
-        consume loop must not; the state it reads (as its own ``highwater`` does) is used when
-        present, else the offset after the last record fetched or the offset sought to.
+        consume loop must not; the state it reads (as its own ``highwater`` does) is read
+        directly. It follows every record handed out and every seek. None: unknown.
         """
         try:
             state = self._consumer._subscription.subscription.assignment.state_value(tp)
         except AttributeError:  # pragma: no cover - only if aiokafka's internals change
-            return self._positions.get(tp)
+            return None
         position: int | None = state.position if state.has_valid_position else None
         return position
 
