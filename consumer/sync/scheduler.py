@@ -104,6 +104,8 @@ class SchedulerObserver(Protocol):
 @dataclass(slots=True)
 class _Entry:
     first_dirty: float
+    #: when the job last changed (clock seconds): the debounce counts from it
+    last_change: float
     due: float = 0.0
     not_before: float = 0.0
     #: requests sent for the current changes (in the result record; the backoff grows with it)
@@ -252,12 +254,13 @@ class SyncScheduler:
                 self._evidence.forget_job(client_job_id)
             return
         if entry is None:
-            entry = self._entries[client_job_id] = _Entry(first_dirty=now)
+            entry = self._entries[client_job_id] = _Entry(first_dirty=now, last_change=now)
             if state.sending_since is not None:  # restored: a request may be on its way
                 in_doubt = self._in_doubt_window - self._age(state.sending_since)
                 if in_doubt > 0:
                     entry.in_doubt_until = now + in_doubt
                     entry.not_before = max(entry.not_before, now + in_doubt)
+        entry.last_change = now
         entry.offsets.extend(offsets)
         if self._tracer.enabled:
             entry.traces.extend(traces)
@@ -738,7 +741,9 @@ class SyncScheduler:
         elif self._catching_up:
             due = entry.first_dirty + self._settings.catch_up_max_delay_ms / 1000
         else:
-            debounce = now + self._settings.debounce_ms / 1000
+            # From the last change, not from now: a change that came while the job's request
+            # was in flight has waited out (part of) its quiet time by the time it ends.
+            debounce = entry.last_change + self._settings.debounce_ms / 1000
             due = min(debounce, entry.first_dirty + self._settings.max_delay_ms / 1000)
         return max(due, entry.not_before)
 

@@ -229,6 +229,46 @@ class TestSyncScheduler:
                     break
             assert h.gateway.bodies, "nothing posted while events kept coming"
 
+    async def test_a_change_during_a_request_is_quiet_from_the_change_not_the_response(
+        self,
+    ) -> None:
+        """The debounce counts from a job's last change: a change that came during its request
+        and has been quiet for the debounce since is posted as soon as the request ends, not a
+        whole debounce after it (which added the debounce twice to the live latency)."""
+        gateway = FakeGateway()
+        gateway.gate = asyncio.Event()
+        h = Harness(gateway, debounce_ms=1_000, max_delay_ms=10_000)
+        loop = asyncio.get_running_loop()
+        async with h.running():
+            h.put(job_state("a", title="v0"))
+            await eventually(lambda: gateway.in_flight == 1)
+            h.change("a", upserted("a", jobTitle="v1"))
+            await asyncio.sleep(1.1)  # the change's debounce passes while the request hangs
+            released = loop.time()
+            gateway.gate.set()
+            await eventually(lambda: len(gateway.bodies) == 2)
+            waited = loop.time() - released
+        assert [title(b) for b in gateway.bodies] == ["v0", "v1"]
+        assert waited < 0.6, f"posted {waited:.2f}s after the response, debounce 1s"
+
+    async def test_a_change_just_before_the_response_still_gets_its_quiet_time(self) -> None:
+        """The other side: a change made just before the request ends waits out the rest of
+        its debounce, so a burst arriving then is still coalesced."""
+        gateway = FakeGateway()
+        gateway.gate = asyncio.Event()
+        h = Harness(gateway, debounce_ms=800, max_delay_ms=10_000)
+        async with h.running():
+            h.put(job_state("a", title="v0"))
+            await eventually(lambda: gateway.in_flight == 1)
+            h.change("a", upserted("a", jobTitle="v1"))
+            gateway.gate.set()
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+            h.change("a", upserted("a", jobTitle="v2"))
+            await asyncio.sleep(0.3)
+            assert len(gateway.bodies) == 1, "posted inside the debounce of the last change"
+            await eventually(lambda: len(gateway.bodies) == 2)
+        assert [title(b) for b in gateway.bodies] == ["v0", "v2"]
+
     # -- ordering and concurrency ----------------------------------------------------------------
 
     async def test_one_request_in_flight_per_job(self) -> None:
