@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from pydantic import BaseModel, SecretStr
 
 from consumer.app import Running, endpoints_from, run_consumer
@@ -376,3 +378,21 @@ def tail(path: str, chars: int = 3000) -> str:
     """The end of a log file, for assertion messages."""
     with open(path, encoding="utf-8", errors="replace") as log:
         return log.read()[-chars:]
+
+
+async def committed(bootstrap: str, group: str) -> dict[Any, Any]:
+    """The group's committed offsets, read through the super user."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        for _ in range(50):  # the offsets topic may still be being created on a new broker
+            try:
+                offsets: dict[Any, Any] = await admin.list_consumer_group_offsets(group)
+                break
+            except GroupCoordinatorNotAvailableError:
+                await asyncio.sleep(0.2)
+        else:
+            raise AssertionError(f"no coordinator for group {group}")
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.events import EventType, JobEvent
 from consumer.domain.retention import StoredJob
@@ -33,6 +34,8 @@ from tests.integration.harness import (
     MakeTopic,
     Topics,
     assert_history_never_shrinks,
+    catching_up,
+    committed,
     consumer_running,
     eventually,
     free_port,
@@ -132,12 +135,13 @@ class TestZombieMember:
         *,
         pause_a: Callable[[Any, Topics], Awaitable[None]],
         seed: int,
+        adjust: Callable[[Settings], Settings] = lambda settings: settings,
     ) -> None:
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=120, seed=seed))
         jobs = list(demo.expected)
         third = len(demo.events) // 3
-        settings = settings_for(kafka_bootstrap, sandbox, topics)
+        settings = adjust(settings_for(kafka_bootstrap, sandbox, topics))
         # A request may take the slow gateway's 15 s; one whose outcome is lost waits the
         # in-doubt window (3 x the request timeout) before its job is posted again.
         env = {
@@ -198,6 +202,45 @@ class TestZombieMember:
             tmp_path,
             pause_a=sigstop_for_25s,
             seed=61,
+        )
+
+    async def test_a_member_stopped_with_its_posts_on_intents_alone_is_fenced_and_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """As above, but A checkpoints once a minute (catching up or not), so when it is
+        stopped every job it posted was made durable by an intent alone: states ahead of
+        offsets it never committed. B restores those states and replays every event onto
+        them; A, resumed, is fenced at its next intent. Every job converges, nothing regresses,
+        no failure record."""
+
+        def intents_alone(settings: Settings) -> Settings:
+            settings = settings.model_copy(
+                update={"sync": settings.sync.model_copy(update={"catch_up_lag": 100})}
+            )
+            return catching_up(settings, catch_up_interval_ms=60_000, checkpoint_interval_ms=60_000)
+
+        async def sigstop_ahead_of_offsets(a: Any, topics: Topics) -> None:
+            a.send_signal(signal.SIGSTOP)
+            posted = len(sandbox_in_process.state.jobs)
+            # What the stopped A committed: not the offsets of the events behind its posts.
+            behind = sum((await committed(kafka_bootstrap, topics.group)).values())
+            assert posted > 20, posted
+            assert behind == 0, f"A committed offsets before it was stopped: {behind}"
+            await asyncio.sleep(25)
+            a.send_signal(signal.SIGCONT)
+
+        await self._failover(
+            kafka_bootstrap,
+            make_topic,
+            sandbox_in_process,
+            tmp_path,
+            pause_a=sigstop_ahead_of_offsets,
+            seed=71,
+            adjust=intents_alone,
         )
 
     async def test_a_revoke_that_overruns_the_session_is_fenced_and_loses_nothing(

@@ -22,8 +22,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import GroupCoordinatorNotAvailableError
 from pydantic import SecretStr
 
 from consumer.app import Running, endpoints_from, run_consumer
@@ -45,6 +43,7 @@ from tests.fixtures.kafka import MakeTopic
 from tests.fixtures.secure_kafka import TLS_USER, SecureKafka
 from tests.integration.harness import (
     Topics,
+    committed,
     consumer_env,
     eventually,
     log_events,
@@ -115,24 +114,6 @@ async def basicsync(env: dict[str, str], *args: str) -> Ran:
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
     return Ran(process.returncode, out.decode(), err.decode())
-
-
-async def committed(bootstrap: str, group: str) -> dict[Any, Any]:
-    """The group's committed offsets, read through the super user."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        for _ in range(50):  # the offsets topic may still be being created on a new broker
-            try:
-                offsets: dict[Any, Any] = await admin.list_consumer_group_offsets(group)
-                break
-            except GroupCoordinatorNotAvailableError:
-                await asyncio.sleep(0.2)
-        else:
-            raise AssertionError(f"no coordinator for group {group}")
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
 
 
 async def raw_bytes(bootstrap: str, topic: str) -> bytes:
