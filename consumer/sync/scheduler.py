@@ -121,8 +121,8 @@ class _Entry:
     #: holds one of the ``concurrency`` request slots
     holds_slot: bool = False
     held_reported: bool = False
-    #: a timer for ``due`` is in the heap (see ``_queue``)
-    queued: bool = False
+    #: when the job's one timer in the heap fires (None: none queued); see ``_queue``
+    timer: float | None = None
     #: positions of the events applied since the last success, for its record (packed)
     offsets: PendingOffsets = field(default_factory=PendingOffsets)
     #: trace contexts of those events (only while tracing is on), and the last attempt's trace
@@ -332,12 +332,16 @@ class SyncScheduler:
                 continue
             now = self._clock()
             while self._heap and self._heap[0][0] <= now and self._circuit.is_closed:
-                due, job = heapq.heappop(self._heap)
+                fired, job = heapq.heappop(self._heap)
                 entry = self._entries.get(job)
-                if entry is not None and entry.due == due:
-                    entry.queued = False  # its live timer: whatever follows, none is queued
-                if entry is None or entry.due != due or entry.in_flight:
-                    continue  # stale timer: superseded, finished or in flight
+                if entry is None or entry.timer != fired:
+                    continue  # stale timer: the job finished, or an earlier timer replaced it
+                entry.timer = None
+                if entry.in_flight:
+                    continue  # queued again when its request ends
+                if entry.due > now:
+                    self._queue(job, entry, entry.due)  # changed since: its quiet time moved
+                    continue
                 partition = self._store.partition_of(job)
                 if (
                     partition is None
@@ -748,16 +752,19 @@ class SyncScheduler:
         return max(due, entry.not_before)
 
     def _queue(self, job: str, entry: _Entry, due: float) -> None:
-        """Time the job's next dispatch at ``due``; its timers due at other times are stale.
+        """Time the job's next dispatch at ``due``.
 
-        A timer already queued for ``due`` is not pushed again: in catch-up mode a job's due
-        time stays put while a backlog brings it an event per batch, and a heap entry per event
-        would hold a dozen timers per live job until the backlog is read.
+        A job has one timer in the heap. A change that moves its due time later (the debounce
+        of every event, a backlog's event per batch) pushes none: the timer queued fires first
+        and queues the job again at its due time then. A timer per change would hold one heap
+        entry per event received within the debounce (a dozen per live job while a backlog is
+        read in live mode). Only a due time earlier than the timer (a terminal status, the end
+        of catching up) pushes a new one; the later one is then stale and skipped.
         """
-        if entry.queued and entry.due == due:
-            return
         entry.due = due
-        entry.queued = True
+        if entry.timer is not None and entry.timer <= due:
+            return
+        entry.timer = due
         heapq.heappush(self._heap, (due, job))
         if self._heap[0][1] == job:
             self._wake.set()

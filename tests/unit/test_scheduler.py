@@ -182,6 +182,26 @@ class TestSyncScheduler:
         assert sorted(r.client_job_id for r in h.outcomes.successes) == ["a", "b"]
         assert h.gateway.posts_for("a") == 1
 
+    async def test_changes_within_the_debounce_keep_one_timer_per_job(self) -> None:
+        """Live, each change moves a job's due time later without adding a timer: the one
+        queued fires, finds the due time moved and waits again. The job is posted once, a
+        debounce after its last change."""
+        h = Harness(debounce_ms=300, max_delay_ms=5_000)
+        loop = asyncio.get_running_loop()
+        async with h.running():
+            h.put(job_state("a", title="v0"))
+            h.put(job_state("b", title="v0"))
+            for n in range(1, 10):  # 450 ms of changes: the first timer fires among them
+                await asyncio.sleep(0.05)
+                h.change("a", upserted("a", jobTitle=f"v{n}"))
+                assert len(h.scheduler._heap) <= 2, h.scheduler._heap
+            last = loop.time()
+            await eventually(lambda: len(h.outcomes.successes) == 2)
+            waited = loop.time() - last
+        assert h.gateway.posts_for("a") == 1
+        assert title(h.gateway.bodies[-1]) == "v9"
+        assert waited >= 0.25, f"posted {waited:.2f}s after the last change, debounce 0.3s"
+
     async def test_the_success_record_reports_every_offset_since_the_last_one(self) -> None:
         """Offsets handed over with the changes are reported by the next success, in order,
         and only by it."""
