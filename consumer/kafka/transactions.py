@@ -186,6 +186,10 @@ class PartitionProducer:
             for indices, batch in self._batches(indexed, too_large):
                 sent = await producer.send_batch(batch, tp.topic, partition=tp.partition)
                 batches.append((tp, indices, sent))
+                # Each batch's values are made (encoded) as it fills: a checkpoint of thousands
+                # of states made without a turn of the event loop would hold every response and
+                # every other partition's commit until the last one.
+                await asyncio.sleep(0)
         if offsets and not too_large:
             await producer.send_offsets_to_transaction(dict(offsets), self._group_id)
         # Every batch acknowledged before the commit: one the broker refused (too large, not
