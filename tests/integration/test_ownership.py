@@ -36,6 +36,7 @@ from tests.integration.harness import (
     assert_history_never_shrinks,
     catching_up,
     committed,
+    consumer_process,
     consumer_running,
     eventually,
     free_port,
@@ -449,6 +450,49 @@ class TestKafkaTrouble:
             if process.poll() is None:
                 await stop_process(process, log)
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+
+    async def test_killed_while_the_broker_hangs_mid_backlog_the_next_run_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """While catching up (a checkpoint every 2 s, posts made durable by intents alone), the
+        broker is SIGSTOPped, and the member is SIGKILLed during the hang, leaving whatever
+        transaction it had open. Once the broker answers, a new run fences that transaction
+        away, restores only what was committed, and converges every job; none regresses and no
+        failure record is written."""
+        pid = broker_pid(kafka_bootstrap)
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=200, seed=83, prefix="hung-backlog"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = catching_up(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=100),
+            catch_up_interval_ms=2_000,
+        )
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        try:
+            posted = await eventually(lambda: len(sandbox_in_process.state.jobs) > 20, within=60)
+            assert posted, tail(log)
+            assert "catch_up_mode" in tail(log, chars=10**8), f"never caught up: {tail(log)}"
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(5)  # its commits and intents are stuck on the broker now
+                process.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(process.wait)
+                await asyncio.sleep(5)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(process.wait)
+        async with consumer_process(settings, log):
+            await wait_converged(sandbox_in_process, demo.expected, within=180)
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
 
     async def test_an_unreachable_bootstrap_server_at_start_is_waited_out(
         self,
