@@ -126,6 +126,20 @@ class TestFencing:
         assert values == [b"old-1", b"new-1"]
 
 
+async def sigstopped_for_25s(
+    a: Any, topics: Topics, check: Callable[[Topics], Awaitable[None]] | None = None
+) -> None:
+    """SIGSTOP member ``a`` past its 10 s session, then SIGCONT it; ``check`` runs while it
+    is stopped."""
+    a.send_signal(signal.SIGSTOP)
+    try:
+        if check is not None:
+            await check(topics)
+        await asyncio.sleep(25)
+    finally:
+        a.send_signal(signal.SIGCONT)
+
+
 class TestZombieMember:
     async def _failover(
         self,
@@ -191,17 +205,12 @@ class TestZombieMember:
         resumed while events keep coming: every job converges, a fresh member restores all
         of them from the changelog, and no job's accepted history ever loses a step."""
 
-        async def sigstop_for_25s(a: Any, topics: Topics) -> None:
-            a.send_signal(signal.SIGSTOP)
-            await asyncio.sleep(25)
-            a.send_signal(signal.SIGCONT)
-
         await self._failover(
             kafka_bootstrap,
             make_topic,
             sandbox_in_process,
             tmp_path,
-            pause_a=sigstop_for_25s,
+            pause_a=sigstopped_for_25s,
             seed=61,
         )
 
@@ -224,15 +233,15 @@ class TestZombieMember:
             )
             return catching_up(settings, catch_up_interval_ms=60_000, checkpoint_interval_ms=60_000)
 
-        async def sigstop_ahead_of_offsets(a: Any, topics: Topics) -> None:
-            a.send_signal(signal.SIGSTOP)
+        async def ahead_of_offsets(topics: Topics) -> None:
             posted = len(sandbox_in_process.state.jobs)
             # What the stopped A committed: not the offsets of the events behind its posts.
             behind = sum((await committed(kafka_bootstrap, topics.group)).values())
             assert posted > 20, posted
             assert behind == 0, f"A committed offsets before it was stopped: {behind}"
-            await asyncio.sleep(25)
-            a.send_signal(signal.SIGCONT)
+
+        async def sigstop_ahead_of_offsets(a: Any, topics: Topics) -> None:
+            await sigstopped_for_25s(a, topics, check=ahead_of_offsets)
 
         await self._failover(
             kafka_bootstrap,
