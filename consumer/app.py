@@ -31,7 +31,6 @@ from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from consumer.config import Settings
-from consumer.domain.retention import StoredJob
 from consumer.errors import ConfigError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
@@ -51,7 +50,7 @@ from consumer.observability.health import WatchedTokens, serve_health
 from consumer.observability.metrics import Metrics
 from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, SyncTracer, Tracing
-from consumer.pipeline import Pipeline, PipelineLimits, Restorer
+from consumer.pipeline import Pipeline, PipelineLimits, Restored, Restorer
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
 from consumer.state.memory import MemoryGuard, memory_limit_bytes
 from consumer.state.recovery import RestoreReport, restore
@@ -316,7 +315,7 @@ def _assemble(
 
     async def restore_partitions(
         partitions: set[int],
-    ) -> tuple[dict[int, dict[str, StoredJob]], RestoreReport]:
+    ) -> tuple[Restored, RestoreReport]:
         return await restore(
             _consumer_factory(kafka), settings.state_topic, partitions, memory.check
         )

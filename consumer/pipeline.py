@@ -30,6 +30,7 @@ import structlog
 
 from consumer.domain.results import MAX_FAILURE_VALUE_BYTES
 from consumer.domain.retention import ForgottenJob, Retention, StoredJob, forget, retention_action
+from consumer.domain.settled import SettledJob
 from consumer.errors import MemoryExhausted
 from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.access import is_denial
@@ -43,7 +44,8 @@ from consumer.sync.scheduler import SyncScheduler
 
 log = structlog.get_logger(__name__)
 
-Restorer = Callable[[set[int]], Awaitable[tuple[dict[int, dict[str, StoredJob]], RestoreReport]]]
+Restored = dict[int, dict[str, StoredJob | SettledJob]]
+Restorer = Callable[[set[int]], Awaitable[tuple[Restored, RestoreReport]]]
 EndOffsets = Callable[[set[int]], Awaitable[dict[int, int]]]
 
 
@@ -133,6 +135,11 @@ class Pipeline:
     @property
     def owned_partitions(self) -> set[int]:
         return set(self._owned)
+
+    @property
+    def unread_settled_jobs(self) -> int:
+        """Jobs held as their settled changelog value since a restore, never read since."""
+        return self._store.unread_settled()
 
     @property
     def stored_bytes(self) -> int:
@@ -261,6 +268,7 @@ class Pipeline:
                 "state_restored",
                 partitions=sorted(to_restore),
                 jobs=report.jobs,
+                settled_unread=report.settled,
                 records=report.records,
                 skipped=report.skipped,
                 seconds=round(report.seconds, 3),
@@ -432,7 +440,10 @@ class Pipeline:
         now = self._wall_clock()
         retention = timedelta(seconds=self._limits.retention_s)
         forgotten_retention = timedelta(seconds=self._limits.forgotten_retention_s)
-        stored: list[tuple[int, StoredJob]] = [*self._store.items(), *self._store.forgotten_items()]
+        stored: list[tuple[int, StoredJob | SettledJob]] = [
+            *self._store.items(),
+            *self._store.forgotten_items(),
+        ]
         async with self._lock:
             forgotten = dropped = 0
             for partition, value in stored:
@@ -442,10 +453,12 @@ class Pipeline:
                     value, now, retention=retention, forgotten_retention=forgotten_retention
                 )
                 if action is Retention.forget and not isinstance(value, ForgottenJob):
-                    current = self._store.get(value.client_job_id)
-                    if current is not value:  # changed since the list was taken
+                    if self._store.held(value.client_job_id) is not value:
+                        continue  # changed since the list was taken
+                    state = self._store.get(value.client_job_id)  # a settled job is read here
+                    if state is None:
                         continue
-                    marker = forget(value, now)
+                    marker = forget(state, now)
                     self._store.put_forgotten(partition, marker)
                     self._sizes.forget([marker.client_job_id])
                     self._checkpoint.stage_marker(partition, marker)

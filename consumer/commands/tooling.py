@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from consumer.config import Settings, load_settings
 from consumer.domain.retention import StoredJob
+from consumer.domain.settled import SettledJob
 from consumer.errors import ConfigError, KafkaAccessDenied, KafkaSecurityError, TopicLayoutError
 from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
@@ -90,9 +91,11 @@ async def read_job_states(
         lambda **extra: AIOKafkaConsumer(**kafka, group_id=None, **extra),
         topic,
         set(where.values()),
+        keep_settled=False,
     )
-    return {
-        job: (partition, states[partition][job])
-        for job, partition in where.items()
-        if job in states.get(partition, {})
-    }
+    found: dict[str, tuple[int, StoredJob]] = {}
+    for job, partition in where.items():
+        held = states.get(partition, {}).get(job)
+        if held is not None and not isinstance(held, SettledJob):  # none: keep_settled=False
+            found[job] = (partition, held)
+    return found

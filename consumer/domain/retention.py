@@ -30,6 +30,7 @@ from pydantic import ConfigDict, TypeAdapter
 from consumer.domain.events import JobEvent
 from consumer.domain.job import JobState, Rejection, apply, is_terminal
 from consumer.domain.results import FailureReason
+from consumer.domain.settled import SettledJob
 from consumer.domain.state_codec import decode_state, encode_state
 
 #: Every marker's changelog value starts with this (its first field); no JobState's does.
@@ -93,7 +94,11 @@ def forget(state: JobState, now: datetime) -> ForgottenJob:
 
 
 def retention_action(
-    stored: StoredJob, now: datetime, *, retention: timedelta, forgotten_retention: timedelta
+    stored: StoredJob | SettledJob,
+    now: datetime,
+    *,
+    retention: timedelta,
+    forgotten_retention: timedelta,
 ) -> Retention:
     """The sweep's decision for one key.
 
@@ -105,6 +110,12 @@ def retention_action(
     if isinstance(stored, ForgottenJob):
         return (
             Retention.drop if now - stored.forgotten_at >= forgotten_retention else Retention.keep
+        )
+    if isinstance(stored, SettledJob):  # settled: synced_version >= version by its mark
+        return (
+            Retention.forget
+            if stored.terminal and stored.updated_at < now - retention
+            else Retention.keep
         )
     if (
         is_terminal(stored)

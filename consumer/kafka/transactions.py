@@ -79,6 +79,9 @@ class Producible(Protocol):
     @property
     def partition(self) -> int | None: ...
 
+    @property
+    def headers(self) -> list[tuple[str, bytes | None]]: ...
+
 
 @dataclass(frozen=True, slots=True)
 class OutRecord:
@@ -88,6 +91,10 @@ class OutRecord:
     key: bytes | None
     value: bytes | None
     partition: int | None = None
+
+    @property
+    def headers(self) -> list[tuple[str, bytes | None]]:
+        return []
 
 
 class PartitionProducer:
@@ -240,18 +247,18 @@ class PartitionProducer:
         batch: BatchBuilder = self._producer.create_batch()
         indices: list[int] = []
         for index, record in indexed:
-            key, value = record.key, record.value
-            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, [])
+            key, value, headers = record.key, record.value, record.headers
+            size = DefaultRecordBatchBuilder.estimate_size_in_bytes(key, value, headers)
             if size > self._max_record_bytes:
                 too_large[index] = (
                     f"MessageSizeTooLargeError: the record is {size} bytes, above the "
                     f"producer's max_request_size ({self._max_record_bytes})"
                 )
                 continue
-            if batch.append(key=key, value=value, timestamp=None) is None:
+            if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 yield indices, batch  # full (append closed it)
                 batch, indices = self._producer.create_batch(), []
-                batch.append(key=key, value=value, timestamp=None)  # always fits
+                batch.append(key=key, value=value, timestamp=None, headers=headers)  # fits
             indices.append(index)
         if indices:
             batch.close()

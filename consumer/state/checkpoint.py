@@ -60,6 +60,7 @@ from consumer.domain.job import replays_as_duplicates
 from consumer.domain.record_size import MIN_LIMIT_BYTES, fit_record
 from consumer.domain.results import FailureRecord, SuccessRecord
 from consumer.domain.retention import ForgottenJob
+from consumer.domain.settled import SETTLED_HEADER, settled_header
 from consumer.domain.state import JobState
 from consumer.domain.state_codec import encode_state
 from consumer.errors import PartitionLost, RecordsTooLarge
@@ -108,6 +109,12 @@ class _StateRecord:
         value = encode_state(self.state)
         self.sizes[self.state.client_job_id] = len(value)
         return value
+
+    @property
+    def headers(self) -> list[tuple[str, bytes | None]]:
+        """A settled state's mark (``consumer.domain.settled``), so a restore need not read it."""
+        settled = settled_header(self.state)
+        return [] if settled is None else [(SETTLED_HEADER, settled)]
 
 
 @dataclass

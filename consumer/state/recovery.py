@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -22,6 +22,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from consumer.domain.retention import ForgottenJob, StoredJob, decode_stored
+from consumer.domain.settled import SETTLED_HEADER, SettledJob, settled_job
 
 log = structlog.get_logger(__name__)
 
@@ -39,6 +40,8 @@ class RestoreReport:
     end_offsets: dict[int, int]
     #: forgotten-job markers restored (not counted in ``jobs``)
     forgotten: int = 0
+    #: jobs among ``jobs`` kept as their settled value, not read (``consumer.domain.settled``)
+    settled: int = 0
     #: partition -> key -> bytes of its changelog value, as restored
     value_bytes: dict[int, dict[str, int]] = field(default_factory=dict)
 
@@ -48,19 +51,24 @@ async def restore(
     topic: str,
     partitions: Iterable[int],
     check_memory: Callable[[], None] = lambda: None,
-) -> tuple[dict[int, dict[str, StoredJob]], RestoreReport]:
+    *,
+    keep_settled: bool = True,
+) -> tuple[dict[int, dict[str, StoredJob | SettledJob]], RestoreReport]:
     """Read changelog partitions from the beginning to their current end.
 
     Only the last record of each key matters in a compacted topic, so values are kept as bytes
     while reading and each partition's surviving values are parsed once it is read to its end:
-    restore cost is one parse per job, not per write, and the bytes of a partition are dropped
-    as soon as its jobs are made. ``check_memory`` runs after every fetched batch and every
-    :data:`_MEMORY_CHECK_EVERY` parsed jobs: it raises ``MemoryExhausted`` before the state
-    outgrows the process.
+    restore cost is at most one parse per job, not per write. A value the checkpoint marked
+    settled is not parsed at all: it is kept as a ``SettledJob``, read into a state when
+    something first needs it (``consumer.domain.settled``). ``check_memory`` runs after every
+    fetched batch and every :data:`_MEMORY_CHECK_EVERY` parsed jobs: it raises
+    ``MemoryExhausted`` before the state outgrows the process. ``keep_settled`` False parses
+    settled values too (a tool that shows or changes states reads a few jobs, and wants them
+    read).
     """
     started = time.monotonic()
     wanted = sorted(set(partitions))
-    restored = _Restored(topic, check_memory)
+    restored = _Restored(topic, check_memory, keep_settled)
     consumer = consumer_factory(isolation_level="read_committed", enable_auto_commit=False)
     await consumer.start()
     try:
@@ -72,10 +80,16 @@ async def restore(
         for jobs in restored.states.values()
         for state in jobs.values()
     )
+    settled = sum(
+        isinstance(state, SettledJob)
+        for jobs in restored.states.values()
+        for state in jobs.values()
+    )
     report = RestoreReport(
         partitions=tuple(wanted),
         jobs=sum(len(jobs) for jobs in restored.states.values()) - forgotten,
         forgotten=forgotten,
+        settled=settled,
         records=restored.records,
         skipped=restored.skipped,
         seconds=time.monotonic() - started,
@@ -114,17 +128,20 @@ class _Restored:
     """What a restore has read so far: the last value of each key of the partitions still being
     read, and the jobs of those read to their end."""
 
-    def __init__(self, topic: str, check_memory: Callable[[], None]) -> None:
+    def __init__(self, topic: str, check_memory: Callable[[], None], keep_settled: bool) -> None:
         self.topic = topic
         self.check_memory = check_memory
-        self.values: dict[int, dict[bytes, bytes]] = {}
-        self.states: dict[int, dict[str, StoredJob]] = {}
+        self.keep_settled = keep_settled
+        #: partition -> key -> (last value, its settled mark or None)
+        self.values: dict[int, dict[bytes, tuple[bytes, bytes | None]]] = {}
+        self.states: dict[int, dict[str, StoredJob | SettledJob]] = {}
         self.value_bytes: dict[int, dict[str, int]] = {}
         self.records = 0
         self.skipped = 0
 
     def keep(self, partition: int, messages: list[ConsumerRecord[bytes, bytes]]) -> None:
-        """Keep the last value of each key; a tombstone drops the key."""
+        """Keep the last value of each key, with its settled mark if it has one; a tombstone
+        drops the key."""
         self.records += len(messages)
         slot = self.values.setdefault(partition, {})
         for message in messages:
@@ -133,21 +150,26 @@ class _Restored:
             if message.value is None:
                 slot.pop(message.key, None)
             else:
-                slot[message.key] = message.value
+                settled = _settled_mark(message.headers) if self.keep_settled else None
+                slot[message.key] = (message.value, settled)
 
     def parse(self, partition: int) -> None:
         """Make the jobs of a partition read to its end, and let go of its bytes."""
         values = self.values.pop(partition, {})
         self.value_bytes[partition] = {
-            key.decode(errors="replace"): len(value) for key, value in values.items()
+            key.decode(errors="replace"): len(value) for key, (value, _) in values.items()
         }
-        parsed: dict[str, StoredJob] = {}
+        parsed: dict[str, StoredJob | SettledJob] = {}
         with _collector_paused():
-            for number, (key, value) in enumerate(values.items(), 1):
+            for number, (key, (value, settled)) in enumerate(values.items(), 1):
                 if number % _MEMORY_CHECK_EVERY == 0:
                     self.check_memory()
                 try:
-                    state = decode_stored(value)
+                    state = (
+                        decode_stored(value)
+                        if settled is None
+                        else settled_job(key.decode(), value, settled)
+                    )
                 except ValueError as exc:
                     self.skipped += 1
                     log.error(
@@ -160,6 +182,14 @@ class _Restored:
                     continue
                 parsed[state.client_job_id] = state
         self.states[partition] = parsed
+
+
+def _settled_mark(headers: Sequence[tuple[str, bytes]] | None) -> bytes | None:
+    """The value of the record's settled mark (``consumer.domain.settled``), if it has one."""
+    for name, value in headers or ():
+        if name == SETTLED_HEADER:
+            return value
+    return None
 
 
 @contextmanager

@@ -7,21 +7,31 @@ the partition its events arrive on, which is also its changelog partition.
 Forgotten jobs (``consumer.domain.retention.ForgottenJob`` markers) are kept apart from the
 jobs: the scheduler and everything that walks the jobs never see them, and the intake asks
 :meth:`JobStore.forgotten_marker` before it applies an event.
+
+A settled job restored from the changelog is held as its value's bytes (a
+``consumer.domain.settled.SettledJob``) until :meth:`JobStore.get` first asks for it; most never
+are (they ended, and nothing posts them again).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 
+import structlog
+
 from consumer.domain.job import JobState
 from consumer.domain.retention import ForgottenJob, StoredJob
+from consumer.domain.settled import SettledJob
+from consumer.domain.state_codec import decode_state
+
+log = structlog.get_logger(__name__)
 
 
 class JobStore:
     """Job states by clientJobId, indexed by partition so a revoke drops a slice cheaply."""
 
     def __init__(self) -> None:
-        self._states: dict[str, JobState] = {}
+        self._states: dict[str, JobState | SettledJob] = {}
         self._partition_of: dict[str, int] = {}
         self._by_partition: dict[int, set[str]] = {}
         self._forgotten: dict[str, ForgottenJob] = {}
@@ -32,12 +42,48 @@ class JobStore:
         return len(self._states)
 
     def get(self, client_job_id: str) -> JobState | None:
+        held = self._states.get(client_job_id)
+        if isinstance(held, SettledJob):
+            return self._read(held)
+        return held
+
+    def held(self, client_job_id: str) -> JobState | SettledJob | None:
+        """The job as held, a settled job not read yet as such (it is not read here)."""
         return self._states.get(client_job_id)
+
+    def is_settled(self, client_job_id: str) -> bool:
+        """Held as a settled job not read since its restore: it needs no sync."""
+        return type(self._states.get(client_job_id)) is SettledJob
+
+    def unread_settled(self) -> int:
+        """How many jobs are held as settled values not read yet (a walk of every job)."""
+        return sum(type(held) is SettledJob for held in self._states.values())
+
+    def _read(self, settled: SettledJob) -> JobState | None:
+        """The state of a settled job, kept from now on; None (and the job dropped, as a
+        restore drops an unreadable value) when its value is not a job state."""
+        job = settled.client_job_id
+        try:
+            state = decode_state(settled.value)
+        except ValueError as exc:
+            log.error(
+                "changelog_record_unreadable",
+                key=job,
+                partition=self._partition_of.get(job),
+                error=str(exc).splitlines()[0],
+            )
+            self.delete(job)
+            return None
+        self._states[job] = state
+        return state
 
     def partition_of(self, client_job_id: str) -> int | None:
         return self._partition_of.get(client_job_id)
 
     def put(self, partition: int, state: JobState) -> None:
+        self._hold(partition, state)
+
+    def _hold(self, partition: int, state: JobState | SettledJob) -> None:
         job = state.client_job_id
         previous = self._partition_of.get(job)
         if previous is not None and previous != partition:
@@ -68,16 +114,20 @@ class JobStore:
             self._forgotten.pop(job, None)
             self._forgotten_partition.pop(job, None)
 
-    def replace_partition(self, partition: int, stored: Mapping[str, StoredJob]) -> None:
-        """The partition's content as restored: job states and forgotten-job markers."""
+    def replace_partition(
+        self, partition: int, stored: Mapping[str, StoredJob | SettledJob]
+    ) -> None:
+        """The partition's content as restored: job states, settled jobs not read yet and
+        forgotten-job markers."""
         self.drop_partition(partition)
         for value in stored.values():
             if isinstance(value, ForgottenJob):
                 self.put_forgotten(partition, value)
             else:
-                self.put(partition, value)
+                self._hold(partition, value)
 
-    def items(self) -> Iterator[tuple[int, JobState]]:
+    def items(self) -> Iterator[tuple[int, JobState | SettledJob]]:
+        """Every job as held: settled jobs not read yet stay so."""
         for job, state in self._states.items():
             yield self._partition_of[job], state
 

@@ -272,9 +272,12 @@ class SyncScheduler:
         return (self._wall_clock() - moment).total_seconds()
 
     def reschedule_partition(self, partition: int) -> None:
-        """After a restore: every job whose synced version lags is scheduled again."""
-        for job in self._store.jobs_in(partition):
-            self.mark_dirty(job)
+        """After a restore: every job whose synced version lags is scheduled again (a settled
+        job held unread is not: it needs no sync, and reading it would undo its saving)."""
+        store = self._store
+        for job in store.jobs_in(partition):
+            if not store.is_settled(job):
+                self.mark_dirty(job)
 
     async def release_partitions(self, partitions: set[int], deadline: float) -> None:
         """A revoke: stop dispatching these jobs, let their requests finish, then forget them.

@@ -1,12 +1,13 @@
 """The whole restore path against a real broker: changelog read from Kafka, then parsed.
 
 Run ``python -m tests.bench.bench_restore --bootstrap HOST:PORT`` (``--jobs``, ``--partitions``,
-``--versions``, ``--compression``; ``--save FILE`` keeps the figures as JSON). It writes
-``--versions`` values per job (the older ones superseded, as before compaction) of a completed
-13-event demo job to a fresh compacted topic, as the checkpoint writes them (zstd by default),
-then times ``consumer.state.recovery.restore`` of all its partitions, wall clock and CPU, and
-the parse alone (``decode_stored`` of every surviving value, best of three), so the rest is the
-Kafka read. The topic is deleted afterwards.
+``--versions``, ``--compression``, ``--unsettled``; ``--save FILE`` keeps the figures as JSON).
+It writes ``--versions`` values per job (the older ones superseded, as before compaction) of a
+completed 13-event demo job to a fresh compacted topic, as the checkpoint writes them (zstd by
+default; the last value of each job settled, with the settled mark, as after a backlog; none
+with ``--unsettled``), then times ``consumer.state.recovery.restore`` of all its partitions,
+wall clock and CPU, and the parse alone (``decode_stored`` of every surviving value, best of
+three): what a restore pays per job when nothing is settled. The topic is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import uuid
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -28,13 +29,24 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from consumer.demo.jobs import demo_job
 from consumer.domain.job import JobState, apply
 from consumer.domain.retention import decode_stored
+from consumer.domain.settled import SETTLED_HEADER, settled_header
 from consumer.domain.state import changed
 from consumer.domain.state_codec import encode_state
 from consumer.state.recovery import restore
 
 
-def job_values(jobs: int) -> list[tuple[bytes, bytes]]:
-    """``(key, changelog value)`` of ``jobs`` completed demo jobs (one template, renamed)."""
+class JobValues(NamedTuple):
+    """A job's key, a changelog value of it before it settled, and its settled value with the
+    settled mark the checkpoint writes with it."""
+
+    key: bytes
+    open: bytes
+    settled: bytes
+    mark: bytes
+
+
+def job_values(jobs: int) -> list[JobValues]:
+    """The values of ``jobs`` completed demo jobs (one template, renamed)."""
     events, _ = demo_job(random.Random(2), "bench-job", steps=10)
     state: JobState | None = None
     for event in events:
@@ -48,13 +60,22 @@ def job_values(jobs: int) -> list[tuple[bytes, bytes]]:
         document = state.document
         metadata = changed(document.metadata, client_job_id=job)
         named = replace(state, client_job_id=job, document=changed(document, metadata=metadata))
-        values.append((job.encode(), encode_state(named)))
+        done = replace(named, synced_version=named.version, synced_sha256="0" * 64)
+        mark = settled_header(done)
+        assert mark is not None
+        values.append(JobValues(job.encode(), encode_state(named), encode_state(done), mark))
     return values
 
 
 async def write(
-    bootstrap: str, topic: str, values: list[tuple[bytes, bytes]], versions: int, compression: str
+    bootstrap: str,
+    topic: str,
+    values: list[JobValues],
+    versions: int,
+    compression: str,
+    settled: bool,
 ) -> None:
+    """``versions`` values per job: the last one settled (and marked) when ``settled``."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
@@ -65,9 +86,14 @@ async def write(
     )
     await producer.start()
     try:
-        for _ in range(versions):
-            for key, value in values:
-                await producer.send(topic, value, key=key)
+        for version in range(versions):
+            last = version == versions - 1
+            for job in values:
+                if last and settled:
+                    headers = [(SETTLED_HEADER, job.mark)]
+                    await producer.send(topic, job.settled, key=job.key, headers=headers)
+                else:
+                    await producer.send(topic, job.open, key=job.key)
         await producer.flush()
     finally:
         await producer.stop()
@@ -82,7 +108,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         await admin.create_topics(
             [NewTopic(topic, args.partitions, 1, topic_configs={"cleanup.policy": "compact"})]
         )
-        await write(args.bootstrap, topic, values, args.versions, args.compression)
+        await write(
+            args.bootstrap, topic, values, args.versions, args.compression, not args.unsettled
+        )
 
         def factory(**extra: Any) -> AIOKafkaConsumer:
             return AIOKafkaConsumer(bootstrap_servers=args.bootstrap, **extra)
@@ -98,13 +126,14 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     parse = float("inf")
     for _ in range(3):
         started = time.process_time()
-        for _, value in values:
-            decode_stored(value)
+        for job in values:
+            decode_stored(job.settled)
         parse = min(parse, time.process_time() - started)
     return {
         "jobs": args.jobs,
         "records": report.records,
-        "value bytes": len(values[0][1]),
+        "value bytes": len(values[0].settled),
+        "settled unread": report.settled,
         "restore wall s": wall,
         "restore CPU s": cpu,
         "jobs/s (wall)": args.jobs / wall,
@@ -120,6 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--versions", type=int, default=3)
     parser.add_argument("--compression", default="zstd")
+    parser.add_argument(
+        "--unsettled",
+        action="store_true",
+        help="no value settled (each is parsed), instead of the last of each job settled",
+    )
     parser.add_argument("--save", type=Path, help="write the figures as JSON")
     args = parser.parse_args(argv)
     figures = asyncio.run(measure(args))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import os
 import signal
@@ -13,6 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +26,7 @@ from pydantic import BaseModel, SecretStr
 from consumer.app import Running, endpoints_from, run_consumer
 from consumer.config import GatewaySettings, KafkaSettings, Settings, SyncSettings, TopicSettings
 from consumer.demo import send_events
-from consumer.domain.events import JobEvent
+from consumer.domain.events import EventType, JobEvent
 from consumer.kafka.limits import changelog_max_message_bytes
 from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, Tracing
@@ -396,3 +398,27 @@ async def committed(bootstrap: str, group: str) -> dict[Any, Any]:
     finally:
         await admin.close()
     return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+def final_upserts(jobs: list[str], title: str) -> list[JobEvent]:
+    """One more event per job, later than every demo event."""
+    return [
+        JobEvent.model_validate(
+            {
+                "id": f"final-{title}-{n}",
+                "source": "urn:test",
+                "type": EventType.upserted,
+                "subject": job,
+                "time": datetime(2031, 1, 1, tzinfo=UTC),
+                "data": {"jobTitle": title},
+            }
+        )
+        for n, job in enumerate(jobs)
+    ]
+
+
+def with_title(expected: dict[str, dict[str, Any]], title: str) -> dict[str, dict[str, Any]]:
+    changed = copy.deepcopy(expected)
+    for body in changed.values():
+        body["metadata"]["jobTitle"] = title
+    return changed

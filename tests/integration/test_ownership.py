@@ -8,13 +8,11 @@ by Kafka, and a request whose outcome is unknown must never land after a newer o
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +21,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
-from consumer.domain.events import EventType, JobEvent
-from consumer.domain.retention import StoredJob
 from consumer.errors import PartitionLost
 from consumer.kafka.transactions import OutRecord, PartitionProducer
-from consumer.pipeline import Restorer
+from consumer.pipeline import Restored, Restorer
 from consumer.state.recovery import RestoreReport
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
@@ -39,6 +35,7 @@ from tests.integration.harness import (
     consumer_process,
     consumer_running,
     eventually,
+    final_upserts,
     free_port,
     log_events,
     max_overlap,
@@ -50,33 +47,10 @@ from tests.integration.harness import (
     stored,
     tail,
     wait_converged,
+    with_title,
 )
 
 pytestmark = pytest.mark.integration
-
-
-def final_upserts(jobs: list[str], title: str) -> list[JobEvent]:
-    """One more event per job, later than every demo event."""
-    return [
-        JobEvent.model_validate(
-            {
-                "id": f"final-{title}-{n}",
-                "source": "urn:test",
-                "type": EventType.upserted,
-                "subject": job,
-                "time": datetime(2031, 1, 1, tzinfo=UTC),
-                "data": {"jobTitle": title},
-            }
-        )
-        for n, job in enumerate(jobs)
-    ]
-
-
-def with_title(expected: dict[str, dict[str, Any]], title: str) -> dict[str, dict[str, Any]]:
-    changed = copy.deepcopy(expected)
-    for body in changed.values():
-        body["metadata"]["jobTitle"] = title
-    return changed
 
 
 async def stop_process(process: Any, log: str, within: float = 60) -> None:
@@ -340,7 +314,7 @@ class TestRebalanceErrors:
         def flaky(restore: Restorer) -> Restorer:
             async def wrapped(
                 partitions: set[int],
-            ) -> tuple[dict[int, dict[str, StoredJob]], RestoreReport]:
+            ) -> tuple[Restored, RestoreReport]:
                 if failures[0] < 2:
                     failures[0] += 1
                     raise ConnectionError("injected restore fault")
@@ -372,7 +346,7 @@ class TestRebalanceErrors:
         def broken(restore: Restorer) -> Restorer:
             async def wrapped(
                 partitions: set[int],
-            ) -> tuple[dict[int, dict[str, StoredJob]], RestoreReport]:
+            ) -> tuple[Restored, RestoreReport]:
                 raise ConnectionError("injected restore fault")
 
             return wrapped

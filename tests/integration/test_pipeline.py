@@ -28,6 +28,7 @@ from tests.integration.harness import (
     consumer_running,
     converged,
     eventually,
+    final_upserts,
     max_overlap,
     new_topics,
     produce,
@@ -38,6 +39,7 @@ from tests.integration.harness import (
     settings_for,
     stored,
     wait_converged,
+    with_title,
 )
 
 pytestmark = pytest.mark.integration
@@ -435,6 +437,38 @@ class TestRetention:
         async with consumer_running(settings) as (restarted, _):
             assert await eventually(lambda: restarted.stats.restores > 0, within=30)
             assert restarted.stats.restored_jobs == 0
+
+
+class TestRestart:
+    async def test_settled_jobs_are_restored_unread_and_read_by_their_next_event(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """A restart after every job settled holds each as its changelog value, unread and not
+        posted again; a later event reads the one it is for (and only it), which converges
+        with the change, and a restart after that still restores every job."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=20, seed=37, prefix="settled"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        async with consumer_running(settings) as (_, task):
+            await wait_converged(sandbox_in_process, demo.expected, within=60, consumer=task)
+        jobs = sandbox_in_process.state.jobs
+        posts = {j: len(jobs[j].history) for j in demo.expected}
+        job = sorted(demo.expected)[0]
+        async with consumer_running(settings) as (restarted, task):
+            assert await eventually(lambda: _owns_partitions(restarted), within=30)
+            pipeline = restarted.pipeline
+            assert pipeline is not None
+            assert pipeline.unread_settled_jobs == pipeline.job_count == len(demo.expected)
+            await produce(kafka_bootstrap, topics.inputs, final_upserts([job], "read again"))
+            expected = {**demo.expected, **with_title({job: demo.expected[job]}, "read again")}
+            await wait_converged(sandbox_in_process, expected, within=60, consumer=task)
+            assert pipeline.unread_settled_jobs == len(demo.expected) - 1
+        assert {j: len(jobs[j].history) for j in demo.expected} == {**posts, job: posts[job] + 1}
+        async with consumer_running(settings) as (again, _):
+            assert await eventually(lambda: _owns_partitions(again), within=30)
+            assert again.pipeline is not None
+            assert again.pipeline.job_count == len(demo.expected)
 
 
 def _owns_partitions(running: Running) -> bool:

@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaTimeoutError
 from consumer.domain.job import SEEN_IDS_LIMIT, JobState
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, SuccessRecord
 from consumer.domain.retention import forget
+from consumer.domain.settled import SETTLED_HEADER, settled_header
 from consumer.domain.state_codec import encode_state
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.transactions import PartitionProducer, Producible
@@ -153,6 +154,23 @@ class TestCheckpoint:
         assert records[1].value == encode_state(state)
         assert offsets == {TopicPartition("in1", 0): 5, TopicPartition("in2", 0): 7}
         assert rig.producers[1].transactions == []
+
+    async def test_a_settled_state_is_written_with_its_mark(self) -> None:
+        """A settled state's record carries the settled mark (a restore keeps it unread); a
+        state with a version to post, or a request in doubt, carries none; nor do results."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        done = replace(job_state("done"), synced_version=2, synced_sha256="0" * 64)
+        rig.put(0, done)
+        rig.put(0, job_state("open"))
+        rig.put(0, replace(done, client_job_id="doubt", sending_since=NOW))
+        rig.checkpoint.stage_result(0, success("done"))
+        await rig.checkpoint.make_durable(0)
+        [(records, _)] = rig.producers[0].transactions
+        marks = {r.key: r.headers for r in records if r.topic == "state"}
+        assert marks[b"done"] == [(SETTLED_HEADER, settled_header(done))]
+        assert marks[b"open"] == marks[b"doubt"] == []
+        assert [r.headers for r in records if r.topic == "ok"] == [[]]
 
     async def test_a_failed_commit_keeps_its_work_for_the_next(self) -> None:
         """A commit that fails (not fenced) loses nothing: the next commit carries it, merged

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import gc
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +12,7 @@ from aiokafka import TopicPartition
 
 from consumer.domain.job import JobState, new_state
 from consumer.domain.retention import forget
+from consumer.domain.settled import SETTLED_HEADER, SettledJob, settled_header
 from consumer.domain.state_codec import encode_state
 from consumer.state.recovery import restore
 
@@ -23,6 +24,7 @@ TOPIC = "changelog"
 class Record:
     key: bytes | None
     value: bytes | None
+    headers: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 class FakeConsumer:
@@ -77,7 +79,14 @@ def _fields(state: JobState) -> dict[str, Any]:
 
 
 def record(state: JobState) -> Record:
-    return Record(state.client_job_id.encode(), encode_state(state))
+    """The changelog record of ``state`` as the checkpoint writes it (headers included)."""
+    settled = settled_header(state)
+    headers = [] if settled is None else [(SETTLED_HEADER, settled)]
+    return Record(state.client_job_id.encode(), encode_state(state), headers)
+
+
+def settled(state: JobState) -> JobState:
+    return replace(state, synced_version=state.version, synced_sha256="0" * 64)
 
 
 async def run(consumer: FakeConsumer, partitions: list[int]) -> Any:
@@ -136,6 +145,29 @@ class TestRestore:
         states, report = await run(consumer, [0])
         assert set(states[0]) == {"gone", "kept"}
         assert (report.jobs, report.forgotten, report.skipped) == (1, 1, 1)
+
+    async def test_a_settled_value_is_kept_unread_until_asked_for(self) -> None:
+        """A value the checkpoint marked settled is restored as its bytes (a SettledJob with
+        the mark's facts), unless the caller asks for states; an unmarked one is parsed."""
+        done = settled(job("done", 4))
+        open_job = job("open", 2)
+        records = {0: [record(done), record(open_job)]}
+        states, report = await run(FakeConsumer(records), [0])
+        held = states[0]["done"]
+        assert isinstance(held, SettledJob)
+        assert (held.value, held.updated_at, held.terminal) == (encode_state(done), NOW, False)
+        assert states[0]["open"] == open_job
+        assert report.jobs == 2
+        parsed, _ = await restore(lambda **_: FakeConsumer(records), TOPIC, [0], keep_settled=False)
+        assert parsed[0] == {"done": done, "open": open_job}
+
+    async def test_a_settled_mark_that_cannot_be_read_skips_the_value(self) -> None:
+        """A mark this version did not write is an unreadable record: skipped and counted, as
+        an unreadable value is."""
+        value = encode_state(settled(job("odd")))
+        consumer = FakeConsumer({0: [Record(b"odd", value, [(SETTLED_HEADER, b"tomorrow|X")])]})
+        states, report = await run(consumer, [0])
+        assert (states[0], report.skipped) == ({}, 1)
 
     async def test_empty_and_no_partitions(self) -> None:
         """A partition without records restores empty; no partitions read nothing."""

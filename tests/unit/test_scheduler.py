@@ -21,6 +21,8 @@ from consumer.domain.basicsync import body_sha256, encode_body
 from consumer.domain.events import JobEvent
 from consumer.domain.job import JobState, SyncMode
 from consumer.domain.results import FailureReason, SourceOffset
+from consumer.domain.settled import settled_header, settled_job
+from consumer.domain.state_codec import encode_state
 from consumer.gateway.client import Accepted, Rejected, Retryable, Systemic
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
@@ -603,6 +605,24 @@ class TestSyncScheduler:
             await eventually(lambda: len(h.outcomes.successes) == 2)
         assert sorted(h.gateway.jobs) == ["a", "b"]
         assert {p for p, _ in h.outcomes.states} == {3}
+
+    async def test_reschedule_partition_leaves_settled_jobs_unread(self) -> None:
+        """A settled job a restore held as its value is neither read nor posted: it needs no
+        sync. The lagging one beside it is posted."""
+        h = Harness(debounce_ms=0, max_delay_ms=0)
+        done = replace(job_state("done"), synced_version=2, synced_sha256="0" * 64)
+        mark = settled_header(done)
+        assert mark is not None
+        h.store.replace_partition(
+            3, {"done": settled_job("done", encode_state(done), mark), "b": job_state("b")}
+        )
+        async with h.running():
+            h.scheduler.reschedule_partition(3)
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+            await asyncio.sleep(0.05)
+        assert h.gateway.jobs == ["b"]
+        assert h.store.is_settled("done")
+        assert h.scheduler.dirty_jobs == 0
 
 
 class TestSystemicOrPerJob:
