@@ -470,6 +470,28 @@ class TestRestart:
             assert again.pipeline is not None
             assert again.pipeline.job_count == len(demo.expected)
 
+    async def test_settled_jobs_restored_unread_are_forgotten_after_the_retention(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Restarted with a short retention, the member forgets the ended jobs it restored
+        unread (deciding from their settled mark, reading each only to write its marker): none
+        is left in memory, and a third run restores none of them."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=5, seed=41, abort_share=0, exclude_share=0))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        async with consumer_running(settings) as (_, task):
+            await wait_converged(sandbox_in_process, demo.expected, within=30, consumer=task)
+        short = settings.model_copy(
+            update={"sync": settings.sync.model_copy(update={"retention_s": 1.0})}
+        )
+        async with consumer_running(short) as (restarted, _):
+            assert await eventually(lambda: restarted.stats.restored_jobs == 5, within=30)
+            assert await eventually(lambda: _empty(restarted), within=15), "never swept"
+        async with consumer_running(settings) as (again, _):
+            assert await eventually(lambda: again.stats.restores > 0, within=30)
+            assert again.stats.restored_jobs == 0
+
 
 def _owns_partitions(running: Running) -> bool:
     return running.pipeline is not None and bool(running.pipeline.owned_partitions)
