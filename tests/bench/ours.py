@@ -168,6 +168,7 @@ async def measure_paced(
     seconds: float,
     out: Path,
     within: float,
+    name: str = "ours paced",
 ) -> RunResult:
     """Ours under live traffic at ``rate`` events/s for about ``seconds``: the latency goal.
 
@@ -180,16 +181,17 @@ async def measure_paced(
     probe = build_demo(DemoPlan(jobs=10))
     events_per_job = len(probe.events) / 10
     jobs = max(10, int(rate * seconds / events_per_job))
-    workload = await prepare(bootstrap, jobs, produce=False, tag="-paced")
+    slug = name.replace(" ", "-").replace("/", "of")
+    workload = await prepare(bootstrap, jobs, produce=False, tag=slug.removeprefix("ours"))
     settings = await ours_settings(bootstrap, sandbox_url, workload)
-    child = ours_child(settings, out / "ours-paced.log", "ours paced")
+    child = ours_child(settings, out / f"{slug}.log", name)
     await watch.expect(workload.digests())
     child.start()
     deadline = time.monotonic() + 60
     while '"partitions_assigned"' not in child.log.read_text(errors="replace"):
         if time.monotonic() > deadline or not child.alive():
             child.stop()
-            return RunResult("ours paced", ok=False, note="never got its partitions")
+            return RunResult(name, ok=False, note="never got its partitions")
         await asyncio.sleep(0.1)
     await produce_paced(bootstrap, workload, rate)
 

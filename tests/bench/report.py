@@ -92,14 +92,14 @@ def _fmt(value: float | None, spec: str) -> str:
 
 def table(results: list[RunResult], figures: dict[str, Any]) -> str:
     head = (
-        f"{'run':<10} {'ok':<3} {'seconds':>8} {'events/s':>9} {'requests':>9} {'req/job':>7} "
+        f"{'run':<14} {'ok':<3} {'seconds':>8} {'events/s':>9} {'requests':>9} {'req/job':>7} "
         f"{'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'peak RSS MB':>11} {'CPU s':>6}  note"
     )
     lines = [head, "-" * len(head)]
     for r in results:
         lat = r.latency_ms
         lines.append(
-            f"{r.name:<10} {'yes' if r.ok else 'NO':<3} {_fmt(r.seconds, '8.2f')} "
+            f"{r.name:<14} {'yes' if r.ok else 'NO':<3} {_fmt(r.seconds, '8.2f')} "
             f"{_fmt(r.events_per_s, '9.0f')} {_fmt(r.requests, '9d')} "
             f"{_fmt(r.requests_per_job, '7.2f')} {_fmt(lat.get('p50'), '8.0f')} "
             f"{_fmt(lat.get('p95'), '8.0f')} {_fmt(lat.get('p99'), '8.0f')} "
