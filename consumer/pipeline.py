@@ -438,8 +438,10 @@ class Pipeline:
         of their partition. Returns the number of keys changed.
         """
         now = self._wall_clock()
-        retention = timedelta(seconds=self._limits.retention_s)
-        forgotten_retention = timedelta(seconds=self._limits.forgotten_retention_s)
+        rules = {
+            "retention": timedelta(seconds=self._limits.retention_s),
+            "forgotten_retention": timedelta(seconds=self._limits.forgotten_retention_s),
+        }
         stored: list[tuple[int, StoredJob | SettledJob]] = [
             *self._store.items(),
             *self._store.forgotten_items(),
@@ -449,14 +451,15 @@ class Pipeline:
             for partition, value in stored:
                 if partition not in self._owned:
                     continue
-                action = retention_action(
-                    value, now, retention=retention, forgotten_retention=forgotten_retention
-                )
+                action = retention_action(value, now, **rules)
                 if action is Retention.forget and not isinstance(value, ForgottenJob):
                     if self._store.held(value.client_job_id) is not value:
                         continue  # changed since the list was taken
                     state = self._store.get(value.client_job_id)  # a settled job is read here
-                    if state is None:
+                    if state is None or (
+                        state is not value  # decided from its mark: the state itself decides
+                        and retention_action(state, now, **rules) is not Retention.forget
+                    ):
                         continue
                     marker = forget(state, now)
                     self._store.put_forgotten(partition, marker)

@@ -8,6 +8,8 @@ import json
 import random
 import time
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -19,6 +21,8 @@ from consumer.demo import DemoPlan, build_demo
 from consumer.demo.example import EXAMPLE_BODY, EXAMPLE_CLIENT_JOB_ID, example_job_events
 from consumer.demo.jobs import demo_job
 from consumer.domain.events import EventType, encode_structured
+from consumer.domain.settled import SETTLED_HEADER
+from consumer.domain.state_codec import encode_state
 from consumer.errors import TopicLayoutError
 from consumer.kafka.admin import CHANGELOG_SEGMENT_MS, TopicPlan, ensure_topology
 from consumer.testing.workfloplus import Sandbox
@@ -41,6 +45,7 @@ from tests.integration.harness import (
     wait_converged,
     with_title,
 )
+from tests.unit.fakes import fold, status_changed, upserted
 
 pytestmark = pytest.mark.integration
 
@@ -491,6 +496,34 @@ class TestRestart:
         async with consumer_running(settings) as (again, _):
             assert await eventually(lambda: again.stats.restores > 0, within=30)
             assert again.stats.restored_jobs == 0
+
+    async def test_a_settled_mark_that_lies_does_not_get_a_job_forgotten(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """A changelog record marked settled and terminal over the state of a job still in
+        progress (written by hand, not by the checkpoint): the sweep reads the state before it
+        forgets the job, and keeps it."""
+        topics = await new_topics(make_topic, partitions=1)
+        old = datetime(2026, 1, 1, tzinfo=UTC)
+        state = replace(
+            fold(None, [upserted("lying", workflowId="wf"), status_changed("lying", "InProgress")]),
+            updated_at=old,
+        )
+        state = replace(state, synced_version=state.version, synced_sha256="0" * 64)
+        mark = f"{old.isoformat()}|T".encode()
+        await produce_raw(
+            kafka_bootstrap,
+            topics.state,
+            [(b"lying", encode_state(state), [(SETTLED_HEADER, mark)])],
+        )
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics, retention_s=1.0)
+        async with consumer_running(settings) as (running, _):
+            assert await eventually(lambda: running.stats.restored_jobs == 1, within=30)
+            assert running.pipeline is not None
+            pipeline = running.pipeline
+            assert await eventually(lambda: pipeline.unread_settled_jobs == 0, within=15)
+            await asyncio.sleep(1)  # four more sweeps
+            assert pipeline.job_count == 1
 
 
 def _owns_partitions(running: Running) -> bool:
