@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -75,21 +76,12 @@ async def restore(
         end = await _read(consumer, topic, wanted, restored)
     finally:
         await consumer.stop()
-    forgotten = sum(
-        isinstance(state, ForgottenJob)
-        for jobs in restored.states.values()
-        for state in jobs.values()
-    )
-    settled = sum(
-        isinstance(state, SettledJob)
-        for jobs in restored.states.values()
-        for state in jobs.values()
-    )
+    kinds = Counter(type(state) for jobs in restored.states.values() for state in jobs.values())
     report = RestoreReport(
         partitions=tuple(wanted),
-        jobs=sum(len(jobs) for jobs in restored.states.values()) - forgotten,
-        forgotten=forgotten,
-        settled=settled,
+        jobs=kinds.total() - kinds[ForgottenJob],
+        forgotten=kinds[ForgottenJob],
+        settled=kinds[SettledJob],
         records=restored.records,
         skipped=restored.skipped,
         seconds=time.monotonic() - started,
