@@ -363,7 +363,7 @@ class Pipeline:
             await self._checkpoint.commit()
 
     def _checkpoint_interval_s(self) -> float:
-        if self._scheduler.catching_up:
+        if self._scheduler.catching_up or self._scheduler.draining:
             return self._limits.catch_up_checkpoint_interval_s
         return self._limits.checkpoint_interval_s
 

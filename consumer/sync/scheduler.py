@@ -199,6 +199,8 @@ class SyncScheduler:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._stopping = False
         self._catching_up = False
+        #: jobs released when a catch-up ended still wait for a request slot (see ``draining``)
+        self._draining = False
         self._paused_partitions: set[int] = set()
 
     # -- what the pipeline tells the scheduler -------------------------------------------------
@@ -206,6 +208,19 @@ class SyncScheduler:
     @property
     def catching_up(self) -> bool:
         return self._catching_up
+
+    @property
+    def draining(self) -> bool:
+        """The jobs a catch-up held are being posted and some are still due, waiting for a
+        request slot (the circuit closed).
+
+        Until they are, the checkpoint keeps the catch-up interval: a full commit now would
+        write every job not yet posted, whose intent writes it again moments later, so a
+        backlog would cost three changelog values per job instead of two (the intent, then
+        the synced state). Their offsets and results are committed once the due jobs drain.
+        Not while the circuit is open: nothing drains then, and the live interval applies.
+        """
+        return self._draining and self._circuit.is_closed
 
     def set_catching_up(self, catching_up: bool) -> None:
         """A backlog is being read: hold non-terminal jobs until it is (or ``catch_up_max_delay``).
@@ -223,6 +238,7 @@ class SyncScheduler:
                 state = self._store.get(job)
                 if state is not None and not entry.in_flight:
                     self._queue(job, entry, self._due(state, entry, now))
+            self._draining = bool(self._heap)
 
     @property
     def dirty_jobs(self) -> int:
@@ -360,6 +376,8 @@ class SyncScheduler:
                 entry.holds_mark = True
                 self._tasks[job] = asyncio.create_task(self._sync(job, entry), name=f"sync {job}")
                 now = self._clock()
+            if self._draining and not (self._heap and self._heap[0][0] <= now):
+                self._draining = False  # nothing due waits for a slot: the released jobs went
             timeout = max(self._heap[0][0] - self._clock(), 0.0) if self._heap else None
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -649,10 +667,14 @@ class SyncScheduler:
         committed, and requests in flight (the rate limit counts requests only). A job that
         waits here past ``send_within`` is not sent (the gateway client refuses a late start)
         and is retried under a new intent.
+
+        The place is kept until the slot is taken: jobs whose intent is committed wait for a
+        slot holding it, so at most ``concurrency`` intents are ahead of their requests, and
+        jobs past that wait in the heap, not as tasks each with an intent that may go stale.
         """
-        self._release_mark(entry)
         await self._slots.acquire()
         entry.holds_slot = True
+        self._release_mark(entry)
         if self._limiter is not None:
             await self._limiter.acquire()
 

@@ -124,6 +124,44 @@ class TestKillNine:
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
         assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
 
+    async def test_kill_9_while_the_released_jobs_drain_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The end of a catch-up releases every held job; until they are posted no offset is
+        committed and each job posted so far is durable by its intent alone. SIGKILLed in the
+        middle of that drain (two requests at a time), the next run replays the whole backlog
+        onto those intents, waits out the requests in doubt, and converges every job with no
+        failure record and no document older than one already accepted."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=200, seed=37, prefix="drain-kill"))
+        statuses = {EventType.status_changed, EventType.aborted}
+        await produce(
+            kafka_bootstrap, topics.inputs, [e for e in demo.events if e.type not in statuses]
+        )
+        settings = rarely_checkpointing(kafka_bootstrap, sandbox_in_process, topics)
+        sync = settings.sync.model_copy(
+            update={"concurrency": 2, "catch_up_max_delay_ms": 60_000, "debounce_ms": 0}
+        )
+        settings = settings.model_copy(update={"sync": sync})
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        draining = await eventually(lambda: len(sandbox_in_process.state.records) > 40, within=90)
+        assert draining, tail(log)
+        assert '"catching_up": false' in tail(log, chars=10**8), "killed before the drain"
+        assert len(sandbox_in_process.state.records) < 150, "the drain was over before the kill"
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait)
+        endings = [e for e in demo.events if e.type in statuses]
+        await produce(kafka_bootstrap, topics.inputs, endings)
+        async with consumer_process(settings, log):
+            await wait_converged(sandbox_in_process, demo.expected, within=180)
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+
     async def test_kill_9_while_catching_up_reports_each_rejected_event_exactly_once(
         self,
         kafka_bootstrap: str,

@@ -394,6 +394,49 @@ class TestCatchUp:
         per_open_job = sum(key.startswith(b"open-") for key, _ in values) / 150
         assert per_open_job <= quiet + 0.5, f"{per_open_job:.1f} values per open job, {quiet:.1f}"
 
+    async def test_jobs_released_by_the_catch_up_are_written_twice_not_three_times(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """When the backlog is read every held job is released at once, and posting them
+        takes a while (two requests at a time here). The live checkpoint (10 ms here) waits
+        until they have drained: each job's changelog gets its intent and its synced state,
+        not also the unposted state a live checkpoint would write just before its intent. Its
+        offsets and success records follow as soon as the jobs drained."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=150, seed=29, prefix="drained"))
+        no_status = {EventType.status_changed, EventType.aborted}  # nothing posted mid-backlog
+        await produce(
+            kafka_bootstrap, topics.inputs, [e for e in demo.events if e.type not in no_status]
+        )
+        settings = catching_up(
+            settings_for(
+                kafka_bootstrap,
+                sandbox_in_process,
+                topics,
+                catch_up_lag=100,
+                catch_up_max_delay_ms=60_000,
+                concurrency=2,
+            ),
+            catch_up_interval_ms=60_000,
+            checkpoint_interval_ms=10,
+        )
+        async with consumer_running(settings) as (running, _):
+            assert await eventually(
+                lambda: all(stored(sandbox_in_process, job) for job in demo.expected), within=90
+            ), "the jobs never reached the sandbox"
+
+            async def every_job_reported() -> bool:
+                records = await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.2)
+                return {r["clientJobId"] for r in records} >= set(demo.expected)
+
+            deadline = time.monotonic() + 10
+            while not await every_job_reported():
+                assert time.monotonic() < deadline, "success records held after the drain"
+                await asyncio.sleep(0.2)
+            assert running.pipeline is not None
+        per_job = len(await raw_values(kafka_bootstrap, topics.state)) / len(demo.expected)
+        assert per_job <= 2.25, f"{per_job:.2f} changelog values per job"
+
     async def _values_per_job(
         self,
         bootstrap: str,

@@ -167,6 +167,44 @@ class TestSyncScheduler:
             await eventually(lambda: len(h.outcomes.successes) == 2)
         assert h.outcomes.successes[1].client_job_id == "a"
 
+    async def test_jobs_released_by_a_catch_up_drain_before_the_live_interval(self) -> None:
+        """The end of a catch-up releases every held job at once; until no due job waits for a
+        request slot the scheduler reports ``draining`` (the pipeline keeps the long
+        checkpoint interval meanwhile), and not a moment longer."""
+        h = Harness(FakeGateway(), debounce_ms=0, max_delay_ms=0, concurrency=1)
+        h.scheduler.set_catching_up(True)
+        for n in range(4):
+            h.put(job_state(f"j{n}", status="InProgress"))
+        assert not h.scheduler.draining
+        gate = h.gateway.gate = asyncio.Event()
+        async with h.running():
+            h.scheduler.set_catching_up(False)
+            assert h.scheduler.draining
+            await eventually(lambda: h.gateway.in_flight == 1)
+            await asyncio.sleep(0.05)
+            assert h.scheduler.draining, "three due jobs still wait for the one slot"
+            # One job posting, one marked and waiting for the slot; the other two unmarked.
+            assert len(h.outcomes.durable) == 2, h.outcomes.durable
+            gate.set()
+            await eventually(lambda: len(h.outcomes.successes) == 4)
+            await eventually(lambda: not h.scheduler.draining)
+            h.put(job_state("live", status="InProgress"))  # live changes never drain
+            await eventually(lambda: len(h.outcomes.successes) == 5)
+            assert not h.scheduler.draining
+
+    async def test_an_open_circuit_ends_the_drain(self) -> None:
+        """Nothing drains while the gateway is down: the live checkpoint interval applies."""
+        gateway = FakeGateway([TOKEN_DOWN], probe_results=(None,))
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0, concurrency=1)
+        h.scheduler.set_catching_up(True)
+        for n in range(3):
+            h.put(job_state(f"j{n}", status="InProgress"))
+        async with h.running():
+            h.scheduler.set_catching_up(False)
+            assert h.scheduler.draining
+            await eventually(lambda: not h.scheduler.circuit.is_closed)
+            assert not h.scheduler.draining
+
     async def test_a_backlog_keeps_one_timer_per_job(self) -> None:
         """While catching up a job's due time stays put: events that keep coming for it do not
         add a timer each (a backlog would hold a dozen per live job)."""
