@@ -78,14 +78,23 @@ class CheckpointTopics:
     failed: str
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class _Result:
-    """A staged result or failure record, as fitted to ``limit`` bytes."""
+    """A staged result or failure record, as fitted to ``limit`` bytes: its bytes alone.
 
-    record: SuccessRecord | FailureRecord
+    The jobs a catch-up released are all posted before the checkpoint that reports them, so
+    at that moment a success record per job waits here, each with a dozen source offsets: as
+    models about 4 kB each, as JSON about a quarter of that. The record is read back from its
+    bytes only when Kafka refuses it as too large and it is fitted again.
+    """
+
+    kind: type[SuccessRecord] | type[FailureRecord]
     raw_key: bytes | None
     limit: int
     out: OutRecord
+
+    def record(self) -> SuccessRecord | FailureRecord:
+        return self.kind.model_validate_json(self.out.value or b"")
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +291,7 @@ class Checkpoint:
             )
         topic = self._topics.succeeded if isinstance(record, SuccessRecord) else self._topics.failed
         out = OutRecord(topic=topic, key=fitted.key, value=fitted.value)
-        return _Result(record, raw_key, limit, out)
+        return _Result(type(record), raw_key, limit, out)
 
     def stage_offsets(self, partition: int, next_offsets: dict[tuple[str, int], int]) -> None:
         pending = self._pending.get(partition)
@@ -419,13 +428,14 @@ class Checkpoint:
                     if limit == held.limit:
                         states.append(index)  # cannot get smaller: nothing but waiting helps
                         continue
+                    record = held.record()
                     pending.results[index - first_result] = self._fit(
-                        partition, held.record, held.raw_key, limit
+                        partition, record, held.raw_key, limit
                     )
                     log.warning(
                         "result_record_refused_too_large",
                         partition=partition,
-                        client_job_id=held.record.client_job_id,
+                        client_job_id=record.client_job_id,
                         error=str(exc),
                         retry_with_bytes=limit,
                     )

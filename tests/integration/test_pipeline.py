@@ -434,8 +434,10 @@ class TestCatchUp:
                 assert time.monotonic() < deadline, "success records held after the drain"
                 await asyncio.sleep(0.2)
             assert running.pipeline is not None
+        # Two each (three without the drain), and two more for a job whose last events came
+        # after its first post (the last ``catch_up_lag`` records are read live).
         per_job = len(await raw_values(kafka_bootstrap, topics.state)) / len(demo.expected)
-        assert per_job <= 2.25, f"{per_job:.2f} changelog values per job"
+        assert per_job <= 2.5, f"{per_job:.2f} changelog values per job"
 
     async def _values_per_job(
         self,

@@ -16,7 +16,13 @@ from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
 from consumer.domain.job import SEEN_IDS_LIMIT, JobState
-from consumer.domain.results import FailureReason, FailureRecord, SourceInfo, SuccessRecord
+from consumer.domain.results import (
+    FailureReason,
+    FailureRecord,
+    SourceInfo,
+    SourceOffset,
+    SuccessRecord,
+)
 from consumer.domain.retention import forget
 from consumer.domain.settled import SETTLED_HEADER, settled_header
 from consumer.domain.state_codec import encode_state
@@ -447,11 +453,19 @@ class TestRecordSizes:
         await checkpoint.open(0)
         checkpoint.stage_result(0, input_failure("a", b"\xff" * 5_000))
         checkpoint.stage_result(0, success("b"))
+        many = [SourceOffset(topic="in", partition=0, offset=n) for n in range(200)]
+        checkpoint.stage_result(0, success("c").model_copy(update={"source_offsets": many}))
         checkpoint.stage_offsets(0, {("in", 0): 8})
         await asyncio.wait_for(checkpoint.make_durable(0), 5)
         [(records, offsets)] = producers[0].transactions
-        assert [r.key for r in records] == [b"a", b"b"]
+        assert [(r.topic, r.key) for r in records] == [
+            (TOPICS.failed, b"a"), (TOPICS.succeeded, b"b"), (TOPICS.succeeded, b"c")
+        ]  # fmt: skip
         assert all(len(r.value or b"") <= TooLargeOnce.refuse_above for r in records)
+        refitted = SuccessRecord.model_validate_json(records[2].value or b"")
+        assert refitted.source_offsets_truncated
+        assert refitted.source_offsets == many[-1:]
+        assert FailureRecord.model_validate_json(records[0].value or b"").source.truncated  # type: ignore[union-attr]
         assert offsets == {TopicPartition("in", 0): 8}
 
     async def test_a_marker_is_written_as_the_keys_value(self) -> None:
