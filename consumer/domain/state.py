@@ -4,7 +4,8 @@ The reducer (``consumer.domain.job``) folds events into :class:`JobState`; the r
 (``consumer.domain.basicsync``) and the changelog value (``consumer.domain.state_codec``) are
 composed from its parts. Each step is kept as its ordering key and its JSON text exactly as the
 body carries it (:class:`Step`), made once when its event is decoded (:func:`kept_step`) and
-never parsed or encoded again while it lives; ``currentStep`` is kept as text too. pydantic
+never parsed or encoded again while it lives, only packed (``consumer.domain.step_packing``)
+while it is held; ``currentStep`` is kept as text. pydantic
 stays at the boundaries (events in, the published schema, the reader of older changelog
 values).
 """
@@ -15,12 +16,13 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from operator import attrgetter, itemgetter
+from operator import attrgetter
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
 
 from consumer.domain.document import StepWrapper, order_of, step_text
+from consumer.domain.step_packing import pack_step_text, unpack_step_text
 
 #: ``(time, arrival)`` of an event: UTC time as fixed-width text (``2026-01-01T10:00:00.000000Z``;
 #: empty for an event without time before any with), then its arrival number within the job.
@@ -55,7 +57,8 @@ Json = Any
 
 
 class Step(NamedTuple):
-    """An entry of completedSteps / cancelledSteps: its ordering key and its body JSON text.
+    """An entry of completedSteps / cancelledSteps: its ordering key and its body JSON text,
+    kept packed (``consumer.domain.step_packing``: a step's text is most of a job's memory).
 
     A named tuple, immutable like the frozen classes here but made in one step: a restore makes
     one for every step of every job, where a frozen dataclass would set each field through
@@ -69,13 +72,19 @@ class Step(NamedTuple):
     no_time: bool
     time: float
     unique_step_id: str
-    #: ``{"singleStep":{..every field..},"reportStep":..}`` exactly as posted.
-    json: str
+    #: ``{"singleStep":{..every field..},"reportStep":..}`` exactly as posted, packed: read it
+    #: with :attr:`json`.
+    packed: bytes
 
     @property
     def order(self) -> StepOrder:
         """The step's place in its list (:data:`StepOrder`), made when asked for."""
         return self[:5]
+
+    @property
+    def json(self) -> str:
+        """The step's body text, unpacked."""
+        return unpack_step_text(self.packed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,10 +228,12 @@ def exclusion_json(exclusion: Exclusion) -> dict[str, Json]:
     }
 
 
-#: A step's body text, as a C-level getter: the body and the changelog value read every step's.
-step_json = itemgetter(Step._fields.index("json"))
+def step_json(step: Step) -> str:
+    """A step's body text (a function, for ``map``: the body and the changelog value read
+    every step's)."""
+    return unpack_step_text(step[5])
 
 
 def kept_step(wrapper: StepWrapper) -> Step:
-    """What a job state keeps of a step: its ordering key and its body text."""
-    return Step(*order_of(wrapper), step_text(wrapper))
+    """What a job state keeps of a step: its ordering key and its body text, packed."""
+    return Step(*order_of(wrapper), pack_step_text(step_text(wrapper)))

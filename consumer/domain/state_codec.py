@@ -14,7 +14,8 @@ it holds without parsing them::
 ``layout`` gives the length of each text (``L``, in characters): the field clocks right after
 ``client_job_id`` (0: none), the texts at the end of the value (``currentStep``, then every
 step), and each step's ordering key. So the reader parses only the rest of the head (the
-bookkeeping and the metadata) and slices the texts: the text read back is the text written, so
+bookkeeping and the metadata) and slices the texts (packing each step's for the state to
+hold): the text read back is the text written, so
 bodies hash alike before and after a restore, and the value of a job restored and written again
 is the value read. The field clocks stay text (:class:`StoredClocks`) until the reducer reads
 them at the job's next event: most restored jobs have ended and never do.
@@ -55,6 +56,7 @@ from consumer.domain.state import (
     step_json,
 )
 from consumer.domain.state_schema import StoredDocument, StoredJobState, group_clocks
+from consumer.domain.step_packing import pack_step_text
 
 #: The layout this module writes; it reads this one and layout 1.
 LAYOUT_VERSION = 2
@@ -100,6 +102,8 @@ def _value(state: JobState, *, laid_out: bool) -> dict[str, Any]:
     meta = document.metadata
     current = meta.current_step or "null"
     completed, cancelled = document.completed_steps, document.cancelled_steps
+    completed_texts = list(map(step_json, completed))
+    cancelled_texts = list(map(step_json, cancelled))
     value: dict[str, Any] = {}
     clocks, clocks_length = _clocks_text(state.clocks)
     if laid_out:
@@ -107,8 +111,8 @@ def _value(state: JobState, *, laid_out: bool) -> dict[str, Any]:
             "version": LAYOUT_VERSION,
             "currentStep": len(current),
             "clocks": clocks_length,
-            "completedSteps": [_step_layout(s) for s in completed],
-            "cancelledSteps": [_step_layout(s) for s in cancelled],
+            "completedSteps": list(map(_step_layout, completed, completed_texts)),
+            "cancelledSteps": list(map(_step_layout, cancelled, cancelled_texts)),
         }
         if state.retractable and not all(
             v is None or _exact(v) for _, _, v, _ in state.retractable.get("currentStep", ())
@@ -126,8 +130,8 @@ def _value(state: JobState, *, laid_out: bool) -> dict[str, Any]:
             metadata[key] = field_value
     metadata["currentStep"] = orjson.Fragment(current)
     stored["metadata"] = metadata
-    stored["completedSteps"] = list(map(orjson.Fragment, map(step_json, completed)))
-    stored["cancelledSteps"] = list(map(orjson.Fragment, map(step_json, cancelled)))
+    stored["completedSteps"] = list(map(orjson.Fragment, completed_texts))
+    stored["cancelledSteps"] = list(map(orjson.Fragment, cancelled_texts))
     value["document"] = stored
     return value
 
@@ -137,11 +141,11 @@ def _exact(text: str) -> bool:
     return json_text(orjson.loads(text)) == text
 
 
-def _step_layout(step: Step) -> list[Json]:
+def _step_layout(step: Step, text: str) -> list[Json]:
     no_number, number, no_time, time, uid, _ = step
     if not -(2**63) <= number < 2**63:
         raise _NotExact("a step number beyond 64 bits")
-    return [len(step.json), None if no_number else number, None if no_time else time, uid]
+    return [len(text), None if no_number else number, None if no_time else time, uid]
 
 
 def _clocks_text(clocks: Mapping[str, Clock]) -> tuple[orjson.Fragment | None, int]:
@@ -298,7 +302,8 @@ def _steps(
     steps = []
     for length, number, time, uid in reversed(layout):
         begin = end - length
-        fields = (number is None, number or 0, time is None, time or 0.0, uid, text[begin:end])
+        packed = pack_step_text(text[begin:end])
+        fields = (number is None, number or 0, time is None, time or 0.0, uid, packed)
         steps.append(_new_tuple(Step, fields))
         end = begin - 1
     start = end + (1 if steps else 0) - len(opening)
