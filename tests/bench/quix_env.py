@@ -46,7 +46,10 @@ def ensure() -> tuple[str | None, str]:
 def _imports(python: Path) -> bool:
     if not python.exists():
         return False
-    check = subprocess.run([str(python), "-c", "import quixstreams, pydantic"], capture_output=True)
+    # lz4 too: a venv made before the core needed it is completed by the install above
+    check = subprocess.run(
+        [str(python), "-c", "import quixstreams, pydantic, lz4"], capture_output=True
+    )
     return check.returncode == 0
 
 
