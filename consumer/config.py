@@ -260,7 +260,11 @@ class SyncSettings(_Section):
     max_delay_ms: int = Field(
         default=2_000, ge=0, description="longest a changed job waits while events keep coming"
     )
-    concurrency: int = Field(default=32, ge=1, description="requests in flight at once")
+    concurrency: int = Field(
+        default=32,
+        ge=1,
+        description="requests in flight at once (and as many jobs marked, waiting for a slot)",
+    )
     catch_up_lag: int = Field(
         default=10_000,
         ge=0,
