@@ -8,6 +8,7 @@ import json
 import random
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
@@ -309,6 +310,20 @@ class TestScale:
             assert final[0]["jobStatus"] == body["metadata"]["status"]
 
 
+async def _all_reported_within(
+    seconds: float, bootstrap: str, succeeded: str, jobs: Iterable[str]
+) -> None:
+    """Every job has a success record within ``seconds``: none is held for a long checkpoint
+    interval once the posts are done."""
+    deadline = time.monotonic() + seconds
+    while True:
+        records = await read_records(bootstrap, succeeded, settle_s=0.2)
+        if {r["clientJobId"] for r in records} >= set(jobs):
+            return
+        assert time.monotonic() < deadline, "success records held after the posts"
+        await asyncio.sleep(0.2)
+
+
 class TestCatchUp:
     async def test_a_backlog_writes_each_job_state_about_once_per_catch_up_checkpoint(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
@@ -336,15 +351,7 @@ class TestCatchUp:
         )
         async with consumer_running(settings):
             await wait_converged(sandbox_in_process, demo.expected, within=60)
-
-            async def every_job_reported() -> bool:
-                records = await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.2)
-                return {r["clientJobId"] for r in records} >= set(demo.expected)
-
-            deadline = time.monotonic() + 10
-            while not await every_job_reported():
-                assert time.monotonic() < deadline, "success records held for the catch-up"
-                await asyncio.sleep(0.2)
+            await _all_reported_within(10, kafka_bootstrap, topics.succeeded, demo.expected)
 
     async def test_posts_during_a_backlog_do_not_write_the_other_jobs_again(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
@@ -420,20 +427,11 @@ class TestCatchUp:
             catch_up_interval_ms=60_000,
             checkpoint_interval_ms=10,
         )
-        async with consumer_running(settings) as (running, _):
+        async with consumer_running(settings):
             assert await eventually(
                 lambda: all(stored(sandbox_in_process, job) for job in demo.expected), within=90
             ), "the jobs never reached the sandbox"
-
-            async def every_job_reported() -> bool:
-                records = await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.2)
-                return {r["clientJobId"] for r in records} >= set(demo.expected)
-
-            deadline = time.monotonic() + 10
-            while not await every_job_reported():
-                assert time.monotonic() < deadline, "success records held after the drain"
-                await asyncio.sleep(0.2)
-            assert running.pipeline is not None
+            await _all_reported_within(10, kafka_bootstrap, topics.succeeded, demo.expected)
         # Two each (three without the drain), and two more for a job whose last events came
         # after its first post (the last ``catch_up_lag`` records are read live).
         per_job = len(await raw_values(kafka_bootstrap, topics.state)) / len(demo.expected)
