@@ -261,6 +261,54 @@ class TestRebalance:
         assert max_overlap(sandbox_in_process) <= 1
         assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
 
+    async def test_a_member_joining_while_the_released_jobs_drain_converges_without_overlap(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """``basicsync run`` has caught up and is posting the jobs the catch-up held, two at a
+        time, none committed but by its intent, when a second one joins: the revoke hands
+        partitions over mid-drain, the new owner restores states written ahead of their
+        offsets and replays the backlog onto them. Every job converges, never two requests of
+        one job in flight, no failure record, no document older than one accepted."""
+        topics = await new_topics(make_topic, partitions=4)
+        demo = build_demo(DemoPlan(jobs=200, seed=41, prefix="drain-join"))
+        statuses = {EventType.status_changed, EventType.aborted}
+        await produce(
+            kafka_bootstrap, topics.inputs, [e for e in demo.events if e.type not in statuses]
+        )
+        settings = rarely_checkpointing(kafka_bootstrap, sandbox_in_process, topics)
+        sync = settings.sync.model_copy(
+            update={"concurrency": 2, "catch_up_max_delay_ms": 60_000, "debounce_ms": 0}
+        )
+        settings = settings.model_copy(update={"sync": sync})
+        first_log, second_log = str(tmp_path / "first.log"), str(tmp_path / "second.log")
+        # 20 posts/s: the drain lasts about 10 s, longer than the second member takes to join.
+        sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 100}})
+        async with consumer_process(settings, first_log):
+            draining = await eventually(
+                lambda: len(sandbox_in_process.state.records) > 30, within=90
+            )
+            assert draining, tail(first_log)
+            assert '"catching_up": false' in tail(first_log, chars=10**8), "joined too early"
+            assert len(sandbox_in_process.state.records) < 120, "the drain was over"
+            async with consumer_process(settings, second_log):
+                joined = await eventually(
+                    lambda: '"partitions_assigned"' in tail(second_log, chars=10**8), within=60
+                )
+                assert joined, tail(second_log)
+                handed_over = len(sandbox_in_process.state.records)
+                assert handed_over < len(demo.expected), "the drain ended before the handover"
+                sandbox_in_process.faults.update({"latency": None})
+                endings = [e for e in demo.events if e.type in statuses]
+                await produce(kafka_bootstrap, topics.inputs, endings)
+                await wait_converged(sandbox_in_process, demo.expected, within=180)
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+        assert max_overlap(sandbox_in_process) <= 1
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+
 
 class TestShutdown:
     async def test_sigterm_finishes_requests_in_flight_and_a_second_signal_exits_at_once(
