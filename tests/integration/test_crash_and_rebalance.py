@@ -11,6 +11,7 @@ import pytest
 
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
+from consumer.demo.jobs import DemoJobs
 from consumer.domain.events import EventType, JobEvent
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
@@ -45,6 +46,22 @@ def rarely_checkpointing(bootstrap: str, sandbox: Sandbox, topics: Topics) -> Se
     )
     gateway = settings.gateway.model_copy(update={"request_timeout_s": 4})
     return settings.model_copy(update={"gateway": gateway})
+
+
+async def held_backlog(
+    bootstrap: str, sandbox: Sandbox, topics: Topics, demo: DemoJobs
+) -> tuple[Settings, list[JobEvent]]:
+    """Produce ``demo`` without its status events (no job ends, so catching up holds every
+    one), and the settings that drain them slowly afterwards: two requests at a time, the
+    checkpoint rare. Returns those settings and the status events, to produce later."""
+    statuses = {EventType.status_changed, EventType.aborted}
+    await produce(bootstrap, topics.inputs, [e for e in demo.events if e.type not in statuses])
+    settings = rarely_checkpointing(bootstrap, sandbox, topics)
+    sync = settings.sync.model_copy(
+        update={"concurrency": 2, "catch_up_max_delay_ms": 60_000, "debounce_ms": 0}
+    )
+    endings = [e for e in demo.events if e.type in statuses]
+    return settings.model_copy(update={"sync": sync}), endings
 
 
 async def killed_twice_mid_backlog(settings: Settings, sandbox: Sandbox, log: str) -> None:
@@ -138,15 +155,7 @@ class TestKillNine:
         failure record and no document older than one already accepted."""
         topics = await new_topics(make_topic, partitions=3)
         demo = build_demo(DemoPlan(jobs=200, seed=37, prefix="drain-kill"))
-        statuses = {EventType.status_changed, EventType.aborted}
-        await produce(
-            kafka_bootstrap, topics.inputs, [e for e in demo.events if e.type not in statuses]
-        )
-        settings = rarely_checkpointing(kafka_bootstrap, sandbox_in_process, topics)
-        sync = settings.sync.model_copy(
-            update={"concurrency": 2, "catch_up_max_delay_ms": 60_000, "debounce_ms": 0}
-        )
-        settings = settings.model_copy(update={"sync": sync})
+        settings, endings = await held_backlog(kafka_bootstrap, sandbox_in_process, topics, demo)
         log = str(tmp_path / "consumer.log")
         process = start_consumer_process(settings, log)
         draining = await eventually(lambda: len(sandbox_in_process.state.records) > 40, within=90)
@@ -155,7 +164,6 @@ class TestKillNine:
         assert len(sandbox_in_process.state.records) < 150, "the drain was over before the kill"
         process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(process.wait)
-        endings = [e for e in demo.events if e.type in statuses]
         await produce(kafka_bootstrap, topics.inputs, endings)
         async with consumer_process(settings, log):
             await wait_converged(sandbox_in_process, demo.expected, within=180)
@@ -275,15 +283,7 @@ class TestRebalance:
         one job in flight, no failure record, no document older than one accepted."""
         topics = await new_topics(make_topic, partitions=4)
         demo = build_demo(DemoPlan(jobs=200, seed=41, prefix="drain-join"))
-        statuses = {EventType.status_changed, EventType.aborted}
-        await produce(
-            kafka_bootstrap, topics.inputs, [e for e in demo.events if e.type not in statuses]
-        )
-        settings = rarely_checkpointing(kafka_bootstrap, sandbox_in_process, topics)
-        sync = settings.sync.model_copy(
-            update={"concurrency": 2, "catch_up_max_delay_ms": 60_000, "debounce_ms": 0}
-        )
-        settings = settings.model_copy(update={"sync": sync})
+        settings, endings = await held_backlog(kafka_bootstrap, sandbox_in_process, topics, demo)
         first_log, second_log = str(tmp_path / "first.log"), str(tmp_path / "second.log")
         # 20 posts/s: the drain lasts about 10 s, longer than the second member takes to join.
         sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 100}})
@@ -302,7 +302,6 @@ class TestRebalance:
                 handed_over = len(sandbox_in_process.state.records)
                 assert handed_over < len(demo.expected), "the drain ended before the handover"
                 sandbox_in_process.faults.update({"latency": None})
-                endings = [e for e in demo.events if e.type in statuses]
                 await produce(kafka_bootstrap, topics.inputs, endings)
                 await wait_converged(sandbox_in_process, demo.expected, within=180)
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
