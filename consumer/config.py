@@ -114,9 +114,10 @@ class KafkaSettings(_Section):
         ge=10,
         description="the checkpoint interval while catching up: each changed job's state is "
         "written once per checkpoint, so a longer one writes (and restores) less and a crash "
-        "replays more; it lasts until the jobs the catch-up held have been posted (each is "
-        "then written by its intent and its result, not also by a checkpoint in between), "
-        "then the live interval applies at once",
+        "replays more; the posting of the jobs the catch-up held gets one such interval of "
+        "its own, counted from when the catch-up ended (at most two after the last "
+        "checkpoint), so that each is written by its intent and its result, not also by a "
+        "checkpoint in between; once they are posted the live interval applies at once",
     )
     startup_backoff_max_s: float = Field(
         default=30.0, gt=0, description="longest wait between attempts to reach Kafka at start"

@@ -67,6 +67,31 @@ class PipelineObserver(Protocol):
 ABSORB_SLICE = 100
 
 
+def next_checkpoint_at(
+    last: float,
+    *,
+    catching_up: bool,
+    drain_started: float | None,
+    live_interval_s: float,
+    catch_up_interval_s: float,
+) -> float:
+    """When the checkpoint after the one at ``last`` is due (monotonic seconds).
+
+    While catching up: a catch-up interval after the last. While the jobs the catch-up held
+    drain (``drain_started``, see ``SyncScheduler.draining``): a catch-up interval after the
+    drain started. A checkpoint mid-drain writes every job still waiting for its request, and
+    its intent writes it again a moment later; counted from the last checkpoint, a catch-up
+    that ended just before a tick would pay that for most of the backlog. At most two
+    intervals after the last checkpoint, though, so a catch-up that ends, starts and ends
+    again cannot put the checkpoint off for good. Otherwise: the live interval.
+    """
+    if catching_up:
+        return last + catch_up_interval_s
+    if drain_started is not None:
+        return min(max(last, drain_started) + catch_up_interval_s, last + 2 * catch_up_interval_s)
+    return last + live_interval_s
+
+
 @dataclass(frozen=True)
 class PipelineLimits:
     partition_count: int
@@ -329,14 +354,25 @@ class Pipeline:
         Ends with a last checkpoint once ``stop`` is set, so a clean stop replays nothing.
         """
         last_checkpoint = time.monotonic()
+        drain_started: float | None = None
         while not stop.is_set():
             self._handle_lost()
             self._scheduler.set_catching_up(
                 self._catch_up.observe(self._source.behind(), time.monotonic())
             )
+            if not self._scheduler.draining:
+                drain_started = None
+            elif drain_started is None:
+                drain_started = time.monotonic()
             # From the mode now, not the mode at the last checkpoint: once caught up, results
             # and offsets are committed at the live interval, not when the catch-up one ends.
-            next_checkpoint = last_checkpoint + self._checkpoint_interval_s()
+            next_checkpoint = next_checkpoint_at(
+                last_checkpoint,
+                catching_up=self._scheduler.catching_up,
+                drain_started=drain_started,
+                live_interval_s=self._limits.checkpoint_interval_s,
+                catch_up_interval_s=self._limits.catch_up_checkpoint_interval_s,
+            )
             wait_ms = max(int((next_checkpoint - time.monotonic()) * 1000), 0)
             records = await self._source.fetch(min(self._limits.fetch_timeout_ms, wait_ms))
             async with self._lock:
@@ -361,11 +397,6 @@ class Pipeline:
                     last_checkpoint = time.monotonic()
         async with self._lock:
             await self._checkpoint.commit()
-
-    def _checkpoint_interval_s(self) -> float:
-        if self._scheduler.catching_up or self._scheduler.draining:
-            return self._limits.catch_up_checkpoint_interval_s
-        return self._limits.checkpoint_interval_s
 
     async def finish(self) -> None:
         """After the scheduler stopped: commit what its last requests recorded, close every

@@ -214,7 +214,8 @@ class SyncScheduler:
         """The jobs a catch-up held are being posted and some are still due, waiting for a
         request slot (the circuit closed).
 
-        Until they are, the checkpoint keeps the catch-up interval: a full commit now would
+        Until they are, the checkpoint keeps the catch-up interval, counted from the drain's
+        start (``next_checkpoint_at`` in the pipeline): a full commit now would
         write every job not yet posted, whose intent writes it again moments later, so a
         backlog would cost three changelog values per job instead of two (the intent, then
         the synced state). Their offsets and results are committed once the due jobs drain.
@@ -234,11 +235,17 @@ class SyncScheduler:
         log.info("catch_up_mode", catching_up=catching_up, dirty_jobs=len(self._entries))
         if not catching_up:
             now = self._clock()
+            released = 0
             for job, entry in self._entries.items():
                 state = self._store.get(job)
                 if state is not None and not entry.in_flight:
                     self._queue(job, entry, self._due(state, entry, now))
-            self._draining = bool(self._heap)
+                    released += 1
+            # Not ``bool(self._heap)``: the catch-up timers of jobs posted meanwhile (terminal
+            # ones) stay in the heap, stale, until they fire; with nothing released the
+            # dispatch loop would not wake to end a drain of nothing before the first of them.
+            self._draining = released > 0
+            self._wake.set()
 
     @property
     def dirty_jobs(self) -> int:

@@ -205,6 +205,21 @@ class TestSyncScheduler:
             await eventually(lambda: not h.scheduler.circuit.is_closed)
             assert not h.scheduler.draining
 
+    async def test_a_catch_up_that_ends_with_nothing_held_does_not_drain(self) -> None:
+        """Jobs that turned terminal while the backlog was read were posted at once; their
+        catch-up timers stay in the heap, stale, for a minute. Ending the catch-up with no
+        job held is no drain: the live checkpoint interval applies at once, not after them."""
+        h = Harness(debounce_ms=0, max_delay_ms=0, catch_up_max_delay_ms=60_000)
+        h.scheduler.set_catching_up(True)
+        async with h.running():
+            for n in range(3):
+                h.put(job_state(f"j{n}", status="InProgress"))
+                h.change(f"j{n}", status_changed(f"j{n}", "Completed"))
+            await eventually(lambda: len(h.outcomes.successes) == 3)
+            assert h.scheduler._heap, "the catch-up timers are still queued (stale)"
+            h.scheduler.set_catching_up(False)
+            assert not h.scheduler.draining
+
     async def test_a_backlog_keeps_one_timer_per_job(self) -> None:
         """While catching up a job's due time stays put: events that keep coming for it do not
         add a timer each (a backlog would hold a dozen per live job)."""
