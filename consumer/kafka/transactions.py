@@ -24,6 +24,7 @@ has started its producer for that partition, which it does before it restores or
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -109,6 +110,7 @@ class PartitionProducer:
         max_record_bytes: int = 1 << 20,
         retry_backoff_s: float = 0.2,
         max_backoff_s: float = 5.0,
+        slow_after_s: float = 10.0,
     ) -> None:
         self.partition = partition
         self.transactional_id = transactional_id(group_id, partition)
@@ -118,6 +120,10 @@ class PartitionProducer:
         self._retry_backoff_s = retry_backoff_s
         self._max_backoff_s = max_backoff_s
         self._closed = False
+        self._slow_after_s = slow_after_s
+        #: what the commit in progress waits for, named in ``checkpoint_slow``
+        self._stage = "idle"
+        self._slow_watch: asyncio.TimerHandle | None = None
 
     async def start(self) -> None:
         """Fence every earlier producer of this partition; raises ``PartitionLost`` if refused."""
@@ -144,6 +150,34 @@ class PartitionProducer:
         acknowledged, and raises ``PartitionLost`` when Kafka says another producer owns the
         partition now, or when :meth:`stop` was called meanwhile (the partition was revoked).
         """
+        self._watch_slow(time.monotonic(), first=True)
+        try:
+            return await self._commit(records, offsets)
+        finally:
+            if self._slow_watch is not None:
+                self._slow_watch.cancel()
+            self._stage = "idle"
+
+    def _watch_slow(self, started: float, *, first: bool = False) -> None:
+        """Log ``checkpoint_slow`` every ``slow_after_s`` while a commit has not returned.
+
+        A commit that fails is retried and logged (``checkpoint_retry``); one that waits
+        without an error, on an answer aiokafka never times out, would otherwise hold every
+        intent, result and offset of the partition without a trace of where.
+        """
+        if not first:
+            log.warning(
+                "checkpoint_slow",
+                partition=self.partition,
+                waiting_for=self._stage,
+                seconds=round(time.monotonic() - started, 1),
+            )
+        loop = asyncio.get_running_loop()
+        self._slow_watch = loop.call_later(self._slow_after_s, self._watch_slow, started)
+
+    async def _commit(
+        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
+    ) -> dict[TopicPartition, int]:
         attempt = 0
         while True:
             if self._closed:
@@ -180,17 +214,21 @@ class PartitionProducer:
                     retry_in_s=round(delay, 2),
                 )
                 await self._abort()
+                self._stage = "retry backoff"
                 await asyncio.sleep(delay)
 
     async def _transaction(
         self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, int]:
         producer = self._producer
+        self._stage = "begin_transaction"
         await producer.begin_transaction()
         too_large: dict[int, str] = {}
         batches: list[tuple[TopicPartition, list[int], asyncio.Future[Any]]] = []
+        self._stage = "result topic metadata"
         for tp, indexed in (await self._by_partition(records)).items():
             for indices, batch in self._batches(indexed, too_large):
+                self._stage = f"send to {tp.topic}-{tp.partition}"
                 sent = await producer.send_batch(batch, tp.topic, partition=tp.partition)
                 batches.append((tp, indices, sent))
                 # Each batch's values are made (encoded) as it fills: a checkpoint of thousands
@@ -198,7 +236,9 @@ class PartitionProducer:
                 # every other partition's commit until the last one.
                 await asyncio.sleep(0)
         if offsets and not too_large:
+            self._stage = "send_offsets_to_transaction"
             await producer.send_offsets_to_transaction(dict(offsets), self._group_id)
+        self._stage = "acknowledgements"
         # Every batch acknowledged before the commit: one the broker refused (too large, not
         # authorized) fails the transaction instead of leaving a silent gap in it.
         outcomes = await asyncio.gather(*(sent for _, _, sent in batches), return_exceptions=True)
@@ -210,6 +250,7 @@ class PartitionProducer:
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
+        self._stage = "commit_transaction"
         await producer.commit_transaction()
         written: dict[TopicPartition, int] = {}
         for (tp, indices, _), metadata in zip(batches, outcomes, strict=True):
@@ -266,6 +307,7 @@ class PartitionProducer:
 
     async def _abort(self) -> None:
         """Abort the open transaction, if any; a producer that cannot is dropped by ``_fatal``."""
+        self._stage = "abort_transaction"
         manager = self._producer._txn_manager
         if manager is None or not (
             manager.is_in_transaction() or manager.state.name == "ABORTABLE_ERROR"

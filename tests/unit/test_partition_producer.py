@@ -7,10 +7,12 @@ matters here); the real one is exercised against the broker in tests/integration
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from aiokafka.errors import IllegalOperation, KafkaTimeoutError
+from structlog.testing import capture_logs
 
 from consumer.errors import PartitionLost
 from consumer.kafka.transactions import OutRecord, PartitionProducer
@@ -63,8 +65,6 @@ class FencedMidTransaction:
             if self._txn_manager.fatal:
                 raise IllegalOperation("Can't send messages while not in transaction")
             raise KafkaTimeoutError()
-        import asyncio
-
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
         class _Metadata:
@@ -101,3 +101,40 @@ class TestPartitionProducer:
         written = await producer.commit(RECORDS, {})
         assert fake.commits == 1
         assert list(written.values()) == [7]
+
+    async def test_a_commit_that_waits_without_an_error_is_logged_while_it_waits(self) -> None:
+        """A commit that neither returns nor fails (an answer aiokafka never times out) logs
+        ``checkpoint_slow`` with what it waits for, every ``slow_after_s``, and stops once it
+        has committed."""
+        fake = FencedMidTransaction(fatal=False, fail_sends=0)
+        answered = asyncio.Event()
+        committed = fake.commit_transaction
+
+        async def hung_commit() -> None:
+            await answered.wait()
+            await committed()
+
+        fake.commit_transaction = hung_commit  # type: ignore[method-assign]
+        producer = PartitionProducer(lambda **_: fake, "group", 3, slow_after_s=0.05)
+        with capture_logs() as logs:
+            commit = asyncio.create_task(producer.commit(RECORDS, {}))
+            await asyncio.sleep(0.18)
+            slow = [line for line in logs if line["event"] == "checkpoint_slow"]
+            answered.set()
+            await commit
+            await asyncio.sleep(0.12)
+        assert len(slow) >= 2, slow
+        assert {line["waiting_for"] for line in slow} == {"commit_transaction"}
+        assert {line["partition"] for line in slow} == {3}
+        assert slow[-1]["seconds"] >= 0.1
+        after = [line for line in logs if line["event"] == "checkpoint_slow"][len(slow) :]
+        assert len(after) <= 1, f"still logged after the commit: {after}"
+        assert fake.commits == 1
+
+    async def test_a_prompt_commit_logs_nothing_slow(self) -> None:
+        fake = FencedMidTransaction(fatal=False, fail_sends=0)
+        producer = PartitionProducer(lambda **_: fake, "group", 0, slow_after_s=0.05)
+        with capture_logs() as logs:
+            await producer.commit(RECORDS, {})
+            await asyncio.sleep(0.12)
+        assert not [line for line in logs if line["event"] == "checkpoint_slow"]
