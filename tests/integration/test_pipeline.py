@@ -355,6 +355,30 @@ class TestCatchUp:
             await wait_converged(sandbox_in_process, demo.expected, within=60)
             await _all_reported_within(10, kafka_bootstrap, topics.succeeded, demo.expected)
 
+    async def test_a_catch_up_that_ends_with_every_job_posted_commits_at_the_live_interval(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Every job of this backlog turns terminal within it and is posted as it is read, so
+        the catch-up ends with no job held, only the stale catch-up timers of the jobs posted
+        (60 s here). That is no drain: the success records are committed at the live interval,
+        not once the first of those timers fires."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=200, seed=37, prefix="all-posted"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = catching_up(
+            settings_for(
+                kafka_bootstrap,
+                sandbox_in_process,
+                topics,
+                catch_up_lag=100,
+                catch_up_max_delay_ms=60_000,
+            ),
+            catch_up_interval_ms=60_000,
+        )
+        async with consumer_running(settings):
+            await wait_converged(sandbox_in_process, demo.expected, within=60)
+            await _all_reported_within(10, kafka_bootstrap, topics.succeeded, demo.expected)
+
     async def test_posts_during_a_backlog_do_not_write_the_other_jobs_again(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
