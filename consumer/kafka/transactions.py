@@ -24,6 +24,7 @@ has started its producer for that partition, which it does before it restores or
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -173,7 +174,13 @@ class PartitionProducer:
                 seconds=round(time.monotonic() - started, 1),
             )
         loop = asyncio.get_running_loop()
-        self._slow_watch = loop.call_later(self._slow_after_s, self._watch_slow, started)
+        self._slow_watch = loop.call_later(
+            # Not the context of the caller: an intent's names one job of the group commit.
+            self._slow_after_s,
+            self._watch_slow,
+            started,
+            context=contextvars.Context(),
+        )
 
     async def _commit(
         self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]

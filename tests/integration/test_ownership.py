@@ -406,7 +406,9 @@ class TestKafkaTrouble:
         tmp_path: Path,
     ) -> None:
         """The broker is SIGSTOPped for 60 s mid-stream: ``basicsync run`` never exits, its
-        checkpoints retry, and every job converges once the broker answers again."""
+        checkpoints retry (each commit that waits says so, ``checkpoint_slow``, naming the
+        partition and what it waits for), and every job converges once the broker answers
+        again."""
         pid = broker_pid(kafka_bootstrap)
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=100, seed=79))
@@ -426,6 +428,10 @@ class TestKafkaTrouble:
                     assert process.poll() is None, "exited while the broker hung:\n" + tail(log)
             finally:
                 os.kill(pid, signal.SIGCONT)
+            slow = log_events(log, "checkpoint_slow")
+            assert slow, "no checkpoint_slow while the broker hung:\n" + tail(log)
+            assert all(isinstance(line["partition"], int) and line["waiting_for"] for line in slow)
+            assert not [line for line in slow if "client_job_id" in line], "a group commit's"
             await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
             await wait_converged(sandbox_in_process, demo.expected, within=180)
             assert process.poll() is None, tail(log)
