@@ -99,9 +99,13 @@ async def _read(
     tps = [TopicPartition(topic, p) for p in wanted]
     if not tps:
         return {}
+    # The end offsets before the assignment: once assigned, a partition read to its end (an
+    # empty changelog) is long-polled for fetch_max_wait_ms, and the broker answers a
+    # connection's requests in order, so ListOffsets waited behind that fetch: half a second
+    # added to every restore of a new member's empty partitions.
+    end = await consumer.end_offsets(tps)
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
-    end = await consumer.end_offsets(tps)
     remaining = set(tps)
     while remaining:
         for tp in list(remaining):
