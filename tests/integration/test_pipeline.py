@@ -18,7 +18,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumer.app import Running
-from consumer.demo import DemoPlan, build_demo
+from consumer.config import Settings
+from consumer.demo import DemoJobs, DemoPlan, build_demo
 from consumer.demo.example import EXAMPLE_BODY, EXAMPLE_CLIENT_JOB_ID, example_job_events
 from consumer.demo.jobs import demo_job
 from consumer.domain.events import EventType, encode_structured
@@ -31,6 +32,7 @@ from consumer.kafka.admin import CHANGELOG_SEGMENT_MS, TopicPlan, ensure_topolog
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
+    Topics,
     catching_up,
     consumer_running,
     converged,
@@ -326,6 +328,54 @@ async def _all_reported_within(
         await asyncio.sleep(0.2)
 
 
+def _holding(
+    bootstrap: str,
+    sandbox: Sandbox,
+    topics: Topics,
+    catch_up_interval_ms: int,
+    *,
+    concurrency: int = 32,
+    **kafka: Any,
+) -> Settings:
+    """Settings that catch up on any backlog beyond 100 records and hold every job that does
+    not turn terminal until it is read (60 s at most); ``kafka`` overrides."""
+    return catching_up(
+        settings_for(
+            bootstrap, sandbox, topics, catch_up_lag=100, catch_up_max_delay_ms=60_000,
+            concurrency=concurrency,
+        ),
+        catch_up_interval_ms=catch_up_interval_ms,
+        **kafka,
+    )  # fmt: skip
+
+
+async def _drain_held_backlog(
+    bootstrap: str,
+    make_topic: MakeTopic,
+    sandbox: Sandbox,
+    demo: DemoJobs,
+    *,
+    concurrency: int,
+    catch_up_interval_ms: int,
+) -> Topics:
+    """``demo`` without its status events as a backlog (no job turns terminal, so the catch-up
+    holds every one), read by a consumer whose live checkpoint interval is 10 ms, until every
+    job is in ``sandbox`` and has its success record. The topics, for what was written."""
+    topics = await new_topics(make_topic, partitions=1)
+    no_status = {EventType.status_changed, EventType.aborted}
+    await produce(bootstrap, topics.inputs, [e for e in demo.events if e.type not in no_status])
+    settings = _holding(
+        bootstrap, sandbox, topics, catch_up_interval_ms, concurrency=concurrency,
+        checkpoint_interval_ms=10,
+    )  # fmt: skip
+    async with consumer_running(settings):
+        assert await eventually(
+            lambda: all(stored(sandbox, job) for job in demo.expected), within=90
+        ), "the jobs never reached the sandbox"
+        await _all_reported_within(10, bootstrap, topics.succeeded, demo.expected)
+    return topics
+
+
 class TestCatchUp:
     async def test_a_backlog_writes_each_job_state_about_once_per_catch_up_checkpoint(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
@@ -365,16 +415,7 @@ class TestCatchUp:
         topics = await new_topics(make_topic, partitions=1)
         demo = build_demo(DemoPlan(jobs=200, seed=37, prefix="all-posted"))
         await produce(kafka_bootstrap, topics.inputs, demo.events)
-        settings = catching_up(
-            settings_for(
-                kafka_bootstrap,
-                sandbox_in_process,
-                topics,
-                catch_up_lag=100,
-                catch_up_max_delay_ms=60_000,
-            ),
-            catch_up_interval_ms=60_000,
-        )
+        settings = _holding(kafka_bootstrap, sandbox_in_process, topics, 60_000)
         async with consumer_running(settings):
             await wait_converged(sandbox_in_process, demo.expected, within=60)
             await _all_reported_within(10, kafka_bootstrap, topics.succeeded, demo.expected)
@@ -406,16 +447,8 @@ class TestCatchUp:
             key=lambda item: item[:2],
         )
         await produce(kafka_bootstrap, topics.inputs, [e for _, _, e in mixed])
-        settings = catching_up(
-            settings_for(
-                kafka_bootstrap,
-                sandbox_in_process,
-                topics,
-                catch_up_lag=100,
-                catch_up_max_delay_ms=60_000,
-            ),
-            catch_up_interval_ms=60_000,
-            checkpoint_interval_ms=10,
+        settings = _holding(
+            kafka_bootstrap, sandbox_in_process, topics, 60_000, checkpoint_interval_ms=10
         )
         async with consumer_running(settings):
             await wait_converged(sandbox_in_process, posted, within=90)
@@ -435,29 +468,11 @@ class TestCatchUp:
         until they have drained: each job's changelog gets its intent and its synced state,
         not also the unposted state a live checkpoint would write just before its intent. Its
         offsets and success records follow as soon as the jobs drained."""
-        topics = await new_topics(make_topic, partitions=1)
         demo = build_demo(DemoPlan(jobs=150, seed=29, prefix="drained"))
-        no_status = {EventType.status_changed, EventType.aborted}  # nothing posted mid-backlog
-        await produce(
-            kafka_bootstrap, topics.inputs, [e for e in demo.events if e.type not in no_status]
-        )
-        settings = catching_up(
-            settings_for(
-                kafka_bootstrap,
-                sandbox_in_process,
-                topics,
-                catch_up_lag=100,
-                catch_up_max_delay_ms=60_000,
-                concurrency=2,
-            ),
+        topics = await _drain_held_backlog(
+            kafka_bootstrap, make_topic, sandbox_in_process, demo, concurrency=2,
             catch_up_interval_ms=60_000,
-            checkpoint_interval_ms=10,
-        )
-        async with consumer_running(settings):
-            assert await eventually(
-                lambda: all(stored(sandbox_in_process, job) for job in demo.expected), within=90
-            ), "the jobs never reached the sandbox"
-            await _all_reported_within(10, kafka_bootstrap, topics.succeeded, demo.expected)
+        )  # fmt: skip
         # Two each (three without the drain), and two more for a job whose last events came
         # after its first post (the last ``catch_up_lag`` records are read live).
         per_job = len(await raw_values(kafka_bootstrap, topics.state)) / len(demo.expected)
@@ -472,30 +487,12 @@ class TestCatchUp:
         its request, just before its intent writes it again; the drain gets an interval of
         its own instead. So a job's first changelog value is its intent, not a state written
         before its first post."""
-        topics = await new_topics(make_topic, partitions=1)
         demo = build_demo(DemoPlan(jobs=2000, seed=31, prefix="tick"))
-        no_status = {EventType.status_changed, EventType.aborted}  # nothing posted mid-backlog
-        await produce(
-            kafka_bootstrap, topics.inputs, [e for e in demo.events if e.type not in no_status]
-        )
-        settings = catching_up(
-            settings_for(
-                kafka_bootstrap,
-                sandbox_in_process,
-                topics,
-                catch_up_lag=100,
-                catch_up_max_delay_ms=60_000,
-                concurrency=32,
-            ),
-            catch_up_interval_ms=6_000,
-            checkpoint_interval_ms=10,
-        )
         sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 70}})
-        async with consumer_running(settings):
-            assert await eventually(
-                lambda: all(stored(sandbox_in_process, job) for job in demo.expected), within=90
-            ), "the jobs never reached the sandbox"
-            await _all_reported_within(10, kafka_bootstrap, topics.succeeded, demo.expected)
+        topics = await _drain_held_backlog(
+            kafka_bootstrap, make_topic, sandbox_in_process, demo, concurrency=32,
+            catch_up_interval_ms=6_000,
+        )  # fmt: skip
         written_first: dict[str, str] = {}
         for value in await raw_values(kafka_bootstrap, topics.state):
             state = decode_stored(value)
@@ -521,13 +518,7 @@ class TestCatchUp:
         # while the backlog is read; the checkpoints alone write the changelog.
         no_status = {EventType.status_changed, EventType.aborted}
         await produce(bootstrap, topics.inputs, [e for e in demo.events if e.type not in no_status])
-        settings = catching_up(
-            settings_for(
-                bootstrap, sandbox, topics, catch_up_lag=100, catch_up_max_delay_ms=60_000
-            ),
-            catch_up_interval_ms=interval_ms,
-            checkpoint_interval_ms=10,
-        )
+        settings = _holding(bootstrap, sandbox, topics, interval_ms, checkpoint_interval_ms=10)
         async with consumer_running(settings):
             posted = await eventually(
                 lambda: all(stored(sandbox, job) for job in demo.expected), within=90
