@@ -135,8 +135,10 @@ async def run(
     kafka = KafkaSettings()
     store = JobStore()
     checkpoint = Checkpoint(
-        store, CheckpointTopics("bench.state", "bench.ok", "bench.failed"), lambda p: _Producer()
-    )  # type: ignore[arg-type, return-value]
+        store,
+        CheckpointTopics("bench.state", "bench.ok", "bench.failed"),
+        lambda p: _Producer(),  # type: ignore[arg-type, return-value]
+    )
     observer = _Observer()
     sync = SyncSettings()
     scheduler = SyncScheduler(

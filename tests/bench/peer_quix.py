@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
-import requests  # type: ignore[import-untyped]
+import requests
 from quixstreams import Application, State  # type: ignore[import-not-found]
 from quixstreams.sinks import BatchingSink, SinkBatch  # type: ignore[import-not-found]
 

@@ -193,7 +193,7 @@ class TestCheckpoint:
         rig.checkpoint.stage_offsets(0, {("in", 0): 4})
         await rig.checkpoint.make_durable(0)
         [(records, offsets)] = rig.producers[0].transactions
-        assert sorted(r.key for r in records if r.topic == "state") == [b"a", b"b"]
+        assert sorted(r.key or b"" for r in records if r.topic == "state") == [b"a", b"b"]
         assert [r.topic for r in records if r.topic != "state"] == ["ok"]
         assert offsets == {TopicPartition("in", 0): 4}
 
@@ -565,7 +565,7 @@ class TestMemoryOfABigCheckpoint:
                 fakes.append(_SmallBatches(checkpoint, capacity=10))
                 return fakes[-1]
 
-            return PartitionProducer(aiokafka_producer, "group", partition)  # type: ignore[arg-type]
+            return PartitionProducer(aiokafka_producer, "group", partition)
 
         checkpoint = Checkpoint(store, TOPICS, open_producer)
         await checkpoint.open(0)

@@ -134,4 +134,4 @@ class TestValidation:
     def test_nonsense_settings_are_a_config_error(self, kwargs: dict[str, float]) -> None:
         """Impossible probe intervals are refused at construction with a ConfigError."""
         with pytest.raises(ConfigError):
-            CircuitBreaker(**kwargs)  # type: ignore[arg-type]
+            CircuitBreaker(**kwargs)

@@ -85,6 +85,7 @@ class TestFitRecord:
         fitted = fit_record(record, 1_000_000 - 512)
         assert fitted.reduced
         assert len(fitted.value) + len(fitted.key or b"") <= 1_000_000 - 512
+        assert isinstance(fitted.record, FailureRecord)
         source = fitted.record.source
         assert source is not None
         assert (source.value, source.value_size, source.truncated) == (None, 900_000, True)
@@ -107,6 +108,7 @@ class TestFitRecord:
             update={"error": record.error.model_copy(update={"body": "b" * 5000})}
         )
         fitted = fit_record(big, 3000)
+        assert isinstance(fitted.record, FailureRecord)
         assert fitted.record.error.body == "b" * REDUCED_BODY_CHARS + TRUNCATION_SUFFIX
         assert fitted.record.error.status == 400
 

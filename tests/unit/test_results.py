@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -261,7 +262,7 @@ class TestFailureRecord:
     def test_old_records_still_read(self) -> None:
         """A failure record written before size, sha256 and truncated existed reads back with
         them null/false."""
-        old = {
+        old: dict[str, Any] = {
             "clientJobId": None,
             "outcome": "failed",
             "reason": "invalid_event",
