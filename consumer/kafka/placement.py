@@ -38,9 +38,11 @@ async def sample_placement(
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t, count in topic_partitions.items() for p in range(count)]
-        consumer.assign(tps)
+        # Looked up before the assignment: once assigned, a partition at its end is long-polled,
+        # and the broker answers a connection's requests in order, so they would wait for it.
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
+        consumer.assign(tps)
         wanted = {}
         for tp in tps:
             start = max(ends[tp] - per_partition, starts[tp])

@@ -33,6 +33,7 @@ from tests.integration.harness import (
     new_topics,
     produce,
     produce_raw,
+    raw_records,
     read_records,
     settings_for,
     stored,
@@ -396,6 +397,32 @@ class TestRedrive:
             assert source["headers"] == [
                 {"key": "origin", "value": base64.b64encode(b"\x00\x01binary").decode()}
             ]
+
+    async def test_redrive_rereads_originals_cut_short_in_their_failure_records(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Failure records carry only the first 16 bytes of these events here: ``redrive
+        --apply`` re-reads each original from its topic, partition and offset, and re-sends
+        all of its bytes, for every one of a dozen records on two partitions."""
+        topics = await new_topics(make_topic, partitions=2)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        settings = settings.model_copy(
+            update={"kafka": settings.kafka.model_copy(update={"max_failure_value_bytes": 16})}
+        )
+        topic = topics.inputs[0]
+        originals = [
+            (f"job-cut-{n}".encode(), b"{not json " + bytes([n]) * 200, []) for n in range(12)
+        ]
+        await produce_raw(kafka_bootstrap, topic, originals)
+        async with consumer_running(settings):
+            first = await failures_until(kafka_bootstrap, topics.failed, lambda r: len(r) == 12)
+            assert all(f["source"]["truncated"] for f in first), first[0]["source"]
+            applied = await basicsync(settings, "redrive", "--apply")
+            assert applied.code == 0, applied.err
+            assert sum(line.startswith("re-send ") for line in applied.out.splitlines()) == 12
+            await failures_until(kafka_bootstrap, topics.failed, lambda r: len(r) == 24)
+        sent = sorted(value for _, value in await raw_records(kafka_bootstrap, topic))
+        assert sent == sorted([value for _, value, _ in originals] * 2)
 
     async def test_redrive_since_and_to_pick_records_and_the_target_topic(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
