@@ -410,7 +410,7 @@ class TestRedrive:
             update={"kafka": settings.kafka.model_copy(update={"max_failure_value_bytes": 16})}
         )
         topic = topics.inputs[0]
-        originals = [
+        originals: list[tuple[bytes, bytes, list[tuple[str, bytes]]]] = [
             (f"job-cut-{n}".encode(), b"{not json " + bytes([n]) * 200, []) for n in range(12)
         ]
         await produce_raw(kafka_bootstrap, topic, originals)
