@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
@@ -53,7 +53,7 @@ from consumer.observability.tracing import TRACING_OFF, SyncTracer, Tracing
 from consumer.pipeline import Pipeline, PipelineLimits, Restored, Restorer
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
 from consumer.state.memory import MemoryGuard, memory_limit_bytes
-from consumer.state.recovery import RestoreReport, restore
+from consumer.state.recovery import RestoreReport, end_offsets, restore
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
 from consumer.sync.diagnosis import GatewayEvidence
@@ -321,9 +321,7 @@ def _assemble(
         )
 
     async def changelog_end_offsets(partitions: set[int]) -> dict[int, int]:
-        tps = [TopicPartition(settings.state_topic, p) for p in partitions]
-        ends: dict[TopicPartition, int] = await source.end_offsets(tps)
-        return {tp.partition: offset for tp, offset in ends.items()}
+        return await end_offsets(_consumer_factory(kafka), settings.state_topic, partitions)
 
     pipeline = Pipeline(
         source,

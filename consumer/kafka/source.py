@@ -142,11 +142,6 @@ class EventSource:
         else:  # pragma: no cover - only if aiokafka's internals change
             log.error("rejoin_unavailable", hint="restart the process to rebalance")
 
-    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """End offsets of any partitions (assigned or not), e.g. of the changelog."""
-        ends: dict[TopicPartition, int] = await self._consumer.end_offsets(partitions)
-        return ends
-
     def behind(self) -> int | None:
         """Records between the position and the end, over the assigned partitions; None while
         that is unknown for one of them (no fetch response yet, or no position yet after an
