@@ -101,7 +101,9 @@ async def end_offsets(
     connection's requests in order, so the metadata and offset requests waited behind them
     (1.0 s of every take of partitions; about 0.1 s like this).
     """
-    reader = consumer_factory(enable_auto_commit=False)
+    # read_committed, as the member asked: the last stable offset, which a transaction left
+    # open would hold back (none is, once this member's producer has fenced the partition).
+    reader = consumer_factory(isolation_level="read_committed", enable_auto_commit=False)
     await reader.start()
     try:
         ends = await reader.end_offsets([TopicPartition(topic, p) for p in partitions])

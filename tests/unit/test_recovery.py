@@ -14,7 +14,7 @@ from consumer.domain.job import JobState, new_state
 from consumer.domain.retention import forget
 from consumer.domain.settled import SETTLED_HEADER, SettledJob, settled_header
 from consumer.domain.state_codec import encode_state
-from consumer.state.recovery import restore
+from consumer.state.recovery import end_offsets, restore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TOPIC = "changelog"
@@ -36,6 +36,7 @@ class FakeConsumer:
         self.positions: dict[TopicPartition, int] = {}
         self.started = self.stopped = False
         self.gc_enabled_in_getmany: list[bool] = []
+        self.calls: list[str] = []
 
     async def start(self) -> None:
         self.started = True
@@ -44,6 +45,7 @@ class FakeConsumer:
         self.stopped = True
 
     def assign(self, tps: list[TopicPartition]) -> None:
+        self.calls.append("assign")
         self.positions = dict.fromkeys(tps, -1)
 
     async def seek_to_beginning(self, *tps: TopicPartition) -> None:
@@ -51,6 +53,7 @@ class FakeConsumer:
             self.positions[tp] = 0
 
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        self.calls.append("end_offsets")
         return {tp: len(self.records.get(tp.partition, [])) for tp in tps}
 
     async def position(self, tp: TopicPartition) -> int:
@@ -202,3 +205,27 @@ class TestRestore:
             assert not gc.isenabled()
         finally:
             gc.enable()
+
+
+class TestEndOffsets:
+    async def test_read_committed_by_a_consumer_of_its_own_started_and_stopped(self) -> None:
+        """The changelog's end offsets of a take: the last stable offsets, asked on a client
+        with no fetch outstanding (the group member's connection has long-polls in flight)."""
+        fake = FakeConsumer({0: [Record(b"a", b"1")] * 3, 2: []})
+        asked: list[dict[str, Any]] = []
+
+        def factory(**kwargs: Any) -> FakeConsumer:
+            asked.append(kwargs)
+            return fake
+
+        assert await end_offsets(factory, TOPIC, [0, 2]) == {0: 3, 2: 0}
+        assert asked == [{"isolation_level": "read_committed", "enable_auto_commit": False}]
+        assert (fake.started, fake.stopped, fake.calls) == (True, True, ["end_offsets"])
+
+    async def test_a_restore_asks_the_end_offsets_before_it_assigns(self) -> None:
+        """Once assigned, a partition read to its end (an empty changelog) is long-polled and
+        the broker answers a connection's requests in order: asked after, the end offsets
+        waited half a second behind that fetch."""
+        fake = FakeConsumer({0: [Record(b"a", encode_state(job("a")))], 1: []})
+        await restore(lambda **_: fake, TOPIC, [0, 1])
+        assert fake.calls[:2] == ["end_offsets", "assign"]
