@@ -38,8 +38,7 @@ async def sample_placement(
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t, count in topic_partitions.items() for p in range(count)]
-        # Looked up before the assignment: once assigned, a partition at its end is long-polled,
-        # and the broker answers a connection's requests in order, so they would wait for it.
+        # Before the assignment, which long-polls a partition read to its end (design notes §8).
         ends = await consumer.end_offsets(tps)
         starts = await consumer.beginning_offsets(tps)
         consumer.assign(tps)

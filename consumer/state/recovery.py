@@ -94,13 +94,9 @@ async def restore(
 async def end_offsets(
     consumer_factory: Callable[..., AIOKafkaConsumer], topic: str, partitions: Iterable[int]
 ) -> dict[int, int]:
-    """The end offsets of ``partitions`` of ``topic``, read by a consumer of its own.
-
-    Not by the group member: a rebalance callback asks while the member's connection has
-    fetches outstanding, long-polled for ``fetch_max_wait_ms``, and the broker answers a
-    connection's requests in order, so the metadata and offset requests waited behind them
-    (1.0 s of every take of partitions; about 0.1 s like this).
-    """
+    """The end offsets of ``partitions`` of ``topic``, read by a consumer of its own: not the
+    group member, whose connection has long-polled fetches outstanding during a rebalance
+    callback (docs/design-notes.md §8, "Offsets are asked where no fetch waits")."""
     # read_committed, as the member asked: the last stable offset, which a transaction left
     # open would hold back (none is, once this member's producer has fenced the partition).
     reader = consumer_factory(isolation_level="read_committed", enable_auto_commit=False)
@@ -120,10 +116,7 @@ async def _read(
     tps = [TopicPartition(topic, p) for p in wanted]
     if not tps:
         return {}
-    # The end offsets before the assignment: once assigned, a partition read to its end (an
-    # empty changelog) is long-polled for fetch_max_wait_ms, and the broker answers a
-    # connection's requests in order, so ListOffsets waited behind that fetch: half a second
-    # added to every restore of a new member's empty partitions.
+    # Before the assignment, which long-polls a partition read to its end (design notes §8).
     end = await consumer.end_offsets(tps)
     consumer.assign(tps)
     await consumer.seek_to_beginning(*tps)
