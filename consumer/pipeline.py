@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -408,7 +408,7 @@ class Pipeline:
                 await self._checkpoint.close_all()
                 self._owned.clear()
 
-    def _absorb(self, records: list[SourceRecord]) -> None:
+    def _absorb(self, records: Sequence[SourceRecord]) -> None:
         effect = absorb(
             self._store,
             records,

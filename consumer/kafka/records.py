@@ -1,21 +1,47 @@
 """An input record as the consumer reads it, in plain data.
 
-The group member (``kafka/source.py``) turns aiokafka's records into these, so the pure core
-(``intake.py``) and its tests handle input without a Kafka client.
+The pure core (``intake.py``) takes any object with these six attributes. The group member
+(``kafka/source.py``) hands it aiokafka's own ``ConsumerRecord`` objects, which have them:
+copying every record into a type of our own cost about 5 % of a backlog's CPU (design notes
+§8). Tests and benchmarks build :class:`PlainRecord` values, with no Kafka client.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class SourceRecord(Protocol):
+    """An input message as fetched: its place, key, value and headers, read only."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
 
 @dataclass(frozen=True, slots=True)
-class SourceRecord:
-    """An input message as fetched, independent of the Kafka client's types."""
+class PlainRecord:
+    """A :class:`SourceRecord` made without a Kafka client (tests, benchmarks)."""
 
     topic: str
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
-    headers: tuple[tuple[str, bytes], ...]
+    headers: tuple[tuple[str, bytes | None], ...] = ()

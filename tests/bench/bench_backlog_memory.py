@@ -38,7 +38,7 @@ from consumer.demo import DemoPlan, build_demo
 from consumer.demo.sender import encode_events
 from consumer.intake import BatchEffect
 from consumer.kafka.partitioning import hashes_to
-from consumer.kafka.records import SourceRecord
+from consumer.kafka.records import PlainRecord, SourceRecord
 from consumer.kafka.transactions import Producible
 from consumer.pipeline import Pipeline, PipelineLimits
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
@@ -51,7 +51,7 @@ from consumer.sync.scheduler import SyncScheduler
 PARTITIONS = 3
 
 
-def records(jobs: int) -> list[SourceRecord]:
+def records(jobs: int) -> list[PlainRecord]:
     """The demo stream of ``jobs`` jobs as fetched records, offsets counted per partition."""
     plan = DemoPlan(jobs=jobs)
     demo = build_demo(plan)
@@ -65,7 +65,7 @@ def records(jobs: int) -> list[SourceRecord]:
         partition = hashes_to(key, PARTITIONS)
         offset = next_offset.get((topic, partition), 0)
         next_offset[(topic, partition)] = offset + 1
-        out.append(SourceRecord(topic, partition, offset, key, value, tuple(headers)))
+        out.append(PlainRecord(topic, partition, offset, key, value, tuple(headers)))
     return out
 
 
@@ -130,7 +130,7 @@ def _status_kb() -> dict[str, int]:
 
 
 async def run(
-    stream: list[SourceRecord], *, batch: int, commit_every: int, trace: bool
+    stream: Sequence[SourceRecord], *, batch: int, commit_every: int, trace: bool
 ) -> dict[str, Any]:
     kafka = KafkaSettings()
     store = JobStore()

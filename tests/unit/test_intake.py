@@ -5,8 +5,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Sequence
 
 import pytest
+from aiokafka.structs import ConsumerRecord
 
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
 from consumer.domain.results import FailureReason, SourceOffset
@@ -14,7 +16,7 @@ from consumer.domain.retention import forget
 from consumer.domain.state_codec import encode_state
 from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.partitioning import hashes_to
-from consumer.kafka.records import SourceRecord
+from consumer.kafka.records import PlainRecord, SourceRecord
 from consumer.state.store import JobStore
 from tests.unit.fakes import NOW, event, fold, status_changed, upserted
 
@@ -45,7 +47,7 @@ class Batch:
     ) -> SourceRecord:
         if partition is None:
             partition = hashes_to(key, PARTITIONS) if key is not None else 0
-        record = SourceRecord(TOPIC, partition, self._next(partition), key, value, headers)
+        record = PlainRecord(TOPIC, partition, self._next(partition), key, value, headers)
         self.records.append(record)
         return record
 
@@ -262,6 +264,41 @@ class TestAbsorb:
         effect = run(batch)
         assert len(effect.failures) == 1
         assert effect.changed["job-a"].version == 2
+
+    def test_aiokafka_records_are_taken_as_they_are(self) -> None:
+        """The group member hands over aiokafka's own records (no copy): they are applied, and
+        a bad one's failure carries its bytes and headers, a null header value included."""
+        key, value, headers = encode_binary(upserted("job-a", workflowId="wf"))
+        partition = hashes_to(key, PARTITIONS)
+
+        def fetched(
+            offset: int, value: bytes, headers: Sequence[tuple[str, bytes]]
+        ) -> ConsumerRecord[bytes, bytes]:
+            return ConsumerRecord(
+                TOPIC, partition, offset, 0, 0, key, value, None, len(key), len(value), headers
+            )
+
+        records: list[SourceRecord] = [
+            fetched(7, value, tuple(headers)),
+            # aiokafka annotates header values as bytes; Kafka allows a null one
+            fetched(8, b"garbage", [("trace", None)]),  # type: ignore[list-item]
+        ]
+        effect = absorb(
+            JobStore(),
+            records,
+            clock=ArrivalClock(lambda: NOW),
+            partition_count=PARTITIONS,
+            max_event_bytes=MAX_BYTES,
+        )
+        assert effect.changed["job-a"].document.metadata.workflow_id == "wf"
+        assert effect.offsets_by_job["job-a"] == [
+            SourceOffset(topic=TOPIC, partition=partition, offset=7)
+        ]
+        assert effect.next_offsets == {(TOPIC, partition): 9}
+        [failure] = effect.failures
+        assert failure.source is not None
+        assert (failure.source.offset, failure.source.value) == (8, b64(b"garbage"))
+        assert [(h.key, h.value) for h in failure.source.headers] == [("trace", None)]
 
     def test_misrouted_keys_counted(self) -> None:
         """A key placed by another partitioner is counted; its job lives where it first came,
