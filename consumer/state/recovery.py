@@ -71,11 +71,11 @@ async def restore(
     wanted = sorted(set(partitions))
     restored = _Restored(topic, check_memory, keep_settled)
     consumer = consumer_factory(isolation_level="read_committed", enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()
         end = await _read(consumer, topic, wanted, restored)
     finally:
-        await consumer.stop()
+        await consumer.stop()  # after a failed start too, as in end_offsets
     kinds = Counter(type(state) for jobs in restored.states.values() for state in jobs.values())
     report = RestoreReport(
         partitions=tuple(wanted),
@@ -100,11 +100,11 @@ async def end_offsets(
     # read_committed, as the member asked: the last stable offset, which a transaction left
     # open would hold back (none is, once this member's producer has fenced the partition).
     reader = consumer_factory(isolation_level="read_committed", enable_auto_commit=False)
-    await reader.start()
     try:
+        await reader.start()
         ends = await reader.end_offsets([TopicPartition(topic, p) for p in partitions])
     finally:
-        await reader.stop()
+        await reader.stop()  # after a failed start too: it may have connected (a take retries)
     return {tp.partition: offset for tp, offset in ends.items()}
 
 

@@ -265,7 +265,8 @@ class SyncScheduler:
         offsets: Iterable[SourceOffset] = (),
         traces: Iterable[EventTrace] = (),
     ) -> None:
-        """The job's new state is durable in the changelog: schedule its sync."""
+        """The job changed (its new state is in the store): schedule its sync. Nothing is
+        posted before the state is durable: the request's intent commit writes it first."""
         state = self._store.get(client_job_id)
         if state is None:
             return

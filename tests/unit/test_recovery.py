@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaConnectionError
 
 from consumer.domain.job import JobState, new_state
 from consumer.domain.retention import forget
@@ -221,6 +222,25 @@ class TestEndOffsets:
         assert await end_offsets(factory, TOPIC, [0, 2]) == {0: 3, 2: 0}
         assert asked == [{"isolation_level": "read_committed", "enable_auto_commit": False}]
         assert (fake.started, fake.stopped, fake.calls) == (True, True, ["end_offsets"])
+
+    @pytest.mark.parametrize("read", ["end_offsets", "restore"])
+    async def test_a_consumer_whose_start_failed_is_stopped(self, read: str) -> None:
+        """The broker unreachable during a take: the take fails and is tried again, so a
+        short-lived consumer that may have connected before its start failed is closed."""
+        fake = FakeConsumer({0: []})
+
+        async def refused() -> None:
+            raise KafkaConnectionError("Unable to bootstrap from [('127.0.0.1', 1, 0)]")
+
+        fake.start = refused  # type: ignore[method-assign]
+        reading = (
+            end_offsets(lambda **_: fake, TOPIC, [0])
+            if read == "end_offsets"
+            else restore(lambda **_: fake, TOPIC, [0])
+        )
+        with pytest.raises(KafkaConnectionError):
+            await reading
+        assert (fake.stopped, fake.calls) == (True, [])
 
     async def test_a_restore_asks_the_end_offsets_before_it_assigns(self) -> None:
         """Once assigned, a partition read to its end (an empty changelog) is long-polled and
