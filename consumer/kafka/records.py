@@ -1,9 +1,9 @@
 """An input record as the consumer reads it, in plain data.
 
 The pure core (``intake.py``) takes any object with these six attributes. The group member
-(``kafka/source.py``) hands it aiokafka's own ``ConsumerRecord`` objects, which have them:
-copying every record into a type of our own cost about 5 % of a backlog's CPU (design notes
-§8). Tests and benchmarks build :class:`PlainRecord` values, with no Kafka client.
+(``kafka/source.py``) hands it aiokafka's own ``ConsumerRecord`` objects, which have them,
+instead of copying each record into a type of our own (design notes §8). Tests and benchmarks
+build :class:`PlainRecord` values, with no Kafka client.
 """
 
 from __future__ import annotations
