@@ -101,8 +101,9 @@ class TestInvalidInput:
     async def test_each_invalid_kind_lands_on_the_failure_topic_and_the_rest_converges(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
-        """Bad JSON, missing fields, unknown type, key mismatch, oversize and an abort after
-        completion each give one failure record with the original bytes; good jobs converge."""
+        """Bad JSON, a tombstone, a null header value, missing fields, unknown type, key
+        mismatch, oversize and an abort after completion each give one failure record with the
+        original bytes; good jobs converge."""
         topics = await new_topics(make_topic, partitions=1)
         topic = topics.inputs[0]
         demo = build_demo(DemoPlan(jobs=10, seed=5, abort_share=0))
@@ -120,10 +121,14 @@ class TestInvalidInput:
             "subject": completed_job,
             "data": {"reason": "too late"},
         }
-        content_type = [("content-type", b"application/cloudevents+json")]
+        content_type: list[tuple[str, bytes | None]] = [
+            ("content-type", b"application/cloudevents+json")
+        ]
         oversized = {**envelope, "id": "x-big", "data": {"jobTitle": "x" * 5000}}
-        bad: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]] = [
+        bad: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]] = [
             (b"job-bad-json", b"{not json", content_type),
+            (b"job-tombstone", None, []),
+            (b"job-null-header", b"{not json either", [*content_type, ("trace", None)]),
             (valid_key, json.dumps(missing).encode(), content_type),
             (valid_key, json.dumps(unknown).encode(), content_type),
             (b"someone-else", json.dumps({**envelope, "id": "x-key"}).encode(), content_type),
@@ -156,6 +161,8 @@ class TestInvalidInput:
         expected_reasons = [
             "invalid_event",
             "invalid_event",
+            "invalid_event",
+            "invalid_event",
             "key_mismatch",
             "oversized_event",
             "unknown_event_type",
@@ -165,10 +172,15 @@ class TestInvalidInput:
         assert reasons == expected_reasons
         sent_values = {value for _, value, _ in bad}
         for failure in failures:
-            assert failure["source"]["topic"] == topic
+            source = failure["source"]
+            assert source["topic"] == topic
             if failure["reason"] != "invalid_transition":
-                assert base64.b64decode(failure["source"]["value"]) in sent_values
+                value = source["value"]
+                assert (None if value is None else base64.b64decode(value)) in sent_values
             assert failure["error"]["message"]
+        by_job = {f["clientJobId"]: f for f in failures}
+        assert by_job["job-tombstone"]["source"]["value"] is None
+        assert {"key": "trace", "value": None} in by_job["job-null-header"]["source"]["headers"]
         assert running.stats.invalid.total() == len(expected_reasons)
 
 
