@@ -14,15 +14,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumer.app import Running
 from consumer.config import Settings
-from consumer.demo import DemoJobs, DemoPlan, build_demo
+from consumer.demo import DemoJobs, DemoPlan, build_demo, send_events
 from consumer.demo.example import EXAMPLE_BODY, EXAMPLE_CLIENT_JOB_ID, example_job_events
 from consumer.demo.jobs import demo_job
-from consumer.domain.events import EventType, encode_structured
+from consumer.domain.events import EventType, JobEvent, encode_structured
 from consumer.domain.retention import decode_stored
 from consumer.domain.settled import SETTLED_HEADER
 from consumer.domain.state import JobState
@@ -516,6 +517,100 @@ class TestCatchUp:
         # Only jobs of the first fetches (40 records each), absorbed before the lag was known
         # and committed by a live checkpoint. A tick mid-drain wrote about 600 here.
         assert len(unposted) <= 80, f"{len(unposted)} jobs written before their first post"
+
+    async def test_a_catch_up_that_starts_and_ends_again_and_again_holds_nothing_for_long(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Bursts larger than the catch-up lag, 2 s apart: the consumer starts catching up,
+        ends (1 s within the lag), drains and starts again, over and over. A third of each
+        burst's jobs stay open (no status event), so the catch-up holds them. Each end must
+        release what it held, and no mode's checkpoint timing may put results off: every job
+        is first posted within a few seconds of its burst, not when ``catch_up_max_delay``
+        (30 s) runs out, and its success record is committed within two catch-up intervals
+        (2 s each here) of that post, not at the end of the bursts."""
+        topics = await new_topics(make_topic, partitions=1)
+        no_status = {EventType.status_changed, EventType.aborted}
+        bursts: list[list[JobEvent]] = []
+        finished: dict[str, dict[str, Any]] = {}
+        for n in range(8):
+            demo = build_demo(DemoPlan(jobs=24, steps=3, seed=n, abort_share=0, prefix=f"flip-{n}"))
+            still_open = set(sorted(demo.expected)[::3])
+            bursts.append(
+                [e for e in demo.events if e.subject not in still_open or e.type not in no_status]
+            )
+            finished.update({j: body for j, body in demo.expected.items() if j not in still_open})
+        jobs = {e.subject for burst in bursts for e in burst}
+        settings = catching_up(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=30),
+            catch_up_interval_ms=2_000,
+        )
+        sent_at: dict[str, float] = {}
+        stored_at: dict[str, float] = {}
+        reported_at: dict[str, float] = {}
+        modes: list[bool] = []
+
+        async def watch(running: Running, until: asyncio.Event) -> None:
+            while not until.is_set():
+                now = time.monotonic()
+                if running.scheduler is not None:
+                    catching = running.scheduler.catching_up
+                    if not modes or modes[-1] != catching:
+                        modes.append(catching)
+                for job in jobs - stored_at.keys():
+                    if stored(sandbox_in_process, job) is not None:
+                        stored_at[job] = now
+                await asyncio.sleep(0.01)
+
+        async def read_reports(until: asyncio.Event) -> None:
+            reader = AIOKafkaConsumer(
+                topics.succeeded,
+                bootstrap_servers=kafka_bootstrap,
+                auto_offset_reset="earliest",
+                isolation_level="read_committed",
+            )
+            await reader.start()
+            try:
+                while not until.is_set():
+                    batch = await reader.getmany(timeout_ms=50)
+                    now = time.monotonic()
+                    for messages in batch.values():
+                        for message in messages:
+                            reported_at.setdefault(json.loads(message.value)["clientJobId"], now)
+            finally:
+                await reader.stop()
+
+        done = asyncio.Event()
+        async with consumer_running(settings) as (running, task):
+            watchers = [
+                asyncio.create_task(watch(running, done)),
+                asyncio.create_task(read_reports(done)),
+            ]
+            # Each burst lands at once (one batch), as a backlog does, not as a trickle the
+            # consumer keeps up with.
+            producer = AIOKafkaProducer(
+                bootstrap_servers=kafka_bootstrap, linger_ms=300, max_batch_size=1 << 20
+            )
+            await producer.start()
+            try:
+                for burst in bursts:
+                    await send_events(producer, topics.inputs, burst)
+                    sent_at.update(dict.fromkeys({e.subject for e in burst}, time.monotonic()))
+                    await asyncio.sleep(2.0)
+            finally:
+                await producer.stop()
+            await wait_converged(sandbox_in_process, finished, within=60, consumer=task)
+            # Long enough for a job held until catch_up_max_delay: the bounds below say why.
+            await eventually(lambda: set(reported_at) >= jobs, within=40)
+            done.set()
+            await asyncio.gather(*watchers)
+        assert modes.count(True) >= 4, f"the catch-up mode went {modes}"
+        assert jobs <= set(reported_at), f"never reported: {sorted(jobs - set(reported_at))}"
+        # Read (a few fetches), 1 s within the lag, released; or the next catch-up's end.
+        first_post = {job: round(stored_at[job] - sent_at[job], 1) for job in jobs}
+        assert max(first_post.values()) <= 5.0, f"first posts after their burst: {first_post}"
+        # Two intervals, and a commit.
+        reported = {job: round(reported_at[job] - stored_at[job], 1) for job in jobs}
+        assert max(reported.values()) <= 5.0, f"success records after their post: {reported}"
 
     async def _values_per_job(
         self,
