@@ -227,11 +227,30 @@ class PartitionProducer:
     async def _transaction(
         self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, int]:
+        batches: list[tuple[TopicPartition, list[int], asyncio.Future[Any]]] = []
+        try:
+            return await self._write(records, offsets, batches)
+        except BaseException:
+            # A transaction that failed midway (a broker restarting under it, say) leaves the
+            # acknowledgements of the batches it sent unawaited. Their errors are this
+            # failure's, handled by the caller; unread, asyncio logs each as "Future exception
+            # was never retrieved", with a traceback, when it is collected.
+            for _, _, sent in batches:
+                sent.add_done_callback(_read_outcome)
+            raise
+
+    async def _write(
+        self,
+        records: Sequence[Producible],
+        offsets: Mapping[TopicPartition, int],
+        batches: list[tuple[TopicPartition, list[int], asyncio.Future[Any]]],
+    ) -> dict[TopicPartition, int]:
+        """One transaction: ``records`` and ``offsets`` written and committed. Each batch sent
+        is added to ``batches`` with its acknowledgement as soon as it is sent."""
         producer = self._producer
         self._stage = "begin_transaction"
         await producer.begin_transaction()
         too_large: dict[int, str] = {}
-        batches: list[tuple[TopicPartition, list[int], asyncio.Future[Any]]] = []
         self._stage = "result topic metadata"
         for tp, indexed in (await self._by_partition(records)).items():
             for indices, batch in self._batches(indexed, too_large):
@@ -335,6 +354,12 @@ class PartitionProducer:
 
 
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
+def _read_outcome(future: asyncio.Future[Any]) -> None:
+    """Mark a finished acknowledgement's error as seen (see ``PartitionProducer._transaction``)."""
+    if not future.cancelled():
+        future.exception()
 
 
 def _describe(exc: BaseException) -> str:

@@ -8,10 +8,12 @@ matters here); the real one is exercised against the broker in tests/integration
 from __future__ import annotations
 
 import asyncio
+import gc
 from typing import Any
 
 import pytest
-from aiokafka.errors import IllegalOperation, KafkaTimeoutError
+from aiokafka import TopicPartition
+from aiokafka.errors import IllegalOperation, KafkaError, KafkaTimeoutError
 from structlog.testing import capture_logs
 
 from consumer.errors import PartitionLost
@@ -92,6 +94,48 @@ class TestPartitionProducer:
         producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
         with pytest.raises(PartitionLost):
             await producer.commit(RECORDS, {})
+
+    async def test_a_transaction_that_fails_after_sending_leaves_no_error_unread(self) -> None:
+        """A broker restarting under a transaction: a batch was sent, then the sender died
+        (the offsets' request failed, the batch's acknowledgement fails with it). The partition
+        is lost, and the acknowledgement's error is read: asyncio logs none as "Future
+        exception was never retrieved" when it is collected."""
+        fake = FencedMidTransaction(fatal=False, fail_sends=0)
+        acknowledgements: list[asyncio.Future[Any]] = []
+        sent = fake.send_batch
+
+        async def send_batch(*args: Any, **kwargs: Any) -> Any:
+            future = asyncio.get_running_loop().create_future()
+            acknowledgements.append(future)
+            await sent(*args, **kwargs)
+            return future
+
+        async def sender_died(*_: Any) -> None:
+            fake._txn_manager.fatal = True
+            for future in acknowledgements:
+                future.set_exception(KafkaError("Unexpected error during batch delivery"))
+            raise KafkaError("Unexpected error during batch delivery")
+
+        fake.send_batch = send_batch  # type: ignore[method-assign]
+        fake.send_offsets_to_transaction = sender_died  # type: ignore[attr-defined]
+        unread: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        loop.set_exception_handler(lambda _, context: unread.append(context))
+        try:
+            producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
+            lost = False
+            try:
+                await producer.commit(RECORDS, {TopicPartition("in", 0): 5})
+            except PartitionLost:
+                lost = True
+            assert lost
+            assert len(acknowledgements) == 1
+            acknowledgements.clear()
+            await asyncio.sleep(0)  # the done callbacks run
+            gc.collect()
+        finally:
+            loop.set_exception_handler(None)
+        assert unread == []
 
     async def test_a_transient_failure_is_retried_until_it_commits(self) -> None:
         """A send that times out (a hung broker) aborts the transaction and repeats it whole;
