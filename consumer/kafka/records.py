@@ -1,4 +1,4 @@
-"""An input record as the consumer reads it, in plain data.
+"""An input record as the consumer reads it: what the pure core needs of it, and no more.
 
 The pure core (``intake.py``) takes any object with these six attributes. The group member
 (``kafka/source.py``) hands it aiokafka's own ``ConsumerRecord`` objects, which have them,

@@ -492,7 +492,8 @@ class TestKafkaTrouble:
         tmp_path: Path,
     ) -> None:
         """The broker (the whole one-node cluster) is stopped cleanly and started again while
-        ``basicsync run`` catches up, as a rolling restart does to each broker: connections
+        ``basicsync run`` posts the jobs of a backlog, as a rolling restart does to each
+        broker: connections
         are refused for seconds and open transactions are aborted. aiokafka 0.14 does not
         retry a connection closed while it looks up its transaction coordinator: a producer
         doing so dies, and the member gives its partition up and takes it back through a
