@@ -299,9 +299,18 @@ class SyncScheduler:
         """After a restore: every job whose synced version lags is scheduled again (a settled
         job held unread is not: it needs no sync, and reading it would undo its saving)."""
         store = self._store
+        now = self._clock()
+        scheduled = in_doubt = 0
         for job in store.jobs_in(partition):
             if not store.is_settled(job):
                 self.mark_dirty(job)
+                entry = self._entries.get(job)
+                if entry is not None:
+                    scheduled += 1
+                    in_doubt += entry.in_doubt_until is not None and entry.in_doubt_until > now
+        # What a take left to post, and how much of it waits out requests in doubt: a member
+        # that posts nothing after a take says here whether that is why.
+        log.info("jobs_rescheduled", partition=partition, jobs=scheduled, waiting_in_doubt=in_doubt)
 
     async def release_partitions(self, partitions: set[int], deadline: float) -> None:
         """A revoke: stop dispatching these jobs, let their requests finish, then forget them.

@@ -16,6 +16,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from structlog.testing import capture_logs
+
 from consumer.config import SyncSettings
 from consumer.domain.basicsync import body_sha256, encode_body
 from consumer.domain.events import JobEvent
@@ -649,13 +651,19 @@ class TestSyncScheduler:
         assert h.state("a").sending_since is not None
 
     async def test_reschedule_partition_reposts_lagging_jobs(self) -> None:
-        """After a restore, every job whose synced version lags is posted again."""
-        h = Harness(debounce_ms=0, max_delay_ms=0)
+        """After a restore, every job whose synced version lags is posted again, but one
+        whose previous owner's request is in doubt waits; one line says how many of each."""
+        h = Harness(debounce_ms=0, max_delay_ms=0, in_doubt_window=30.0)
         async with h.running():
             h.store.put(3, job_state("a"))
             h.store.put(3, job_state("b"))
-            h.scheduler.reschedule_partition(3)
+            h.store.put(3, replace(job_state("c"), sending_since=datetime.now(UTC)))
+            with capture_logs() as logs:
+                h.scheduler.reschedule_partition(3)
             await eventually(lambda: len(h.outcomes.successes) == 2)
+            await asyncio.sleep(0.05)
+        [line] = [line for line in logs if line["event"] == "jobs_rescheduled"]
+        assert (line["partition"], line["jobs"], line["waiting_in_doubt"]) == (3, 3, 1)
         assert sorted(h.gateway.jobs) == ["a", "b"]
         assert {p for p, _ in h.outcomes.states} == {3}
 
