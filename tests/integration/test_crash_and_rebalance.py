@@ -89,10 +89,18 @@ class TestKillNine:
         tmp_path: Path,
     ) -> None:
         """A consumer killed with SIGKILL three times mid-stream and restarted ends with every
-        job converged, and no job's accepted history ever loses a step it already had."""
+        job converged, and no job's accepted history ever loses a step it already had.
+
+        A run killed before its first checkpoint after its posts leaves every job it posted
+        in doubt (its intent is the last state written), and the next run waits out the
+        in-doubt window before posting any of them: 12 s here (request timeout 4 s), not the
+        default 90 s, which is longer than a round's minute (``jobs_rescheduled`` showed all
+        300 jobs waiting when this test failed in CI with the default)."""
         topics = await new_topics(make_topic, partitions=3)
         demo = build_demo(DemoPlan(jobs=300, seed=23))
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        gateway = settings.gateway.model_copy(update={"request_timeout_s": 4})
+        settings = settings.model_copy(update={"gateway": gateway})
         log = str(tmp_path / "consumer.log")
         chunk = len(demo.events) // 4
         for round_number in range(3):
