@@ -139,6 +139,13 @@ def consumer_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+def with_request_timeout(settings: Settings, seconds: float) -> Settings:
+    """``settings`` with a short gateway request timeout, and so a short in-doubt window (three
+    timeouts): a run after a kill or a lost partition posts its jobs in doubt again soon."""
+    gateway = settings.gateway.model_copy(update={"request_timeout_s": seconds})
+    return settings.model_copy(update={"gateway": gateway})
+
+
 def catching_up(settings: Settings, *, catch_up_interval_ms: int, **kafka: Any) -> Settings:
     """``settings`` reading a backlog in small fetches (40 records), so that catching up lasts
     a while, with a checkpoint every ``catch_up_interval_ms`` meanwhile; ``kafka`` overrides."""

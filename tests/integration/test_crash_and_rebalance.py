@@ -30,6 +30,7 @@ from tests.integration.harness import (
     start_consumer_process,
     tail,
     wait_converged,
+    with_request_timeout,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,8 +45,7 @@ def rarely_checkpointing(bootstrap: str, sandbox: Sandbox, topics: Topics) -> Se
     settings = catching_up(
         settings_for(bootstrap, sandbox, topics, catch_up_lag=100), catch_up_interval_ms=60_000
     )
-    gateway = settings.gateway.model_copy(update={"request_timeout_s": 4})
-    return settings.model_copy(update={"gateway": gateway})
+    return with_request_timeout(settings, 4)
 
 
 async def held_backlog(
@@ -98,9 +98,9 @@ class TestKillNine:
         300 jobs waiting when this test failed in CI with the default)."""
         topics = await new_topics(make_topic, partitions=3)
         demo = build_demo(DemoPlan(jobs=300, seed=23))
-        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
-        gateway = settings.gateway.model_copy(update={"request_timeout_s": 4})
-        settings = settings.model_copy(update={"gateway": gateway})
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics), 4
+        )
         log = str(tmp_path / "consumer.log")
         chunk = len(demo.events) // 4
         for round_number in range(3):

@@ -48,6 +48,7 @@ from tests.integration.harness import (
     stored,
     tail,
     wait_converged,
+    with_request_timeout,
     with_title,
 )
 
@@ -516,9 +517,7 @@ class TestKafkaTrouble:
         )
         # A partition taken back waits out the intents its last transaction committed (three
         # request timeouts): 15 s here, not the default 90.
-        settings = settings.model_copy(
-            update={"gateway": settings.gateway.model_copy(update={"request_timeout_s": 5.0})}
-        )
+        settings = with_request_timeout(settings, 5.0)
         log = str(tmp_path / "consumer.log")
         process = start_consumer_process(settings, log)
         try:
