@@ -116,6 +116,9 @@ class _CircuitPausesSource:
             self._source.resume_all()
             log.info("consumption_resumed")
 
+    def intent_committed(self, seconds: float) -> None:
+        self._stats.intent_committed(seconds)
+
     def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
         self._stats.request_finished(outcome, status, seconds)
 

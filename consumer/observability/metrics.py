@@ -91,6 +91,13 @@ class Metrics:
             buckets=_REQUEST_BUCKETS,
             registry=r,
         )
+        self.intent_commit_seconds = Histogram(
+            "basicsync_intent_commit_seconds",
+            "From a due job's attempt starting to its intent being durable (the partition's "
+            "transaction in progress, then its own): the wait before the request may leave",
+            buckets=_REQUEST_BUCKETS,
+            registry=r,
+        )
         self.event_to_sync_seconds = Histogram(
             "basicsync_event_to_sync_seconds",
             "From a job's first unsynced event to WorkfloPlus accepting it",

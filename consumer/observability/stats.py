@@ -96,6 +96,9 @@ class Stats:
         # The circuit observer pauses every owned partition while open, resumes them on close.
         self.metrics.set_partitions_paused(len(self.owned) if is_open else 0)
 
+    def intent_committed(self, seconds: float) -> None:
+        self.metrics.intent_commit_seconds.observe(seconds)
+
     def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
         self.metrics.request_finished(outcome, status, seconds)
 

@@ -95,7 +95,11 @@ class SchedulerObserver(Protocol):
 
     def circuit_changed(self, is_open: bool) -> None: ...
 
-    def request_finished(self, outcome: str, status: int | None, seconds: float) -> None: ...
+    def intent_committed(self, seconds: float) -> None:
+        """A request's intent is durable ``seconds`` after its attempt began."""
+
+    def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
+        """A request ended after ``seconds`` on the wire (token included)."""
 
     def job_synced(self, latency_ms: int | None) -> None:
         """A success was recorded; ``latency_ms`` from the first unsynced event."""
@@ -469,13 +473,18 @@ class SyncScheduler:
             return
         started = self._clock()
         await self._mark_sending(request)
+        self._observer.intent_committed(self._clock() - started)
         await self._take_request_slot(entry)
         sent_offsets = len(entry.offsets)
+        posted = self._clock()
         outcome = await self._post(request, body, started, sent_offsets)
         # The slot bounds requests to WorkfloPlus; recording the outcome needs none.
         self._release_slot(entry)
         finished = self._clock()
         self._request_ended(request, outcome, started, finished)
+        self._observer.request_finished(
+            type(outcome).__name__.lower(), getattr(outcome, "status", None), finished - posted
+        )
         if isinstance(outcome, Accepted):
             self._evidence.succeeded(job, finished)
             self._record_success(finished)
@@ -539,9 +548,6 @@ class SyncScheduler:
             )
         elif not isinstance(outcome, Accepted):
             self._outcome_known(request.job, request.partition)
-        self._observer.request_finished(
-            type(outcome).__name__.lower(), getattr(outcome, "status", None), finished - started
-        )
 
     async def _failed(
         self, request: _Request, outcome: Retryable | Systemic, finished: float

@@ -112,6 +112,9 @@ class _Observer:
     def circuit_changed(self, is_open: bool) -> None:
         pass
 
+    def intent_committed(self, seconds: float) -> None:
+        pass
+
     def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
         pass
 

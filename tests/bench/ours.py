@@ -22,8 +22,8 @@ from consumer.config import GatewaySettings, KafkaSettings, Settings, TopicSetti
 from consumer.demo import DemoPlan, build_demo
 from tests.bench.common import CLIENT_ID, CLIENT_SECRET
 from tests.bench.report import RunResult
-from tests.bench.runs import Child, Watch, posting_result, until
-from tests.bench.workload import Workload, create_topics, prepare, produce_paced
+from tests.bench.runs import Child, Watch, measure_paced, until
+from tests.bench.workload import Workload, create_topics, prepare
 from tests.integration.harness import consumer_env
 
 
@@ -159,7 +159,7 @@ async def measure_restore(child: Child, jobs: int, *, within: float) -> dict[str
     }
 
 
-async def measure_paced(
+async def paced_ours(
     bootstrap: str,
     sandbox_url: str,
     watch: Watch,
@@ -170,40 +170,21 @@ async def measure_paced(
     within: float,
     name: str = "ours paced",
 ) -> RunResult:
-    """Ours under live traffic at ``rate`` events/s for about ``seconds``: the latency goal.
+    """Ours under live traffic at ``rate`` events/s for about ``seconds``: the latency goal."""
+    workload = await paced_workload(bootstrap, rate, seconds, name)
+    settings = await ours_settings(bootstrap, sandbox_url, workload)
+    child = ours_child(settings, out / f"{slug(name)}.log", name)
+    return await measure_paced(child, watch, workload, rate=rate, within=within)
 
-    Fresh topics and group; ours is started and has its partitions before the first event is
-    sent, then events are produced at ``rate`` while it runs (the producer shares the machine,
-    which a backlog run avoids). Latency is from each job's last event's record timestamp.
-    """
-    import asyncio
 
+async def paced_workload(bootstrap: str, rate: float, seconds: float, name: str) -> Workload:
+    """Fresh input topics and the demo jobs that ``rate`` events/s fill for ``seconds``, not
+    yet produced."""
     probe = build_demo(DemoPlan(jobs=10))
     events_per_job = len(probe.events) / 10
     jobs = max(10, int(rate * seconds / events_per_job))
-    slug = name.replace(" ", "-").replace("/", "of")
-    workload = await prepare(bootstrap, jobs, produce=False, tag=slug.removeprefix("ours"))
-    settings = await ours_settings(bootstrap, sandbox_url, workload)
-    child = ours_child(settings, out / f"{slug}.log", name)
-    await watch.expect(workload.digests())
-    child.start()
-    deadline = time.monotonic() + 60
-    while '"partitions_assigned"' not in child.log.read_text(errors="replace"):
-        if time.monotonic() > deadline or not child.alive():
-            child.stop()
-            return RunResult(name, ok=False, note="never got its partitions")
-        await asyncio.sleep(0.1)
-    await produce_paced(bootstrap, workload, rate)
+    return await prepare(bootstrap, jobs, produce=False, tag=slug(name).removeprefix("ours"))
 
-    async def converged() -> bool:
-        return bool((await watch.progress())["converged"] >= workload.jobs)
 
-    ok = await until(child, converged, within=within)
-    child.sample()
-    result = await posting_result(child, watch, workload, ok, await watch.progress())
-    child.stop()
-    result.extra["offered_events_per_s"] = rate
-    result.extra["achieved_produce_events_per_s"] = workload.events / workload.produce_seconds
-    result.note = (result.note + f" offered {rate:.0f} ev/s; latency from event time").strip()
-    # Throughput here is the offered rate, not a capacity: report it as such.
-    return result
+def slug(name: str) -> str:
+    return name.replace(" ", "-").replace("/", "of")

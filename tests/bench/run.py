@@ -17,7 +17,9 @@ holding every job's final document:
 5. quix: Quix Streams with RocksDB state and changelog (own virtualenv, installed on first use
    from ``requirements-quix.txt``; skipped with a message if that fails, or ``--skip-quix``).
 
-Then ours under live traffic (``measure_paced``) at half its backlog rate and at a fifth of it.
+Then ours under live traffic (``measure_paced``) at half its backlog rate and at a fifth of it,
+each followed by the live ceiling (``ceiling_live``: consume, fold, debounce, post, nothing
+durable) under the same traffic.
 Between them, ``tests.bench.bench_transactions`` measures the checkpoint's writes with and
 without Kafka transactions (the cost of fencing), interleaved against the same broker.
 
@@ -47,14 +49,22 @@ from tests.bench.bench_transactions import measure_transactions
 from tests.bench.ours import (
     changelog_size,
     measure_baseline,
-    measure_paced,
     measure_restore,
     ours_child,
     ours_settings,
+    paced_ours,
+    paced_workload,
 )
 from tests.bench.profile import Profiler
 from tests.bench.report import RunResult, chart, ratios, table, write_json
-from tests.bench.runs import Child, Watch, measure_consume, measure_posting, python_env
+from tests.bench.runs import (
+    Child,
+    Watch,
+    measure_consume,
+    measure_paced,
+    measure_posting,
+    python_env,
+)
 from tests.bench.workload import Workload, prepare
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -184,12 +194,17 @@ async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult],
             backlog_rate = (ours.events_per_s if ours is not None else None) or 0.0
             # Half of ours' backlog rate is the latency goal's rate. Live events of a job come
             # seconds apart, so they cost about a request each: a fifth of the rate shows the
-            # latency where the machine is not saturated by requests.
-            paced_runs = (("ours paced", 2), ("ours paced 1/5", 5))
-            for name, share in paced_runs if backlog_rate and not args.skip_paced else ():
+            # latency where the machine is not saturated by requests. At each rate the live
+            # ceiling (consume, fold, debounce, post; nothing durable) gets the same traffic:
+            # the latency no consumer that posts right documents beats on this machine.
+            paced_runs = (
+                ("ours paced", "ceiling live", 2),
+                ("ours paced 1/5", "ceiling live 1/5", 5),
+            )
+            for name, floor, share in paced_runs if backlog_rate and not args.skip_paced else ():
                 rate = backlog_rate / share
                 print(f"  {name}: {rate:.0f} events/s for {args.paced_seconds:g} s", flush=True)
-                paced = await measure_paced(
+                paced = await paced_ours(
                     broker.bootstrap,
                     sandbox.url,
                     watch,
@@ -201,6 +216,13 @@ async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult],
                 )
                 await record(paced)
                 figures[f"{name} p99 ms"] = paced.latency_ms.get("p99")
+                live = await paced_workload(broker.bootstrap, rate, args.paced_seconds, floor)
+                child = _peer("ceiling_live", out, floor, group=f"{live.prefix}.live",
+                              sandbox=sandbox.url, concurrency=CONCURRENCY,
+                              bootstrap=broker.bootstrap, topics=",".join(live.inputs))  # fmt: skip
+                ceiling = await measure_paced(child, watch, live, rate=rate, within=within)
+                await record(ceiling)
+                figures[f"{floor} p99 ms"] = ceiling.latency_ms.get("p99")
 
             print("  checkpoint with and without transactions ...", flush=True)
             rounds = 5 if args.size == "smoke" else 20

@@ -141,6 +141,9 @@ class TestCircuitOnTheEndpoints:
         assert after[("basicsync_events_consumed_total", ())] == len(every_event)
         assert after[("basicsync_event_to_sync_seconds_count", ())] >= len(expected)
         assert after[("basicsync_sync_request_seconds_count", ())] >= len(expected)
+        # Every request that left had its intent committed first, through the real broker.
+        requests = sum(v for (n, _), v in after.items() if n == "basicsync_sync_requests_total")
+        assert after[("basicsync_intent_commit_seconds_count", ())] >= requests
         lag = {
             labels: value
             for (name, labels), value in after.items()

@@ -168,6 +168,8 @@ class FakeCheckpoint:
         self.states: list[tuple[int, JobState]] = []
         self.durable: list[tuple[int, int]] = []
         self.lost: set[int] = set()
+        #: seconds each commit takes (a transaction's round trips)
+        self.commit_delay = 0.0
         self._staged: dict[int, set[str]] = {}
 
     def owns(self, partition: int) -> bool:
@@ -186,6 +188,8 @@ class FakeCheckpoint:
             self.failures.append(record)
 
     async def make_durable(self, partition: int, only: Collection[str] | None = None) -> None:
+        if self.commit_delay:
+            await asyncio.sleep(self.commit_delay)
         if partition in self.lost:
             raise PartitionLost(partition, "fenced (fake)")
         for job in self._staged.pop(partition, set()):
@@ -200,13 +204,19 @@ class RecordingObserver:
     def __init__(self) -> None:
         self.circuit: list[bool] = []
         self.requests: list[tuple[str, int | None]] = []
+        self.request_seconds: list[float] = []
+        self.intent_seconds: list[float] = []
         self.synced: list[int | None] = []
 
     def circuit_changed(self, is_open: bool) -> None:
         self.circuit.append(is_open)
 
+    def intent_committed(self, seconds: float) -> None:
+        self.intent_seconds.append(seconds)
+
     def request_finished(self, outcome: str, status: int | None, seconds: float) -> None:
         self.requests.append((outcome, status))
+        self.request_seconds.append(seconds)
 
     def job_synced(self, latency_ms: int | None) -> None:
         self.synced.append(latency_ms)

@@ -24,6 +24,7 @@ REQUIRED = {
     "basicsync_circuit_state",
     "basicsync_partitions_paused",
     "basicsync_sync_request_seconds_bucket",
+    "basicsync_intent_commit_seconds_bucket",
     "basicsync_event_to_sync_seconds_bucket",
     "process_resident_memory_bytes",
 }

@@ -153,6 +153,19 @@ class TestSyncScheduler:
         posted = h.outcomes.successes[0].state_version
         assert (0, posted) in h.outcomes.durable
 
+    async def test_the_intent_commit_and_the_request_are_timed_apart(self) -> None:
+        """``request_finished`` times the POST alone and ``intent_committed`` the wait for the
+        intent before it: latency an operator sees is either the broker's or the gateway's."""
+        h = Harness(FakeGateway(delay=0.05), debounce_ms=0, max_delay_ms=0)
+        h.outcomes.commit_delay = 0.4
+        async with h.running():
+            h.put(job_state("a", title="v0"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+        [intent] = h.observer.intent_seconds
+        [request] = h.observer.request_seconds
+        assert intent >= 0.4
+        assert 0.05 <= request < 0.3, "the POST alone, not the intent's commit before it"
+
     async def test_catching_up_holds_non_terminal_jobs_until_caught_up(self) -> None:
         """While a backlog is read a changed job waits (terminal ones do not); once caught up
         it is posted after its normal debounce, once."""
