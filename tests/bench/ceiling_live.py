@@ -3,7 +3,9 @@
 Consumes the input (no state kept beyond memory, no changelog, no result records, offsets
 committed by aiokafka's own timer), folds each event into its job's document with our pure
 reducer, and posts a job's latest document ``--debounce`` after the first event that changed it
-(ours' default debounce), ``--concurrency`` requests at once, a job's requests one after another.
+(ours' default debounce; ours waits from the last change, so this is never later) or at once
+when the job has ended (as ours does), ``--concurrency`` requests at once, a job's requests one
+after another.
 A job changed again while its request is out is posted again when that request ends, with
 whatever it holds then: so it coalesces exactly as far as it falls behind. Nothing survives a
 restart and nothing is retried. Its latency at a given rate is the floor any consumer that posts
@@ -23,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from consumer.domain.basicsync import encode_body
 from consumer.domain.events import InvalidEvent, decode_event
-from consumer.domain.job import JobState, apply, is_postable
+from consumer.domain.job import JobState, apply, is_postable, is_terminal
 from tests.bench.ceiling_post import token
 from tests.bench.common import run_arguments
 
@@ -48,16 +50,33 @@ async def run(
     consumer.subscribe(topics, listener=_SayAssigned())
     jobs: dict[str, JobState] = {}
     ready: asyncio.Queue[str] = asyncio.Queue()
-    waiting: set[str] = set()  # debounce running, or ready and not yet picked up
+    waiting: dict[str, asyncio.TimerHandle | None] = {}  # its debounce, None once ready
     sending: set[str] = set()
     again: set[str] = set()  # changed while its request was out
 
+    def now_ready(job: str) -> None:
+        waiting[job] = None
+        ready.put_nowait(job)
+
+    last_change: dict[str, float] = {}
+
     def changed(job: str) -> None:
+        """Called at each change, and once more when a request of a job changed meanwhile
+        ends: then the debounce counts from its last change, as ours does."""
         if job in sending:
             again.add(job)
-        elif job not in waiting:
-            waiting.add(job)
-            loop.call_later(debounce, ready.put_nowait, job)
+            last_change[job] = loop.time()
+            return
+        since = last_change.pop(job, loop.time())
+        if job in waiting:
+            timer = waiting[job]
+            if timer is not None and is_terminal(jobs[job]):
+                timer.cancel()
+                now_ready(job)
+        elif is_terminal(jobs[job]):
+            now_ready(job)
+        else:
+            waiting[job] = loop.call_later(max(0.0, since + debounce - loop.time()), now_ready, job)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=limit)) as session:
         headers = {
@@ -69,7 +88,7 @@ async def run(
         async def poster() -> None:
             while True:
                 job = await ready.get()
-                waiting.discard(job)
+                del waiting[job]
                 sending.add(job)
                 try:
                     body = encode_body(jobs[job])

@@ -54,6 +54,7 @@ from tests.bench.ours import (
     ours_settings,
     paced_ours,
     paced_workload,
+    slug,
 )
 from tests.bench.profile import Profiler
 from tests.bench.report import RunResult, chart, ratios, table, write_json
@@ -139,7 +140,7 @@ def _peer(module: str, out: Path, name: str, **options: Any) -> Child:
     argv = [sys.executable, "-m", f"tests.bench.{module}"]
     for key, value in options.items():
         argv += [f"--{key.replace('_', '-')}", str(value)]
-    return Child(name, argv, out / f"{name.replace(' ', '-')}.log", python_env())
+    return Child(name, argv, out / f"{slug(name)}.log", python_env())
 
 
 async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult], dict[str, Any]]:
@@ -165,8 +166,10 @@ async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult],
             async def record(result: RunResult) -> None:
                 results.append(result)
                 rate = result.events_per_s
+                p99 = result.latency_ms.get("p99")
                 print(f"  {result.name}: ok={result.ok} events/s={rate and round(rate)} "
-                      f"requests={result.requests} {result.note}", flush=True)  # fmt: skip
+                      f"requests={result.requests} p99 ms={p99 and round(p99)} {result.note}",
+                      flush=True)  # fmt: skip
 
             child = _peer("ceiling_consume", out, "ceiling A", group=f"{workload.prefix}.ca",
                           events=workload.events, **common)  # fmt: skip
