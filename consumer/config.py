@@ -264,7 +264,8 @@ class SyncSettings(_Section):
     concurrency: int = Field(
         default=32,
         ge=1,
-        description="requests in flight at once (and as many jobs marked, waiting for a slot)",
+        description="requests in flight at once; jobs whose intent is being committed or waits "
+        "for a slot are as many, up to 16 times as many while requests find slots free",
     )
     catch_up_lag: int = Field(
         default=10_000,

@@ -58,6 +58,11 @@ from consumer.gateway.client import Accepted, Rejected, Retryable, SyncOutcome, 
 from consumer.observability.logging import bound_record
 from consumer.observability.tracing import SyncTracer
 from consumer.state.store import JobStore
+from consumer.sync.admission import (
+    INTENT_STAGE_CEILING_FACTOR,
+    SLOT_WAIT_NOISE_S,
+    IntentAdmission,
+)
 from consumer.sync.circuit import CircuitBreaker
 from consumer.sync.diagnosis import GatewayEvidence, ProbeResult, Verdict, kind_of, probe_result
 from consumer.sync.offsets import PendingOffsets
@@ -196,7 +201,9 @@ class SyncScheduler:
         self._heap: list[tuple[float, str]] = []
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.concurrency)
-        self._marks = asyncio.Semaphore(settings.concurrency)
+        self._marks = IntentAdmission(
+            settings.concurrency, INTENT_STAGE_CEILING_FACTOR * settings.concurrency
+        )
         self._limiter = (
             AsyncLimiter(settings.rate_limit_per_s, 1.0) if settings.rate_limit_per_s else None
         )
@@ -473,8 +480,9 @@ class SyncScheduler:
             return
         started = self._clock()
         await self._mark_sending(request)
-        self._observer.intent_committed(self._clock() - started)
-        await self._take_request_slot(entry)
+        intent_seconds = self._clock() - started
+        self._observer.intent_committed(intent_seconds)
+        await self._take_request_slot(entry, intent_seconds)
         sent_offsets = len(entry.offsets)
         posted = self._clock()
         outcome = await self._post(request, body, started, sent_offsets)
@@ -681,25 +689,34 @@ class SyncScheduler:
         self._durability.stage_result(request.partition, record)
         await self._settle(request, job_id, write_now=write_now)
 
-    async def _take_request_slot(self, entry: _Entry) -> None:
+    async def _take_request_slot(self, entry: _Entry, intent_seconds: float) -> None:
         """Trade the job's place in the intent stage for a request slot.
 
         Committing an intent waits for the partition's transaction in progress and then its
         own; a job holding a request slot through that would leave WorkfloPlus idle for those
-        round trips. So ``concurrency`` bounds two stages apart: jobs whose intent is being
-        committed, and requests in flight (the rate limit counts requests only). A job that
-        waits here past ``send_within`` is not sent (the gateway client refuses a late start)
-        and is retried under a new intent.
+        round trips. So two stages are bounded apart: jobs whose intent is being committed or
+        waits for a slot (``consumer.sync.admission``: ``concurrency`` or more, while slots are
+        free), and requests in flight (``concurrency``; the rate limit counts requests only). A
+        job that waits here past ``send_within`` is not sent (the gateway client refuses a late
+        start) and is retried under a new intent.
 
         The place is kept until the slot is taken: jobs whose intent is committed wait for a
-        slot holding it, so at most ``concurrency`` intents are ahead of their requests, and
-        jobs past that wait in the heap, not as tasks each with an intent that may go stale.
+        slot holding it, and a wait for the slot (and the rate limit) longer than the intent's
+        own commit halves the stage: then WorkfloPlus, not the transactions, is what jobs
+        wait for, and jobs past the stage wait in the heap (where their later changes still
+        coalesce), not as tasks each with an intent that may go stale. A shorter wait is the
+        burst of intents one transaction releases together.
         """
+        arrived = self._clock()
         await self._slots.acquire()
         entry.holds_slot = True
-        self._release_mark(entry)
         if self._limiter is not None:
             await self._limiter.acquire()
+        if self._clock() - arrived > max(intent_seconds, SLOT_WAIT_NOISE_S):
+            self._marks.slot_busy()
+        else:
+            self._marks.sent_at_once()
+        self._release_mark(entry)
 
     def _release_mark(self, entry: _Entry) -> None:
         if entry.holds_mark:

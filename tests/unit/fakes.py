@@ -168,8 +168,10 @@ class FakeCheckpoint:
         self.states: list[tuple[int, JobState]] = []
         self.durable: list[tuple[int, int]] = []
         self.lost: set[int] = set()
-        #: seconds each commit takes (a transaction's round trips)
+        #: seconds each commit takes (a transaction's round trips), and how many overlapped
         self.commit_delay = 0.0
+        self.committing = 0
+        self.max_committing = 0
         self._staged: dict[int, set[str]] = {}
 
     def owns(self, partition: int) -> bool:
@@ -189,7 +191,12 @@ class FakeCheckpoint:
 
     async def make_durable(self, partition: int, only: Collection[str] | None = None) -> None:
         if self.commit_delay:
-            await asyncio.sleep(self.commit_delay)
+            self.committing += 1
+            self.max_committing = max(self.max_committing, self.committing)
+            try:
+                await asyncio.sleep(self.commit_delay)
+            finally:
+                self.committing -= 1
         if partition in self.lost:
             raise PartitionLost(partition, "fenced (fake)")
         for job in self._staged.pop(partition, set()):

@@ -166,6 +166,43 @@ class TestSyncScheduler:
         assert intent >= 0.4
         assert 0.05 <= request < 0.3, "the POST alone, not the intent's commit before it"
 
+    async def test_slow_intent_commits_do_not_cap_requests_while_slots_are_free(self) -> None:
+        """Intents that wait together share a transaction: while requests find slots free,
+        more jobs than ``concurrency`` may be committing their intent at once, so the request
+        rate is not ``concurrency`` / (a commit's time). Requests stay within ``concurrency``."""
+        h = Harness(FakeGateway(), debounce_ms=0, max_delay_ms=0, concurrency=2)
+        h.outcomes.commit_delay = 0.05
+        async with h.running():
+            for n in range(60):
+                h.put(job_state(f"j{n}", status="InProgress"))
+            await eventually(lambda: len(h.outcomes.successes) == 60)
+        assert h.outcomes.max_committing >= 8, h.outcomes.max_committing
+        assert h.gateway.max_in_flight <= 2
+
+    async def test_a_slow_gateway_shrinks_the_intent_stage_back(self) -> None:
+        """After the stage grew on a fast gateway, slow requests make the jobs behind them wait
+        for a slot longer than their intent took: the stage halves back to ``concurrency`` and
+        stays there while the gateway is slow, and no more intents than the grown stage ever
+        wait in front of the slots (the rest wait in the heap, coalescing)."""
+        h = Harness(FakeGateway(), debounce_ms=0, max_delay_ms=0, concurrency=2)
+        async with h.running():
+            for n in range(40):
+                h.put(job_state(f"warm{n}", status="InProgress"))
+            await eventually(lambda: len(h.outcomes.successes) == 40)
+            grown = h.scheduler._marks.limit
+            assert grown > 2, "the stage grew while every request found a slot"
+            h.gateway.delay = 0.1
+            for n in range(60):
+                h.put(job_state(f"j{n}", status="InProgress"))
+            most_waiting = 0
+            for _ in range(40):  # admitted: committing (at once here) or waiting for a slot
+                most_waiting = max(most_waiting, h.scheduler._marks.held)
+                await asyncio.sleep(0.02)
+            assert 2 <= most_waiting <= grown, (most_waiting, grown)
+            assert h.scheduler._marks.limit == 2
+            h.gateway.delay = 0.0
+            await eventually(lambda: len(h.outcomes.successes) == 100)
+
     async def test_catching_up_holds_non_terminal_jobs_until_caught_up(self) -> None:
         """While a backlog is read a changed job waits (terminal ones do not); once caught up
         it is posted after its normal debounce, once."""
@@ -198,8 +235,9 @@ class TestSyncScheduler:
             await eventually(lambda: h.gateway.in_flight == 1)
             await asyncio.sleep(0.05)
             assert h.scheduler.draining, "three due jobs still wait for the one slot"
-            # One job posting, one marked and waiting for the slot; the other two unmarked.
-            assert len(h.outcomes.durable) == 2, h.outcomes.durable
+            # One job posting; the first found its slot free, so the intent stage grew to two:
+            # two marked and waiting for the slot (which halved it again), one unmarked.
+            assert len(h.outcomes.durable) == 3, h.outcomes.durable
             gate.set()
             await eventually(lambda: len(h.outcomes.successes) == 4)
             await eventually(lambda: not h.scheduler.draining)
