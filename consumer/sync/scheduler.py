@@ -482,7 +482,15 @@ class SyncScheduler:
         await self._mark_sending(request)
         intent_seconds = self._clock() - started
         self._observer.intent_committed(intent_seconds)
-        await self._take_request_slot(entry, intent_seconds)
+        if not await self._take_request_slot(entry, intent_seconds, started):
+            # Its request could no longer leave in time: nothing was sent, nothing is in doubt,
+            # and WorkfloPlus did nothing wrong. Back to the heap, to be announced afresh once
+            # the slots had a while to clear (not at once: every turn writes an intent).
+            now = self._clock()
+            log.info("intent_expired_waiting_for_a_slot", waited_s=round(now - started, 3))
+            self._outcome_known(job, partition)
+            entry.not_before = max(entry.not_before, now + self._send_within / 4)
+            return
         sent_offsets = len(entry.offsets)
         posted = self._clock()
         outcome = await self._post(request, body, started, sent_offsets)
@@ -689,7 +697,9 @@ class SyncScheduler:
         self._durability.stage_result(request.partition, record)
         await self._settle(request, job_id, write_now=write_now)
 
-    async def _take_request_slot(self, entry: _Entry, intent_seconds: float) -> None:
+    async def _take_request_slot(
+        self, entry: _Entry, intent_seconds: float, started: float
+    ) -> bool:
         """Trade the job's place in the intent stage for a request slot.
 
         Committing an intent waits for the partition's transaction in progress and then its
@@ -706,9 +716,23 @@ class SyncScheduler:
         wait for, and jobs past the stage wait in the heap (where their later changes still
         coalesce), not as tasks each with an intent that may go stale. A shorter wait is the
         burst of intents one transaction releases together.
+
+        A job that finds every slot taken and would wait past half its ``send_within`` (a grown
+        stage in front of a gateway that just slowed down) gives up its place instead: False.
+        Posting it later would fail as a late start, counted against the gateway and the job's
+        budget for our own queue.
         """
         arrived = self._clock()
-        await self._slots.acquire()
+        if self._slots.locked():
+            # At least a quarter of it, so that a slow commit alone never turns a job back.
+            patience = max(started + self._send_within / 2 - arrived, self._send_within / 4)
+            try:
+                await asyncio.wait_for(self._slots.acquire(), timeout=patience)
+            except TimeoutError:
+                self._marks.slot_busy()
+                return False
+        else:
+            await self._slots.acquire()
         entry.holds_slot = True
         if self._limiter is not None:
             await self._limiter.acquire()
@@ -717,6 +741,7 @@ class SyncScheduler:
         else:
             self._marks.sent_at_once()
         self._release_mark(entry)
+        return True
 
     def _release_mark(self, entry: _Entry) -> None:
         if entry.holds_mark:

@@ -203,6 +203,32 @@ class TestSyncScheduler:
             h.gateway.delay = 0.0
             await eventually(lambda: len(h.outcomes.successes) == 100)
 
+    async def test_an_intent_that_waits_too_long_for_a_slot_steps_back_unsent(self) -> None:
+        """A job whose intent is committed but finds every slot taken by hung requests gives up
+        its place before its send deadline: it is not posted late (a ``send_deadline_passed``
+        failure charged to the gateway and the job), its intent is cleared (nothing in doubt),
+        and it is posted once the slots clear."""
+        h = Harness(
+            FakeGateway(), debounce_ms=0, max_delay_ms=0, concurrency=1, in_doubt_window=0.6
+        )  # fmt: skip  (send_within 0.2 s)
+        gate = h.gateway.gate = asyncio.Event()
+        with capture_logs() as logs:
+            async with h.running():
+                h.put(job_state("a", status="InProgress"))
+                await eventually(lambda: h.gateway.in_flight == 1)
+                h.put(job_state("b", status="InProgress"))
+                await eventually(
+                    lambda: any(e["event"] == "intent_expired_waiting_for_a_slot" for e in logs)
+                )
+                assert h.gateway.jobs == ["a"], "b was never sent while a hung"
+                assert h.state("b").sending_since is None, "nothing of b is in doubt"
+                await asyncio.sleep(0.3)
+                gate.set()
+                await eventually(lambda: len(h.outcomes.successes) == 2)
+        assert h.gateway.jobs.count("b") == 1
+        assert ("retryable", None) not in h.observer.requests, h.observer.requests
+        assert not h.outcomes.failures
+
     async def test_catching_up_holds_non_terminal_jobs_until_caught_up(self) -> None:
         """While a backlog is read a changed job waits (terminal ones do not); once caught up
         it is posted after its normal debounce, once."""
