@@ -30,11 +30,13 @@ from tests.integration.harness import (
     Topics,
     consumer_process,
     eventually,
+    log_events,
     new_topics,
     read_records,
     settings_for,
     tail,
     wait_converged,
+    with_request_timeout,
 )
 
 pytestmark = pytest.mark.integration
@@ -268,3 +270,48 @@ class TestABadJobFailsAlone:
             ("retries_exhausted", 500)
         }
         assert "circuit_opened" not in tail(log, 1_000_000)
+
+
+class TestASlowGatewaySendsNothingLate:
+    async def test_a_gateway_that_turns_slow_gets_no_request_after_its_deadline(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """WorkfloPlus answers at once while 60 live jobs arrive (the jobs allowed between
+        their intent and their request grow past the two request slots), then takes 1.5 s a
+        request while 20 more jobs arrive at once (request timeout 2 s). The intents that wait
+        behind the slow requests step back before their send deadline instead of being posted
+        late: no request is retried, nothing fails, the circuit stays closed, all converge."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=80, seed=53, prefix="slowing"))
+        events = job_events(demo)
+        jobs = list(events)
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, concurrency=2), 2.0
+        )
+        log = str(tmp_path / "consumer.log")
+        async with (
+            consumer_process(settings, log),
+            producer_for(kafka_bootstrap) as producer,
+        ):
+            await warm_up(producer, topics, sandbox_in_process)
+            fast = [(job, events[job]) for job in jobs[:60]]
+            await send_jobs_live(producer, topics.inputs, fast, every_s=0.02, sent_at={})
+            await wait_converged(
+                sandbox_in_process, {job: demo.expected[job] for job, _ in fast}, within=60
+            )
+            sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 1_500}})
+            slow = [event for job in jobs[60:] for event in events[job]]
+            await send_events(producer, topics.inputs, slow)
+            expired = await eventually(
+                lambda: bool(log_events(log, "intent_expired_waiting_for_a_slot")), within=60
+            )
+            assert expired, "no intent waited behind the slow requests:\n" + tail(log)
+            sandbox_in_process.faults.update({"latency": None})
+            await wait_converged(sandbox_in_process, demo.expected, within=120)
+        assert log_events(log, "sync_retry_scheduled") == []
+        assert log_events(log, "circuit_opened") == []
+        assert await failures_for(kafka_bootstrap, topics) == []
