@@ -67,6 +67,10 @@ class IntentAdmission:
         """A request waited for its slot: intents queue in front of WorkfloPlus, admit fewer."""
         self.limit = max(self.floor, self.limit // 2)
 
+    def reset(self) -> None:
+        """Back to ``floor``: what was learnt of live traffic does not hold for a backlog."""
+        self.limit = self.floor
+
     def _signal(self) -> None:
         if self.held < self.limit:
             self._room.set()

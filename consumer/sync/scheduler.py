@@ -244,6 +244,8 @@ class SyncScheduler:
             return
         self._catching_up = catching_up
         log.info("catch_up_mode", catching_up=catching_up, dirty_jobs=len(self._entries))
+        if catching_up:
+            self._marks.reset()
         if not catching_up:
             now = self._clock()
             released = 0
@@ -738,7 +740,10 @@ class SyncScheduler:
             await self._limiter.acquire()
         if self._clock() - arrived > max(intent_seconds, SLOT_WAIT_NOISE_S):
             self._marks.slot_busy()
-        else:
+        elif not (self._catching_up or self._draining):
+            # A backlog's jobs are posted at the pace the fixed stage set, which lets a job's
+            # last events reach it before its post (about one request per job): sooner posts
+            # the jobs whose events are still on their way twice. Live traffic has no such.
             self._marks.sent_at_once()
         self._release_mark(entry)
         return True

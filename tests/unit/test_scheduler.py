@@ -179,6 +179,29 @@ class TestSyncScheduler:
         assert h.outcomes.max_committing >= 8, h.outcomes.max_committing
         assert h.gateway.max_in_flight <= 2
 
+    async def test_the_intent_stage_grows_for_live_traffic_only(self) -> None:
+        """A backlog's jobs are posted at the fixed stage's pace (posted sooner, a job whose
+        last events are still on their way is posted twice): the stage is reset when a
+        catch-up starts and does not grow while it lasts or while its held jobs drain."""
+        h = Harness(FakeGateway(), debounce_ms=0, max_delay_ms=0, concurrency=2)
+        async with h.running():
+            for n in range(20):
+                h.put(job_state(f"live{n}", status="InProgress"))
+            await eventually(lambda: len(h.outcomes.successes) == 20)
+            assert h.scheduler._marks.limit > 2
+            h.scheduler.set_catching_up(True)
+            assert h.scheduler._marks.limit == 2
+            for n in range(40):
+                h.put(job_state(f"held{n}", status="InProgress"))
+            h.scheduler.set_catching_up(False)
+            limits = []
+            while h.scheduler.draining:
+                limits.append(h.scheduler._marks.limit)
+                await asyncio.sleep(0.001)
+            await eventually(lambda: len(h.outcomes.successes) == 60)
+        assert limits, "the held jobs drained"
+        assert max(limits) == 2
+
     async def test_a_slow_gateway_shrinks_the_intent_stage_back(self) -> None:
         """After the stage grew on a fast gateway, slow requests make the jobs behind them wait
         for a slot longer than their intent took: the stage halves back to ``concurrency`` and
@@ -261,9 +284,9 @@ class TestSyncScheduler:
             await eventually(lambda: h.gateway.in_flight == 1)
             await asyncio.sleep(0.05)
             assert h.scheduler.draining, "three due jobs still wait for the one slot"
-            # One job posting; the first found its slot free, so the intent stage grew to two:
-            # two marked and waiting for the slot (which halved it again), one unmarked.
-            assert len(h.outcomes.durable) == 3, h.outcomes.durable
+            # One job posting, one marked and waiting for the slot; the other two unmarked (the
+            # intent stage does not grow while held jobs drain).
+            assert len(h.outcomes.durable) == 2, h.outcomes.durable
             gate.set()
             await eventually(lambda: len(h.outcomes.successes) == 4)
             await eventually(lambda: not h.scheduler.draining)
