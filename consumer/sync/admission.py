@@ -16,6 +16,9 @@ the bound, down to ``floor`` (``concurrency``, the bound that never lets an inte
 than one request). When WorkfloPlus is the bottleneck the stage is as small as it always was;
 when the transactions are, it grows. (A transaction releases its intents together, so a slot
 may be busy for a moment although WorkfloPlus keeps up: a wait shorter than the commit is that.)
+It grows for live traffic only (the scheduler resets it when a catch-up starts and holds it
+while the caught-up jobs drain): a backlog drained faster posts twice the jobs whose last events
+are still on their way.
 """
 
 from __future__ import annotations
