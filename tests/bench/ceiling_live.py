@@ -18,16 +18,14 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from datetime import UTC, datetime
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from consumer.domain.basicsync import encode_body
-from consumer.domain.events import InvalidEvent, decode_event
-from consumer.domain.job import JobState, apply, is_postable, is_terminal
+from consumer.domain.job import JobState, is_terminal
 from tests.bench.ceiling_post import token
-from tests.bench.common import run_arguments
+from tests.bench.common import fold_records, run_arguments
 
 
 class _SayAssigned(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -106,16 +104,8 @@ async def run(
             while not stop.is_set():
                 batch = await consumer.getmany(timeout_ms=100)
                 for records in batch.values():
-                    for record in records:
-                        try:
-                            event = decode_event(record.key, record.value, record.headers)
-                        except InvalidEvent:
-                            continue
-                        state = apply(jobs.get(event.subject), event, datetime.now(UTC))
-                        if isinstance(state, JobState):
-                            jobs[event.subject] = state
-                            if is_postable(state):  # WorkfloPlus answers 400 without workflowId
-                                changed(event.subject)
+                    for state in fold_records(records, jobs):
+                        changed(state.client_job_id)
         finally:
             for task in posters:
                 task.cancel()

@@ -1,4 +1,5 @@
-"""Small pieces the benchmark's runs share: their command-line contract and reading /proc.
+"""Small pieces the benchmark's runs share: their command-line contract, reading /proc, and
+the fold of fetched records into job documents that the peers and the live ceiling all do.
 
 Every run except ours is a child process started as ``python -m tests.bench.<module>`` with
 the options of :func:`run_arguments`; it prints one JSON line starting with ``RESULT `` when
@@ -11,8 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from consumer.domain.events import InvalidEvent, decode_event
+from consumer.domain.job import JobState, apply, is_postable
 
 RESULT_PREFIX = "RESULT "
 CLIENT_ID = "sandbox-client"
@@ -65,3 +71,19 @@ def cpu_seconds(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def fold_records(records: Iterable[Any], jobs: dict[str, JobState]) -> Iterator[JobState]:
+    """Decode each record and apply it to its job in ``jobs`` with our pure reducer (so the
+    documents are right and assembling them costs what it costs ours); yields each new state
+    that can be posted (WorkfloPlus answers 400 without workflowId). Bad records are skipped."""
+    for record in records:
+        try:
+            event = decode_event(record.key, record.value, record.headers)
+        except InvalidEvent:
+            continue
+        state = apply(jobs.get(event.subject), event, datetime.now(UTC))
+        if isinstance(state, JobState):
+            jobs[event.subject] = state
+            if is_postable(state):
+                yield state

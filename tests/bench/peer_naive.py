@@ -14,16 +14,14 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections import defaultdict
-from datetime import UTC, datetime
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer
 
 from consumer.domain.basicsync import encode_body
-from consumer.domain.events import InvalidEvent, decode_event
-from consumer.domain.job import JobState, apply, is_postable
+from consumer.domain.job import JobState
 from tests.bench.ceiling_post import token
-from tests.bench.common import run_arguments
+from tests.bench.common import fold_records, run_arguments
 
 
 async def run(bootstrap: str, topics: list[str], group: str, base_url: str, limit: int) -> None:
@@ -61,16 +59,8 @@ async def run(bootstrap: str, topics: list[str], group: str, base_url: str, limi
                     continue
                 by_job: dict[str, list[bytes]] = defaultdict(list)
                 for records in batch.values():
-                    for record in records:
-                        try:
-                            event = decode_event(record.key, record.value, record.headers)
-                        except InvalidEvent:
-                            continue
-                        state = apply(jobs.get(event.subject), event, datetime.now(UTC))
-                        if isinstance(state, JobState):
-                            jobs[event.subject] = state
-                            if is_postable(state):  # WorkfloPlus answers 400 without workflowId
-                                by_job[event.subject].append(encode_body(state))
+                    for state in fold_records(records, jobs):
+                        by_job[state.client_job_id].append(encode_body(state))
                 await asyncio.gather(*(post_in_order(bodies) for bodies in by_job.values()))
                 await consumer.commit()
         finally:
