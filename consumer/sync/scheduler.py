@@ -246,7 +246,7 @@ class SyncScheduler:
         log.info("catch_up_mode", catching_up=catching_up, dirty_jobs=len(self._entries))
         if catching_up:
             self._marks.reset()
-        if not catching_up:
+        else:
             now = self._clock()
             released = 0
             for job, entry in self._entries.items():
