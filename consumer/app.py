@@ -310,6 +310,8 @@ def _assemble(
     source = _event_source(settings, kafka)
     observer = _CircuitPausesSource(stats, source)
     scheduler = _scheduler(settings, store, gateway, checkpoint, observer, tracer)
+    interval_s = settings.kafka.checkpoint_interval_ms / 1000
+    checkpoint.leave_to_intents_when(lambda job: scheduler.posts_within(job, interval_s))
 
     memory = MemoryGuard(
         memory_limit_bytes(settings.store.memory_limit_mb), settings.store.restore_memory_share

@@ -393,7 +393,7 @@ class Pipeline:
                     time.monotonic() >= next_checkpoint
                     or self._checkpoint.pending_jobs >= self._limits.checkpoint_max_jobs
                 ):
-                    await self._checkpoint.commit()
+                    await self._checkpoint.commit(live=True)
                     last_checkpoint = time.monotonic()
         async with self._lock:
             await self._checkpoint.commit()
@@ -421,7 +421,7 @@ class Pipeline:
         )
         checkpoint = self._checkpoint
         for job, partition in effect.partitions.items():
-            checkpoint.stage_changed(partition, job)
+            checkpoint.stage_applied(partition, job, effect.offsets_by_job.get(job, ()))
         for failure in effect.failures:
             source = failure.source
             if source is not None:

@@ -17,6 +17,12 @@ committed offsets, and every result it reports. A crash at any instant replays a
 events after the last full commit; the only effects of those anyone saw are the states that
 intents wrote ahead (below).
 
+The consume loop's checkpoint is *live* (``commit(live=True)``): a job changed by events and
+about to be posted (the scheduler says so) is left to its request's intent, which writes it a
+moment later anyway, and the offsets and failure records committed stop below its first event
+not yet written (``consumer.state.deferral``). The snapshot is then that of those lower offsets,
+with states written ahead of them as intents write them. A revoke and a stop commit everything.
+
 :meth:`make_durable` is the scheduler's way to say "before I post, this must be in Kafka": it
 commits the partition now. Calls that arrive while a commit of the partition is running wait
 for it and then share the next one (group commit), so concurrent posts cost one transaction.
@@ -58,7 +64,7 @@ from aiokafka import TopicPartition
 
 from consumer.domain.job import replays_as_duplicates
 from consumer.domain.record_size import MIN_LIMIT_BYTES, fit_record
-from consumer.domain.results import FailureRecord, SuccessRecord
+from consumer.domain.results import FailureRecord, SourceOffset, SuccessRecord
 from consumer.domain.retention import ForgottenJob
 from consumer.domain.settled import SETTLED_HEADER, settled_header
 from consumer.domain.state import JobState
@@ -66,6 +72,7 @@ from consumer.domain.state_codec import encode_state
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.limits import RESULT_RECORD_BYTES
 from consumer.kafka.transactions import OutRecord, PartitionProducer, Producible
+from consumer.state.deferral import capped_offsets, offset_caps, results_now
 from consumer.state.store import JobStore
 
 log = structlog.get_logger(__name__)
@@ -92,6 +99,8 @@ class _Result:
     raw_key: bytes | None
     limit: int
     out: OutRecord
+    #: the input position of the event a failure record reports (None: not an event's)
+    source: tuple[TopicPartition, int] | None = None
 
     def record(self) -> SuccessRecord | FailureRecord:
         return self.kind.model_validate_json(self.out.value or b"")
@@ -133,17 +142,42 @@ class _Pending:
     jobs: set[str] = field(default_factory=set)
     results: list[_Result] = field(default_factory=list)
     offsets: dict[TopicPartition, int] = field(default_factory=dict)
+    #: jobs the scheduler changed (a request's mark or outcome): never left to an intent
+    own: set[str] = field(default_factory=set)
+    #: per job changed by events since its state was last taken to be written: the offset of
+    #: the first such event, per input topic partition (see ``consumer.state.deferral``)
+    firsts: dict[str, dict[TopicPartition, int]] = field(default_factory=dict)
+    #: jobs a live checkpoint left to their intents: still to write, not in ``pending_jobs``
+    left: set[str] = field(default_factory=set)
     #: set once a transaction holding all of this has committed
     committed: bool = False
+    #: a live checkpoint left part of this to a later commit: it never becomes ``committed``
+    partial: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.forgotten or self.markers or self.jobs or self.results or self.offsets)
+        return bool(
+            self.forgotten or self.markers or self.jobs or self.left or self.results or self.offsets
+        )
+
+    def drop(self, jobs: Iterable[str]) -> None:
+        """Nothing of ``jobs`` waits here any more (written by an intent, or forgotten)."""
+        for job in jobs:
+            self.jobs.discard(job)
+            self.left.discard(job)
+            self.own.discard(job)
+            self.firsts.pop(job, None)
 
     def merge_older(self, older: _Pending) -> None:
         """Put back what a failed commit took: ``older`` was staged before ``self``."""
         self.forgotten[:0] = older.forgotten
         self.markers = {**older.markers, **self.markers}
         self.jobs |= older.jobs
+        self.left |= older.left - self.jobs
+        self.own |= older.own
+        for job, firsts in older.firsts.items():
+            mine = self.firsts.setdefault(job, {})
+            for tp, offset in firsts.items():
+                mine[tp] = min(offset, mine.get(tp, offset))
         self.results[:0] = older.results
         for tp, offset in older.offsets.items():
             self.offsets[tp] = max(offset, self.offsets.get(tp, offset))
@@ -180,11 +214,20 @@ class Checkpoint:
         self._value_bytes: dict[int, dict[str, int]] = {}
         #: transactions committed, per partition (for metrics and tests)
         self.commits = 0
+        #: the input offsets last committed, per partition (a live checkpoint that would only
+        #: commit these again commits nothing)
+        self._committed_offsets: dict[int, dict[TopicPartition, int]] = {}
+        self._posts_soon: Callable[[str], bool] | None = None
 
     # -- ownership -------------------------------------------------------------------------------
 
     def owns(self, partition: int) -> bool:
         return partition in self._producers
+
+    def leave_to_intents_when(self, posts_soon: Callable[[str], bool]) -> None:
+        """A live checkpoint leaves a job changed by events to its intent when ``posts_soon``
+        says its request is about to be made (``consumer.state.deferral``)."""
+        self._posts_soon = posts_soon
 
     @property
     def partitions(self) -> set[int]:
@@ -198,6 +241,7 @@ class Checkpoint:
         await producer.start()
         self._producers[partition] = producer
         self._last_written.pop(partition, None)
+        self._committed_offsets.pop(partition, None)
         self._pending[partition] = _Pending()
         self._intents[partition] = _Pending()
         self._locks.setdefault(partition, asyncio.Lock())
@@ -244,13 +288,34 @@ class Checkpoint:
         pending = self._pending.get(partition)
         if pending is not None:
             pending.jobs.add(client_job_id)
+            pending.own.add(client_job_id)
+            pending.left.discard(client_job_id)
+
+    def stage_applied(
+        self, partition: int, client_job_id: str, offsets: Iterable[SourceOffset]
+    ) -> None:
+        """Events at ``offsets`` (in order) changed the job: the next commit writes it, or a
+        live one leaves it to its intent and commits the offsets only up to the first."""
+        pending = self._pending.get(partition)
+        if pending is None:
+            return
+        pending.jobs.add(client_job_id)
+        pending.left.discard(client_job_id)
+        # Only the first: a job without one (changed by no event it can name) is never left.
+        firsts = pending.firsts.get(client_job_id)
+        for offset in offsets:
+            if firsts is None:
+                firsts = pending.firsts[client_job_id] = {}
+            tp = TopicPartition(offset.topic, offset.partition)
+            if tp not in firsts:
+                firsts[tp] = offset.offset
 
     def stage_forgotten(self, partition: int, client_job_id: str) -> None:
         """Tombstone the key (a job or a marker dropped after retention)."""
         pending = self._pending.get(partition)
         if pending is not None:
             pending.forgotten.append(client_job_id)
-            pending.jobs.discard(client_job_id)
+            pending.drop((client_job_id,))
             pending.markers.pop(client_job_id, None)
 
     def stage_marker(self, partition: int, marker: ForgottenJob) -> None:
@@ -258,7 +323,7 @@ class Checkpoint:
         pending = self._pending.get(partition)
         if pending is not None:
             pending.markers[marker.client_job_id] = marker
-            pending.jobs.discard(marker.client_job_id)
+            pending.drop((marker.client_job_id,))
 
     def stage_result(
         self, partition: int, record: SuccessRecord | FailureRecord, raw_key: bytes | None = None
@@ -291,7 +356,11 @@ class Checkpoint:
             )
         topic = self._topics.succeeded if isinstance(record, SuccessRecord) else self._topics.failed
         out = OutRecord(topic=topic, key=fitted.key, value=fitted.value)
-        return _Result(type(record), raw_key, limit, out)
+        event = record.source if isinstance(record, FailureRecord) else None
+        if event is None:
+            return _Result(type(record), raw_key, limit, out)
+        source = (TopicPartition(event.topic, event.partition), event.offset)
+        return _Result(type(record), raw_key, limit, out, source)
 
     def stage_offsets(self, partition: int, next_offsets: dict[tuple[str, int], int]) -> None:
         pending = self._pending.get(partition)
@@ -310,23 +379,27 @@ class Checkpoint:
 
     # -- committing ------------------------------------------------------------------------------
 
-    async def commit(self, partitions: Iterable[int] | None = None) -> None:
+    async def commit(self, partitions: Iterable[int] | None = None, *, live: bool = False) -> None:
         """Commit what is staged for ``partitions`` (default: every owned one), concurrently.
 
-        A partition lost meanwhile is reported by :meth:`take_lost`, not raised.
+        ``live``: the consume loop's checkpoint, which may leave jobs about to be posted to
+        their intents (``consumer.state.deferral``); every other commit (a revoke, a stop)
+        writes everything. A partition lost meanwhile is reported by :meth:`take_lost`.
         """
         wanted = set(self._producers) if partitions is None else set(partitions)
         todo = [p for p in wanted if self.has_pending(p)]
         if not todo:
             return
         results = await asyncio.gather(
-            *(self.make_durable(p) for p in todo), return_exceptions=True
+            *(self.make_durable(p, live=live) for p in todo), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException) and not isinstance(result, PartitionLost):
                 raise result
 
-    async def make_durable(self, partition: int, only: Collection[str] | None = None) -> None:
+    async def make_durable(
+        self, partition: int, only: Collection[str] | None = None, *, live: bool = False
+    ) -> None:
         """Return once everything staged for ``partition`` so far is committed; with ``only``
         (an intent before a request), once the current states of those jobs are.
 
@@ -356,10 +429,57 @@ class Checkpoint:
                     return
                 self._pending[partition] = _Pending()
                 taken = pending or _Pending()
+                if live:
+                    self._leave_to_intents(partition, taken, intents or _Pending())
             else:
                 taken = None
             self._intents[partition] = _Pending()
             await self._commit_taken(partition, producer, taken, intents or _Pending())
+
+    def _leave_to_intents(self, partition: int, taken: _Pending, intents: _Pending) -> None:
+        """Move the jobs of ``taken`` about to be posted to the partition's next commit, with
+        the offsets and results that must wait for them (``consumer.state.deferral``).
+
+        Only jobs changed by events alone (not by the scheduler, whose marks and outcomes
+        are written at once), and only when every job of the commit replays its events as
+        duplicates: the states written go ahead of the offsets, and so do the ones left,
+        which a member that keeps its state across a rebalance replays onto.
+        """
+        posts_soon = self._posts_soon
+        if posts_soon is None or taken.forgotten or taken.markers:
+            return
+        candidates = taken.jobs | taken.left
+        left = {
+            job
+            for job in candidates
+            if job in taken.firsts
+            and job not in taken.own
+            and job not in intents.jobs
+            and posts_soon(job)
+        }
+        if not left:
+            return
+        for job in candidates:
+            state = self._store.get(job)
+            if state is not None and not replays_as_duplicates(state):
+                return
+        caps = offset_caps(taken.firsts[job] for job in left)
+        offsets, later = capped_offsets(taken.offsets, caps)
+        written_results = results_now([result.source for result in taken.results], caps)
+        after = self._pending[partition]
+        after.merge_older(
+            _Pending(
+                left=left,
+                firsts={job: taken.firsts.pop(job) for job in left},
+                results=taken.results[written_results:],
+                offsets=later,
+            )
+        )
+        del taken.results[written_results:]
+        taken.jobs = candidates - left
+        taken.left = set()
+        taken.offsets = offsets
+        taken.partial = True
 
     def _stage_alone(self, partition: int, jobs: Collection[str]) -> _Pending | None:
         """Add ``jobs`` to the partition's waiting intents, or None when one of them must be
@@ -390,11 +510,14 @@ class Checkpoint:
         """Commit ``pending`` with the ``intents`` (None: the intents alone)."""
         if pending is None:
             # The intents' states are written now: the next full commit need not again.
-            self._pending[partition].jobs -= intents.jobs
+            self._pending[partition].drop(intents.jobs)
             work = _Pending(jobs=set(intents.jobs))
         else:
-            pending.jobs |= intents.jobs
+            pending.jobs |= intents.jobs | pending.left
+            pending.left = set()
             work = pending
+            if not pending.jobs and self._only_committed_offsets(partition, pending):
+                return  # a live checkpoint left everything to the intents
         try:
             await self._commit_fitting(partition, producer, work)
         except PartitionLost as exc:
@@ -404,13 +527,24 @@ class Checkpoint:
                 await self.close(partition)
             raise
         except BaseException:
-            # Cancelled (shutdown) or a bug: keep the work for the next commit.
+            # Cancelled (shutdown) or a bug: keep the work for the next commit. An intent's
+            # jobs wait among the intents again, which no live commit leaves: the intent took
+            # their first events' offsets with it.
             if partition in self._pending:
                 self._pending[partition].merge_older(work)
                 self._intents.setdefault(partition, _Pending()).jobs |= intents.jobs
             raise
-        work.committed = intents.committed = True
+        work.committed = not work.partial
+        intents.committed = True
+        self._committed_offsets.setdefault(partition, {}).update(work.offsets)
         self.commits += 1
+
+    def _only_committed_offsets(self, partition: int, pending: _Pending) -> bool:
+        """``pending`` holds no records, and only offsets already committed."""
+        if pending.forgotten or pending.markers or pending.results:
+            return False
+        committed = self._committed_offsets.get(partition, {})
+        return all(committed.get(tp) == offset for tp, offset in pending.offsets.items())
 
     async def _commit_fitting(
         self, partition: int, producer: PartitionProducer, pending: _Pending

@@ -260,6 +260,23 @@ class SyncScheduler:
             self._draining = released > 0
             self._wake.set()
 
+    def posts_within(self, client_job_id: str, seconds: float) -> bool:
+        """Will the job be posted within ``seconds``, or once its request in flight ends?
+
+        The checkpoint leaves such a job's state to the intent of that request rather than
+        write it now and again a moment later (``consumer.state.deferral``). Not while the
+        circuit is open, the job waits out a backoff or a request in doubt, or its partition
+        is being released: it could wait long, and its events' offsets with it.
+        """
+        entry = self._entries.get(client_job_id)
+        if entry is None or self._stopping or not self._circuit.is_closed:
+            return False
+        if self._paused_partitions and self._store.partition_of(client_job_id) in (
+            self._paused_partitions
+        ):
+            return False
+        return entry.in_flight or entry.due <= self._clock() + seconds
+
     @property
     def dirty_jobs(self) -> int:
         return len(self._entries)

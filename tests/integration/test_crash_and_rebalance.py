@@ -22,6 +22,7 @@ from tests.integration.harness import (
     consumer_process,
     consumer_running,
     eventually,
+    log_events,
     max_overlap,
     new_topics,
     produce,
@@ -78,6 +79,53 @@ async def killed_twice_mid_backlog(settings: Settings, sandbox: Sandbox, log: st
         assert "catch_up_mode" in tail(log, chars=10**8), f"never caught up: {tail(log)}"
         process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(process.wait)
+
+
+def with_late_aborts(demo: DemoJobs, count: int) -> tuple[list[JobEvent], list[str]]:
+    """``demo``'s events with an abort of ``count`` Completed jobs right after each one's
+    last event (rejected: the job is Completed), and those jobs, sorted."""
+    completed = [
+        j for j, body in demo.expected.items() if body["metadata"]["status"] == "Completed"
+    ]
+    late_aborts = [
+        JobEvent.model_validate(
+            {
+                "id": f"late-abort-{job}",
+                "source": "urn:test",
+                "type": EventType.aborted,
+                "subject": job,
+                "data": {"reason": "too late"},
+            }
+        )
+        for job in completed[:count]
+    ]
+    last = {e.subject: n for n, e in enumerate(demo.events)}
+    stream = list(demo.events)
+    for abort in sorted(late_aborts, key=lambda a: -last[a.subject]):
+        stream.insert(last[abort.subject] + 1, abort)
+    return stream, sorted(a.subject for a in late_aborts)
+
+
+async def assert_each_reported_once(bootstrap: str, failed: str, jobs: list[str]) -> None:
+    """The failure topic holds one invalid_transition record per job of ``jobs``, each of
+    a different event (waiting for the records the next checkpoint writes)."""
+
+    async def reported() -> list[tuple[str, tuple[str, int, int]]]:
+        failures = await read_records(bootstrap, failed, settle_s=0.5)
+        assert {f["reason"] for f in failures} <= {"invalid_transition"}, failures
+        return sorted(
+            (f["clientJobId"], (s["topic"], s["partition"], s["offset"]))
+            for f in failures
+            for s in [f["source"]]
+        )
+
+    for _ in range(20):
+        if len(await reported()) >= len(jobs):
+            break
+        await asyncio.sleep(0.5)
+    failures = await reported()
+    assert [job for job, _ in failures] == jobs
+    assert len({place for _, place in failures}) == len(jobs)
 
 
 class TestKillNine:
@@ -192,50 +240,64 @@ class TestKillNine:
         every rejected event exactly once, and every job still converges."""
         topics = await new_topics(make_topic, partitions=3)
         demo = build_demo(DemoPlan(jobs=300, seed=31, prefix="rejected-twice"))
-        completed = [
-            j for j, body in demo.expected.items() if body["metadata"]["status"] == "Completed"
-        ]
-        late_aborts = [
-            JobEvent.model_validate(
-                {
-                    "id": f"late-abort-{job}",
-                    "source": "urn:test",
-                    "type": EventType.aborted,
-                    "subject": job,
-                    "data": {"reason": "too late"},
-                }
-            )
-            for job in completed[:60]
-        ]
-        # Each abort right after its job's last event: rejected, as the job is Completed.
-        last = {e.subject: n for n, e in enumerate(demo.events)}
-        stream = list(demo.events)
-        for abort in sorted(late_aborts, key=lambda a: -last[a.subject]):
-            stream.insert(last[abort.subject] + 1, abort)
+        stream, aborted = with_late_aborts(demo, 60)
         await produce(kafka_bootstrap, topics.inputs, stream)
         settings = rarely_checkpointing(kafka_bootstrap, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")
         await killed_twice_mid_backlog(settings, sandbox_in_process, log)
         async with consumer_process(settings, log):
             await wait_converged(sandbox_in_process, demo.expected, within=180)
-            expected_jobs = sorted(a.subject for a in late_aborts)
+            await assert_each_reported_once(kafka_bootstrap, topics.failed, aborted)
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
 
-            async def reported() -> list[tuple[str, tuple[str, int, int]]]:
-                failures = await read_records(kafka_bootstrap, topics.failed, settle_s=0.5)
-                assert {f["reason"] for f in failures} <= {"invalid_transition"}, failures
-                return sorted(
-                    (f["clientJobId"], (s["topic"], s["partition"], s["offset"]))
-                    for f in failures
-                    for s in [f["source"]]
-                )
-
-            for _ in range(20):  # the last records go out with the next checkpoint
-                if len(await reported()) >= len(expected_jobs):
-                    break
-                await asyncio.sleep(0.5)
-            failures = await reported()
-            assert [job for job, _ in failures] == expected_jobs
-            assert len({place for _, place in failures}) == len(expected_jobs)
+    async def test_kill_9_under_live_traffic_reports_each_rejected_event_exactly_once(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Live, a checkpoint leaves the jobs about to be posted to their intents and commits
+        the offsets only up to their first events; the states it writes and the failure
+        records of events above those offsets go ahead of them or wait with them. Killed
+        twice while the events arrive (never catching up), the consumer loses no event,
+        reports every rejected one exactly once, and every job converges."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=300, seed=37, prefix="live-killed"))
+        stream, aborted = with_late_aborts(demo, 60)
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 4
+        )
+        log = str(tmp_path / "consumer.log")
+        chunks = [
+            stream[n : n + len(stream) // 12 + 1]
+            for n in range(0, len(stream), len(stream) // 12 + 1)
+        ]
+        for round_number in range(2):
+            taken = round_number  # each run logs it once it has its partitions
+            process = start_consumer_process(settings, log)
+            await eventually(
+                lambda taken=taken: len(log_events(log, "partitions_assigned")) > taken,  # type: ignore[misc]
+                within=60,
+            )
+            before = len(sandbox_in_process.state.records)
+            for chunk in chunks[round_number * 4 : (round_number + 1) * 4]:
+                await produce(kafka_bootstrap, topics.inputs, chunk)
+                await asyncio.sleep(0.4)
+            progressed = await eventually(
+                lambda before=before: len(sandbox_in_process.state.records) > before + 20,  # type: ignore[misc]
+                within=60,
+            )
+            assert progressed, tail(log)
+            process.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(process.wait)
+        assert "catch_up_mode" not in tail(log, chars=10**8), "caught up: not the live path"
+        async with consumer_process(settings, log):
+            for chunk in chunks[8:]:
+                await produce(kafka_bootstrap, topics.inputs, chunk)
+                await asyncio.sleep(0.4)
+            await wait_converged(sandbox_in_process, demo.expected, within=180)
+            await assert_each_reported_once(kafka_bootstrap, topics.failed, aborted)
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
 
 

@@ -581,3 +581,206 @@ class TestMemoryOfABigCheckpoint:
         assert fake.stored_bytes_at_send[0] <= 11 * largest < total / 5
         assert fake.stored_bytes_at_send == sorted(fake.stored_bytes_at_send)
         assert checkpoint.stored_bytes == total
+
+
+def failure_at(job: str, offset: int) -> FailureRecord:
+    """The failure record of an unusable event of ``job`` at ``offset`` of ``in`` 0."""
+    return FailureRecord.for_input(
+        reason=FailureReason.invalid_event,
+        message="not JSON",
+        source=SourceInfo.from_message(
+            topic="in", partition=0, offset=offset, key=job.encode(), value=b"{", headers=[]
+        ),
+        failed_at=NOW,
+        client_job_id=job,
+    )
+
+
+class LiveRig(Rig):
+    """A rig whose scheduler says ``soon`` jobs are about to be posted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.soon: set[str] = set()
+        self.checkpoint.leave_to_intents_when(lambda job: job in self.soon)
+
+    def apply(self, state: JobState, *offsets: int) -> None:
+        """Events of ``in`` 0 at ``offsets`` made ``state``; the loop read up to the last."""
+        self.store.put(0, state)
+        self.checkpoint.stage_applied(
+            0,
+            state.client_job_id,
+            [SourceOffset(topic="in", partition=0, offset=o) for o in offsets],
+        )
+        self.checkpoint.stage_offsets(0, {("in", 0): max(offsets) + 1})
+
+
+IN0 = TopicPartition("in", 0)
+
+
+class TestLiveCheckpoint:
+    """``commit(live=True)``: jobs about to be posted are left to their intents, and the
+    offsets committed stop below their first events (consumer.state.deferral)."""
+
+    async def test_a_job_about_to_be_posted_is_left_and_its_events_not_committed(self) -> None:
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        rig.apply(job_state("quiet"), 3)
+        rig.apply(job_state("posting"), 5, 6)
+        rig.apply(job_state("quiet", title="again"), 8)
+        rig.soon.add("posting")
+        await rig.checkpoint.commit(live=True)
+        producer = rig.producers[0]
+        assert [keys(t) for t in producer.transactions] == [{b"quiet"}]
+        assert producer.transactions[0][1] == {IN0: 5}  # below the left job's first event
+        assert rig.checkpoint.pending_jobs == 0  # a left job does not count towards a checkpoint
+        # Its intent writes it; the next live checkpoint commits the offsets it held back.
+        await rig.checkpoint.make_durable(0, only=("posting",))
+        await rig.checkpoint.commit(live=True)
+        assert [keys(t) for t in producer.transactions] == [{b"quiet"}, {b"posting"}, set()]
+        assert producer.transactions[2][1] == {IN0: 9}
+
+    async def test_a_left_job_changed_again_keeps_its_first_event(self) -> None:
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        rig.soon.add("a")
+        rig.apply(job_state("a"), 4)
+        await rig.checkpoint.commit(live=True)
+        rig.apply(job_state("a", title="two"), 9)
+        await rig.checkpoint.commit(live=True)
+        assert [offsets for _, offsets in rig.producers[0].transactions] == [{IN0: 4}]
+        rig.soon.clear()  # no longer due soon (a backoff, the circuit): written, all committed
+        await rig.checkpoint.commit(live=True)
+        records, offsets = rig.producers[0].transactions[-1]
+        assert ([r.key for r in records], offsets) == ([b"a"], {IN0: 10})
+
+    async def test_nothing_to_write_and_no_offset_to_move_makes_no_transaction(self) -> None:
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        rig.soon.add("a")
+        rig.apply(job_state("a"), 4)
+        await rig.checkpoint.commit(live=True)
+        await rig.checkpoint.commit(live=True)
+        await rig.checkpoint.commit(live=True)
+        assert len(rig.producers[0].transactions) == 1
+        assert rig.checkpoint.has_pending(0)
+
+    async def test_a_commit_that_is_not_live_writes_the_left_jobs_and_every_offset(self) -> None:
+        """A revoke or a stop: the next owner or the next start replays nothing."""
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        rig.soon.add("a")
+        rig.apply(job_state("a"), 4)
+        await rig.checkpoint.commit(live=True)
+        await rig.checkpoint.commit()
+        records, offsets = rig.producers[0].transactions[-1]
+        assert ([r.key for r in records], offsets) == ([b"a"], {IN0: 5})
+        assert not rig.checkpoint.has_pending(0)
+
+    async def test_a_job_the_scheduler_changed_is_never_left(self) -> None:
+        """A request's mark or outcome is written by the next commit, due or not."""
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        rig.soon.add("a")
+        rig.apply(job_state("a"), 4)
+        rig.put(0, job_state("a", title="synced"))  # the scheduler's stage_changed
+        await rig.checkpoint.commit(live=True)
+        [(records, offsets)] = rig.producers[0].transactions
+        assert ([r.key for r in records], offsets) == ([b"a"], {IN0: 5})
+
+    async def test_a_job_changed_by_no_named_event_is_never_left(self) -> None:
+        """(A job marked too large by an event it did not apply.) Without an offset there
+        is nothing to hold the committed offsets below."""
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        rig.soon.add("a")
+        rig.store.put(0, job_state("a"))
+        rig.checkpoint.stage_applied(0, "a", [])
+        rig.checkpoint.stage_offsets(0, {("in", 0): 5})
+        await rig.checkpoint.commit(live=True)
+        [(records, offsets)] = rig.producers[0].transactions
+        assert ([r.key for r in records], offsets) == ([b"a"], {IN0: 5})
+
+    async def test_a_job_whose_intent_failed_is_never_left_after(self) -> None:
+        """The intent took the job's first event with it: a later live checkpoint could not
+        know how far below to stop, so the job is written with its offsets."""
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        rig.apply(job_state("a"), 4)
+        rig.producers[0].fail_next = KafkaTimeoutError()
+        with pytest.raises(KafkaTimeoutError):
+            await rig.checkpoint.make_durable(0, only=("a",))
+        rig.apply(job_state("a", title="two"), 9)
+        rig.soon.add("a")
+        await rig.checkpoint.commit(live=True)
+        [(records, offsets)] = rig.producers[0].transactions
+        assert ([r.key for r in records], offsets) == ([b"a"], {IN0: 10})
+
+    async def test_the_failure_of_an_event_above_the_offsets_waits_with_all_after_it(
+        self,
+    ) -> None:
+        """A replay would report that event again; the records keep their staging order."""
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        rig.soon.add("a")
+        rig.checkpoint.stage_result(0, failure_at("x", 2))
+        rig.apply(job_state("a"), 4)
+        rig.checkpoint.stage_result(0, failure_at("y", 6))
+        rig.checkpoint.stage_result(0, success("z"))
+        await rig.checkpoint.commit(live=True)
+        records, offsets = rig.producers[0].transactions[0]
+        assert ([(r.topic, r.key) for r in records], offsets) == ([("failed", b"x")], {IN0: 4})
+        rig.soon.clear()
+        await rig.checkpoint.commit(live=True)
+        records, offsets = rig.producers[0].transactions[1]
+        assert [(r.topic, r.key) for r in records] == [
+            ("state", b"a"),
+            ("failed", b"y"),
+            ("ok", b"z"),
+        ]
+        assert offsets == {IN0: 5}
+
+    async def test_nothing_is_left_when_a_state_written_could_not_be_replayed_onto(
+        self,
+    ) -> None:
+        """States written go ahead of the offsets a left job holds back: a replay must
+        find their events duplicates."""
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        rig.soon.add("a")
+        rig.apply(job_state("a"), 4)
+        rig.apply(replace(job_state("long"), arrivals=SEEN_IDS_LIMIT + 1), 6)
+        await rig.checkpoint.commit(live=True)
+        [(records, offsets)] = rig.producers[0].transactions
+        assert ({r.key for r in records}, offsets) == ({b"a", b"long"}, {IN0: 7})
+
+    async def test_nothing_is_left_with_a_marker_or_tombstone_staged(self) -> None:
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        rig.soon.add("a")
+        rig.apply(job_state("a"), 4)
+        rig.checkpoint.stage_marker(0, forget(job_state("old"), NOW))
+        await rig.checkpoint.commit(live=True)
+        [(records, offsets)] = rig.producers[0].transactions
+        assert ({r.key for r in records}, offsets) == ({b"a", b"old"}, {IN0: 5})
+
+    async def test_an_intent_waiting_in_the_commit_is_not_left(self) -> None:
+        """Its request waits for this very transaction."""
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        producer = rig.producers[0]
+        producer.gate = asyncio.Event()
+        rig.apply(job_state("first"), 1)
+        busy = asyncio.create_task(rig.checkpoint.make_durable(0, only=("first",)))
+        await asyncio.sleep(0)
+        rig.soon.add("a")
+        rig.apply(job_state("a"), 4)
+        live = asyncio.create_task(rig.checkpoint.commit(live=True))
+        await asyncio.sleep(0)
+        intent = asyncio.create_task(rig.checkpoint.make_durable(0, only=("a",)))
+        await asyncio.sleep(0)
+        producer.gate.set()
+        await asyncio.wait_for(asyncio.gather(busy, live, intent), 1)
+        assert [(keys(t), offsets) for t in producer.transactions[1:] for offsets in [t[1]]] == [
+            ({b"a"}, {IN0: 5})
+        ]

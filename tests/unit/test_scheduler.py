@@ -920,3 +920,39 @@ class TestRequestsInDoubt:
             await eventually(lambda: len(h.outcomes.successes) == 1)
             await asyncio.sleep(0.1)
         assert h.gateway.jobs == ["b"]
+
+
+class TestPostsWithin:
+    """``posts_within``: which jobs a live checkpoint may leave to their intents."""
+
+    async def test_a_job_due_within_the_horizon_posts_within_it(self) -> None:
+        h = Harness(debounce_ms=3_000, max_delay_ms=3_000)
+        h.put(job_state("a"))
+        assert not h.scheduler.posts_within("a", 1.0)
+        assert h.scheduler.posts_within("a", 5.0)
+        assert not h.scheduler.posts_within("unknown", 5.0)
+
+    async def test_a_job_whose_request_is_in_flight_posts_when_it_ends(self) -> None:
+        h = Harness(FakeGateway(delay=0.5), debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.put(job_state("a"))
+            await eventually(lambda: h.scheduler.in_flight == 1)
+            h.change("a", upserted("a", jobTitle="during"))
+            assert h.scheduler.posts_within("a", 0.0)
+
+    async def test_nothing_posts_soon_while_the_circuit_is_open(self) -> None:
+        """The outage may be long: the checkpoint writes the jobs and commits their events."""
+        circuit = CircuitBreaker(probe_initial=60, probe_max=60)
+        h = Harness(circuit=circuit, debounce_ms=0, max_delay_ms=0)
+        h.put(job_state("a"))
+        assert h.scheduler.posts_within("a", 1.0)
+        circuit.record_failure(0.0, systemic=True)
+        assert not h.scheduler.posts_within("a", 1.0)
+
+    async def test_a_job_waiting_out_a_backoff_does_not_post_soon(self) -> None:
+        retry = RetryPolicy(initial=30.0, maximum=30.0, max_attempts=3, max_elapsed=300.0)
+        h = Harness(FakeGateway([retryable()]), retry=retry, debounce_ms=0, max_delay_ms=0)
+        async with h.running():
+            h.put(job_state("a"))
+            await eventually(lambda: h.scheduler.in_flight == 0 and bool(h.gateway.bodies))
+            assert not h.scheduler.posts_within("a", 1.0)
