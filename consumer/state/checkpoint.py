@@ -77,6 +77,12 @@ from consumer.state.store import JobStore
 
 log = structlog.get_logger(__name__)
 
+#: Live checkpoints in a row that may leave a job to its intent. A job keeps being about to be
+#: posted while it waits behind a rate limit or a slow gateway; past this it is written, so its
+#: first event no longer holds the offsets back: a crash never replays more than these
+#: checkpoint intervals of events besides the last one's (and the requests' own).
+LEFT_AT_MOST = 5
+
 
 @dataclass(frozen=True)
 class CheckpointTopics:
@@ -149,6 +155,8 @@ class _Pending:
     firsts: dict[str, dict[TopicPartition, int]] = field(default_factory=dict)
     #: jobs a live checkpoint left to their intents: still to write, not in ``pending_jobs``
     left: set[str] = field(default_factory=set)
+    #: live checkpoints in a row that left each job still unwritten (see ``LEFT_AT_MOST``)
+    times_left: dict[str, int] = field(default_factory=dict)
     #: set once a transaction holding all of this has committed
     committed: bool = False
     #: a live checkpoint left part of this to a later commit: it never becomes ``committed``
@@ -166,6 +174,7 @@ class _Pending:
             self.left.discard(job)
             self.own.discard(job)
             self.firsts.pop(job, None)
+            self.times_left.pop(job, None)
 
     def merge_older(self, older: _Pending) -> None:
         """Put back what a failed commit took: ``older`` was staged before ``self``."""
@@ -174,6 +183,7 @@ class _Pending:
         self.jobs |= older.jobs
         self.left |= older.left - self.jobs
         self.own |= older.own
+        self.times_left = {**older.times_left, **self.times_left}
         for job, firsts in older.firsts.items():
             mine = self.firsts.setdefault(job, {})
             for tp, offset in firsts.items():
@@ -449,12 +459,14 @@ class Checkpoint:
         if posts_soon is None or taken.forgotten or taken.markers:
             return
         candidates = taken.jobs | taken.left
+        times_left = taken.times_left
         left = {
             job
             for job in candidates
             if job in taken.firsts
             and job not in taken.own
             and job not in intents.jobs
+            and times_left.get(job, 0) < LEFT_AT_MOST
             and posts_soon(job)
         }
         if not left:
@@ -471,6 +483,7 @@ class Checkpoint:
             _Pending(
                 left=left,
                 firsts={job: taken.firsts.pop(job) for job in left},
+                times_left={job: times_left.get(job, 0) + 1 for job in left},
                 results=taken.results[written_results:],
                 offsets=later,
             )

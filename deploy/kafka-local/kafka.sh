@@ -192,13 +192,14 @@ scram_options() {
 format_storage() {
     [[ -f "$DATA_DIR/meta.properties" ]] && return 0
     local cluster_id scram=()
-    # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding.
+    # A KRaft cluster id is 16 random bytes in URL-safe base64 without padding. One in 64
+    # starts with "-": given as "--cluster-id ID" the tool took it for an option and refused.
     cluster_id="$(head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')"
     mapfile -d '' scram < <(scram_options)
     # A short-lived JVM: skip the optimising compiler, start faster.
     "$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "$LIBS/*" \
         -Dlog4j2.configurationFile="$HERE/log4j2.properties" kafka.tools.StorageTool format --ignore-formatted \
-        --cluster-id "$cluster_id" --config "$CONFIG" "${scram[@]}" >>"$LOG_FILE" 2>&1 ||
+        --cluster-id="$cluster_id" --config "$CONFIG" "${scram[@]}" >>"$LOG_FILE" 2>&1 ||
         die "formatting $DATA_DIR failed; see $LOG_FILE"
 }
 

@@ -28,7 +28,9 @@ from consumer.testing.workfloplus import InjectedRejection, Sandbox
 from tests.integration.harness import (
     MakeTopic,
     Topics,
+    committed,
     consumer_process,
+    converged,
     eventually,
     log_events,
     new_topics,
@@ -314,4 +316,43 @@ class TestASlowGatewaySendsNothingLate:
             await wait_converged(sandbox_in_process, demo.expected, within=120)
         assert log_events(log, "sync_retry_scheduled") == []
         assert log_events(log, "circuit_opened") == []
+        assert await failures_for(kafka_bootstrap, topics) == []
+
+
+class TestARateLimitHoldsNoOffsetsBack:
+    async def test_jobs_waiting_behind_the_rate_limit_let_the_offsets_reach_the_end(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """A live checkpoint leaves a job about to be posted to its intent and commits the
+        offsets below its first event; behind a rate limit a job stays "about to be posted"
+        for long. 200 jobs at once at 10 requests/s take 20 s and more to post, yet the
+        committed offsets reach the end of the input within a few checkpoints (a crash
+        replays little) while most jobs still wait, and every job converges."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=200, seed=59, prefix="rate-limited"))
+        settings = settings_for(
+            kafka_bootstrap, sandbox_in_process, topics, rate_limit_per_s=10, concurrency=4
+        )
+        log = str(tmp_path / "consumer.log")
+        async with (
+            consumer_process(settings, log),
+            producer_for(kafka_bootstrap) as producer,
+        ):
+            await warm_up(producer, topics, sandbox_in_process)
+            read_before = sum((await committed(kafka_bootstrap, topics.group)).values())
+            await send_events(producer, topics.inputs, demo.events)
+            sent = time.monotonic()
+            end = read_before + len(demo.events)
+            while sum((await committed(kafka_bootstrap, topics.group)).values()) < end:
+                assert time.monotonic() - sent < 12, "the offsets stayed behind the waiting jobs"
+                await asyncio.sleep(0.5)
+            waiting = len(demo.expected) - converged(sandbox_in_process, demo.expected)
+            assert waiting > 50, (
+                f"only {waiting} jobs still waited: the limit was not the bottleneck"
+            )
+            await wait_converged(sandbox_in_process, demo.expected, within=180)
         assert await failures_for(kafka_bootstrap, topics) == []

@@ -28,7 +28,7 @@ from consumer.domain.settled import SETTLED_HEADER, settled_header
 from consumer.domain.state_codec import encode_state
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.transactions import PartitionProducer, Producible
-from consumer.state.checkpoint import Checkpoint, CheckpointTopics
+from consumer.state.checkpoint import LEFT_AT_MOST, Checkpoint, CheckpointTopics
 from consumer.state.store import JobStore
 from tests.unit.fakes import job_state
 
@@ -653,6 +653,24 @@ class TestLiveCheckpoint:
         await rig.checkpoint.commit(live=True)
         records, offsets = rig.producers[0].transactions[-1]
         assert ([r.key for r in records], offsets) == ([b"a"], {IN0: 10})
+
+    async def test_a_job_always_about_to_be_posted_is_written_after_a_few_checkpoints(
+        self,
+    ) -> None:
+        """(Behind a rate limit, a slow gateway.) Its first event does not hold the offsets
+        back for long: a crash replays at most a few intervals more."""
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        rig.soon.add("a")
+        for n in range(LEFT_AT_MOST + 1):
+            rig.apply(job_state("a", title=f"v{n}"), 10 + n)
+            await rig.checkpoint.commit(live=True)
+        producer = rig.producers[0]
+        assert [keys(t) for t in producer.transactions] == [set(), {b"a"}]
+        assert [offsets for _, offsets in producer.transactions] == [{IN0: 10}, {IN0: 16}]
+        rig.apply(job_state("a", title="later"), 20)  # written since: it may be left again
+        await rig.checkpoint.commit(live=True)
+        assert producer.transactions[2] == ([], {IN0: 20})
 
     async def test_nothing_to_write_and_no_offset_to_move_makes_no_transaction(self) -> None:
         rig = LiveRig()
