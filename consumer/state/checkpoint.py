@@ -183,6 +183,9 @@ class _Pending:
         self.jobs |= older.jobs
         self.left |= older.left - self.jobs
         self.own |= older.own
+        for job in older.jobs:
+            if job not in older.firsts:
+                self.firsts.pop(job, None)  # its first change names no offset: never left
         self.times_left = {**older.times_left, **self.times_left}
         for job, firsts in older.firsts.items():
             mine = self.firsts.setdefault(job, {})
@@ -309,12 +312,13 @@ class Checkpoint:
         pending = self._pending.get(partition)
         if pending is None:
             return
+        firsts = pending.firsts.get(client_job_id)
+        if firsts is None and (client_job_id in pending.jobs or client_job_id in pending.left):
+            return  # changed before by what no offset names: written by the next commit
         pending.jobs.add(client_job_id)
         pending.left.discard(client_job_id)
-        # Only the first: a job without one (changed by no event it can name) is never left.
-        # A plain (topic, partition) tuple finds a TopicPartition key (a named tuple): one is
-        # made per topic partition, not per event, which a backlog's CPU profile showed.
-        firsts = pending.firsts.get(client_job_id)
+        # The first of each topic partition: a plain tuple finds a TopicPartition key (a named
+        # tuple), so one is made per topic partition, not per event.
         for offset in offsets:
             if firsts is None:
                 firsts = pending.firsts[client_job_id] = {}

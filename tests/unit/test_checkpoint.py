@@ -719,6 +719,41 @@ class TestLiveCheckpoint:
         [(records, offsets)] = rig.producers[0].transactions
         assert ([r.key for r in records], offsets) == ([b"a"], {IN0: 5})
 
+    async def test_a_job_changed_first_by_no_named_event_is_not_left_for_later_ones(
+        self,
+    ) -> None:
+        """Its first unwritten change is below any offset its later events name."""
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        rig.soon.add("a")
+        rig.store.put(0, job_state("a"))
+        rig.checkpoint.stage_applied(0, "a", [])
+        rig.apply(job_state("a", title="two"), 9)
+        await rig.checkpoint.commit(live=True)
+        [(records, offsets)] = rig.producers[0].transactions
+        assert ([r.key for r in records], offsets) == ([b"a"], {IN0: 10})
+
+    async def test_a_failed_commit_of_such_a_job_keeps_it_from_being_left(self) -> None:
+        """Events that came while the failed commit ran name later offsets only."""
+        rig = LiveRig()
+        await rig.checkpoint.open(0)
+        producer = rig.producers[0]
+        rig.store.put(0, job_state("a"))
+        rig.checkpoint.stage_applied(0, "a", [])
+        rig.checkpoint.stage_offsets(0, {("in", 0): 5})
+        producer.gate = asyncio.Event()
+        failing = asyncio.create_task(rig.checkpoint.commit(live=True))
+        await asyncio.sleep(0.01)  # the commit took "a" and waits for the producer
+        rig.apply(job_state("a", title="two"), 9)
+        producer.fail_next = KafkaTimeoutError()
+        producer.gate.set()
+        with pytest.raises(KafkaTimeoutError):
+            await failing
+        rig.soon.add("a")
+        await rig.checkpoint.commit(live=True)
+        [(records, offsets)] = producer.transactions
+        assert ([r.key for r in records], offsets) == ([b"a"], {IN0: 10})
+
     async def test_a_job_whose_intent_failed_is_never_left_after(self) -> None:
         """The intent took the job's first event with it: a later live checkpoint could not
         know how far below to stop, so the job is written with its offsets."""
