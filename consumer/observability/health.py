@@ -67,6 +67,9 @@ class SchedulerView(Protocol):
     def in_flight(self) -> int: ...
 
     @property
+    def intent_stage_limit(self) -> int: ...
+
+    @property
     def circuit(self) -> CircuitBreaker: ...
 
 
@@ -173,6 +176,7 @@ async def sample_metrics(running: Observed) -> None:
         state_bytes=pipeline.stored_bytes if pipeline is not None else 0,
         circuit=scheduler.circuit.state if scheduler is not None else CircuitState.CLOSED,
         lag=lag,
+        intent_stage_limit=scheduler.intent_stage_limit if scheduler is not None else 0,
     )
 
 

@@ -132,6 +132,12 @@ class Metrics:
         self.sync_in_flight = Gauge(
             "basicsync_sync_in_flight", "basicSync requests in flight", registry=r
         )
+        self.intent_stage_limit = Gauge(
+            "basicsync_intent_stage_limit",
+            "Jobs allowed between their intent and their request (adapts between "
+            "sync.concurrency and 16 times it)",
+            registry=r,
+        )
         self.state_jobs = Gauge(
             "basicsync_state_jobs", "Jobs held in memory (owned partitions' changelog)", registry=r
         )
@@ -212,10 +218,12 @@ class Metrics:
         state_bytes: int,
         circuit: CircuitState,
         lag: Mapping[tuple[str, int], int] | None,
+        intent_stage_limit: int = 0,
     ) -> None:
         """Set the level gauges; ``lag=None`` keeps the last lag sample (fetching it failed)."""
         self.jobs_dirty.set(dirty_jobs)
         self.sync_in_flight.set(in_flight)
+        self.intent_stage_limit.set(intent_stage_limit)
         self.state_jobs.set(jobs)
         self.state_bytes.set(state_bytes)
         self.set_circuit(circuit)

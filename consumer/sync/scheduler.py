@@ -286,6 +286,11 @@ class SyncScheduler:
         return len(self._tasks)
 
     @property
+    def intent_stage_limit(self) -> int:
+        """Jobs allowed between their intent and their request now (``sync/admission.py``)."""
+        return self._marks.limit
+
+    @property
     def circuit(self) -> CircuitBreaker:
         return self._circuit
 

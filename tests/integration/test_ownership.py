@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
@@ -53,6 +54,22 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
+
+
+async def scraped(port: int, metric: str) -> float:
+    """The value of an unlabelled metric on the member's /metrics (-1 when not answered)."""
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+        ):
+            text = await response.text()
+    except aiohttp.ClientError:
+        return -1.0
+    for line in text.splitlines():
+        if line.startswith(metric + " "):
+            return float(line.split()[1])
+    return -1.0
 
 
 async def stop_process(process: Any, log: str, within: float = 60) -> None:
@@ -483,6 +500,60 @@ class TestKafkaTrouble:
         async with consumer_process(settings, log):
             await wait_converged(sandbox_in_process, demo.expected, within=180)
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+
+    async def test_killed_while_the_broker_hangs_under_live_traffic_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Live traffic grows the intent stage past the two request slots (more intents commit
+        at once: up to 16 times as many jobs are in doubt after a kill), and the live
+        checkpoints leave the jobs about to be posted to them. The broker is SIGSTOPped mid
+        stream and the member SIGKILLed during the hang, with its intents and checkpoints
+        stuck on it. Once the broker answers, a new run fences them away and converges every
+        job; none regresses, no two requests of a job overlap, no failure record."""
+        pid = broker_pid(kafka_bootstrap)
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=240, seed=89, prefix="hung-live"))
+        size = len(demo.events) // 12 + 1
+        chunks = [demo.events[n : n + size] for n in range(0, len(demo.events), size)]
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, concurrency=2), 4
+        )
+        port = free_port()
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(
+            settings, log, {"BASICSYNC_OBSERVABILITY__HTTP_PORT": str(port)}
+        )
+        try:
+            grown: list[float] = []
+            for chunk in chunks[:8]:
+                await produce(kafka_bootstrap, topics.inputs, chunk)
+                grown.append(await scraped(port, "basicsync_intent_stage_limit"))
+                await asyncio.sleep(0.3)
+            assert max(grown) > 2, f"the stage never grew: {grown}\n{tail(log)}"
+            assert "catch_up_mode" not in tail(log, chars=10**8), "caught up: not the live path"
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(3)  # its intents and checkpoints are stuck on the broker now
+                process.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(process.wait)
+                await asyncio.sleep(2)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        finally:
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                await asyncio.to_thread(process.wait)
+        async with consumer_process(settings, log):
+            for chunk in chunks[8:]:
+                await produce(kafka_bootstrap, topics.inputs, chunk)
+            await wait_converged(sandbox_in_process, demo.expected, within=180)
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+        assert max_overlap(sandbox_in_process) <= 1
         assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
 
     async def test_a_broker_restarted_mid_backlog_is_waited_out_and_nothing_is_lost(

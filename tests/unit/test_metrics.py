@@ -157,10 +157,12 @@ class TestSampledLevels:
             state_bytes=960_000,
             circuit=CircuitState.HALF_OPEN,
             lag={("in", 0): 5, ("in", 1): 0},
+            intent_stage_limit=96,
         )
         get = metrics.registry.get_sample_value
         assert get("basicsync_jobs_dirty") == 7
         assert get("basicsync_sync_in_flight") == 3
+        assert get("basicsync_intent_stage_limit") == 96
         assert get("basicsync_state_jobs") == 120
         assert get("basicsync_state_bytes") == 960_000
         assert get("basicsync_circuit_state", {"state": "half_open"}) == 1

@@ -188,15 +188,15 @@ class TestSyncScheduler:
             for n in range(20):
                 h.put(job_state(f"live{n}", status="InProgress"))
             await eventually(lambda: len(h.outcomes.successes) == 20)
-            assert h.scheduler._marks.limit > 2
+            assert h.scheduler.intent_stage_limit > 2
             h.scheduler.set_catching_up(True)
-            assert h.scheduler._marks.limit == 2
+            assert h.scheduler.intent_stage_limit == 2
             for n in range(40):
                 h.put(job_state(f"held{n}", status="InProgress"))
             h.scheduler.set_catching_up(False)
             limits = []
             while h.scheduler.draining:
-                limits.append(h.scheduler._marks.limit)
+                limits.append(h.scheduler.intent_stage_limit)
                 await asyncio.sleep(0.001)
             await eventually(lambda: len(h.outcomes.successes) == 60)
         assert limits, "the held jobs drained"
@@ -212,7 +212,7 @@ class TestSyncScheduler:
             for n in range(40):
                 h.put(job_state(f"warm{n}", status="InProgress"))
             await eventually(lambda: len(h.outcomes.successes) == 40)
-            grown = h.scheduler._marks.limit
+            grown = h.scheduler.intent_stage_limit
             assert grown > 2, "the stage grew while every request found a slot"
             h.gateway.delay = 0.1
             for n in range(60):
@@ -222,7 +222,7 @@ class TestSyncScheduler:
                 most_waiting = max(most_waiting, h.scheduler._marks.held)
                 await asyncio.sleep(0.02)
             assert 2 <= most_waiting <= grown, (most_waiting, grown)
-            assert h.scheduler._marks.limit == 2
+            assert h.scheduler.intent_stage_limit == 2
             h.gateway.delay = 0.0
             await eventually(lambda: len(h.outcomes.successes) == 100)
 
