@@ -420,11 +420,8 @@ class Pipeline:
             max_failure_value_bytes=self._limits.max_failure_value_bytes,
         )
         checkpoint = self._checkpoint
-        # Only live: a catch-up holds its jobs, so no checkpoint would leave one to its intent
-        # and naming their events' offsets is work for nothing (2 % of a backlog's CPU).
-        named = {} if self._scheduler.catching_up else effect.offsets_by_job
         for job, partition in effect.partitions.items():
-            checkpoint.stage_applied(partition, job, named.get(job, ()))
+            checkpoint.stage_applied(partition, job, effect.offsets_by_job.get(job, ()))
         for failure in effect.failures:
             source = failure.source
             if source is not None:
