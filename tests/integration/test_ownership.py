@@ -144,6 +144,7 @@ class TestZombieMember:
         pause_a: Callable[[Any, Topics], Awaitable[None]],
         seed: int,
         adjust: Callable[[Settings], Settings] = lambda settings: settings,
+        stage_grown: bool = False,
     ) -> None:
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=120, seed=seed))
@@ -159,10 +160,16 @@ class TestZombieMember:
         }
         log_a, log_b, log_c = (str(tmp_path / f"{n}.log") for n in "abc")
         await produce(kafka_bootstrap, topics.inputs, demo.events[:third])
-        a = start_consumer_process(settings, log_a, env)
+        port = free_port()
+        a = start_consumer_process(
+            settings, log_a, {**env, "BASICSYNC_OBSERVABILITY__HTTP_PORT": str(port)}
+        )
         b = None
         try:
             assert await eventually(lambda: len(sandbox.state.jobs) > 20, within=60), tail(log_a)
+            if stage_grown:  # more intents committed ahead of their requests when A stops
+                limit = await scraped(port, "basicsync_intent_stage_limit")
+                assert limit > settings.sync.concurrency, f"the stage did not grow: {limit}"
             b = start_consumer_process(settings, log_b, env)
             await pause_a(a, topics)
             await produce(kafka_bootstrap, topics.inputs, demo.events[third : 2 * third])
@@ -196,7 +203,9 @@ class TestZombieMember:
     ) -> None:
         """Member A (session 10 s) is SIGSTOPped for 25 s mid-stream while B takes over, then
         resumed while events keep coming: every job converges, a fresh member restores all
-        of them from the changelog, and no job's accepted history ever loses a step."""
+        of them from the changelog, and no job's accepted history ever loses a step. A is
+        stopped with its intent stage grown past the 32 request slots (live traffic), so more
+        intents than slots may be committed and waiting when it is fenced."""
 
         await self._failover(
             kafka_bootstrap,
@@ -205,6 +214,7 @@ class TestZombieMember:
             tmp_path,
             pause_a=sigstopped_for_25s,
             seed=61,
+            stage_grown=True,
         )
 
     async def test_a_member_stopped_with_its_posts_on_intents_alone_is_fenced_and_loses_nothing(
