@@ -365,6 +365,13 @@ def max_overlap(sandbox: Sandbox) -> int:
     return max(sandbox.state.in_flight.max_by_job.values(), default=0)
 
 
+def in_chunks(events: Sequence[JobEvent], count: int) -> list[list[JobEvent]]:
+    """``events`` in order, cut into ``count`` chunks of equal size (the last shorter): live
+    traffic produced a chunk at a time."""
+    size = len(events) // count + 1
+    return [list(events[n : n + size]) for n in range(0, len(events), size)]
+
+
 async def eventually(predicate: Callable[[], bool], *, within: float) -> bool:
     """Poll ``predicate`` until it holds or ``within`` seconds pass; returns the last value."""
     deadline = time.monotonic() + within

@@ -22,6 +22,7 @@ from tests.integration.harness import (
     consumer_process,
     consumer_running,
     eventually,
+    in_chunks,
     log_events,
     max_overlap,
     new_topics,
@@ -269,10 +270,7 @@ class TestKillNine:
             settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 4
         )
         log = str(tmp_path / "consumer.log")
-        chunks = [
-            stream[n : n + len(stream) // 12 + 1]
-            for n in range(0, len(stream), len(stream) // 12 + 1)
-        ]
+        chunks = in_chunks(stream, 12)
         for round_number in range(2):
             taken = round_number  # each run logs it once it has its partitions
             process = start_consumer_process(settings, log)

@@ -39,6 +39,7 @@ from tests.integration.harness import (
     eventually,
     final_upserts,
     free_port,
+    in_chunks,
     log_events,
     max_overlap,
     new_topics,
@@ -70,6 +71,21 @@ async def scraped(port: int, metric: str) -> float:
         if line.startswith(metric + " "):
             return float(line.split()[1])
     return -1.0
+
+
+async def killed_while_the_broker_hangs(
+    broker: int, process: Any, *, hung_s: float, then_s: float
+) -> None:
+    """SIGSTOP the broker; ``hung_s`` later (the member's commits and intents are stuck on it
+    by then) SIGKILL the member; ``then_s`` later SIGCONT the broker."""
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(hung_s)
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait)
+        await asyncio.sleep(then_s)
+    finally:
+        os.kill(broker, signal.SIGCONT)
 
 
 async def stop_process(process: Any, log: str, within: float = 60) -> None:
@@ -495,14 +511,7 @@ class TestKafkaTrouble:
             posted = await eventually(lambda: len(sandbox_in_process.state.jobs) > 20, within=60)
             assert posted, tail(log)
             assert "catch_up_mode" in tail(log, chars=10**8), f"never caught up: {tail(log)}"
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                await asyncio.sleep(5)  # its commits and intents are stuck on the broker now
-                process.send_signal(signal.SIGKILL)
-                await asyncio.to_thread(process.wait)
-                await asyncio.sleep(5)
-            finally:
-                os.kill(pid, signal.SIGCONT)
+            await killed_while_the_broker_hangs(pid, process, hung_s=5, then_s=5)
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
@@ -528,8 +537,7 @@ class TestKafkaTrouble:
         pid = broker_pid(kafka_bootstrap)
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=240, seed=89, prefix="hung-live"))
-        size = len(demo.events) // 12 + 1
-        chunks = [demo.events[n : n + size] for n in range(0, len(demo.events), size)]
+        chunks = in_chunks(demo.events, 12)
         settings = with_request_timeout(
             settings_for(kafka_bootstrap, sandbox_in_process, topics, concurrency=2), 4
         )
@@ -546,14 +554,7 @@ class TestKafkaTrouble:
                 await asyncio.sleep(0.3)
             assert max(grown) > 2, f"the stage never grew: {grown}\n{tail(log)}"
             assert "catch_up_mode" not in tail(log, chars=10**8), "caught up: not the live path"
-            os.kill(pid, signal.SIGSTOP)
-            try:
-                await asyncio.sleep(3)  # its intents and checkpoints are stuck on the broker now
-                process.send_signal(signal.SIGKILL)
-                await asyncio.to_thread(process.wait)
-                await asyncio.sleep(2)
-            finally:
-                os.kill(pid, signal.SIGCONT)
+            await killed_while_the_broker_hangs(pid, process, hung_s=3, then_s=2)
         finally:
             if process.poll() is None:
                 process.send_signal(signal.SIGKILL)
