@@ -26,6 +26,7 @@ from pydantic import BaseModel, SecretStr
 from consumer.app import Running, endpoints_from, run_consumer
 from consumer.config import GatewaySettings, KafkaSettings, Settings, SyncSettings, TopicSettings
 from consumer.demo import send_events
+from consumer.demo.jobs import DemoJobs
 from consumer.domain.events import EventType, JobEvent
 from consumer.kafka.limits import changelog_max_message_bytes
 from consumer.observability.stats import Stats
@@ -372,6 +373,101 @@ def in_chunks(events: Sequence[JobEvent], count: int) -> list[list[JobEvent]]:
     return [list(events[n : n + size]) for n in range(0, len(events), size)]
 
 
+def with_late_aborts(demo: DemoJobs, count: int) -> tuple[list[JobEvent], list[str]]:
+    """``demo``'s events with an abort of ``count`` Completed jobs right after each one's
+    last event (rejected: the job is Completed), and those jobs, sorted."""
+    completed = [
+        j for j, body in demo.expected.items() if body["metadata"]["status"] == "Completed"
+    ]
+    late_aborts = [
+        JobEvent.model_validate(
+            {
+                "id": f"late-abort-{job}",
+                "source": "urn:test",
+                "type": EventType.aborted,
+                "subject": job,
+                "data": {"reason": "too late"},
+            }
+        )
+        for job in completed[:count]
+    ]
+    last = {e.subject: n for n, e in enumerate(demo.events)}
+    stream = list(demo.events)
+    for abort in sorted(late_aborts, key=lambda a: -last[a.subject]):
+        stream.insert(last[abort.subject] + 1, abort)
+    return stream, sorted(a.subject for a in late_aborts)
+
+
+async def assert_each_reported_once(bootstrap: str, failed: str, jobs: list[str]) -> None:
+    """The failure topic holds one invalid_transition record per job of ``jobs``, each of
+    a different event (waiting for the records the next checkpoint writes)."""
+
+    async def reported() -> list[tuple[str, tuple[str, int, int]]]:
+        failures = await read_records(bootstrap, failed, settle_s=0.5)
+        assert {f["reason"] for f in failures} <= {"invalid_transition"}, failures
+        return sorted(
+            (f["clientJobId"], (s["topic"], s["partition"], s["offset"]))
+            for f in failures
+            for s in [f["source"]]
+        )
+
+    for _ in range(20):
+        if len(await reported()) >= len(jobs):
+            break
+        await asyncio.sleep(0.5)
+    failures = await reported()
+    assert [job for job, _ in failures] == jobs
+    assert len({place for _, place in failures}) == len(jobs)
+
+
+SendChunk = Callable[[list[JobEvent]], Awaitable[None]]
+
+
+async def send_live(send: SendChunk, chunks: Sequence[list[JobEvent]]) -> None:
+    """Each chunk sent 0.4 s after the one before: live traffic, never a backlog."""
+    for chunk in chunks:
+        await send(chunk)
+        await asyncio.sleep(0.4)
+
+
+async def killed_under_live_traffic(
+    settings: Settings,
+    log: str,
+    sandbox: Sandbox,
+    chunks: Sequence[list[JobEvent]],
+    send: SendChunk,
+    *,
+    kill_after_s: Sequence[float] = (0.2, 0.5, 0.8),
+    extra_env: dict[str, str] | None = None,
+) -> list[list[JobEvent]]:
+    """Runs of ``basicsync run`` under live traffic, each SIGKILLed while a chunk it was just
+    sent is being absorbed; returns the chunks not sent yet.
+
+    Each run is sent chunks 0.4 s apart until WorkfloPlus accepted 20 more documents, then
+    one more chunk, and is killed ``kill_after_s[n]`` seconds later: the delays spread the
+    kills over a checkpoint interval, so some land after a live checkpoint left the chunk's
+    jobs to their intents and held their offsets back (``consumer.state.deferral``), before
+    those intents were written. The log must show no catch-up, or the live path went untried.
+    """
+    rest = list(chunks)
+    for run, delay in enumerate(kill_after_s):
+        process = start_consumer_process(settings, log, extra_env)
+        assert await eventually(  # each run logs it once it has its partitions
+            lambda run=run: len(log_events(log, "partitions_assigned")) > run,  # type: ignore[misc]
+            within=60,
+        ), tail(log)
+        before = len(sandbox.state.records)
+        while len(rest) > 1 and len(sandbox.state.records) <= before + 20:
+            await send_live(send, [rest.pop(0)])
+        assert len(rest) > 1, "too few chunks to kill the consumer under live traffic"
+        await send(rest.pop(0))
+        await asyncio.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait)
+    assert "catch_up_mode" not in tail(log, chars=10**8), "caught up: not the live path"
+    return rest
+
+
 async def eventually(predicate: Callable[[], bool], *, within: float) -> bool:
     """Poll ``predicate`` until it holds or ``within`` seconds pass; returns the last value."""
     deadline = time.monotonic() + within
@@ -412,6 +508,16 @@ async def committed(bootstrap: str, group: str) -> dict[Any, Any]:
     finally:
         await admin.close()
     return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+async def assert_read_to_the_end(bootstrap: str, group: str, events: int) -> None:
+    """The group's committed offsets reach the end of an input that holds ``events`` records
+    from offset 0, within the next few checkpoints: nothing holds them back for good."""
+    for _ in range(40):
+        if sum((await committed(bootstrap, group)).values()) >= events:
+            break
+        await asyncio.sleep(0.5)
+    assert sum((await committed(bootstrap, group)).values()) == events, "offsets stayed behind"
 
 
 def final_upserts(jobs: list[str], title: str) -> list[JobEvent]:

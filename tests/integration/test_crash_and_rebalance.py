@@ -17,21 +17,24 @@ from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     Topics,
+    assert_each_reported_once,
     assert_history_never_shrinks,
     catching_up,
     consumer_process,
     consumer_running,
     eventually,
     in_chunks,
-    log_events,
+    killed_under_live_traffic,
     max_overlap,
     new_topics,
     produce,
     read_records,
+    send_live,
     settings_for,
     start_consumer_process,
     tail,
     wait_converged,
+    with_late_aborts,
     with_request_timeout,
 )
 
@@ -80,53 +83,6 @@ async def killed_twice_mid_backlog(settings: Settings, sandbox: Sandbox, log: st
         assert "catch_up_mode" in tail(log, chars=10**8), f"never caught up: {tail(log)}"
         process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(process.wait)
-
-
-def with_late_aborts(demo: DemoJobs, count: int) -> tuple[list[JobEvent], list[str]]:
-    """``demo``'s events with an abort of ``count`` Completed jobs right after each one's
-    last event (rejected: the job is Completed), and those jobs, sorted."""
-    completed = [
-        j for j, body in demo.expected.items() if body["metadata"]["status"] == "Completed"
-    ]
-    late_aborts = [
-        JobEvent.model_validate(
-            {
-                "id": f"late-abort-{job}",
-                "source": "urn:test",
-                "type": EventType.aborted,
-                "subject": job,
-                "data": {"reason": "too late"},
-            }
-        )
-        for job in completed[:count]
-    ]
-    last = {e.subject: n for n, e in enumerate(demo.events)}
-    stream = list(demo.events)
-    for abort in sorted(late_aborts, key=lambda a: -last[a.subject]):
-        stream.insert(last[abort.subject] + 1, abort)
-    return stream, sorted(a.subject for a in late_aborts)
-
-
-async def assert_each_reported_once(bootstrap: str, failed: str, jobs: list[str]) -> None:
-    """The failure topic holds one invalid_transition record per job of ``jobs``, each of
-    a different event (waiting for the records the next checkpoint writes)."""
-
-    async def reported() -> list[tuple[str, tuple[str, int, int]]]:
-        failures = await read_records(bootstrap, failed, settle_s=0.5)
-        assert {f["reason"] for f in failures} <= {"invalid_transition"}, failures
-        return sorted(
-            (f["clientJobId"], (s["topic"], s["partition"], s["offset"]))
-            for f in failures
-            for s in [f["source"]]
-        )
-
-    for _ in range(20):
-        if len(await reported()) >= len(jobs):
-            break
-        await asyncio.sleep(0.5)
-    failures = await reported()
-    assert [job for job, _ in failures] == jobs
-    assert len({place for _, place in failures}) == len(jobs)
 
 
 class TestKillNine:
@@ -270,30 +226,15 @@ class TestKillNine:
             settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 4
         )
         log = str(tmp_path / "consumer.log")
-        chunks = in_chunks(stream, 12)
-        for round_number in range(2):
-            taken = round_number  # each run logs it once it has its partitions
-            process = start_consumer_process(settings, log)
-            await eventually(
-                lambda taken=taken: len(log_events(log, "partitions_assigned")) > taken,  # type: ignore[misc]
-                within=60,
-            )
-            before = len(sandbox_in_process.state.records)
-            for chunk in chunks[round_number * 4 : (round_number + 1) * 4]:
-                await produce(kafka_bootstrap, topics.inputs, chunk)
-                await asyncio.sleep(0.4)
-            progressed = await eventually(
-                lambda before=before: len(sandbox_in_process.state.records) > before + 20,  # type: ignore[misc]
-                within=60,
-            )
-            assert progressed, tail(log)
-            process.send_signal(signal.SIGKILL)
-            await asyncio.to_thread(process.wait)
-        assert "catch_up_mode" not in tail(log, chars=10**8), "caught up: not the live path"
+
+        async def send(chunk: list[JobEvent]) -> None:
+            await produce(kafka_bootstrap, topics.inputs, chunk)
+
+        rest = await killed_under_live_traffic(
+            settings, log, sandbox_in_process, in_chunks(stream, 12), send
+        )
         async with consumer_process(settings, log):
-            for chunk in chunks[8:]:
-                await produce(kafka_bootstrap, topics.inputs, chunk)
-                await asyncio.sleep(0.4)
+            await send_live(send, rest)
             await wait_converged(sandbox_in_process, demo.expected, within=180)
             await assert_each_reported_once(kafka_bootstrap, topics.failed, aborted)
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))

@@ -22,17 +22,24 @@ from consumer.domain.events import EventType, JobEvent
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
+    assert_history_never_shrinks,
+    assert_read_to_the_end,
+    consumer_process,
     eventually,
+    in_chunks,
+    killed_under_live_traffic,
     log_events,
     new_topics,
     produce,
     produce_raw,
     read_records,
+    send_live,
     settings_for,
     start_consumer_process,
     stored,
     tail,
     wait_converged,
+    with_request_timeout,
 )
 
 pytestmark = pytest.mark.integration
@@ -51,6 +58,13 @@ def _big_job(steps: int) -> tuple[str, list[JobEvent]]:
     )
     [job] = demo.expected
     return job, demo.events
+
+
+def _spread(events: list[JobEvent], among: list[JobEvent]) -> list[JobEvent]:
+    """``among`` with ``events`` spread evenly through it, each list in its own order."""
+    placed = [(n / len(events), e) for n, e in enumerate(events)]
+    placed += [(n / len(among), e) for n, e in enumerate(among)]
+    return [e for _, e in sorted(placed, key=lambda p: p[0])]
 
 
 def _forgotten(log: str) -> int:
@@ -169,6 +183,47 @@ class TestBigJob:
         # The frozen version: every event before the first step that did not fit.
         step_events = [i for i, e in enumerate(big_events) if e.type is EventType.step_completed]
         assert failures[0]["stateVersion"] == step_events[steps]
+
+    async def test_a_job_growing_past_max_job_bytes_through_two_kills_under_live_traffic(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The 2,500-step job again, its events spread among 200 live jobs', the consumer
+        SIGKILLed three times while they arrive. Live checkpoints leave jobs to their intents
+        and hold their offsets back, and a kill replays onto what was written; a job frozen
+        as too large names no offset of its own. It still gets exactly one job_too_large
+        record, frozen at the same event, every other job converges, and the committed offsets
+        reach the end of the input: the frozen job holds nothing back."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=200, seed=53, prefix="live-big"))
+        big, big_events = _big_job(2_500)
+        stream = _spread(demo.events, big_events)
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 4
+        )
+        env = {"BASICSYNC_KAFKA__MAX_JOB_BYTES": "500000"}
+        log = str(tmp_path / "consumer.log")
+
+        async def send(chunk: list[JobEvent]) -> None:
+            await produce(kafka_bootstrap, topics.inputs, chunk)
+
+        rest = await killed_under_live_traffic(
+            settings, log, sandbox_in_process, in_chunks(stream, 16), send, extra_env=env
+        )
+        async with consumer_process(settings, log, env):
+            await send_live(send, rest)
+            await wait_converged(sandbox_in_process, demo.expected, within=180)
+
+            await assert_read_to_the_end(kafka_bootstrap, topics.group, len(stream))
+            failures = await _failures(kafka_bootstrap, topics.failed)
+        assert [(f["clientJobId"], f["reason"]) for f in failures] == [(big, "job_too_large")]
+        steps = len(stored(sandbox_in_process, big)["completedSteps"])  # type: ignore[index]
+        step_events = [i for i, e in enumerate(big_events) if e.type is EventType.step_completed]
+        assert failures[0]["stateVersion"] == step_events[steps]
+        assert_history_never_shrinks(sandbox_in_process, [*demo.expected, big])
 
 
 class TestForgotten:

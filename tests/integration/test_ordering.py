@@ -21,13 +21,21 @@ from consumer.domain.job import JobState, Rejection, apply
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
+    assert_each_reported_once,
+    assert_history_never_shrinks,
+    consumer_process,
+    in_chunks,
+    killed_under_live_traffic,
     new_topics,
     produce,
     read_records,
+    send_live,
     settings_for,
     start_consumer_process,
     tail,
     wait_converged,
+    with_late_aborts,
+    with_request_timeout,
 )
 
 pytestmark = pytest.mark.integration
@@ -89,6 +97,42 @@ class TestEqualTimes:
             assert process.wait(60) == 0, tail(log)
         failures = await read_records(kafka_bootstrap, topics.failed, settle_s=0.5)
         assert [f for f in failures if f["reason"] != "invalid_transition"] == []
+
+    async def test_equal_times_through_two_kills_under_live_traffic(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The same-time jobs again, with an abort after 60 Completed jobs (refused), sent live
+        and the consumer SIGKILLed twice meanwhile. Each kill replays the events above the
+        committed offsets onto the last states written, some of them left to intents that
+        never came: an event applied twice, or missed, would break a tie another way. For
+        every job WorkfloPlus ends with the document of partition order, no accepted
+        document lost a step, and each refused abort is reported exactly once."""
+        topics = await new_topics(make_topic, partitions=3, inputs=3)
+        demo = build_demo(DemoPlan(jobs=300, seed=97, prefix="same-time-killed"))
+        stream, aborted = with_late_aborts(demo, 60)
+        events = same_time(stream)
+        expected = assembled_in_partition_order(events)
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 4
+        )
+        log = str(tmp_path / "consumer.log")
+
+        async def send(chunk: list[JobEvent]) -> None:
+            for topic, kinds in zip(topics.inputs, BY_TOPIC, strict=True):
+                await produce(kafka_bootstrap, [topic], [e for e in chunk if e.type in kinds])
+
+        rest = await killed_under_live_traffic(
+            settings, log, sandbox_in_process, in_chunks(events, 12), send
+        )
+        async with consumer_process(settings, log):
+            await send_live(send, rest)
+            await wait_converged(sandbox_in_process, expected, within=180)
+            await assert_each_reported_once(kafka_bootstrap, topics.failed, aborted)
+        assert_history_never_shrinks(sandbox_in_process, list(expected))
 
 
 class TestBigJob:

@@ -22,6 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
+from consumer.domain.events import JobEvent
 from consumer.errors import PartitionLost
 from consumer.kafka.transactions import OutRecord, PartitionProducer
 from consumer.pipeline import Restored, Restorer
@@ -32,6 +33,7 @@ from tests.integration.harness import (
     MakeTopic,
     Topics,
     assert_history_never_shrinks,
+    assert_read_to_the_end,
     catching_up,
     committed,
     consumer_process,
@@ -45,6 +47,7 @@ from tests.integration.harness import (
     new_topics,
     produce,
     read_records,
+    send_live,
     settings_for,
     start_consumer_process,
     stored,
@@ -342,6 +345,67 @@ class TestRequestInDoubt:
         successes = await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.5)
         assert successes
         assert successes[-1]["payloadSha256"] is not None
+
+    async def test_a_member_killed_while_a_request_is_in_doubt_under_live_traffic(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Process level and live: among 40 jobs, the sandbox holds one job's first request
+        3 s and then applies it anyway. The member gives up on it after 1 s, the job's later
+        events arrive, and the member is SIGKILLed while the request is still held. The next
+        member restores the intent and those events (written, or replayed from offsets held
+        back) and posts the job's newest state only after the in-doubt window: the request
+        that lands late is overwritten, not the other way round. Every job converges, no two
+        requests for one job were ever in flight together, and the offsets reach the end."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=40, seed=79, prefix="doubt-killed"))
+        chunks = in_chunks(demo.events, 10)
+        jobs_in = [{e.subject for e in chunk} for chunk in chunks]
+        victim = min(jobs_in[0] & set().union(*jobs_in[6:]))  # events early and late
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        settings = settings.model_copy(
+            update={
+                "gateway": settings.gateway.model_copy(update={"request_timeout_s": 1.0}),
+                "sync": settings.sync.model_copy(update={"in_doubt_window_s": 4.0}),
+            }
+        )
+        log = str(tmp_path / "consumer.log")
+
+        async def send(chunk: list[JobEvent]) -> None:
+            await produce(kafka_bootstrap, topics.inputs, chunk)
+
+        sandbox_in_process.faults.update({"hold_first_ms": {victim: 3000}})
+        held = sandbox_in_process.state.in_flight.current
+        process = start_consumer_process(settings, log)
+        assert await eventually(lambda: bool(log_events(log, "partitions_assigned")), within=60)
+        sent = 0
+        while victim not in held:
+            assert sent < 5, f"{victim} was never posted: {tail(log)}"
+            await send_live(send, chunks[sent : sent + 1])
+            sent += 1
+        since = time.monotonic()
+        while time.monotonic() - since < 1.6:  # its later events, the request given up on
+            await send_live(send, chunks[sent : sent + 1])
+            sent += 1
+        assert victim in held, "the request was no longer held: it is not in doubt"
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait)
+        async with consumer_process(settings, log):
+            await send_live(send, chunks[sent:])
+            assert await eventually(
+                lambda: time.monotonic() - since > 3.5 and victim not in held, within=30
+            )
+            await wait_converged(sandbox_in_process, demo.expected, within=90)
+            await assert_read_to_the_end(kafka_bootstrap, topics.group, len(demo.events))
+        history = [json.loads(body) for body in sandbox_in_process.state.jobs[victim].history]
+        assert len(history) >= 2
+        assert history[0] != demo.expected[victim], "the held request had the newest state"
+        assert history[-1] == demo.expected[victim]
+        assert max_overlap(sandbox_in_process) == 1
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
 
 
 class TestRebalanceErrors:
