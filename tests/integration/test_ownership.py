@@ -354,7 +354,7 @@ class TestRequestInDoubt:
         tmp_path: Path,
     ) -> None:
         """Process level and live: among 40 jobs, the sandbox holds one job's first request
-        3 s and then applies it anyway. The member gives up on it after 1 s, the job's later
+        12 s and then applies it anyway. The member gives up on it after 1 s, the job's later
         events arrive, and the member is SIGKILLed while the request is still held. The next
         member restores the intent and those events (written, or replayed from offsets held
         back) and posts the job's newest state only after the in-doubt window: the request
@@ -368,8 +368,9 @@ class TestRequestInDoubt:
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         settings = settings.model_copy(
             update={
+                "kafka": settings.kafka.model_copy(update={"session_timeout_ms": 6_000}),
                 "gateway": settings.gateway.model_copy(update={"request_timeout_s": 1.0}),
-                "sync": settings.sync.model_copy(update={"in_doubt_window_s": 4.0}),
+                "sync": settings.sync.model_copy(update={"in_doubt_window_s": 14.0}),
             }
         )
         log = str(tmp_path / "consumer.log")
@@ -377,7 +378,9 @@ class TestRequestInDoubt:
         async def send(chunk: list[JobEvent]) -> None:
             await produce(kafka_bootstrap, topics.inputs, chunk)
 
-        sandbox_in_process.faults.update({"hold_first_ms": {victim: 3000}})
+        # Longer than the next member takes to get the partitions (the killed one's session
+        # ends first) and restore: posted at once, its request would overlap the held one.
+        sandbox_in_process.faults.update({"hold_first_ms": {victim: 12_000}})
         held = sandbox_in_process.state.in_flight.current
         process = start_consumer_process(settings, log)
         assert await eventually(lambda: bool(log_events(log, "partitions_assigned")), within=60)
@@ -396,7 +399,7 @@ class TestRequestInDoubt:
         async with consumer_process(settings, log):
             await send_live(send, chunks[sent:])
             assert await eventually(
-                lambda: time.monotonic() - since > 3.5 and victim not in held, within=30
+                lambda: time.monotonic() - since > 12.5 and victim not in held, within=30
             )
             await wait_converged(sandbox_in_process, demo.expected, within=90)
             await assert_read_to_the_end(kafka_bootstrap, topics.group, len(demo.events))
