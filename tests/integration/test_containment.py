@@ -24,6 +24,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumer.demo import DemoJobs, DemoPlan, build_demo, send_events
+from consumer.domain.events import JobEvent
 from consumer.testing.workfloplus import InjectedRejection, Sandbox
 from tests.integration.harness import (
     MakeTopic,
@@ -32,9 +33,12 @@ from tests.integration.harness import (
     consumer_process,
     converged,
     eventually,
+    in_chunks,
     log_events,
+    max_overlap,
     new_topics,
     read_records,
+    send_live,
     settings_for,
     tail,
     wait_converged,
@@ -355,4 +359,54 @@ class TestARateLimitHoldsNoOffsetsBack:
                 f"only {waiting} jobs still waited: the limit was not the bottleneck"
             )
             await wait_converged(sandbox_in_process, demo.expected, within=180)
+        assert await failures_for(kafka_bootstrap, topics) == []
+
+
+class TestASlowJobHoldsNoOffsetsBack:
+    async def test_a_job_whose_request_hangs_lets_the_offsets_reach_the_end(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """WorkfloPlus holds one job's first request 15 s (the client waits up to 20 s) while
+        that job's later events and 39 other jobs keep arriving live. A live checkpoint
+        leaves a job whose request is in flight to the intent of its next request, and
+        commits the offsets only below its first unwritten event, but five checkpoints in a
+        row at most: the committed offsets reach the end of the input while the request is
+        still held, and every job converges once it lands."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=40, seed=83, prefix="slow-one"))
+        chunks = in_chunks(demo.events, 10)
+        jobs_in = [{e.subject for e in chunk} for chunk in chunks]
+        victim = min(jobs_in[0] & set().union(*jobs_in[6:]))  # events early and late
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics), 20
+        )
+        sandbox_in_process.faults.update({"hold_first_ms": {victim: 15_000}})
+        held = sandbox_in_process.state.in_flight.current
+        log = str(tmp_path / "consumer.log")
+        async with (
+            consumer_process(settings, log),
+            producer_for(kafka_bootstrap) as producer,
+        ):
+            await warm_up(producer, topics, sandbox_in_process)
+            end = sum((await committed(kafka_bootstrap, topics.group)).values())
+            end += len(demo.events)
+
+            async def send(chunk: list[JobEvent]) -> None:
+                await send_events(producer, topics.inputs, chunk)
+
+            sent = 0
+            while victim not in held:
+                assert sent < 5, f"{victim} was never posted: {tail(log)}"
+                await send_live(send, chunks[sent : sent + 1])
+                sent += 1
+            await send_live(send, chunks[sent:])
+            while sum((await committed(kafka_bootstrap, topics.group)).values()) < end:
+                assert victim in held, "the offsets waited for the held request to end"
+                await asyncio.sleep(0.5)
+            await wait_converged(sandbox_in_process, demo.expected, within=60)
+        assert max_overlap(sandbox_in_process) == 1
         assert await failures_for(kafka_bootstrap, topics) == []
