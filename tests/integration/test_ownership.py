@@ -32,6 +32,7 @@ from tests.fixtures.kafka import kafka_sh
 from tests.integration.harness import (
     MakeTopic,
     Topics,
+    assert_each_reported_once,
     assert_history_never_shrinks,
     assert_read_to_the_end,
     catching_up,
@@ -53,6 +54,7 @@ from tests.integration.harness import (
     stored,
     tail,
     wait_converged,
+    with_late_aborts,
     with_request_timeout,
     with_title,
 )
@@ -691,6 +693,51 @@ class TestKafkaTrouble:
                 line["timestamp"] > lost["timestamp"] and lost["partition"] in line["partitions"]
                 for line in assigned
             ), f"partition {lost['partition']} never taken back:\n{tail(log)}"
+
+    async def test_a_broker_restarted_under_live_traffic_loses_nothing_and_reports_once(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Live traffic with 40 refused aborts among 240 jobs; the broker is restarted right
+        after a chunk arrives, while live checkpoints leave that chunk's jobs to their
+        intents. Whichever way the restart meets the commits and intents in flight (aiokafka
+        retries them across it; or a commit fails and puts its jobs, their first offsets and
+        their records back for the next; or a producer dies and its partition is given up and
+        taken back), ``basicsync run`` never exits,
+        every job converges, none regresses, each refused abort is reported exactly once and
+        the committed offsets reach the end of the input."""
+        broker_pid(kafka_bootstrap)  # skips unless this session started the broker
+        port = kafka_bootstrap.rsplit(":", 1)[1]
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=240, seed=61, prefix="restarted-live"))
+        stream, aborted = with_late_aborts(demo, 40)
+        chunks = in_chunks(stream, 12)
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 4
+        )
+        log = str(tmp_path / "consumer.log")
+
+        async def send(chunk: list[JobEvent]) -> None:
+            await produce(kafka_bootstrap, topics.inputs, chunk)
+
+        async with consumer_process(settings, log) as process:
+            assert await eventually(lambda: bool(log_events(log, "partitions_assigned")), within=60)
+            await send_live(send, chunks[:5])
+            await send(chunks[5])
+            await asyncio.sleep(0.5)
+            restart = await asyncio.to_thread(kafka_sh, "restart", KAFKA_PORT=port)
+            assert restart.returncode == 0, restart.stdout + restart.stderr
+            assert process.poll() is None, "exited while the broker restarted:\n" + tail(log)
+            assert len(sandbox_in_process.state.jobs) < len(demo.expected), "drained already"
+            await send_live(send, chunks[6:])
+            await wait_converged(sandbox_in_process, demo.expected, within=180)
+            await assert_each_reported_once(kafka_bootstrap, topics.failed, aborted)
+            await assert_read_to_the_end(kafka_bootstrap, topics.group, len(stream))
+        assert "catch_up_mode" not in tail(log, chars=10**8), "caught up: not the live path"
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
 
     async def test_an_unreachable_bootstrap_server_at_start_is_waited_out(
         self,
