@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from consumer.config import Settings
-from consumer.errors import ConfigError
+from consumer.errors import ConfigError, FatalError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
@@ -44,6 +44,7 @@ from consumer.kafka.limits import (
     compression_type,
     max_request_size,
 )
+from consumer.kafka.placement import check_changelog_placement
 from consumer.kafka.source import EventSource
 from consumer.kafka.transactions import PartitionProducer
 from consumer.observability.health import WatchedTokens, serve_health
@@ -178,6 +179,9 @@ async def run_consumer(
             return
         stack.push_async_callback(admin.close)
         partition_count = await ensure_topology(admin, _topic_plan(settings))
+        await check_changelog_placement(
+            _consumer_factory(kafka), settings.state_topic, partition_count
+        )
         running.waiting_for = None
         gateway = GatewayClient(
             session,
@@ -397,6 +401,7 @@ def _event_source(settings: Settings, kafka: dict[str, Any]) -> EventSource:
             session_timeout_ms=settings.kafka.session_timeout_ms,
             heartbeat_interval_ms=min(3_000, settings.kafka.session_timeout_ms // 3),
             max_partition_fetch_bytes=max(settings.kafka.max_event_bytes + 1024, 1 << 20),
+            metadata_max_age_ms=settings.kafka.metadata_max_age_ms,
             **extra,
         ),
         list(settings.topics.input),
@@ -515,10 +520,23 @@ async def _run_until_stopped(
         finally:
             await pipeline.finish()
 
-    async with asyncio.TaskGroup() as group:
-        group.create_task(scheduler.run(), name="scheduler")
-        group.create_task(consume_then_drain(), name="consume")
-        group.create_task(pipeline.sweep_forever(stop), name="retention")
+    try:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(scheduler.run(), name="scheduler")
+            group.create_task(consume_then_drain(), name="consume")
+            group.create_task(pipeline.sweep_forever(stop), name="retention")
+    except BaseExceptionGroup as failed:
+        # One cause an operator must fix (a topic layout changed under the member): stop with
+        # its message and exit code 2, as at start, not with a task group's traceback.
+        fatal = failed.subgroup(FatalError)
+        if fatal is None:
+            raise
+        raise _first_leaf(fatal) from None
+
+
+def _first_leaf(group: BaseExceptionGroup[FatalError]) -> FatalError:
+    first = group.exceptions[0]
+    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 def stop_on(stop: asyncio.Event, hard_exit: Callable[[], None]) -> Callable[[], None]:

@@ -104,6 +104,13 @@ class KafkaSettings(_Section):
         default=45_000, ge=6_000, description="group session timeout; a silent member is dropped"
     )
     max_poll_records: int = Field(default=2_000, ge=1, description="records per fetch batch")
+    metadata_max_age_ms: int = Field(
+        default=30_000,
+        ge=1_000,
+        description="how often the group member reads the topics' metadata: partitions added "
+        "to an input topic are noticed within it, and the consumer then stops (exit 2) rather "
+        "than read a job's events where its state is not",
+    )
     checkpoint_interval_ms: int = Field(
         default=1_000,
         ge=10,

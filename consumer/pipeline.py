@@ -34,6 +34,7 @@ from consumer.domain.settled import SettledJob
 from consumer.errors import MemoryExhausted
 from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.access import is_denial
+from consumer.kafka.admin import changed_layout
 from consumer.kafka.records import SourceRecord
 from consumer.kafka.source import EventSource
 from consumer.state.checkpoint import Checkpoint
@@ -215,6 +216,14 @@ class Pipeline:
             log.info("partitions_revoked", partitions=sorted(partitions))
 
     async def partitions_assigned(self, partitions: set[int]) -> None:
+        """Take the partitions; raises ``TopicLayoutError`` (the next fetch raises it again,
+        and the consumer stops) when the input topics gained partitions since the start."""
+        changed = changed_layout(
+            self._source.partition_counts(), partitions, self._limits.partition_count
+        )
+        if changed is not None:
+            log.error("topic_layout_changed", error=str(changed))
+            raise changed
         async with self._lock:
             self._assigned = set(partitions)
             self._restoring = True

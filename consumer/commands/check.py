@@ -9,7 +9,8 @@ so one invocation shows everything that is wrong. The exit code names the first 
 2     settings invalid (nothing else can be checked)
 3     Kafka unreachable (brokers, TLS, SASL) or no broker configured
 4     topics: an input topic missing, inputs not co-partitioned (partition counts, or keys in a
-      sample of the newest records not where the Java default partitioner puts them), an
+      sample of the newest records not where the Java default partitioner puts them; in the
+      changelog too: partitions added after the state was written), an
       internal topic missing while ``BASICSYNC_KAFKA__CREATE_TOPICS=false``, a changelog with
       the wrong partition count, not compacted or whose ``max.message.bytes`` cannot hold
       ``BASICSYNC_KAFKA__MAX_JOB_BYTES``, or a broker ``message.max.bytes`` below the result
@@ -186,19 +187,33 @@ async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[
 
 
 async def _placement_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
-    """Keys on their murmur2 partition, in a sample of each input topic's newest records."""
+    """Keys on their murmur2 partition, in a sample of the newest records of each input topic
+    and of the changelog (the state of a job is where the inputs' count put its key)."""
     inputs = settings.topics.input
     counts = await partition_counts(admin, inputs)
     if set(inputs) - set(counts) or len({counts[t] for t in inputs}) != 1:
         return []  # reported by the topic checks already
     assert settings.kafka.bootstrap_servers is not None
     kafka = client_kwargs(settings.kafka, settings.kafka.bootstrap_servers)
-    placements = await sample_placement(
-        lambda **extra: AIOKafkaConsumer(**kafka, **extra), {t: counts[t] for t in inputs}
-    )
+    sampled = {t: counts[t] for t in inputs}
+    changelog = settings.state_topic
+    if (await partition_counts(admin, [changelog])).get(changelog) == counts[inputs[0]]:
+        sampled[changelog] = counts[inputs[0]]
+    placements = await sample_placement(lambda **extra: AIOKafkaConsumer(**kafka, **extra), sampled)
     checks = []
     for placement in placements:
-        if placement.misplaced:
+        if placement.topic == changelog and placement.misplaced:
+            detail = (
+                f"{changelog}: {placement.misplaced} of {placement.sampled} sampled job keys are "
+                f"not on the partition the inputs' {sampled[changelog]} partitions put them on: "
+                "partitions were added after the state was written (docs/operations.md, "
+                '"Changing the partition count")'
+            )
+            checks.append(Check("changelog placement", False, detail, EXIT_TOPICS))
+        elif placement.topic == changelog:
+            detail = f"{changelog}: {placement.sampled} sampled job keys on their partition"
+            checks.append(Check("changelog placement", True, detail, EXIT_OK))
+        elif placement.misplaced:
             detail = (
                 f"{placement.topic}: {placement.misplaced} of {placement.sampled} sampled keys are "
                 "not on the partition the Java default (murmur2) partitioner picks; its producers "

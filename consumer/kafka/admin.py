@@ -6,7 +6,7 @@ events land in different partition numbers of different topics could be owned by
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -132,3 +132,29 @@ async def ensure_topology(admin: AIOKafkaAdminClient, plan: TopicPlan) -> int:
             f"{partitions}; the changelog needs one partition per input partition"
         )
     return partitions
+
+
+def changed_layout(
+    counts: Mapping[str, int | None], assigned: Iterable[int], started_with: int
+) -> TopicLayoutError | None:
+    """The error to stop with when the input topics no longer have ``started_with`` partitions.
+
+    Partition ``p`` of the changelog holds the jobs whose key the inputs' partition count put
+    on ``p``. Partitions added while the consumer runs move keys: a job's next events land on
+    a partition whose owner does not hold its state, and would post the job from those events
+    alone over what WorkfloPlus holds. ``counts`` is each input's partition count as the group
+    member's metadata has it now (None: not known yet), ``assigned`` what this rebalance gave
+    it: a partition beyond ``started_with`` is the same news from the group leader's metadata.
+    """
+    grown = {topic: count for topic, count in counts.items() if count not in (None, started_with)}
+    beyond = sorted(partition for partition in assigned if partition >= started_with)
+    if not grown and not beyond:
+        return None
+    now = ", ".join(f"{topic}={count}" for topic, count in grown.items()) or (
+        f"partition {beyond[0]} assigned"
+    )
+    return TopicLayoutError(
+        f"the input topics had {started_with} partitions when this member started and the "
+        f"changelog has as many; now {now}. A job's events would land where its state is not, "
+        'so nothing more is read: see docs/operations.md, "Changing the partition count"'
+    )

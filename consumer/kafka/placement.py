@@ -14,7 +14,12 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from consumer.errors import TopicLayoutError
 from consumer.kafka.partitioning import hashes_to
+
+#: Changelog records sampled per partition at start: after partitions were added, about half
+#: of all keys (or more) sit where the new count would not put them, so a few dozen show it.
+CHANGELOG_SAMPLE = 20
 
 
 @dataclass(frozen=True)
@@ -67,3 +72,26 @@ async def sample_placement(
         return [Placement(t, sampled[t], misplaced[t]) for t in topic_partitions]
     finally:
         await consumer.stop()
+
+
+async def check_changelog_placement(
+    consumer_factory: Callable[..., AIOKafkaConsumer], changelog: str, partitions: int
+) -> None:
+    """Raise ``TopicLayoutError`` when the changelog's newest keys are not on the partitions
+    the inputs' ``partitions`` put them on now.
+
+    The start compares partition counts only: grown together while the consumer was stopped,
+    input and changelog agree again, but the state already written sits on the partitions the
+    old count chose. A member would then read a job's next events on a partition that does
+    not hold its state, and post the job from those events alone over what WorkfloPlus holds.
+    """
+    [placement] = await sample_placement(
+        consumer_factory, {changelog: partitions}, per_partition=CHANGELOG_SAMPLE
+    )
+    if placement.misplaced:
+        raise TopicLayoutError(
+            f"the changelog {changelog} holds jobs on partitions its {partitions} partitions "
+            f"would not put them on ({placement.misplaced} of {placement.sampled} keys sampled): "
+            "partitions were added after the state was written, so a job's events would land "
+            'where its state is not; see docs/operations.md, "Changing the partition count"'
+        )

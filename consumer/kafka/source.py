@@ -120,6 +120,14 @@ class EventSource:
                 sought[(tp.topic, tp.partition)] = committed
         return sought
 
+    def partition_counts(self) -> dict[str, int | None]:
+        """Each input topic's partition count in this member's metadata (None: not known)."""
+        counts: dict[str, int | None] = {}
+        for topic in self._topics:
+            partitions = self._consumer.partitions_for_topic(topic)
+            counts[topic] = len(partitions) if partitions else None
+        return counts
+
     def request_rejoin(self) -> None:
         """Ask the group coordinator for a rebalance: a partition was lost or could not be taken.
 

@@ -197,6 +197,29 @@ def start_consumer_process(
     return process
 
 
+@dataclass(frozen=True)
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+async def basicsync(settings: Settings, *args: str, **env: str) -> Ran:
+    """Run ``python -m consumer ARGS`` with the settings' environment (plus ``env``)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "consumer",
+        *args,
+        env={**consumer_env(settings), **env},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode is not None
+    return Ran(process.returncode, out.decode(), err.decode())
+
+
 def kill_leftover_consumers() -> None:
     """SIGKILL the consumer processes a test left running (it failed before stopping them):
     otherwise they outlive it, competing for the CPU and the group with the next tests."""

@@ -10,24 +10,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import sys
 import time
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
 from consumer.demo.example import EXAMPLE_BODY, EXAMPLE_CLIENT_JOB_ID, example_job_events
 from consumer.kafka.partitioning import hashes_to
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
-    consumer_env,
+    basicsync,
     consumer_running,
     max_overlap,
     new_topics,
@@ -41,29 +38,6 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass(frozen=True)
-class Ran:
-    code: int
-    out: str
-    err: str
-
-
-async def basicsync(settings: Settings, *args: str, **env: str) -> Ran:
-    """Run ``python -m consumer ARGS`` with the settings' environment (plus ``env``)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "consumer",
-        *args,
-        env={**consumer_env(settings), **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    assert process.returncode is not None
-    return Ran(process.returncode, out.decode(), err.decode())
 
 
 async def topic_size(bootstrap: str, topic: str) -> int:

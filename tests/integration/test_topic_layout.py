@@ -1,0 +1,141 @@
+"""Partitions added to the topics of a deployment with state: it stops, posts nothing partial.
+
+A job's state lives in the changelog partition its key hashed to when it was written. Added
+partitions move keys: a job's next events land on a partition whose owner does not hold its
+state, which would post the job from those events alone over what WorkfloPlus holds (every
+earlier step gone). ``basicsync run`` as a child process must stop with exit code 2 instead,
+both when the inputs grow under it and when it starts on topics grown while it was stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+
+from consumer.demo import DemoPlan, build_demo
+from consumer.testing.workfloplus import Sandbox
+from tests.integration.harness import (
+    MakeTopic,
+    assert_history_never_shrinks,
+    basicsync,
+    final_upserts,
+    log_events,
+    new_topics,
+    produce,
+    settings_for,
+    start_consumer_process,
+    tail,
+    wait_converged,
+    with_title,
+)
+
+pytestmark = pytest.mark.integration
+
+#: Noticed within a second, not the default 30 s.
+FAST_METADATA = {"BASICSYNC_KAFKA__METADATA_MAX_AGE_MS": "1000"}
+
+
+async def grow(bootstrap: str, topics: list[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_partitions(
+            {topic: NewPartitions(total_count=partitions) for topic in topics}
+        )
+    finally:
+        await admin.close()
+
+
+def accepted(sandbox: Sandbox) -> dict[str, int]:
+    """How many documents WorkfloPlus accepted for each job so far."""
+    return {job: len(stored.history) for job, stored in sandbox.state.jobs.items()}
+
+
+def accepted_since(sandbox: Sandbox, before: dict[str, int]) -> dict[str, list[object]]:
+    return {
+        job: [json.loads(body) for body in list(stored.history)[before.get(job, 0) :]]
+        for job, stored in sandbox.state.jobs.items()
+        if len(stored.history) > before.get(job, 0)
+    }
+
+
+class TestPartitionsAdded:
+    async def test_an_input_grown_under_the_consumer_stops_it_before_it_reads_on(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """20 jobs posted from an input of 2 partitions; the input grows to 3 (keys of both
+        old partitions move, also between the old ones) and every job gets one more event.
+        The member notices at its next metadata refresh, logs ``topic_layout_changed`` and
+        exits with code 2 naming the counts. Until then it may post a job whose new event
+        landed on the partition that holds its state; any document WorkfloPlus accepted is
+        whole (every step, the new title), none from the new event alone. Started again, it
+        stops at once: the changelog has 2 partitions, the input 3."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=20, seed=5, prefix="grown"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log, FAST_METADATA)
+        await wait_converged(sandbox_in_process, demo.expected, within=60)
+        before = accepted(sandbox_in_process)
+        await grow(kafka_bootstrap, topics.inputs, 3)
+        await produce(kafka_bootstrap, topics.inputs, final_upserts(list(demo.expected), "late"))
+        assert await asyncio.to_thread(process.wait, 60) == 2, tail(log)
+        [changed] = log_events(log, "topic_layout_changed")
+        assert f"{topics.inputs[0]}=3" in changed["error"]
+        assert "had 2 partitions" in changed["error"]
+        assert log_events(log, "fatal")[0]["kind"] == "TopicLayoutError"
+        whole = with_title(demo.expected, "late")
+        for job, bodies in accepted_since(sandbox_in_process, before).items():
+            assert bodies == [whole[job]], f"{job} was posted from part of its state"
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+        posted = accepted(sandbox_in_process)
+        again = start_consumer_process(settings, log, FAST_METADATA)
+        assert await asyncio.to_thread(again.wait, 60) == 2, tail(log)
+        assert "has 2 partitions but the inputs have 3" in log_events(log, "fatal")[-1]["error"]
+        assert accepted(sandbox_in_process) == posted
+
+    async def test_a_changelog_grown_with_its_inputs_stops_the_start(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """With the consumer stopped, the input and the changelog both grow from 2 to 4
+        partitions: the counts agree again, but the jobs' states sit where 2 partitions put
+        them. The start samples the changelog's keys, finds them misplaced and stops (exit 2)
+        before it reads an event: WorkfloPlus receives nothing. ``basicsync check`` says the
+        same (exit 4), and passed on the same topics before they grew."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=20, seed=7, prefix="grown-both"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        await wait_converged(sandbox_in_process, demo.expected, within=60)
+        process.terminate()
+        assert await asyncio.to_thread(process.wait, 60) == 0, tail(log)
+        checked = await basicsync(settings, "check", "--skip-gateway")
+        assert checked.code == 0, checked.out
+        assert f"ok    changelog placement: {topics.state}: 40 sampled" in checked.out
+        await grow(kafka_bootstrap, [*topics.inputs, topics.state], 4)
+        await produce(kafka_bootstrap, topics.inputs, final_upserts(list(demo.expected), "late"))
+        requests = len(sandbox_in_process.state.records)
+        again = start_consumer_process(settings, log)
+        assert await asyncio.to_thread(again.wait, 60) == 2, tail(log)
+        fatal = log_events(log, "fatal")[-1]
+        assert fatal["kind"] == "TopicLayoutError"
+        assert f"the changelog {topics.state} holds jobs on partitions" in fatal["error"]
+        assert len(sandbox_in_process.state.records) == requests
+        checked = await basicsync(settings, "check", "--skip-gateway")
+        assert checked.code == 4, checked.out
+        assert "FAIL  changelog placement" in checked.out
