@@ -35,6 +35,7 @@ from consumer.errors import MemoryExhausted
 from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.access import is_denial
 from consumer.kafka.admin import changed_layout
+from consumer.kafka.partitioning import hashes_to
 from consumer.kafka.records import SourceRecord
 from consumer.kafka.source import EventSource
 from consumer.state.checkpoint import Checkpoint
@@ -60,6 +61,11 @@ class PipelineObserver(Protocol):
     def restore_refused(self, error: MemoryExhausted) -> None:
         """A restore stopped before the state outgrew the memory limit."""
 
+
+#: Seconds after a fetch whose keys were off their murmur2 partition in which the next such
+#: fetch is not checked again (``Pipeline._confirm_layout``): a producer with another
+#: partitioner puts keys off theirs all the time, and each check asks Kafka for metadata.
+LAYOUT_RECHECK_S = 10.0
 
 #: Records absorbed between two turns of the event loop. Absorbing is CPU work of about a
 #: hundred microseconds a record; a fetch of thousands absorbed in one go holds every response,
@@ -157,6 +163,8 @@ class Pipeline:
         self._stalled_since: float | None = None
         #: per input topic and partition, the next offset to absorb (see ``run``)
         self._next_offsets: dict[tuple[str, int], int] = {}
+        #: until when (monotonic) the input topics' partition count is taken as confirmed
+        self._layout_confirmed_until = 0.0
 
     @property
     def owned_partitions(self) -> set[int]:
@@ -355,6 +363,28 @@ class Pipeline:
         if not self._assigned - self._owned:
             self._stalled_since = None
 
+    async def _confirm_layout(self, records: Sequence[SourceRecord]) -> None:
+        """Raise ``TopicLayoutError`` before absorbing a key that is off its murmur2 partition
+        when the input topics gained partitions since the start.
+
+        A producer that learned of new partitions before this member did puts a job's event on
+        the partition the new count picks, which may be one this member owns without holding
+        the job: absorbed, the job would be posted from its later events alone. The
+        rebalance that follows the change comes only at the member's next metadata refresh;
+        an off-partition key asks for the refresh now (at most every ``LAYOUT_RECHECK_S``).
+        """
+        count = self._limits.partition_count
+        if time.monotonic() < self._layout_confirmed_until or all(
+            record.key is None or hashes_to(record.key, count) == record.partition
+            for record in records
+        ):
+            return
+        changed = changed_layout(await self._source.refreshed_partition_counts(), (), count)
+        if changed is not None:
+            log.error("topic_layout_changed", error=str(changed))
+            raise changed
+        self._layout_confirmed_until = time.monotonic() + LAYOUT_RECHECK_S
+
     # -- the consume loop ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -384,6 +414,7 @@ class Pipeline:
             )
             wait_ms = max(int((next_checkpoint - time.monotonic()) * 1000), 0)
             records = await self._source.fetch(min(self._limits.fetch_timeout_ms, wait_ms))
+            await self._confirm_layout(records)
             async with self._lock:
                 # A batch fetched before a rebalance may precede the committed offset the
                 # partition was then sought to: those records come again, so skip them here.

@@ -10,6 +10,8 @@ Offsets are never committed here: they go into the checkpoint's transactions.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -127,6 +129,16 @@ class EventSource:
             partitions = self._consumer.partitions_for_topic(topic)
             counts[topic] = len(partitions) if partitions else None
         return counts
+
+    async def refreshed_partition_counts(self, within_s: float = 10.0) -> dict[str, int | None]:
+        """:meth:`partition_counts` after a metadata refresh (the cached counts if none came
+        within ``within_s``). aiokafka has no public call for it: its client's own refresh is
+        what its metadata timer runs, and it lets the group notice a change at once."""
+        client = getattr(self._consumer, "_client", None)
+        if client is not None and hasattr(client, "force_metadata_update"):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(client.force_metadata_update(), within_s)
+        return self.partition_counts()
 
     def request_rejoin(self) -> None:
         """Ask the group coordinator for a rebalance: a partition was lost or could not be taken.

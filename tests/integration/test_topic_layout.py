@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from consumer.demo import DemoPlan, build_demo
+from consumer.kafka.partitioning import hashes_to
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
@@ -26,6 +28,7 @@ from tests.integration.harness import (
     log_events,
     new_topics,
     produce,
+    read_records,
     settings_for,
     start_consumer_process,
     tail,
@@ -102,6 +105,44 @@ class TestPartitionsAdded:
         assert await asyncio.to_thread(again.wait, 60) == 2, tail(log)
         assert "has 2 partitions but the inputs have 3" in log_events(log, "fatal")[-1]["error"]
         assert accepted(sandbox_in_process) == posted
+
+    async def test_an_event_put_by_the_new_count_stops_it_before_its_metadata_refresh(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The member reads metadata only every 60 s here, so the rebalance cannot be what
+        stops it. The input grows from 2 to 3 and a producer that knows it sends every job one
+        more event: some land on an old partition that the old count did not pick, where
+        another member could hold no state for the job. The first such key makes the member
+        ask for metadata before absorbing its batch, and it stops (exit 2) well within the 60
+        s: no event is absorbed there (no ``misrouted`` failure) and any document WorkfloPlus
+        accepted meanwhile is whole."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=20, seed=9, prefix="grown-early"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        slow_metadata = {"BASICSYNC_KAFKA__METADATA_MAX_AGE_MS": "60000"}
+        process = start_consumer_process(settings, log, slow_metadata)
+        await wait_converged(sandbox_in_process, demo.expected, within=60)
+        before = accepted(sandbox_in_process)
+        await grow(kafka_bootstrap, topics.inputs, 3)
+        late = final_upserts(list(demo.expected), "late")
+        keys = [e.subject.encode() for e in late]
+        moved = [k for k in keys if hashes_to(k, 2) != hashes_to(k, 3) < 2]
+        assert moved, "no event lands on an old partition the old count did not pick"
+        grown_at = time.monotonic()
+        await produce(kafka_bootstrap, topics.inputs, late)
+        assert await asyncio.to_thread(process.wait, 60) == 2, tail(log)
+        assert time.monotonic() - grown_at < 30, "stopped by the metadata refresh, not the key"
+        assert log_events(log, "topic_layout_changed")
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+        whole = with_title(demo.expected, "late")
+        for job, bodies in accepted_since(sandbox_in_process, before).items():
+            assert bodies == [whole[job]], f"{job} was posted from part of its state"
 
     async def test_a_changelog_grown_with_its_inputs_stops_the_start(
         self,
