@@ -92,7 +92,7 @@ class TestPartitionsAdded:
         await grow(kafka_bootstrap, topics.inputs, 3)
         await produce(kafka_bootstrap, topics.inputs, final_upserts(list(demo.expected), "late"))
         assert await asyncio.to_thread(process.wait, 60) == 2, tail(log)
-        [changed] = log_events(log, "topic_layout_changed")
+        changed = log_events(log, "topic_layout_changed")[0]
         assert f"{topics.inputs[0]}=3" in changed["error"]
         assert "had 2 partitions" in changed["error"]
         assert log_events(log, "fatal")[0]["kind"] == "TopicLayoutError"
