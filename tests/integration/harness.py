@@ -453,6 +453,26 @@ async def send_live(send: SendChunk, chunks: Sequence[list[JobEvent]]) -> None:
         await asyncio.sleep(0.4)
 
 
+def posted_early_and_changed_late(chunks: Sequence[list[JobEvent]]) -> str:
+    """A job with events in the first of ``chunks`` and in the last four: posted early, its
+    later events arrive while that first request is out (hold it with ``hold_first_ms``)."""
+    jobs_in = [{event.subject for event in chunk} for chunk in chunks]
+    return min(jobs_in[0] & set().union(*jobs_in[-4:]))
+
+
+async def sent_until_held(
+    send: SendChunk, chunks: Sequence[list[JobEvent]], job: str, sandbox: Sandbox
+) -> int:
+    """Send ``chunks`` live until WorkfloPlus holds a request of ``job`` in flight; returns how
+    many were sent (at most five)."""
+    sent = 0
+    while job not in sandbox.state.in_flight.current:
+        assert sent < 5, f"{job} was never posted"
+        await send_live(send, chunks[sent : sent + 1])
+        sent += 1
+    return sent
+
+
 async def killed_under_live_traffic(
     settings: Settings,
     log: str,

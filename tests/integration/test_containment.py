@@ -37,8 +37,10 @@ from tests.integration.harness import (
     log_events,
     max_overlap,
     new_topics,
+    posted_early_and_changed_late,
     read_records,
     send_live,
+    sent_until_held,
     settings_for,
     tail,
     wait_converged,
@@ -379,8 +381,7 @@ class TestASlowJobHoldsNoOffsetsBack:
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=40, seed=83, prefix="slow-one"))
         chunks = in_chunks(demo.events, 10)
-        jobs_in = [{e.subject for e in chunk} for chunk in chunks]
-        victim = min(jobs_in[0] & set().union(*jobs_in[6:]))  # events early and late
+        victim = posted_early_and_changed_late(chunks)
         settings = with_request_timeout(
             settings_for(kafka_bootstrap, sandbox_in_process, topics), 20
         )
@@ -398,11 +399,7 @@ class TestASlowJobHoldsNoOffsetsBack:
             async def send(chunk: list[JobEvent]) -> None:
                 await send_events(producer, topics.inputs, chunk)
 
-            sent = 0
-            while victim not in held:
-                assert sent < 5, f"{victim} was never posted: {tail(log)}"
-                await send_live(send, chunks[sent : sent + 1])
-                sent += 1
+            sent = await sent_until_held(send, chunks, victim, sandbox_in_process)
             await send_live(send, chunks[sent:])
             while sum((await committed(kafka_bootstrap, topics.group)).values()) < end:
                 assert victim in held, "the offsets waited for the held request to end"

@@ -46,9 +46,11 @@ from tests.integration.harness import (
     log_events,
     max_overlap,
     new_topics,
+    posted_early_and_changed_late,
     produce,
     read_records,
     send_live,
+    sent_until_held,
     settings_for,
     start_consumer_process,
     stored,
@@ -365,8 +367,7 @@ class TestRequestInDoubt:
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=40, seed=79, prefix="doubt-killed"))
         chunks = in_chunks(demo.events, 10)
-        jobs_in = [{e.subject for e in chunk} for chunk in chunks]
-        victim = min(jobs_in[0] & set().union(*jobs_in[6:]))  # events early and late
+        victim = posted_early_and_changed_late(chunks)
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         settings = settings.model_copy(
             update={
@@ -386,11 +387,7 @@ class TestRequestInDoubt:
         held = sandbox_in_process.state.in_flight.current
         process = start_consumer_process(settings, log)
         assert await eventually(lambda: bool(log_events(log, "partitions_assigned")), within=60)
-        sent = 0
-        while victim not in held:
-            assert sent < 5, f"{victim} was never posted: {tail(log)}"
-            await send_live(send, chunks[sent : sent + 1])
-            sent += 1
+        sent = await sent_until_held(send, chunks, victim, sandbox_in_process)
         since = time.monotonic()
         while time.monotonic() - since < 1.6:  # its later events, the request given up on
             await send_live(send, chunks[sent : sent + 1])
