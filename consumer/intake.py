@@ -126,11 +126,13 @@ def absorb(
     max_job_bytes: int | None = None,
     sizes: SizeEstimate | None = None,
     max_failure_value_bytes: int = MAX_FAILURE_VALUE_BYTES,
+    count_misrouted: bool = True,
 ) -> BatchEffect:
     """Apply ``records`` in order to ``store`` and describe what must become durable.
 
     ``max_job_bytes`` (with ``sizes``, kept across batches) bounds a job's encoded state;
     ``max_failure_value_bytes`` bounds the input bytes a failure record carries.
+    ``count_misrouted`` False: the caller found every key on its murmur2 partition already.
     """
     intake = _Intake(
         store,
@@ -139,6 +141,7 @@ def absorb(
         max_job_bytes=max_job_bytes,
         sizes=sizes if sizes is not None else SizeEstimate(),
         max_failure_value_bytes=max_failure_value_bytes,
+        count_misrouted=count_misrouted,
     )
     for record in records:
         intake.take(record, clock())
@@ -155,6 +158,7 @@ class _Intake:
     max_job_bytes: int | None
     sizes: SizeEstimate
     max_failure_value_bytes: int
+    count_misrouted: bool = True
     effect: BatchEffect = field(default_factory=BatchEffect)
 
     def take(self, record: SourceRecord, now: datetime) -> None:
@@ -183,7 +187,11 @@ class _Intake:
         """The record is read whatever becomes of it: its offset is passed, its key checked."""
         self.effect.next_offsets[(record.topic, record.partition)] = record.offset + 1
         key = record.key
-        if key is not None and hashes_to(key, self.partition_count) != record.partition:
+        if (
+            self.count_misrouted
+            and key is not None
+            and hashes_to(key, self.partition_count) != record.partition
+        ):
             self.effect.misrouted += 1
 
     def _decoded(self, record: SourceRecord, now: datetime) -> JobEvent | None:

@@ -363,7 +363,7 @@ class Pipeline:
         if not self._assigned - self._owned:
             self._stalled_since = None
 
-    async def _confirm_layout(self, records: Sequence[SourceRecord]) -> None:
+    async def _confirm_layout(self, records: Sequence[SourceRecord]) -> bool:
         """Raise ``TopicLayoutError`` before absorbing a key that is off its murmur2 partition
         when the input topics gained partitions since the start.
 
@@ -372,18 +372,24 @@ class Pipeline:
         the job: absorbed, the job would be posted from its later events alone. The
         rebalance that follows the change comes only at the member's next metadata refresh;
         an off-partition key asks for the refresh now (at most every ``LAYOUT_RECHECK_S``).
+
+        Returns whether ``records`` may hold such keys: only then does the intake count them
+        (``basicsync_misrouted_keys_total``), so a clean batch is hashed once, here.
         """
         count = self._limits.partition_count
-        if time.monotonic() < self._layout_confirmed_until or all(
+        if time.monotonic() < self._layout_confirmed_until:
+            return True
+        if all(
             record.key is None or hashes_to(record.key, count) == record.partition
             for record in records
         ):
-            return
+            return False
         changed = changed_layout(await self._source.refreshed_partition_counts(), (), count)
         if changed is not None:
             log.error("topic_layout_changed", error=str(changed))
             raise changed
         self._layout_confirmed_until = time.monotonic() + LAYOUT_RECHECK_S
+        return True
 
     # -- the consume loop ------------------------------------------------------------------------
 
@@ -414,7 +420,7 @@ class Pipeline:
             )
             wait_ms = max(int((next_checkpoint - time.monotonic()) * 1000), 0)
             records = await self._source.fetch(min(self._limits.fetch_timeout_ms, wait_ms))
-            await self._confirm_layout(records)
+            misrouted = await self._confirm_layout(records)
             async with self._lock:
                 # A batch fetched before a rebalance may precede the committed offset the
                 # partition was then sought to: those records come again, so skip them here.
@@ -428,7 +434,7 @@ class Pipeline:
                 for start in range(0, len(owned), ABSORB_SLICE):
                     if start:
                         await asyncio.sleep(0)  # see ABSORB_SLICE
-                    self._absorb(owned[start : start + ABSORB_SLICE])
+                    self._absorb(owned[start : start + ABSORB_SLICE], misrouted)
                 if (
                     time.monotonic() >= next_checkpoint
                     or self._checkpoint.pending_jobs >= self._limits.checkpoint_max_jobs
@@ -448,7 +454,7 @@ class Pipeline:
                 await self._checkpoint.close_all()
                 self._owned.clear()
 
-    def _absorb(self, records: Sequence[SourceRecord]) -> None:
+    def _absorb(self, records: Sequence[SourceRecord], misrouted: bool = True) -> None:
         effect = absorb(
             self._store,
             records,
@@ -458,6 +464,7 @@ class Pipeline:
             max_job_bytes=self._limits.max_job_bytes,
             sizes=self._sizes,
             max_failure_value_bytes=self._limits.max_failure_value_bytes,
+            count_misrouted=misrouted,
         )
         checkpoint = self._checkpoint
         for job, partition in effect.partitions.items():

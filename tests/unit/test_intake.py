@@ -58,13 +58,16 @@ class Batch:
         return self.raw(key, value, tuple(headers), partition=partition)
 
 
-def run(batch: Batch, store: JobStore | None = None) -> BatchEffect:
+def run(
+    batch: Batch, store: JobStore | None = None, *, count_misrouted: bool = True
+) -> BatchEffect:
     return absorb(
         store if store is not None else JobStore(),
         batch.records,
         clock=ArrivalClock(lambda: NOW),
         partition_count=PARTITIONS,
         max_event_bytes=MAX_BYTES,
+        count_misrouted=count_misrouted,
     )
 
 
@@ -322,6 +325,18 @@ class TestAbsorb:
         state = store.get("job-a")
         assert state is not None
         assert state.status != "InProgress"
+
+    def test_keys_the_caller_found_placed_are_not_hashed_again(self) -> None:
+        """``count_misrouted=False`` (the pipeline hashed every key of the fetch already and
+        found each on its partition) counts nothing; a job's event on another partition than
+        its home is still refused."""
+        right = hashes_to(b"job-a", PARTITIONS)
+        batch = Batch()
+        batch.add(upserted("job-a", workflowId="wf"), partition=(right + 1) % PARTITIONS)
+        batch.add(status_changed("job-a", "InProgress"), partition=right)
+        effect = run(batch, count_misrouted=False)
+        assert effect.misrouted == 0
+        assert [f.reason for f in effect.failures] == [FailureReason.misrouted]
 
 
 class TestArrivalClock:
