@@ -31,7 +31,7 @@ from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from consumer.config import Settings
-from consumer.errors import ConfigError, FatalError
+from consumer.errors import ConfigError, FatalError, leaves
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
@@ -528,15 +528,10 @@ async def _run_until_stopped(
     except BaseExceptionGroup as failed:
         # One cause an operator must fix (a topic layout changed under the member): stop with
         # its message and exit code 2, as at start, not with a task group's traceback.
-        fatal = failed.subgroup(FatalError)
+        fatal = next((leaf for leaf in leaves(failed) if isinstance(leaf, FatalError)), None)
         if fatal is None:
             raise
-        raise _first_leaf(fatal) from None
-
-
-def _first_leaf(group: BaseExceptionGroup[FatalError]) -> FatalError:
-    first = group.exceptions[0]
-    return _first_leaf(first) if isinstance(first, BaseExceptionGroup) else first
+        raise fatal from None
 
 
 def stop_on(stop: asyncio.Event, hard_exit: Callable[[], None]) -> Callable[[], None]:

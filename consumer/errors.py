@@ -28,6 +28,7 @@ the HTTP status and the OAuth2 ``error`` code at most.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import ClassVar
 
 
@@ -175,3 +176,12 @@ class AuthRejected(GatewayError):
     """
 
     retriable: ClassVar[bool] = False
+
+
+def leaves(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, or every exception inside it when it is a group (a task group's failure)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from leaves(inner)
+    else:
+        yield exc

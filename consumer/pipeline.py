@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -226,12 +226,7 @@ class Pipeline:
     async def partitions_assigned(self, partitions: set[int]) -> None:
         """Take the partitions; raises ``TopicLayoutError`` (the next fetch raises it again,
         and the consumer stops) when the input topics gained partitions since the start."""
-        changed = changed_layout(
-            self._source.partition_counts(), partitions, self._limits.partition_count
-        )
-        if changed is not None:
-            log.error("topic_layout_changed", error=str(changed))
-            raise changed
+        self._stop_if_layout_changed(self._source.partition_counts(), partitions)
         async with self._lock:
             self._assigned = set(partitions)
             self._restoring = True
@@ -384,12 +379,17 @@ class Pipeline:
             for record in records
         ):
             return False
-        changed = changed_layout(await self._source.refreshed_partition_counts(), (), count)
+        self._stop_if_layout_changed(await self._source.refreshed_partition_counts(), ())
+        self._layout_confirmed_until = time.monotonic() + LAYOUT_RECHECK_S
+        return True
+
+    def _stop_if_layout_changed(
+        self, counts: Mapping[str, int | None], assigned: Iterable[int]
+    ) -> None:
+        changed = changed_layout(counts, assigned, self._limits.partition_count)
         if changed is not None:
             log.error("topic_layout_changed", error=str(changed))
             raise changed
-        self._layout_confirmed_until = time.monotonic() + LAYOUT_RECHECK_S
-        return True
 
     # -- the consume loop ------------------------------------------------------------------------
 

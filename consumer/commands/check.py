@@ -43,7 +43,7 @@ from consumer.kafka.admin import partition_counts
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import describe, explain, security_problem
 from consumer.kafka.limits import RECORD_HEADROOM_BYTES, RESULT_RECORD_BYTES
-from consumer.kafka.placement import sample_placement
+from consumer.kafka.placement import misplaced_state, sample_placement
 from consumer.observability.logging import configure_logging
 from consumer.sync.diagnosis import ProbeResult, probe_result
 
@@ -190,29 +190,25 @@ async def _placement_checks(admin: AIOKafkaAdminClient, settings: Settings) -> l
     """Keys on their murmur2 partition, in a sample of the newest records of each input topic
     and of the changelog (the state of a job is where the inputs' count put its key)."""
     inputs = settings.topics.input
-    counts = await partition_counts(admin, inputs)
+    changelog = settings.state_topic
+    counts = await partition_counts(admin, [*inputs, changelog])
     if set(inputs) - set(counts) or len({counts[t] for t in inputs}) != 1:
         return []  # reported by the topic checks already
     assert settings.kafka.bootstrap_servers is not None
     kafka = client_kwargs(settings.kafka, settings.kafka.bootstrap_servers)
     sampled = {t: counts[t] for t in inputs}
-    changelog = settings.state_topic
-    if (await partition_counts(admin, [changelog])).get(changelog) == counts[inputs[0]]:
+    if counts.get(changelog) == counts[inputs[0]]:
         sampled[changelog] = counts[inputs[0]]
     placements = await sample_placement(lambda **extra: AIOKafkaConsumer(**kafka, **extra), sampled)
     checks = []
     for placement in placements:
-        if placement.topic == changelog and placement.misplaced:
-            detail = (
-                f"{changelog}: {placement.misplaced} of {placement.sampled} sampled job keys are "
-                f"not on the partition the inputs' {sampled[changelog]} partitions put them on: "
-                "partitions were added after the state was written (docs/operations.md, "
-                '"Changing the partition count")'
-            )
-            checks.append(Check("changelog placement", False, detail, EXIT_TOPICS))
-        elif placement.topic == changelog:
-            detail = f"{changelog}: {placement.sampled} sampled job keys on their partition"
-            checks.append(Check("changelog placement", True, detail, EXIT_OK))
+        if placement.topic == changelog:
+            misplaced = misplaced_state(placement, sampled[changelog])
+            if misplaced is not None:
+                checks.append(Check("changelog placement", False, misplaced, EXIT_TOPICS))
+            else:
+                detail = f"{changelog}: {placement.sampled} sampled job keys on their partition"
+                checks.append(Check("changelog placement", True, detail, EXIT_OK))
         elif placement.misplaced:
             detail = (
                 f"{placement.topic}: {placement.misplaced} of {placement.sampled} sampled keys are "

@@ -13,7 +13,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
 from typing import Protocol, TypeVar
 
@@ -27,7 +27,7 @@ from aiokafka.errors import (
 )
 
 from consumer.config import Settings
-from consumer.errors import KafkaAccessDenied
+from consumer.errors import KafkaAccessDenied, leaves
 from consumer.kafka.acls import Acl, Purpose, ResourceType, required_acls
 from consumer.kafka.diagnose import security_problem
 from consumer.observability.health import Observed, serve_health
@@ -58,7 +58,7 @@ _Board = TypeVar("_Board", bound=DenialBoard)
 
 def explain_denial(exc: BaseException, settings: Settings) -> KafkaAccessDenied | None:
     """The first authorization failure in ``exc`` as a one-line :class:`KafkaAccessDenied`."""
-    for leaf in _leaves(exc):
+    for leaf in leaves(exc):
         message = _denial_message(leaf, settings)
         if message is not None:
             return KafkaAccessDenied(message)
@@ -77,15 +77,7 @@ def is_denial(exc: BaseException) -> bool:
     """Is ``exc`` (or an exception in its group) Kafka refusing an ACL? Retrying in place
     cannot help then: it is reported and waited out as a whole (:func:`run_waiting_out_denials`).
     """
-    return any(isinstance(leaf, _DENIALS) for leaf in _leaves(exc))
-
-
-def _leaves(exc: BaseException) -> Iterator[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            yield from _leaves(inner)
-    else:
-        yield exc
+    return any(isinstance(leaf, _DENIALS) for leaf in leaves(exc))
 
 
 def _denial_message(exc: BaseException, settings: Settings) -> str | None:
@@ -196,7 +188,7 @@ async def explained(work: Awaitable[_T], settings: Settings) -> _T:
 
 async def _raise_security_problem(exc: BaseException, settings: Settings) -> None:
     """Raise the security cause of a failed bootstrap, if that is what it was."""
-    if not any(isinstance(leaf, KafkaConnectionError) for leaf in _leaves(exc)):
+    if not any(isinstance(leaf, KafkaConnectionError) for leaf in leaves(exc)):
         return
     servers = settings.kafka.bootstrap_servers
     if servers:

@@ -88,10 +88,19 @@ async def check_changelog_placement(
     [placement] = await sample_placement(
         consumer_factory, {changelog: partitions}, per_partition=CHANGELOG_SAMPLE
     )
-    if placement.misplaced:
-        raise TopicLayoutError(
-            f"the changelog {changelog} holds jobs on partitions its {partitions} partitions "
-            f"would not put them on ({placement.misplaced} of {placement.sampled} keys sampled): "
-            "partitions were added after the state was written, so a job's events would land "
-            'where its state is not; see docs/operations.md, "Changing the partition count"'
-        )
+    misplaced = misplaced_state(placement, partitions)
+    if misplaced is not None:
+        raise TopicLayoutError(misplaced)
+
+
+def misplaced_state(placement: Placement, partitions: int) -> str | None:
+    """What is wrong with a changelog sample whose keys are not where the inputs'
+    ``partitions`` put them, or None when every key is (``run`` and ``check`` say it alike)."""
+    if not placement.misplaced:
+        return None
+    return (
+        f"the changelog {placement.topic} holds jobs on partitions its {partitions} partitions "
+        f"would not put them on ({placement.misplaced} of {placement.sampled} keys sampled): "
+        "partitions were added after the state was written, so a job's events would land "
+        'where its state is not; see docs/operations.md, "Changing the partition count"'
+    )
