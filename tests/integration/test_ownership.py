@@ -613,6 +613,10 @@ class TestKafkaTrouble:
             settings, log, {"BASICSYNC_OBSERVABILITY__HTTP_PORT": str(port)}
         )
         try:
+            # Live from the first chunk: sent before the member reads, they would be a burst.
+            assert await eventually(
+                lambda: bool(log_events(log, "partitions_assigned")), within=60
+            ), tail(log)
             grown: list[float] = []
             for chunk in chunks[:8]:
                 await produce(kafka_bootstrap, topics.inputs, chunk)
