@@ -310,6 +310,7 @@ def _assemble(
             failed=settings.topics.failed,
         ),
         _producer_factory(settings, kafka),
+        compress_values=settings.kafka.compress_changelog_values,
     )
     source = _event_source(settings, kafka)
     observer = _CircuitPausesSource(stats, source)
@@ -361,6 +362,10 @@ def _consumer_factory(kafka: dict[str, Any]) -> Callable[..., AIOKafkaConsumer]:
     return consumer_factory
 
 
+#: A checkpoint's record batches: a backlog's checkpoint writes megabytes at once.
+_MAX_BATCH_BYTES = 1 << 20
+
+
 def _producer_factory(
     settings: Settings, kafka: dict[str, Any]
 ) -> Callable[[int], PartitionProducer]:
@@ -373,7 +378,7 @@ def _producer_factory(
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=5,
-                max_batch_size=1 << 20,
+                max_batch_size=_MAX_BATCH_BYTES,
                 # A transaction's first write can meet the previous commit's markers still in
                 # progress: the broker answers a retriable NOT_ENOUGH_REPLICAS (its transaction
                 # verification), and aiokafka's 100 ms default backoff would then delay every
@@ -386,6 +391,10 @@ def _producer_factory(
             settings.kafka.group_id,
             partition,
             max_record_bytes=max_request_size(settings.kafka.max_job_bytes),
+            uncompressed_topics=frozenset(
+                [settings.state_topic] if settings.kafka.compress_changelog_values else []
+            ),
+            max_batch_bytes=_MAX_BATCH_BYTES,
         )
 
     return open_producer

@@ -57,6 +57,7 @@ from consumer.domain.state import (
 )
 from consumer.domain.state_schema import StoredDocument, StoredJobState, group_clocks
 from consumer.domain.step_packing import pack_step_text
+from consumer.domain.value_compression import decompressed
 
 #: The layout this module writes; it reads this one and layout 1.
 LAYOUT_VERSION = 2
@@ -227,8 +228,10 @@ def _document_fields(document: Document, *, laid_out: bool) -> dict[str, Any]:
 def decode_state(data: bytes) -> JobState:
     """A changelog value of this layout, or (slower, validated) of any earlier one.
 
+    A value compressed alone (``consumer.domain.value_compression``) is decompressed first.
     Raises ``ValueError`` (a ``pydantic.ValidationError`` among them) when it is no job state.
     """
+    data = decompressed(data)
     if data.startswith(b'{"layout":'):
         try:
             return _decode_laid_out(data.decode())

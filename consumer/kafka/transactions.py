@@ -112,8 +112,14 @@ class PartitionProducer:
         retry_backoff_s: float = 0.2,
         max_backoff_s: float = 5.0,
         slow_after_s: float = 10.0,
+        uncompressed_topics: frozenset[str] = frozenset(),
+        max_batch_bytes: int = 1 << 20,
     ) -> None:
         self.partition = partition
+        #: topics whose values are compressed alone (``consumer.domain.value_compression``):
+        #: their batches are sent as they are, not compressed again
+        self._uncompressed_topics = uncompressed_topics
+        self._max_batch_bytes = max_batch_bytes
         self.transactional_id = transactional_id(group_id, partition)
         self._group_id = group_id
         self._producer = producer_factory(transactional_id=self.transactional_id)
@@ -311,7 +317,8 @@ class PartitionProducer:
         batch is filled, and the caller sends a batch before the next is made, so a
         transaction holds about one batch of made values at a time.
         """
-        batch: BatchBuilder = self._producer.create_batch()
+        topic = indexed[0][1].topic if indexed else ""
+        batch = self._new_batch(topic)
         indices: list[int] = []
         for index, record in indexed:
             key, value, headers = record.key, record.value, record.headers
@@ -324,12 +331,19 @@ class PartitionProducer:
                 continue
             if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                 yield indices, batch  # full (append closed it)
-                batch, indices = self._producer.create_batch(), []
+                batch, indices = self._new_batch(topic), []
                 batch.append(key=key, value=value, timestamp=None, headers=headers)  # fits
             indices.append(index)
         if indices:
             batch.close()
             yield indices, batch
+
+    def _new_batch(self, topic: str) -> BatchBuilder:
+        """An empty batch for ``topic``: compressed as the producer compresses, unless the
+        topic's values are compressed alone (compressing them again saves about 3 %)."""
+        if topic in self._uncompressed_topics:
+            return BatchBuilder(self._max_batch_bytes, 0, is_transactional=True)
+        return self._producer.create_batch()
 
     async def _abort(self) -> None:
         """Abort the open transaction, if any; a producer that cannot is dropped by ``_fatal``."""

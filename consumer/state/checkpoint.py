@@ -69,6 +69,7 @@ from consumer.domain.retention import ForgottenJob
 from consumer.domain.settled import SETTLED_HEADER, settled_header
 from consumer.domain.state import JobState
 from consumer.domain.state_codec import encode_state
+from consumer.domain.value_compression import compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.limits import RESULT_RECORD_BYTES
 from consumer.kafka.transactions import OutRecord, PartitionProducer, Producible
@@ -127,10 +128,14 @@ class _StateRecord:
     partition: int
     state: JobState
     sizes: dict[str, int]
+    #: the value compressed alone (``consumer.domain.value_compression``)
+    compress: bool
 
     @property
     def value(self) -> bytes:
         value = encode_state(self.state)
+        if self.compress:
+            value = compressed(value)
         self.sizes[self.state.client_job_id] = len(value)
         return value
 
@@ -207,8 +212,10 @@ class Checkpoint:
         *,
         result_limit: int = RESULT_RECORD_BYTES,
         too_large_backoff_s: float = 5.0,
+        compress_values: bool = False,
     ) -> None:
         self._store = store
+        self._compress_values = compress_values
         self._result_limit = result_limit
         self._too_large_backoff_s = too_large_backoff_s
         #: result and failure records reduced to fit (for metrics and tests)
@@ -625,7 +632,11 @@ class Checkpoint:
         for job in pending.jobs:
             state = self._store.get(job)
             if state is not None and self._store.partition_of(job) == partition:
-                records.append(_StateRecord(changelog, job.encode(), partition, state, sizes))
+                records.append(
+                    _StateRecord(
+                        changelog, job.encode(), partition, state, sizes, self._compress_values
+                    )
+                )
         first_result = len(records)
         records.extend(result.out for result in pending.results)
         return records, first_result

@@ -25,7 +25,8 @@ from consumer.domain.results import (
 )
 from consumer.domain.retention import forget
 from consumer.domain.settled import SETTLED_HEADER, settled_header
-from consumer.domain.state_codec import encode_state
+from consumer.domain.state_codec import decode_state, encode_state
+from consumer.domain.value_compression import decompressed, is_compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.transactions import PartitionProducer, Producible
 from consumer.state.checkpoint import LEFT_AT_MOST, Checkpoint, CheckpointTopics
@@ -71,7 +72,7 @@ class FakeProducer:
 
 
 class Rig:
-    def __init__(self) -> None:
+    def __init__(self, *, compress_values: bool = False) -> None:
         self.store = JobStore()
         self.producers: dict[int, FakeProducer] = {}
 
@@ -79,7 +80,12 @@ class Rig:
             self.producers[partition] = FakeProducer(partition)
             return self.producers[partition]
 
-        self.checkpoint = Checkpoint(self.store, TOPICS, open_producer)  # type: ignore[arg-type]
+        self.checkpoint = Checkpoint(
+            self.store,
+            TOPICS,
+            open_producer,  # type: ignore[arg-type]
+            compress_values=compress_values,
+        )
 
     def put(self, partition: int, state: JobState) -> None:
         self.store.put(partition, state)
@@ -177,6 +183,27 @@ class TestCheckpoint:
         assert marks[b"done"] == [(SETTLED_HEADER, settled_header(done))]
         assert marks[b"open"] == marks[b"doubt"] == []
         assert [r.headers for r in records if r.topic == "ok"] == [[]]
+
+    async def test_values_compressed_alone_read_back_as_the_states(self) -> None:
+        """With ``compress_changelog_values`` each state's value is a zstd frame of its JSON
+        (a marker and the results are not: they are not kept unread by a restore); the stored
+        size counted is the frame's."""
+        rig = Rig(compress_values=True)
+        await rig.checkpoint.open(0)
+        done = replace(job_state("done"), synced_version=2, synced_sha256="0" * 64)
+        rig.put(0, done)
+        rig.put(0, job_state("open"))
+        rig.checkpoint.stage_forgotten(0, "gone")
+        rig.checkpoint.stage_result(0, success("done"))
+        await rig.checkpoint.make_durable(0)
+        [(records, _)] = rig.producers[0].transactions
+        values = {r.key: r.value for r in records if r.topic == "state" and r.value}
+        assert set(values) == {b"done", b"open"}
+        assert all(is_compressed(v) for v in values.values())
+        assert decompressed(values[b"done"]) == encode_state(done)
+        assert decode_state(values[b"open"]) == rig.store.get("open")
+        assert not is_compressed(next(r for r in records if r.topic == "ok").value or b"")
+        assert rig.checkpoint.stored_bytes == sum(map(len, values.values()))
 
     async def test_a_failed_commit_keeps_its_work_for_the_next(self) -> None:
         """A commit that fails (not fenced) loses nothing: the next commit carries it, merged

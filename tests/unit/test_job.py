@@ -35,6 +35,7 @@ from consumer.domain.job import (
 from consumer.domain.results import FailureReason
 from consumer.domain.state import Step, json_text
 from consumer.domain.state_codec import StoredClocks, decode_state, decode_validated, encode_state
+from consumer.domain.value_compression import compressed
 
 JOB = "job-1"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
@@ -812,11 +813,13 @@ class TestProperties:
     @given(event_sequences())
     @settings(deadline=None)
     def test_json_round_trip(self, events: list[JobEvent]) -> None:
-        """Any reachable state survives the changelog JSON exactly (both readers)."""
+        """Any reachable state survives the changelog JSON exactly (both readers), and the
+        value compressed alone as the checkpoint writes it."""
         state = reduce_all(events)
         assert state is not None
         assert decode_state(encode_state(state)) == state
         assert decode_validated(encode_state(state)) == state
+        assert decode_state(compressed(encode_state(state))) == state
 
     @given(event_sequences())
     @settings(deadline=None)

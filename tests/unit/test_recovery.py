@@ -15,6 +15,7 @@ from consumer.domain.job import JobState, new_state
 from consumer.domain.retention import forget
 from consumer.domain.settled import SETTLED_HEADER, SettledJob, settled_header
 from consumer.domain.state_codec import encode_state
+from consumer.domain.value_compression import compressed
 from consumer.state.recovery import end_offsets, restore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -164,6 +165,34 @@ class TestRestore:
         assert report.jobs == 2
         parsed, _ = await restore(lambda **_: FakeConsumer(records), TOPIC, [0], keep_settled=False)
         assert parsed[0] == {"done": done, "open": open_job}
+
+    async def test_values_compressed_alone_are_restored_beside_plain_ones(self) -> None:
+        """A changelog written by a version without value compression, then by one with it
+        (an upgrade): each key's last value wins whatever its form; a settled one is kept as
+        its frame (sized as stored), an unsettled one parsed; a damaged frame is skipped."""
+        done, open_job = settled(job("done", 4)), job("open", 2)
+        packed_done = compressed(encode_state(done))
+        consumer = FakeConsumer(
+            {
+                0: [
+                    record(job("done", 3)),
+                    record(open_job),
+                    Record(b"done", packed_done, record(done).headers),
+                    Record(b"open", compressed(encode_state(job("open", 1)))),
+                    Record(b"open", compressed(encode_state(open_job))),
+                    record(job("plain", 7)),
+                    Record(b"cut", compressed(encode_state(job("cut")))[:-6]),
+                ]
+            }
+        )
+        states, report = await run(consumer, [0])
+        held = states[0]["done"]
+        assert isinstance(held, SettledJob)
+        assert held.value == packed_done
+        assert (states[0]["open"], states[0]["plain"].version) == (open_job, 7)
+        assert "cut" not in states[0]
+        assert report.skipped == 1
+        assert report.value_bytes[0]["done"] == len(packed_done)
 
     async def test_a_settled_mark_that_cannot_be_read_skips_the_value(self) -> None:
         """A mark this version did not write is an unreadable record: skipped and counted, as

@@ -13,6 +13,7 @@ from consumer.domain.job import JobState
 from consumer.domain.retention import Retention, retention_action
 from consumer.domain.settled import SettledJob, settled_header, settled_job
 from consumer.domain.state_codec import encode_state
+from consumer.domain.value_compression import compressed
 from consumer.state.store import JobStore
 from tests.unit.fakes import NOW, job_state
 
@@ -65,6 +66,27 @@ class TestStore:
         assert not store.is_settled("a")
         assert store.get("a") is read
         assert store.held("a") is read
+
+    def test_a_value_compressed_alone_is_held_compressed_and_read_on_first_use(self) -> None:
+        """A restore holds a compressed settled value as it came (its frame, a fraction of
+        the JSON); the state read from it on first use is the state written."""
+        state = synced(job_state("a"))
+        value = compressed(encode_state(state))
+        store = JobStore()
+        store.replace_partition(0, {"a": replace(held(state), value=value)})
+        holding = store.held("a")
+        assert isinstance(holding, SettledJob)
+        assert holding.value is value
+        assert store.get("a") == state
+
+    def test_a_damaged_compressed_value_is_dropped_when_read(self) -> None:
+        """A frame cut short is an unreadable value: dropped, as a restore drops one."""
+        state = synced(job_state("bad"))
+        cut = compressed(encode_state(state))[:-8]
+        store = JobStore()
+        store.replace_partition(0, {"bad": replace(held(state), value=cut)})
+        assert store.get("bad") is None
+        assert len(store) == 0
 
     def test_an_unreadable_settled_value_is_dropped_when_read(self) -> None:
         """A value that turns out to be no job state is dropped, as a restore drops one."""

@@ -1,0 +1,105 @@
+"""Upgrading a deployment across a change of the changelog's value form, at process level.
+
+``kafka.compress_changelog_values`` (docs/operations.md, "Upgrading"): members that compress
+values and members that do not share one changelog during a roll, in either direction. A job
+whose value a restore could not read would be dropped, and its next event posted alone over
+the whole document WorkfloPlus holds; here every job's next event must converge to its whole
+document instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from consumer.config import Settings
+from consumer.demo import DemoPlan, build_demo
+from consumer.domain.value_compression import is_compressed
+from consumer.testing.workfloplus import Sandbox
+from tests.integration.harness import (
+    MakeTopic,
+    assert_history_never_shrinks,
+    consumer_process,
+    final_upserts,
+    log_events,
+    new_topics,
+    produce,
+    raw_records,
+    settings_for,
+    start_consumer_process,
+    tail,
+    wait_converged,
+    with_title,
+)
+
+
+def _compressing(settings: Settings, on: bool) -> Settings:
+    kafka = settings.kafka.model_copy(update={"compress_changelog_values": on})
+    return settings.model_copy(update={"kafka": kafka})
+
+
+async def _last_values(bootstrap: str, topic: str) -> dict[str, bytes]:
+    """Each key's last changelog value (what a restore keeps), tombstones left out."""
+    last: dict[str, bytes] = {}
+    for key, value in await raw_records(bootstrap, topic):
+        if value:
+            last[key.decode()] = value
+        else:
+            last.pop(key.decode(), None)
+    return last
+
+
+class TestValueCompressionRoll:
+    async def test_plain_then_compressed_then_plain_again_keeps_every_job_whole(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Jobs written plain (as a version without compression writes them), half of them
+        changed by a compressing member that is then SIGKILLed, then every job changed by a
+        member with compression off again (a roll back): each restore holds every job, in
+        whichever form its last value has, and WorkfloPlus ends with every whole document."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=16, seed=43, prefix="upgrade"))
+        jobs = sorted(demo.expected)
+        half = jobs[: len(jobs) // 2]
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        base = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        plain, packed = _compressing(base, False), _compressing(base, True)
+        log = str(tmp_path / "consumer.log")
+
+        async with consumer_process(plain, log):
+            await wait_converged(sandbox_in_process, demo.expected, within=60)
+        written = await _last_values(kafka_bootstrap, topics.state)
+        assert set(written) == set(jobs)
+        assert not any(is_compressed(value) for value in written.values())
+
+        process = start_consumer_process(packed, log)
+        try:
+            await produce(kafka_bootstrap, topics.inputs, final_upserts(half, "upgraded"))
+            changed = with_title({job: demo.expected[job] for job in half}, "upgraded")
+            upgraded = {**demo.expected, **changed}
+            await wait_converged(sandbox_in_process, upgraded, within=60)
+
+            async def rewritten() -> bool:
+                last = await _last_values(kafka_bootstrap, topics.state)
+                return all(is_compressed(last[job]) for job in half)
+
+            for _ in range(30):
+                if await rewritten():
+                    break
+                await asyncio.sleep(0.5)
+            assert process.poll() is None, tail(log)
+        finally:
+            process.kill()
+            await asyncio.to_thread(process.wait, 30)
+        mixed = await _last_values(kafka_bootstrap, topics.state)
+        assert {job for job, value in mixed.items() if is_compressed(value)} == set(half)
+
+        async with consumer_process(plain, log):
+            await produce(kafka_bootstrap, topics.inputs, final_upserts(jobs, "rolled back"))
+            await wait_converged(sandbox_in_process, with_title(upgraded, "rolled back"), within=60)
+        assert_history_never_shrinks(sandbox_in_process, jobs)
+        assert log_events(log, "changelog_record_unreadable") == []
