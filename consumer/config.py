@@ -145,7 +145,8 @@ class KafkaSettings(_Section):
     )
     compression: Compression = Field(
         default=Compression.zstd,
-        description="compression of every record produced (changelog, results); zstd costs "
+        description="compression of the record batches produced: results and failures, and "
+        "the changelog's when compress_changelog_values is false; zstd costs "
         "a fraction of gzip's CPU at a similar ratio; use gzip if a reader of the result "
         "topics cannot decompress zstd",
     )

@@ -1,12 +1,14 @@
 """The whole restore path against a real broker: changelog read from Kafka, then parsed.
 
 Run ``python -m tests.bench.bench_restore --bootstrap HOST:PORT`` (``--jobs``, ``--partitions``,
-``--versions``, ``--compression``, ``--unsettled``; ``--save FILE`` keeps the figures as JSON).
-It writes ``--versions`` values per job (the older ones superseded, as before compaction) of a
-completed 13-event demo job to a fresh compacted topic, as the checkpoint writes them (zstd by
-default; the last value of each job settled, with the settled mark, as after a backlog; none
-with ``--unsettled``), then times ``consumer.state.recovery.restore`` of all its partitions,
-wall clock and CPU, and the parse alone (``decode_stored`` of every surviving value, best of
+``--versions``, ``--compression``, ``--plain-values``, ``--unsettled``; ``--save FILE`` keeps the
+figures as JSON). It writes ``--versions`` values per job (the older ones superseded, as before
+compaction) of a completed 13-event demo job to a fresh compacted topic, as the checkpoint
+writes them (each value compressed alone, in uncompressed batches; ``--plain-values
+--compression zstd`` writes them as versions before value compression did; the last value of
+each job settled, with the settled mark, as after a backlog; none with ``--unsettled``), then
+times ``consumer.state.recovery.restore`` of all its partitions, wall clock and CPU, and the
+parse alone (``decode_stored`` of every surviving value, best of
 three): what a restore pays per job when nothing is settled. The topic is deleted afterwards.
 """
 
@@ -32,6 +34,7 @@ from consumer.domain.retention import decode_stored
 from consumer.domain.settled import SETTLED_HEADER, settled_header
 from consumer.domain.state import changed
 from consumer.domain.state_codec import encode_state
+from consumer.domain.value_compression import compressed
 from consumer.state.recovery import restore
 
 
@@ -65,6 +68,11 @@ def job_values(jobs: int) -> list[JobValues]:
         assert mark is not None
         values.append(JobValues(job.encode(), encode_state(named), encode_state(done), mark))
     return values
+
+
+def compressed_alone(values: list[JobValues]) -> list[JobValues]:
+    """The values as the checkpoint writes them by default (``kafka.compress_changelog_values``)."""
+    return [v._replace(open=compressed(v.open), settled=compressed(v.settled)) for v in values]
 
 
 async def write(
@@ -101,6 +109,8 @@ async def write(
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
     values = job_values(args.jobs)
+    if not args.plain_values:
+        values = compressed_alone(values)
     topic = f"bench-restore-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
     await admin.start()
@@ -148,7 +158,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=20_000)
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--versions", type=int, default=3)
-    parser.add_argument("--compression", default="zstd")
+    parser.add_argument("--compression", default="none", help="of the batches")
+    parser.add_argument(
+        "--plain-values",
+        action="store_true",
+        help="values as JSON, not compressed alone (with --compression zstd: the form before)",
+    )
     parser.add_argument(
         "--unsettled",
         action="store_true",

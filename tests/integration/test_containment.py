@@ -129,29 +129,32 @@ async def failures_for(kafka_bootstrap: str, topics: Topics) -> list[dict[str, A
 
 
 class TestOutagesFailNobody:
-    async def test_a_single_job_waits_out_a_45s_outage_of_gateway_and_token_endpoint(
+    async def test_a_single_job_waits_out_an_outage_twice_its_budget_of_gateway_and_token(
         self,
         kafka_bootstrap: str,
         make_topic: MakeTopic,
         sandbox_in_process: Sandbox,
         tmp_path: Path,
     ) -> None:
-        """One job while basicSync and the token endpoint answer 503 for 45 s: with no other
-        job to compare, its failures are never its own (the token endpoint failing is
-        everyone's problem), so it gets no failure record and converges after the outage."""
+        """One job while basicSync and the token endpoint answer 503 for 24 s, twice its
+        retry budget (12 s): with no other job to compare, its failures are never its own (the
+        token endpoint failing is everyone's problem), so it gets no failure record and
+        converges after the outage."""
         topics = await new_topics(make_topic, partitions=1)
         demo = build_demo(DemoPlan(jobs=1, seed=31, prefix="alone"))
         [job] = demo.expected
         log = str(tmp_path / "consumer.log")
-        await sandbox_in_process.outage(45, "503")
-        outage_ends = time.time() + 45
+        outage_s = 24
+        await sandbox_in_process.outage(outage_s, "503")
+        outage_ends = time.time() + outage_s
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        budget = {**SHORT_BUDGET, "BASICSYNC_SYNC__RETRY_MAX_ELAPSED_S": "12"}
         async with (
-            consumer_process(settings, log, SHORT_BUDGET),
+            consumer_process(settings, log, budget),
             producer_for(kafka_bootstrap) as producer,
         ):
             await send_events(producer, topics.inputs, demo.events)
-            await wait_converged(sandbox_in_process, demo.expected, within=45 + 60)
+            await wait_converged(sandbox_in_process, demo.expected, within=outage_s + 60)
         at = synced_at(sandbox_in_process, job, demo.expected[job])
         assert at is not None
         assert at >= outage_ends - 1
