@@ -56,7 +56,8 @@ work is dropped, since the new owner replays it from the last committed offsets.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import structlog
@@ -226,7 +227,8 @@ class Checkpoint:
         self._pending: dict[int, _Pending] = {}
         #: jobs whose states intents wait for (see :meth:`make_durable`)
         self._intents: dict[int, _Pending] = {}
-        self._locks: dict[int, asyncio.Lock] = {}
+        #: per partition, the end of the commit in progress (see :meth:`_committing`)
+        self._commits: dict[int, asyncio.Future[None]] = {}
         self._lost: set[int] = set()
         #: offset of the last changelog record this member committed, per partition it owns
         self._last_written: dict[int, int] = {}
@@ -264,7 +266,6 @@ class Checkpoint:
         self._committed_offsets.pop(partition, None)
         self._pending[partition] = _Pending()
         self._intents[partition] = _Pending()
-        self._locks.setdefault(partition, asyncio.Lock())
         self._lost.discard(partition)
 
     async def close(self, partition: int) -> None:
@@ -439,8 +440,7 @@ class Checkpoint:
         # What the caller staged is in these; a commit that takes it marks it committed.
         staged = self._pending.get(partition)
         alone = None if only is None else self._stage_alone(partition, only)
-        lock = self._locks.setdefault(partition, asyncio.Lock())
-        async with lock:
+        async with self._committing(partition):
             producer = self._producers.get(partition)
             if producer is None:
                 raise PartitionLost(partition, "not owned by this member")
@@ -458,6 +458,29 @@ class Checkpoint:
                 taken = None
             self._intents[partition] = _Pending()
             await self._commit_taken(partition, producer, taken, intents or _Pending())
+
+    @asynccontextmanager
+    async def _committing(self, partition: int) -> AsyncIterator[None]:
+        """The partition's commits one at a time, every caller waiting for the commit in
+        progress to end together.
+
+        A lock queue wakes its waiters one by one, each once the one before it released the
+        lock, a turn of the event loop each. The hundreds of intents one transaction commits
+        under live load each found their intent committed only when their turn came: half a
+        second in the lock's queue (median, 960 events/s on a 2-core machine) after a
+        transaction of 80 ms. Here every waiter wakes in the same turn; the first to run
+        commits what is staged by then, the others wait for that commit.
+        """
+        while (running := self._commits.get(partition)) is not None:
+            # Shielded: a waiter cancelled (shutdown, a revoke) must not cancel the others'.
+            await asyncio.shield(running)
+        ended = asyncio.get_running_loop().create_future()
+        self._commits[partition] = ended
+        try:
+            yield
+        finally:
+            del self._commits[partition]
+            ended.set_result(None)
 
     def _leave_to_intents(self, partition: int, taken: _Pending, intents: _Pending) -> None:
         """Move the jobs of ``taken`` about to be posted to the partition's next commit, with

@@ -299,6 +299,17 @@ def keys(transaction: tuple[list[Producible], dict[TopicPartition, int]]) -> set
     return {r.key or b"" for r in transaction[0]}
 
 
+async def intent_held_in_its_commit(rig: Rig) -> tuple[FakeProducer, asyncio.Task[None]]:
+    """Job ``first``'s intent, its transaction held by the producer's gate until it is set."""
+    await rig.checkpoint.open(0)
+    producer = rig.producers[0]
+    producer.gate = asyncio.Event()
+    rig.put(0, job_state("first"))
+    first = asyncio.create_task(rig.checkpoint.make_durable(0, only=("first",)))
+    await asyncio.sleep(0)
+    return producer, first
+
+
 class TestIntents:
     """``make_durable(partition, only=jobs)``: the states of the jobs about to be posted."""
 
@@ -357,6 +368,67 @@ class TestIntents:
             {f"job-{n}".encode() for n in range(10)},
         ]
         assert all(offsets == {} for _, offsets in producer.transactions)
+
+    async def test_the_waiters_of_a_commit_all_learn_its_end_in_a_few_turns(self) -> None:
+        """Hundreds of intents committed by one transaction return within a few turns of the
+        event loop after it, not one turn each (a lock's queue hands itself on one waiter per
+        turn: under load, half a second of waiting for intents long committed)."""
+        rig = Rig()
+        producer, first = await intent_held_in_its_commit(rig)
+        waiters = []
+        for n in range(300):
+            rig.put(0, job_state(f"job-{n}"))
+            waiters.append(asyncio.create_task(rig.checkpoint.make_durable(0, only=(f"job-{n}",))))
+        await asyncio.sleep(0)
+        producer.gate.set()
+        await first
+        turns = 0
+        while not all(w.done() for w in waiters):
+            await asyncio.sleep(0)
+            turns += 1
+            assert turns < 20, f"{sum(w.done() for w in waiters)} of 300 done after 20 turns"
+        await asyncio.gather(*waiters)
+        assert [len(keys(t)) for t in producer.transactions] == [1, 300]
+
+    async def test_a_waiter_cancelled_leaves_the_others_waiting_and_committed(self) -> None:
+        """A caller cancelled while a commit is in progress (a revoke, a shutdown) neither
+        cancels that commit nor the other callers' wait; its job is still committed with
+        theirs (it was staged)."""
+        rig = Rig()
+        producer, first = await intent_held_in_its_commit(rig)
+        rig.put(0, job_state("gone"))
+        rig.put(0, job_state("kept"))
+        gone = asyncio.create_task(rig.checkpoint.make_durable(0, only=("gone",)))
+        kept = asyncio.create_task(rig.checkpoint.make_durable(0, only=("kept",)))
+        await asyncio.sleep(0)
+        gone.cancel()
+        await asyncio.sleep(0)
+        assert not first.done()
+        assert not kept.done()
+        producer.gate.set()
+        await asyncio.wait_for(asyncio.gather(first, kept), 1)
+        assert gone.cancelled()
+        assert [keys(t) for t in producer.transactions] == [{b"first"}, {b"gone", b"kept"}]
+
+    async def test_a_failed_commit_is_retried_by_one_of_its_waiters(self) -> None:
+        """The commit in progress fails (not fenced): its caller gets the error, and one of
+        the callers that waited for it commits the work again, with theirs."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        producer = rig.producers[0]
+        producer.gate = asyncio.Event()
+        producer.fail_next = KafkaTimeoutError()
+        rig.put(0, job_state("first"))
+        first = asyncio.create_task(rig.checkpoint.make_durable(0, only=("first",)))
+        await asyncio.sleep(0)
+        rig.put(0, job_state("second"))
+        second = asyncio.create_task(rig.checkpoint.make_durable(0, only=("second",)))
+        await asyncio.sleep(0)
+        producer.gate.set()
+        with pytest.raises(KafkaTimeoutError):
+            await first
+        await asyncio.wait_for(second, 1)
+        assert [keys(t) for t in producer.transactions] == [{b"first", b"second"}]
 
     async def test_a_job_past_its_seen_ids_is_committed_with_everything(self) -> None:
         """Its state could not be replayed onto exactly, so it goes with its offsets."""
