@@ -299,15 +299,17 @@ def keys(transaction: tuple[list[Producible], dict[TopicPartition, int]]) -> set
     return {r.key or b"" for r in transaction[0]}
 
 
-async def intent_held_in_its_commit(rig: Rig) -> tuple[FakeProducer, asyncio.Task[None]]:
-    """Job ``first``'s intent, its transaction held by the producer's gate until it is set."""
+async def intent_held_in_its_commit(
+    rig: Rig,
+) -> tuple[FakeProducer, asyncio.Event, asyncio.Task[None]]:
+    """Job ``first``'s intent, its transaction held until the returned gate is set."""
     await rig.checkpoint.open(0)
     producer = rig.producers[0]
-    producer.gate = asyncio.Event()
+    gate = producer.gate = asyncio.Event()
     rig.put(0, job_state("first"))
     first = asyncio.create_task(rig.checkpoint.make_durable(0, only=("first",)))
     await asyncio.sleep(0)
-    return producer, first
+    return producer, gate, first
 
 
 class TestIntents:
@@ -374,13 +376,13 @@ class TestIntents:
         event loop after it, not one turn each (a lock's queue hands itself on one waiter per
         turn: under load, half a second of waiting for intents long committed)."""
         rig = Rig()
-        producer, first = await intent_held_in_its_commit(rig)
+        producer, gate, first = await intent_held_in_its_commit(rig)
         waiters = []
         for n in range(300):
             rig.put(0, job_state(f"job-{n}"))
             waiters.append(asyncio.create_task(rig.checkpoint.make_durable(0, only=(f"job-{n}",))))
         await asyncio.sleep(0)
-        producer.gate.set()
+        gate.set()
         await first
         turns = 0
         while not all(w.done() for w in waiters):
@@ -395,7 +397,7 @@ class TestIntents:
         cancels that commit nor the other callers' wait; its job is still committed with
         theirs (it was staged)."""
         rig = Rig()
-        producer, first = await intent_held_in_its_commit(rig)
+        producer, gate, first = await intent_held_in_its_commit(rig)
         rig.put(0, job_state("gone"))
         rig.put(0, job_state("kept"))
         gone = asyncio.create_task(rig.checkpoint.make_durable(0, only=("gone",)))
@@ -405,7 +407,7 @@ class TestIntents:
         await asyncio.sleep(0)
         assert not first.done()
         assert not kept.done()
-        producer.gate.set()
+        gate.set()
         await asyncio.wait_for(asyncio.gather(first, kept), 1)
         assert gone.cancelled()
         assert [keys(t) for t in producer.transactions] == [{b"first"}, {b"gone", b"kept"}]
