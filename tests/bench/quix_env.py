@@ -46,9 +46,10 @@ def ensure() -> tuple[str | None, str]:
 def _imports(python: Path) -> bool:
     if not python.exists():
         return False
-    # lz4 too: a venv made before the core needed it is completed by the install above
+    # lz4 and zstandard too: a venv made before the core needed them is completed by the
+    # install above
     check = subprocess.run(
-        [str(python), "-c", "import quixstreams, pydantic, lz4"], capture_output=True
+        [str(python), "-c", "import quixstreams, pydantic, lz4, zstandard"], capture_output=True
     )
     return check.returncode == 0
 
