@@ -12,8 +12,8 @@ zstd level 1: on typical 11 kB job states it compresses as well as level 3 (4.5x
 a reused context, costs about 22 µs to compress and 10 µs to decompress, measured side by side
 (python-zstandard; cramjam, which aiokafka uses, creates a context per call and took 30 and
 18 µs). A value that is not a zstd frame (every value written before this, or with
-``kafka.changelog_value_compression`` ``none``) is read as it is: JSON never starts with the
-frame's magic number.
+``kafka.compress_changelog_values`` false) is read as it is: JSON never starts with the frame's
+magic number.
 """
 
 from __future__ import annotations
