@@ -15,6 +15,10 @@ Two kinds of key refuse events before the reducer sees them:
   and not reported again. Encoding a state on every event would cost a big job quadratic time,
   so the exact size is measured only once a cheap upper estimate (:class:`SizeEstimate`) says
   the limit may be near.
+
+A job whose changelog value cannot be read (``JobStore.unreadable``) refuses its events too:
+each gets a ``job_state_unreadable`` failure record. Applied to no state, an event would start
+the job afresh and post that stub over the whole document WorkfloPlus holds.
 """
 
 from __future__ import annotations
@@ -169,6 +173,8 @@ class _Intake:
             return
         job = event.subject
         state = self.store.get(job)
+        if state is None and self._refused_unreadable(record, job, now):
+            return
         if state is not None and state.too_large:
             self.effect.too_large += 1
             return
@@ -225,6 +231,24 @@ class _Intake:
             )
             return True
         return False
+
+    def _refused_unreadable(self, record: SourceRecord, job: str, now: datetime) -> bool:
+        """A job whose changelog value cannot be read takes no events (read as a settled job
+        by the ``get`` just before, too)."""
+        why = self.store.unreadable(job)
+        if why is None:
+            return False
+        self._fail(
+            record,
+            FailureReason.job_state_unreadable,
+            f"the state of job {job!r} in the changelog cannot be read ({why}); the event is "
+            "not applied, so that no partial document is posted over the whole one: run a "
+            "version that reads it, or delete the job's changelog key to start it afresh, then "
+            "re-send this event",
+            now,
+            job,
+        )
+        return True
 
     def _outgrown(
         self,

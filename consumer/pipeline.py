@@ -186,6 +186,11 @@ class Pipeline:
         return len(self._store)
 
     @property
+    def unreadable_job_count(self) -> int:
+        """Jobs whose changelog value could not be read, held apart (their events refused)."""
+        return self._store.unreadable_count()
+
+    @property
     def ready(self) -> bool:
         """Partitions assigned and restored."""
         return bool(self._owned) and not self._restoring
@@ -298,7 +303,7 @@ class Pipeline:
             restored, report = await self._restore(to_restore)
             for partition, states in restored.items():
                 self._sizes.forget(self._store.jobs_in(partition))
-                self._store.replace_partition(partition, states)
+                self._store.replace_partition(partition, states, report.unreadable.get(partition))
                 self._checkpoint.track_sizes(partition, report.value_bytes.get(partition, {}))
             self._observer.restored(report)
             log.info(

@@ -57,6 +57,11 @@ class FailureReason(StrEnum):
       configured maximum job size; the job keeps (and syncs) its state as it was, and neither
       this event nor any later one of the job is applied. Reported once per job; ``source``
       locates the first event not applied.
+    - ``job_state_unreadable``: the job's state in the changelog cannot be read (a damaged
+      value, or one written by a version whose form this one does not read); the event is not
+      applied (applied alone, it would post a partial document over the full one). ``source``
+      carries the bytes: re-send it once a version that reads the state runs, or after the
+      job's changelog key was deleted to start the job afresh.
     """
 
     invalid_event = "invalid_event"
@@ -70,6 +75,7 @@ class FailureReason(StrEnum):
     misrouted = "misrouted"
     job_forgotten = "job_forgotten"
     job_too_large = "job_too_large"
+    job_state_unreadable = "job_state_unreadable"
 
 
 class _Record(BaseModel):

@@ -52,6 +52,9 @@ class PipelineView(Protocol):
     def job_count(self) -> int: ...
 
     @property
+    def unreadable_job_count(self) -> int: ...
+
+    @property
     def stored_bytes(self) -> int: ...
 
     def stalled_for(self) -> float: ...
@@ -173,6 +176,7 @@ async def sample_metrics(running: Observed) -> None:
         dirty_jobs=scheduler.dirty_jobs if scheduler is not None else 0,
         in_flight=scheduler.in_flight if scheduler is not None else 0,
         jobs=pipeline.job_count if pipeline is not None else 0,
+        unreadable_jobs=pipeline.unreadable_job_count if pipeline is not None else 0,
         state_bytes=pipeline.stored_bytes if pipeline is not None else 0,
         circuit=scheduler.circuit.state if scheduler is not None else CircuitState.CLOSED,
         lag=lag,

@@ -141,6 +141,12 @@ class Metrics:
         self.state_jobs = Gauge(
             "basicsync_state_jobs", "Jobs held in memory (owned partitions' changelog)", registry=r
         )
+        self.state_jobs_unreadable = Gauge(
+            "basicsync_state_jobs_unreadable",
+            "Jobs whose changelog value cannot be read, held apart: their events get "
+            "job_state_unreadable (docs/operations.md Upgrading)",
+            registry=r,
+        )
         self.state_bytes = Gauge(
             "basicsync_state_bytes",
             "Bytes of the changelog values of the jobs held (memory is about 1.5x; "
@@ -216,6 +222,7 @@ class Metrics:
         in_flight: int,
         jobs: int,
         state_bytes: int,
+        unreadable_jobs: int = 0,
         circuit: CircuitState,
         lag: Mapping[tuple[str, int], int] | None,
         intent_stage_limit: int = 0,
@@ -225,6 +232,7 @@ class Metrics:
         self.sync_in_flight.set(in_flight)
         self.intent_stage_limit.set(intent_stage_limit)
         self.state_jobs.set(jobs)
+        self.state_jobs_unreadable.set(unreadable_jobs)
         self.state_bytes.set(state_bytes)
         self.set_circuit(circuit)
         if lag is not None:

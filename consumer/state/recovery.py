@@ -45,6 +45,9 @@ class RestoreReport:
     settled: int = 0
     #: partition -> key -> bytes of its changelog value, as restored
     value_bytes: dict[int, dict[str, int]] = field(default_factory=dict)
+    #: partition -> key -> why its value could not be read (``skipped`` of them in all); the
+    #: store holds these jobs apart, refusing their events (``consumer.state.store``)
+    unreadable: dict[int, dict[str, str]] = field(default_factory=dict)
 
 
 async def restore(
@@ -87,6 +90,7 @@ async def restore(
         seconds=time.monotonic() - started,
         end_offsets=end,
         value_bytes=restored.value_bytes,
+        unreadable=restored.unreadable,
     )
     return restored.states, report
 
@@ -148,6 +152,7 @@ class _Restored:
         self.value_bytes: dict[int, dict[str, int]] = {}
         self.records = 0
         self.skipped = 0
+        self.unreadable: dict[int, dict[str, str]] = {}
 
     def keep(self, partition: int, messages: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Keep the last value of each key, with its settled mark if it has one; a tombstone
@@ -182,12 +187,14 @@ class _Restored:
                     )
                 except ValueError as exc:
                     self.skipped += 1
+                    job, why = key.decode(errors="replace"), str(exc).splitlines()[0]
+                    self.unreadable.setdefault(partition, {})[job] = why
                     log.error(
                         "changelog_record_unreadable",
                         topic=self.topic,
                         partition=partition,
-                        key=key.decode(errors="replace"),
-                        error=str(exc).splitlines()[0],
+                        key=job,
+                        error=why,
                     )
                     continue
                 parsed[state.client_job_id] = state

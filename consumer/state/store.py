@@ -11,6 +11,13 @@ jobs: the scheduler and everything that walks the jobs never see them, and the i
 A settled job restored from the changelog is held as its value's bytes (a
 ``consumer.domain.settled.SettledJob``) until :meth:`JobStore.get` first asks for it; most never
 are (they ended, and nothing posts them again).
+
+A job whose changelog value cannot be read (damaged, or written by a version that writes a form
+this one does not read, before a roll back) is held apart as unreadable, not dropped: dropped,
+its next event would start it afresh and post that stub over the whole document WorkfloPlus
+holds, and the stub's state would overwrite the value a version that reads it could still use.
+The intake asks :meth:`JobStore.unreadable` and refuses the job's events; nothing is written for
+the job, so its value stays in the changelog as it was.
 """
 
 from __future__ import annotations
@@ -37,6 +44,8 @@ class JobStore:
         self._forgotten: dict[str, ForgottenJob] = {}
         self._forgotten_partition: dict[str, int] = {}
         self._forgotten_by_partition: dict[int, set[str]] = {}
+        #: jobs whose changelog value cannot be read: why, and where, by clientJobId
+        self._unreadable: dict[str, tuple[int, str]] = {}
 
     def __len__(self) -> int:
         return len(self._states)
@@ -60,19 +69,16 @@ class JobStore:
         return sum(type(held) is SettledJob for held in self._states.values())
 
     def _read(self, settled: SettledJob) -> JobState | None:
-        """The state of a settled job, kept from now on; None (and the job dropped, as a
-        restore drops an unreadable value) when its value is not a job state."""
+        """The state of a settled job, kept from now on; None (and the job held apart as
+        unreadable, as a restore holds an unreadable value) when its value is not a job state."""
         job = settled.client_job_id
         try:
             state = decode_state(settled.value)
         except ValueError as exc:
-            log.error(
-                "changelog_record_unreadable",
-                key=job,
-                partition=self._partition_of.get(job),
-                error=str(exc).splitlines()[0],
-            )
-            self.delete(job)
+            partition = self._partition_of[job]
+            why = str(exc).splitlines()[0]
+            log.error("changelog_record_unreadable", key=job, partition=partition, error=why)
+            self.put_unreadable(partition, job, why)
             return None
         self._states[job] = state
         return state
@@ -103,8 +109,9 @@ class JobStore:
         return set(self._by_partition.get(partition, ()))
 
     def partitions(self) -> set[int]:
-        """Partitions holding a job or a forgotten-job marker."""
-        return set(self._by_partition) | set(self._forgotten_by_partition)
+        """Partitions holding a job, a forgotten-job marker or an unreadable job."""
+        unreadable = {partition for partition, _ in self._unreadable.values()}
+        return set(self._by_partition) | set(self._forgotten_by_partition) | unreadable
 
     def drop_partition(self, partition: int) -> None:
         for job in self._by_partition.pop(partition, set()):
@@ -113,18 +120,25 @@ class JobStore:
         for job in self._forgotten_by_partition.pop(partition, set()):
             self._forgotten.pop(job, None)
             self._forgotten_partition.pop(job, None)
+        for job in [j for j, (p, _) in self._unreadable.items() if p == partition]:
+            del self._unreadable[job]
 
     def replace_partition(
-        self, partition: int, stored: Mapping[str, StoredJob | SettledJob]
+        self,
+        partition: int,
+        stored: Mapping[str, StoredJob | SettledJob],
+        unreadable: Mapping[str, str] | None = None,
     ) -> None:
-        """The partition's content as restored: job states, settled jobs not read yet and
-        forgotten-job markers."""
+        """The partition's content as restored: job states, settled jobs not read yet,
+        forgotten-job markers, and the jobs whose values could not be read (with why)."""
         self.drop_partition(partition)
         for value in stored.values():
             if isinstance(value, ForgottenJob):
                 self.put_forgotten(partition, value)
             else:
                 self._hold(partition, value)
+        for job, why in (unreadable or {}).items():
+            self.put_unreadable(partition, job, why)
 
     def items(self) -> Iterator[tuple[int, JobState | SettledJob]]:
         """Every job as held: settled jobs not read yet stay so."""
@@ -153,3 +167,18 @@ class JobStore:
     def forgotten_items(self) -> Iterator[tuple[int, ForgottenJob]]:
         for job, marker in self._forgotten.items():
             yield self._forgotten_partition[job], marker
+
+    # -- unreadable jobs -------------------------------------------------------------------------
+
+    def unreadable(self, client_job_id: str) -> str | None:
+        """Why the job's changelog value could not be read; None when it could (or is new)."""
+        held = self._unreadable.get(client_job_id)
+        return None if held is None else held[1]
+
+    def put_unreadable(self, partition: int, client_job_id: str, why: str) -> None:
+        """The job (if held) is replaced by the fact that its value cannot be read."""
+        self.delete(client_job_id)
+        self._unreadable[client_job_id] = (partition, why)
+
+    def unreadable_count(self) -> int:
+        return len(self._unreadable)

@@ -2,18 +2,22 @@
 
 ``kafka.compress_changelog_values`` (docs/operations.md, "Upgrading"): members that compress
 values and members that do not share one changelog during a roll, in either direction. A job
-whose value a restore could not read would be dropped, and its next event posted alone over
+whose value a restore could not read, if dropped, would have its next event posted alone over
 the whole document WorkfloPlus holds; here every job's next event must converge to its whole
-document instead.
+document instead. And a value no version can read (a frame cut short, as a damaged value or one
+of a form this version does not know) must leave its job's document in WorkfloPlus as it was,
+its events refused with their bytes, and every other job going on.
 """
 
 from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
+from consumer.domain.settled import SETTLED_HEADER
 from consumer.domain.value_compression import is_compressed
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
@@ -24,9 +28,12 @@ from tests.integration.harness import (
     log_events,
     new_topics,
     produce,
+    produce_raw,
     raw_records,
+    read_records,
     settings_for,
     start_consumer_process,
+    stored,
     tail,
     wait_converged,
     with_title,
@@ -50,7 +57,7 @@ async def _last_values(bootstrap: str, topic: str) -> dict[str, bytes]:
 
 
 class TestValueCompressionRoll:
-    async def test_plain_then_compressed_then_plain_again_keeps_every_job_whole(
+    async def test_plain_then_compressed_then_plain_again_keeps_every_job_whole_or_refused(
         self,
         kafka_bootstrap: str,
         make_topic: MakeTopic,
@@ -60,7 +67,10 @@ class TestValueCompressionRoll:
         """Jobs written plain (as a version without compression writes them), half of them
         changed by a compressing member that is then SIGKILLed, then every job changed by a
         member with compression off again (a roll back): each restore holds every job, in
-        whichever form its last value has, and WorkfloPlus ends with every whole document."""
+        whichever form its last value has, and WorkfloPlus ends with every whole document.
+        Before the roll back, two jobs' values are cut short, one marked settled (read at its
+        next event) and one not (read at restore): their events are refused with
+        job_state_unreadable and their bytes, and their documents stay as they were."""
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=16, seed=43, prefix="upgrade"))
         jobs = sorted(demo.expected)
@@ -97,9 +107,36 @@ class TestValueCompressionRoll:
             await asyncio.to_thread(process.wait, 30)
         mixed = await _last_values(kafka_bootstrap, topics.state)
         assert {job for job, value in mixed.items() if is_compressed(value)} == set(half)
+        assert log_events(log, "changelog_record_unreadable") == []
+        settled_victim, unsettled_victim = half[0], half[1]
+        await produce_raw(
+            kafka_bootstrap,
+            topics.state,
+            [
+                (job.encode(), mixed[job][:-8], headers)
+                for job, headers in (
+                    (settled_victim, [(SETTLED_HEADER, b"2026-01-01T00:00:00+00:00|N")]),
+                    (unsettled_victim, []),
+                )
+            ],
+        )
+        victims = {settled_victim, unsettled_victim}
 
         async with consumer_process(plain, log):
             await produce(kafka_bootstrap, topics.inputs, final_upserts(jobs, "rolled back"))
-            await wait_converged(sandbox_in_process, with_title(upgraded, "rolled back"), within=60)
+            rolled_back = with_title(upgraded, "rolled back")
+            healthy = {job: body for job, body in rolled_back.items() if job not in victims}
+            await wait_converged(sandbox_in_process, healthy, within=60)
+            failed: list[Any] = []
+            for _ in range(20):  # the failure records commit with the partition's next checkpoint
+                failed = await read_records(kafka_bootstrap, topics.failed, settle_s=0.5)
+                if len(failed) >= len(victims):
+                    break
+        assert {f["clientJobId"] for f in failed} == victims
+        assert {f["reason"] for f in failed} == {"job_state_unreadable"}
+        assert all(f["source"]["value"] for f in failed), "the refused events' bytes"
+        for victim in victims:
+            assert stored(sandbox_in_process, victim) == upgraded[victim], "never a stub"
         assert_history_never_shrinks(sandbox_in_process, jobs)
-        assert log_events(log, "changelog_record_unreadable") == []
+        unreadable = log_events(log, "changelog_record_unreadable")
+        assert {line["key"] for line in unreadable} == victims

@@ -13,7 +13,9 @@ from aiokafka.structs import ConsumerRecord
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
 from consumer.domain.results import FailureReason, SourceOffset
 from consumer.domain.retention import forget
+from consumer.domain.settled import SettledJob
 from consumer.domain.state_codec import encode_state
+from consumer.domain.value_compression import compressed
 from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.partitioning import hashes_to
 from consumer.kafka.records import PlainRecord, SourceRecord
@@ -368,6 +370,51 @@ class TestForgottenAndTooLarge:
         assert failure.state_version == state.version
         assert effect.changed == {}
         assert store.get("old") is None
+
+    def test_events_of_a_job_whose_state_cannot_be_read_are_refused_each(self) -> None:
+        """A job restored as unreadable takes no event: each gets a job_state_unreadable
+        failure carrying its bytes (to re-send later), no state is made, nothing is marked
+        changed (so nothing is posted or written over its value), its offsets still pass, and
+        other jobs of the batch are applied."""
+        store = JobStore()
+        home = hashes_to(b"lost", PARTITIONS)
+        store.replace_partition(home, {}, {"lost": "a damaged zstd frame: cut"})
+        batch = Batch()
+        first = batch.add(upserted("lost", workflowId="wf", jobTitle="partial"))
+        batch.add(upserted("fine", workflowId="wf"))
+        second = batch.add(status_changed("lost", "Completed"))
+        effect = run(batch, store)
+        assert [f.reason for f in effect.failures] == [FailureReason.job_state_unreadable] * 2
+        assert [f.source.offset for f in effect.failures if f.source] == [
+            first.offset,
+            second.offset,
+        ]
+        assert all(
+            f.source and f.source.value == b64(first.value or b"") for f in effect.failures[:1]
+        )
+        assert "a damaged zstd frame" in effect.failures[0].error.message
+        assert set(effect.changed) == {"fine"}
+        assert store.get("lost") is None
+        assert store.unreadable("lost") is not None
+        assert effect.next_offsets[(TOPIC, home)] == second.offset + 1
+
+    def test_a_settled_job_found_unreadable_at_its_next_event_refuses_it(self) -> None:
+        """A settled job is read only at its next event: a value that cannot be read then
+        refuses that event and the later ones, as a restore's unreadable value does; the job is
+        never started afresh from the event alone."""
+        state = fold(None, [upserted("cut", workflowId="wf")])
+        value = compressed(encode_state(state))[:-8]
+        store = JobStore()
+        store.replace_partition(
+            hashes_to(b"cut", PARTITIONS), {"cut": SettledJob("cut", value, NOW, False)}
+        )
+        for title in ("one", "two"):
+            batch = Batch()
+            batch.add(upserted("cut", workflowId="wf", jobTitle=title))
+            effect = run(batch, store)
+            assert [f.reason for f in effect.failures] == [FailureReason.job_state_unreadable]
+            assert effect.changed == {}
+        assert store.get("cut") is None
 
     def test_a_job_growing_past_max_job_bytes_is_frozen_with_one_failure(self) -> None:
         """The event that would take a job past max_job_bytes is not applied and gets the one

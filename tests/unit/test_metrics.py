@@ -155,6 +155,7 @@ class TestSampledLevels:
             in_flight=3,
             jobs=120,
             state_bytes=960_000,
+            unreadable_jobs=2,
             circuit=CircuitState.HALF_OPEN,
             lag={("in", 0): 5, ("in", 1): 0},
             intent_stage_limit=96,
@@ -165,6 +166,7 @@ class TestSampledLevels:
         assert get("basicsync_intent_stage_limit") == 96
         assert get("basicsync_state_jobs") == 120
         assert get("basicsync_state_bytes") == 960_000
+        assert get("basicsync_state_jobs_unreadable") == 2
         assert get("basicsync_circuit_state", {"state": "half_open"}) == 1
         assert get("basicsync_circuit_state", {"state": "closed"}) == 0
         assert get("basicsync_consumer_lag", {"topic": "in", "partition": "0"}) == 5

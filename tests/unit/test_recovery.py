@@ -133,9 +133,9 @@ class TestRestore:
         assert consumer.started
         assert consumer.stopped
 
-    async def test_unreadable_values_are_skipped_and_markers_counted_apart(self) -> None:
-        """A value that is no job state is skipped (and counted); a forgotten-job marker is
-        restored but not counted as a job."""
+    async def test_unreadable_values_are_reported_apart_and_markers_counted_apart(self) -> None:
+        """A value that is no job state is no job (counted, and reported with why, for the
+        store to hold apart); a forgotten-job marker is restored but not counted as a job."""
         marker = forget(job("gone", 3), NOW)
         consumer = FakeConsumer(
             {
@@ -150,6 +150,7 @@ class TestRestore:
         states, report = await run(consumer, [0])
         assert set(states[0]) == {"gone", "kept"}
         assert (report.jobs, report.forgotten, report.skipped) == (1, 1, 1)
+        assert set(report.unreadable[0]) == {"bad"}
 
     async def test_a_settled_value_is_kept_unread_until_asked_for(self) -> None:
         """A value the checkpoint marked settled is restored as its bytes (a SettledJob with
@@ -192,6 +193,7 @@ class TestRestore:
         assert (states[0]["open"], states[0]["plain"].version) == (open_job, 7)
         assert "cut" not in states[0]
         assert report.skipped == 1
+        assert "damaged zstd frame" in report.unreadable[0]["cut"]
         assert report.value_bytes[0]["done"] == len(packed_done)
 
     async def test_a_settled_mark_that_cannot_be_read_skips_the_value(self) -> None:
@@ -200,7 +202,7 @@ class TestRestore:
         value = encode_state(settled(job("odd")))
         consumer = FakeConsumer({0: [Record(b"odd", value, [(SETTLED_HEADER, b"tomorrow|X")])]})
         states, report = await run(consumer, [0])
-        assert (states[0], report.skipped) == ({}, 1)
+        assert (states[0], report.skipped, set(report.unreadable[0])) == ({}, 1, {"odd"})
 
     async def test_empty_and_no_partitions(self) -> None:
         """A partition without records restores empty; no partitions read nothing."""

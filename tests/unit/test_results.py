@@ -42,6 +42,7 @@ class TestFailureReason:
             "misrouted",
             "job_forgotten",
             "job_too_large",
+            "job_state_unreadable",
         }
 
     def test_each_documented(self) -> None:

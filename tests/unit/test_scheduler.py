@@ -950,8 +950,11 @@ class TestPostsWithin:
         assert not h.scheduler.posts_within("a", 1.0)
 
     async def test_a_job_waiting_out_a_backoff_does_not_post_soon(self) -> None:
+        # Retry-After 30 s: the backoff is at least that (full jitter alone could draw below
+        # the second asked about, one run in 30).
         retry = RetryPolicy(initial=30.0, maximum=30.0, max_attempts=3, max_elapsed=300.0)
-        h = Harness(FakeGateway([retryable()]), retry=retry, debounce_ms=0, max_delay_ms=0)
+        gateway = FakeGateway([retryable(retry_after=30.0)])
+        h = Harness(gateway, retry=retry, debounce_ms=0, max_delay_ms=0)
         async with h.running():
             h.put(job_state("a"))
             await eventually(lambda: h.scheduler.in_flight == 0 and bool(h.gateway.bodies))

@@ -79,21 +79,29 @@ class TestStore:
         assert holding.value is value
         assert store.get("a") == state
 
-    def test_a_damaged_compressed_value_is_dropped_when_read(self) -> None:
-        """A frame cut short is an unreadable value: dropped, as a restore drops one."""
+    def test_a_damaged_compressed_value_is_held_apart_as_unreadable_when_read(self) -> None:
+        """A frame cut short is an unreadable value: held apart, as a restore holds one."""
         state = synced(job_state("bad"))
         cut = compressed(encode_state(state))[:-8]
         store = JobStore()
         store.replace_partition(0, {"bad": replace(held(state), value=cut)})
+        assert store.unreadable("bad") is None
         assert store.get("bad") is None
         assert len(store) == 0
+        assert "damaged zstd frame" in (store.unreadable("bad") or "")
 
-    def test_an_unreadable_settled_value_is_dropped_when_read(self) -> None:
-        """A value that turns out to be no job state is dropped, as a restore drops one."""
+    def test_an_unreadable_settled_value_is_held_apart_when_read(self) -> None:
+        """A value that turns out to be no job state leaves the jobs (nothing walks it, posts
+        it or writes it) but stays known as unreadable until its partition is dropped."""
         store = JobStore()
         store.replace_partition(0, {"bad": replace(held(synced(job_state("bad"))), value=b"{")})
         assert store.get("bad") is None
         assert (len(store), store.jobs_in(0), store.partition_of("bad")) == (0, set(), None)
+        assert store.unreadable("bad") is not None
+        assert (store.partitions(), store.unreadable_count()) == ({0}, 1)
+        assert store.get("bad") is None  # asked again: still no state, still unreadable
+        store.drop_partition(0)
+        assert (store.unreadable("bad"), store.partitions()) == (None, set())
 
 
 class TestRetention:
