@@ -5,8 +5,9 @@ changelog partition its key hashes to (the Java default partitioner, like the in
 only that one partition is read, from the beginning to its current end; the consumer is not
 disturbed (no group, nothing committed). Prints one JSON object on stdout.
 
-Exit codes: 0 the job is known, 1 it is not, 2 invalid settings, 3 Kafka unreachable or the
-changelog topic missing.
+Exit codes: 0 the job is known, 1 it is not (or its value cannot be read: the consumer refuses
+its events, and this says why), 2 invalid settings, 3 Kafka unreachable or the changelog topic
+missing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from consumer.commands.tooling import (
     KAFKA_TROUBLE,
     kafka_trouble,
-    read_job_states,
+    read_changelog,
     tool_settings,
 )
 from consumer.domain.basicsync import body_sha256, encode_body
@@ -45,9 +46,18 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_SETTINGS
     try:
         with bound_record(client_job_id=args.job_id):
-            found = asyncio.run(explained(read_job_states(settings, [args.job_id]), settings))
+            read = read_changelog(settings, [args.job_id])
+            found, unreadable = asyncio.run(explained(read, settings))
     except KAFKA_TROUBLE as exc:
         return kafka_trouble("inspect", exc, settings)
+    if args.job_id in unreadable:
+        print(
+            f"basicsync inspect: the changelog value of job {args.job_id!r} cannot be read "
+            f"({unreadable[args.job_id]}); its events get job_state_unreadable "
+            '(docs/operations.md, "Upgrading")',
+            file=sys.stderr,
+        )
+        return EXIT_UNKNOWN
     if args.job_id not in found:
         print(f"basicsync inspect: unknown job {args.job_id!r}", file=sys.stderr)
         return EXIT_UNKNOWN

@@ -77,7 +77,16 @@ async def read_job_states(
     settings: Settings, job_ids: Iterable[str]
 ) -> dict[str, tuple[int, StoredJob]]:
     """``clientJobId -> (changelog partition, state)`` for the jobs the changelog holds (a
-    forgotten job's state is its marker).
+    forgotten job's state is its marker); see :func:`read_changelog`."""
+    found, _ = await read_changelog(settings, job_ids)
+    return found
+
+
+async def read_changelog(
+    settings: Settings, job_ids: Iterable[str]
+) -> tuple[dict[str, tuple[int, StoredJob]], dict[str, str]]:
+    """The states of :func:`read_job_states`, and ``clientJobId -> why`` for those of the
+    jobs whose value cannot be read (the consumer refuses their events).
 
     A job lives in the changelog partition its key hashes to (the Java default partitioner,
     like the input topics), so each needed partition is read once, from the beginning to its
@@ -87,7 +96,7 @@ async def read_job_states(
     topic = settings.state_topic
     partitions = await existing_partition_count(kafka, topic, "changelog")
     where = {job: hashes_to(job.encode(), partitions) for job in job_ids}
-    states, _ = await restore(
+    states, report = await restore(
         lambda **extra: AIOKafkaConsumer(**kafka, group_id=None, **extra),
         topic,
         set(where.values()),
@@ -98,4 +107,9 @@ async def read_job_states(
         held = states.get(partition, {}).get(job)
         if held is not None and not isinstance(held, SettledJob):  # none: keep_settled=False
             found[job] = (partition, held)
-    return found
+    unreadable = {
+        job: why
+        for job, partition in where.items()
+        if (why := report.unreadable.get(partition, {}).get(job)) is not None
+    }
+    return found, unreadable

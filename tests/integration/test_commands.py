@@ -178,16 +178,22 @@ class TestInspect:
         assert shown["firstUnsyncedAt"] is None
         assert shown["body"] == EXAMPLE_BODY
 
-    async def test_inspect_exits_1_for_an_unknown_job(
+    async def test_inspect_exits_1_for_an_unknown_job_or_an_unreadable_one(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
-        """A job the changelog does not hold is reported on stderr with exit code 1."""
+        """A job the changelog does not hold is reported on stderr with exit code 1; so is one
+        whose value cannot be read, saying so (not "unknown": its events are being refused)."""
         topics = await new_topics(make_topic, partitions=2)
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         ran = await basicsync(settings, "inspect", "no-such-job")
         assert ran.code == 1
         assert ran.out == ""
         assert "unknown job" in ran.err
+        await produce_raw(kafka_bootstrap, topics.state, [(b"damaged", b"{not a state", [])])
+        ran = await basicsync(settings, "inspect", "damaged")
+        assert (ran.code, ran.out) == (1, "")
+        assert "changelog value of job 'damaged' cannot be read" in ran.err
+        assert "unknown job" not in ran.err
 
 
 class TestCheck:
