@@ -33,6 +33,7 @@ which also describes every field for the published JSON Schema).
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -79,41 +80,92 @@ _new_tuple = tuple.__new__
 # --- writing -------------------------------------------------------------------------------
 
 
-def encode_state(state: JobState) -> bytes:
-    """The changelog value of ``state``: one encoding of the head with the kept texts as they
-    are (``orjson.Fragment``).
+def encode_state(state: JobState, parts: ValueParts | None = None) -> bytes:
+    """The changelog value of ``state``: its head and document (:class:`ValueParts`, taken
+    from ``parts`` when they fit the state, made otherwise) around its bookkeeping.
+
+    The head and the document are most of the cost (every step's text is unpacked, the field
+    clocks grouped); between a job's intent and its settled state only the bookkeeping
+    changes, so the checkpoint hands the intent's parts to the settled write.
+    """
+    if parts is None or not parts.fits(state):
+        parts = value_parts(state)
+    return parts.head + orjson.dumps(_bookkeeping(state))[1:-1] + parts.tail
+
+
+@dataclass(frozen=True, slots=True)
+class ValueParts:
+    """The text of a changelog value before its bookkeeping (``head``, through the field
+    clocks and a comma) and after it (``tail``, the document and the closing brace), with what
+    they were made from: a state that holds the same objects has the same parts.
+
+    Made with orjson from the same dicts one encoding of the whole value would use, in the
+    same order, so the value is byte for byte that encoding.
+    """
+
+    client_job_id: str
+    document: Document
+    clocks: Mapping[str, Clock]
+    retractable: Mapping[str, tuple[Candidate, ...]]
+    head: bytes
+    tail: bytes
+
+    def fits(self, state: JobState) -> bool:
+        return (
+            state.document is self.document
+            and state.clocks is self.clocks
+            and state.retractable is self.retractable
+            and state.client_job_id == self.client_job_id
+        )
+
+
+def value_parts(state: JobState) -> ValueParts:
+    """The head and tail of ``state``'s value.
 
     The fast reader parses the layout and the head with orjson, which reads an integer beyond
     64 bits as a float. A state with one there (in ``hierarchyStack``, a step number, or a
     retractable ``currentStep``, all unlikely) is written without the layout, so that it is
     read by the validating reader, which keeps such integers exact.
     """
+    texts = (
+        list(map(step_json, state.document.completed_steps)),
+        list(map(step_json, state.document.cancelled_steps)),
+    )
     try:
-        return orjson.dumps(_value(state, laid_out=True))
+        head = _head(state, texts, laid_out=True)
+        document = _document(state.document, texts, laid_out=True)
     except _NotExact:
-        return orjson.dumps(_value(state, laid_out=False))
+        head = _head(state, texts, laid_out=False)
+        document = _document(state.document, texts, laid_out=False)
+    return ValueParts(
+        state.client_job_id,
+        state.document,
+        state.clocks,
+        state.retractable,
+        orjson.dumps(head)[:-1] + b",",
+        b',"document":' + orjson.dumps(document) + b"}",
+    )
 
 
 class _NotExact(ValueError):
     """A part of the head that orjson would not read back exactly."""
 
 
-def _value(state: JobState, *, laid_out: bool) -> dict[str, Any]:
+def _head(state: JobState, texts: tuple[list[str], list[str]], *, laid_out: bool) -> dict[str, Any]:
+    """The value's fields before the bookkeeping: the layout (with the lengths of the step
+    ``texts``, completed then cancelled), the key and the field clocks."""
     document = state.document
-    meta = document.metadata
-    current = meta.current_step or "null"
-    completed, cancelled = document.completed_steps, document.cancelled_steps
-    completed_texts = list(map(step_json, completed))
-    cancelled_texts = list(map(step_json, cancelled))
+    current = document.metadata.current_step or "null"
     value: dict[str, Any] = {}
     clocks, clocks_length = _clocks_text(state.clocks)
     if laid_out:
+        completed, cancelled = document.completed_steps, document.cancelled_steps
         value["layout"] = {
             "version": LAYOUT_VERSION,
             "currentStep": len(current),
             "clocks": clocks_length,
-            "completedSteps": list(map(_step_layout, completed, completed_texts)),
-            "cancelledSteps": list(map(_step_layout, cancelled, cancelled_texts)),
+            "completedSteps": list(map(_step_layout, completed, texts[0])),
+            "cancelledSteps": list(map(_step_layout, cancelled, texts[1])),
         }
         if state.retractable and not all(
             v is None or _exact(v) for _, _, v, _ in state.retractable.get("currentStep", ())
@@ -122,19 +174,25 @@ def _value(state: JobState, *, laid_out: bool) -> dict[str, Any]:
     value["client_job_id"] = state.client_job_id
     if clocks is not None:
         value["clocks"] = clocks
-    value.update(_bookkeeping(state))
+    return value
+
+
+def _document(
+    document: Document, texts: tuple[list[str], list[str]], *, laid_out: bool
+) -> dict[str, Any]:
+    """The value's ``document``: the step ``texts`` (and ``currentStep``) as they are held."""
+    meta = document.metadata
     stored = _document_fields(document, laid_out=laid_out)
     metadata: dict[str, Any] = {"clientJobId": meta.client_job_id}
     for name, key in METADATA_NAMES[1:]:
         field_value = getattr(meta, name)
         if field_value is not None:
             metadata[key] = field_value
-    metadata["currentStep"] = orjson.Fragment(current)
+    metadata["currentStep"] = orjson.Fragment(meta.current_step or "null")
     stored["metadata"] = metadata
-    stored["completedSteps"] = list(map(orjson.Fragment, completed_texts))
-    stored["cancelledSteps"] = list(map(orjson.Fragment, cancelled_texts))
-    value["document"] = stored
-    return value
+    stored["completedSteps"] = list(map(orjson.Fragment, texts[0]))
+    stored["cancelledSteps"] = list(map(orjson.Fragment, texts[1]))
+    return stored
 
 
 def _exact(text: str) -> bool:

@@ -15,7 +15,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 
-from consumer.domain.job import SEEN_IDS_LIMIT, JobState
+from consumer.domain.job import SEEN_IDS_LIMIT, JobState, mark_sending, mark_synced
 from consumer.domain.results import (
     FailureReason,
     FailureRecord,
@@ -25,11 +25,18 @@ from consumer.domain.results import (
 )
 from consumer.domain.retention import forget
 from consumer.domain.settled import SETTLED_HEADER, settled_header
-from consumer.domain.state_codec import decode_state, encode_state
+from consumer.domain.state_codec import ValueParts, decode_state, encode_state, value_parts
 from consumer.domain.value_compression import decompressed, is_compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.transactions import PartitionProducer, Producible
-from consumer.state.checkpoint import LEFT_AT_MOST, Checkpoint, CheckpointTopics
+from consumer.state import checkpoint as checkpoint_module
+from consumer.state.checkpoint import (
+    _INTENT_PARTS_KEPT,
+    LEFT_AT_MOST,
+    Checkpoint,
+    CheckpointTopics,
+    _IntentParts,
+)
 from consumer.state.store import JobStore
 from tests.unit.fakes import job_state
 
@@ -204,6 +211,50 @@ class TestCheckpoint:
         assert decode_state(values[b"open"]) == rig.store.get("open")
         assert not is_compressed(next(r for r in records if r.topic == "ok").value or b"")
         assert rig.checkpoint.stored_bytes == sum(map(len, values.values()))
+
+    async def test_a_settled_state_is_written_from_its_intents_parts(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A request writes its job twice, intent then settled state; the settled value is
+        made from the intent's head and document (made once), and is the settled state's
+        value all the same. A state changed by an event in between is made afresh."""
+        made: list[str] = []
+
+        def counted(state: JobState) -> ValueParts:
+            made.append(state.client_job_id)
+            return value_parts(state)
+
+        monkeypatch.setattr(checkpoint_module, "value_parts", counted)
+        rig = Rig(compress_values=True)
+        await rig.checkpoint.open(0)
+
+        async def written(state: JobState) -> bytes:
+            """``state`` committed, its value as the producer sends it (made there)."""
+            rig.put(0, state)
+            await rig.checkpoint.make_durable(0)
+            records, _ = rig.producers[0].transactions[-1]
+            return decompressed(next(r.value or b"" for r in records if r.topic == "state"))
+
+        intent = mark_sending(job_state("a"), NOW)
+        assert await written(intent) == encode_state(intent)
+        settled = mark_synced(intent, intent.version, "ab" * 32, "wfp-a", NOW)
+        assert await written(settled) == encode_state(settled)
+        assert made == ["a"]
+        changed = mark_sending(job_state("a", title="changed"), NOW)
+        assert await written(changed) == encode_state(changed)
+        assert made == ["a", "a"]
+
+    def test_intent_parts_are_let_go_at_settling_and_kept_for_a_bounded_number_of_jobs(
+        self,
+    ) -> None:
+        kept = _IntentParts()
+        intents = [mark_sending(job_state(f"j{n}"), NOW) for n in range(_INTENT_PARTS_KEPT + 1)]
+        for intent in intents:
+            assert kept.encode(intent) == encode_state(intent)
+        assert len(kept) == _INTENT_PARTS_KEPT  # the oldest (j0) let go
+        last = intents[-1]
+        kept.encode(mark_synced(last, last.version, "ab" * 32, None, NOW))
+        assert len(kept) == _INTENT_PARTS_KEPT - 1
 
     async def test_a_failed_commit_keeps_its_work_for_the_next(self) -> None:
         """A commit that fails (not fenced) loses nothing: the next commit carries it, merged

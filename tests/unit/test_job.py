@@ -25,6 +25,7 @@ from consumer.domain.job import (
     apply,
     is_postable,
     is_terminal,
+    mark_sending,
     mark_synced,
     needs_sync,
     new_state,
@@ -34,11 +35,19 @@ from consumer.domain.job import (
 )
 from consumer.domain.results import FailureReason
 from consumer.domain.state import Step, json_text
-from consumer.domain.state_codec import StoredClocks, decode_state, decode_validated, encode_state
+from consumer.domain.state_codec import (
+    StoredClocks,
+    ValueParts,
+    decode_state,
+    decode_validated,
+    encode_state,
+    value_parts,
+)
 from consumer.domain.value_compression import compressed
 
 JOB = "job-1"
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+LATER = NOW + timedelta(seconds=3)
 _ids = iter(range(10**9))
 
 
@@ -842,6 +851,32 @@ class TestProperties:
             assert [s.json for s in restored.document.completed_steps] == [
                 s.json for s in state.document.completed_steps
             ]
+
+    @given(event_sequences())
+    @settings(deadline=None)
+    def test_a_settled_value_made_from_its_intents_parts_is_the_settled_state(
+        self, events: list[JobEvent]
+    ) -> None:
+        """The checkpoint writes a settled state from its intent's value parts: that value
+        reads back as the settled state and is the bytes of encoding it afresh; parts that do
+        not fit a state (another document, clocks or key) are not used."""
+        state: JobState | None = None
+        previous: ValueParts | None = None
+        for event in events:
+            result = apply(state, event, NOW)
+            if isinstance(result, Rejection):
+                continue
+            state = result
+            intent = mark_sending(state, NOW)
+            parts = value_parts(intent)
+            assert parts.fits(intent)
+            settled = mark_synced(intent, intent.version, "ab" * 32, "wfp-1", LATER)
+            value = encode_state(settled, parts)
+            assert value == encode_state(settled)
+            assert decode_state(value) == settled
+            if previous is not None and not previous.fits(settled):
+                assert encode_state(settled, previous) == value
+            previous = parts
 
     @given(event_sequences())
     @settings(deadline=None)
