@@ -583,8 +583,12 @@ class TestKafkaTrouble:
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=200, seed=83, prefix="hung-backlog"))
         await produce(kafka_bootstrap, topics.inputs, demo.events)
+        # A 5 s request timeout: the jobs whose intents the kill left in doubt wait out a
+        # window of 15 s in the next run, not the default 90 s.
         settings = catching_up(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=100),
+            with_request_timeout(
+                settings_for(kafka_bootstrap, sandbox_in_process, topics, catch_up_lag=100), 5
+            ),
             catch_up_interval_ms=2_000,
         )
         log = str(tmp_path / "consumer.log")
