@@ -90,7 +90,7 @@ def encode_state(state: JobState, parts: ValueParts | None = None) -> bytes:
     """
     if parts is None or not parts.fits(state):
         parts = value_parts(state)
-    return parts.head + orjson.dumps(_bookkeeping(state))[1:-1] + parts.tail
+    return b"".join((parts.head, orjson.dumps(_bookkeeping(state))[1:-1], parts.tail))
 
 
 @dataclass(frozen=True, slots=True)
