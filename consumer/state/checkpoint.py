@@ -300,7 +300,13 @@ class Checkpoint:
         if partition in self._producers:
             return
         producer = self._open_producer(partition)
-        await producer.start()
+        try:
+            await producer.start()
+        except BaseException:
+            # A start that fails or is cancelled (a shutdown during a rebalance) may have
+            # started the producer's sender: stopped here, as nothing else holds it.
+            await _stop_quietly(producer, partition)
+            raise
         self._producers[partition] = producer
         self._last_written.pop(partition, None)
         self._committed_offsets.pop(partition, None)
@@ -709,3 +715,10 @@ class Checkpoint:
         first_result = len(records)
         records.extend(result.out for result in pending.results)
         return records, first_result
+
+
+async def _stop_quietly(producer: PartitionProducer, partition: int) -> None:
+    try:
+        await producer.stop()
+    except Exception as exc:  # the start's own error is the one raised
+        log.warning("producer_stop_failed", partition=partition, error=type(exc).__name__)

@@ -350,7 +350,14 @@ class TestMissingAcl:
             assert ready is not None, "no /readyz answer"
             assert ready[0] == 503
             assert "kafka" in ready[1]["failing"], ready
-            assert await committed(secure_kafka.plain, topics.group) == {}
+            # Nothing read is committed: a partition whose transaction needs no denied resource
+            # may commit its starting position (0), never past it.
+            past_start = {
+                tp: offset
+                for tp, offset in (await committed(secure_kafka.plain, topics.group)).items()
+                if offset > 0
+            }
+            assert past_start == {}
         finally:
             stop.set()
             await asyncio.wait_for(task, 60)

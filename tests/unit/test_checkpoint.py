@@ -256,6 +256,25 @@ class TestCheckpoint:
         kept.encode(mark_synced(last, last.version, "ab" * 32, None, NOW))
         assert len(kept) == _INTENT_PARTS_KEPT - 1
 
+    @pytest.mark.parametrize("failure", [KafkaTimeoutError(), asyncio.CancelledError()])
+    async def test_a_producer_whose_start_fails_or_is_cancelled_is_stopped(
+        self, failure: BaseException
+    ) -> None:
+        """A start that fails, or is cancelled by a shutdown mid-rebalance, leaves no producer
+        running unowned (its sender would outlive the member, and nothing would stop it)."""
+        rig = Rig()
+        failing = FakeProducer(0)
+
+        async def start() -> None:
+            raise failure
+
+        failing.start = start  # type: ignore[method-assign]
+        rig.checkpoint._open_producer = lambda partition: failing  # type: ignore[assignment,return-value]
+        with pytest.raises(type(failure)):
+            await rig.checkpoint.open(0)
+        assert failing.stopped
+        assert not rig.checkpoint.owns(0)
+
     async def test_a_failed_commit_keeps_its_work_for_the_next(self) -> None:
         """A commit that fails (not fenced) loses nothing: the next commit carries it, merged
         with what was staged since, offsets at their highest."""
