@@ -494,20 +494,20 @@ class TestCatchUp:
     async def test_a_catch_up_tick_during_the_drain_does_not_write_the_held_jobs_again(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
-        """Reading the backlog of 1,000 jobs takes about 1.5 s of the 4.5 s catch-up
-        checkpoint interval (3 s on a loaded CI machine), and posting them takes about 3 s
-        (100 ms each, 32 at a time). A checkpoint mid-drain would write every job still
-        waiting for its request, just before its intent writes it again; the drain gets an
-        interval of its own instead. So a job's first changelog value is its intent, not a
-        state written before its first post. (With 2,000 jobs, 70 ms and 6 s this also caught
-        the tick counted from the last checkpoint, but a slow machine read past the interval;
-        at these sizes that mutation is not caught: the drain's own interval is tested by
-        ``next_checkpoint_at``'s unit tests.)"""
+        """A backlog of 1,000 jobs read while catching up (a 20 s catch-up checkpoint
+        interval, far more than the read takes even on a loaded CI machine), then its held jobs
+        drained (100 ms posts, 32 at a time, about 3 s). The drain has a catch-up interval of its
+        own: checkpointed at the live interval (10 ms here), it would write every job still
+        waiting for its request just before its intent writes it again. So a job's first
+        changelog value is its intent, not a state written before its first post. (With 2,000
+        jobs, 70 ms posts and a 6 s interval this also caught a drain tick counted from the last
+        checkpoint, but CI machines read past that interval; that rule is tested by
+        ``test_checkpoint_cadence.py``.)"""
         demo = build_demo(DemoPlan(jobs=1000, seed=31, prefix="tick"))
         sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 100}})
         topics = await _drain_held_backlog(
             kafka_bootstrap, make_topic, sandbox_in_process, demo, concurrency=32,
-            catch_up_interval_ms=4_500,
+            catch_up_interval_ms=20_000,
         )  # fmt: skip
         written_first: dict[str, str] = {}
         for value in await raw_values(kafka_bootstrap, topics.state):
