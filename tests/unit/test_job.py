@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import patch
@@ -123,6 +124,15 @@ def reduce_all(events: list[JobEvent], state: JobState | None = None) -> JobStat
         if isinstance(result, JobState):
             state = result
     return state
+
+
+def states_on_the_way(events: list[JobEvent], state: JobState | None = None) -> Iterator[JobState]:
+    """Each state the events reach in order, rejected events skipped (as the pipeline does)."""
+    for event in events:
+        result = apply(state, event, NOW)
+        if isinstance(result, JobState):
+            state = result
+            yield state
 
 
 class TestUpserted:
@@ -837,12 +847,7 @@ class TestProperties:
         every state on the way) gives that state, whose value encodes to the same bytes again,
         and whose request body is byte-equal to the body before the round trip (so its sha256
         decides alike after a restore)."""
-        state: JobState | None = None
-        for event in events:
-            result = apply(state, event, NOW)
-            if isinstance(result, Rejection):
-                continue
-            state = result
+        for state in states_on_the_way(events):
             value = encode_state(state)
             restored = decode_state(value)
             assert restored == state
@@ -860,13 +865,8 @@ class TestProperties:
         """The checkpoint writes a settled state from its intent's value parts: that value
         reads back as the settled state and is the bytes of encoding it afresh; parts that do
         not fit a state (another document, clocks or key) are not used."""
-        state: JobState | None = None
         previous: ValueParts | None = None
-        for event in events:
-            result = apply(state, event, NOW)
-            if isinstance(result, Rejection):
-                continue
-            state = result
+        for state in states_on_the_way(events):
             intent = mark_sending(state, NOW)
             parts = value_parts(intent)
             assert parts.fits(intent)
