@@ -77,7 +77,9 @@ def settings_for(bootstrap: str, sandbox: Sandbox, topics: Topics, **sync: Any) 
         kafka=KafkaSettings(
             bootstrap_servers=[bootstrap],
             group_id=topics.group,
-            session_timeout_ms=10_000,
+            # The least the consumer allows: a killed member's partitions pass on after it,
+            # and fault tests wait it out on every kill.
+            session_timeout_ms=6_000,
             create_topics=False,
         ),
         topics=topic_settings(topics),

@@ -136,19 +136,19 @@ class TestOutagesFailNobody:
         sandbox_in_process: Sandbox,
         tmp_path: Path,
     ) -> None:
-        """One job while basicSync and the token endpoint answer 503 for 24 s, twice its
-        retry budget (12 s): with no other job to compare, its failures are never its own (the
+        """One job while basicSync and the token endpoint answer 503 for 16 s, twice its
+        retry budget (8 s): with no other job to compare, its failures are never its own (the
         token endpoint failing is everyone's problem), so it gets no failure record and
         converges after the outage."""
         topics = await new_topics(make_topic, partitions=1)
         demo = build_demo(DemoPlan(jobs=1, seed=31, prefix="alone"))
         [job] = demo.expected
         log = str(tmp_path / "consumer.log")
-        outage_s = 24
+        outage_s = 16
         await sandbox_in_process.outage(outage_s, "503")
         outage_ends = time.time() + outage_s
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
-        budget = {**SHORT_BUDGET, "BASICSYNC_SYNC__RETRY_MAX_ELAPSED_S": "12"}
+        budget = {**SHORT_BUDGET, "BASICSYNC_SYNC__RETRY_MAX_ELAPSED_S": "8"}
         async with (
             consumer_process(settings, log, budget),
             producer_for(kafka_bootstrap) as producer,

@@ -45,12 +45,12 @@ def rarely_checkpointing(bootstrap: str, sandbox: Sandbox, topics: Topics) -> Se
     """Catching up on anything above 100 records behind, with a checkpoint once a minute.
 
     A request the kill cut short is in doubt: the next run posts it again once the in-doubt
-    window (3 request timeouts) has passed: here 12 s instead of 90 s.
+    window (3 request timeouts) has passed: here 9 s instead of 90 s.
     """
     settings = catching_up(
         settings_for(bootstrap, sandbox, topics, catch_up_lag=100), catch_up_interval_ms=60_000
     )
-    return with_request_timeout(settings, 4)
+    return with_request_timeout(settings, 3)
 
 
 async def held_backlog(
@@ -98,13 +98,13 @@ class TestKillNine:
 
         A run killed before its first checkpoint after its posts leaves every job it posted
         in doubt (its intent is the last state written), and the next run waits out the
-        in-doubt window before posting any of them: 12 s here (request timeout 4 s), not the
+        in-doubt window before posting any of them: 9 s here (request timeout 3 s), not the
         default 90 s, which is longer than a round's minute (``jobs_rescheduled`` showed all
         300 jobs waiting when this test failed in CI with the default)."""
         topics = await new_topics(make_topic, partitions=3)
         demo = build_demo(DemoPlan(jobs=300, seed=23))
         settings = with_request_timeout(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics), 4
+            settings_for(kafka_bootstrap, sandbox_in_process, topics), 3
         )
         log = str(tmp_path / "consumer.log")
         chunk = len(demo.events) // 4
@@ -223,7 +223,7 @@ class TestKillNine:
         demo = build_demo(DemoPlan(jobs=300, seed=37, prefix="live-killed"))
         stream, aborted = with_late_aborts(demo, 60)
         settings = with_request_timeout(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 4
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 3
         )
         log = str(tmp_path / "consumer.log")
 
@@ -345,7 +345,7 @@ class TestShutdown:
         successes = await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.5)
         assert successes, "the request in flight at SIGTERM was not finished and reported"
 
-        sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 10_000}})
+        sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 6_000}})
         await produce(kafka_bootstrap, topics.inputs, build_demo(DemoPlan(jobs=2, seed=41)).events)
         process = start_consumer_process(settings, log)
         assert await eventually(in_flight, within=60), tail(log)

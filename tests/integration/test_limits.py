@@ -202,7 +202,7 @@ class TestBigJob:
         big, big_events = _big_job(2_500)
         stream = _spread(demo.events, big_events)
         settings = with_request_timeout(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 4
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 3
         )
         env = {"BASICSYNC_KAFKA__MAX_JOB_BYTES": "500000"}
         log = str(tmp_path / "consumer.log")

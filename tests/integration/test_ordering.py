@@ -117,7 +117,7 @@ class TestEqualTimes:
         events = same_time(stream)
         expected = assembled_in_partition_order(events)
         settings = with_request_timeout(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 4
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 3
         )
         log = str(tmp_path / "consumer.log")
 

@@ -159,16 +159,16 @@ class TestFencing:
         assert values == [b"old-1", b"new-1"]
 
 
-async def sigstopped_for_25s(
+async def sigstopped_past_the_session(
     a: Any, topics: Topics, check: Callable[[Topics], Awaitable[None]] | None = None
 ) -> None:
-    """SIGSTOP member ``a`` past its 10 s session, then SIGCONT it; ``check`` runs while it
-    is stopped."""
+    """SIGSTOP member ``a`` for 15 s, past its 6 s session, then SIGCONT it; ``check`` runs
+    while it is stopped."""
     a.send_signal(signal.SIGSTOP)
     try:
         if check is not None:
             await check(topics)
-        await asyncio.sleep(25)
+        await asyncio.sleep(15)
     finally:
         a.send_signal(signal.SIGCONT)
 
@@ -191,12 +191,13 @@ class TestZombieMember:
         jobs = list(demo.expected)
         third = len(demo.events) // 3
         settings = adjust(settings_for(kafka_bootstrap, sandbox, topics))
-        # A request may take the slow gateway's 15 s; one whose outcome is lost waits the
-        # in-doubt window (3 x the request timeout) before its job is posted again.
+        # A request may take the slow gateway's 9 s; one whose outcome is lost waits the
+        # in-doubt window (twice the request timeout, and a little) before its job is posted
+        # again.
         env = {
-            "BASICSYNC_SYNC__SHUTDOWN_DEADLINE_S": "20",
-            "BASICSYNC_GATEWAY__REQUEST_TIMEOUT_S": "17",
-            "BASICSYNC_SYNC__IN_DOUBT_WINDOW_S": "35",
+            "BASICSYNC_SYNC__SHUTDOWN_DEADLINE_S": "12",
+            "BASICSYNC_GATEWAY__REQUEST_TIMEOUT_S": "10",
+            "BASICSYNC_SYNC__IN_DOUBT_WINDOW_S": "21",
         }
         log_a, log_b, log_c = (str(tmp_path / f"{n}.log") for n in "abc")
         await produce(kafka_bootstrap, topics.inputs, demo.events[:third])
@@ -240,7 +241,7 @@ class TestZombieMember:
         sandbox_in_process: Sandbox,
         tmp_path: Path,
     ) -> None:
-        """Member A (session 10 s) is SIGSTOPped for 25 s mid-stream while B takes over, then
+        """Member A (session 6 s) is SIGSTOPped for 15 s mid-stream while B takes over, then
         resumed while events keep coming: every job converges, a fresh member restores all
         of them from the changelog, and no job's accepted history ever loses a step. A is
         stopped with its intent stage grown past the 32 request slots (live traffic), so more
@@ -251,7 +252,7 @@ class TestZombieMember:
             make_topic,
             sandbox_in_process,
             tmp_path,
-            pause_a=sigstopped_for_25s,
+            pause_a=sigstopped_past_the_session,
             seed=61,
             stage_grown=True,
         )
@@ -283,7 +284,7 @@ class TestZombieMember:
             assert behind == 0, f"A committed offsets before it was stopped: {behind}"
 
         async def sigstop_ahead_of_offsets(a: Any, topics: Topics) -> None:
-            await sigstopped_for_25s(a, topics, check=ahead_of_offsets)
+            await sigstopped_past_the_session(a, topics, check=ahead_of_offsets)
 
         await self._failover(
             kafka_bootstrap,
@@ -302,13 +303,13 @@ class TestZombieMember:
         sandbox_in_process: Sandbox,
         tmp_path: Path,
     ) -> None:
-        """While B joins, the gateway answers in 15 s, so A's revoke (which waits up to 20 s
-        for its requests) overruns the 10 s session: the group moves on without A, A's late
+        """While B joins, the gateway answers in 9 s, so A's revoke (which waits up to 12 s
+        for its requests) overruns the 6 s session: the group moves on without A, A's late
         writes are fenced, and nothing is lost or regresses."""
 
         async def slow_gateway(a: Any, topics: Topics) -> None:
-            sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 15_000}})
-            await asyncio.sleep(20)
+            sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 9_000}})
+            await asyncio.sleep(12)
             sandbox_in_process.faults.update({"latency": None})
 
         await self._failover(
@@ -387,7 +388,6 @@ class TestRequestInDoubt:
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         settings = settings.model_copy(
             update={
-                "kafka": settings.kafka.model_copy(update={"session_timeout_ms": 6_000}),
                 "gateway": settings.gateway.model_copy(update={"request_timeout_s": 1.0}),
                 "sync": settings.sync.model_copy(update={"in_doubt_window_s": 14.0}),
             }
@@ -625,7 +625,7 @@ class TestKafkaTrouble:
         demo = build_demo(DemoPlan(jobs=240, seed=89, prefix="hung-live"))
         chunks = in_chunks(demo.events, 12)
         settings = with_request_timeout(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics, concurrency=2), 4
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, concurrency=2), 3
         )
         port = free_port()
         log = str(tmp_path / "consumer.log")
@@ -741,7 +741,7 @@ class TestKafkaTrouble:
         stream, aborted = with_late_aborts(demo, 40)
         chunks = in_chunks(stream, 12)
         settings = with_request_timeout(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 4
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, debounce_ms=300), 3
         )
         log = str(tmp_path / "consumer.log")
 
