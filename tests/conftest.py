@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.harness import kill_leftover_consumers
+from tests.integration.harness import asyncio_errors_logged, kill_leftover_consumers
 
 pytest_plugins = [
     "tests.fixtures.kafka",
@@ -17,3 +17,6 @@ pytest_plugins = [
 def _no_consumer_outlives_its_test() -> Iterator[None]:
     yield
     kill_leftover_consumers()
+    errors = asyncio_errors_logged()
+    if errors:
+        pytest.fail("asyncio logged errors in a consumer process:\n" + "\n".join(errors))

@@ -142,7 +142,30 @@ class PartitionProducer:
 
     async def stop(self) -> None:
         self._closed = True
-        await self._producer.stop()
+        try:
+            await self._producer.stop()
+        finally:
+            self._read_leftover_errors()
+
+    def _read_leftover_errors(self) -> None:
+        """Mark as seen the errors aiokafka leaves in futures nobody awaits once its sender
+        died (fenced): the transaction's end, and each unsent batch's drain. The failure was
+        the commit's, raised and reported there; unread, asyncio logs each of these as "Future
+        exception was never retrieved", with a traceback, when it is collected (six such
+        errors at the shutdown of a member fenced once). aiokafka has no public accessor for
+        either, hence the guarded reads."""
+        producer = self._producer
+        transaction_end = getattr(producer._txn_manager, "wait_for_transaction_end", None)
+        waiters: list[Any] = [None if transaction_end is None else transaction_end()]
+        accumulator = getattr(producer, "_message_accumulator", None)
+        for batch in [
+            *(b for queued in getattr(accumulator, "_batches", {}).values() for b in queued),
+            *getattr(accumulator, "_pending_batches", ()),
+        ]:
+            waiters.append(getattr(batch, "_drain_waiter", None))
+        for waiter in waiters:
+            if isinstance(waiter, asyncio.Future) and waiter.done():
+                _read_outcome(waiter)
 
     async def commit(
         self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
@@ -353,6 +376,8 @@ class PartitionProducer:
             manager.is_in_transaction() or manager.state.name == "ABORTABLE_ERROR"
         ):
             return
+        # The abort replaces a transaction end that holds the error without reading it.
+        self._read_leftover_errors()
         try:
             await self._producer.abort_transaction()
         except (KafkaError, AssertionError, IllegalOperation) as exc:

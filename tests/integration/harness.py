@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import os
@@ -182,6 +183,8 @@ def _changed_scalars(settings: Settings) -> dict[str, str]:
 
 #: every consumer process a test started, for :func:`kill_leftover_consumers`
 _started: list[subprocess.Popen[bytes]] = []
+#: the logs of those processes, for :func:`asyncio_errors_logged`
+_logs: list[str] = []
 
 
 def start_consumer_process(
@@ -196,6 +199,7 @@ def start_consumer_process(
             stderr=subprocess.STDOUT,
         )
     _started.append(process)
+    _logs.append(log_path)
     return process
 
 
@@ -230,6 +234,24 @@ def kill_leftover_consumers() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def asyncio_errors_logged() -> list[str]:
+    """The errors asyncio itself logged in the consumer processes a test started (a future
+    whose exception nobody read, a task destroyed while pending, an unclosed transport): each
+    is a bug of ours or of a library we drive, whatever the test asserts; then forget them."""
+    found: list[str] = []
+    for path in dict.fromkeys(_logs):
+        with contextlib.suppress(FileNotFoundError), open(path, encoding="utf-8") as log:
+            for line in log:
+                if '"asyncio"' not in line:
+                    continue
+                with contextlib.suppress(ValueError):
+                    entry = json.loads(line)
+                    if entry.get("logger") == "asyncio" and entry.get("level") != "debug":
+                        found.append(f"{path}: {entry['event'].splitlines()[0]}")
+    _logs.clear()
+    return found
 
 
 @asynccontextmanager
