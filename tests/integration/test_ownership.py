@@ -332,6 +332,43 @@ class TestZombieMember:
             seed=67,
         )
 
+    async def test_a_broker_hung_through_a_rebalance_is_waited_out_and_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """B joins while the gateway answers in 9 s, so A is still releasing its partitions
+        when the broker is SIGSTOPped for 10 s, past every member's session: A's revoke
+        commit, B's join and any restore wait on a broker that does not answer, and the
+        group is rebuilt once it does. Nobody exits, every job converges, a fresh member
+        restores all of them, no history shrinks, no failure record."""
+        pid = broker_pid(kafka_bootstrap)
+        log_a = str(tmp_path / "a.log")
+
+        async def broker_hung_mid_rebalance(a: Any, topics: Topics) -> None:
+            sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 9_000}})
+            rebalancing = await eventually(
+                lambda: "because it is rebalancing" in tail(log_a, chars=10**8), within=30
+            )
+            assert rebalancing, "B's join never started a rebalance:\n" + tail(log_a)
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                await asyncio.sleep(10)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            sandbox_in_process.faults.update({"latency": None})
+
+        await self._failover(
+            kafka_bootstrap,
+            make_topic,
+            sandbox_in_process,
+            tmp_path,
+            pause_a=broker_hung_mid_rebalance,
+            seed=73,
+        )
+
 
 class TestRequestInDoubt:
     async def test_a_request_that_lands_late_never_overwrites_a_newer_state(
