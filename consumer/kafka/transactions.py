@@ -120,6 +120,9 @@ class PartitionProducer:
         #: their batches are sent as they are, not compressed again
         self._uncompressed_topics = uncompressed_topics
         self._max_batch_bytes = max_batch_bytes
+        #: per topic, the batch size learned from the broker refusing a larger batch as too
+        #: large (a topic whose ``max.message.bytes`` is below ``max_batch_bytes``)
+        self._batch_bytes: dict[str, int] = {}
         self.transactional_id = transactional_id(group_id, partition)
         self._group_id = group_id
         self._producer = producer_factory(transactional_id=self.transactional_id)
@@ -235,6 +238,17 @@ class PartitionProducer:
                     raise PartitionLost(self.partition, "producer failed") from None
                 await self._abort()
                 raise
+            except _BatchesSplit as split:
+                # Smaller batches from now on; the records themselves may all fit.
+                log.warning(
+                    "record_batch_refused_too_large",
+                    partition=self.partition,
+                    topics=split.topics,
+                    action="sending smaller batches; raise the topics' max.message.bytes",
+                )
+                if self._fatal():
+                    raise PartitionLost(self.partition, "producer failed") from None
+                await self._abort()
             except (KafkaError, AssertionError, IllegalOperation) as exc:
                 # AssertionError, IllegalOperation: aiokafka's transaction state machine refusing
                 # a transition or a send after its sender died (fenced meanwhile); the producer
@@ -256,7 +270,7 @@ class PartitionProducer:
     async def _transaction(
         self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, int]:
-        batches: list[tuple[TopicPartition, list[int], asyncio.Future[Any]]] = []
+        batches: list[_Sent] = []
         try:
             return await self._write(records, offsets, batches)
         except BaseException:
@@ -264,15 +278,15 @@ class PartitionProducer:
             # acknowledgements of the batches it sent unawaited. Their errors are this
             # failure's, handled by the caller; unread, asyncio logs each as "Future exception
             # was never retrieved", with a traceback, when it is collected.
-            for _, _, sent in batches:
-                sent.add_done_callback(_read_outcome)
+            for sent in batches:
+                sent.acknowledged.add_done_callback(_read_outcome)
             raise
 
     async def _write(
         self,
         records: Sequence[Producible],
         offsets: Mapping[TopicPartition, int],
-        batches: list[tuple[TopicPartition, list[int], asyncio.Future[Any]]],
+        batches: list[_Sent],
     ) -> dict[TopicPartition, int]:
         """One transaction: ``records`` and ``offsets`` written and committed. Each batch sent
         is added to ``batches`` with its acknowledgement as soon as it is sent."""
@@ -282,10 +296,12 @@ class PartitionProducer:
         too_large: dict[int, str] = {}
         self._stage = "result topic metadata"
         for tp, indexed in (await self._by_partition(records)).items():
+            sequence = self._sequence_number(tp)
             for indices, batch in self._batches(indexed, too_large):
                 self._stage = f"send to {tp.topic}-{tp.partition}"
+                size = batch.size()
                 sent = await producer.send_batch(batch, tp.topic, partition=tp.partition)
-                batches.append((tp, indices, sent))
+                batches.append(_Sent(tp, indices, size, sequence, sent))
                 # Each batch's values are made (encoded) as it fills: a checkpoint of thousands
                 # of states made without a turn of the event loop would hold every response and
                 # every other partition's commit until the last one.
@@ -296,24 +312,74 @@ class PartitionProducer:
         self._stage = "acknowledgements"
         # Every batch acknowledged before the commit: one the broker refused (too large, not
         # authorized) fails the transaction instead of leaving a silent gap in it.
-        outcomes = await asyncio.gather(*(sent for _, _, sent in batches), return_exceptions=True)
-        for (_, indices, _), outcome in zip(batches, outcomes, strict=True):
-            if isinstance(outcome, _TOO_LARGE):
-                too_large.update(dict.fromkeys(indices, _describe(outcome)))
+        outcomes = await asyncio.gather(
+            *(sent.acknowledged for sent in batches), return_exceptions=True
+        )
+        split = self._refused_as_too_large(batches, outcomes, too_large)
         if too_large:
             raise RecordsTooLarge(self.partition, set(too_large), next(iter(too_large.values())))
+        if split:
+            raise _BatchesSplit(split)
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
         self._stage = "commit_transaction"
         await producer.commit_transaction()
         written: dict[TopicPartition, int] = {}
-        for (tp, indices, _), metadata in zip(batches, outcomes, strict=True):
+        for sent, metadata in zip(batches, outcomes, strict=True):
             if isinstance(metadata, BaseException):  # raised above; for the type checker
                 continue
-            last = metadata.offset + len(indices) - 1  # a batch's offsets are consecutive
-            written[tp] = max(last, written.get(tp, -1))
+            last = metadata.offset + len(sent.indices) - 1  # a batch's offsets are consecutive
+            written[sent.tp] = max(last, written.get(sent.tp, -1))
         return written
+
+    def _refused_as_too_large(
+        self, batches: list[_Sent], outcomes: list[Any], too_large: dict[int, str]
+    ) -> list[str]:
+        """Sort out the batches the broker refused as too large (``max.message.bytes`` is a
+        limit on a whole batch): a batch of one record names that record in ``too_large``; a
+        batch of several halves its topic's batch size, and the topics so reduced are
+        returned. The refused partitions' sequence numbers are wound back either way."""
+        split: list[str] = []
+        refused: set[TopicPartition] = set()
+        for sent, outcome in zip(batches, outcomes, strict=True):
+            if not isinstance(outcome, _TOO_LARGE):
+                continue
+            refused.add(sent.tp)
+            if len(sent.indices) == 1:
+                too_large.update(dict.fromkeys(sent.indices, _describe(outcome)))
+            else:
+                self._batch_bytes[sent.tp.topic] = max(sent.size // 2, 1)
+                split.append(sent.tp.topic)
+        for tp in refused:
+            appended = sum(
+                len(sent.indices)
+                for sent, outcome in zip(batches, outcomes, strict=True)
+                if sent.tp == tp and not isinstance(outcome, BaseException)
+            )
+            first = next(sent.sequence for sent in batches if sent.tp == tp)
+            self._wind_back_sequence(tp, first + appended)
+        return sorted(set(split))
+
+    def _sequence_number(self, tp: TopicPartition) -> int:
+        """The producer's next sequence number for ``tp`` (see :meth:`_wind_back_sequence`)."""
+        manager = getattr(self._producer, "_txn_manager", None)
+        number = getattr(manager, "sequence_number", None)
+        return 0 if number is None else int(number(tp))
+
+    def _wind_back_sequence(self, tp: TopicPartition, sequence: int) -> None:
+        """The producer's next sequence number for ``tp`` is ``sequence`` again.
+
+        A batch the broker refuses (too large) is not appended, but aiokafka 0.14 has already
+        counted its records in the partition's sequence and never takes them back: every
+        later batch of the partition is then refused as out of order (``OutOfOrderSequence
+        Number``), whatever is retried, until the producer is replaced. The Java client
+        resets the sequence; aiokafka has no accessor for it, hence the guarded write.
+        """
+        manager = getattr(self._producer, "_txn_manager", None)
+        numbers = getattr(manager, "_sequence_numbers", None)
+        if isinstance(numbers, dict):
+            numbers[tp] = sequence
 
     async def _by_partition(
         self, records: Sequence[Producible]
@@ -363,7 +429,12 @@ class PartitionProducer:
 
     def _new_batch(self, topic: str) -> BatchBuilder:
         """An empty batch for ``topic``: compressed as the producer compresses, unless the
-        topic's values are compressed alone (compressing them again saves about 3 %)."""
+        topic's values are compressed alone (compressing them again saves about 3 %) or the
+        topic refused a batch as too large (then as small as it was told, uncompressed: its
+        size is then what the broker checks)."""
+        learned = self._batch_bytes.get(topic)
+        if learned is not None:
+            return BatchBuilder(learned, 0, is_transactional=True)
         if topic in self._uncompressed_topics:
             return BatchBuilder(self._max_batch_bytes, 0, is_transactional=True)
         return self._producer.create_batch()
@@ -393,6 +464,27 @@ class PartitionProducer:
 
 
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+
+
+@dataclass(frozen=True, slots=True)
+class _Sent:
+    """A batch sent in a transaction: where, which records, its size, the partition's
+    sequence number when the transaction's first batch for it was sent, its acknowledgement."""
+
+    tp: TopicPartition
+    indices: list[int]
+    size: int
+    sequence: int
+    acknowledged: asyncio.Future[Any]
+
+
+class _BatchesSplit(Exception):
+    """The broker refused batches of several records as too large: smaller batches of the
+    same records are sent in a new transaction."""
+
+    def __init__(self, topics: list[str]) -> None:
+        super().__init__(", ".join(topics))
+        self.topics = topics
 
 
 def _read_outcome(future: asyncio.Future[Any]) -> None:

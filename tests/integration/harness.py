@@ -338,9 +338,17 @@ async def raw_values(bootstrap: str, topic: str) -> list[bytes]:
     return [value for _, value in await raw_records(bootstrap, topic) if value]
 
 
-async def raw_records(bootstrap: str, topic: str) -> list[tuple[bytes, bytes]]:
+async def raw_records(
+    bootstrap: str, topic: str, *, committed: bool = False
+) -> list[tuple[bytes, bytes]]:
+    """The key and value of every record on ``topic`` now; with ``committed``, only those of
+    committed transactions (as the result topics' readers see them)."""
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        isolation_level="read_committed" if committed else "read_uncommitted",
     )
     await consumer.start()
     found: list[tuple[bytes, bytes]] = []

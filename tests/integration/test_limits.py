@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -32,6 +34,7 @@ from tests.integration.harness import (
     new_topics,
     produce,
     produce_raw,
+    raw_records,
     read_records,
     send_live,
     settings_for,
@@ -120,6 +123,61 @@ class TestOversizedInput:
         assert source["topic"] == topics.inputs[0]
         assert isinstance(source["partition"], int)
         assert isinstance(source["offset"], int)
+
+    async def test_result_topics_that_take_only_small_batches_get_every_record(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Both result topics take batches of at most 8 KiB (their ``max.message.bytes``), far
+        below the megabyte a checkpoint's batch may fill: one partition, a backlog of 150 jobs
+        (the checkpoint after it reports them all at once) and twelve 30 KB undecodable
+        values. Batches the broker refuses are split, and a record refused alone is reduced
+        until it fits: every job gets its success record, every value one failure record with
+        its full size, sha256 and coordinates (the value itself given up), each record within
+        the limit; the offsets reach the end and nothing exits. (Before, the first refusal left
+        aiokafka's sequence numbers ahead of the broker's: every later batch of the partition
+        was refused as out of order, forever, and SIGTERM could not stop the member.)"""
+        limit = 8192
+        topics = await new_topics(make_topic, partitions=1)
+        small = {"max.message.bytes": str(limit)}
+        topics = dataclasses.replace(
+            topics,
+            succeeded=await make_topic("ok-small", partitions=1, config=small),
+            failed=await make_topic("failed-small", partitions=1, config=small),
+        )
+        demo = build_demo(DemoPlan(jobs=150, seed=47, prefix="small-results"))
+        garbage = [os.urandom(30_000) for _ in range(12)]
+        half = len(demo.events) // 2
+        await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
+        await produce_raw(kafka_bootstrap, topics.inputs[0], [(b"garbage", g, []) for g in garbage])
+        await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        try:
+            await wait_converged(sandbox_in_process, demo.expected, within=90)
+            await assert_read_to_the_end(
+                kafka_bootstrap, topics.group, len(demo.events) + len(garbage)
+            )
+            failed = await raw_records(kafka_bootstrap, topics.failed, committed=True)
+            succeeded = await raw_records(kafka_bootstrap, topics.succeeded, committed=True)
+        finally:
+            await _stop(process, log)
+        assert all(len(value) <= limit for _, value in failed + succeeded)
+        assert {json.loads(v)["clientJobId"] for _, v in succeeded} == set(demo.expected)
+        failures = {json.loads(v)["source"]["valueSha256"]: json.loads(v) for _, v in failed}
+        assert len(failed) == len(garbage), [json.loads(v)["reason"] for _, v in failed]
+        for value in garbage:
+            record = failures[hashlib.sha256(value).hexdigest()]
+            assert record["reason"] == "invalid_event"
+            source = record["source"]
+            assert (source["valueSize"], source["truncated"]) == (30_000, True)
+            # The value itself is given up first (the coordinates locate it, for redrive).
+            assert source["value"] is None or value.startswith(base64.b64decode(source["value"]))
+            assert (source["topic"], isinstance(source["offset"], int)) == (topics.inputs[0], True)
 
 
 class TestBigJob:

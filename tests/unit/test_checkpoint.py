@@ -704,6 +704,9 @@ class _SmallBatches:
             def close(self) -> None:
                 pass
 
+            def size(self) -> int:
+                return self.records
+
         return _Batch()
 
     async def send_batch(self, batch: object, topic: str, *, partition: int) -> object:

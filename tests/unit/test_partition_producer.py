@@ -28,6 +28,9 @@ class _Manager:
     def is_fatal_error(self) -> bool:
         return self.fatal
 
+    def sequence_number(self, tp: TopicPartition) -> int:
+        return 0
+
     def is_in_transaction(self) -> bool:
         return self.in_transaction
 
@@ -58,6 +61,9 @@ class FencedMidTransaction:
 
             def close(self) -> None:
                 pass
+
+            def size(self) -> int:
+                return 0
 
         return _Batch()
 
