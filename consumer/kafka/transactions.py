@@ -158,7 +158,8 @@ class PartitionProducer:
         errors at the shutdown of a member fenced once). aiokafka has no public accessor for
         either, hence the guarded reads."""
         producer = self._producer
-        transaction_end = getattr(producer._txn_manager, "wait_for_transaction_end", None)
+        manager = getattr(producer, "_txn_manager", None)
+        transaction_end = getattr(manager, "wait_for_transaction_end", None)
         waiters: list[Any] = [None if transaction_end is None else transaction_end()]
         accumulator = getattr(producer, "_message_accumulator", None)
         for batch in [

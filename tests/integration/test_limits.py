@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.events import EventType, JobEvent
@@ -206,6 +208,52 @@ class TestBigJob:
         finally:
             await _stop(process, log)
         assert len(stored(sandbox_in_process, big)["completedSteps"]) == 2_500  # type: ignore[index]
+        assert await _failures(kafka_bootstrap, topics.failed) == []
+
+    async def test_a_changelog_too_small_for_a_job_holds_its_partition_until_it_is_raised(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """A changelog created by hand with ``max.message.bytes`` of 16 KiB, below one job's
+        state (300 steps of about 1 KB): the broker refuses it, and its partition waits
+        (``changelog_record_too_large``), posting nothing unannounced. Once the operator raises
+        the topic's limit, the partition goes on by itself: every job converges, the offsets
+        reach the end, nothing exits. (Before, the first refusal left the producer's sequence
+        numbers ahead of the broker's and the partition stayed refused after the fix.)"""
+        topics = await new_topics(make_topic, partitions=1)
+        state = {"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024)}
+        topics = dataclasses.replace(
+            topics, state=await make_topic("state-small", partitions=1, config=state)
+        )
+        demo = build_demo(DemoPlan(jobs=20, seed=53, prefix="small-changelog"))
+        big, big_events = _big_job(300)
+        big_expected = build_demo(
+            DemoPlan(jobs=1, steps=300, prefix="big", abort_share=0, exclude_share=0, seed=5)
+        ).expected
+        events = _spread(big_events, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        async with consumer_process(settings, log):
+            await produce(kafka_bootstrap, topics.inputs, events)
+            refused = await eventually(
+                lambda: bool(log_events(log, "changelog_record_too_large")), within=60
+            )
+            assert refused, tail(log)
+            admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+            await admin.start()
+            try:
+                raised = {**state, "max.message.bytes": str(4 * 1024 * 1024)}
+                await admin.alter_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, topics.state, configs=raised)]
+                )
+            finally:
+                await admin.close()
+            await wait_converged(sandbox_in_process, {**demo.expected, **big_expected}, within=90)
+            await assert_read_to_the_end(kafka_bootstrap, topics.group, len(events))
+        assert len(stored(sandbox_in_process, big)["completedSteps"]) == 300  # type: ignore[index]
         assert await _failures(kafka_bootstrap, topics.failed) == []
 
     async def test_a_job_beyond_max_job_bytes_gets_one_job_too_large(

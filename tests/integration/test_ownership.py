@@ -588,7 +588,12 @@ class TestKafkaTrouble:
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=100, seed=79))
         half = len(demo.events) // 2
-        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        # The hang outlasts the session: the member takes its partitions back, and the jobs
+        # whose requests its last intents announced wait out the in-doubt window (three
+        # request timeouts, counted from the mark): 9 s here, not the default 90.
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics), 3
+        )
         log = str(tmp_path / "consumer.log")
         await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
         process = start_consumer_process(settings, log)
