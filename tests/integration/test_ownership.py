@@ -834,7 +834,11 @@ class TestKafkaTrouble:
         proxy_address = f"127.0.0.1:{port}"
         settings = settings_for(proxy_address, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")
-        process = start_consumer_process(settings, log)
+        # Attempts at most 3 s apart: at the default 30 s the attempt after the port opens
+        # could come 14 s later (backoff doubling from 1 s past the 20 s of refusals).
+        process = start_consumer_process(
+            settings, log, {"BASICSYNC_KAFKA__STARTUP_BACKOFF_MAX_S": "3"}
+        )
         broker_host, broker_port = kafka_bootstrap.rsplit(":", 1)
 
         async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
