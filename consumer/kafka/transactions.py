@@ -158,8 +158,7 @@ class PartitionProducer:
         errors at the shutdown of a member fenced once). aiokafka has no public accessor for
         either, hence the guarded reads."""
         producer = self._producer
-        manager = getattr(producer, "_txn_manager", None)
-        transaction_end = getattr(manager, "wait_for_transaction_end", None)
+        transaction_end = getattr(self._manager, "wait_for_transaction_end", None)
         waiters: list[Any] = [None if transaction_end is None else transaction_end()]
         accumulator = getattr(producer, "_message_accumulator", None)
         for batch in [
@@ -364,8 +363,7 @@ class PartitionProducer:
 
     def _sequence_number(self, tp: TopicPartition) -> int:
         """The producer's next sequence number for ``tp`` (see :meth:`_wind_back_sequence`)."""
-        manager = getattr(self._producer, "_txn_manager", None)
-        number = getattr(manager, "sequence_number", None)
+        number = getattr(self._manager, "sequence_number", None)
         return 0 if number is None else int(number(tp))
 
     def _wind_back_sequence(self, tp: TopicPartition, sequence: int) -> None:
@@ -377,8 +375,7 @@ class PartitionProducer:
         Number``), whatever is retried, until the producer is replaced. The Java client
         resets the sequence; aiokafka has no accessor for it, hence the guarded write.
         """
-        manager = getattr(self._producer, "_txn_manager", None)
-        numbers = getattr(manager, "_sequence_numbers", None)
+        numbers = getattr(self._manager, "_sequence_numbers", None)
         if isinstance(numbers, dict):
             numbers[tp] = sequence
 
@@ -443,7 +440,7 @@ class PartitionProducer:
     async def _abort(self) -> None:
         """Abort the open transaction, if any; a producer that cannot is dropped by ``_fatal``."""
         self._stage = "abort_transaction"
-        manager = self._producer._txn_manager
+        manager = self._manager
         if manager is None or not (
             manager.is_in_transaction() or manager.state.name == "ABORTABLE_ERROR"
         ):
@@ -455,12 +452,18 @@ class PartitionProducer:
         except (KafkaError, AssertionError, IllegalOperation) as exc:
             log.warning("checkpoint_abort_failed", partition=self.partition, error=_describe(exc))
 
+    @property
+    def _manager(self) -> Any:
+        """aiokafka's transaction manager (None without transactions): the producer's state
+        that aiokafka exposes no other way."""
+        return getattr(self._producer, "_txn_manager", None)
+
     def _fatal(self) -> bool:
         """The producer cannot be used again (its sender stopped): only a new owner can go on.
 
         aiokafka keeps this in its transaction manager; there is no public accessor.
         """
-        manager = self._producer._txn_manager
+        manager = self._manager
         return manager is not None and bool(manager.is_fatal_error())
 
 
