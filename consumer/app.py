@@ -6,12 +6,15 @@ crash), check topics (co-partitioning, create internal ones), open the HTTP sess
 the group; each assigned partition's transactional producer starts and its state is restored
 inside the assignment callback.
 
-Shutdown (``stop`` set by a signal, or a fatal error in any task):
-1. stop fetching (the consume loop ends with a last checkpoint);
-2. let requests in flight finish within ``sync.shutdown_deadline_s`` and commit what they
-   recorded; cancel the rest (their jobs are in doubt and re-posted after the window);
-3. leave the group (its revoke callback commits and closes the partitions' producers), close
-   the admin client and the session.
+Shutdown (``stop`` set by a signal, or a fatal error in any task), each step bounded so that a
+broker that does not answer cannot hold the exit past the platform's grace period:
+1. stop fetching and take a last checkpoint, within ``sync.shutdown_deadline_s``;
+2. let requests in flight finish within ``sync.shutdown_deadline_s``; cancel the rest (their
+   jobs are in doubt and re-posted after the window);
+3. commit what they recorded by twice the deadline from the stop, close the partitions'
+   producers, leave the group, close the admin client and the session.
+A checkpoint given up is logged (``last_checkpoint_abandoned``) and makes ``basicsync run``
+exit with code 3; nothing is lost (see ``Pipeline.last_checkpoint``).
 """
 
 from __future__ import annotations
@@ -142,6 +145,8 @@ class Running:
     http_port: int | None = None
     #: why Kafka refuses us while a missing ACL is waited out (None: access granted)
     kafka_access: str | None = None
+    #: False once a stop gave up a last checkpoint it could not commit in time
+    stop_committed: bool = True
 
     @property
     def metrics(self) -> Metrics:
@@ -206,8 +211,10 @@ async def run_consumer(
                 inputs=list(settings.topics.input),
                 partitions=partition_count,
             )
-            await _run_until_stopped(pipeline, scheduler, stop, settings.sync.shutdown_deadline_s)
-        log.info("consumer_stopped")
+            running.stop_committed = await _run_until_stopped(
+                pipeline, scheduler, stop, settings.sync.shutdown_deadline_s
+            )
+        log.info("consumer_stopped", last_checkpoint_committed=running.stop_committed)
 
 
 def _gateway_session(
@@ -521,13 +528,21 @@ async def _until_reachable(
 
 async def _run_until_stopped(
     pipeline: Pipeline, scheduler: SyncScheduler, stop: asyncio.Event, deadline: float
-) -> None:
+) -> bool:
+    """Run until ``stop``, then stop in about twice ``deadline``: the last checkpoint gets
+    ``deadline`` from the stop, requests in flight ``deadline``, and what they recorded is
+    committed by twice ``deadline`` from the stop (``Pipeline.last_checkpoint``,
+    ``Pipeline.finish``). Whether the stop's checkpoints committed."""
+    committed = True
+
     async def consume_then_drain() -> None:
+        nonlocal committed
         try:
             await pipeline.run(stop)
+            committed = await pipeline.last_checkpoint()
             await scheduler.stop(deadline)
         finally:
-            await pipeline.finish()
+            committed = await pipeline.finish() and committed
 
     try:
         async with asyncio.TaskGroup() as group:
@@ -541,6 +556,7 @@ async def _run_until_stopped(
         if fatal is None:
             raise
         raise fatal from None
+    return committed
 
 
 def stop_on(stop: asyncio.Event, hard_exit: Callable[[], None]) -> Callable[[], None]:

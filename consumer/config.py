@@ -324,7 +324,10 @@ class SyncSettings(_Section):
         default=300.0, gt=0, description="report a job still missing workflowId after this"
     )
     shutdown_deadline_s: float = Field(
-        default=20.0, gt=0, description="time in-flight requests get on shutdown or revoke"
+        default=20.0,
+        gt=0,
+        description="time in-flight requests get on shutdown or revoke; a stop gives up a last "
+        "checkpoint it cannot commit by twice this (exit code 3)",
     )
     retention_s: float = Field(
         default=7 * 24 * 3600.0, gt=0, description="terminal, synced jobs are forgotten after"

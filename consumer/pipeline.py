@@ -123,6 +123,16 @@ class PipelineLimits:
     take_backoff_s: float = 0.5
 
 
+#: the least a stop's final commit, and then the producers' close, get (``Pipeline.finish``)
+STOP_STEP_AT_LEAST_S = 2.0
+
+
+def _loop_time(monotonic: float) -> float:
+    """``monotonic`` on the running loop's clock (``asyncio.timeout_at`` takes that)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + (monotonic - time.monotonic())
+
+
 class Pipeline:
     """Owns the store's partitions and runs the consume loop."""
 
@@ -150,6 +160,10 @@ class Pipeline:
         self._observer = observer
         self._wall_clock = wall_clock
         self._lock = asyncio.Lock()
+        #: when the stop began (``time.monotonic()``); its steps are bounded from then
+        self._stopped_at: float | None = None
+        #: whether the stop's last checkpoint committed
+        self._stop_committed = True
         self._arrival_clock = ArrivalClock(wall_clock)
         self._sizes = SizeEstimate()
         self._owned: set[int] = set()
@@ -399,10 +413,9 @@ class Pipeline:
     # -- the consume loop ------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Fetch and absorb continuously; checkpoint every ``checkpoint_interval_s``.
-
-        Ends with a last checkpoint once ``stop`` is set, so a clean stop replays nothing.
-        """
+        """Fetch and absorb continuously; checkpoint every ``checkpoint_interval_s``, until
+        ``stop`` is set. (The stop's own checkpoints are :meth:`last_checkpoint` and
+        :meth:`finish`, each bounded in time.)"""
         last_checkpoint = time.monotonic()
         drain_started: float | None = None
         while not stop.is_set():
@@ -444,20 +457,88 @@ class Pipeline:
                     time.monotonic() >= next_checkpoint
                     or self._checkpoint.pending_jobs >= self._limits.checkpoint_max_jobs
                 ):
-                    await self._checkpoint.commit(live=True)
+                    await self._live_checkpoint(stop)
                     last_checkpoint = time.monotonic()
-        async with self._lock:
-            await self._checkpoint.commit()
 
-    async def finish(self) -> None:
-        """After the scheduler stopped: commit what its last requests recorded, close every
-        partition's producer. (aiokafka does not call the revoke callback when it stops.)"""
-        async with self._lock:
-            try:
+    async def _live_checkpoint(self, stop: asyncio.Event) -> None:
+        """The loop's checkpoint. Once ``stop`` is set it has the last checkpoint's time (see
+        :meth:`last_checkpoint`), then is cancelled; its work goes back to the checkpoint."""
+        commit = asyncio.ensure_future(self._checkpoint.commit(live=True))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((commit, stopping), return_when=asyncio.FIRST_COMPLETED)
+            if not commit.done():
+                await asyncio.wait((commit,), timeout=self._stop_by(1) - time.monotonic())
+        finally:
+            stopping.cancel()
+            if not commit.done():
+                commit.cancel()
+                await asyncio.wait((commit,))
+        if not commit.cancelled():
+            commit.result()
+
+    def _stop_by(self, deadlines: int) -> float:
+        """``deadlines`` shutdown deadlines after the stop began (now, if it had not)."""
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
+        return self._stopped_at + deadlines * self._limits.revoke_deadline_s
+
+    async def last_checkpoint(self) -> bool:
+        """Commit everything staged, so a clean stop replays nothing, within the shutdown
+        deadline from the stop (``revoke_deadline_s``); give up then and say so. Whether it
+        committed.
+
+        A commit that cannot succeed (the broker down, a changelog refusing a state) is
+        otherwise retried for ever, and a stopping member would wait for the platform's
+        SIGKILL without a word about why. Giving up loses nothing: the offsets stay where the
+        last committed checkpoint left them, so the next owner reads those events again, and a
+        job posted meanwhile is in doubt there and posted again after the in-doubt window.
+        """
+        self._stop_committed = await self._commit_by(
+            self._stop_by(1), "before the requests in flight ended"
+        )
+        return self._stop_committed
+
+    async def _commit_by(self, until: float, step: str) -> bool:
+        bound = asyncio.timeout_at(_loop_time(until))
+        try:
+            async with bound, self._lock:
                 await self._checkpoint.commit()
-            finally:
-                await self._checkpoint.close_all()
-                self._owned.clear()
+            return True
+        except TimeoutError:
+            if not bound.expired():
+                raise
+            log.error(
+                "last_checkpoint_abandoned",
+                step=step,
+                partitions=sorted(self._owned),
+                jobs_uncommitted=self._checkpoint.pending_jobs,
+                action="nothing is lost: the next owner reads the uncommitted events again "
+                "and posts the jobs in doubt again after the in-doubt window",
+            )
+            return False
+
+    async def finish(self) -> bool:
+        """After the scheduler stopped: commit what its last requests recorded, by twice the
+        shutdown deadline from the stop (giving up then, as :meth:`last_checkpoint`; after a
+        last checkpoint that committed, for at least ``STOP_STEP_AT_LEAST_S``), and close
+        every partition's producer. (aiokafka does not call the revoke callback when it
+        stops.) Whether it committed."""
+        until = self._stop_by(2)
+        if self._stop_committed:
+            until = max(until, time.monotonic() + STOP_STEP_AT_LEAST_S)
+        try:
+            return await self._commit_by(until, "after the requests in flight ended")
+        finally:
+            # A producer whose transaction was abandoned may wait on the broker to close: it
+            # gets what is left of the time, at least STOP_STEP_AT_LEAST_S, then is left behind.
+            remaining = max(until - time.monotonic(), STOP_STEP_AT_LEAST_S)
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._checkpoint.close_all()
+            except TimeoutError:
+                log.error("producers_not_closed", partitions=sorted(self._owned))
+            self._owned.clear()
 
     def _absorb(self, records: Sequence[SourceRecord], misrouted: bool = True) -> None:
         effect = absorb(

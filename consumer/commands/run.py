@@ -9,7 +9,9 @@ report successes for posts that went nowhere. ``--embedded`` starts the local br
 they converged (the quick start).
 
 Exit codes: 0 after a clean stop (or a converged demo), 1 when the demo did not converge,
-2 for invalid or missing settings or topics, 130 after a second signal.
+2 for invalid or missing settings or topics, 3 after a stop that gave up a last checkpoint it
+could not commit within twice ``sync.shutdown_deadline_s`` (nothing is lost; the next owner
+reads those events again), 130 after a second signal.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ from consumer.observability.tracing import Tracing, tracing_from_environ
 from consumer.progress import open_display
 
 log = structlog.get_logger(__name__)
+
+#: the stop gave up a last checkpoint (``last_checkpoint_abandoned`` in the log)
+EXIT_LAST_CHECKPOINT_ABANDONED = 3
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,13 +106,14 @@ async def _run(settings: Settings, args: argparse.Namespace, tracing: Tracing) -
             tracing=tracing,
         )
     endpoints = endpoints_from(settings)
+    running = Running(stats=Stats())
     await run_waiting_out_denials(
-        lambda running: run_consumer(settings, endpoints, stop, running, tracing=tracing),
+        lambda board: run_consumer(settings, endpoints, stop, board, tracing=tracing),
         settings,
         stop,
-        Running(stats=Stats()),
+        running,
     )
-    return 0
+    return 0 if running.stop_committed else EXIT_LAST_CHECKPOINT_ABANDONED
 
 
 #: Allocations between two collections of the young generation (Python's default: 700), and

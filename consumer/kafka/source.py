@@ -23,6 +23,9 @@ from consumer.kafka.records import SourceRecord
 
 log = structlog.get_logger(__name__)
 
+#: the longest a stopping member tries to leave its group (``EventSource.stop``)
+LEAVE_AT_MOST_S = 5.0
+
 
 class PartitionOwner(Protocol):
     """Told about partition numbers before they are taken away and after they arrive."""
@@ -87,7 +90,22 @@ class EventSource:
             raise
 
     async def stop(self) -> None:
-        await self._consumer.stop()
+        """Leave the group, for at most ``LEAVE_AT_MOST_S``: a broker that does not answer
+        would hold the exit for the consumer's request timeout (40 s by default), where not
+        leaving only costs the group one session timeout before it rebalances."""
+        bound = asyncio.timeout(LEAVE_AT_MOST_S)
+        try:
+            async with bound:
+                await self._consumer.stop()
+        except TimeoutError:
+            if not bound.expired():
+                raise
+            log.warning(
+                "group_not_left",
+                seconds=LEAVE_AT_MOST_S,
+                action="the group gives this member's partitions to the others after its "
+                "session timeout",
+            )
 
     async def fetch(self, timeout_ms: int) -> list[SourceRecord]:
         """The next batch of all assigned, unpaused partitions; offset order per partition.

@@ -218,6 +218,8 @@ class PartitionProducer:
         self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
     ) -> dict[TopicPartition, int]:
         attempt = 0
+        # A commit cancelled midway (a stop's or a revoke's deadline) left its transaction open.
+        await self._abort()
         while True:
             if self._closed:
                 raise PartitionLost(self.partition, "revoked while committing")

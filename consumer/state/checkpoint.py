@@ -323,8 +323,9 @@ class Checkpoint:
             await producer.stop()
 
     async def close_all(self) -> None:
-        for partition in list(self._producers):
-            await self.close(partition)
+        """Close every partition's producer, together: one that waits on the broker (its
+        transaction abandoned) must not keep the others from closing."""
+        await asyncio.gather(*(self.close(partition) for partition in list(self._producers)))
 
     def last_written(self, partition: int) -> int | None:
         """The offset of the last changelog record this member committed to ``partition``

@@ -553,6 +553,36 @@ async def eventually(predicate: Callable[[], bool], *, within: float) -> bool:
     return predicate()
 
 
+async def sigterm_and_wait(
+    process: subprocess.Popen[bytes], log: str, within: float
+) -> tuple[int, float]:
+    """SIGTERM ``process``: its exit code and the seconds it took (killed if it outlasts
+    ``within``, failing the test)."""
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    try:
+        code = await asyncio.to_thread(process.wait, within)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        raise AssertionError(f"still running {within} s after SIGTERM:\n{tail(log)}") from None
+    return code, time.monotonic() - signalled
+
+
+def assert_stop_gave_up(log: str, code: int, took: float, deadline: float) -> dict[str, Any]:
+    """The member stopped in time having given up its last checkpoint (exit code 3, one
+    ``last_checkpoint_abandoned`` error per step that gave up); the last such line."""
+    assert code == 3, tail(log)
+    # Twice the deadline, then the producers' close (2 s at least) and leaving the group (5 s
+    # at most), with room for a loaded machine.
+    assert took < 2 * deadline + 12, (took, tail(log))
+    *_, abandoned = log_events(log, "last_checkpoint_abandoned")
+    assert abandoned["level"] == "error"
+    assert abandoned["jobs_uncommitted"] >= 1
+    [stopped] = log_events(log, "consumer_stopped")
+    assert stopped["last_checkpoint_committed"] is False
+    return abandoned
+
+
 def log_events(path: str | os.PathLike[str], event: str) -> list[dict[str, Any]]:
     """The JSON log lines of ``event`` in a consumer's log file, in order, parsed."""
     with open(path, encoding="utf-8", errors="replace") as log:

@@ -22,12 +22,15 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumer.demo import DemoPlan, build_demo
+from consumer.demo.jobs import DemoJobs
 from consumer.domain.events import EventType, JobEvent
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
+    Topics,
     assert_history_never_shrinks,
     assert_read_to_the_end,
+    assert_stop_gave_up,
     consumer_process,
     eventually,
     in_chunks,
@@ -40,6 +43,7 @@ from tests.integration.harness import (
     read_records,
     send_live,
     settings_for,
+    sigterm_and_wait,
     start_consumer_process,
     stored,
     tail,
@@ -63,6 +67,48 @@ def _big_job(steps: int) -> tuple[str, list[JobEvent]]:
     )
     [job] = demo.expected
     return job, demo.events
+
+
+#: the changelog's limit in the tests of a changelog too small for a job
+SMALL_CHANGELOG = {"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024)}
+
+
+async def _small_changelog(
+    make_topic: MakeTopic, prefix: str, seed: int
+) -> tuple[Topics, DemoJobs, str, list[JobEvent]]:
+    """One partition whose changelog takes records of 16 KiB at most, and 20 demo jobs with a
+    300-step job (about 300 KB of state) spread among their events."""
+    topics = await new_topics(make_topic, partitions=1)
+    topics = dataclasses.replace(
+        topics, state=await make_topic(f"state-{prefix}", partitions=1, config=SMALL_CHANGELOG)
+    )
+    demo = build_demo(DemoPlan(jobs=20, seed=seed, prefix=prefix))
+    big, big_events = _big_job(300)
+    return topics, demo, big, _spread(big_events, demo.events)
+
+
+async def _until_refused(log: str) -> None:
+    refused = await eventually(
+        lambda: bool(log_events(log, "changelog_record_too_large")), within=60
+    )
+    assert refused, tail(log)
+
+
+async def _raise_changelog_limit(bootstrap: str, topic: str) -> None:
+    """What operations tells the operator to do: raise the changelog's limit (to 4 MiB)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        raised = {**SMALL_CHANGELOG, "max.message.bytes": str(4 * 1024 * 1024)}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=raised)])
+    finally:
+        await admin.close()
+
+
+def _big_expected(steps: int) -> dict[str, dict[str, Any]]:
+    return build_demo(
+        DemoPlan(jobs=1, steps=steps, prefix="big", abort_share=0, exclude_share=0, seed=5)
+    ).expected
 
 
 def _spread(events: list[JobEvent], among: list[JobEvent]) -> list[JobEvent]:
@@ -223,37 +269,51 @@ class TestBigJob:
         the topic's limit, the partition goes on by itself: every job converges, the offsets
         reach the end, nothing exits. (Before, the first refusal left the producer's sequence
         numbers ahead of the broker's and the partition stayed refused after the fix.)"""
-        topics = await new_topics(make_topic, partitions=1)
-        state = {"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024)}
-        topics = dataclasses.replace(
-            topics, state=await make_topic("state-small", partitions=1, config=state)
-        )
-        demo = build_demo(DemoPlan(jobs=20, seed=53, prefix="small-changelog"))
-        big, big_events = _big_job(300)
-        big_expected = build_demo(
-            DemoPlan(jobs=1, steps=300, prefix="big", abort_share=0, exclude_share=0, seed=5)
-        ).expected
-        events = _spread(big_events, demo.events)
+        topics, demo, big, events = await _small_changelog(make_topic, "small-changelog", 53)
+        big_expected = _big_expected(300)
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")
         async with consumer_process(settings, log):
             await produce(kafka_bootstrap, topics.inputs, events)
-            refused = await eventually(
-                lambda: bool(log_events(log, "changelog_record_too_large")), within=60
-            )
-            assert refused, tail(log)
-            admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
-            await admin.start()
-            try:
-                raised = {**state, "max.message.bytes": str(4 * 1024 * 1024)}
-                await admin.alter_configs(
-                    [ConfigResource(ConfigResourceType.TOPIC, topics.state, configs=raised)]
-                )
-            finally:
-                await admin.close()
+            await _until_refused(log)
+            await _raise_changelog_limit(kafka_bootstrap, topics.state)
             await wait_converged(sandbox_in_process, {**demo.expected, **big_expected}, within=90)
             await assert_read_to_the_end(kafka_bootstrap, topics.group, len(events))
         assert len(stored(sandbox_in_process, big)["completedSteps"]) == 300  # type: ignore[index]
+        assert await _failures(kafka_bootstrap, topics.failed) == []
+
+    async def test_sigterm_while_the_changelog_refuses_a_state_stops_in_time_and_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """SIGTERM while the changelog refuses a state (16 KiB limit, a 300-step job): the last
+        checkpoint cannot commit, and the member gives it up at twice its shutdown deadline
+        (3 s here) instead of retrying until the platform's SIGKILL: it exits with code 3, a
+        ``last_checkpoint_abandoned`` error naming the partition for each step of the stop that
+        gave up (before and after the requests in flight ended). Nothing is lost: once the
+        limit is raised, a new member converges every job and reads to the end."""
+        topics, demo, big, events = await _small_changelog(make_topic, "refused-at-stop", 59)
+        big_expected = _big_expected(300)
+        deadline = 3.0
+        settings = settings_for(
+            kafka_bootstrap, sandbox_in_process, topics, shutdown_deadline_s=deadline
+        )
+        log = str(tmp_path / "consumer.log")
+        await produce(kafka_bootstrap, topics.inputs, events)
+        process = start_consumer_process(settings, log)
+        await _until_refused(log)
+        code, took = await sigterm_and_wait(process, log, 30)
+        assert assert_stop_gave_up(log, code, took, deadline)["partitions"] == [0]
+
+        await _raise_changelog_limit(kafka_bootstrap, topics.state)
+        async with consumer_process(settings, str(tmp_path / "after.log")):
+            await wait_converged(sandbox_in_process, {**demo.expected, **big_expected}, within=90)
+            await assert_read_to_the_end(kafka_bootstrap, topics.group, len(events))
+        assert len(stored(sandbox_in_process, big)["completedSteps"]) == 300  # type: ignore[index]
+        assert_history_never_shrinks(sandbox_in_process, [*demo.expected, big])
         assert await _failures(kafka_bootstrap, topics.failed) == []
 
     async def test_a_job_beyond_max_job_bytes_gets_one_job_too_large(

@@ -36,6 +36,7 @@ from tests.integration.harness import (
     assert_each_reported_once,
     assert_history_never_shrinks,
     assert_read_to_the_end,
+    assert_stop_gave_up,
     catching_up,
     committed,
     consumer_process,
@@ -53,6 +54,7 @@ from tests.integration.harness import (
     send_live,
     sent_until_held,
     settings_for,
+    sigterm_and_wait,
     start_consumer_process,
     stored,
     tail,
@@ -618,6 +620,52 @@ class TestKafkaTrouble:
         finally:
             if process.poll() is None:
                 await stop_process(process, log)
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+
+    async def test_sigterm_while_the_broker_hangs_stops_in_time_and_the_next_run_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """SIGTERM while the broker is SIGSTOPped, with results, settled states and offsets
+        staged (a checkpoint only every 60 s): the last checkpoint cannot commit, and the member
+        gives it up at twice its shutdown deadline (3 s here) and exits with code 3 instead of
+        retrying until the platform's SIGKILL. Once the broker answers, a new member converges
+        every job, reads to the end, and no job's history shrinks."""
+        pid = broker_pid(kafka_bootstrap)
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=60, seed=89, prefix="hung-at-stop"))
+        half = len(demo.events) // 2
+        deadline = 3.0
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, shutdown_deadline_s=deadline),
+            3,
+        )
+        kafka = settings.kafka.model_copy(update={"checkpoint_interval_ms": 60_000})
+        rare_checkpoints = settings.model_copy(update={"kafka": kafka})
+        log = str(tmp_path / "consumer.log")
+        await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
+        process = start_consumer_process(rare_checkpoints, log)
+        try:
+            assert await eventually(lambda: len(sandbox_in_process.state.jobs) > 10, within=60), (
+                tail(log)
+            )
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                code, took = await sigterm_and_wait(process, log, 45)
+            finally:
+                os.kill(pid, signal.SIGCONT)
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert_stop_gave_up(log, code, took, deadline)
+
+        await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
+        async with consumer_process(settings, str(tmp_path / "after.log")):
+            await wait_converged(sandbox_in_process, demo.expected, within=120)
+            await assert_read_to_the_end(kafka_bootstrap, topics.group, len(demo.events))
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
 
     async def test_killed_while_the_broker_hangs_mid_backlog_the_next_run_loses_nothing(
