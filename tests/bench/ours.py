@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -169,12 +170,14 @@ async def paced_ours(
     out: Path,
     within: float,
     name: str = "ours paced",
+    on_start: Callable[[int], None] | None = None,
 ) -> RunResult:
-    """Ours under live traffic at ``rate`` events/s for about ``seconds``: the latency goal."""
+    """Ours under live traffic at ``rate`` events/s for about ``seconds``: the latency goal.
+    ``on_start`` gets ours' pid as soon as it runs (a profiler)."""
     workload = await paced_workload(bootstrap, rate, seconds, name)
     settings = await ours_settings(bootstrap, sandbox_url, workload)
     child = ours_child(settings, out / f"{slug(name)}.log", name)
-    return await measure_paced(child, watch, workload, rate=rate, within=within)
+    return await measure_paced(child, watch, workload, rate=rate, within=within, on_start=on_start)
 
 
 async def paced_workload(bootstrap: str, rate: float, seconds: float, name: str) -> Workload:

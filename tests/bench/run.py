@@ -207,6 +207,13 @@ async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult],
             for name, floor, share in paced_runs if backlog_rate and not args.skip_paced else ():
                 rate = backlog_rate / share
                 print(f"  {name}: {rate:.0f} events/s for {args.paced_seconds:g} s", flush=True)
+                # The half-rate run is profiled too: a live event costs a request, an intent
+                # and a settled state, which the backlog's profile does not show.
+                profiler = (
+                    Profiler(out / f"{slug(name)}-profile.txt")
+                    if args.profile and share == 2
+                    else None
+                )
                 paced = await paced_ours(
                     broker.bootstrap,
                     sandbox.url,
@@ -216,7 +223,11 @@ async def run_all(args: argparse.Namespace, out: Path) -> tuple[list[RunResult],
                     out=out,
                     within=within,
                     name=name,
+                    on_start=profiler.attach if profiler is not None else None,
                 )
+                if profiler is not None:
+                    figures[f"{name} profile"] = str(profiler.path)
+                    print(profiler.finish(), flush=True)
                 await record(paced)
                 figures[f"{name} p99 ms"] = paced.latency_ms.get("p99")
                 live = await paced_workload(broker.bootstrap, rate, args.paced_seconds, floor)

@@ -169,13 +169,22 @@ async def measure_posting(
 
 
 async def measure_paced(
-    child: Child, watch: Watch, workload: Workload, *, rate: float, within: float
+    child: Child,
+    watch: Watch,
+    workload: Workload,
+    *,
+    rate: float,
+    within: float,
+    on_start: Callable[[int], None] | None = None,
 ) -> RunResult:
     """``child`` under live traffic: started, and given its partitions, before the first of the
     ``workload``'s events is sent at ``rate`` events/s (the producer shares the machine, which a
-    backlog run avoids). Latency is from each job's last event's record timestamp."""
+    backlog run avoids). Latency is from each job's last event's record timestamp;
+    ``on_start`` gets the child's pid as soon as it runs."""
     await watch.expect(workload.digests())
     child.start()
+    if on_start is not None:
+        on_start(child.pid)
     deadline = time.monotonic() + 60
     while '"partitions_assigned"' not in child.log.read_text(errors="replace"):
         if time.monotonic() > deadline or not child.alive():
