@@ -49,6 +49,7 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from consumer.errors import PartitionLost, RecordsTooLarge
+from consumer.kafka.partitioning import hashes_to
 
 log = structlog.get_logger(__name__)
 
@@ -387,11 +388,20 @@ class PartitionProducer:
         """The records by the partition they go to, in order; a record without a partition
         goes where the Java client's default partitioner would put its key."""
         grouped: dict[TopicPartition, list[tuple[int, Producible]]] = {}
+        # Each topic's partitions once per transaction, not once per record: a checkpoint
+        # after live traffic carries a result record for each request.
+        partitions: dict[str, list[int]] = {}
         for index, record in enumerate(records):
             partition = record.partition
             if partition is None:
-                available = sorted(await self._producer.partitions_for(record.topic))
-                partition = DefaultPartitioner()(record.key, available, available)
+                available = partitions.get(record.topic)
+                if available is None:
+                    available = sorted(await self._producer.partitions_for(record.topic))
+                    partitions[record.topic] = available
+                if record.key is None:
+                    partition = DefaultPartitioner()(None, available, available)
+                else:
+                    partition = available[hashes_to(record.key, len(available))]
             grouped.setdefault(TopicPartition(record.topic, partition), []).append((index, record))
         return grouped
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalOperation, KafkaError, KafkaTimeoutError
+from aiokafka.partitioner import DefaultPartitioner
 from structlog.testing import capture_logs
 
 from consumer.errors import PartitionLost
@@ -188,3 +189,73 @@ class TestPartitionProducer:
             await producer.commit(RECORDS, {})
             await asyncio.sleep(0.12)
         assert not [line for line in logs if line["event"] == "checkpoint_slow"]
+
+    async def test_records_without_a_partition_go_where_the_java_partitioner_puts_their_key(
+        self,
+    ) -> None:
+        """Result records carry no partition: each goes where aiokafka's default partitioner
+        (the Java client's murmur2) puts its key, and the topic's partitions are looked up once
+        per transaction, not once per record."""
+        fake = FencedMidTransaction(fatal=False, fail_sends=0)
+        lookups: list[str] = []
+        sent: list[tuple[str, int]] = []
+
+        async def partitions_for(topic: str) -> set[int]:
+            lookups.append(topic)
+            return set(range(6))
+
+        async def send_batch(batch: Any, topic: str, *, partition: int) -> Any:
+            sent.append((topic, partition))
+            return await FencedMidTransaction.send_batch(fake, batch, topic, partition=partition)
+
+        fake.partitions_for = partitions_for  # type: ignore[attr-defined]
+        fake.send_batch = send_batch  # type: ignore[method-assign]
+        keys = [f"job-{n}".encode() for n in range(40)]
+        records = [OutRecord("results", key, b"v") for key in keys]
+        producer = PartitionProducer(lambda **_: fake, "group", 0)
+        await producer.commit(records, {})
+        java = DefaultPartitioner()
+        expected = {("results", java(key, list(range(6)), list(range(6)))) for key in keys}
+        assert set(sent) == expected
+        assert len(expected) > 1
+        assert lookups == ["results"]
+
+    async def test_a_commit_cancelled_midway_is_aborted_before_the_next_begins(self) -> None:
+        """A stop's or a revoke's deadline cancels a commit waiting on the broker, its
+        transaction open. The next commit aborts it first (aiokafka refuses to begin a
+        transaction inside another): no failed attempt, no ``checkpoint_retry``."""
+        fake = FencedMidTransaction(fatal=False, fail_sends=0)
+        aborts = 0
+        begin, abort, send = fake.begin_transaction, fake.abort_transaction, fake.send_batch
+        hang = asyncio.Event()
+
+        async def strict_begin() -> None:
+            assert not fake._txn_manager.in_transaction, "IN_TRANSACTION -> IN_TRANSACTION"
+            await begin()
+
+        async def counted_abort() -> None:
+            nonlocal aborts
+            aborts += 1
+            await abort()
+
+        async def hanging_send(*args: Any, **kwargs: Any) -> Any:
+            if not hang.is_set():
+                hang.set()
+                await asyncio.Event().wait()
+            return await send(*args, **kwargs)
+
+        fake.begin_transaction = strict_begin  # type: ignore[method-assign]
+        fake.abort_transaction = counted_abort  # type: ignore[method-assign]
+        fake.send_batch = hanging_send  # type: ignore[method-assign]
+        producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
+        first = asyncio.create_task(producer.commit(RECORDS, {}))
+        await hang.wait()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert fake._txn_manager.in_transaction
+        with capture_logs() as logs:
+            await producer.commit(RECORDS, {})
+        assert aborts == 1
+        assert fake.commits == 1
+        assert not [line for line in logs if line["event"] == "checkpoint_retry"]
