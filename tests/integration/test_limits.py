@@ -127,6 +127,64 @@ async def _failures(bootstrap: str, topic: str) -> list[Any]:
     return await read_records(bootstrap, topic, settle_s=0.5)
 
 
+#: ``max.message.bytes`` of the result topics that take only small batches
+SMALL_RESULTS = 8192
+
+
+async def _small_result_topics(
+    make_topic: MakeTopic, bootstrap: str, prefix: str
+) -> tuple[Topics, DemoJobs, list[bytes]]:
+    """One partition, result topics limited to :data:`SMALL_RESULTS`, and produced: a backlog
+    of 150 jobs with twelve 30 KB undecodable values in its middle."""
+    topics = await new_topics(make_topic, partitions=1)
+    small = {"max.message.bytes": str(SMALL_RESULTS)}
+    topics = dataclasses.replace(
+        topics,
+        succeeded=await make_topic(f"ok-{prefix}", partitions=1, config=small),
+        failed=await make_topic(f"failed-{prefix}", partitions=1, config=small),
+    )
+    demo = build_demo(DemoPlan(jobs=150, seed=47, prefix=f"{prefix}-results"))
+    garbage = [os.urandom(30_000) for _ in range(12)]
+    half = len(demo.events) // 2
+    await produce(bootstrap, topics.inputs, demo.events[:half])
+    await produce_raw(bootstrap, topics.inputs[0], [(b"garbage", g, []) for g in garbage])
+    await produce(bootstrap, topics.inputs, demo.events[half:])
+    return topics, demo, garbage
+
+
+async def _assert_every_result_within_the_limit(
+    bootstrap: str, topics: Topics, demo: DemoJobs, garbage: list[bytes]
+) -> None:
+    """Offsets at the end; committed: a success record for every job (after a kill, those of
+    the jobs in doubt come once the in-doubt window has passed and they are posted again),
+    exactly one failure record for every undecodable value (its size, sha256 and
+    coordinates), each record within :data:`SMALL_RESULTS`."""
+    await assert_read_to_the_end(bootstrap, topics.group, len(demo.events) + len(garbage))
+    succeeded: list[tuple[bytes, bytes]] = []
+
+    async def every_job_reported() -> bool:
+        succeeded[:] = await raw_records(bootstrap, topics.succeeded, committed=True)
+        return {json.loads(v)["clientJobId"] for _, v in succeeded} == set(demo.expected)
+
+    for _ in range(60):
+        if await every_job_reported():
+            break
+        await asyncio.sleep(0.5)
+    failed = await raw_records(bootstrap, topics.failed, committed=True)
+    assert all(len(value) <= SMALL_RESULTS for _, value in failed + succeeded)
+    assert {json.loads(v)["clientJobId"] for _, v in succeeded} == set(demo.expected)
+    failures = {json.loads(v)["source"]["valueSha256"]: json.loads(v) for _, v in failed}
+    assert len(failed) == len(garbage), [json.loads(v)["reason"] for _, v in failed]
+    for value in garbage:
+        record = failures[hashlib.sha256(value).hexdigest()]
+        assert record["reason"] == "invalid_event"
+        source = record["source"]
+        assert (source["valueSize"], source["truncated"]) == (30_000, True)
+        # The value itself is given up first (the coordinates locate it, for redrive).
+        assert source["value"] is None or value.startswith(base64.b64decode(source["value"]))
+        assert (source["topic"], isinstance(source["offset"], int)) == (topics.inputs[0], True)
+
+
 class TestOversizedInput:
     async def test_a_900_kb_undecodable_value_gets_a_bounded_failure_record(
         self,
@@ -188,44 +246,46 @@ class TestOversizedInput:
         the limit; the offsets reach the end and nothing exits. (Before, the first refusal left
         aiokafka's sequence numbers ahead of the broker's: every later batch of the partition
         was refused as out of order, forever, and SIGTERM could not stop the member.)"""
-        limit = 8192
-        topics = await new_topics(make_topic, partitions=1)
-        small = {"max.message.bytes": str(limit)}
-        topics = dataclasses.replace(
-            topics,
-            succeeded=await make_topic("ok-small", partitions=1, config=small),
-            failed=await make_topic("failed-small", partitions=1, config=small),
-        )
-        demo = build_demo(DemoPlan(jobs=150, seed=47, prefix="small-results"))
-        garbage = [os.urandom(30_000) for _ in range(12)]
-        half = len(demo.events) // 2
-        await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
-        await produce_raw(kafka_bootstrap, topics.inputs[0], [(b"garbage", g, []) for g in garbage])
-        await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
+        topics, demo, garbage = await _small_result_topics(make_topic, kafka_bootstrap, "small")
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")
         process = start_consumer_process(settings, log)
         try:
             await wait_converged(sandbox_in_process, demo.expected, within=90)
-            await assert_read_to_the_end(
-                kafka_bootstrap, topics.group, len(demo.events) + len(garbage)
-            )
-            failed = await raw_records(kafka_bootstrap, topics.failed, committed=True)
-            succeeded = await raw_records(kafka_bootstrap, topics.succeeded, committed=True)
+            await _assert_every_result_within_the_limit(kafka_bootstrap, topics, demo, garbage)
         finally:
             await _stop(process, log)
-        assert all(len(value) <= limit for _, value in failed + succeeded)
-        assert {json.loads(v)["clientJobId"] for _, v in succeeded} == set(demo.expected)
-        failures = {json.loads(v)["source"]["valueSha256"]: json.loads(v) for _, v in failed}
-        assert len(failed) == len(garbage), [json.loads(v)["reason"] for _, v in failed]
-        for value in garbage:
-            record = failures[hashlib.sha256(value).hexdigest()]
-            assert record["reason"] == "invalid_event"
-            source = record["source"]
-            assert (source["valueSize"], source["truncated"]) == (30_000, True)
-            # The value itself is given up first (the coordinates locate it, for redrive).
-            assert source["value"] is None or value.startswith(base64.b64decode(source["value"]))
-            assert (source["topic"], isinstance(source["offset"], int)) == (topics.inputs[0], True)
+
+    async def test_killed_while_result_batches_are_refused_the_next_member_reports_once(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The same 8 KiB result topics, and the member is SIGKILLed as soon as it logs its
+        first refused batch (``record_batch_refused_too_large``), its transaction open. A new
+        member, whose producer starts again at full-size batches, is refused and splits in
+        turn: every job gets its success record, every undecodable value exactly one failure
+        record (the killed member's transaction is aborted, never read), every record within
+        the limit, and the offsets reach the end."""
+        topics, demo, garbage = await _small_result_topics(make_topic, kafka_bootstrap, "killed")
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics), 3
+        )
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        try:
+            refused = await eventually(
+                lambda: bool(log_events(log, "record_batch_refused_too_large")), within=60
+            )
+            assert refused, tail(log)
+        finally:
+            process.kill()
+            await asyncio.to_thread(process.wait, 10)
+        async with consumer_process(settings, str(tmp_path / "after.log")):
+            await wait_converged(sandbox_in_process, demo.expected, within=90)
+            await _assert_every_result_within_the_limit(kafka_bootstrap, topics, demo, garbage)
 
 
 class TestBigJob:
