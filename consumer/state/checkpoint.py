@@ -252,7 +252,7 @@ class Checkpoint:
         *,
         result_limit: int = RESULT_RECORD_BYTES,
         too_large_backoff_s: float = 5.0,
-        compress_values: bool = False,
+        compress_values: bool = True,
     ) -> None:
         self._store = store
         self._compress_values = compress_values

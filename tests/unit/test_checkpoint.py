@@ -741,7 +741,8 @@ class TestMemoryOfABigCheckpoint:
 
             return PartitionProducer(aiokafka_producer, "group", partition)
 
-        checkpoint = Checkpoint(store, TOPICS, open_producer)
+        # Uncompressed, so the sizes noted are the encodings' own.
+        checkpoint = Checkpoint(store, TOPICS, open_producer, compress_values=False)
         await checkpoint.open(0)
         states = [job_state(f"job-{n:03d}") for n in range(100)]
         for state in states:
