@@ -474,6 +474,8 @@ class Pipeline:
             if not commit.done():
                 commit.cancel()
                 await asyncio.wait((commit,))
+            if not commit.cancelled():
+                commit.exception()  # read, even when this task is cancelled: asyncio logs it
         if not commit.cancelled():
             commit.result()
 
