@@ -183,10 +183,18 @@ async def run_consumer(
         if admin is None:
             return
         stack.push_async_callback(admin.close)
-        partition_count = await ensure_topology(admin, _topic_plan(settings))
-        await check_changelog_placement(
-            _consumer_factory(kafka), settings.state_topic, partition_count
-        )
+        try:
+            partition_count = await _unless_stopped(
+                stop, ensure_topology(admin, _topic_plan(settings))
+            )
+            await _unless_stopped(
+                stop,
+                check_changelog_placement(
+                    _consumer_factory(kafka), settings.state_topic, partition_count
+                ),
+            )
+        except _Stopped:
+            return
         running.waiting_for = None
         gateway = GatewayClient(
             session,
@@ -479,6 +487,33 @@ async def _started_admin(kafka: dict[str, Any]) -> AIOKafkaAdminClient:
     return admin
 
 
+class _Stopped(Exception):
+    """``stop`` was set while a start-up step waited on Kafka (see :func:`_unless_stopped`)."""
+
+
+async def _unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T:
+    """``work``, cancelled (raising ``_Stopped``) once ``stop`` is set first.
+
+    A start-up step waits on Kafka as long as aiokafka lets it: a broker that hangs while the
+    member starts held a SIGTERM for its request timeout, 47 s from the signal to the exit
+    (measured with the broker SIGSTOPped as the member connected), and more with each step.
+    """
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait((task,))
+        if not task.cancelled():
+            task.exception()  # read, even when this task is cancelled: asyncio logs it
+    if task.cancelled():
+        raise _Stopped
+    return task.result()
+
+
 async def _until_reachable(
     step: str,
     attempt: Callable[[], Awaitable[T]],
@@ -497,7 +532,9 @@ async def _until_reachable(
     tries = 0
     while not stop.is_set():
         try:
-            return await attempt()
+            return await _unless_stopped(stop, attempt())
+        except _Stopped:
+            return None
         except (KafkaError, OSError) as exc:
             if is_denial(exc):
                 raise  # a missing ACL: reported and waited out by the caller
