@@ -59,6 +59,7 @@ from consumer.state.checkpoint import Checkpoint, CheckpointTopics
 from consumer.state.memory import MemoryGuard, memory_limit_bytes
 from consumer.state.recovery import RestoreReport, end_offsets, restore
 from consumer.state.store import JobStore
+from consumer.stopping import Stopped, unless_stopped
 from consumer.sync.circuit import CircuitBreaker
 from consumer.sync.diagnosis import GatewayEvidence
 from consumer.sync.retry import RetryPolicy
@@ -184,16 +185,16 @@ async def run_consumer(
             return
         stack.push_async_callback(admin.close)
         try:
-            partition_count = await _unless_stopped(
+            partition_count = await unless_stopped(
                 stop, ensure_topology(admin, _topic_plan(settings))
             )
-            await _unless_stopped(
+            await unless_stopped(
                 stop,
                 check_changelog_placement(
                     _consumer_factory(kafka), settings.state_topic, partition_count
                 ),
             )
-        except _Stopped:
+        except Stopped:
             return
         running.waiting_for = None
         gateway = GatewayClient(
@@ -210,6 +211,7 @@ async def run_consumer(
             partition_count,
             wrap_restore,
             tracing.sync_tracer,
+            stop,
         )
         running.pipeline, running.scheduler = pipeline, scheduler
         if await _join_group(stack, source, pipeline, settings, endpoints, stop, running):
@@ -313,6 +315,7 @@ def _assemble(
     partition_count: int,
     wrap_restore: Callable[[Restorer], Restorer] | None,
     tracer: SyncTracer,
+    stop: asyncio.Event,
 ) -> tuple[Pipeline, SyncScheduler, EventSource]:
     """The object graph, each part given what it needs at construction."""
     _warn_deprecated(settings)
@@ -357,6 +360,7 @@ def _assemble(
         changelog_end_offsets,
         _pipeline_limits(settings, partition_count),
         stats,
+        stop=stop,
     )
     return pipeline, scheduler, source
 
@@ -487,33 +491,6 @@ async def _started_admin(kafka: dict[str, Any]) -> AIOKafkaAdminClient:
     return admin
 
 
-class _Stopped(Exception):
-    """``stop`` was set while a start-up step waited on Kafka (see :func:`_unless_stopped`)."""
-
-
-async def _unless_stopped(stop: asyncio.Event, work: Awaitable[T]) -> T:
-    """``work``, cancelled (raising ``_Stopped``) once ``stop`` is set first.
-
-    A start-up step waits on Kafka as long as aiokafka lets it: a broker that hangs while the
-    member starts held a SIGTERM for its request timeout, 47 s from the signal to the exit
-    (measured with the broker SIGSTOPped as the member connected), and more with each step.
-    """
-    task = asyncio.ensure_future(work)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((task, stopping), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.wait((task,))
-        if not task.cancelled():
-            task.exception()  # read, even when this task is cancelled: asyncio logs it
-    if task.cancelled():
-        raise _Stopped
-    return task.result()
-
-
 async def _until_reachable(
     step: str,
     attempt: Callable[[], Awaitable[T]],
@@ -532,8 +509,8 @@ async def _until_reachable(
     tries = 0
     while not stop.is_set():
         try:
-            return await _unless_stopped(stop, attempt())
-        except _Stopped:
+            return await unless_stopped(stop, attempt())
+        except Stopped:
             return None
         except (KafkaError, OSError) as exc:
             if is_denial(exc):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -41,6 +42,7 @@ from consumer.kafka.source import EventSource
 from consumer.state.checkpoint import Checkpoint
 from consumer.state.recovery import RestoreReport, can_keep
 from consumer.state.store import JobStore
+from consumer.stopping import Stopped, holding_unless_stopped, unless_stopped
 from consumer.sync.catch_up import CatchUpMode
 from consumer.sync.scheduler import SyncScheduler
 
@@ -148,6 +150,7 @@ class Pipeline:
         observer: PipelineObserver,
         *,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        stop: asyncio.Event | None = None,
     ) -> None:
         self._source = source
         self._store = store
@@ -164,6 +167,9 @@ class Pipeline:
         self._stopped_at: float | None = None
         #: whether the stop's last checkpoint committed
         self._stop_committed = True
+        #: set to stop the member (as :meth:`run`'s); a take in progress gives way to it (the
+        #: group's first assignment may come before :meth:`run` starts)
+        self._stop = stop if stop is not None else asyncio.Event()
         self._arrival_clock = ArrivalClock(wall_clock)
         self._sizes = SizeEstimate()
         self._owned: set[int] = set()
@@ -251,7 +257,11 @@ class Pipeline:
             self._restoring = True
             self._observer.ownership_changed(partitions, restoring=True)
             try:
-                await self._take(partitions)
+                # A take waits on Kafka (fencing, restoring, offsets) for as long as a broker
+                # that does not answer lets it, holding the lock the stop needs: a stop ends it.
+                await unless_stopped(self._stop, self._take(partitions))
+            except Stopped:
+                log.info("take_stopped", partitions=sorted(partitions))
             except Exception as exc:  # aiokafka would swallow it and leave us half-assigned
                 self._mark_stalled()
                 if is_denial(exc):
@@ -416,6 +426,7 @@ class Pipeline:
         """Fetch and absorb continuously; checkpoint every ``checkpoint_interval_s``, until
         ``stop`` is set. (The stop's own checkpoints are :meth:`last_checkpoint` and
         :meth:`finish`, each bounded in time.)"""
+        self._stop = stop
         last_checkpoint = time.monotonic()
         drain_started: float | None = None
         while not stop.is_set():
@@ -439,7 +450,9 @@ class Pipeline:
             wait_ms = max(int((next_checkpoint - time.monotonic()) * 1000), 0)
             records = await self._source.fetch(min(self._limits.fetch_timeout_ms, wait_ms))
             misrouted = await self._confirm_layout(records)
-            async with self._lock:
+            async with holding_unless_stopped(self._lock, stop) as held:
+                if not held:
+                    break  # a take holds the lock, waiting on Kafka: the stop goes first
                 # A batch fetched before a rebalance may precede the committed offset the
                 # partition was then sought to: those records come again, so skip them here.
                 expected = self._next_offsets
@@ -463,21 +476,12 @@ class Pipeline:
     async def _live_checkpoint(self, stop: asyncio.Event) -> None:
         """The loop's checkpoint. Once ``stop`` is set it has the last checkpoint's time (see
         :meth:`last_checkpoint`), then is cancelled; its work goes back to the checkpoint."""
-        commit = asyncio.ensure_future(self._checkpoint.commit(live=True))
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            await asyncio.wait((commit, stopping), return_when=asyncio.FIRST_COMPLETED)
-            if not commit.done():
-                await asyncio.wait((commit,), timeout=self._stop_by(1) - time.monotonic())
-        finally:
-            stopping.cancel()
-            if not commit.done():
-                commit.cancel()
-                await asyncio.wait((commit,))
-            if not commit.cancelled():
-                commit.exception()  # read, even when this task is cancelled: asyncio logs it
-        if not commit.cancelled():
-            commit.result()
+        with suppress(Stopped):
+            await unless_stopped(
+                stop,
+                self._checkpoint.commit(live=True),
+                then_s=lambda: self._stop_by(1) - time.monotonic(),
+            )
 
     def _stop_by(self, deadlines: int) -> float:
         """``deadlines`` shutdown deadlines after the stop began (now, if it had not)."""
@@ -594,7 +598,10 @@ class Pipeline:
             try:
                 await asyncio.wait_for(stop.wait(), every_s)
             except TimeoutError:
-                await self.sweep()
+                # Its only wait is for the lock, which a take may hold for as long as Kafka
+                # does not answer: the stop must not wait on it.
+                with suppress(Stopped):
+                    await unless_stopped(stop, self.sweep())
 
     async def sweep(self) -> int:
         """Apply retention to the owned partitions now (``retention_action`` decides per key).

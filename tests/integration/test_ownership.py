@@ -21,11 +21,13 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from consumer.app import Running, endpoints_from, run_consumer
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.events import JobEvent
 from consumer.errors import PartitionLost
 from consumer.kafka.transactions import OutRecord, PartitionProducer
+from consumer.observability.stats import Stats
 from consumer.pipeline import Restored, Restorer
 from consumer.state.recovery import RestoreReport
 from consumer.testing.workfloplus import Sandbox
@@ -502,6 +504,42 @@ class TestRebalanceErrors:
         async with consumer_running(settings, wrap_restore=flaky) as (_, task):
             await wait_converged(sandbox_in_process, demo.expected, within=60, consumer=task)
         assert failures[0] == 2
+
+    async def test_a_stop_while_a_restore_hangs_ends_in_time(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """A restore that never returns (a broker that stopped answering mid-restore) holds
+        the partition's take, and with it the consume loop's lock and aiokafka's group
+        coordination. A stop ends the take (``take_stopped``): the member stops at once with
+        nothing to commit and leaves the group, its connections closed. (Before, the stop
+        waited on the lock for good: still running 60 s later.)"""
+        topics = await new_topics(make_topic, partitions=1)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics, shutdown_deadline_s=2)
+        restoring = asyncio.Event()
+
+        def hanging(restore: Restorer) -> Restorer:
+            async def wrapped(partitions: set[int]) -> tuple[Restored, RestoreReport]:
+                restoring.set()
+                await asyncio.Event().wait()
+                raise AssertionError("unreachable")
+
+            return wrapped
+
+        stop = asyncio.Event()
+        running = Running(stats=Stats())
+        member = asyncio.create_task(
+            run_consumer(settings, endpoints_from(settings), stop, running, wrap_restore=hanging)
+        )
+        try:
+            await asyncio.wait_for(restoring.wait(), 60)
+            stopped = time.monotonic()
+            stop.set()
+            await asyncio.wait_for(asyncio.shield(member), 60)
+            took = time.monotonic() - stopped
+        finally:
+            member.cancel()
+        assert took < 3, took
+        assert running.stop_committed
 
     async def test_a_restore_that_never_succeeds_turns_liveness_red(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
