@@ -185,15 +185,7 @@ async def run_consumer(
             return
         stack.push_async_callback(admin.close)
         try:
-            partition_count = await unless_stopped(
-                stop, ensure_topology(admin, _topic_plan(settings))
-            )
-            await unless_stopped(
-                stop,
-                check_changelog_placement(
-                    _consumer_factory(kafka), settings.state_topic, partition_count
-                ),
-            )
+            partition_count = await unless_stopped(stop, _checked_topics(admin, kafka, settings))
         except Stopped:
             return
         running.waiting_for = None
@@ -225,6 +217,16 @@ async def run_consumer(
                 pipeline, scheduler, stop, settings.sync.shutdown_deadline_s
             )
         log.info("consumer_stopped", last_checkpoint_committed=running.stop_committed)
+
+
+async def _checked_topics(
+    admin: AIOKafkaAdminClient, kafka: dict[str, Any], settings: Settings
+) -> int:
+    """The partition count, once the topics' layout is checked (internal ones created) and
+    the changelog's keys are where that count puts them."""
+    partition_count = await ensure_topology(admin, _topic_plan(settings))
+    await check_changelog_placement(_consumer_factory(kafka), settings.state_topic, partition_count)
+    return partition_count
 
 
 def _gateway_session(
