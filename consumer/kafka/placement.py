@@ -40,8 +40,9 @@ async def sample_placement(
 ) -> list[Placement]:
     """Read the newest ``per_partition`` records of each partition of each topic."""
     consumer = consumer_factory(enable_auto_commit=False, group_id=None)
-    await consumer.start()
     try:
+        # Inside: a start cancelled by a stop must close the consumer too.
+        await consumer.start()
         tps = [TopicPartition(t, p) for t, count in topic_partitions.items() for p in range(count)]
         # Before the assignment, which long-polls a partition read to its end (design notes §8).
         ends = await consumer.end_offsets(tps)
