@@ -178,7 +178,13 @@ class _Intake:
         if state is not None and state.too_large:
             self.effect.too_large += 1
             return
-        result = apply(state, event, now)
+        try:
+            result = apply(state, event, now)
+        except MemoryError:
+            raise
+        except Exception as exc:  # a defect of the reducer must not stop the partition
+            self._fail(record, FailureReason.invalid_event, _not_applied(exc), now, job)
+            return
         if isinstance(result, Rejection):
             self._fail(record, result.reason, result.message, now, job, _version(state))
             return
@@ -337,6 +343,16 @@ class _Intake:
                 state_version=state_version,
             )
         )
+
+
+def _not_applied(exc: Exception) -> str:
+    """An event the reducer failed on: reported with its bytes, as an unusable event is, so
+    that one event never stops its partition (a crash would meet it again at every restart)."""
+    return (
+        f"the event could not be applied ({type(exc).__name__}: {exc}); this is a defect of "
+        "basicsync, please report it with this record: the event is not applied, later events "
+        "are, and it can be sent again with `basicsync redrive` once a fixed version runs"
+    )
 
 
 def _version(state: JobState | None) -> int | None:

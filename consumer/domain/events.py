@@ -352,6 +352,7 @@ def _decode_structured(value: bytes) -> JobEvent:
         raise InvalidEvent(FailureReason.invalid_event, _describe(exc)) from None
     event_type = EventType(envelope.type)
     _check(event_type, envelope.subject, envelope.data)
+    _check_time(envelope.time)
     return JobEvent.model_construct(
         id=envelope.id,
         source=envelope.source,
@@ -399,6 +400,7 @@ def _decode_binary(attributes: dict[str, bytes | None], value: bytes) -> JobEven
     except ValidationError as exc:
         raise InvalidEvent(FailureReason.invalid_event, _describe(exc)) from None
     _check(event_type, text["subject"], data)
+    _check_time(time)
     return JobEvent.model_construct(
         id=text["id"],
         source=text["source"],
@@ -426,6 +428,21 @@ def _check(event_type: EventType, subject: str, data: DomainModel) -> None:
         _check_data(event_type, subject, data)
     except ValueError as exc:
         raise InvalidEvent(FailureReason.invalid_event, str(exc)) from None
+
+
+def _check_time(time: datetime | None) -> None:
+    """The event's time orders it as UTC text (``consumer.domain.job``): it must be an instant
+    of the years 1 to 9999 once in UTC (``0001-01-01T00:00:00+01:00`` is not)."""
+    if time is None or 1 < time.year < 9999:
+        return
+    offset = time.utcoffset()
+    try:
+        _ = time - offset if offset else time
+    except OverflowError:
+        raise InvalidEvent(
+            FailureReason.invalid_event,
+            f"time {time.isoformat()} is outside the years 1 to 9999 once in UTC",
+        ) from None
 
 
 def _check_key(key: bytes | None, subject: str) -> None:

@@ -358,8 +358,11 @@ class TestBigJob:
         topics, demo, big, events = await _small_changelog(make_topic, "refused-at-stop", 59)
         big_expected = _big_expected(300)
         deadline = 3.0
-        settings = settings_for(
-            kafka_bootstrap, sandbox_in_process, topics, shutdown_deadline_s=deadline
+        # A short in-doubt window: the next member may post the jobs whose requests the
+        # stopped one left in doubt after 9 s rather than after the default 90 s.
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics, shutdown_deadline_s=deadline),
+            3,
         )
         log = str(tmp_path / "consumer.log")
         await produce(kafka_bootstrap, topics.inputs, events)

@@ -103,8 +103,8 @@ class TestInvalidInput:
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
         """Bad JSON, a tombstone, a null header value, missing fields, unknown type, key
-        mismatch, oversize and an abort after completion each give one failure record with the
-        original bytes; good jobs converge."""
+        mismatch, oversize, a time before the year 1 in UTC and an abort after completion each
+        give one failure record with the original bytes; good jobs converge."""
         topics = await new_topics(make_topic, partitions=1)
         topic = topics.inputs[0]
         demo = build_demo(DemoPlan(jobs=10, seed=5, abort_share=0))
@@ -126,6 +126,8 @@ class TestInvalidInput:
             ("content-type", b"application/cloudevents+json")
         ]
         oversized = {**envelope, "id": "x-big", "data": {"jobTitle": "x" * 5000}}
+        # valid RFC 3339, but before the year 1 once in UTC: it once crashed the reducer
+        before_utc = {**envelope, "id": "x-time", "time": "0001-01-01T00:00:00+01:00"}
         bad: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]] = [
             (b"job-bad-json", b"{not json", content_type),
             (b"job-tombstone", None, []),
@@ -134,6 +136,7 @@ class TestInvalidInput:
             (valid_key, json.dumps(unknown).encode(), content_type),
             (b"someone-else", json.dumps({**envelope, "id": "x-key"}).encode(), content_type),
             (valid_key, json.dumps(oversized).encode(), content_type),
+            (valid_key, json.dumps(before_utc).encode(), content_type),
         ]
         await produce(kafka_bootstrap, topics.inputs, good[: len(good) // 2])
         await produce_raw(kafka_bootstrap, topic, bad)
@@ -160,6 +163,7 @@ class TestInvalidInput:
         failures = await read_records(kafka_bootstrap, topics.failed)
         reasons = sorted(f["reason"] for f in failures)
         expected_reasons = [
+            "invalid_event",
             "invalid_event",
             "invalid_event",
             "invalid_event",

@@ -265,6 +265,23 @@ class TestInvalidEvents:
         error = invalid(lambda: decode_event(JOB.encode(), b"{}", headers))
         assert error.reason is FailureReason.invalid_event
 
+    @pytest.mark.parametrize("time", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+    @pytest.mark.parametrize("binary", [False, True], ids=["structured", "binary"])
+    def test_time_beyond_the_utc_years(self, time: str, binary: bool) -> None:
+        """A time that is no instant of the years 1 to 9999 in UTC is invalid_event: it could
+        not be ordered (its UTC text would not exist), and the reducer must never meet it."""
+        if binary:
+            headers = [*BINARY_HEADERS, ("ce_time", time.encode())]
+            error = invalid(lambda: decode_event(JOB.encode(), b"{}", headers))
+        else:
+            error = invalid(lambda: decode_json(envelope(time=time)))
+        assert error.reason is FailureReason.invalid_event
+        assert "outside the years 1 to 9999" in error.message
+
+    @pytest.mark.parametrize("time", ["0001-01-01T01:00:00+01:00", "9999-12-31T22:59:59-01:00"])
+    def test_time_at_the_edge_of_the_utc_years(self, time: str) -> None:
+        assert decode_json(envelope(time=time)).time is not None
+
     def test_binary_bad_data(self) -> None:
         """Binary-mode data that does not validate is invalid_event."""
         error = invalid(lambda: decode_event(JOB.encode(), b'{"team":1}', BINARY_HEADERS))

@@ -6,11 +6,14 @@ import base64
 import hashlib
 import json
 from collections.abc import Sequence
+from datetime import datetime
+from unittest.mock import patch
 
 import pytest
 from aiokafka.structs import ConsumerRecord
 
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
+from consumer.domain.job import JobState, apply
 from consumer.domain.results import FailureReason, SourceOffset
 from consumer.domain.retention import forget
 from consumer.domain.settled import SettledJob
@@ -269,6 +272,34 @@ class TestAbsorb:
         effect = run(batch)
         assert len(effect.failures) == 1
         assert effect.changed["job-a"].version == 2
+
+    def test_an_event_the_reducer_fails_on_is_reported_and_the_rest_apply(self) -> None:
+        """A defect of the reducer on one event (here made to raise for it) becomes that event's
+        invalid_event failure with its bytes; the events before and after it, of its job and of
+        others, still apply: one event never stops a partition."""
+        batch = Batch()
+        batch.add(upserted("job-a", workflowId="wf"))
+        poison = batch.add(status_changed("job-a", "Poison"))
+        batch.add(status_changed("job-a", "InProgress"))
+        batch.add(upserted("job-b", workflowId="wf"))
+
+        def failing_apply(state: JobState | None, item: JobEvent, now: datetime) -> object:
+            if item.type is EventType.status_changed and item.data.status == "Poison":  # type: ignore[union-attr]
+                raise KeyError("a defect")
+            return apply(state, item, now)
+
+        with patch("consumer.intake.apply", failing_apply):
+            effect = run(batch)
+        [failure] = effect.failures
+        assert failure.reason is FailureReason.invalid_event
+        assert "could not be applied (KeyError: 'a defect')" in failure.error.message
+        assert failure.client_job_id == "job-a"
+        assert failure.source is not None
+        assert failure.source.offset == poison.offset
+        assert failure.source.value == b64(poison.value or b"")
+        assert effect.changed["job-a"].version == 2
+        assert effect.changed["job-a"].status == "InProgress"
+        assert effect.changed["job-b"].version == 1
 
     def test_aiokafka_records_are_taken_as_they_are(self) -> None:
         """The group member hands over aiokafka's own records (no copy): they are applied, and

@@ -11,6 +11,7 @@ from unittest.mock import patch
 
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
+from pydantic import AwareDatetime, TypeAdapter
 
 from consumer.demo.example import EXAMPLE_BODY, example_job_events
 from consumer.demo.jobs import demo_job
@@ -1133,3 +1134,34 @@ class TestChangelogValue:
         assert restored == state
         assert encode_body(restored) == encode_body(state)
         assert meta.current_step == restored.document.metadata.current_step
+
+
+class TestTimeText:
+    """Clocks written by every earlier version stay comparable with the ones written now."""
+
+    @given(
+        st.datetimes(timezones=st.one_of(st.none(), st.timezones(), st.just(UTC))),
+    )
+    def test_is_the_utc_strftime_text(self, moment: datetime) -> None:
+        """The text is the UTC ``strftime`` text the clocks were first written with."""
+        try:
+            utc = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+        except OverflowError:
+            assume(False)
+        assert time_text(moment) == utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+    @given(st.datetimes(timezones=st.timezones()), st.datetimes(timezones=st.timezones()))
+    def test_text_order_is_time_order(self, first: datetime, second: datetime) -> None:
+        assume(first.year >= 1000 and second.year >= 1000)
+        try:
+            texts = time_text(first), time_text(second)
+        except OverflowError:
+            assume(False)
+        assert (texts[0] < texts[1]) == (first < second)
+
+    def test_pydantic_times_with_offsets(self) -> None:
+        """An event's time as pydantic parses it (its own tzinfo), any offset."""
+        parse = TypeAdapter(AwareDatetime).validate_json
+        assert time_text(parse('"2026-01-01T10:00:00.5+02:00"')) == "2026-01-01T08:00:00.500000Z"
+        assert time_text(parse('"2026-01-01T00:30:00-01:00"')) == "2026-01-01T01:30:00.000000Z"
+        assert time_text(parse('"2026-01-01T10:00:00Z"')) == "2026-01-01T10:00:00.000000Z"
