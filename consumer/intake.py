@@ -34,12 +34,11 @@ from consumer.domain.results import (
     FailureReason,
     FailureRecord,
     SourceInfo,
-    SourceOffset,
 )
 from consumer.domain.retention import forgotten_rejection
 from consumer.domain.state_codec import encode_state
 from consumer.kafka.partitioning import hashes_to
-from consumer.kafka.records import SourceRecord
+from consumer.kafka.records import InputPosition, SourceRecord
 from consumer.state.store import JobStore
 
 
@@ -49,7 +48,7 @@ class BatchEffect:
 
     changed: dict[str, JobState] = field(default_factory=dict)
     partitions: dict[str, int] = field(default_factory=dict)
-    offsets_by_job: dict[str, list[SourceOffset]] = field(default_factory=dict)
+    offsets_by_job: dict[str, list[InputPosition]] = field(default_factory=dict)
     #: the trace contexts of the applied events that carry one (docs/operations.md "Tracing")
     traces_by_job: dict[str, list[EventTrace]] = field(default_factory=dict)
     failures: list[FailureRecord] = field(default_factory=list)
@@ -295,7 +294,7 @@ class _Intake:
         self.effect.applied += 1
         self._changed(record, job, result)
         self.effect.offsets_by_job.setdefault(job, []).append(
-            SourceOffset(topic=record.topic, partition=record.partition, offset=record.offset)
+            InputPosition(record.topic, record.partition, record.offset)
         )
         if event.traceparent is not None:
             self.effect.traces_by_job.setdefault(job, []).append(

@@ -65,7 +65,7 @@ from aiokafka import TopicPartition
 
 from consumer.domain.job import replays_as_duplicates
 from consumer.domain.record_size import MIN_LIMIT_BYTES, fit_record
-from consumer.domain.results import FailureRecord, SourceOffset, SuccessRecord
+from consumer.domain.results import FailureRecord, SuccessRecord
 from consumer.domain.retention import ForgottenJob
 from consumer.domain.settled import SETTLED_HEADER, settled_header
 from consumer.domain.state import JobState
@@ -73,6 +73,7 @@ from consumer.domain.state_codec import ValueParts, encode_state, value_parts
 from consumer.domain.value_compression import compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.limits import RESULT_RECORD_BYTES
+from consumer.kafka.records import Position
 from consumer.kafka.transactions import OutRecord, PartitionProducer, Producible
 from consumer.state.deferral import capped_offsets, offset_caps, results_now
 from consumer.state.store import JobStore
@@ -360,7 +361,7 @@ class Checkpoint:
             pending.left.discard(client_job_id)
 
     def stage_applied(
-        self, partition: int, client_job_id: str, offsets: Iterable[SourceOffset]
+        self, partition: int, client_job_id: str, offsets: Iterable[Position]
     ) -> None:
         """Events at ``offsets`` (in order) changed the job: the next commit writes it, or a
         live one leaves it to its intent and commits the offsets only up to the first."""

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from consumer.domain.results import SourceOffset
+from consumer.kafka.records import Position
 
 
 class PendingOffsets:
@@ -31,7 +32,7 @@ class PendingOffsets:
     _places: ClassVar[list[tuple[str, int]]] = []
     _numbers: ClassVar[dict[tuple[str, int], int]] = {}
 
-    def __init__(self, offsets: Iterable[SourceOffset] = ()) -> None:
+    def __init__(self, offsets: Iterable[Position] = ()) -> None:
         #: ``place number, offset`` of each, flat (one array, not one object per offset)
         self._pairs = array("q")
         self.extend(offsets)
@@ -39,7 +40,7 @@ class PendingOffsets:
     def __len__(self) -> int:
         return len(self._pairs) // 2
 
-    def extend(self, offsets: Iterable[SourceOffset]) -> None:
+    def extend(self, offsets: Iterable[Position]) -> None:
         pairs = self._pairs
         for offset in offsets:
             pairs.append(self._number((offset.topic, offset.partition)))

@@ -52,9 +52,10 @@ from consumer.domain.job import (
     mark_synced,
     needs_sync,
 )
-from consumer.domain.results import FailureReason, FailureRecord, SourceOffset, SuccessRecord
+from consumer.domain.results import FailureReason, FailureRecord, SuccessRecord
 from consumer.errors import PartitionLost
 from consumer.gateway.client import Accepted, Rejected, Retryable, SyncOutcome, Systemic
+from consumer.kafka.records import Position
 from consumer.observability.logging import bound_record
 from consumer.observability.tracing import SyncTracer
 from consumer.state.store import JobStore
@@ -297,7 +298,7 @@ class SyncScheduler:
     def mark_dirty(
         self,
         client_job_id: str,
-        offsets: Iterable[SourceOffset] = (),
+        offsets: Iterable[Position] = (),
         traces: Iterable[EventTrace] = (),
     ) -> None:
         """The job changed (its new state is in the store): schedule its sync. Nothing is

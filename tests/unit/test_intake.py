@@ -14,14 +14,14 @@ from aiokafka.structs import ConsumerRecord
 
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
 from consumer.domain.job import JobState, apply
-from consumer.domain.results import FailureReason, SourceOffset
+from consumer.domain.results import FailureReason
 from consumer.domain.retention import forget
 from consumer.domain.settled import SettledJob
 from consumer.domain.state_codec import encode_state
 from consumer.domain.value_compression import compressed
 from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.partitioning import hashes_to
-from consumer.kafka.records import PlainRecord, SourceRecord
+from consumer.kafka.records import InputPosition, PlainRecord, SourceRecord
 from consumer.state.store import JobStore
 from tests.unit.fakes import NOW, event, fold, status_changed, upserted
 
@@ -100,7 +100,7 @@ class TestAbsorb:
         assert store.get("job-a") is state
         assert effect.partitions["job-a"] == records[0].partition
         assert effect.offsets_by_job["job-a"] == [
-            SourceOffset(topic=TOPIC, partition=r.partition, offset=r.offset) for r in records
+            InputPosition(TOPIC, r.partition, r.offset) for r in records
         ]
         assert effect.applied == 3
         assert effect.failures == []
@@ -327,9 +327,7 @@ class TestAbsorb:
             max_event_bytes=MAX_BYTES,
         )
         assert effect.changed["job-a"].document.metadata.workflow_id == "wf"
-        assert effect.offsets_by_job["job-a"] == [
-            SourceOffset(topic=TOPIC, partition=partition, offset=7)
-        ]
+        assert effect.offsets_by_job["job-a"] == [InputPosition(TOPIC, partition, 7)]
         assert effect.next_offsets == {(TOPIC, partition): 9}
         [failure] = effect.failures
         assert failure.source is not None
