@@ -554,7 +554,7 @@ async def _run_until_stopped(
     async def consume_then_drain() -> None:
         nonlocal committed
         try:
-            await pipeline.run(stop)
+            await pipeline.run()
             committed = await pipeline.last_checkpoint()
             await scheduler.stop(deadline)
         finally:
@@ -564,7 +564,7 @@ async def _run_until_stopped(
         async with asyncio.TaskGroup() as group:
             group.create_task(scheduler.run(), name="scheduler")
             group.create_task(consume_then_drain(), name="consume")
-            group.create_task(pipeline.sweep_forever(stop), name="retention")
+            group.create_task(pipeline.sweep_forever(), name="retention")
     except BaseExceptionGroup as failed:
         # One cause an operator must fix (a topic layout changed under the member): stop with
         # its message and exit code 2, as at start, not with a task group's traceback.

@@ -167,8 +167,8 @@ class Pipeline:
         self._stopped_at: float | None = None
         #: whether the stop's last checkpoint committed
         self._stop_committed = True
-        #: set to stop the member (as :meth:`run`'s); a take in progress gives way to it (the
-        #: group's first assignment may come before :meth:`run` starts)
+        #: set to stop the member: :meth:`run` and :meth:`sweep_forever` end, a take in progress
+        #: gives way to it (the group's first assignment may come before :meth:`run` starts)
         self._stop = stop if stop is not None else asyncio.Event()
         self._arrival_clock = ArrivalClock(wall_clock)
         self._sizes = SizeEstimate()
@@ -422,11 +422,11 @@ class Pipeline:
 
     # -- the consume loop ------------------------------------------------------------------------
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self) -> None:
         """Fetch and absorb continuously; checkpoint every ``checkpoint_interval_s``, until
-        ``stop`` is set. (The stop's own checkpoints are :meth:`last_checkpoint` and
+        the stop is set. (The stop's own checkpoints are :meth:`last_checkpoint` and
         :meth:`finish`, each bounded in time.)"""
-        self._stop = stop
+        stop = self._stop
         last_checkpoint = time.monotonic()
         drain_started: float | None = None
         while not stop.is_set():
@@ -470,15 +470,15 @@ class Pipeline:
                     time.monotonic() >= next_checkpoint
                     or self._checkpoint.pending_jobs >= self._limits.checkpoint_max_jobs
                 ):
-                    await self._live_checkpoint(stop)
+                    await self._live_checkpoint()
                     last_checkpoint = time.monotonic()
 
-    async def _live_checkpoint(self, stop: asyncio.Event) -> None:
-        """The loop's checkpoint. Once ``stop`` is set it has the last checkpoint's time (see
+    async def _live_checkpoint(self) -> None:
+        """The loop's checkpoint. Once the stop is set it has the last checkpoint's time (see
         :meth:`last_checkpoint`), then is cancelled; its work goes back to the checkpoint."""
         with suppress(Stopped):
             await unless_stopped(
-                stop,
+                self._stop,
                 self._checkpoint.commit(live=True),
                 then_s=lambda: self._stop_by(1) - time.monotonic(),
             )
@@ -587,13 +587,14 @@ class Pipeline:
 
     # -- retention -------------------------------------------------------------------------------
 
-    async def sweep_forever(self, stop: asyncio.Event) -> None:
+    async def sweep_forever(self) -> None:
         """Forget terminal, synced jobs older than the retention; drop old markers.
 
         Sweeps every minute, or four times per (shorter) retention period when that is sooner.
         """
         shortest = min(self._limits.retention_s, self._limits.forgotten_retention_s)
         every_s = min(60.0, shortest / 4)
+        stop = self._stop
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), every_s)

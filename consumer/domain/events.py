@@ -12,9 +12,11 @@ Both modes of the Kafka protocol binding are accepted:
   be ``application/json`` or ``*+json``.
 
 Required: ``specversion == "1.0"``, ``id``, ``source``, ``type``, ``subject`` (the clientJobId)
-and ``data``; ``time`` is optional (RFC 3339 with offset). Validation is strict: a wrong type
-never passes (no coercion). Unknown envelope attributes (extensions, ``dataschema``) and unknown
-``data`` fields are ignored for forward compatibility, and are not forwarded.
+and ``data``; ``time`` is optional (RFC 3339 with offset, within the years 1 to 9999 in UTC).
+Validation is strict: a wrong type never passes (no coercion), nor do ``NaN`` and ``Infinity``,
+which pydantic's parser reads but are not JSON. Unknown envelope attributes (extensions,
+``dataschema``) and unknown ``data`` fields are ignored for forward compatibility, and are not
+forwarded.
 
 The Distributed Tracing extension (``traceparent``, ``tracestate``: the ``ce_traceparent`` and
 ``ce_tracestate`` headers in binary mode, envelope attributes in structured mode) is kept on the
@@ -319,6 +321,7 @@ def decode_event(
         event = _decode_binary(attributes, value)
     else:
         event = _decode_structured(value)
+    _check_numbers(value)
     _check_key(key, event.subject)
     return event
 
@@ -442,6 +445,28 @@ def _check_time(time: datetime | None) -> None:
         raise InvalidEvent(
             FailureReason.invalid_event,
             f"time {time.isoformat()} is outside the years 1 to 9999 once in UTC",
+        ) from None
+
+
+class _NotJson(Exception):
+    pass
+
+
+def _not_json(constant: str) -> None:
+    raise _NotJson(constant)
+
+
+def _check_numbers(value: bytes) -> None:
+    """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, though pydantic's parser reads
+    them; WorkfloPlus would get ``null`` in their place. Only a value holding one of the words
+    (in a string, mostly) is parsed again, by a parser that says where it meets them."""
+    if b"NaN" not in value and b"Infinity" not in value:
+        return
+    try:
+        json.loads(value, parse_constant=_not_json)
+    except _NotJson as exc:
+        raise InvalidEvent(
+            FailureReason.invalid_event, f"{exc} is not JSON (not a number JSON can hold)"
         ) from None
 
 

@@ -13,7 +13,8 @@ import json
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -102,19 +103,31 @@ async def scraped(port: int, metric: str) -> float:
     return -1.0
 
 
+@asynccontextmanager
+async def broker_hung(broker: int) -> AsyncIterator[None]:
+    """The broker SIGSTOPped for the block, SIGCONTed after it whatever happens in it."""
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(broker, signal.SIGCONT)
+
+
+async def posting(sandbox: Sandbox, log: str, jobs: int = 10) -> None:
+    """Once the member posted more than ``jobs`` jobs (its partitions taken, requests going)."""
+    assert await eventually(lambda: len(sandbox.state.jobs) > jobs, within=60), tail(log)
+
+
 async def killed_while_the_broker_hangs(
     broker: int, process: Any, *, hung_s: float, then_s: float
 ) -> None:
     """SIGSTOP the broker; ``hung_s`` later (the member's commits and intents are stuck on it
     by then) SIGKILL the member; ``then_s`` later SIGCONT the broker."""
-    os.kill(broker, signal.SIGSTOP)
-    try:
+    async with broker_hung(broker):
         await asyncio.sleep(hung_s)
         process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(process.wait)
         await asyncio.sleep(then_s)
-    finally:
-        os.kill(broker, signal.SIGCONT)
 
 
 async def stop_process(process: Any, log: str, within: float = 60) -> None:
@@ -357,11 +370,8 @@ class TestZombieMember:
                 lambda: "because it is rebalancing" in tail(log_a, chars=10**8), within=30
             )
             assert rebalancing, "B's join never started a rebalance:\n" + tail(log_a)
-            os.kill(pid, signal.SIGSTOP)
-            try:
+            async with broker_hung(pid):
                 await asyncio.sleep(10)
-            finally:
-                os.kill(pid, signal.SIGCONT)
             sandbox_in_process.faults.update({"latency": None})
 
         await self._failover(
@@ -638,16 +648,11 @@ class TestKafkaTrouble:
         await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
         process = start_consumer_process(settings, log)
         try:
-            assert await eventually(lambda: len(sandbox_in_process.state.jobs) > 10, within=60), (
-                tail(log)
-            )
-            os.kill(pid, signal.SIGSTOP)
-            try:
+            await posting(sandbox_in_process, log)
+            async with broker_hung(pid):
                 for _ in range(60):
                     await asyncio.sleep(1)
                     assert process.poll() is None, "exited while the broker hung:\n" + tail(log)
-            finally:
-                os.kill(pid, signal.SIGCONT)
             slow = log_events(log, "checkpoint_slow")
             assert slow, "no checkpoint_slow while the broker hung:\n" + tail(log)
             assert all(isinstance(line["partition"], int) and line["waiting_for"] for line in slow)
@@ -687,14 +692,9 @@ class TestKafkaTrouble:
         await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
         process = start_consumer_process(rare_checkpoints, log)
         try:
-            assert await eventually(lambda: len(sandbox_in_process.state.jobs) > 10, within=60), (
-                tail(log)
-            )
-            os.kill(pid, signal.SIGSTOP)
-            try:
+            await posting(sandbox_in_process, log)
+            async with broker_hung(pid):
                 code, took = await sigterm_and_wait(process, log, 45)
-            finally:
-                os.kill(pid, signal.SIGCONT)
         finally:
             if process.poll() is None:
                 process.kill()
@@ -724,12 +724,9 @@ class TestKafkaTrouble:
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")
         process = start_consumer_process(settings, log)
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        async with broker_hung(pid):
             await asyncio.sleep(4)
             code, took = await sigterm_and_wait(process, log, 60)
-        finally:
-            os.kill(pid, signal.SIGCONT)
         assert code == 0, tail(log)
         assert took < 3, (took, tail(log))
         async with consumer_process(settings, str(tmp_path / "after.log")):

@@ -282,6 +282,30 @@ class TestInvalidEvents:
     def test_time_at_the_edge_of_the_utc_years(self, time: str) -> None:
         assert decode_json(envelope(time=time)).time is not None
 
+    @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity"])
+    @pytest.mark.parametrize("binary", [False, True], ids=["structured", "binary"])
+    def test_numbers_json_cannot_hold(self, number: str, binary: bool) -> None:
+        """``NaN`` and the infinities are not JSON: invalid_event, not ``null`` posted."""
+        data = f'{{"singleStep":{{"uniqueStepId":"u","values":[1,{number}]}}}}'.encode()
+        step = EventType.step_completed.value
+        if binary:
+            headers = [*BINARY_HEADERS[:3], ("ce_type", step.encode()), BINARY_HEADERS[4]]
+            error = invalid(lambda: decode_event(JOB.encode(), data, headers))
+        else:
+            text = json.dumps(envelope(type=step, data={})).replace('"data": {}', '"data": ')
+            value = text[:-1].encode() + data + b"}"
+            error = invalid(lambda: decode_event(JOB.encode(), value, []))
+        assert error.reason is FailureReason.invalid_event
+        assert error.message.startswith(f"{number} is not JSON")
+
+    def test_the_words_in_strings_are_text(self) -> None:
+        """Text holding the words is text: such an event is read as any other."""
+        data = {"jobTitle": "NaN and Infinity", "workflowId": "-Infinity"}
+        assert decode_json(envelope(data=data)).data.model_dump(exclude_unset=True) == {
+            "job_title": "NaN and Infinity",
+            "workflow_id": "-Infinity",
+        }
+
     def test_binary_bad_data(self) -> None:
         """Binary-mode data that does not validate is invalid_event."""
         error = invalid(lambda: decode_event(JOB.encode(), b'{"team":1}', BINARY_HEADERS))
