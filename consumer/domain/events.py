@@ -38,7 +38,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, cast
 
@@ -438,9 +438,8 @@ def _check_time(time: datetime | None) -> None:
     of the years 1 to 9999 once in UTC (``0001-01-01T00:00:00+01:00`` is not)."""
     if time is None or 1 < time.year < 9999:
         return
-    offset = time.utcoffset()
     try:
-        _ = time - offset if offset else time
+        time.astimezone(UTC)
     except OverflowError:
         raise InvalidEvent(
             FailureReason.invalid_event,
