@@ -49,6 +49,7 @@ from consumer.kafka.limits import (
 )
 from consumer.kafka.placement import check_changelog_placement
 from consumer.kafka.source import EventSource
+from consumer.kafka.starting import start_client
 from consumer.kafka.transactions import PartitionProducer
 from consumer.observability.health import WatchedTokens, serve_health
 from consumer.observability.metrics import Metrics
@@ -486,7 +487,7 @@ def _pipeline_limits(settings: Settings, partition_count: int) -> PipelineLimits
 async def _started_admin(kafka: dict[str, Any]) -> AIOKafkaAdminClient:
     admin = AIOKafkaAdminClient(**kafka)
     try:
-        await admin.start()
+        await start_client(admin.start())
     except BaseException:
         await admin.close()
         raise

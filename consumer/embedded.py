@@ -34,6 +34,7 @@ from consumer.config import Settings
 from consumer.demo import DemoJobs, DemoPlan, build_demo, send_events
 from consumer.errors import ConfigError
 from consumer.kafka.admin import create_topics, partition_counts
+from consumer.kafka.starting import start_client
 from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, Tracing
 from consumer.progress import Display, ProgressReport, open_display
@@ -195,8 +196,8 @@ async def _produce_demo(
     settings: Settings, servers: list[str], events: list[Any], plan: DemoPlan
 ) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=servers)
-    await admin.start()
     try:
+        await start_client(admin.start())
         existing = await partition_counts(admin, settings.topics.input)
         await create_topics(
             admin,
@@ -206,8 +207,8 @@ async def _produce_demo(
     finally:
         await admin.close()
     producer = AIOKafkaProducer(bootstrap_servers=servers, linger_ms=10, enable_idempotence=True)
-    await producer.start()
     try:
+        await start_client(producer.start())
         await send_events(
             producer, settings.topics.input, events, binary_share=plan.binary_share, seed=plan.seed
         )

@@ -44,6 +44,7 @@ from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import describe, explain, security_problem
 from consumer.kafka.limits import RECORD_HEADROOM_BYTES, RESULT_RECORD_BYTES
 from consumer.kafka.placement import misplaced_state, sample_placement
+from consumer.kafka.starting import start_client
 from consumer.observability.logging import configure_logging
 from consumer.sync.diagnosis import ProbeResult, probe_result
 
@@ -116,7 +117,7 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
         **client_kwargs(settings.kafka, servers), request_timeout_ms=int(limit_s * 1000)
     )
     try:
-        await asyncio.wait_for(admin.start(), limit_s)
+        await asyncio.wait_for(start_client(admin.start()), limit_s)
         cluster = await asyncio.wait_for(admin.describe_cluster(), limit_s)
     except (KafkaError, OSError, TimeoutError) as exc:
         await admin.close()

@@ -35,6 +35,7 @@ from consumer.demo import DemoPlan, demo_records, send_records
 from consumer.demo.sender import Record
 from consumer.kafka.admin import create_topics, partition_counts
 from consumer.kafka.connection import client_kwargs
+from consumer.kafka.starting import start_client
 from consumer.progress import ProgressReport, open_display
 
 EXIT_FAILED = 1
@@ -126,8 +127,8 @@ async def _stream(
         return EXIT_TOPICS
     display = open_display(settings.observability.log_format, emit=_plain_progress, interval_s=2.0)
     producer = AIOKafkaProducer(**kafka, linger_ms=5, acks="all")
-    await producer.start()
     try:
+        await start_client(producer.start())
         with display.progress("demo", len(records), "events") as progress:
             await send_records(producer, records, rate=rate, on_sent=progress.update)
     finally:
@@ -143,8 +144,8 @@ async def _input_topics_ready(
     kafka: dict[str, Any], settings: Settings, create_partitions: int | None
 ) -> bool:
     admin = AIOKafkaAdminClient(**kafka)
-    await admin.start()
     try:
+        await start_client(admin.start())
         counts = await partition_counts(admin, settings.topics.input)
         missing = [topic for topic in settings.topics.input if topic not in counts]
         if missing and create_partitions is None:

@@ -76,6 +76,7 @@ from consumer.kafka.admin import existing_partition_count
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import describe
 from consumer.kafka.publisher import ResultPublisher
+from consumer.kafka.starting import start_client
 from consumer.observability.logging import bound_record
 
 EXIT_FAILED = 1
@@ -168,7 +169,7 @@ class Originals:
                 enable_auto_commit=False,
                 max_partition_fetch_bytes=64 * 1024 * 1024,
             )
-            await self._consumer.start()
+            await start_client(self._consumer.start())
         consumer = self._consumer
         tp = TopicPartition(source.topic, source.partition)
         # Before the assignment, which long-polls a partition read to its end (design notes §8).
@@ -227,9 +228,9 @@ async def _redrive(settings: Settings, args: argparse.Namespace) -> int:
     )
     ok = True
     producer = AIOKafkaProducer(**kafka, acks="all", max_request_size=16 * 1024 * 1024)
-    await producer.start()
     originals = Originals(kafka)
     try:
+        await start_client(producer.start())
         for failure in inputs:
             ok &= await _resend(producer, originals, failure, args.to, apply=args.apply, verb=verb)
         if syncs:
@@ -251,9 +252,9 @@ async def read_failures(kafka: dict[str, Any], topic: str, since: Since) -> list
     consumer = AIOKafkaConsumer(
         **kafka, group_id=None, enable_auto_commit=False, isolation_level="read_committed"
     )
-    await consumer.start()
     failures: list[Failure] = []
     try:
+        await start_client(consumer.start())
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         # Before the assignment, which long-polls a partition read to its end (design notes §8).
         end = await consumer.end_offsets(tps)

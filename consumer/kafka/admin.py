@@ -14,6 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from consumer.errors import TopicLayoutError
+from consumer.kafka.starting import start_client
 
 _TOPIC_ALREADY_EXISTS = 36
 _UNKNOWN_TOPIC = 3
@@ -62,8 +63,8 @@ async def partition_counts(admin: AIOKafkaAdminClient, topics: Iterable[str]) ->
 async def existing_partition_count(kafka: dict[str, Any], topic: str, what: str) -> int:
     """Partition count of ``topic`` with a short-lived admin client; fatal when it is missing."""
     admin = AIOKafkaAdminClient(**kafka)
-    await admin.start()
     try:
+        await start_client(admin.start())
         counts = await partition_counts(admin, [topic])
     finally:
         await admin.close()

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from consumer.errors import TopicLayoutError
 from consumer.kafka.partitioning import hashes_to
+from consumer.kafka.starting import start_client
 
 #: Changelog records sampled per partition at start: after partitions were added, about half
 #: of all keys (or more) sit where the new count would not put them, so a few dozen show it.
@@ -42,7 +43,7 @@ async def sample_placement(
     consumer = consumer_factory(enable_auto_commit=False, group_id=None)
     try:
         # Inside: a start cancelled by a stop must close the consumer too.
-        await consumer.start()
+        await start_client(consumer.start())
         tps = [TopicPartition(t, p) for t, count in topic_partitions.items() for p in range(count)]
         # Before the assignment, which long-polls a partition read to its end (design notes §8).
         ends = await consumer.end_offsets(tps)

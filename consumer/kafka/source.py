@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from consumer.kafka.records import SourceRecord
+from consumer.kafka.starting import start_client
 
 log = structlog.get_logger(__name__)
 
@@ -83,7 +84,7 @@ class EventSource:
         self._listener = _Listener(owner)
         self._consumer.subscribe(topics=self._topics, listener=self._listener)
         try:
-            await self._consumer.start()
+            await start_client(self._consumer.start())
         except BaseException:
             await self._consumer.stop()
             self._consumer = self._new_consumer()

@@ -50,6 +50,7 @@ from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.partitioning import hashes_to
+from consumer.kafka.starting import start_client
 
 log = structlog.get_logger(__name__)
 
@@ -139,7 +140,7 @@ class PartitionProducer:
     async def start(self) -> None:
         """Fence every earlier producer of this partition; raises ``PartitionLost`` if refused."""
         try:
-            await self._producer.start()
+            await start_client(self._producer.start())
         except BaseException:
             await self._producer.stop()
             raise

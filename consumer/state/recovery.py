@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from consumer.domain.retention import ForgottenJob, StoredJob, decode_stored
 from consumer.domain.settled import SETTLED_HEADER, SettledJob, settled_job
+from consumer.kafka.starting import start_client
 
 log = structlog.get_logger(__name__)
 
@@ -75,7 +76,7 @@ async def restore(
     restored = _Restored(topic, check_memory, keep_settled)
     consumer = consumer_factory(isolation_level="read_committed", enable_auto_commit=False)
     try:
-        await consumer.start()
+        await start_client(consumer.start())
         end = await _read(consumer, topic, wanted, restored)
     finally:
         await consumer.stop()  # after a failed start too, as in end_offsets
@@ -105,7 +106,7 @@ async def end_offsets(
     # open would hold back (none is, once this member's producer has fenced the partition).
     reader = consumer_factory(isolation_level="read_committed", enable_auto_commit=False)
     try:
-        await reader.start()
+        await start_client(reader.start())
         ends = await reader.end_offsets([TopicPartition(topic, p) for p in partitions])
     finally:
         await reader.stop()  # after a failed start too: it may have connected (a take retries)
