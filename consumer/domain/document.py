@@ -15,8 +15,9 @@ body must keep its documented shape.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
@@ -46,6 +47,26 @@ def parse_timestamp(value: str) -> datetime:
 Timestamp = Annotated[str, AfterValidator(_check_timestamp)]
 
 
+def _check_finite(value: Any) -> Any:
+    # JSON allows 1e400; pydantic reads it as an infinity (``allow_inf_nan`` does not reach
+    # into JsonValue), which WorkfloPlus would get as null.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if type(item) is float:
+            if not math.isfinite(item):
+                raise ValueError("a number beyond the range of a double (it would be null)")
+        elif type(item) is list:
+            pending.extend(item)
+        elif type(item) is dict:
+            pending.extend(item.values())
+    return value
+
+
+#: Any JSON whose numbers a double holds.
+FiniteJson = Annotated[JsonValue, AfterValidator(_check_finite)]
+
+
 class DomainModel(BaseModel):
     """Base of every document and event model: frozen, strict, camelCase, extra ignored."""
 
@@ -55,14 +76,15 @@ class DomainModel(BaseModel):
         extra="ignore",
         alias_generator=to_camel,
         populate_by_name=True,
+        allow_inf_nan=False,  # a float field holds what JSON and WorkfloPlus can
     )
 
 
 class SingleStep(DomainModel):
     """One executed step, as WorkfloPlus reports it."""
 
-    values: list[JsonValue] | None = None
-    value_resource_ids: list[JsonValue] | None = None
+    values: list[FiniteJson] | None = None
+    value_resource_ids: list[FiniteJson] | None = None
     unique_step_id: str | None = None
     previous_unique_step_id: str | None = None
     user_id: str | None = None
@@ -80,20 +102,20 @@ class SingleStep(DomainModel):
     cancelled: Timestamp | None = None
     time_events: dict[str, int | float] | None = None
     note: str | None = None
-    note_resource_filenames: list[JsonValue] | None = None
-    coordinates: JsonValue = None
+    note_resource_filenames: list[FiniteJson] | None = None
+    coordinates: FiniteJson = None
     parent_step_id: str | None = None
     parent_unique_step_id: str | None = None
     parent_step_title: str | None = None
     parent_step_description: str | None = None
-    metadata: dict[str, JsonValue] | None = None
+    metadata: dict[str, FiniteJson] | None = None
 
 
 class StepWrapper(DomainModel):
     """``{singleStep, reportStep}``: an entry of completedSteps / cancelledSteps, or currentStep."""
 
     single_step: SingleStep
-    report_step: JsonValue = None
+    report_step: FiniteJson = None
 
 
 class JobExclusion(DomainModel):

@@ -48,7 +48,6 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    JsonValue,
     SkipValidation,
     TypeAdapter,
     ValidationError,
@@ -57,6 +56,7 @@ from pydantic import (
 
 from consumer.domain.document import (
     DomainModel,
+    FiniteJson,
     JobExclusion,
     JobMetadata,
     StepWrapper,
@@ -89,7 +89,7 @@ class UpsertedData(JobMetadata):
     """
 
     team: str | None = None
-    hierarchy_stack: list[JsonValue] | None = None
+    hierarchy_stack: list[FiniteJson] | None = None
     packet_ids: list[str] | None = None
 
 
@@ -307,6 +307,8 @@ def decode_event(
         )
     if not value:
         raise InvalidEvent(FailureReason.invalid_event, "empty value")
+    # First: the model would call an infinity out of range, not by name.
+    numbers_checked = _check_numbers(value)
     media = _media_type(headers)
     attributes = _ce_headers(headers)
     if media is not None and media.startswith("application/cloudevents"):
@@ -321,7 +323,11 @@ def decode_event(
         event = _decode_binary(attributes, value)
     else:
         event = _decode_structured(value)
-    _check_numbers(value)
+    if not numbers_checked:
+        raise InvalidEvent(
+            FailureReason.invalid_event,
+            "holds NaN or Infinity, and is not JSON the standard parser reads",
+        )
     _check_key(key, event.subject)
     return event
 
@@ -455,18 +461,23 @@ def _not_json(constant: str) -> None:
     raise _NotJson(constant)
 
 
-def _check_numbers(value: bytes) -> None:
+def _check_numbers(value: bytes) -> bool:
     """``NaN``, ``Infinity`` and ``-Infinity`` are not JSON, though pydantic's parser reads
     them; WorkfloPlus would get ``null`` in their place. Only a value holding one of the words
-    (in a string, mostly) is parsed again, by a parser that says where it meets them."""
+    (in a string, mostly) is parsed again, by a parser that says where it meets them. False
+    when the words are there and that parser cannot read the value at all (the decode then
+    says why, or the value is refused all the same)."""
     if b"NaN" not in value and b"Infinity" not in value:
-        return
+        return True
     try:
         json.loads(value, parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        return False
     except _NotJson as exc:
         raise InvalidEvent(
             FailureReason.invalid_event, f"{exc} is not JSON (not a number JSON can hold)"
         ) from None
+    return True
 
 
 def _check_key(key: bytes | None, subject: str) -> None:

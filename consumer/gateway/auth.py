@@ -27,6 +27,7 @@ import structlog
 from pydantic import SecretStr
 
 from consumer.errors import AuthRejected, TokenUnavailable
+from consumer.gateway.answer import MAX_TOKEN_ANSWER_BYTES, read_answer
 
 log = structlog.get_logger(__name__)
 
@@ -251,7 +252,7 @@ class ClientCredentialsTokenProvider(CachingTokenProvider):
                 self._token_url, data=form, timeout=self._timeout, allow_redirects=False
             ) as response:
                 status = response.status
-                body_text = await response.text(errors="replace")
+                body_text = (await read_answer(response, MAX_TOKEN_ANSWER_BYTES)).text
         except TimeoutError:
             raise TokenUnavailable("token endpoint timed out") from None
         except aiohttp.ClientError as exc:

@@ -36,6 +36,7 @@ import structlog
 
 from consumer.domain.results import truncate_body
 from consumer.errors import AuthRejected, TokenUnavailable
+from consumer.gateway.answer import read_answer
 from consumer.gateway.auth import TokenProvider
 
 log = structlog.get_logger(__name__)
@@ -160,6 +161,12 @@ def _job_id(body_text: str) -> str | None:
     return str(job_id) if isinstance(job_id, str | int) and not isinstance(job_id, bool) else None
 
 
+#: The most read of a basicSync answer. A 2xx answer is the stored job, about the size of the
+#: document sent (at most ``kafka.max_job_bytes``, 16 MiB by default); only its ``jobId`` is
+#: used. Past this, the answer is cut and that ``jobId`` may be missing from the success record.
+DEFAULT_MAX_ANSWER_BYTES = 64 * 1024 * 1024
+
+
 class GatewayClient:
     """POSTs job documents to ``{base_url}/jobs/v1/basicSync`` and classifies the answer."""
 
@@ -171,8 +178,10 @@ class GatewayClient:
         *,
         request_timeout: float,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
     ) -> None:
         self._session = session
+        self._max_answer_bytes = max_answer_bytes
         self._base_url = base_url.rstrip("/")
         self._tokens = token_provider
         self._timeout = aiohttp.ClientTimeout(total=request_timeout)
@@ -208,8 +217,12 @@ class GatewayClient:
                         await self._tokens.invalidate(token)
                         log.info("gateway_unauthorized_refreshing_token")
                         continue
-                    text = await response.text(errors="replace")
+                    answer = await read_answer(response, self._max_answer_bytes)
                     headers = dict(response.headers)
+                if answer.cut:
+                    log.warning(
+                        "gateway_answer_cut", status=status, limit_bytes=self._max_answer_bytes
+                    )
             except TimeoutError:
                 return Retryable(status=None, retry_after=None, reason="timeout", in_doubt=True)
             except aiohttp.ClientConnectorError as exc:  # never connected: nothing was sent
@@ -218,7 +231,7 @@ class GatewayClient:
                 return Retryable(
                     status=None, retry_after=None, reason=_network_reason(exc), in_doubt=True
                 )
-            return classify(status, headers, text, self._wall_clock())
+            return classify(status, headers, answer.text, self._wall_clock())
         raise AssertionError("unreachable: the second pass always returns")  # pragma: no cover
 
     async def probe(self) -> int | None:

@@ -40,6 +40,8 @@ class Reply:
     body: str = ""
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    #: after ``body``, filler without end (until the client hangs up)
+    endless: bool = False
 
 
 @dataclass
@@ -76,7 +78,7 @@ class ScriptedGateway:
 
     async def _answer(
         self, request: web.Request, script: list[Reply], default: Reply
-    ) -> web.Response:
+    ) -> web.StreamResponse:
         self.seen.append(
             Seen(request.method, request.path, dict(request.headers), await request.read())
         )
@@ -84,9 +86,23 @@ class ScriptedGateway:
         if reply.delay:
             with contextlib.suppress(TimeoutError):  # released early at teardown
                 await asyncio.wait_for(self.release.wait(), reply.delay)
+        if reply.endless:
+            return await self._endless(request, reply)
         return web.Response(status=reply.status, text=reply.body, headers=reply.headers)
 
-    async def _token(self, request: web.Request) -> web.Response:
+    @staticmethod
+    async def _endless(request: web.Request, reply: Reply) -> web.StreamResponse:
+        response = web.StreamResponse(status=reply.status, headers=reply.headers)
+        response.content_type = "application/json"
+        await response.prepare(request)
+        await response.write(reply.body.encode())
+        filler = b" " * 65536
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await response.write(filler)
+        return response
+
+    async def _token(self, request: web.Request) -> web.StreamResponse:
         self.tokens_issued += 1
         issued = json.dumps(
             {
@@ -97,12 +113,12 @@ class ScriptedGateway:
         )
         return await self._answer(request, self.token_script, Reply(body=issued))
 
-    async def _sync(self, request: web.Request) -> web.Response:
+    async def _sync(self, request: web.Request) -> web.StreamResponse:
         job = json.loads(await request.read())
         stored = json.dumps({**job, "jobId": "server-job-1"})
         return await self._answer(request, self.sync_script, Reply(body=stored))
 
-    async def _get(self, request: web.Request) -> web.Response:
+    async def _get(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, self.get_script, Reply(status=404))
 
 
@@ -114,6 +130,7 @@ class Harness:
     tokens: ClientCredentialsTokenProvider
     client: GatewayClient
     base_url: str
+    session: aiohttp.ClientSession
 
 
 def free_port() -> int:
@@ -140,7 +157,7 @@ async def harness() -> AsyncIterator[Harness]:
             session, base_url, tokens, request_timeout=0.3, wall_clock=lambda: NOW
         )
         try:
-            yield Harness(server, tokens, client, base_url)
+            yield Harness(server, tokens, client, base_url, session)
         finally:
             server.release.set()
             await runner.cleanup()
@@ -239,6 +256,36 @@ class TestPostBasicSync:
         outcome = await harness.client.post_basic_sync(BODY)
         assert outcome == Rejected(status=400, body_truncated='{"errors":["workflowId"]}')
 
+    async def test_an_endless_2xx_answer_is_read_to_its_limit_only(self, harness: Harness) -> None:
+        """A 200 whose body never ends is Accepted once the limit is read (a body read whole
+        would fill the memory, or time out and post the job again), and the cut is logged."""
+        client = GatewayClient(
+            harness.session, harness.base_url, harness.tokens, request_timeout=10,
+            max_answer_bytes=1024 * 1024,
+        )  # fmt: skip
+        harness.server.sync_script.append(Reply(body='{"jobId":"server-job-1",', endless=True))
+        with capture_logs() as logs:
+            outcome = await asyncio.wait_for(client.post_basic_sync(BODY), 5)
+        assert isinstance(outcome, Accepted)
+        assert outcome.job_id is None  # its answer cut, not JSON
+        assert len(outcome.body) == 1024 * 1024
+        assert {"event": "gateway_answer_cut", "status": 200}.items() <= logs[-1].items()
+        # The connection it left unread is not reused: the next request is answered.
+        assert isinstance(await client.post_basic_sync(BODY), Accepted)
+
+    async def test_an_endless_4xx_answer_is_rejected_with_its_beginning(
+        self, harness: Harness
+    ) -> None:
+        client = GatewayClient(
+            harness.session, harness.base_url, harness.tokens, request_timeout=10,
+            max_answer_bytes=256 * 1024,
+        )  # fmt: skip
+        harness.server.sync_script.append(Reply(status=400, body='{"errors":[', endless=True))
+        outcome = await asyncio.wait_for(client.post_basic_sync(BODY), 5)
+        assert isinstance(outcome, Rejected)
+        assert outcome.body_truncated.startswith('{"errors":[')
+        assert len(outcome.body_truncated) < 5000  # truncate_body: head and tail
+
     async def test_redirect_is_not_followed(self, harness: Harness) -> None:
         """A 307 is not followed (a document never goes to another URL): Systemic, one request."""
         redirect = {"Location": f"{harness.base_url}/elsewhere"}
@@ -284,6 +331,17 @@ class TestTokenEndpointFailures:
         outcome = await harness.client.post_basic_sync(BODY)
         assert isinstance(outcome, Retryable)
         assert outcome.reason.startswith("token_unavailable")
+
+    async def test_an_endless_token_answer_is_read_to_its_limit_only(
+        self, harness: Harness
+    ) -> None:
+        """A token endpoint whose answer never ends gives no token (Retryable), at once: it is
+        not read until the token timeout, nor into memory whole."""
+        harness.server.token_script.append(Reply(body='{"access_token":"t",', endless=True))
+        outcome = await asyncio.wait_for(harness.client.post_basic_sync(BODY), 5)
+        assert isinstance(outcome, Retryable)
+        assert outcome.reason.startswith("token_unavailable"), outcome.reason
+        assert "timed out" not in outcome.reason
 
     async def test_token_endpoint_timeout_is_retryable(self, harness: Harness) -> None:
         """A token endpoint slower than its timeout makes the sync Retryable."""

@@ -79,6 +79,21 @@ def decode_json(value: Any, key: bytes | None = JOB.encode(), **kw: Any) -> JobE
     return decode_event(key, json.dumps(value).encode(), [], **kw)
 
 
+def decode_step_values(values: str, *, binary: bool) -> JobEvent:
+    """A step event whose ``values`` are the JSON text ``values``, as it stands."""
+    data = f'{{"singleStep":{{"uniqueStepId":"u","values":{values}}}}}'.encode()
+    step = EventType.step_completed.value
+    if binary:
+        headers = [*BINARY_HEADERS[:3], ("ce_type", step.encode()), BINARY_HEADERS[4]]
+        return decode_event(JOB.encode(), data, headers)
+    text = json.dumps(envelope(type=step, data={})).replace('"data": {}', '"data": ')
+    return decode_event(JOB.encode(), text[:-1].encode() + data + b"}", [])
+
+
+def decode_json_bytes(text: str) -> JobEvent:
+    return decode_event(JOB.encode(), text.encode(), [])
+
+
 def invalid(call: Any) -> InvalidEvent:
     with pytest.raises(InvalidEvent) as caught:
         call()
@@ -286,17 +301,83 @@ class TestInvalidEvents:
     @pytest.mark.parametrize("binary", [False, True], ids=["structured", "binary"])
     def test_numbers_json_cannot_hold(self, number: str, binary: bool) -> None:
         """``NaN`` and the infinities are not JSON: invalid_event, not ``null`` posted."""
-        data = f'{{"singleStep":{{"uniqueStepId":"u","values":[1,{number}]}}}}'.encode()
-        step = EventType.step_completed.value
-        if binary:
-            headers = [*BINARY_HEADERS[:3], ("ce_type", step.encode()), BINARY_HEADERS[4]]
-            error = invalid(lambda: decode_event(JOB.encode(), data, headers))
-        else:
-            text = json.dumps(envelope(type=step, data={})).replace('"data": {}', '"data": ')
-            value = text[:-1].encode() + data + b"}"
-            error = invalid(lambda: decode_event(JOB.encode(), value, []))
+        error = invalid(lambda: decode_step_values(f"[1,{number}]", binary=binary))
         assert error.reason is FailureReason.invalid_event
         assert error.message.startswith(f"{number} is not JSON")
+
+    @pytest.mark.parametrize(
+        "number", ["1e400", "-1E+400", "12.5e0308", "1" + "0" * 250 + "e60", "-" + "9" * 400 + ".0"]
+    )
+    @pytest.mark.parametrize("binary", [False, True], ids=["structured", "binary"])
+    def test_numbers_beyond_a_double(self, number: str, binary: bool) -> None:
+        """JSON allows ``1e400``; a double cannot hold it, and pydantic reads it as an
+        infinity that would reach WorkfloPlus as ``null``: invalid_event, naming where."""
+        error = invalid(lambda: decode_step_values(f"[1,{number}]", binary=binary))
+        assert error.reason is FailureReason.invalid_event
+        assert "singleStep.values.1: Value error, a number beyond the range of a double" in (
+            error.message
+        )
+        assert "0" * 50 not in error.message
+        assert "9" * 50 not in error.message
+
+    @pytest.mark.parametrize(
+        "number", ["1e308", "-1.7976931348623157e308", "1e-400", "1" + "0" * 400, "1e99"]
+    )
+    def test_numbers_a_double_holds_or_rounds_are_read(self, number: str) -> None:
+        """The largest doubles, an underflow (read as 0, as any rounding) and an integer of
+        any length (kept exactly) are read as they are."""
+        data = {"singleStep": {"uniqueStepId": "u", "values": ["8e123456", " 1e400"]}}
+        text = json.dumps(envelope(type=EventType.step_completed.value, data=data))
+        value = text.replace('"8e123456"', f'"8e123456", {number}').encode()
+        event = decode_event(JOB.encode(), value, [])
+        assert isinstance(event.data, StepWrapper)
+        assert event.data.single_step.values == ["8e123456", json.loads(number), " 1e400"]
+
+    @pytest.mark.parametrize(
+        ("place", "data"),
+        [
+            ("timeEvents.t", {"timeEvents": {"t": "X"}}),
+            ("metadata.m", {"metadata": {"m": {"deep": ["X"]}}}),
+            ("coordinates", {"coordinates": {"lat": "X"}}),
+            ("valueResourceIds.0", {"valueResourceIds": ["X"]}),
+            ("noteResourceFilenames.0", {"noteResourceFilenames": ["X"]}),
+        ],
+    )
+    def test_a_number_beyond_a_double_anywhere_in_a_step(
+        self, place: str, data: dict[str, Any]
+    ) -> None:
+        step = {"singleStep": {"uniqueStepId": "u", **data}, "reportStep": {"r": [1.5]}}
+        text = json.dumps(envelope(type=EventType.step_completed.value, data=step))
+        error = invalid(lambda: decode_json_bytes(text.replace('"X"', "-2e999")))
+        assert error.reason is FailureReason.invalid_event
+        assert place in error.message, error.message
+        assert "finite number" in error.message or "double" in error.message, error.message
+
+    def test_a_number_beyond_a_double_in_the_report_step_and_the_hierarchy(self) -> None:
+        step = {"singleStep": {"uniqueStepId": "u"}, "reportStep": {"r": [1.5, "X"]}}
+        text = json.dumps(envelope(type=EventType.step_completed.value, data=step))
+        error = invalid(lambda: decode_json_bytes(text.replace('"X"', "1e309")))
+        assert "reportStep" in error.message
+        assert "double" in error.message
+        text = json.dumps(envelope(data={"hierarchyStack": [{"a": "X"}]}))
+        error = invalid(lambda: decode_json_bytes(text.replace('"X"', "1e309")))
+        assert "hierarchyStack" in error.message
+        assert "double" in error.message
+
+    def test_the_words_where_the_standard_parser_reads_nothing(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Should pydantic ever read a value holding ``NaN`` that the standard parser cannot,
+        the value is refused, not passed on unchecked."""
+
+        def unreadable(*args: Any, **kwargs: Any) -> Any:
+            raise ValueError("unreadable")
+
+        monkeypatch.setattr("consumer.domain.events.json.loads", unreadable)
+        data = {"singleStep": {"uniqueStepId": "u", "values": ["NaN"]}}
+        value = json.dumps(envelope(type=EventType.step_completed.value, data=data)).encode()
+        error = invalid(lambda: decode_event(JOB.encode(), value, []))
+        assert error.message == "holds NaN or Infinity, and is not JSON the standard parser reads"
 
     def test_the_words_in_strings_are_text(self) -> None:
         """Text holding the words is text: such an event is read as any other."""
