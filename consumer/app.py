@@ -30,16 +30,22 @@ import aiohttp
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResourceType
 from aiokafka.errors import KafkaError
 from pydantic import SecretStr
 
 from consumer.config import Settings
-from consumer.errors import ConfigError, FatalError, leaves
+from consumer.errors import ConfigError, FatalError, TopicLayoutError, leaves
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import is_denial
-from consumer.kafka.admin import TopicPlan, ensure_topology
+from consumer.kafka.admin import (
+    TopicPlan,
+    changelog_policy_problem,
+    described_configs,
+    ensure_topology,
+)
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import security_problem, unreachable
 from consumer.kafka.limits import (
@@ -226,8 +232,27 @@ async def _checked_topics(
     """The partition count, once the topics' layout is checked (internal ones created) and
     the changelog's keys are where that count puts them."""
     partition_count = await ensure_topology(admin, _topic_plan(settings))
+    await _check_changelog_retention(admin, settings.state_topic)
     await check_changelog_placement(_consumer_factory(kafka), settings.state_topic, partition_count)
     return partition_count
+
+
+async def _check_changelog_retention(admin: AIOKafkaAdminClient, changelog: str) -> None:
+    """Refuse a changelog that deletes states by age (``changelog_policy_problem``); a
+    principal without ``DescribeConfigs`` on it (``run`` does not need it otherwise) is
+    warned that nothing was checked."""
+    config = await described_configs(admin, ConfigResourceType.TOPIC, changelog)
+    if config is None:
+        log.warning(
+            "changelog_retention_unchecked",
+            topic=changelog,
+            reason=f"DescribeConfigs on topic {changelog} is not granted; grant it, or check "
+            "cleanup.policy=compact by hand",
+        )
+        return
+    problem = changelog_policy_problem(config)
+    if problem is not None:
+        raise TopicLayoutError(f"changelog {changelog}: {problem}")
 
 
 def _gateway_session(

@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import KafkaError
+from aiokafka.admin.config_resource import ConfigResourceType
+from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
 
 from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError, GatewayError, TopicLayoutError
@@ -39,7 +38,7 @@ from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import explain_denial
-from consumer.kafka.admin import partition_counts
+from consumer.kafka.admin import changelog_policy_problem, described_configs, partition_counts
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import describe, explain, security_problem
 from consumer.kafka.limits import RECORD_HEADROOM_BYTES, RESULT_RECORD_BYTES
@@ -165,10 +164,10 @@ async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[
                 detail += f"; the changelog needs one per input partition ({partitions})"
             if topic == settings.state_topic:
                 config = await _configs(admin, ConfigResourceType.TOPIC, topic)
-                policy = config.get("cleanup.policy", "delete")  # the broker default
-                if "compact" not in policy.split(","):
+                problem = changelog_policy_problem(config)
+                if problem is not None:
                     ok = False
-                    detail += f"; cleanup.policy is {policy!r}, the changelog must be compacted"
+                    detail += f"; {problem}"
                 held = int(config.get("max.message.bytes", "0")) - RECORD_HEADROOM_BYTES
                 if held < settings.kafka.max_job_bytes:
                     ok = False
@@ -248,14 +247,13 @@ async def _broker_check(admin: AIOKafkaAdminClient) -> Check:
 async def _configs(
     admin: AIOKafkaAdminClient, kind: ConfigResourceType, name: str
 ) -> dict[str, str]:
-    """Every config entry of a topic or broker, as the broker reports it (defaults included)."""
-    responses: Any = await admin.describe_configs([ConfigResource(kind, name)])
-    found: dict[str, str] = {}
-    for _code, _message, _type, _name, entries in responses[0].resources:
-        for entry_name, value, *_ in entries:
-            if value is not None:
-                found[str(entry_name)] = str(value)
-    return found
+    """Every config entry of a topic or broker. A topic's refused (no ``DescribeConfigs``,
+    which ``check`` needs) is a denial naming the topic, not an empty config read as the
+    broker's defaults; a broker's refused is empty (its limits are then reported unknown)."""
+    found = await described_configs(admin, kind, name)
+    if found is None and kind == ConfigResourceType.TOPIC:
+        raise TopicAuthorizationFailedError(name)
+    return found or {}
 
 
 async def _gateway_checks(settings: Settings, limit_s: float) -> list[Check]:

@@ -19,8 +19,9 @@ Why each one:
   ``<group_id>.``): one transactional producer per owned input partition fences zombies;
 - ``Create`` on the changelog and result topics when ``BASICSYNC_KAFKA__CREATE_TOPICS=true``;
 - for the operator commands: ``DescribeConfigs`` on the changelog (``check`` reads its
-  ``cleanup.policy``), ``Read`` on the failure topic and ``Write`` on the input topics
-  (``redrive`` re-sends failed events; it posts result records with the ``Write`` above).
+  ``cleanup.policy``; ``run`` reads it too when granted, and warns when not), ``Read`` on the
+  failure topic and ``Write`` on the input topics (``redrive`` re-sends failed events; it posts
+  result records with the ``Write`` above).
 
 This module is pure data over :class:`~consumer.config.Settings`: it imports no Kafka client.
 """

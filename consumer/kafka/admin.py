@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from consumer.errors import TopicLayoutError
@@ -26,6 +27,44 @@ _TOPIC_AUTHORIZATION_FAILED = 29
 #: every write of every job, about ten per job after a backlog, instead of one. With an hour,
 #: the cleaner can compact all but the last hour's writes.
 CHANGELOG_SEGMENT_MS = 3_600_000
+
+
+async def described_configs(
+    admin: AIOKafkaAdminClient, kind: ConfigResourceType, name: str
+) -> dict[str, str] | None:
+    """Every config entry of a topic or broker, as the broker reports it (defaults included);
+    None when it will not say (no ``DescribeConfigs`` on it, or no such resource)."""
+    responses: Any = await admin.describe_configs([ConfigResource(kind, name)])
+    found: dict[str, str] = {}
+    for code, _message, _type, _name, entries in responses[0].resources:
+        if code != 0:
+            return None
+        for entry_name, value, *_ in entries:
+            if value is not None:
+                found[str(entry_name)] = str(value)
+    return found
+
+
+def changelog_policy_problem(config: Mapping[str, str]) -> str | None:
+    """What is wrong with a changelog's retention, or None.
+
+    The changelog is the only copy of a job's state. Deleted by retention (``delete``, or
+    ``compact,delete`` with a finite ``retention.ms``), a state a restore no longer finds makes
+    the job's next events look like a new job's, posted alone over everything WorkfloPlus
+    holds. A job's end is forgotten by this service itself, with a marker (retention settings).
+    """
+    policy = config.get("cleanup.policy", "delete")  # the broker's default
+    policies = {part.strip() for part in policy.split(",")}
+    fix = "set cleanup.policy=compact"
+    if "compact" not in policies:
+        return f"cleanup.policy is {policy!r}: a job's state would be deleted by age; {fix}"
+    retention = config.get("retention.ms", "604800000")
+    if "delete" in policies and retention != "-1":
+        return (
+            f"cleanup.policy is {policy!r} with retention.ms {retention}: a job's state older "
+            f"than that would be deleted; {fix} (or retention.ms=-1)"
+        )
+    return None
 
 
 @dataclass(frozen=True)

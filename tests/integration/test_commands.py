@@ -279,7 +279,7 @@ class TestCheck:
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         ran = await basicsync(settings, "check", BASICSYNC_TOPICS__STATE=plain)
         assert ran.code == 4, ran.out
-        assert "the changelog must be compacted" in ran.out
+        assert "cleanup.policy is 'delete': a job's state would be deleted by age" in ran.out
 
     async def test_check_exits_4_when_the_changelog_cannot_hold_max_job_bytes(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox

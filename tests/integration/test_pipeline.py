@@ -103,8 +103,9 @@ class TestInvalidInput:
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
         """Bad JSON, a tombstone, a null header value, missing fields, unknown type, key
-        mismatch, oversize, a time before the year 1 in UTC and an abort after completion each
-        give one failure record with the original bytes; good jobs converge."""
+        mismatch, oversize, a time before the year 1 in UTC, NaN, a number past a double's
+        range and an abort after completion each give one failure record with the original
+        bytes; good jobs converge."""
         topics = await new_topics(make_topic, partitions=1)
         topic = topics.inputs[0]
         demo = build_demo(DemoPlan(jobs=10, seed=5, abort_share=0))
@@ -128,6 +129,14 @@ class TestInvalidInput:
         oversized = {**envelope, "id": "x-big", "data": {"jobTitle": "x" * 5000}}
         # valid RFC 3339, but before the year 1 once in UTC: it once crashed the reducer
         before_utc = {**envelope, "id": "x-time", "time": "0001-01-01T00:00:00+01:00"}
+        # JSON numbers WorkfloPlus would have got as null: one JSON has no word for, one past
+        # a double's range
+        numbers = [
+            json.dumps(
+                {**envelope, "id": f"x-{n}", "data": {**envelope["data"], "hierarchyStack": ["N"]}}
+            ).replace('"N"', number)
+            for n, number in enumerate(["NaN", "-1e400"])
+        ]
         bad: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]] = [
             (b"job-bad-json", b"{not json", content_type),
             (b"job-tombstone", None, []),
@@ -137,6 +146,7 @@ class TestInvalidInput:
             (b"someone-else", json.dumps({**envelope, "id": "x-key"}).encode(), content_type),
             (valid_key, json.dumps(oversized).encode(), content_type),
             (valid_key, json.dumps(before_utc).encode(), content_type),
+            *((valid_key, number.encode(), content_type) for number in numbers),
         ]
         await produce(kafka_bootstrap, topics.inputs, good[: len(good) // 2])
         await produce_raw(kafka_bootstrap, topic, bad)
@@ -163,6 +173,8 @@ class TestInvalidInput:
         failures = await read_records(kafka_bootstrap, topics.failed)
         reasons = sorted(f["reason"] for f in failures)
         expected_reasons = [
+            "invalid_event",
+            "invalid_event",
             "invalid_event",
             "invalid_event",
             "invalid_event",

@@ -1,4 +1,7 @@
-"""Partitions added to the topics of a deployment with state: it stops, posts nothing partial.
+"""Topics that would lose a job's state: the consumer stops, and posts nothing partial.
+
+Partitions added to the topics of a deployment with state (below), or a changelog that deletes
+states by age (``TestChangelogRetention``).
 
 A job's state lives in the changelog partition its key hashed to when it was written. Added
 partitions move keys: a job's next events land on a partition whose owner does not hold its
@@ -11,16 +14,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
-from consumer.demo import DemoPlan, build_demo
+from consumer.config import Settings
+from consumer.demo import DemoJobs, DemoPlan, build_demo
+from consumer.kafka.limits import changelog_max_message_bytes
 from consumer.kafka.partitioning import hashes_to
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
+    DEFAULT_MAX_JOB_BYTES,
     MakeTopic,
     assert_history_never_shrinks,
     basicsync,
@@ -37,6 +45,9 @@ from tests.integration.harness import (
 )
 
 pytestmark = pytest.mark.integration
+
+#: ``max.message.bytes`` of a changelog that holds a job of the default size
+CHANGELOG_BYTES = changelog_max_message_bytes(DEFAULT_MAX_JOB_BYTES)
 
 #: Noticed within a second, not the default 30 s.
 FAST_METADATA = {"BASICSYNC_KAFKA__METADATA_MAX_AGE_MS": "1000"}
@@ -180,3 +191,83 @@ class TestPartitionsAdded:
         checked = await basicsync(settings, "check", "--skip-gateway")
         assert checked.code == 4, checked.out
         assert "FAIL  changelog placement" in checked.out
+
+
+@dataclass
+class OnChangelog:
+    settings: Settings
+    env: dict[str, str]
+    demo: DemoJobs
+    process: subprocess.Popen[bytes]
+
+
+async def run_on_changelog(
+    bootstrap: str, make_topic: MakeTopic, sandbox: Sandbox, log: str, config: dict[str, str]
+) -> OnChangelog:
+    """``basicsync run`` over a few jobs' events, its changelog created with ``config``."""
+    topics = await new_topics(make_topic, partitions=2)
+    changelog = await make_topic(
+        "state",
+        partitions=2,
+        cleanup_policy=config["cleanup.policy"],
+        config={**config, "max.message.bytes": str(CHANGELOG_BYTES)},
+    )
+    demo = build_demo(DemoPlan(jobs=5, seed=9, prefix=changelog))
+    await produce(bootstrap, topics.inputs, demo.events)
+    settings = settings_for(bootstrap, sandbox, topics)
+    env = {"BASICSYNC_TOPICS__STATE": changelog}
+    return OnChangelog(settings, env, demo, start_consumer_process(settings, log, env))
+
+
+class TestChangelogRetention:
+    @pytest.mark.parametrize(
+        "config",
+        [
+            {"cleanup.policy": "delete"},
+            {"cleanup.policy": "compact,delete", "retention.ms": "604800000"},
+        ],
+        ids=["delete", "compact-delete-7d"],
+    )
+    async def test_a_changelog_that_deletes_states_by_age_stops_the_start(
+        self,
+        config: dict[str, str],
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """A changelog an operator created with retention by age would lose the state of any
+        job quiet for that long, and its next events would post it from them alone. The start
+        stops (exit 2) naming the setting and the fix, before WorkfloPlus gets anything;
+        ``basicsync check`` says the same (exit 4)."""
+        log = str(tmp_path / "consumer.log")
+        run = await run_on_changelog(kafka_bootstrap, make_topic, sandbox_in_process, log, config)
+        assert await asyncio.to_thread(run.process.wait, 60) == 2, tail(log)
+        fatal = log_events(log, "fatal")[-1]
+        assert fatal["kind"] == "TopicLayoutError"
+        changelog = run.env["BASICSYNC_TOPICS__STATE"]
+        policy = config["cleanup.policy"]
+        assert f"changelog {changelog}: cleanup.policy is '{policy}'" in fatal["error"]
+        assert "set cleanup.policy=compact" in fatal["error"]
+        assert sandbox_in_process.state.records == []
+        checked = await basicsync(run.settings, "check", "--skip-gateway", **run.env)
+        assert checked.code == 4, checked.out
+        assert "set cleanup.policy=compact" in checked.out
+
+    async def test_compact_and_delete_with_no_age_limit_is_accepted(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """``compact,delete`` with ``retention.ms=-1`` deletes nothing by age: it runs."""
+        log = str(tmp_path / "consumer.log")
+        config = {"cleanup.policy": "compact,delete", "retention.ms": "-1"}
+        run = await run_on_changelog(kafka_bootstrap, make_topic, sandbox_in_process, log, config)
+        try:
+            await wait_converged(sandbox_in_process, run.demo.expected, within=60)
+        finally:
+            run.process.terminate()
+            assert await asyncio.to_thread(run.process.wait, 60) == 0, tail(log)
+        assert log_events(log, "changelog_retention_unchecked") == []

@@ -1,12 +1,14 @@
-"""The input topics' partition count changed under a running member (consumer.kafka.admin)."""
+"""Topic layouts that would lose job state (consumer.kafka.admin): input partitions added under
+a running member, and a changelog that deletes states by age."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.errors import TopicLayoutError
-from consumer.kafka.admin import changed_layout
+from consumer.kafka.admin import changed_layout, changelog_policy_problem
 
 
 class TestChangedLayout:
@@ -41,3 +43,26 @@ class TestChangedLayout:
     ) -> None:
         unchanged = now == started and all(p < started for p in assigned)
         assert (changed_layout({"in": now}, assigned, started) is None) is unchanged
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ({"cleanup.policy": "compact"}, None),
+        ({"cleanup.policy": "compact", "retention.ms": "1000"}, None),  # compaction keeps all
+        ({"cleanup.policy": "compact,delete", "retention.ms": "-1"}, None),
+        ({"cleanup.policy": "delete,compact", "retention.ms": "-1"}, None),
+        ({}, "cleanup.policy is 'delete'"),  # the broker's default
+        ({"cleanup.policy": "delete", "retention.ms": "-1"}, "cleanup.policy is 'delete'"),
+        ({"cleanup.policy": "compact,delete"}, "with retention.ms 604800000"),
+        ({"cleanup.policy": "compact, delete", "retention.ms": "1"}, "with retention.ms 1"),
+    ],
+)
+def test_changelog_policy_problem(config: dict[str, str], problem: str | None) -> None:
+    found = changelog_policy_problem(config)
+    if problem is None:
+        assert found is None
+    else:
+        assert found is not None
+        assert problem in found
+        assert "set cleanup.policy=compact" in found
