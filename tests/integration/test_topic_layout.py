@@ -249,7 +249,7 @@ class TestChangelogRetention:
         policy = config["cleanup.policy"]
         assert f"changelog {changelog}: cleanup.policy is '{policy}'" in fatal["error"]
         assert "set cleanup.policy=compact" in fatal["error"]
-        assert sandbox_in_process.state.records == []
+        assert not sandbox_in_process.state.records
         checked = await basicsync(run.settings, "check", "--skip-gateway", **run.env)
         assert checked.code == 4, checked.out
         assert "set cleanup.policy=compact" in checked.out
