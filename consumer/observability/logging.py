@@ -10,15 +10,21 @@ about a job says which one without each call site repeating it.
 The console renderer colours only a terminal, and never when ``NO_COLOR`` is set to anything
 but the empty string (https://no-color.org). ``NO_COLOR`` is read here, not in the settings:
 it is a convention shared by every command-line tool of the user's, not a basicsync setting.
+
+asyncio's "Future exception was never retrieved" is dropped for a connection error that a
+stream reader already raised to its owner (see :class:`DeliveredConnectionErrors`): a refused
+TLS certificate is then one line naming the cause, not that line plus a stray traceback.
 """
 
 from __future__ import annotations
 
+import asyncio.streams
 import logging
 import os
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from types import TracebackType
 
 import structlog
 
@@ -74,6 +80,41 @@ def shared_processors(use_json: bool) -> list[structlog.types.Processor]:
     return shared
 
 
+#: The start of asyncio's message for a future garbage-collected with its exception unread.
+_UNRETRIEVED = "Future exception was never retrieved"
+_STREAMS_FILE = asyncio.streams.__file__
+
+
+class DeliveredConnectionErrors(logging.Filter):
+    """Drops asyncio's report of an unread connection error that a stream reader delivered.
+
+    ``StreamReaderProtocol.connection_lost`` hands one exception to both the stream reader
+    (whose owner, aiokafka or aiohttp, reads it and reports the failure) and the protocol's own
+    ``closed`` future, which nobody awaits. The protocol marks that future read in its
+    ``__del__``; when the garbage collector finalizes the future first (both sit in one
+    reference cycle, and a cycle's finalizers run in no set order) asyncio logs the exception
+    again, traceback and all. A refused client certificate did so on about half the tries.
+
+    Only an ``OSError`` whose traceback passes through ``asyncio/streams.py`` is dropped: that
+    exception was raised to a reader, so its owner had it. Any other unread exception, ours
+    included, is still logged whole.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not isinstance(record.msg, str) or not record.msg.startswith(_UNRETRIEVED):
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(exc, OSError) and _raised_to_a_reader(exc.__traceback__))
+
+
+def _raised_to_a_reader(traceback: TracebackType | None) -> bool:
+    while traceback is not None:
+        if traceback.tb_frame.f_code.co_filename == _STREAMS_FILE:
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
 def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     """Configure structlog and the standard library once, at the entry point."""
     is_terminal = sys.stderr.isatty()
@@ -102,3 +143,6 @@ def configure_logging(log_format: str = "auto", level: str = "info") -> None:
     root.setLevel(_LEVELS[level])
     # aiokafka is chatty at INFO about every (re)join; its warnings still come through.
     logging.getLogger("aiokafka").setLevel(max(_LEVELS[level], logging.WARNING))
+    asyncio_logger = logging.getLogger("asyncio")
+    if not any(isinstance(f, DeliveredConnectionErrors) for f in asyncio_logger.filters):
+        asyncio_logger.addFilter(DeliveredConnectionErrors())

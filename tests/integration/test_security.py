@@ -427,6 +427,21 @@ class TestRefusedConnections:
                 assert "Traceback" not in ran.output, (name, ran.output)
                 assert leaks(ran.output, secrets) == [], name
 
+    async def test_a_refused_certificate_never_adds_a_traceback(
+        self, secure_kafka: SecureKafka, sandbox_in_process: Sandbox, tmp_path: Path
+    ) -> None:
+        """The broker's TLS alert reaches asyncio twice (the stream reader and the protocol's
+        unread ``closed`` future), and asyncio logged the second copy with a traceback on about
+        half of the ``check`` runs; eight runs in a row must all stay one line."""
+        topics = Topics(["in-x"], "state-x", "ok-x", "failed-x", "group-x", 1)
+        kafka, cause = _refused_cases(secure_kafka, tmp_path)["untrusted client certificate"]
+        env = consumer_env(secured(kafka, sandbox_in_process, topics, None))
+        for _ in range(8):
+            check = await basicsync(env, "check", "--timeout", "5")
+            assert check.code == 3, check.output
+            assert cause in check.out, check.output
+            assert "Traceback" not in check.output, check.output
+
 
 class TestGatewayTls:
     async def test_an_https_gateway_is_trusted_only_with_its_ca_bundle(

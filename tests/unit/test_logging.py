@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import io
 import json
 import logging
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import structlog
 
-from consumer.observability.logging import bound_record, shared_processors
+from consumer.observability.logging import (
+    DeliveredConnectionErrors,
+    bound_record,
+    shared_processors,
+)
 
 
 def json_logger(stream: io.StringIO) -> Any:
@@ -80,3 +88,77 @@ class TestBoundRecord:
 
         await asyncio.gather(work("a"), work("b"))
         assert sorted(line["client_job_id"] for line in lines(stream)) == ["a", "b"]
+
+
+class Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextmanager
+def asyncio_records() -> Iterator[list[logging.LogRecord]]:
+    """What asyncio's logger lets through :class:`DeliveredConnectionErrors`."""
+    handler = Kept()
+    handler.addFilter(DeliveredConnectionErrors())
+    target = logging.getLogger("asyncio")
+    target.addHandler(handler)
+    try:
+        yield handler.records
+    finally:
+        target.removeHandler(handler)
+
+
+async def raised_by_a_reader(exc: Exception) -> BaseException:
+    """``exc`` as a stream reader's owner gets it: set on the reader, raised by a read."""
+    reader = asyncio.StreamReader()
+    reader.set_exception(exc)
+    try:
+        await reader.readexactly(4)
+    except BaseException as raised:
+        return raised
+    raise AssertionError("the read did not raise")
+
+
+def raised_elsewhere(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as raised:
+        return raised
+
+
+async def left_unread(exc: BaseException) -> None:
+    """A future holding ``exc`` that nobody reads, collected: asyncio's own report."""
+    future = asyncio.get_running_loop().create_future()
+    future.set_exception(exc)
+    del future
+    gc.collect()
+
+
+class TestDeliveredConnectionErrors:
+    async def test_a_connection_error_a_reader_raised_is_not_reported_again(self) -> None:
+        """The refused certificate's case: the reader's owner had it, so no second traceback."""
+        alert = ssl.SSLError(1, "[SSL: SSLV3_ALERT_CERTIFICATE_UNKNOWN] sslv3 alert")
+        with asyncio_records() as records:
+            await left_unread(await raised_by_a_reader(alert))
+            await left_unread(await raised_by_a_reader(ConnectionResetError(104, "reset")))
+        assert records == []
+
+    async def test_every_other_unread_exception_is_still_reported_whole(self) -> None:
+        """A connection error no reader raised, and a bug raised through a reader: both kept,
+        with their tracebacks."""
+        with asyncio_records() as records:
+            await left_unread(raised_elsewhere(ConnectionResetError(104, "reset")))
+            await left_unread(await raised_by_a_reader(RuntimeError("a bug")))
+        assert [type(r.exc_info[1]) for r in records if r.exc_info] == [
+            ConnectionResetError,
+            RuntimeError,
+        ]
+        assert all("never retrieved" in r.getMessage() for r in records)
+
+    def test_other_asyncio_lines_pass(self) -> None:
+        record = logging.LogRecord("asyncio", logging.WARNING, __file__, 1, "slow", None, None)
+        assert DeliveredConnectionErrors().filter(record)
