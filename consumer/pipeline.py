@@ -39,6 +39,7 @@ from consumer.kafka.admin import changed_layout
 from consumer.kafka.partitioning import hashes_to
 from consumer.kafka.records import SourceRecord
 from consumer.kafka.source import EventSource
+from consumer.kafka.transactions import CommitTrouble
 from consumer.state.checkpoint import Checkpoint
 from consumer.state.recovery import RestoreReport, can_keep
 from consumer.state.store import JobStore
@@ -214,6 +215,10 @@ class Pipeline:
     def ready(self) -> bool:
         """Partitions assigned and restored."""
         return bool(self._owned) and not self._restoring
+
+    def commit_trouble(self) -> CommitTrouble | None:
+        """The owned partition whose checkpoint has failed for longest, if one is failing."""
+        return self._checkpoint.commit_trouble()
 
     def stalled_for(self) -> float:
         """Seconds an assigned partition has gone unprocessed (0 when none): for liveness."""

@@ -88,6 +88,29 @@ class Producible(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class CommitTrouble:
+    """A partition's commit that has failed, or waited past ``slow_after_s`` without an
+    answer: nothing of the partition is durable meanwhile (so nothing of it is posted). Set
+    until the commit returns or raises; read by ``/readyz`` and ``/metrics``."""
+
+    partition: int
+    #: ``time.monotonic()`` of the commit's start (slow) or of its first failed attempt
+    since: float
+    failed_attempts: int
+    #: the last attempt's error, or what a commit without an answer waits for
+    detail: str
+
+    def describe(self, now: float) -> str:
+        seconds = now - self.since
+        if self.failed_attempts == 0:
+            return f"partition {self.partition}: a commit waiting {seconds:.0f}s for {self.detail}"
+        return (
+            f"partition {self.partition}: commits failing for {seconds:.0f}s "
+            f"({self.failed_attempts} attempts), last: {self.detail}"
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class OutRecord:
     """A record to produce; ``partition`` None lets the key choose (result topics)."""
 
@@ -136,6 +159,8 @@ class PartitionProducer:
         #: what the commit in progress waits for, named in ``checkpoint_slow``
         self._stage = "idle"
         self._slow_watch: asyncio.TimerHandle | None = None
+        #: the commit in progress after it failed, until one succeeds
+        self.trouble: CommitTrouble | None = None
 
     async def start(self) -> None:
         """Fence every earlier producer of this partition; raises ``PartitionLost`` if refused."""
@@ -192,6 +217,7 @@ class PartitionProducer:
             if self._slow_watch is not None:
                 self._slow_watch.cancel()
             self._stage = "idle"
+            self.trouble = None
 
     def _watch_slow(self, started: float, *, first: bool = False) -> None:
         """Log ``checkpoint_slow`` every ``slow_after_s`` while a commit has not returned.
@@ -207,6 +233,8 @@ class PartitionProducer:
                 waiting_for=self._stage,
                 seconds=round(time.monotonic() - started, 1),
             )
+            if self.trouble is None or self.trouble.failed_attempts == 0:
+                self.trouble = CommitTrouble(self.partition, started, 0, self._stage)
         loop = asyncio.get_running_loop()
         self._slow_watch = loop.call_later(
             # Not the context of the caller: an intent's names one job of the group commit.
@@ -260,6 +288,8 @@ class PartitionProducer:
                 if self._fatal():
                     raise PartitionLost(self.partition, _describe(exc)) from None
                 delay = min(self._retry_backoff_s * 2 ** min(attempt - 1, 10), self._max_backoff_s)
+                since = self.trouble.since if self.trouble is not None else time.monotonic()
+                self.trouble = CommitTrouble(self.partition, since, attempt, _describe(exc))
                 log.warning(
                     "checkpoint_retry",
                     partition=self.partition,

@@ -4,7 +4,8 @@
   runs; a blocked loop times the probe out.
 - ``/readyz``: 200 when every check passes, else 503; the JSON body names each check:
   ``partitions`` (assigned and restored), ``circuit`` (closed), ``token`` (the last token
-  request succeeded) and ``kafka`` (no ACL missing: see ``consumer.kafka.access``). Checks
+  request succeeded), ``kafka`` (no ACL missing: see ``consumer.kafka.access``) and
+  ``checkpoint`` (no owned partition's commit failing and retried). Checks
   read state the consumer already has; a probe never calls Kafka or the token endpoint.
 - ``/metrics``: the consumer's Prometheus registry, with the level gauges (lag, dirty jobs,
   circuit state, state size) sampled just before rendering.
@@ -30,6 +31,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from consumer.errors import AuthRejected, TokenUnavailable
 from consumer.gateway.auth import TokenProvider
+from consumer.kafka.transactions import CommitTrouble
 from consumer.observability.metrics import Metrics
 from consumer.sync.circuit import CircuitBreaker, CircuitState
 
@@ -58,6 +60,8 @@ class PipelineView(Protocol):
     def stored_bytes(self) -> int: ...
 
     def stalled_for(self) -> float: ...
+
+    def commit_trouble(self) -> CommitTrouble | None: ...
 
 
 class SchedulerView(Protocol):
@@ -160,7 +164,18 @@ def readiness(running: Observed, tokens: WatchedTokens | None) -> dict[str, Chec
     else:
         token = Check(False, tokens.error or "last request failed")
     kafka = Check(running.kafka_access is None, running.kafka_access or "access granted")
-    return {"partitions": partitions, "circuit": circuit, "token": token, "kafka": kafka}
+    trouble = pipeline.commit_trouble() if pipeline is not None else None
+    if trouble is None:
+        checkpoint = Check(True, "commits succeed")
+    else:
+        checkpoint = Check(False, trouble.describe(time.monotonic()))
+    return {
+        "partitions": partitions,
+        "circuit": circuit,
+        "token": token,
+        "kafka": kafka,
+        "checkpoint": checkpoint,
+    }
 
 
 async def sample_metrics(running: Observed) -> None:
@@ -181,7 +196,12 @@ async def sample_metrics(running: Observed) -> None:
         circuit=scheduler.circuit.state if scheduler is not None else CircuitState.CLOSED,
         lag=lag,
         intent_stage_limit=scheduler.intent_stage_limit if scheduler is not None else 0,
+        checkpoint_failing_s=_failing_for(pipeline.commit_trouble() if pipeline else None),
     )
+
+
+def _failing_for(trouble: CommitTrouble | None) -> float:
+    return 0.0 if trouble is None else time.monotonic() - trouble.since
 
 
 @dataclass

@@ -110,6 +110,13 @@ class Metrics:
             "tried again, or becomes a retries_exhausted failure once the job's budget is spent",
             registry=r,
         )
+        self.checkpoint_failing = Gauge(
+            "basicsync_checkpoint_failing_seconds",
+            "How long the longest-failing checkpoint of this member's partitions has been "
+            "failing, or waiting past 10 s for an answer (0 while commits succeed): nothing of "
+            "that partition is durable or posted meanwhile",
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "basicsync_circuit_state",
             "Gateway circuit: 1 for the current state (closed; open: partitions paused; "
@@ -226,8 +233,10 @@ class Metrics:
         circuit: CircuitState,
         lag: Mapping[tuple[str, int], int] | None,
         intent_stage_limit: int = 0,
+        checkpoint_failing_s: float = 0.0,
     ) -> None:
         """Set the level gauges; ``lag=None`` keeps the last lag sample (fetching it failed)."""
+        self.checkpoint_failing.set(checkpoint_failing_s)
         self.jobs_dirty.set(dirty_jobs)
         self.sync_in_flight.set(in_flight)
         self.intent_stage_limit.set(intent_stage_limit)

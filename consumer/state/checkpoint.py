@@ -74,7 +74,7 @@ from consumer.domain.value_compression import compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.limits import RESULT_RECORD_BYTES
 from consumer.kafka.records import Position
-from consumer.kafka.transactions import OutRecord, PartitionProducer, Producible
+from consumer.kafka.transactions import CommitTrouble, OutRecord, PartitionProducer, Producible
 from consumer.state.deferral import capped_offsets, offset_caps, results_now
 from consumer.state.store import JobStore
 
@@ -344,6 +344,11 @@ class Checkpoint:
     def stored_bytes(self) -> int:
         """Bytes of the latest changelog value of every job held (the ``state_bytes`` metric)."""
         return sum(sum(sizes.values()) for sizes in self._value_bytes.values())
+
+    def commit_trouble(self) -> CommitTrouble | None:
+        """The owned partition whose commit has failed for longest, if one is failing now."""
+        failing = [p.trouble for p in self._producers.values() if p.trouble is not None]
+        return min(failing, key=lambda trouble: trouble.since, default=None)
 
     def take_lost(self) -> set[int]:
         """Partitions lost since the last call (fenced, or broken beyond retrying)."""

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import GroupCoordinatorNotAvailableError
@@ -553,6 +554,16 @@ async def eventually(predicate: Callable[[], bool], *, within: float) -> bool:
     return predicate()
 
 
+async def eventually_async(predicate: Callable[[], Awaitable[bool]], *, within: float) -> bool:
+    """:func:`eventually` for a predicate that awaits (an HTTP probe, say)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if await predicate():
+            return True
+        await asyncio.sleep(0.1)
+    return await predicate()
+
+
 async def sigterm_and_wait(
     process: subprocess.Popen[bytes], log: str, within: float
 ) -> tuple[int, float]:
@@ -647,3 +658,32 @@ def with_title(expected: dict[str, dict[str, Any]], title: str) -> dict[str, dic
     for body in changed.values():
         body["metadata"]["jobTitle"] = title
     return changed
+
+
+async def scraped(port: int, metric: str) -> float:
+    """The value of an unlabelled metric on the member's /metrics (-1 when not answered)."""
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+        ):
+            text = await response.text()
+    except aiohttp.ClientError:
+        return -1.0
+    for line in text.splitlines():
+        if line.startswith(metric + " "):
+            return float(line.split()[1])
+    return -1.0
+
+
+async def readiness(port: int) -> dict[str, Any] | None:
+    """The member's /readyz body (None when not answered)."""
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://127.0.0.1:{port}/readyz") as response,
+        ):
+            body: dict[str, Any] = await response.json()
+            return body
+    except aiohttp.ClientError:
+        return None

@@ -45,6 +45,7 @@ from tests.integration.harness import (
     consumer_process,
     consumer_running,
     eventually,
+    eventually_async,
     final_upserts,
     free_port,
     in_chunks,
@@ -54,6 +55,8 @@ from tests.integration.harness import (
     posted_early_and_changed_late,
     produce,
     read_records,
+    readiness,
+    scraped,
     send_live,
     sent_until_held,
     settings_for,
@@ -85,22 +88,6 @@ async def stage_grown_past(port: int, slots: int, *, within: float) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"the stage never grew past {slots} slots in {within} s: {seen}")
-
-
-async def scraped(port: int, metric: str) -> float:
-    """The value of an unlabelled metric on the member's /metrics (-1 when not answered)."""
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{port}/metrics") as response,
-        ):
-            text = await response.text()
-    except aiohttp.ClientError:
-        return -1.0
-    for line in text.splitlines():
-        if line.startswith(metric + " "):
-            return float(line.split()[1])
-    return -1.0
 
 
 @asynccontextmanager
@@ -556,7 +543,6 @@ class TestRebalanceErrors:
     ) -> None:
         """A restore that always fails never leaves the member silently holding partitions it
         does not process: readiness is false and /healthz fails once the stall limit passed."""
-        import aiohttp
 
         topics = await new_topics(make_topic, partitions=1)
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
@@ -632,8 +618,9 @@ class TestKafkaTrouble:
     ) -> None:
         """The broker is SIGSTOPped for 60 s mid-stream: ``basicsync run`` never exits, its
         checkpoints retry (each commit that waits says so, ``checkpoint_slow``, naming the
-        partition and what it waits for), and every job converges once the broker answers
-        again."""
+        partition and what it waits for; ``/readyz`` fails its ``checkpoint`` check and
+        ``basicsync_checkpoint_failing_seconds`` grows), and every job converges once the
+        broker answers again, the member ready again."""
         pid = broker_pid(kafka_bootstrap)
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=100, seed=79))
@@ -646,13 +633,26 @@ class TestKafkaTrouble:
         )
         log = str(tmp_path / "consumer.log")
         await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
-        process = start_consumer_process(settings, log)
+        port = free_port()
+        process = start_consumer_process(
+            settings, log, {"BASICSYNC_OBSERVABILITY__HTTP_PORT": str(port)}
+        )
         try:
             await posting(sandbox_in_process, log)
+            failing: list[str] = []
+            failing_s = 0.0
             async with broker_hung(pid):
                 for _ in range(60):
                     await asyncio.sleep(1)
                     assert process.poll() is None, "exited while the broker hung:\n" + tail(log)
+                    body = await readiness(port)
+                    if body is not None and "checkpoint" in body["failing"]:
+                        failing.append(body["checks"]["checkpoint"]["detail"])
+                        gauge = await scraped(port, "basicsync_checkpoint_failing_seconds")
+                        failing_s = max(failing_s, gauge)
+            assert failing, "/readyz never named the stuck checkpoint:\n" + tail(log)
+            assert all(detail.startswith("partition ") for detail in failing), failing
+            assert failing_s >= 10, failing_s
             slow = log_events(log, "checkpoint_slow")
             assert slow, "no checkpoint_slow while the broker hung:\n" + tail(log)
             assert all(isinstance(line["partition"], int) and line["waiting_for"] for line in slow)
@@ -660,6 +660,13 @@ class TestKafkaTrouble:
             await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
             await wait_converged(sandbox_in_process, demo.expected, within=180)
             assert process.poll() is None, tail(log)
+
+            async def ready_again() -> bool:
+                body = await readiness(port)
+                return body is not None and body["ready"]
+
+            assert await eventually_async(ready_again, within=30), await readiness(port)
+            assert await scraped(port, "basicsync_checkpoint_failing_seconds") == 0
         finally:
             if process.poll() is None:
                 await stop_process(process, log)

@@ -4,6 +4,8 @@ health endpoints served without Kafka (a consumer that has not started yet)."""
 from __future__ import annotations
 
 import re
+import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,7 +17,16 @@ from consumer.app import Running
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo
 from consumer.errors import TokenUnavailable
 from consumer.intake import BatchEffect
-from consumer.observability.health import WatchedTokens, readiness, serve_health
+from consumer.kafka.transactions import CommitTrouble
+from consumer.observability.health import (
+    LagView,
+    PipelineView,
+    SchedulerView,
+    WatchedTokens,
+    readiness,
+    sample_metrics,
+    serve_health,
+)
 from consumer.observability.metrics import Metrics
 from consumer.observability.stats import Stats
 from consumer.state.recovery import RestoreReport
@@ -302,6 +313,59 @@ class TestReadiness:
             await tokens.token()
         checks = readiness(Running(stats=Stats()), tokens)
         assert not checks["token"].ok
+
+
+@dataclass
+class _RestoredPipeline:
+    """A pipeline owning partitions 0 and 1, restored, whose checkpoint may be in trouble."""
+
+    trouble: CommitTrouble | None = None
+    owned_partitions: set[int] = field(default_factory=lambda: {0, 1})
+    ready: bool = True
+    job_count: int = 3
+    unreadable_job_count: int = 0
+    stored_bytes: int = 300
+
+    def stalled_for(self) -> float:
+        return 0.0
+
+    def commit_trouble(self) -> CommitTrouble | None:
+        return self.trouble
+
+
+@dataclass
+class _Observed:
+    pipeline: PipelineView | None
+    metrics: Metrics = field(default_factory=Metrics)
+    waiting_for: str | None = None
+    kafka_access: str | None = None
+    scheduler: SchedulerView | None = None
+    source: LagView | None = None
+
+
+class TestCheckpointTrouble:
+    async def test_a_failing_checkpoint_fails_readiness_and_shows_in_the_gauge(self) -> None:
+        """A partition whose commits fail is named on /readyz with its last error, and
+        ``basicsync_checkpoint_failing_seconds`` says for how long; both clear with it."""
+        failing = CommitTrouble(1, time.monotonic() - 30, 4, "NotEnoughReplicasError")
+        pipeline = _RestoredPipeline(failing)
+        running = _Observed(pipeline)
+        checks = readiness(running, None)
+        assert [name for name, check in checks.items() if not check.ok] == ["checkpoint"]
+        assert checks["checkpoint"].detail.startswith("partition 1: commits failing for 30s")
+        assert "NotEnoughReplicasError" in checks["checkpoint"].detail
+        await sample_metrics(running)
+        failing_s = running.metrics.registry.get_sample_value(
+            "basicsync_checkpoint_failing_seconds"
+        )
+        assert failing_s is not None
+        assert 30 <= failing_s < 40
+        pipeline.trouble = None
+        assert all(check.ok for check in readiness(running, None).values())
+        await sample_metrics(running)
+        assert (
+            running.metrics.registry.get_sample_value("basicsync_checkpoint_failing_seconds") == 0
+        )
 
 
 class TestEndpoints:

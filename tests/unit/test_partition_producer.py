@@ -18,7 +18,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from structlog.testing import capture_logs
 
 from consumer.errors import PartitionLost
-from consumer.kafka.transactions import OutRecord, PartitionProducer
+from consumer.kafka.transactions import CommitTrouble, OutRecord, PartitionProducer
 
 
 class _Manager:
@@ -153,6 +153,28 @@ class TestPartitionProducer:
         assert fake.commits == 1
         assert list(written.values()) == [7]
 
+    async def test_failing_attempts_are_commit_trouble_until_the_commit_returns(self) -> None:
+        """While a commit is retried, ``trouble`` names the partition, the failed attempts and
+        the last error, from the first failure on (what ``/readyz`` shows); it is cleared once
+        the commit returns."""
+        fake = FencedMidTransaction(fatal=False, fail_sends=3)
+        producer = PartitionProducer(lambda **_: fake, "group", 4, retry_backoff_s=0.05)
+        assert producer.trouble is None
+        commit = asyncio.create_task(producer.commit(RECORDS, {}))
+        seen: list[CommitTrouble] = []
+        while not commit.done():
+            if producer.trouble is not None:
+                seen.append(producer.trouble)
+            await asyncio.sleep(0.01)
+        await commit
+        assert producer.trouble is None
+        assert [t.failed_attempts for t in seen][-1] == 3
+        assert {t.partition for t in seen} == {4}
+        assert len({t.since for t in seen}) == 1, "the first failure's time is kept"
+        assert all("KafkaTimeoutError" in t.detail for t in seen)
+        text = seen[-1].describe(seen[-1].since + 12.4)
+        assert text.startswith("partition 4: commits failing for 12s (3 attempts), last: Kafka")
+
     async def test_a_commit_that_waits_without_an_error_is_logged_while_it_waits(self) -> None:
         """A commit that neither returns nor fails (an answer aiokafka never times out) logs
         ``checkpoint_slow`` with what it waits for, every ``slow_after_s``, and stops once it
@@ -171,6 +193,7 @@ class TestPartitionProducer:
             commit = asyncio.create_task(producer.commit(RECORDS, {}))
             await asyncio.sleep(0.18)
             slow = [line for line in logs if line["event"] == "checkpoint_slow"]
+            trouble = producer.trouble
             answered.set()
             await commit
             await asyncio.sleep(0.12)
@@ -181,6 +204,12 @@ class TestPartitionProducer:
         after = [line for line in logs if line["event"] == "checkpoint_slow"][len(slow) :]
         assert len(after) <= 1, f"still logged after the commit: {after}"
         assert fake.commits == 1
+        assert trouble is not None
+        assert trouble.failed_attempts == 0
+        assert trouble.describe(trouble.since + 3) == (
+            "partition 3: a commit waiting 3s for commit_transaction"
+        )
+        assert producer.trouble is None
 
     async def test_a_prompt_commit_logs_nothing_slow(self) -> None:
         fake = FencedMidTransaction(fatal=False, fail_sends=0)
@@ -189,6 +218,7 @@ class TestPartitionProducer:
             await producer.commit(RECORDS, {})
             await asyncio.sleep(0.12)
         assert not [line for line in logs if line["event"] == "checkpoint_slow"]
+        assert producer.trouble is None
 
     async def test_records_without_a_partition_go_where_the_java_partitioner_puts_their_key(
         self,
