@@ -7,12 +7,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from prometheus_client.parser import text_string_to_metric_families
-
-from consumer.app import Running
-from consumer.observability.health import serve_health
-from consumer.observability.stats import Stats
+from tests.fixtures.served_metrics import served_series
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "basicsync.json"
 #: What the dashboard must show (issue: lag, throughput, requests by outcome, circuit state,
@@ -27,12 +22,6 @@ REQUIRED = {
     "basicsync_intent_commit_seconds_bucket",
     "basicsync_event_to_sync_seconds_bucket",
     "process_resident_memory_bytes",
-}
-_SERIES = {
-    "counter": ("_total",),
-    "histogram": ("_bucket", "_count", "_sum"),
-    "gauge": ("",),
-    "info": ("_info",),
 }
 
 
@@ -50,31 +39,13 @@ def _queried() -> set[str]:
     return names
 
 
-async def _exported() -> set[str]:
-    """Series names of /metrics as a consumer serves it."""
-    running = Running(stats=Stats())
-    async with (
-        serve_health(running, None, host="127.0.0.1", port=0) as server,
-        aiohttp.ClientSession() as http,
-        http.get(f"http://127.0.0.1:{server.port}/metrics") as response,
-    ):
-        assert response.status == 200
-        text = await response.text()
-    names: set[str] = set()
-    for family in text_string_to_metric_families(text):
-        suffixes = _SERIES.get(family.type, ("",))
-        names |= {family.name + suffix for suffix in suffixes}
-        names |= {sample.name for sample in family.samples}
-    return names
-
-
 class TestDashboard:
     async def test_every_queried_metric_is_served(self) -> None:
         """Each metric a panel queries is in the /metrics output of a consumer's endpoint,
         so no panel is empty because of a renamed or missing metric."""
         queried = _queried()
         assert queried
-        missing = queried - await _exported()
+        missing = queried - await served_series()
         assert not missing, f"the dashboard queries metrics nobody exports: {sorted(missing)}"
 
     def test_shows_what_operators_look_for(self) -> None:

@@ -4,8 +4,9 @@ Kubernetes manifests are validated offline against the schemas shipped in the
 ``kubernetes-validate`` wheel, which covers built-in kinds only. The Strimzi resources are
 validated against the ``v1`` schemas of Strimzi's own CRDs (tests/fixtures/crds, taken from
 Strimzi 0.49.0, the first release with ``kafka.strimzi.io/v1``), made strict the way
-``kubectl --validate=strict`` is (an unknown field fails); the KEDA resources against the small
-structural schemas below (the fields this project relies on).
+``kubectl --validate=strict`` is (an unknown field fails); the KEDA and Prometheus Operator
+resources against the small structural schemas below (the fields this project relies on), and
+the alert expressions with a PromQL parser.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]
+import promql_parser
 import pytest
 import yaml
 from pydantic import BaseModel
@@ -31,6 +33,7 @@ from consumer.config import (
     SyncSettings,
     load_settings,
 )
+from tests.fixtures.served_metrics import served_series
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
@@ -247,6 +250,38 @@ _METADATA: dict[str, Any] = {
     "properties": {"name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"}},
 }
 
+_STRING: dict[str, Any] = {"type": "string"}
+_STRING_MAP: dict[str, Any] = {"type": "object", "additionalProperties": _STRING}
+#: A Prometheus duration as the Prometheus Operator's CRDs accept it (``30s``, ``1h30m``).
+_DURATION: dict[str, Any] = {
+    "type": "string",
+    "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?"
+    "(([0-9]+)ms)?)$",
+}
+
+
+def _closed(required: list[str], **properties: Any) -> dict[str, Any]:
+    """An object with these fields and no other."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "required": required,
+        "properties": properties,
+    }
+
+
+def _list_of(item: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "array", "minItems": 1, "items": item}
+
+
+def _resource(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {"metadata": _METADATA, "spec": spec},
+    }
+
+
 #: Structural schemas of the custom resources (what Kubernetes' own schemas cannot check).
 CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("keda.sh/v1alpha1", "ScaledObject"): {
@@ -319,6 +354,40 @@ CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
             },
         },
     },
+    ("monitoring.coreos.com/v1", "PodMonitor"): _resource(
+        _closed(
+            ["selector", "podMetricsEndpoints"],
+            selector=_closed(["matchLabels"], matchLabels=_STRING_MAP),
+            podMetricsEndpoints=_list_of(
+                _closed(["port"], port=_STRING, path=_STRING, interval=_DURATION)
+            ),
+        )
+    ),
+    ("monitoring.coreos.com/v1", "PrometheusRule"): _resource(
+        _closed(
+            ["groups"],
+            groups=_list_of(
+                _closed(
+                    ["name", "rules"],
+                    name=_STRING,
+                    rules=_list_of(
+                        _closed(
+                            ["alert", "expr", "labels", "annotations"],
+                            alert={"type": "string", "pattern": "^Basicsync[A-Z][A-Za-z]+$"},
+                            expr=_STRING,
+                            **{"for": _DURATION},
+                            labels=_closed(
+                                ["severity"], severity={"enum": ["critical", "warning", "info"]}
+                            ),
+                            annotations=_closed(
+                                ["summary", "description"], summary=_STRING, description=_STRING
+                            ),
+                        )
+                    ),
+                )
+            ),
+        )
+    ),
     ("kustomize.config.k8s.io/v1beta1", "Kustomization"): {
         "type": "object",
         "required": ["resources"],
@@ -439,7 +508,7 @@ class TestManifestsValidate:
 
     def test_expected_kinds(self) -> None:
         """Deployment, ConfigMap, Secret, Service, PDB, ScaledObject, four KafkaTopics and
-        two KafkaUsers, in two kustomizations."""
+        two KafkaUsers, a PodMonitor and a PrometheusRule, in three kustomizations."""
         kinds = sorted(doc["kind"] for _, doc in _manifests())
         assert kinds == sorted(
             [
@@ -453,7 +522,10 @@ class TestManifestsValidate:
                 "KafkaUser",
                 "Kustomization",
                 "Kustomization",
+                "Kustomization",
                 "PodDisruptionBudget",
+                "PodMonitor",
+                "PrometheusRule",
                 "ScaledObject",
                 "Secret",
                 "Service",
@@ -731,3 +803,82 @@ class TestTracingVariables:
         assert set_lines == []
         enabled = yaml.safe_load_all(self._uncommented(text, marker))
         assert "OTEL_EXPORTER_OTLP_ENDPOINT" in json.dumps(list(enabled))
+
+
+# --- deploy/k8s/monitoring ------------------------------------------------------------------
+
+OPERATIONS = ROOT / "docs" / "operations.md"
+
+
+def _alert_rules() -> list[dict[str, Any]]:
+    rule = _one("PrometheusRule")
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def _read_metrics(expr: str) -> set[str]:
+    """The metric names an expression selects (walking its parsed syntax tree)."""
+    names: set[str] = set()
+
+    def visit(node: object) -> None:
+        if isinstance(node, promql_parser.VectorSelector) and node.name:
+            names.add(node.name)
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return names
+
+
+class TestAlerts:
+    async def test_every_expression_parses_and_reads_only_served_metrics(self) -> None:
+        """Each alert is valid PromQL, and every metric it reads is one a consumer serves:
+        an alert on a renamed metric would never fire."""
+        served = await served_series()
+        for rule in _alert_rules():
+            read = _read_metrics(rule["expr"])
+            assert read, rule["alert"]
+            assert read <= served, (rule["alert"], sorted(read - served))
+
+    def test_a_typo_is_caught(self) -> None:
+        """The checks above have teeth: broken syntax raises, an unknown metric is seen."""
+        with pytest.raises(ValueError, match="parenthesis"):
+            promql_parser.parse("max by (pod) (basicsync_partitions_paused > 0")
+        assert _read_metrics("rate(basicsync_nope_total[5m]) > 0") == {"basicsync_nope_total"}
+
+    def test_names_are_unique_and_each_is_documented(self) -> None:
+        names = [rule["alert"] for rule in _alert_rules()]
+        assert len(names) == len(set(names))
+        guide = OPERATIONS.read_text(encoding="utf-8")
+        assert [name for name in names if f"`{name}`" not in guide] == []
+
+    def test_the_operations_guides_alerting_metrics_each_have_an_alert(self) -> None:
+        """What operations.md says to alert on is in the rules: the outage, a failing
+        checkpoint, lag, rejected requests, invalid events, misrouted keys, unreadable states,
+        memory and refused restores."""
+        read = set().union(*(_read_metrics(rule["expr"]) for rule in _alert_rules()))
+        assert read >= {
+            "basicsync_partitions_paused",
+            "basicsync_checkpoint_failing_seconds",
+            "basicsync_consumer_lag",
+            "basicsync_sync_requests_total",
+            "basicsync_events_invalid_total",
+            "basicsync_misrouted_keys_total",
+            "basicsync_state_jobs_unreadable",
+            "basicsync_restore_refusals_total",
+            "process_resident_memory_bytes",
+        }
+
+    def test_the_operator_schemas_are_strict(self) -> None:
+        """A misspelt field of the PodMonitor or of an alert fails validation."""
+        monitor = json.loads(json.dumps(_one("PodMonitor")))
+        monitor["spec"]["podMetricEndpoints"] = monitor["spec"].pop("podMetricsEndpoints")
+        rules = json.loads(json.dumps(_one("PrometheusRule")))
+        rules["spec"]["groups"][0]["rules"][0]["annotation"] = {"summary": "x"}
+        for manifest in (monitor, rules):
+            schema = CRD_SCHEMAS[(manifest["apiVersion"], manifest["kind"])]
+            assert list(jsonschema.Draft7Validator(schema).iter_errors(manifest))
+
+    def test_the_pod_monitor_scrapes_the_port_the_deployment_serves(self) -> None:
+        monitor = _one("PodMonitor")["spec"]
+        pod = _one("Deployment")["spec"]["template"]
+        assert monitor["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+        ports = {port["name"] for port in _container()["ports"]}
+        assert {endpoint["port"] for endpoint in monitor["podMetricsEndpoints"]} <= ports
