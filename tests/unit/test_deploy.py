@@ -643,6 +643,14 @@ class TestDeployment:
         assert _one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"] == labels
         assert _one("Deployment")["spec"]["selector"]["matchLabels"] == labels
 
+    def test_an_unready_member_can_be_drained(self) -> None:
+        """Readiness says what a member waits for (an outage, its checkpoints refused), not
+        that it is unhealthy: an unready pod may always be evicted, or an outage that makes
+        every member unready would block node drains until it ends."""
+        budget = _one("PodDisruptionBudget")["spec"]
+        assert budget["maxUnavailable"] == 1
+        assert budget["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
 
 class TestTopicsAndScaling:
     def test_every_topic_has_a_resource(self) -> None:
