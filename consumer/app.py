@@ -503,6 +503,7 @@ def _pipeline_limits(settings: Settings, partition_count: int) -> PipelineLimits
         forgotten_retention_s=sync.forgotten_retention_s,
         max_job_bytes=settings.kafka.max_job_bytes,
         max_failure_value_bytes=settings.kafka.max_failure_value_bytes,
+        max_event_time_ahead_s=settings.kafka.max_event_time_ahead_s,
         checkpoint_interval_s=settings.kafka.checkpoint_interval_ms / 1000,
         catch_up_checkpoint_interval_s=settings.kafka.catch_up_checkpoint_interval_ms / 1000,
         catch_up_lag=sync.catch_up_lag,

@@ -132,6 +132,13 @@ class KafkaSettings(_Section):
     max_event_bytes: int = Field(
         default=1_000_000, ge=1_024, description="larger events go to the failure topic"
     )
+    max_event_time_ahead_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="an event whose time is further ahead of this consumer's clock is refused "
+        "(invalid_event): a producer's wrong clock would otherwise win every later write of its "
+        "job until that time comes",
+    )
     max_failure_value_bytes: int = Field(
         default=64 * 1024,
         ge=0,

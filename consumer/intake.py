@@ -16,6 +16,14 @@ Two kinds of key refuse events before the reducer sees them:
   so the exact size is measured only once a cheap upper estimate (:class:`SizeEstimate`) says
   the limit may be near.
 
+An event whose ``time`` is further ahead of this consumer's clock than ``max_time_ahead`` is
+refused as ``invalid_event`` before either: events are ordered by their time, so a producer
+with a clock or time zone gone wrong would otherwise win every later write of the job until
+that time comes (a year ahead: a year of updates ignored). Kafka 4 refuses records timestamped
+more than an hour ahead by default (``message.timestamp.after.max.ms``) for the same reason,
+hence the same default. Only the refusal depends on the clock, never the order: a refused event
+re-sent once its time has come applies as it would have.
+
 A job whose changelog value cannot be read (``JobStore.unreadable``) refuses its events too:
 each gets a ``job_state_unreadable`` failure record. Applied to no state, an event would start
 the job afresh and post that stub over the whole document WorkfloPlus holds.
@@ -25,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from consumer.domain.events import EventTrace, InvalidEvent, JobEvent, decode_event
 from consumer.domain.job import JobState, Rejection, apply
@@ -130,12 +138,14 @@ def absorb(
     sizes: SizeEstimate | None = None,
     max_failure_value_bytes: int = MAX_FAILURE_VALUE_BYTES,
     count_misrouted: bool = True,
+    max_time_ahead: timedelta | None = None,
 ) -> BatchEffect:
     """Apply ``records`` in order to ``store`` and describe what must become durable.
 
     ``max_job_bytes`` (with ``sizes``, kept across batches) bounds a job's encoded state;
     ``max_failure_value_bytes`` bounds the input bytes a failure record carries.
     ``count_misrouted`` False: the caller found every key on its murmur2 partition already.
+    ``max_time_ahead``: an event whose time is further ahead of ``clock`` is refused.
     """
     intake = _Intake(
         store,
@@ -145,6 +155,7 @@ def absorb(
         sizes=sizes if sizes is not None else SizeEstimate(),
         max_failure_value_bytes=max_failure_value_bytes,
         count_misrouted=count_misrouted,
+        max_time_ahead=max_time_ahead,
     )
     for record in records:
         intake.take(record, clock())
@@ -162,13 +173,18 @@ class _Intake:
     sizes: SizeEstimate
     max_failure_value_bytes: int
     count_misrouted: bool = True
+    max_time_ahead: timedelta | None = None
     effect: BatchEffect = field(default_factory=BatchEffect)
 
     def take(self, record: SourceRecord, now: datetime) -> None:
         """One record through the checks in order; the first that refuses it ends its way."""
         self._arrived(record)
         event = self._decoded(record, now)
-        if event is None or self._refused_by_key(record, event, now):
+        if (
+            event is None
+            or self._from_the_future(record, event, now)
+            or self._refused_by_key(record, event, now)
+        ):
             return
         job = event.subject
         state = self.store.get(job)
@@ -214,6 +230,27 @@ class _Intake:
         except InvalidEvent as exc:
             self._fail(record, exc.reason, exc.message, now, _subject_of(record))
             return None
+
+    def _from_the_future(self, record: SourceRecord, event: JobEvent, now: datetime) -> bool:
+        """An event timed further ahead of ``now`` than ``max_time_ahead`` takes no effect."""
+        limit, time = self.max_time_ahead, event.time
+        if limit is None or time is None:
+            return False
+        ahead = (time if time.tzinfo is not None else time.replace(tzinfo=UTC)) - now
+        if ahead <= limit:
+            return False
+        self._fail(
+            record,
+            FailureReason.invalid_event,
+            f"the event's time {time.isoformat()} is {_duration(ahead)} ahead of this "
+            f"consumer's clock ({now.isoformat()}), more than the {_duration(limit)} allowed "
+            "(BASICSYNC_KAFKA__MAX_EVENT_TIME_AHEAD_S): the producer's clock or time zone is "
+            "probably wrong. The event is not applied; re-send it with the right time (or once "
+            "its time has come)",
+            now,
+            event.subject,
+        )
+        return True
 
     def _refused_by_key(self, record: SourceRecord, event: JobEvent, now: datetime) -> bool:
         """A forgotten job, or one that lives on another partition, takes no events."""
@@ -342,6 +379,11 @@ class _Intake:
                 state_version=state_version,
             )
         )
+
+
+def _duration(span: timedelta) -> str:
+    """``3 days 4:05:06`` rounded to the second: what an operator reads in a failure record."""
+    return str(timedelta(seconds=round(span.total_seconds())))
 
 
 def _not_applied(exc: Exception) -> str:

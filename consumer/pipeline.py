@@ -113,6 +113,8 @@ class PipelineLimits:
     #: largest encoded job state (``kafka.max_job_bytes``); None: unbounded
     max_job_bytes: int | None = None
     max_failure_value_bytes: int = MAX_FAILURE_VALUE_BYTES
+    #: an event further ahead of the wall clock is refused (``kafka.max_event_time_ahead_s``)
+    max_event_time_ahead_s: float | None = None
     checkpoint_interval_s: float = 1.0
     checkpoint_max_jobs: int = 20_000
     #: records behind the end above which the consumer is catching up (see the scheduler)
@@ -172,6 +174,8 @@ class Pipeline:
         #: gives way to it (the group's first assignment may come before :meth:`run` starts)
         self._stop = stop if stop is not None else asyncio.Event()
         self._arrival_clock = ArrivalClock(wall_clock)
+        ahead = limits.max_event_time_ahead_s
+        self._max_time_ahead = None if ahead is None else timedelta(seconds=ahead)
         self._sizes = SizeEstimate()
         self._owned: set[int] = set()
         self._assigned: set[int] = set()
@@ -562,6 +566,7 @@ class Pipeline:
             sizes=self._sizes,
             max_failure_value_bytes=self._limits.max_failure_value_bytes,
             count_misrouted=misrouted,
+            max_time_ahead=self._max_time_ahead,
         )
         checkpoint = self._checkpoint
         for job, partition in effect.partitions.items():

@@ -130,7 +130,9 @@ class _JobStream:
 
 def _start(rng: random.Random, client_job_id: str) -> _JobStream:
     """The job's upsert (with every metadata field) and its move to ``InProgress``."""
-    start = datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 30_000_000))
+    # In the past (up to mid-December 2025), as real events are: the consumer refuses events
+    # timed more than kafka.max_event_time_ahead_s ahead of its clock.
+    start = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(seconds=rng.randint(0, 30_000_000))
     user_id = f"{rng.getrandbits(96):024x}"
     username = f"user{rng.randint(1, 500)}@example.com"
     meta: dict[str, Any] = {

@@ -637,7 +637,7 @@ async def assert_read_to_the_end(bootstrap: str, group: str, events: int) -> Non
 
 
 def final_upserts(jobs: list[str], title: str) -> list[JobEvent]:
-    """One more event per job, later than every demo event."""
+    """One more event per job, later than every demo event (and in the past)."""
     return [
         JobEvent.model_validate(
             {
@@ -645,7 +645,7 @@ def final_upserts(jobs: list[str], title: str) -> list[JobEvent]:
                 "source": "urn:test",
                 "type": EventType.upserted,
                 "subject": job,
-                "time": datetime(2031, 1, 1, tzinfo=UTC),
+                "time": datetime(2026, 6, 1, tzinfo=UTC),
                 "data": {"jobTitle": title},
             }
         )

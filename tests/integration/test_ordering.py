@@ -2,13 +2,15 @@
 
 A producer that stamps a whole batch with one time (or a clock of second resolution) must not
 make a job's status changes or corrections apply in random order: events of equal time apply in
-the order their partition delivered them.
+the order their partition delivered them. A producer whose clock runs far ahead must not freeze
+a job either (``TestAProducerClockAhead``).
 """
 
 from __future__ import annotations
 
+import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,7 @@ import pytest
 
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.basicsync import encode_body
-from consumer.domain.events import EventType, JobEvent
+from consumer.domain.events import EventType, JobEvent, encode_structured
 from consumer.domain.job import JobState, Rejection, apply
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
@@ -24,10 +26,12 @@ from tests.integration.harness import (
     assert_each_reported_once,
     assert_history_never_shrinks,
     consumer_process,
+    final_upserts,
     in_chunks,
     killed_under_live_traffic,
     new_topics,
     produce,
+    produce_raw,
     read_records,
     send_live,
     settings_for,
@@ -36,6 +40,7 @@ from tests.integration.harness import (
     wait_converged,
     with_late_aborts,
     with_request_timeout,
+    with_title,
 )
 
 pytestmark = pytest.mark.integration
@@ -161,3 +166,45 @@ class TestBigJob:
             process.terminate()
             assert process.wait(60) == 0, tail(log)
         assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+
+
+class TestAProducerClockAhead:
+    async def test_an_event_a_year_ahead_is_refused_and_its_job_keeps_taking_updates(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """One producer's clock is a year ahead. Ordered by that time, its upsert of a job
+        would win every later write of the job's title for a year; ``basicsync run`` refuses
+        it instead (one ``invalid_event`` failure record with its bytes), and the job's later
+        correction applies. Every job converges to what the right events make."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=8, seed=71, prefix="clock-ahead"))
+        victim = sorted(demo.expected)[0]
+        ahead = JobEvent.model_validate(
+            {
+                "id": "from-a-year-ahead",
+                "source": "urn:producer-with-a-wrong-clock",
+                "type": EventType.upserted,
+                "subject": victim,
+                "time": datetime.now(UTC) + timedelta(days=365),
+                "data": {"jobTitle": "a year ahead"},
+            }
+        )
+        half = len(demo.events) // 2
+        key, value, headers = encode_structured(ahead)
+        expected = {**demo.expected, victim: with_title(demo.expected, "corrected")[victim]}
+        await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
+        await produce_raw(kafka_bootstrap, topics.inputs[0], [(key, value, list(headers))])
+        corrected = final_upserts([victim], "corrected")
+        await produce(kafka_bootstrap, topics.inputs, [*demo.events[half:], *corrected])
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        async with consumer_process(settings, str(tmp_path / "consumer.log")):
+            await wait_converged(sandbox_in_process, expected, within=90)
+        (failure,) = await read_records(kafka_bootstrap, topics.failed, settle_s=0.5)
+        assert failure["reason"] == "invalid_event"
+        assert failure["clientJobId"] == victim
+        assert "ahead of this consumer's clock" in failure["error"]["message"]
+        assert base64.b64decode(failure["source"]["value"]) == value

@@ -6,11 +6,13 @@ import base64
 import hashlib
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta, timezone
 from unittest.mock import patch
 
 import pytest
 from aiokafka.structs import ConsumerRecord
+from hypothesis import given
+from hypothesis import strategies as st
 
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
 from consumer.domain.job import JobState, apply
@@ -64,15 +66,21 @@ class Batch:
 
 
 def run(
-    batch: Batch, store: JobStore | None = None, *, count_misrouted: bool = True
+    batch: Batch,
+    store: JobStore | None = None,
+    *,
+    count_misrouted: bool = True,
+    max_time_ahead: timedelta | None = None,
+    now: datetime = NOW,
 ) -> BatchEffect:
     return absorb(
         store if store is not None else JobStore(),
         batch.records,
-        clock=ArrivalClock(lambda: NOW),
+        clock=ArrivalClock(lambda: now),
         partition_count=PARTITIONS,
         max_event_bytes=MAX_BYTES,
         count_misrouted=count_misrouted,
+        max_time_ahead=max_time_ahead,
     )
 
 
@@ -506,3 +514,81 @@ class TestForgottenAndTooLarge:
         assert source.truncated
         assert source.value_sha256 == hashlib.sha256(value).hexdigest()
         assert (source.partition, source.offset) == (record.partition, record.offset)
+
+
+HOUR = timedelta(hours=1)
+
+
+def timed(job: str, at: datetime | None, **data: object) -> JobEvent:
+    """An upsert of ``job`` at ``at`` (None: without ``time``)."""
+    return upserted(job, workflowId="wf", **data).model_copy(update={"time": at})
+
+
+class TestEventsAheadOfTheClock:
+    def test_an_event_hours_ahead_is_refused_with_its_bytes_and_the_batch_goes_on(self) -> None:
+        """A producer two hours ahead: its event gets an ``invalid_event`` failure record
+        naming how far ahead and the setting, with its original bytes; it changes nothing,
+        its offset is passed, and the other jobs of the batch apply."""
+        batch = Batch()
+        ahead = batch.add(timed("job-a", NOW + 2 * HOUR, jobTitle="from the future"))
+        batch.add(timed("job-b", NOW))
+        effect = run(batch, max_time_ahead=HOUR)
+        assert list(effect.changed) == ["job-b"]
+        (failure,) = effect.failures
+        assert failure.reason is FailureReason.invalid_event
+        assert failure.client_job_id == "job-a"
+        assert "is 2:00:00 ahead of this consumer's clock" in failure.error.message
+        assert "more than the 1:00:00 allowed" in failure.error.message
+        assert "BASICSYNC_KAFKA__MAX_EVENT_TIME_AHEAD_S" in failure.error.message
+        assert failure.source is not None
+        assert failure.source.value == b64(ahead.value or b"")
+        assert effect.next_offsets[(TOPIC, ahead.partition)] >= ahead.offset + 1
+
+    def test_the_limit_is_between_instants_whatever_the_offset_written(self) -> None:
+        """Up to the limit applies; a second past it does not; a local time written with its
+        own offset is compared as the instant it is."""
+        cases = {
+            NOW + HOUR: True,
+            NOW + HOUR + timedelta(seconds=1): False,
+            (NOW + 10 * HOUR).astimezone(timezone(timedelta(hours=14))): False,
+            datetime(2026, 1, 2, 1, 30, tzinfo=timezone(timedelta(hours=14))): True,
+            (NOW + 2 * HOUR).replace(tzinfo=None): False,  # naive: UTC
+            None: True,
+        }
+        for at, applies in cases.items():
+            batch = Batch()
+            batch.add(timed("job-a", at))
+            effect = run(batch, max_time_ahead=HOUR)
+            assert (list(effect.changed) == ["job-a"]) is applies, at
+            assert (effect.failures == []) is applies, at
+
+    def test_without_a_limit_any_time_applies(self) -> None:
+        batch = Batch()
+        batch.add(timed("job-a", datetime(9999, 1, 1, tzinfo=UTC)))
+        assert list(run(batch).changed) == ["job-a"]
+
+    def test_re_sent_once_its_time_has_come_it_applies_as_it_would_have(self) -> None:
+        """The clock decides only the refusal: the same event later gives the state it
+        would have given with no limit."""
+        early, late = JobStore(), JobStore()
+        for store in (early, late):
+            first = Batch()
+            first.add(timed("job-a", NOW, jobTitle="now"))
+            run(first, store)
+        refused = Batch()
+        refused.add(timed("job-a", NOW + 3 * HOUR, jobTitle="later"))
+        assert run(refused, early, max_time_ahead=HOUR).failures
+        effect = run(refused, early, max_time_ahead=HOUR, now=NOW + 2.5 * HOUR)
+        unlimited = run(refused, late, now=NOW + 2.5 * HOUR)
+        assert effect.failures == []
+        assert effect.changed["job-a"].document == unlimited.changed["job-a"].document
+
+    @given(ahead_s=st.integers(-10 * 86_400, 10 * 86_400), limit_s=st.integers(1, 86_400))
+    def test_refused_exactly_when_further_ahead_than_the_limit(
+        self, ahead_s: int, limit_s: int
+    ) -> None:
+        batch = Batch()
+        batch.add(timed("job-a", NOW + timedelta(seconds=ahead_s)))
+        effect = run(batch, max_time_ahead=timedelta(seconds=limit_s))
+        assert bool(effect.failures) == (ahead_s > limit_s)
+        assert bool(effect.changed) == (ahead_s <= limit_s)
