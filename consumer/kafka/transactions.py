@@ -159,7 +159,8 @@ class PartitionProducer:
         #: what the commit in progress waits for, named in ``checkpoint_slow``
         self._stage = "idle"
         self._slow_watch: asyncio.TimerHandle | None = None
-        #: the commit in progress after it failed, until one succeeds
+        #: the commit in progress once it failed or waited past ``slow_after_s``; None again
+        #: when it returns or raises
         self.trouble: CommitTrouble | None = None
 
     async def start(self) -> None:

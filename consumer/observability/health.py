@@ -5,7 +5,7 @@
 - ``/readyz``: 200 when every check passes, else 503; the JSON body names each check:
   ``partitions`` (assigned and restored), ``circuit`` (closed), ``token`` (the last token
   request succeeded), ``kafka`` (no ACL missing: see ``consumer.kafka.access``) and
-  ``checkpoint`` (no owned partition's commit failing and retried). Checks
+  ``checkpoint`` (no owned partition's commit failing, or waiting past 10 s). Checks
   read state the consumer already has; a probe never calls Kafka or the token endpoint.
 - ``/metrics``: the consumer's Prometheus registry, with the level gauges (lag, dirty jobs,
   circuit state, state size) sampled just before rendering.
