@@ -660,17 +660,21 @@ def with_title(expected: dict[str, dict[str, Any]], title: str) -> dict[str, dic
     return changed
 
 
-async def scraped(port: int, metric: str) -> float:
-    """The value of an unlabelled metric on the member's /metrics (-1 when not answered)."""
+async def _probed(port: int, path: str) -> str | None:
+    """The body of the member's ``path`` on its HTTP port (None when not answered)."""
     try:
         async with (
             aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{port}/metrics") as response,
+            session.get(f"http://127.0.0.1:{port}{path}") as response,
         ):
-            text = await response.text()
+            return await response.text()
     except aiohttp.ClientError:
-        return -1.0
-    for line in text.splitlines():
+        return None
+
+
+async def scraped(port: int, metric: str) -> float:
+    """The value of an unlabelled metric on the member's /metrics (-1 when not answered)."""
+    for line in (await _probed(port, "/metrics") or "").splitlines():
         if line.startswith(metric + " "):
             return float(line.split()[1])
     return -1.0
@@ -678,12 +682,6 @@ async def scraped(port: int, metric: str) -> float:
 
 async def readiness(port: int) -> dict[str, Any] | None:
     """The member's /readyz body (None when not answered)."""
-    try:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{port}/readyz") as response,
-        ):
-            body: dict[str, Any] = await response.json()
-            return body
-    except aiohttp.ClientError:
-        return None
+    text = await _probed(port, "/readyz")
+    body: dict[str, Any] | None = None if text is None else json.loads(text)
+    return body

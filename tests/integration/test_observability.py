@@ -4,7 +4,6 @@ outage that opens and closes the circuit."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +17,7 @@ from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     consumer_running,
+    eventually_async,
     new_topics,
     produce,
     settings_for,
@@ -52,12 +52,8 @@ async def scrape(http: aiohttp.ClientSession, url: str) -> Samples:
 
 
 async def until(check: Callable[[], Awaitable[bool]], *, within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if await check():
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"not within {within}s: {what}")
+    if not await eventually_async(check, within=within):
+        raise AssertionError(f"not within {within}s: {what}")
 
 
 class TestCircuitOnTheEndpoints:
