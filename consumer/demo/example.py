@@ -48,7 +48,7 @@ def example_job_events() -> list[JobEvent]:
 
 
 def _event(n: int, event_type: EventType, at: str, data: Any) -> JobEvent:
-    return JobEvent.model_validate(
+    return JobEvent.build(
         {
             "id": f"example-{n}",
             "source": SOURCE,

@@ -240,7 +240,7 @@ def _stamp(moment: datetime) -> str:
 def _event(
     rng: random.Random, client_job_id: str, event_type: EventType, at: datetime, data: Any
 ) -> JobEvent:
-    return JobEvent.model_validate(
+    return JobEvent.build(
         {
             "id": _uuid(rng),
             "source": SOURCE,

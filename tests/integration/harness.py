@@ -436,7 +436,7 @@ def with_late_aborts(demo: DemoJobs, count: int) -> tuple[list[JobEvent], list[s
         j for j, body in demo.expected.items() if body["metadata"]["status"] == "Completed"
     ]
     late_aborts = [
-        JobEvent.model_validate(
+        JobEvent.build(
             {
                 "id": f"late-abort-{job}",
                 "source": "urn:test",
@@ -639,7 +639,7 @@ async def assert_read_to_the_end(bootstrap: str, group: str, events: int) -> Non
 def final_upserts(jobs: list[str], title: str) -> list[JobEvent]:
     """One more event per job, later than every demo event (and in the past)."""
     return [
-        JobEvent.model_validate(
+        JobEvent.build(
             {
                 "id": f"final-{title}-{n}",
                 "source": "urn:test",

@@ -477,7 +477,7 @@ class TestForgotten:
             assert demo.expected[job]["metadata"]["status"] == "Completed"
             posts = len(sandbox_in_process.state.jobs[job].history)
             assert await eventually(lambda: _forgotten(log) == len(demo.expected), within=20)
-            late = demo.events[0].model_copy(update={"id": "late-event"})
+            late = demo.events[0].replaced(id="late-event")
             await produce(kafka_bootstrap, topics.inputs, [late])
             failures: list[Any] = []
             for _ in range(40):

@@ -56,7 +56,7 @@ PROCESSED_AT = datetime(2026, 11, 30, tzinfo=UTC)
 
 
 def same_time(events: list[JobEvent]) -> list[JobEvent]:
-    return [event.model_copy(update={"time": ONE_INSTANT}) for event in events]
+    return [event.replaced(time=ONE_INSTANT) for event in events]
 
 
 def assembled_in_partition_order(events: list[JobEvent]) -> dict[str, dict[str, Any]]:
@@ -183,7 +183,7 @@ class TestAProducerClockAhead:
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=8, seed=71, prefix="clock-ahead"))
         victim = sorted(demo.expected)[0]
-        ahead = JobEvent.model_validate(
+        ahead = JobEvent.build(
             {
                 "id": "from-a-year-ahead",
                 "source": "urn:producer-with-a-wrong-clock",

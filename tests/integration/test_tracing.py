@@ -101,9 +101,7 @@ class TestSyncSpan:
                 TraceContextTextMapPropagator().inject(carrier)
                 context = span.get_span_context()
                 produced[event.id] = (context.trace_id, context.span_id)
-            traced = event.model_copy(
-                update={"traceparent": carrier["traceparent"], "tracestate": "vendor=7"}
-            )
+            traced = event.replaced(traceparent=carrier["traceparent"], tracestate="vendor=7")
             records.append((encode_structured if n == 1 else encode_binary)(traced))
         await produce_raw(kafka_bootstrap, topics.inputs[0], records)
         settings = settings_for(

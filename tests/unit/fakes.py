@@ -32,7 +32,7 @@ def event(job: str, event_type: EventType, data: dict[str, Any]) -> JobEvent:
     The reducer orders a job's events by time (then id), so creation order must show in both.
     """
     n = next(_ids)
-    return JobEvent.model_validate(
+    return JobEvent.build(
         {
             "id": f"ev-{n:09d}",
             "source": "urn:test",

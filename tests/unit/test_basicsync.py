@@ -42,7 +42,7 @@ def build_body(state: JobState) -> dict[str, Any]:
 
 
 def event(event_type: EventType, data: dict[str, object], n: int) -> JobEvent:
-    return JobEvent.model_validate(
+    return JobEvent.build(
         {"id": f"e{n}", "source": "s", "type": event_type, "subject": "j", "data": data}
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import UTC, datetime
 from typing import Any
@@ -48,7 +49,7 @@ def make_event(event_type: EventType = EventType.upserted, **overrides: Any) -> 
         "time": TIME,
         "data": DATA[event_type],
     }
-    return JobEvent.model_validate({**fields, **overrides})
+    return JobEvent.build({**fields, **overrides})
 
 
 def envelope(**overrides: Any) -> dict[str, Any]:
@@ -491,8 +492,28 @@ class TestJobEvent:
     def test_frozen(self) -> None:
         """Events are immutable."""
         event = make_event()
-        with pytest.raises(ValidationError):
+        with pytest.raises(dataclasses.FrozenInstanceError):
             event.id = "other"  # type: ignore[misc]
+
+    def test_a_copy_with_other_data_keeps_the_step_of_its_own_data(self) -> None:
+        """The step the job state keeps is made from ``data`` when the event is built: a copy
+        with another step must carry that step, and a copy that is no step event none."""
+        event = make_event(EventType.step_completed)
+        other = StepWrapper.model_validate({"singleStep": {"uniqueStepId": "u2", "stepNumber": 9}})
+        copy = event.replaced(data=other)
+        assert event.step is not None
+        assert copy.step is not None
+        assert copy.step != event.step
+        assert (copy.step.unique_step_id, copy.step.number) == ("u2", 9)
+        assert copy.step == decode_event(*encode_structured(copy)).step
+        assert event.replaced(type=EventType.upserted, data=UpsertedData(team="t")).step is None
+
+    def test_a_copy_is_validated_as_a_built_event_is(self) -> None:
+        event = make_event()
+        with pytest.raises(ValidationError):
+            event.replaced(subject="")
+        with pytest.raises(ValidationError):
+            event.replaced(type=EventType.aborted)  # upsert data under the abort type
 
 
 class TestEncoding:

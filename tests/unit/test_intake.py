@@ -521,7 +521,7 @@ HOUR = timedelta(hours=1)
 
 def timed(job: str, at: datetime | None, **data: object) -> JobEvent:
     """An upsert of ``job`` at ``at`` (None: without ``time``)."""
-    return upserted(job, workflowId="wf", **data).model_copy(update={"time": at})
+    return upserted(job, workflowId="wf", **data).replaced(time=at)
 
 
 class TestEventsAheadOfTheClock:

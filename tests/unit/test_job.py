@@ -59,7 +59,7 @@ def ev(
     event_id: str | None = None,
     time: datetime | None = None,
 ) -> JobEvent:
-    return JobEvent.model_validate(
+    return JobEvent.build(
         {
             "id": event_id or f"e{next(_ids):09d}",
             "source": "urn:test",
@@ -215,7 +215,7 @@ class TestSteps:
 
     def test_step_order_key_mixed_offsets(self) -> None:
         """Times with different offsets are compared as instants."""
-        early = JobEvent.model_validate(
+        early = JobEvent.build(
             {
                 "id": "x",
                 "source": "s",
@@ -750,7 +750,7 @@ def terminal_statuses(events: list[JobEvent]) -> set[str]:
 def restamp(events: list[JobEvent], ranks: list[int]) -> list[JobEvent]:
     """The events with distinct times: event ``i`` at 10:00 plus ``ranks[i]`` microseconds."""
     return [
-        e.model_copy(update={"time": at(0) + timedelta(microseconds=rank)})
+        e.replaced(time=at(0) + timedelta(microseconds=rank))
         for e, rank in zip(events, ranks, strict=True)
     ]
 
@@ -759,7 +759,7 @@ def distinct_exclusions(events: list[JobEvent]) -> list[JobEvent]:
     """The events with a different userId in each exclusion: equal exclusions of one time are
     one exclusion (a re-delivery), so restamping equal ones apart would add one."""
     return [
-        e.model_copy(update={"data": e.data.model_copy(update={"user_id": f"u{i}"})})
+        e.replaced(data=e.data.model_copy(update={"user_id": f"u{i}"}))
         if e.type is EventType.excluded
         else e
         for i, e in enumerate(events)
@@ -947,7 +947,7 @@ class TestProperties:
         later time than the one delivered before it."""
         assume(len(terminal_statuses(events)) < 2)
         events = distinct_exclusions(events)
-        same = [e.model_copy(update={"time": at(1)}) for e in events]
+        same = [e.replaced(time=at(1)) for e in events]
         increasing = restamp(events, list(range(len(events))))
         assert assemble(same).document == assemble(increasing).document
 

@@ -32,7 +32,7 @@ _ids = iter(range(10**9))
 
 
 def ev(event_type: EventType, data: dict[str, object]) -> JobEvent:
-    return JobEvent.model_validate(
+    return JobEvent.build(
         {
             "id": f"r{next(_ids)}",
             "source": "urn:test",
