@@ -13,8 +13,9 @@ broker that does not answer cannot hold the exit past the platform's grace perio
    jobs are in doubt and re-posted after the window);
 3. commit what they recorded by twice the deadline from the stop, close the partitions'
    producers, leave the group, close the admin client and the session.
-A checkpoint given up is logged (``last_checkpoint_abandoned``) and makes ``basicsync run``
-exit with code 3; nothing is lost (see ``Pipeline.last_checkpoint``).
+A last checkpoint that runs out of time in step 1 is only late (``last_checkpoint_late``): step 3
+commits its work too. One given up in step 3 is logged (``last_checkpoint_abandoned``) and makes
+``basicsync run`` exit with code 3; nothing is lost (see ``Pipeline.finish``).
 """
 
 from __future__ import annotations
@@ -582,10 +583,11 @@ async def _run_until_stopped(
         nonlocal committed
         try:
             await pipeline.run()
-            committed = await pipeline.last_checkpoint()
+            await pipeline.last_checkpoint()
             await scheduler.stop(deadline)
         finally:
-            committed = await pipeline.finish() and committed
+            # What a late last checkpoint left is staged still: this commits it or gives up.
+            committed = await pipeline.finish()
 
     try:
         async with asyncio.TaskGroup() as group:

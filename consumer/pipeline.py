@@ -500,21 +500,19 @@ class Pipeline:
 
     async def last_checkpoint(self) -> bool:
         """Commit everything staged, so a clean stop replays nothing, within the shutdown
-        deadline from the stop (``revoke_deadline_s``); give up then and say so. Whether it
+        deadline from the stop (``revoke_deadline_s``); stop waiting then. Whether it
         committed.
 
         A commit that cannot succeed (the broker down, a changelog refusing a state) is
         otherwise retried for ever, and a stopping member would wait for the platform's
-        SIGKILL without a word about why. Giving up loses nothing: the offsets stay where the
-        last committed checkpoint left them, so the next owner reads those events again, and a
-        job posted meanwhile is in doubt there and posted again after the in-doubt window.
+        SIGKILL without a word about why. What this leaves is not lost yet: :meth:`finish`
+        commits it with what the requests in flight record, so only a warning says it is late
+        (``last_checkpoint_late``); if that commit too runs out of time, it is given up.
         """
-        self._stop_committed = await self._commit_by(
-            self._stop_by(1), "before the requests in flight ended"
-        )
+        self._stop_committed = await self._commit_by(self._stop_by(1), final=False)
         return self._stop_committed
 
-    async def _commit_by(self, until: float, step: str) -> bool:
+    async def _commit_by(self, until: float, *, final: bool) -> bool:
         bound = asyncio.timeout_at(_loop_time(until))
         try:
             async with bound, self._lock:
@@ -523,9 +521,18 @@ class Pipeline:
         except TimeoutError:
             if not bound.expired():
                 raise
+            if not final:
+                # A live checkpoint holding the lock up to the deadline, or a broker slow to
+                # answer: once the requests in flight end, finish() commits all of it.
+                log.warning(
+                    "last_checkpoint_late",
+                    partitions=sorted(self._owned),
+                    jobs_uncommitted=self._checkpoint.pending_jobs,
+                    action="committed with what the requests in flight record, once they end",
+                )
+                return False
             log.error(
                 "last_checkpoint_abandoned",
-                step=step,
                 partitions=sorted(self._owned),
                 jobs_uncommitted=self._checkpoint.pending_jobs,
                 action="nothing is lost: the next owner reads the uncommitted events again "
@@ -534,16 +541,23 @@ class Pipeline:
             return False
 
     async def finish(self) -> bool:
-        """After the scheduler stopped: commit what its last requests recorded, by twice the
-        shutdown deadline from the stop (giving up then, as :meth:`last_checkpoint`; after a
-        last checkpoint that committed, for at least ``STOP_STEP_AT_LEAST_S``), and close
-        every partition's producer. (aiokafka does not call the revoke callback when it
-        stops.) Whether it committed."""
+        """After the scheduler stopped: commit what is staged, the last checkpoint's work if
+        it was late and what the last requests recorded, by twice the shutdown deadline from
+        the stop (giving up then: ``last_checkpoint_abandoned``; after a last checkpoint that
+        committed, for at least ``STOP_STEP_AT_LEAST_S``), and close every partition's
+        producer. (aiokafka does not call the revoke callback when it stops.) Whether
+        everything staged is committed: whether the stop left anything for the next owner to
+        read again.
+
+        Giving up loses nothing: the offsets stay where the last committed checkpoint left
+        them, so the next owner reads those events again, and a job posted meanwhile is in
+        doubt there and posted again after the in-doubt window.
+        """
         until = self._stop_by(2)
         if self._stop_committed:
             until = max(until, time.monotonic() + STOP_STEP_AT_LEAST_S)
         try:
-            return await self._commit_by(until, "after the requests in flight ended")
+            return await self._commit_by(until, final=True)
         finally:
             # A producer whose transaction was abandoned may wait on the broker to close: it
             # gets what is left of the time, at least STOP_STEP_AT_LEAST_S, then is left behind.

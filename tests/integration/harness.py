@@ -580,13 +580,16 @@ async def sigterm_and_wait(
 
 
 def assert_stop_gave_up(log: str, code: int, took: float, deadline: float) -> dict[str, Any]:
-    """The member stopped in time having given up its last checkpoint (exit code 3, one
-    ``last_checkpoint_abandoned`` error per step that gave up); the last such line."""
+    """The member stopped in time having given up its last checkpoint: exit code 3, a
+    ``last_checkpoint_late`` warning at the first deadline and one ``last_checkpoint_abandoned``
+    error at the second; that error."""
     assert code == 3, tail(log)
     # Twice the deadline, then the producers' close (2 s at least) and leaving the group (5 s
     # at most), with room for a loaded machine.
     assert took < 2 * deadline + 12, (took, tail(log))
-    *_, abandoned = log_events(log, "last_checkpoint_abandoned")
+    [late] = log_events(log, "last_checkpoint_late")
+    assert late["level"] == "warning"
+    [abandoned] = log_events(log, "last_checkpoint_abandoned")
     assert abandoned["level"] == "error"
     assert abandoned["jobs_uncommitted"] >= 1
     [stopped] = log_events(log, "consumer_stopped")

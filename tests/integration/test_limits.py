@@ -352,8 +352,8 @@ class TestBigJob:
         """SIGTERM while the changelog refuses a state (16 KiB limit, a 300-step job): the last
         checkpoint cannot commit, and the member gives it up at twice its shutdown deadline
         (3 s here) instead of retrying until the platform's SIGKILL: it exits with code 3, a
-        ``last_checkpoint_abandoned`` error naming the partition for each step of the stop that
-        gave up (before and after the requests in flight ended). Nothing is lost: once the
+        ``last_checkpoint_late`` warning at the first deadline and a ``last_checkpoint_abandoned``
+        error naming the partition at the second. Nothing is lost: once the
         limit is raised, a new member converges every job and reads to the end."""
         topics, demo, big, events = await _small_changelog(make_topic, "refused-at-stop", 59)
         big_expected = _big_expected(300)

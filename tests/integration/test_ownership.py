@@ -713,6 +713,56 @@ class TestKafkaTrouble:
             await assert_read_to_the_end(kafka_bootstrap, topics.group, len(demo.events))
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
 
+    async def test_a_broker_back_before_the_second_deadline_lets_the_stop_commit_everything(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """SIGTERM while the broker is SIGSTOPped, every job posted and its result, settled
+        state and offsets staged (a checkpoint only every 60 s); the broker answers again
+        between the first shutdown deadline and the second. The last checkpoint is only late:
+        a ``last_checkpoint_late`` warning, never ``last_checkpoint_abandoned``; the stop's
+        final commit takes its work, the member exits 0 saying it committed, the group's
+        offsets are at the end and every job has its success record, so the next owner reads
+        nothing again."""
+        pid = broker_pid(kafka_bootstrap)
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=30, seed=97, prefix="late-at-stop"))
+        deadline = 5.0
+        settings = settings_for(
+            kafka_bootstrap, sandbox_in_process, topics, shutdown_deadline_s=deadline
+        )
+        kafka = settings.kafka.model_copy(update={"checkpoint_interval_ms": 60_000})
+        rare_checkpoints = settings.model_copy(update={"kafka": kafka})
+        log = str(tmp_path / "consumer.log")
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        process = start_consumer_process(rare_checkpoints, log)
+        try:
+            await wait_converged(sandbox_in_process, demo.expected, within=90)
+            assert await read_records(kafka_bootstrap, topics.succeeded) == [], "committed early"
+            async with broker_hung(pid):
+                signalled = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                await asyncio.sleep(deadline + 1.5)
+            code = await asyncio.to_thread(process.wait, 30)
+            took = time.monotonic() - signalled
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert code == 0, tail(log)
+        assert took < 2 * deadline + 12, (took, tail(log))
+        [late] = log_events(log, "last_checkpoint_late")
+        assert late["level"] == "warning"
+        assert late["jobs_uncommitted"] >= 1
+        assert not log_events(log, "last_checkpoint_abandoned"), tail(log)
+        [stopped] = log_events(log, "consumer_stopped")
+        assert stopped["last_checkpoint_committed"] is True
+        await assert_read_to_the_end(kafka_bootstrap, topics.group, len(demo.events))
+        succeeded = await read_records(kafka_bootstrap, topics.succeeded)
+        assert {r["clientJobId"] for r in succeeded} == set(demo.expected)
+
     async def test_sigterm_while_the_broker_hangs_at_start_exits_at_once(
         self,
         kafka_bootstrap: str,
