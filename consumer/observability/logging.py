@@ -14,6 +14,10 @@ it is a convention shared by every command-line tool of the user's, not a basics
 asyncio's "Future exception was never retrieved" is dropped for a connection error that a
 stream reader already raised to its owner (see :class:`DeliveredConnectionErrors`): a refused
 TLS certificate is then one line naming the cause, not that line plus a stray traceback.
+
+aiokafka logs each retry of a broker it cannot reach as an error, many times a second: its
+failures that it retries become warnings, and each kind of its lines is let through at most
+once per :data:`KAFKA_CLIENT_REPEAT_S` (see :class:`KafkaClientRepeats`).
 """
 
 from __future__ import annotations
@@ -22,11 +26,14 @@ import asyncio.streams
 import logging
 import os
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import TracebackType
+from typing import TextIO
 
 import structlog
+from aiokafka.errors import KafkaError
 
 _LEVELS = {
     "debug": logging.DEBUG,
@@ -115,29 +122,121 @@ def _raised_to_a_reader(traceback: TracebackType | None) -> bool:
     return False
 
 
-def configure_logging(log_format: str = "auto", level: str = "info") -> None:
-    """Configure structlog and the standard library once, at the entry point."""
-    is_terminal = sys.stderr.isatty()
-    use_json = log_format == "json" or (log_format == "auto" and not is_terminal)
+#: aiokafka's messages for a broker it cannot reach yet or a coordinator it lost, always
+#: retried (the address refused or unknown, metadata not refreshed, a heartbeat not sent or
+#: unanswered: it finds the coordinator again and rejoins).
+_RETRIED = frozenset(
+    {
+        'Unable connect to "%s:%s": %s',
+        "Unable connect to node with id %s: %s",
+        "Unable to update metadata from %s",
+        "Heartbeat send request failed: %s. Will retry.",
+        "Heartbeat session expired - marking coordinator dead",
+    }
+)
+#: Each kind of aiokafka line (its logger, level and message template) is let through at most
+#: once in this many seconds.
+KAFKA_CLIENT_REPEAT_S = 30.0
+#: Kinds remembered at most; past it they are forgotten together (a message formatted before
+#: it reached the logger would otherwise make a kind of every line).
+_KINDS_KEPT = 256
+
+
+class KafkaClientRepeats(logging.Filter):
+    """aiokafka's lines as an operator can read them through a broker restart.
+
+    aiokafka logs every retry against a broker it cannot reach as an error: a broker restarted
+    for a few seconds left 1,529 error lines in one member's log, and each rolling restart of
+    a cluster would page whoever alerts on errors, for failures that aiokafka retries and that
+    end by themselves (the member's own signals say when they do not: ``checkpoint_retry``,
+    ``/readyz``, ``basicsync_checkpoint_failing_seconds``). So, on the handler, for records of
+    the ``aiokafka`` loggers only:
+
+    - an error that aiokafka retries (one of :data:`_RETRIED`, or one naming a retriable
+      ``KafkaError``) becomes a warning; every other error stays one, tracebacks included;
+    - a line of a kind already let through within ``interval_s`` is dropped; the next line of
+      that kind let through carries ``repeated``, how many were dropped since the last.
+    """
+
+    def __init__(
+        self,
+        interval_s: float = KAFKA_CLIENT_REPEAT_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self._interval_s = interval_s
+        self._clock = clock
+        #: per kind: when one was last let through, and how many were dropped since
+        self._kinds: dict[tuple[str, int, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not _is_kafka_client(record.name):
+            return True
+        if record.levelno == logging.ERROR and _retried(record):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        kind = (record.name, record.levelno, str(record.msg))
+        now = self._clock()
+        seen = self._kinds.get(kind)
+        if seen is not None and now - seen[0] < self._interval_s:
+            self._kinds[kind] = (seen[0], seen[1] + 1)
+            return False
+        if seen is not None and seen[1]:
+            record.repeated = seen[1]
+        if seen is None and len(self._kinds) >= _KINDS_KEPT:
+            self._kinds.clear()
+        self._kinds[kind] = (now, 0)
+        return True
+
+
+def _is_kafka_client(name: str) -> bool:
+    return name == "aiokafka" or name.startswith("aiokafka.")
+
+
+def _retried(record: logging.LogRecord) -> bool:
+    """Whether aiokafka retries what the error ``record`` reports (never one with a
+    traceback: that is aiokafka's report of an unexpected failure)."""
+    if record.exc_info:
+        return False
+    if record.msg in _RETRIED:
+        return True
+    args = record.args if isinstance(record.args, tuple) else ()
+    return any(isinstance(arg, KafkaError) and arg.retriable for arg in args)
+
+
+def log_handler(stream: TextIO, *, use_json: bool, colors: bool = False) -> logging.Handler:
+    """The handler every line goes through: the shared processors, the renderer, and
+    :class:`KafkaClientRepeats` (whose ``repeated`` the formatter adds to the line)."""
     shared = shared_processors(use_json)
     renderer: structlog.types.Processor = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=use_colors(os.environ, is_terminal))
+        else structlog.dev.ConsoleRenderer(colors=colors)
     )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder(allow=["repeated"])],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
+    )
+    handler.addFilter(KafkaClientRepeats())
+    return handler
+
+
+def configure_logging(log_format: str = "auto", level: str = "info") -> None:
+    """Configure structlog and the standard library once, at the entry point."""
+    is_terminal = sys.stderr.isatty()
+    use_json = log_format == "json" or (log_format == "auto" and not is_terminal)
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=[
+            *shared_processors(use_json),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.stdlib.BoundLogger,
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(
-        structlog.stdlib.ProcessorFormatter(
-            foreign_pre_chain=shared,
-            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
-        )
-    )
+    handler = log_handler(sys.stderr, use_json=use_json, colors=use_colors(os.environ, is_terminal))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(_LEVELS[level])

@@ -13,10 +13,18 @@ from contextlib import contextmanager
 from typing import Any
 
 import structlog
+from aiokafka.errors import (
+    GroupCoordinatorNotAvailableError,
+    NodeNotReadyError,
+    TopicAuthorizationFailedError,
+)
 
 from consumer.observability.logging import (
+    KAFKA_CLIENT_REPEAT_S,
     DeliveredConnectionErrors,
+    KafkaClientRepeats,
     bound_record,
+    log_handler,
     shared_processors,
 )
 
@@ -162,3 +170,103 @@ class TestDeliveredConnectionErrors:
     def test_other_asyncio_lines_pass(self) -> None:
         record = logging.LogRecord("asyncio", logging.WARNING, __file__, 1, "slow", None, None)
         assert DeliveredConnectionErrors().filter(record)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextmanager
+def kafka_client_lines(clock: Clock) -> Iterator[io.StringIO]:
+    """The production handler (its JSON rendering and its filter, on ``clock``) behind the
+    aiokafka loggers, as configured at start; the lines it writes."""
+    stream = io.StringIO()
+    handler = log_handler(stream, use_json=True)
+    handler.filters[:] = [KafkaClientRepeats(clock=clock)]
+    loggers = [logging.getLogger(name) for name in ("aiokafka", "consumer.test_kafka_lines")]
+    for target in loggers:
+        target.addHandler(handler)
+        target.propagate = False
+    try:
+        yield stream
+    finally:
+        for target in loggers:
+            target.removeHandler(handler)
+            target.propagate = True
+
+
+REFUSED = ConnectionRefusedError(111, "Connect call failed ('127.0.0.1', 9092)")
+
+
+class TestKafkaClientRepeats:
+    def test_a_broker_restart_is_a_few_warnings_not_an_error_flood(self) -> None:
+        """What aiokafka logged through a five-second broker restart (1,529 error lines in one
+        member's log, these kinds): one warning per kind; the next of a kind, once the interval
+        is over, says how many were dropped."""
+        clock = Clock()
+        client = logging.getLogger("aiokafka")
+        coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+        fetcher = logging.getLogger("aiokafka.consumer.fetcher")
+        with kafka_client_lines(clock) as stream:
+            for _ in range(400):
+                client.error("Unable connect to node with id %s: %s", 1, REFUSED)
+                client.error("Unable to update metadata from %s", [1])
+                fetcher.error("Failed fetch messages from %s: %s", 1, NodeNotReadyError("n"))
+                coordinator.error(
+                    "Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError()
+                )
+                clock.now += 0.01
+            clock.now += KAFKA_CLIENT_REPEAT_S
+            client.error("Unable connect to node with id %s: %s", 1, REFUSED)
+        found = lines(stream)
+        assert {line["level"] for line in found} == {"warning"}
+        assert len(found) == 5
+        assert found[0]["event"].startswith("Unable connect to node with id 1: [Errno 111]")
+        assert "repeated" not in found[0]
+        assert found[-1]["event"] == found[0]["event"]
+        assert found[-1]["repeated"] == 399
+
+    def test_an_error_aiokafka_does_not_retry_stays_an_error_and_keeps_its_traceback(
+        self,
+    ) -> None:
+        clock = Clock()
+        sender = logging.getLogger("aiokafka.producer.sender")
+        with kafka_client_lines(clock) as stream:
+            sender.error("Got error: %s", TopicAuthorizationFailedError())
+            try:
+                raise RuntimeError("sender died")
+            except RuntimeError:
+                sender.exception("Unexpected error in sender routine")
+            sender.exception("Unexpected error in sender routine")  # the same kind: dropped
+        found = lines(stream)
+        assert [line["level"] for line in found] == ["error", "error"]
+        assert "TopicAuthorizationFailedError" in found[0]["event"]
+        assert "RuntimeError: sender died" in found[1]["exception"]
+
+    def test_kinds_are_counted_apart_and_other_loggers_never_dropped(self) -> None:
+        """Another template, or the same one at another level, is another kind; a logger that
+        is not aiokafka's (``aiokafkaesque`` included) passes every line as it came."""
+        clock = Clock()
+        client = logging.getLogger("aiokafka")
+        ours = logging.getLogger("consumer.test_kafka_lines")
+        with kafka_client_lines(clock) as stream:
+            for _ in range(3):
+                client.error("Unable connect to node with id %s: %s", 1, REFUSED)
+                client.warning("Unable connect to node with id %s: %s", 1, REFUSED)
+                client.error("Unable to update metadata from %s", [1])
+                ours.error("Unable connect to node with id %s: %s", 1, REFUSED)
+        found = lines(stream)
+        assert [(line["logger"], line["level"]) for line in found[:3]] == [
+            ("aiokafka", "warning"),
+            ("aiokafka", "warning"),
+            ("consumer.test_kafka_lines", "error"),
+        ]
+        assert len(found) == 2 + 3
+        other = KafkaClientRepeats(clock=clock)
+        record = logging.LogRecord("aiokafkaesque", logging.ERROR, __file__, 1, "x", None, None)
+        assert all(other.filter(record) for _ in range(3))
+        assert record.levelno == logging.ERROR
