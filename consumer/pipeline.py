@@ -498,10 +498,9 @@ class Pipeline:
             self._stopped_at = time.monotonic()
         return self._stopped_at + deadlines * self._limits.revoke_deadline_s
 
-    async def last_checkpoint(self) -> bool:
+    async def last_checkpoint(self) -> None:
         """Commit everything staged, so a clean stop replays nothing, within the shutdown
-        deadline from the stop (``revoke_deadline_s``); stop waiting then. Whether it
-        committed.
+        deadline from the stop (``revoke_deadline_s``); stop waiting then.
 
         A commit that cannot succeed (the broker down, a changelog refusing a state) is
         otherwise retried for ever, and a stopping member would wait for the platform's
@@ -510,7 +509,6 @@ class Pipeline:
         (``last_checkpoint_late``); if that commit too runs out of time, it is given up.
         """
         self._stop_committed = await self._commit_by(self._stop_by(1), final=False)
-        return self._stop_committed
 
     async def _commit_by(self, until: float, *, final: bool) -> bool:
         bound = asyncio.timeout_at(_loop_time(until))

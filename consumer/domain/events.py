@@ -157,7 +157,7 @@ class JobEvent:
     """A decoded, validated job event. ``subject`` is the clientJobId.
 
     Plain data: the decoders validate the bytes and build it directly, once per event (as a
-    pydantic model, only building it cost a third of decoding). :meth:`build` validates a
+    pydantic model, building it was about a tenth of decoding). :meth:`build` validates a
     mapping of its fields, for events made in code (the demo, tests).
     """
 
