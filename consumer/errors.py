@@ -8,6 +8,7 @@ decide on the type, never on the message::
     ├── FatalError                  retriable=False   stops the consumer; docstring says what to do
     │   ├── ConfigError                               settings are missing or invalid
     │   ├── TopicLayoutError                          topics missing or not co-partitioned
+    │   ├── ChangelogReplaced                         the offsets outlived their changelog
     │   └── KafkaSecurityError                        TLS or SASL refused: credentials, certs
     ├── KafkaAccessDenied           retriable=True    an ACL is missing; waited out, not ready
     ├── PartitionLost               retriable=False   this member no longer owns a partition
@@ -60,6 +61,28 @@ class TopicLayoutError(FatalError):
     give every input topic and the state changelog the same partition count. Nothing was
     committed, so restarting after the fix loses nothing.
     """
+
+
+class ChangelogReplaced(FatalError):
+    """The group's committed offsets were committed with a changelog that is gone: the topic
+    was deleted and created again (or lost records), or ``BASICSYNC_TOPICS__STATE`` names
+    another topic (``consumer.state.continuity``). Restoring would find the states missing,
+    and each job's next event would post a partial document over the complete one.
+
+    Raised by a take before anything of the partition is restored, read or posted. Operator:
+    put the changelog's records back, or reset the group's offsets to the earliest to build
+    the state again from the input topics; docs/operations.md ("Topics") has both, and how to
+    accept the loss instead.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(
+            "; ".join(problems)
+            + ". Nothing was restored or posted. Restore the changelog's records, or stop "
+            "every member and reset the group's offsets to the earliest "
+            "(kafka-consumer-groups.sh --reset-offsets --to-earliest) to rebuild the state "
+            "from the input topics; see docs/operations.md, 'Topics'"
+        )
 
 
 class KafkaSecurityError(FatalError):

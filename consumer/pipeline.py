@@ -7,9 +7,12 @@ one Kafka transaction per partition (see ``consumer.state.checkpoint`` for the o
 scheduler never posts a state that is not committed: it asks the checkpoint first.
 
 Ownership. On assignment, for each partition, in this order: its transactional producer starts
-(fencing any member that still thinks it owns it), its state is restored from the changelog
-(``read_committed``) unless the in-memory copy is provably current, the input positions are set
-to the committed offsets, and only then are its events processed. A step that fails is retried
+(fencing any member that still thinks it owns it), the changelog's end offset and the group's
+committed offsets are read and checked against each other (a changelog replaced under the
+offsets stops the member: ``consumer.state.continuity``), its state is restored from the
+changelog (``read_committed``) unless the in-memory copy is provably current, the input
+positions are set to the committed offsets, and only then are its events processed. A step that
+fails is retried
 with backoff; if the partition still cannot be taken, the member asks the group to rebalance,
 and ``stalled_for`` (read by ``/healthz``) grows until the platform restarts the process. On
 revoke, its requests are finished or abandoned within the deadline, its staged effects are
@@ -32,7 +35,7 @@ import structlog
 from consumer.domain.results import MAX_FAILURE_VALUE_BYTES
 from consumer.domain.retention import ForgottenJob, Retention, StoredJob, forget, retention_action
 from consumer.domain.settled import SettledJob
-from consumer.errors import MemoryExhausted
+from consumer.errors import ChangelogReplaced, FatalError, MemoryExhausted
 from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.access import is_denial
 from consumer.kafka.admin import changed_layout
@@ -182,8 +185,6 @@ class Pipeline:
         self._restoring = False
         #: changelog end offset of each partition as this member's own writes left it
         self._known_end: dict[int, int] = {}
-        #: changelog end offset of each owned partition when this member took it (fenced)
-        self._taken_end: dict[int, int] = {}
         #: since when some assigned partition is not processed (monotonic), None when all are
         self._stalled_since: float | None = None
         #: per input topic and partition, the next offset to absorb (see ``run``)
@@ -244,8 +245,9 @@ class Pipeline:
                 self._handle_lost()
                 for partition in partitions:
                     self._known_end.pop(partition, None)
-                    if self._checkpoint.owns(partition) and partition in self._taken_end:
-                        self._known_end[partition] = self._expected_end(partition)
+                    known = self._checkpoint.known_end(partition)
+                    if self._checkpoint.owns(partition) and known is not None:
+                        self._known_end[partition] = known
             except Exception as exc:  # the state may not match the changelog: restore it
                 log.error("revoke_failed", partitions=sorted(partitions), error=repr(exc))
                 for partition in partitions:
@@ -273,8 +275,10 @@ class Pipeline:
                 log.info("take_stopped", partitions=sorted(partitions))
             except Exception as exc:  # aiokafka would swallow it and leave us half-assigned
                 self._mark_stalled()
-                if is_denial(exc):
-                    raise  # the source raises it from the next fetch: reported and waited out
+                if is_denial(exc) or isinstance(exc, FatalError):
+                    # The source raises it from the next fetch: a denial is reported and
+                    # waited out, a fatal error stops the member.
+                    raise
                 log.error("assignment_failed", partitions=sorted(partitions), error=repr(exc))
                 self._source.request_rejoin()
             finally:
@@ -303,6 +307,14 @@ class Pipeline:
                 self._observer.restore_refused(exc)
                 pending -= self._owned
                 break
+            except ChangelogReplaced as exc:
+                # Trying again finds the same changelog: only an operator can choose what the
+                # state should be (docs/operations.md, "Topics").
+                log.error("changelog_replaced", partitions=sorted(pending), error=str(exc))
+                for partition in pending:
+                    await self._checkpoint.close(partition)
+                    self._drop(partition)
+                raise
             except Exception as exc:
                 if is_denial(exc):
                     raise
@@ -329,8 +341,16 @@ class Pipeline:
         for partition in sorted(partitions):
             await self._checkpoint.open(partition)  # fences every earlier writer
         ends = await self._changelog_end_offsets(partitions)
+        committed = await self._source.committed(partitions)
+        problems: list[str] = []
+        for p in sorted(partitions & ends.keys()):
+            metadata = [c.metadata for (_, number), c in committed.items() if number == p]
+            problem = self._checkpoint.taken(p, ends[p], metadata)
+            if problem is not None:
+                problems.append(problem)
+        if problems:
+            raise ChangelogReplaced(problems)
         kept = {p for p in partitions if can_keep(self._known_end, ends, p)}
-        self._taken_end.update({p: ends[p] for p in partitions if p in ends})
         to_restore = partitions - kept
         if to_restore:
             restored, report = await self._restore(to_restore)
@@ -348,7 +368,8 @@ class Pipeline:
                 skipped=report.skipped,
                 seconds=round(report.seconds, 3),
             )
-        sought = await self._source.seek_to_committed(partitions)
+        sought = {key: c.offset for key, c in committed.items()}
+        self._source.seek(sought)
         for key in [k for k in self._next_offsets if k[1] in partitions]:
             del self._next_offsets[key]
         self._next_offsets.update(sought)
@@ -357,15 +378,6 @@ class Pipeline:
             self._owned.add(partition)
             self._scheduler.reschedule_partition(partition)
         log.info("partitions_assigned", partitions=sorted(partitions), kept=sorted(kept))
-
-    def _expected_end(self, partition: int) -> int:
-        """The changelog end this member's own writes explain: the end when it took the
-        partition (after its producer fenced every other), or past the commit marker of its
-        last committed record. Measured from our writes, never read back at revoke: by then
-        a member that took over may have written, and its writes must force a restore."""
-        written = self._checkpoint.last_written(partition)
-        taken = self._taken_end[partition]
-        return taken if written is None else max(taken, written + 2)
 
     def _drop(self, partition: int) -> None:
         self._checkpoint.forget_sizes(partition)

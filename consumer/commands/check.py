@@ -13,8 +13,9 @@ so one invocation shows everything that is wrong. The exit code names the first 
       changelog too: partitions added after the state was written), an
       internal topic missing while ``BASICSYNC_KAFKA__CREATE_TOPICS=false``, a changelog with
       the wrong partition count, not compacted or whose ``max.message.bytes`` cannot hold
-      ``BASICSYNC_KAFKA__MAX_JOB_BYTES``, or a broker ``message.max.bytes`` below the result
-      record size
+      ``BASICSYNC_KAFKA__MAX_JOB_BYTES``, a changelog that is not the one the group's offsets
+      were committed with (deleted and created again, or another topic), or a broker
+      ``message.max.bytes`` below the result record size
 5     WorkfloPlus: no gateway configured, its CA file unreadable, no token issued (an untrusted
       certificate included), or the gateway not answering
 ====  ==================================================================================
@@ -45,6 +46,8 @@ from consumer.kafka.limits import RECORD_HEADROOM_BYTES, RESULT_RECORD_BYTES
 from consumer.kafka.placement import misplaced_state, sample_placement
 from consumer.kafka.starting import start_client
 from consumer.observability.logging import configure_logging
+from consumer.state.continuity import broken_continuity
+from consumer.state.recovery import end_offsets
 from consumer.sync.diagnosis import ProbeResult, probe_result
 
 EXIT_OK = 0
@@ -129,7 +132,8 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
     checks = [Check("kafka", True, f"{','.join(servers)} ({brokers} brokers)", EXIT_OK)]
     try:
         checks += await asyncio.wait_for(_topic_checks(admin, settings), limit_s)
-        return checks + await asyncio.wait_for(_placement_checks(admin, settings), limit_s)
+        checks += await asyncio.wait_for(_placement_checks(admin, settings), limit_s)
+        return checks + await asyncio.wait_for(_continuity_checks(admin, settings), limit_s)
     except (KafkaError, TopicLayoutError, TimeoutError) as exc:
         denied = explain_denial(exc, settings)
         detail = str(denied) if denied is not None else describe(exc)
@@ -222,6 +226,36 @@ async def _placement_checks(admin: AIOKafkaAdminClient, settings: Settings) -> l
             )
             checks.append(Check("partitioner", True, detail, EXIT_OK))
     return checks
+
+
+async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
+    """The changelog is the one the group's committed offsets were committed with: what a
+    member's take checks before it restores (``consumer.state.continuity``)."""
+    inputs = settings.topics.input
+    changelog = settings.state_topic
+    counts = await partition_counts(admin, [*inputs, changelog])
+    if set(inputs) - set(counts) or {counts[t] for t in inputs} != {counts.get(changelog)}:
+        return []  # reported by the topic checks already
+    offsets = await admin.list_consumer_group_offsets(settings.kafka.group_id)
+    metadata: dict[int, list[str]] = {}
+    for tp, committed in offsets.items():
+        if tp.topic in inputs and committed.offset >= 0:
+            metadata.setdefault(tp.partition, []).append(committed.metadata)
+    if not metadata:
+        detail = f"group {settings.kafka.group_id} has no committed offsets yet"
+        return [Check("changelog continuity", True, detail, EXIT_OK)]
+    assert settings.kafka.bootstrap_servers is not None
+    kafka = client_kwargs(settings.kafka, settings.kafka.bootstrap_servers)
+    ends = await end_offsets(
+        lambda **extra: AIOKafkaConsumer(**kafka, **extra), changelog, metadata
+    )
+    found = (broken_continuity(changelog, p, metadata[p], ends[p]) for p in sorted(metadata))
+    problems = [problem for problem in found if problem is not None]
+    if problems:
+        detail = "; ".join(problems) + " (basicsync run stops: docs/operations.md, 'Topics')"
+        return [Check("changelog continuity", False, detail, EXIT_TOPICS)]
+    detail = f"{changelog} holds what group {settings.kafka.group_id}'s offsets were committed with"
+    return [Check("changelog continuity", True, detail, EXIT_OK)]
 
 
 async def _broker_check(admin: AIOKafkaAdminClient) -> Check:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.structs import OffsetAndMetadata
 
 from consumer.kafka.records import SourceRecord
 from consumer.kafka.starting import start_client
@@ -121,25 +122,45 @@ class EventSource:
         # aiokafka's records are SourceRecords as they are (kafka/records.py): no copy.
         return [message for messages in batches.values() for message in messages]
 
-    async def seek_to_committed(self, partitions: set[int]) -> dict[tuple[str, int], int]:
-        """Read ``partitions`` (every input topic) from their committed offsets, fetched now.
+    async def committed(self, partitions: set[int]) -> dict[tuple[str, int], OffsetAndMetadata]:
+        """The group's committed offsets of ``partitions`` on every input topic, with their
+        metadata (``consumer.state.continuity``), fetched now in one request; a topic
+        partition without a committed offset is left out.
 
         Called after the partition's transactional producer started, which completed any
         transaction a previous owner left open: the committed offsets are final then, whereas
         aiokafka may have fetched them before (its OffsetFetch cannot ask for stable offsets).
-        ``seek`` is immediate and drops what was fetched for the partition before it. A partition
-        with no committed offset is left to the reset policy (earliest). Returns the offsets
-        sought to.
+        aiokafka's public ``committed`` asks once per topic partition and drops the metadata;
+        its coordinator's fetch, which that call makes, returns both.
         """
-        sought: dict[tuple[str, int], int] = {}
-        for tp in self._consumer.assignment():
-            if tp.partition not in partitions:
-                continue
-            committed = await self._consumer.committed(tp)
-            if committed is not None:
-                self._consumer.seek(tp, committed)
-                sought[(tp.topic, tp.partition)] = committed
-        return sought
+        tps = [tp for tp in self._consumer.assignment() if tp.partition in partitions]
+        coordinator = getattr(self._consumer, "_coordinator", None)
+        if coordinator is None or not hasattr(coordinator, "fetch_committed_offsets"):
+            # pragma: no cover - only if aiokafka's internals change; no metadata then
+            found = {tp: await self._consumer.committed(tp) for tp in tps}
+            return {
+                (tp.topic, tp.partition): OffsetAndMetadata(offset, "")
+                for tp, offset in found.items()
+                if offset is not None
+            }
+        fetched: dict[TopicPartition, OffsetAndMetadata] = (
+            await coordinator.fetch_committed_offsets(tps) if tps else {}
+        )
+        return {
+            (tp.topic, tp.partition): committed
+            for tp, committed in fetched.items()
+            if committed.offset >= 0
+        }
+
+    def seek(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Read each topic partition from its offset. ``seek`` is immediate and drops what was
+        fetched for the partition before it; a partition not named is left to the reset policy
+        (earliest) or its position, and one no longer assigned is skipped."""
+        assigned = self._consumer.assignment()
+        for (topic, partition), offset in offsets.items():
+            tp = TopicPartition(topic, partition)
+            if tp in assigned:
+                self._consumer.seek(tp, offset)
 
     def partition_counts(self) -> dict[str, int | None]:
         """Each input topic's partition count in this member's metadata (None: not known)."""

@@ -47,6 +47,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.structs import OffsetAndMetadata
 
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.partitioning import hashes_to
@@ -199,9 +200,13 @@ class PartitionProducer:
                 _read_outcome(waiter)
 
     async def commit(
-        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
+        self,
+        records: Sequence[Producible],
+        offsets: Mapping[TopicPartition, int],
+        metadata: str = "",
     ) -> dict[TopicPartition, int]:
-        """Write ``records`` and commit ``offsets`` (next offsets to read) in one transaction.
+        """Write ``records`` and commit ``offsets`` (next offsets to read), each with
+        ``metadata`` (``consumer.state.continuity``), in one transaction.
 
         Returns the offset of the last record written to each topic partition.
 
@@ -213,7 +218,8 @@ class PartitionProducer:
         """
         self._watch_slow(time.monotonic(), first=True)
         try:
-            return await self._commit(records, offsets)
+            marked = {tp: OffsetAndMetadata(offset, metadata) for tp, offset in offsets.items()}
+            return await self._commit(records, marked)
         finally:
             if self._slow_watch is not None:
                 self._slow_watch.cancel()
@@ -246,7 +252,7 @@ class PartitionProducer:
         )
 
     async def _commit(
-        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
+        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, OffsetAndMetadata]
     ) -> dict[TopicPartition, int]:
         attempt = 0
         # A commit cancelled midway (a stop's or a revoke's deadline) left its transaction open.
@@ -303,7 +309,7 @@ class PartitionProducer:
                 await asyncio.sleep(delay)
 
     async def _transaction(
-        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
+        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, OffsetAndMetadata]
     ) -> dict[TopicPartition, int]:
         batches: list[_Sent] = []
         try:
@@ -320,7 +326,7 @@ class PartitionProducer:
     async def _write(
         self,
         records: Sequence[Producible],
-        offsets: Mapping[TopicPartition, int],
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
         batches: list[_Sent],
     ) -> dict[TopicPartition, int]:
         """One transaction: ``records`` and ``offsets`` written and committed. Each batch sent

@@ -9,7 +9,8 @@ input partition, in one Kafka transaction of that partition's producer, in this 
 2. the current state of every job of the partition changed since then, once each however many
    events it got, to changelog partition ``p`` (a job lives in one partition);
 3. the result and failure records staged for the partition, in the order they were staged;
-4. the next input offsets of the partition, on every input topic;
+4. the next input offsets of the partition, on every input topic, each with a floor of the
+   changelog partition's end offset as its metadata (``consumer.state.continuity``);
 5. commit.
 
 So a full commit is a consistent snapshot: the states hold the effect of every event below the
@@ -75,6 +76,7 @@ from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.limits import RESULT_RECORD_BYTES
 from consumer.kafka.records import Position
 from consumer.kafka.transactions import CommitTrouble, OutRecord, PartitionProducer, Producible
+from consumer.state.continuity import ChangelogFloor, broken_continuity
 from consumer.state.deferral import capped_offsets, offset_caps, results_now
 from consumer.state.store import JobStore
 
@@ -272,6 +274,8 @@ class Checkpoint:
         self._lost: set[int] = set()
         #: offset of the last changelog record this member committed, per partition it owns
         self._last_written: dict[int, int] = {}
+        #: the changelog's end offset when this member took the partition (after fencing)
+        self._taken_end: dict[int, int] = {}
         #: partition -> key -> bytes of its latest changelog value (the state's stored size)
         self._value_bytes: dict[int, dict[str, int]] = {}
         #: transactions committed, per partition (for metrics and tests)
@@ -310,6 +314,7 @@ class Checkpoint:
             raise
         self._producers[partition] = producer
         self._last_written.pop(partition, None)
+        self._taken_end.pop(partition, None)
         self._committed_offsets.pop(partition, None)
         self._pending[partition] = _Pending()
         self._intents[partition] = _Pending()
@@ -328,10 +333,26 @@ class Checkpoint:
         transaction abandoned) must not keep the others from closing."""
         await asyncio.gather(*(self.close(partition) for partition in list(self._producers)))
 
-    def last_written(self, partition: int) -> int | None:
-        """The offset of the last changelog record this member committed to ``partition``
-        since it opened it (None: none yet)."""
-        return self._last_written.get(partition)
+    def taken(
+        self, partition: int, changelog_end: int, offset_metadata: Iterable[str | None]
+    ) -> str | None:
+        """Note the changelog partition's end offset as this member takes ``partition`` (read
+        after :meth:`open` fenced every other writer). Returns why that changelog is not the
+        one the group's offsets (``offset_metadata``: theirs) were committed with, if it is not
+        (``consumer.state.continuity``)."""
+        self._taken_end[partition] = changelog_end
+        return broken_continuity(self._topics.changelog, partition, offset_metadata, changelog_end)
+
+    def known_end(self, partition: int) -> int | None:
+        """The changelog end this member's own writes explain: the end when it took the
+        partition, or past the commit marker of its last committed record (None: not taken
+        since it was opened). Measured from our writes, never read back: a member that took
+        over meanwhile may have written, and its writes must show."""
+        taken = self._taken_end.get(partition)
+        if taken is None:
+            return None
+        written = self._last_written.get(partition)
+        return taken if written is None else max(taken, written + 2)
 
     def track_sizes(self, partition: int, value_bytes: dict[str, int]) -> None:
         """The partition's stored sizes, as a restore read them."""
@@ -655,7 +676,9 @@ class Checkpoint:
         while True:
             records, first_result = self._records(partition, pending)
             try:
-                written = await producer.commit(records, pending.offsets)
+                # The end before this transaction: a floor of the end after it.
+                floor = ChangelogFloor(self._topics.changelog, self.known_end(partition) or 0)
+                written = await producer.commit(records, pending.offsets, floor.metadata())
             except RecordsTooLarge as exc:
                 states = sorted(i for i in exc.indices if i < first_result)
                 for index in sorted(i for i in exc.indices if i >= first_result):

@@ -232,7 +232,7 @@ def can_keep(known_end: Mapping[int, int], ends: Mapping[int, int], partition: i
     """Is the in-memory state of ``partition`` still exact?
 
     ``known_end`` is the changelog end offset this member's own writes explain (see
-    ``Pipeline._expected_end``); ``ends`` the end offset now, read after this member's producer
+    ``Checkpoint.known_end``); ``ends`` the end offset now, read after this member's producer
     fenced every other writer. Any write by anyone else in between moved the end.
     """
     return partition in known_end and ends.get(partition) == known_end[partition]

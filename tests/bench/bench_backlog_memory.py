@@ -80,7 +80,10 @@ class _Producer:
         pass
 
     async def commit(
-        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
+        self,
+        records: Sequence[Producible],
+        offsets: Mapping[TopicPartition, int],
+        metadata: str = "",
     ) -> dict[TopicPartition, int]:
         written = 0
         for record in records:

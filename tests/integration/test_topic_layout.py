@@ -1,7 +1,8 @@
 """Topics that would lose a job's state: the consumer stops, and posts nothing partial.
 
-Partitions added to the topics of a deployment with state (below), or a changelog that deletes
-states by age (``TestChangelogRetention``).
+Partitions added to the topics of a deployment with state (below), a changelog that deletes
+states by age (``TestChangelogRetention``), or one replaced under the group's committed offsets
+(``TestChangelogReplaced``).
 
 A job's state lives in the changelog partition its key hashed to when it was written. Added
 partitions move keys: a job's next events land on a partition whose owner does not hold its
@@ -20,7 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.structs import OffsetAndMetadata
 
 from consumer.config import Settings
 from consumer.demo import DemoJobs, DemoPlan, build_demo
@@ -30,8 +34,10 @@ from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     DEFAULT_MAX_JOB_BYTES,
     MakeTopic,
+    Topics,
     assert_history_never_shrinks,
     basicsync,
+    committed,
     final_upserts,
     log_events,
     new_topics,
@@ -75,6 +81,28 @@ def accepted_since(sandbox: Sandbox, before: dict[str, int]) -> dict[str, list[o
         for job, stored in sandbox.state.jobs.items()
         if len(stored.history) > before.get(job, 0)
     }
+
+
+@dataclass
+class RanToTheEnd:
+    topics: Topics
+    demo: DemoJobs
+    settings: Settings
+
+
+async def ran_to_the_end(
+    bootstrap: str, make_topic: MakeTopic, sandbox: Sandbox, log: str, seed: int
+) -> RanToTheEnd:
+    """20 jobs on topics of 2 partitions, posted by ``basicsync run``, then stopped cleanly."""
+    topics = await new_topics(make_topic, partitions=2)
+    demo = build_demo(DemoPlan(jobs=20, seed=seed, prefix=f"ended-{seed}"))
+    await produce(bootstrap, topics.inputs, demo.events)
+    settings = settings_for(bootstrap, sandbox, topics)
+    process = start_consumer_process(settings, log)
+    await wait_converged(sandbox, demo.expected, within=60)
+    process.terminate()
+    assert await asyncio.to_thread(process.wait, 60) == 0, tail(log)
+    return RanToTheEnd(topics, demo, settings)
 
 
 class TestPartitionsAdded:
@@ -167,15 +195,9 @@ class TestPartitionsAdded:
         them. The start samples the changelog's keys, finds them misplaced and stops (exit 2)
         before it reads an event: WorkfloPlus receives nothing. ``basicsync check`` says the
         same (exit 4), and passed on the same topics before they grew."""
-        topics = await new_topics(make_topic, partitions=2)
-        demo = build_demo(DemoPlan(jobs=20, seed=7, prefix="grown-both"))
-        await produce(kafka_bootstrap, topics.inputs, demo.events)
-        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")
-        process = start_consumer_process(settings, log)
-        await wait_converged(sandbox_in_process, demo.expected, within=60)
-        process.terminate()
-        assert await asyncio.to_thread(process.wait, 60) == 0, tail(log)
+        ran = await ran_to_the_end(kafka_bootstrap, make_topic, sandbox_in_process, log, 7)
+        topics, demo, settings = ran.topics, ran.demo, ran.settings
         checked = await basicsync(settings, "check", "--skip-gateway")
         assert checked.code == 0, checked.out
         assert f"ok    changelog placement: {topics.state}: 40 sampled" in checked.out
@@ -271,3 +293,117 @@ class TestChangelogRetention:
             run.process.terminate()
             assert await asyncio.to_thread(run.process.wait, 60) == 0, tail(log)
         assert log_events(log, "changelog_retention_unchecked") == []
+
+
+async def recreate(bootstrap: str, topic: str, partitions: int, config: dict[str, str]) -> None:
+    """Delete ``topic`` and create it again, empty, with the same name and ``config``."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+        for _ in range(200):  # a deletion completes in the background
+            response = await admin.create_topics(
+                [NewTopic(topic, partitions, 1, topic_configs=config)]
+            )
+            [(_, code, *_)] = response.topic_errors
+            if code == 0:
+                break
+            assert code == TopicAlreadyExistsError.errno, response
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"{topic} was never created again")
+        for _ in range(200):
+            [described] = await admin.describe_topics([topic])
+            leaders = [p for p in described["partitions"] if p["leader"] >= 0]
+            if described["error_code"] == 0 and len(leaders) == partitions:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{topic} has no leaders")
+    finally:
+        await admin.close()
+
+
+async def reset_to_earliest(bootstrap: str, group: str, topics: list[str], partitions: int) -> None:
+    """What ``kafka-consumer-groups.sh --reset-offsets --to-earliest --execute`` does to a group
+    with no member: commit each partition's first offset, with no metadata."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for topic in topics for p in range(partitions)]
+        consumer.assign(tps)
+        first = await consumer.beginning_offsets(tps)
+        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in first.items()})
+    finally:
+        await consumer.stop()
+
+
+class TestChangelogReplaced:
+    async def test_a_changelog_replaced_under_the_offsets_stops_the_start(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The group's offsets say which events the changelog's states hold. With the members
+        stopped, an operator points ``BASICSYNC_TOPICS__STATE`` at a new topic, then deletes
+        the changelog and creates it again; new events wait on the input. Each start stops
+        (exit 2, ``ChangelogReplaced``) before WorkfloPlus gets a request and before an offset
+        moves: restored from nothing, every job's next event would post its partial document
+        over the complete one. The way out its message names (the offsets reset to the
+        earliest) builds the state again from the input and posts every job whole.
+        ``basicsync check`` says the same (exit 4) where the start stops."""
+        log = str(tmp_path / "consumer.log")
+        ran = await ran_to_the_end(kafka_bootstrap, make_topic, sandbox_in_process, log, 11)
+        topics, demo, settings = ran.topics, ran.demo, ran.settings
+        offsets = await committed(kafka_bootstrap, topics.group)
+        checked = await basicsync(settings, "check", "--skip-gateway")
+        assert checked.code == 0, checked.out
+        assert f"ok    changelog continuity: {topics.state} holds what group" in checked.out
+        await produce(kafka_bootstrap, topics.inputs, final_upserts(list(demo.expected), "late"))
+        requests = len(sandbox_in_process.state.records)
+        config = {"cleanup.policy": "compact", "max.message.bytes": str(CHANGELOG_BYTES)}
+
+        other = await make_topic("other-state", 2, "compact", config)
+        moved = start_consumer_process(settings, log, {"BASICSYNC_TOPICS__STATE": other})
+        assert await asyncio.to_thread(moved.wait, 60) == 2, tail(log)
+        fatal = log_events(log, "fatal")[-1]
+        assert fatal["kind"] == "ChangelogReplaced"
+        assert f"committed with the changelog {topics.state}, not {other}" in fatal["error"]
+        checked = await basicsync(
+            settings, "check", "--skip-gateway", BASICSYNC_TOPICS__STATE=other
+        )
+        assert checked.code == 4, checked.out
+        assert "FAIL  changelog continuity" in checked.out
+
+        await recreate(kafka_bootstrap, topics.state, 2, config)
+        again = start_consumer_process(settings, log)
+        assert await asyncio.to_thread(again.wait, 60) == 2, tail(log)
+        fatal = log_events(log, "fatal")[-1]
+        assert fatal["kind"] == "ChangelogReplaced"
+        for partition in (0, 1):
+            assert (
+                f"changelog {topics.state} partition {partition} ends at offset 0"
+                in (fatal["error"])
+            )
+        assert "--reset-offsets --to-earliest" in fatal["error"]
+        assert len(log_events(log, "changelog_replaced")) == 2
+        assert len(sandbox_in_process.state.records) == requests
+        assert await committed(kafka_bootstrap, topics.group) == offsets
+        checked = await basicsync(settings, "check", "--skip-gateway")
+        assert checked.code == 4, checked.out
+        assert f"FAIL  changelog continuity: changelog {topics.state} partition 0" in checked.out
+
+        await reset_to_earliest(kafka_bootstrap, topics.group, topics.inputs, 2)
+        assert set((await committed(kafka_bootstrap, topics.group)).values()) == {0}
+        rebuilt = start_consumer_process(settings, log)
+        try:
+            await wait_converged(sandbox_in_process, with_title(demo.expected, "late"), within=60)
+        finally:
+            rebuilt.terminate()
+            assert await asyncio.to_thread(rebuilt.wait, 60) == 0, tail(log)
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+        checked = await basicsync(settings, "check", "--skip-gateway")
+        assert checked.code == 0, checked.out

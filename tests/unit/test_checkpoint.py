@@ -37,6 +37,7 @@ from consumer.state.checkpoint import (
     CheckpointTopics,
     _IntentParts,
 )
+from consumer.state.continuity import ChangelogFloor, read_floor
 from consumer.state.store import JobStore
 from tests.unit.fakes import job_state
 
@@ -50,6 +51,8 @@ class FakeProducer:
     def __init__(self, partition: int) -> None:
         self.partition = partition
         self.transactions: list[tuple[list[Producible], dict[TopicPartition, int]]] = []
+        #: each committed transaction's offset metadata
+        self.metadata: list[str] = []
         self.fail_next: BaseException | None = None
         self.gate: asyncio.Event | None = None
         self.started = False
@@ -63,7 +66,10 @@ class FakeProducer:
         self.stopped = True
 
     async def commit(
-        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
+        self,
+        records: Sequence[Producible],
+        offsets: Mapping[TopicPartition, int],
+        metadata: str = "",
     ) -> dict[TopicPartition, int]:
         if self.gate is not None:
             await self.gate.wait()
@@ -71,6 +77,7 @@ class FakeProducer:
             error, self.fail_next = self.fail_next, None
             raise error
         self.transactions.append((list(records), dict(offsets)))
+        self.metadata.append(metadata)
         self.next_offset += len(records)
         return {
             TopicPartition(r.topic, r.partition or 0): self.next_offset - len(records) + n
@@ -339,12 +346,12 @@ class TestCheckpoint:
         batches = 0
 
         async def commit_while_the_loop_stages(
-            records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
+            records: Sequence[Producible], offsets: Mapping[TopicPartition, int], metadata: str = ""
         ) -> dict[TopicPartition, int]:
             nonlocal batches
             batches += 1
             rig.put(0, job_state(f"loop-{batches}"))  # absorbed while the transaction runs
-            return await commit(records, offsets)
+            return await commit(records, offsets, metadata)
 
         producer.commit = commit_while_the_loop_stages  # type: ignore[method-assign]
         first, waiters = await _ten_posts_behind_a_commit(rig)
@@ -565,12 +572,15 @@ class TooLargeOnce(FakeProducer):
     refuse_above = 3_000
 
     async def commit(
-        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, int]
+        self,
+        records: Sequence[Producible],
+        offsets: Mapping[TopicPartition, int],
+        metadata: str = "",
     ) -> dict[TopicPartition, int]:
         big = {i for i, r in enumerate(records) if len(r.value or b"") > self.refuse_above}
         if big:
             raise RecordsTooLarge(self.partition, big, "MessageSizeTooLargeError")
-        return await super().commit(records, offsets)
+        return await super().commit(records, offsets, metadata)
 
 
 def input_failure(job: str, value: bytes) -> FailureRecord:
@@ -655,23 +665,55 @@ class TestRecordSizes:
         ]
 
 
-class TestLastWritten:
-    async def test_the_last_committed_changelog_offset_is_remembered_per_partition(
-        self,
-    ) -> None:
-        """After a commit the checkpoint knows the offset of the last changelog record it
-        wrote to the partition (what a rebalance compares against); a reopen forgets it."""
+class TestKnownEnd:
+    async def test_the_end_its_own_writes_explain_is_known_per_partition(self) -> None:
+        """Taken at an end, the checkpoint knows that end until it writes; after a commit,
+        the end past its last record's commit marker (what a rebalance compares against);
+        a reopen forgets both."""
         rig = Rig()
         await rig.checkpoint.open(0)
-        assert rig.checkpoint.last_written(0) is None
+        assert rig.checkpoint.known_end(0) is None
+        assert rig.checkpoint.taken(0, 0, []) is None
+        assert rig.checkpoint.known_end(0) == 0
         rig.put(0, job_state("a"))
         rig.put(0, job_state("b"))
         rig.checkpoint.stage_result(0, success("a"))
         await rig.checkpoint.make_durable(0)
-        assert rig.checkpoint.last_written(0) == 1
+        assert rig.checkpoint.known_end(0) == 3  # records at 0 and 1, the marker at 2
         await rig.checkpoint.close(0)
         await rig.checkpoint.open(0)
-        assert rig.checkpoint.last_written(0) is None
+        assert rig.checkpoint.known_end(0) is None
+
+
+class TestChangelogFloor:
+    async def test_every_commit_marks_its_offsets_with_the_end_before_it(self) -> None:
+        """Each transaction's offsets carry the changelog's name and the end the member knew
+        before it: the end the partition was taken at, then past its own last commit."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        rig.checkpoint.taken(0, 40, [])
+        for job in ("a", "b"):
+            rig.put(0, job_state(job))
+            rig.checkpoint.stage_offsets(0, {("in", 0): 5})
+            await rig.checkpoint.make_durable(0)
+        floors = [read_floor(text) for text in rig.producers[0].metadata]
+        # The fake writes from offset 0: its second commit wrote below the taken end.
+        assert floors == [ChangelogFloor("state", 40), ChangelogFloor("state", 40)]
+        rig.checkpoint.taken(0, 0, [])
+        rig.put(0, job_state("c"))
+        await rig.checkpoint.make_durable(0)
+        assert read_floor(rig.producers[0].metadata[-1]) == ChangelogFloor("state", 3)
+
+    async def test_a_take_reports_a_changelog_that_ends_below_the_floor(self) -> None:
+        """The take compares the committed offsets' floor with the end it found."""
+        rig = Rig()
+        await rig.checkpoint.open(1)
+        marked = ChangelogFloor("state", 500).metadata()
+        assert rig.checkpoint.taken(1, 500, [marked, ""]) is None
+        problem = rig.checkpoint.taken(1, 0, [marked, ""])
+        assert problem is not None
+        assert "changelog state partition 1 ends at offset 0" in problem
+        assert "at least 500" in problem
 
 
 class _SmallBatches:

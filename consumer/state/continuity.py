@@ -1,0 +1,84 @@
+"""The changelog's continuity with the group's committed offsets.
+
+The committed input offsets of partition ``p`` say which events the states in changelog
+partition ``p`` already hold: the checkpoint writes both in one transaction. But they live in
+two places an operator can change apart. A changelog deleted and created again, or
+``BASICSYNC_TOPICS__STATE`` pointed at another topic, leaves offsets that claim states nobody
+holds any more: the restore finds none, each job's next event starts it afresh, and its partial
+document is posted over the complete one in WorkfloPlus.
+
+So every offset the checkpoint commits carries, as its Kafka offset metadata, the changelog's
+name and a floor of the changelog partition's end offset: the end before the transaction,
+which the transaction can only raise. A topic's end offset never decreases in its life, and
+truncation below a committed transaction is data loss; so a take that finds the end below the
+floor (or offsets committed against another changelog) knows the state is not the one the
+offsets were committed with, and the member stops (``ChangelogReplaced``, exit 2) before it
+restores, reads or posts anything. Offsets committed without this metadata (by an older
+version, or reset by ``kafka-consumer-groups.sh``) are trusted as before: resetting the offsets
+is how an operator answers the stop.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+#: The metadata's version key: another program's metadata is not mistaken for ours.
+_VERSION = "basicsync"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangelogFloor:
+    """What a committed offset says of the changelog it was committed with."""
+
+    changelog: str
+    #: the changelog partition's end offset was at least this when the offset was committed
+    end_at_least: int
+
+    def metadata(self) -> str:
+        """The offset metadata (Kafka allows 4,096 bytes by default; a topic name is at most
+        249 characters)."""
+        return json.dumps(
+            {_VERSION: 1, "changelog": self.changelog, "end_at_least": self.end_at_least},
+            separators=(",", ":"),
+        )
+
+
+def read_floor(metadata: str | None) -> ChangelogFloor | None:
+    """The floor a committed offset's metadata carries; None for no metadata or another's."""
+    if not metadata or not metadata.startswith("{"):
+        return None
+    try:
+        fields = json.loads(metadata)
+    except ValueError:
+        return None
+    if not isinstance(fields, dict) or fields.get(_VERSION) != 1:
+        return None
+    changelog, end = fields.get("changelog"), fields.get("end_at_least")
+    if not isinstance(changelog, str) or not isinstance(end, int) or isinstance(end, bool):
+        return None
+    return ChangelogFloor(changelog, end)
+
+
+def broken_continuity(
+    changelog: str, partition: int, metadata: Iterable[str | None], end: int
+) -> str | None:
+    """Why changelog partition ``partition``, now ending at ``end``, is not the one the group's
+    offsets of that partition were committed with (``metadata``: theirs, one per input topic);
+    None when nothing says so."""
+    floors = [floor for text in metadata if (floor := read_floor(text)) is not None]
+    others = sorted({floor.changelog for floor in floors} - {changelog})
+    if others:
+        return (
+            f"the group's offsets of partition {partition} were committed with the changelog "
+            f"{others[0]}, not {changelog}: the states they account for are not in {changelog}"
+        )
+    highest = max((floor.end_at_least for floor in floors), default=0)
+    if end < highest:
+        return (
+            f"changelog {changelog} partition {partition} ends at offset {end}, but the "
+            f"group's offsets were committed when it held at least {highest}: it was deleted "
+            "and created again, or lost records"
+        )
+    return None
