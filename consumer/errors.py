@@ -78,7 +78,7 @@ class ChangelogReplaced(FatalError):
     def __init__(self, problems: list[str]) -> None:
         super().__init__(
             "; ".join(problems)
-            + ". Nothing was restored or posted. Restore the changelog's records, or stop "
+            + ". Nothing is restored or posted from it. Restore the changelog's records, or stop "
             "every member and reset the group's offsets to the earliest "
             "(kafka-consumer-groups.sh --reset-offsets --to-earliest) to rebuild the state "
             "from the input topics; see docs/operations.md, 'Topics'"

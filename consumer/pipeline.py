@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 import structlog
+from aiokafka import TopicPartition
 
 from consumer.domain.results import MAX_FAILURE_VALUE_BYTES
 from consumer.domain.retention import ForgottenJob, Retention, StoredJob, forget, retention_action
@@ -344,8 +345,8 @@ class Pipeline:
         committed = await self._source.committed(partitions)
         problems: list[str] = []
         for p in sorted(partitions & ends.keys()):
-            metadata = [c.metadata for (_, number), c in committed.items() if number == p]
-            problem = self._checkpoint.taken(p, ends[p], metadata)
+            theirs = {TopicPartition(t, n): c for (t, n), c in committed.items() if n == p}
+            problem = self._checkpoint.taken(p, ends[p], theirs)
             if problem is not None:
                 problems.append(problem)
         if problems:
@@ -451,6 +452,10 @@ class Pipeline:
         last_checkpoint = time.monotonic()
         drain_started: float | None = None
         while not stop.is_set():
+            if self._checkpoint.replaced:
+                raise ChangelogReplaced(
+                    [why for _, why in sorted(self._checkpoint.replaced.items())]
+                )
             self._handle_lost()
             self._scheduler.set_catching_up(
                 self._catch_up.observe(self._source.behind(), time.monotonic())

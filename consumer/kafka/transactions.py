@@ -204,11 +204,17 @@ class PartitionProducer:
         records: Sequence[Producible],
         offsets: Mapping[TopicPartition, int],
         metadata: str = "",
+        write_from: Mapping[TopicPartition, int] | None = None,
     ) -> dict[TopicPartition, int]:
         """Write ``records`` and commit ``offsets`` (next offsets to read), each with
         ``metadata`` (``consumer.state.continuity``), in one transaction.
 
         Returns the offset of the last record written to each topic partition.
+
+        ``write_from``: per topic partition, the end offset it had at least before this
+        transaction. A record acknowledged below it means the topic was deleted and created
+        again (or lost records) since: the transaction is aborted and ``LogReplaced`` raised,
+        before anything of it counts.
 
         Transient failures (a broker that does not answer, a leader moving, a coordinator
         loading) abort the transaction and repeat it whole: writing the same states and records
@@ -219,7 +225,7 @@ class PartitionProducer:
         self._watch_slow(time.monotonic(), first=True)
         try:
             marked = {tp: OffsetAndMetadata(offset, metadata) for tp, offset in offsets.items()}
-            return await self._commit(records, marked)
+            return await self._commit(records, marked, write_from or {})
         finally:
             if self._slow_watch is not None:
                 self._slow_watch.cancel()
@@ -252,7 +258,10 @@ class PartitionProducer:
         )
 
     async def _commit(
-        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, OffsetAndMetadata]
+        self,
+        records: Sequence[Producible],
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        write_from: Mapping[TopicPartition, int],
     ) -> dict[TopicPartition, int]:
         attempt = 0
         # A commit cancelled midway (a stop's or a revoke's deadline) left its transaction open.
@@ -262,14 +271,15 @@ class PartitionProducer:
                 raise PartitionLost(self.partition, "revoked while committing")
             attempt += 1
             try:
-                written = await self._transaction(records, offsets)
+                written = await self._transaction(records, offsets, write_from)
                 if attempt > 1:
                     log.info("checkpoint_recovered", partition=self.partition, attempts=attempt)
                 return written
             except (ProducerFenced, InvalidProducerEpoch) as exc:
                 raise PartitionLost(self.partition, f"fenced by a newer owner ({exc})") from None
-            except _DENIALS:
-                # A missing ACL: no retry in place helps; the caller reports it and waits.
+            except (*_DENIALS, LogReplaced):
+                # A missing ACL, or a topic replaced: no retry in place helps; the caller
+                # reports it (and waits, or stops).
                 await self._abort()
                 raise
             except RecordsTooLarge:
@@ -309,11 +319,14 @@ class PartitionProducer:
                 await asyncio.sleep(delay)
 
     async def _transaction(
-        self, records: Sequence[Producible], offsets: Mapping[TopicPartition, OffsetAndMetadata]
+        self,
+        records: Sequence[Producible],
+        offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        write_from: Mapping[TopicPartition, int],
     ) -> dict[TopicPartition, int]:
         batches: list[_Sent] = []
         try:
-            return await self._write(records, offsets, batches)
+            return await self._write(records, offsets, write_from, batches)
         except BaseException:
             # A transaction that failed midway (a broker restarting under it, say) leaves the
             # acknowledgements of the batches it sent unawaited. Their errors are this
@@ -327,6 +340,7 @@ class PartitionProducer:
         self,
         records: Sequence[Producible],
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
+        write_from: Mapping[TopicPartition, int],
         batches: list[_Sent],
     ) -> dict[TopicPartition, int]:
         """One transaction: ``records`` and ``offsets`` written and committed. Each batch sent
@@ -361,17 +375,17 @@ class PartitionProducer:
             raise RecordsTooLarge(self.partition, set(too_large), next(iter(too_large.values())))
         if split:
             raise _BatchesSplit(split)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+        written: dict[TopicPartition, int] = {}
+        for sent, acknowledged in zip(batches, outcomes, strict=True):
+            if isinstance(acknowledged, BaseException):
+                raise acknowledged
+            floor = write_from.get(sent.tp)
+            if floor is not None and acknowledged.offset < floor:  # the batch's first record
+                raise LogReplaced(sent.tp, acknowledged.offset, floor)
+            last = acknowledged.offset + len(sent.indices) - 1  # a batch's offsets are consecutive
+            written[sent.tp] = max(last, written.get(sent.tp, -1))
         self._stage = "commit_transaction"
         await producer.commit_transaction()
-        written: dict[TopicPartition, int] = {}
-        for sent, metadata in zip(batches, outcomes, strict=True):
-            if isinstance(metadata, BaseException):  # raised above; for the type checker
-                continue
-            last = metadata.offset + len(sent.indices) - 1  # a batch's offsets are consecutive
-            written[sent.tp] = max(last, written.get(sent.tp, -1))
         return written
 
     def _refused_as_too_large(
@@ -530,6 +544,19 @@ class _Sent:
     size: int
     sequence: int
     acknowledged: asyncio.Future[Any]
+
+
+class LogReplaced(Exception):
+    """A transaction's record was acknowledged below the end its topic partition had before
+    (``PartitionProducer.commit``'s ``write_from``): the topic is not the one written before.
+    The transaction was aborted."""
+
+    def __init__(self, tp: TopicPartition, offset: int, floor: int) -> None:
+        super().__init__(
+            f"{tp.topic} partition {tp.partition} took a record at offset {offset}, below the "
+            f"end offset {floor} it had before"
+        )
+        self.tp = tp
 
 
 class _BatchesSplit(Exception):

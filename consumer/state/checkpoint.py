@@ -57,12 +57,13 @@ work is dropped, since the new owner replays it from the last committed offsets.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
 
 from consumer.domain.job import replays_as_duplicates
 from consumer.domain.record_size import MIN_LIMIT_BYTES, fit_record
@@ -75,8 +76,14 @@ from consumer.domain.value_compression import compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.limits import RESULT_RECORD_BYTES
 from consumer.kafka.records import Position
-from consumer.kafka.transactions import CommitTrouble, OutRecord, PartitionProducer, Producible
-from consumer.state.continuity import ChangelogFloor, broken_continuity
+from consumer.kafka.transactions import (
+    CommitTrouble,
+    LogReplaced,
+    OutRecord,
+    PartitionProducer,
+    Producible,
+)
+from consumer.state.continuity import ChangelogFloor, broken_continuity, replaced_while_written
 from consumer.state.deferral import capped_offsets, offset_caps, results_now
 from consumer.state.store import JobStore
 
@@ -272,6 +279,8 @@ class Checkpoint:
         #: per partition, the end of the commit in progress (see :meth:`_committing`)
         self._commits: dict[int, asyncio.Future[None]] = {}
         self._lost: set[int] = set()
+        #: partition -> why its changelog is not the one it wrote before (found at a commit)
+        self.replaced: dict[int, str] = {}
         #: offset of the last changelog record this member committed, per partition it owns
         self._last_written: dict[int, int] = {}
         #: the changelog's end offset when this member took the partition (after fencing)
@@ -280,8 +289,8 @@ class Checkpoint:
         self._value_bytes: dict[int, dict[str, int]] = {}
         #: transactions committed, per partition (for metrics and tests)
         self.commits = 0
-        #: the input offsets last committed, per partition (a live checkpoint that would only
-        #: commit these again commits nothing)
+        #: the input offsets last committed, per partition, from the take on (a live
+        #: checkpoint that would only commit these again commits nothing)
         self._committed_offsets: dict[int, dict[TopicPartition, int]] = {}
         self._posts_soon: Callable[[str], bool] | None = None
         self._intent_parts = _IntentParts()
@@ -334,14 +343,19 @@ class Checkpoint:
         await asyncio.gather(*(self.close(partition) for partition in list(self._producers)))
 
     def taken(
-        self, partition: int, changelog_end: int, offset_metadata: Iterable[str | None]
+        self,
+        partition: int,
+        changelog_end: int,
+        committed: Mapping[TopicPartition, OffsetAndMetadata],
     ) -> str | None:
-        """Note the changelog partition's end offset as this member takes ``partition`` (read
-        after :meth:`open` fenced every other writer). Returns why that changelog is not the
-        one the group's offsets (``offset_metadata``: theirs) were committed with, if it is not
-        (``consumer.state.continuity``)."""
+        """Note the changelog partition's end offset and the group's committed input offsets
+        of ``partition`` as this member takes it (both read after :meth:`open` fenced every
+        other writer). Returns why that changelog is not the one those offsets were committed
+        with, if it is not (``consumer.state.continuity``)."""
         self._taken_end[partition] = changelog_end
-        return broken_continuity(self._topics.changelog, partition, offset_metadata, changelog_end)
+        self._committed_offsets[partition] = {tp: c.offset for tp, c in committed.items()}
+        metadata = [c.metadata for c in committed.values()]
+        return broken_continuity(self._topics.changelog, partition, metadata, changelog_end)
 
     def known_end(self, partition: int) -> int | None:
         """The changelog end this member's own writes explain: the end when it took the
@@ -675,10 +689,20 @@ class Checkpoint:
         """Commit ``pending``; records Kafka refuses as too large are reduced and sent again."""
         while True:
             records, first_result = self._records(partition, pending)
+            changelog = TopicPartition(self._topics.changelog, partition)
+            known = self.known_end(partition)
+            # The end before this transaction: a floor of the end after it.
+            floor = ChangelogFloor(changelog.topic, known or 0)
             try:
-                # The end before this transaction: a floor of the end after it.
-                floor = ChangelogFloor(self._topics.changelog, self.known_end(partition) or 0)
-                written = await producer.commit(records, pending.offsets, floor.metadata())
+                written = await producer.commit(
+                    records,
+                    pending.offsets,
+                    floor.metadata(),
+                    write_from=None if known is None else {changelog: known},
+                )
+            except LogReplaced as exc:
+                await self._mark_replaced(partition, producer, floor, str(exc))
+                raise PartitionLost(partition, "its changelog was replaced") from None
             except RecordsTooLarge as exc:
                 states = sorted(i for i in exc.indices if i < first_result)
                 for index in sorted(i for i in exc.indices if i >= first_result):
@@ -710,10 +734,27 @@ class Checkpoint:
                     )
                     await asyncio.sleep(self._too_large_backoff_s)
             else:
-                changelog = TopicPartition(self._topics.changelog, partition)
                 if changelog in written:
                     self._last_written[partition] = written[changelog]
                 return
+
+    async def _mark_replaced(
+        self, partition: int, producer: PartitionProducer, floor: ChangelogFloor, why: str
+    ) -> None:
+        """Note a changelog found replaced by a commit, and commit the partition's offsets
+        again marked so: the next take refuses the partition whatever the changelog's end is
+        by then (``consumer.state.continuity``). No offset moves: only those committed with
+        their effects are committed again."""
+        self.replaced[partition] = f"{replaced_while_written(floor.changelog, partition)} ({why})"
+        log.error("changelog_replaced", partitions=[partition], error=self.replaced[partition])
+        committed = self._committed_offsets.get(partition)
+        if not committed:
+            return  # the group has none: a take starts the partition from the earliest
+        try:
+            marked = replace(floor, replaced=True).metadata()
+            await producer.commit([], committed, marked)
+        except Exception as exc:  # the member stops either way; the take's check remains
+            log.warning("changelog_replaced_mark_failed", partition=partition, error=repr(exc))
 
     def _records(self, partition: int, pending: _Pending) -> tuple[list[Producible], int]:
         """The transaction's records, and the index of its first result record."""

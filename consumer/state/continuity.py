@@ -16,6 +16,12 @@ offsets were committed with, and the member stops (``ChangelogReplaced``, exit 2
 restores, reads or posts anything. Offsets committed without this metadata (by an older
 version, or reset by ``kafka-consumer-groups.sh``) are trusted as before: resetting the offsets
 is how an operator answers the stop.
+
+A changelog replaced while a member runs is found at the member's next write to it: the
+broker acknowledges the first record below the floor (``PartitionProducer.commit``'s
+``write_from``). That transaction is aborted, and the offsets the member committed last are
+committed again marked ``replaced``: the end alone would not tell the next take, since the
+aborted records raised it, and later writes could raise it past the floor.
 """
 
 from __future__ import annotations
@@ -35,14 +41,20 @@ class ChangelogFloor:
     changelog: str
     #: the changelog partition's end offset was at least this when the offset was committed
     end_at_least: int
+    #: a member found the changelog replaced under it (its write landed below the floor)
+    replaced: bool = False
 
     def metadata(self) -> str:
         """The offset metadata (Kafka allows 4,096 bytes by default; a topic name is at most
         249 characters)."""
-        return json.dumps(
-            {_VERSION: 1, "changelog": self.changelog, "end_at_least": self.end_at_least},
-            separators=(",", ":"),
-        )
+        fields: dict[str, object] = {
+            _VERSION: 1,
+            "changelog": self.changelog,
+            "end_at_least": self.end_at_least,
+        }
+        if self.replaced:
+            fields["replaced"] = True
+        return json.dumps(fields, separators=(",", ":"))
 
 
 def read_floor(metadata: str | None) -> ChangelogFloor | None:
@@ -58,7 +70,7 @@ def read_floor(metadata: str | None) -> ChangelogFloor | None:
     changelog, end = fields.get("changelog"), fields.get("end_at_least")
     if not isinstance(changelog, str) or not isinstance(end, int) or isinstance(end, bool):
         return None
-    return ChangelogFloor(changelog, end)
+    return ChangelogFloor(changelog, end, fields.get("replaced") is True)
 
 
 def broken_continuity(
@@ -74,6 +86,8 @@ def broken_continuity(
             f"the group's offsets of partition {partition} were committed with the changelog "
             f"{others[0]}, not {changelog}: the states they account for are not in {changelog}"
         )
+    if any(floor.replaced for floor in floors):
+        return replaced_while_written(changelog, partition)
     highest = max((floor.end_at_least for floor in floors), default=0)
     if end < highest:
         return (
@@ -82,3 +96,11 @@ def broken_continuity(
             "and created again, or lost records"
         )
     return None
+
+
+def replaced_while_written(changelog: str, partition: int) -> str:
+    """What a member that found its changelog replaced under it reports."""
+    return (
+        f"changelog {changelog} partition {partition} was deleted and created again (or lost "
+        "records) while a member wrote to it: its write landed below the end the topic had"
+    )

@@ -84,6 +84,7 @@ class _Producer:
         records: Sequence[Producible],
         offsets: Mapping[TopicPartition, int],
         metadata: str = "",
+        write_from: Mapping[TopicPartition, int] | None = None,
     ) -> dict[TopicPartition, int]:
         written = 0
         for record in records:

@@ -30,6 +30,7 @@ from consumer.config import Settings
 from consumer.demo import DemoJobs, DemoPlan, build_demo
 from consumer.kafka.limits import changelog_max_message_bytes
 from consumer.kafka.partitioning import hashes_to
+from consumer.state.continuity import read_floor
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     DEFAULT_MAX_JOB_BYTES,
@@ -323,6 +324,17 @@ async def recreate(bootstrap: str, topic: str, partitions: int, config: dict[str
         await admin.close()
 
 
+async def offset_metadata(bootstrap: str, group: str) -> dict[TopicPartition, str]:
+    """The metadata of the group's committed offsets."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    return {tp: committed.metadata for tp, committed in offsets.items()}
+
+
 async def reset_to_earliest(bootstrap: str, group: str, topics: list[str], partitions: int) -> None:
     """What ``kafka-consumer-groups.sh --reset-offsets --to-earliest --execute`` does to a group
     with no member: commit each partition's first offset, with no metadata."""
@@ -337,6 +349,24 @@ async def reset_to_earliest(bootstrap: str, group: str, topics: list[str], parti
         await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in first.items()})
     finally:
         await consumer.stop()
+
+
+async def rebuilt_from_the_earliest(
+    bootstrap: str, sandbox: Sandbox, log: str, ran: RanToTheEnd
+) -> None:
+    """The way out a ``ChangelogReplaced`` stop names: the group's offsets reset to the
+    earliest, ``basicsync run`` builds every job again from its events and posts it whole (the
+    late title included), never a document with fewer steps than before."""
+    topics = ran.topics
+    await reset_to_earliest(bootstrap, topics.group, topics.inputs, topics.partitions)
+    assert set((await committed(bootstrap, topics.group)).values()) == {0}
+    rebuilt = start_consumer_process(ran.settings, log)
+    try:
+        await wait_converged(sandbox, with_title(ran.demo.expected, "late"), within=60)
+    finally:
+        rebuilt.terminate()
+        assert await asyncio.to_thread(rebuilt.wait, 60) == 0, tail(log)
+    assert_history_never_shrinks(sandbox, list(ran.demo.expected))
 
 
 class TestChangelogReplaced:
@@ -396,14 +426,50 @@ class TestChangelogReplaced:
         assert checked.code == 4, checked.out
         assert f"FAIL  changelog continuity: changelog {topics.state} partition 0" in checked.out
 
-        await reset_to_earliest(kafka_bootstrap, topics.group, topics.inputs, 2)
-        assert set((await committed(kafka_bootstrap, topics.group)).values()) == {0}
-        rebuilt = start_consumer_process(settings, log)
-        try:
-            await wait_converged(sandbox_in_process, with_title(demo.expected, "late"), within=60)
-        finally:
-            rebuilt.terminate()
-            assert await asyncio.to_thread(rebuilt.wait, 60) == 0, tail(log)
-        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+        await rebuilt_from_the_earliest(kafka_bootstrap, sandbox_in_process, log, ran)
         checked = await basicsync(settings, "check", "--skip-gateway")
         assert checked.code == 0, checked.out
+
+    async def test_a_changelog_replaced_under_a_running_member_stops_it_at_its_next_write(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The changelog is deleted and created again while the member runs; then every job
+        gets an event. The member's first write to the new topic is acknowledged below the
+        end it knew: that transaction is aborted, the member posts nothing more and stops
+        (exit 2), its offsets committed again unmoved and marked ``replaced``. Started again
+        it stops at its take, although the aborted writes may have raised the new topic's end
+        past the floor. The reset to the earliest rebuilds every job whole."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=20, seed=13, prefix="replaced-running"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        ran = RanToTheEnd(topics, demo, settings)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        await wait_converged(sandbox_in_process, demo.expected, within=60)
+        await asyncio.sleep(2)  # the last results and offsets committed
+        offsets = await committed(kafka_bootstrap, topics.group)
+        requests = len(sandbox_in_process.state.records)
+        config = {"cleanup.policy": "compact", "max.message.bytes": str(CHANGELOG_BYTES)}
+        await recreate(kafka_bootstrap, topics.state, 2, config)
+        await produce(kafka_bootstrap, topics.inputs, final_upserts(list(demo.expected), "late"))
+        assert await asyncio.to_thread(process.wait, 60) == 2, tail(log)
+        fatal = log_events(log, "fatal")[-1]
+        assert fatal["kind"] == "ChangelogReplaced"
+        assert "while a member wrote to it" in fatal["error"]
+        assert len(sandbox_in_process.state.records) == requests
+        assert await committed(kafka_bootstrap, topics.group) == offsets
+        marks = await offset_metadata(kafka_bootstrap, topics.group)
+        floors = [read_floor(text) for text in marks.values()]
+        assert [floor is not None and floor.replaced for floor in floors] == [True, True], marks
+
+        again = start_consumer_process(settings, log)
+        assert await asyncio.to_thread(again.wait, 60) == 2, tail(log)
+        assert "while a member wrote to it" in log_events(log, "fatal")[-1]["error"]
+        assert len(sandbox_in_process.state.records) == requests
+
+        await rebuilt_from_the_earliest(kafka_bootstrap, sandbox_in_process, log, ran)

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
+from aiokafka.structs import OffsetAndMetadata
 
 from consumer.domain.job import SEEN_IDS_LIMIT, JobState, mark_sending, mark_synced
 from consumer.domain.results import (
@@ -28,7 +29,7 @@ from consumer.domain.settled import SETTLED_HEADER, settled_header
 from consumer.domain.state_codec import ValueParts, decode_state, encode_state, value_parts
 from consumer.domain.value_compression import decompressed, is_compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
-from consumer.kafka.transactions import PartitionProducer, Producible
+from consumer.kafka.transactions import LogReplaced, PartitionProducer, Producible
 from consumer.state import checkpoint as checkpoint_module
 from consumer.state.checkpoint import (
     _INTENT_PARTS_KEPT,
@@ -37,7 +38,7 @@ from consumer.state.checkpoint import (
     CheckpointTopics,
     _IntentParts,
 )
-from consumer.state.continuity import ChangelogFloor, read_floor
+from consumer.state.continuity import ChangelogFloor, broken_continuity, read_floor
 from consumer.state.store import JobStore
 from tests.unit.fakes import job_state
 
@@ -70,6 +71,7 @@ class FakeProducer:
         records: Sequence[Producible],
         offsets: Mapping[TopicPartition, int],
         metadata: str = "",
+        write_from: Mapping[TopicPartition, int] | None = None,
     ) -> dict[TopicPartition, int]:
         if self.gate is not None:
             await self.gate.wait()
@@ -346,12 +348,15 @@ class TestCheckpoint:
         batches = 0
 
         async def commit_while_the_loop_stages(
-            records: Sequence[Producible], offsets: Mapping[TopicPartition, int], metadata: str = ""
+            records: Sequence[Producible],
+            offsets: Mapping[TopicPartition, int],
+            metadata: str = "",
+            write_from: Mapping[TopicPartition, int] | None = None,
         ) -> dict[TopicPartition, int]:
             nonlocal batches
             batches += 1
             rig.put(0, job_state(f"loop-{batches}"))  # absorbed while the transaction runs
-            return await commit(records, offsets, metadata)
+            return await commit(records, offsets, metadata, write_from)
 
         producer.commit = commit_while_the_loop_stages  # type: ignore[method-assign]
         first, waiters = await _ten_posts_behind_a_commit(rig)
@@ -576,11 +581,12 @@ class TooLargeOnce(FakeProducer):
         records: Sequence[Producible],
         offsets: Mapping[TopicPartition, int],
         metadata: str = "",
+        write_from: Mapping[TopicPartition, int] | None = None,
     ) -> dict[TopicPartition, int]:
         big = {i for i, r in enumerate(records) if len(r.value or b"") > self.refuse_above}
         if big:
             raise RecordsTooLarge(self.partition, big, "MessageSizeTooLargeError")
-        return await super().commit(records, offsets, metadata)
+        return await super().commit(records, offsets, metadata, write_from)
 
 
 def input_failure(job: str, value: bytes) -> FailureRecord:
@@ -673,7 +679,7 @@ class TestKnownEnd:
         rig = Rig()
         await rig.checkpoint.open(0)
         assert rig.checkpoint.known_end(0) is None
-        assert rig.checkpoint.taken(0, 0, []) is None
+        assert rig.checkpoint.taken(0, 0, {}) is None
         assert rig.checkpoint.known_end(0) == 0
         rig.put(0, job_state("a"))
         rig.put(0, job_state("b"))
@@ -691,7 +697,7 @@ class TestChangelogFloor:
         before it: the end the partition was taken at, then past its own last commit."""
         rig = Rig()
         await rig.checkpoint.open(0)
-        rig.checkpoint.taken(0, 40, [])
+        rig.checkpoint.taken(0, 40, {})
         for job in ("a", "b"):
             rig.put(0, job_state(job))
             rig.checkpoint.stage_offsets(0, {("in", 0): 5})
@@ -699,7 +705,7 @@ class TestChangelogFloor:
         floors = [read_floor(text) for text in rig.producers[0].metadata]
         # The fake writes from offset 0: its second commit wrote below the taken end.
         assert floors == [ChangelogFloor("state", 40), ChangelogFloor("state", 40)]
-        rig.checkpoint.taken(0, 0, [])
+        rig.checkpoint.taken(0, 0, {})
         rig.put(0, job_state("c"))
         await rig.checkpoint.make_durable(0)
         assert read_floor(rig.producers[0].metadata[-1]) == ChangelogFloor("state", 3)
@@ -708,12 +714,65 @@ class TestChangelogFloor:
         """The take compares the committed offsets' floor with the end it found."""
         rig = Rig()
         await rig.checkpoint.open(1)
-        marked = ChangelogFloor("state", 500).metadata()
-        assert rig.checkpoint.taken(1, 500, [marked, ""]) is None
-        problem = rig.checkpoint.taken(1, 0, [marked, ""])
+        committed = {
+            TopicPartition("in", 1): OffsetAndMetadata(70, ChangelogFloor("state", 500).metadata()),
+            TopicPartition("other-in", 1): OffsetAndMetadata(3, ""),
+        }
+        assert rig.checkpoint.taken(1, 500, committed) is None
+        problem = rig.checkpoint.taken(1, 0, committed)
         assert problem is not None
         assert "changelog state partition 1 ends at offset 0" in problem
         assert "at least 500" in problem
+
+
+class TestChangelogReplacedUnderTheMember:
+    async def test_a_write_below_the_known_end_marks_the_committed_offsets_replaced(
+        self,
+    ) -> None:
+        """The producer found a changelog record acknowledged below the end the partition
+        was known to have (``LogReplaced``; the transaction aborted). The partition is lost
+        to this member, the checkpoint says why, and the offsets committed last are committed
+        again, unmoved, marked ``replaced``: the next take refuses the partition even if the
+        new topic's end has passed the floor by then."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        rig.checkpoint.taken(0, 40, {TopicPartition("in", 0): OffsetAndMetadata(2, "")})
+        rig.put(0, job_state("a"))
+        rig.checkpoint.stage_offsets(0, {("in", 0): 5})
+        await rig.checkpoint.make_durable(0)
+        producer = rig.producers[0]
+        producer.fail_next = LogReplaced(TopicPartition("state", 0), 0, 42)
+        rig.put(0, job_state("b"))
+        rig.checkpoint.stage_offsets(0, {("in", 0): 9})
+        with pytest.raises(PartitionLost):
+            await rig.checkpoint.make_durable(0)
+        assert (
+            "changelog state partition 0 was deleted and created again"
+            in (rig.checkpoint.replaced[0])
+        )
+        assert rig.checkpoint.take_lost() == {0}
+        records, offsets = producer.transactions[-1]
+        assert (records, offsets) == ([], {TopicPartition("in", 0): 5})
+        assert read_floor(producer.metadata[-1]) == ChangelogFloor("state", 40, replaced=True)
+        assert broken_continuity("state", 0, [producer.metadata[-1]], 10**9) is not None
+
+    async def test_the_offsets_found_at_the_take_are_marked_when_none_was_committed_since(
+        self,
+    ) -> None:
+        """Replaced before this member's first commit: the offsets the group had when it took
+        the partition are committed again, marked."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        found = {TopicPartition("in", 0): OffsetAndMetadata(2, "")}
+        rig.checkpoint.taken(0, 40, found)
+        producer = rig.producers[0]
+        producer.fail_next = LogReplaced(TopicPartition("state", 0), 0, 40)
+        rig.put(0, job_state("a"))
+        with pytest.raises(PartitionLost):
+            await rig.checkpoint.make_durable(0)
+        [(records, offsets)] = producer.transactions
+        assert (records, offsets) == ([], {TopicPartition("in", 0): 2})
+        assert read_floor(producer.metadata[-1]) == ChangelogFloor("state", 40, replaced=True)
 
 
 class _SmallBatches:

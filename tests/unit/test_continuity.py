@@ -102,6 +102,6 @@ class TestChangelogReplaced:
         assert isinstance(error, FatalError)
         text = str(error)
         assert text.startswith("changelog state partition 0 ends at offset 0")
-        assert "Nothing was restored or posted" in text
+        assert "Nothing is restored or posted from it" in text
         assert "--reset-offsets --to-earliest" in text
         assert "docs/operations.md" in text

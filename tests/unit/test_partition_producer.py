@@ -15,10 +15,11 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalOperation, KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.structs import OffsetAndMetadata
 from structlog.testing import capture_logs
 
 from consumer.errors import PartitionLost
-from consumer.kafka.transactions import CommitTrouble, OutRecord, PartitionProducer
+from consumer.kafka.transactions import CommitTrouble, LogReplaced, OutRecord, PartitionProducer
 
 
 class _Manager:
@@ -289,3 +290,37 @@ class TestPartitionProducer:
         assert aborts == 1
         assert fake.commits == 1
         assert not [line for line in logs if line["event"] == "checkpoint_retry"]
+
+
+class TestWriteFrom:
+    async def test_a_record_acknowledged_below_the_known_end_aborts_the_transaction(
+        self,
+    ) -> None:
+        """The fake's broker puts every batch at offset 7: a topic partition known to end at
+        10 or more before the transaction was replaced since. Nothing of the transaction is
+        committed (it is aborted, not retried) and ``LogReplaced`` names it."""
+        fake = FencedMidTransaction(fatal=False, fail_sends=0)
+        producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
+        with pytest.raises(LogReplaced, match="t partition 0 took a record at offset 7, below"):
+            await producer.commit(RECORDS, {}, write_from={TopicPartition("t", 0): 10})
+        assert fake.commits == 0
+        assert not fake._txn_manager.in_transaction
+
+    async def test_records_at_or_past_the_known_end_commit(self) -> None:
+        fake = FencedMidTransaction(fatal=False, fail_sends=0)
+        producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
+        written = await producer.commit(RECORDS, {}, write_from={TopicPartition("t", 0): 7})
+        assert written == {TopicPartition("t", 0): 7}
+        assert fake.commits == 1
+
+    async def test_the_offsets_carry_the_metadata(self) -> None:
+        fake = FencedMidTransaction(fatal=False, fail_sends=0)
+        sent: list[tuple[dict[TopicPartition, Any], str]] = []
+
+        async def send_offsets(offsets: dict[TopicPartition, Any], group: str) -> None:
+            sent.append((offsets, group))
+
+        fake.send_offsets_to_transaction = send_offsets  # type: ignore[attr-defined]
+        producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
+        await producer.commit(RECORDS, {TopicPartition("in", 0): 5}, "the floor")
+        assert sent == [({TopicPartition("in", 0): OffsetAndMetadata(5, "the floor")}, "group")]
