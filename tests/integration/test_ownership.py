@@ -38,6 +38,7 @@ from tests.integration.harness import (
     Topics,
     assert_each_reported_once,
     assert_history_never_shrinks,
+    assert_kafka_client_lines_are_few,
     assert_read_to_the_end,
     assert_stop_gave_up,
     catching_up,
@@ -98,20 +99,6 @@ async def broker_hung(broker: int) -> AsyncIterator[None]:
         yield
     finally:
         os.kill(broker, signal.SIGCONT)
-
-
-def assert_kafka_client_lines_are_few(log: str) -> None:
-    """aiokafka's lines through a broker restart: each kind at most once per 30 s, and none an
-    error but aiokafka's report of a failure it does not retry (with its traceback). Before,
-    a restart of a few seconds left about 1,500 error lines."""
-    client = []
-    with open(log, encoding="utf-8", errors="replace") as lines:
-        for line in lines:
-            if line.startswith("{") and '"logger": "aiokafka' in line:
-                client.append(json.loads(line))
-    assert len(client) < 60, f"{len(client)} aiokafka lines:\n" + tail(log)
-    errors = [line for line in client if line["level"] == "error" and "exception" not in line]
-    assert errors == [], errors
 
 
 async def posting(sandbox: Sandbox, log: str, jobs: int = 10) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import json
 import subprocess
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from tests.integration.harness import (
     MakeTopic,
     Topics,
     assert_history_never_shrinks,
+    assert_kafka_client_lines_are_few,
     basicsync,
     committed,
     final_upserts,
@@ -296,12 +298,21 @@ class TestChangelogRetention:
         assert log_events(log, "changelog_retention_unchecked") == []
 
 
-async def recreate(bootstrap: str, topic: str, partitions: int, config: dict[str, str]) -> None:
-    """Delete ``topic`` and create it again, empty, with the same name and ``config``."""
+async def recreate(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    config: dict[str, str],
+    meanwhile: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Delete ``topic`` and create it again, empty, with the same name and ``config``; with
+    ``meanwhile`` awaited while the topic does not exist."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         await admin.delete_topics([topic])
+        if meanwhile is not None:
+            await meanwhile()
         for _ in range(200):  # a deletion completes in the background
             response = await admin.create_topics(
                 [NewTopic(topic, partitions, 1, topic_configs=config)]
@@ -437,12 +448,13 @@ class TestChangelogReplaced:
         sandbox_in_process: Sandbox,
         tmp_path: Path,
     ) -> None:
-        """The changelog is deleted and created again while the member runs; then every job
-        gets an event. The member's first write to the new topic is acknowledged below the
-        end it knew: that transaction is aborted, the member posts nothing more and stops
-        (exit 2), its offsets committed again unmoved and marked ``replaced``. Started again
-        it stops at its take, although the aborted writes may have raised the new topic's end
-        past the floor. The reset to the earliest rebuilds every job whole."""
+        """The changelog is deleted while the member runs; every job gets an event, which
+        the member cannot make durable (its commits are retried, nothing is posted) until the
+        topic is created again, 3 s later. Its first write to the new topic is acknowledged
+        below the end it knew: that transaction is aborted, the member posts nothing more and
+        stops (exit 2), its offsets committed again unmoved and marked ``replaced``. Started
+        again it stops at its take, although the aborted writes may have raised the new
+        topic's end past the floor. The reset to the earliest rebuilds every job whole."""
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=20, seed=13, prefix="replaced-running"))
         await produce(kafka_bootstrap, topics.inputs, demo.events)
@@ -455,9 +467,17 @@ class TestChangelogReplaced:
         offsets = await committed(kafka_bootstrap, topics.group)
         requests = len(sandbox_in_process.state.records)
         config = {"cleanup.policy": "compact", "max.message.bytes": str(CHANGELOG_BYTES)}
-        await recreate(kafka_bootstrap, topics.state, 2, config)
-        await produce(kafka_bootstrap, topics.inputs, final_upserts(list(demo.expected), "late"))
+
+        async def late_events_while_it_is_gone() -> None:
+            late = final_upserts(list(demo.expected), "late")
+            await produce(kafka_bootstrap, topics.inputs, late)
+            await asyncio.sleep(3)
+            assert process.poll() is None, tail(log)
+            assert len(sandbox_in_process.state.records) == requests
+
+        await recreate(kafka_bootstrap, topics.state, 2, config, late_events_while_it_is_gone)
         assert await asyncio.to_thread(process.wait, 60) == 2, tail(log)
+        assert_kafka_client_lines_are_few(log)
         fatal = log_events(log, "fatal")[-1]
         assert fatal["kind"] == "ChangelogReplaced"
         assert "while a member wrote to it" in fatal["error"]
