@@ -12,12 +12,12 @@ committed offsets are read and checked against each other (a changelog replaced 
 offsets stops the member: ``consumer.state.continuity``), its state is restored from the
 changelog (``read_committed``) unless the in-memory copy is provably current, the input
 positions are set to the committed offsets, and only then are its events processed. A step that
-fails is retried
-with backoff; if the partition still cannot be taken, the member asks the group to rebalance,
-and ``stalled_for`` (read by ``/healthz``) grows until the platform restarts the process. On
-revoke, its requests are finished or abandoned within the deadline, its staged effects are
-committed, and its producer is closed. A partition whose producer is fenced mid-run (another
-member took it while this one was paused) is dropped at once: state, timers and requests.
+fails is retried with backoff; if the partition still cannot be taken, the member asks the
+group to rebalance, and ``stalled_for`` (read by ``/healthz``) grows until the platform
+restarts the process. On revoke, its requests are finished or abandoned within the deadline,
+its staged effects are committed, and its producer is closed. A partition whose producer is
+fenced mid-run (another member took it while this one was paused) is dropped at once: state,
+timers and requests.
 """
 
 from __future__ import annotations

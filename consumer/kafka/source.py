@@ -137,6 +137,10 @@ class EventSource:
         coordinator = getattr(self._consumer, "_coordinator", None)
         if coordinator is None or not hasattr(coordinator, "fetch_committed_offsets"):
             # pragma: no cover - only if aiokafka's internals change; no metadata then
+            log.warning(
+                "committed_metadata_unavailable",
+                consequence="a changelog replaced under the offsets is not detected at a take",
+            )
             found = {tp: await self._consumer.committed(tp) for tp in tps}
             return {
                 (tp.topic, tp.partition): OffsetAndMetadata(offset, "")
