@@ -380,7 +380,9 @@ class PartitionProducer:
             if isinstance(acknowledged, BaseException):
                 raise acknowledged
             floor = write_from.get(sent.tp)
-            if floor is not None and acknowledged.offset < floor:  # the batch's first record
+            # The batch's first record; -1 when unknown: a retried batch the broker found
+            # already written, too long ago to have kept its offset (DuplicateSequenceNumber).
+            if floor is not None and 0 <= acknowledged.offset < floor:
                 raise LogReplaced(sent.tp, acknowledged.offset, floor)
             last = acknowledged.offset + len(sent.indices) - 1  # a batch's offsets are consecutive
             written[sent.tp] = max(last, written.get(sent.tp, -1))

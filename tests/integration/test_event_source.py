@@ -88,7 +88,10 @@ class TestBehind:
         topic = await make_topic("behind-seek", partitions=len(PER_PARTITION))
         await _backlog(kafka_bootstrap, topic)
         group = f"behind-seek-{uuid.uuid4().hex[:8]}"
-        committer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+        # No auto-commit: at its stop it would commit its positions again, without metadata.
+        committer = AIOKafkaConsumer(
+            bootstrap_servers=kafka_bootstrap, group_id=group, enable_auto_commit=False
+        )
         await committer.start()
         try:
             committer.assign([TopicPartition(topic, p) for p in range(2)])

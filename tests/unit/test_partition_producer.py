@@ -324,3 +324,25 @@ class TestWriteFrom:
         producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
         await producer.commit(RECORDS, {TopicPartition("in", 0): 5}, "the floor")
         assert sent == [({TopicPartition("in", 0): OffsetAndMetadata(5, "the floor")}, "group")]
+
+    async def test_a_batch_acknowledged_without_an_offset_is_not_taken_for_a_replaced_topic(
+        self,
+    ) -> None:
+        """A retried batch the broker found already written, too long ago to have kept its
+        offset (``DuplicateSequenceNumber``), is acknowledged with offset -1: that says nothing
+        of the topic, and the transaction commits."""
+        fake = FencedMidTransaction(fatal=False, fail_sends=0)
+
+        async def send_batch(*args: Any, **kwargs: Any) -> Any:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+            class _Unknown:
+                topic, partition, offset = "t", 0, -1
+
+            future.set_result(_Unknown())
+            return future
+
+        fake.send_batch = send_batch  # type: ignore[method-assign]
+        producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
+        await producer.commit(RECORDS, {}, write_from={TopicPartition("t", 0): 10})
+        assert fake.commits == 1
