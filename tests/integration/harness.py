@@ -627,6 +627,12 @@ def tail(path: str, chars: int = 3000) -> str:
 
 async def committed(bootstrap: str, group: str) -> dict[Any, Any]:
     """The group's committed offsets, read through the super user."""
+    found = await committed_with_metadata(bootstrap, group)
+    return {tp: meta.offset for tp, meta in found.items()}
+
+
+async def committed_with_metadata(bootstrap: str, group: str) -> dict[Any, Any]:
+    """The group's committed offsets with their metadata (``OffsetAndMetadata``)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -640,7 +646,7 @@ async def committed(bootstrap: str, group: str) -> dict[Any, Any]:
             raise AssertionError(f"no coordinator for group {group}")
     finally:
         await admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+    return {tp: meta for tp, meta in offsets.items() if meta.offset >= 0}
 
 
 async def assert_read_to_the_end(bootstrap: str, group: str, events: int) -> None:

@@ -41,6 +41,7 @@ from tests.integration.harness import (
     assert_kafka_client_lines_are_few,
     basicsync,
     committed,
+    committed_with_metadata,
     final_upserts,
     log_events,
     new_topics,
@@ -335,17 +336,6 @@ async def recreate(
         await admin.close()
 
 
-async def offset_metadata(bootstrap: str, group: str) -> dict[TopicPartition, str]:
-    """The metadata of the group's committed offsets."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
-    return {tp: committed.metadata for tp, committed in offsets.items()}
-
-
 async def reset_to_earliest(bootstrap: str, group: str, topics: list[str], partitions: int) -> None:
     """What ``kafka-consumer-groups.sh --reset-offsets --to-earliest --execute`` does to a group
     with no member: commit each partition's first offset, with no metadata."""
@@ -483,8 +473,8 @@ class TestChangelogReplaced:
         assert "while a member wrote to it" in fatal["error"]
         assert len(sandbox_in_process.state.records) == requests
         assert await committed(kafka_bootstrap, topics.group) == offsets
-        marks = await offset_metadata(kafka_bootstrap, topics.group)
-        floors = [read_floor(text) for text in marks.values()]
+        marks = await committed_with_metadata(kafka_bootstrap, topics.group)
+        floors = [read_floor(mark.metadata) for mark in marks.values()]
         assert [floor is not None and floor.replaced for floor in floors] == [True, True], marks
 
         again = start_consumer_process(settings, log)
