@@ -72,6 +72,28 @@ def bound_record(
         yield
 
 
+#: The fields of :func:`bound_record` that name one record or job, not its partition.
+_ONE_RECORD_FIELDS = ("offset", "client_job_id")
+
+
+@contextmanager
+def unbound_record() -> Iterator[None]:
+    """Lines inside the block name no record or job :func:`bound_record` bound around it
+    (the topic and partition stay).
+
+    For work done for many records by whichever record's task happens to run it: a group
+    commit run by one job's intent would otherwise name that job on every line it logs.
+    """
+    saved = structlog.contextvars.get_contextvars()
+    structlog.contextvars.unbind_contextvars(*_ONE_RECORD_FIELDS)
+    try:
+        yield
+    finally:
+        structlog.contextvars.bind_contextvars(
+            **{name: value for name, value in saved.items() if name in _ONE_RECORD_FIELDS}
+        )
+
+
 def shared_processors(use_json: bool) -> list[structlog.types.Processor]:
     """The processors of every line, structlog's and the standard library's, before rendering;
     the bound context first, so a call site's own fields win over it."""

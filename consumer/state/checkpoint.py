@@ -83,6 +83,7 @@ from consumer.kafka.transactions import (
     PartitionProducer,
     Producible,
 )
+from consumer.observability.logging import unbound_record
 from consumer.state.continuity import ChangelogFloor, broken_continuity, replaced_while_written
 from consumer.state.deferral import capped_offsets, offset_caps, results_now
 from consumer.state.store import JobStore
@@ -545,7 +546,8 @@ class Checkpoint:
             else:
                 taken = None
             self._intents[partition] = _Pending()
-            await self._commit_taken(partition, producer, taken, intents or _Pending())
+            with unbound_record():  # the partition's commit, whichever job's task runs it
+                await self._commit_taken(partition, producer, taken, intents or _Pending())
 
     @asynccontextmanager
     async def _committing(self, partition: int) -> AsyncIterator[None]:

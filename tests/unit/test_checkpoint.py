@@ -12,9 +12,11 @@ from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
+import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaTimeoutError
 from aiokafka.structs import OffsetAndMetadata
+from structlog.testing import capture_logs
 
 from consumer.domain.job import SEEN_IDS_LIMIT, JobState, mark_sending, mark_synced
 from consumer.domain.results import (
@@ -30,6 +32,7 @@ from consumer.domain.state_codec import ValueParts, decode_state, encode_state, 
 from consumer.domain.value_compression import decompressed, is_compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.transactions import LogReplaced, PartitionProducer, Producible
+from consumer.observability.logging import bound_record
 from consumer.state import checkpoint as checkpoint_module
 from consumer.state.checkpoint import (
     _INTENT_PARTS_KEPT,
@@ -773,6 +776,28 @@ class TestChangelogReplacedUnderTheMember:
         [(records, offsets)] = producer.transactions
         assert (records, offsets) == ([], {TopicPartition("in", 0): 2})
         assert read_floor(producer.metadata[-1]) == ChangelogFloor("state", 40, replaced=True)
+
+    async def test_the_lines_of_a_commit_an_intent_ran_name_no_job(self) -> None:
+        """The commit that finds the changelog replaced is the partition's, whichever job's
+        intent happened to run it: its lines keep the partition but do not name that job, and the
+        job's own lines after it still do."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        rig.checkpoint.taken(0, 40, {TopicPartition("in", 0): OffsetAndMetadata(2, "")})
+        rig.put(0, job_state("a"))
+        rig.put(0, job_state("b"))
+        rig.producers[0].fail_next = LogReplaced(TopicPartition("state", 0), 0, 40)
+        merged = [structlog.contextvars.merge_contextvars]
+        with capture_logs(processors=merged) as logs, bound_record(partition=0, client_job_id="a"):
+            with pytest.raises(PartitionLost):
+                await rig.checkpoint.make_durable(0, only=["a"])
+            structlog.get_logger().info("after_the_commit")
+        by_event = {line["event"]: line for line in logs}
+        assert {"changelog_replaced", "partition_lost", "after_the_commit"} <= set(by_event)
+        for event in ("changelog_replaced", "partition_lost"):
+            assert "client_job_id" not in by_event[event], by_event[event]
+            assert by_event[event]["partition"] == 0
+        assert by_event["after_the_commit"]["client_job_id"] == "a"
 
 
 class _SmallBatches:
