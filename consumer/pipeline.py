@@ -199,7 +199,8 @@ class Pipeline:
 
     @property
     def unread_settled_jobs(self) -> int:
-        """Jobs held as their settled changelog value since a restore, never read since."""
+        """Jobs held as their settled changelog value (restored so, or ended since), not read
+        since."""
         return self._store.unread_settled()
 
     @property

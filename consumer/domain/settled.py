@@ -13,6 +13,12 @@ costs once read.
 
 A record without the header (an unsettled state, a marker, or a value written before this) is
 parsed when restored, as before. A reader that ignores headers reads the same value.
+
+A running member does the same for the jobs that end (:func:`is_ended`: settled and terminal):
+once the checkpoint has committed such a state, the store keeps the value it wrote in place of
+the state (``consumer.state.checkpoint``), so a job that ended costs what it would cost after a
+restart, not what it cost while it was live. Jobs are kept until the retention forgets them,
+seven days after they end by default, so most jobs a long-running member holds have ended.
 """
 
 from __future__ import annotations
@@ -38,12 +44,22 @@ class SettledJob:
     terminal: bool
 
 
+def is_settled(state: JobState) -> bool:
+    """WorkfloPlus accepted ``state``'s version and no request of the job is in doubt."""
+    return state.synced_version >= state.version and state.sending_since is None
+
+
 def settled_header(state: JobState) -> bytes | None:
     """The :data:`SETTLED_HEADER` value for ``state``'s record; None when it is not settled
     (a version not yet accepted by WorkfloPlus, or a request in doubt)."""
-    if state.synced_version < state.version or state.sending_since is not None:
+    if not is_settled(state):
         return None
     return f"{state.updated_at.isoformat()}|{'T' if is_terminal(state) else 'N'}".encode()
+
+
+def is_ended(state: JobState) -> bool:
+    """Settled and terminal: a job that most likely never changes again."""
+    return is_terminal(state) and is_settled(state)
 
 
 def settled_job(client_job_id: str, value: bytes, header: bytes) -> SettledJob:

@@ -34,8 +34,14 @@ _decompressor = zstandard.ZstdDecompressor()
 
 
 def compressed(value: bytes) -> bytes:
-    """``value`` as one zstd frame (with its size, which :func:`decompressed` checks)."""
-    return _compressor.compress(value)
+    """``value`` as one zstd frame (with its size, which :func:`decompressed` checks).
+
+    Copied to its own size: python-zstandard returns the frame in a buffer of zstd's worst
+    case for the input (about the input's size), so an 11 kB state compressed to 2.6 kB held
+    11 kB for as long as the frame was kept (the store keeps the frames of ended jobs). The
+    copy costs about half a microsecond, against the 22 µs the compression takes.
+    """
+    return bytes(memoryview(_compressor.compress(value)))
 
 
 def is_compressed(value: bytes) -> bool:

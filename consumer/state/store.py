@@ -8,9 +8,10 @@ Forgotten jobs (``consumer.domain.retention.ForgottenJob`` markers) are kept apa
 jobs: the scheduler and everything that walks the jobs never see them, and the intake asks
 :meth:`JobStore.forgotten_marker` before it applies an event.
 
-A settled job restored from the changelog is held as its value's bytes (a
-``consumer.domain.settled.SettledJob``) until :meth:`JobStore.get` first asks for it; most never
-are (they ended, and nothing posts them again).
+A settled job restored from the changelog, or a job that ended once the checkpoint committed
+its settled state, is held as its value's bytes (a ``consumer.domain.settled.SettledJob``) until
+:meth:`JobStore.get` first asks for it; most never are (they ended, and nothing posts them
+again).
 
 A job whose changelog value cannot be read (damaged, or written by a version that writes a form
 this one does not read, before a roll back) is held apart as unreadable, not dropped: dropped,
@@ -61,7 +62,7 @@ class JobStore:
         return self._states.get(client_job_id)
 
     def is_settled(self, client_job_id: str) -> bool:
-        """Held as a settled job not read since its restore: it needs no sync."""
+        """Held as a settled job not read since: it needs no sync."""
         return type(self._states.get(client_job_id)) is SettledJob
 
     def unread_settled(self) -> int:
@@ -86,7 +87,8 @@ class JobStore:
     def partition_of(self, client_job_id: str) -> int | None:
         return self._partition_of.get(client_job_id)
 
-    def put(self, partition: int, state: JobState) -> None:
+    def put(self, partition: int, state: JobState | SettledJob) -> None:
+        """Hold ``state``; a settled job's value is read back into a state when asked for."""
         self._hold(partition, state)
 
     def _hold(self, partition: int, state: JobState | SettledJob) -> None:

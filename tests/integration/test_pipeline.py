@@ -706,6 +706,40 @@ class TestRestart:
             assert again.pipeline is not None
             assert again.pipeline.job_count == len(demo.expected)
 
+    async def test_jobs_that_end_are_held_as_their_values_while_the_member_runs(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Without a restart: once a checkpoint commits the settled state of a job that ended,
+        the member holds the job as that value, as a restart would, and posts none of them
+        again. A later event reads the one it is for (and only it), which converges with the
+        change and, posted and committed again, is held as its new value; a restart restores
+        every job whole."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=20, seed=43, prefix="ended"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        jobs = sandbox_in_process.state.jobs
+        job = sorted(demo.expected)[0]
+        async with consumer_running(settings) as (running, task):
+            await wait_converged(sandbox_in_process, demo.expected, within=60, consumer=task)
+            pipeline = running.pipeline
+            assert pipeline is not None
+            every = len(demo.expected)
+            all_held = await eventually(lambda: pipeline.unread_settled_jobs == every, within=15)
+            assert all_held, (pipeline.unread_settled_jobs, every)
+            assert pipeline.job_count == every
+            posts = {j: len(jobs[j].history) for j in demo.expected}
+            await produce(kafka_bootstrap, topics.inputs, final_upserts([job], "read again"))
+            expected = {**demo.expected, **with_title({job: demo.expected[job]}, "read again")}
+            await wait_converged(sandbox_in_process, expected, within=60, consumer=task)
+            assert await eventually(lambda: pipeline.unread_settled_jobs == every, within=15)
+        assert {j: len(jobs[j].history) for j in demo.expected} == {**posts, job: posts[job] + 1}
+        async with consumer_running(settings) as (again, _):
+            assert await eventually(lambda: _owns_partitions(again), within=30)
+            assert again.pipeline is not None
+            assert again.pipeline.job_count == len(demo.expected)
+            assert again.pipeline.unread_settled_jobs == len(demo.expected)
+
     async def test_settled_jobs_restored_unread_are_forgotten_after_the_retention(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:

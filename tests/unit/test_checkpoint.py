@@ -27,7 +27,7 @@ from consumer.domain.results import (
     SuccessRecord,
 )
 from consumer.domain.retention import forget
-from consumer.domain.settled import SETTLED_HEADER, settled_header
+from consumer.domain.settled import SETTLED_HEADER, SettledJob, settled_header
 from consumer.domain.state_codec import ValueParts, decode_state, encode_state, value_parts
 from consumer.domain.value_compression import decompressed, is_compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
@@ -57,6 +57,8 @@ class FakeProducer:
         self.transactions: list[tuple[list[Producible], dict[TopicPartition, int]]] = []
         #: each committed transaction's offset metadata
         self.metadata: list[str] = []
+        #: each committed transaction's record values, as made when it was written
+        self.values: list[list[bytes | None]] = []
         self.fail_next: BaseException | None = None
         self.gate: asyncio.Event | None = None
         self.started = False
@@ -81,6 +83,8 @@ class FakeProducer:
         if self.fail_next is not None:
             error, self.fail_next = self.fail_next, None
             raise error
+        # Each value made once, as its batch is filled, as the real producer does.
+        self.values.append([record.value for record in records])
         self.transactions.append((list(records), dict(offsets)))
         self.metadata.append(metadata)
         self.next_offset += len(records)
@@ -244,8 +248,11 @@ class TestCheckpoint:
             """``state`` committed, its value as the producer sends it (made there)."""
             rig.put(0, state)
             await rig.checkpoint.make_durable(0)
-            records, _ = rig.producers[0].transactions[-1]
-            return decompressed(next(r.value or b"" for r in records if r.topic == "state"))
+            producer = rig.producers[0]
+            records, values = producer.transactions[-1][0], producer.values[-1]
+            return decompressed(
+                next(v or b"" for r, v in zip(records, values, strict=True) if r.topic == "state")
+            )
 
         intent = mark_sending(job_state("a"), NOW)
         assert await written(intent) == encode_state(intent)
@@ -847,6 +854,83 @@ class _SmallBatches:
 
     async def commit_transaction(self) -> None:
         pass
+
+
+def ended_state(job: str, status: str = "Completed") -> JobState:
+    """A terminal job WorkfloPlus accepted (settled, nothing in doubt)."""
+    state = job_state(job, status=status)
+    return replace(state, synced_version=state.version, synced_sha256="0" * 64)
+
+
+class TestEndedJobs:
+    async def test_an_ended_job_is_held_as_the_value_written_once_committed(self) -> None:
+        """Once its settled state is committed, a job that ended is held as the changelog
+        value written (as a restore holds it): not read, needing no sync, and read back into
+        the same state when asked for. Completed and Aborted both end a job."""
+        rig = Rig(compress_values=True)
+        await rig.checkpoint.open(0)
+        done, aborted = ended_state("done"), ended_state("aborted", "Aborted")
+        rig.put(0, done)
+        rig.put(0, aborted)
+        await rig.checkpoint.make_durable(0)
+        [(records, _)] = rig.producers[0].transactions
+        written = {r.key: v for r, v in zip(records, rig.producers[0].values[0], strict=True)}
+        for state in (done, aborted):
+            job = state.client_job_id
+            held = rig.store.held(job)
+            assert isinstance(held, SettledJob), held
+            assert (held.value, held.updated_at, held.terminal) == (
+                written[job.encode()],
+                state.updated_at,
+                True,
+            )
+            assert rig.store.is_settled(job)
+            assert rig.store.get(job) == state
+            assert isinstance(rig.store.held(job), JobState)  # read once, kept read
+        assert rig.store.partition_of("done") == 0
+
+    async def test_a_job_not_ended_stays_a_state(self) -> None:
+        """Settled but still in progress, ended but with a version to post, or with a request
+        in doubt: the job keeps its state as it was."""
+        rig = Rig(compress_values=True)
+        await rig.checkpoint.open(0)
+        live = ended_state("live", "InProgress")
+        unposted = replace(ended_state("unposted"), synced_version=0)
+        in_doubt = replace(ended_state("in-doubt"), sending_since=NOW)
+        for state in (live, unposted, in_doubt):
+            rig.put(0, state)
+        await rig.checkpoint.make_durable(0)
+        for state in (live, unposted, in_doubt):
+            assert rig.store.held(state.client_job_id) is state
+
+    async def test_a_job_changed_while_its_ended_state_was_committed_keeps_the_change(
+        self,
+    ) -> None:
+        """An event applied while the commit writing the ended state was under way: the store
+        keeps the newer state, never the value of the older one."""
+        rig = Rig(compress_values=True)
+        await rig.checkpoint.open(0)
+        rig.put(0, ended_state("done"))
+        producer = rig.producers[0]
+        producer.gate = asyncio.Event()
+        commit = asyncio.create_task(rig.checkpoint.make_durable(0))
+        await asyncio.sleep(0.01)
+        newer = replace(ended_state("done"), version=9)
+        rig.store.put(0, newer)
+        producer.gate.set()
+        await commit
+        assert rig.store.held("done") is newer
+
+    async def test_an_ended_state_not_committed_stays_a_state(self) -> None:
+        """A commit that fails keeps the job's state: the value it made is not durable."""
+        rig = Rig(compress_values=True)
+        await rig.checkpoint.open(0)
+        done = ended_state("done")
+        rig.put(0, done)
+        rig.producers[0].fail_next = PartitionLost(0, "fenced")
+        with pytest.raises(PartitionLost):
+            await rig.checkpoint.make_durable(0)
+        assert rig.store.held("done") is done
 
 
 class TestMemoryOfABigCheckpoint:

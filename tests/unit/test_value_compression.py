@@ -4,6 +4,7 @@ compressed and a reader decompresses, and the damaged frames it must refuse, not
 from __future__ import annotations
 
 import io
+import tracemalloc
 
 import pytest
 import zstandard
@@ -36,6 +37,19 @@ class TestRoundTrip:
 
     def test_a_job_state_takes_a_fraction_of_its_bytes(self) -> None:
         assert len(compressed(STATE_LIKE)) * 10 < len(STATE_LIKE)
+
+    def test_a_frame_holds_only_its_own_bytes_in_memory(self) -> None:
+        """The frame kept (the store keeps those of ended jobs) is allocated at its size, not
+        at the compressor's worst case for the input, about the input's size."""
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            frame = compressed(STATE_LIKE)
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert len(frame) * 10 < len(STATE_LIKE)
+        assert held < len(frame) + 256, (held, len(frame), len(STATE_LIKE))
 
 
 class TestDamagedFrames:
