@@ -749,8 +749,8 @@ class Checkpoint:
     def _hold_ended(self, partition: int, ended: Mapping[str, tuple[JobState, bytes]]) -> None:
         """Keep each ended job just committed as the value written, as a restore would
         (``consumer.domain.settled``): compressed (the default), about a fifth of its state's
-        memory, and one object, not a dozen, for the garbage collector to walk. Not a job that
-        changed since: the store holds another state then."""
+        memory, and one object for the garbage collector to walk instead of about fifteen.
+        Not a job that changed since: the store holds another state then."""
         for job, (state, value) in ended.items():
             if self._store.held(job) is state:
                 self._store.put(partition, SettledJob(job, value, state.updated_at, terminal=True))
