@@ -64,8 +64,9 @@ from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, SyncTracer, Tracing
 from consumer.pipeline import Pipeline, PipelineLimits, Restored, Restorer
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
+from consumer.state.continuity import ChangelogBounds
 from consumer.state.memory import MemoryGuard, memory_limit_bytes
-from consumer.state.recovery import RestoreReport, end_offsets, restore
+from consumer.state.recovery import RestoreReport, changelog_bounds, restore
 from consumer.state.store import JobStore
 from consumer.stopping import Stopped, unless_stopped
 from consumer.sync.circuit import CircuitBreaker
@@ -377,8 +378,8 @@ def _assemble(
             _consumer_factory(kafka), settings.state_topic, partitions, memory.check
         )
 
-    async def changelog_end_offsets(partitions: set[int]) -> dict[int, int]:
-        return await end_offsets(_consumer_factory(kafka), settings.state_topic, partitions)
+    async def read_changelog_bounds(partitions: set[int]) -> dict[int, ChangelogBounds]:
+        return await changelog_bounds(_consumer_factory(kafka), settings.state_topic, partitions)
 
     pipeline = Pipeline(
         source,
@@ -386,7 +387,7 @@ def _assemble(
         checkpoint,
         scheduler,
         wrap_restore(restore_partitions) if wrap_restore else restore_partitions,
-        changelog_end_offsets,
+        read_changelog_bounds,
         _pipeline_limits(settings, partition_count),
         stats,
         stop=stop,

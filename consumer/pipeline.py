@@ -45,6 +45,7 @@ from consumer.kafka.records import SourceRecord
 from consumer.kafka.source import EventSource
 from consumer.kafka.transactions import CommitTrouble
 from consumer.state.checkpoint import Checkpoint
+from consumer.state.continuity import ChangelogBounds
 from consumer.state.recovery import RestoreReport, can_keep
 from consumer.state.store import JobStore
 from consumer.stopping import Stopped, holding_unless_stopped, unless_stopped
@@ -55,7 +56,7 @@ log = structlog.get_logger(__name__)
 
 Restored = dict[int, dict[str, StoredJob | SettledJob]]
 Restorer = Callable[[set[int]], Awaitable[tuple[Restored, RestoreReport]]]
-EndOffsets = Callable[[set[int]], Awaitable[dict[int, int]]]
+ChangelogBoundsReader = Callable[[set[int]], Awaitable[dict[int, ChangelogBounds]]]
 
 
 class PipelineObserver(Protocol):
@@ -152,7 +153,7 @@ class Pipeline:
         checkpoint: Checkpoint,
         scheduler: SyncScheduler,
         restore: Restorer,
-        changelog_end_offsets: EndOffsets,
+        changelog_bounds: ChangelogBoundsReader,
         limits: PipelineLimits,
         observer: PipelineObserver,
         *,
@@ -164,7 +165,7 @@ class Pipeline:
         self._checkpoint = checkpoint
         self._scheduler = scheduler
         self._restore = restore
-        self._changelog_end_offsets = changelog_end_offsets
+        self._changelog_bounds = changelog_bounds
         self._limits = limits
         self._catch_up = CatchUpMode(limits.catch_up_lag)
         self._observer = observer
@@ -342,12 +343,13 @@ class Pipeline:
     async def _take_once(self, partitions: set[int]) -> None:
         for partition in sorted(partitions):
             await self._checkpoint.open(partition)  # fences every earlier writer
-        ends = await self._changelog_end_offsets(partitions)
+        bounds = await self._changelog_bounds(partitions)
+        ends = {p: b.end for p, b in bounds.items()}
         committed = await self._source.committed(partitions)
         problems: list[str] = []
-        for p in sorted(partitions & ends.keys()):
+        for p in sorted(partitions & bounds.keys()):
             theirs = {TopicPartition(t, n): c for (t, n), c in committed.items() if n == p}
-            problem = self._checkpoint.taken(p, ends[p], theirs)
+            problem = self._checkpoint.taken(p, bounds[p], theirs)
             if problem is not None:
                 problems.append(problem)
         if problems:

@@ -47,7 +47,7 @@ from consumer.kafka.placement import misplaced_state, sample_placement
 from consumer.kafka.starting import start_client
 from consumer.observability.logging import configure_logging
 from consumer.state.continuity import broken_continuity
-from consumer.state.recovery import end_offsets
+from consumer.state.recovery import changelog_bounds
 from consumer.sync.diagnosis import ProbeResult, probe_result
 
 EXIT_OK = 0
@@ -246,10 +246,10 @@ async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> 
         return [Check("changelog continuity", True, detail, EXIT_OK)]
     assert settings.kafka.bootstrap_servers is not None
     kafka = client_kwargs(settings.kafka, settings.kafka.bootstrap_servers)
-    ends = await end_offsets(
+    bounds = await changelog_bounds(
         lambda **extra: AIOKafkaConsumer(**kafka, **extra), changelog, metadata
     )
-    found = (broken_continuity(changelog, p, metadata[p], ends[p]) for p in sorted(metadata))
+    found = (broken_continuity(changelog, p, metadata[p], bounds[p]) for p in sorted(metadata))
     problems = [problem for problem in found if problem is not None]
     if problems:
         detail = "; ".join(problems) + " (basicsync run stops: docs/operations.md, 'Topics')"

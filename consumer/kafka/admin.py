@@ -49,22 +49,39 @@ def changelog_policy_problem(config: Mapping[str, str]) -> str | None:
     """What is wrong with a changelog's retention, or None.
 
     The changelog is the only copy of a job's state. Deleted by retention (``delete``, or
-    ``compact,delete`` with a finite ``retention.ms``), a state a restore no longer finds makes
-    the job's next events look like a new job's, posted alone over everything WorkfloPlus
-    holds. A job's end is forgotten by this service itself, with a marker (retention settings).
+    ``compact,delete`` with a finite ``retention.ms`` or ``retention.bytes``), a state a
+    restore no longer finds makes the job's next events look like a new job's, posted alone
+    over everything WorkfloPlus holds. A job's end is forgotten by this service itself, with a
+    marker (retention settings). Kafka reads a negative limit as none.
     """
     policy = config.get("cleanup.policy", "delete")  # the broker's default
     policies = {part.strip() for part in policy.split(",")}
     fix = "set cleanup.policy=compact"
     if "compact" not in policies:
         return f"cleanup.policy is {policy!r}: a job's state would be deleted by age; {fix}"
-    retention = config.get("retention.ms", "604800000")
-    if "delete" in policies and retention != "-1":
+    if "delete" not in policies:
+        return None
+    age = config.get("retention.ms", "604800000")  # the broker's default: 7 days
+    if not _unlimited(age):
         return (
-            f"cleanup.policy is {policy!r} with retention.ms {retention}: a job's state older "
+            f"cleanup.policy is {policy!r} with retention.ms {age}: a job's state older "
             f"than that would be deleted; {fix} (or retention.ms=-1)"
         )
+    size = config.get("retention.bytes", "-1")
+    if not _unlimited(size):
+        return (
+            f"cleanup.policy is {policy!r} with retention.bytes {size}: the oldest states of "
+            f"a partition that holds more would be deleted; {fix} (or retention.bytes=-1)"
+        )
     return None
+
+
+def _unlimited(limit: str) -> bool:
+    """A retention limit Kafka never applies (negative); an unreadable one counts as set."""
+    try:
+        return int(limit) < 0
+    except ValueError:
+        return False
 
 
 @dataclass(frozen=True)

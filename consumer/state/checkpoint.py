@@ -84,7 +84,12 @@ from consumer.kafka.transactions import (
     Producible,
 )
 from consumer.observability.logging import unbound_record
-from consumer.state.continuity import ChangelogFloor, broken_continuity, replaced_while_written
+from consumer.state.continuity import (
+    ChangelogBounds,
+    ChangelogFloor,
+    broken_continuity,
+    replaced_while_written,
+)
 from consumer.state.deferral import capped_offsets, offset_caps, results_now
 from consumer.state.store import JobStore
 
@@ -291,6 +296,8 @@ class Checkpoint:
         self._last_written: dict[int, int] = {}
         #: the changelog's end offset when this member took the partition (after fencing)
         self._taken_end: dict[int, int] = {}
+        #: the changelog start offset of each partition when this member took it
+        self._taken_start: dict[int, int] = {}
         #: partition -> key -> bytes of its latest changelog value (the state's stored size)
         self._value_bytes: dict[int, dict[str, int]] = {}
         #: transactions committed, per partition (for metrics and tests)
@@ -330,6 +337,7 @@ class Checkpoint:
         self._producers[partition] = producer
         self._last_written.pop(partition, None)
         self._taken_end.pop(partition, None)
+        self._taken_start.pop(partition, None)
         self._committed_offsets.pop(partition, None)
         self._pending[partition] = _Pending()
         self._intents[partition] = _Pending()
@@ -351,17 +359,18 @@ class Checkpoint:
     def taken(
         self,
         partition: int,
-        changelog_end: int,
+        changelog: ChangelogBounds,
         committed: Mapping[TopicPartition, OffsetAndMetadata],
     ) -> str | None:
-        """Note the changelog partition's end offset and the group's committed input offsets
-        of ``partition`` as this member takes it (both read after :meth:`open` fenced every
+        """Note the changelog partition's offsets and the group's committed input offsets of
+        ``partition`` as this member takes it (both read after :meth:`open` fenced every
         other writer). Returns why that changelog is not the one those offsets were committed
         with, if it is not (``consumer.state.continuity``)."""
-        self._taken_end[partition] = changelog_end
+        self._taken_end[partition] = changelog.end
+        self._taken_start[partition] = changelog.start
         self._committed_offsets[partition] = {tp: c.offset for tp, c in committed.items()}
         metadata = [c.metadata for c in committed.values()]
-        return broken_continuity(self._topics.changelog, partition, metadata, changelog_end)
+        return broken_continuity(self._topics.changelog, partition, metadata, changelog)
 
     def known_end(self, partition: int) -> int | None:
         """The changelog end this member's own writes explain: the end when it took the
@@ -699,7 +708,9 @@ class Checkpoint:
             changelog = TopicPartition(self._topics.changelog, partition)
             known = self.known_end(partition)
             # The end before this transaction: a floor of the end after it.
-            floor = ChangelogFloor(changelog.topic, known or 0)
+            floor = ChangelogFloor(
+                changelog.topic, known or 0, start_at_most=self._taken_start.get(partition)
+            )
             try:
                 written = await producer.commit(
                     records,

@@ -13,9 +13,20 @@ which the transaction can only raise. A topic's end offset never decreases in it
 truncation below a committed transaction is data loss; so a take that finds the end below the
 floor (or offsets committed against another changelog) knows the state is not the one the
 offsets were committed with, and the member stops (``ChangelogReplaced``, exit 2) before it
-restores, reads or posts anything. Offsets committed without this metadata (by an older
-version, or reset by ``kafka-consumer-groups.sh``) are trusted as before: resetting the offsets
-is how an operator answers the stop.
+restores, reads or posts anything.
+
+Records deleted from the changelog's head (``kafka-delete-records.sh``, the Admin API's
+``deleteRecords``) leave the end where it was, but move the partition's start offset: the
+states whose last record lay below it are gone. On a ``cleanup.policy=compact`` topic nothing
+else moves the start (the log cleaner keeps each cleaned segment's base offset, even when it
+empties it: KAFKA-7556), so the metadata also carries the start the committing member found
+at its take (``start_at_most``), and a take that finds the start above it stops the same way.
+A start read once per take is enough: a member that keeps committing after the deletion still
+writes the start it took with, so the next take finds the deletion.
+
+Offsets committed without this metadata (by an older version, or reset by
+``kafka-consumer-groups.sh``) are trusted as before: resetting the offsets is how an operator
+answers the stop.
 
 A changelog replaced while a member runs is found at the member's next write to it: the
 broker acknowledges the first record below the floor (``PartitionProducer.commit``'s
@@ -29,9 +40,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 #: The metadata's version key: another program's metadata is not mistaken for ours.
 _VERSION = "basicsync"
+
+
+class ChangelogBounds(NamedTuple):
+    """A changelog partition's start and end offsets, as a take reads them."""
+
+    start: int
+    end: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +62,8 @@ class ChangelogFloor:
     end_at_least: int
     #: a member found the changelog replaced under it (its write landed below the floor)
     replaced: bool = False
+    #: the changelog partition's start offset the committing member found at its take
+    start_at_most: int | None = None
 
     def metadata(self) -> str:
         """The offset metadata (Kafka allows 4,096 bytes by default; a topic name is at most
@@ -54,6 +75,8 @@ class ChangelogFloor:
         }
         if self.replaced:
             fields["replaced"] = True
+        if self.start_at_most is not None:
+            fields["start_at_most"] = self.start_at_most
         return json.dumps(fields, separators=(",", ":"))
 
 
@@ -70,15 +93,18 @@ def read_floor(metadata: str | None) -> ChangelogFloor | None:
     changelog, end = fields.get("changelog"), fields.get("end_at_least")
     if not isinstance(changelog, str) or not isinstance(end, int) or isinstance(end, bool):
         return None
-    return ChangelogFloor(changelog, end, fields.get("replaced") is True)
+    start = fields.get("start_at_most")
+    if not isinstance(start, int) or isinstance(start, bool):
+        start = None
+    return ChangelogFloor(changelog, end, fields.get("replaced") is True, start)
 
 
 def broken_continuity(
-    changelog: str, partition: int, metadata: Iterable[str | None], end: int
+    changelog: str, partition: int, metadata: Iterable[str | None], bounds: ChangelogBounds
 ) -> str | None:
-    """Why changelog partition ``partition``, now ending at ``end``, is not the one the group's
-    offsets of that partition were committed with (``metadata``: theirs, one per input topic);
-    None when nothing says so."""
+    """Why changelog partition ``partition``, now holding the offsets ``bounds``, is not the
+    one the group's offsets of that partition were committed with (``metadata``: theirs, one
+    per input topic); None when nothing says so."""
     floors = [floor for text in metadata if (floor := read_floor(text)) is not None]
     others = sorted({floor.changelog for floor in floors} - {changelog})
     if others:
@@ -89,11 +115,21 @@ def broken_continuity(
     if any(floor.replaced for floor in floors):
         return replaced_while_written(changelog, partition)
     highest = max((floor.end_at_least for floor in floors), default=0)
+    start, end = bounds
     if end < highest:
         return (
             f"changelog {changelog} partition {partition} ends at offset {end}, but the "
             f"group's offsets were committed when it held at least {highest}: it was deleted "
             "and created again, or lost records"
+        )
+    starts = [floor.start_at_most for floor in floors if floor.start_at_most is not None]
+    if starts and start > max(starts):
+        return (
+            f"changelog {changelog} partition {partition} starts at offset {start}, but the "
+            f"group's offsets were committed when it started at {max(starts)}: its records "
+            f"below {start} were deleted (by kafka-delete-records.sh, the Admin API's "
+            "deleteRecords or retention; compaction never moves the start), and the states "
+            "they held are gone"
         )
     return None
 

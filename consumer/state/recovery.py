@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from consumer.domain.retention import ForgottenJob, StoredJob, decode_stored
 from consumer.domain.settled import SETTLED_HEADER, SettledJob, settled_job
 from consumer.kafka.starting import start_client
+from consumer.state.continuity import ChangelogBounds
 
 log = structlog.get_logger(__name__)
 
@@ -79,7 +80,7 @@ async def restore(
         await start_client(consumer.start())
         end = await _read(consumer, topic, wanted, restored)
     finally:
-        await consumer.stop()  # after a failed start too, as in end_offsets
+        await consumer.stop()  # after a failed start too, as in changelog_bounds
     kinds = Counter(type(state) for jobs in restored.states.values() for state in jobs.values())
     report = RestoreReport(
         partitions=tuple(wanted),
@@ -96,21 +97,23 @@ async def restore(
     return restored.states, report
 
 
-async def end_offsets(
+async def changelog_bounds(
     consumer_factory: Callable[..., AIOKafkaConsumer], topic: str, partitions: Iterable[int]
-) -> dict[int, int]:
-    """The end offsets of ``partitions`` of ``topic``, read by a consumer of its own: not the
-    group member, whose connection has long-polled fetches outstanding during a rebalance
-    callback (docs/design-notes.md §8, "Offsets are asked where no fetch waits")."""
+) -> dict[int, ChangelogBounds]:
+    """The start and end offsets of ``partitions`` of ``topic``, read by a consumer of its own:
+    not the group member, whose connection has long-polled fetches outstanding during a
+    rebalance callback (docs/design-notes.md §8, "Offsets are asked where no fetch waits")."""
     # read_committed, as the member asked: the last stable offset, which a transaction left
     # open would hold back (none is, once this member's producer has fenced the partition).
     reader = consumer_factory(isolation_level="read_committed", enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in partitions]
     try:
         await start_client(reader.start())
-        ends = await reader.end_offsets([TopicPartition(topic, p) for p in partitions])
+        ends = await reader.end_offsets(tps)
+        starts = await reader.beginning_offsets(tps)
     finally:
         await reader.stop()  # after a failed start too: it may have connected (a take retries)
-    return {tp.partition: offset for tp, offset in ends.items()}
+    return {tp.partition: ChangelogBounds(starts[tp], end) for tp, end in ends.items()}
 
 
 async def _read(

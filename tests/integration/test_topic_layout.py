@@ -2,7 +2,7 @@
 
 Partitions added to the topics of a deployment with state (below), a changelog that deletes
 states by age (``TestChangelogRetention``), or one replaced under the group's committed offsets
-(``TestChangelogReplaced``).
+(``TestChangelogReplaced``) or robbed of its records (``TestChangelogRecordsDeleted``).
 
 A job's state lives in the changelog partition its key hashed to when it was written. Added
 partitions move keys: a job's next events land on a partition whose owner does not hold its
@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic, RecordsToDelete
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -42,6 +43,7 @@ from tests.integration.harness import (
     basicsync,
     committed,
     committed_with_metadata,
+    eventually,
     final_upserts,
     log_events,
     new_topics,
@@ -353,17 +355,18 @@ async def reset_to_earliest(bootstrap: str, group: str, topics: list[str], parti
 
 
 async def rebuilt_from_the_earliest(
-    bootstrap: str, sandbox: Sandbox, log: str, ran: RanToTheEnd
+    bootstrap: str, sandbox: Sandbox, log: str, ran: RanToTheEnd, title: str = "late"
 ) -> None:
     """The way out a ``ChangelogReplaced`` stop names: the group's offsets reset to the
     earliest, ``basicsync run`` builds every job again from its events and posts it whole (the
-    late title included), never a document with fewer steps than before."""
+    last ``title`` sent included, which WorkfloPlus does not hold yet), never a document with
+    fewer steps than before."""
     topics = ran.topics
     await reset_to_earliest(bootstrap, topics.group, topics.inputs, topics.partitions)
     assert set((await committed(bootstrap, topics.group)).values()) == {0}
     rebuilt = start_consumer_process(ran.settings, log)
     try:
-        await wait_converged(sandbox, with_title(ran.demo.expected, "late"), within=60)
+        await wait_converged(sandbox, with_title(ran.demo.expected, title), within=60)
     finally:
         rebuilt.terminate()
         assert await asyncio.to_thread(rebuilt.wait, 60) == 0, tail(log)
@@ -483,3 +486,89 @@ class TestChangelogReplaced:
         assert len(sandbox_in_process.state.records) == requests
 
         await rebuilt_from_the_earliest(kafka_bootstrap, sandbox_in_process, log, ran)
+
+
+async def delete_head(bootstrap: str, topic: str, partition: int) -> int:
+    """What an operator does to delete every record of one changelog partition below its
+    end: the broker refuses ``deleteRecords`` on a topic whose policy is ``compact`` alone, so
+    first ``compact,delete`` with no age limit (which ``basicsync run`` accepts), then
+    ``kafka-delete-records.sh``. Returns the partition's new start offset."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await reader.start()
+    try:
+        policy = {"cleanup.policy": "compact,delete", "retention.ms": "-1"}
+        config = {**policy, "max.message.bytes": str(CHANGELOG_BYTES)}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, config)])
+        tp = TopicPartition(topic, partition)
+        end: int = (await reader.end_offsets([tp]))[tp]
+        assert end > 0, f"{topic} partition {partition} holds no record to delete"
+        low = await admin.delete_records({tp: RecordsToDelete(before_offset=end)})
+        assert low[tp] == end, low
+        return end
+    finally:
+        await reader.stop()
+        await admin.close()
+
+
+class TestChangelogRecordsDeleted:
+    async def test_records_deleted_from_the_changelog_stop_the_next_take(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """An operator deletes every record of changelog partition 0 (``deleteRecords``) under
+        a running member: its end stays where it was, so only the start shows it. The member
+        holds every state in memory and posts the late events whole; its commits carry the
+        start it took with. Stopped and started again, it stops at its take (exit 2) naming
+        partition 0 alone, before a request or an offset moves: restored from what is left,
+        each job of partition 0 would be started afresh from its next event. ``basicsync
+        check`` says the same. The way out its message names rebuilds every job whole."""
+        log = str(tmp_path / "consumer.log")
+        ran = await ran_to_the_end(kafka_bootstrap, make_topic, sandbox_in_process, log, 23)
+        topics, demo, settings = ran.topics, ran.demo, ran.settings
+        process = start_consumer_process(settings, log)
+        assigned = len(log_events(log, "partitions_assigned"))
+
+        def taken_again() -> bool:
+            return len(log_events(log, "partitions_assigned")) > assigned
+
+        assert await eventually(taken_again, within=30), tail(log)
+        start = await delete_head(kafka_bootstrap, topics.state, 0)
+        await produce(kafka_bootstrap, topics.inputs, final_upserts(list(demo.expected), "late"))
+        await wait_converged(sandbox_in_process, with_title(demo.expected, "late"), within=60)
+        await asyncio.sleep(2)  # the last results and offsets committed
+        process.terminate()
+        assert await asyncio.to_thread(process.wait, 60) == 0, tail(log)
+        offsets = await committed(kafka_bootstrap, topics.group)
+        marks = await committed_with_metadata(kafka_bootstrap, topics.group)
+        floors = [read_floor(mark.metadata) for mark in marks.values()]
+        assert [floor.start_at_most if floor else None for floor in floors] == [0, 0], marks
+        await produce(kafka_bootstrap, topics.inputs, final_upserts(list(demo.expected), "later"))
+        requests = len(sandbox_in_process.state.records)
+
+        again = start_consumer_process(settings, log)
+        assert await asyncio.to_thread(again.wait, 60) == 2, tail(log)
+        fatal = log_events(log, "fatal")[-1]
+        assert fatal["kind"] == "ChangelogReplaced"
+        assert (
+            f"changelog {topics.state} partition 0 starts at offset {start}, but the group's "
+            f"offsets were committed when it started at 0: its records below {start} were "
+            "deleted"
+        ) in fatal["error"]
+        assert "partition 1" not in fatal["error"]
+        assert "--reset-offsets --to-earliest" in fatal["error"]
+        assert len(sandbox_in_process.state.records) == requests
+        assert await committed(kafka_bootstrap, topics.group) == offsets
+        checked = await basicsync(settings, "check", "--skip-gateway")
+        assert checked.code == 4, checked.out
+        assert f"FAIL  changelog continuity: changelog {topics.state} partition 0 starts" in (
+            checked.out
+        )
+
+        await rebuilt_from_the_earliest(kafka_bootstrap, sandbox_in_process, log, ran, "later")
+        checked = await basicsync(settings, "check", "--skip-gateway")
+        assert checked.code == 0, checked.out

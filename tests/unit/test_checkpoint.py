@@ -41,7 +41,12 @@ from consumer.state.checkpoint import (
     CheckpointTopics,
     _IntentParts,
 )
-from consumer.state.continuity import ChangelogFloor, broken_continuity, read_floor
+from consumer.state.continuity import (
+    ChangelogBounds,
+    ChangelogFloor,
+    broken_continuity,
+    read_floor,
+)
 from consumer.state.store import JobStore
 from tests.unit.fakes import job_state
 
@@ -689,7 +694,7 @@ class TestKnownEnd:
         rig = Rig()
         await rig.checkpoint.open(0)
         assert rig.checkpoint.known_end(0) is None
-        assert rig.checkpoint.taken(0, 0, {}) is None
+        assert rig.checkpoint.taken(0, ChangelogBounds(0, 0), {}) is None
         assert rig.checkpoint.known_end(0) == 0
         rig.put(0, job_state("a"))
         rig.put(0, job_state("b"))
@@ -707,18 +712,47 @@ class TestChangelogFloor:
         before it: the end the partition was taken at, then past its own last commit."""
         rig = Rig()
         await rig.checkpoint.open(0)
-        rig.checkpoint.taken(0, 40, {})
+        rig.checkpoint.taken(0, ChangelogBounds(0, 40), {})
         for job in ("a", "b"):
             rig.put(0, job_state(job))
             rig.checkpoint.stage_offsets(0, {("in", 0): 5})
             await rig.checkpoint.make_durable(0)
         floors = [read_floor(text) for text in rig.producers[0].metadata]
         # The fake writes from offset 0: its second commit wrote below the taken end.
-        assert floors == [ChangelogFloor("state", 40), ChangelogFloor("state", 40)]
-        rig.checkpoint.taken(0, 0, {})
+        assert floors == [ChangelogFloor("state", 40, start_at_most=0)] * 2
+        rig.checkpoint.taken(0, ChangelogBounds(0, 0), {})
         rig.put(0, job_state("c"))
         await rig.checkpoint.make_durable(0)
-        assert read_floor(rig.producers[0].metadata[-1]) == ChangelogFloor("state", 3)
+        assert read_floor(rig.producers[0].metadata[-1]) == ChangelogFloor("state", 3, False, 0)
+
+    async def test_every_commit_marks_its_offsets_with_the_start_it_took_with(self) -> None:
+        """The start found at the take, in every commit after it, whatever the member writes
+        meanwhile: a deletion while it runs shows at the next take, which finds the start
+        above the one its commits carry. A new take carries the start it finds."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        rig.checkpoint.taken(0, ChangelogBounds(7, 40), {})
+        for job in ("a", "b"):
+            rig.put(0, job_state(job))
+            await rig.checkpoint.make_durable(0)
+        starts = [read_floor(text) for text in rig.producers[0].metadata]
+        assert [floor.start_at_most if floor else None for floor in starts] == [7, 7]
+        rig.checkpoint.taken(0, ChangelogBounds(30, 44), {})
+        rig.put(0, job_state("c"))
+        await rig.checkpoint.make_durable(0)
+        assert read_floor(rig.producers[0].metadata[-1]) == ChangelogFloor("state", 44, False, 30)
+
+    async def test_a_take_reports_a_changelog_whose_records_were_deleted(self) -> None:
+        """Deleted records leave the end where it was: the start found above the one the
+        offsets were committed with is what the take reports."""
+        rig = Rig()
+        await rig.checkpoint.open(1)
+        floor = ChangelogFloor("state", 500, start_at_most=0).metadata()
+        committed = {TopicPartition("in", 1): OffsetAndMetadata(70, floor)}
+        assert rig.checkpoint.taken(1, ChangelogBounds(0, 500), committed) is None
+        problem = rig.checkpoint.taken(1, ChangelogBounds(120, 500), committed)
+        assert problem is not None
+        assert "its records below 120 were deleted" in problem
 
     async def test_a_take_reports_a_changelog_that_ends_below_the_floor(self) -> None:
         """The take compares the committed offsets' floor with the end it found."""
@@ -728,8 +762,8 @@ class TestChangelogFloor:
             TopicPartition("in", 1): OffsetAndMetadata(70, ChangelogFloor("state", 500).metadata()),
             TopicPartition("other-in", 1): OffsetAndMetadata(3, ""),
         }
-        assert rig.checkpoint.taken(1, 500, committed) is None
-        problem = rig.checkpoint.taken(1, 0, committed)
+        assert rig.checkpoint.taken(1, ChangelogBounds(0, 500), committed) is None
+        problem = rig.checkpoint.taken(1, ChangelogBounds(0, 0), committed)
         assert problem is not None
         assert "changelog state partition 1 ends at offset 0" in problem
         assert "at least 500" in problem
@@ -746,7 +780,9 @@ class TestChangelogReplacedUnderTheMember:
         new topic's end has passed the floor by then."""
         rig = Rig()
         await rig.checkpoint.open(0)
-        rig.checkpoint.taken(0, 40, {TopicPartition("in", 0): OffsetAndMetadata(2, "")})
+        rig.checkpoint.taken(
+            0, ChangelogBounds(0, 40), {TopicPartition("in", 0): OffsetAndMetadata(2, "")}
+        )
         rig.put(0, job_state("a"))
         rig.checkpoint.stage_offsets(0, {("in", 0): 5})
         await rig.checkpoint.make_durable(0)
@@ -763,8 +799,10 @@ class TestChangelogReplacedUnderTheMember:
         assert rig.checkpoint.take_lost() == {0}
         records, offsets = producer.transactions[-1]
         assert (records, offsets) == ([], {TopicPartition("in", 0): 5})
-        assert read_floor(producer.metadata[-1]) == ChangelogFloor("state", 40, replaced=True)
-        assert broken_continuity("state", 0, [producer.metadata[-1]], 10**9) is not None
+        assert read_floor(producer.metadata[-1]) == ChangelogFloor(
+            "state", 40, replaced=True, start_at_most=0
+        )
+        assert broken_continuity("state", 0, [producer.metadata[-1]], ChangelogBounds(0, 10**9))
 
     async def test_the_offsets_found_at_the_take_are_marked_when_none_was_committed_since(
         self,
@@ -774,7 +812,7 @@ class TestChangelogReplacedUnderTheMember:
         rig = Rig()
         await rig.checkpoint.open(0)
         found = {TopicPartition("in", 0): OffsetAndMetadata(2, "")}
-        rig.checkpoint.taken(0, 40, found)
+        rig.checkpoint.taken(0, ChangelogBounds(0, 40), found)
         producer = rig.producers[0]
         producer.fail_next = LogReplaced(TopicPartition("state", 0), 0, 40)
         rig.put(0, job_state("a"))
@@ -782,7 +820,9 @@ class TestChangelogReplacedUnderTheMember:
             await rig.checkpoint.make_durable(0)
         [(records, offsets)] = producer.transactions
         assert (records, offsets) == ([], {TopicPartition("in", 0): 2})
-        assert read_floor(producer.metadata[-1]) == ChangelogFloor("state", 40, replaced=True)
+        assert read_floor(producer.metadata[-1]) == ChangelogFloor(
+            "state", 40, replaced=True, start_at_most=0
+        )
 
     async def test_the_lines_of_a_commit_an_intent_ran_name_no_job(self) -> None:
         """The commit that finds the changelog replaced is the partition's, whichever job's
@@ -790,7 +830,9 @@ class TestChangelogReplacedUnderTheMember:
         job's own lines after it still do."""
         rig = Rig()
         await rig.checkpoint.open(0)
-        rig.checkpoint.taken(0, 40, {TopicPartition("in", 0): OffsetAndMetadata(2, "")})
+        rig.checkpoint.taken(
+            0, ChangelogBounds(0, 40), {TopicPartition("in", 0): OffsetAndMetadata(2, "")}
+        )
         rig.put(0, job_state("a"))
         rig.put(0, job_state("b"))
         rig.producers[0].fail_next = LogReplaced(TopicPartition("state", 0), 0, 40)

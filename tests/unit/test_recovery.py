@@ -16,7 +16,8 @@ from consumer.domain.retention import forget
 from consumer.domain.settled import SETTLED_HEADER, SettledJob, settled_header
 from consumer.domain.state_codec import encode_state
 from consumer.domain.value_compression import compressed
-from consumer.state.recovery import end_offsets, restore
+from consumer.state.continuity import ChangelogBounds
+from consumer.state.recovery import changelog_bounds, restore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TOPIC = "changelog"
@@ -39,6 +40,7 @@ class FakeConsumer:
         self.started = self.stopped = False
         self.gc_enabled_in_getmany: list[bool] = []
         self.calls: list[str] = []
+        self.starts: dict[int, int] = {}
 
     async def start(self) -> None:
         self.started = True
@@ -57,6 +59,11 @@ class FakeConsumer:
     async def end_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         self.calls.append("end_offsets")
         return {tp: len(self.records.get(tp.partition, [])) for tp in tps}
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Every record of the fake is held: records deleted move the start in a real one."""
+        self.calls.append("beginning_offsets")
+        return {tp: self.starts.get(tp.partition, 0) for tp in tps}
 
     async def position(self, tp: TopicPartition) -> int:
         return self.positions[tp]
@@ -239,22 +246,28 @@ class TestRestore:
             gc.enable()
 
 
-class TestEndOffsets:
+class TestChangelogBounds:
     async def test_read_committed_by_a_consumer_of_its_own_started_and_stopped(self) -> None:
-        """The changelog's end offsets of a take: the last stable offsets, asked on a client
-        with no fetch outstanding (the group member's connection has long-polls in flight)."""
+        """The changelog's offsets of a take: the last stable offsets and the start offsets,
+        asked on a client with no fetch outstanding (the group member's connection has
+        long-polls in flight)."""
         fake = FakeConsumer({0: [Record(b"a", b"1")] * 3, 2: []})
+        fake.starts[0] = 2
         asked: list[dict[str, Any]] = []
 
         def factory(**kwargs: Any) -> FakeConsumer:
             asked.append(kwargs)
             return fake
 
-        assert await end_offsets(factory, TOPIC, [0, 2]) == {0: 3, 2: 0}
+        assert await changelog_bounds(factory, TOPIC, [0, 2]) == {
+            0: ChangelogBounds(start=2, end=3),
+            2: ChangelogBounds(start=0, end=0),
+        }
         assert asked == [{"isolation_level": "read_committed", "enable_auto_commit": False}]
-        assert (fake.started, fake.stopped, fake.calls) == (True, True, ["end_offsets"])
+        assert (fake.started, fake.stopped) == (True, True)
+        assert fake.calls == ["end_offsets", "beginning_offsets"]
 
-    @pytest.mark.parametrize("read", ["end_offsets", "restore"])
+    @pytest.mark.parametrize("read", ["changelog_bounds", "restore"])
     async def test_a_consumer_whose_start_failed_is_stopped(self, read: str) -> None:
         """The broker unreachable during a take: the take fails and is tried again, so a
         short-lived consumer that may have connected before its start failed is closed."""
@@ -265,8 +278,8 @@ class TestEndOffsets:
 
         fake.start = refused  # type: ignore[method-assign]
         reading = (
-            end_offsets(lambda **_: fake, TOPIC, [0])
-            if read == "end_offsets"
+            changelog_bounds(lambda **_: fake, TOPIC, [0])
+            if read == "changelog_bounds"
             else restore(lambda **_: fake, TOPIC, [0])
         )
         with pytest.raises(KafkaConnectionError):

@@ -56,6 +56,14 @@ class TestChangedLayout:
         ({"cleanup.policy": "delete", "retention.ms": "-1"}, "cleanup.policy is 'delete'"),
         ({"cleanup.policy": "compact,delete"}, "with retention.ms 604800000"),
         ({"cleanup.policy": "compact, delete", "retention.ms": "1"}, "with retention.ms 1"),
+        ({"cleanup.policy": "compact,delete", "retention.ms": "-2"}, None),  # negative: none
+        # retention by size deletes a partition's oldest segments, states and all
+        (
+            {"cleanup.policy": "compact,delete", "retention.ms": "-1", "retention.bytes": "1024"},
+            "with retention.bytes 1024",
+        ),
+        ({"cleanup.policy": "compact", "retention.bytes": "1024"}, None),  # not applied
+        ({"cleanup.policy": "compact,delete", "retention.ms": "-1", "retention.bytes": "-1"}, None),
     ],
 )
 def test_changelog_policy_problem(config: dict[str, str], problem: str | None) -> None:
