@@ -240,7 +240,7 @@ async def _checked_topics(
 
 
 async def _check_changelog_retention(admin: AIOKafkaAdminClient, changelog: str) -> None:
-    """Refuse a changelog that deletes states by age (``changelog_policy_problem``); a
+    """Refuse a changelog that deletes states by age or size (``changelog_policy_problem``); a
     principal without ``DescribeConfigs`` on it (``run`` does not need it otherwise) is
     warned that nothing was checked."""
     config = await described_configs(admin, ConfigResourceType.TOPIC, changelog)
