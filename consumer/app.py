@@ -360,7 +360,7 @@ def _assemble(
         _producer_factory(settings, kafka),
         compress_values=settings.kafka.compress_changelog_values,
     )
-    source = _event_source(settings, kafka)
+    source = _event_source(settings, kafka, stats)
     observer = _CircuitPausesSource(stats, source)
     scheduler = _scheduler(settings, store, gateway, checkpoint, observer, tracer)
     interval_s = settings.kafka.checkpoint_interval_ms / 1000
@@ -449,7 +449,7 @@ def _producer_factory(
     return open_producer
 
 
-def _event_source(settings: Settings, kafka: dict[str, Any]) -> EventSource:
+def _event_source(settings: Settings, kafka: dict[str, Any], stats: Stats) -> EventSource:
     """The group member that fetches the input topics."""
     return EventSource(
         lambda **extra: AIOKafkaConsumer(
@@ -463,6 +463,7 @@ def _event_source(settings: Settings, kafka: dict[str, Any]) -> EventSource:
             **extra,
         ),
         list(settings.topics.input),
+        stats.input_records_lost,
     )
 
 

@@ -484,6 +484,7 @@ class Pipeline:
                     break  # a take holds the lock, waiting on Kafka: the stop goes first
                 # A batch fetched before a rebalance may precede the committed offset the
                 # partition was then sought to: those records come again, so skip them here.
+                self._skip_to_moved_positions()
                 expected = self._next_offsets
                 owned = [
                     r
@@ -626,6 +627,15 @@ class Pipeline:
             self._scheduler.mark_dirty(
                 job, effect.offsets_by_job.get(job, ()), effect.traces_by_job.get(job, ())
             )
+
+    def _skip_to_moved_positions(self) -> None:
+        """Commit the positions the source moved past records it could not read (deleted
+        before this member read them, or none committed): no effect waits on them."""
+        moved = self._source.take_moved()
+        moved = {key: offset for key, offset in moved.items() if key[1] in self._owned}
+        for partition in {p for _, p in moved}:
+            self._checkpoint.stage_offsets(partition, moved)
+        self._next_offsets.update(moved)
 
     # -- retention -------------------------------------------------------------------------------
 

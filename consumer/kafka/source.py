@@ -6,6 +6,16 @@ numbers of every topic. The rebalance callbacks are forwarded to a ``PartitionOw
 partition numbers, which is the unit the state and the scheduler reason in.
 
 Offsets are never committed here: they go into the checkpoint's transactions.
+
+**No silent skips.** The consumer's ``auto_offset_reset`` is ``none``, as Kafka Streams sets
+its own: aiokafka's ``earliest`` would move a position that fell below the partition's start
+(records deleted by the topic's retention, or ``kafka-delete-records.sh``, before this group read
+them: a member stopped, or paused through a gateway outage, for longer than the retention) to
+the start with one INFO line of its own, and the events in between would be gone without a
+trace. :meth:`EventSource.fetch` does the same move itself and says so: an error line
+``input_records_lost`` naming the topic partition, the offsets and the number of records, and
+``basicsync_input_records_lost_total``. A partition with no committed offset (a new group, or
+one whose offsets expired) is read from its start, as before.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.kafka.records import SourceRecord
@@ -60,22 +71,32 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             raise
 
 
+#: Told how many records of an input topic were deleted before they were read.
+RecordsLost = Callable[[str, int], None]
+
+
 class EventSource:
     """Wraps one ``AIOKafkaConsumer`` subscribed to the input topics."""
 
     def __init__(
-        self, consumer_factory: Callable[..., AIOKafkaConsumer], topics: list[str]
+        self,
+        consumer_factory: Callable[..., AIOKafkaConsumer],
+        topics: list[str],
+        records_lost: RecordsLost,
     ) -> None:
         self._factory = consumer_factory
         self._consumer = self._new_consumer()
         self._topics = topics
+        self._records_lost = records_lost
+        #: positions ``fetch`` moved to a partition's start, not yet taken by ``take_moved``
+        self._moved: dict[tuple[str, int], int] = {}
         self._listener: _Listener | None = None
         self._paused = False
 
     def _new_consumer(self) -> AIOKafkaConsumer:
         return self._factory(
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            auto_offset_reset="none",  # moved by fetch, which reports what it skips
             partition_assignment_strategy=(RangePartitionAssignor,),
             isolation_level="read_committed",
         )
@@ -113,14 +134,69 @@ class EventSource:
         """The next batch of all assigned, unpaused partitions; offset order per partition.
 
         Raises what a rebalance callback raised (the partitions it was for are not usable).
+        A partition whose position is below its start, past its end or not known is moved to
+        its start (see the module docstring); that fetch returns nothing.
         """
-        batches: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
-            timeout_ms=timeout_ms
-        )
+        try:
+            batches: dict[TopicPartition, list[Any]] = await self._consumer.getmany(
+                timeout_ms=timeout_ms
+            )
+        except OffsetOutOfRangeError as exc:
+            await self._read_from_start(dict(exc.args[0]))
+            return []
+        except NoOffsetForPartitionError as exc:
+            await self._read_from_start({exc.args[0]: None})
+            return []
         if self._listener is not None and self._listener.failed is not None:
             raise self._listener.failed
         # aiokafka's records are SourceRecords as they are (kafka/records.py): no copy.
         return [message for messages in batches.values() for message in messages]
+
+    async def _read_from_start(self, positions: Mapping[TopicPartition, int | None]) -> None:
+        """Seek each partition (still assigned, not sought since) to its start, reporting what
+        that skips: ``positions`` holds the offset the fetch asked for, None where no offset
+        was known."""
+        assigned = self._consumer.assignment()
+        # An error fetched before a seek (a take's, to the committed offset) is stale.
+        tps = [tp for tp in positions if tp in assigned and self._position(tp) == positions[tp]]
+        if not tps:
+            return
+        starts = await self._consumer.beginning_offsets(tps)
+        for tp in tps:
+            start, position = starts[tp], positions[tp]
+            where = {"topic": tp.topic, "partition": tp.partition, "start": start}
+            if position is None:
+                log.info("input_read_from_start", **where, reason="no committed offset")
+            elif position < start:
+                log.error(
+                    "input_records_lost",
+                    **where,
+                    position=position,
+                    records=start - position,
+                    cause="deleted (by the topic's retention, or kafka-delete-records.sh) "
+                    "before this group read them",
+                    action="the events in them were never applied or posted: send the "
+                    "affected jobs' events again, and keep the input retention longer than "
+                    "any stop or gateway outage",
+                )
+                self._records_lost(tp.topic, start - position)
+            else:
+                log.error(
+                    "input_position_past_end",
+                    **where,
+                    position=position,
+                    cause="the topic was deleted and created again, or lost records",
+                    action="reading the partition again from its start",
+                )
+            self._consumer.seek(tp, start)
+            self._moved[(tp.topic, tp.partition)] = start
+
+    def take_moved(self) -> dict[tuple[str, int], int]:
+        """The positions :meth:`fetch` moved to a partition's start since the last call: the
+        offsets to commit, although no record was read, so that a take does not meet (and
+        report) the same gap again."""
+        moved, self._moved = self._moved, {}
+        return moved
 
     async def committed(self, partitions: set[int]) -> dict[tuple[str, int], OffsetAndMetadata]:
         """The group's committed offsets of ``partitions`` on every input topic, with their

@@ -73,6 +73,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.input_records_lost = Counter(
+            "basicsync_input_records_lost",
+            "Input records deleted (by retention or kafka-delete-records.sh) before the group "
+            "read them, by topic",
+            ["topic"],
+            registry=r,
+        )
         self.misrouted_keys = Counter(
             "basicsync_misrouted_keys",
             "Records whose key does not hash to the partition they arrived on",

@@ -72,6 +72,10 @@ class Stats:
         self.metrics.events_duplicate.inc(effect.duplicates)
         self.metrics.misrouted_keys.inc(effect.misrouted)
 
+    def input_records_lost(self, topic: str, records: int) -> None:
+        """Records of ``topic`` deleted before they were read (``EventSource``)."""
+        self.metrics.input_records_lost.labels(topic).inc(records)
+
     def restored(self, report: RestoreReport) -> None:
         self.metrics.restore_seconds.observe(report.seconds)
         self.metrics.restored_jobs.inc(report.jobs)

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 from aiokafka.errors import GroupCoordinatorNotAvailableError
 from pydantic import BaseModel, SecretStr
 
@@ -647,6 +647,30 @@ async def committed_with_metadata(bootstrap: str, group: str) -> dict[Any, Any]:
     finally:
         await admin.close()
     return {tp: meta for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+async def delete_records(
+    bootstrap: str, topic: str, partition: int, below: int | None = None
+) -> int:
+    """What a topic's retention, or ``kafka-delete-records.sh``, does to a partition: every
+    record below offset ``below`` (its end when None) deleted. Returns the partition's new
+    start offset. The broker refuses it on a topic whose policy is ``compact`` alone."""
+    tp = TopicPartition(topic, partition)
+    if below is None:
+        reader = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+        await reader.start()
+        try:
+            below = int((await reader.end_offsets([tp]))[tp])
+        finally:
+            await reader.stop()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        low = await admin.delete_records({tp: RecordsToDelete(before_offset=below)})
+    finally:
+        await admin.close()
+    assert low[tp] == below, low
+    return below
 
 
 async def assert_read_to_the_end(bootstrap: str, group: str, events: int) -> None:

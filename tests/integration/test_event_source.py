@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.structs import OffsetAndMetadata
+from structlog.testing import capture_logs
 
 from consumer.kafka.source import EventSource
 from tests.fixtures.kafka import MakeTopic
+from tests.integration.harness import delete_records
 
 pytestmark = pytest.mark.integration
 
@@ -45,13 +47,18 @@ async def _backlog(bootstrap: str, topic: str) -> None:
         await producer.stop()
 
 
-def _source(bootstrap: str, topic: str, group: str) -> EventSource:
+def _source(
+    bootstrap: str, topic: str, group: str, lost: list[tuple[str, int]] | None = None
+) -> EventSource:
     def factory(**extra: Any) -> AIOKafkaConsumer:
         return AIOKafkaConsumer(
             bootstrap_servers=bootstrap, group_id=group, max_poll_records=50, **extra
         )
 
-    return EventSource(factory, [topic])
+    def records_lost(topic: str, records: int) -> None:
+        (lost if lost is not None else []).append((topic, records))
+
+    return EventSource(factory, [topic], records_lost)
 
 
 class TestBehind:
@@ -120,5 +127,85 @@ class TestBehind:
                 while source.behind() is None:
                     await source.fetch(50)
             assert source.behind() is not None
+        finally:
+            await source.stop()
+
+
+async def _send(bootstrap: str, topic: str, partition: int, values: list[bytes]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)
+    await producer.start()
+    try:
+        for value in values:
+            await producer.send(topic, value, key=b"k", partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def _read(source: EventSource, count: int) -> list[bytes]:
+    values: list[bytes] = []
+    async with asyncio.timeout(30):
+        while len(values) < count:
+            values.extend(bytes(record.value or b"") for record in await source.fetch(500))
+    return values
+
+
+class TestRecordsDeletedUnread:
+    async def test_records_deleted_below_a_paused_position_are_reported_and_skipped(
+        self, kafka_bootstrap: str, make_topic: MakeTopic
+    ) -> None:
+        """A member paused (the circuit open through a gateway outage) while the input's
+        retention deletes records it has not read: when it resumes, it goes on from the
+        partition's start, and reports how many records it never saw, by topic, with an
+        error line naming the offsets. aiokafka's ``earliest`` made the same move silently."""
+        topic = await make_topic("deleted-unread", partitions=1)
+        await _send(kafka_bootstrap, topic, 0, [b"read-%d" % n for n in range(5)])
+        lost: list[tuple[str, int]] = []
+        source = _source(kafka_bootstrap, topic, f"unread-{uuid.uuid4().hex[:8]}", lost)
+        owner = Owner()
+        await source.start(owner)
+        try:
+            await asyncio.wait_for(owner.assigned.wait(), 30)
+            assert await _read(source, 5) == [b"read-%d" % n for n in range(5)]
+            source.pause_all()
+            await _send(kafka_bootstrap, topic, 0, [b"gone-%d" % n for n in range(7)])
+            await delete_records(kafka_bootstrap, topic, 0, below=12)
+            await _send(kafka_bootstrap, topic, 0, [b"after"])
+            source.resume_all()
+            with capture_logs() as logs:
+                assert await _read(source, 1) == [b"after"]
+            assert lost == [(topic, 7)]
+            [line] = [line for line in logs if line["event"] == "input_records_lost"]
+            assert (line["topic"], line["partition"], line["position"]) == (topic, 0, 5)
+            assert (line["start"], line["records"], line["log_level"]) == (12, 7, "error")
+        finally:
+            await source.stop()
+
+    async def test_a_committed_offset_below_the_start_is_reported_at_the_take(
+        self, kafka_bootstrap: str, make_topic: MakeTopic
+    ) -> None:
+        """A member stopped for longer than the input's retention: the group's committed
+        offset is below the partition's start. The seek to it reports the gap at the first
+        fetch; a partition with no committed offset is read from its start, and loses
+        nothing."""
+        topic = await make_topic("deleted-stopped", partitions=2)
+        await _send(kafka_bootstrap, topic, 0, [b"gone-%d" % n for n in range(4)])
+        await _send(kafka_bootstrap, topic, 0, [b"kept-%d" % n for n in range(3)])
+        await _send(kafka_bootstrap, topic, 1, [b"new-%d" % n for n in range(2)])
+        await delete_records(kafka_bootstrap, topic, 0, below=4)
+        lost: list[tuple[str, int]] = []
+        source = _source(kafka_bootstrap, topic, f"stopped-{uuid.uuid4().hex[:8]}", lost)
+        owner = Owner()
+        await source.start(owner)
+        try:
+            await asyncio.wait_for(owner.assigned.wait(), 30)
+            source.seek({(topic, 0): 1})  # committed before it stopped, deleted since
+            with capture_logs() as logs:
+                values = await _read(source, 5)
+            assert sorted(values) == [b"kept-0", b"kept-1", b"kept-2", b"new-0", b"new-1"]
+            assert lost == [(topic, 3)]
+            events = [(line["event"], line["partition"]) for line in logs]
+            assert ("input_records_lost", 0) in events
+            assert ("input_read_from_start", 1) in events
         finally:
             await source.stop()

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic, RecordsToDelete
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
@@ -43,6 +43,7 @@ from tests.integration.harness import (
     basicsync,
     committed,
     committed_with_metadata,
+    delete_records,
     eventually,
     final_upserts,
     log_events,
@@ -495,21 +496,13 @@ async def delete_head(bootstrap: str, topic: str, partition: int) -> int:
     ``kafka-delete-records.sh``. Returns the partition's new start offset."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await reader.start()
     try:
         policy = {"cleanup.policy": "compact,delete", "retention.ms": "-1"}
         config = {**policy, "max.message.bytes": str(CHANGELOG_BYTES)}
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, config)])
-        tp = TopicPartition(topic, partition)
-        end: int = (await reader.end_offsets([tp]))[tp]
-        assert end > 0, f"{topic} partition {partition} holds no record to delete"
-        low = await admin.delete_records({tp: RecordsToDelete(before_offset=end)})
-        assert low[tp] == end, low
-        return end
     finally:
-        await reader.stop()
         await admin.close()
+    return await delete_records(bootstrap, topic, partition)
 
 
 class TestChangelogRecordsDeleted:

@@ -1,0 +1,110 @@
+"""Input records deleted before the group read them: reported, skipped, and nothing blocks.
+
+A member stopped (or paused through a gateway outage) for longer than an input topic's
+retention finds its committed offset below the partition's start. The events in between are
+gone; what the consumer owes is to say so (``input_records_lost``, an error line naming the
+offsets, and ``basicsync_input_records_lost_total``) and to go on from the start with the
+states it holds. aiokafka's ``earliest`` made the same move with one INFO line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from aiokafka import TopicPartition
+
+from consumer.demo import DemoPlan, build_demo
+from consumer.kafka.partitioning import hashes_to
+from consumer.testing.workfloplus import Sandbox
+from tests.fixtures.kafka import MakeTopic
+from tests.integration.harness import (
+    assert_history_never_shrinks,
+    committed,
+    delete_records,
+    eventually,
+    eventually_async,
+    final_upserts,
+    free_port,
+    log_events,
+    new_topics,
+    produce,
+    scraped,
+    settings_for,
+    start_consumer_process,
+    tail,
+    wait_converged,
+    with_title,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class TestInputRecordsDeletedUnread:
+    async def test_a_member_stopped_past_the_retention_reports_the_gap_and_goes_on(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """20 jobs posted, the member stopped. Each job gets a ``late`` title, and input
+        partition 0 then loses every record to retention before the member is back. Started
+        again, it logs one ``input_records_lost`` for partition 0 naming the committed offset,
+        the start and the count, and counts them by topic; the jobs of partition 1 take the
+        late title, those of partition 0 keep what WorkfloPlus holds (never a partial
+        document: their states come from the changelog). A ``later`` title after the gap
+        reaches every job. The gap's end is committed as soon as it is skipped, so neither a
+        rebalance nor a restart reports it again."""
+        topics = await new_topics(make_topic, partitions=2)
+        [topic] = topics.inputs
+        demo = build_demo(DemoPlan(jobs=20, seed=31, prefix="expired"))
+        jobs = list(demo.expected)
+        on_zero = [job for job in jobs if hashes_to(job.encode(), 2) == 0]
+        assert 0 < len(on_zero) < len(jobs)
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        first = start_consumer_process(settings, log)
+        await wait_converged(sandbox_in_process, demo.expected, within=60)
+        first.terminate()
+        assert await asyncio.to_thread(first.wait, 60) == 0, tail(log)
+        assert log_events(log, "input_records_lost") == []
+        assert {line["partition"] for line in log_events(log, "input_read_from_start")} == {0, 1}
+
+        await produce(kafka_bootstrap, topics.inputs, final_upserts(jobs, "late"))
+        start = await delete_records(kafka_bootstrap, topic, 0)
+        port = free_port()
+        again = start_consumer_process(
+            settings, log, {"BASICSYNC_OBSERVABILITY__HTTP_PORT": str(port)}
+        )
+        try:
+            late = with_title(demo.expected, "late")
+            expected = {job: demo.expected[job] if job in on_zero else late[job] for job in jobs}
+            await wait_converged(sandbox_in_process, expected, within=60)
+            reported = await eventually(
+                lambda: bool(log_events(log, "input_records_lost")), within=30
+            )
+            assert reported, tail(log)
+            [gap] = log_events(log, "input_records_lost")
+            assert (gap["topic"], gap["partition"], gap["start"]) == (topic, 0, start)
+            assert gap["records"] == len(on_zero) == start - gap["position"]
+            assert gap["level"] == "error"
+            metric = f'basicsync_input_records_lost_total{{topic="{topic}"}}'
+            assert await scraped(port, metric) == len(on_zero)
+            # The gap's end is committed although no record follows it: no take meets it again.
+            tp = TopicPartition(topic, 0)
+
+            async def past_the_gap() -> bool:
+                return (await committed(kafka_bootstrap, topics.group)).get(tp) == start
+
+            assert await eventually_async(past_the_gap, within=30), tail(log)
+
+            await produce(kafka_bootstrap, topics.inputs, final_upserts(jobs, "later"))
+            await wait_converged(sandbox_in_process, with_title(demo.expected, "later"), within=60)
+        finally:
+            again.terminate()
+            assert await asyncio.to_thread(again.wait, 60) == 0, tail(log)
+        assert len(log_events(log, "input_records_lost")) == 1
+        assert_history_never_shrinks(sandbox_in_process, jobs)
