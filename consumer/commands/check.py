@@ -14,8 +14,9 @@ so one invocation shows everything that is wrong. The exit code names the first 
       internal topic missing while ``BASICSYNC_KAFKA__CREATE_TOPICS=false``, a changelog with
       the wrong partition count, not compacted or whose ``max.message.bytes`` cannot hold
       ``BASICSYNC_KAFKA__MAX_JOB_BYTES``, a changelog that is not the one the group's offsets
-      were committed with (deleted and created again, or another topic), or a broker
-      ``message.max.bytes`` below the result record size
+      were committed with (deleted and created again, another topic, or records deleted),
+      the group's input offsets below a partition's start (records deleted unread), or a
+      broker ``message.max.bytes`` below the result record size
 5     WorkfloPlus: no gateway configured, its CA file unreadable, no token issued (an untrusted
       certificate included), or the gateway not answering
 ====  ==================================================================================
@@ -26,12 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResourceType
 from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from aiokafka.structs import OffsetAndMetadata
 
 from consumer.config import Settings, load_settings
 from consumer.errors import ConfigError, GatewayError, TopicLayoutError
@@ -237,15 +240,16 @@ async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> 
     if set(inputs) - set(counts) or {counts[t] for t in inputs} != {counts.get(changelog)}:
         return []  # reported by the topic checks already
     offsets = await admin.list_consumer_group_offsets(settings.kafka.group_id)
+    committed = {tp: c for tp, c in offsets.items() if tp.topic in inputs and c.offset >= 0}
     metadata: dict[int, list[str]] = {}
-    for tp, committed in offsets.items():
-        if tp.topic in inputs and committed.offset >= 0:
-            metadata.setdefault(tp.partition, []).append(committed.metadata)
+    for tp, mark in committed.items():
+        metadata.setdefault(tp.partition, []).append(mark.metadata)
     if not metadata:
         detail = f"group {settings.kafka.group_id} has no committed offsets yet"
         return [Check("changelog continuity", True, detail, EXIT_OK)]
     assert settings.kafka.bootstrap_servers is not None
     kafka = client_kwargs(settings.kafka, settings.kafka.bootstrap_servers)
+    gaps = await _input_gap_check(kafka, settings.kafka.group_id, committed)
     bounds = await changelog_bounds(
         lambda **extra: AIOKafkaConsumer(**kafka, **extra), changelog, metadata
     )
@@ -253,9 +257,37 @@ async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> 
     problems = [problem for problem in found if problem is not None]
     if problems:
         detail = "; ".join(problems) + " (basicsync run stops: docs/operations.md, 'Topics')"
-        return [Check("changelog continuity", False, detail, EXIT_TOPICS)]
+        return [Check("changelog continuity", False, detail, EXIT_TOPICS), gaps]
     detail = f"{changelog} holds what group {settings.kafka.group_id}'s offsets were committed with"
-    return [Check("changelog continuity", True, detail, EXIT_OK)]
+    return [Check("changelog continuity", True, detail, EXIT_OK), gaps]
+
+
+async def _input_gap_check(
+    kafka: dict[str, Any], group: str, committed: dict[TopicPartition, OffsetAndMetadata]
+) -> Check:
+    """The group's committed input offsets are not below their partitions' starts: records
+    there were deleted (by retention) before the group read them."""
+    reader = AIOKafkaConsumer(**kafka)
+    try:
+        await start_client(reader.start())
+        starts = await reader.beginning_offsets(list(committed))
+    finally:
+        await reader.stop()
+    gaps = [
+        f"{tp.topic} partition {tp.partition} at offset {mark.offset} starts at {starts[tp]} "
+        f"({starts[tp] - mark.offset} records)"
+        for tp, mark in sorted(committed.items())
+        if mark.offset < starts[tp]
+    ]
+    if gaps:
+        detail = (
+            f"group {group}'s offsets are below the start of {'; '.join(gaps)}: those records "
+            "were deleted before the group read them (basicsync run reports them as "
+            "input_records_lost and goes on: docs/operations.md, 'Topics')"
+        )
+        return Check("input retention", False, detail, EXIT_TOPICS)
+    detail = f"group {group}'s offsets are within every input partition (nothing deleted unread)"
+    return Check("input retention", True, detail, EXIT_OK)
 
 
 async def _broker_check(admin: AIOKafkaAdminClient) -> Check:

@@ -21,6 +21,7 @@ from consumer.testing.workfloplus import Sandbox
 from tests.fixtures.kafka import MakeTopic
 from tests.integration.harness import (
     assert_history_never_shrinks,
+    basicsync,
     committed,
     delete_records,
     eventually,
@@ -56,7 +57,8 @@ class TestInputRecordsDeletedUnread:
         late title, those of partition 0 keep what WorkfloPlus holds (never a partial
         document: their states come from the changelog). A ``later`` title after the gap
         reaches every job. The gap's end is committed as soon as it is skipped, so neither a
-        rebalance nor a restart reports it again."""
+        rebalance nor a restart reports it again. ``basicsync check`` names the gap before the
+        start (exit 4) and passes after it."""
         topics = await new_topics(make_topic, partitions=2)
         [topic] = topics.inputs
         demo = build_demo(DemoPlan(jobs=20, seed=31, prefix="expired"))
@@ -75,6 +77,13 @@ class TestInputRecordsDeletedUnread:
 
         await produce(kafka_bootstrap, topics.inputs, final_upserts(jobs, "late"))
         start = await delete_records(kafka_bootstrap, topic, 0)
+        checked = await basicsync(settings, "check", "--skip-gateway")
+        assert checked.code == 4, checked.out
+        assert (
+            f"FAIL  input retention: group {topics.group}'s offsets are below the start of "
+            f"{topic} partition 0 at offset {start - len(on_zero)} starts at {start} "
+            f"({len(on_zero)} records)"
+        ) in checked.out
         port = free_port()
         again = start_consumer_process(
             settings, log, {"BASICSYNC_OBSERVABILITY__HTTP_PORT": str(port)}
@@ -107,4 +116,7 @@ class TestInputRecordsDeletedUnread:
             again.terminate()
             assert await asyncio.to_thread(again.wait, 60) == 0, tail(log)
         assert len(log_events(log, "input_records_lost")) == 1
+        checked = await basicsync(settings, "check", "--skip-gateway")
+        assert checked.code == 0, checked.out
+        assert "ok    input retention" in checked.out
         assert_history_never_shrinks(sandbox_in_process, jobs)
