@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.kafka.records import SourceRecord
@@ -38,6 +38,9 @@ log = structlog.get_logger(__name__)
 
 #: the longest a stopping member tries to leave its group (``EventSource.stop``)
 LEAVE_AT_MOST_S = 5.0
+#: the longest a fetch waits for a partition's start (``EventSource.fetch``): a stop must not
+#: wait out the 40 s request timeout of a hung broker
+START_ASKED_WITHIN_S = 5.0
 
 
 class PartitionOwner(Protocol):
@@ -157,11 +160,21 @@ class EventSource:
         that skips: ``positions`` holds the offset the fetch asked for, None where no offset
         was known."""
         assigned = self._consumer.assignment()
-        # An error fetched before a seek (a take's, to the committed offset) is stale.
-        tps = [tp for tp in positions if tp in assigned and self._position(tp) == positions[tp]]
+        tps = [tp for tp in positions if tp in assigned and not self._sought_since(tp, positions)]
         if not tps:
             return
-        starts = await self._consumer.beginning_offsets(tps)
+        try:
+            async with asyncio.timeout(START_ASKED_WITHIN_S):
+                starts = await self._consumer.beginning_offsets(tps)
+        except (KafkaError, TimeoutError) as exc:
+            # The broker is down or hung: the next fetch meets the same error and asks again.
+            log.warning(
+                "input_start_unknown",
+                partitions=[f"{tp.topic}:{tp.partition}" for tp in tps],
+                error=repr(exc),
+                action="asked again at the next fetch",
+            )
+            return
         for tp in tps:
             start, position = starts[tp], positions[tp]
             where = {"topic": tp.topic, "partition": tp.partition, "start": start}
@@ -190,6 +203,16 @@ class EventSource:
                 )
             self._consumer.seek(tp, start)
             self._moved[(tp.topic, tp.partition)] = start
+
+    def _sought_since(self, tp: TopicPartition, asked: Mapping[TopicPartition, int | None]) -> bool:
+        """Was ``tp`` sought since the fetch that failed at offset ``asked[tp]``? Then its
+        error is stale (a take's seek to the committed offset came after it)."""
+        try:
+            state = self._consumer._subscription.subscription.assignment.state_value(tp)
+        except AttributeError:  # pragma: no cover - aiokafka's internals changed: act on it
+            return False
+        now: int | None = state.position if state.has_valid_position else None
+        return now != asked[tp]
 
     def take_moved(self) -> dict[tuple[str, int], int]:
         """The positions :meth:`fetch` moved to a partition's start since the last call: the

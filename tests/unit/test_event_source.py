@@ -1,0 +1,103 @@
+"""EventSource's own move of a position Kafka no longer holds, around a stand-in consumer.
+
+The moves themselves are shown against the real broker (tests/integration/test_event_source.py
+and test_input_retention.py); these are the failures a broker makes hard to stage: its start
+not answered, and an error fetched before a take's seek.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaTimeoutError, OffsetOutOfRangeError
+from structlog.testing import capture_logs
+
+from consumer.kafka.source import EventSource
+
+TP = TopicPartition("in", 0)
+
+
+class _State:
+    def __init__(self, position: int | None) -> None:
+        self.position = position
+
+    @property
+    def has_valid_position(self) -> bool:
+        return self.position is not None
+
+
+class _Assignment:
+    def __init__(self, states: dict[TopicPartition, _State]) -> None:
+        self.states = states
+
+    def state_value(self, tp: TopicPartition) -> _State:
+        return self.states[tp]
+
+
+class StandIn:
+    """What EventSource uses of an AIOKafkaConsumer: ``getmany`` raises the queued errors."""
+
+    def __init__(self, position: int) -> None:
+        self.states = {TP: _State(position)}
+        assignment = _Assignment(self.states)
+        self._subscription = type("S", (), {"subscription": type("A", (), {})()})()
+        self._subscription.subscription.assignment = assignment
+        self.errors: list[Exception] = []
+        self.start_answers: list[Exception | int] = []
+        self.sought: list[tuple[TopicPartition, int]] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+        if self.errors:
+            raise self.errors.pop(0)
+        return {}
+
+    async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
+        answer = self.start_answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return dict.fromkeys(tps, answer)
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.sought.append((tp, offset))
+        self.states[tp].position = offset
+
+
+def _source(stand_in: StandIn, lost: list[tuple[str, int]]) -> EventSource:
+    return EventSource(lambda **_: stand_in, ["in"], lambda t, n: lost.append((t, n)))
+
+
+class TestStartUnknown:
+    async def test_a_start_not_answered_is_asked_again_at_the_next_fetch(self) -> None:
+        """The broker does not answer for the partition's start: the fetch returns nothing,
+        says so, moves nothing and reports no loss; the next fetch meets the same error and
+        asks again."""
+        stand_in, lost = StandIn(position=5), list[tuple[str, int]]()
+        source = _source(stand_in, lost)
+        gap = OffsetOutOfRangeError({TP: 5})
+        stand_in.errors = [gap, gap]
+        stand_in.start_answers = [KafkaTimeoutError(), 12]
+        with capture_logs() as logs:
+            assert await source.fetch(100) == []
+            assert (stand_in.sought, lost) == ([], [])
+            assert [line["event"] for line in logs] == ["input_start_unknown"]
+            assert await source.fetch(100) == []
+        assert stand_in.sought == [(TP, 12)]
+        assert lost == [("in", 7)]
+        assert source.take_moved() == {("in", 0): 12}
+        assert source.take_moved() == {}
+
+
+class TestStaleError:
+    async def test_an_error_fetched_before_a_seek_moves_nothing(self) -> None:
+        """The fetch failed at offset 5, then a take sought the committed offset 40: the
+        error describes a position the partition no longer has, so nothing is lost."""
+        stand_in, lost = StandIn(position=5), list[tuple[str, int]]()
+        source = _source(stand_in, lost)
+        stand_in.errors = [OffsetOutOfRangeError({TP: 5})]
+        stand_in.states[TP].position = 40  # the take's seek, after the failed fetch
+        assert await source.fetch(100) == []
+        assert (stand_in.sought, lost, source.take_moved()) == ([], [], {})
