@@ -212,7 +212,8 @@ class TopicSettings(_Section):
         description="failure records, also the dead-letter topic of unusable events",
     )
     state: str | None = Field(
-        default=None, description="changelog topic; default <group>.job-state"
+        default=None,
+        description="changelog topic, one per group: never shared; default <group>.job-state",
     )
 
     _split = field_validator("input", mode="before")(_split_commas)
