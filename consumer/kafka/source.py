@@ -93,6 +93,8 @@ class EventSource:
         self._records_lost = records_lost
         #: positions ``fetch`` moved to a partition's start, not yet taken by ``take_moved``
         self._moved: dict[tuple[str, int], int] = {}
+        #: per partition, the offset up to which lost records were reported
+        self._lost_to: dict[TopicPartition, int] = {}
         self._listener: _Listener | None = None
         self._paused = False
 
@@ -181,18 +183,7 @@ class EventSource:
             if position is None:
                 log.info("input_read_from_start", **where, reason="no committed offset")
             elif position < start:
-                log.error(
-                    "input_records_lost",
-                    **where,
-                    position=position,
-                    records=start - position,
-                    cause="deleted (by the topic's retention, or kafka-delete-records.sh) "
-                    "before this group read them",
-                    action="the events in them were never applied or posted: send the "
-                    "affected jobs' events again, and keep the input retention longer than "
-                    "any stop or gateway outage",
-                )
-                self._records_lost(tp.topic, start - position)
+                self._report_lost(tp, position, where)
             else:
                 log.error(
                     "input_position_past_end",
@@ -201,8 +192,32 @@ class EventSource:
                     cause="the topic was deleted and created again, or lost records",
                     action="reading the partition again from its start",
                 )
+                self._lost_to.pop(tp, None)  # offsets begin again
             self._consumer.seek(tp, start)
             self._moved[(tp.topic, tp.partition)] = start
+
+    def _report_lost(self, tp: TopicPartition, position: int, where: dict[str, Any]) -> None:
+        """Report the records below ``where["start"]`` that no earlier report counted: a take
+        that runs while the move is made seeks the partition back to its committed offset,
+        and the same gap is met again."""
+        start: int = where["start"]
+        counted_to = self._lost_to.get(tp, -1)
+        first = max(position, counted_to)
+        self._lost_to[tp] = max(start, counted_to)
+        if first >= start:
+            return
+        log.error(
+            "input_records_lost",
+            **where,
+            position=first,
+            records=start - first,
+            cause="deleted (by the topic's retention, or kafka-delete-records.sh) "
+            "before this group read them",
+            action="the events in them were never applied or posted: send the "
+            "affected jobs' events again, and keep the input retention longer than "
+            "any stop or gateway outage",
+        )
+        self._records_lost(tp.topic, start - first)
 
     def _sought_since(self, tp: TopicPartition, asked: Mapping[TopicPartition, int | None]) -> bool:
         """Was ``tp`` sought since the fetch that failed at offset ``asked[tp]``? Then its

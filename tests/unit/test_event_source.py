@@ -101,3 +101,24 @@ class TestStaleError:
         stand_in.states[TP].position = 40  # the take's seek, after the failed fetch
         assert await source.fetch(100) == []
         assert (stand_in.sought, lost, source.take_moved()) == ([], [], {})
+
+
+class TestTheSameGapAgain:
+    async def test_a_gap_met_again_is_reported_once_and_its_growth_alone_after(self) -> None:
+        """A take seeks the partition back to its committed offset after the fetch moved it
+        (the take runs while aiokafka already fetched from that offset): the gap is met
+        again, moved past again, and not counted twice. Retention deleting more meanwhile
+        adds only what is new."""
+        stand_in, lost = StandIn(position=5), list[tuple[str, int]]()
+        source = _source(stand_in, lost)
+        stand_in.errors = [OffsetOutOfRangeError({TP: 5})]
+        stand_in.start_answers = [12, 12, 15]
+        with capture_logs() as logs:
+            for _ in range(3):
+                assert await source.fetch(100) == []
+                stand_in.states[TP].position = 5  # the take's seek to the committed offset
+                stand_in.errors = [OffsetOutOfRangeError({TP: 5})]
+        assert stand_in.sought == [(TP, 12), (TP, 12), (TP, 15)]
+        assert lost == [("in", 7), ("in", 3)]
+        reported = [(line["position"], line["records"]) for line in logs]
+        assert reported == [(5, 7), (12, 3)]
