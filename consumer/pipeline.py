@@ -632,6 +632,8 @@ class Pipeline:
         """Commit the positions the source moved past records it could not read (deleted
         before this member read them, or none committed): no effect waits on them."""
         moved = self._source.take_moved()
+        if not moved:
+            return
         moved = {key: offset for key, offset in moved.items() if key[1] in self._owned}
         for partition in {p for _, p in moved}:
             self._checkpoint.stage_offsets(partition, moved)

@@ -233,7 +233,9 @@ class EventSource:
         """The positions :meth:`fetch` moved to a partition's start since the last call: the
         offsets to commit, although no record was read, so that a take does not meet (and
         report) the same gap again."""
-        moved, self._moved = self._moved, {}
+        moved = self._moved
+        if moved:  # almost never: no new dict on every fetch
+            self._moved = {}
         return moved
 
     async def committed(self, partitions: set[int]) -> dict[tuple[str, int], OffsetAndMetadata]:
