@@ -177,7 +177,13 @@ class EventSource:
                 action="asked again at the next fetch",
             )
             return
+        # A rebalance may have landed while the start was asked: a partition revoked is its
+        # next owner's to report (seeking it would raise), one taken again keeps its take's
+        # position (the group may have committed past the gap since).
+        assigned = self._consumer.assignment()
         for tp in tps:
+            if tp not in assigned or self._sought_since(tp, positions):
+                continue
             start, position = starts[tp], positions[tp]
             where = {"topic": tp.topic, "partition": tp.partition, "start": start}
             if position is None:
@@ -274,8 +280,8 @@ class EventSource:
 
     def seek(self, offsets: Mapping[tuple[str, int], int]) -> None:
         """Read each topic partition from its offset. ``seek`` is immediate and drops what was
-        fetched for the partition before it; a partition not named is left to the reset policy
-        (earliest) or its position, and one no longer assigned is skipped."""
+        fetched for the partition before it; a partition not named keeps its position (or, with
+        none, is moved to its start by :meth:`fetch`), and one no longer assigned is skipped."""
         assigned = self._consumer.assignment()
         for (topic, partition), offset in offsets.items():
             tp = TopicPartition(topic, partition)

@@ -7,10 +7,11 @@ not answered, and an error fetched before a take's seek.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaTimeoutError, OffsetOutOfRangeError
+from aiokafka.errors import IllegalStateError, KafkaTimeoutError, OffsetOutOfRangeError
 from structlog.testing import capture_logs
 
 from consumer.kafka.source import EventSource
@@ -46,9 +47,12 @@ class StandIn:
         self.errors: list[Exception] = []
         self.start_answers: list[Exception | int] = []
         self.sought: list[tuple[TopicPartition, int]] = []
+        self.assigned = {TP}
+        #: runs while the start is asked: a rebalance that lands meanwhile
+        self.while_asked: Callable[[], None] = lambda: None
 
     def assignment(self) -> set[TopicPartition]:
-        return {TP}
+        return set(self.assigned)
 
     async def getmany(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
         if self.errors:
@@ -57,11 +61,14 @@ class StandIn:
 
     async def beginning_offsets(self, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
         answer = self.start_answers.pop(0)
+        self.while_asked()
         if isinstance(answer, Exception):
             raise answer
         return dict.fromkeys(tps, answer)
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
+        if tp not in self.assigned:  # as aiokafka's
+            raise IllegalStateError(f"No current assignment for partition {tp}")
         self.sought.append((tp, offset))
         self.states[tp].position = offset
 
@@ -122,3 +129,34 @@ class TestTheSameGapAgain:
         assert lost == [("in", 7), ("in", 3)]
         reported = [(line["position"], line["records"]) for line in logs]
         assert reported == [(5, 7), (12, 3)]
+
+
+class TestARebalanceWhileTheStartIsAsked:
+    async def test_a_partition_revoked_meanwhile_is_left_alone(self) -> None:
+        """The partition is revoked while its start is asked: seeking it would raise
+        aiokafka's IllegalStateError out of the fetch (a crash); it is left to its next
+        owner, which meets the gap and reports it."""
+        stand_in, lost = StandIn(position=5), list[tuple[str, int]]()
+        source = _source(stand_in, lost)
+        stand_in.errors = [OffsetOutOfRangeError({TP: 5})]
+        stand_in.start_answers = [12]
+        stand_in.while_asked = lambda: stand_in.assigned.clear()
+        assert await source.fetch(100) == []
+        assert (stand_in.sought, lost, source.take_moved()) == ([], [], {})
+
+    async def test_a_partition_taken_again_meanwhile_keeps_the_takes_position(self) -> None:
+        """Revoked and assigned again while its start is asked, the take sought the offset
+        the group committed since (past the gap): moving it to the start would read again
+        what the group already applied. The take's position stands."""
+        stand_in, lost = StandIn(position=5), list[tuple[str, int]]()
+        source = _source(stand_in, lost)
+        stand_in.errors = [OffsetOutOfRangeError({TP: 5})]
+        stand_in.start_answers = [12]
+
+        def taken_again() -> None:
+            stand_in.states[TP].position = 30
+
+        stand_in.while_asked = taken_again
+        assert await source.fetch(100) == []
+        assert (stand_in.sought, lost, source.take_moved()) == ([], [], {})
+        assert stand_in.states[TP].position == 30
