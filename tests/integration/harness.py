@@ -497,12 +497,14 @@ async def sent_until_held(
     send: SendChunk, chunks: Sequence[list[JobEvent]], job: str, sandbox: Sandbox
 ) -> int:
     """Send ``chunks`` live until WorkfloPlus holds a request of ``job`` in flight; returns how
-    many were sent (at most five)."""
+    many were sent (at most five: a member slow to post, on a loaded machine, is then waited
+    for, so the chunks with the job's later events are still to come)."""
     sent = 0
-    while job not in sandbox.state.in_flight.current:
-        assert sent < 5, f"{job} was never posted"
+    while job not in sandbox.state.in_flight.current and sent < 5:
         await send_live(send, chunks[sent : sent + 1])
         sent += 1
+    held = await eventually(lambda: job in sandbox.state.in_flight.current, within=30)
+    assert held, f"{job} was never posted"
     return sent
 
 

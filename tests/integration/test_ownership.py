@@ -201,20 +201,29 @@ class TestZombieMember:
         seed: int,
         adjust: Callable[[Settings], Settings] = lambda settings: settings,
         stage_grown: bool = False,
+        gateway_slowed: bool = False,
     ) -> None:
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=120, seed=seed))
         jobs = list(demo.expected)
         third = len(demo.events) // 3
         settings = adjust(settings_for(kafka_bootstrap, sandbox, topics))
-        # A request may take the slow gateway's 9 s; one whose outcome is lost waits the
-        # in-doubt window (twice the request timeout, and a little) before its job is posted
-        # again.
-        env = {
-            "BASICSYNC_SYNC__SHUTDOWN_DEADLINE_S": "12",
-            "BASICSYNC_GATEWAY__REQUEST_TIMEOUT_S": "10",
-            "BASICSYNC_SYNC__IN_DOUBT_WINDOW_S": "21",
-        }
+        # A job whose request's outcome is lost waits the in-doubt window (twice the request
+        # timeout, and a little) before it is posted again: B waits it out for the requests
+        # A announced. A request may take the slow gateway's 9 s.
+        env = (
+            {
+                "BASICSYNC_SYNC__SHUTDOWN_DEADLINE_S": "12",
+                "BASICSYNC_GATEWAY__REQUEST_TIMEOUT_S": "10",
+                "BASICSYNC_SYNC__IN_DOUBT_WINDOW_S": "21",
+            }
+            if gateway_slowed
+            else {
+                "BASICSYNC_SYNC__SHUTDOWN_DEADLINE_S": "5",
+                "BASICSYNC_GATEWAY__REQUEST_TIMEOUT_S": "3",
+                "BASICSYNC_SYNC__IN_DOUBT_WINDOW_S": "7",
+            }
+        )
         log_a, log_b, log_c = (str(tmp_path / f"{n}.log") for n in "abc")
         await produce(kafka_bootstrap, topics.inputs, demo.events[:third])
         port = free_port()
@@ -335,6 +344,7 @@ class TestZombieMember:
             tmp_path,
             pause_a=slow_gateway,
             seed=67,
+            gateway_slowed=True,
         )
 
     async def test_a_broker_hung_through_a_rebalance_is_waited_out_and_loses_nothing(
@@ -369,6 +379,7 @@ class TestZombieMember:
             tmp_path,
             pause_a=broker_hung_mid_rebalance,
             seed=73,
+            gateway_slowed=True,
         )
 
 
