@@ -287,6 +287,9 @@ class EventSource:
             tp = TopicPartition(topic, partition)
             if tp in assigned:
                 self._consumer.seek(tp, offset)
+                # A move fetch made before this seek (a take's) is not the position now:
+                # committing it would move the group's offset back, or past a gap unreported.
+                self._moved.pop((topic, partition), None)
 
     def partition_counts(self) -> dict[str, int | None]:
         """Each input topic's partition count in this member's metadata (None: not known)."""

@@ -160,3 +160,16 @@ class TestARebalanceWhileTheStartIsAsked:
         assert await source.fetch(100) == []
         assert (stand_in.sought, lost, source.take_moved()) == ([], [], {})
         assert stand_in.states[TP].position == 30
+
+    async def test_a_move_made_before_a_takes_seek_is_not_committed(self) -> None:
+        """A fetch moved the partition to its start (12); before the consume loop took that
+        move, a take sought the offset the group committed since (30). Committing 12 would
+        move the group's offset back: the take's seek supersedes the move."""
+        stand_in, lost = StandIn(position=5), list[tuple[str, int]]()
+        source = _source(stand_in, lost)
+        stand_in.errors = [OffsetOutOfRangeError({TP: 5})]
+        stand_in.start_answers = [12]
+        assert await source.fetch(100) == []
+        source.seek({("in", 0): 30})
+        assert source.take_moved() == {}
+        assert stand_in.states[TP].position == 30
