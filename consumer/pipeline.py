@@ -243,6 +243,9 @@ class Pipeline:
         """
         async with self._lock:
             try:
+                # A move past a gap fetched just before the revoke: committed with it, so the
+                # next owner does not meet (and report) the gap again.
+                self._skip_to_moved_positions()
                 await self._scheduler.release_partitions(partitions, self._limits.revoke_deadline_s)
                 await self._checkpoint.commit(partitions)
                 self._handle_lost()
