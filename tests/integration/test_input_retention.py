@@ -33,6 +33,7 @@ from tests.integration.harness import (
     produce,
     scraped,
     settings_for,
+    sigterm_and_wait,
     start_consumer_process,
     tail,
     wait_converged,
@@ -119,4 +120,59 @@ class TestInputRecordsDeletedUnread:
         checked = await basicsync(settings, "check", "--skip-gateway")
         assert checked.code == 0, checked.out
         assert "ok    input retention" in checked.out
+        assert_history_never_shrinks(sandbox_in_process, jobs)
+
+    async def test_a_gap_met_while_a_second_member_joins_is_reported_once(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Both input partitions lose their unread records while the group is down; two
+        members then start a second apart, so the rebalance of the second's join lands while
+        the first is meeting the gaps. Neither exits, each gap is reported once over both
+        logs (a move fetched before a revoke is committed with it, one a take's seek
+        supersedes is dropped), the offsets are committed past both gaps, and a later title
+        reaches every job."""
+        topics = await new_topics(make_topic, partitions=2)
+        [topic] = topics.inputs
+        demo = build_demo(DemoPlan(jobs=20, seed=37, prefix="expired-joined"))
+        jobs = list(demo.expected)
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log_a, log_b = (str(tmp_path / f"{name}.log") for name in "ab")
+        first = start_consumer_process(settings, log_a)
+        await wait_converged(sandbox_in_process, demo.expected, within=60)
+        first.terminate()
+        assert await asyncio.to_thread(first.wait, 60) == 0, tail(log_a)
+
+        await produce(kafka_bootstrap, topics.inputs, final_upserts(jobs, "late"))
+        unread = {p: len([j for j in jobs if hashes_to(j.encode(), 2) == p]) for p in (0, 1)}
+        starts = {p: await delete_records(kafka_bootstrap, topic, p) for p in (0, 1)}
+        a = start_consumer_process(settings, log_a)
+        await asyncio.sleep(1)
+        b = start_consumer_process(settings, log_b)
+        try:
+            tps = {p: TopicPartition(topic, p) for p in (0, 1)}
+
+            async def past_both_gaps() -> bool:
+                offsets = await committed(kafka_bootstrap, topics.group)
+                return all(offsets.get(tps[p]) == starts[p] for p in (0, 1))
+
+            assert await eventually_async(past_both_gaps, within=60), tail(log_a) + tail(log_b)
+            await produce(kafka_bootstrap, topics.inputs, final_upserts(jobs, "later"))
+            await wait_converged(sandbox_in_process, with_title(demo.expected, "later"), within=60)
+            assert a.poll() is None, tail(log_a)
+            assert b.poll() is None, tail(log_b)
+        finally:
+            for member, log in ((a, log_a), (b, log_b)):
+                code, _ = await sigterm_and_wait(member, log, 60)
+                assert code == 0, tail(log)
+        gaps = [
+            (line["partition"], line["position"], line["records"])
+            for log in (log_a, log_b)
+            for line in log_events(log, "input_records_lost")
+        ]
+        assert sorted(gaps) == [(p, starts[p] - unread[p], unread[p]) for p in (0, 1)], gaps
         assert_history_never_shrinks(sandbox_in_process, jobs)
