@@ -130,8 +130,8 @@ class TestInputRecordsDeletedUnread:
         tmp_path: Path,
     ) -> None:
         """Both input partitions lose their unread records while the group is down; two
-        members then start a second apart, so the rebalance of the second's join lands while
-        the first is meeting the gaps. Neither exits, each gap is reported once over both
+        members then start together, so the rebalance of one's join lands while the other is
+        meeting the gaps. Neither exits, each gap is reported once over both
         logs (a move fetched before a revoke is committed with it, one a take's seek
         supersedes is dropped), the offsets are committed past both gaps, and a later title
         reaches every job."""
@@ -150,8 +150,8 @@ class TestInputRecordsDeletedUnread:
         await produce(kafka_bootstrap, topics.inputs, final_upserts(jobs, "late"))
         unread = {p: len([j for j in jobs if hashes_to(j.encode(), 2) == p]) for p in (0, 1)}
         starts = {p: await delete_records(kafka_bootstrap, topic, p) for p in (0, 1)}
+        # Started together, one joins first and meets the gaps as the other's join lands.
         a = start_consumer_process(settings, log_a)
-        await asyncio.sleep(1)
         b = start_consumer_process(settings, log_b)
         try:
             tps = {p: TopicPartition(topic, p) for p in (0, 1)}
