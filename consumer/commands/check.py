@@ -15,7 +15,8 @@ so one invocation shows everything that is wrong. The exit code names the first 
       the wrong partition count, not compacted or whose ``max.message.bytes`` cannot hold
       ``BASICSYNC_KAFKA__MAX_JOB_BYTES``, a changelog that is not the one the group's offsets
       were committed with (deleted and created again, another topic, or records deleted),
-      the group's input offsets below a partition's start (records deleted unread), or a
+      the group's input offsets below a partition's start (records deleted unread) or past
+      its end (records lost), or a
       broker ``message.max.bytes`` below the result record size
 5     WorkfloPlus: no gateway configured, its CA file unreadable, no token issued (an untrusted
       certificate included), or the gateway not answering
@@ -265,29 +266,59 @@ async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> 
 async def _input_gap_check(
     kafka: dict[str, Any], group: str, committed: dict[TopicPartition, OffsetAndMetadata]
 ) -> Check:
-    """The group's committed input offsets are not below their partitions' starts: records
-    there were deleted (by retention) before the group read them."""
+    """The group's committed input offsets lie within their partitions: below the start,
+    records were deleted (by retention) before the group read them; past the end, the topic
+    was deleted and created again (or lost records)."""
     reader = AIOKafkaConsumer(**kafka)
     try:
         await start_client(reader.start())
         starts = await reader.beginning_offsets(list(committed))
+        ends = await reader.end_offsets(list(committed))
     finally:
         await reader.stop()
-    gaps = [
-        f"{tp.topic} partition {tp.partition} at offset {mark.offset} starts at {starts[tp]} "
-        f"({starts[tp] - mark.offset} records)"
-        for tp, mark in sorted(committed.items())
-        if mark.offset < starts[tp]
-    ]
-    if gaps:
-        detail = (
-            f"group {group}'s offsets are below the start of {'; '.join(gaps)}: those records "
-            "were deleted before the group read them (basicsync run reports them as "
-            "input_records_lost and goes on: docs/operations.md, 'Topics')"
-        )
-        return Check("input retention", False, detail, EXIT_TOPICS)
+    offsets = {tp: mark.offset for tp, mark in committed.items()}
+    problems = input_offset_problems(group, offsets, starts, ends)
+    if problems:
+        detail = "; ".join(problems) + " (docs/operations.md, 'Topics')"
+        return Check("input offsets", False, detail, EXIT_TOPICS)
     detail = f"group {group}'s offsets are within every input partition (nothing deleted unread)"
-    return Check("input retention", True, detail, EXIT_OK)
+    return Check("input offsets", True, detail, EXIT_OK)
+
+
+def input_offset_problems(
+    group: str,
+    committed: dict[TopicPartition, int],
+    starts: dict[TopicPartition, int],
+    ends: dict[TopicPartition, int],
+) -> list[str]:
+    """What ``basicsync run`` will find wrong with the group's committed input offsets."""
+    below = [
+        f"{tp.topic} partition {tp.partition} at offset {offset} starts at {starts[tp]} "
+        f"({starts[tp] - offset} records)"
+        for tp, offset in sorted(committed.items())
+        if offset < starts[tp]
+    ]
+    past = [
+        f"{tp.topic} partition {tp.partition} at offset {offset} ends at {ends[tp]}"
+        for tp, offset in sorted(committed.items())
+        if offset > ends[tp]
+    ]
+    problems = []
+    if below:
+        problems.append(
+            f"group {group}'s offsets are below the start of {'; '.join(below)}: those "
+            "records were deleted before the group read them (basicsync run reports them as "
+            "input_records_lost and goes on)"
+        )
+    if past:
+        problems.append(
+            f"group {group}'s offsets are past the end of {'; '.join(past)}: the partition "
+            "lost records (an unclean leader election, a broker restored from an older "
+            "disk), or the topic was created again under offsets kept from the old one "
+            "(basicsync run reports "
+            "input_position_past_end and reads the partition again from its start)"
+        )
+    return problems
 
 
 async def _broker_check(admin: AIOKafkaAdminClient) -> Check:

@@ -95,6 +95,8 @@ class EventSource:
         self._moved: dict[tuple[str, int], int] = {}
         #: per partition, the offset up to which lost records were reported
         self._lost_to: dict[TopicPartition, int] = {}
+        #: per partition, the position last reported past its end
+        self._past_end_met: dict[TopicPartition, int] = {}
         self._listener: _Listener | None = None
         self._paused = False
 
@@ -190,12 +192,15 @@ class EventSource:
                 log.info("input_read_from_start", **where, reason="no committed offset")
             elif position < start:
                 self._report_lost(tp, position, where)
-            else:
+            elif self._past_end_met.get(tp) != position:  # a take's seek meets it again
+                self._past_end_met[tp] = position
                 log.error(
                     "input_position_past_end",
                     **where,
                     position=position,
-                    cause="the topic was deleted and created again, or lost records",
+                    cause="the partition lost records (an unclean leader election, a broker "
+                    "restored from an older disk), or the topic was created again under "
+                    "offsets kept from the old one",
                     action="reading the partition again from its start",
                 )
                 self._lost_to.pop(tp, None)  # offsets begin again

@@ -21,8 +21,9 @@ from typing import Any
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
-from aiokafka.errors import GroupCoordinatorNotAvailableError
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
+from aiokafka.errors import GroupCoordinatorNotAvailableError, TopicAlreadyExistsError
+from aiokafka.structs import OffsetAndMetadata
 from pydantic import BaseModel, SecretStr
 
 from consumer.app import Running, endpoints_from, run_consumer
@@ -682,6 +683,61 @@ async def delete_records(
         await admin.close()
     assert low[tp] == below, low
     return below
+
+
+async def recreate(
+    bootstrap: str,
+    topic: str,
+    partitions: int,
+    config: dict[str, str],
+    meanwhile: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Delete ``topic`` and create it again, empty, with the same name and ``config``; with
+    ``meanwhile`` awaited while the topic does not exist."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+        if meanwhile is not None:
+            await meanwhile()
+        for _ in range(200):  # a deletion completes in the background
+            response = await admin.create_topics(
+                [NewTopic(topic, partitions, 1, topic_configs=config)]
+            )
+            [(_, code, *_)] = response.topic_errors
+            if code == 0:
+                break
+            assert code == TopicAlreadyExistsError.errno, response
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"{topic} was never created again")
+        for _ in range(200):
+            [described] = await admin.describe_topics([topic])
+            leaders = [p for p in described["partitions"] if p["leader"] >= 0]
+            if described["error_code"] == 0 and len(leaders) == partitions:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{topic} has no leaders")
+    finally:
+        await admin.close()
+
+
+async def commit_offsets(
+    bootstrap: str, group: str, offsets: dict[TopicPartition, tuple[int, str]]
+) -> None:
+    """Commit ``offsets`` (offset and metadata) for ``group``, which has no member: what
+    ``kafka-consumer-groups.sh --reset-offsets`` does, metadata included."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(offsets))
+        await consumer.commit(
+            {tp: OffsetAndMetadata(offset, meta) for tp, (offset, meta) in offsets.items()}
+        )
+    finally:
+        await consumer.stop()
 
 
 async def assert_read_to_the_end(bootstrap: str, group: str, events: int) -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 
+from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
 from consumer.kafka.partitioning import hashes_to
 from consumer.testing.workfloplus import Sandbox
@@ -22,7 +24,9 @@ from tests.fixtures.kafka import MakeTopic
 from tests.integration.harness import (
     assert_history_never_shrinks,
     basicsync,
+    commit_offsets,
     committed,
+    committed_with_metadata,
     delete_records,
     eventually,
     eventually_async,
@@ -31,6 +35,7 @@ from tests.integration.harness import (
     log_events,
     new_topics,
     produce,
+    recreate,
     scraped,
     settings_for,
     sigterm_and_wait,
@@ -81,7 +86,7 @@ class TestInputRecordsDeletedUnread:
         checked = await basicsync(settings, "check", "--skip-gateway")
         assert checked.code == 4, checked.out
         assert (
-            f"FAIL  input retention: group {topics.group}'s offsets are below the start of "
+            f"FAIL  input offsets: group {topics.group}'s offsets are below the start of "
             f"{topic} partition 0 at offset {start - len(on_zero)} starts at {start} "
             f"({len(on_zero)} records)"
         ) in checked.out
@@ -119,7 +124,7 @@ class TestInputRecordsDeletedUnread:
         assert len(log_events(log, "input_records_lost")) == 1
         checked = await basicsync(settings, "check", "--skip-gateway")
         assert checked.code == 0, checked.out
-        assert "ok    input retention" in checked.out
+        assert "ok    input offsets" in checked.out
         assert_history_never_shrinks(sandbox_in_process, jobs)
 
     async def test_a_gap_met_while_a_second_member_joins_is_reported_once(
@@ -176,3 +181,78 @@ class TestInputRecordsDeletedUnread:
         ]
         assert sorted(gaps) == [(p, starts[p] - unread[p], unread[p]) for p in (0, 1)], gaps
         assert_history_never_shrinks(sandbox_in_process, jobs)
+
+
+class TestInputOffsetsPastTheEnd:
+    async def test_offsets_past_the_end_then_a_topic_created_again_lose_no_state(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """20 jobs posted, the member stopped. First the input's partition 0 ends below the
+        group's offset (what an unclean leader election or a broker restored from an older
+        disk leaves; staged by committing past the end, with the offset's metadata kept):
+        ``basicsync check`` names it (exit 4); started again, the member logs
+        ``input_position_past_end`` once, reads the partition from its start, and a ``late``
+        title reaches every job; its offsets end at the partitions' ends. Then the input topic
+        is deleted and created again: Kafka drops the group's offsets of a deleted topic, so
+        the next member reads the new topic from its start (``input_read_from_start``), and
+        the ``later`` title it carries is applied onto the states the changelog kept: no
+        partial document, no history that shrinks, ``check`` passing."""
+        topics = await new_topics(make_topic, partitions=2)
+        [topic] = topics.inputs
+        demo = build_demo(DemoPlan(jobs=20, seed=43, prefix="past-end"))
+        jobs = list(demo.expected)
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        await _run_until(settings, log, sandbox_in_process, demo.expected)
+
+        tp = TopicPartition(topic, 0)
+        [(_, mark)] = [
+            item
+            for item in (await committed_with_metadata(kafka_bootstrap, topics.group)).items()
+            if item[0] == tp
+        ]
+        await commit_offsets(kafka_bootstrap, topics.group, {tp: (mark.offset + 50, mark.metadata)})
+        checked = await basicsync(settings, "check", "--skip-gateway")
+        assert checked.code == 4, checked.out
+        assert (
+            f"FAIL  input offsets: group {topics.group}'s offsets are past the end of {topic} "
+            f"partition 0 at offset {mark.offset + 50} ends at {mark.offset}: the partition "
+            "lost records"
+        ) in checked.out
+        await produce(kafka_bootstrap, topics.inputs, final_upserts(jobs, "late"))
+        await _run_until(settings, log, sandbox_in_process, with_title(demo.expected, "late"))
+        [past] = log_events(log, "input_position_past_end")
+        assert (past["partition"], past["position"], past["start"]) == (0, mark.offset + 50, 0)
+        assert log_events(log, "input_records_lost") == []
+        checked = await basicsync(settings, "check", "--skip-gateway")
+        assert checked.code == 0, checked.out
+        assert "ok    input offsets" in checked.out
+
+        await recreate(kafka_bootstrap, topic, 2, {})
+        offsets = await committed(kafka_bootstrap, topics.group)
+        assert not [tp for tp in offsets if tp.topic == topic], offsets
+        read_from_start = len(log_events(log, "input_read_from_start"))
+        await produce(kafka_bootstrap, topics.inputs, final_upserts(jobs, "later"))
+        await _run_until(settings, log, sandbox_in_process, with_title(demo.expected, "later"))
+        assert len(log_events(log, "input_read_from_start")) == read_from_start + 2
+        assert len(log_events(log, "input_position_past_end")) == 1
+        assert log_events(log, "input_records_lost") == []
+        assert_history_never_shrinks(sandbox_in_process, jobs)
+
+
+async def _run_until(
+    settings: Settings, log: str, sandbox: Sandbox, expected: dict[str, dict[str, Any]]
+) -> None:
+    """``basicsync run`` until WorkfloPlus holds ``expected``, and the offsets of what it read
+    are committed (its clean stop commits them), then stopped."""
+    process = start_consumer_process(settings, log)
+    try:
+        await wait_converged(sandbox, expected, within=60)
+    finally:
+        process.terminate()
+        assert await asyncio.to_thread(process.wait, 60) == 0, tail(log)

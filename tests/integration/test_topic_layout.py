@@ -17,15 +17,13 @@ import asyncio
 import json
 import subprocess
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.config import Settings
@@ -50,6 +48,7 @@ from tests.integration.harness import (
     new_topics,
     produce,
     read_records,
+    recreate,
     settings_for,
     start_consumer_process,
     tail,
@@ -300,43 +299,6 @@ class TestChangelogRetention:
             run.process.terminate()
             assert await asyncio.to_thread(run.process.wait, 60) == 0, tail(log)
         assert log_events(log, "changelog_retention_unchecked") == []
-
-
-async def recreate(
-    bootstrap: str,
-    topic: str,
-    partitions: int,
-    config: dict[str, str],
-    meanwhile: Callable[[], Awaitable[None]] | None = None,
-) -> None:
-    """Delete ``topic`` and create it again, empty, with the same name and ``config``; with
-    ``meanwhile`` awaited while the topic does not exist."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.delete_topics([topic])
-        if meanwhile is not None:
-            await meanwhile()
-        for _ in range(200):  # a deletion completes in the background
-            response = await admin.create_topics(
-                [NewTopic(topic, partitions, 1, topic_configs=config)]
-            )
-            [(_, code, *_)] = response.topic_errors
-            if code == 0:
-                break
-            assert code == TopicAlreadyExistsError.errno, response
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError(f"{topic} was never created again")
-        for _ in range(200):
-            [described] = await admin.describe_topics([topic])
-            leaders = [p for p in described["partitions"] if p["leader"] >= 0]
-            if described["error_code"] == 0 and len(leaders) == partitions:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{topic} has no leaders")
-    finally:
-        await admin.close()
 
 
 async def reset_to_earliest(bootstrap: str, group: str, topics: list[str], partitions: int) -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from aiokafka import TopicPartition
 
 from consumer.cli import main
-from consumer.commands.check import Check
+from consumer.commands.check import Check, input_offset_problems
 
 
 class TestCheckLine:
@@ -50,3 +51,28 @@ class TestCheckExitCodes:
         out = capsys.readouterr().out
         assert "FAIL  token:" in out
         assert "s3cr3t-value" not in out
+
+
+class TestInputOffsetProblems:
+    def test_offsets_below_the_start_and_past_the_end_are_both_named(self) -> None:
+        """Partition 0 lost 7 unread records to retention; partition 1's topic was created
+        again (its committed 40 lies past the new end 3); partition 2 is where it should be,
+        at its end included."""
+        tps = [TopicPartition("in", n) for n in range(3)]
+        committed = dict(zip(tps, [5, 40, 9], strict=True))
+        starts = dict(zip(tps, [12, 0, 0], strict=True))
+        ends = dict(zip(tps, [20, 3, 9], strict=True))
+        below, past = input_offset_problems("g", committed, starts, ends)
+        assert below.startswith(
+            "group g's offsets are below the start of in partition 0 at offset 5 starts at 12 "
+            "(7 records): "
+        )
+        assert past.startswith(
+            "group g's offsets are past the end of in partition 1 at offset 40 ends at 3: the "
+            "partition lost records"
+        )
+
+    def test_offsets_within_their_partitions_are_no_problem(self) -> None:
+        tp = TopicPartition("in", 0)
+        assert input_offset_problems("g", {tp: 12}, {tp: 12}, {tp: 12}) == []
+        assert input_offset_problems("g", {tp: 0}, {tp: 0}, {tp: 30}) == []

@@ -130,6 +130,22 @@ class TestTheSameGapAgain:
         reported = [(line["position"], line["records"]) for line in logs]
         assert reported == [(5, 7), (12, 3)]
 
+    async def test_a_position_past_the_end_met_again_is_reported_once(self) -> None:
+        """The committed offset 129 lies past the end (the partition lost records): aiokafka's
+        own fetch meets it, then the take seeks back to it and the fetch meets it again. One
+        error line; the partition is read from its start both times."""
+        stand_in, lost = StandIn(position=129), list[tuple[str, int]]()
+        source = _source(stand_in, lost)
+        stand_in.start_answers = [0, 0]
+        with capture_logs() as logs:
+            for _ in range(2):
+                stand_in.errors = [OffsetOutOfRangeError({TP: 129})]
+                assert await source.fetch(100) == []
+                stand_in.states[TP].position = 129  # the take's seek to the committed offset
+        assert stand_in.sought == [(TP, 0), (TP, 0)]
+        assert lost == []
+        assert [line["event"] for line in logs] == ["input_position_past_end"]
+
 
 class TestARebalanceWhileTheStartIsAsked:
     async def test_a_partition_revoked_meanwhile_is_left_alone(self) -> None:
