@@ -250,7 +250,7 @@ async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> 
         return [Check("changelog continuity", True, detail, EXIT_OK)]
     assert settings.kafka.bootstrap_servers is not None
     kafka = client_kwargs(settings.kafka, settings.kafka.bootstrap_servers)
-    gaps = await _input_gap_check(kafka, settings.kafka.group_id, committed)
+    input_offsets = await _input_offsets_check(kafka, settings.kafka.group_id, committed)
     bounds = await changelog_bounds(
         lambda **extra: AIOKafkaConsumer(**kafka, **extra), changelog, metadata
     )
@@ -258,17 +258,17 @@ async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> 
     problems = [problem for problem in found if problem is not None]
     if problems:
         detail = "; ".join(problems) + " (basicsync run stops: docs/operations.md, 'Topics')"
-        return [Check("changelog continuity", False, detail, EXIT_TOPICS), gaps]
+        return [Check("changelog continuity", False, detail, EXIT_TOPICS), input_offsets]
     detail = f"{changelog} holds what group {settings.kafka.group_id}'s offsets were committed with"
-    return [Check("changelog continuity", True, detail, EXIT_OK), gaps]
+    return [Check("changelog continuity", True, detail, EXIT_OK), input_offsets]
 
 
-async def _input_gap_check(
+async def _input_offsets_check(
     kafka: dict[str, Any], group: str, committed: dict[TopicPartition, OffsetAndMetadata]
 ) -> Check:
     """The group's committed input offsets lie within their partitions: below the start,
-    records were deleted (by retention) before the group read them; past the end, the topic
-    was deleted and created again (or lost records)."""
+    records were deleted (by retention) before the group read them; past the end, the
+    partition lost records."""
     reader = AIOKafkaConsumer(**kafka)
     try:
         await start_client(reader.start())
@@ -315,8 +315,8 @@ def input_offset_problems(
             f"group {group}'s offsets are past the end of {'; '.join(past)}: the partition "
             "lost records (an unclean leader election, a broker restored from an older "
             "disk), or the topic was created again under offsets kept from the old one "
-            "(basicsync run reports "
-            "input_position_past_end and reads the partition again from its start)"
+            "(basicsync run reports input_position_past_end and reads the partition again "
+            "from its start)"
         )
     return problems
 
