@@ -482,7 +482,7 @@ def _scheduler(
         checkpoint,
         sync,
         observer,
-        circuit=CircuitBreaker(),
+        circuit=CircuitBreaker(probe_max=sync.circuit_probe_max_s),
         evidence=GatewayEvidence(window=sync.diagnosis_window_s),
         retry=RetryPolicy(
             initial=sync.retry_initial_ms / 1000,

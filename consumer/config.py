@@ -320,6 +320,14 @@ class SyncSettings(_Section):
             "pause everything"
         ),
     )
+    circuit_probe_max_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        description=(
+            "during an outage one probe request is sent after 1 s, then at doubling intervals "
+            "up to this long: the most an outage's end waits to be noticed"
+        ),
+    )
     circuit_failure_threshold: int | None = Field(
         default=None,
         ge=1,

@@ -284,13 +284,22 @@ class TestOutage:
         # Short-lived tokens: the outage hits the token endpoint too (systemic at once); a
         # short evidence window so that basicSync failures are judged systemic soon as well.
         sandbox_in_process.faults.update({"token_lifetime_s": 2})
-        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics, diagnosis_window_s=2.0)
+        # Probes at most 4 s apart: the outage's end is noticed within 4 s, not 30.
+        settings = settings_for(
+            kafka_bootstrap,
+            sandbox_in_process,
+            topics,
+            diagnosis_window_s=2.0,
+            circuit_probe_max_s=4.0,
+        )
         async with consumer_running(settings) as (running, task):
             await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
             await sandbox_in_process.outage(20, "503")
             await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
             opened = await eventually(lambda: running.stats.circuit_open, within=20)
             assert opened, "the circuit did not open during the outage"
+            assert running.scheduler is not None
+            assert running.scheduler.circuit.probe_max == 4.0
             events_when_open = running.stats.events
             await asyncio.sleep(5)
             assert running.stats.events - events_when_open <= 2000  # at most what was in flight
