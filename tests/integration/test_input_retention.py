@@ -74,10 +74,7 @@ class TestInputRecordsDeletedUnread:
         await produce(kafka_bootstrap, topics.inputs, demo.events)
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")
-        first = start_consumer_process(settings, log)
-        await wait_converged(sandbox_in_process, demo.expected, within=60)
-        first.terminate()
-        assert await asyncio.to_thread(first.wait, 60) == 0, tail(log)
+        await _run_until(settings, log, sandbox_in_process, demo.expected)
         assert log_events(log, "input_records_lost") == []
         assert {line["partition"] for line in log_events(log, "input_read_from_start")} == {0, 1}
 
@@ -147,10 +144,7 @@ class TestInputRecordsDeletedUnread:
         await produce(kafka_bootstrap, topics.inputs, demo.events)
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         log_a, log_b = (str(tmp_path / f"{name}.log") for name in "ab")
-        first = start_consumer_process(settings, log_a)
-        await wait_converged(sandbox_in_process, demo.expected, within=60)
-        first.terminate()
-        assert await asyncio.to_thread(first.wait, 60) == 0, tail(log_a)
+        await _run_until(settings, log_a, sandbox_in_process, demo.expected)
 
         await produce(kafka_bootstrap, topics.inputs, final_upserts(jobs, "late"))
         unread = {p: len([j for j in jobs if hashes_to(j.encode(), 2) == p]) for p in (0, 1)}

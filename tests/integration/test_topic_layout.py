@@ -24,7 +24,6 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.structs import OffsetAndMetadata
 
 from consumer.config import Settings
 from consumer.demo import DemoJobs, DemoPlan, build_demo
@@ -39,6 +38,7 @@ from tests.integration.harness import (
     assert_history_never_shrinks,
     assert_kafka_client_lines_are_few,
     basicsync,
+    commit_offsets,
     committed,
     committed_with_metadata,
     delete_records,
@@ -304,17 +304,14 @@ class TestChangelogRetention:
 async def reset_to_earliest(bootstrap: str, group: str, topics: list[str], partitions: int) -> None:
     """What ``kafka-consumer-groups.sh --reset-offsets --to-earliest --execute`` does to a group
     with no member: commit each partition's first offset, with no metadata."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
-    )
-    await consumer.start()
+    reader = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await reader.start()
     try:
         tps = [TopicPartition(topic, p) for topic in topics for p in range(partitions)]
-        consumer.assign(tps)
-        first = await consumer.beginning_offsets(tps)
-        await consumer.commit({tp: OffsetAndMetadata(offset, "") for tp, offset in first.items()})
+        first = await reader.beginning_offsets(tps)
     finally:
-        await consumer.stop()
+        await reader.stop()
+    await commit_offsets(bootstrap, group, {tp: (offset, "") for tp, offset in first.items()})
 
 
 async def rebuilt_from_the_earliest(
