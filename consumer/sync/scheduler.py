@@ -239,7 +239,10 @@ class SyncScheduler:
         """A backlog is being read: hold non-terminal jobs until it is (or ``catch_up_max_delay``).
 
         Posting every job each ``max_delay`` while its later events still wait in the backlog
-        would multiply requests; once caught up, held jobs get their normal debounce.
+        would multiply requests; once caught up, held jobs get their normal debounce. The
+        jobs already waiting out their debounce when a catch-up starts are held too: the first
+        fetches of a backlog are read before the lag says it is one, and their jobs are as
+        half-assembled as the rest (posted, each would cost a second request once caught up).
         """
         if catching_up == self._catching_up:
             return
@@ -247,19 +250,24 @@ class SyncScheduler:
         log.info("catch_up_mode", catching_up=catching_up, dirty_jobs=len(self._entries))
         if catching_up:
             self._marks.reset()
-        else:
-            now = self._clock()
-            released = 0
-            for job, entry in self._entries.items():
-                state = self._store.get(job)
-                if state is not None and not entry.in_flight:
-                    self._queue(job, entry, self._due(state, entry, now))
-                    released += 1
+        retimed = self._retime_waiting()
+        if not catching_up:
             # Not ``bool(self._heap)``: the catch-up timers of jobs posted meanwhile (terminal
             # ones) stay in the heap, stale, until they fire; with nothing released the
             # dispatch loop would not wake to end a drain of nothing before the first of them.
-            self._draining = released > 0
+            self._draining = retimed > 0
             self._wake.set()
+
+    def _retime_waiting(self) -> int:
+        """Give every changed job not in flight its due time in the current mode; how many."""
+        now = self._clock()
+        retimed = 0
+        for job, entry in self._entries.items():
+            state = self._store.get(job)
+            if state is not None and not entry.in_flight:
+                self._queue(job, entry, self._due(state, entry, now))
+                retimed += 1
+        return retimed
 
     def posts_within(self, client_job_id: str, seconds: float) -> bool:
         """Will the job be posted within ``seconds``, or once its request in flight ends?

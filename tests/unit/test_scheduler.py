@@ -268,6 +268,26 @@ class TestSyncScheduler:
             await eventually(lambda: len(h.outcomes.successes) == 2)
         assert h.outcomes.successes[1].client_job_id == "a"
 
+    async def test_jobs_already_waiting_when_a_catch_up_starts_are_held_too(self) -> None:
+        """A backlog's first fetches are read before the lag says it is one: the jobs they
+        changed, still waiting out their debounce when the catch-up starts, are held with the
+        rest instead of posted half-assembled (and again once caught up). A terminal one is
+        still posted at once; each is posted once."""
+        h = Harness(debounce_ms=100, max_delay_ms=1_000, catch_up_max_delay_ms=60_000)
+        async with h.running():
+            h.put(job_state("a", status="InProgress"))
+            h.put(job_state("b", status="InProgress"))
+            h.scheduler.set_catching_up(True)
+            h.change("b", status_changed("b", "Completed"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+            await asyncio.sleep(0.3)  # three debounces
+            assert [r.client_job_id for r in h.outcomes.successes] == ["b"]
+            h.scheduler.set_catching_up(False)
+            await eventually(lambda: len(h.outcomes.successes) == 2)
+            await asyncio.sleep(0.15)
+        assert h.outcomes.successes[1].client_job_id == "a"
+        assert h.gateway.posts_for("a") == h.gateway.posts_for("b") == 1
+
     async def test_jobs_released_by_a_catch_up_drain_before_the_live_interval(self) -> None:
         """The end of a catch-up releases every held job at once; until no due job waits for a
         request slot the scheduler reports ``draining`` (the pipeline keeps the long
