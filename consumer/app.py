@@ -64,7 +64,7 @@ from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, SyncTracer, Tracing
 from consumer.pipeline import Pipeline, PipelineLimits, Restored, Restorer
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
-from consumer.state.continuity import ChangelogBounds
+from consumer.state.continuity import ChangelogBounds, ChangelogOwner
 from consumer.state.memory import MemoryGuard, memory_limit_bytes
 from consumer.state.recovery import RestoreReport, changelog_bounds, restore
 from consumer.state.store import JobStore
@@ -326,6 +326,22 @@ async def _join_group(
     return False
 
 
+def _checkpoint(
+    settings: Settings, kafka: dict[str, Any], store: JobStore, owner: ChangelogOwner
+) -> Checkpoint:
+    return Checkpoint(
+        store,
+        CheckpointTopics(
+            changelog=settings.state_topic,
+            succeeded=settings.topics.succeeded,
+            failed=settings.topics.failed,
+        ),
+        _producer_factory(settings, kafka),
+        compress_values=settings.kafka.compress_changelog_values,
+        owner=owner,
+    )
+
+
 def _topic_plan(settings: Settings) -> TopicPlan:
     return TopicPlan(
         inputs=tuple(settings.topics.input),
@@ -350,16 +366,8 @@ def _assemble(
     """The object graph, each part given what it needs at construction."""
     _warn_deprecated(settings)
     store = JobStore()
-    checkpoint = Checkpoint(
-        store,
-        CheckpointTopics(
-            changelog=settings.state_topic,
-            succeeded=settings.topics.succeeded,
-            failed=settings.topics.failed,
-        ),
-        _producer_factory(settings, kafka),
-        compress_values=settings.kafka.compress_changelog_values,
-    )
+    owner = ChangelogOwner(settings.kafka.group_id, frozenset(settings.store.adopt_changelog_of))
+    checkpoint = _checkpoint(settings, kafka, store, owner)
     source = _event_source(settings, kafka, stats)
     observer = _CircuitPausesSource(stats, source)
     scheduler = _scheduler(settings, store, gateway, checkpoint, observer, tracer)
@@ -375,7 +383,11 @@ def _assemble(
         partitions: set[int],
     ) -> tuple[Restored, RestoreReport]:
         return await restore(
-            _consumer_factory(kafka), settings.state_topic, partitions, memory.check
+            _consumer_factory(kafka),
+            settings.state_topic,
+            partitions,
+            memory.check,
+            owner=owner,
         )
 
     async def read_changelog_bounds(partitions: set[int]) -> dict[int, ChangelogBounds]:

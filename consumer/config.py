@@ -386,6 +386,14 @@ class StoreSettings(_Section):
         description="a restore stops with state_exceeds_memory once resident memory passes "
         "this share of the limit, rather than being killed by the kernel",
     )
+    adopt_changelog_of: CommaList = Field(
+        default_factory=list,
+        description="comma-separated consumer groups whose changelog records this group "
+        "restores as its own (a renamed group, the old one stopped for good); a record of any "
+        "other group stops the member with changelog_shared",
+    )
+
+    _split = field_validator("adopt_changelog_of", mode="before")(_split_commas)
 
 
 class ObservabilitySettings(_Section):

@@ -9,6 +9,7 @@ decide on the type, never on the message::
     │   ├── ConfigError                               settings are missing or invalid
     │   ├── TopicLayoutError                          topics missing or not co-partitioned
     │   ├── ChangelogReplaced                         the offsets outlived their changelog
+    │   ├── ChangelogShared                           another group writes the changelog too
     │   └── KafkaSecurityError                        TLS or SASL refused: credentials, certs
     ├── KafkaAccessDenied           retriable=True    an ACL is missing; waited out, not ready
     ├── PartitionLost               retriable=False   this member no longer owns a partition
@@ -83,6 +84,31 @@ class ChangelogReplaced(FatalError):
             "(kafka-consumer-groups.sh --reset-offsets --to-earliest) to rebuild the state "
             "from the input topics; see docs/operations.md, 'Topics'"
         )
+
+
+class ChangelogShared(FatalError):
+    """The changelog holds records another consumer group wrote: two groups were given one
+    state topic (``BASICSYNC_TOPICS__STATE``), and each would restore the other's jobs and
+    post them as its own. Every changelog record names the group that wrote it (header
+    ``basicsync-group``; ``consumer.state.continuity``).
+
+    Raised by a restore, before anything of the partition is kept, read or posted. Operator:
+    give each group its own state topic. A group renamed on purpose, whose old group is
+    stopped for good, takes the old group's records as its own with
+    ``BASICSYNC_STORE__ADOPT_CHANGELOG_OF``; docs/operations.md ("Topics").
+    """
+
+    def __init__(self, topic: str, partition: int, offset: int, writer: str, group: str) -> None:
+        super().__init__(
+            f"changelog {topic} partition {partition} holds a record written by consumer "
+            f"group {writer!r} (offset {offset}), not by this member's group {group!r}: each "
+            "group needs a state topic of its own (BASICSYNC_TOPICS__STATE), or two groups "
+            "restore each other's jobs. Nothing is restored or posted from it. If this group "
+            f"takes over {writer!r}'s state on purpose (a renamed group, the old one stopped "
+            f"for good), set BASICSYNC_STORE__ADOPT_CHANGELOG_OF={writer}; see "
+            "docs/operations.md, 'Topics'"
+        )
+        self.writer = writer
 
 
 class KafkaSecurityError(FatalError):

@@ -36,7 +36,7 @@ from aiokafka import TopicPartition
 from consumer.domain.results import MAX_FAILURE_VALUE_BYTES
 from consumer.domain.retention import ForgottenJob, Retention, StoredJob, forget, retention_action
 from consumer.domain.settled import SettledJob
-from consumer.errors import ChangelogReplaced, FatalError, MemoryExhausted
+from consumer.errors import ChangelogReplaced, ChangelogShared, FatalError, MemoryExhausted
 from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.access import is_denial
 from consumer.kafka.admin import changed_layout
@@ -313,10 +313,13 @@ class Pipeline:
                 self._observer.restore_refused(exc)
                 pending -= self._owned
                 break
-            except ChangelogReplaced as exc:
+            except (ChangelogReplaced, ChangelogShared) as exc:
                 # Trying again finds the same changelog: only an operator can choose what the
                 # state should be (docs/operations.md, "Topics").
-                log.error("changelog_replaced", partitions=sorted(pending), error=str(exc))
+                event = (
+                    "changelog_shared" if isinstance(exc, ChangelogShared) else "changelog_replaced"
+                )
+                log.error(event, partitions=sorted(pending), error=str(exc))
                 for partition in pending:
                     await self._checkpoint.close(partition)
                     self._drop(partition)

@@ -27,7 +27,7 @@ import asyncio
 import contextvars
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import structlog
@@ -119,10 +119,7 @@ class OutRecord:
     key: bytes | None
     value: bytes | None
     partition: int | None = None
-
-    @property
-    def headers(self) -> list[tuple[str, bytes | None]]:
-        return []
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
 
 
 class PartitionProducer:

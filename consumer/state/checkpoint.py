@@ -87,6 +87,7 @@ from consumer.observability.logging import unbound_record
 from consumer.state.continuity import (
     ChangelogBounds,
     ChangelogFloor,
+    ChangelogOwner,
     broken_continuity,
     replaced_while_written,
 )
@@ -151,6 +152,8 @@ class _StateRecord:
     parts: _IntentParts
     #: the values of the ended states written, by job (see :meth:`Checkpoint._hold_ended`)
     ended: dict[str, tuple[JobState, bytes]]
+    #: the header naming the group that writes it, if any (``consumer.state.continuity``)
+    writer: list[tuple[str, bytes | None]]
 
     @property
     def value(self) -> bytes:
@@ -165,9 +168,10 @@ class _StateRecord:
 
     @property
     def headers(self) -> list[tuple[str, bytes | None]]:
-        """A settled state's mark (``consumer.domain.settled``), so a restore need not read it."""
+        """The writer's group, and a settled state's mark (``consumer.domain.settled``), so a
+        restore need not read it."""
         settled = settled_header(self.state)
-        return [] if settled is None else [(SETTLED_HEADER, settled)]
+        return self.writer if settled is None else [*self.writer, (SETTLED_HEADER, settled)]
 
 
 class _IntentParts:
@@ -274,9 +278,12 @@ class Checkpoint:
         result_limit: int = RESULT_RECORD_BYTES,
         too_large_backoff_s: float = 5.0,
         compress_values: bool = True,
+        owner: ChangelogOwner | None = None,
     ) -> None:
         self._store = store
         self._compress_values = compress_values
+        #: on every changelog record: the group that wrote it (``consumer.state.continuity``)
+        self._writer: list[tuple[str, bytes | None]] = [] if owner is None else [owner.header()]
         self._result_limit = result_limit
         self._too_large_backoff_s = too_large_backoff_s
         #: result and failure records reduced to fit (for metrics and tests)
@@ -792,15 +799,16 @@ class Checkpoint:
         changelog = self._topics.changelog
         sizes = self._value_bytes.setdefault(partition, {})
         ended: dict[str, tuple[JobState, bytes]] = {}
+        writer = self._writer
         records: list[Producible] = [
-            OutRecord(changelog, job.encode(), None, partition) for job in pending.forgotten
+            OutRecord(changelog, job.encode(), None, partition, writer) for job in pending.forgotten
         ]
         for job in pending.forgotten:
             sizes.pop(job, None)
         for job, marker in pending.markers.items():
             value = marker.to_json_bytes()
             sizes[job] = len(value)
-            records.append(OutRecord(changelog, job.encode(), value, partition))
+            records.append(OutRecord(changelog, job.encode(), value, partition, writer))
         for job in pending.jobs:
             state = self._store.get(job)
             if state is not None and self._store.partition_of(job) == partition:
@@ -814,6 +822,7 @@ class Checkpoint:
                         self._compress_values,
                         self._intent_parts,
                         ended,
+                        writer,
                     )
                 )
         first_result = len(records)

@@ -28,6 +28,14 @@ Offsets committed without this metadata (by an older version, or reset by
 ``kafka-consumer-groups.sh``) are trusted as before: resetting the offsets is how an operator
 answers the stop.
 
+Two groups given one changelog (``BASICSYNC_TOPICS__STATE`` copied between deployments) keep
+their offsets apart but write each other's partitions: each would restore the other's jobs and
+post them as its own. So every record the checkpoint writes to the changelog names its group
+(header :data:`WRITER_HEADER`), and a restore that meets a record of another group stops the
+member (``ChangelogShared``, exit 2) before it keeps anything of the partition. Records naming
+no group (written before this header) are trusted; a group renamed on purpose takes its old
+name's records with :class:`ChangelogOwner`'s ``adopted`` (``BASICSYNC_STORE__ADOPT_CHANGELOG_OF``).
+
 A changelog replaced while a member runs is found at the member's next write to it: the
 broker acknowledges the first record below the floor (``PartitionProducer.commit``'s
 ``write_from``). That transaction is aborted, and the offsets the member committed last are
@@ -44,6 +52,27 @@ from typing import NamedTuple
 
 #: The metadata's version key: another program's metadata is not mistaken for ours.
 _VERSION = "basicsync"
+
+
+#: The header naming the consumer group that wrote a changelog record.
+WRITER_HEADER = "basicsync-group"
+
+
+@dataclass(frozen=True, slots=True)
+class ChangelogOwner:
+    """Whose changelog records a restore takes: the member's group's, and those of the groups
+    it took over (renamed groups, stopped for good)."""
+
+    group: str
+    adopted: frozenset[str] = frozenset()
+
+    def header(self) -> tuple[str, bytes]:
+        """The header the checkpoint puts on every changelog record it writes."""
+        return (WRITER_HEADER, self.group.encode())
+
+    def accepts(self, writer: bytes) -> bool:
+        """Is a record whose :data:`WRITER_HEADER` is ``writer`` this group's to restore?"""
+        return writer == self.group.encode() or writer.decode(errors="replace") in self.adopted
 
 
 class ChangelogBounds(NamedTuple):

@@ -24,8 +24,9 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from consumer.domain.retention import ForgottenJob, StoredJob, decode_stored
 from consumer.domain.settled import SETTLED_HEADER, SettledJob, settled_job
+from consumer.errors import ChangelogShared
 from consumer.kafka.starting import start_client
-from consumer.state.continuity import ChangelogBounds
+from consumer.state.continuity import WRITER_HEADER, ChangelogBounds, ChangelogOwner
 
 log = structlog.get_logger(__name__)
 
@@ -59,6 +60,7 @@ async def restore(
     check_memory: Callable[[], None] = lambda: None,
     *,
     keep_settled: bool = True,
+    owner: ChangelogOwner | None = None,
 ) -> tuple[dict[int, dict[str, StoredJob | SettledJob]], RestoreReport]:
     """Read changelog partitions from the beginning to their current end.
 
@@ -70,11 +72,12 @@ async def restore(
     fetched batch and every :data:`_MEMORY_CHECK_EVERY` parsed jobs: it raises
     ``MemoryExhausted`` before the state outgrows the process. ``keep_settled`` False parses
     settled values too (a tool that shows or changes states reads a few jobs, and wants them
-    read).
+    read). With an ``owner``, a record another group wrote raises ``ChangelogShared``
+    (``consumer.state.continuity``); a tool that only reads states passes none.
     """
     started = time.monotonic()
     wanted = sorted(set(partitions))
-    restored = _Restored(topic, check_memory, keep_settled)
+    restored = _Restored(topic, check_memory, keep_settled, owner)
     consumer = consumer_factory(isolation_level="read_committed", enable_auto_commit=False)
     try:
         await start_client(consumer.start())
@@ -146,10 +149,17 @@ class _Restored:
     """What a restore has read so far: the last value of each key of the partitions still being
     read, and the jobs of those read to their end."""
 
-    def __init__(self, topic: str, check_memory: Callable[[], None], keep_settled: bool) -> None:
+    def __init__(
+        self,
+        topic: str,
+        check_memory: Callable[[], None],
+        keep_settled: bool,
+        owner: ChangelogOwner | None,
+    ) -> None:
         self.topic = topic
         self.check_memory = check_memory
         self.keep_settled = keep_settled
+        self.owner = owner
         #: partition -> key -> (last value, its settled mark or None)
         self.values: dict[int, dict[bytes, tuple[bytes, bytes | None]]] = {}
         self.states: dict[int, dict[str, StoredJob | SettledJob]] = {}
@@ -160,17 +170,21 @@ class _Restored:
 
     def keep(self, partition: int, messages: list[ConsumerRecord[bytes, bytes]]) -> None:
         """Keep the last value of each key, with its settled mark if it has one; a tombstone
-        drops the key."""
+        drops the key. A record of another group than the owner's stops the restore."""
         self.records += len(messages)
         slot = self.values.setdefault(partition, {})
+        owner = self.owner
         for message in messages:
             if message.key is None:
                 continue
+            settled, writer = _marks(message.headers)
+            if owner is not None and writer is not None and not owner.accepts(writer):
+                name = writer.decode(errors="replace")
+                raise ChangelogShared(self.topic, partition, message.offset, name, owner.group)
             if message.value is None:
                 slot.pop(message.key, None)
             else:
-                settled = _settled_mark(message.headers) if self.keep_settled else None
-                slot[message.key] = (message.value, settled)
+                slot[message.key] = (message.value, settled if self.keep_settled else None)
 
     def parse(self, partition: int) -> None:
         """Make the jobs of a partition read to its end, and let go of its bytes."""
@@ -205,12 +219,16 @@ class _Restored:
         self.states[partition] = parsed
 
 
-def _settled_mark(headers: Sequence[tuple[str, bytes]] | None) -> bytes | None:
-    """The value of the record's settled mark (``consumer.domain.settled``), if it has one."""
+def _marks(headers: Sequence[tuple[str, bytes]] | None) -> tuple[bytes | None, bytes | None]:
+    """The record's settled mark (``consumer.domain.settled``) and the group that wrote it
+    (``consumer.state.continuity``), each None when the record has none."""
+    settled = writer = None
     for name, value in headers or ():
         if name == SETTLED_HEADER:
-            return value
-    return None
+            settled = value
+        elif name == WRITER_HEADER:
+            writer = value
+    return settled, writer
 
 
 @contextmanager

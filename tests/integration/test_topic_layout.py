@@ -19,6 +19,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -47,6 +48,7 @@ from tests.integration.harness import (
     log_events,
     new_topics,
     produce,
+    raw_records,
     read_records,
     recreate,
     settings_for,
@@ -111,6 +113,15 @@ async def ran_to_the_end(
     return RanToTheEnd(topics, demo, settings)
 
 
+async def fatal_start(
+    settings: Settings, log: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Start ``basicsync run``; it must stop with exit code 2. Its ``fatal`` log line."""
+    process = start_consumer_process(settings, log, env)
+    assert await asyncio.to_thread(process.wait, 60) == 2, tail(log)
+    return log_events(log, "fatal")[-1]
+
+
 class TestPartitionsAdded:
     async def test_an_input_grown_under_the_consumer_stops_it_before_it_reads_on(
         self,
@@ -146,9 +157,8 @@ class TestPartitionsAdded:
             assert bodies == [whole[job]], f"{job} was posted from part of its state"
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
         posted = accepted(sandbox_in_process)
-        again = start_consumer_process(settings, log, FAST_METADATA)
-        assert await asyncio.to_thread(again.wait, 60) == 2, tail(log)
-        assert "has 2 partitions but the inputs have 3" in log_events(log, "fatal")[-1]["error"]
+        fatal = await fatal_start(settings, log, FAST_METADATA)
+        assert "has 2 partitions but the inputs have 3" in fatal["error"]
         assert accepted(sandbox_in_process) == posted
 
     async def test_an_event_put_by_the_new_count_stops_it_before_its_metadata_refresh(
@@ -210,9 +220,7 @@ class TestPartitionsAdded:
         await grow(kafka_bootstrap, [*topics.inputs, topics.state], 4)
         await produce(kafka_bootstrap, topics.inputs, final_upserts(list(demo.expected), "late"))
         requests = len(sandbox_in_process.state.records)
-        again = start_consumer_process(settings, log)
-        assert await asyncio.to_thread(again.wait, 60) == 2, tail(log)
-        fatal = log_events(log, "fatal")[-1]
+        fatal = await fatal_start(settings, log)
         assert fatal["kind"] == "TopicLayoutError"
         assert f"the changelog {topics.state} holds jobs on partitions" in fatal["error"]
         assert len(sandbox_in_process.state.records) == requests
@@ -361,9 +369,7 @@ class TestChangelogReplaced:
         config = {"cleanup.policy": "compact", "max.message.bytes": str(CHANGELOG_BYTES)}
 
         other = await make_topic("other-state", 2, "compact", config)
-        moved = start_consumer_process(settings, log, {"BASICSYNC_TOPICS__STATE": other})
-        assert await asyncio.to_thread(moved.wait, 60) == 2, tail(log)
-        fatal = log_events(log, "fatal")[-1]
+        fatal = await fatal_start(settings, log, {"BASICSYNC_TOPICS__STATE": other})
         assert fatal["kind"] == "ChangelogReplaced"
         assert f"committed with the changelog {topics.state}, not {other}" in fatal["error"]
         checked = await basicsync(
@@ -373,9 +379,7 @@ class TestChangelogReplaced:
         assert "FAIL  changelog continuity" in checked.out
 
         await recreate(kafka_bootstrap, topics.state, 2, config)
-        again = start_consumer_process(settings, log)
-        assert await asyncio.to_thread(again.wait, 60) == 2, tail(log)
-        fatal = log_events(log, "fatal")[-1]
+        fatal = await fatal_start(settings, log)
         assert fatal["kind"] == "ChangelogReplaced"
         for partition in (0, 1):
             assert (
@@ -440,9 +444,8 @@ class TestChangelogReplaced:
         floors = [read_floor(mark.metadata) for mark in marks.values()]
         assert [floor is not None and floor.replaced for floor in floors] == [True, True], marks
 
-        again = start_consumer_process(settings, log)
-        assert await asyncio.to_thread(again.wait, 60) == 2, tail(log)
-        assert "while a member wrote to it" in log_events(log, "fatal")[-1]["error"]
+        fatal = await fatal_start(settings, log)
+        assert "while a member wrote to it" in fatal["error"]
         assert len(sandbox_in_process.state.records) == requests
 
         await rebuilt_from_the_earliest(kafka_bootstrap, sandbox_in_process, log, ran)
@@ -502,9 +505,7 @@ class TestChangelogRecordsDeleted:
         await produce(kafka_bootstrap, topics.inputs, final_upserts(list(demo.expected), "later"))
         requests = len(sandbox_in_process.state.records)
 
-        again = start_consumer_process(settings, log)
-        assert await asyncio.to_thread(again.wait, 60) == 2, tail(log)
-        fatal = log_events(log, "fatal")[-1]
+        fatal = await fatal_start(settings, log)
         assert fatal["kind"] == "ChangelogReplaced"
         assert (
             f"changelog {topics.state} partition 0 starts at offset {start}, but the group's "
@@ -524,3 +525,67 @@ class TestChangelogRecordsDeleted:
         await rebuilt_from_the_earliest(kafka_bootstrap, sandbox_in_process, log, ran, "later")
         checked = await basicsync(settings, "check", "--skip-gateway")
         assert checked.code == 0, checked.out
+
+
+async def record_counts(bootstrap: str, topics: Topics) -> list[int]:
+    """How many records the changelog and both result topics hold, each."""
+    names = [topics.state, topics.succeeded, topics.failed]
+    return [len(await raw_records(bootstrap, name)) for name in names]
+
+
+class TestChangelogShared:
+    async def test_a_group_given_another_groups_changelog_stops_before_it_posts(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """A deployment copied under a new group id keeps the old ``BASICSYNC_TOPICS__STATE``.
+        Its offsets are its own, its changelog is not: it would restore the first group's jobs
+        as its own. It stops at its restore (exit 2, ``ChangelogShared`` naming both groups)
+        before WorkfloPlus gets a request, before a record reaches the changelog or a result
+        topic and before an offset is committed. Told the first group is its old name
+        (``BASICSYNC_STORE__ADOPT_CHANGELOG_OF``), it takes the states over: its replay of the
+        input from the start posts nothing, a new event of each job posts it once, whole. The
+        first group, started again although it was meant to be gone, stops the same way."""
+        log = str(tmp_path / "consumer.log")
+        ran = await ran_to_the_end(kafka_bootstrap, make_topic, sandbox_in_process, log, 13)
+        topics, demo, settings = ran.topics, ran.demo, ran.settings
+        copy = f"{topics.group}-copy"
+        before = accepted(sandbox_in_process)
+        requests = len(sandbox_in_process.state.records)
+        counts = await record_counts(kafka_bootstrap, topics)
+
+        fatal = await fatal_start(settings, log, {"BASICSYNC_KAFKA__GROUP_ID": copy})
+        assert fatal["kind"] == "ChangelogShared"
+        assert f"written by consumer group {topics.group!r}" in fatal["error"]
+        assert f"not by this member's group {copy!r}" in fatal["error"]
+        assert f"BASICSYNC_STORE__ADOPT_CHANGELOG_OF={topics.group}" in fatal["error"]
+        assert log_events(log, "changelog_shared"), tail(log)
+        assert len(sandbox_in_process.state.records) == requests
+        assert await record_counts(kafka_bootstrap, topics) == counts
+        assert await committed(kafka_bootstrap, copy) == {}
+
+        await produce(kafka_bootstrap, topics.inputs, final_upserts(list(demo.expected), "late"))
+        renamed = {
+            "BASICSYNC_KAFKA__GROUP_ID": copy,
+            "BASICSYNC_STORE__ADOPT_CHANGELOG_OF": f"unrelated,{topics.group}",
+        }
+        adopted = start_consumer_process(settings, log, renamed)
+        try:
+            await wait_converged(sandbox_in_process, with_title(demo.expected, "late"), within=60)
+        finally:
+            adopted.terminate()
+            assert await asyncio.to_thread(adopted.wait, 60) == 0, tail(log)
+        posted = accepted_since(sandbox_in_process, before)
+        assert {job: len(bodies) for job, bodies in posted.items()} == dict.fromkeys(
+            demo.expected, 1
+        ), "each job posted once: the late title, not the replay"
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+        requests = len(sandbox_in_process.state.records)
+
+        fatal = await fatal_start(settings, log)
+        assert fatal["kind"] == "ChangelogShared"
+        assert f"written by consumer group {copy!r}" in fatal["error"]
+        assert len(sandbox_in_process.state.records) == requests

@@ -44,6 +44,7 @@ from consumer.state.checkpoint import (
 from consumer.state.continuity import (
     ChangelogBounds,
     ChangelogFloor,
+    ChangelogOwner,
     broken_continuity,
     read_floor,
 )
@@ -100,7 +101,9 @@ class FakeProducer:
 
 
 class Rig:
-    def __init__(self, *, compress_values: bool = False) -> None:
+    def __init__(
+        self, *, compress_values: bool = False, owner: ChangelogOwner | None = None
+    ) -> None:
         self.store = JobStore()
         self.producers: dict[int, FakeProducer] = {}
 
@@ -113,6 +116,7 @@ class Rig:
             TOPICS,
             open_producer,  # type: ignore[arg-type]
             compress_values=compress_values,
+            owner=owner,
         )
 
     def put(self, partition: int, state: JobState) -> None:
@@ -210,6 +214,28 @@ class TestCheckpoint:
         marks = {r.key: r.headers for r in records if r.topic == "state"}
         assert marks[b"done"] == [(SETTLED_HEADER, settled_header(done))]
         assert marks[b"open"] == marks[b"doubt"] == []
+        assert [r.headers for r in records if r.topic == "ok"] == [[]]
+
+    async def test_every_changelog_record_names_the_group_that_wrote_it(self) -> None:
+        """States (settled or not), markers and tombstones carry the writer's group, so a
+        restore can tell another group's records (``ChangelogShared``); results do not."""
+        group = ("basicsync-group", b"prod")
+        rig = Rig(owner=ChangelogOwner("prod"))
+        await rig.checkpoint.open(0)
+        done = replace(job_state("done"), synced_version=2, synced_sha256="0" * 64)
+        rig.put(0, done)
+        rig.put(0, job_state("open"))
+        marker = forget(job_state("old"), NOW)
+        rig.store.put_forgotten(0, marker)
+        rig.checkpoint.stage_marker(0, marker)
+        rig.checkpoint.stage_forgotten(0, "gone")
+        rig.checkpoint.stage_result(0, success("done"))
+        await rig.checkpoint.make_durable(0)
+        [(records, _)] = rig.producers[0].transactions
+        marks = {r.key: r.headers for r in records if r.topic == "state"}
+        assert set(marks) == {b"done", b"open", b"old", b"gone"}
+        assert marks[b"done"] == [group, (SETTLED_HEADER, settled_header(done))]
+        assert marks[b"open"] == marks[b"old"] == marks[b"gone"] == [group]
         assert [r.headers for r in records if r.topic == "ok"] == [[]]
 
     async def test_values_compressed_alone_read_back_as_the_states(self) -> None:

@@ -16,7 +16,8 @@ from consumer.domain.retention import forget
 from consumer.domain.settled import SETTLED_HEADER, SettledJob, settled_header
 from consumer.domain.state_codec import encode_state
 from consumer.domain.value_compression import compressed
-from consumer.state.continuity import ChangelogBounds
+from consumer.errors import ChangelogShared
+from consumer.state.continuity import ChangelogBounds, ChangelogOwner
 from consumer.state.recovery import changelog_bounds, restore
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -28,6 +29,7 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: list[tuple[str, bytes]] = field(default_factory=list)
+    offset: int = 0
 
 
 class FakeConsumer:
@@ -210,6 +212,34 @@ class TestRestore:
         consumer = FakeConsumer({0: [Record(b"odd", value, [(SETTLED_HEADER, b"tomorrow|X")])]})
         states, report = await run(consumer, [0])
         assert (states[0], report.skipped, set(report.unreadable[0])) == ({}, 1, {"odd"})
+
+    async def test_a_record_of_another_group_stops_the_restore(self) -> None:
+        """Two groups given one changelog would restore each other's jobs: the first record
+        another group wrote (a tombstone as much as a state) raises ``ChangelogShared`` naming
+        the topic, partition, offset and both groups, and how to go on. The group's own
+        records, records naming no group (written before the header) and those of a group it
+        adopted are restored."""
+        ours = [("basicsync-group", b"prod")]
+        theirs = [("basicsync-group", b"staging")]
+        mixed = {
+            0: [
+                Record(b"a", encode_state(job("a")), ours, offset=0),
+                Record(b"b", encode_state(job("b")), [], offset=1),
+                Record(b"a", None, theirs, offset=2),
+            ]
+        }
+        prod = ChangelogOwner("prod")
+        with pytest.raises(ChangelogShared) as raised:
+            await restore(lambda **_: FakeConsumer(mixed), TOPIC, [0], owner=prod)
+        message = str(raised.value)
+        assert raised.value.writer == "staging"
+        for part in (TOPIC, "partition 0", "offset 2", "'staging'", "'prod'", "ADOPT_CHANGELOG_OF"):
+            assert part in message, part
+        renamed = ChangelogOwner("prod", frozenset({"staging"}))
+        states, _ = await restore(lambda **_: FakeConsumer(mixed), TOPIC, [0], owner=renamed)
+        assert set(states[0]) == {"b"}
+        states, _ = await restore(lambda **_: FakeConsumer(mixed), TOPIC, [0])  # a tool: no owner
+        assert set(states[0]) == {"b"}
 
     async def test_empty_and_no_partitions(self) -> None:
         """A partition without records restores empty; no partitions read nothing."""
