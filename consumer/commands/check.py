@@ -217,6 +217,7 @@ async def _placement_checks(admin: AIOKafkaAdminClient, settings: Settings) -> l
             else:
                 detail = f"{changelog}: {placement.sampled} sampled job keys on their partition"
                 checks.append(Check("changelog placement", True, detail, EXIT_OK))
+            checks.append(writers_check(settings, placement.writers))
         elif placement.misplaced:
             detail = (
                 f"{placement.topic}: {placement.misplaced} of {placement.sampled} sampled keys are "
@@ -230,6 +231,22 @@ async def _placement_checks(admin: AIOKafkaAdminClient, settings: Settings) -> l
             )
             checks.append(Check("partitioner", True, detail, EXIT_OK))
     return checks
+
+
+def writers_check(settings: Settings, writers: frozenset[str]) -> Check:
+    """The changelog's newest records are this group's (or a group it adopted): what a
+    restore checks of every record (``consumer.state.continuity``)."""
+    changelog, group = settings.state_topic, settings.kafka.group_id
+    others = sorted(writers - {group, *settings.store.adopt_changelog_of})
+    if others:
+        detail = (
+            f"{changelog}: its newest records were written by group {', '.join(others)}, and "
+            f"this is group {group}: two groups share one changelog, and basicsync run stops "
+            "at its restore (ChangelogShared; docs/operations.md, 'Topics')"
+        )
+        return Check("changelog writers", False, detail, EXIT_TOPICS)
+    named = ", ".join(sorted(writers)) or "none named (written before records named one)"
+    return Check("changelog writers", True, f"{changelog}: sampled writers {named}", EXIT_OK)
 
 
 async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:

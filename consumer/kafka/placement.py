@@ -17,6 +17,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from consumer.errors import TopicLayoutError
 from consumer.kafka.partitioning import hashes_to
 from consumer.kafka.starting import start_client
+from consumer.state.continuity import WRITER_HEADER
 
 #: Changelog records sampled per partition at start: after partitions were added, about half
 #: of all keys (or more) sit where the new count would not put them, so a few dozen show it.
@@ -30,6 +31,9 @@ class Placement:
     topic: str
     sampled: int
     misplaced: int
+    #: the groups the sampled records name as their writer (changelog records name one:
+    #: ``consumer.state.continuity``); empty for other topics
+    writers: frozenset[str] = frozenset()
 
 
 async def sample_placement(
@@ -57,6 +61,7 @@ async def sample_placement(
                 wanted[tp] = ends[tp]
         sampled = {topic: 0 for topic in topic_partitions}
         misplaced = {topic: 0 for topic in topic_partitions}
+        writers: dict[str, set[str]] = {topic: set() for topic in topic_partitions}
         while wanted:
             batch = await consumer.getmany(*wanted, timeout_ms=timeout_ms)
             if not batch:
@@ -66,12 +71,19 @@ async def sample_placement(
                     if message.key is None:
                         continue
                     sampled[tp.topic] += 1
+                    writers[tp.topic].update(
+                        value.decode(errors="replace")
+                        for name, value in message.headers
+                        if name == WRITER_HEADER and value is not None
+                    )
                     count = topic_partitions[tp.topic]
                     if hashes_to(message.key, count) != tp.partition:
                         misplaced[tp.topic] += 1
                 if await consumer.position(tp) >= wanted[tp]:
                     del wanted[tp]
-        return [Placement(t, sampled[t], misplaced[t]) for t in topic_partitions]
+        return [
+            Placement(t, sampled[t], misplaced[t], frozenset(writers[t])) for t in topic_partitions
+        ]
     finally:
         await consumer.stop()
 

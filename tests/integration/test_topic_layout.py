@@ -543,9 +543,10 @@ class TestChangelogShared:
     ) -> None:
         """A deployment copied under a new group id keeps the old ``BASICSYNC_TOPICS__STATE``.
         Its offsets are its own, its changelog is not: it would restore the first group's jobs
-        as its own. It stops at its restore (exit 2, ``ChangelogShared`` naming both groups)
-        before WorkfloPlus gets a request, before a record reaches the changelog or a result
-        topic and before an offset is committed. Told the first group is its old name
+        as its own. ``basicsync check`` says so (exit 4, ``changelog writers``); ``run`` stops
+        at its restore (exit 2, ``ChangelogShared`` naming both groups) before WorkfloPlus gets
+        a request, before a record reaches the changelog or a result topic and before an offset
+        is committed. Told the first group is its old name
         (``BASICSYNC_STORE__ADOPT_CHANGELOG_OF``), it takes the states over: its replay of the
         input from the start posts nothing, a new event of each job posts it once, whole. The
         first group, started again although it was meant to be gone, stops the same way."""
@@ -553,6 +554,18 @@ class TestChangelogShared:
         ran = await ran_to_the_end(kafka_bootstrap, make_topic, sandbox_in_process, log, 13)
         topics, demo, settings = ran.topics, ran.demo, ran.settings
         copy = f"{topics.group}-copy"
+        checked = await basicsync(settings, "check", "--skip-gateway")
+        assert checked.code == 0, checked.out
+        assert f"ok    changelog writers: {topics.state}: sampled writers {topics.group}\n" in (
+            checked.out
+        )
+        checked = await basicsync(
+            settings, "check", "--skip-gateway", BASICSYNC_KAFKA__GROUP_ID=copy
+        )
+        assert checked.code == 4, checked.out
+        assert f"FAIL  changelog writers: {topics.state}: its newest records were written by " in (
+            checked.out
+        )
         before = accepted(sandbox_in_process)
         requests = len(sandbox_in_process.state.records)
         counts = await record_counts(kafka_bootstrap, topics)

@@ -6,7 +6,8 @@ import pytest
 from aiokafka import TopicPartition
 
 from consumer.cli import main
-from consumer.commands.check import Check, input_offset_problems
+from consumer.commands.check import Check, input_offset_problems, writers_check
+from consumer.config import KafkaSettings, Settings, StoreSettings
 
 
 class TestCheckLine:
@@ -76,3 +77,22 @@ class TestInputOffsetProblems:
         tp = TopicPartition("in", 0)
         assert input_offset_problems("g", {tp: 12}, {tp: 12}, {tp: 12}) == []
         assert input_offset_problems("g", {tp: 0}, {tp: 0}, {tp: 30}) == []
+
+
+class TestWritersCheck:
+    def test_another_groups_records_fail_with_the_topics_exit_code(self) -> None:
+        """The changelog's sampled records name their writers: this group's, a group it
+        adopted and none at all pass; any other group fails (exit 4), named."""
+        settings = Settings(
+            kafka=KafkaSettings(group_id="prod"),
+            store=StoreSettings(adopt_changelog_of=["prod-old"]),
+        )
+        assert writers_check(settings, frozenset()).ok
+        fine = writers_check(settings, frozenset({"prod", "prod-old"}))
+        assert fine.ok
+        assert (
+            fine.line() == "ok    changelog writers: prod.job-state: sampled writers prod, prod-old"
+        )
+        shared = writers_check(settings, frozenset({"prod", "staging", "dev"}))
+        assert (shared.ok, shared.exit_code) == (False, 4)
+        assert "written by group dev, staging, and this is group prod" in shared.detail
