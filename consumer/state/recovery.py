@@ -174,11 +174,17 @@ class _Restored:
         self.records += len(messages)
         slot = self.values.setdefault(partition, {})
         owner = self.owner
+        ours = None if owner is None else owner.header()[1]
         for message in messages:
             if message.key is None:
                 continue
             settled, writer = _marks(message.headers)
-            if owner is not None and writer is not None and not owner.accepts(writer):
+            if (
+                writer != ours
+                and owner is not None
+                and writer is not None
+                and not (owner.accepts(writer))
+            ):
                 name = writer.decode(errors="replace")
                 raise ChangelogShared(self.topic, partition, message.offset, name, owner.group)
             if message.value is None:
