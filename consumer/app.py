@@ -64,7 +64,7 @@ from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, SyncTracer, Tracing
 from consumer.pipeline import Pipeline, PipelineLimits, Restored, Restorer
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
-from consumer.state.continuity import ChangelogBounds, ChangelogOwner
+from consumer.state.continuity import ChangelogBounds, ChangelogOwner, changelog_owner
 from consumer.state.memory import MemoryGuard, memory_limit_bytes
 from consumer.state.recovery import RestoreReport, changelog_bounds, restore
 from consumer.state.store import JobStore
@@ -366,7 +366,7 @@ def _assemble(
     """The object graph, each part given what it needs at construction."""
     _warn_deprecated(settings)
     store = JobStore()
-    owner = ChangelogOwner(settings.kafka.group_id, frozenset(settings.store.adopt_changelog_of))
+    owner = changelog_owner(settings)
     checkpoint = _checkpoint(settings, kafka, store, owner)
     source = _event_source(settings, kafka, stats)
     observer = _CircuitPausesSource(stats, source)

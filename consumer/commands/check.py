@@ -50,7 +50,7 @@ from consumer.kafka.limits import RECORD_HEADROOM_BYTES, RESULT_RECORD_BYTES
 from consumer.kafka.placement import misplaced_state, sample_placement
 from consumer.kafka.starting import start_client
 from consumer.observability.logging import configure_logging
-from consumer.state.continuity import broken_continuity
+from consumer.state.continuity import broken_continuity, changelog_owner
 from consumer.state.recovery import changelog_bounds
 from consumer.sync.diagnosis import ProbeResult, probe_result
 
@@ -237,7 +237,8 @@ def writers_check(settings: Settings, writers: frozenset[str]) -> Check:
     """The changelog's newest records are this group's (or a group it adopted): what a
     restore checks of every record (``consumer.state.continuity``)."""
     changelog, group = settings.state_topic, settings.kafka.group_id
-    others = sorted(writers - {group, *settings.store.adopt_changelog_of})
+    owner = changelog_owner(settings)
+    others = sorted(writer for writer in writers if not owner.accepts(writer.encode()))
     if others:
         detail = (
             f"{changelog}: its newest records were written by group {', '.join(others)}, and "

@@ -50,6 +50,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from consumer.config import Settings
+
 #: The metadata's version key: another program's metadata is not mistaken for ours.
 _VERSION = "basicsync"
 
@@ -73,6 +75,11 @@ class ChangelogOwner:
     def accepts(self, writer: bytes) -> bool:
         """Is a record whose :data:`WRITER_HEADER` is ``writer`` this group's to restore?"""
         return writer == self.group.encode() or writer.decode(errors="replace") in self.adopted
+
+
+def changelog_owner(settings: Settings) -> ChangelogOwner:
+    """The member's group, and the groups ``BASICSYNC_STORE__ADOPT_CHANGELOG_OF`` names."""
+    return ChangelogOwner(settings.kafka.group_id, frozenset(settings.store.adopt_changelog_of))
 
 
 class ChangelogBounds(NamedTuple):
