@@ -111,6 +111,27 @@ class ChangelogShared(FatalError):
         self.writer = writer
 
 
+class ChangelogWrittenElsewhere(FatalError):
+    """Another producer wrote to a changelog partition this member owns, while it owned it:
+    its commit's first record landed past where its own writes had left the partition
+    (``consumer.kafka.transactions.PartitionProducer.expect_end``). Two groups given one
+    state topic that both started on empty partitions meet here, at their first writes after
+    each other's, instead of at a later restore (``ChangelogShared``).
+
+    Raised once the commit that found it was aborted: nothing of it counts, and nothing it
+    announced was posted. Operator: give each group its own state topic; ``basicsync check``
+    names the groups that wrote the changelog's newest records; docs/operations.md ("Topics").
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__(
+            "; ".join(problems)
+            + ". Only this group's members may write its state topic (each group needs its own, "
+            "BASICSYNC_TOPICS__STATE): the commit was aborted and nothing of it was posted. "
+            "basicsync check names the groups writing it; see docs/operations.md, 'Topics'"
+        )
+
+
 class KafkaSecurityError(FatalError):
     """The brokers refused the connection's security: wrong SASL user or password, a client
     certificate they do not trust (or an expired one), a broker certificate we do not trust,

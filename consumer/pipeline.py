@@ -36,7 +36,13 @@ from aiokafka import TopicPartition
 from consumer.domain.results import MAX_FAILURE_VALUE_BYTES
 from consumer.domain.retention import ForgottenJob, Retention, StoredJob, forget, retention_action
 from consumer.domain.settled import SettledJob
-from consumer.errors import ChangelogReplaced, ChangelogShared, FatalError, MemoryExhausted
+from consumer.errors import (
+    ChangelogReplaced,
+    ChangelogShared,
+    ChangelogWrittenElsewhere,
+    FatalError,
+    MemoryExhausted,
+)
 from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.access import is_denial
 from consumer.kafka.admin import changed_layout
@@ -465,6 +471,9 @@ class Pipeline:
                 raise ChangelogReplaced(
                     [why for _, why in sorted(self._checkpoint.replaced.items())]
                 )
+            if self._checkpoint.written_elsewhere:
+                found = self._checkpoint.written_elsewhere
+                raise ChangelogWrittenElsewhere([why for _, why in sorted(found.items())])
             self._handle_lost()
             self._scheduler.set_catching_up(
                 self._catch_up.observe(self._source.behind(), time.monotonic())

@@ -160,6 +160,23 @@ class PartitionProducer:
         #: the commit in progress once it failed or waited past ``slow_after_s``; None again
         #: when it returns or raises
         self.trouble: CommitTrouble | None = None
+        #: per topic partition, the end offset this producer's own writes explain (see
+        #: :meth:`expect_end`)
+        self._ends: dict[TopicPartition, int] = {}
+        self._watched: set[TopicPartition] = set()
+
+    def expect_end(self, tp: TopicPartition, end: int) -> None:
+        """``tp`` ends at ``end`` now, and only this producer writes to it from here on.
+
+        Each commit then checks that its first record on ``tp`` lands right where the writes
+        of this producer left it (past its last record and that transaction's commit marker).
+        One acknowledged further on means another producer wrote there meanwhile: the
+        transaction is aborted and ``LogWrittenElsewhere`` raised. A transaction that fails
+        leaves records and an abort marker nobody counted: the check is off for a partition
+        from then until a commit of this producer wrote to it again.
+        """
+        self._watched.add(tp)
+        self._ends[tp] = end
 
     async def start(self) -> None:
         """Fence every earlier producer of this partition; raises ``PartitionLost`` if refused."""
@@ -212,6 +229,8 @@ class PartitionProducer:
         transaction. A record acknowledged below it means the topic was deleted and created
         again (or lost records) since: the transaction is aborted and ``LogReplaced`` raised,
         before anything of it counts.
+
+        Raises ``LogWrittenElsewhere`` as :meth:`expect_end` says.
 
         Transient failures (a broker that does not answer, a leader moving, a coordinator
         loading) abort the transaction and repeat it whole: writing the same states and records
@@ -274,7 +293,7 @@ class PartitionProducer:
                 return written
             except (ProducerFenced, InvalidProducerEpoch) as exc:
                 raise PartitionLost(self.partition, f"fenced by a newer owner ({exc})") from None
-            except (*_DENIALS, LogReplaced):
+            except (*_DENIALS, LogReplaced, LogWrittenElsewhere):
                 # A missing ACL, or a topic replaced: no retry in place helps; the caller
                 # reports it (and waits, or stops).
                 await self._abort()
@@ -325,6 +344,7 @@ class PartitionProducer:
         try:
             return await self._write(records, offsets, write_from, batches)
         except BaseException:
+            self._ends.clear()  # its records and its abort marker took offsets nobody counted
             # A transaction that failed midway (a broker restarting under it, say) leaves the
             # acknowledgements of the batches it sent unawaited. Their errors are this
             # failure's, handled by the caller; unread, asyncio logs each as "Future exception
@@ -373,6 +393,7 @@ class PartitionProducer:
         if split:
             raise _BatchesSplit(split)
         written: dict[TopicPartition, int] = {}
+        unknown: set[TopicPartition] = set()
         for sent, acknowledged in zip(batches, outcomes, strict=True):
             if isinstance(acknowledged, BaseException):
                 raise acknowledged
@@ -381,11 +402,30 @@ class PartitionProducer:
             # already written, too long ago to have kept its offset (DuplicateSequenceNumber).
             if floor is not None and 0 <= acknowledged.offset < floor:
                 raise LogReplaced(sent.tp, acknowledged.offset, floor)
+            expected = self._ends.get(sent.tp)
+            if expected is not None and sent.tp not in written and acknowledged.offset > expected:
+                raise LogWrittenElsewhere(sent.tp, acknowledged.offset, expected)
+            if acknowledged.offset < 0:
+                unknown.add(sent.tp)
             last = acknowledged.offset + len(sent.indices) - 1  # a batch's offsets are consecutive
             written[sent.tp] = max(last, written.get(sent.tp, -1))
         self._stage = "commit_transaction"
         await producer.commit_transaction()
+        self._count_ends(written, unknown)
         return written
+
+    def _count_ends(
+        self, written: Mapping[TopicPartition, int], unknown: set[TopicPartition]
+    ) -> None:
+        """The ends a committed transaction left its watched partitions at: past its last
+        record and the commit marker after it (unknown where a batch's offset was)."""
+        for tp, last in written.items():
+            if tp not in self._watched:
+                continue
+            if tp in unknown:
+                self._ends.pop(tp, None)
+            else:
+                self._ends[tp] = last + 2
 
     def _refused_as_too_large(
         self, batches: list[_Sent], outcomes: list[Any], too_large: dict[int, str]
@@ -554,6 +594,20 @@ class LogReplaced(Exception):
         super().__init__(
             f"{tp.topic} partition {tp.partition} took a record at offset {offset}, below the "
             f"end offset {floor} it had before"
+        )
+        self.tp = tp
+
+
+class LogWrittenElsewhere(Exception):
+    """A transaction's first record on a topic partition was acknowledged past the end this
+    producer's own writes had left it at (``PartitionProducer.expect_end``): another producer
+    wrote to it since. The transaction was aborted."""
+
+    def __init__(self, tp: TopicPartition, offset: int, expected: int) -> None:
+        super().__init__(
+            f"{tp.topic} partition {tp.partition} took this member's record at offset {offset}, "
+            f"where this member's own writes had left it ending at {expected}: another "
+            f"producer took {offset - expected} offset(s) of it since"
         )
         self.tp = tp
 

@@ -79,6 +79,7 @@ from consumer.kafka.records import Position
 from consumer.kafka.transactions import (
     CommitTrouble,
     LogReplaced,
+    LogWrittenElsewhere,
     OutRecord,
     PartitionProducer,
     Producible,
@@ -299,6 +300,9 @@ class Checkpoint:
         self._lost: set[int] = set()
         #: partition -> why its changelog is not the one it wrote before (found at a commit)
         self.replaced: dict[int, str] = {}
+        #: partitions whose changelog another producer wrote to while this member owned them,
+        #: and how it showed (``consumer.errors.ChangelogWrittenElsewhere``)
+        self.written_elsewhere: dict[int, str] = {}
         #: offset of the last changelog record this member committed, per partition it owns
         self._last_written: dict[int, int] = {}
         #: the changelog's end offset when this member took the partition (after fencing)
@@ -375,6 +379,9 @@ class Checkpoint:
         with, if it is not (``consumer.state.continuity``)."""
         self._taken_end[partition] = changelog.end
         self._taken_start[partition] = changelog.start
+        producer = self._producers.get(partition)
+        if producer is not None:  # from here on, only it writes the changelog partition
+            producer.expect_end(TopicPartition(self._topics.changelog, partition), changelog.end)
         self._committed_offsets[partition] = {tp: c.offset for tp, c in committed.items()}
         metadata = [c.metadata for c in committed.values()]
         return broken_continuity(self._topics.changelog, partition, metadata, changelog)
@@ -728,6 +735,8 @@ class Checkpoint:
             except LogReplaced as exc:
                 await self._mark_replaced(partition, producer, floor, str(exc))
                 raise PartitionLost(partition, "its changelog was replaced") from None
+            except LogWrittenElsewhere as exc:
+                raise self._written_elsewhere(partition, exc) from None
             except RecordsTooLarge as exc:
                 states = sorted(i for i in exc.indices if i < first_result)
                 for index in sorted(i for i in exc.indices if i >= first_result):
@@ -763,6 +772,13 @@ class Checkpoint:
                     self._last_written[partition] = written[changelog]
                 self._hold_ended(partition, ended)
                 return
+
+    def _written_elsewhere(self, partition: int, found: LogWrittenElsewhere) -> PartitionLost:
+        """Note another producer found writing the partition's changelog (the consume loop
+        stops on it: ``ChangelogWrittenElsewhere``); the partition is lost to this member."""
+        self.written_elsewhere[partition] = str(found)
+        log.error("changelog_written_elsewhere", partition=partition, error=str(found))
+        return PartitionLost(partition, "another producer writes its changelog")
 
     def _hold_ended(self, partition: int, ended: Mapping[str, tuple[JobState, bytes]]) -> None:
         """Keep each ended job just committed as the value written, as a restore would

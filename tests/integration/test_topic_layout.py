@@ -44,12 +44,15 @@ from tests.integration.harness import (
     committed_with_metadata,
     delete_records,
     eventually,
+    eventually_async,
     final_upserts,
+    free_port,
     log_events,
     new_topics,
     produce,
     raw_records,
     read_records,
+    readiness,
     recreate,
     settings_for,
     start_consumer_process,
@@ -602,3 +605,52 @@ class TestChangelogShared:
         assert fatal["kind"] == "ChangelogShared"
         assert f"written by consumer group {copy!r}" in fatal["error"]
         assert len(sandbox_in_process.state.records) == requests
+
+    async def test_two_groups_started_together_on_one_empty_changelog_both_stop(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Two deployments under different group ids, given one state topic, start together
+        while its partitions are empty: neither restore finds a record of the other. Both
+        read the same input and write the same changelog partitions. Each member's commit
+        after the other's writes lands past where its own writes left the partition: both
+        stop (exit 2, ``ChangelogWrittenElsewhere``) within seconds of the first events,
+        instead of running on, mixing their states, until a restore finds it."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=20, seed=31, prefix="two-groups"))
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        members = {}
+        for group in (topics.group, f"{topics.group}-copy"):
+            port = free_port()
+            log = str(tmp_path / f"{group}.log")
+            env = {
+                "BASICSYNC_KAFKA__GROUP_ID": group,
+                "BASICSYNC_OBSERVABILITY__HTTP_PORT": str(port),
+            }
+            members[group] = (start_consumer_process(settings, log, env), log, port)
+        try:
+            for _, log, port in members.values():
+
+                async def ready(port: int = port) -> bool:
+                    body = await readiness(port)
+                    return body is not None and body["ready"]
+
+                assert await eventually_async(ready, within=60), tail(log)
+            await produce(kafka_bootstrap, topics.inputs, demo.events)
+            for process, log, _ in members.values():
+                assert await asyncio.to_thread(process.wait, 60) == 2, tail(log)
+                fatal = log_events(log, "fatal")[-1]
+                assert fatal["kind"] == "ChangelogWrittenElsewhere", fatal
+                assert "another producer took" in fatal["error"], fatal
+                assert "BASICSYNC_TOPICS__STATE" in fatal["error"], fatal
+                found = log_events(log, "changelog_written_elsewhere")
+                assert found, tail(log)
+                assert {line["partition"] for line in found} <= {0, 1}, found
+        finally:
+            for process, _, _ in members.values():
+                if process.poll() is None:
+                    process.kill()
+                    process.wait()

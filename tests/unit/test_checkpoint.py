@@ -31,7 +31,12 @@ from consumer.domain.settled import SETTLED_HEADER, SettledJob, settled_header
 from consumer.domain.state_codec import ValueParts, decode_state, encode_state, value_parts
 from consumer.domain.value_compression import decompressed, is_compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
-from consumer.kafka.transactions import LogReplaced, PartitionProducer, Producible
+from consumer.kafka.transactions import (
+    LogReplaced,
+    LogWrittenElsewhere,
+    PartitionProducer,
+    Producible,
+)
 from consumer.observability.logging import bound_record
 from consumer.state import checkpoint as checkpoint_module
 from consumer.state.checkpoint import (
@@ -70,6 +75,11 @@ class FakeProducer:
         self.started = False
         self.stopped = False
         self.next_offset = 0
+        #: the ends it was told only it writes from (``PartitionProducer.expect_end``)
+        self.expected_ends: dict[TopicPartition, int] = {}
+
+    def expect_end(self, tp: TopicPartition, end: int) -> None:
+        self.expected_ends[tp] = end
 
     async def start(self) -> None:
         self.started = True
@@ -793,6 +803,39 @@ class TestChangelogFloor:
         assert problem is not None
         assert "changelog state partition 1 ends at offset 0" in problem
         assert "at least 500" in problem
+
+
+class TestChangelogWrittenElsewhere:
+    async def test_a_take_tells_the_producer_the_end_only_it_writes_from(self) -> None:
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        rig.checkpoint.taken(0, ChangelogBounds(3, 40), {})
+        assert rig.producers[0].expected_ends == {TopicPartition("state", 0): 40}
+
+    async def test_another_writer_found_by_a_commit_loses_the_partition_and_says_why(
+        self,
+    ) -> None:
+        """The producer found another producer's records in the changelog partition
+        (``LogWrittenElsewhere``; its transaction aborted): the partition is lost to this
+        member, nothing of the commit counts, and the checkpoint keeps why, for the consume
+        loop to stop on (``ChangelogWrittenElsewhere``)."""
+        rig = Rig()
+        await rig.checkpoint.open(0)
+        rig.checkpoint.taken(0, ChangelogBounds(0, 0), {})
+        producer = rig.producers[0]
+        producer.fail_next = LogWrittenElsewhere(TopicPartition("state", 0), 4, 0)
+        rig.put(0, job_state("a"))
+        rig.checkpoint.stage_offsets(0, {("in", 0): 9})
+        lost = pytest.raises(PartitionLost, match="another producer writes its changelog")
+        with capture_logs() as logs, lost:
+            await rig.checkpoint.make_durable(0)
+        assert "another producer took 4 offset(s)" in rig.checkpoint.written_elsewhere[0]
+        assert rig.checkpoint.take_lost() == {0}
+        assert producer.transactions == []
+        assert [line["event"] for line in logs if line["log_level"] == "error"] == [
+            "changelog_written_elsewhere"
+        ]
+        assert not rig.checkpoint.replaced
 
 
 class TestChangelogReplacedUnderTheMember:

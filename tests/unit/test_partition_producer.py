@@ -19,7 +19,13 @@ from aiokafka.structs import OffsetAndMetadata
 from structlog.testing import capture_logs
 
 from consumer.errors import PartitionLost
-from consumer.kafka.transactions import CommitTrouble, LogReplaced, OutRecord, PartitionProducer
+from consumer.kafka.transactions import (
+    CommitTrouble,
+    LogReplaced,
+    LogWrittenElsewhere,
+    OutRecord,
+    PartitionProducer,
+)
 
 
 class _Manager:
@@ -346,3 +352,194 @@ class TestWriteFrom:
         producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
         await producer.commit(RECORDS, {}, write_from={TopicPartition("t", 0): 10})
         assert fake.commits == 1
+
+
+class LoggedBroker(FencedMidTransaction):
+    """Offsets as a broker's log gives them: each batch at its partition's end, and one more
+    offset for the commit or abort marker of every partition a transaction wrote to.
+    ``intrude`` is another producer appending records; ``fail_next_ack`` fails the next
+    batch's acknowledgement after the batch was appended (a broker that answered too late)."""
+
+    def __init__(self) -> None:
+        super().__init__(fatal=False, fail_sends=0)
+        self.ends: dict[tuple[str, int], int] = {}
+        self._touched: set[tuple[str, int]] = set()
+        self.fail_next_ack = False
+        self.aborts = 0
+
+    def intrude(self, topic: str, partition: int, records: int) -> None:
+        self.ends[(topic, partition)] = self.ends.get((topic, partition), 0) + records
+
+    def create_batch(self) -> Any:
+        class _Batch:
+            records = 0
+
+            def append(self, **_: Any) -> object:
+                self.records += 1
+                return object()
+
+            def close(self) -> None:
+                pass
+
+            def size(self) -> int:
+                return self.records
+
+        return _Batch()
+
+    async def send_batch(self, batch: Any, topic: str, partition: int | None = None) -> Any:
+        assert partition is not None
+        where = (topic, partition)
+        offset = self.ends.get(where, 0)
+        self.ends[where] = offset + batch.records
+        self._touched.add(where)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        if self.fail_next_ack:
+            self.fail_next_ack = False
+            future.set_exception(KafkaTimeoutError())
+            return future
+
+        class _Metadata:
+            pass
+
+        acknowledged = _Metadata()
+        acknowledged.topic, acknowledged.partition, acknowledged.offset = topic, partition, offset  # type: ignore[attr-defined]
+        future.set_result(acknowledged)
+        return future
+
+    async def send_offsets_to_transaction(self, offsets: Any, group: str) -> None:
+        pass
+
+    def _marker(self) -> None:
+        for where in self._touched:
+            self.ends[where] += 1
+        self._touched.clear()
+        self._txn_manager.in_transaction = False
+
+    async def commit_transaction(self) -> None:
+        self._marker()
+        self.commits += 1
+
+    async def abort_transaction(self) -> None:
+        self._marker()
+        self.aborts += 1
+
+
+STATE = TopicPartition("state", 0)
+
+
+def state_records(count: int) -> list[OutRecord]:
+    return [OutRecord("state", f"job-{i}".encode(), b"{}", 0) for i in range(count)]
+
+
+def watched(broker: LoggedBroker, end: int = 0) -> PartitionProducer:
+    broker.ends[("state", 0)] = end
+    producer = PartitionProducer(lambda **_: broker, "group", 0, retry_backoff_s=0.001)
+    producer.expect_end(STATE, end)
+    return producer
+
+
+class TestAnotherWriter:
+    async def test_back_to_back_commits_of_its_own_are_never_taken_for_another_writer(
+        self,
+    ) -> None:
+        """Intents and checkpoints, with and without changelog records, each commit marker
+        counted: no false alarm over many commits."""
+        broker = LoggedBroker()
+        producer = watched(broker, end=40)
+        for count in [1, 3, 0, 2, 5, 0, 0, 1]:
+            results = [OutRecord("results", b"k", b"r", 0)]
+            await producer.commit([*state_records(count), *results], {})
+        assert broker.commits == 8
+
+    async def test_a_record_written_by_another_producer_aborts_the_next_commit(self) -> None:
+        """Another producer appends one record to the changelog partition between two of
+        this producer's commits: the next commit's first record lands one offset further on
+        than its own writes explain. That transaction is aborted, never retried or committed,
+        and ``LogWrittenElsewhere`` names the partition, both offsets and the count."""
+        broker = LoggedBroker()
+        producer = watched(broker, end=10)
+        await producer.commit(state_records(2), {})  # 10, 11, marker 12
+        broker.intrude("state", 0, 1)  # 13
+        with pytest.raises(LogWrittenElsewhere) as raised:
+            await producer.commit(state_records(1), {TopicPartition("in", 0): 3})
+        assert str(raised.value) == (
+            "state partition 0 took this member's record at offset 14, where this member's "
+            "own writes had left it ending at 13: another producer took 1 offset(s) of it since"
+        )
+        assert (broker.commits, broker.aborts) == (1, 1)
+        assert not broker._txn_manager.in_transaction
+
+    async def test_a_write_before_its_first_commit_is_found_too(self) -> None:
+        """Two groups started on one empty changelog: the other wrote first."""
+        broker = LoggedBroker()
+        producer = watched(broker, end=0)
+        broker.intrude("state", 0, 3)
+        with pytest.raises(LogWrittenElsewhere, match=r"at offset 3, where .* ending at 0"):
+            await producer.commit(state_records(1), {})
+
+    async def test_its_own_failed_attempts_are_no_alarm_and_the_check_comes_back(
+        self,
+    ) -> None:
+        """An attempt whose records were appended but not acknowledged in time is aborted
+        and repeated: its records and abort marker took offsets that nobody counted, so the
+        repeat is not checked, and neither is the next commit; a commit that wrote to the
+        partition sets the count right again, and the next intruder is found."""
+        broker = LoggedBroker()
+        producer = watched(broker, end=5)
+        broker.fail_next_ack = True
+        await producer.commit(state_records(2), {})
+        assert (broker.commits, broker.aborts) == (1, 1)
+        await producer.commit(state_records(1), {})
+        broker.intrude("state", 0, 2)
+        with pytest.raises(LogWrittenElsewhere):
+            await producer.commit(state_records(1), {})
+
+    async def test_a_commit_cancelled_midway_is_no_alarm(self) -> None:
+        """A stop's deadline cancels a commit after its records were appended; the next
+        commit aborts that transaction first, and is not checked against a count it broke."""
+        broker = LoggedBroker()
+        producer = watched(broker, end=0)
+        appended = asyncio.Event()
+
+        async def hang(*_: Any) -> None:
+            appended.set()
+            await asyncio.Event().wait()
+
+        setattr(broker, "send_offsets_to_transaction", hang)  # noqa: B010 (shadows the method)
+        first = asyncio.create_task(producer.commit(state_records(2), {TopicPartition("in", 0): 1}))
+        await appended.wait()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        delattr(broker, "send_offsets_to_transaction")
+        await producer.commit(state_records(1), {})
+        assert (broker.commits, broker.aborts) == (1, 1)
+
+    async def test_unwatched_partitions_are_shared_by_design(self) -> None:
+        """Result topics take every partition producer's records: never checked."""
+        broker = LoggedBroker()
+        producer = watched(broker, end=0)
+        result = OutRecord("results", b"k", b"r", 0)
+        await producer.commit([result], {})
+        broker.intrude("results", 0, 5)
+        await producer.commit([result, *state_records(1)], {})
+        assert broker.commits == 2
+
+    async def test_an_acknowledgement_without_an_offset_turns_the_check_off(self) -> None:
+        """``DuplicateSequenceNumber`` acknowledges a batch with offset -1: where the
+        partition ends is not known, so the next commit is not checked (no false alarm)."""
+        broker = LoggedBroker()
+        producer = watched(broker, end=0)
+        send = broker.send_batch
+
+        async def unknown_offset(batch: Any, topic: str, partition: int | None = None) -> Any:
+            future = await send(batch, topic, partition)
+            future.result().offset = -1
+            return future
+
+        broker.send_batch = unknown_offset  # type: ignore[method-assign]
+        await producer.commit(state_records(1), {})
+        broker.send_batch = send  # type: ignore[method-assign]
+        broker.intrude("state", 0, 1)
+        await producer.commit(state_records(1), {})
+        assert broker.commits == 2
