@@ -120,15 +120,18 @@ class ChangelogWrittenElsewhere(FatalError):
 
     Raised once the commit that found it was aborted: nothing of it counts, and nothing it
     announced was posted. Operator: give each group its own state topic; ``basicsync check``
-    names the groups that wrote the changelog's newest records; docs/operations.md ("Topics").
+    names the groups that wrote the changelog's newest records; a record produced by hand is
+    read by the next start's restore; docs/operations.md ("Topics").
     """
 
     def __init__(self, problems: list[str]) -> None:
         super().__init__(
             "; ".join(problems)
-            + ". Only this group's members may write its state topic (each group needs its own, "
-            "BASICSYNC_TOPICS__STATE): the commit was aborted and nothing of it was posted. "
-            "basicsync check names the groups writing it; see docs/operations.md, 'Topics'"
+            + ". Only this group's members may write its state topic while they run: the "
+            "commit was aborted and nothing of it was posted. Another consumer group given the "
+            "same BASICSYNC_TOPICS__STATE needs its own (basicsync check names the groups "
+            "writing it); a record produced by hand (a job's key deleted) is read by the next "
+            "start's restore: start the member again. See docs/operations.md, 'Topics'"
         )
 
 
