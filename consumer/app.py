@@ -21,6 +21,7 @@ commits its work too. One given up in step 3 is logged (``last_checkpoint_abando
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack, suppress
@@ -66,7 +67,7 @@ from consumer.pipeline import Pipeline, PipelineLimits, Restored, Restorer
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
 from consumer.state.continuity import ChangelogBounds, ChangelogOwner, changelog_owner
 from consumer.state.memory import MemoryGuard, memory_limit_bytes
-from consumer.state.recovery import RestoreReport, changelog_bounds, restore
+from consumer.state.recovery import RestoreReport, changelog_bounds, restore, writers_between
 from consumer.state.store import JobStore
 from consumer.stopping import Stopped, unless_stopped
 from consumer.sync.circuit import CircuitBreaker
@@ -339,6 +340,7 @@ def _checkpoint(
         _producer_factory(settings, kafka),
         compress_values=settings.kafka.compress_changelog_values,
         owner=owner,
+        read_writers=functools.partial(writers_between, _consumer_factory(kafka)),
     )
 
 

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -61,6 +61,15 @@ _DENIALS = (
     TransactionalIdAuthorizationFailed,
     ClusterAuthorizationFailedError,
 )
+
+
+#: Who wrote a topic partition's records from one offset to another: a description of a
+#: writer other than this member, or None when every record there is this member's.
+GapReader = Callable[[TopicPartition, int, int], Awaitable[str | None]]
+
+#: The longest a commit waits to learn who wrote the offsets it did not expect: past it, the
+#: commit goes on (every record's writer is checked again by the next restore).
+GAP_READ_TIMEOUT_S = 10.0
 
 
 def transactional_id(group_id: str, partition: int) -> str:
@@ -164,19 +173,23 @@ class PartitionProducer:
         #: :meth:`expect_end`)
         self._ends: dict[TopicPartition, int] = {}
         self._watched: set[TopicPartition] = set()
+        self._whose_gap: GapReader | None = None
 
-    def expect_end(self, tp: TopicPartition, end: int) -> None:
+    def expect_end(self, tp: TopicPartition, end: int, whose_gap: GapReader) -> None:
         """``tp`` ends at ``end`` now, and only this producer writes to it from here on.
 
         Each commit then checks that its first record on ``tp`` lands right where the writes
         of this producer left it (past its last record and that transaction's commit marker).
-        One acknowledged further on means another producer wrote there meanwhile: the
-        transaction is aborted and ``LogWrittenElsewhere`` raised. A transaction that fails
-        leaves records and an abort marker nobody counted: the check is off for a partition
-        from then until a commit of this producer wrote to it again.
+        One acknowledged further on is asked about (``whose_gap``): the offsets between may
+        hold another producer's records (then the transaction is aborted and
+        ``LogWrittenElsewhere`` raised), or only markers and records of this producer's own
+        that it could not count (a broker restarted under a transaction leaves such a marker).
+        A transaction that fails leaves records and an abort marker nobody counted: the check
+        is off for a partition from then until a commit of this producer wrote to it again.
         """
         self._watched.add(tp)
         self._ends[tp] = end
+        self._whose_gap = whose_gap
 
     async def start(self) -> None:
         """Fence every earlier producer of this partition; raises ``PartitionLost`` if refused."""
@@ -404,7 +417,7 @@ class PartitionProducer:
                 raise LogReplaced(sent.tp, acknowledged.offset, floor)
             expected = self._ends.get(sent.tp)
             if expected is not None and sent.tp not in written and acknowledged.offset > expected:
-                raise LogWrittenElsewhere(sent.tp, acknowledged.offset, expected)
+                await self._check_gap(sent.tp, expected, acknowledged.offset)
             if acknowledged.offset < 0:
                 unknown.add(sent.tp)
             last = acknowledged.offset + len(sent.indices) - 1  # a batch's offsets are consecutive
@@ -413,6 +426,35 @@ class PartitionProducer:
         await producer.commit_transaction()
         self._count_ends(written, unknown)
         return written
+
+    async def _check_gap(self, tp: TopicPartition, expected: int, offset: int) -> None:
+        """Raise ``LogWrittenElsewhere`` if the offsets of ``tp`` from ``expected`` to
+        ``offset``, which this producer's commits do not explain, hold another's records."""
+        whose_gap = self._whose_gap
+        if whose_gap is None:
+            return
+        self._stage = f"reading {tp.topic}-{tp.partition} from offset {expected}"
+        try:
+            writer = await asyncio.wait_for(whose_gap(tp, expected, offset), GAP_READ_TIMEOUT_S)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning(
+                "changelog_gap_unread",
+                partition=tp.partition,
+                first=expected,
+                end=offset,
+                error=_describe(exc),
+                action="going on; the next restore checks the writer of every record",
+            )
+            return
+        if writer is not None:
+            raise LogWrittenElsewhere(tp, offset, expected, writer)
+        log.info(
+            "changelog_gap_explained",
+            partition=tp.partition,
+            first=expected,
+            end=offset,
+            held="transaction markers and records of this member's own",
+        )
 
     def _count_ends(
         self, written: Mapping[TopicPartition, int], unknown: set[TopicPartition]
@@ -603,11 +645,11 @@ class LogWrittenElsewhere(Exception):
     producer's own writes had left it at (``PartitionProducer.expect_end``): another producer
     wrote to it since. The transaction was aborted."""
 
-    def __init__(self, tp: TopicPartition, offset: int, expected: int) -> None:
+    def __init__(self, tp: TopicPartition, offset: int, expected: int, writer: str) -> None:
         super().__init__(
             f"{tp.topic} partition {tp.partition} took this member's record at offset {offset}, "
-            f"where this member's own writes had left it ending at {expected}: another "
-            f"producer took {offset - expected} offset(s) of it since"
+            f"where this member's own writes had left it ending at {expected}: {writer} "
+            "wrote to it since"
         )
         self.tp = tp
 

@@ -57,7 +57,7 @@ work is dropped, since the new owner replays it from the last committed offsets.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
@@ -267,6 +267,11 @@ class _Pending:
             self.offsets[tp] = max(offset, self.offsets.get(tp, offset))
 
 
+#: The writer header of each changelog record from one offset to another of a partition:
+#: ``(topic, partition, first, end)`` (``consumer.state.recovery.writers_between``).
+WriterReader = Callable[[str, int, int, int], Awaitable[list[bytes | None]]]
+
+
 class Checkpoint:
     """Stages the effects of each owned partition and commits them transactionally."""
 
@@ -280,8 +285,12 @@ class Checkpoint:
         too_large_backoff_s: float = 5.0,
         compress_values: bool = True,
         owner: ChangelogOwner | None = None,
+        read_writers: WriterReader | None = None,
     ) -> None:
         self._store = store
+        #: who wrote a changelog partition's offsets that a commit did not expect (see
+        #: ``PartitionProducer.expect_end``); None: not asked, nor checked
+        self._read_writers = read_writers
         self._compress_values = compress_values
         #: on every changelog record: the group that wrote it (``consumer.state.continuity``)
         self._writer: list[tuple[str, bytes | None]] = [] if owner is None else [owner.header()]
@@ -380,11 +389,29 @@ class Checkpoint:
         self._taken_end[partition] = changelog.end
         self._taken_start[partition] = changelog.start
         producer = self._producers.get(partition)
-        if producer is not None:  # from here on, only it writes the changelog partition
-            producer.expect_end(TopicPartition(self._topics.changelog, partition), changelog.end)
+        if producer is not None and self._read_writers is not None:
+            # From here on, only it writes the changelog partition.
+            tp = TopicPartition(self._topics.changelog, partition)
+            producer.expect_end(tp, changelog.end, self._whose_gap)
         self._committed_offsets[partition] = {tp: c.offset for tp, c in committed.items()}
         metadata = [c.metadata for c in committed.values()]
         return broken_continuity(self._topics.changelog, partition, metadata, changelog)
+
+    async def _whose_gap(self, tp: TopicPartition, first: int, end: int) -> str | None:
+        """Another writer of ``tp``'s offsets ``first`` to ``end``, described; None when every
+        record there names this member's group (its own, uncounted: a transaction it repeated
+        after a broker restart, say) or there is none (transaction markers only)."""
+        assert self._read_writers is not None
+        ours = self._writer[0][1] if self._writer else None
+        writers = await self._read_writers(tp.topic, tp.partition, first, end)
+        others = sorted({writer for writer in writers if writer != ours}, key=lambda w: w or b"")
+        if not others:
+            return None
+        named = [repr(w.decode(errors="replace")) for w in others if w is not None]
+        described = [f"consumer group {', '.join(named)}"] if named else []
+        if None in others:
+            described.append("a producer naming no group (by hand, or another tool)")
+        return " and ".join(described)
 
     def known_end(self, partition: int) -> int | None:
         """The changelog end this member's own writes explain: the end when it took the

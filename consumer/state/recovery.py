@@ -119,6 +119,33 @@ async def changelog_bounds(
     return {tp.partition: ChangelogBounds(starts[tp], end) for tp, end in ends.items()}
 
 
+async def writers_between(
+    consumer_factory: Callable[..., AIOKafkaConsumer],
+    topic: str,
+    partition: int,
+    first: int,
+    end: int,
+) -> list[bytes | None]:
+    """The writer (``consumer.state.continuity.WRITER_HEADER``, None when absent) of each
+    record of ``topic`` ``partition`` from offset ``first`` to ``end``: whose records a
+    commit found between its own writes (``PartitionProducer.expect_end``). Records of
+    aborted transactions are read too (``read_uncommitted``); transaction markers are not
+    records and do not show."""
+    reader = consumer_factory(isolation_level="read_uncommitted", enable_auto_commit=False)
+    tp = TopicPartition(topic, partition)
+    writers: list[bytes | None] = []
+    try:
+        await start_client(reader.start())
+        reader.assign([tp])
+        reader.seek(tp, first)
+        while await reader.position(tp) < end:
+            fetched = await reader.getmany(tp, timeout_ms=1_000)
+            writers += [_marks(r.headers)[1] for r in fetched.get(tp, []) if r.offset < end]
+    finally:
+        await reader.stop()
+    return writers
+
+
 async def _read(
     consumer: AIOKafkaConsumer, topic: str, wanted: list[int], restored: _Restored
 ) -> dict[int, int]:

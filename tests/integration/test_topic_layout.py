@@ -617,8 +617,9 @@ class TestChangelogShared:
         while its partitions are empty: neither restore finds a record of the other. Both
         read the same input and write the same changelog partitions. Each member's commit
         after the other's writes lands past where its own writes left the partition: both
-        stop (exit 2, ``ChangelogWrittenElsewhere``) within seconds of the first events,
-        instead of running on, mixing their states, until a restore finds it."""
+        stop (exit 2, ``ChangelogWrittenElsewhere``, naming the other group, whose records it
+        read back) within seconds of the first events, instead of running on, mixing their
+        states, until a restore finds it."""
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=20, seed=31, prefix="two-groups"))
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
@@ -640,11 +641,12 @@ class TestChangelogShared:
 
                 assert await eventually_async(ready, within=60), tail(log)
             await produce(kafka_bootstrap, topics.inputs, demo.events)
-            for process, log, _ in members.values():
+            for group, (process, log, _) in members.items():
                 assert await asyncio.to_thread(process.wait, 60) == 2, tail(log)
                 fatal = log_events(log, "fatal")[-1]
                 assert fatal["kind"] == "ChangelogWrittenElsewhere", fatal
-                assert "another producer took" in fatal["error"], fatal
+                (other,) = set(members) - {group}
+                assert f"consumer group {other!r} wrote to it since" in fatal["error"], fatal
                 assert "BASICSYNC_TOPICS__STATE" in fatal["error"], fatal
                 found = log_events(log, "changelog_written_elsewhere")
                 assert found, tail(log)

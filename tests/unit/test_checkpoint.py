@@ -32,6 +32,7 @@ from consumer.domain.state_codec import ValueParts, decode_state, encode_state, 
 from consumer.domain.value_compression import decompressed, is_compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
 from consumer.kafka.transactions import (
+    GapReader,
     LogReplaced,
     LogWrittenElsewhere,
     PartitionProducer,
@@ -44,6 +45,7 @@ from consumer.state.checkpoint import (
     LEFT_AT_MOST,
     Checkpoint,
     CheckpointTopics,
+    WriterReader,
     _IntentParts,
 )
 from consumer.state.continuity import (
@@ -78,8 +80,9 @@ class FakeProducer:
         #: the ends it was told only it writes from (``PartitionProducer.expect_end``)
         self.expected_ends: dict[TopicPartition, int] = {}
 
-    def expect_end(self, tp: TopicPartition, end: int) -> None:
+    def expect_end(self, tp: TopicPartition, end: int, whose_gap: GapReader) -> None:
         self.expected_ends[tp] = end
+        self.whose_gap = whose_gap
 
     async def start(self) -> None:
         self.started = True
@@ -112,7 +115,11 @@ class FakeProducer:
 
 class Rig:
     def __init__(
-        self, *, compress_values: bool = False, owner: ChangelogOwner | None = None
+        self,
+        *,
+        compress_values: bool = False,
+        owner: ChangelogOwner | None = None,
+        read_writers: WriterReader | None = None,
     ) -> None:
         self.store = JobStore()
         self.producers: dict[int, FakeProducer] = {}
@@ -127,6 +134,7 @@ class Rig:
             open_producer,  # type: ignore[arg-type]
             compress_values=compress_values,
             owner=owner,
+            read_writers=read_writers,
         )
 
     def put(self, partition: int, state: JobState) -> None:
@@ -807,10 +815,51 @@ class TestChangelogFloor:
 
 class TestChangelogWrittenElsewhere:
     async def test_a_take_tells_the_producer_the_end_only_it_writes_from(self) -> None:
-        rig = Rig()
+        rig = Rig(owner=ChangelogOwner("g"), read_writers=self.reader([]))
         await rig.checkpoint.open(0)
         rig.checkpoint.taken(0, ChangelogBounds(3, 40), {})
         assert rig.producers[0].expected_ends == {TopicPartition("state", 0): 40}
+
+    async def test_without_a_reader_of_writers_nothing_is_checked(self) -> None:
+        rig = Rig(owner=ChangelogOwner("g"))
+        await rig.checkpoint.open(0)
+        rig.checkpoint.taken(0, ChangelogBounds(3, 40), {})
+        assert rig.producers[0].expected_ends == {}
+
+    @staticmethod
+    def reader(writers: list[bytes | None]) -> WriterReader:
+        async def read(topic: str, partition: int, first: int, end: int) -> list[bytes | None]:
+            assert (topic, partition, first, end) == ("state", 0, 40, 44)
+            return writers
+
+        return read
+
+    @pytest.mark.parametrize(
+        ("writers", "described"),
+        [
+            ([], None),
+            ([b"g", b"g"], None),
+            ([b"g", b"other"], "consumer group 'other'"),
+            ([b"b", None, b"a"], "consumer group 'a', 'b' and a producer naming no group"),
+            ([None], "a producer naming no group (by hand, or another tool)"),
+            ([b"adopted"], "consumer group 'adopted'"),
+        ],
+    )
+    async def test_the_gap_a_commit_found_is_described_by_its_writers(
+        self, writers: list[bytes | None], described: str | None
+    ) -> None:
+        """Records of this member's group (its own, uncounted) and transaction markers
+        (no record) are no other writer; a group it adopted writing now is one."""
+        owner = ChangelogOwner("g", frozenset({"adopted"}))
+        rig = Rig(owner=owner, read_writers=self.reader(writers))
+        await rig.checkpoint.open(0)
+        rig.checkpoint.taken(0, ChangelogBounds(0, 40), {})
+        found = await rig.producers[0].whose_gap(TopicPartition("state", 0), 40, 44)
+        if described is None:
+            assert found is None
+        else:
+            assert found is not None
+            assert found.startswith(described)
 
     async def test_another_writer_found_by_a_commit_loses_the_partition_and_says_why(
         self,
@@ -823,13 +872,18 @@ class TestChangelogWrittenElsewhere:
         await rig.checkpoint.open(0)
         rig.checkpoint.taken(0, ChangelogBounds(0, 0), {})
         producer = rig.producers[0]
-        producer.fail_next = LogWrittenElsewhere(TopicPartition("state", 0), 4, 0)
+        producer.fail_next = LogWrittenElsewhere(
+            TopicPartition("state", 0), 4, 0, "consumer group 'other'"
+        )
         rig.put(0, job_state("a"))
         rig.checkpoint.stage_offsets(0, {("in", 0): 9})
         lost = pytest.raises(PartitionLost, match="another producer writes its changelog")
         with capture_logs() as logs, lost:
             await rig.checkpoint.make_durable(0)
-        assert "another producer took 4 offset(s)" in rig.checkpoint.written_elsewhere[0]
+        assert (
+            "at offset 4, where this member's own writes had left it ending at 0: "
+            "consumer group 'other' wrote to it since" in rig.checkpoint.written_elsewhere[0]
+        )
         assert rig.checkpoint.take_lost() == {0}
         assert producer.transactions == []
         assert [line["event"] for line in logs if line["log_level"] == "error"] == [

@@ -357,18 +357,33 @@ class TestWriteFrom:
 class LoggedBroker(FencedMidTransaction):
     """Offsets as a broker's log gives them: each batch at its partition's end, and one more
     offset for the commit or abort marker of every partition a transaction wrote to.
-    ``intrude`` is another producer appending records; ``fail_next_ack`` fails the next
-    batch's acknowledgement after the batch was appended (a broker that answered too late)."""
+    ``intrude`` is another producer appending records, ``marker`` a transaction marker
+    nobody counted (a broker restarted under a transaction); ``fail_next_ack`` fails the next
+    batch's acknowledgement after the batch was appended (a broker that answered too late).
+    ``whose_gap`` reads the writers back, as the checkpoint's reader does."""
 
     def __init__(self) -> None:
         super().__init__(fatal=False, fail_sends=0)
         self.ends: dict[tuple[str, int], int] = {}
+        #: the writer of each record, by offset (markers are not records)
+        self.writers: dict[tuple[str, int, int], str] = {}
         self._touched: set[tuple[str, int]] = set()
         self.fail_next_ack = False
         self.aborts = 0
 
-    def intrude(self, topic: str, partition: int, records: int) -> None:
-        self.ends[(topic, partition)] = self.ends.get((topic, partition), 0) + records
+    def intrude(self, topic: str, partition: int, records: int, writer: str = "other") -> None:
+        end = self.ends.get((topic, partition), 0)
+        for offset in range(end, end + records):
+            self.writers[(topic, partition, offset)] = writer
+        self.ends[(topic, partition)] = end + records
+
+    def marker(self, topic: str, partition: int) -> None:
+        self.ends[(topic, partition)] = self.ends.get((topic, partition), 0) + 1
+
+    async def whose_gap(self, tp: TopicPartition, first: int, end: int) -> str | None:
+        writers = {self.writers.get((tp.topic, tp.partition, o)) for o in range(first, end)}
+        others = sorted(w for w in writers if w not in (None, "us"))
+        return f"consumer group {others[0]!r}" if others else None
 
     def create_batch(self) -> Any:
         class _Batch:
@@ -391,6 +406,8 @@ class LoggedBroker(FencedMidTransaction):
         where = (topic, partition)
         offset = self.ends.get(where, 0)
         self.ends[where] = offset + batch.records
+        for number in range(offset, offset + batch.records):
+            self.writers[(topic, partition, number)] = "us"
         self._touched.add(where)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.fail_next_ack:
@@ -434,7 +451,7 @@ def state_records(count: int) -> list[OutRecord]:
 def watched(broker: LoggedBroker, end: int = 0) -> PartitionProducer:
     broker.ends[("state", 0)] = end
     producer = PartitionProducer(lambda **_: broker, "group", 0, retry_backoff_s=0.001)
-    producer.expect_end(STATE, end)
+    producer.expect_end(STATE, end, broker.whose_gap)
     return producer
 
 
@@ -464,10 +481,49 @@ class TestAnotherWriter:
             await producer.commit(state_records(1), {TopicPartition("in", 0): 3})
         assert str(raised.value) == (
             "state partition 0 took this member's record at offset 14, where this member's "
-            "own writes had left it ending at 13: another producer took 1 offset(s) of it since"
+            "own writes had left it ending at 13: consumer group 'other' wrote to it since"
         )
         assert (broker.commits, broker.aborts) == (1, 1)
         assert not broker._txn_manager.in_transaction
+
+    async def test_offsets_holding_only_markers_and_its_own_records_are_no_alarm(
+        self,
+    ) -> None:
+        """A broker restarted under a transaction leaves a marker this producer did not
+        count, and an attempt it repeated may land twice: the records there are read back,
+        none is another's, the commit goes on (``changelog_gap_explained``) and the count is
+        right again after it."""
+        broker = LoggedBroker()
+        producer = watched(broker, end=0)
+        await producer.commit(state_records(2), {})
+        broker.marker("state", 0)
+        broker.intrude("state", 0, 1, writer="us")
+        with capture_logs() as logs:
+            await producer.commit(state_records(1), {})
+        explained = [line for line in logs if line["event"] == "changelog_gap_explained"]
+        assert [(line["first"], line["end"]) for line in explained] == [(3, 5)]
+        assert broker.commits == 2
+        broker.intrude("state", 0, 1)
+        with pytest.raises(LogWrittenElsewhere):
+            await producer.commit(state_records(1), {})
+
+    async def test_a_gap_that_cannot_be_read_is_no_alarm(self) -> None:
+        """The reader fails (the broker is going away again): the commit goes on, with a
+        warning; the next restore checks every record's writer anyway."""
+        broker = LoggedBroker()
+        producer = PartitionProducer(lambda **_: broker, "group", 0, retry_backoff_s=0.001)
+
+        async def unreadable(tp: TopicPartition, first: int, end: int) -> str | None:
+            raise KafkaTimeoutError()
+
+        producer.expect_end(STATE, 0, unreadable)
+        broker.intrude("state", 0, 2)
+        with capture_logs() as logs:
+            await producer.commit(state_records(1), {})
+        assert broker.commits == 1
+        assert [line["event"] for line in logs if line["log_level"] == "warning"] == [
+            "changelog_gap_unread"
+        ]
 
     async def test_a_write_before_its_first_commit_is_found_too(self) -> None:
         """Two groups started on one empty changelog: the other wrote first."""
