@@ -180,12 +180,14 @@ class PartitionProducer:
 
         Each commit then checks that its first record on ``tp`` lands right where the writes
         of this producer left it (past its last record and that transaction's commit marker).
-        One acknowledged further on is asked about (``whose_gap``): the offsets between may
-        hold another producer's records (then the transaction is aborted and
-        ``LogWrittenElsewhere`` raised), or only markers and records of this producer's own
-        that it could not count (a broker restarted under a transaction leaves such a marker).
-        A transaction that fails leaves records and an abort marker nobody counted: the check
-        is off for a partition from then until a commit of this producer wrote to it again.
+        One acknowledged further on is asked about (``whose_gap``, from the offset its own
+        commit marker was to take: another's record appended before that marker pushed it
+        on): the offsets between may hold another producer's records (then the transaction
+        is aborted and ``LogWrittenElsewhere`` raised), or only markers and records of this
+        producer's own that it could not count (a broker restarted under a transaction leaves
+        such a marker). A transaction that fails leaves records and an abort marker nobody
+        counted: the check is off for a partition from then until a commit of this producer
+        wrote to it again.
         """
         self._watched.add(tp)
         self._ends[tp] = end
@@ -415,11 +417,10 @@ class PartitionProducer:
             # already written, too long ago to have kept its offset (DuplicateSequenceNumber).
             if floor is not None and 0 <= acknowledged.offset < floor:
                 raise LogReplaced(sent.tp, acknowledged.offset, floor)
-            expected = self._ends.get(sent.tp)
-            if expected is not None and sent.tp not in written and acknowledged.offset > expected:
-                await self._check_gap(sent.tp, expected, acknowledged.offset)
             if acknowledged.offset < 0:
                 unknown.add(sent.tp)
+            elif sent.tp in self._ends and sent.tp not in unknown:
+                await self._check_landing(sent.tp, acknowledged.offset, written.get(sent.tp))
             last = acknowledged.offset + len(sent.indices) - 1  # a batch's offsets are consecutive
             written[sent.tp] = max(last, written.get(sent.tp, -1))
         self._stage = "commit_transaction"
@@ -427,20 +428,29 @@ class PartitionProducer:
         self._count_ends(written, unknown)
         return written
 
-    async def _check_gap(self, tp: TopicPartition, expected: int, offset: int) -> None:
-        """Raise ``LogWrittenElsewhere`` if the offsets of ``tp`` from ``expected`` to
-        ``offset``, which this producer's commits do not explain, hold another's records."""
+    async def _check_landing(self, tp: TopicPartition, offset: int, before: int | None) -> None:
+        """A batch of a watched ``tp`` landed at ``offset``: right after ``before``, the last
+        record of this transaction's batches before it, or at the end the previous commits
+        left. Raise ``LogWrittenElsewhere`` if the offsets it skipped hold another's records.
+        The first batch's are read from where the last commit's marker was to be: another's
+        record appended after that commit's last record and before its marker took the
+        marker's place."""
+        if before is not None:
+            expected = first = before + 1
+        else:
+            expected = self._ends[tp]
+            first = max(expected - 1, 0)
         whose_gap = self._whose_gap
-        if whose_gap is None:
+        if offset <= expected or whose_gap is None:
             return
-        self._stage = f"reading {tp.topic}-{tp.partition} from offset {expected}"
+        self._stage = f"reading {tp.topic}-{tp.partition} from offset {first}"
         try:
-            writer = await asyncio.wait_for(whose_gap(tp, expected, offset), GAP_READ_TIMEOUT_S)
+            writer = await asyncio.wait_for(whose_gap(tp, first, offset), GAP_READ_TIMEOUT_S)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.warning(
                 "changelog_gap_unread",
                 partition=tp.partition,
-                first=expected,
+                expected=expected,
                 end=offset,
                 error=_describe(exc),
                 action="going on; the next restore checks the writer of every record",
@@ -451,7 +461,7 @@ class PartitionProducer:
         log.info(
             "changelog_gap_explained",
             partition=tp.partition,
-            first=expected,
+            expected=expected,
             end=offset,
             held="transaction markers and records of this member's own",
         )

@@ -42,6 +42,7 @@ from tests.integration.harness import (
     commit_offsets,
     committed,
     committed_with_metadata,
+    consumer_process,
     delete_records,
     eventually,
     eventually_async,
@@ -50,6 +51,7 @@ from tests.integration.harness import (
     log_events,
     new_topics,
     produce,
+    produce_raw,
     raw_records,
     read_records,
     readiness,
@@ -616,10 +618,11 @@ class TestChangelogShared:
         """Two deployments under different group ids, given one state topic, start together
         while its partitions are empty: neither restore finds a record of the other. Both
         read the same input and write the same changelog partitions. Each member's commit
-        after the other's writes lands past where its own writes left the partition: both
-        stop (exit 2, ``ChangelogWrittenElsewhere``, naming the other group, whose records it
-        read back) within seconds of the first events, instead of running on, mixing their
-        states, until a restore finds it."""
+        after the other's writes lands past where its own writes left the partition (once one
+        stopped, an event of each job makes the other write again): both stop (exit 2,
+        ``ChangelogWrittenElsewhere``, naming the other group, whose records it read back)
+        within seconds of the first events, instead of running on, mixing their states, until
+        a restore finds it."""
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=20, seed=31, prefix="two-groups"))
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
@@ -641,6 +644,13 @@ class TestChangelogShared:
 
                 assert await eventually_async(ready, within=60), tail(log)
             await produce(kafka_bootstrap, topics.inputs, demo.events)
+
+            def one_stopped() -> bool:
+                return any(process.poll() is not None for process, _, _ in members.values())
+
+            assert await eventually(one_stopped, within=60)
+            # Whichever wrote last may be done writing: an event of each job makes it write.
+            await produce(kafka_bootstrap, topics.inputs, final_upserts(list(demo.expected), "x"))
             for group, (process, log, _) in members.items():
                 assert await asyncio.to_thread(process.wait, 60) == 2, tail(log)
                 fatal = log_events(log, "fatal")[-1]
@@ -656,3 +666,49 @@ class TestChangelogShared:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
+
+    async def test_a_key_deleted_by_hand_under_a_running_member_stops_it_and_a_start_reads_it(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """An operator deletes a job's key from the changelog (a tombstone, no group named)
+        while the member runs, skipping the documented stop. The member's next write to that
+        partition reads the record back and stops (exit 2, ``ChangelogWrittenElsewhere``
+        naming a producer that names no group), its commit aborted: nothing of it posted.
+        Started again, it restores the tombstone like any record and goes on; every other
+        job's next event is posted whole."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=10, seed=37, prefix="by-hand"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        try:
+            await wait_converged(sandbox_in_process, demo.expected, within=60)
+            await asyncio.sleep(2)  # the settled states committed
+            victim = sorted(demo.expected)[0]
+            partition = hashes_to(victim.encode(), 2)
+            others = [job for job in demo.expected if job != victim]
+            await produce_raw(kafka_bootstrap, topics.state, [(victim.encode(), None, [])])
+            requests = len(sandbox_in_process.state.records)
+            await produce(kafka_bootstrap, topics.inputs, final_upserts([victim], "late"))
+            assert await asyncio.to_thread(process.wait, 60) == 2, tail(log)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        fatal = log_events(log, "fatal")[-1]
+        assert fatal["kind"] == "ChangelogWrittenElsewhere", fatal
+        assert f"{topics.state} partition {partition} took" in fatal["error"], fatal
+        assert "a producer naming no group (by hand, or another tool)" in fatal["error"], fatal
+        assert len(sandbox_in_process.state.records) == requests, "the aborted intent's post"
+
+        late = final_upserts(others, "later")
+        async with consumer_process(settings, log):
+            await produce(kafka_bootstrap, topics.inputs, late)
+            later = with_title(demo.expected, "later")
+            await wait_converged(sandbox_in_process, {j: later[j] for j in others}, within=60)
+        assert not log_events(log, "changelog_shared"), tail(log)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -370,6 +371,13 @@ class LoggedBroker(FencedMidTransaction):
         self._touched: set[tuple[str, int]] = set()
         self.fail_next_ack = False
         self.aborts = 0
+        #: run just before the next commit marker (another producer appending meanwhile)
+        self.before_marker: Callable[[], None] | None = None
+        self.gaps_read: list[tuple[int, int]] = []
+        #: records a batch holds at most (a transaction of more sends several)
+        self.batch_capacity = 1_000
+        #: run just after the next batch is appended
+        self.after_batch: Callable[[], None] | None = None
 
     def intrude(self, topic: str, partition: int, records: int, writer: str = "other") -> None:
         end = self.ends.get((topic, partition), 0)
@@ -381,15 +389,20 @@ class LoggedBroker(FencedMidTransaction):
         self.ends[(topic, partition)] = self.ends.get((topic, partition), 0) + 1
 
     async def whose_gap(self, tp: TopicPartition, first: int, end: int) -> str | None:
+        self.gaps_read.append((first, end))
         writers = {self.writers.get((tp.topic, tp.partition, o)) for o in range(first, end)}
         others = sorted(w for w in writers if w not in (None, "us"))
         return f"consumer group {others[0]!r}" if others else None
 
     def create_batch(self) -> Any:
+        capacity = self.batch_capacity
+
         class _Batch:
             records = 0
 
-            def append(self, **_: Any) -> object:
+            def append(self, **_: Any) -> object | None:
+                if self.records == capacity:
+                    return None
                 self.records += 1
                 return object()
 
@@ -408,6 +421,9 @@ class LoggedBroker(FencedMidTransaction):
         self.ends[where] = offset + batch.records
         for number in range(offset, offset + batch.records):
             self.writers[(topic, partition, number)] = "us"
+        if self.after_batch is not None:
+            self.after_batch()
+            self.after_batch = None
         self._touched.add(where)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         if self.fail_next_ack:
@@ -427,6 +443,9 @@ class LoggedBroker(FencedMidTransaction):
         pass
 
     def _marker(self) -> None:
+        if self.before_marker is not None:
+            self.before_marker()
+            self.before_marker = None
         for where in self._touched:
             self.ends[where] += 1
         self._touched.clear()
@@ -501,7 +520,8 @@ class TestAnotherWriter:
         with capture_logs() as logs:
             await producer.commit(state_records(1), {})
         explained = [line for line in logs if line["event"] == "changelog_gap_explained"]
-        assert [(line["first"], line["end"]) for line in explained] == [(3, 5)]
+        assert [(line["expected"], line["end"]) for line in explained] == [(3, 5)]
+        assert broker.gaps_read == [(2, 5)]
         assert broker.commits == 2
         broker.intrude("state", 0, 1)
         with pytest.raises(LogWrittenElsewhere):
@@ -524,6 +544,28 @@ class TestAnotherWriter:
         assert [line["event"] for line in logs if line["log_level"] == "warning"] == [
             "changelog_gap_unread"
         ]
+
+    async def test_a_record_appended_before_its_own_commit_marker_is_found(self) -> None:
+        """Two transactions open at once: another producer's record lands after this one's
+        last record and before its commit marker, which it pushes on. The next commit lands
+        one offset late; the offsets read back start where the marker was to be, so the
+        record is found (it would hide before the expected end otherwise)."""
+        broker = LoggedBroker()
+        producer = watched(broker, end=0)
+        broker.before_marker = lambda: broker.intrude("state", 0, 1)
+        await producer.commit(state_records(2), {})  # 0, 1, the other's 2, marker 3
+        with pytest.raises(LogWrittenElsewhere):
+            await producer.commit(state_records(1), {})
+        assert broker.gaps_read == [(2, 4)]
+
+    async def test_a_record_between_two_batches_of_one_transaction_is_found(self) -> None:
+        broker = LoggedBroker()
+        producer = watched(broker, end=0)
+        broker.batch_capacity = 2
+        broker.after_batch = lambda: broker.intrude("state", 0, 1)
+        with pytest.raises(LogWrittenElsewhere, match=r"at offset 3, where .* ending at 2"):
+            await producer.commit(state_records(4), {})  # 0, 1, the other's 2, then 3, 4
+        assert broker.gaps_read == [(2, 3)]
 
     async def test_a_write_before_its_first_commit_is_found_too(self) -> None:
         """Two groups started on one empty changelog: the other wrote first."""
