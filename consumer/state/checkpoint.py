@@ -268,8 +268,9 @@ class _Pending:
 
 
 #: The writer header of each changelog record from one offset to another of a partition:
-#: ``(topic, partition, first, end)`` (``consumer.state.recovery.writers_between``).
-WriterReader = Callable[[str, int, int, int], Awaitable[list[bytes | None]]]
+#: ``(topic, partition, first, end, ours)``, those other than ``ours``
+#: (``consumer.state.recovery.writers_between``).
+WriterReader = Callable[[str, int, int, int, bytes], Awaitable[set[bytes | None]]]
 
 
 class Checkpoint:
@@ -389,7 +390,7 @@ class Checkpoint:
         self._taken_end[partition] = changelog.end
         self._taken_start[partition] = changelog.start
         producer = self._producers.get(partition)
-        if producer is not None and self._read_writers is not None:
+        if producer is not None and self._read_writers is not None and self._writer:
             # From here on, only it writes the changelog partition.
             tp = TopicPartition(self._topics.changelog, partition)
             producer.expect_end(tp, changelog.end, self._whose_gap)
@@ -401,10 +402,11 @@ class Checkpoint:
         """Another writer of ``tp``'s offsets ``first`` to ``end``, described; None when every
         record there names this member's group (its own, uncounted: a transaction it repeated
         after a broker restart, say) or there is none (transaction markers only)."""
+        ours = self._writer[0][1]
         assert self._read_writers is not None
-        ours = self._writer[0][1] if self._writer else None
-        writers = await self._read_writers(tp.topic, tp.partition, first, end)
-        others = sorted({writer for writer in writers if writer != ours}, key=lambda w: w or b"")
+        assert ours is not None
+        found = await self._read_writers(tp.topic, tp.partition, first, end, ours)
+        others = sorted(found, key=lambda writer: writer or b"")
         if not others:
             return None
         named = [repr(w.decode(errors="replace")) for w in others if w is not None]

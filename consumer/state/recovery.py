@@ -125,25 +125,28 @@ async def writers_between(
     partition: int,
     first: int,
     end: int,
-) -> list[bytes | None]:
-    """The writer (``consumer.state.continuity.WRITER_HEADER``, None when absent) of each
-    record of ``topic`` ``partition`` from offset ``first`` to ``end``: whose records a
-    commit found between its own writes (``PartitionProducer.expect_end``). Records of
-    aborted transactions are read too (``read_uncommitted``); transaction markers are not
-    records and do not show."""
+    ours: bytes,
+) -> set[bytes | None]:
+    """The writers other than ``ours`` (``consumer.state.continuity.WRITER_HEADER``, None
+    when absent) of the records of ``topic`` ``partition`` from offset ``first`` to ``end``:
+    whose records a commit found between its own writes (``PartitionProducer.expect_end``).
+    Records of aborted transactions are read too (``read_uncommitted``); transaction markers
+    are not records and do not show. Reading stops at the first fetch that found another
+    writer: a gap of millions of records is told in one fetch."""
     reader = consumer_factory(isolation_level="read_uncommitted", enable_auto_commit=False)
     tp = TopicPartition(topic, partition)
-    writers: list[bytes | None] = []
+    others: set[bytes | None] = set()
     try:
         await start_client(reader.start())
         reader.assign([tp])
         reader.seek(tp, first)
-        while await reader.position(tp) < end:
+        while not others and await reader.position(tp) < end:
             fetched = await reader.getmany(tp, timeout_ms=1_000)
-            writers += [_marks(r.headers)[1] for r in fetched.get(tp, []) if r.offset < end]
+            writers = {_marks(r.headers)[1] for r in fetched.get(tp, []) if r.offset < end}
+            others = writers - {ours}
     finally:
         await reader.stop()
-    return writers
+    return others
 
 
 async def _read(

@@ -828,9 +828,13 @@ class TestChangelogWrittenElsewhere:
 
     @staticmethod
     def reader(writers: list[bytes | None]) -> WriterReader:
-        async def read(topic: str, partition: int, first: int, end: int) -> list[bytes | None]:
-            assert (topic, partition, first, end) == ("state", 0, 40, 44)
-            return writers
+        """What ``writers_between`` returns when the offsets hold records of ``writers``."""
+
+        async def read(
+            topic: str, partition: int, first: int, end: int, ours: bytes
+        ) -> set[bytes | None]:
+            assert (topic, partition, first, end, ours) == ("state", 0, 40, 44, b"g")
+            return set(writers) - {ours}
 
         return read
 
