@@ -114,7 +114,7 @@ class ChangelogShared(FatalError):
 class ChangelogWrittenElsewhere(FatalError):
     """Another producer wrote to a changelog partition this member owns, while it owned it:
     its commit's first record landed past where its own writes had left the partition
-    (``consumer.kafka.transactions.PartitionProducer.expect_end``). Two groups given one
+    (``consumer.kafka.transactions.PartitionProducer.count_from``). Two groups given one
     state topic that both started on empty partitions meet here, at their first writes after
     each other's, instead of at a later restore (``ChangelogShared``).
 

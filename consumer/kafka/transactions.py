@@ -169,29 +169,44 @@ class PartitionProducer:
         #: the commit in progress once it failed or waited past ``slow_after_s``; None again
         #: when it returns or raises
         self.trouble: CommitTrouble | None = None
-        #: per topic partition, the end offset this producer's own writes explain (see
-        #: :meth:`expect_end`)
+        #: per topic partition counted (:meth:`count_from`), the end offset this producer's own
+        #: writes explain: always at most the real end, exactly it while in ``_exact``
         self._ends: dict[TopicPartition, int] = {}
-        self._watched: set[TopicPartition] = set()
+        #: the counted partitions whose end nothing uncounted (a failed transaction's records
+        #: and abort marker, an offset not acknowledged) has moved since it was counted
+        self._exact: set[TopicPartition] = set()
         self._whose_gap: GapReader | None = None
 
-    def expect_end(self, tp: TopicPartition, end: int, whose_gap: GapReader) -> None:
-        """``tp`` ends at ``end`` now, and only this producer writes to it from here on.
+    def count_from(self, tp: TopicPartition, end: int, whose_gap: GapReader | None) -> None:
+        """``tp`` ends at ``end`` now (read after :meth:`start` fenced every earlier producer):
+        from here on this producer counts where its own writes leave it (:meth:`known_end`).
 
-        Each commit then checks that its first record on ``tp`` lands right where the writes
-        of this producer left it (past its last record and that transaction's commit marker).
-        One acknowledged further on is asked about (``whose_gap``, from the offset its own
-        commit marker was to take: another's record appended before that marker pushed it
-        on): the offsets between may hold another producer's records (then the transaction
-        is aborted and ``LogWrittenElsewhere`` raised), or only markers and records of this
-        producer's own that it could not count (a broker restarted under a transaction leaves
-        such a marker). A transaction that fails leaves records and an abort marker nobody
-        counted: the check is off for a partition from then until a commit of this producer
-        wrote to it again.
+        A record acknowledged below that count means the topic was deleted and created again
+        (or lost records) since: the transaction is aborted and ``LogReplaced`` raised, before
+        anything of it counts.
+
+        With ``whose_gap``, only this producer writes to ``tp`` from here on, and each commit
+        checks that its first record there lands right where the count says (past its last
+        record and that transaction's commit marker). One acknowledged further on is asked
+        about (``whose_gap``, from the offset its own commit marker was to take: another's
+        record appended before that marker pushed it on): the offsets between may hold
+        another producer's records (then the transaction is aborted and
+        ``LogWrittenElsewhere`` raised), or only markers and records of this producer's own
+        that it could not count (a broker restarted under a transaction leaves such a
+        marker). A transaction that fails leaves records and an abort marker nobody counted:
+        the count is then only a floor, and the check off, until a commit of this producer
+        wrote to ``tp`` again.
         """
-        self._watched.add(tp)
         self._ends[tp] = end
+        self._exact.add(tp)
         self._whose_gap = whose_gap
+
+    def known_end(self, tp: TopicPartition) -> int | None:
+        """The end of ``tp`` this producer's own writes explain: the end it was counted from,
+        or past the commit marker of its last committed record (None: not counted). Counted,
+        never read back: a member that took over meanwhile may have written, and its writes
+        must show when this one's count is compared with the end."""
+        return self._ends.get(tp)
 
     async def start(self) -> None:
         """Fence every earlier producer of this partition; raises ``PartitionLost`` if refused."""
@@ -233,19 +248,13 @@ class PartitionProducer:
         records: Sequence[Producible],
         offsets: Mapping[TopicPartition, int],
         metadata: str = "",
-        write_from: Mapping[TopicPartition, int] | None = None,
     ) -> dict[TopicPartition, int]:
         """Write ``records`` and commit ``offsets`` (next offsets to read), each with
         ``metadata`` (``consumer.state.continuity``), in one transaction.
 
         Returns the offset of the last record written to each topic partition.
 
-        ``write_from``: per topic partition, the end offset it had at least before this
-        transaction. A record acknowledged below it means the topic was deleted and created
-        again (or lost records) since: the transaction is aborted and ``LogReplaced`` raised,
-        before anything of it counts.
-
-        Raises ``LogWrittenElsewhere`` as :meth:`expect_end` says.
+        Raises ``LogReplaced`` and ``LogWrittenElsewhere`` as :meth:`count_from` says.
 
         Transient failures (a broker that does not answer, a leader moving, a coordinator
         loading) abort the transaction and repeat it whole: writing the same states and records
@@ -256,7 +265,7 @@ class PartitionProducer:
         self._watch_slow(time.monotonic(), first=True)
         try:
             marked = {tp: OffsetAndMetadata(offset, metadata) for tp, offset in offsets.items()}
-            return await self._commit(records, marked, write_from or {})
+            return await self._commit(records, marked)
         finally:
             if self._slow_watch is not None:
                 self._slow_watch.cancel()
@@ -292,7 +301,6 @@ class PartitionProducer:
         self,
         records: Sequence[Producible],
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
-        write_from: Mapping[TopicPartition, int],
     ) -> dict[TopicPartition, int]:
         attempt = 0
         # A commit cancelled midway (a stop's or a revoke's deadline) left its transaction open.
@@ -302,7 +310,7 @@ class PartitionProducer:
                 raise PartitionLost(self.partition, "revoked while committing")
             attempt += 1
             try:
-                written = await self._transaction(records, offsets, write_from)
+                written = await self._transaction(records, offsets)
                 if attempt > 1:
                     log.info("checkpoint_recovered", partition=self.partition, attempts=attempt)
                 return written
@@ -353,13 +361,12 @@ class PartitionProducer:
         self,
         records: Sequence[Producible],
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
-        write_from: Mapping[TopicPartition, int],
     ) -> dict[TopicPartition, int]:
         batches: list[_Sent] = []
         try:
-            return await self._write(records, offsets, write_from, batches)
+            return await self._write(records, offsets, batches)
         except BaseException:
-            self._ends.clear()  # its records and its abort marker took offsets nobody counted
+            self._exact.clear()  # its records and its abort marker took offsets nobody counted
             # A transaction that failed midway (a broker restarting under it, say) leaves the
             # acknowledgements of the batches it sent unawaited. Their errors are this
             # failure's, handled by the caller; unread, asyncio logs each as "Future exception
@@ -372,7 +379,6 @@ class PartitionProducer:
         self,
         records: Sequence[Producible],
         offsets: Mapping[TopicPartition, OffsetAndMetadata],
-        write_from: Mapping[TopicPartition, int],
         batches: list[_Sent],
     ) -> dict[TopicPartition, int]:
         """One transaction: ``records`` and ``offsets`` written and committed. Each batch sent
@@ -412,14 +418,14 @@ class PartitionProducer:
         for sent, acknowledged in zip(batches, outcomes, strict=True):
             if isinstance(acknowledged, BaseException):
                 raise acknowledged
-            floor = write_from.get(sent.tp)
+            floor = self._ends.get(sent.tp)
             # The batch's first record; -1 when unknown: a retried batch the broker found
             # already written, too long ago to have kept its offset (DuplicateSequenceNumber).
             if floor is not None and 0 <= acknowledged.offset < floor:
                 raise LogReplaced(sent.tp, acknowledged.offset, floor)
             if acknowledged.offset < 0:
                 unknown.add(sent.tp)
-            elif sent.tp in self._ends and sent.tp not in unknown:
+            elif sent.tp in self._exact and sent.tp not in unknown:
                 await self._check_landing(sent.tp, acknowledged.offset, written.get(sent.tp))
             last = acknowledged.offset + len(sent.indices) - 1  # a batch's offsets are consecutive
             written[sent.tp] = max(last, written.get(sent.tp, -1))
@@ -469,15 +475,17 @@ class PartitionProducer:
     def _count_ends(
         self, written: Mapping[TopicPartition, int], unknown: set[TopicPartition]
     ) -> None:
-        """The ends a committed transaction left its watched partitions at: past its last
-        record and the commit marker after it (unknown where a batch's offset was)."""
+        """The ends a committed transaction left its counted partitions at: past its last
+        record and the commit marker after it (only a floor where a batch's offset was not
+        acknowledged: those offsets are not known)."""
         for tp, last in written.items():
-            if tp not in self._watched:
+            if tp not in self._ends:
                 continue
             if tp in unknown:
-                self._ends.pop(tp, None)
+                self._exact.discard(tp)
             else:
-                self._ends[tp] = last + 2
+                self._ends[tp] = max(self._ends[tp], last + 2)
+                self._exact.add(tp)
 
     def _refused_as_too_large(
         self, batches: list[_Sent], outcomes: list[Any], too_large: dict[int, str]
@@ -639,7 +647,7 @@ class _Sent:
 
 class LogReplaced(Exception):
     """A transaction's record was acknowledged below the end its topic partition had before
-    (``PartitionProducer.commit``'s ``write_from``): the topic is not the one written before.
+    (``PartitionProducer.count_from``): the topic is not the one written before.
     The transaction was aborted."""
 
     def __init__(self, tp: TopicPartition, offset: int, floor: int) -> None:
@@ -652,7 +660,7 @@ class LogReplaced(Exception):
 
 class LogWrittenElsewhere(Exception):
     """A transaction's first record on a topic partition was acknowledged past the end this
-    producer's own writes had left it at (``PartitionProducer.expect_end``): another producer
+    producer's own writes had left it at (``PartitionProducer.count_from``): another producer
     wrote to it since. The transaction was aborted."""
 
     def __init__(self, tp: TopicPartition, offset: int, expected: int, writer: str) -> None:

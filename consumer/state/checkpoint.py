@@ -290,7 +290,7 @@ class Checkpoint:
     ) -> None:
         self._store = store
         #: who wrote a changelog partition's offsets that a commit did not expect (see
-        #: ``PartitionProducer.expect_end``); None: not asked, nor checked
+        #: ``PartitionProducer.count_from``); None: not asked, nor checked
         self._read_writers = read_writers
         self._compress_values = compress_values
         #: on every changelog record: the group that wrote it (``consumer.state.continuity``)
@@ -313,10 +313,6 @@ class Checkpoint:
         #: partitions whose changelog another producer wrote to while this member owned them,
         #: and how it showed (``consumer.errors.ChangelogWrittenElsewhere``)
         self.written_elsewhere: dict[int, str] = {}
-        #: offset of the last changelog record this member committed, per partition it owns
-        self._last_written: dict[int, int] = {}
-        #: the changelog's end offset when this member took the partition (after fencing)
-        self._taken_end: dict[int, int] = {}
         #: the changelog start offset of each partition when this member took it
         self._taken_start: dict[int, int] = {}
         #: partition -> key -> bytes of its latest changelog value (the state's stored size)
@@ -356,8 +352,6 @@ class Checkpoint:
             await _stop_quietly(producer, partition)
             raise
         self._producers[partition] = producer
-        self._last_written.pop(partition, None)
-        self._taken_end.pop(partition, None)
         self._taken_start.pop(partition, None)
         self._committed_offsets.pop(partition, None)
         self._pending[partition] = _Pending()
@@ -387,13 +381,13 @@ class Checkpoint:
         ``partition`` as this member takes it (both read after :meth:`open` fenced every
         other writer). Returns why that changelog is not the one those offsets were committed
         with, if it is not (``consumer.state.continuity``)."""
-        self._taken_end[partition] = changelog.end
         self._taken_start[partition] = changelog.start
         producer = self._producers.get(partition)
-        if producer is not None and self._read_writers is not None and self._writer:
+        if producer is not None:
             # From here on, only it writes the changelog partition.
+            watched = self._read_writers is not None and bool(self._writer)
             tp = TopicPartition(self._topics.changelog, partition)
-            producer.expect_end(tp, changelog.end, self._whose_gap)
+            producer.count_from(tp, changelog.end, self._whose_gap if watched else None)
         self._committed_offsets[partition] = {tp: c.offset for tp, c in committed.items()}
         metadata = [c.metadata for c in committed.values()]
         return broken_continuity(self._topics.changelog, partition, metadata, changelog)
@@ -416,15 +410,11 @@ class Checkpoint:
         return " and ".join(described)
 
     def known_end(self, partition: int) -> int | None:
-        """The changelog end this member's own writes explain: the end when it took the
-        partition, or past the commit marker of its last committed record (None: not taken
-        since it was opened). Measured from our writes, never read back: a member that took
-        over meanwhile may have written, and its writes must show."""
-        taken = self._taken_end.get(partition)
-        if taken is None:
-            return None
-        written = self._last_written.get(partition)
-        return taken if written is None else max(taken, written + 2)
+        """The changelog end this member's own writes explain (None: not taken since it was
+        opened): its producer's count (``PartitionProducer.known_end``)."""
+        producer = self._producers.get(partition)
+        tp = TopicPartition(self._topics.changelog, partition)
+        return None if producer is None else producer.known_end(tp)
 
     def track_sizes(self, partition: int, value_bytes: dict[str, int]) -> None:
         """The partition's stored sizes, as a restore read them."""
@@ -755,12 +745,7 @@ class Checkpoint:
                 changelog.topic, known or 0, start_at_most=self._taken_start.get(partition)
             )
             try:
-                written = await producer.commit(
-                    records,
-                    pending.offsets,
-                    floor.metadata(),
-                    write_from=None if known is None else {changelog: known},
-                )
+                await producer.commit(records, pending.offsets, floor.metadata())
             except LogReplaced as exc:
                 await self._mark_replaced(partition, producer, floor, str(exc))
                 raise PartitionLost(partition, "its changelog was replaced") from None
@@ -797,8 +782,6 @@ class Checkpoint:
                     )
                     await asyncio.sleep(self._too_large_backoff_s)
             else:
-                if changelog in written:
-                    self._last_written[partition] = written[changelog]
                 self._hold_ended(partition, ended)
                 return
 

@@ -37,10 +37,10 @@ no group (written before this header) are trusted; a group renamed on purpose ta
 name's records with :class:`ChangelogOwner`'s ``adopted`` (``BASICSYNC_STORE__ADOPT_CHANGELOG_OF``).
 
 A changelog replaced while a member runs is found at the member's next write to it: the
-broker acknowledges the first record below the floor (``PartitionProducer.commit``'s
-``write_from``). That transaction is aborted, and the offsets the member committed last are
-committed again marked ``replaced``: the end alone would not tell the next take, since the
-aborted records raised it, and later writes could raise it past the floor.
+broker acknowledges the first record below the floor its producer counted
+(``PartitionProducer.count_from``). That transaction is aborted, and the offsets the member
+committed last are committed again marked ``replaced``: the end alone would not tell the next
+take, since the aborted records raised it, and later writes could raise it past the floor.
 """
 
 from __future__ import annotations

@@ -129,7 +129,7 @@ async def writers_between(
 ) -> set[bytes | None]:
     """The writers other than ``ours`` (``consumer.state.continuity.WRITER_HEADER``, None
     when absent) of the records of ``topic`` ``partition`` from offset ``first`` to ``end``:
-    whose records a commit found between its own writes (``PartitionProducer.expect_end``).
+    whose records a commit found between its own writes (``PartitionProducer.count_from``).
     Records of aborted transactions are read too (``read_uncommitted``); transaction markers
     are not records and do not show. Reading stops at the first fetch that found another
     writer: a gap of millions of records is told in one fetch."""

@@ -10,6 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import structlog
@@ -56,6 +57,7 @@ from consumer.state.continuity import (
     read_floor,
 )
 from consumer.state.store import JobStore
+from tests.unit.fake_aiokafka import LoggedBroker
 from tests.unit.fakes import job_state
 
 TOPICS = CheckpointTopics(changelog="state", succeeded="ok", failed="failed")
@@ -77,12 +79,19 @@ class FakeProducer:
         self.started = False
         self.stopped = False
         self.next_offset = 0
-        #: the ends it was told only it writes from (``PartitionProducer.expect_end``)
-        self.expected_ends: dict[TopicPartition, int] = {}
+        #: the ends it was told to count from (``PartitionProducer.count_from``); its commits
+        #: do not move them
+        self.counted: dict[TopicPartition, int] = {}
+        #: the partitions it was told only it writes to, with the reader of their gaps
+        self.watched: dict[TopicPartition, GapReader] = {}
 
-    def expect_end(self, tp: TopicPartition, end: int, whose_gap: GapReader) -> None:
-        self.expected_ends[tp] = end
-        self.whose_gap = whose_gap
+    def count_from(self, tp: TopicPartition, end: int, whose_gap: GapReader | None) -> None:
+        self.counted[tp] = end
+        if whose_gap is not None:
+            self.watched[tp] = whose_gap
+
+    def known_end(self, tp: TopicPartition) -> int | None:
+        return self.counted.get(tp)
 
     async def start(self) -> None:
         self.started = True
@@ -95,7 +104,6 @@ class FakeProducer:
         records: Sequence[Producible],
         offsets: Mapping[TopicPartition, int],
         metadata: str = "",
-        write_from: Mapping[TopicPartition, int] | None = None,
     ) -> dict[TopicPartition, int]:
         if self.gate is not None:
             await self.gate.wait()
@@ -410,12 +418,11 @@ class TestCheckpoint:
             records: Sequence[Producible],
             offsets: Mapping[TopicPartition, int],
             metadata: str = "",
-            write_from: Mapping[TopicPartition, int] | None = None,
         ) -> dict[TopicPartition, int]:
             nonlocal batches
             batches += 1
             rig.put(0, job_state(f"loop-{batches}"))  # absorbed while the transaction runs
-            return await commit(records, offsets, metadata, write_from)
+            return await commit(records, offsets, metadata)
 
         producer.commit = commit_while_the_loop_stages  # type: ignore[method-assign]
         first, waiters = await _ten_posts_behind_a_commit(rig)
@@ -640,12 +647,11 @@ class TooLargeOnce(FakeProducer):
         records: Sequence[Producible],
         offsets: Mapping[TopicPartition, int],
         metadata: str = "",
-        write_from: Mapping[TopicPartition, int] | None = None,
     ) -> dict[TopicPartition, int]:
         big = {i for i, r in enumerate(records) if len(r.value or b"") > self.refuse_above}
         if big:
             raise RecordsTooLarge(self.partition, big, "MessageSizeTooLargeError")
-        return await super().commit(records, offsets, metadata, write_from)
+        return await super().commit(records, offsets, metadata)
 
 
 def input_failure(job: str, value: bytes) -> FailureRecord:
@@ -731,21 +737,20 @@ class TestRecordSizes:
 
 
 class TestKnownEnd:
-    async def test_the_end_its_own_writes_explain_is_known_per_partition(self) -> None:
-        """Taken at an end, the checkpoint knows that end until it writes; after a commit,
-        the end past its last record's commit marker (what a rebalance compares against);
-        a reopen forgets both."""
+    async def test_the_end_its_own_writes_explain_is_its_producers_count(self) -> None:
+        """A take has the partition's producer count from the end found (the producer counts
+        its own writes on: tests/unit/test_partition_producer.py); the checkpoint's known end
+        is that count, for the changelog partition; a reopen starts a producer counting
+        nothing yet, and a closed partition has no known end."""
         rig = Rig()
         await rig.checkpoint.open(0)
         assert rig.checkpoint.known_end(0) is None
-        assert rig.checkpoint.taken(0, ChangelogBounds(0, 0), {}) is None
-        assert rig.checkpoint.known_end(0) == 0
-        rig.put(0, job_state("a"))
-        rig.put(0, job_state("b"))
-        rig.checkpoint.stage_result(0, success("a"))
-        await rig.checkpoint.make_durable(0)
-        assert rig.checkpoint.known_end(0) == 3  # records at 0 and 1, the marker at 2
+        assert rig.checkpoint.taken(0, ChangelogBounds(0, 12), {}) is None
+        assert rig.producers[0].counted == {TopicPartition("state", 0): 12}
+        rig.producers[0].counted[TopicPartition("state", 0)] = 15
+        assert rig.checkpoint.known_end(0) == 15
         await rig.checkpoint.close(0)
+        assert rig.checkpoint.known_end(0) is None
         await rig.checkpoint.open(0)
         assert rig.checkpoint.known_end(0) is None
 
@@ -762,12 +767,11 @@ class TestChangelogFloor:
             rig.checkpoint.stage_offsets(0, {("in", 0): 5})
             await rig.checkpoint.make_durable(0)
         floors = [read_floor(text) for text in rig.producers[0].metadata]
-        # The fake writes from offset 0: its second commit wrote below the taken end.
         assert floors == [ChangelogFloor("state", 40, start_at_most=0)] * 2
-        rig.checkpoint.taken(0, ChangelogBounds(0, 0), {})
+        rig.producers[0].counted[TopicPartition("state", 0)] = 43  # as its writes count
         rig.put(0, job_state("c"))
         await rig.checkpoint.make_durable(0)
-        assert read_floor(rig.producers[0].metadata[-1]) == ChangelogFloor("state", 3, False, 0)
+        assert read_floor(rig.producers[0].metadata[-1]) == ChangelogFloor("state", 43, False, 0)
 
     async def test_every_commit_marks_its_offsets_with_the_start_it_took_with(self) -> None:
         """The start found at the take, in every commit after it, whatever the member writes
@@ -818,13 +822,20 @@ class TestChangelogWrittenElsewhere:
         rig = Rig(owner=ChangelogOwner("g"), read_writers=self.reader([]))
         await rig.checkpoint.open(0)
         rig.checkpoint.taken(0, ChangelogBounds(3, 40), {})
-        assert rig.producers[0].expected_ends == {TopicPartition("state", 0): 40}
+        assert rig.producers[0].counted == {TopicPartition("state", 0): 40}
+        assert set(rig.producers[0].watched) == {TopicPartition("state", 0)}
 
-    async def test_without_a_reader_of_writers_nothing_is_checked(self) -> None:
-        rig = Rig(owner=ChangelogOwner("g"))
+    @pytest.mark.parametrize("owned", [True, False])
+    async def test_without_a_reader_of_writers_or_an_owner_nothing_is_checked(
+        self, owned: bool
+    ) -> None:
+        """Still counted: the count is what a rebalance and a replaced changelog check."""
+        owner = ChangelogOwner("g") if owned else None
+        rig = Rig(owner=owner, read_writers=None if owned else self.reader([]))
         await rig.checkpoint.open(0)
         rig.checkpoint.taken(0, ChangelogBounds(3, 40), {})
-        assert rig.producers[0].expected_ends == {}
+        assert rig.producers[0].counted == {TopicPartition("state", 0): 40}
+        assert rig.producers[0].watched == {}
 
     @staticmethod
     def reader(writers: list[bytes | None]) -> WriterReader:
@@ -858,7 +869,8 @@ class TestChangelogWrittenElsewhere:
         rig = Rig(owner=owner, read_writers=self.reader(writers))
         await rig.checkpoint.open(0)
         rig.checkpoint.taken(0, ChangelogBounds(0, 40), {})
-        found = await rig.producers[0].whose_gap(TopicPartition("state", 0), 40, 44)
+        whose_gap = rig.producers[0].watched[TopicPartition("state", 0)]
+        found = await whose_gap(TopicPartition("state", 0), 40, 44)
         if described is None:
             assert found is None
         else:
@@ -976,53 +988,19 @@ class TestChangelogReplacedUnderTheMember:
         assert by_event["after_the_commit"]["client_job_id"] == "a"
 
 
-class _SmallBatches:
-    """aiokafka's producer as ``PartitionProducer`` uses it, with batches of ``capacity``
-    records; each ``send_batch`` notes how many job states the checkpoint had encoded by then."""
+class _SmallBatches(LoggedBroker):
+    """aiokafka's producer with batches of ``capacity`` records; each ``send_batch`` notes how
+    many job states' bytes the checkpoint had encoded by then."""
 
     def __init__(self, checkpoint: Checkpoint, capacity: int) -> None:
+        super().__init__()
         self._checkpoint = checkpoint
-        self._capacity = capacity
+        self.batch_capacity = capacity
         self.stored_bytes_at_send: list[int] = []
 
-    async def start(self) -> None:
-        pass
-
-    async def begin_transaction(self) -> None:
-        pass
-
-    def create_batch(self) -> object:
-        capacity = self._capacity
-
-        class _Batch:
-            records = 0
-
-            def append(self, **_: object) -> object | None:
-                if self.records == capacity:
-                    return None
-                self.records += 1
-                return object()
-
-            def close(self) -> None:
-                pass
-
-            def size(self) -> int:
-                return self.records
-
-        return _Batch()
-
-    async def send_batch(self, batch: object, topic: str, *, partition: int) -> object:
+    async def send_batch(self, batch: Any, topic: str, partition: int | None = None) -> Any:
         self.stored_bytes_at_send.append(self._checkpoint.stored_bytes)
-        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
-
-        class _Metadata:
-            offset = 0
-
-        future.set_result(_Metadata())
-        return future
-
-    async def commit_transaction(self) -> None:
-        pass
+        return await super().send_batch(batch, topic, partition)
 
 
 def ended_state(job: str, status: str = "Completed") -> JobState:

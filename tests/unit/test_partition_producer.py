@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import gc
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import IllegalOperation, KafkaError, KafkaTimeoutError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.structs import OffsetAndMetadata
 from structlog.testing import capture_logs
 
 from consumer.errors import PartitionLost
+from consumer.kafka import transactions
 from consumer.kafka.transactions import (
     CommitTrouble,
     LogReplaced,
@@ -27,78 +27,16 @@ from consumer.kafka.transactions import (
     OutRecord,
     PartitionProducer,
 )
-
-
-class _Manager:
-    def __init__(self) -> None:
-        self.fatal = False
-        self.in_transaction = False
-
-    def is_fatal_error(self) -> bool:
-        return self.fatal
-
-    def sequence_number(self, tp: TopicPartition) -> int:
-        return 0
-
-    def is_in_transaction(self) -> bool:
-        return self.in_transaction
-
-    @property
-    def state(self) -> Any:
-        class _State:
-            name = "READY"
-
-        return _State()
-
-
-class FencedMidTransaction:
-    """Begins a transaction, then refuses every send as aiokafka does after its sender died."""
-
-    def __init__(self, *, fatal: bool, fail_sends: int = 1_000) -> None:
-        self._txn_manager = _Manager()
-        self._txn_manager.fatal = fatal
-        self.fail_sends = fail_sends
-        self.commits = 0
-
-    async def begin_transaction(self) -> None:
-        self._txn_manager.in_transaction = True
-
-    def create_batch(self) -> Any:
-        class _Batch:
-            def append(self, **_: Any) -> object:
-                return object()
-
-            def close(self) -> None:
-                pass
-
-            def size(self) -> int:
-                return 0
-
-        return _Batch()
-
-    async def send_batch(self, *args: Any, **kwargs: Any) -> Any:
-        if self.fail_sends:
-            self.fail_sends -= 1
-            if self._txn_manager.fatal:
-                raise IllegalOperation("Can't send messages while not in transaction")
-            raise KafkaTimeoutError()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-
-        class _Metadata:
-            topic, partition, offset = "t", 0, 7
-
-        future.set_result(_Metadata())
-        return future
-
-    async def commit_transaction(self) -> None:
-        self._txn_manager.in_transaction = False
-        self.commits += 1
-
-    async def abort_transaction(self) -> None:
-        self._txn_manager.in_transaction = False
-
+from tests.unit.fake_aiokafka import FencedMidTransaction, LoggedBroker
 
 RECORDS = [OutRecord("t", b"k", b"v", 0)]
+
+
+STATE = TopicPartition("state", 0)
+
+
+def state_records(count: int) -> list[OutRecord]:
+    return [OutRecord("state", f"job-{i}".encode(), b"{}", 0) for i in range(count)]
 
 
 class TestPartitionProducer:
@@ -299,26 +237,52 @@ class TestPartitionProducer:
         assert not [line for line in logs if line["event"] == "checkpoint_retry"]
 
 
-class TestWriteFrom:
+class TestCountedEnd:
     async def test_a_record_acknowledged_below_the_known_end_aborts_the_transaction(
         self,
     ) -> None:
-        """The fake's broker puts every batch at offset 7: a topic partition known to end at
-        10 or more before the transaction was replaced since. Nothing of the transaction is
-        committed (it is aborted, not retried) and ``LogReplaced`` names it."""
+        """The fake's broker puts every batch at offset 7: a topic partition counted from an
+        end of 10 was replaced since. Nothing of the transaction is committed (it is aborted,
+        not retried) and ``LogReplaced`` names it."""
         fake = FencedMidTransaction(fatal=False, fail_sends=0)
         producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
+        producer.count_from(TopicPartition("t", 0), 10, None)
         with pytest.raises(LogReplaced, match="t partition 0 took a record at offset 7, below"):
-            await producer.commit(RECORDS, {}, write_from={TopicPartition("t", 0): 10})
+            await producer.commit(RECORDS, {})
         assert fake.commits == 0
         assert not fake._txn_manager.in_transaction
+        assert producer.known_end(TopicPartition("t", 0)) == 10
 
     async def test_records_at_or_past_the_known_end_commit(self) -> None:
         fake = FencedMidTransaction(fatal=False, fail_sends=0)
         producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
-        written = await producer.commit(RECORDS, {}, write_from={TopicPartition("t", 0): 7})
+        producer.count_from(TopicPartition("t", 0), 7, None)
+        written = await producer.commit(RECORDS, {})
         assert written == {TopicPartition("t", 0): 7}
         assert fake.commits == 1
+
+    async def test_the_end_is_counted_past_each_commit_marker_and_only_where_counted(
+        self,
+    ) -> None:
+        """Not counted: no end known. Counted from 40 (the take): past the last record of
+        each commit and its marker; a commit without records there leaves it; a transaction
+        that failed leaves it where it was, a floor (its records and abort marker took
+        offsets uncounted) until a commit wrote there again."""
+        broker = LoggedBroker()
+        broker.ends[("state", 0)] = 40
+        producer = PartitionProducer(lambda **_: broker, "group", 0, retry_backoff_s=0.001)
+        assert producer.known_end(STATE) is None
+        producer.count_from(STATE, 40, None)
+        assert producer.known_end(STATE) == 40
+        await producer.commit(state_records(2), {})
+        assert producer.known_end(STATE) == 43  # records at 40 and 41, the marker at 42
+        await producer.commit([OutRecord("results", b"k", b"r", 0)], {})
+        assert producer.known_end(STATE) == 43
+        assert producer.known_end(TopicPartition("results", 0)) is None
+        broker.fail_next_ack = True
+        await producer.commit(state_records(1), {})  # 43 and a marker lost, then 45, 46
+        assert (broker.aborts, producer.known_end(STATE)) == (1, 47)
+        assert broker.ends[("state", 0)] == 47
 
     async def test_the_offsets_carry_the_metadata(self) -> None:
         fake = FencedMidTransaction(fatal=False, fail_sends=0)
@@ -351,126 +315,16 @@ class TestWriteFrom:
 
         fake.send_batch = send_batch  # type: ignore[method-assign]
         producer = PartitionProducer(lambda **_: fake, "group", 0, retry_backoff_s=0.001)
-        await producer.commit(RECORDS, {}, write_from={TopicPartition("t", 0): 10})
+        producer.count_from(TopicPartition("t", 0), 10, None)
+        await producer.commit(RECORDS, {})
         assert fake.commits == 1
-
-
-class LoggedBroker(FencedMidTransaction):
-    """Offsets as a broker's log gives them: each batch at its partition's end, and one more
-    offset for the commit or abort marker of every partition a transaction wrote to.
-    ``intrude`` is another producer appending records, ``marker`` a transaction marker
-    nobody counted (a broker restarted under a transaction); ``fail_next_ack`` fails the next
-    batch's acknowledgement after the batch was appended (a broker that answered too late).
-    ``whose_gap`` reads the writers back, as the checkpoint's reader does."""
-
-    def __init__(self) -> None:
-        super().__init__(fatal=False, fail_sends=0)
-        self.ends: dict[tuple[str, int], int] = {}
-        #: the writer of each record, by offset (markers are not records)
-        self.writers: dict[tuple[str, int, int], str] = {}
-        self._touched: set[tuple[str, int]] = set()
-        self.fail_next_ack = False
-        self.aborts = 0
-        #: run just before the next commit marker (another producer appending meanwhile)
-        self.before_marker: Callable[[], None] | None = None
-        self.gaps_read: list[tuple[int, int]] = []
-        #: records a batch holds at most (a transaction of more sends several)
-        self.batch_capacity = 1_000
-        #: run just after the next batch is appended
-        self.after_batch: Callable[[], None] | None = None
-
-    def intrude(self, topic: str, partition: int, records: int, writer: str = "other") -> None:
-        end = self.ends.get((topic, partition), 0)
-        for offset in range(end, end + records):
-            self.writers[(topic, partition, offset)] = writer
-        self.ends[(topic, partition)] = end + records
-
-    def marker(self, topic: str, partition: int) -> None:
-        self.ends[(topic, partition)] = self.ends.get((topic, partition), 0) + 1
-
-    async def whose_gap(self, tp: TopicPartition, first: int, end: int) -> str | None:
-        self.gaps_read.append((first, end))
-        writers = {self.writers.get((tp.topic, tp.partition, o)) for o in range(first, end)}
-        others = sorted(w for w in writers if w not in (None, "us"))
-        return f"consumer group {others[0]!r}" if others else None
-
-    def create_batch(self) -> Any:
-        capacity = self.batch_capacity
-
-        class _Batch:
-            records = 0
-
-            def append(self, **_: Any) -> object | None:
-                if self.records == capacity:
-                    return None
-                self.records += 1
-                return object()
-
-            def close(self) -> None:
-                pass
-
-            def size(self) -> int:
-                return self.records
-
-        return _Batch()
-
-    async def send_batch(self, batch: Any, topic: str, partition: int | None = None) -> Any:
-        assert partition is not None
-        where = (topic, partition)
-        offset = self.ends.get(where, 0)
-        self.ends[where] = offset + batch.records
-        for number in range(offset, offset + batch.records):
-            self.writers[(topic, partition, number)] = "us"
-        if self.after_batch is not None:
-            self.after_batch()
-            self.after_batch = None
-        self._touched.add(where)
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        if self.fail_next_ack:
-            self.fail_next_ack = False
-            future.set_exception(KafkaTimeoutError())
-            return future
-
-        class _Metadata:
-            pass
-
-        acknowledged = _Metadata()
-        acknowledged.topic, acknowledged.partition, acknowledged.offset = topic, partition, offset  # type: ignore[attr-defined]
-        future.set_result(acknowledged)
-        return future
-
-    async def send_offsets_to_transaction(self, offsets: Any, group: str) -> None:
-        pass
-
-    def _marker(self) -> None:
-        if self.before_marker is not None:
-            self.before_marker()
-            self.before_marker = None
-        for where in self._touched:
-            self.ends[where] += 1
-        self._touched.clear()
-        self._txn_manager.in_transaction = False
-
-    async def commit_transaction(self) -> None:
-        self._marker()
-        self.commits += 1
-
-    async def abort_transaction(self) -> None:
-        self._marker()
-        self.aborts += 1
-
-
-STATE = TopicPartition("state", 0)
-
-
-def state_records(count: int) -> list[OutRecord]:
-    return [OutRecord("state", f"job-{i}".encode(), b"{}", 0) for i in range(count)]
+        assert producer.known_end(TopicPartition("t", 0)) == 10
 
 
 def watched(broker: LoggedBroker, end: int = 0) -> PartitionProducer:
     broker.ends[("state", 0)] = end
     producer = PartitionProducer(lambda **_: broker, "group", 0, retry_backoff_s=0.001)
-    producer.expect_end(STATE, end, broker.whose_gap)
+    producer.count_from(STATE, end, broker.whose_gap)
     return producer
 
 
@@ -536,7 +390,7 @@ class TestAnotherWriter:
         async def unreadable(tp: TopicPartition, first: int, end: int) -> str | None:
             raise KafkaTimeoutError()
 
-        producer.expect_end(STATE, 0, unreadable)
+        producer.count_from(STATE, 0, unreadable)
         broker.intrude("state", 0, 2)
         with capture_logs() as logs:
             await producer.commit(state_records(1), {})
@@ -544,6 +398,34 @@ class TestAnotherWriter:
         assert [line["event"] for line in logs if line["log_level"] == "warning"] == [
             "changelog_gap_unread"
         ]
+
+    async def test_a_gap_read_that_hangs_is_given_up_in_time_and_the_commit_goes_on(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A broker that stops answering the reader (not failing it): the read is bounded
+        (``GAP_READ_TIMEOUT_S``), the commit goes on after it with a warning, and the reader
+        was cancelled, not left running."""
+        monkeypatch.setattr(transactions, "GAP_READ_TIMEOUT_S", 0.05)
+        broker = LoggedBroker()
+        producer = PartitionProducer(lambda **_: broker, "group", 0, retry_backoff_s=0.001)
+        cancelled = asyncio.Event()
+
+        async def hung(tp: TopicPartition, first: int, end: int) -> str | None:
+            try:
+                await asyncio.Event().wait()
+            finally:
+                cancelled.set()
+            return None
+
+        producer.count_from(STATE, 0, hung)
+        broker.intrude("state", 0, 2)
+        with capture_logs() as logs:
+            await asyncio.wait_for(producer.commit(state_records(1), {}), 5)
+        assert broker.commits == 1
+        assert cancelled.is_set()
+        [unread] = [line for line in logs if line["event"] == "changelog_gap_unread"]
+        assert (unread["expected"], unread["end"]) == (0, 2)
+        assert "TimeoutError" in unread["error"]
 
     async def test_a_record_appended_before_its_own_commit_marker_is_found(self) -> None:
         """Two transactions open at once: another producer's record lands after this one's
