@@ -495,6 +495,40 @@ class TestAnotherWriter:
         await producer.commit(state_records(1), {})
         assert (broker.commits, broker.aborts) == (1, 1)
 
+    async def test_a_commit_cancelled_while_it_reads_a_gap_leaves_nothing_behind(self) -> None:
+        """A stop's deadline cancels a commit while it reads offsets it did not count back:
+        the read is cancelled with it, nothing of the transaction is committed, and the next
+        commit aborts it first. The uncounted offsets turn the check off until a commit of
+        its own wrote there; the other writer's next record is found after that."""
+        broker = LoggedBroker()
+        producer = PartitionProducer(lambda **_: broker, "group", 0, retry_backoff_s=0.001)
+        reading, read_cancelled = asyncio.Event(), asyncio.Event()
+
+        async def hung_once(tp: TopicPartition, first: int, end: int) -> str | None:
+            if reading.is_set():
+                return await broker.whose_gap(tp, first, end)
+            reading.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                read_cancelled.set()
+            return None
+
+        producer.count_from(STATE, 0, hung_once)
+        broker.marker("state", 0)  # a marker it did not count: the offsets are read back
+        first = asyncio.create_task(producer.commit(state_records(1), {TopicPartition("in", 0): 1}))
+        await reading.wait()
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+        assert read_cancelled.is_set()
+        assert broker.commits == 0
+        await producer.commit(state_records(1), {})
+        assert (broker.commits, broker.aborts) == (1, 1)
+        broker.intrude("state", 0, 1)
+        with pytest.raises(LogWrittenElsewhere):
+            await producer.commit(state_records(1), {})
+
     async def test_unwatched_partitions_are_shared_by_design(self) -> None:
         """Result topics take every partition producer's records: never checked."""
         broker = LoggedBroker()
