@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
@@ -30,7 +30,7 @@ from consumer.config import Settings
 from consumer.demo import DemoJobs, DemoPlan, build_demo
 from consumer.kafka.limits import changelog_max_message_bytes
 from consumer.kafka.partitioning import hashes_to
-from consumer.state.continuity import read_floor
+from consumer.state.continuity import ChangelogOwner, read_floor
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     DEFAULT_MAX_JOB_BYTES,
@@ -70,6 +70,23 @@ CHANGELOG_BYTES = changelog_max_message_bytes(DEFAULT_MAX_JOB_BYTES)
 
 #: Noticed within a second, not the default 30 s.
 FAST_METADATA = {"BASICSYNC_KAFKA__METADATA_MAX_AGE_MS": "1000"}
+
+
+async def abort_a_write(
+    bootstrap: str, topic: str, partition: int, key: bytes, headers: list[tuple[str, bytes]]
+) -> None:
+    """Two records to ``topic`` ``partition`` in a transaction that is then aborted."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, transactional_id=f"aborter-{topic}")
+    await producer.start()
+    try:
+        await producer.begin_transaction()
+        for _ in range(2):
+            await producer.send_and_wait(
+                topic, b"{}", key=key, partition=partition, headers=headers
+            )
+        await producer.abort_transaction()
+    finally:
+        await producer.stop()
 
 
 async def grow(bootstrap: str, topics: list[str], partitions: int) -> None:
@@ -666,6 +683,40 @@ class TestChangelogShared:
                 if process.poll() is None:
                     process.kill()
                     process.wait()
+
+    async def test_an_aborted_write_naming_its_own_group_is_no_alarm(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Offsets the member did not count, holding only records naming its own group and
+        transaction markers (what its own attempt cut short by a broker restart leaves: here
+        an aborted transaction, written on a real broker), are no other writer: its next write
+        there reads them back (aborted records and markers included), logs
+        ``changelog_gap_explained`` and goes on, and the late event is posted."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=10, seed=41, prefix="own-gap"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        async with consumer_process(settings, log) as process:
+            await wait_converged(sandbox_in_process, demo.expected, within=60)
+            await asyncio.sleep(2)  # the settled states committed
+            job = sorted(demo.expected)[0]
+            partition = hashes_to(job.encode(), 2)
+            own = ChangelogOwner(settings.kafka.group_id).header()
+            await abort_a_write(kafka_bootstrap, topics.state, partition, job.encode(), [own])
+            await produce(kafka_bootstrap, topics.inputs, final_upserts([job], "late"))
+            late = with_title(demo.expected, "late")
+            await wait_converged(sandbox_in_process, {job: late[job]}, within=60)
+            assert process.poll() is None, tail(log)
+        explained = log_events(log, "changelog_gap_explained")
+        assert [line["partition"] for line in explained] == [partition], tail(log)
+        assert explained[0]["end"] - explained[0]["expected"] == 3, explained  # 2 records, a marker
+        assert not log_events(log, "changelog_written_elsewhere"), tail(log)
+        assert not log_events(log, "changelog_gap_unread"), tail(log)
 
     async def test_a_key_deleted_by_hand_under_a_running_member_stops_it_and_a_start_reads_it(
         self,
