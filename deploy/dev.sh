@@ -3,7 +3,7 @@
 #
 #   bash deploy/dev.sh run [basicsync run options]   basicsync run --embedded: the consumer with
 #                                                    local Kafka + WorkfloPlus sandbox + demo
-#   bash deploy/dev.sh test [pytest options]         the whole test suite
+#   bash deploy/dev.sh test [pytest options]         the whole test suite, in two workers
 #
 # Both create .venv and install the project with its dev extra when that is missing or
 # pyproject.toml changed since. The local broker needs Java 17+ and (once) Maven: kafka.sh
@@ -40,7 +40,10 @@ run)
     ;;
 test)
     ensure_venv
-    exec .venv/bin/python -m pytest "$@"
+    # Two pytest-xdist workers, each with a broker of its own: most of the integration time is
+    # waiting out faults, not CPU. The security tests share one worker (--dist loadgroup).
+    # Options after these win: -n 0 runs everything in this process (for --pdb).
+    exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
     ;;
 *)
     echo "usage: bash deploy/dev.sh run|test|install [options]" >&2

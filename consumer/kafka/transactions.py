@@ -175,7 +175,8 @@ class PartitionProducer:
         #: the counted partitions whose end nothing uncounted (a failed transaction's records
         #: and abort marker, an offset not acknowledged) has moved since it was counted
         self._exact: set[TopicPartition] = set()
-        self._whose_gap: GapReader | None = None
+        #: the counted partitions only this producer writes to: who wrote their gaps
+        self._whose_gap: dict[TopicPartition, GapReader] = {}
 
     def count_from(self, tp: TopicPartition, end: int, whose_gap: GapReader | None) -> None:
         """``tp`` ends at ``end`` now (read after :meth:`start` fenced every earlier producer):
@@ -199,7 +200,10 @@ class PartitionProducer:
         """
         self._ends[tp] = end
         self._exact.add(tp)
-        self._whose_gap = whose_gap
+        if whose_gap is None:
+            self._whose_gap.pop(tp, None)
+        else:
+            self._whose_gap[tp] = whose_gap
 
     def known_end(self, tp: TopicPartition) -> int | None:
         """The end of ``tp`` this producer's own writes explain: the end it was counted from,
@@ -446,7 +450,7 @@ class PartitionProducer:
         else:
             expected = self._ends[tp]
             first = max(expected - 1, 0)
-        whose_gap = self._whose_gap
+        whose_gap = self._whose_gap.get(tp)
         if offset <= expected or whose_gap is None:
             return
         self._stage = f"reading {tp.topic}-{tp.partition} from offset {first}"

@@ -101,8 +101,23 @@ ensure_jars() {
         say "Install it, e.g. on Debian/Ubuntu: sudo apt-get install maven"
         exit 2
     fi
-    say "resolving Kafka $KAFKA_VERSION jars into $LIBS (once) ..."
     mkdir -p "$CACHE_DIR"
+    # Two starts at once on a cold cache (the two test workers' brokers) resolve it one at a
+    # time, so neither starts on a half-moved copy: the second finds it complete. The lock's
+    # file descriptor is the block's only, so the broker started after it does not hold it.
+    if command -v flock >/dev/null; then
+        {
+            flock 9
+            resolve_jars
+        } 9>"$CACHE_DIR/.lock"
+    else
+        resolve_jars
+    fi
+}
+
+resolve_jars() {
+    [[ -f "$CACHE_DIR/.complete" ]] && return 0
+    say "resolving Kafka $KAFKA_VERSION jars into $LIBS (once) ..."
     local tmp
     tmp="$(mktemp -d "$CACHE_DIR/.libs.XXXXXX")"
     if ! mvn -q -B -f "$POM" dependency:copy-dependencies \
@@ -111,7 +126,7 @@ ensure_jars() {
         rm -rf "$tmp"
         die "Maven could not resolve the Kafka jars (log above)"
     fi
-    # Another start may have filled the cache meanwhile; the first complete copy wins.
+    # Another start may have filled the cache meanwhile (no flock): the first copy wins.
     if [[ -f "$CACHE_DIR/.complete" ]]; then
         rm -rf "$tmp"
         return 0

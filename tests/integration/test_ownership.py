@@ -175,16 +175,25 @@ class TestFencing:
         assert values == [b"old-1", b"new-1"]
 
 
+def holds_every_partition(log: str, partitions: int) -> bool:
+    """Whether the member's last assignment (its log) holds all ``partitions`` of its topics."""
+    assigned = log_events(log, "partitions_assigned")
+    return bool(assigned) and len(set(assigned[-1]["partitions"])) == partitions
+
+
 async def sigstopped_past_the_session(
-    a: Any, topics: Topics, check: Callable[[Topics], Awaitable[None]] | None = None
+    a: Any, topics: Topics, log_b: str, check: Callable[[Topics], Awaitable[None]] | None = None
 ) -> None:
-    """SIGSTOP member ``a`` for 15 s, past its 6 s session, then SIGCONT it; ``check`` runs
-    while it is stopped."""
+    """SIGSTOP member ``a`` past its 6 s session until member B holds both partitions (the
+    group moved on without A, B's producers fenced A's), then SIGCONT it; ``check`` runs while
+    it is stopped. Waiting for the takeover, not a fixed time, is what makes A a zombie that
+    wakes up behind B's writes, however slow the machine."""
     a.send_signal(signal.SIGSTOP)
     try:
         if check is not None:
             await check(topics)
-        await asyncio.sleep(15)
+        taken_over = await eventually(lambda: holds_every_partition(log_b, 2), within=60)
+        assert taken_over, "B never took both partitions:\n" + tail(log_b)
     finally:
         a.send_signal(signal.SIGCONT)
 
@@ -197,7 +206,7 @@ class TestZombieMember:
         sandbox: Sandbox,
         tmp_path: Path,
         *,
-        pause_a: Callable[[Any, Topics], Awaitable[None]],
+        pause_a: Callable[[Any, Topics, str], Awaitable[None]],
         seed: int,
         adjust: Callable[[Settings], Settings] = lambda settings: settings,
         stage_grown: bool = False,
@@ -236,7 +245,7 @@ class TestZombieMember:
             if stage_grown:  # more intents committed ahead of their requests when A stops
                 await stage_grown_past(port, settings.sync.concurrency, within=20)
             b = start_consumer_process(settings, log_b, env)
-            await pause_a(a, topics)
+            await pause_a(a, topics, log_b)
             await produce(kafka_bootstrap, topics.inputs, demo.events[third : 2 * third])
             await asyncio.sleep(2)
             await produce(kafka_bootstrap, topics.inputs, demo.events[2 * third :])
@@ -266,8 +275,8 @@ class TestZombieMember:
         sandbox_in_process: Sandbox,
         tmp_path: Path,
     ) -> None:
-        """Member A (session 6 s) is SIGSTOPped for 15 s mid-stream while B takes over, then
-        resumed while events keep coming: every job converges, a fresh member restores all
+        """Member A (session 6 s) is SIGSTOPped mid-stream until B has taken both partitions,
+        then resumed while events keep coming: every job converges, a fresh member restores all
         of them from the changelog, and no job's accepted history ever loses a step. A is
         stopped with its intent stage grown past the 32 request slots (live traffic), so more
         intents than slots may be committed and waiting when it is fenced."""
@@ -308,8 +317,8 @@ class TestZombieMember:
             assert posted > 20, posted
             assert behind == 0, f"A committed offsets before it was stopped: {behind}"
 
-        async def sigstop_ahead_of_offsets(a: Any, topics: Topics) -> None:
-            await sigstopped_past_the_session(a, topics, check=ahead_of_offsets)
+        async def sigstop_ahead_of_offsets(a: Any, topics: Topics, log_b: str) -> None:
+            await sigstopped_past_the_session(a, topics, log_b, check=ahead_of_offsets)
 
         await self._failover(
             kafka_bootstrap,
@@ -332,7 +341,7 @@ class TestZombieMember:
         for its requests) overruns the 6 s session: the group moves on without A, A's late
         writes are fenced, and nothing is lost or regresses."""
 
-        async def slow_gateway(a: Any, topics: Topics) -> None:
+        async def slow_gateway(a: Any, topics: Topics, log_b: str) -> None:
             sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 9_000}})
             await asyncio.sleep(12)
             sandbox_in_process.faults.update({"latency": None})
@@ -362,7 +371,7 @@ class TestZombieMember:
         pid = broker_pid(kafka_bootstrap)
         log_a = str(tmp_path / "a.log")
 
-        async def broker_hung_mid_rebalance(a: Any, topics: Topics) -> None:
+        async def broker_hung_mid_rebalance(a: Any, topics: Topics, log_b: str) -> None:
             sandbox_in_process.faults.update({"latency": {"kind": "fixed", "ms": 9_000}})
             rebalancing = await eventually(
                 lambda: "because it is rebalancing" in tail(log_a, chars=10**8), within=30

@@ -22,6 +22,7 @@ from consumer.errors import PartitionLost
 from consumer.kafka import transactions
 from consumer.kafka.transactions import (
     CommitTrouble,
+    GapReader,
     LogReplaced,
     LogWrittenElsewhere,
     OutRecord,
@@ -37,6 +38,26 @@ STATE = TopicPartition("state", 0)
 
 def state_records(count: int) -> list[OutRecord]:
     return [OutRecord("state", f"job-{i}".encode(), b"{}", 0) for i in range(count)]
+
+
+class HungReader:
+    """A gap reader whose first read never answers (a broker that stopped answering) until
+    it is cancelled; the reads after it go to ``then``."""
+
+    def __init__(self, then: GapReader | None = None) -> None:
+        self.reading = asyncio.Event()
+        self.cancelled = asyncio.Event()
+        self._then = then
+
+    async def __call__(self, tp: TopicPartition, first: int, end: int) -> str | None:
+        if self.reading.is_set() and self._then is not None:
+            return await self._then(tp, first, end)
+        self.reading.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            self.cancelled.set()
+        return None
 
 
 class TestPartitionProducer:
@@ -408,21 +429,13 @@ class TestAnotherWriter:
         monkeypatch.setattr(transactions, "GAP_READ_TIMEOUT_S", 0.05)
         broker = LoggedBroker()
         producer = PartitionProducer(lambda **_: broker, "group", 0, retry_backoff_s=0.001)
-        cancelled = asyncio.Event()
-
-        async def hung(tp: TopicPartition, first: int, end: int) -> str | None:
-            try:
-                await asyncio.Event().wait()
-            finally:
-                cancelled.set()
-            return None
-
+        hung = HungReader()
         producer.count_from(STATE, 0, hung)
         broker.intrude("state", 0, 2)
         with capture_logs() as logs:
             await asyncio.wait_for(producer.commit(state_records(1), {}), 5)
         assert broker.commits == 1
-        assert cancelled.is_set()
+        assert hung.cancelled.is_set()
         [unread] = [line for line in logs if line["event"] == "changelog_gap_unread"]
         assert (unread["expected"], unread["end"]) == (0, 2)
         assert "TimeoutError" in unread["error"]
@@ -502,29 +515,31 @@ class TestAnotherWriter:
         its own wrote there; the other writer's next record is found after that."""
         broker = LoggedBroker()
         producer = PartitionProducer(lambda **_: broker, "group", 0, retry_backoff_s=0.001)
-        reading, read_cancelled = asyncio.Event(), asyncio.Event()
-
-        async def hung_once(tp: TopicPartition, first: int, end: int) -> str | None:
-            if reading.is_set():
-                return await broker.whose_gap(tp, first, end)
-            reading.set()
-            try:
-                await asyncio.Event().wait()
-            finally:
-                read_cancelled.set()
-            return None
-
+        hung_once = HungReader(then=broker.whose_gap)
         producer.count_from(STATE, 0, hung_once)
         broker.marker("state", 0)  # a marker it did not count: the offsets are read back
         first = asyncio.create_task(producer.commit(state_records(1), {TopicPartition("in", 0): 1}))
-        await reading.wait()
+        await hung_once.reading.wait()
         first.cancel()
         with pytest.raises(asyncio.CancelledError):
             await first
-        assert read_cancelled.is_set()
+        assert hung_once.cancelled.is_set()
         assert broker.commits == 0
         await producer.commit(state_records(1), {})
         assert (broker.commits, broker.aborts) == (1, 1)
+        broker.intrude("state", 0, 1)
+        with pytest.raises(LogWrittenElsewhere):
+            await producer.commit(state_records(1), {})
+
+    async def test_a_partition_counted_without_a_reader_leaves_the_others_checked(
+        self,
+    ) -> None:
+        """Each counted partition keeps its own reader: counting a second one as shared (no
+        reader) does not switch the first one's check off."""
+        broker = LoggedBroker()
+        producer = watched(broker, end=0)
+        producer.count_from(TopicPartition("state", 1), 0, None)
+        await producer.commit(state_records(1), {})
         broker.intrude("state", 0, 1)
         with pytest.raises(LogWrittenElsewhere):
             await producer.commit(state_records(1), {})
