@@ -32,7 +32,7 @@ from consumer.observability.stats import Stats
 from consumer.pipeline import Restored, Restorer
 from consumer.state.recovery import RestoreReport
 from consumer.testing.workfloplus import Sandbox
-from tests.fixtures.kafka import kafka_sh
+from tests.fixtures.kafka import kafka_sh, local_broker_env
 from tests.integration.harness import (
     MakeTopic,
     Topics,
@@ -611,11 +611,9 @@ def broker_pid(bootstrap: str) -> int:
     """The local test broker's JVM (see deploy/kafka-local/kafka.sh for where it keeps it)."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
         pytest.skip("needs the local broker this test session started")
-    port = bootstrap.rsplit(":", 1)[1]
-    state_dir = os.environ.get("KAFKA_STATE_DIR") or os.path.join(
-        os.environ.get("TMPDIR", "/tmp"), f"basicsync-kafka-{port}"
-    )
-    return int(Path(state_dir, "kafka.pid").read_text().strip())
+    env = local_broker_env()
+    assert bootstrap.endswith(f":{env['KAFKA_PORT']}"), (bootstrap, env)
+    return int(Path(env["KAFKA_STATE_DIR"], "kafka.pid").read_text().strip())
 
 
 async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -920,7 +918,6 @@ class TestKafkaTrouble:
         rebalance. It never exits and converges every job; none regresses and no failure
         record is written."""
         broker_pid(kafka_bootstrap)  # skips unless this session started the broker
-        port = kafka_bootstrap.rsplit(":", 1)[1]
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=200, seed=89, prefix="restarted"))
         half = len(demo.events) // 2
@@ -942,7 +939,7 @@ class TestKafkaTrouble:
         try:
             posted = await eventually(lambda: len(sandbox_in_process.state.jobs) > 20, within=60)
             assert posted, tail(log)
-            restart = await asyncio.to_thread(kafka_sh, "restart", KAFKA_PORT=port)
+            restart = await asyncio.to_thread(kafka_sh, "restart", **local_broker_env())
             assert len(sandbox_in_process.state.jobs) < len(demo.expected), "drained already"
             assert restart.returncode == 0, restart.stdout + restart.stderr
             assert process.poll() is None, "exited while the broker restarted:\n" + tail(log)
@@ -979,7 +976,6 @@ class TestKafkaTrouble:
         every job converges, none regresses, each refused abort is reported exactly once and
         the committed offsets reach the end of the input."""
         broker_pid(kafka_bootstrap)  # skips unless this session started the broker
-        port = kafka_bootstrap.rsplit(":", 1)[1]
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=240, seed=61, prefix="restarted-live"))
         stream, aborted = with_late_aborts(demo, 40)
@@ -997,7 +993,7 @@ class TestKafkaTrouble:
             await send_live(send, chunks[:5])
             await send(chunks[5])
             await asyncio.sleep(0.5)
-            restart = await asyncio.to_thread(kafka_sh, "restart", KAFKA_PORT=port)
+            restart = await asyncio.to_thread(kafka_sh, "restart", **local_broker_env())
             assert restart.returncode == 0, restart.stdout + restart.stderr
             assert process.poll() is None, "exited while the broker restarted:\n" + tail(log)
             assert len(sandbox_in_process.state.jobs) < len(demo.expected), "drained already"
