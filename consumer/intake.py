@@ -60,6 +60,9 @@ class BatchEffect:
     #: the trace contexts of the applied events that carry one (docs/operations.md "Tracing")
     traces_by_job: dict[str, list[EventTrace]] = field(default_factory=dict)
     failures: list[FailureRecord] = field(default_factory=list)
+    #: the Kafka key of each failure's input, as received, in step with ``failures``: the
+    #: failure record's key when it has no clientJobId (a key that is not UTF-8)
+    failure_keys: list[bytes | None] = field(default_factory=list)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     misrouted: int = 0
     applied: int = 0
@@ -369,6 +372,7 @@ class _Intake:
             headers=record.headers,
             max_value_bytes=self.max_failure_value_bytes,
         )
+        self.effect.failure_keys.append(record.key)
         self.effect.failures.append(
             FailureRecord.for_input(
                 reason=reason,

@@ -619,10 +619,10 @@ class Pipeline:
         checkpoint = self._checkpoint
         for job, partition in effect.partitions.items():
             checkpoint.stage_applied(partition, job, effect.offsets_by_job.get(job, ()))
-        for failure in effect.failures:
+        for failure, raw_key in zip(effect.failures, effect.failure_keys, strict=True):
             source = failure.source
             if source is not None:
-                checkpoint.stage_result(source.partition, failure)
+                checkpoint.stage_result(source.partition, failure, raw_key)
             log.warning(
                 "event_rejected",
                 reason=failure.reason.value,

@@ -98,14 +98,19 @@ class TestCoalescing:
             assert len(requests) == 1, (job, [r.status for r in requests])
 
 
+#: a Kafka key that is not UTF-8
+RAW_KEY = b"\xffraw-key\xfe"
+
+
 class TestInvalidInput:
     async def test_each_invalid_kind_lands_on_the_failure_topic_and_the_rest_converges(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
-        """Bad JSON, a tombstone, a null header value, missing fields, unknown type, key
-        mismatch, oversize, a time before the year 1 in UTC, NaN, a number past a double's
-        range and an abort after completion each give one failure record with the original
-        bytes; good jobs converge."""
+        """Bad JSON, a tombstone, a null header value, missing fields, unknown type, a key
+        that differs, is not UTF-8 or is missing, oversize, a time before the year 1 in UTC,
+        NaN, a number past a double's range and an abort after completion each give one
+        failure record with the original bytes, keyed by its clientJobId or else by the raw
+        key; good jobs converge."""
         topics = await new_topics(make_topic, partitions=1)
         topic = topics.inputs[0]
         demo = build_demo(DemoPlan(jobs=10, seed=5, abort_share=0))
@@ -144,6 +149,8 @@ class TestInvalidInput:
             (valid_key, json.dumps(missing).encode(), content_type),
             (valid_key, json.dumps(unknown).encode(), content_type),
             (b"someone-else", json.dumps({**envelope, "id": "x-key"}).encode(), content_type),
+            (RAW_KEY, json.dumps({**envelope, "id": "x-raw-key"}).encode(), content_type),
+            (None, json.dumps({**envelope, "id": "x-no-key"}).encode(), content_type),
             (valid_key, json.dumps(oversized).encode(), content_type),
             (valid_key, json.dumps(before_utc).encode(), content_type),
             *((valid_key, number.encode(), content_type) for number in numbers),
@@ -181,6 +188,8 @@ class TestInvalidInput:
             "invalid_event",
             "invalid_event",
             "key_mismatch",
+            "key_mismatch",
+            "key_mismatch",
             "oversized_event",
             "unknown_event_type",
         ]
@@ -199,6 +208,17 @@ class TestInvalidInput:
         assert by_job["job-tombstone"]["source"]["value"] is None
         assert {"key": "trace", "value": None} in by_job["job-null-header"]["source"]["headers"]
         assert running.stats.invalid.total() == len(expected_reasons)
+        # Each failure record is keyed by its clientJobId; without one, by the input's key as
+        # received (not UTF-8), and a keyless input's has no key.
+        keys = {}
+        for key, value in await raw_records(kafka_bootstrap, topics.failed, committed=True):
+            failure = json.loads(value)
+            keys[failure["source"]["offset"]] = (key, failure["clientJobId"])
+        assert len(keys) == len(failures)
+        for key, client_job_id in keys.values():
+            if client_job_id is not None:
+                assert key == client_job_id.encode()
+        assert sorted(key for key, job in keys.values() if job is None) == [b"", RAW_KEY]
 
 
 class TestGatewayRejection:

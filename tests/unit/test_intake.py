@@ -266,10 +266,23 @@ class TestAbsorb:
         """A key that is not UTF-8 fails as key_mismatch; clientJobId stays unknown."""
         batch = Batch()
         batch.raw(b"\xff\xfe", b"{}")
-        failure = run(batch).failures[0]
+        effect = run(batch)
+        failure = effect.failures[0]
         assert failure.client_job_id is None
         assert failure.source is not None
         assert failure.source.key == b64(b"\xff\xfe")
+        assert effect.failure_keys == [b"\xff\xfe"]  # the failure record's Kafka key
+
+    def test_each_failure_keeps_its_inputs_key_in_step(self) -> None:
+        """The raw keys go with their failures, one each, in order, a missing one as None."""
+        batch = Batch()
+        batch.raw(b"job-a", b"garbage")
+        batch.add(upserted("job-b", workflowId="wf"))
+        batch.raw(None, b"{}")
+        batch.raw(b"\xc3", b"{}")
+        effect = run(batch)
+        assert [f.client_job_id for f in effect.failures] == ["job-a", None, None]
+        assert effect.failure_keys == [b"job-a", None, b"\xc3"]
 
     def test_invalid_events_do_not_block_valid_ones(self) -> None:
         """Bad input between good events is reported and the good events still apply."""

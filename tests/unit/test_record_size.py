@@ -132,6 +132,32 @@ class TestFitRecord:
         assert len(fitted.value) + len(fitted.key or b"") <= MIN_LIMIT_BYTES
         assert (fitted.record.client_job_id or "").endswith(TRUNCATION_SUFFIX)
 
+    @given(
+        raw_key=st.binary(min_size=1, max_size=3000),
+        message=st.text(max_size=3000),
+        limit=st.integers(MIN_LIMIT_BYTES, 20_000),
+    )
+    @settings(deadline=None, max_examples=100)
+    def test_a_failure_without_client_job_id_is_keyed_by_the_raw_key(
+        self, raw_key: bytes, message: str, limit: int
+    ) -> None:
+        """An input whose key is not UTF-8 has no clientJobId: its failure record's Kafka
+        key is that key as received, or its start when the record had to be cut to fit."""
+        record = input_failure(b"v", key=raw_key, message=message)
+        record = record.model_copy(update={"client_job_id": None})
+        fitted = fit_record(record, limit, raw_key)
+        assert len(fitted.value) + len(fitted.key or b"") <= limit
+        assert fitted.key is not None
+        assert raw_key.startswith(fitted.key)
+        if not fitted.reduced:
+            assert fitted.key == raw_key
+
+    def test_a_huge_raw_key_is_cut_to_fit(self) -> None:
+        record = input_failure(b"v", key=None).model_copy(update={"client_job_id": None})
+        fitted = fit_record(record, MIN_LIMIT_BYTES, b"\xff" * 900_000)
+        assert fitted.key == b"\xff" * 1024
+        assert fitted.reduced
+
     def test_limit_below_minimum_is_an_error(self) -> None:
         """A limit too small for any record is a programming error, not a silent drop."""
         with pytest.raises(ValueError, match="below"):
