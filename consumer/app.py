@@ -52,6 +52,7 @@ from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import security_problem, unreachable
 from consumer.kafka.limits import (
     changelog_max_message_bytes,
+    changelog_room,
     compression_type,
     max_request_size,
 )
@@ -195,7 +196,7 @@ async def run_consumer(
             return
         stack.push_async_callback(admin.close)
         try:
-            partition_count = await unless_stopped(stop, _checked_topics(admin, kafka, settings))
+            limits = await unless_stopped(stop, _checked_topics(admin, kafka, settings))
         except Stopped:
             return
         running.waiting_for = None
@@ -210,7 +211,7 @@ async def run_consumer(
             kafka,
             gateway,
             running.stats,
-            partition_count,
+            limits,
             wrap_restore,
             tracing.sync_tracer,
             stop,
@@ -221,7 +222,7 @@ async def run_consumer(
                 "consumer_started",
                 group=settings.kafka.group_id,
                 inputs=list(settings.topics.input),
-                partitions=partition_count,
+                partitions=limits.partition_count,
             )
             running.stop_committed = await _run_until_stopped(
                 pipeline, scheduler, stop, settings.sync.shutdown_deadline_s
@@ -231,31 +232,48 @@ async def run_consumer(
 
 async def _checked_topics(
     admin: AIOKafkaAdminClient, kafka: dict[str, Any], settings: Settings
-) -> int:
-    """The partition count, once the topics' layout is checked (internal ones created) and
-    the changelog's keys are where that count puts them."""
+) -> PipelineLimits:
+    """The pipeline's limits, once the topics' layout is checked (internal ones created) and
+    the changelog's keys are where the partition count puts them: they depend on that count
+    and on the changelog's room for a job (``changelog_room``)."""
     partition_count = await ensure_topology(admin, _topic_plan(settings))
-    await _check_changelog_retention(admin, settings.state_topic)
+    room = await _checked_changelog_config(admin, settings)
     await check_changelog_placement(_consumer_factory(kafka), settings.state_topic, partition_count)
-    return partition_count
+    return _pipeline_limits(settings, partition_count, room)
 
 
-async def _check_changelog_retention(admin: AIOKafkaAdminClient, changelog: str) -> None:
-    """Refuse a changelog that deletes states by age or size (``changelog_policy_problem``); a
-    principal without ``DescribeConfigs`` on it (``run`` does not need it otherwise) is
-    warned that nothing was checked."""
+async def _checked_changelog_config(admin: AIOKafkaAdminClient, settings: Settings) -> int | None:
+    """Refuse a changelog that deletes states by age or size (``changelog_policy_problem``);
+    return its room for a job when its ``max.message.bytes`` is below what
+    ``kafka.max_job_bytes`` needs, said once here. A principal without ``DescribeConfigs`` on
+    it (``run`` does not need it otherwise) is warned that nothing was checked."""
+    changelog = settings.state_topic
     config = await described_configs(admin, ConfigResourceType.TOPIC, changelog)
     if config is None:
         log.warning(
             "changelog_retention_unchecked",
             topic=changelog,
             reason=f"DescribeConfigs on topic {changelog} is not granted; grant it, or check "
-            "cleanup.policy=compact by hand",
+            "cleanup.policy=compact and max.message.bytes by hand",
         )
-        return
+        return None
     problem = changelog_policy_problem(config)
     if problem is not None:
         raise TopicLayoutError(f"changelog {changelog}: {problem}")
+    limit = config.get("max.message.bytes")
+    max_job_bytes = settings.kafka.max_job_bytes
+    room = changelog_room(int(limit) if limit else None, max_job_bytes, settings.kafka.group_id)
+    if room is not None:
+        log.warning(
+            "changelog_holds_smaller_jobs",
+            topic=changelog,
+            max_message_bytes=int(limit or 0),
+            room=room,
+            action=f"jobs whose key and state pass {room} bytes get job_too_large; raise the "
+            f"topic's max.message.bytes to {changelog_max_message_bytes(max_job_bytes)} to "
+            "hold BASICSYNC_KAFKA__MAX_JOB_BYTES",
+        )
+    return room
 
 
 def _gateway_session(
@@ -360,7 +378,7 @@ def _assemble(
     kafka: dict[str, Any],
     gateway: GatewayClient,
     stats: Stats,
-    partition_count: int,
+    limits: PipelineLimits,
     wrap_restore: Callable[[Restorer], Restorer] | None,
     tracer: SyncTracer,
     stop: asyncio.Event,
@@ -402,7 +420,7 @@ def _assemble(
         scheduler,
         wrap_restore(restore_partitions) if wrap_restore else restore_partitions,
         read_changelog_bounds,
-        _pipeline_limits(settings, partition_count),
+        limits,
         stats,
         stop=stop,
     )
@@ -510,7 +528,9 @@ def _scheduler(
     )
 
 
-def _pipeline_limits(settings: Settings, partition_count: int) -> PipelineLimits:
+def _pipeline_limits(
+    settings: Settings, partition_count: int, changelog_room: int | None
+) -> PipelineLimits:
     sync = settings.sync
     return PipelineLimits(
         partition_count=partition_count,
@@ -519,6 +539,7 @@ def _pipeline_limits(settings: Settings, partition_count: int) -> PipelineLimits
         retention_s=sync.retention_s,
         forgotten_retention_s=sync.forgotten_retention_s,
         max_job_bytes=settings.kafka.max_job_bytes,
+        changelog_room=changelog_room,
         max_failure_value_bytes=settings.kafka.max_failure_value_bytes,
         max_event_time_ahead_s=settings.kafka.max_event_time_ahead_s,
         checkpoint_interval_s=settings.kafka.checkpoint_interval_ms / 1000,

@@ -148,7 +148,9 @@ class KafkaSettings(_Section):
         default=16 * 1024 * 1024,
         ge=64 * 1024,
         description="largest job state (changelog value, uncompressed); a job that would grow "
-        "past it gets one job_too_large failure record and applies no more events",
+        "past it gets one job_too_large failure record and applies no more events. The "
+        "changelog topic needs max.message.bytes of this plus 1 MiB; a smaller one lowers "
+        "the limit to what it holds",
     )
     compression: Compression = Field(
         default=Compression.zstd,

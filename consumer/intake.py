@@ -142,6 +142,7 @@ def absorb(
     max_failure_value_bytes: int = MAX_FAILURE_VALUE_BYTES,
     count_misrouted: bool = True,
     max_time_ahead: timedelta | None = None,
+    changelog_room: int | None = None,
 ) -> BatchEffect:
     """Apply ``records`` in order to ``store`` and describe what must become durable.
 
@@ -149,6 +150,9 @@ def absorb(
     ``max_failure_value_bytes`` bounds the input bytes a failure record carries.
     ``count_misrouted`` False: the caller found every key on its murmur2 partition already.
     ``max_time_ahead``: an event whose time is further ahead of ``clock`` is refused.
+    ``changelog_room``: what the changelog topic holds for a job's key and state together,
+    when that is less than ``max_job_bytes`` needs (``consumer.kafka.limits.changelog_room``):
+    a job is refused past it as past ``max_job_bytes``.
     """
     intake = _Intake(
         store,
@@ -159,6 +163,7 @@ def absorb(
         max_failure_value_bytes=max_failure_value_bytes,
         count_misrouted=count_misrouted,
         max_time_ahead=max_time_ahead,
+        changelog_room=changelog_room,
     )
     for record in records:
         intake.take(record, clock())
@@ -177,6 +182,7 @@ class _Intake:
     max_failure_value_bytes: int
     count_misrouted: bool = True
     max_time_ahead: timedelta | None = None
+    changelog_room: int | None = None
     effect: BatchEffect = field(default_factory=BatchEffect)
 
     def take(self, record: SourceRecord, now: datetime) -> None:
@@ -303,8 +309,8 @@ class _Intake:
         result: JobState,
         now: datetime,
     ) -> bool:
-        """Would ``result`` pass ``max_job_bytes``? Then the job keeps ``state``, flagged."""
-        limit = self.max_job_bytes
+        """Would ``result`` pass its limit? Then the job keeps ``state``, flagged."""
+        limit, bound = self._job_limit(job)
         if limit is None or not self.sizes.may_exceed(
             job, state is not None, len(record.value or b""), limit
         ):
@@ -317,7 +323,7 @@ class _Intake:
             record,
             FailureReason.job_too_large,
             f"applying this event would make job {job!r} {size} bytes, more than "
-            f"BASICSYNC_KAFKA__MAX_JOB_BYTES ({limit}); the job keeps its "
+            f"{bound}; the job keeps its "
             "state as it was (and is still synced), and neither this event nor any "
             "later one of the job is applied",
             now,
@@ -327,6 +333,18 @@ class _Intake:
         if state is not None:
             self._changed(record, job, replace(state, too_large=True))
         return True
+
+    def _job_limit(self, job: str) -> tuple[int | None, str]:
+        """The largest encoded state ``job`` may reach, and what sets it, for its message."""
+        limit = self.max_job_bytes
+        if self.changelog_room is not None:
+            room = self.changelog_room - len(job.encode())
+            if limit is None or room < limit:
+                return room, (
+                    f"the {room} bytes the changelog topic's max.message.bytes holds for its "
+                    "state (below BASICSYNC_KAFKA__MAX_JOB_BYTES)"
+                )
+        return limit, f"BASICSYNC_KAFKA__MAX_JOB_BYTES ({limit})"
 
     def _applied(self, record: SourceRecord, event: JobEvent, result: JobState) -> None:
         """The new state is kept, with the offset and trace context of the event behind it."""

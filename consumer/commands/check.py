@@ -182,7 +182,8 @@ async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[
                     detail += (
                         f"; max.message.bytes is {config.get('max.message.bytes')}, it must be "
                         f"at least {settings.kafka.max_job_bytes + RECORD_HEADROOM_BYTES} to "
-                        "hold BASICSYNC_KAFKA__MAX_JOB_BYTES plus 1 MiB"
+                        "hold BASICSYNC_KAFKA__MAX_JOB_BYTES plus 1 MiB (until then a job "
+                        "outgrowing what it holds gets job_too_large)"
                     )
             checks.append(Check("topic", ok, detail, EXIT_TOPICS))
         elif creatable:

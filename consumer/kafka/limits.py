@@ -24,6 +24,11 @@ RECORD_HEADROOM_BYTES = 1 << 20
 RESULT_RECORD_BYTES = 1_000_000 - RECORD_OVERHEAD_BYTES
 
 
+#: A changelog record's bytes besides its key, its value and the writer's group id (a header):
+#: the batch and record framing and the other headers, with room to spare.
+CHANGELOG_FRAMING_BYTES = 4096
+
+
 def max_request_size(max_job_bytes: int) -> int:
     """The producers' ``max_request_size``: a job state of ``max_job_bytes`` with its key."""
     return max_job_bytes + RECORD_HEADROOM_BYTES
@@ -32,6 +37,20 @@ def max_request_size(max_job_bytes: int) -> int:
 def changelog_max_message_bytes(max_job_bytes: int) -> int:
     """The changelog topic's ``max.message.bytes``: one uncompressed job state in a batch."""
     return max_job_bytes + RECORD_HEADROOM_BYTES
+
+
+def changelog_room(max_message_bytes: int | None, max_job_bytes: int, group_id: str) -> int | None:
+    """What a changelog topic whose ``max.message.bytes`` is ``max_message_bytes`` holds for
+    one job's key and state together, when that is less than ``max_job_bytes`` needs (a topic
+    created by hand, or by an older version with a smaller setting); None when it holds what
+    the setting allows, or its limit is not known.
+
+    The intake then refuses a job that would outgrow it as it refuses one past
+    ``max_job_bytes`` (``job_too_large``), instead of the changelog refusing the state at the
+    checkpoint, which would hold the job's whole partition until the topic is raised."""
+    if max_message_bytes is None or max_message_bytes >= changelog_max_message_bytes(max_job_bytes):
+        return None
+    return max(max_message_bytes - CHANGELOG_FRAMING_BYTES - len(group_id.encode()), 0)
 
 
 def compression_type(compression: Compression) -> str | None:

@@ -45,9 +45,10 @@ when it is staged (``consumer.domain.record_size``; a reduced record is logged a
 Kafka still refuses one as too large, the transaction is aborted, the refused records are
 fitted again to half their size and the commit is repeated: a record never stalls a partition
 and the offsets are committed only with the records that report their events. A job state
-refused as too large means the changelog topic's ``max.message.bytes`` is below what
-``kafka.max_job_bytes`` needs: that is retried with backoff and logged as an error until an
-operator raises it (``basicsync check`` names it).
+refused as too large means the changelog topic's ``max.message.bytes`` was lowered below what
+``kafka.max_job_bytes`` needs after this member started (one smaller at its start lowers the
+intake's job limit instead, ``consumer.kafka.limits.changelog_room``): that is retried with
+backoff and logged as an error until an operator raises it (``basicsync check`` names it).
 
 A partition whose producer was fenced (another member owns it now) or revoked raises
 ``PartitionLost`` from :meth:`make_durable` and is reported by :meth:`take_lost`; its staged

@@ -70,17 +70,18 @@ def _big_job(steps: int) -> tuple[str, list[JobEvent]]:
 
 
 #: the changelog's limit in the tests of a changelog too small for a job
-SMALL_CHANGELOG = {"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024)}
+SMALL_CHANGELOG_BYTES = 16 * 1024
 
 
 async def _small_changelog(
-    make_topic: MakeTopic, prefix: str, seed: int
+    make_topic: MakeTopic, prefix: str, seed: int, *, max_message_bytes: int = 4 * 1024 * 1024
 ) -> tuple[Topics, DemoJobs, str, list[JobEvent]]:
-    """One partition whose changelog takes records of 16 KiB at most, and 20 demo jobs with a
-    300-step job (about 300 KB of state) spread among their events."""
+    """One partition whose changelog takes records of ``max_message_bytes`` at most, and 20
+    demo jobs with a 300-step job (about 300 KB of state) spread among their events."""
     topics = await new_topics(make_topic, partitions=1)
+    config = {"cleanup.policy": "compact", "max.message.bytes": str(max_message_bytes)}
     topics = dataclasses.replace(
-        topics, state=await make_topic(f"state-{prefix}", partitions=1, config=SMALL_CHANGELOG)
+        topics, state=await make_topic(f"state-{prefix}", partitions=1, config=config)
     )
     demo = build_demo(DemoPlan(jobs=20, seed=seed, prefix=prefix))
     big, big_events = _big_job(300)
@@ -94,15 +95,45 @@ async def _until_refused(log: str) -> None:
     assert refused, tail(log)
 
 
-async def _raise_changelog_limit(bootstrap: str, topic: str) -> None:
-    """What operations tells the operator to do: raise the changelog's limit (to 4 MiB)."""
+async def _lower_changelog_limit_once_started(bootstrap: str, topic: str, log: str) -> None:
+    """Once the member has its partition (it read the changelog's limit at its start), lower
+    that limit to :data:`SMALL_CHANGELOG_BYTES`, below the big job's state."""
+    assert await eventually(lambda: bool(log_events(log, "partitions_assigned")), within=60), tail(
+        log
+    )
+    await _set_changelog_limit(bootstrap, topic, SMALL_CHANGELOG_BYTES)
+
+
+async def _set_changelog_limit(bootstrap: str, topic: str, max_message_bytes: int) -> None:
+    """What operations tells the operator to do to a changelog too small: raise its limit."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
-        raised = {**SMALL_CHANGELOG, "max.message.bytes": str(4 * 1024 * 1024)}
-        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=raised)])
+        config = {"cleanup.policy": "compact", "max.message.bytes": str(max_message_bytes)}
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
     finally:
         await admin.close()
+
+
+async def _once_the_big_job_is_synced(
+    sandbox: Sandbox, bootstrap: str, topics: Topics, big: str, log: str
+) -> list[Any]:
+    """The failure records, once WorkfloPlus holds the big job (the part of it that fit)."""
+    assert await eventually(lambda: stored(sandbox, big) is not None, within=60), tail(log)
+    return await _failures(bootstrap, topics.failed)
+
+
+def _frozen_with_one_failure(
+    sandbox: Sandbox, failures: list[Any], big: str, big_events: list[JobEvent]
+) -> int:
+    """The big job got its one ``job_too_large`` record, at the version of every event
+    before its first step that did not fit, and WorkfloPlus holds the steps before it: how
+    many there are."""
+    assert [(f["clientJobId"], f["reason"]) for f in failures] == [(big, "job_too_large")]
+    steps = len(stored(sandbox, big)["completedSteps"])  # type: ignore[index]
+    step_events = [i for i, e in enumerate(big_events) if e.type is EventType.step_completed]
+    assert failures[0]["stateVersion"] == step_events[steps]
+    return steps
 
 
 def _big_expected(steps: int) -> dict[str, dict[str, Any]]:
@@ -316,27 +347,64 @@ class TestBigJob:
         assert len(stored(sandbox_in_process, big)["completedSteps"]) == 2_500  # type: ignore[index]
         assert await _failures(kafka_bootstrap, topics.failed) == []
 
-    async def test_a_changelog_too_small_for_a_job_holds_its_partition_until_it_is_raised(
+    async def test_a_changelog_created_too_small_limits_the_big_job_and_holds_nothing(
         self,
         kafka_bootstrap: str,
         make_topic: MakeTopic,
         sandbox_in_process: Sandbox,
         tmp_path: Path,
     ) -> None:
-        """A changelog created by hand with ``max.message.bytes`` of 16 KiB, below one job's
-        state (300 steps of about 1 KB): the broker refuses it, and its partition waits
+        """A changelog created by hand with ``max.message.bytes`` of 64 KiB, below what
+        ``max_job_bytes`` needs: the member says so at its start and limits jobs to what the
+        topic holds, so the 300-step job (about 300 KB) gets its one ``job_too_large``
+        naming the changelog, WorkfloPlus keeps the part that fit, and nobody waits: the 20
+        other jobs of its only partition converge, the offsets reach the end, the broker
+        never refuses a state, nothing exits."""
+        topics, demo, big, events = await _small_changelog(
+            make_topic, "small-changelog", 53, max_message_bytes=64 * 1024
+        )
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        try:
+            await produce(kafka_bootstrap, topics.inputs, events)
+            await wait_converged(sandbox_in_process, demo.expected, within=90)
+            await assert_read_to_the_end(kafka_bootstrap, topics.group, len(events))
+            failures = await _once_the_big_job_is_synced(
+                sandbox_in_process, kafka_bootstrap, topics, big, log
+            )
+        finally:
+            await _stop(process, log)
+        [said] = log_events(log, "changelog_holds_smaller_jobs")
+        assert said["max_message_bytes"] == 64 * 1024
+        assert log_events(log, "changelog_record_too_large") == []
+        steps = _frozen_with_one_failure(sandbox_in_process, failures, *_big_job(300))
+        assert 20 < steps < 64
+        assert "changelog topic's max.message.bytes" in failures[0]["error"]["message"]
+
+    async def test_a_changelog_lowered_under_a_running_member_holds_its_partition_until_raised(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The changelog's ``max.message.bytes`` lowered to 16 KiB after the member started
+        (it sized its jobs by the topic at its start), below one job's state (300 steps of
+        about 1 KB): the broker refuses it, and its partition waits
         (``changelog_record_too_large``), posting nothing unannounced. Once the operator raises
         the topic's limit, the partition goes on by itself: every job converges, the offsets
         reach the end, nothing exits. (Before, the first refusal left the producer's sequence
         numbers ahead of the broker's and the partition stayed refused after the fix.)"""
-        topics, demo, big, events = await _small_changelog(make_topic, "small-changelog", 53)
+        topics, demo, big, events = await _small_changelog(make_topic, "lowered-changelog", 53)
         big_expected = _big_expected(300)
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")
         async with consumer_process(settings, log):
+            await _lower_changelog_limit_once_started(kafka_bootstrap, topics.state, log)
             await produce(kafka_bootstrap, topics.inputs, events)
             await _until_refused(log)
-            await _raise_changelog_limit(kafka_bootstrap, topics.state)
+            await _set_changelog_limit(kafka_bootstrap, topics.state, 4 * 1024 * 1024)
             await wait_converged(sandbox_in_process, {**demo.expected, **big_expected}, within=90)
             await assert_read_to_the_end(kafka_bootstrap, topics.group, len(events))
         assert len(stored(sandbox_in_process, big)["completedSteps"]) == 300  # type: ignore[index]
@@ -349,7 +417,8 @@ class TestBigJob:
         sandbox_in_process: Sandbox,
         tmp_path: Path,
     ) -> None:
-        """SIGTERM while the changelog refuses a state (16 KiB limit, a 300-step job): the last
+        """SIGTERM while the changelog refuses a state (lowered to 16 KiB under the running
+        member, a 300-step job): the last
         checkpoint cannot commit, and the member gives it up at twice its shutdown deadline
         (3 s here) instead of retrying until the platform's SIGKILL: it exits with code 3, a
         ``last_checkpoint_late`` warning at the first deadline and a ``last_checkpoint_abandoned``
@@ -365,13 +434,14 @@ class TestBigJob:
             3,
         )
         log = str(tmp_path / "consumer.log")
-        await produce(kafka_bootstrap, topics.inputs, events)
         process = start_consumer_process(settings, log)
+        await _lower_changelog_limit_once_started(kafka_bootstrap, topics.state, log)
+        await produce(kafka_bootstrap, topics.inputs, events)
         await _until_refused(log)
         code, took = await sigterm_and_wait(process, log, 30)
         assert assert_stop_gave_up(log, code, took, deadline)["partitions"] == [0]
 
-        await _raise_changelog_limit(kafka_bootstrap, topics.state)
+        await _set_changelog_limit(kafka_bootstrap, topics.state, 4 * 1024 * 1024)
         async with consumer_process(settings, str(tmp_path / "after.log")):
             await wait_converged(sandbox_in_process, {**demo.expected, **big_expected}, within=90)
             await assert_read_to_the_end(kafka_bootstrap, topics.group, len(events))
@@ -400,18 +470,13 @@ class TestBigJob:
         )
         try:
             await wait_converged(sandbox_in_process, demo.expected, within=120)
-            assert await eventually(
-                lambda: stored(sandbox_in_process, big) is not None, within=60
-            ), tail(log)
-            failures = await _failures(kafka_bootstrap, topics.failed)
+            failures = await _once_the_big_job_is_synced(
+                sandbox_in_process, kafka_bootstrap, topics, big, log
+            )
         finally:
             await _stop(process, log)
-        assert [(f["clientJobId"], f["reason"]) for f in failures] == [(big, "job_too_large")]
-        steps = len(stored(sandbox_in_process, big)["completedSteps"])  # type: ignore[index]
+        steps = _frozen_with_one_failure(sandbox_in_process, failures, big, big_events)
         assert 100 < steps < 2_500
-        # The frozen version: every event before the first step that did not fit.
-        step_events = [i for i, e in enumerate(big_events) if e.type is EventType.step_completed]
-        assert failures[0]["stateVersion"] == step_events[steps]
 
     async def test_a_job_growing_past_max_job_bytes_through_two_kills_under_live_traffic(
         self,

@@ -505,6 +505,38 @@ class TestForgottenAndTooLarge:
         assert again.too_large == 1
         assert store.get("big") == state
 
+    @pytest.mark.parametrize("key", ["big", "big-" + "k" * 4_000])
+    def test_a_changelog_smaller_than_max_job_bytes_needs_limits_the_job_with_its_key(
+        self, key: str
+    ) -> None:
+        """A changelog topic that holds less than max_job_bytes needs (created by hand):
+        the job is frozen with its one job_too_large once its key and state together would
+        pass what the topic holds, and the record says that the changelog set the limit."""
+        store = JobStore()
+        batch = Batch()
+        batch.add(upserted(key, workflowId="wf"))
+        for n in range(60):
+            batch.add(step(key, n))
+        room = 20_000
+        effect = absorb(
+            store,
+            batch.records,
+            clock=ArrivalClock(lambda: NOW),
+            partition_count=PARTITIONS,
+            max_event_bytes=MAX_BYTES,
+            max_job_bytes=1 << 20,
+            sizes=SizeEstimate(),
+            changelog_room=room,
+        )
+        [failure] = effect.failures
+        assert failure.reason is FailureReason.job_too_large
+        assert "changelog topic's max.message.bytes" in failure.error.message
+        state = store.get(key)
+        assert state is not None
+        assert state.too_large
+        assert len(encode_state(state)) + len(key.encode()) <= room
+        assert len(encode_state(state)) + len(key.encode()) > room - 2_000  # about one step
+
     def test_failure_records_carry_the_value_up_to_the_setting(self) -> None:
         """An undecodable value is carried only up to max_failure_value_bytes, with its full
         size and sha256 and its coordinates."""
