@@ -293,6 +293,7 @@ class TestCheck:
         assert ran.code == 4, ran.out
         assert "max.message.bytes" in ran.out
         assert "BASICSYNC_KAFKA__MAX_JOB_BYTES" in ran.out
+        assert "gets job_too_large" in ran.out  # what a member does with it meanwhile
         assert "ok    broker limits: message.max.bytes is" in ran.out
 
     async def test_check_exits_5_when_the_gateway_is_down(
