@@ -631,6 +631,53 @@ def assert_kafka_client_lines_are_few(log: str) -> None:
     assert errors == [], errors
 
 
+async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Copy ``reader`` to ``writer`` until either side closes."""
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        writer.close()
+
+
+class BootstrapRelay:
+    """A TCP relay on ``port`` to the broker at ``upstream``, given to clients as their
+    bootstrap server: they bootstrap through it and then connect to the broker's advertised
+    address directly. Once ``hang_new`` is set, a new connection is accepted and never
+    answered (a broker that stopped answering new clients while the connections made go
+    on); ``held`` counts them."""
+
+    def __init__(self, upstream: str, port: int) -> None:
+        self.address = f"127.0.0.1:{port}"
+        self.hang_new = False
+        self.held = 0
+        self._upstream = upstream.rsplit(":", 1)
+        self._port = port
+        self._server: asyncio.Server | None = None
+        self._closed = asyncio.Event()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self._port)
+
+    async def close(self) -> None:
+        self._closed.set()
+        if self._server is not None:
+            self._server.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.hang_new:
+            self.held += 1
+            await self._closed.wait()
+            writer.close()
+            return
+        host, port = self._upstream
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        await asyncio.gather(forward(reader, upstream_writer), forward(upstream_reader, writer))
+
+
 def tail(path: str, chars: int = 3000) -> str:
     """The end of a log file, for assertion messages."""
     with open(path, encoding="utf-8", errors="replace") as log:

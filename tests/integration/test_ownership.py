@@ -34,6 +34,7 @@ from consumer.state.recovery import RestoreReport
 from consumer.testing.workfloplus import Sandbox
 from tests.fixtures.kafka import kafka_sh, local_broker_env
 from tests.integration.harness import (
+    BootstrapRelay,
     MakeTopic,
     Topics,
     assert_each_reported_once,
@@ -616,17 +617,6 @@ def broker_pid(bootstrap: str) -> int:
     return int(Path(env["KAFKA_STATE_DIR"], "kafka.pid").read_text().strip())
 
 
-async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(65536):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, OSError):
-        pass
-    finally:
-        writer.close()
-
-
 class TestKafkaTrouble:
     async def test_a_broker_hung_for_60s_is_waited_out(
         self,
@@ -1027,25 +1017,16 @@ class TestKafkaTrouble:
         process = start_consumer_process(
             settings, log, {"BASICSYNC_KAFKA__STARTUP_BACKOFF_MAX_S": "3"}
         )
-        broker_host, broker_port = kafka_bootstrap.rsplit(":", 1)
-
-        async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            upstream_reader, upstream_writer = await asyncio.open_connection(
-                broker_host, int(broker_port)
-            )
-            await asyncio.gather(forward(reader, upstream_writer), forward(upstream_reader, writer))
-
-        server = None
+        relay = BootstrapRelay(kafka_bootstrap, port)
         try:
             await asyncio.sleep(8)
             assert process.poll() is None, tail(log)
-            server = await asyncio.start_server(relay, "127.0.0.1", port)
+            await relay.start()
             await wait_converged(sandbox_in_process, demo.expected, within=120)
         finally:
             if process.poll() is None:
                 await stop_process(process, log)
-            if server is not None:
-                server.close()
+            await relay.close()
         output = tail(log, 200_000)
         attempts = log_events(log, "kafka_unreachable")
         assert len(attempts) >= 3, output[-3000:]

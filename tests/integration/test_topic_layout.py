@@ -34,6 +34,7 @@ from consumer.state.continuity import ChangelogOwner, read_floor
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     DEFAULT_MAX_JOB_BYTES,
+    BootstrapRelay,
     MakeTopic,
     Topics,
     assert_history_never_shrinks,
@@ -58,8 +59,10 @@ from tests.integration.harness import (
     recreate,
     settings_for,
     start_consumer_process,
+    stored,
     tail,
     wait_converged,
+    with_request_timeout,
     with_title,
 )
 
@@ -717,6 +720,65 @@ class TestChangelogShared:
         assert explained[0]["end"] - explained[0]["expected"] == 3, explained  # 2 records, a marker
         assert not log_events(log, "changelog_written_elsewhere"), tail(log)
         assert not log_events(log, "changelog_gap_unread"), tail(log)
+
+    async def test_a_gap_read_that_hangs_is_given_up_and_a_kill_during_one_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The member bootstraps through a relay that, from some moment, leaves new
+        connections unanswered (a broker that stops answering new clients; the connections
+        made go on). An aborted write naming the member's own group then leaves a gap in its
+        changelog partition: the read that would explain it hangs, is given up after 10 s
+        (``changelog_gap_unread``, partition named) and the late event is posted. A second
+        gap: the member is SIGKILLed while it reads that one, before its commit, so the second
+        late event is not posted; the next member restores, posts it, and nothing is lost,
+        failed or taken for another writer."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=10, seed=43, prefix="hung-gap"))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        relay = BootstrapRelay(kafka_bootstrap, free_port())
+        await relay.start()
+        # The next member posts what the killed one's last intents announced once their
+        # outcome is known lost: three request timeouts, 9 s here, not the default 90.
+        settings = with_request_timeout(settings_for(relay.address, sandbox_in_process, topics), 3)
+        job = sorted(demo.expected)[0]
+        partition = hashes_to(job.encode(), 2)
+        own = [ChangelogOwner(settings.kafka.group_id).header()]
+        first, second = (with_title(demo.expected, title)[job] for title in ("first", "second"))
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        try:
+            await wait_converged(sandbox_in_process, demo.expected, within=60)
+            await asyncio.sleep(2)  # the settled states committed
+            relay.hang_new = True
+            await abort_a_write(kafka_bootstrap, topics.state, partition, job.encode(), own)
+            await produce(kafka_bootstrap, topics.inputs, final_upserts([job], "first"))
+            await wait_converged(sandbox_in_process, {job: first}, within=60)
+            [unread] = log_events(log, "changelog_gap_unread")
+            assert unread["partition"] == partition, unread
+            held = relay.held
+            assert held >= 1, "the gap was read through no new connection"
+            await abort_a_write(kafka_bootstrap, topics.state, partition, job.encode(), own)
+            await produce(kafka_bootstrap, topics.inputs, final_upserts([job], "second"))
+            assert await eventually(lambda: relay.held > held, within=30), tail(log)
+            process.kill()  # while it reads the second gap
+            await asyncio.to_thread(process.wait)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            await relay.close()
+        assert stored(sandbox_in_process, job) == first, "posted before its commit"
+        after = str(tmp_path / "after.log")
+        direct = with_request_timeout(settings_for(kafka_bootstrap, sandbox_in_process, topics), 3)
+        async with consumer_process(direct, after):
+            await wait_converged(sandbox_in_process, {job: second}, within=60)
+        for path in (log, after):
+            assert not log_events(path, "changelog_written_elsewhere"), tail(path)
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
 
     async def test_a_key_deleted_by_hand_under_a_running_member_stops_it_and_a_start_reads_it(
         self,
