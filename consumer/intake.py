@@ -310,7 +310,7 @@ class _Intake:
         now: datetime,
     ) -> bool:
         """Would ``result`` pass its limit? Then the job keeps ``state``, flagged."""
-        limit, bound = self._job_limit(job)
+        limit, set_by_changelog = self._job_limit(job)
         if limit is None or not self.sizes.may_exceed(
             job, state is not None, len(record.value or b""), limit
         ):
@@ -322,10 +322,7 @@ class _Intake:
         self._fail(
             record,
             FailureReason.job_too_large,
-            f"applying this event would make job {job!r} {size} bytes, more than "
-            f"{bound}; the job keeps its "
-            "state as it was (and is still synced), and neither this event nor any "
-            "later one of the job is applied",
+            _too_large(job, size, limit, set_by_changelog),
             now,
             job,
             _version(state),
@@ -334,17 +331,15 @@ class _Intake:
             self._changed(record, job, replace(state, too_large=True))
         return True
 
-    def _job_limit(self, job: str) -> tuple[int | None, str]:
-        """The largest encoded state ``job`` may reach, and what sets it, for its message."""
+    def _job_limit(self, job: str) -> tuple[int | None, bool]:
+        """The largest encoded state ``job`` may reach, and whether the changelog topic (not
+        ``max_job_bytes``) sets it. Per event: no work unless the changelog holds less."""
         limit = self.max_job_bytes
         if self.changelog_room is not None:
             room = self.changelog_room - len(job.encode())
             if limit is None or room < limit:
-                return room, (
-                    f"the {room} bytes the changelog topic's max.message.bytes holds for its "
-                    "state (below BASICSYNC_KAFKA__MAX_JOB_BYTES)"
-                )
-        return limit, f"BASICSYNC_KAFKA__MAX_JOB_BYTES ({limit})"
+                return room, True
+        return limit, False
 
     def _applied(self, record: SourceRecord, event: JobEvent, result: JobState) -> None:
         """The new state is kept, with the offset and trace context of the event behind it."""
@@ -401,6 +396,20 @@ class _Intake:
                 state_version=state_version,
             )
         )
+
+
+def _too_large(job: str, size: int, limit: int, set_by_changelog: bool) -> str:
+    bound = (
+        f"the {limit} bytes the changelog topic's max.message.bytes holds for its state (below "
+        "BASICSYNC_KAFKA__MAX_JOB_BYTES)"
+        if set_by_changelog
+        else f"BASICSYNC_KAFKA__MAX_JOB_BYTES ({limit})"
+    )
+    return (
+        f"applying this event would make job {job!r} {size} bytes, more than {bound}; the job "
+        "keeps its state as it was (and is still synced), and neither this event nor any later "
+        "one of the job is applied"
+    )
 
 
 def _duration(span: timedelta) -> str:
