@@ -41,9 +41,10 @@ run)
 test)
     ensure_venv
     # Two pytest-xdist workers, each with a broker of its own: most of the integration time is
-    # waiting out faults, not CPU. The security tests share one worker (--dist loadgroup).
+    # waiting out faults, not CPU. A test file runs whole in one worker (--dist loadfile), so
+    # the security tests (one file) start one secured broker, not one per worker.
     # Options after these win: -n 0 runs everything in this process (for --pdb).
-    exec .venv/bin/python -m pytest -n 2 --dist loadgroup "$@"
+    exec .venv/bin/python -m pytest -n 2 --dist loadfile "$@"
     ;;
 *)
     echo "usage: bash deploy/dev.sh run|test|install [options]" >&2

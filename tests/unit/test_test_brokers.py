@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 
-from tests.fixtures import secure_kafka
 from tests.fixtures.kafka import local_broker_env
 from tests.fixtures.secure_kafka import secure_broker_port
 
@@ -58,25 +57,3 @@ class TestWorkerBrokers:
             set(range(second_secure, second_secure + 4)),
         ]
         assert sum(len(ports) for ports in taken) == len(set().union(*taken))
-
-
-class _Item:
-    """What the collection hook reads of a test item: its fixtures; and what it adds."""
-
-    def __init__(self, *fixtures: str) -> None:
-        self.fixturenames = fixtures
-        self.marks: list[pytest.Mark] = []
-
-    def add_marker(self, marker: pytest.MarkDecorator) -> None:
-        self.marks.append(marker.mark)
-
-
-class TestSecureTestsShareOneWorker:
-    def test_every_test_on_the_secured_broker_is_in_one_xdist_group(self) -> None:
-        """``--dist loadgroup`` then sends them all to one worker: one secured broker for
-        the run, not one per worker."""
-        secured, plain = _Item("secure_kafka", "tmp_path"), _Item("kafka_bootstrap")
-        secure_kafka.pytest_collection_modifyitems([secured, plain])  # type: ignore[list-item]
-        groups = [m.args for m in secured.marks if m.name == "xdist_group"]
-        assert groups == [("secure_kafka",)]
-        assert plain.marks == []
