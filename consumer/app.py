@@ -50,6 +50,7 @@ from consumer.kafka.admin import (
 )
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import security_problem, unreachable
+from consumer.kafka.input_topics import InputSelection
 from consumer.kafka.limits import (
     changelog_max_message_bytes,
     changelog_room,
@@ -59,6 +60,7 @@ from consumer.kafka.limits import (
 from consumer.kafka.placement import check_changelog_placement
 from consumer.kafka.source import EventSource
 from consumer.kafka.starting import start_client
+from consumer.kafka.topic_watch import InputTopicWatch
 from consumer.kafka.transactions import PartitionProducer
 from consumer.observability.health import WatchedTokens, serve_health
 from consumer.observability.metrics import Metrics
@@ -196,16 +198,12 @@ async def run_consumer(
             return
         stack.push_async_callback(admin.close)
         try:
-            limits = await unless_stopped(stop, _checked_topics(admin, kafka, settings))
+            limits, inputs = await unless_stopped(stop, _checked_topics(admin, kafka, settings))
         except Stopped:
             return
         running.waiting_for = None
-        gateway = GatewayClient(
-            session,
-            endpoints.gateway_url,
-            tokens,
-            request_timeout=settings.gateway.request_timeout_s,
-        )
+        timeout = settings.gateway.request_timeout_s
+        gateway = GatewayClient(session, endpoints.gateway_url, tokens, request_timeout=timeout)
         pipeline, scheduler, source = _assemble(
             settings,
             kafka,
@@ -215,31 +213,56 @@ async def run_consumer(
             wrap_restore,
             tracing.sync_tracer,
             stop,
+            inputs.read,
         )
         running.pipeline, running.scheduler = pipeline, scheduler
+        watch = _input_watch(admin, settings, limits, inputs, source, running.metrics)
         if await _join_group(stack, source, pipeline, settings, endpoints, stop, running):
             log.info(
                 "consumer_started",
                 group=settings.kafka.group_id,
-                inputs=list(settings.topics.input),
+                inputs=list(inputs.read),
                 partitions=limits.partition_count,
             )
             running.stop_committed = await _run_until_stopped(
-                pipeline, scheduler, stop, settings.sync.shutdown_deadline_s
+                pipeline, scheduler, stop, settings.sync.shutdown_deadline_s, watch
             )
         log.info("consumer_stopped", last_checkpoint_committed=running.stop_committed)
 
 
 async def _checked_topics(
     admin: AIOKafkaAdminClient, kafka: dict[str, Any], settings: Settings
-) -> PipelineLimits:
-    """The pipeline's limits, once the topics' layout is checked (internal ones created) and
-    the changelog's keys are where the partition count puts them: they depend on that count
-    and on the changelog's room for a job (``changelog_room``)."""
-    partition_count = await ensure_topology(admin, _topic_plan(settings))
+) -> tuple[PipelineLimits, InputSelection]:
+    """The pipeline's limits and the input topics to read, once the topics' layout is checked
+    (internal ones created) and the changelog's keys are where the partition count puts them:
+    the limits depend on that count and on the changelog's room for a job
+    (``changelog_room``)."""
+    layout = await ensure_topology(admin, _topic_plan(settings))
+    count = layout.partition_count
     room = await _checked_changelog_config(admin, settings)
-    await check_changelog_placement(_consumer_factory(kafka), settings.state_topic, partition_count)
-    return _pipeline_limits(settings, partition_count, room)
+    await check_changelog_placement(_consumer_factory(kafka), settings.state_topic, count)
+    return _pipeline_limits(settings, count, room), layout.inputs
+
+
+def _input_watch(
+    admin: AIOKafkaAdminClient,
+    settings: Settings,
+    limits: PipelineLimits,
+    inputs: InputSelection,
+    source: EventSource,
+    metrics: Metrics,
+) -> InputTopicWatch:
+    """What keeps the subscription to an input pattern current (run only under a pattern)."""
+    watch = InputTopicWatch(
+        admin,
+        settings.input_topics(),
+        limits.partition_count,
+        source,
+        metrics.set_input_topics,
+        interval_s=settings.kafka.metadata_max_age_ms / 1000,
+    )
+    watch.report(inputs)
+    return watch
 
 
 async def _checked_changelog_config(admin: AIOKafkaAdminClient, settings: Settings) -> int | None:
@@ -364,7 +387,7 @@ def _checkpoint(
 
 def _topic_plan(settings: Settings) -> TopicPlan:
     return TopicPlan(
-        inputs=tuple(settings.topics.input),
+        inputs=settings.input_topics(),
         changelog=settings.state_topic,
         results=(settings.topics.succeeded, settings.topics.failed),
         create_missing=settings.kafka.create_topics,
@@ -382,13 +405,14 @@ def _assemble(
     wrap_restore: Callable[[Restorer], Restorer] | None,
     tracer: SyncTracer,
     stop: asyncio.Event,
+    input_topics: tuple[str, ...],
 ) -> tuple[Pipeline, SyncScheduler, EventSource]:
     """The object graph, each part given what it needs at construction."""
     _warn_deprecated(settings)
     store = JobStore()
     owner = changelog_owner(settings)
     checkpoint = _checkpoint(settings, kafka, store, owner)
-    source = _event_source(settings, kafka, stats)
+    source = _event_source(settings, kafka, stats, input_topics)
     observer = _CircuitPausesSource(stats, source)
     scheduler = _scheduler(settings, store, gateway, checkpoint, observer, tracer)
     interval_s = settings.kafka.checkpoint_interval_ms / 1000
@@ -481,7 +505,9 @@ def _producer_factory(
     return open_producer
 
 
-def _event_source(settings: Settings, kafka: dict[str, Any], stats: Stats) -> EventSource:
+def _event_source(
+    settings: Settings, kafka: dict[str, Any], stats: Stats, topics: tuple[str, ...]
+) -> EventSource:
     """The group member that fetches the input topics."""
     return EventSource(
         lambda **extra: AIOKafkaConsumer(
@@ -494,7 +520,7 @@ def _event_source(settings: Settings, kafka: dict[str, Any], stats: Stats) -> Ev
             metadata_max_age_ms=settings.kafka.metadata_max_age_ms,
             **extra,
         ),
-        list(settings.topics.input),
+        list(topics),
         stats.input_records_lost,
     )
 
@@ -608,7 +634,11 @@ async def _until_reachable(
 
 
 async def _run_until_stopped(
-    pipeline: Pipeline, scheduler: SyncScheduler, stop: asyncio.Event, deadline: float
+    pipeline: Pipeline,
+    scheduler: SyncScheduler,
+    stop: asyncio.Event,
+    deadline: float,
+    watch: InputTopicWatch,
 ) -> bool:
     """Run until ``stop``, then stop in about twice ``deadline``: the last checkpoint gets
     ``deadline`` from the stop, requests in flight ``deadline``, and what they recorded is
@@ -631,6 +661,8 @@ async def _run_until_stopped(
             group.create_task(scheduler.run(), name="scheduler")
             group.create_task(consume_then_drain(), name="consume")
             group.create_task(pipeline.sweep_forever(), name="retention")
+            if watch.follows_pattern:
+                group.create_task(watch.run(stop), name="input-topics")
     except BaseExceptionGroup as failed:
         # One cause an operator must fix (a topic layout changed under the member): stop with
         # its message and exit code 2, as at start, not with a task group's traceback.

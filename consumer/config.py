@@ -10,6 +10,7 @@ comma-separated. No other module reads the environment.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -34,6 +35,7 @@ from pydantic_settings import (
 
 from consumer.domain.job import SyncMode
 from consumer.errors import ConfigError
+from consumer.kafka.input_topics import InputTopics
 
 ENV_PREFIX = "BASICSYNC_"
 NESTED_DELIMITER = "__"
@@ -206,7 +208,15 @@ class TopicSettings(_Section):
     input: CommaList = Field(
         default_factory=lambda: ["workfloplus.job-events"],
         min_length=1,
-        description="comma-separated input topics (co-partitioned, keyed by clientJobId)",
+        description="comma-separated input topics (co-partitioned, keyed by clientJobId); with "
+        "input_pattern set, only the topics `demo` and `run --embedded` write to",
+    )
+    input_pattern: str | None = Field(
+        default=None,
+        description="read every topic whose whole name matches this Python regular expression "
+        "instead of the list (checked every kafka.metadata_max_age_ms); a matching topic "
+        "without the changelog's partition count is refused and not read; the service's own "
+        "topics and Kafka's internal ones never match",
     )
     succeeded: str = Field(default="workfloplus.basicsync.succeeded", description="success records")
     failed: str = Field(
@@ -219,6 +229,30 @@ class TopicSettings(_Section):
     )
 
     _split = field_validator("input", mode="before")(_split_commas)
+
+    @field_validator("input_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _listed_inputs_match(self) -> TopicSettings:
+        """Topics named beside a pattern are the ones the demo writes to: one the pattern
+        does not match would never be read."""
+        if self.input_pattern is not None and "input" in self.model_fields_set:
+            pattern = re.compile(self.input_pattern)
+            unread = [topic for topic in self.input if pattern.fullmatch(topic) is None]
+            if unread:
+                raise ValueError(
+                    f"input topics {', '.join(unread)} do not match input_pattern "
+                    f"{self.input_pattern!r}: the consumer would never read them"
+                )
+        return self
 
 
 class GatewaySettings(_Section):
@@ -509,6 +543,15 @@ class Settings(BaseSettings):
     @property
     def state_topic(self) -> str:
         return self.topics.state or f"{self.kafka.group_id}.job-state"
+
+    def input_topics(self) -> InputTopics:
+        """The inputs as configured: the list, or the pattern and the topics it never takes."""
+        pattern = self.topics.input_pattern
+        return InputTopics(
+            listed=tuple(self.topics.input) if pattern is None else (),
+            pattern=re.compile(pattern) if pattern is not None else None,
+            own=frozenset({self.state_topic, self.topics.succeeded, self.topics.failed}),
+        )
 
     @property
     def embedded_kafka(self) -> bool:

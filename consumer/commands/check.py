@@ -46,6 +46,7 @@ from consumer.kafka.access import explain_denial
 from consumer.kafka.admin import changelog_policy_problem, described_configs, partition_counts
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import describe, explain, security_problem
+from consumer.kafka.input_topics import InputTopics, select_inputs, starting_partition_count
 from consumer.kafka.limits import RECORD_HEADROOM_BYTES, RESULT_RECORD_BYTES
 from consumer.kafka.placement import misplaced_state, sample_placement
 from consumer.kafka.starting import start_client
@@ -146,23 +147,58 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
         await admin.close()
 
 
+async def _input_counts(admin: AIOKafkaAdminClient, settings: Settings) -> dict[str, int]:
+    """The partition count of each input topic that exists: the list, or the topics the
+    pattern matches (by the consumer's rules, ``consumer.kafka.input_topics``)."""
+    spec = settings.input_topics()
+    existing = await admin.list_topics() if spec.pattern is not None else ()
+    return await partition_counts(admin, spec.matching(existing))
+
+
+async def _inputs_read(
+    admin: AIOKafkaAdminClient, settings: Settings
+) -> tuple[list[str], dict[str, int]] | None:
+    """The input topics ``run`` would read and every topic's partition count (the changelog's
+    included); None where the topic checks already report the layout as broken."""
+    spec = settings.input_topics()
+    inputs = await _input_counts(admin, settings)
+    counts = {**inputs, **await partition_counts(admin, [settings.state_topic])}
+    try:
+        count = starting_partition_count(spec, inputs, counts.get(settings.state_topic))
+    except TopicLayoutError:
+        return None
+    read = list(select_inputs(spec, inputs, count).read)
+    return (read, counts) if read else None
+
+
+def _input_check(
+    spec: InputTopics, counts: dict[str, int], changelog_count: int | None
+) -> tuple[Check, int | None]:
+    """The input topics, as the consumer's start judges them, and their partition count."""
+    try:
+        partitions = starting_partition_count(spec, counts, changelog_count)
+    except TopicLayoutError as exc:
+        return Check("input topics", False, str(exc), EXIT_TOPICS), None
+    selection = select_inputs(spec, counts, partitions)
+    layout = ", ".join(f"{topic}={counts[topic]}" for topic in selection.read)
+    detail = f"{layout} partitions"
+    if spec.pattern is not None:
+        detail = f"{spec.describe()} matches {detail}"
+    if selection.refused:
+        refused = ", ".join(f"{topic}={n}" for topic, n in selection.refused.items())
+        detail += f"; refused, not read (not {partitions} partitions): {refused}"
+    return Check("input topics", not selection.refused, detail, EXIT_TOPICS), partitions
+
+
 async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
     """The same rules as the consumer's start (``ensure_topology``), reported, not enforced."""
-    inputs = settings.topics.input
     internal = [settings.state_topic, settings.topics.succeeded, settings.topics.failed]
-    counts = await partition_counts(admin, [*inputs, *internal])
-    checks: list[Check] = []
-    missing = [topic for topic in inputs if topic not in counts]
-    if missing:
-        checks.append(
-            Check("input topics", False, f"do not exist: {', '.join(missing)}", EXIT_TOPICS)
-        )
-    else:
-        layout = ", ".join(f"{topic}={counts[topic]}" for topic in inputs)
-        same = len({counts[topic] for topic in inputs}) == 1
-        detail = f"{layout} partitions" + ("" if same else " (not co-partitioned)")
-        checks.append(Check("input topics", same, detail, EXIT_TOPICS))
-    partitions = counts.get(inputs[0]) if not missing else None
+    inputs = await _input_counts(admin, settings)
+    counts = {**inputs, **await partition_counts(admin, internal)}
+    input_check, partitions = _input_check(
+        settings.input_topics(), inputs, counts.get(settings.state_topic)
+    )
+    checks = [input_check]
     creatable = settings.kafka.create_topics
     for topic in internal:
         if topic in counts:
@@ -198,11 +234,11 @@ async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[
 async def _placement_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
     """Keys on their murmur2 partition, in a sample of the newest records of each input topic
     and of the changelog (the state of a job is where the inputs' count put its key)."""
-    inputs = settings.topics.input
     changelog = settings.state_topic
-    counts = await partition_counts(admin, [*inputs, changelog])
-    if set(inputs) - set(counts) or len({counts[t] for t in inputs}) != 1:
+    found = await _inputs_read(admin, settings)
+    if found is None:
         return []  # reported by the topic checks already
+    inputs, counts = found
     assert settings.kafka.bootstrap_servers is not None
     kafka = client_kwargs(settings.kafka, settings.kafka.bootstrap_servers)
     sampled = {t: counts[t] for t in inputs}
@@ -254,10 +290,12 @@ def writers_check(settings: Settings, writers: frozenset[str]) -> Check:
 async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
     """The changelog is the one the group's committed offsets were committed with: what a
     member's take checks before it restores (``consumer.state.continuity``)."""
-    inputs = settings.topics.input
     changelog = settings.state_topic
-    counts = await partition_counts(admin, [*inputs, changelog])
-    if set(inputs) - set(counts) or {counts[t] for t in inputs} != {counts.get(changelog)}:
+    found = await _inputs_read(admin, settings)
+    if found is None:
+        return []  # reported by the topic checks already
+    inputs, counts = found
+    if {counts[t] for t in inputs} != {counts.get(changelog)}:
         return []  # reported by the topic checks already
     offsets = await admin.list_consumer_group_offsets(settings.kafka.group_id)
     committed = {tp: c for tp, c in offsets.items() if tp.topic in inputs and c.offset >= 0}
@@ -273,8 +311,8 @@ async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> 
     bounds = await changelog_bounds(
         lambda **extra: AIOKafkaConsumer(**kafka, **extra), changelog, metadata
     )
-    found = (broken_continuity(changelog, p, metadata[p], bounds[p]) for p in sorted(metadata))
-    problems = [problem for problem in found if problem is not None]
+    broken = (broken_continuity(changelog, p, metadata[p], bounds[p]) for p in sorted(metadata))
+    problems = [problem for problem in broken if problem is not None]
     if problems:
         detail = "; ".join(problems) + " (basicsync run stops: docs/operations.md, 'Topics')"
         return [Check("changelog continuity", False, detail, EXIT_TOPICS), input_offsets]

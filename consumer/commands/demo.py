@@ -94,6 +94,16 @@ def main(args: argparse.Namespace) -> int:
     if args.jobs < 0 or args.steps < 1 or bad_topics:
         print("basicsync demo: --jobs >= 0, --steps >= 1, --create-topics >= 1", file=sys.stderr)
         return EXIT_USAGE
+    inputs = settings.input_topics()
+    unread = [t for t in settings.topics.input if t not in inputs.matching(settings.topics.input)]
+    if inputs.pattern is not None and unread:
+        print(
+            f"basicsync demo: the demo writes to BASICSYNC_TOPICS__INPUT ({', '.join(unread)}), "
+            f"which the input {inputs.describe()} does not match: set BASICSYNC_TOPICS__INPUT "
+            "to topics it matches",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     seed = args.seed if args.seed is not None else int(time.time())
     plan = DemoPlan(
         jobs=args.jobs,

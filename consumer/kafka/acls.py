@@ -10,7 +10,11 @@ transaction coordinator lookup.
 
 Why each one:
 
-- ``Read`` on every input topic, and on the changelog (its partitions are restored);
+- ``Read`` on every input topic, and on the changelog (its partitions are restored). Kafka's
+  ACLs cannot match a regular expression: under ``BASICSYNC_TOPICS__INPUT_PATTERN`` the grant
+  is a PREFIXED one on the pattern's literal start (``jobs\\..*`` gives ``jobs.``), or on every
+  topic (``*``) when the pattern has none. Read implies the Describe that listing the
+  matching topics needs;
 - ``Write`` on the changelog, the success topic and the failure topic. An idempotent producer
   needs no ``IdempotentWrite`` on the cluster: since Kafka 3.0, ``Write`` on a topic suffices;
 - ``Read`` on the consumer group (join, heartbeat, commit and fetch offsets, and
@@ -108,8 +112,9 @@ def required_acls(settings: Settings, *, tools: bool = True) -> tuple[Acl, ...]:
         settings.topics.succeeded,
         settings.topics.failed,
     )
+    inputs = input_resources(settings)
     acls = {
-        *(Acl(topic, name, read) for name in settings.topics.input),
+        *(Acl(topic, name, read, pattern) for name, pattern in inputs),
         Acl(topic, changelog, read),
         Acl(topic, changelog, write),
         Acl(topic, succeeded, write),
@@ -126,6 +131,72 @@ def required_acls(settings: Settings, *, tools: bool = True) -> tuple[Acl, ...]:
         acls |= {
             Acl(topic, changelog, Operation.DESCRIBE_CONFIGS, purpose=Purpose.check),
             Acl(topic, failed, read, purpose=Purpose.redrive),
-            *(Acl(topic, name, write, purpose=Purpose.redrive) for name in settings.topics.input),
+            *(Acl(topic, name, write, kind, Purpose.redrive) for name, kind in inputs),
         }
     return tuple(sorted(acls))
+
+
+#: What ends a regular expression's literal start (``\\`` is handled apart).
+_REGEX_SYNTAX = frozenset(".^$*+?{}[]|()")
+#: What makes the character before it optional or repeated.
+_QUANTIFIERS = frozenset("*+?{")
+
+
+def literal_prefix(pattern: str) -> tuple[str, bool]:
+    """The text every name ``pattern`` matches whole starts with, and whether that text is
+    the whole pattern (then it matches one name). Conservative: an escape other than a
+    punctuation mark ends the prefix (``\\d`` is a class, not a letter)."""
+    if _alternates_at_top(pattern):
+        return "", False  # ``a|b``: the names need not share a start
+    prefix: list[str] = []
+    index = 1 if pattern.startswith("^") else 0
+    while index < len(pattern):
+        char = pattern[index]
+        if char == "\\" and index + 1 < len(pattern) and not pattern[index + 1].isalnum():
+            literal, step = pattern[index + 1], 2
+        elif char == "\\" or char in _REGEX_SYNTAX:
+            break
+        else:
+            literal, step = char, 1
+        following = pattern[index + step] if index + step < len(pattern) else ""
+        if following in _QUANTIFIERS:
+            break  # the character is optional or repeated: not part of every name
+        prefix.append(literal)
+        index += step
+    whole = index == len(pattern) or pattern[index:] == "$"
+    return "".join(prefix), whole
+
+
+def _alternates_at_top(pattern: str) -> bool:
+    """Whether ``pattern`` has a ``|`` outside every group and character class."""
+    depth, in_class, escaped = 0, False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+    return False
+
+
+def input_resources(settings: Settings) -> list[tuple[str, PatternType]]:
+    """The topic resources that cover the inputs: each listed topic, or what covers the
+    pattern's matches (its literal start as a prefix; ``*``, every topic, without one)."""
+    pattern = settings.topics.input_pattern
+    if pattern is None:
+        return [(name, PatternType.LITERAL) for name in settings.topics.input]
+    prefix, whole = literal_prefix(pattern)
+    if whole:
+        return [(prefix, PatternType.LITERAL)]
+    if not prefix:
+        return [("*", PatternType.LITERAL)]
+    return [(prefix, PatternType.PREFIXED)]

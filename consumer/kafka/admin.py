@@ -15,6 +15,12 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAuthorizationFailedError
 
 from consumer.errors import TopicLayoutError
+from consumer.kafka.input_topics import (
+    InputSelection,
+    InputTopics,
+    select_inputs,
+    starting_partition_count,
+)
 from consumer.kafka.starting import start_client
 
 _TOPIC_ALREADY_EXISTS = 36
@@ -88,7 +94,7 @@ def _unlimited(limit: str) -> bool:
 class TopicPlan:
     """The topics the service needs and how the missing ones are created."""
 
-    inputs: tuple[str, ...]
+    inputs: InputTopics
     changelog: str
     results: tuple[str, ...]
     create_missing: bool
@@ -151,23 +157,21 @@ async def create_topics(
             raise TopicLayoutError(f"cannot create topic {name}: error {code} {message}")
 
 
-async def ensure_topology(admin: AIOKafkaAdminClient, plan: TopicPlan) -> int:
-    """Check co-partitioning, create what is missing, and return the partition count."""
-    counts = await partition_counts(admin, [*plan.inputs, plan.changelog, *plan.results])
-    missing_inputs = [topic for topic in plan.inputs if topic not in counts]
-    if missing_inputs:
-        raise TopicLayoutError(
-            f"input topics do not exist: {', '.join(missing_inputs)}; create them "
-            "(same partition count each) or fix BASICSYNC_TOPICS__INPUT"
-        )
-    input_counts = {topic: counts[topic] for topic in plan.inputs}
-    if len(set(input_counts.values())) != 1:
-        raise TopicLayoutError(
-            "input topics are not co-partitioned (their partition counts differ: "
-            + ", ".join(f"{t}={n}" for t, n in input_counts.items())
-            + "); give them the same partition count"
-        )
-    partitions = next(iter(input_counts.values()))
+@dataclass(frozen=True)
+class TopicLayout:
+    """What the start found: the partition count, and the input topics read and refused."""
+
+    partition_count: int
+    inputs: InputSelection
+
+
+async def ensure_topology(admin: AIOKafkaAdminClient, plan: TopicPlan) -> TopicLayout:
+    """Check co-partitioning, create what is missing, and return the layout to run with."""
+    existing = await admin.list_topics() if plan.inputs.pattern is not None else ()
+    matched = plan.inputs.matching(existing)
+    counts = await partition_counts(admin, [*matched, plan.changelog, *plan.results])
+    input_counts = {topic: counts[topic] for topic in matched if topic in counts}
+    partitions = starting_partition_count(plan.inputs, input_counts, counts.get(plan.changelog))
     changelog_config = {"cleanup.policy": "compact", "segment.ms": str(CHANGELOG_SEGMENT_MS)}
     if plan.changelog_max_message_bytes is not None:
         changelog_config["max.message.bytes"] = str(plan.changelog_max_message_bytes)
@@ -188,7 +192,14 @@ async def ensure_topology(admin: AIOKafkaAdminClient, plan: TopicPlan) -> int:
             f"changelog {plan.changelog} has {changelog_count} partitions but the inputs have "
             f"{partitions}; the changelog needs one partition per input partition"
         )
-    return partitions
+    selection = select_inputs(plan.inputs, input_counts, partitions)
+    if not selection.read:
+        raise TopicLayoutError(
+            f"no topic the input {plan.inputs.describe()} matches has the changelog's "
+            f"{partitions} partitions: "
+            + ", ".join(f"{t}={n}" for t, n in selection.refused.items())
+        )
+    return TopicLayout(partitions, selection)
 
 
 def changed_layout(

@@ -1,8 +1,9 @@
 """The input side: a consumer-group member that fetches batches, pauses, resumes and commits.
 
 Partition ``p`` of every input topic must belong to the same member (docs/contract.md §3), so the
-range assignor is used: with co-partitioned inputs it hands each member the same partition
-numbers of every topic. The rebalance callbacks are forwarded to a ``PartitionOwner`` in
+group uses ``CoPartitionedAssignor`` (range as the fallback a group of older members agrees
+on): it hands each member the same partition numbers of every topic, also while the members'
+topic lists differ. The rebalance callbacks are forwarded to a ``PartitionOwner`` in
 partition numbers, which is the unit the state and the scheduler reason in.
 
 Offsets are never committed here: they go into the checkpoint's transactions.
@@ -31,6 +32,7 @@ from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
+from consumer.kafka.copartitioned import CoPartitionedAssignor
 from consumer.kafka.records import SourceRecord
 from consumer.kafka.starting import start_client
 
@@ -58,6 +60,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, owner: PartitionOwner) -> None:
         self._owner = owner
         self.failed: Exception | None = None
+        #: set after each assignment: the input topics are looked at again
+        self.assigned = asyncio.Event()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         try:
@@ -67,6 +71,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             raise
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.assigned.set()
         try:
             await self._owner.partitions_assigned({tp.partition for tp in assigned})
         except Exception as exc:
@@ -89,7 +94,7 @@ class EventSource:
     ) -> None:
         self._factory = consumer_factory
         self._consumer = self._new_consumer()
-        self._topics = topics
+        self._topics = list(topics)
         self._records_lost = records_lost
         #: positions ``fetch`` moved to a partition's start, not yet taken by ``take_moved``
         self._moved: dict[tuple[str, int], int] = {}
@@ -104,7 +109,7 @@ class EventSource:
         return self._factory(
             enable_auto_commit=False,
             auto_offset_reset="none",  # moved by fetch, which reports what it skips
-            partition_assignment_strategy=(RangePartitionAssignor,),
+            partition_assignment_strategy=(CoPartitionedAssignor, RangePartitionAssignor),
             isolation_level="read_committed",
         )
 
@@ -118,6 +123,26 @@ class EventSource:
             await self._consumer.stop()
             self._consumer = self._new_consumer()
             raise
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """The input topics subscribed to now."""
+        return tuple(self._topics)
+
+    async def assignment_changed(self) -> None:
+        """Return after the next assignment (at once if one came since the last call)."""
+        listener = self._listener
+        if listener is None:
+            await asyncio.Event().wait()  # pragma: no cover - not started: no assignment comes
+            return
+        await listener.assigned.wait()
+        listener.assigned.clear()
+
+    def subscribe(self, topics: list[str]) -> None:
+        """Read ``topics`` from now on: the group rebalances (every partition is revoked and
+        assigned again), and a topic partition new to the group is read from its start."""
+        self._topics = list(topics)
+        self._consumer.subscribe(topics=self._topics, listener=self._listener)
 
     async def stop(self) -> None:
         """Leave the group, for at most ``LEAVE_AT_MOST_S``: a broker that does not answer

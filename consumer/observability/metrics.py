@@ -132,6 +132,14 @@ class Metrics:
             registry=r,
         )
         self.set_circuit(CircuitState.CLOSED)
+        self.input_topics = Gauge(
+            "basicsync_input_topics",
+            "Input topics: state=read, those this member reads; state=refused, topics the "
+            "input pattern matches that it does not read (their partition count is not the "
+            "changelog's)",
+            ["state"],
+            registry=r,
+        )
         self.partitions_paused = Gauge(
             "basicsync_partitions_paused",
             "Input partitions this member has paused because the gateway circuit is open",
@@ -221,6 +229,10 @@ class Metrics:
         ``basicsync_circuit_state{state="open"} == 1``)."""
         for state in CircuitState:
             self.circuit_state.labels(state.value).set(1 if state is current else 0)
+
+    def set_input_topics(self, read: int, refused: int) -> None:
+        self.input_topics.labels(state="read").set(read)
+        self.input_topics.labels(state="refused").set(refused)
 
     def set_partitions_paused(self, partitions: int) -> None:
         """How many input partitions are paused for an outage (the circuit observer pauses

@@ -30,6 +30,7 @@ from consumer.domain.state import JobState
 from consumer.domain.state_codec import encode_state
 from consumer.errors import TopicLayoutError
 from consumer.kafka.admin import CHANGELOG_SEGMENT_MS, TopicPlan, ensure_topology
+from consumer.kafka.input_topics import InputTopics
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
@@ -854,7 +855,7 @@ class TestTopology:
         inputs = await make_topic("in", partitions=2)
         changelog = f"created-state-{uuid.uuid4().hex[:12]}"
         plan = TopicPlan(
-            inputs=(inputs,),
+            inputs=InputTopics(listed=(inputs,)),
             changelog=changelog,
             results=(),
             create_missing=True,
@@ -863,7 +864,7 @@ class TestTopology:
         admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
         await admin.start()
         try:
-            assert await ensure_topology(admin, plan) == 2
+            assert (await ensure_topology(admin, plan)).partition_count == 2
             config = await _topic_config(admin, changelog)
             await admin.delete_topics([changelog])
         finally:
