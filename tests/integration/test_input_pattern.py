@@ -1,0 +1,193 @@
+"""Input topics named by a pattern, and members whose input lists differ.
+
+``BASICSYNC_TOPICS__INPUT_PATTERN`` reads every topic whose whole name matches, picked up while
+the member runs; a matching topic without the changelog's partition count is refused, never
+read, and stops nothing. Partition ``p`` of every topic stays with one member while the members
+disagree on the topics (``CoPartitionedAssignor``): a job's events on two topics are never
+assembled by two members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from consumer.config import Settings, TopicSettings
+from consumer.demo import DemoPlan, build_demo
+from consumer.kafka.partitioning import hashes_to
+from consumer.testing.workfloplus import Sandbox
+from tests.integration.harness import (
+    MakeTopic,
+    Topics,
+    assert_history_never_shrinks,
+    basicsync,
+    consumer_process,
+    eventually,
+    eventually_async,
+    free_port,
+    log_events,
+    new_topics,
+    produce,
+    read_records,
+    scraped,
+    settings_for,
+    stored,
+    tail,
+    wait_converged,
+)
+
+pytestmark = pytest.mark.integration
+
+#: New topics noticed within a second, not the default 30 s.
+FAST_METADATA = {"BASICSYNC_KAFKA__METADATA_MAX_AGE_MS": "1000"}
+
+
+async def topics_under(make_topic: MakeTopic, prefix: str, partitions: int) -> Topics:
+    """One input, the changelog and both result topics, every name starting ``prefix.``: a
+    pattern ``prefix\\..*`` matches the service's own topics too, which it must never read."""
+    made = [
+        await make_topic(f"{prefix}.{kind}", partitions=partitions, cleanup_policy=policy)
+        for kind, policy in (
+            ("in", "delete"),
+            ("state", "compact"),
+            ("ok", "delete"),
+            ("failed", "delete"),
+        )
+    ]
+    return Topics([made[0]], made[1], made[2], made[3], f"group-{made[1]}", partitions)
+
+
+def under_pattern(settings: Settings, topics: Topics, pattern: str) -> Settings:
+    """``settings`` reading ``pattern`` (the demo topic list kept to one it matches)."""
+    return settings.model_copy(
+        update={
+            "topics": TopicSettings(
+                input=topics.inputs,
+                input_pattern=pattern,
+                succeeded=topics.succeeded,
+                failed=topics.failed,
+                state=topics.state,
+            )
+        }
+    )
+
+
+class TestInputPattern:
+    async def test_a_topic_created_under_it_is_read_and_one_of_another_count_is_refused(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """``basicsync run`` on ``p.*`` with its own topics under the same prefix: it reads the
+        input, never its changelog or results (no failure record: their values are not
+        events). A second topic of 2 partitions created while it runs is read from its start
+        (jobs whose events are split over both converge whole); one of 3 partitions is
+        refused with one error line and the gauge, its jobs never posted, and the member
+        goes on; ``basicsync check`` fails naming it. Deleting the refused topic clears it."""
+        prefix = f"p{uuid.uuid4().hex[:8]}"
+        topics = await topics_under(make_topic, prefix, partitions=2)
+        settings = under_pattern(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics), topics, rf"{prefix}\..*"
+        )
+        first = build_demo(DemoPlan(jobs=10, seed=61, prefix="first"))
+        await produce(kafka_bootstrap, topics.inputs, first.events)
+        log, port = str(tmp_path / "consumer.log"), free_port()
+        extra = {**FAST_METADATA, "BASICSYNC_OBSERVABILITY__HTTP_PORT": str(port)}
+        async with consumer_process(settings, log, extra):
+            await wait_converged(sandbox_in_process, first.expected, within=60)
+            second = await make_topic(f"{prefix}.in2", partitions=2)
+            refused = await make_topic(f"{prefix}.in3", partitions=3)
+            split = build_demo(DemoPlan(jobs=10, seed=62, prefix="split"))
+            await produce(kafka_bootstrap, [topics.inputs[0], second], split.events)
+            unread = build_demo(DemoPlan(jobs=5, seed=63, prefix="unread"))
+            await produce(kafka_bootstrap, [refused], unread.events)
+            await wait_converged(sandbox_in_process, split.expected, within=60)
+
+            async def refusal_counted() -> bool:
+                return await scraped(port, 'basicsync_input_topics{state="refused"}') == 1
+
+            refusal_logged = lambda: bool(log_events(log, "input_topic_refused"))  # noqa: E731
+            assert await eventually(refusal_logged, within=30), tail(log)
+            assert await eventually_async(refusal_counted, within=30), tail(log)
+            assert await scraped(port, 'basicsync_input_topics{state="read"}') == 2
+            checked = await basicsync(settings, "check", "--skip-gateway")
+            await asyncio.sleep(2)  # a few more refreshes: still one line, nothing posted
+        assert all(stored(sandbox_in_process, job) is None for job in unread.expected)
+        [line] = log_events(log, "input_topic_refused")
+        assert (line["topic"], line["partitions"], line["expected"]) == (refused, 3, 2)
+        assert line["level"] == "error"
+        changed = log_events(log, "input_topics_changed")
+        assert [event["added"] for event in changed] == [[second]], changed
+        [started] = log_events(log, "consumer_started")
+        assert started["inputs"] == topics.inputs
+        assert await read_records(kafka_bootstrap, topics.failed) == []
+        assert checked.code == 4, checked.out
+        assert f"refused, not read (not 2 partitions): {refused}=3" in checked.out
+        assert_history_never_shrinks(sandbox_in_process, [*first.expected, *split.expected])
+
+    async def test_a_pattern_that_matches_nothing_stops_the_start_with_exit_2(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Like a listed topic that does not exist: the message names the pattern."""
+        topics = await new_topics(make_topic, partitions=1)
+        nothing = f"none-{uuid.uuid4().hex}"
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        ran = await basicsync(
+            under_pattern(settings, replace(topics, inputs=[nothing]), nothing), "run"
+        )
+        assert ran.code == 2, ran.out
+        assert "no topic matches the input pattern" in ran.err, ran.err
+
+
+class TestMembersDisagreeOnTopics:
+    async def test_a_topic_only_one_member_reads_is_split_by_partition_number(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """A rolling deploy that adds input topic ``t2``: member A already lists ``[t1, t2]``,
+        member B still ``[t1]``. Each job's events are split over both topics. A reads ``t2``
+        only on its own partition number, so B's jobs are never assembled from their ``t2``
+        events alone by A (Kafka's range assignor would give A all of ``t2``: each job of B's
+        partition posted by both, its document flipping between the halves). B's jobs
+        converge once B lists ``t2`` too; no job's history ever loses a step."""
+        topics = await new_topics(make_topic, partitions=2, inputs=2)
+        both = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        one = both.model_copy(
+            update={"topics": both.topics.model_copy(update={"input": topics.inputs[:1]})}
+        )
+        demo = build_demo(DemoPlan(jobs=20, seed=64, prefix="rolling"))
+        log_a, log_b = str(tmp_path / "a.log"), str(tmp_path / "b.log")
+        async with consumer_process(both, log_a), consumer_process(one, log_b):
+            assert await eventually(lambda: _owns_one(log_a) and _owns_one(log_b), within=60), tail(
+                log_a
+            ) + tail(log_b)
+            [a_owns] = log_events(log_a, "partitions_assigned")[-1]["partitions"]
+            await produce(kafka_bootstrap, topics.inputs, demo.events)
+            ours = {j: b for j, b in demo.expected.items() if hashes_to(j.encode(), 2) == a_owns}
+            assert 0 < len(ours) < len(demo.expected)
+            await wait_converged(sandbox_in_process, ours, within=60)
+            await asyncio.sleep(3)  # B's jobs: only B posts them, from t1's events
+            theirs = [job for job in demo.expected if job not in ours]
+            assert all(stored(sandbox_in_process, job) != demo.expected[job] for job in theirs)
+            assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+        # Once both were in the group, A never held B's partition number (on any topic).
+        joined = [line["partitions"] for line in log_events(log_a, "partitions_assigned")]
+        assert joined[-1] == [a_owns], joined
+        async with consumer_process(both, str(tmp_path / "b2.log")):
+            await wait_converged(sandbox_in_process, demo.expected, within=60)
+        assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+
+
+def _owns_one(log: str) -> bool:
+    """The member's last assignment is one partition (both members are in the group)."""
+    assigned = log_events(log, "partitions_assigned")
+    return bool(assigned) and len(assigned[-1]["partitions"]) == 1
