@@ -131,6 +131,43 @@ class TestInputPattern:
         assert f"refused, not read (not 2 partitions): {refused}=3" in checked.out
         assert_history_never_shrinks(sandbox_in_process, [*first.expected, *split.expected])
 
+    async def test_two_members_take_up_a_new_topic_by_partition_number(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Two ``basicsync run`` members on one pattern. A looks at the topics every second;
+        B only every 120 s, so B learns of a new topic from the rebalance A's subscription
+        causes (it looks again after each one). Jobs split over the old and the new topic
+        converge long before B's own look would come, each member keeps one partition
+        number on both topics, and no job's history ever loses a step."""
+        prefix = f"p{uuid.uuid4().hex[:8]}"
+        topics = await topics_under(make_topic, prefix, partitions=2)
+        settings = under_pattern(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics), topics, rf"{prefix}\..*"
+        )
+        slow = {"BASICSYNC_KAFKA__METADATA_MAX_AGE_MS": "120000"}
+        log_a, log_b = str(tmp_path / "a.log"), str(tmp_path / "b.log")
+        async with (
+            consumer_process(settings, log_a, FAST_METADATA),
+            consumer_process(settings, log_b, slow),
+        ):
+            assert await eventually(lambda: _owns_one(log_a) and _owns_one(log_b), within=60), tail(
+                log_a
+            ) + tail(log_b)
+            second = await make_topic(f"{prefix}.in2", partitions=2)
+            split = build_demo(DemoPlan(jobs=20, seed=65, prefix="both"))
+            await produce(kafka_bootstrap, [topics.inputs[0], second], split.events)
+            await wait_converged(sandbox_in_process, split.expected, within=45)
+            for log in (log_a, log_b):
+                changed = log_events(log, "input_topics_changed")
+                assert [event["added"] for event in changed] == [[second]], tail(log)
+            assert _owns_one(log_a), tail(log_a)
+            assert _owns_one(log_b), tail(log_b)
+        assert_history_never_shrinks(sandbox_in_process, list(split.expected))
+
     async def test_a_pattern_that_matches_nothing_stops_the_start_with_exit_2(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
