@@ -111,7 +111,8 @@ class KafkaSettings(_Section):
         ge=1_000,
         description="how often the group member reads the topics' metadata: partitions added "
         "to an input topic are noticed within it, and the consumer then stops (exit 2) rather "
-        "than read a job's events where its state is not",
+        "than read a job's events where its state is not; also how often the topics an input "
+        "pattern matches are listed",
     )
     checkpoint_interval_ms: int = Field(
         default=1_000,

@@ -8,7 +8,8 @@ so one invocation shows everything that is wrong. The exit code names the first 
 0     everything ok
 2     settings invalid (nothing else can be checked)
 3     Kafka unreachable (brokers, TLS, SASL) or no broker configured
-4     topics: an input topic missing, inputs not co-partitioned (partition counts, or keys in a
+4     topics: an input topic missing (or none matching the input pattern, or one matching it
+      refused for its partition count), inputs not co-partitioned (partition counts, or keys in a
       sample of the newest records not where the Java default partitioner puts them; in the
       changelog too: partitions added after the state was written), an
       internal topic missing while ``BASICSYNC_KAFKA__CREATE_TOPICS=false``, a changelog with
