@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import ssl
 import sys
@@ -128,7 +129,7 @@ def leaks(text: str | bytes, secrets: list[str]) -> list[str]:
 
 
 class TestPipelineOverSecuredKafka:
-    @pytest.mark.parametrize("security", ["scram", "mtls"])
+    @pytest.mark.parametrize("security", ["scram", "mtls", "scram-pattern"])
     async def test_pipeline_and_commands_work_with_exactly_the_declared_acls(
         self,
         security: str,
@@ -141,8 +142,9 @@ class TestPipelineOverSecuredKafka:
         BASICSYNC_GATEWAY__SSL_CAFILE: ``run`` converges every job and reports an invalid event,
         ``check`` passes, ``inspect`` shows a job and ``redrive --apply`` re-sends the invalid
         event. No output, metric or record holds the SCRAM password, the client secret, a
-        token or the client key."""
-        if security == "scram":
+        token or the client key. ``scram-pattern`` names the inputs by a pattern: its Read
+        is one PREFIXED ACL, which is enough to list the matching topics and read them."""
+        if security.startswith("scram"):
             topics = await new_topics(secure_topic, partitions=2)
             kafka = secure_kafka.scram(group_id=topics.group, session_timeout_ms=10_000)
             principal = "User:basicsync"
@@ -158,6 +160,17 @@ class TestPipelineOverSecuredKafka:
         tokens: set[str] = set()
         async with https_sandbox(secure_kafka) as sandbox:
             settings = secured(kafka, sandbox, topics, secure_kafka.ca_file)
+            if security == "scram-pattern":
+                pattern = re.escape(topics.inputs[0]) + "(-.+)?"
+                settings = settings.model_copy(
+                    update={"topics": settings.topics.model_copy(update={"input_pattern": pattern})}
+                )
+                reads = {
+                    (acl.name, acl.pattern.name)
+                    for acl in required_acls(settings)
+                    if acl.operation.name == "READ" and acl.resource.name == "TOPIC"
+                }
+                assert (topics.inputs[0], "PREFIXED") in reads, reads
             await secure_kafka.grant(principal, required_acls(settings))
             env = consumer_env(settings) | {
                 "BASICSYNC_OBSERVABILITY__LOG_LEVEL": "debug",
