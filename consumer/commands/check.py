@@ -176,6 +176,11 @@ def _input_check(
     spec: InputTopics, counts: dict[str, int], changelog_count: int | None
 ) -> tuple[Check, int | None]:
     """The input topics, as the consumer's start judges them, and their partition count."""
+    missing = [topic for topic in spec.listed if topic not in counts]
+    if missing:
+        return Check(
+            "input topics", False, f"do not exist: {', '.join(missing)}", EXIT_TOPICS
+        ), None
     try:
         partitions = starting_partition_count(spec, counts, changelog_count)
     except TopicLayoutError as exc:
@@ -298,7 +303,7 @@ async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> 
     inputs, counts = found
     if {counts[t] for t in inputs} != {counts.get(changelog)}:
         return []  # reported by the topic checks already
-    offsets = await admin.list_consumer_group_offsets(settings.kafka.group_id)
+    offsets = await _group_offsets(admin, settings.kafka.group_id)
     committed = {tp: c for tp, c in offsets.items() if tp.topic in inputs and c.offset >= 0}
     metadata: dict[int, list[str]] = {}
     for tp, mark in committed.items():
@@ -319,6 +324,29 @@ async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> 
         return [Check("changelog continuity", False, detail, EXIT_TOPICS), input_offsets]
     detail = f"{changelog} holds what group {settings.kafka.group_id}'s offsets were committed with"
     return [Check("changelog continuity", True, detail, EXIT_OK), input_offsets]
+
+
+#: how often, and how far apart, the group's offsets are asked while Kafka says to ask again
+_OFFSETS_ATTEMPTS, _OFFSETS_BACKOFF_S = 20, 0.5
+
+
+async def _group_offsets(
+    admin: AIOKafkaAdminClient, group: str
+) -> dict[TopicPartition, OffsetAndMetadata]:
+    """The group's committed offsets, asked again while Kafka answers with a retriable error:
+    a cluster's first group request creates ``__consumer_offsets``, and its coordinator is
+    "not available" until that topic's partitions have leaders, which is no fault to report."""
+    for attempt in range(_OFFSETS_ATTEMPTS):
+        try:
+            offsets: dict[
+                TopicPartition, OffsetAndMetadata
+            ] = await admin.list_consumer_group_offsets(group)
+            return offsets
+        except KafkaError as exc:
+            if not exc.retriable or attempt == _OFFSETS_ATTEMPTS - 1:
+                raise
+            await asyncio.sleep(_OFFSETS_BACKOFF_S)
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 async def _input_offsets_check(
