@@ -47,6 +47,7 @@ from consumer.kafka.admin import (
     changelog_policy_problem,
     described_configs,
     ensure_topology,
+    partition_counts,
 )
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import security_problem, unreachable
@@ -61,7 +62,7 @@ from consumer.kafka.placement import check_changelog_placement
 from consumer.kafka.source import EventSource
 from consumer.kafka.starting import start_client
 from consumer.kafka.topic_watch import InputTopicWatch
-from consumer.kafka.transactions import PartitionProducer
+from consumer.kafka.transactions import PartitionProducer, TopicsGone
 from consumer.observability.health import WatchedTokens, serve_health
 from consumer.observability.metrics import Metrics
 from consumer.observability.stats import Stats
@@ -198,7 +199,7 @@ async def run_consumer(
             return
         stack.push_async_callback(admin.close)
         try:
-            limits, inputs = await unless_stopped(stop, _checked_topics(admin, kafka, settings))
+            topics = await unless_stopped(stop, _checked_topics(admin, kafka, settings))
         except Stopped:
             return
         running.waiting_for = None
@@ -209,20 +210,19 @@ async def run_consumer(
             kafka,
             gateway,
             running.stats,
-            limits,
+            topics,
             wrap_restore,
             tracing.sync_tracer,
             stop,
-            inputs.read,
         )
         running.pipeline, running.scheduler = pipeline, scheduler
-        watch = _input_watch(admin, settings, limits, inputs, source, running.metrics)
+        watch = _input_watch(topics, settings, source, running.metrics)
         if await _join_group(stack, source, pipeline, settings, endpoints, stop, running):
             log.info(
                 "consumer_started",
                 group=settings.kafka.group_id,
-                inputs=list(inputs.read),
-                partitions=limits.partition_count,
+                inputs=list(topics.inputs.read),
+                partitions=topics.limits.partition_count,
             )
             running.stop_committed = await _run_until_stopped(
                 pipeline, scheduler, stop, settings.sync.shutdown_deadline_s, watch
@@ -230,38 +230,47 @@ async def run_consumer(
         log.info("consumer_stopped", last_checkpoint_committed=running.stop_committed)
 
 
+@dataclass(frozen=True)
+class _CheckedTopics:
+    """What the start learned of the topics, and the admin client that asks again."""
+
+    #: the pipeline's limits: they depend on the partition count and the changelog's room
+    limits: PipelineLimits
+    #: the input topics read (and refused, under a pattern)
+    inputs: InputSelection
+    admin: AIOKafkaAdminClient
+
+    async def topics_gone(self, topics: set[str]) -> set[str]:
+        """Which of ``topics`` no longer exist (``PartitionProducer``'s check)."""
+        return topics - set(await partition_counts(self.admin, topics))
+
+
 async def _checked_topics(
     admin: AIOKafkaAdminClient, kafka: dict[str, Any], settings: Settings
-) -> tuple[PipelineLimits, InputSelection]:
+) -> _CheckedTopics:
     """The pipeline's limits and the input topics to read, once the topics' layout is checked
-    (internal ones created) and the changelog's keys are where the partition count puts them:
-    the limits depend on that count and on the changelog's room for a job
-    (``changelog_room``)."""
+    (internal ones created) and the changelog's keys are where the partition count puts them
+    (``changelog_room``: the changelog's room for a job)."""
     layout = await ensure_topology(admin, _topic_plan(settings))
     count = layout.partition_count
     room = await _checked_changelog_config(admin, settings)
     await check_changelog_placement(_consumer_factory(kafka), settings.state_topic, count)
-    return _pipeline_limits(settings, count, room), layout.inputs
+    return _CheckedTopics(_pipeline_limits(settings, count, room), layout.inputs, admin)
 
 
 def _input_watch(
-    admin: AIOKafkaAdminClient,
-    settings: Settings,
-    limits: PipelineLimits,
-    inputs: InputSelection,
-    source: EventSource,
-    metrics: Metrics,
+    topics: _CheckedTopics, settings: Settings, source: EventSource, metrics: Metrics
 ) -> InputTopicWatch:
     """What keeps the subscription to an input pattern current (run only under a pattern)."""
     watch = InputTopicWatch(
-        admin,
+        topics.admin,
         settings.input_topics(),
-        limits.partition_count,
+        topics.limits.partition_count,
         source,
         metrics.set_input_topics,
         interval_s=settings.kafka.metadata_max_age_ms / 1000,
     )
-    watch.report(inputs)
+    watch.report(topics.inputs)
     return watch
 
 
@@ -369,7 +378,11 @@ async def _join_group(
 
 
 def _checkpoint(
-    settings: Settings, kafka: dict[str, Any], store: JobStore, owner: ChangelogOwner
+    settings: Settings,
+    kafka: dict[str, Any],
+    store: JobStore,
+    owner: ChangelogOwner,
+    topics_gone: TopicsGone,
 ) -> Checkpoint:
     return Checkpoint(
         store,
@@ -378,7 +391,7 @@ def _checkpoint(
             succeeded=settings.topics.succeeded,
             failed=settings.topics.failed,
         ),
-        _producer_factory(settings, kafka),
+        _producer_factory(settings, kafka, topics_gone),
         compress_values=settings.kafka.compress_changelog_values,
         owner=owner,
         read_writers=functools.partial(writers_between, _consumer_factory(kafka)),
@@ -401,18 +414,18 @@ def _assemble(
     kafka: dict[str, Any],
     gateway: GatewayClient,
     stats: Stats,
-    limits: PipelineLimits,
+    topics: _CheckedTopics,
     wrap_restore: Callable[[Restorer], Restorer] | None,
     tracer: SyncTracer,
     stop: asyncio.Event,
-    input_topics: tuple[str, ...],
 ) -> tuple[Pipeline, SyncScheduler, EventSource]:
     """The object graph, each part given what it needs at construction."""
     _warn_deprecated(settings)
+    limits = topics.limits
     store = JobStore()
     owner = changelog_owner(settings)
-    checkpoint = _checkpoint(settings, kafka, store, owner)
-    source = _event_source(settings, kafka, stats, input_topics)
+    checkpoint = _checkpoint(settings, kafka, store, owner, topics.topics_gone)
+    source = _event_source(settings, kafka, stats, topics.inputs.read)
     observer = _CircuitPausesSource(stats, source)
     scheduler = _scheduler(settings, store, gateway, checkpoint, observer, tracer)
     interval_s = settings.kafka.checkpoint_interval_ms / 1000
@@ -472,7 +485,7 @@ _MAX_BATCH_BYTES = 1 << 20
 
 
 def _producer_factory(
-    settings: Settings, kafka: dict[str, Any]
+    settings: Settings, kafka: dict[str, Any], topics_gone: TopicsGone
 ) -> Callable[[int], PartitionProducer]:
     """Each input partition's transactional producer (its id fences earlier owners)."""
 
@@ -500,6 +513,7 @@ def _producer_factory(
                 [settings.state_topic] if settings.kafka.compress_changelog_values else []
             ),
             max_batch_bytes=_MAX_BATCH_BYTES,
+            topics_gone=topics_gone,
         )
 
     return open_producer

@@ -28,6 +28,10 @@ from consumer.kafka.input_topics import InputSelection, InputTopics, select_inpu
 
 log = structlog.get_logger(__name__)
 
+#: the least time one look at the topics is given (a short interval must not make a broker
+#: that answers slowly under load look unreachable)
+ASK_WITHIN_S = 10.0
+
 
 class SubscribedSource(Protocol):
     @property
@@ -89,7 +93,7 @@ class InputTopicWatch:
         """Subscribe to the matching topics if they changed; None when they could not be
         listed (said in a warning; the subscription stays as it is)."""
         try:
-            async with asyncio.timeout(self._interval_s):
+            async with asyncio.timeout(max(self._interval_s, ASK_WITHIN_S)):
                 existing = await self._admin.list_topics()
                 matched = self._inputs.matching(existing)
                 counts = await partition_counts(self._admin, matched)
@@ -100,6 +104,11 @@ class InputTopicWatch:
                 error=repr(exc),
                 action=f"reading the topics read so far; asked again within {self._interval_s} s",
             )
+            return None
+        if set(matched) - set(counts):
+            # Listed but not described: a topic being created or deleted right now. Acting on
+            # half a view would drop a topic just created from the subscription.
+            log.info("input_topics_settling", topics=sorted(set(matched) - set(counts)))
             return None
         reading = self._source.topics
         selection = select_inputs(self._inputs, counts, self._partition_count, reading)

@@ -97,6 +97,12 @@ class Producible(Protocol):
     def headers(self) -> list[tuple[str, bytes | None]]: ...
 
 
+#: Which of the topics named no longer exist (asked of the cluster).
+TopicsGone = Callable[[set[str]], Awaitable[set[str]]]
+#: How long adding the offsets to a transaction may take before their topics are checked.
+OFFSETS_STUCK_S = 10.0
+
+
 @dataclass(frozen=True, slots=True)
 class CommitTrouble:
     """A partition's commit that has failed, or waited past ``slow_after_s`` without an
@@ -146,6 +152,8 @@ class PartitionProducer:
         slow_after_s: float = 10.0,
         uncompressed_topics: frozenset[str] = frozenset(),
         max_batch_bytes: int = 1 << 20,
+        topics_gone: TopicsGone | None = None,
+        offsets_stuck_s: float = OFFSETS_STUCK_S,
     ) -> None:
         self.partition = partition
         #: topics whose values are compressed alone (``consumer.domain.value_compression``):
@@ -163,6 +171,8 @@ class PartitionProducer:
         self._max_backoff_s = max_backoff_s
         self._closed = False
         self._slow_after_s = slow_after_s
+        self._topics_gone = topics_gone
+        self._offsets_stuck_s = offsets_stuck_s
         #: what the commit in progress waits for, named in ``checkpoint_slow``
         self._stage = "idle"
         self._slow_watch: asyncio.TimerHandle | None = None
@@ -405,7 +415,7 @@ class PartitionProducer:
                 await asyncio.sleep(0)
         if offsets and not too_large:
             self._stage = "send_offsets_to_transaction"
-            await producer.send_offsets_to_transaction(dict(offsets), self._group_id)
+            await self._send_offsets(producer, offsets)
         self._stage = "acknowledgements"
         # Every batch acknowledged before the commit: one the broker refused (too large, not
         # authorized) fails the transaction instead of leaving a silent gap in it.
@@ -603,6 +613,58 @@ class PartitionProducer:
         if topic in self._uncompressed_topics:
             return BatchBuilder(self._max_batch_bytes, 0, is_transactional=True)
         return self._producer.create_batch()
+
+    async def _send_offsets(
+        self, producer: AIOKafkaProducer, offsets: Mapping[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        """Add ``offsets`` to the transaction; raise ``PartitionLost`` when one of their topics
+        was deleted meanwhile.
+
+        Kafka answers an offset of a topic it does not know with UNKNOWN_TOPIC_OR_PARTITION,
+        which aiokafka retries without end: an input topic deleted (by an operator, or under
+        an input pattern) while its records' offsets wait for this commit would hold the
+        partition's commits, and with them everything of the partition, for good. So a wait
+        past ``offsets_stuck_s`` asks whether the topics still exist. A broker that is merely
+        slow or hung is waited out, as everywhere; a topic gone gives the partition up, and
+        the member takes it again (``PartitionLost``) without the deleted topic, whose events
+        not yet committed went with it.
+        """
+        sending = asyncio.ensure_future(
+            producer.send_offsets_to_transaction(dict(offsets), self._group_id)
+        )
+        try:
+            while True:
+                done, _ = await asyncio.wait({sending}, timeout=self._offsets_stuck_s)
+                if done:
+                    sending.result()
+                    return
+                gone = await self._gone({tp.topic for tp in offsets})
+                if gone:
+                    log.error(
+                        "offsets_of_deleted_topic",
+                        partition=self.partition,
+                        topics=sorted(gone),
+                        action="the partition is taken again without the deleted topic; its "
+                        "events not yet committed were deleted with it",
+                    )
+                    raise PartitionLost(
+                        self.partition, f"input topic {', '.join(sorted(gone))} was deleted"
+                    )
+        finally:
+            if not sending.done():
+                sending.cancel()
+            sending.add_done_callback(_read_outcome)
+
+    async def _gone(self, topics: set[str]) -> set[str]:
+        """Which of ``topics`` no longer exist; none when that cannot be told now."""
+        if self._topics_gone is None:
+            return set()
+        try:
+            async with asyncio.timeout(self._offsets_stuck_s):
+                return await self._topics_gone(topics)
+        except Exception as exc:  # not known now: the commit goes on waiting, as before
+            log.info("topics_unchecked", partition=self.partition, error=repr(exc))
+            return set()
 
     async def _abort(self) -> None:
         """Abort the open transaction, if any; a producer that cannot is dropped by ``_fatal``."""

@@ -13,12 +13,18 @@ import asyncio
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from consumer.config import Settings, TopicSettings
 from consumer.demo import DemoPlan, build_demo
+from consumer.errors import PartitionLost
+from consumer.kafka.admin import partition_counts
 from consumer.kafka.partitioning import hashes_to
+from consumer.kafka.transactions import OutRecord, PartitionProducer
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
@@ -28,6 +34,7 @@ from tests.integration.harness import (
     consumer_process,
     eventually,
     eventually_async,
+    final_upserts,
     free_port,
     log_events,
     new_topics,
@@ -38,7 +45,10 @@ from tests.integration.harness import (
     stored,
     tail,
     wait_converged,
+    with_request_timeout,
+    with_title,
 )
+from tests.integration.test_ownership import broker_hung, broker_pid
 
 pytestmark = pytest.mark.integration
 
@@ -168,6 +178,60 @@ class TestInputPattern:
             assert _owns_one(log_b), tail(log_b)
         assert_history_never_shrinks(sandbox_in_process, list(split.expected))
 
+    async def test_a_hung_broker_and_a_deleted_topic_are_gone_through(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """``basicsync run`` on a pattern while the broker is SIGSTOPped for 13 s: its looks
+        at the topics are given up with a warning (``input_topics_unlisted``), never an exit;
+        a topic created after the broker is back is read. That topic, deleted while read, is
+        dropped from the subscription (``removed``), and a commit that still names its
+        offsets gives the partition up instead of waiting for ever (Kafka answers
+        UNKNOWN_TOPIC_OR_PARTITION, which aiokafka retries without end; this test hung so
+        before): the member goes on with the first topic, whose later events still reach
+        every job."""
+        prefix = f"p{uuid.uuid4().hex[:8]}"
+        topics = await topics_under(make_topic, prefix, partitions=2)
+        # A short in-doubt window: the deletion may give a partition up mid-request.
+        settings = with_request_timeout(
+            under_pattern(
+                settings_for(kafka_bootstrap, sandbox_in_process, topics), topics, rf"{prefix}\..*"
+            ),
+            3,
+        )
+        first = build_demo(DemoPlan(jobs=10, seed=66, prefix="before"))
+        await produce(kafka_bootstrap, topics.inputs, first.events)
+        log = str(tmp_path / "consumer.log")
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        try:
+            async with consumer_process(settings, log, FAST_METADATA):
+                await wait_converged(sandbox_in_process, first.expected, within=60)
+                async with broker_hung(broker_pid(kafka_bootstrap)):
+                    await asyncio.sleep(13)  # past the 10 s a look is given
+                unlisted = lambda: bool(log_events(log, "input_topics_unlisted"))  # noqa: E731
+                assert await eventually(unlisted, within=30), tail(log)
+                second = f"{prefix}.in2-{uuid.uuid4().hex[:8]}"
+                await admin.create_topics([NewTopic(second, 2, 1)])
+                split = build_demo(DemoPlan(jobs=10, seed=67, prefix="after"))
+                await produce(kafka_bootstrap, [topics.inputs[0], second], split.events)
+                await wait_converged(sandbox_in_process, split.expected, within=90)
+                await admin.delete_topics([second])
+                removed = lambda: any(  # noqa: E731
+                    line["removed"] == [second] for line in log_events(log, "input_topics_changed")
+                )
+                assert await eventually(removed, within=30), tail(log)
+                late = final_upserts(list(split.expected), "late")
+                await produce(kafka_bootstrap, topics.inputs, late)
+                expected = with_title(split.expected, "late")
+                await wait_converged(sandbox_in_process, expected, within=60)
+        finally:
+            await admin.close()
+        assert_history_never_shrinks(sandbox_in_process, [*first.expected, *split.expected])
+
     async def test_a_pattern_that_matches_nothing_stops_the_start_with_exit_2(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
@@ -228,3 +292,50 @@ def _owns_one(log: str) -> bool:
     """The member's last assignment is one partition (both members are in the group)."""
     assigned = log_events(log, "partitions_assigned")
     return bool(assigned) and len(assigned[-1]["partitions"]) == 1
+
+
+class TestDeletedInputTopic:
+    async def test_a_commit_naming_a_deleted_topic_gives_the_partition_up(
+        self, kafka_bootstrap: str, make_topic: MakeTopic
+    ) -> None:
+        """A transaction whose offsets name a topic deleted since: Kafka answers
+        UNKNOWN_TOPIC_OR_PARTITION and aiokafka retries it without end. Past
+        ``offsets_stuck_s`` the producer asks which topics are gone and raises
+        ``PartitionLost`` naming the deleted one; while the topic exists it commits."""
+        out = await make_topic("out", partitions=1)
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        doomed = f"doomed-{uuid.uuid4().hex[:8]}"
+        await admin.create_topics([NewTopic(doomed, 1, 1)])
+
+        async def gone(topics: set[str]) -> set[str]:
+            return topics - set(await partition_counts(admin, topics))
+
+        def factory(**extra: Any) -> AIOKafkaProducer:
+            return AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, **extra)
+
+        producer = PartitionProducer(
+            factory, f"group-{out}", 0, topics_gone=gone, offsets_stuck_s=1.0
+        )
+        await producer.start()
+        try:
+            offsets = {TopicPartition(doomed, 0): 0}
+            assert await eventually_async(lambda: _exists(admin, doomed), within=30)
+            await asyncio.wait_for(producer.commit([OutRecord(out, b"k", b"1", 0)], offsets), 30)
+            await admin.delete_topics([doomed])
+            assert await eventually_async(lambda: _deleted(admin, doomed), within=30)
+            with pytest.raises(PartitionLost, match=f"input topic {doomed} was deleted"):
+                await asyncio.wait_for(
+                    producer.commit([OutRecord(out, b"k", b"2", 0)], offsets), 30
+                )
+        finally:
+            await producer.stop()
+            await admin.close()
+
+
+async def _exists(admin: AIOKafkaAdminClient, topic: str) -> bool:
+    return topic in await partition_counts(admin, [topic])
+
+
+async def _deleted(admin: AIOKafkaAdminClient, topic: str) -> bool:
+    return not await _exists(admin, topic)
