@@ -53,6 +53,7 @@ from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import security_problem, unreachable
 from consumer.kafka.input_topics import InputSelection
 from consumer.kafka.limits import (
+    ChangelogRoom,
     changelog_max_message_bytes,
     changelog_room,
     compression_type,
@@ -238,11 +239,23 @@ class _CheckedTopics:
     limits: PipelineLimits
     #: the input topics read (and refused, under a pattern)
     inputs: InputSelection
+    #: what the changelog held for a job's key and state at the start (None: enough)
+    changelog_room: int | None
     admin: AIOKafkaAdminClient
+    settings: Settings
 
     async def topics_gone(self, topics: set[str]) -> set[str]:
         """Which of ``topics`` no longer exist (``PartitionProducer``'s check)."""
         return topics - set(await partition_counts(self.admin, topics))
+
+    async def described_room(self) -> int | None:
+        """The changelog's room for a job from its configuration now (the checkpoint asks
+        when the broker refuses a state); None when it holds enough or cannot be read."""
+        changelog = self.settings.state_topic
+        config = await described_configs(self.admin, ConfigResourceType.TOPIC, changelog)
+        limit = None if config is None else config.get("max.message.bytes")
+        kafka = self.settings.kafka
+        return changelog_room(int(limit) if limit else None, kafka.max_job_bytes, kafka.group_id)
 
 
 async def _checked_topics(
@@ -255,7 +268,7 @@ async def _checked_topics(
     count = layout.partition_count
     room = await _checked_changelog_config(admin, settings)
     await check_changelog_placement(_consumer_factory(kafka), settings.state_topic, count)
-    return _CheckedTopics(_pipeline_limits(settings, count, room), layout.inputs, admin)
+    return _CheckedTopics(_pipeline_limits(settings, count), layout.inputs, room, admin, settings)
 
 
 def _input_watch(
@@ -382,7 +395,7 @@ def _checkpoint(
     kafka: dict[str, Any],
     store: JobStore,
     owner: ChangelogOwner,
-    topics_gone: TopicsGone,
+    topics: _CheckedTopics,
 ) -> Checkpoint:
     return Checkpoint(
         store,
@@ -391,10 +404,12 @@ def _checkpoint(
             succeeded=settings.topics.succeeded,
             failed=settings.topics.failed,
         ),
-        _producer_factory(settings, kafka, topics_gone),
+        _producer_factory(settings, kafka, topics.topics_gone),
         compress_values=settings.kafka.compress_changelog_values,
         owner=owner,
         read_writers=functools.partial(writers_between, _consumer_factory(kafka)),
+        room=ChangelogRoom(topics.changelog_room),
+        read_room=topics.described_room,
     )
 
 
@@ -424,7 +439,7 @@ def _assemble(
     limits = topics.limits
     store = JobStore()
     owner = changelog_owner(settings)
-    checkpoint = _checkpoint(settings, kafka, store, owner, topics.topics_gone)
+    checkpoint = _checkpoint(settings, kafka, store, owner, topics)
     source = _event_source(settings, kafka, stats, topics.inputs.read)
     observer = _CircuitPausesSource(stats, source)
     scheduler = _scheduler(settings, store, gateway, checkpoint, observer, tracer)
@@ -568,9 +583,7 @@ def _scheduler(
     )
 
 
-def _pipeline_limits(
-    settings: Settings, partition_count: int, changelog_room: int | None
-) -> PipelineLimits:
+def _pipeline_limits(settings: Settings, partition_count: int) -> PipelineLimits:
     sync = settings.sync
     return PipelineLimits(
         partition_count=partition_count,
@@ -579,7 +592,6 @@ def _pipeline_limits(
         retention_s=sync.retention_s,
         forgotten_retention_s=sync.forgotten_retention_s,
         max_job_bytes=settings.kafka.max_job_bytes,
-        changelog_room=changelog_room,
         max_failure_value_bytes=settings.kafka.max_failure_value_bytes,
         max_event_time_ahead_s=settings.kafka.max_event_time_ahead_s,
         checkpoint_interval_s=settings.kafka.checkpoint_interval_ms / 1000,

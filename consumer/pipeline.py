@@ -123,9 +123,6 @@ class PipelineLimits:
     forgotten_retention_s: float = 7 * 24 * 3600.0
     #: largest encoded job state (``kafka.max_job_bytes``); None: unbounded
     max_job_bytes: int | None = None
-    #: what the changelog topic holds for a job's key and state, when it is less than
-    #: ``max_job_bytes`` needs (``consumer.kafka.limits.changelog_room``)
-    changelog_room: int | None = None
     max_failure_value_bytes: int = MAX_FAILURE_VALUE_BYTES
     #: an event further ahead of the wall clock is refused (``kafka.max_event_time_ahead_s``)
     max_event_time_ahead_s: float | None = None
@@ -614,7 +611,7 @@ class Pipeline:
             partition_count=self._limits.partition_count,
             max_event_bytes=self._limits.max_event_bytes,
             max_job_bytes=self._limits.max_job_bytes,
-            changelog_room=self._limits.changelog_room,
+            changelog_room=self._checkpoint.changelog_room,
             sizes=self._sizes,
             max_failure_value_bytes=self._limits.max_failure_value_bytes,
             count_misrouted=misrouted,

@@ -14,6 +14,8 @@ large gets it again at half the size (``consumer.state.checkpoint``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from consumer.config import Compression
 from consumer.domain.record_size import RECORD_OVERHEAD_BYTES
 
@@ -47,10 +49,33 @@ def changelog_room(max_message_bytes: int | None, max_job_bytes: int, group_id: 
 
     The intake then refuses a job that would outgrow it as it refuses one past
     ``max_job_bytes`` (``job_too_large``), instead of the changelog refusing the state at the
-    checkpoint, which would hold the job's whole partition until the topic is raised."""
+    checkpoint, which would cost a re-read of the job's whole partition
+    (``ChangelogRoom``)."""
     if max_message_bytes is None or max_message_bytes >= changelog_max_message_bytes(max_job_bytes):
         return None
     return max(max_message_bytes - CHANGELOG_FRAMING_BYTES - len(group_id.encode()), 0)
+
+
+@dataclass
+class ChangelogRoom:
+    """What the changelog holds for one job's key and state together, as last learned (None:
+    all that ``max_job_bytes`` needs). It starts from the topic's limit read at the start
+    (:func:`changelog_room`) and only shrinks: the topic's ``max.message.bytes`` can be lowered
+    under a running member, which then learns it from the broker refusing a state."""
+
+    bytes: int | None = None
+
+    def lower(self, refused: int, described: int | None) -> bool:
+        """Learn from the broker refusing a record of ``refused`` key and value bytes, and
+        from the topic's limit read again (``described``, as :func:`changelog_room` gives it;
+        None: unread). The room is below the refused size whatever the framing was, so
+        ``refused - 1`` bounds it even without the topic's configuration. Whether it shrank
+        (``consumer.state.checkpoint`` acts on that)."""
+        learned = refused - 1 if described is None else min(described, refused - 1)
+        if self.bytes is not None and learned >= self.bytes:
+            return False
+        self.bytes = max(learned, 0)
+        return True
 
 
 def compression_type(compression: Compression) -> str | None:

@@ -47,8 +47,9 @@ fitted again to half their size and the commit is repeated: a record never stall
 and the offsets are committed only with the records that report their events. A job state
 refused as too large means the changelog topic's ``max.message.bytes`` was lowered below what
 ``kafka.max_job_bytes`` needs after this member started (one smaller at its start lowers the
-intake's job limit instead, ``consumer.kafka.limits.changelog_room``): that is retried with
-backoff and logged as an error until an operator raises it (``basicsync check`` names it).
+intake's job limit instead, ``consumer.kafka.limits.changelog_room``): the member lowers that
+limit to what the topic holds and takes the partition again, so that a job past it gets its
+``job_too_large`` (:meth:`Checkpoint._refused_states`).
 
 A partition whose producer was fenced (another member owns it now) or revoked raises
 ``PartitionLost`` from :meth:`make_durable` and is reported by :meth:`take_lost`; its staged
@@ -58,7 +59,15 @@ work is dropped, since the new owner replays it from the last committed offsets.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 
@@ -75,7 +84,7 @@ from consumer.domain.state import JobState
 from consumer.domain.state_codec import ValueParts, encode_state, value_parts
 from consumer.domain.value_compression import compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
-from consumer.kafka.limits import RESULT_RECORD_BYTES
+from consumer.kafka.limits import RESULT_RECORD_BYTES, ChangelogRoom
 from consumer.kafka.records import Position
 from consumer.kafka.transactions import (
     CommitTrouble,
@@ -272,6 +281,10 @@ class _Pending:
 #: ``(topic, partition, first, end, ours)``, those other than ``ours``
 #: (``consumer.state.recovery.writers_between``).
 WriterReader = Callable[[str, int, int, int, bytes], Awaitable[set[bytes | None]]]
+#: The changelog's room for a job read from its configuration now (None: unread).
+RoomReader = Callable[[], Awaitable[int | None]]
+#: The longest a refused state waits for the changelog's configuration (a hung broker).
+ROOM_READ_WITHIN_S = 10.0
 
 
 class Checkpoint:
@@ -284,12 +297,23 @@ class Checkpoint:
         open_producer: Callable[[int], PartitionProducer],
         *,
         result_limit: int = RESULT_RECORD_BYTES,
-        too_large_backoff_s: float = 5.0,
         compress_values: bool = True,
         owner: ChangelogOwner | None = None,
         read_writers: WriterReader | None = None,
+        room: ChangelogRoom | None = None,
+        read_room: RoomReader | None = None,
     ) -> None:
         self._store = store
+        #: what the changelog holds for a job, lowered when it refuses a state within it
+        self._room = room or ChangelogRoom()
+        self._read_room = read_room
+        #: times the room was lowered, and per partition how often it had been when taken
+        self._room_lowered = 0
+        self._taken_under: dict[int, int] = {}
+        #: per partition, jobs whose state the changelog refused although its room did not
+        #: shrink: a state held from before a lower limit, not written again (see
+        #: :meth:`_refused_states`)
+        self._unwritable: dict[int, set[str]] = {}
         #: who wrote a changelog partition's offsets that a commit did not expect (see
         #: ``PartitionProducer.count_from``); None: not asked, nor checked
         self._read_writers = read_writers
@@ -297,7 +321,6 @@ class Checkpoint:
         #: on every changelog record: the group that wrote it (``consumer.state.continuity``)
         self._writer: list[tuple[str, bytes | None]] = [] if owner is None else [owner.header()]
         self._result_limit = result_limit
-        self._too_large_backoff_s = too_large_backoff_s
         #: result and failure records reduced to fit (for metrics and tests)
         self.reduced_records = 0
         self._topics = topics
@@ -331,6 +354,12 @@ class Checkpoint:
     def owns(self, partition: int) -> bool:
         return partition in self._producers
 
+    @property
+    def changelog_room(self) -> int | None:
+        """What the changelog holds for a job's key and state (None: what ``max_job_bytes``
+        needs): the intake's job limit (``consumer.kafka.limits.ChangelogRoom``)."""
+        return self._room.bytes
+
     def leave_to_intents_when(self, posts_soon: Callable[[str], bool]) -> None:
         """A live checkpoint leaves a job changed by events to its intent when ``posts_soon``
         says its request is about to be made (``consumer.state.deferral``)."""
@@ -353,6 +382,8 @@ class Checkpoint:
             await _stop_quietly(producer, partition)
             raise
         self._producers[partition] = producer
+        self._taken_under[partition] = self._room_lowered
+        self._unwritable.pop(partition, None)
         self._taken_start.pop(partition, None)
         self._committed_offsets.pop(partition, None)
         self._pending[partition] = _Pending()
@@ -772,19 +803,69 @@ class Checkpoint:
                         retry_with_bytes=limit,
                     )
                 if states:
-                    log.error(
-                        "changelog_record_too_large",
-                        partition=partition,
-                        keys=[(records[i].key or b"").decode(errors="replace") for i in states],
-                        sizes=[len(records[i].value or b"") for i in states],
-                        error=str(exc),
-                        action="raise the topic's max.message.bytes (basicsync check); retrying",
-                        retry_in_s=self._too_large_backoff_s,
-                    )
-                    await asyncio.sleep(self._too_large_backoff_s)
+                    await self._refused_states(partition, pending, [records[i] for i in states])
             else:
                 self._hold_ended(partition, ended)
                 return
+
+    async def _refused_states(
+        self, partition: int, pending: _Pending, refused: Sequence[Producible]
+    ) -> None:
+        """The changelog refused job states as too large: its ``max.message.bytes`` is below
+        what the member took it to hold (lowered under it, or unread).
+
+        If that shrinks the room, the jobs of the partition may hold events applied under the
+        larger one: the partition is given up (``PartitionLost``) and taken again, restored
+        from its last commit, and the events after it are applied under the new room, so a
+        job that outgrows it gets its ``job_too_large`` there. If the room did not shrink,
+        the refused states are above it without any event having grown them (the intake
+        keeps a job under the room it was taken with): states held from before the topic
+        was lowered, whose flags and request marks only are lost by not writing them
+        (``job_state_not_written``). A partition taken before the room last shrank is
+        taken again instead: its states may have been grown under the older room.
+        """
+        sizes = [len(record.key or b"") + len(record.value or b"") for record in refused]
+        keys = [(record.key or b"").decode(errors="replace") for record in refused]
+        described = await self._described_room()
+        lowered = self._room.lower(min(sizes), described)
+        log.error(
+            "changelog_record_too_large",
+            partition=partition,
+            keys=keys,
+            sizes=sizes,
+            room=self._room.bytes,
+            action=f"jobs whose key and state pass {self._room.bytes} bytes get job_too_large; "
+            "raise the changelog topic's max.message.bytes to hold more (basicsync check)",
+        )
+        if lowered:
+            self._room_lowered += 1
+        if lowered or self._taken_under.get(partition) != self._room_lowered:
+            raise PartitionLost(partition, "its changelog holds less: read again under its limit")
+        unwritable = self._unwritable.setdefault(partition, set())
+        for key in keys:
+            unwritable.add(key)
+            pending.jobs.discard(key)
+            pending.left.discard(key)
+            log.error(
+                "job_state_not_written",
+                partition=partition,
+                client_job_id=key,
+                room=self._room.bytes,
+                consequence="the job keeps its last written state in the changelog; what "
+                "changed since without an event (its too-large flag, a request's mark) is "
+                "not kept across a restart",
+            )
+
+    async def _described_room(self) -> int | None:
+        """The changelog's room read from its configuration now (None: unread)."""
+        if self._read_room is None:
+            return None
+        try:
+            async with asyncio.timeout(ROOM_READ_WITHIN_S):
+                return await self._read_room()
+        except Exception as exc:  # the refused size still bounds it
+            log.warning("changelog_limit_unread", error=repr(exc))
+            return None
 
     def _written_elsewhere(self, partition: int, found: LogWrittenElsewhere) -> PartitionLost:
         """Note another producer found writing the partition's changelog (the consume loop
@@ -838,8 +919,11 @@ class Checkpoint:
             value = marker.to_json_bytes()
             sizes[job] = len(value)
             records.append(OutRecord(changelog, job.encode(), value, partition, writer))
+        unwritable = self._unwritable.get(partition, ())
         for job in pending.jobs:
             state = self._store.get(job)
+            if job in unwritable:
+                continue  # refused, and no event can grow it again (see _refused_states)
             if state is not None and self._store.partition_of(job) == partition:
                 records.append(
                     _StateRecord(

@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +25,16 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from consumer.demo import DemoPlan, build_demo
 from consumer.demo.jobs import DemoJobs
 from consumer.domain.events import EventType, JobEvent
+from consumer.kafka.limits import CHANGELOG_FRAMING_BYTES
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     Topics,
     assert_history_never_shrinks,
     assert_read_to_the_end,
-    assert_stop_gave_up,
     consumer_process,
     eventually,
+    final_upserts,
     in_chunks,
     killed_under_live_traffic,
     log_events,
@@ -43,12 +45,12 @@ from tests.integration.harness import (
     read_records,
     send_live,
     settings_for,
-    sigterm_and_wait,
     start_consumer_process,
     stored,
     tail,
     wait_converged,
     with_request_timeout,
+    with_title,
 )
 
 pytestmark = pytest.mark.integration
@@ -134,6 +136,16 @@ def _frozen_with_one_failure(
     step_events = [i for i, e in enumerate(big_events) if e.type is EventType.step_completed]
     assert failures[0]["stateVersion"] == step_events[steps]
     return steps
+
+
+def _one_more_step(big_events: list[JobEvent]) -> JobEvent:
+    """A step after the big job's last one: a new step id, later than every demo event."""
+    last = [e for e in big_events if e.type is EventType.step_completed][-1]
+    step = last.data.single_step.model_copy(  # type: ignore[union-attr]
+        update={"unique_step_id": "one-more-step", "step_number": 301}
+    )
+    data = last.data.model_copy(update={"single_step": step})
+    return last.replaced(id="one-more", time=datetime(2026, 6, 1, tzinfo=UTC), data=data)
 
 
 def _big_expected(steps: int) -> dict[str, dict[str, Any]]:
@@ -382,7 +394,7 @@ class TestBigJob:
         assert 20 < steps < 64
         assert "changelog topic's max.message.bytes" in failures[0]["error"]["message"]
 
-    async def test_a_changelog_lowered_under_a_running_member_holds_its_partition_until_raised(
+    async def test_a_changelog_lowered_under_a_running_member_limits_the_big_job_and_holds_nothing(
         self,
         kafka_bootstrap: str,
         make_topic: MakeTopic,
@@ -390,64 +402,99 @@ class TestBigJob:
         tmp_path: Path,
     ) -> None:
         """The changelog's ``max.message.bytes`` lowered to 16 KiB after the member started
-        (it sized its jobs by the topic at its start), below one job's state (300 steps of
-        about 1 KB): the broker refuses it, and its partition waits
-        (``changelog_record_too_large``), posting nothing unannounced. Once the operator raises
-        the topic's limit, the partition goes on by itself: every job converges, the offsets
-        reach the end, nothing exits. (Before, the first refusal left the producer's sequence
-        numbers ahead of the broker's and the partition stayed refused after the fix.)"""
+        (it sized its jobs by the topic at its start), below what the 300-step job grows to:
+        the broker refuses its state once, the member reads the topic's limit again, lowers
+        its job limit to it (``changelog_record_too_large`` names the room) and reads the
+        partition again from its last commit. The big job gets its one ``job_too_large``,
+        WorkfloPlus keeps the part that fit, the 20 other jobs of the partition converge,
+        the offsets reach the end, nothing exits and nobody raises the topic. (Before, the
+        partition retried every 5 s until an operator raised the limit.)"""
         topics, demo, big, events = await _small_changelog(make_topic, "lowered-changelog", 53)
-        big_expected = _big_expected(300)
-        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics), 3
+        )
         log = str(tmp_path / "consumer.log")
         async with consumer_process(settings, log):
             await _lower_changelog_limit_once_started(kafka_bootstrap, topics.state, log)
             await produce(kafka_bootstrap, topics.inputs, events)
             await _until_refused(log)
-            await _set_changelog_limit(kafka_bootstrap, topics.state, 4 * 1024 * 1024)
-            await wait_converged(sandbox_in_process, {**demo.expected, **big_expected}, within=90)
+            await wait_converged(sandbox_in_process, demo.expected, within=90)
             await assert_read_to_the_end(kafka_bootstrap, topics.group, len(events))
-        assert len(stored(sandbox_in_process, big)["completedSteps"]) == 300  # type: ignore[index]
-        assert await _failures(kafka_bootstrap, topics.failed) == []
+            failures = await _once_the_big_job_is_synced(
+                sandbox_in_process, kafka_bootstrap, topics, big, log
+            )
+        room = SMALL_CHANGELOG_BYTES - CHANGELOG_FRAMING_BYTES - len(topics.group.encode())
+        assert {line["room"] for line in log_events(log, "changelog_record_too_large")} == {room}
+        assert log_events(log, "job_state_not_written") == []
+        steps = _frozen_with_one_failure(sandbox_in_process, failures, *_big_job(300))
+        assert 2 < steps < 16
+        assert_history_never_shrinks(sandbox_in_process, [*demo.expected, big])
 
-    async def test_sigterm_while_the_changelog_refuses_a_state_stops_in_time_and_loses_nothing(
+    async def test_a_state_held_above_a_lowered_changelog_is_left_and_holds_nothing(
         self,
         kafka_bootstrap: str,
         make_topic: MakeTopic,
         sandbox_in_process: Sandbox,
         tmp_path: Path,
     ) -> None:
-        """SIGTERM while the changelog refuses a state (lowered to 16 KiB under the running
-        member, a 300-step job): the last
-        checkpoint cannot commit, and the member gives it up at twice its shutdown deadline
-        (3 s here) instead of retrying until the platform's SIGKILL: it exits with code 3, a
-        ``last_checkpoint_late`` warning at the first deadline and a ``last_checkpoint_abandoned``
-        error naming the partition at the second. Nothing is lost: once the
-        limit is raised, a new member converges every job and reads to the end."""
-        topics, demo, big, events = await _small_changelog(make_topic, "refused-at-stop", 59)
+        """The 300-step job is posted whole, then the changelog is lowered to 16 KiB, below
+        the state it already holds, and one more step of it arrives with a late title for
+        every other job. The grown state is refused, the job limit lowered and the partition
+        read again: the step gets the big job's one ``job_too_large``, and the state it keeps
+        (above the new limit, grown by no event) is refused again and left as the changelog
+        has it (``job_state_not_written``) instead of holding the partition. The other jobs
+        take their late titles; WorkfloPlus keeps the big job's 300 steps."""
+        topics, demo, big, events = await _small_changelog(make_topic, "held-changelog", 61)
         big_expected = _big_expected(300)
-        deadline = 3.0
-        # A short in-doubt window: the next member may post the jobs whose requests the
-        # stopped one left in doubt after 9 s rather than after the default 90 s.
         settings = with_request_timeout(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics, shutdown_deadline_s=deadline),
-            3,
+            settings_for(kafka_bootstrap, sandbox_in_process, topics), 3
+        )
+        log = str(tmp_path / "consumer.log")
+        async with consumer_process(settings, log):
+            await produce(kafka_bootstrap, topics.inputs, events)
+            await wait_converged(sandbox_in_process, {**demo.expected, **big_expected}, within=90)
+            await _set_changelog_limit(kafka_bootstrap, topics.state, SMALL_CHANGELOG_BYTES)
+            one_more = _one_more_step(_big_job(300)[1])
+            late = final_upserts(list(demo.expected), "late")
+            await produce(kafka_bootstrap, topics.inputs, [one_more, *late])
+            await wait_converged(sandbox_in_process, with_title(demo.expected, "late"), within=90)
+            await assert_read_to_the_end(kafka_bootstrap, topics.group, len(events) + 21)
+            failures = await _failures(kafka_bootstrap, topics.failed)
+        assert [(f["clientJobId"], f["reason"]) for f in failures] == [(big, "job_too_large")]
+        assert [line["client_job_id"] for line in log_events(log, "job_state_not_written")] == [big]
+        assert stored(sandbox_in_process, big) == big_expected[big]
+        assert_history_never_shrinks(sandbox_in_process, [*demo.expected, big])
+
+    async def test_killed_as_the_changelog_refuses_a_state_the_next_member_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The changelog lowered under the running member and the member SIGKILLed as soon as
+        the broker refuses the big job's state, mid re-read of its partition. The next member
+        reads the topic's limit at its start: every job converges, the big job still has
+        exactly one ``job_too_large``, and the offsets reach the end."""
+        topics, demo, big, events = await _small_changelog(make_topic, "refused-killed", 59)
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics), 3
         )
         log = str(tmp_path / "consumer.log")
         process = start_consumer_process(settings, log)
         await _lower_changelog_limit_once_started(kafka_bootstrap, topics.state, log)
         await produce(kafka_bootstrap, topics.inputs, events)
         await _until_refused(log)
-        code, took = await sigterm_and_wait(process, log, 30)
-        assert assert_stop_gave_up(log, code, took, deadline)["partitions"] == [0]
-
-        await _set_changelog_limit(kafka_bootstrap, topics.state, 4 * 1024 * 1024)
+        process.kill()
+        await asyncio.to_thread(process.wait, 30)
         async with consumer_process(settings, str(tmp_path / "after.log")):
-            await wait_converged(sandbox_in_process, {**demo.expected, **big_expected}, within=90)
+            await wait_converged(sandbox_in_process, demo.expected, within=90)
             await assert_read_to_the_end(kafka_bootstrap, topics.group, len(events))
-        assert len(stored(sandbox_in_process, big)["completedSteps"]) == 300  # type: ignore[index]
+            failures = await _once_the_big_job_is_synced(
+                sandbox_in_process, kafka_bootstrap, topics, big, log
+            )
+        _frozen_with_one_failure(sandbox_in_process, failures, *_big_job(300))
         assert_history_never_shrinks(sandbox_in_process, [*demo.expected, big])
-        assert await _failures(kafka_bootstrap, topics.failed) == []
 
     async def test_a_job_beyond_max_job_bytes_gets_one_job_too_large(
         self,

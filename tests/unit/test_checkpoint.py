@@ -32,6 +32,7 @@ from consumer.domain.settled import SETTLED_HEADER, SettledJob, settled_header
 from consumer.domain.state_codec import ValueParts, decode_state, encode_state, value_parts
 from consumer.domain.value_compression import decompressed, is_compressed
 from consumer.errors import PartitionLost, RecordsTooLarge
+from consumer.kafka.limits import ChangelogRoom
 from consumer.kafka.transactions import (
     GapReader,
     LogReplaced,
@@ -1369,3 +1370,111 @@ class TestLiveCheckpoint:
         assert [(keys(t), offsets) for t in producer.transactions[1:] for offsets in [t[1]]] == [
             ({b"a"}, {IN0: 5})
         ]
+
+
+class RefusesLargeStates(FakeProducer):
+    """A changelog whose ``max.message.bytes`` refuses every state over ``limit`` bytes."""
+
+    limit = 2_000
+
+    async def commit(
+        self,
+        records: Sequence[Producible],
+        offsets: Mapping[TopicPartition, int],
+        metadata: str = "",
+    ) -> dict[TopicPartition, int]:
+        big = {
+            i
+            for i, r in enumerate(records)
+            if r.topic == TOPICS.changelog and len(r.value or b"") > self.limit
+        }
+        if big:
+            raise RecordsTooLarge(self.partition, big, "MessageSizeTooLargeError")
+        return await super().commit(records, offsets, metadata)
+
+
+class TestChangelogHoldsLess:
+    """The changelog's ``max.message.bytes`` lowered under the member: the room shrinks and the
+    partition is read again, or a state held from before is left as it was; never a stall."""
+
+    def rig(
+        self, described: int | None, room: int | None = None
+    ) -> tuple[Checkpoint, JobStore, dict[int, FakeProducer]]:
+        store = JobStore()
+        producers: dict[int, FakeProducer] = {}
+
+        def open_producer(partition: int) -> FakeProducer:
+            producers[partition] = RefusesLargeStates(partition)
+            return producers[partition]
+
+        async def read_room() -> int | None:
+            return described
+
+        checkpoint = Checkpoint(
+            store,
+            TOPICS,
+            open_producer,  # type: ignore[arg-type]
+            compress_values=False,
+            room=ChangelogRoom(room),
+            read_room=read_room,
+        )
+        return checkpoint, store, producers
+
+    async def test_a_refused_state_lowers_the_room_and_gives_the_partition_up(self) -> None:
+        """Without the topic's configuration the refused size bounds the room; with it, the
+        configuration decides when lower. Nothing of the transaction is committed."""
+        for described, expected in ((None, None), (50, 50)):
+            checkpoint, store, producers = self.rig(described)
+            await checkpoint.open(0)
+            big = job_state("big", title="x" * 4_000)
+            store.put(0, big)
+            checkpoint.stage_changed(0, "big")
+            checkpoint.stage_offsets(0, {("in", 0): 5})
+            with pytest.raises(PartitionLost, match="changelog holds less"):
+                await asyncio.wait_for(checkpoint.make_durable(0), 5)
+            refused = len(b"big") + len(encode_state(big))
+            assert checkpoint.changelog_room == (expected or refused - 1)
+            assert checkpoint.take_lost() == {0}
+            assert producers[0].transactions == []
+
+    async def test_a_state_above_the_room_it_was_taken_under_is_left_as_it_was(self) -> None:
+        """Taken again under the lowered room, a state restored from before (above the room,
+        grown by no event since) is refused once more: it is not written again, while the
+        other jobs, the results and the offsets commit, now and at every later commit."""
+        checkpoint, store, producers = self.rig(None, room=1_500)  # lowered before this take
+        await checkpoint.open(0)
+        store.put(0, job_state("big", title="x" * 4_000))
+        store.put(0, job_state("small"))
+        for job in ("big", "small"):
+            checkpoint.stage_changed(0, job)
+        checkpoint.stage_result(0, success("small"))
+        checkpoint.stage_offsets(0, {("in", 0): 5})
+        await asyncio.wait_for(checkpoint.make_durable(0), 5)
+        checkpoint.stage_changed(0, "big")
+        checkpoint.stage_offsets(0, {("in", 0): 6})
+        await asyncio.wait_for(checkpoint.make_durable(0), 5)
+        assert [
+            (sorted(r.key or b"" for r in records), offsets)
+            for records, offsets in producers[0].transactions
+        ] == [
+            ([b"small", b"small"], {TopicPartition("in", 0): 5}),  # its state, its result
+            ([], {TopicPartition("in", 0): 6}),
+        ]
+        assert checkpoint.take_lost() == set()
+        assert checkpoint.changelog_room == 1_500
+
+    async def test_a_partition_taken_before_the_room_shrank_is_read_again(self) -> None:
+        """Its states may have grown under the larger room: the one refused is not simply
+        left out, the partition is taken again."""
+        checkpoint, store, _ = self.rig(None)
+        await checkpoint.open(0)
+        await checkpoint.open(1)
+        store.put(0, job_state("big0", title="x" * 4_000))
+        checkpoint.stage_changed(0, "big0")
+        with pytest.raises(PartitionLost):
+            await asyncio.wait_for(checkpoint.make_durable(0), 5)
+        store.put(1, job_state("big1", title="x" * 9_000))
+        checkpoint.stage_changed(1, "big1")
+        with pytest.raises(PartitionLost, match="changelog holds less"):
+            await asyncio.wait_for(checkpoint.make_durable(1), 5)
+        assert checkpoint.take_lost() == {0, 1}

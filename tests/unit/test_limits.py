@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from consumer.kafka.limits import (
     CHANGELOG_FRAMING_BYTES,
+    ChangelogRoom,
     changelog_max_message_bytes,
     changelog_room,
 )
@@ -30,3 +34,35 @@ class TestChangelogRoom:
 
     def test_a_changelog_too_small_for_the_framing_holds_no_job(self) -> None:
         assert changelog_room(100, MAX_JOB_BYTES, "g") == 0
+
+
+class TestChangelogRoomLowered:
+    def test_a_refusal_bounds_the_room_below_the_refused_size(self) -> None:
+        room = ChangelogRoom(None)
+        assert room.lower(10_000, None)
+        assert room.bytes == 9_999
+
+    def test_the_topics_configuration_decides_when_lower(self) -> None:
+        room = ChangelogRoom(50_000)
+        assert room.lower(10_000, 4_000)
+        assert room.bytes == 4_000
+
+    def test_a_refusal_at_or_above_the_room_changes_nothing(self) -> None:
+        """A state held from before the topic was lowered: no event grew it."""
+        room = ChangelogRoom(4_000)
+        assert not room.lower(9_000, None)
+        assert not room.lower(4_001, 5_000)
+        assert room.bytes == 4_000
+
+    @given(st.lists(st.tuples(st.integers(1, 10**7), st.none() | st.integers(0, 10**7))))
+    def test_the_room_only_shrinks(self, refusals: list[tuple[int, int | None]]) -> None:
+        room = ChangelogRoom(None)
+        before: int | None = None
+        for refused, described in refusals:
+            shrank = room.lower(refused, described)
+            assert room.bytes is not None
+            assert room.bytes < refused
+            if before is not None:
+                assert room.bytes <= before
+                assert shrank == (room.bytes < before)
+            before = room.bytes
