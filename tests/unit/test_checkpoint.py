@@ -639,9 +639,11 @@ class TestIntents:
 
 
 class TooLargeOnce(FakeProducer):
-    """Refuses, once, every record whose value is larger than ``refuse_above`` bytes."""
+    """Refuses, once, every record whose value is larger than ``refuse_above`` bytes (of
+    ``refused_topics`` only, when set)."""
 
     refuse_above = 3_000
+    refused_topics: frozenset[str] | None = None
 
     async def commit(
         self,
@@ -649,7 +651,12 @@ class TooLargeOnce(FakeProducer):
         offsets: Mapping[TopicPartition, int],
         metadata: str = "",
     ) -> dict[TopicPartition, int]:
-        big = {i for i, r in enumerate(records) if len(r.value or b"") > self.refuse_above}
+        big = {
+            i
+            for i, r in enumerate(records)
+            if len(r.value or b"") > self.refuse_above
+            and (self.refused_topics is None or r.topic in self.refused_topics)
+        }
         if big:
             raise RecordsTooLarge(self.partition, big, "MessageSizeTooLargeError")
         return await super().commit(records, offsets, metadata)
@@ -1372,25 +1379,11 @@ class TestLiveCheckpoint:
         ]
 
 
-class RefusesLargeStates(FakeProducer):
-    """A changelog whose ``max.message.bytes`` refuses every state over ``limit`` bytes."""
+class RefusesLargeStates(TooLargeOnce):
+    """A changelog whose ``max.message.bytes`` refuses every state over 2,000 bytes."""
 
-    limit = 2_000
-
-    async def commit(
-        self,
-        records: Sequence[Producible],
-        offsets: Mapping[TopicPartition, int],
-        metadata: str = "",
-    ) -> dict[TopicPartition, int]:
-        big = {
-            i
-            for i, r in enumerate(records)
-            if r.topic == TOPICS.changelog and len(r.value or b"") > self.limit
-        }
-        if big:
-            raise RecordsTooLarge(self.partition, big, "MessageSizeTooLargeError")
-        return await super().commit(records, offsets, metadata)
+    refuse_above = 2_000
+    refused_topics = frozenset([TOPICS.changelog])
 
 
 class TestChangelogHoldsLess:
