@@ -57,26 +57,37 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Forwards rebalances. aiokafka only logs an exception a listener raises and goes on, so a
     failed callback (a restore Kafka refused, say) is kept and raised by the next fetch."""
 
-    def __init__(self, owner: PartitionOwner) -> None:
+    def __init__(self, owner: PartitionOwner, callback_ended: Callable[[], None]) -> None:
         self._owner = owner
+        self._callback_ended = callback_ended
         self.failed: Exception | None = None
-        #: set after each assignment: the input topics are looked at again
+        #: set after each assignment is taken: the input topics are looked at again
         self.assigned = asyncio.Event()
+        #: a revoke or a take is running (the subscription is not changed under it)
+        self.busy = False
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.busy = True
         try:
             await self._owner.partitions_revoked({tp.partition for tp in revoked})
         except Exception as exc:
             self.failed = self.failed or exc
             raise
+        finally:
+            self.busy = False
+            self._callback_ended()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        self.assigned.set()
+        self.busy = True
         try:
             await self._owner.partitions_assigned({tp.partition for tp in assigned})
         except Exception as exc:
             self.failed = self.failed or exc
             raise
+        finally:
+            self.busy = False
+            self.assigned.set()
+            self._callback_ended()
 
 
 #: Told how many records of an input topic were deleted before they were read.
@@ -103,6 +114,8 @@ class EventSource:
         #: per partition, the position last reported past its end
         self._past_end_met: dict[TopicPartition, int] = {}
         self._listener: _Listener | None = None
+        #: a change of topics waits for the rebalance callback in progress (``subscribe``)
+        self._subscription_asked = False
         self._paused = False
 
     def _new_consumer(self) -> AIOKafkaConsumer:
@@ -115,7 +128,7 @@ class EventSource:
 
     async def start(self, owner: PartitionOwner) -> None:
         """Join the group; a start that fails closes its client, so ``start`` can be retried."""
-        self._listener = _Listener(owner)
+        self._listener = _Listener(owner, self._subscribe_if_asked)
         self._consumer.subscribe(topics=self._topics, listener=self._listener)
         try:
             await start_client(self._consumer.start())
@@ -140,9 +153,20 @@ class EventSource:
 
     def subscribe(self, topics: list[str]) -> None:
         """Read ``topics`` from now on: the group rebalances (every partition is revoked and
-        assigned again), and a topic partition new to the group is read from its start."""
+        assigned again), and a topic partition new to the group is read from its start.
+
+        Not while a revoke or a take runs: aiokafka would drop the assignment under it (a
+        take reading its committed offsets would find none); it is done when that ends."""
         self._topics = list(topics)
-        self._consumer.subscribe(topics=self._topics, listener=self._listener)
+        self._subscription_asked = True
+        self._subscribe_if_asked()
+
+    def _subscribe_if_asked(self) -> None:
+        listener = self._listener
+        if not self._subscription_asked or listener is None or listener.busy:
+            return
+        self._subscription_asked = False
+        self._consumer.subscribe(topics=self._topics, listener=listener)
 
     async def stop(self) -> None:
         """Leave the group, for at most ``LEAVE_AT_MOST_S``: a broker that does not answer

@@ -7,6 +7,7 @@ not answered, and an error fetched before a take's seek.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -189,3 +190,63 @@ class TestARebalanceWhileTheStartIsAsked:
         source.seek({("in", 0): 30})
         assert source.take_moved() == {}
         assert stand_in.states[TP].position == 30
+
+
+class _Subscribing(StandIn):
+    """A stand-in that records each subscription and lets a test play a rebalance."""
+
+    def __init__(self) -> None:
+        super().__init__(position=0)
+        self.subscriptions: list[list[str]] = []
+        self.listener: Any = None
+
+    def subscribe(self, topics: list[str], listener: Any) -> None:
+        self.subscriptions.append(list(topics))
+        self.listener = listener
+
+    async def start(self) -> None:
+        pass
+
+
+class _Owner:
+    """A partition owner whose take waits until the test lets it end."""
+
+    def __init__(self) -> None:
+        self.taking = asyncio.Event()
+        self.take_may_end = asyncio.Event()
+
+    async def partitions_revoked(self, partitions: set[int]) -> None:
+        pass
+
+    async def partitions_assigned(self, partitions: set[int]) -> None:
+        self.taking.set()
+        await self.take_may_end.wait()
+
+
+class TestSubscribe:
+    async def test_topics_changed_during_a_take_are_subscribed_when_it_ends(self) -> None:
+        """aiokafka drops the assignment when the subscription changes: under a take that
+        reads its committed offsets it would find none. The change waits for the take, and
+        the look at the topics that follows each take is signalled after it."""
+        stand_in, owner = _Subscribing(), _Owner()
+        source = EventSource(lambda **_: stand_in, ["in"], lambda t, n: None)
+        await source.start(owner)
+        take = asyncio.create_task(stand_in.listener.on_partitions_assigned({TP}))
+        await owner.taking.wait()
+        source.subscribe(["in", "new"])
+        assert stand_in.subscriptions == [["in"]]
+        assert source.topics == ("in", "new")
+        signalled = asyncio.create_task(source.assignment_changed())
+        await asyncio.sleep(0)
+        assert not signalled.done()
+        owner.take_may_end.set()
+        await take
+        await asyncio.wait_for(signalled, 1)
+        assert stand_in.subscriptions == [["in"], ["in", "new"]]
+
+    async def test_topics_changed_between_rebalances_are_subscribed_at_once(self) -> None:
+        stand_in = _Subscribing()
+        source = EventSource(lambda **_: stand_in, ["in"], lambda t, n: None)
+        await source.start(_Owner())
+        source.subscribe(["in", "new"])
+        assert stand_in.subscriptions == [["in"], ["in", "new"]]
