@@ -311,9 +311,9 @@ class Checkpoint:
         self._room_lowered = 0
         self._taken_under: dict[int, int] = {}
         #: per partition, jobs whose state the changelog refused although its room did not
-        #: shrink: a state held from before a lower limit, not written again (see
-        #: :meth:`_refused_states`)
-        self._unwritable: dict[int, set[str]] = {}
+        #: shrink, with the version refused: a state held from before a lower limit, not
+        #: written again while no event changes it (see :meth:`_refused_states`)
+        self._unwritable: dict[int, dict[str, int]] = {}
         #: who wrote a changelog partition's offsets that a commit did not expect (see
         #: ``PartitionProducer.count_from``); None: not asked, nor checked
         self._read_writers = read_writers
@@ -509,6 +509,7 @@ class Checkpoint:
             pending.forgotten.append(client_job_id)
             pending.drop((client_job_id,))
             pending.markers.pop(client_job_id, None)
+        self._unwritable.get(partition, {}).pop(client_job_id, None)
 
     def stage_marker(self, partition: int, marker: ForgottenJob) -> None:
         """Write ``marker`` as the value of its key: the job is forgotten, not gone."""
@@ -516,6 +517,7 @@ class Checkpoint:
         if pending is not None:
             pending.markers[marker.client_job_id] = marker
             pending.drop((marker.client_job_id,))
+        self._unwritable.get(partition, {}).pop(marker.client_job_id, None)
 
     def stage_result(
         self, partition: int, record: SuccessRecord | FailureRecord, raw_key: bytes | None = None
@@ -841,9 +843,11 @@ class Checkpoint:
             self._room_lowered += 1
         if lowered or self._taken_under.get(partition) != self._room_lowered:
             raise PartitionLost(partition, "its changelog holds less: read again under its limit")
-        unwritable = self._unwritable.setdefault(partition, set())
+        unwritable = self._unwritable.setdefault(partition, {})
         for key in keys:
-            unwritable.add(key)
+            state = self._store.get(key)
+            if state is not None:
+                unwritable[key] = state.version
             pending.jobs.discard(key)
             pending.left.discard(key)
             log.error(
@@ -919,11 +923,11 @@ class Checkpoint:
             value = marker.to_json_bytes()
             sizes[job] = len(value)
             records.append(OutRecord(changelog, job.encode(), value, partition, writer))
-        unwritable = self._unwritable.get(partition, ())
+        unwritable = self._unwritable.get(partition, {})
         for job in pending.jobs:
             state = self._store.get(job)
-            if job in unwritable:
-                continue  # refused, and no event can grow it again (see _refused_states)
+            if state is not None and unwritable.get(job) == state.version:
+                continue  # refused, and changed by no event since (see _refused_states)
             if state is not None and self._store.partition_of(job) == partition:
                 records.append(
                     _StateRecord(

@@ -6,6 +6,7 @@ A fake partition producer records each transaction; the store and the records ar
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -644,6 +645,8 @@ class TooLargeOnce(FakeProducer):
 
     refuse_above = 3_000
     refused_topics: frozenset[str] | None = None
+    #: transactions refused so far
+    refusals = 0
 
     async def commit(
         self,
@@ -658,6 +661,7 @@ class TooLargeOnce(FakeProducer):
             and (self.refused_topics is None or r.topic in self.refused_topics)
         }
         if big:
+            self.refusals += 1
             raise RecordsTooLarge(self.partition, big, "MessageSizeTooLargeError")
         return await super().commit(records, offsets, metadata)
 
@@ -1392,11 +1396,11 @@ class TestChangelogHoldsLess:
 
     def rig(
         self, described: int | None, room: int | None = None
-    ) -> tuple[Checkpoint, JobStore, dict[int, FakeProducer]]:
+    ) -> tuple[Checkpoint, JobStore, dict[int, RefusesLargeStates]]:
         store = JobStore()
-        producers: dict[int, FakeProducer] = {}
+        producers: dict[int, RefusesLargeStates] = {}
 
-        def open_producer(partition: int) -> FakeProducer:
+        def open_producer(partition: int) -> RefusesLargeStates:
             producers[partition] = RefusesLargeStates(partition)
             return producers[partition]
 
@@ -1455,6 +1459,14 @@ class TestChangelogHoldsLess:
         ]
         assert checkpoint.take_lost() == set()
         assert checkpoint.changelog_room == 1_500
+        assert producers[0].refusals == 1  # the second commit did not try it again
+        # Changed by an event (a job started again under the key, say): it is tried again.
+        changed = store.get("big")
+        assert changed is not None
+        store.put(0, dataclasses.replace(changed, version=changed.version + 1))
+        checkpoint.stage_changed(0, "big")
+        await asyncio.wait_for(checkpoint.make_durable(0), 5)
+        assert producers[0].refusals == 2
 
     async def test_a_partition_taken_before_the_room_shrank_is_read_again(self) -> None:
         """Its states may have grown under the larger room: the one refused is not simply
