@@ -40,8 +40,10 @@ from tests.integration.harness import (
     new_topics,
     produce,
     read_records,
+    recreate,
     scraped,
     settings_for,
+    start_consumer_process,
     stored,
     tail,
     wait_converged,
@@ -232,6 +234,51 @@ class TestInputPattern:
             await admin.close()
         assert_history_never_shrinks(sandbox_in_process, [*first.expected, *split.expected])
 
+    async def test_a_member_killed_as_the_group_takes_up_a_new_topic_loses_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Two members on one pattern; a new topic is created with half of 20 jobs' events
+        on it, and member A is SIGKILLed as soon as it subscribes to the topic, in the
+        rebalance that follows. B takes every partition of both topics: every job
+        converges whole, no history loses a step, and B reads both topics to the end. A
+        topic refused for its count and then recreated with the right one is read too."""
+        prefix = f"p{uuid.uuid4().hex[:8]}"
+        topics = await topics_under(make_topic, prefix, partitions=2)
+        settings = with_request_timeout(
+            under_pattern(
+                settings_for(kafka_bootstrap, sandbox_in_process, topics), topics, rf"{prefix}\..*"
+            ),
+            3,
+        )
+        log_a, log_b = str(tmp_path / "a.log"), str(tmp_path / "b.log")
+        a = start_consumer_process(settings, log_a, FAST_METADATA)
+        async with consumer_process(settings, log_b, FAST_METADATA):
+            both = lambda: _owns_one(log_a) and _owns_one(log_b)  # noqa: E731
+            assert await eventually(both, within=60), tail(log_a) + tail(log_b)
+            second = await make_topic(f"{prefix}.in2", partitions=2)
+            split = build_demo(DemoPlan(jobs=20, seed=68, prefix="killed"))
+            await produce(kafka_bootstrap, [topics.inputs[0], second], split.events)
+            changed = lambda: bool(log_events(log_a, "input_topics_changed"))  # noqa: E731
+            assert await eventually(changed, within=30), tail(log_a)
+            a.kill()
+            await asyncio.to_thread(a.wait, 30)
+            await wait_converged(sandbox_in_process, split.expected, within=90)
+            assert await eventually(lambda: _owns(log_b, 2), within=60), tail(log_b)
+            wrong = await make_topic(f"{prefix}.in3", partitions=3)
+            refused = lambda: bool(log_events(log_b, "input_topic_refused"))  # noqa: E731
+            assert await eventually(refused, within=30), tail(log_b)
+            await recreate(kafka_bootstrap, wrong, 2, {})
+            late = build_demo(DemoPlan(jobs=5, seed=69, prefix="recreated"))
+            await produce(kafka_bootstrap, [wrong], late.events)
+            await wait_converged(sandbox_in_process, late.expected, within=60)
+        assert_history_never_shrinks(sandbox_in_process, [*split.expected, *late.expected])
+        added = [line["added"] for line in log_events(log_b, "input_topics_changed")]
+        assert [wrong] in added, added
+
     async def test_a_pattern_that_matches_nothing_stops_the_start_with_exit_2(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:
@@ -290,8 +337,13 @@ class TestMembersDisagreeOnTopics:
 
 def _owns_one(log: str) -> bool:
     """The member's last assignment is one partition (both members are in the group)."""
+    return _owns(log, 1)
+
+
+def _owns(log: str, partitions: int) -> bool:
+    """The member's last assignment holds ``partitions`` partitions."""
     assigned = log_events(log, "partitions_assigned")
-    return bool(assigned) and len(assigned[-1]["partitions"]) == 1
+    return bool(assigned) and len(assigned[-1]["partitions"]) == partitions
 
 
 class TestDeletedInputTopic:
