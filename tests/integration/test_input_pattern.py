@@ -347,6 +347,45 @@ def _owns(log: str, partitions: int) -> bool:
 
 
 class TestDeletedInputTopic:
+    async def test_a_listed_topic_deleted_under_a_running_member_holds_nothing(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """``basicsync run`` on two listed topics; events go to the second and it is deleted
+        at once, while they may still wait in a checkpoint. The member goes on: later
+        events on the first topic reach every job, and ``basicsync check`` names the
+        missing topic (exit 4), as a restart would (exit 2)."""
+        topics = await new_topics(make_topic, partitions=2)
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        doomed = f"doomed-{uuid.uuid4().hex[:8]}"
+        await admin.create_topics([NewTopic(doomed, 2, 1)])
+        listed = replace(topics, inputs=[topics.inputs[0], doomed])
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, listed), 3
+        )
+        demo = build_demo(DemoPlan(jobs=10, seed=70, prefix="listed"))
+        log = str(tmp_path / "consumer.log")
+        try:
+            async with consumer_process(settings, log):
+                await produce(kafka_bootstrap, listed.inputs, demo.events)
+                await wait_converged(sandbox_in_process, demo.expected, within=60)
+                steps_after = build_demo(DemoPlan(jobs=10, seed=71, prefix="listed")).events
+                await produce(kafka_bootstrap, [doomed], steps_after[-20:])
+                await admin.delete_topics([doomed])
+                late = final_upserts(list(demo.expected), "late")
+                await produce(kafka_bootstrap, listed.inputs[:1], late)
+                expected = with_title(demo.expected, "late")
+                await wait_converged(sandbox_in_process, expected, within=90)
+                checked = await basicsync(settings, "check", "--skip-gateway")
+        finally:
+            await admin.close()
+        assert checked.code == 4, checked.out
+        assert f"FAIL  input topics: do not exist: {doomed}" in checked.out
+
     async def test_a_commit_naming_a_deleted_topic_gives_the_partition_up(
         self, kafka_bootstrap: str, make_topic: MakeTopic
     ) -> None:
