@@ -88,6 +88,18 @@ def under_pattern(settings: Settings, topics: Topics, pattern: str) -> Settings:
     )
 
 
+async def under_a_fresh_prefix(
+    make_topic: MakeTopic, bootstrap: str, sandbox: Sandbox
+) -> tuple[str, Topics, Settings]:
+    """A prefix, topics of 2 partitions under it (:func:`topics_under`) and the settings of a
+    member reading ``prefix\\..*``; a 3 s request timeout, so that a member given a
+    partition up or killed mid-request leaves a short in-doubt window."""
+    prefix = f"p{uuid.uuid4().hex[:8]}"
+    topics = await topics_under(make_topic, prefix, partitions=2)
+    settings = under_pattern(settings_for(bootstrap, sandbox, topics), topics, rf"{prefix}\..*")
+    return prefix, topics, with_request_timeout(settings, 3)
+
+
 class TestInputPattern:
     async def test_a_topic_created_under_it_is_read_and_one_of_another_count_is_refused(
         self,
@@ -102,10 +114,8 @@ class TestInputPattern:
         (jobs whose events are split over both converge whole); one of 3 partitions is
         refused with one error line and the gauge, its jobs never posted, and the member
         goes on; ``basicsync check`` fails naming it. Deleting the refused topic clears it."""
-        prefix = f"p{uuid.uuid4().hex[:8]}"
-        topics = await topics_under(make_topic, prefix, partitions=2)
-        settings = under_pattern(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics), topics, rf"{prefix}\..*"
+        prefix, topics, settings = await under_a_fresh_prefix(
+            make_topic, kafka_bootstrap, sandbox_in_process
         )
         first = build_demo(DemoPlan(jobs=10, seed=61, prefix="first"))
         await produce(kafka_bootstrap, topics.inputs, first.events)
@@ -155,10 +165,8 @@ class TestInputPattern:
         causes (it looks again after each one). Jobs split over the old and the new topic
         converge long before B's own look would come, each member keeps one partition
         number on both topics, and no job's history ever loses a step."""
-        prefix = f"p{uuid.uuid4().hex[:8]}"
-        topics = await topics_under(make_topic, prefix, partitions=2)
-        settings = under_pattern(
-            settings_for(kafka_bootstrap, sandbox_in_process, topics), topics, rf"{prefix}\..*"
+        prefix, topics, settings = await under_a_fresh_prefix(
+            make_topic, kafka_bootstrap, sandbox_in_process
         )
         slow = {"BASICSYNC_KAFKA__METADATA_MAX_AGE_MS": "120000"}
         log_a, log_b = str(tmp_path / "a.log"), str(tmp_path / "b.log")
@@ -195,14 +203,8 @@ class TestInputPattern:
         UNKNOWN_TOPIC_OR_PARTITION, which aiokafka retries without end; this test hung so
         before): the member goes on with the first topic, whose later events still reach
         every job."""
-        prefix = f"p{uuid.uuid4().hex[:8]}"
-        topics = await topics_under(make_topic, prefix, partitions=2)
-        # A short in-doubt window: the deletion may give a partition up mid-request.
-        settings = with_request_timeout(
-            under_pattern(
-                settings_for(kafka_bootstrap, sandbox_in_process, topics), topics, rf"{prefix}\..*"
-            ),
-            3,
+        prefix, topics, settings = await under_a_fresh_prefix(
+            make_topic, kafka_bootstrap, sandbox_in_process
         )
         first = build_demo(DemoPlan(jobs=10, seed=66, prefix="before"))
         await produce(kafka_bootstrap, topics.inputs, first.events)
@@ -246,13 +248,8 @@ class TestInputPattern:
         rebalance that follows. B takes every partition of both topics: every job
         converges whole, no history loses a step, and B reads both topics to the end. A
         topic refused for its count and then recreated with the right one is read too."""
-        prefix = f"p{uuid.uuid4().hex[:8]}"
-        topics = await topics_under(make_topic, prefix, partitions=2)
-        settings = with_request_timeout(
-            under_pattern(
-                settings_for(kafka_bootstrap, sandbox_in_process, topics), topics, rf"{prefix}\..*"
-            ),
-            3,
+        prefix, topics, settings = await under_a_fresh_prefix(
+            make_topic, kafka_bootstrap, sandbox_in_process
         )
         log_a, log_b = str(tmp_path / "a.log"), str(tmp_path / "b.log")
         a = start_consumer_process(settings, log_a, FAST_METADATA)
