@@ -221,6 +221,18 @@ class Pipeline:
         return len(self._store)
 
     @property
+    def changelog_room(self) -> int | None:
+        """What the changelog holds for a job's key and state, when less than
+        ``max_job_bytes`` needs (None)."""
+        return self._checkpoint.changelog_room
+
+    @property
+    def unwritten_job_count(self) -> int:
+        """Jobs whose state the changelog refused and holds from before its limit was
+        lowered: left unwritten while no event changes them."""
+        return self._checkpoint.unwritten_jobs
+
+    @property
     def unreadable_job_count(self) -> int:
         """Jobs whose changelog value could not be read, held apart (their events refused)."""
         return self._store.unreadable_count()

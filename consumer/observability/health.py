@@ -57,6 +57,12 @@ class PipelineView(Protocol):
     def unreadable_job_count(self) -> int: ...
 
     @property
+    def unwritten_job_count(self) -> int: ...
+
+    @property
+    def changelog_room(self) -> int | None: ...
+
+    @property
     def stored_bytes(self) -> int: ...
 
     def stalled_for(self) -> float: ...
@@ -192,6 +198,8 @@ async def sample_metrics(running: Observed) -> None:
         in_flight=scheduler.in_flight if scheduler is not None else 0,
         jobs=pipeline.job_count if pipeline is not None else 0,
         unreadable_jobs=pipeline.unreadable_job_count if pipeline is not None else 0,
+        unwritten_jobs=pipeline.unwritten_job_count if pipeline is not None else 0,
+        changelog_room=(pipeline.changelog_room or 0) if pipeline is not None else 0,
         state_bytes=pipeline.stored_bytes if pipeline is not None else 0,
         circuit=scheduler.circuit.state if scheduler is not None else CircuitState.CLOSED,
         lag=lag,

@@ -163,6 +163,18 @@ class Metrics:
         self.state_jobs = Gauge(
             "basicsync_state_jobs", "Jobs held in memory (owned partitions' changelog)", registry=r
         )
+        self.state_jobs_unwritten = Gauge(
+            "basicsync_state_jobs_unwritten",
+            "Jobs whose state the changelog refuses as too large and holds from before its "
+            "max.message.bytes was lowered: left as it is there while no event changes them",
+            registry=r,
+        )
+        self.changelog_room = Gauge(
+            "basicsync_changelog_room_bytes",
+            "What the changelog topic holds for one job's key and state, when less than "
+            "kafka.max_job_bytes needs (0 otherwise): jobs past it get job_too_large",
+            registry=r,
+        )
         self.state_jobs_unreadable = Gauge(
             "basicsync_state_jobs_unreadable",
             "Jobs whose changelog value cannot be read, held apart: their events get "
@@ -249,6 +261,8 @@ class Metrics:
         jobs: int,
         state_bytes: int,
         unreadable_jobs: int = 0,
+        unwritten_jobs: int = 0,
+        changelog_room: int = 0,
         circuit: CircuitState,
         lag: Mapping[tuple[str, int], int] | None,
         intent_stage_limit: int = 0,
@@ -261,6 +275,8 @@ class Metrics:
         self.intent_stage_limit.set(intent_stage_limit)
         self.state_jobs.set(jobs)
         self.state_jobs_unreadable.set(unreadable_jobs)
+        self.state_jobs_unwritten.set(unwritten_jobs)
+        self.changelog_room.set(changelog_room)
         self.state_bytes.set(state_bytes)
         self.set_circuit(circuit)
         if lag is not None:

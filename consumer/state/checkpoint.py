@@ -355,6 +355,11 @@ class Checkpoint:
         return partition in self._producers
 
     @property
+    def unwritten_jobs(self) -> int:
+        """Jobs left unwritten by :meth:`_refused_states`, over the owned partitions."""
+        return sum(len(jobs) for jobs in self._unwritable.values())
+
+    @property
     def changelog_room(self) -> int | None:
         """What the changelog holds for a job's key and state (None: what ``max_job_bytes``
         needs): the intake's job limit (``consumer.kafka.limits.ChangelogRoom``)."""
@@ -393,6 +398,7 @@ class Checkpoint:
     async def close(self, partition: int) -> None:
         """Stop writing for ``partition``; what is staged and not committed is dropped."""
         producer = self._producers.pop(partition, None)
+        self._unwritable.pop(partition, None)
         self._pending.pop(partition, None)
         self._intents.pop(partition, None)
         if producer is not None:

@@ -35,6 +35,7 @@ from tests.integration.harness import (
     consumer_process,
     eventually,
     final_upserts,
+    free_port,
     in_chunks,
     killed_under_live_traffic,
     log_events,
@@ -43,6 +44,7 @@ from tests.integration.harness import (
     produce_raw,
     raw_records,
     read_records,
+    scraped,
     send_live,
     settings_for,
     start_consumer_process,
@@ -442,15 +444,18 @@ class TestBigJob:
         every other job. The grown state is refused, the job limit lowered and the partition
         read again: the step gets the big job's one ``job_too_large``, and the state it keeps
         (above the new limit, grown by no event) is refused again and left as the changelog
-        has it (``job_state_not_written``) instead of holding the partition. The other jobs
+        has it (``job_state_not_written``, ``basicsync_state_jobs_unwritten``) instead of
+        holding the partition. The other jobs
         take their late titles; WorkfloPlus keeps the big job's 300 steps."""
         topics, demo, big, events = await _small_changelog(make_topic, "held-changelog", 61)
         big_expected = _big_expected(300)
         settings = with_request_timeout(
             settings_for(kafka_bootstrap, sandbox_in_process, topics), 3
         )
-        log = str(tmp_path / "consumer.log")
-        async with consumer_process(settings, log):
+        log, port = str(tmp_path / "consumer.log"), free_port()
+        async with consumer_process(
+            settings, log, {"BASICSYNC_OBSERVABILITY__HTTP_PORT": str(port)}
+        ):
             await produce(kafka_bootstrap, topics.inputs, events)
             await wait_converged(sandbox_in_process, {**demo.expected, **big_expected}, within=90)
             await _set_changelog_limit(kafka_bootstrap, topics.state, SMALL_CHANGELOG_BYTES)
@@ -460,6 +465,9 @@ class TestBigJob:
             await wait_converged(sandbox_in_process, with_title(demo.expected, "late"), within=90)
             await assert_read_to_the_end(kafka_bootstrap, topics.group, len(events) + 21)
             failures = await _failures(kafka_bootstrap, topics.failed)
+            room = SMALL_CHANGELOG_BYTES - CHANGELOG_FRAMING_BYTES - len(topics.group.encode())
+            assert await scraped(port, "basicsync_changelog_room_bytes") == room
+            assert await scraped(port, "basicsync_state_jobs_unwritten") == 1
         assert [(f["clientJobId"], f["reason"]) for f in failures] == [(big, "job_too_large")]
         assert [line["client_job_id"] for line in log_events(log, "job_state_not_written")] == [big]
         assert stored(sandbox_in_process, big) == big_expected[big]

@@ -324,6 +324,8 @@ class _RestoredPipeline:
     ready: bool = True
     job_count: int = 3
     unreadable_job_count: int = 0
+    unwritten_job_count: int = 0
+    changelog_room: int | None = None
     stored_bytes: int = 300
 
     def stalled_for(self) -> float:
@@ -395,3 +397,19 @@ class TestEndpoints:
         assert ready["failing"] == ["partitions"]
         assert ready["checks"]["partitions"] == {"ok": False, "detail": "starting"}
         assert "basicsync_events_consumed_total 4.0" in text
+
+
+class TestChangelogRoomSampled:
+    async def test_a_lowered_changelog_and_its_unwritten_jobs_are_levels(self) -> None:
+        """``basicsync_changelog_room_bytes`` is what the changelog holds for a job (0 when it
+        holds what max_job_bytes needs); ``basicsync_state_jobs_unwritten`` the jobs left as
+        the changelog has them."""
+        pipeline = _RestoredPipeline(changelog_room=12_000, unwritten_job_count=2)
+        running = _Observed(pipeline)
+        await sample_metrics(running)
+        registry = running.metrics.registry
+        assert registry.get_sample_value("basicsync_changelog_room_bytes") == 12_000
+        assert registry.get_sample_value("basicsync_state_jobs_unwritten") == 2
+        pipeline.changelog_room = None
+        await sample_metrics(running)
+        assert registry.get_sample_value("basicsync_changelog_room_bytes") == 0
