@@ -116,7 +116,7 @@ async def measure(bootstrap: str, rounds: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bootstrap", default="127.0.0.1:39092")
+    parser.add_argument("--bootstrap", default="127.0.0.1:17092")
     parser.add_argument("--rounds", type=int, default=16)
     args = parser.parse_args()
     figures = asyncio.run(measure(args.bootstrap, args.rounds))

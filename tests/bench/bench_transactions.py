@@ -163,7 +163,7 @@ async def _measure(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap", default="127.0.0.1:39092")
+    parser.add_argument("--bootstrap", default="127.0.0.1:17092")
     parser.add_argument("--rounds", type=int, default=20)
     args = parser.parse_args()
     figures = asyncio.run(measure_transactions(args.bootstrap, args.rounds))

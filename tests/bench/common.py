@@ -27,7 +27,7 @@ CLIENT_SECRET = "sandbox-secret"
 
 def run_arguments(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--bootstrap", default="127.0.0.1:39092")
+    parser.add_argument("--bootstrap", default="127.0.0.1:17092")
     parser.add_argument("--topics", default="", help="comma-separated input topics")
     parser.add_argument("--group", default="bench")
     parser.add_argument("--sandbox", default="", help="sandbox base URL")
