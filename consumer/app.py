@@ -253,9 +253,7 @@ class _CheckedTopics:
         when the broker refuses a state); None when it holds enough or cannot be read."""
         changelog = self.settings.state_topic
         config = await described_configs(self.admin, ConfigResourceType.TOPIC, changelog)
-        limit = None if config is None else config.get("max.message.bytes")
-        kafka = self.settings.kafka
-        return changelog_room(int(limit) if limit else None, kafka.max_job_bytes, kafka.group_id)
+        return None if config is None else _room_in(config, self.settings)
 
 
 async def _checked_topics(
@@ -307,7 +305,7 @@ async def _checked_changelog_config(admin: AIOKafkaAdminClient, settings: Settin
         raise TopicLayoutError(f"changelog {changelog}: {problem}")
     limit = config.get("max.message.bytes")
     max_job_bytes = settings.kafka.max_job_bytes
-    room = changelog_room(int(limit) if limit else None, max_job_bytes, settings.kafka.group_id)
+    room = _room_in(config, settings)
     if room is not None:
         log.warning(
             "changelog_holds_smaller_jobs",
@@ -319,6 +317,13 @@ async def _checked_changelog_config(admin: AIOKafkaAdminClient, settings: Settin
             "hold BASICSYNC_KAFKA__MAX_JOB_BYTES",
         )
     return room
+
+
+def _room_in(config: dict[str, str], settings: Settings) -> int | None:
+    """The changelog's room for a job from its topic configuration (``changelog_room``)."""
+    limit = config.get("max.message.bytes")
+    kafka = settings.kafka
+    return changelog_room(int(limit) if limit else None, kafka.max_job_bytes, kafka.group_id)
 
 
 def _gateway_session(

@@ -44,7 +44,12 @@ from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import explain_denial
-from consumer.kafka.admin import changelog_policy_problem, described_configs, partition_counts
+from consumer.kafka.admin import (
+    changelog_policy_problem,
+    described_configs,
+    input_counts,
+    partition_counts,
+)
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.diagnose import describe, explain, security_problem
 from consumer.kafka.input_topics import InputTopics, select_inputs, starting_partition_count
@@ -148,21 +153,13 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
         await admin.close()
 
 
-async def _input_counts(admin: AIOKafkaAdminClient, settings: Settings) -> dict[str, int]:
-    """The partition count of each input topic that exists: the list, or the topics the
-    pattern matches (by the consumer's rules, ``consumer.kafka.input_topics``)."""
-    spec = settings.input_topics()
-    existing = await admin.list_topics() if spec.pattern is not None else ()
-    return await partition_counts(admin, spec.matching(existing))
-
-
 async def _inputs_read(
     admin: AIOKafkaAdminClient, settings: Settings
 ) -> tuple[list[str], dict[str, int]] | None:
     """The input topics ``run`` would read and every topic's partition count (the changelog's
     included); None where the topic checks already report the layout as broken."""
     spec = settings.input_topics()
-    inputs = await _input_counts(admin, settings)
+    _, inputs = await input_counts(admin, settings.input_topics())
     counts = {**inputs, **await partition_counts(admin, [settings.state_topic])}
     try:
         count = starting_partition_count(spec, inputs, counts.get(settings.state_topic))
@@ -199,7 +196,7 @@ def _input_check(
 async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
     """The same rules as the consumer's start (``ensure_topology``), reported, not enforced."""
     internal = [settings.state_topic, settings.topics.succeeded, settings.topics.failed]
-    inputs = await _input_counts(admin, settings)
+    _, inputs = await input_counts(admin, settings.input_topics())
     counts = {**inputs, **await partition_counts(admin, internal)}
     input_check, partitions = _input_check(
         settings.input_topics(), inputs, counts.get(settings.state_topic)

@@ -122,6 +122,16 @@ async def partition_counts(admin: AIOKafkaAdminClient, topics: Iterable[str]) ->
     return counts
 
 
+async def input_counts(
+    admin: AIOKafkaAdminClient, inputs: InputTopics
+) -> tuple[list[str], dict[str, int]]:
+    """The input topics (the list, or those a pattern matches now) and the partition count of
+    each that exists: what the start, the pattern's watch and ``check`` judge the inputs by."""
+    existing = await admin.list_topics() if inputs.pattern is not None else ()
+    matched = inputs.matching(existing)
+    return matched, await partition_counts(admin, matched)
+
+
 async def existing_partition_count(kafka: dict[str, Any], topic: str, what: str) -> int:
     """Partition count of ``topic`` with a short-lived admin client; fatal when it is missing."""
     admin = AIOKafkaAdminClient(**kafka)
@@ -167,11 +177,9 @@ class TopicLayout:
 
 async def ensure_topology(admin: AIOKafkaAdminClient, plan: TopicPlan) -> TopicLayout:
     """Check co-partitioning, create what is missing, and return the layout to run with."""
-    existing = await admin.list_topics() if plan.inputs.pattern is not None else ()
-    matched = plan.inputs.matching(existing)
-    counts = await partition_counts(admin, [*matched, plan.changelog, *plan.results])
-    input_counts = {topic: counts[topic] for topic in matched if topic in counts}
-    partitions = starting_partition_count(plan.inputs, input_counts, counts.get(plan.changelog))
+    _, inputs = await input_counts(admin, plan.inputs)
+    counts = {**inputs, **await partition_counts(admin, [plan.changelog, *plan.results])}
+    partitions = starting_partition_count(plan.inputs, inputs, counts.get(plan.changelog))
     changelog_config = {"cleanup.policy": "compact", "segment.ms": str(CHANGELOG_SEGMENT_MS)}
     if plan.changelog_max_message_bytes is not None:
         changelog_config["max.message.bytes"] = str(plan.changelog_max_message_bytes)
@@ -192,7 +200,7 @@ async def ensure_topology(admin: AIOKafkaAdminClient, plan: TopicPlan) -> TopicL
             f"changelog {plan.changelog} has {changelog_count} partitions but the inputs have "
             f"{partitions}; the changelog needs one partition per input partition"
         )
-    selection = select_inputs(plan.inputs, input_counts, partitions)
+    selection = select_inputs(plan.inputs, inputs, partitions)
     if not selection.read:
         raise TopicLayoutError(
             f"no topic the input {plan.inputs.describe()} matches has the changelog's "

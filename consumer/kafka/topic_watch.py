@@ -23,7 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from consumer.errors import FatalError
-from consumer.kafka.admin import partition_counts
+from consumer.kafka.admin import input_counts
 from consumer.kafka.input_topics import InputSelection, InputTopics, select_inputs
 
 log = structlog.get_logger(__name__)
@@ -94,9 +94,7 @@ class InputTopicWatch:
         listed (said in a warning; the subscription stays as it is)."""
         try:
             async with asyncio.timeout(max(self._interval_s, ASK_WITHIN_S)):
-                existing = await self._admin.list_topics()
-                matched = self._inputs.matching(existing)
-                counts = await partition_counts(self._admin, matched)
+                matched, counts = await input_counts(self._admin, self._inputs)
         except (KafkaError, TimeoutError, FatalError) as exc:
             log.warning(
                 "input_topics_unlisted",

@@ -388,7 +388,6 @@ class Checkpoint:
             raise
         self._producers[partition] = producer
         self._taken_under[partition] = self._room_lowered
-        self._unwritable.pop(partition, None)
         self._taken_start.pop(partition, None)
         self._committed_offsets.pop(partition, None)
         self._pending[partition] = _Pending()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
 from aiokafka.errors import GroupCoordinatorNotAvailableError, TopicAlreadyExistsError
@@ -846,3 +847,26 @@ async def readiness(port: int) -> dict[str, Any] | None:
     text = await _probed(port, "/readyz")
     body: dict[str, Any] | None = None if text is None else json.loads(text)
     return body
+
+
+@asynccontextmanager
+async def broker_hung(broker: int) -> AsyncIterator[None]:
+    """The broker SIGSTOPped for the block, SIGCONTed after it whatever happens in it."""
+    os.kill(broker, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(broker, signal.SIGCONT)
+
+
+def broker_pid(bootstrap: str) -> int:
+    """The local test broker's JVM (see deploy/kafka-local/kafka.sh for where it keeps it)."""
+    # Imported here: the fixture module is a pytest plugin, which must be imported by pytest
+    # first (to rewrite its assertions), not by this module at collection.
+    from tests.fixtures.kafka import local_broker_env
+
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
+        pytest.skip("needs the local broker this test session started")
+    env = local_broker_env()
+    assert bootstrap.endswith(f":{env['KAFKA_PORT']}"), (bootstrap, env)
+    return int(Path(env["KAFKA_STATE_DIR"], "kafka.pid").read_text().strip())

@@ -31,6 +31,8 @@ from tests.integration.harness import (
     Topics,
     assert_history_never_shrinks,
     basicsync,
+    broker_hung,
+    broker_pid,
     consumer_process,
     eventually,
     eventually_async,
@@ -50,7 +52,6 @@ from tests.integration.harness import (
     with_request_timeout,
     with_title,
 )
-from tests.integration.test_ownership import broker_hung, broker_pid
 
 pytestmark = pytest.mark.integration
 

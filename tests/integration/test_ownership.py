@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import os
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +40,8 @@ from tests.integration.harness import (
     assert_kafka_client_lines_are_few,
     assert_read_to_the_end,
     assert_stop_gave_up,
+    broker_hung,
+    broker_pid,
     catching_up,
     committed,
     consumer_process,
@@ -90,16 +90,6 @@ async def stage_grown_past(port: int, slots: int, *, within: float) -> None:
             return
         await asyncio.sleep(0.05)
     raise AssertionError(f"the stage never grew past {slots} slots in {within} s: {seen}")
-
-
-@asynccontextmanager
-async def broker_hung(broker: int) -> AsyncIterator[None]:
-    """The broker SIGSTOPped for the block, SIGCONTed after it whatever happens in it."""
-    os.kill(broker, signal.SIGSTOP)
-    try:
-        yield
-    finally:
-        os.kill(broker, signal.SIGCONT)
 
 
 async def posting(sandbox: Sandbox, log: str, jobs: int = 10) -> None:
@@ -606,15 +596,6 @@ class TestRebalanceErrors:
             assert statuses[-1] == 503
             assert ready == 503
             assert not task.done()
-
-
-def broker_pid(bootstrap: str) -> int:
-    """The local test broker's JVM (see deploy/kafka-local/kafka.sh for where it keeps it)."""
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
-        pytest.skip("needs the local broker this test session started")
-    env = local_broker_env()
-    assert bootstrap.endswith(f":{env['KAFKA_PORT']}"), (bootstrap, env)
-    return int(Path(env["KAFKA_STATE_DIR"], "kafka.pid").read_text().strip())
 
 
 class TestKafkaTrouble:
