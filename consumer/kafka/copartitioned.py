@@ -12,8 +12,10 @@ This assignor lays out the partition numbers once, over all members in the range
 order, and gives each member those numbers on the topics it subscribes to. A topic partition
 whose number's member does not subscribe to its topic is left unassigned until that member
 does (it rejoins when it sees the topic). With the same subscriptions everywhere the result
-is the range assignor's, so a group moving from one to the other keeps its layout; members
-list both, and Kafka uses this one once every member offers it.
+is the range assignor's, so a group moving from one to the other keeps its layout. Members
+offer this one alone (``consumer.kafka.source``): a group whose members offer no common
+assignor refuses the newcomer, so members of a version that offered only range must all be
+stopped before this one starts (docs/operations.md, "Upgrading").
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The input side: a consumer-group member that fetches batches, pauses, resumes and commits.
 
 Partition ``p`` of every input topic must belong to the same member (docs/contract.md §3), so the
-group uses ``CoPartitionedAssignor`` (range as the fallback a group of older members agrees
-on): it hands each member the same partition numbers of every topic, also while the members'
-topic lists differ. The rebalance callbacks are forwarded to a ``PartitionOwner`` in
-partition numbers, which is the unit the state and the scheduler reason in.
+group uses ``CoPartitionedAssignor`` alone: it hands each member the same partition numbers of
+every topic, also while the members' topic lists differ. The rebalance callbacks are forwarded
+to a ``PartitionOwner`` in partition numbers, which is the unit the state and the scheduler
+reason in.
 
 Offsets are never committed here: they go into the checkpoint's transactions.
 
@@ -28,7 +28,6 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -122,7 +121,10 @@ class EventSource:
         return self._factory(
             enable_auto_commit=False,
             auto_offset_reset="none",  # moved by fetch, which reports what it skips
-            partition_assignment_strategy=(CoPartitionedAssignor, RangePartitionAssignor),
+            # Alone: offering range beside it made two members starting together rebalance
+            # without end (every JoinGroup of one started a new generation for the other; 4
+            # of 8 starts measured), which one protocol does not (design-notes §8).
+            partition_assignment_strategy=(CoPartitionedAssignor,),
             isolation_level="read_committed",
         )
 
