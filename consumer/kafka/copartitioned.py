@@ -13,9 +13,10 @@ order, and gives each member those numbers on the topics it subscribes to. A top
 whose number's member does not subscribe to its topic is left unassigned until that member
 does (it rejoins when it sees the topic). With the same subscriptions everywhere the result
 is the range assignor's, so a group moving from one to the other keeps its layout. Members
-offer this one alone (``consumer.kafka.source``): a group whose members offer no common
-assignor refuses the newcomer, so members of a version that offered only range must all be
-stopped before this one starts (docs/operations.md, "Upgrading").
+offer this one alone (``consumer.kafka.source``; aiokafka 0.14 sends one JoinGroup per
+offered assignor, which keeps two members joining together rebalancing): a group whose
+members offer no common assignor refuses the newcomer, so members of a version that offered
+only range must all be stopped before this one starts (docs/operations.md, "Upgrading").
 """
 
 from __future__ import annotations

@@ -121,9 +121,10 @@ class EventSource:
         return self._factory(
             enable_auto_commit=False,
             auto_offset_reset="none",  # moved by fetch, which reports what it skips
-            # Alone: offering range beside it made two members starting together rebalance
-            # without end (every JoinGroup of one started a new generation for the other; 4
-            # of 8 starts measured), which one protocol does not (design-notes §8).
+            # Alone: aiokafka 0.14 sends one JoinGroup per assignor (its KIP-394 join sits in
+            # its loop over them), so offering range beside it made two members starting
+            # together rebalance without end; a strict xfail in test_input_pattern.py says
+            # when aiokafka stops doing so (design-notes §8).
             partition_assignment_strategy=(CoPartitionedAssignor,),
             isolation_level="read_committed",
         )

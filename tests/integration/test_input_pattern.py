@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 
 from consumer.config import Settings, TopicSettings
 from consumer.demo import DemoPlan, build_demo
@@ -331,6 +333,38 @@ class TestMembersDisagreeOnTopics:
         async with consumer_process(both, str(tmp_path / "b2.log")):
             await wait_converged(sandbox_in_process, demo.expected, within=60)
         assert_history_never_shrinks(sandbox_in_process, list(demo.expected))
+
+
+class TestAssignorOffer:
+    @pytest.mark.xfail(
+        strict=True,
+        reason="aiokafka 0.14 sends one JoinGroup per assignor (aio-libs/aiokafka PR 1168)",
+    )
+    async def test_a_member_offering_two_assignors_joins_a_new_group_in_one_generation(
+        self, kafka_bootstrap: str, make_topic: MakeTopic
+    ) -> None:
+        """Why members offer ``basicsync-copartitioned`` alone, so upgrades from a range
+        version cannot roll (docs/operations.md, "Upgrading"). aiokafka 0.14 sends its
+        KIP-394 join inside its loop over the assignors: one JoinGroup with the first
+        protocol, then one with both. The second changes the member's protocols, so the
+        coordinator starts another generation, and two members starting together bump each
+        other's generation without end. Kafka's own assignors show it: a lone member of a
+        new group joins at generation 2, not 1. When this passes (strict xfail fails the
+        suite), offer range beside ours again, in ``EventSource``."""
+        topic = await make_topic("two-assignors", partitions=2)
+        member = AIOKafkaConsumer(
+            topic,
+            bootstrap_servers=kafka_bootstrap,
+            group_id=f"two-assignors-{uuid.uuid4().hex[:8]}",
+            enable_auto_commit=False,
+            partition_assignment_strategy=(RangePartitionAssignor, RoundRobinPartitionAssignor),
+        )
+        await member.start()
+        try:
+            assert member.assignment() == {TopicPartition(topic, 0), TopicPartition(topic, 1)}
+            assert member._coordinator.generation == 1
+        finally:
+            await member.stop()
 
 
 def _owns_one(log: str) -> bool:
