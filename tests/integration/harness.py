@@ -31,7 +31,9 @@ from consumer.app import Running, endpoints_from, run_consumer
 from consumer.config import GatewaySettings, KafkaSettings, Settings, SyncSettings, TopicSettings
 from consumer.demo import send_events
 from consumer.demo.jobs import DemoJobs
+from consumer.domain.basicsync import encode_body
 from consumer.domain.events import EventType, JobEvent
+from consumer.domain.job import JobState, Rejection, apply
 from consumer.kafka.limits import changelog_max_message_bytes
 from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, Tracing
@@ -454,6 +456,27 @@ def with_late_aborts(demo: DemoJobs, count: int) -> tuple[list[JobEvent], list[s
     for abort in sorted(late_aborts, key=lambda a: -last[a.subject]):
         stream.insert(last[abort.subject] + 1, abort)
     return stream, sorted(a.subject for a in late_aborts)
+
+
+#: the one CloudEvents ``time`` of :func:`same_time`'s events
+ONE_INSTANT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+_PROCESSED_AT = datetime(2026, 11, 30, tzinfo=UTC)
+
+
+def same_time(events: list[JobEvent]) -> list[JobEvent]:
+    """The events, every one stamped with one time: a producer that stamps a batch at once,
+    whose order only the partition can tell."""
+    return [event.replaced(time=ONE_INSTANT) for event in events]
+
+
+def assembled_in_partition_order(events: list[JobEvent]) -> dict[str, dict[str, Any]]:
+    """Each job's document as the reducer builds it from its events in the order produced."""
+    states: dict[str, JobState] = {}
+    for event in events:
+        result = apply(states.get(event.subject), event, _PROCESSED_AT)
+        if not isinstance(result, Rejection):
+            states[event.subject] = result
+    return {job: json.loads(encode_body(state)) for job, state in states.items()}
 
 
 async def assert_each_reported_once(bootstrap: str, failed: str, jobs: list[str]) -> None:

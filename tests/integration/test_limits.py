@@ -30,6 +30,7 @@ from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     Topics,
+    assembled_in_partition_order,
     assert_history_never_shrinks,
     assert_read_to_the_end,
     consumer_process,
@@ -44,6 +45,7 @@ from tests.integration.harness import (
     produce_raw,
     raw_records,
     read_records,
+    same_time,
     scraped,
     send_live,
     settings_for,
@@ -99,13 +101,15 @@ async def _until_refused(log: str) -> None:
     assert refused, tail(log)
 
 
-async def _lower_changelog_limit_once_started(bootstrap: str, topic: str, log: str) -> None:
+async def _lower_changelog_limit_once_started(
+    bootstrap: str, topic: str, log: str, limit: int = SMALL_CHANGELOG_BYTES
+) -> None:
     """Once the member has its partition (it read the changelog's limit at its start), lower
-    that limit to :data:`SMALL_CHANGELOG_BYTES`, below the big job's state."""
+    that limit to ``limit``, below the big job's state."""
     assert await eventually(lambda: bool(log_events(log, "partitions_assigned")), within=60), tail(
         log
     )
-    await _set_changelog_limit(bootstrap, topic, SMALL_CHANGELOG_BYTES)
+    await _set_changelog_limit(bootstrap, topic, limit)
 
 
 async def _set_changelog_limit(bootstrap: str, topic: str, max_message_bytes: int) -> None:
@@ -502,6 +506,49 @@ class TestBigJob:
                 sandbox_in_process, kafka_bootstrap, topics, big, log
             )
         _frozen_with_one_failure(sandbox_in_process, failures, *_big_job(300))
+        assert_history_never_shrinks(sandbox_in_process, [*demo.expected, big])
+
+    async def test_events_of_one_time_keep_partition_order_through_the_refusal_retake(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Every event carries one time, so only the partition's order tells a job's writes
+        apart. The changelog is lowered under the running member; the refusal gives the
+        partition up and reads it again from its last commit onto the states written so far,
+        some ahead of it: an event applied twice, or lost, would break a tie another way. Late
+        titles of the same time, sent after the refusal, win by position alone. The 20 jobs end
+        with their partition-order documents, the big job has its one ``job_too_large``, the
+        offsets reach the end and no history shrinks."""
+        topics, demo, big, events = await _small_changelog(make_topic, "same-time-refused", 67)
+        events = same_time(events)
+        late = same_time(final_upserts(list(demo.expected), "late"))
+        expected = assembled_in_partition_order([*events, *late])
+        del expected[big]
+        by_id = assembled_in_partition_order(sorted(events, key=lambda event: event.id))
+        in_order = assembled_in_partition_order(events)
+        assert sum(1 for job in demo.expected if in_order[job] != by_id[job]) >= 5
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics), 3
+        )
+        log = str(tmp_path / "consumer.log")
+        async with consumer_process(settings, log):
+            # 24 KiB: below the big job's 39 KB, above the 12 KB some of these jobs reach
+            await _lower_changelog_limit_once_started(
+                kafka_bootstrap, topics.state, log, limit=24 * 1024
+            )
+            await produce(kafka_bootstrap, topics.inputs, events)
+            await _until_refused(log)
+            await produce(kafka_bootstrap, topics.inputs, late)
+            await wait_converged(sandbox_in_process, expected, within=90)
+            await assert_read_to_the_end(kafka_bootstrap, topics.group, len(events) + len(late))
+            failures = await _once_the_big_job_is_synced(
+                sandbox_in_process, kafka_bootstrap, topics, big, log
+            )
+        refused = [f for f in failures if f["reason"] != "invalid_transition"]
+        _frozen_with_one_failure(sandbox_in_process, refused, *_big_job(300))
         assert_history_never_shrinks(sandbox_in_process, [*demo.expected, big])
 
     async def test_a_job_beyond_max_job_bytes_gets_one_job_too_large(

@@ -9,20 +9,17 @@ a job either (``TestAProducerClockAhead``).
 from __future__ import annotations
 
 import base64
-import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from consumer.demo import DemoPlan, build_demo
-from consumer.domain.basicsync import encode_body
 from consumer.domain.events import EventType, JobEvent, encode_structured
-from consumer.domain.job import JobState, Rejection, apply
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
+    assembled_in_partition_order,
     assert_each_reported_once,
     assert_history_never_shrinks,
     consumer_process,
@@ -33,6 +30,7 @@ from tests.integration.harness import (
     produce,
     produce_raw,
     read_records,
+    same_time,
     send_live,
     settings_for,
     start_consumer_process,
@@ -45,28 +43,12 @@ from tests.integration.harness import (
 
 pytestmark = pytest.mark.integration
 
-ONE_INSTANT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 #: the event types each input topic carries: fields written by more than one type share a topic
 BY_TOPIC = (
     {EventType.upserted, EventType.status_changed, EventType.aborted},
     {EventType.step_completed, EventType.step_cancelled},
     {EventType.excluded},
 )
-PROCESSED_AT = datetime(2026, 11, 30, tzinfo=UTC)
-
-
-def same_time(events: list[JobEvent]) -> list[JobEvent]:
-    return [event.replaced(time=ONE_INSTANT) for event in events]
-
-
-def assembled_in_partition_order(events: list[JobEvent]) -> dict[str, dict[str, Any]]:
-    """Each job's document as the reducer builds it from its events in the order produced."""
-    states: dict[str, JobState] = {}
-    for event in events:
-        result = apply(states.get(event.subject), event, PROCESSED_AT)
-        if not isinstance(result, Rejection):
-            states[event.subject] = result
-    return {job: json.loads(encode_body(state)) for job, state in states.items()}
 
 
 class TestEqualTimes:
