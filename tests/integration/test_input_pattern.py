@@ -10,6 +10,7 @@ assembled by two members.
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -291,6 +292,60 @@ class TestInputPattern:
         )
         assert ran.code == 2, ran.out
         assert "no topic matches the input pattern" in ran.err, ran.err
+
+
+class TestZombieOnAPattern:
+    async def test_a_member_stopped_past_its_session_as_a_topic_appears_rejoins_whole(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """Two members on one pattern. A is SIGSTOPped past its 6 s session until B holds
+        both partition numbers; meanwhile a second topic appears under the pattern with jobs
+        split over both topics, which B takes up alone. A wakes behind the group: its
+        producers fenced, its view of the topics stale. It rejoins, takes up the new topic and
+        gets one partition number back on both topics; jobs sent after that converge too. No
+        failure record, every job converges, no job's history loses a step, and A never
+        exits."""
+        prefix, topics, settings = await under_a_fresh_prefix(
+            make_topic, kafka_bootstrap, sandbox_in_process
+        )
+        first = build_demo(DemoPlan(jobs=30, seed=68, prefix="zombie-first"))
+        split = build_demo(DemoPlan(jobs=30, seed=69, prefix="zombie-split"))
+        log_a, log_b = str(tmp_path / "a.log"), str(tmp_path / "b.log")
+        async with (
+            consumer_process(settings, log_a, FAST_METADATA) as a,
+            consumer_process(settings, log_b, FAST_METADATA),
+        ):
+            assert await eventually(lambda: _owns_one(log_a) and _owns_one(log_b), within=60), tail(
+                log_a
+            ) + tail(log_b)
+            await produce(kafka_bootstrap, topics.inputs, first.events[: len(first.events) // 2])
+            a.send_signal(signal.SIGSTOP)
+            try:
+                taken = await eventually(lambda: _owns(log_b, 2), within=60)
+                assert taken, "B never took both partitions:\n" + tail(log_b)
+                second = await make_topic(f"{prefix}.in2", partitions=2)
+                both = [topics.inputs[0], second]
+                await produce(kafka_bootstrap, both, split.events[: len(split.events) // 2])
+                await asyncio.sleep(2)
+            finally:
+                a.send_signal(signal.SIGCONT)
+            rejoined = await eventually(lambda: _owns_one(log_a) and _owns_one(log_b), within=60)
+            assert rejoined, tail(log_a) + tail(log_b)
+            await produce(kafka_bootstrap, topics.inputs, first.events[len(first.events) // 2 :])
+            await produce(kafka_bootstrap, both, split.events[len(split.events) // 2 :])
+            await wait_converged(
+                sandbox_in_process, {**first.expected, **split.expected}, within=90
+            )
+            added = [event["added"] for event in log_events(log_a, "input_topics_changed")]
+            assert added == [[second]], tail(log_a)
+            assert _owns_one(log_a), tail(log_a)
+            assert _owns_one(log_b), tail(log_b)
+        assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
+        assert_history_never_shrinks(sandbox_in_process, [*first.expected, *split.expected])
 
 
 class TestMembersDisagreeOnTopics:
