@@ -4,6 +4,10 @@ The caller makes the effect durable (changelog writes and failure records acknow
 the broker) and only then commits ``next_offsets``: that order is what makes a crash at
 any instant lose nothing.
 
+An event off its key's murmur2 partition is refused as ``misrouted`` first, even for a job
+never seen here: the member owning the key's partition may hold the job, and one assembling
+the event alone would post part of it over the whole (docs/contract.md §3).
+
 Two kinds of key refuse events before the reducer sees them:
 
 - a forgotten job (its marker is in the store): every event gets a ``job_forgotten`` failure
@@ -148,7 +152,8 @@ def absorb(
 
     ``max_job_bytes`` (with ``sizes``, kept across batches) bounds a job's encoded state;
     ``max_failure_value_bytes`` bounds the input bytes a failure record carries.
-    ``count_misrouted`` False: the caller found every key on its murmur2 partition already.
+    ``count_misrouted`` False: the caller found every key on its murmur2 partition already
+    (else a record off it is counted and refused as ``misrouted``).
     ``max_time_ahead``: an event whose time is further ahead of ``clock`` is refused.
     ``changelog_room``: what the changelog topic holds for a job's key and state together,
     when that is less than ``max_job_bytes`` needs (``consumer.kafka.limits.changelog_room``):
@@ -187,10 +192,11 @@ class _Intake:
 
     def take(self, record: SourceRecord, now: datetime) -> None:
         """One record through the checks in order; the first that refuses it ends its way."""
-        self._arrived(record)
+        home = self._arrived(record)
         event = self._decoded(record, now)
         if (
             event is None
+            or self._off_its_partition(record, event, home, now)
             or self._from_the_future(record, event, now)
             or self._refused_by_key(record, event, now)
         ):
@@ -219,16 +225,43 @@ class _Intake:
             return
         self._applied(record, event, result)
 
-    def _arrived(self, record: SourceRecord) -> None:
-        """The record is read whatever becomes of it: its offset is passed, its key checked."""
+    def _arrived(self, record: SourceRecord) -> int | None:
+        """The record is read whatever becomes of it: its offset is passed, its key checked.
+        Returns the partition its key belongs on when that is another one."""
         self.effect.next_offsets[(record.topic, record.partition)] = record.offset + 1
         key = record.key
-        if (
-            self.count_misrouted
-            and key is not None
-            and hashes_to(key, self.partition_count) != record.partition
-        ):
-            self.effect.misrouted += 1
+        if not self.count_misrouted or key is None:
+            return None
+        home = hashes_to(key, self.partition_count)
+        if home == record.partition:
+            return None
+        self.effect.misrouted += 1
+        return home
+
+    def _off_its_partition(
+        self, record: SourceRecord, event: JobEvent, home: int | None, now: datetime
+    ) -> bool:
+        """An event off its key's murmur2 partition takes no effect, even for a job new here.
+
+        The partition is the job's owner: another member may hold the job from events that
+        came where they belong, and one that assembled this event alone would post part of
+        the job over it. Every member decides alike from the key, with no directory of jobs.
+        """
+        if home is None:
+            return False
+        self._fail(
+            record,
+            FailureReason.misrouted,
+            f"job {event.subject} belongs on partition {home} of {self.partition_count} (the "
+            "murmur2 hash of its key, the Java client's default partitioner), but this event "
+            f"came on partition {record.partition} of {record.topic}: its producer uses another "
+            "partitioner. It is not applied here, where a second member would assemble part of "
+            "the job. Make the producer use the default partitioner; basicsync redrive re-sends "
+            "the event to the job's partition",
+            now,
+            event.subject,
+        )
+        return True
 
     def _decoded(self, record: SourceRecord, now: datetime) -> JobEvent | None:
         """The record's event, or None after a failure record saying why it is unusable."""

@@ -49,10 +49,10 @@ class FailureReason(StrEnum):
       ``Completed`` job or moving a job between the terminal statuses.
     - ``missing_job_metadata``: the job was held too long without the fields needed to post it
       (``workflowId``).
-    - ``misrouted``: the event's job lives in another partition of this consumer (its state is
-      there); applying it here would let two members assemble one job. The input topics are
-      not co-partitioned or not all written with the same partitioner; ``source`` says where
-      the event is.
+    - ``misrouted``: the event arrived on another partition than its key's murmur2 partition
+      (the Java default partitioner), or than the one holding its job's state; applying it
+      here would let two members assemble one job. Its producer uses another partitioner;
+      ``source`` says where the event is and carries its bytes.
     - ``job_forgotten``: the event is for a job that ended and was forgotten after retention;
       it is not applied (it would post a partial document over the full one). ``source``
       carries the bytes; ``stateVersion`` is the job's last version.

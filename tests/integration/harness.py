@@ -633,6 +633,20 @@ def assert_stop_gave_up(log: str, code: int, took: float, deadline: float) -> di
     return abandoned
 
 
+def holds_partitions(log: str, count: int) -> bool:
+    """Whether the member's last assignment (its log) holds ``count`` partition numbers."""
+    assigned = log_events(log, "partitions_assigned")
+    return bool(assigned) and len(set(assigned[-1]["partitions"])) == count
+
+
+async def until_each_holds(count: int, *logs: str, within: float = 60) -> None:
+    """Wait until every member's last assignment (its log) holds ``count`` partitions."""
+    held = await eventually(
+        lambda: all(holds_partitions(log, count) for log in logs), within=within
+    )
+    assert held, "".join(tail(log) for log in logs)
+
+
 def log_events(path: str | os.PathLike[str], event: str) -> list[dict[str, Any]]:
     """The JSON log lines of ``event`` in a consumer's log file, in order, parsed."""
     with open(path, encoding="utf-8", errors="replace") as log:

@@ -41,6 +41,7 @@ from tests.integration.harness import (
     eventually_async,
     final_upserts,
     free_port,
+    holds_partitions,
     log_events,
     new_topics,
     produce,
@@ -51,6 +52,7 @@ from tests.integration.harness import (
     start_consumer_process,
     stored,
     tail,
+    until_each_holds,
     wait_converged,
     with_request_timeout,
     with_title,
@@ -178,9 +180,7 @@ class TestInputPattern:
             consumer_process(settings, log_a, FAST_METADATA),
             consumer_process(settings, log_b, slow),
         ):
-            assert await eventually(lambda: _owns_one(log_a) and _owns_one(log_b), within=60), tail(
-                log_a
-            ) + tail(log_b)
+            await until_each_holds(1, log_a, log_b)
             second = await make_topic(f"{prefix}.in2", partitions=2)
             split = build_demo(DemoPlan(jobs=20, seed=65, prefix="both"))
             await produce(kafka_bootstrap, [topics.inputs[0], second], split.events)
@@ -188,8 +188,8 @@ class TestInputPattern:
             for log in (log_a, log_b):
                 changed = log_events(log, "input_topics_changed")
                 assert [event["added"] for event in changed] == [[second]], tail(log)
-            assert _owns_one(log_a), tail(log_a)
-            assert _owns_one(log_b), tail(log_b)
+            assert holds_partitions(log_a, 1), tail(log_a)
+            assert holds_partitions(log_b, 1), tail(log_b)
         assert_history_never_shrinks(sandbox_in_process, list(split.expected))
 
     async def test_a_hung_broker_and_a_deleted_topic_are_gone_through(
@@ -258,8 +258,7 @@ class TestInputPattern:
         log_a, log_b = str(tmp_path / "a.log"), str(tmp_path / "b.log")
         a = start_consumer_process(settings, log_a, FAST_METADATA)
         async with consumer_process(settings, log_b, FAST_METADATA):
-            both = lambda: _owns_one(log_a) and _owns_one(log_b)  # noqa: E731
-            assert await eventually(both, within=60), tail(log_a) + tail(log_b)
+            await until_each_holds(1, log_a, log_b)
             second = await make_topic(f"{prefix}.in2", partitions=2)
             split = build_demo(DemoPlan(jobs=20, seed=68, prefix="killed"))
             await produce(kafka_bootstrap, [topics.inputs[0], second], split.events)
@@ -268,7 +267,7 @@ class TestInputPattern:
             a.kill()
             await asyncio.to_thread(a.wait, 30)
             await wait_converged(sandbox_in_process, split.expected, within=90)
-            assert await eventually(lambda: _owns(log_b, 2), within=60), tail(log_b)
+            assert await eventually(lambda: holds_partitions(log_b, 2), within=60), tail(log_b)
             wrong = await make_topic(f"{prefix}.in3", partitions=3)
             refused = lambda: bool(log_events(log_b, "input_topic_refused"))  # noqa: E731
             assert await eventually(refused, within=30), tail(log_b)
@@ -319,13 +318,11 @@ class TestZombieOnAPattern:
             consumer_process(settings, log_a, FAST_METADATA) as a,
             consumer_process(settings, log_b, FAST_METADATA),
         ):
-            assert await eventually(lambda: _owns_one(log_a) and _owns_one(log_b), within=60), tail(
-                log_a
-            ) + tail(log_b)
+            await until_each_holds(1, log_a, log_b)
             await produce(kafka_bootstrap, topics.inputs, first.events[: len(first.events) // 2])
             a.send_signal(signal.SIGSTOP)
             try:
-                taken = await eventually(lambda: _owns(log_b, 2), within=60)
+                taken = await eventually(lambda: holds_partitions(log_b, 2), within=60)
                 assert taken, "B never took both partitions:\n" + tail(log_b)
                 second = await make_topic(f"{prefix}.in2", partitions=2)
                 both = [topics.inputs[0], second]
@@ -333,8 +330,7 @@ class TestZombieOnAPattern:
                 await asyncio.sleep(2)
             finally:
                 a.send_signal(signal.SIGCONT)
-            rejoined = await eventually(lambda: _owns_one(log_a) and _owns_one(log_b), within=60)
-            assert rejoined, tail(log_a) + tail(log_b)
+            await until_each_holds(1, log_a, log_b)
             await produce(kafka_bootstrap, topics.inputs, first.events[len(first.events) // 2 :])
             await produce(kafka_bootstrap, both, split.events[len(split.events) // 2 :])
             await wait_converged(
@@ -342,8 +338,8 @@ class TestZombieOnAPattern:
             )
             added = [event["added"] for event in log_events(log_a, "input_topics_changed")]
             assert added == [[second]], tail(log_a)
-            assert _owns_one(log_a), tail(log_a)
-            assert _owns_one(log_b), tail(log_b)
+            assert holds_partitions(log_a, 1), tail(log_a)
+            assert holds_partitions(log_b, 1), tail(log_b)
         assert await read_records(kafka_bootstrap, topics.failed, settle_s=0.5) == []
         assert_history_never_shrinks(sandbox_in_process, [*first.expected, *split.expected])
 
@@ -370,9 +366,7 @@ class TestMembersDisagreeOnTopics:
         demo = build_demo(DemoPlan(jobs=20, seed=64, prefix="rolling"))
         log_a, log_b = str(tmp_path / "a.log"), str(tmp_path / "b.log")
         async with consumer_process(both, log_a), consumer_process(one, log_b):
-            assert await eventually(lambda: _owns_one(log_a) and _owns_one(log_b), within=60), tail(
-                log_a
-            ) + tail(log_b)
+            await until_each_holds(1, log_a, log_b)
             [a_owns] = log_events(log_a, "partitions_assigned")[-1]["partitions"]
             await produce(kafka_bootstrap, topics.inputs, demo.events)
             ours = {j: b for j, b in demo.expected.items() if hashes_to(j.encode(), 2) == a_owns}
@@ -420,17 +414,6 @@ class TestAssignorOffer:
             assert member._coordinator.generation == 1
         finally:
             await member.stop()
-
-
-def _owns_one(log: str) -> bool:
-    """The member's last assignment is one partition (both members are in the group)."""
-    return _owns(log, 1)
-
-
-def _owns(log: str, partitions: int) -> bool:
-    """The member's last assignment holds ``partitions`` partitions."""
-    assigned = log_events(log, "partitions_assigned")
-    return bool(assigned) and len(assigned[-1]["partitions"]) == partitions
 
 
 class TestDeletedInputTopic:

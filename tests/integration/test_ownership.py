@@ -50,6 +50,7 @@ from tests.integration.harness import (
     eventually_async,
     final_upserts,
     free_port,
+    holds_partitions,
     in_chunks,
     log_events,
     max_overlap,
@@ -166,12 +167,6 @@ class TestFencing:
         assert values == [b"old-1", b"new-1"]
 
 
-def holds_every_partition(log: str, partitions: int) -> bool:
-    """Whether the member's last assignment (its log) holds all ``partitions`` of its topics."""
-    assigned = log_events(log, "partitions_assigned")
-    return bool(assigned) and len(set(assigned[-1]["partitions"])) == partitions
-
-
 async def sigstopped_past_the_session(
     a: Any, topics: Topics, log_b: str, check: Callable[[Topics], Awaitable[None]] | None = None
 ) -> None:
@@ -183,7 +178,7 @@ async def sigstopped_past_the_session(
     try:
         if check is not None:
             await check(topics)
-        taken_over = await eventually(lambda: holds_every_partition(log_b, 2), within=60)
+        taken_over = await eventually(lambda: holds_partitions(log_b, 2), within=60)
         assert taken_over, "B never took both partitions:\n" + tail(log_b)
     finally:
         a.send_signal(signal.SIGCONT)

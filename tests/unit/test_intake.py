@@ -14,6 +14,7 @@ from aiokafka.structs import ConsumerRecord
 from hypothesis import given
 from hypothesis import strategies as st
 
+from consumer.demo import DemoPlan, build_demo
 from consumer.domain.events import EventType, JobEvent, encode_binary, encode_structured
 from consumer.domain.job import JobState, apply
 from consumer.domain.results import FailureReason
@@ -355,28 +356,76 @@ class TestAbsorb:
         assert (failure.source.offset, failure.source.value) == (8, b64(b"garbage"))
         assert [(h.key, h.value) for h in failure.source.headers] == [("trace", None)]
 
-    def test_misrouted_keys_counted(self) -> None:
-        """A key placed by another partitioner is counted; its job lives where it first came,
-        and a later event of that job on another partition is a ``misrouted`` failure, never
-        applied (two members would assemble one job)."""
-        item = upserted("job-a", workflowId="wf")
+    def test_an_event_off_its_keys_partition_is_refused_even_for_a_new_job(self) -> None:
+        """A key placed by another partitioner is counted and its event refused as
+        ``misrouted``, with its bytes, even when the job is new here: the member owning the
+        key's partition may hold the job, and one assembling this event alone would post
+        part of it. The job's event on its own partition applies, and the job lives there."""
         right = hashes_to(b"job-a", PARTITIONS)
         wrong = (right + 1) % PARTITIONS
         batch = Batch()
-        batch.add(item, partition=wrong)
+        off = batch.add(upserted("job-a", workflowId="wf", jobTitle="off"), partition=wrong)
         batch.add(status_changed("job-a", "InProgress"), partition=right)
         store = JobStore()
         effect = run(batch, store)
         assert effect.misrouted == 1
         assert effect.applied == 1
-        assert [f.reason for f in effect.failures] == [FailureReason.misrouted]
-        assert effect.failures[0].source is not None
-        assert effect.failures[0].source.partition == right
-        assert effect.partitions["job-a"] == wrong
-        assert store.partition_of("job-a") == wrong
+        [failure] = effect.failures
+        assert failure.reason is FailureReason.misrouted
+        assert failure.client_job_id == "job-a"
+        assert failure.source is not None
+        assert (failure.source.partition, failure.source.offset) == (wrong, off.offset)
+        assert failure.source.value == b64(off.value or b"")
+        assert f"belongs on partition {right} of {PARTITIONS}" in failure.error.message
+        assert store.partition_of("job-a") == right
         state = store.get("job-a")
-        assert state is not None
-        assert state.status != "InProgress"
+        assert isinstance(state, JobState)
+        assert state.status == "InProgress"
+        assert state.document.metadata.job_title is None
+
+    def test_a_known_job_keeps_its_partition_for_events_on_their_keys_partition(self) -> None:
+        """A job held on a partition its key does not hash to (written so by a version that
+        placed a job where its first event came) refuses its events on the key's partition
+        too: its state is elsewhere."""
+        right = hashes_to(b"job-a", PARTITIONS)
+        elsewhere = (right + 1) % PARTITIONS
+        first = Batch()
+        first.add(upserted("job-a", workflowId="wf"), partition=elsewhere)
+        store = JobStore()
+        run(first, store, count_misrouted=False)
+        assert store.partition_of("job-a") == elsewhere
+        later = Batch()
+        later.add(status_changed("job-a", "InProgress"), partition=right)
+        effect = run(later, store)
+        assert effect.misrouted == 0
+        [failure] = effect.failures
+        assert failure.reason is FailureReason.misrouted
+        assert f"lives in partition {elsewhere}" in failure.error.message
+
+    @given(seed=st.integers(0, 10_000), moved=st.sets(st.integers(0, 400), max_size=60))
+    def test_events_off_their_partition_change_nothing(self, seed: int, moved: set[int]) -> None:
+        """Whichever events a producer puts off their key's partition, the jobs end exactly
+        as the events on their partitions alone make them, and each moved event is one
+        ``misrouted`` failure: no member assembles a job from what it should not have got."""
+        events = build_demo(DemoPlan(jobs=4, steps=3, seed=seed)).events
+        moved = {n for n in moved if n < len(events)}
+        placed, mixed = Batch(), Batch()
+        for n, item in enumerate(events):
+            right = hashes_to(item.subject.encode(), PARTITIONS)
+            if n not in moved:
+                placed.add(item, partition=right)
+            mixed.add(item, partition=(right + 1 + n % 3) % PARTITIONS if n in moved else right)
+        expected, got = JobStore(), JobStore()
+        run(placed, expected)
+        effect = run(mixed, got)
+        assert effect.misrouted == len(moved)
+        assert [f.reason for f in effect.failures].count(FailureReason.misrouted) == len(moved)
+        for item in events:  # (the arrival clock ticks for the moved ones too)
+            ours, theirs = got.get(item.subject), expected.get(item.subject)
+            assert (ours is None) == (theirs is None)
+            if isinstance(ours, JobState) and isinstance(theirs, JobState):
+                assert (ours.document, ours.version) == (theirs.document, theirs.version)
+            assert got.partition_of(item.subject) == expected.partition_of(item.subject)
 
     def test_keys_the_caller_found_placed_are_not_hashed_again(self) -> None:
         """``count_misrouted=False`` (the pipeline hashed every key of the fetch already and
