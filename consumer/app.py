@@ -24,7 +24,7 @@ import asyncio
 import functools
 import random
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -74,7 +74,7 @@ from consumer.state.continuity import ChangelogBounds, ChangelogOwner, changelog
 from consumer.state.memory import MemoryGuard, memory_limit_bytes
 from consumer.state.recovery import RestoreReport, changelog_bounds, restore, writers_between
 from consumer.state.store import JobStore
-from consumer.stopping import Stopped, unless_stopped
+from consumer.stopping import Stopped, set_within, unless_stopped
 from consumer.sync.circuit import CircuitBreaker
 from consumer.sync.diagnosis import GatewayEvidence
 from consumer.sync.retry import RetryPolicy
@@ -659,8 +659,7 @@ async def _until_reachable(
                 attempt=tries,
                 retry_in_s=round(delay, 1),
             )
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await set_within(stop, delay)
     return None
 
 

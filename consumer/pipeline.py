@@ -54,7 +54,7 @@ from consumer.state.checkpoint import Checkpoint
 from consumer.state.continuity import ChangelogBounds
 from consumer.state.recovery import RestoreReport, can_keep
 from consumer.state.store import JobStore
-from consumer.stopping import Stopped, holding_unless_stopped, unless_stopped
+from consumer.stopping import Stopped, holding_unless_stopped, set_within, unless_stopped
 from consumer.sync.catch_up import CatchUpMode
 from consumer.sync.scheduler import SyncScheduler
 
@@ -677,14 +677,11 @@ class Pipeline:
         shortest = min(self._limits.retention_s, self._limits.forgotten_retention_s)
         every_s = min(60.0, shortest / 4)
         stop = self._stop
-        while not stop.is_set():
-            try:
-                await asyncio.wait_for(stop.wait(), every_s)
-            except TimeoutError:
-                # Its only wait is for the lock, which a take may hold for as long as Kafka
-                # does not answer: the stop must not wait on it.
-                with suppress(Stopped):
-                    await unless_stopped(stop, self.sweep())
+        while not await set_within(stop, every_s):
+            # Its only wait is for the lock, which a take may hold for as long as Kafka does
+            # not answer: the stop must not wait on it.
+            with suppress(Stopped):
+                await unless_stopped(stop, self.sweep())
 
     async def sweep(self) -> int:
         """Apply retention to the owned partitions now (``retention_action`` decides per key).

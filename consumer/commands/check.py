@@ -130,8 +130,10 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
         **client_kwargs(settings.kafka, servers), request_timeout_ms=int(limit_s * 1000)
     )
     try:
-        await asyncio.wait_for(start_client(admin.start()), limit_s)
-        cluster = await asyncio.wait_for(admin.describe_cluster(), limit_s)
+        async with asyncio.timeout(limit_s):
+            await start_client(admin.start())
+        async with asyncio.timeout(limit_s):
+            cluster = await admin.describe_cluster()
     except (KafkaError, OSError, TimeoutError) as exc:
         await admin.close()
         problem = await security_problem(settings.kafka, servers, limit_s)
@@ -142,9 +144,10 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
     brokers = len(cluster.get("brokers", []))
     checks = [Check("kafka", True, f"{','.join(servers)} ({brokers} brokers)", EXIT_OK)]
     try:
-        checks += await asyncio.wait_for(_topic_checks(admin, settings), limit_s)
-        checks += await asyncio.wait_for(_placement_checks(admin, settings), limit_s)
-        return checks + await asyncio.wait_for(_continuity_checks(admin, settings), limit_s)
+        for more in (_topic_checks, _placement_checks, _continuity_checks):
+            async with asyncio.timeout(limit_s):
+                checks += await more(admin, settings)
+        return checks
     except (KafkaError, TopicLayoutError, TimeoutError) as exc:
         denied = explain_denial(exc, settings)
         detail = str(denied) if denied is not None else describe(exc)

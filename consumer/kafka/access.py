@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from contextlib import AsyncExitStack, suppress
+from contextlib import AsyncExitStack
 from typing import Protocol, TypeVar
 
 import structlog
@@ -31,6 +31,7 @@ from consumer.errors import KafkaAccessDenied, leaves
 from consumer.kafka.acls import Acl, Purpose, ResourceType, required_acls
 from consumer.kafka.diagnose import security_problem
 from consumer.observability.health import Observed, serve_health
+from consumer.stopping import set_within
 
 log = structlog.get_logger(__name__)
 
@@ -168,8 +169,7 @@ async def run_waiting_out_denials(
                     serve_health(running, None, host="0.0.0.0", port=port)
                 )
                 running.http_port = server.port
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
+            await set_within(stop, delay)
         delay = min(delay * 2, retry_max_s)
 
 

@@ -84,10 +84,10 @@ async def security_problem(
     for server in bootstrap_servers:
         host, _, port = server.rpartition(":")
         try:
-            connection = await asyncio.wait_for(
-                create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **kwargs),
-                timeout_s,
-            )
+            async with asyncio.timeout(timeout_s):
+                connection = await create_conn(
+                    host, int(port), request_timeout_ms=int(timeout_s * 1000), **kwargs
+                )
         except (OSError, KafkaError, TimeoutError, asyncio.IncompleteReadError) as exc:
             cause = _security_cause(settings, exc)
             if cause is not None:
@@ -144,13 +144,15 @@ async def _probe(server: str, timeout_s: float) -> str | None:
         return f"no port in {server!r}"
     loop = asyncio.get_running_loop()
     try:
-        await asyncio.wait_for(loop.getaddrinfo(host, port, type=socket.SOCK_STREAM), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except TimeoutError:
         return f"name lookup of {host} timed out"
     except OSError as error:  # socket.gaierror: Name or service not known, ...
         return _reason(error)
     try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            _, writer = await asyncio.open_connection(host, port)
     except TimeoutError:
         return f"no answer within {timeout_s:g} s"
     except OSError as error:

@@ -363,7 +363,8 @@ class EventSource:
         client = getattr(self._consumer, "_client", None)
         if client is not None and hasattr(client, "force_metadata_update"):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(client.force_metadata_update(), within_s)
+                async with asyncio.timeout(within_s):
+                    await client.force_metadata_update()
         return self.partition_counts()
 
     def request_rejoin(self) -> None:

@@ -465,7 +465,8 @@ class PartitionProducer:
             return
         self._stage = f"reading {tp.topic}-{tp.partition} from offset {first}"
         try:
-            writer = await asyncio.wait_for(whose_gap(tp, first, offset), GAP_READ_TIMEOUT_S)
+            async with asyncio.timeout(GAP_READ_TIMEOUT_S):
+                writer = await whose_gap(tp, first, offset)
         except (KafkaError, OSError, TimeoutError) as exc:
             log.warning(
                 "changelog_gap_unread",

@@ -190,7 +190,8 @@ async def sample_metrics(running: Observed) -> None:
     lag: dict[tuple[str, int], int] | None = None
     if source is not None:
         try:
-            lag = await asyncio.wait_for(source.lag(), LAG_SAMPLE_TIMEOUT_S)
+            async with asyncio.timeout(LAG_SAMPLE_TIMEOUT_S):
+                lag = await source.lag()
         except (TimeoutError, KafkaError) as exc:  # mid-rebalance: keep the last sample
             log.debug("lag_sample_skipped", error=type(exc).__name__)
     running.metrics.sample(

@@ -28,7 +28,6 @@ posted after the window is therefore the last one to land.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import heapq
 import random
 import time
@@ -59,6 +58,7 @@ from consumer.kafka.records import Position
 from consumer.observability.logging import bound_record
 from consumer.observability.tracing import SyncTracer
 from consumer.state.store import JobStore
+from consumer.stopping import set_within
 from consumer.sync.admission import (
     INTENT_STAGE_CEILING_FACTOR,
     SLOT_WAIT_NOISE_S,
@@ -441,16 +441,14 @@ class SyncScheduler:
                 self._draining = False  # nothing due waits for a slot: the released jobs went
             timeout = max(self._heap[0][0] - self._clock(), 0.0) if self._heap else None
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await set_within(self._wake, timeout)
 
     async def _wait_for_gateway(self) -> None:
         now = self._clock()
         next_probe = self._circuit.next_probe_at
         if next_probe is not None and next_probe > now:
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), next_probe - now)
+            await set_within(self._wake, next_probe - now)
             return
         if self._circuit.probe_due(now):
             self._circuit.begin_probe(now)
@@ -760,7 +758,8 @@ class SyncScheduler:
             # At least a quarter of it, so that a slow commit alone never turns a job back.
             patience = max(started + self._send_within / 2 - arrived, self._send_within / 4)
             try:
-                await asyncio.wait_for(self._slots.acquire(), timeout=patience)
+                async with asyncio.timeout(patience):
+                    await self._slots.acquire()
             except TimeoutError:
                 self._marks.slot_busy()
                 return False

@@ -16,6 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from consumer.config import SyncSettings
@@ -126,6 +127,23 @@ class Harness:
 
 
 class TestSyncScheduler:
+    async def test_a_cancel_that_meets_a_wake_ends_the_dispatch_loop(self) -> None:
+        """The task group cancels the scheduler when the consume loop fails (a fatal error),
+        and the loop must end even when a wake comes in the same turn. On Python 3.11,
+        ``asyncio.wait_for`` returned instead of raising when the cancel met its finished
+        awaitable; the loop then waited again for its next due job, and a member stopping on
+        a changelog another group wrote never exited."""
+        h = Harness(debounce_ms=60_000, max_delay_ms=120_000)
+        h.put(job_state("a", title="v0"))  # due in a minute: the loop waits with a timeout
+        task = asyncio.create_task(h.scheduler.run())
+        await asyncio.sleep(0.05)
+        h.scheduler.set_catching_up(True)
+        h.scheduler.set_catching_up(False)  # wakes the loop ...
+        task.cancel()  # ... in the same turn as the cancel
+        with pytest.raises(asyncio.CancelledError):
+            async with asyncio.timeout(2):
+                await task
+
     # -- timing --------------------------------------------------------------------------------
 
     async def test_burst_coalesces_into_one_request_with_latest_state(self) -> None:

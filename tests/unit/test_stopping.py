@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from consumer.stopping import Stopped, holding_unless_stopped, unless_stopped
+from consumer.stopping import Stopped, holding_unless_stopped, set_within, unless_stopped
 
 
 async def test_work_that_ends_first_gives_its_result() -> None:
@@ -77,3 +77,23 @@ async def test_work_given_more_time_after_the_stop_ends_in_it_or_is_cancelled() 
     assert await unless_stopped(stop, quick(), then_s=lambda: 5.0) == "done"
     with pytest.raises(Stopped):
         await asyncio.wait_for(unless_stopped(stop, asyncio.Event().wait(), then_s=lambda: 0.01), 5)
+
+
+async def test_set_within_says_whether_the_event_came_in_time() -> None:
+    event = asyncio.Event()
+    assert not await set_within(event, 0.01)
+    asyncio.get_running_loop().call_later(0.01, event.set)
+    assert await set_within(event, 5)
+    assert await set_within(event, None)
+
+
+async def test_a_cancel_in_the_turn_the_event_is_set_is_not_swallowed() -> None:
+    """``asyncio.wait_for`` on Python 3.11 returned True here instead of raising: the waiter
+    of a loop around it waited again and never ended."""
+    event = asyncio.Event()
+    waiter = asyncio.create_task(set_within(event, 60))
+    await asyncio.sleep(0)
+    event.set()
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
