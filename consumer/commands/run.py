@@ -34,6 +34,7 @@ from consumer.errors import FatalError
 from consumer.kafka.access import run_waiting_out_denials
 from consumer.observability.logging import configure_logging
 from consumer.observability.stats import Stats
+from consumer.observability.task_dump import log_task_stacks
 from consumer.observability.tracing import Tracing, tracing_from_environ
 from consumer.progress import open_display
 
@@ -94,6 +95,7 @@ async def _run(settings: Settings, args: argparse.Namespace, tracing: Tracing) -
     handler = stop_on(stop, lambda: os._exit(130))
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, handler)
+    loop.add_signal_handler(signal.SIGUSR1, log_task_stacks)
     if args.embedded and (settings.embedded_kafka or settings.embedded_gateway):
         seed = int(time.time())
         plan = DemoPlan(jobs=args.demo_jobs, seed=seed)

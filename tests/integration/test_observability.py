@@ -4,6 +4,7 @@ outage that opens and closes the circuit."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,11 +17,15 @@ from consumer.demo import DemoPlan, build_demo
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
+    consumer_process,
     consumer_running,
+    eventually,
     eventually_async,
+    log_events,
     new_topics,
     produce,
     settings_for,
+    tail,
     wait_converged,
 )
 
@@ -154,3 +159,31 @@ class TestCircuitOnTheEndpoints:
 
 async def _async(value: bool) -> bool:
     return value
+
+
+class TestTaskDump:
+    async def test_sigusr1_logs_every_task_and_the_member_goes_on(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Any,
+    ) -> None:
+        """``kill -USR1`` on a running ``basicsync run``: one ``tasks_dumped`` line names
+        every task (the consume loop and the scheduler among them) with its stack, and the
+        member goes on: jobs sent after it converge."""
+        topics = await new_topics(make_topic, partitions=1)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        demo = build_demo(DemoPlan(jobs=5, seed=73, prefix="task-dump"))
+        log = str(tmp_path / "consumer.log")
+        async with consumer_process(settings, log) as member:
+            started = await eventually(lambda: bool(log_events(log, "consumer_started")), within=60)
+            assert started, tail(log)
+            member.send_signal(signal.SIGUSR1)
+            assert await eventually(lambda: bool(log_events(log, "tasks_dumped")), within=10)
+            [dump] = log_events(log, "tasks_dumped")
+            names = {task["name"] for task in dump["tasks"]}
+            assert {"consume", "scheduler"} <= names, names
+            assert all(task["stack"].startswith("Stack for") for task in dump["tasks"])
+            await produce(kafka_bootstrap, topics.inputs, demo.events)
+            await wait_converged(sandbox_in_process, demo.expected, within=60)
