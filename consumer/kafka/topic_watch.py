@@ -14,7 +14,6 @@ is waited out: the list read so far stays, and the next round asks again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -84,8 +83,9 @@ class InputTopicWatch:
             finally:
                 for waiting in waits:
                     waiting.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await waiting
+                # Not each awaited under suppress(CancelledError): that also swallowed a
+                # cancel of this task arriving meanwhile, and the watch looked again for ever.
+                await asyncio.wait(waits)
             if not stop.is_set():
                 await self.refresh()
 
