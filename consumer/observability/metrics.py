@@ -82,7 +82,7 @@ class Metrics:
         )
         self.misrouted_keys = Counter(
             "basicsync_misrouted_keys",
-            "Records whose key does not hash to the partition they arrived on (refused as misrouted)",
+            "Records whose key does not hash to the partition they arrived on (refused: misrouted)",
             registry=r,
         )
         self.sync_requests = Counter(
