@@ -33,7 +33,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResourceType
-from aiokafka.errors import KafkaError
+from aiokafka.errors import InconsistentGroupProtocolError, KafkaError
 from pydantic import SecretStr
 
 from consumer.config import Settings
@@ -615,6 +615,19 @@ async def _started_admin(kafka: dict[str, Any]) -> AIOKafkaAdminClient:
     return admin
 
 
+#: Why the group refuses a member (InconsistentGroupProtocolError), and what to do.
+GROUP_REFUSES_MEMBER = (
+    "the group's members offer only another partition assignor: they run a version from "
+    "before basicsync-copartitioned (range), and the group takes no member that shares none "
+    "with them. Stop every member of that version (scale the Deployment to 0), then start "
+    'this one (docs/operations.md, "Upgrading"); this member joins once they are gone'
+)
+
+
+async def _unreachable_cause(servers: list[str]) -> str:
+    return "; ".join(await unreachable(servers)) or "TCP connect works, the Kafka handshake failed"
+
+
 async def _until_reachable(
     step: str,
     attempt: Callable[[], Awaitable[T]],
@@ -643,15 +656,13 @@ async def _until_reachable(
             if problem is not None:
                 raise problem from None  # credentials or certificates: only a fix helps
             tries += 1
-            cause = (
-                "; ".join(await unreachable(servers))
-                or "TCP connect works, the Kafka handshake failed"
-            )
+            refused = isinstance(exc, InconsistentGroupProtocolError)
+            cause = GROUP_REFUSES_MEMBER if refused else await _unreachable_cause(servers)
             delay = min(2.0 ** (tries - 1), settings.kafka.startup_backoff_max_s)
             delay *= random.uniform(0.8, 1.0)
-            running.waiting_for = f"Kafka unreachable ({cause})"
+            running.waiting_for = cause if refused else f"Kafka unreachable ({cause})"
             log.warning(
-                "kafka_unreachable",
+                "group_refuses_member" if refused else "kafka_unreachable",
                 step=step,
                 bootstrap_servers=",".join(servers),
                 cause=cause,

@@ -15,6 +15,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
 from consumer.domain.settled import SETTLED_HEADER
@@ -24,13 +27,16 @@ from tests.integration.harness import (
     MakeTopic,
     assert_history_never_shrinks,
     consumer_process,
+    eventually,
     final_upserts,
+    free_port,
     log_events,
     new_topics,
     produce,
     produce_raw,
     raw_records,
     read_records,
+    readiness,
     settings_for,
     start_consumer_process,
     stored,
@@ -140,3 +146,57 @@ class TestValueCompressionRoll:
         assert_history_never_shrinks(sandbox_in_process, jobs)
         unreadable = log_events(log, "changelog_record_unreadable")
         assert {line["key"] for line in unreadable} == victims
+
+
+class TestUpgradeFromRange:
+    async def test_a_member_beside_range_members_waits_saying_why_then_joins_once_they_left(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The rolling upgrade the docs forbid: ``basicsync run`` starts while a member of a
+        version that offered only the range assignor holds the group, which refuses the new
+        member (InconsistentGroupProtocol). It neither exits nor says Kafka is unreachable:
+        each retry logs ``group_refuses_member`` with what to do, and ``/readyz`` says the
+        same. Once the old member has left, it joins and every job converges."""
+        topics = await new_topics(make_topic, partitions=2)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        demo = build_demo(DemoPlan(jobs=10, seed=74, prefix="from-range"))
+        old = AIOKafkaConsumer(
+            *topics.inputs,
+            bootstrap_servers=kafka_bootstrap,
+            group_id=topics.group,
+            enable_auto_commit=False,
+            partition_assignment_strategy=(RangePartitionAssignor,),
+        )
+        await old.start()
+        log, port = str(tmp_path / "consumer.log"), free_port()
+        env = {
+            "BASICSYNC_KAFKA__STARTUP_BACKOFF_MAX_S": "2",
+            "BASICSYNC_OBSERVABILITY__HTTP_PORT": str(port),
+        }
+        try:
+            async with consumer_process(settings, log, env):
+                said = await eventually(
+                    lambda: len(log_events(log, "group_refuses_member")) >= 2, within=60
+                )
+                assert said, tail(log)
+                line = log_events(log, "group_refuses_member")[0]
+                assert "range" in line["cause"]
+                assert '"Upgrading"' in line["cause"]
+                assert log_events(log, "kafka_unreachable") == []
+                body = await readiness(port)
+                assert body is not None
+                assert not body["ready"]
+                assert "another partition assignor" in body["checks"]["partitions"]["detail"]
+                await old.stop()
+                joined = await eventually(
+                    lambda: bool(log_events(log, "consumer_started")), within=60
+                )
+                assert joined, tail(log)
+                await produce(kafka_bootstrap, topics.inputs, demo.events)
+                await wait_converged(sandbox_in_process, demo.expected, within=60)
+        finally:
+            await old.stop()
