@@ -51,6 +51,20 @@ def _split_commas(value: object) -> object:
 
 CommaList = Annotated[list[str], NoDecode]
 
+#: Kafka's rule for a topic name (``org.apache.kafka.common.internals.Topic``)
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why Kafka would refuse ``name`` as a topic, or None. Said at start, not as an
+    ``InvalidTopic`` error code from the broker once the member is connecting."""
+    if _TOPIC_NAME.fullmatch(name) is None or name in {".", ".."}:
+        return (
+            f"{name!r} is not a Kafka topic name (letters, digits, '.', '_' and '-' only, "
+            "1 to 249 of them)"
+        )
+    return None
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -525,6 +539,31 @@ class Settings(BaseSettings):
             _EnvSource(settings_cls),
             _FileSecretsSource(settings_cls, dict(os.environ)),
         )
+
+    @model_validator(mode="after")
+    def _topics_are_named_as_kafka_allows(self) -> Settings:
+        topics = self.topics
+        changelog = (
+            "TOPICS__STATE"
+            if topics.state is not None
+            else "KAFKA__GROUP_ID (the changelog is <group_id>.job-state unless "
+            "BASICSYNC_TOPICS__STATE names one)"
+        )
+        named = {
+            "TOPICS__INPUT (comma-separated)": [] if topics.input_pattern else topics.input,
+            "TOPICS__SUCCEEDED": [topics.succeeded],
+            "TOPICS__FAILED": [topics.failed],
+            changelog: [self.state_topic],
+        }
+        problems = [
+            f"{ENV_PREFIX}{variable}: {problem}"
+            for variable, names in named.items()
+            for problem in map(topic_name_problem, names)
+            if problem is not None
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @model_validator(mode="after")
     def _in_doubt_window_covers_a_request(self) -> Settings:

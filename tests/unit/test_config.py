@@ -60,6 +60,34 @@ class TestLoadSettings:
         assert settings.kafka.bootstrap_servers == ["k1:9092", "k2:9092"]
         assert not settings.embedded_kafka
 
+    @pytest.mark.parametrize(
+        ("variable", "value", "named"),
+        [
+            ("BASICSYNC_TOPICS__INPUT", '["events"]', "BASICSYNC_TOPICS__INPUT (comma-separated)"),
+            ("BASICSYNC_TOPICS__FAILED", "failed:topic", "BASICSYNC_TOPICS__FAILED"),
+            ("BASICSYNC_TOPICS__STATE", "..", "BASICSYNC_TOPICS__STATE"),
+            ("BASICSYNC_TOPICS__SUCCEEDED", "x" * 250, "BASICSYNC_TOPICS__SUCCEEDED"),
+            ("BASICSYNC_KAFKA__GROUP_ID", "my group", "BASICSYNC_KAFKA__GROUP_ID"),
+        ],
+    )
+    def test_a_name_kafka_refuses_as_a_topic_is_a_settings_error(
+        self, env: pytest.MonkeyPatch, variable: str, value: str, named: str
+    ) -> None:
+        """Said at start with the variable to fix, not as the broker's InvalidTopic error
+        code once the member connects ("cannot describe topic ...: error 17")."""
+        env.setenv(variable, value)
+        with pytest.raises(ConfigError) as raised:
+            load_settings()
+        assert named in str(raised.value)
+        assert "is not a Kafka topic name" in str(raised.value)
+
+    def test_a_group_id_no_topic_may_be_named_after_works_with_its_changelog_named(
+        self, env: pytest.MonkeyPatch
+    ) -> None:
+        env.setenv("BASICSYNC_KAFKA__GROUP_ID", "team a/jobs")
+        env.setenv("BASICSYNC_TOPICS__STATE", "team-a.job-state")
+        assert load_settings().state_topic == "team-a.job-state"
+
     def test_state_topic_defaults_to_group(self, env: pytest.MonkeyPatch) -> None:
         """The changelog topic is <group>.job-state unless set explicitly."""
         env.setenv("BASICSYNC_KAFKA__GROUP_ID", "orders")
