@@ -17,8 +17,9 @@ so one invocation shows everything that is wrong. The exit code names the first 
       ``BASICSYNC_KAFKA__MAX_JOB_BYTES``, a changelog that is not the one the group's offsets
       were committed with (deleted and created again, another topic, or records deleted),
       the group's input offsets below a partition's start (records deleted unread) or past
-      its end (records lost), or a
-      broker ``message.max.bytes`` below the result record size
+      its end (records lost), a
+      broker ``message.max.bytes`` below the result record size, or the group's members on
+      another assignor (a version before ``basicsync-copartitioned``, which refuses this one)
 5     WorkfloPlus: no gateway configured, its CA file unreadable, no token issued (an untrusted
       certificate included), or the gateway not answering
 ====  ==================================================================================
@@ -28,8 +29,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -51,6 +53,7 @@ from consumer.kafka.admin import (
     partition_counts,
 )
 from consumer.kafka.connection import client_kwargs
+from consumer.kafka.copartitioned import CoPartitionedAssignor
 from consumer.kafka.diagnose import describe, explain, security_problem
 from consumer.kafka.input_topics import InputTopics, select_inputs, starting_partition_count
 from consumer.kafka.limits import RECORD_HEADROOM_BYTES, RESULT_RECORD_BYTES
@@ -60,6 +63,8 @@ from consumer.observability.logging import configure_logging
 from consumer.state.continuity import broken_continuity, changelog_owner
 from consumer.state.recovery import changelog_bounds
 from consumer.sync.diagnosis import ProbeResult, probe_result
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_SETTINGS = 2
@@ -144,7 +149,7 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
     brokers = len(cluster.get("brokers", []))
     checks = [Check("kafka", True, f"{','.join(servers)} ({brokers} brokers)", EXIT_OK)]
     try:
-        for more in (_topic_checks, _placement_checks, _continuity_checks):
+        for more in (_topic_checks, _placement_checks, _continuity_checks, _group_checks):
             async with asyncio.timeout(limit_s):
                 checks += await more(admin, settings)
         return checks
@@ -326,6 +331,34 @@ async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> 
     return [Check("changelog continuity", True, detail, EXIT_OK), input_offsets]
 
 
+async def _group_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
+    """The group's members, if any, use this version's assignor: a group running another
+    one (a version before ``basicsync-copartitioned``) refuses every member of this one."""
+    group = settings.kafka.group_id
+    [response] = await _asked_again(lambda: admin.describe_consumer_groups([group]))
+    [described] = response.to_object()["groups"]
+    return [
+        group_protocol_check(
+            group, described["protocol_type"], described["protocol"], len(described["members"])
+        )
+    ]
+
+
+def group_protocol_check(group: str, protocol_type: str, protocol: str, members: int) -> Check:
+    """``check``'s verdict on the assignor the group's members agreed on."""
+    if members == 0 or protocol_type != "consumer":
+        return Check("group", True, f"{group}: no member running", EXIT_OK)
+    if protocol == CoPartitionedAssignor.name:
+        detail = f"{group}: {members} members on {protocol}"
+        return Check("group", True, detail, EXIT_OK)
+    detail = (
+        f"{group}: {members} members on the {protocol!r} assignor, a version before "
+        f"{CoPartitionedAssignor.name}: the group refuses this version's members until every "
+        'one of them has stopped (docs/operations.md, "Upgrading")'
+    )
+    return Check("group", False, detail, EXIT_TOPICS)
+
+
 #: how often, and how far apart, the group's offsets are asked while Kafka says to ask again
 _OFFSETS_ATTEMPTS, _OFFSETS_BACKOFF_S = 20, 0.5
 
@@ -333,15 +366,20 @@ _OFFSETS_ATTEMPTS, _OFFSETS_BACKOFF_S = 20, 0.5
 async def _group_offsets(
     admin: AIOKafkaAdminClient, group: str
 ) -> dict[TopicPartition, OffsetAndMetadata]:
-    """The group's committed offsets, asked again while Kafka answers with a retriable error:
-    a cluster's first group request creates ``__consumer_offsets``, and its coordinator is
-    "not available" until that topic's partitions have leaders, which is no fault to report."""
+    """The group's committed offsets (asked as :func:`_asked_again` says)."""
+    offsets: dict[TopicPartition, OffsetAndMetadata] = await _asked_again(
+        lambda: admin.list_consumer_group_offsets(group)
+    )
+    return offsets
+
+
+async def _asked_again(ask: Callable[[], Awaitable[T]]) -> T:
+    """``ask()``, again while Kafka answers with a retriable error: a cluster's first group
+    request creates ``__consumer_offsets``, and its coordinator is "not available" until that
+    topic's partitions have leaders, which is no fault to report."""
     for attempt in range(_OFFSETS_ATTEMPTS):
         try:
-            offsets: dict[
-                TopicPartition, OffsetAndMetadata
-            ] = await admin.list_consumer_group_offsets(group)
-            return offsets
+            return await ask()
         except KafkaError as exc:
             if not exc.retriable or attempt == _OFFSETS_ATTEMPTS - 1:
                 raise

@@ -26,6 +26,7 @@ from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
     assert_history_never_shrinks,
+    basicsync,
     consumer_process,
     eventually,
     final_upserts,
@@ -159,8 +160,9 @@ class TestUpgradeFromRange:
         """The rolling upgrade the docs forbid: ``basicsync run`` starts while a member of a
         version that offered only the range assignor holds the group, which refuses the new
         member (InconsistentGroupProtocol). It neither exits nor says Kafka is unreachable:
-        each retry logs ``group_refuses_member`` with what to do, and ``/readyz`` says the
-        same. Once the old member has left, it joins and every job converges."""
+        each retry logs ``group_refuses_member`` with what to do, ``/readyz`` says the same,
+        and ``basicsync check`` fails its ``group`` line (exit 4). Once the old member has
+        left, it joins, every job converges and ``check`` passes the group."""
         topics = await new_topics(make_topic, partitions=2)
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         demo = build_demo(DemoPlan(jobs=10, seed=74, prefix="from-range"))
@@ -191,6 +193,10 @@ class TestUpgradeFromRange:
                 assert body is not None
                 assert not body["ready"]
                 assert "another partition assignor" in body["checks"]["partitions"]["detail"]
+                checked = await basicsync(settings, "check", "--skip-gateway")
+                assert checked.code == 4, checked.out + checked.err
+                assert "FAIL  group:" in checked.out
+                assert "'range' assignor" in checked.out
                 await old.stop()
                 joined = await eventually(
                     lambda: bool(log_events(log, "consumer_started")), within=60
@@ -198,5 +204,7 @@ class TestUpgradeFromRange:
                 assert joined, tail(log)
                 await produce(kafka_bootstrap, topics.inputs, demo.events)
                 await wait_converged(sandbox_in_process, demo.expected, within=60)
+                checked = await basicsync(settings, "check", "--skip-gateway")
+                assert "members on basicsync-copartitioned" in checked.out, checked.out
         finally:
             await old.stop()

@@ -6,7 +6,12 @@ import pytest
 from aiokafka import TopicPartition
 
 from consumer.cli import main
-from consumer.commands.check import Check, input_offset_problems, writers_check
+from consumer.commands.check import (
+    Check,
+    group_protocol_check,
+    input_offset_problems,
+    writers_check,
+)
 from consumer.config import KafkaSettings, Settings, StoreSettings
 
 
@@ -96,3 +101,21 @@ class TestWritersCheck:
         shared = writers_check(settings, frozenset({"prod", "staging", "dev"}))
         assert (shared.ok, shared.exit_code) == (False, 4)
         assert "written by group dev, staging, and this is group prod" in shared.detail
+
+
+class TestGroupProtocol:
+    def test_members_of_a_range_version_fail_it_and_say_what_to_do(self) -> None:
+        check = group_protocol_check("g", "consumer", "range", 3)
+        assert not check.ok
+        assert check.exit_code == 4
+        assert "'range'" in check.detail
+        assert '"Upgrading"' in check.detail
+
+    @pytest.mark.parametrize(
+        ("protocol_type", "protocol", "members"),
+        [("consumer", "basicsync-copartitioned", 2), ("", "", 0), ("consumer", "range", 0)],
+    )
+    def test_members_of_this_version_or_none_pass(
+        self, protocol_type: str, protocol: str, members: int
+    ) -> None:
+        assert group_protocol_check("g", protocol_type, protocol, members).ok
