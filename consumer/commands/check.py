@@ -167,7 +167,7 @@ async def _inputs_read(
     """The input topics ``run`` would read and every topic's partition count (the changelog's
     included); None where the topic checks already report the layout as broken."""
     spec = settings.input_topics()
-    _, inputs = await input_counts(admin, settings.input_topics())
+    _, inputs = await input_counts(admin, spec)
     counts = {**inputs, **await partition_counts(admin, [settings.state_topic])}
     try:
         count = starting_partition_count(spec, inputs, counts.get(settings.state_topic))
@@ -204,11 +204,10 @@ def _input_check(
 async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
     """The same rules as the consumer's start (``ensure_topology``), reported, not enforced."""
     internal = [settings.state_topic, settings.topics.succeeded, settings.topics.failed]
-    _, inputs = await input_counts(admin, settings.input_topics())
+    spec = settings.input_topics()
+    _, inputs = await input_counts(admin, spec)
     counts = {**inputs, **await partition_counts(admin, internal)}
-    input_check, partitions = _input_check(
-        settings.input_topics(), inputs, counts.get(settings.state_topic)
-    )
+    input_check, partitions = _input_check(spec, inputs, counts.get(settings.state_topic))
     checks = [input_check]
     creatable = settings.kafka.create_topics
     for topic in internal:
@@ -359,8 +358,8 @@ def group_protocol_check(group: str, protocol_type: str, protocol: str, members:
     return Check("group", False, detail, EXIT_TOPICS)
 
 
-#: how often, and how far apart, the group's offsets are asked while Kafka says to ask again
-_OFFSETS_ATTEMPTS, _OFFSETS_BACKOFF_S = 20, 0.5
+#: how often, and how far apart, a group request is asked while Kafka says to ask again
+_ASK_ATTEMPTS, _ASK_BACKOFF_S = 20, 0.5
 
 
 async def _group_offsets(
@@ -377,13 +376,13 @@ async def _asked_again(ask: Callable[[], Awaitable[T]]) -> T:
     """``ask()``, again while Kafka answers with a retriable error: a cluster's first group
     request creates ``__consumer_offsets``, and its coordinator is "not available" until that
     topic's partitions have leaders, which is no fault to report."""
-    for attempt in range(_OFFSETS_ATTEMPTS):
+    for attempt in range(_ASK_ATTEMPTS):
         try:
             return await ask()
         except KafkaError as exc:
-            if not exc.retriable or attempt == _OFFSETS_ATTEMPTS - 1:
+            if not exc.retriable or attempt == _ASK_ATTEMPTS - 1:
                 raise
-            await asyncio.sleep(_OFFSETS_BACKOFF_S)
+            await asyncio.sleep(_ASK_BACKOFF_S)
     raise AssertionError("unreachable")  # pragma: no cover
 
 
