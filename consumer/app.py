@@ -37,7 +37,7 @@ from aiokafka.errors import InconsistentGroupProtocolError, KafkaError
 from pydantic import SecretStr
 
 from consumer.config import Settings
-from consumer.errors import ConfigError, FatalError, TopicLayoutError, leaves
+from consumer.errors import ConfigError, ConfigsUnread, FatalError, TopicLayoutError, leaves
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
@@ -252,8 +252,11 @@ class _CheckedTopics:
         """The changelog's room for a job from its configuration now (the checkpoint asks
         when the broker refuses a state); None when it holds enough or cannot be read."""
         changelog = self.settings.state_topic
-        config = await described_configs(self.admin, ConfigResourceType.TOPIC, changelog)
-        return None if config is None else _room_in(config, self.settings)
+        try:
+            config = await described_configs(self.admin, ConfigResourceType.TOPIC, changelog)
+        except ConfigsUnread:
+            return None
+        return _room_in(config, self.settings)
 
 
 async def _checked_topics(
@@ -289,15 +292,17 @@ async def _checked_changelog_config(admin: AIOKafkaAdminClient, settings: Settin
     """Refuse a changelog that deletes states by age or size (``changelog_policy_problem``);
     return its room for a job when its ``max.message.bytes`` is below what
     ``kafka.max_job_bytes`` needs, said once here. A principal without ``DescribeConfigs`` on
-    it (``run`` does not need it otherwise) is warned that nothing was checked."""
+    it (``run`` does not need it otherwise) is warned that nothing was checked, as is a
+    cluster that will not describe it for another reason (said)."""
     changelog = settings.state_topic
-    config = await described_configs(admin, ConfigResourceType.TOPIC, changelog)
-    if config is None:
+    try:
+        config = await described_configs(admin, ConfigResourceType.TOPIC, changelog)
+    except ConfigsUnread as exc:
+        fix = "grant it, or check" if exc.denied else "check"
         log.warning(
             "changelog_retention_unchecked",
             topic=changelog,
-            reason=f"DescribeConfigs on topic {changelog} is not granted; grant it, or check "
-            "cleanup.policy=compact and max.message.bytes by hand",
+            reason=f"{exc}; {fix} cleanup.policy=compact and max.message.bytes by hand",
         )
         return None
     problem = changelog_policy_problem(config)

@@ -159,6 +159,18 @@ class KafkaAccessDenied(BasicSyncError):
     retriable: ClassVar[bool] = True
 
 
+class ConfigsUnread(BasicSyncError):
+    """The cluster would not describe a topic's or broker's configuration; the message says
+    why, for an operator. ``denied``: the principal lacks ``DescribeConfigs`` on it, which
+    ``run`` does without (it then warns that the changelog's retention went unchecked) and
+    ``check`` needs.
+    """
+
+    def __init__(self, reason: str, *, denied: bool) -> None:
+        super().__init__(reason)
+        self.denied = denied
+
+
 class RecordsTooLarge(BasicSyncError):
     """Kafka refused some records of a transaction as too large; nothing of it was committed.
 

@@ -37,15 +37,21 @@ import aiohttp
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResourceType
-from aiokafka.errors import KafkaError, TopicAuthorizationFailedError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from consumer.config import Settings, load_settings
-from consumer.errors import ConfigError, GatewayError, TopicLayoutError
+from consumer.errors import (
+    ConfigError,
+    ConfigsUnread,
+    GatewayError,
+    KafkaAccessDenied,
+    TopicLayoutError,
+)
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
 from consumer.gateway.tls import gateway_ssl
-from consumer.kafka.access import explain_denial
+from consumer.kafka.access import configs_denial, explain_denial
 from consumer.kafka.admin import (
     changelog_policy_problem,
     described_configs,
@@ -153,8 +159,8 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
             async with asyncio.timeout(limit_s):
                 checks += await more(admin, settings)
         return checks
-    except (KafkaError, TopicLayoutError, TimeoutError) as exc:
-        denied = explain_denial(exc, settings)
+    except (KafkaError, KafkaAccessDenied, TopicLayoutError, TimeoutError) as exc:
+        denied = exc if isinstance(exc, KafkaAccessDenied) else explain_denial(exc, settings)
         detail = str(denied) if denied is not None else describe(exc)
         return [*checks, Check("topics", False, detail, EXIT_TOPICS)]
     finally:
@@ -217,7 +223,7 @@ async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[
             if not ok:
                 detail += f"; the changelog needs one per input partition ({partitions})"
             if topic == settings.state_topic:
-                config = await _configs(admin, ConfigResourceType.TOPIC, topic)
+                config = await _changelog_configs(admin, settings)
                 problem = changelog_policy_problem(config)
                 if problem is not None:
                     ok = False
@@ -451,7 +457,7 @@ async def _broker_check(admin: AIOKafkaAdminClient) -> Check:
     if not brokers:
         return Check("broker limits", False, "no broker described", EXIT_TOPICS)
     node = str(brokers[0]["node_id"])
-    config = await _configs(admin, ConfigResourceType.BROKER, node)
+    config = await _broker_configs(admin, node)
     limit = int(config.get("message.max.bytes", "1048588"))
     ok = limit >= RESULT_RECORD_BYTES + 1024
     detail = f"message.max.bytes is {limit}"
@@ -464,16 +470,25 @@ async def _broker_check(admin: AIOKafkaAdminClient) -> Check:
     return Check("broker limits", ok, detail, EXIT_TOPICS)
 
 
-async def _configs(
-    admin: AIOKafkaAdminClient, kind: ConfigResourceType, name: str
-) -> dict[str, str]:
-    """Every config entry of a topic or broker. A topic's refused (no ``DescribeConfigs``,
-    which ``check`` needs) is a denial naming the topic, not an empty config read as the
-    broker's defaults; a broker's refused is empty (its limits are then reported unknown)."""
-    found = await described_configs(admin, kind, name)
-    if found is None and kind == ConfigResourceType.TOPIC:
-        raise TopicAuthorizationFailedError(name)
-    return found or {}
+async def _changelog_configs(admin: AIOKafkaAdminClient, settings: Settings) -> dict[str, str]:
+    """Every config entry of the changelog. Refused (no ``DescribeConfigs``, which ``check``
+    needs) is a denial naming that ACL, and unread for another reason fails the check saying
+    why: never an empty config read as the broker's defaults."""
+    try:
+        return await described_configs(admin, ConfigResourceType.TOPIC, settings.state_topic)
+    except ConfigsUnread as exc:
+        if exc.denied:
+            raise configs_denial(settings, settings.state_topic) from None
+        raise TopicLayoutError(str(exc)) from None
+
+
+async def _broker_configs(admin: AIOKafkaAdminClient, node: str) -> dict[str, str]:
+    """Every config entry of a broker; empty when unread (its limits are then reported
+    unknown)."""
+    try:
+        return await described_configs(admin, ConfigResourceType.BROKER, node)
+    except ConfigsUnread:
+        return {}
 
 
 async def _gateway_checks(settings: Settings, limit_s: float) -> list[Check]:

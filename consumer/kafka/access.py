@@ -28,7 +28,7 @@ from aiokafka.errors import (
 
 from consumer.config import Settings
 from consumer.errors import KafkaAccessDenied, leaves
-from consumer.kafka.acls import Acl, Purpose, ResourceType, required_acls
+from consumer.kafka.acls import Acl, Operation, Purpose, ResourceType, required_acls
 from consumer.kafka.diagnose import security_problem
 from consumer.observability.health import Observed, serve_health
 from consumer.stopping import set_within
@@ -101,6 +101,17 @@ def _denial_message(exc: BaseException, settings: Settings) -> str | None:
             "on the topics listed in the docs (Kafka 3.0+) or IdempotentWrite on the cluster"
         )
     return None
+
+
+def configs_denial(settings: Settings, topic: str) -> KafkaAccessDenied:
+    """Kafka refused ``DescribeConfigs`` on ``topic``, which ``check`` reads the changelog's
+    retention and limit with. Said apart from :func:`explain_denial`, which knows only the
+    topic and so names every ACL ``run`` needs on it, all of them held here."""
+    wanted = Acl(ResourceType.TOPIC, topic, Operation.DESCRIBE_CONFIGS)
+    return KafkaAccessDenied(
+        f"Kafka denied {_principal(settings)} DescribeConfigs on topic {topic!r}, which check "
+        f"reads its retention and max.message.bytes with: grant {wanted.describe()}"
+    )
 
 
 def _principal(settings: Settings) -> str:

@@ -6,15 +6,16 @@ events land in different partition numbers of different topics could be owned by
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAuthorizationFailedError
+from aiokafka.errors import TopicAuthorizationFailedError, for_code
 
-from consumer.errors import TopicLayoutError
+from consumer.errors import ConfigsUnread, TopicLayoutError
 from consumer.kafka.input_topics import (
     InputSelection,
     InputTopics,
@@ -35,20 +36,58 @@ _TOPIC_AUTHORIZATION_FAILED = 29
 CHANGELOG_SEGMENT_MS = 3_600_000
 
 
+#: How long a topic may be unknown to the broker that describes its configuration. One this
+#: start has just created often is, for a moment: the controller has it, that broker's metadata
+#: not yet (2 of 3 creations on a local broker answered UNKNOWN_TOPIC_OR_PARTITION at once).
+CONFIGS_OF_A_NEW_TOPIC_WAIT_S = 10.0
+_DESCRIBE_AGAIN_AFTER_S = 0.1
+_CLUSTER_AUTHORIZATION_FAILED = 31
+
+
 async def described_configs(
+    admin: AIOKafkaAdminClient,
+    kind: ConfigResourceType,
+    name: str,
+    *,
+    unknown_for_s: float = CONFIGS_OF_A_NEW_TOPIC_WAIT_S,
+) -> dict[str, str]:
+    """Every config entry of a topic or broker, as the broker reports it (defaults included).
+
+    An unknown topic is asked again for ``unknown_for_s`` (see
+    :data:`CONFIGS_OF_A_NEW_TOPIC_WAIT_S`) before it counts as an answer: read as a refusal,
+    a changelog created at start was reported as "not granted" and left unchecked.
+
+    Raises :class:`ConfigsUnread` when the cluster will not say.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + unknown_for_s
+    while True:
+        code, found = await _described_once(admin, kind, name)
+        if code == 0:
+            return found
+        if code == _UNKNOWN_TOPIC and loop.time() < deadline:
+            await asyncio.sleep(_DESCRIBE_AGAIN_AFTER_S)
+            continue
+        what = f"{kind.name.lower()} {name}"
+        if code in (_TOPIC_AUTHORIZATION_FAILED, _CLUSTER_AUTHORIZATION_FAILED):
+            raise ConfigsUnread(f"DescribeConfigs on {what} is not granted", denied=True)
+        answer = for_code(code).message
+        raise ConfigsUnread(f"DescribeConfigs on {what} answered {answer}", denied=False)
+
+
+async def _described_once(
     admin: AIOKafkaAdminClient, kind: ConfigResourceType, name: str
-) -> dict[str, str] | None:
-    """Every config entry of a topic or broker, as the broker reports it (defaults included);
-    None when it will not say (no ``DescribeConfigs`` on it, or no such resource)."""
+) -> tuple[int, dict[str, str]]:
+    """The answer's error code, and the entries that have a value."""
     responses: Any = await admin.describe_configs([ConfigResource(kind, name)])
     found: dict[str, str] = {}
     for code, _message, _type, _name, entries in responses[0].resources:
         if code != 0:
-            return None
+            return int(code), {}
         for entry_name, value, *_ in entries:
             if value is not None:
                 found[str(entry_name)] = str(value)
-    return found
+    return 0, found
 
 
 def changelog_policy_problem(config: Mapping[str, str]) -> str | None:

@@ -46,12 +46,14 @@ from tests.integration.harness import (
     Topics,
     committed,
     consumer_env,
+    consumer_process,
     eventually,
     log_events,
     new_topics,
     produce,
     produce_raw,
     raw_parts,
+    tail,
     topic_settings,
     wait_converged,
 )
@@ -374,6 +376,43 @@ class TestMissingAcl:
         finally:
             stop.set()
             await asyncio.wait_for(task, 60)
+
+
+class TestRunAclsOnly:
+    async def test_run_without_describe_configs_warns_the_changelog_unchecked_and_syncs(
+        self,
+        secure_kafka: SecureKafka,
+        secure_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """A principal with only the ACLs ``run`` needs (no ``DescribeConfigs`` on the
+        changelog, which only ``check`` needs): ``basicsync run`` warns once that the
+        changelog's retention went unchecked because the grant is missing, and syncs every
+        job. ``check`` as the same principal names the denial (exit 4)."""
+        user = "run-only"
+        topics = await new_topics(secure_topic, partitions=2)
+        kafka = secure_kafka.scram(user, group_id=topics.group, session_timeout_ms=10_000)
+        settings = secured(kafka, sandbox_in_process, topics, None)
+        settings = settings.model_copy(
+            update={"gateway": settings.gateway.model_copy(
+                update={"client_id": sandbox_in_process.settings.client_id,
+                        "client_secret": SecretStr(sandbox_in_process.settings.client_secret)})}
+        )  # fmt: skip
+        await secure_kafka.grant(f"User:{user}", required_acls(settings, tools=False))
+        demo = build_demo(DemoPlan(jobs=6, seed=31))
+        await produce(secure_kafka.plain, topics.inputs, demo.events)
+        log = str(tmp_path / "consumer.log")
+        async with consumer_process(settings, log):
+            await wait_converged(sandbox_in_process, demo.expected, within=60)
+        unchecked = log_events(log, "changelog_retention_unchecked")
+        assert len(unchecked) == 1, tail(log)
+        assert unchecked[0]["reason"].startswith(
+            f"DescribeConfigs on topic {topics.state} is not granted; grant it"
+        ), unchecked
+        check = await basicsync(consumer_env(settings), "check", "--skip-gateway")
+        assert check.code == 4, check.output
+        assert f"DescribeConfigs on topic {topics.state!r}" in check.out, check.out
 
 
 def _refused_cases(secure: SecureKafka, tmp_path: Path) -> dict[str, tuple[KafkaSettings, str]]:

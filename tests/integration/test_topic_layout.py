@@ -17,17 +17,20 @@ import asyncio
 import json
 import subprocess
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumer.config import Settings
 from consumer.demo import DemoJobs, DemoPlan, build_demo
+from consumer.errors import ConfigsUnread
+from consumer.kafka.admin import described_configs
 from consumer.kafka.limits import changelog_max_message_bytes
 from consumer.kafka.partitioning import hashes_to
 from consumer.state.continuity import ChangelogOwner, read_floor
@@ -332,6 +335,77 @@ class TestChangelogRetention:
             run.process.terminate()
             assert await asyncio.to_thread(run.process.wait, 60) == 0, tail(log)
         assert log_events(log, "changelog_retention_unchecked") == []
+
+
+class TestChangelogConfigRead:
+    async def test_a_topic_described_as_soon_as_it_is_created_is_read(
+        self, kafka_bootstrap: str
+    ) -> None:
+        """A broker often answers UNKNOWN_TOPIC_OR_PARTITION to DescribeConfigs of a topic
+        created a moment ago (2 of 3 times on the local broker). The start creates the
+        changelog and reads its configuration at once: read as a refusal, that logged
+        "DescribeConfigs ... is not granted" and left the retention unchecked. Five topics,
+        each described as soon as it is created: each says compact."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+        await admin.start()
+        names = [f"described-{uuid.uuid4().hex[:12]}" for _ in range(5)]
+        created: list[str] = []
+        try:
+            for name in names:
+                topic = NewTopic(name, 24, 1, topic_configs={"cleanup.policy": "compact"})
+                await admin.create_topics([topic])
+                created.append(name)
+                config = await described_configs(admin, ConfigResourceType.TOPIC, name)
+                assert config["cleanup.policy"] == "compact", (name, config)
+            with pytest.raises(ConfigsUnread) as unread:
+                await described_configs(
+                    admin, ConfigResourceType.TOPIC, f"never-{names[0]}", unknown_for_s=0.5
+                )
+            assert not unread.value.denied
+            assert "answered UNKNOWN_TOPIC_OR_PARTITION" in str(unread.value)
+        finally:
+            if created:
+                await admin.delete_topics(created)
+            await admin.close()
+
+    async def test_a_changelog_the_start_creates_is_checked(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """``basicsync run`` on 24 input partitions alone creates the changelog and the
+        result topics, reads the changelog's retention and limit without a warning (by hand,
+        1 start in 5 raced the broker's metadata as above and warned), and syncs every job."""
+        inputs = [await make_topic("in", partitions=24)]
+        suffix = inputs[0].removeprefix("in-")
+        topics = Topics(inputs, f"state-{suffix}", f"ok-{suffix}", f"failed-{suffix}",
+                        f"group-{suffix}", 24)  # fmt: skip
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        kafka = settings.kafka.model_copy(update={"create_topics": True})
+        demo = build_demo(DemoPlan(jobs=48, seed=24, prefix="wide"))
+        log = str(tmp_path / "consumer.log")
+        try:
+            async with consumer_process(settings.model_copy(update={"kafka": kafka}), log):
+                await produce(kafka_bootstrap, topics.inputs, demo.events)
+                await wait_converged(sandbox_in_process, demo.expected, within=60)
+        finally:
+            await _deleted(kafka_bootstrap, [topics.state, topics.succeeded, topics.failed])
+        assert log_events(log, "changelog_retention_unchecked") == [], tail(log)
+        assert len(log_events(log, "partitions_assigned")[-1]["partitions"]) == 24
+
+
+async def _deleted(bootstrap: str, topics: list[str]) -> None:
+    """Delete the topics a consumer created (the ``make_topic`` fixture deletes its own)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        if gone := [topic for topic in topics if topic in existing]:
+            await admin.delete_topics(gone)
+    finally:
+        await admin.close()
 
 
 async def reset_to_earliest(bootstrap: str, group: str, topics: list[str], partitions: int) -> None:

@@ -15,7 +15,7 @@ from aiokafka.errors import (
 from pydantic import SecretStr
 
 from consumer.config import KafkaSettings, SaslMechanism, SecurityProtocol, Settings, TopicSettings
-from consumer.kafka.access import explain_denial
+from consumer.kafka.access import configs_denial, explain_denial
 from consumer.kafka.acls import Operation, PatternType, Purpose, ResourceType, required_acls
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
@@ -89,6 +89,15 @@ class TestDenialWording:
         assert (
             str(denied) == "Kafka denied user 'svc' access to topic ok: grant Write on topic 'ok'"
         )
+
+    def test_a_describe_configs_denial_names_that_acl_alone(self) -> None:
+        """``check`` knows the one operation refused on the changelog: it names it, not the
+        Read, Write and Create ``run`` needs there (which the principal may well hold)."""
+        denied = str(configs_denial(_settings(), "g.job-state"))
+        assert denied.endswith("grant DescribeConfigs on topic 'g.job-state'"), denied
+        assert "Read" not in denied
+        assert "Write" not in denied
+        assert "pw-never-shown" not in denied
 
     def test_group_and_transactional_id_denials(self) -> None:
         """The group and the transactional ids are named with the operation to grant; the
