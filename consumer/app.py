@@ -50,7 +50,7 @@ from consumer.kafka.admin import (
     partition_counts,
 )
 from consumer.kafka.connection import client_kwargs
-from consumer.kafka.diagnose import security_problem, unreachable
+from consumer.kafka.diagnose import NO_KAFKA_ANSWER, security_problem, unreachable
 from consumer.kafka.input_topics import InputSelection
 from consumer.kafka.limits import (
     ChangelogRoom,
@@ -630,7 +630,7 @@ GROUP_REFUSES_MEMBER = (
 
 
 async def _unreachable_cause(servers: list[str]) -> str:
-    return "; ".join(await unreachable(servers)) or "TCP connect works, the Kafka handshake failed"
+    return "; ".join(await unreachable(servers)) or NO_KAFKA_ANSWER
 
 
 async def _until_reachable(

@@ -48,6 +48,8 @@ def describe(exc: BaseException) -> str:
         current = current.__cause__ or (
             None if current.__suppress_context__ else current.__context__
         )
+        if isinstance(current, asyncio.CancelledError):
+            break  # how ``asyncio.timeout`` ended the wait: the TimeoutError says it all
     return "; caused by ".join(parts)
 
 
@@ -59,14 +61,21 @@ async def unreachable(servers: Sequence[str], timeout_s: float = PROBE_TIMEOUT_S
     ]
 
 
+#: Why a connection failed when every bootstrap server accepts TCP connections.
+NO_KAFKA_ANSWER = (
+    "TCP connect works, but Kafka did not answer: a broker that hangs, or a port that is not "
+    "a Kafka listener"
+)
+
+
 async def explain(exc: BaseException, servers: Sequence[str] | None) -> str:
     """:func:`describe`, plus why the bootstrap servers are unreachable when that is the
-    failure (a connection error, or a timeout before any broker answered)."""
+    failure (a connection error, or a timeout before any broker answered), or
+    :data:`NO_KAFKA_ANSWER` when each accepts a TCP connection."""
     text = describe(exc)
     if servers and isinstance(exc, KafkaConnectionError | TimeoutError | OSError):
         reasons = await unreachable(servers)
-        if reasons:
-            text += " (" + "; ".join(reasons) + ")"
+        text += " (" + ("; ".join(reasons) or NO_KAFKA_ANSWER) + ")"
     return text
 
 

@@ -14,9 +14,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
+from consumer.kafka.diagnose import NO_KAFKA_ANSWER
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
     MakeTopic,
+    basicsync,
+    broker_hung,
+    broker_pid,
     consumer_process,
     consumer_running,
     eventually,
@@ -187,3 +191,38 @@ class TestTaskDump:
             assert all(task["stack"].startswith("Stack for") for task in dump["tasks"])
             await produce(kafka_bootstrap, topics.inputs, demo.events)
             await wait_converged(sandbox_in_process, demo.expected, within=60)
+
+    async def test_a_dump_and_a_check_while_the_broker_hangs(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Any,
+    ) -> None:
+        """The broker SIGSTOPped under a running member, the moment an operator reaches for
+        these tools: ``kill -USR1`` still logs the tasks (the dump needs no Kafka), and
+        ``basicsync check --timeout 2`` ends with exit 3 in a few seconds, saying that TCP
+        connects but Kafka does not answer (before: "TimeoutError; caused by
+        CancelledError"). Once the broker goes on, so does the member."""
+        topics = await new_topics(make_topic, partitions=1)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        first = build_demo(DemoPlan(jobs=4, seed=74, prefix="hung-first"))
+        then = build_demo(DemoPlan(jobs=4, seed=75, prefix="hung-then"))
+        log = str(tmp_path / "consumer.log")
+        async with consumer_process(settings, log) as member:
+            await produce(kafka_bootstrap, topics.inputs, first.events)
+            await wait_converged(sandbox_in_process, first.expected, within=60)
+            async with broker_hung(broker_pid(kafka_bootstrap)):
+                member.send_signal(signal.SIGUSR1)
+                dumped = await eventually(lambda: bool(log_events(log, "tasks_dumped")), within=10)
+                assert dumped, tail(log)
+                started = asyncio.get_running_loop().time()
+                checked = await basicsync(settings, "check", "--skip-gateway", "--timeout", "2")
+                took = asyncio.get_running_loop().time() - started
+            assert checked.code == 3, checked.out + checked.err
+            assert f"FAIL  kafka: cannot reach {kafka_bootstrap}: " in checked.out, checked.out
+            assert NO_KAFKA_ANSWER in checked.out, checked.out
+            assert "CancelledError" not in checked.out, checked.out
+            assert took < 15, took
+            await produce(kafka_bootstrap, topics.inputs, then.events)
+            await wait_converged(sandbox_in_process, then.expected, within=90)

@@ -17,7 +17,13 @@ from aiokafka.errors import KafkaConnectionError
 from consumer import __version__
 from consumer.cli import build_parser, main
 from consumer.config import KafkaSettings
-from consumer.kafka.diagnose import describe, explain, security_problem, unreachable
+from consumer.kafka.diagnose import (
+    NO_KAFKA_ANSWER,
+    describe,
+    explain,
+    security_problem,
+    unreachable,
+)
 from consumer.observability.logging import use_colors
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -121,13 +127,22 @@ class TestKafkaErrorMessages:
         text = await explain(KafkaConnectionError("Unable to bootstrap"), [server])
         assert text == f"KafkaConnectionError: Unable to bootstrap ({server}: Connection refused)"
 
-    async def test_a_reachable_server_adds_nothing(self) -> None:
-        """When the servers answer, the message is the error alone (no invented cause)."""
+    async def test_a_reachable_server_says_kafka_did_not_answer(self) -> None:
+        """When every server accepts TCP (a hung broker does: the kernel accepts for it), the
+        message says so rather than leave the operator to guess at the network."""
         server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0)
         async with server:
             port = server.sockets[0].getsockname()[1]
             text = await explain(KafkaConnectionError("timed out"), [f"127.0.0.1:{port}"])
-        assert text == "KafkaConnectionError: timed out"
+        assert text == f"KafkaConnectionError: timed out ({NO_KAFKA_ANSWER})"
+
+    async def test_a_timeout_of_asyncio_is_not_said_to_be_caused_by_a_cancel(self) -> None:
+        """``asyncio.timeout`` raises TimeoutError from the CancelledError it used: the cancel
+        is how the wait ended, not a cause an operator can act on."""
+        with pytest.raises(TimeoutError) as timed_out:
+            async with asyncio.timeout(0.01):
+                await asyncio.sleep(1)
+        assert describe(timed_out.value) == "TimeoutError"
 
     async def test_a_listener_that_hangs_up_names_the_security_protocol(self) -> None:
         """A server that closes the connection at once, reached over PLAINTEXT, is worded as a
