@@ -27,18 +27,22 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
 
-from consumer.commands.tooling import bootstrap_servers, kafka_failure, tool_settings
+from consumer.commands.tooling import (
+    KAFKA_TROUBLE,
+    bootstrap_servers,
+    kafka_trouble,
+    tool_settings,
+)
 from consumer.config import Settings
 from consumer.demo import DemoPlan, demo_records, send_records
 from consumer.demo.sender import Record
+from consumer.kafka.access import explained
 from consumer.kafka.admin import create_topics, partition_counts
 from consumer.kafka.connection import client_kwargs
 from consumer.kafka.starting import start_client
 from consumer.progress import ProgressReport, open_display
 
-EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TOPICS = 4
 
@@ -116,12 +120,12 @@ def main(args: argparse.Namespace) -> int:
     )
     records, invalid = demo_records(plan, settings.topics.input, args.invalid_share)
     try:
-        return asyncio.run(_stream(settings, records, invalid, args.rate, args.create_topics, plan))
+        stream = _stream(settings, records, invalid, args.rate, args.create_topics, plan)
+        return asyncio.run(explained(stream, settings))
     except BrokenPipeError:
         raise  # stdout closed (`demo | head`): the command line's business, not Kafka's
-    except (KafkaError, OSError) as exc:
-        print(f"basicsync demo: Kafka failed: {kafka_failure(exc, settings)}", file=sys.stderr)
-        return EXIT_FAILED
+    except KAFKA_TROUBLE as exc:
+        return kafka_trouble("demo", exc, settings)
 
 
 async def _stream(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections import Counter
 
 import pytest
@@ -67,3 +68,19 @@ class TestOptions:
         with pytest.raises(SystemExit) as exit_info:
             main(["demo", "--invalid-share", share])
         assert exit_info.value.code == 2
+
+    def test_an_unreachable_broker_exits_3_as_the_other_tools_do(
+        self, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Kafka trouble is exit 3 with one line saying why, as for ``inspect`` and
+        ``redrive`` (``demo`` said 1 before, and worded an ACL denial as a bare error)."""
+        from consumer.cli import main
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        monkeypatch.setenv("BASICSYNC_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{port}")
+        assert main(["demo", "--jobs", "1"]) == 3
+        last = capsys.readouterr().err.splitlines()[-1]  # after aiokafka's own warning
+        assert last.startswith("basicsync demo: Kafka failed: "), last
+        assert last.endswith(f"(127.0.0.1:{port}: Connection refused)"), last
