@@ -161,6 +161,20 @@ class TestBearerChecks:
         await asyncio.sleep(1.1)
         assert await _post_job(sandbox_http, sandbox.basic_sync_url, token) == 401
 
+    async def test_a_token_delay_holds_requests_until_it_is_lowered(
+        self, sandbox: SandboxHandle, sandbox_http: aiohttp.ClientSession
+    ) -> None:
+        """With ``token_delay_ms`` the token endpoint hangs (a hung identity provider); a
+        request it holds is answered, 200, once the fault is cleared, not a minute later."""
+        await sandbox.control.set_faults(token_delay_ms=60_000)
+        held = asyncio.create_task(_token_call(sandbox_http, sandbox.token_url, **_form(sandbox)))
+        await asyncio.sleep(0.5)
+        assert not held.done()
+        await sandbox.control.set_faults(token_delay_ms=0)
+        async with asyncio.timeout(5):
+            status, body = await held
+        assert status == 200, body
+
     async def test_revoking_tokens_makes_them_401(
         self, sandbox: SandboxHandle, sandbox_http: aiohttp.ClientSession
     ) -> None:

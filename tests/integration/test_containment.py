@@ -29,6 +29,7 @@ from consumer.testing.workfloplus import InjectedRejection, Sandbox
 from tests.integration.harness import (
     MakeTopic,
     Topics,
+    assert_history_never_shrinks,
     committed,
     consumer_process,
     converged,
@@ -38,10 +39,13 @@ from tests.integration.harness import (
     max_overlap,
     new_topics,
     posted_early_and_changed_late,
+    produce,
     read_records,
     send_live,
     sent_until_held,
     settings_for,
+    sigterm_and_wait,
+    start_consumer_process,
     tail,
     wait_converged,
     with_request_timeout,
@@ -160,6 +164,45 @@ class TestOutagesFailNobody:
         assert at >= outage_ends - 1
         assert await failures_for(kafka_bootstrap, topics) == []
         assert "circuit_opened" in tail(log, 200_000), "the outage was never noticed"
+
+    async def test_a_token_endpoint_that_hangs_is_an_outage_and_a_stop_meanwhile_ends_in_time(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """The identity provider accepts connections and never answers (tokens revoked, so
+        the member must fetch one). That is everyone's outage: the circuit opens, no job gets
+        a failure record and none is posted; SIGTERM meanwhile ends the member in time with
+        a clean exit. Once the token endpoint answers again, the next member posts every job
+        the hung one could not, and no history shrinks."""
+        topics = await new_topics(make_topic, partitions=2)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        before = build_demo(DemoPlan(jobs=6, seed=38, prefix="idp-before"))
+        during = build_demo(DemoPlan(jobs=6, seed=39, prefix="idp-during"))
+        log = str(tmp_path / "hung.log")
+        member = start_consumer_process(settings, log, SHORT_BUDGET)
+        try:
+            await produce(kafka_bootstrap, topics.inputs, before.events)
+            await wait_converged(sandbox_in_process, before.expected, within=60)
+            sandbox_in_process.faults.update({"token_delay_ms": 3_600_000})
+            sandbox_in_process.revoke_tokens()
+            await produce(kafka_bootstrap, topics.inputs, during.events)
+            opened = await eventually(lambda: bool(log_events(log, "circuit_opened")), within=60)
+            assert opened, tail(log)
+            code, took = await sigterm_and_wait(member, log, within=60)
+        finally:
+            member.kill()
+        assert code == 0, tail(log)
+        assert took < 2 * 30 + 7, took  # the stop's bound with the default deadline
+        assert converged(sandbox_in_process, during.expected) == 0
+        assert await failures_for(kafka_bootstrap, topics) == []
+        sandbox_in_process.faults.update({"token_delay_ms": 0})
+        async with consumer_process(settings, str(tmp_path / "next.log"), SHORT_BUDGET):
+            await wait_converged(sandbox_in_process, during.expected, within=60)
+        assert await failures_for(kafka_bootstrap, topics) == []
+        assert_history_never_shrinks(sandbox_in_process, sorted(before.expected))
 
 
 class TestABadJobFailsAlone:

@@ -130,6 +130,7 @@ class Api:
     # -- POST /connect/token -----------------------------------------------------------------
     async def token(self, request: web.Request) -> web.Response:
         started = time.perf_counter()
+        await self.faults.token_delay()
         response = self._outage(request) or await self._issue_token(request)
         self._record(request, started, response.status)
         return response

@@ -5,12 +5,14 @@
 request, with its own random generator (seedable) and the "next N requests" counter.
 
 Latency, error rates, per-job errors, 429s and rejections apply to ``POST /jobs/v1/basicSync``
-only; an outage applies to every WorkfloPlus endpoint (token, basicSync, get job) but never to
-``/_sandbox``.
+only, ``token_delay_ms`` to the token endpoint only; an outage applies to every WorkfloPlus
+endpoint (token, basicSync, get job) but never to ``/_sandbox``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Mapping
@@ -65,6 +67,12 @@ class FaultConfig(_Frozen):
     rate_limit_job_ids: frozenset[str] = frozenset()
     retry_after_s: int = Field(default=1, ge=0)
     token_lifetime_s: int | None = Field(default=None, gt=0, description="for new tokens")
+    token_delay_ms: float = Field(
+        default=0,
+        ge=0,
+        description="the token endpoint answers after this long (or once this is lowered): a "
+        "slow or hung identity provider",
+    )
     reject_job_ids: dict[str, InjectedRejection] = Field(default_factory=dict)
     error_job_ids: dict[str, Annotated[int, Field(ge=500, le=599)]] = Field(
         default_factory=dict,
@@ -91,6 +99,7 @@ class Faults:
         self.outage_mode: OutageMode = "503"
         self._configured = False
         self._held: set[str] = set()
+        self._changed = asyncio.Event()
 
     def set(self, config: FaultConfig) -> FaultConfig:
         """Replace every fault with ``config`` (restarting the "next N" counter)."""
@@ -98,8 +107,20 @@ class Faults:
         self._rate_limit_left = config.rate_limit_next
         self._random = random.Random(config.seed)
         self._held = set()
-        self._configured = config.model_dump(exclude={"token_lifetime_s", "seed"}) != _NORMAL
+        self._configured = config.model_dump(exclude=_NOT_BASICSYNC) != _NORMAL
+        self._changed.set()  # wakes what waits on the faults (set from the sandbox's loop)
+        self._changed = asyncio.Event()
         return config
+
+    async def token_delay(self) -> None:
+        """Hold a token request for ``token_delay_ms``, or until the fault is lowered or
+        cleared: a hung identity provider that recovers answers the requests it held."""
+        held = time.monotonic()
+        while (left := self.config.token_delay_ms / 1000 - (time.monotonic() - held)) > 0:
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await changed.wait()
 
     def update(self, changes: Mapping[str, Any]) -> FaultConfig:
         """Change only the given fields (validated); the others keep their current values."""
@@ -171,4 +192,6 @@ class Faults:
         return self.config.reject_job_ids.get(client_job_id)
 
 
-_NORMAL = FaultConfig().model_dump(exclude={"token_lifetime_s", "seed"})
+#: Fields that change no basicSync answer (``Faults.active`` skips them).
+_NOT_BASICSYNC = {"token_lifetime_s", "token_delay_ms", "seed"}
+_NORMAL = FaultConfig().model_dump(exclude=_NOT_BASICSYNC)
