@@ -155,16 +155,41 @@ async def _kafka_checks(settings: Settings, limit_s: float) -> list[Check]:
     brokers = len(cluster.get("brokers", []))
     checks = [Check("kafka", True, f"{','.join(servers)} ({brokers} brokers)", EXIT_OK)]
     try:
-        for more in (_topic_checks, _placement_checks, _continuity_checks, _group_checks):
-            async with asyncio.timeout(limit_s):
-                checks += await more(admin, settings)
-        return checks
-    except (KafkaError, KafkaAccessDenied, TopicLayoutError, TimeoutError) as exc:
-        denied = exc if isinstance(exc, KafkaAccessDenied) else explain_denial(exc, settings)
-        detail = str(denied) if denied is not None else describe(exc)
-        return [*checks, Check("topics", False, detail, EXIT_TOPICS)]
+        return checks + await _connected_checks(admin, settings, limit_s)
     finally:
         await admin.close()
+
+
+async def _connected_checks(
+    admin: AIOKafkaAdminClient, settings: Settings, limit_s: float
+) -> list[Check]:
+    """The checks after the connection, each group given ``--timeout``; a Kafka that stops
+    answering midway fails the ``kafka`` line (exit 3), not the topics."""
+    steps = (
+        (_topic_checks, "topics"),
+        (_placement_checks, "keys' placement"),
+        (_continuity_checks, "changelog's continuity"),
+        (_group_checks, "group"),
+    )
+    checks: list[Check] = []
+    area = ""
+    try:
+        for more, name in steps:
+            area = name
+            async with asyncio.timeout(limit_s):
+                checks += await more(admin, settings)
+    except TimeoutError:
+        servers = ",".join(settings.kafka.bootstrap_servers or ())
+        detail = (
+            f"{servers} answered, then nothing came for {limit_s:g} s (--timeout) while "
+            f"checking the {area}: a broker that hangs or is overloaded"
+        )
+        checks.append(Check("kafka", False, detail, EXIT_KAFKA))
+    except (KafkaError, KafkaAccessDenied, TopicLayoutError) as exc:
+        denied = exc if isinstance(exc, KafkaAccessDenied) else explain_denial(exc, settings)
+        detail = str(denied) if denied is not None else describe(exc)
+        checks.append(Check("topics", False, detail, EXIT_TOPICS))
+    return checks
 
 
 async def _inputs_read(

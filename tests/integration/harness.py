@@ -686,12 +686,15 @@ class BootstrapRelay:
     bootstrap server: they bootstrap through it and then connect to the broker's advertised
     address directly. Once ``hang_new`` is set, a new connection is accepted and never
     answered (a broker that stopped answering new clients while the connections made go
-    on); ``held`` counts them."""
+    on); ``held`` counts them. With ``hang_after``, every connection after the first that
+    many hangs so."""
 
-    def __init__(self, upstream: str, port: int) -> None:
+    def __init__(self, upstream: str, port: int, *, hang_after: int | None = None) -> None:
         self.address = f"127.0.0.1:{port}"
         self.hang_new = False
         self.held = 0
+        self.relayed = 0
+        self._hang_after = hang_after
         self._upstream = upstream.rsplit(":", 1)
         self._port = port
         self._server: asyncio.Server | None = None
@@ -706,11 +709,14 @@ class BootstrapRelay:
             self._server.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._hang_after is not None and self.relayed >= self._hang_after:
+            self.hang_new = True
         if self.hang_new:
             self.held += 1
             await self._closed.wait()
             writer.close()
             return
+        self.relayed += 1
         host, port = self._upstream
         upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
         await asyncio.gather(forward(reader, upstream_writer), forward(upstream_reader, writer))

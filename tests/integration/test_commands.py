@@ -23,9 +23,11 @@ from consumer.demo.example import EXAMPLE_BODY, EXAMPLE_CLIENT_JOB_ID, example_j
 from consumer.kafka.partitioning import hashes_to
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
+    BootstrapRelay,
     MakeTopic,
     basicsync,
     consumer_running,
+    free_port,
     max_overlap,
     new_topics,
     produce,
@@ -322,6 +324,30 @@ class TestCheck:
         )
         assert ran.code == 3, ran.out
         assert "FAIL  kafka" in ran.out
+
+    async def test_check_exits_3_when_kafka_stops_answering_midway(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Kafka answers the first connection, then no new one (the placement check's reader
+        bootstraps through a relay that holds it): the check ends within its timeouts with
+        exit 3 and a ``kafka`` line saying the broker stopped answering and where, not exit
+        4 and "topics: TimeoutError"."""
+        topics = await new_topics(make_topic, partitions=2)
+        relay = BootstrapRelay(kafka_bootstrap, free_port(), hang_after=1)
+        await relay.start()
+        try:
+            settings = settings_for(relay.address, sandbox_in_process, topics)
+            ran = await basicsync(settings, "check", "--skip-gateway", "--timeout", "3")
+        finally:
+            await relay.close()
+        assert relay.held >= 1, "no connection was held: the check did not meet the hang"
+        assert ran.code == 3, ran.out + ran.err
+        assert "ok    input topics:" in ran.out, ran.out
+        assert (
+            f"FAIL  kafka: {relay.address} answered, then nothing came for 3 s (--timeout) "
+            "while checking the keys' placement"
+        ) in ran.out, ran.out
+        assert "TimeoutError" not in ran.out, ran.out
 
     async def test_check_exits_2_on_invalid_settings(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
