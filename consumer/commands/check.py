@@ -56,6 +56,7 @@ from consumer.kafka.admin import (
     changelog_policy_problem,
     described_configs,
     input_counts,
+    input_policy_problem,
     partition_counts,
 )
 from consumer.kafka.connection import client_kwargs
@@ -167,6 +168,7 @@ async def _connected_checks(
     answering midway fails the ``kafka`` line (exit 3), not the topics."""
     steps = (
         (_topic_checks, "topics"),
+        (_input_policy_checks, "input topics' cleanup policy"),
         (_placement_checks, "keys' placement"),
         (_continuity_checks, "changelog's continuity"),
         (_group_checks, "group"),
@@ -495,6 +497,10 @@ async def _broker_check(admin: AIOKafkaAdminClient) -> Check:
     return Check("broker limits", ok, detail, EXIT_TOPICS)
 
 
+#: What ``check`` reads in the changelog's configuration.
+_CHANGELOG_CONFIGS = "its retention and max.message.bytes"
+
+
 async def _changelog_configs(admin: AIOKafkaAdminClient, settings: Settings) -> dict[str, str]:
     """Every config entry of the changelog. Refused (no ``DescribeConfigs``, which ``check``
     needs) is a denial naming that ACL, and unread for another reason fails the check saying
@@ -503,8 +509,32 @@ async def _changelog_configs(admin: AIOKafkaAdminClient, settings: Settings) -> 
         return await described_configs(admin, ConfigResourceType.TOPIC, settings.state_topic)
     except ConfigsUnread as exc:
         if exc.denied:
-            raise configs_denial(settings, settings.state_topic) from None
+            raise configs_denial(settings, settings.state_topic, _CHANGELOG_CONFIGS) from None
         raise TopicLayoutError(str(exc)) from None
+
+
+async def _input_policy_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
+    """The input topics ``run`` would read delete old events, never compact them
+    (``input_policy_problem``)."""
+    read = await _inputs_read(admin, settings)
+    if read is None:
+        return []  # the topic checks already report the layout
+    topics, _ = read
+    compacted: list[str] = []
+    for topic in topics:
+        try:
+            config = await described_configs(admin, ConfigResourceType.TOPIC, topic)
+        except ConfigsUnread as exc:
+            if exc.denied:
+                raise configs_denial(settings, topic, "its cleanup.policy") from None
+            raise TopicLayoutError(str(exc)) from None
+        problem = input_policy_problem(config)
+        if problem is not None:
+            compacted.append(f"{topic}: {problem}")
+    if compacted:
+        return [Check("input retention", False, "; ".join(compacted), EXIT_TOPICS)]
+    detail = f"{', '.join(topics)}: old events deleted by age, never compacted"
+    return [Check("input retention", True, detail, EXIT_OK)]
 
 
 async def _broker_configs(admin: AIOKafkaAdminClient, node: str) -> dict[str, str]:

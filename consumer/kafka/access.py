@@ -103,14 +103,14 @@ def _denial_message(exc: BaseException, settings: Settings) -> str | None:
     return None
 
 
-def configs_denial(settings: Settings, topic: str) -> KafkaAccessDenied:
-    """Kafka refused ``DescribeConfigs`` on ``topic``, which ``check`` reads the changelog's
-    retention and limit with. Said apart from :func:`explain_denial`, which knows only the
-    topic and so names every ACL ``run`` needs on it, all of them held here."""
+def configs_denial(settings: Settings, topic: str, reads: str) -> KafkaAccessDenied:
+    """Kafka refused ``DescribeConfigs`` on ``topic``, which ``check`` reads ``reads`` with.
+    Said apart from :func:`explain_denial`, which knows only the topic and so names every ACL
+    ``run`` needs on it, all of them held here."""
     wanted = Acl(ResourceType.TOPIC, topic, Operation.DESCRIBE_CONFIGS)
     return KafkaAccessDenied(
         f"Kafka denied {_principal(settings)} DescribeConfigs on topic {topic!r}, which check "
-        f"reads its retention and max.message.bytes with: grant {wanted.describe()}"
+        f"reads {reads} with: grant {wanted.describe()}"
     )
 
 

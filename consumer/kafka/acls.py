@@ -130,6 +130,10 @@ def required_acls(settings: Settings, *, tools: bool = True) -> tuple[Acl, ...]:
     if tools:
         acls |= {
             Acl(topic, changelog, Operation.DESCRIBE_CONFIGS, purpose=Purpose.check),
+            *(
+                Acl(topic, name, Operation.DESCRIBE_CONFIGS, kind, Purpose.check)
+                for name, kind in inputs
+            ),
             Acl(topic, failed, read, purpose=Purpose.redrive),
             *(Acl(topic, name, write, kind, Purpose.redrive) for name, kind in inputs),
         }

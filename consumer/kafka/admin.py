@@ -121,6 +121,27 @@ def changelog_policy_problem(config: Mapping[str, str]) -> str | None:
     return None
 
 
+def input_policy_problem(config: Mapping[str, str]) -> str | None:
+    """What is wrong with an input topic's cleanup policy, or None.
+
+    A compacted input keeps only the last event of each key (a job) once its segment closes.
+    A member reading it late, a new group or one reset to the earliest offset (how a lost
+    changelog is rebuilt), assembles a job from that last event alone and posts it over the
+    whole document WorkfloPlus holds, and no gap says so: the offsets between are simply
+    gone. Deletion by age drops the oldest events whole, which the consumer notices
+    (``input_records_lost``).
+    """
+    policy = config.get("cleanup.policy", "delete")  # the broker's default
+    if "compact" not in {part.strip() for part in policy.split(",")}:
+        return None
+    return (
+        f"cleanup.policy is {policy!r}: Kafka keeps only each job's last event once a segment "
+        "closes, so a member that reads it late (or a group started from the earliest "
+        "offset) assembles a job from that event alone and posts it over the whole document; "
+        "set cleanup.policy=delete"
+    )
+
+
 def _unlimited(limit: str) -> bool:
     """A retention limit Kafka never applies (negative); an unreadable one counts as set."""
     try:

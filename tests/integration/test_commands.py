@@ -283,6 +283,26 @@ class TestCheck:
         assert ran.code == 4, ran.out
         assert "cleanup.policy is 'delete': a job's state would be deleted by age" in ran.out
 
+    async def test_check_exits_4_when_an_input_topic_is_compacted(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """Of two inputs, one compacted (it keeps only each job's last event once a segment
+        closes): the ``input retention`` line fails naming it and the fix, exit 4; the
+        inputs with the broker's default pass."""
+        topics = await new_topics(make_topic, partitions=2)
+        compacted = await make_topic("in", partitions=2, cleanup_policy="compact")
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        inputs = f"{topics.inputs[0]},{compacted}"
+        ran = await basicsync(settings, "check", "--skip-gateway", BASICSYNC_TOPICS__INPUT=inputs)
+        assert ran.code == 4, ran.out
+        [line] = [line for line in ran.out.splitlines() if "input retention" in line]
+        assert line.startswith(f"FAIL  input retention: {compacted}: cleanup.policy is 'compact'")
+        assert line.endswith("set cleanup.policy=delete"), line
+        assert topics.inputs[0] not in line
+        healthy = await basicsync(settings, "check", "--skip-gateway")
+        assert healthy.code == 0, healthy.out
+        assert f"ok    input retention: {topics.inputs[0]}: " in healthy.out, healthy.out
+
     async def test_check_exits_4_when_the_changelog_cannot_hold_max_job_bytes(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
     ) -> None:

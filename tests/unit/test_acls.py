@@ -70,10 +70,13 @@ class TestRequiredAcls:
         }
 
     def test_the_tools_add_describe_configs_and_redrive_access(self) -> None:
-        """``check`` reads the changelog's configs; ``redrive`` reads failures, writes inputs."""
+        """``check`` reads the changelog's and the inputs' configs; ``redrive`` reads failures,
+        writes inputs."""
         added = _rules(_settings()) - _rules(_settings(), tools=False)
         assert added == {
             ("TOPIC", "g.job-state", "DESCRIBE_CONFIGS", "LITERAL"),
+            ("TOPIC", "in1", "DESCRIBE_CONFIGS", "LITERAL"),
+            ("TOPIC", "in2", "DESCRIBE_CONFIGS", "LITERAL"),
             ("TOPIC", "bad", "READ", "LITERAL"),
             ("TOPIC", "in1", "WRITE", "LITERAL"),
             ("TOPIC", "in2", "WRITE", "LITERAL"),
@@ -93,7 +96,7 @@ class TestDenialWording:
     def test_a_describe_configs_denial_names_that_acl_alone(self) -> None:
         """``check`` knows the one operation refused on the changelog: it names it, not the
         Read, Write and Create ``run`` needs there (which the principal may well hold)."""
-        denied = str(configs_denial(_settings(), "g.job-state"))
+        denied = str(configs_denial(_settings(), "g.job-state", "its cleanup.policy"))
         assert denied.endswith("grant DescribeConfigs on topic 'g.job-state'"), denied
         assert "Read" not in denied
         assert "Write" not in denied

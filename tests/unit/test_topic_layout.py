@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from consumer.errors import TopicLayoutError
-from consumer.kafka.admin import changed_layout, changelog_policy_problem
+from consumer.kafka.admin import changed_layout, changelog_policy_problem, input_policy_problem
 
 
 class TestChangedLayout:
@@ -74,3 +74,25 @@ def test_changelog_policy_problem(config: dict[str, str], problem: str | None) -
         assert found is not None
         assert problem in found
         assert "set cleanup.policy=compact" in found
+
+
+@pytest.mark.parametrize(
+    ("config", "compacted"),
+    [
+        ({}, False),  # the broker's default: delete
+        ({"cleanup.policy": "delete", "retention.ms": "-1"}, False),
+        ({"cleanup.policy": "compact"}, True),
+        ({"cleanup.policy": "compact,delete"}, True),
+        ({"cleanup.policy": "delete, compact"}, True),
+    ],
+)
+def test_input_policy_problem(config: dict[str, str], compacted: bool) -> None:
+    """Any compaction of an input loses a job's earlier events unseen; deletion by age is
+    noticed (``input_records_lost``) and allowed."""
+    found = input_policy_problem(config)
+    if not compacted:
+        assert found is None
+    else:
+        assert found is not None
+        assert f"cleanup.policy is {config['cleanup.policy']!r}" in found
+        assert found.endswith("set cleanup.policy=delete")
