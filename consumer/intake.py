@@ -50,7 +50,7 @@ from consumer.domain.results import (
 from consumer.domain.retention import forgotten_rejection
 from consumer.domain.state_codec import encode_state
 from consumer.kafka.partitioning import hashes_to
-from consumer.kafka.records import InputPosition, SourceRecord
+from consumer.kafka.records import LOG_APPEND_TIME, InputPosition, SourceRecord
 from consumer.state.store import JobStore
 
 
@@ -286,9 +286,7 @@ class _Intake:
             FailureReason.invalid_event,
             f"the event's time {time.isoformat()} is {_duration(ahead)} ahead of this "
             f"consumer's clock ({now.isoformat()}), more than the {_duration(limit)} allowed "
-            "(BASICSYNC_KAFKA__MAX_EVENT_TIME_AHEAD_S): the producer's clock or time zone is "
-            "probably wrong. The event is not applied; re-send it with the right time (or once "
-            "its time has come)",
+            f"(BASICSYNC_KAFKA__MAX_EVENT_TIME_AHEAD_S): {_whose_clock(record, now, limit)}",
             now,
             event.subject,
         )
@@ -442,6 +440,32 @@ def _too_large(job: str, size: int, limit: int, set_by_changelog: bool) -> str:
         f"applying this event would make job {job!r} {size} bytes, more than {bound}; the job "
         "keeps its state as it was (and is still synced), and neither this event nor any later "
         "one of the job is applied"
+    )
+
+
+def _whose_clock(record: SourceRecord, now: datetime, limit: timedelta) -> str:
+    """Which clock is probably wrong for an event timed ahead, by the record's Kafka timestamp:
+    the same far ahead, it points at this member's clock (certainly when the broker set it),
+    which would refuse every event until it is set right."""
+    stamped = (
+        datetime.fromtimestamp(record.timestamp / 1000, UTC) if record.timestamp >= 0 else None
+    )
+    if stamped is None or stamped - now <= limit:
+        return (
+            "the producer's clock or time zone is probably wrong. The event is not applied; "
+            "re-send it with the right time (or once its time has come)"
+        )
+    at = f"{stamped.isoformat()}, {_duration(stamped - now)} ahead of it too"
+    if record.timestamp_type == LOG_APPEND_TIME:
+        return (
+            f"this consumer's clock is behind: the broker appended the record at {at}. Set "
+            "this member's clock right (NTP); the event is not applied, re-send it then "
+            "(basicsync redrive)"
+        )
+    return (
+        f"the record's Kafka timestamp, from the producer's client, is {at}: this member's "
+        "clock may be behind, or the producer's ahead; check both against a clock you trust "
+        "(NTP). The event is not applied; re-send it once they agree (basicsync redrive)"
     )
 
 

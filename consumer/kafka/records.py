@@ -1,6 +1,6 @@
 """An input record as the consumer reads it: what the pure core needs of it, and no more.
 
-The pure core (``intake.py``) takes any object with these six attributes. The group member
+The pure core (``intake.py``) takes any object with these eight attributes. The group member
 (``kafka/source.py``) hands it aiokafka's own ``ConsumerRecord`` objects, which have them,
 instead of copying each record into a type of our own (design notes §8). Tests and benchmarks
 build :class:`PlainRecord` values, with no Kafka client.
@@ -38,6 +38,20 @@ class SourceRecord(Position, Protocol):
     @property
     def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
 
+    @property
+    def timestamp(self) -> int:
+        """Kafka's timestamp of the record, in ms since the epoch (-1: none)."""
+
+    @property
+    def timestamp_type(self) -> int:
+        """Whose clock :attr:`timestamp` is: :data:`CREATE_TIME` or :data:`LOG_APPEND_TIME`."""
+
+
+#: ``timestamp_type`` of a record timed by its producer's client (the topic's default).
+CREATE_TIME = 0
+#: ``timestamp_type`` of a record timed by the broker that appended it.
+LOG_APPEND_TIME = 1
+
 
 @dataclass(frozen=True, slots=True)
 class PlainRecord:
@@ -49,6 +63,8 @@ class PlainRecord:
     key: bytes | None
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...] = ()
+    timestamp: int = -1
+    timestamp_type: int = CREATE_TIME
 
 
 class InputPosition(NamedTuple):

@@ -189,4 +189,6 @@ class TestAProducerClockAhead:
         assert failure["reason"] == "invalid_event"
         assert failure["clientJobId"] == victim
         assert "ahead of this consumer's clock" in failure["error"]["message"]
+        # The record's own Kafka timestamp (its producer client's, now) is not ahead.
+        assert "the producer's clock or time zone is probably wrong" in failure["error"]["message"]
         assert base64.b64decode(failure["source"]["value"]) == value

@@ -24,7 +24,13 @@ from consumer.domain.state_codec import encode_state
 from consumer.domain.value_compression import compressed
 from consumer.intake import ArrivalClock, BatchEffect, SizeEstimate, absorb
 from consumer.kafka.partitioning import hashes_to
-from consumer.kafka.records import InputPosition, PlainRecord, SourceRecord
+from consumer.kafka.records import (
+    CREATE_TIME,
+    LOG_APPEND_TIME,
+    InputPosition,
+    PlainRecord,
+    SourceRecord,
+)
 from consumer.state.store import JobStore
 from tests.unit.fakes import NOW, event, fold, status_changed, upserted
 
@@ -52,18 +58,25 @@ class Batch:
         headers: tuple[tuple[str, bytes], ...] = (),
         *,
         partition: int | None = None,
+        stamped: tuple[int, int] = (-1, CREATE_TIME),
     ) -> SourceRecord:
         if partition is None:
             partition = hashes_to(key, PARTITIONS) if key is not None else 0
-        record = PlainRecord(TOPIC, partition, self._next(partition), key, value, headers)
+        offset = self._next(partition)
+        record = PlainRecord(TOPIC, partition, offset, key, value, headers, *stamped)
         self.records.append(record)
         return record
 
     def add(
-        self, item: JobEvent, *, binary: bool = False, partition: int | None = None
+        self,
+        item: JobEvent,
+        *,
+        binary: bool = False,
+        partition: int | None = None,
+        stamped: tuple[int, int] = (-1, CREATE_TIME),
     ) -> SourceRecord:
         key, value, headers = (encode_binary if binary else encode_structured)(item)
-        return self.raw(key, value, tuple(headers), partition=partition)
+        return self.raw(key, value, tuple(headers), partition=partition, stamped=stamped)
 
 
 def run(
@@ -619,6 +632,31 @@ def timed(job: str, at: datetime | None, **data: object) -> JobEvent:
 
 
 class TestEventsAheadOfTheClock:
+    @pytest.mark.parametrize(
+        ("stamped_at", "kind", "blamed"),
+        [
+            (NOW, CREATE_TIME, "the producer's clock or time zone is probably wrong"),
+            (None, CREATE_TIME, "the producer's clock or time zone is probably wrong"),
+            (NOW + 2 * HOUR, LOG_APPEND_TIME, "this consumer's clock is behind: the broker "),
+            (NOW + 2 * HOUR, CREATE_TIME, "this member's clock may be behind, or the producer"),
+        ],
+        ids=["record-now", "no-timestamp", "broker-ahead-too", "client-ahead-too"],
+    )
+    def test_the_records_kafka_timestamp_says_whose_clock_to_check(
+        self, stamped_at: datetime | None, kind: int, blamed: str
+    ) -> None:
+        """A member whose own clock is behind refuses every event: its failure records say
+        so when the record's Kafka timestamp is as far ahead (certainly when the broker set
+        it), not only that the producer's clock is wrong."""
+        batch = Batch()
+        ms = -1 if stamped_at is None else int(stamped_at.timestamp() * 1000)
+        batch.add(timed("job-a", NOW + 2 * HOUR), stamped=(ms, kind))
+        (failure,) = run(batch, max_time_ahead=HOUR).failures
+        assert failure.reason is FailureReason.invalid_event
+        assert blamed in failure.error.message, failure.error.message
+        if stamped_at is not None and stamped_at > NOW:
+            assert "2:00:00 ahead of it too" in failure.error.message
+
     def test_an_event_hours_ahead_is_refused_with_its_bytes_and_the_batch_goes_on(self) -> None:
         """A producer two hours ahead: its event gets an ``invalid_event`` failure record
         naming how far ahead and the setting, with its original bytes; it changes nothing,
