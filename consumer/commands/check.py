@@ -250,7 +250,8 @@ async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[
             if not ok:
                 detail += f"; the changelog needs one per input partition ({partitions})"
             if topic == settings.state_topic:
-                config = await _changelog_configs(admin, settings)
+                reads = "its retention and max.message.bytes"
+                config = await _topic_configs(admin, settings, topic, reads)
                 problem = changelog_policy_problem(config)
                 if problem is not None:
                     ok = False
@@ -497,19 +498,18 @@ async def _broker_check(admin: AIOKafkaAdminClient) -> Check:
     return Check("broker limits", ok, detail, EXIT_TOPICS)
 
 
-#: What ``check`` reads in the changelog's configuration.
-_CHANGELOG_CONFIGS = "its retention and max.message.bytes"
-
-
-async def _changelog_configs(admin: AIOKafkaAdminClient, settings: Settings) -> dict[str, str]:
-    """Every config entry of the changelog. Refused (no ``DescribeConfigs``, which ``check``
-    needs) is a denial naming that ACL, and unread for another reason fails the check saying
-    why: never an empty config read as the broker's defaults."""
+async def _topic_configs(
+    admin: AIOKafkaAdminClient, settings: Settings, topic: str, reads: str
+) -> dict[str, str]:
+    """Every config entry of ``topic``, which ``check`` reads ``reads`` from. Refused (no
+    ``DescribeConfigs``, which ``check`` needs) is a denial naming that ACL, and unread for
+    another reason fails the check saying why: never an empty config read as the broker's
+    defaults."""
     try:
-        return await described_configs(admin, ConfigResourceType.TOPIC, settings.state_topic)
+        return await described_configs(admin, ConfigResourceType.TOPIC, topic)
     except ConfigsUnread as exc:
         if exc.denied:
-            raise configs_denial(settings, settings.state_topic, _CHANGELOG_CONFIGS) from None
+            raise configs_denial(settings, topic, reads) from None
         raise TopicLayoutError(str(exc)) from None
 
 
@@ -522,12 +522,7 @@ async def _input_policy_checks(admin: AIOKafkaAdminClient, settings: Settings) -
     topics, _ = read
     compacted: list[str] = []
     for topic in topics:
-        try:
-            config = await described_configs(admin, ConfigResourceType.TOPIC, topic)
-        except ConfigsUnread as exc:
-            if exc.denied:
-                raise configs_denial(settings, topic, "its cleanup.policy") from None
-            raise TopicLayoutError(str(exc)) from None
+        config = await _topic_configs(admin, settings, topic, "its cleanup.policy")
         problem = input_policy_problem(config)
         if problem is not None:
             compacted.append(f"{topic}: {problem}")
