@@ -10,7 +10,8 @@ response                               outcome       scheduler
 =====================================  ============  ===========================================
 2xx                                    Accepted      success record, remember version and jobId
 401 (after one free token refresh),    Systemic      systemic or per-job, judged by evidence
-403, 3xx, token endpoint refusing us                 across jobs (consumer.sync.diagnosis)
+403, 404, 405, 3xx, token endpoint                   across jobs (consumer.sync.diagnosis)
+refusing us
 408, 429, 5xx, timeout, connection,    Retryable     backoff with full jitter, >= retry_after;
 token endpoint down                                  a timeout or a connection lost after
                                                      sending is *in doubt*: no new post until
@@ -82,10 +83,13 @@ class Retryable:
 
 @dataclass(frozen=True, slots=True)
 class Systemic:
-    """Every request would fail the same way (403, 401 after a fresh token, bad credentials)."""
+    """Every request would fail the same way (403, 401 after a fresh token, 404 or 405 from
+    basicSync, a 3xx, bad credentials), unless other jobs get through: judged by evidence.
+    ``body_truncated``: a 404's or 405's body, for the failure record if it is the job's own."""
 
     status: int | None
     reason: str
+    body_truncated: str | None = None
 
 
 SyncOutcome: TypeAlias = Accepted | Rejected | Retryable | Systemic
@@ -106,6 +110,12 @@ def classify(status: int, headers: Mapping[str, str], body_text: str, now: datet
     if status in (408, 429) or status >= 500:
         retry_after = parse_retry_after(_header(headers, "Retry-After"), now)
         return Retryable(status=status, retry_after=retry_after, reason=f"http_{status}")
+    if status in (404, 405):
+        # basicSync creates a job it does not know, so neither says "no such job": the URL
+        # has no basicSync (a wrong base URL or gateway route) for every job, unless others
+        # get through. Final only as the job's own, after its budget.
+        body = truncate_body(body_text) or None
+        return Systemic(status=status, reason=f"no_basicsync_{status}", body_truncated=body)
     if 400 <= status < 500:
         return Rejected(status=status, body_truncated=truncate_body(body_text) or "")
     # 3xx: we never follow redirects on POST (a 303 would turn it into a GET); a redirect means

@@ -46,6 +46,9 @@ first failure there, never for the next. Nobody is paused on a hunch (row 6): pa
 stop the very traffic whose successes show that the gateway works, and a job that fails alone
 would then stall everyone. A probe answered 403 cannot tell a refused job from a revoked scope,
 so it never makes a 401 or 403 per-job; such a lone job waits until another job succeeds.
+Nor can any probe tell a basicSync answered 404 or 405 (a base URL with no basicSync behind
+it) from a job of its own: the probe's 404 is what a wrong URL answers too, so only another
+job's success makes such a failure per-job.
 """
 
 from __future__ import annotations
@@ -75,6 +78,8 @@ class FailureKind(StrEnum):
     UNAVAILABLE = "unavailable"
     #: 401 after a fresh token, 403, 3xx: the gateway answers but refuses.
     REFUSED = "refused"
+    #: basicSync answered 404 or 405: perhaps no basicSync at this URL, for every job.
+    NOT_FOUND = "not_found"
     #: The token endpoint is down or rejects our credentials.
     TOKEN = "token"
 
@@ -93,7 +98,9 @@ def kind_of(outcome: Retryable | Systemic) -> FailureKind:
     """The kind of a failed :meth:`GatewayClient.post_basic_sync` outcome."""
     if outcome.reason.startswith(_TOKEN_REASONS):
         return FailureKind.TOKEN
-    return FailureKind.UNAVAILABLE if isinstance(outcome, Retryable) else FailureKind.REFUSED
+    if isinstance(outcome, Retryable):
+        return FailureKind.UNAVAILABLE
+    return FailureKind.NOT_FOUND if outcome.status in (404, 405) else FailureKind.REFUSED
 
 
 def probe_result(status: int | None) -> ProbeResult:
@@ -152,7 +159,7 @@ class GatewayEvidence:
         others = [o for o in meanwhile if o.job is not None and o.job != job]
         if any(o.ok for o in others):
             return Verdict.PER_JOB  # row 3
-        convincing = {ProbeResult.UP}
+        convincing = {ProbeResult.UP} if kind is not FailureKind.NOT_FOUND else set()
         if kind is FailureKind.UNAVAILABLE:
             convincing.add(ProbeResult.UP_FORBIDDEN)
         probes = [o.kind for o in meanwhile if isinstance(o.kind, ProbeResult)]

@@ -640,14 +640,15 @@ class SyncScheduler:
         if isinstance(outcome, Retryable):
             reason = FailureReason.retries_exhausted
             message = f"gave up after {entry.attempts} attempts: {outcome.reason}"
-        else:  # refused (403, 401 after a fresh token, 3xx) while other jobs got through
+        else:  # refused (403, 401 after a fresh token, 404, 405, 3xx) while others got through
             reason = FailureReason.rejected_by_gateway
             message = (
                 f"WorkfloPlus refused the job with HTTP {outcome.status} while accepting "
                 f"others ({entry.attempts} attempts): {outcome.reason}"
             )
+        body = outcome.body_truncated if isinstance(outcome, Systemic) else None
         log.warning("sync_failed_per_job", client_job_id=request.job, reason=reason.value)
-        await self._fail(request, reason, message, status=outcome.status, body=None)
+        await self._fail(request, reason, message, status=outcome.status, body=body)
 
     def _outcome_known(self, job: str, partition: int) -> None:
         """A response came (or the request never left): nothing of this job is in doubt."""

@@ -204,6 +204,38 @@ class TestOutagesFailNobody:
         assert await failures_for(kafka_bootstrap, topics) == []
         assert_history_never_shrinks(sandbox_in_process, sorted(before.expected))
 
+    async def test_a_base_url_without_basicsync_fails_no_job(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """BASICSYNC_GATEWAY__BASE_URL with a wrong path: every basicSync answered 404, and
+        the probe's GET too (as the real gateway answers for an unknown job). basicSync
+        creates a job it does not know, so that 404 is the URL's: the circuit opens and no
+        job gets a failure record, for longer than a job's budget (before, each got
+        rejected_by_gateway at once and was settled). Started again on the right URL, the
+        member posts every job."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=8, seed=40, prefix="wrong-url"))
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        wrong = settings.model_copy(
+            update={"gateway": settings.gateway.model_copy(
+                update={"base_url": f"{sandbox_in_process.base_url}/not-basicsync"})}
+        )  # fmt: skip
+        log = str(tmp_path / "wrong.log")
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        async with consumer_process(wrong, log, SHORT_BUDGET):
+            opened = await eventually(lambda: bool(log_events(log, "circuit_opened")), within=60)
+            assert opened, tail(log)
+            await asyncio.sleep(20)  # longer than SHORT_BUDGET's 4 attempts take per job
+            assert await failures_for(kafka_bootstrap, topics) == []
+        assert converged(sandbox_in_process, demo.expected) == 0
+        async with consumer_process(settings, str(tmp_path / "right.log"), SHORT_BUDGET):
+            await wait_converged(sandbox_in_process, demo.expected, within=60)
+        assert await failures_for(kafka_bootstrap, topics) == []
+
 
 class TestABadJobFailsAlone:
     async def test_one_job_refused_403_among_30_live_jobs(

@@ -24,6 +24,7 @@ from consumer.sync.retry import RetryPolicy
 DOWN_503 = Retryable(status=503, retry_after=None, reason="http_503")
 TOKEN_DOWN = Retryable(status=None, retry_after=None, reason="token_unavailable: 503")
 FORBIDDEN = Systemic(status=403, reason="forbidden")
+NO_BASICSYNC = Systemic(status=404, reason="no_basicsync_404")
 SERVER_500 = Retryable(status=500, retry_after=None, reason="http_500")
 
 UNAVAILABLE = FailureKind.UNAVAILABLE
@@ -32,10 +33,13 @@ REFUSED = FailureKind.REFUSED
 
 class TestKinds:
     def test_outcomes_to_kinds(self) -> None:
-        """5xx/timeouts are 'unavailable', 403/401 'refused', token trouble 'token'."""
+        """5xx/timeouts are 'unavailable', 403/401 'refused', basicSync's 404/405 'not
+        found', token trouble 'token'."""
         assert kind_of(DOWN_503) is FailureKind.UNAVAILABLE
         assert kind_of(Retryable(None, None, "timeout")) is FailureKind.UNAVAILABLE
         assert kind_of(FORBIDDEN) is FailureKind.REFUSED
+        assert kind_of(NO_BASICSYNC) is FailureKind.NOT_FOUND
+        assert kind_of(Systemic(405, "no_basicsync_405")) is FailureKind.NOT_FOUND
         assert kind_of(TOKEN_DOWN) is FailureKind.TOKEN
         assert kind_of(Systemic(None, "token_rejected: invalid_client")) is FailureKind.TOKEN
 
@@ -333,13 +337,20 @@ class TestSimulations:
         assert all(name.startswith("bad") for name in sim.failed)
         assert all(sim.synced[name] - jobs[name].ready_at <= 5 for name in sim.synced)
 
-    def test_every_job_refused_fails_nobody(self) -> None:
-        """Ten jobs all answered 403 for an hour (a revoked scope) while the probe gets 403
-        too: systemic, nobody is failed."""
+    @pytest.mark.parametrize(
+        ("refusal", "probed"),
+        [(FORBIDDEN, ProbeResult.UP_FORBIDDEN), (NO_BASICSYNC, ProbeResult.UP)],
+        ids=["revoked-scope", "url-without-basicsync"],
+    )
+    def test_every_job_refused_fails_nobody(self, refusal: Systemic, probed: ProbeResult) -> None:
+        """Ten jobs all refused for an hour: answered 403 (a revoked scope) while the probe
+        gets 403 too, or 404 at a base URL with no basicSync behind it while the probe's GET
+        gets 404 as well (as the real gateway answers for an unknown job). Systemic, nobody
+        is failed."""
         jobs = {f"j{i}": SimJob(ready_at=float(i)) for i in range(10)}
         sim = Simulation(
-            answer=lambda job, now: FORBIDDEN,
-            probe=lambda now: ProbeResult.UP_FORBIDDEN,
+            answer=lambda job, now: refusal,
+            probe=lambda now: probed,
             jobs=jobs,
         )
         sim.run(until=3600)

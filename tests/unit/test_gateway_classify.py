@@ -44,7 +44,20 @@ class TestClassify:
         """The document was stored even when the answer carries no usable jobId."""
         assert classify(200, {}, body, NOW) == Accepted(status=200, job_id=None, body=body)
 
-    @pytest.mark.parametrize("status", [400, 404, 409, 413, 422])
+    @pytest.mark.parametrize("status", [404, 405])
+    def test_404_and_405_are_judged_by_evidence_with_their_body(self, status: int) -> None:
+        """basicSync creates a job it does not know, so a 404 or 405 says the URL has no
+        basicSync (a wrong base URL or route, every job alike), not that the job is wrong:
+        refused and judged by evidence like a 403, keeping the body for a failure record in
+        case it is the job's own after all."""
+        assert classify(status, {}, '{"error":"nope"}', NOW) == Systemic(
+            status=status, reason=f"no_basicsync_{status}", body_truncated='{"error":"nope"}'
+        )
+        assert classify(status, {}, "", NOW) == Systemic(
+            status=status, reason=f"no_basicsync_{status}", body_truncated=None
+        )
+
+    @pytest.mark.parametrize("status", [400, 409, 413, 422])
     def test_other_4xx_is_rejected_with_body(self, status: int) -> None:
         """Plain 4xx is a final failure that carries the response body."""
         assert classify(status, {}, '{"error":"bad"}', NOW) == Rejected(

@@ -827,18 +827,26 @@ class TestSyncScheduler:
 class TestSystemicOrPerJob:
     """The scheduler acts on the diagnosis' verdicts (consumer.sync.diagnosis)."""
 
-    async def test_a_forbidden_job_among_succeeding_jobs_is_failed_alone(self) -> None:
-        """One job answered 403 while others succeed: a per-job failure. It spends its own
-        budget and gets rejected_by_gateway with the 403; the circuit never opens and every
-        other job is synced."""
+    @pytest.mark.parametrize(
+        "refusal",
+        [FORBIDDEN, Systemic(404, "no_basicsync_404", body_truncated='{"message":"no workflow"}')],
+        ids=["403", "404-with-body"],
+    )
+    async def test_a_refused_job_among_succeeding_jobs_is_failed_alone(
+        self, refusal: Systemic
+    ) -> None:
+        """One job answered 403 (or a 404 of its own, say its workflow unknown) while others
+        succeed: a per-job failure. It spends its own budget and gets rejected_by_gateway with
+        the status (and a 404's body); the circuit never opens and every other job is
+        synced."""
         gateway = FakeGateway()
-        gateway.answers["bad"] = FORBIDDEN
+        gateway.answers["bad"] = refusal
         h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
         async with h.running():
             h.put(job_state("bad"))
             others = 0
             while not h.outcomes.failures:
-                assert others < 200, "the forbidden job was never failed"
+                assert others < 200, "the refused job was never failed"
                 h.put(job_state(f"ok{others}"))
                 others += 1
                 await asyncio.sleep(0.01)
@@ -846,7 +854,10 @@ class TestSystemicOrPerJob:
         [failure] = h.outcomes.failures
         assert failure.client_job_id == "bad"
         assert failure.reason is FailureReason.rejected_by_gateway
-        assert failure.error.status == 403
+        assert (failure.error.status, failure.error.body) == (
+            refusal.status,
+            refusal.body_truncated,
+        )
         assert h.observer.circuit == []
         assert {s.client_job_id for s in h.outcomes.successes} == {f"ok{i}" for i in range(others)}
 
