@@ -26,7 +26,9 @@ with a clock or time zone gone wrong would otherwise win every later write of th
 that time comes (a year ahead: a year of updates ignored). Kafka 4 refuses records timestamped
 more than an hour ahead by default (``message.timestamp.after.max.ms``) for the same reason,
 hence the same default. Only the refusal depends on the clock, never the order: a refused event
-re-sent once its time has come applies as it would have.
+re-sent once its time has come applies as it would have. On a topic the broker stamps
+(LogAppendTime) the later of this member's clock and the broker's counts, so a member whose
+clock is behind does not refuse that topic's events.
 
 A job whose changelog value cannot be read (``JobStore.unreadable``) refuses its events too:
 each gets a ``job_state_unreadable`` failure record. Applied to no state, an event would start
@@ -274,19 +276,27 @@ class _Intake:
             return None
 
     def _from_the_future(self, record: SourceRecord, event: JobEvent, now: datetime) -> bool:
-        """An event timed further ahead of ``now`` than ``max_time_ahead`` takes no effect."""
+        """An event timed further ahead than ``max_time_ahead`` takes no effect: ahead of
+        ``now``, or of the broker's clock when that is later and the topic stamps records with
+        it (LogAppendTime), so a member whose own clock is behind refuses nothing there."""
         limit, time = self.max_time_ahead, event.time
         if limit is None or time is None:
             return False
-        ahead = (time if time.tzinfo is not None else time.replace(tzinfo=UTC)) - now
+        reference, whose = now, "this consumer's clock"
+        stamped = _stamped(record)
+        if record.timestamp_type == LOG_APPEND_TIME:
+            if stamped is not None and stamped > now:
+                reference, whose = stamped, "the broker's clock (the record's LogAppendTime)"
+            stamped = None  # judged by the broker's clock already: the producer's is wrong
+        ahead = (time if time.tzinfo is not None else time.replace(tzinfo=UTC)) - reference
         if ahead <= limit:
             return False
         self._fail(
             record,
             FailureReason.invalid_event,
-            f"the event's time {time.isoformat()} is {_duration(ahead)} ahead of this "
-            f"consumer's clock ({now.isoformat()}), more than the {_duration(limit)} allowed "
-            f"(BASICSYNC_KAFKA__MAX_EVENT_TIME_AHEAD_S): {_whose_clock(record, now, limit)}",
+            f"the event's time {time.isoformat()} is {_duration(ahead)} ahead of {whose} "
+            f"({reference.isoformat()}), more than the {_duration(limit)} allowed "
+            f"(BASICSYNC_KAFKA__MAX_EVENT_TIME_AHEAD_S): {_whose_clock(stamped, now, limit)}",
             now,
             event.subject,
         )
@@ -443,29 +453,25 @@ def _too_large(job: str, size: int, limit: int, set_by_changelog: bool) -> str:
     )
 
 
-def _whose_clock(record: SourceRecord, now: datetime, limit: timedelta) -> str:
-    """Which clock is probably wrong for an event timed ahead, by the record's Kafka timestamp:
-    the same far ahead, it points at this member's clock (certainly when the broker set it),
-    which would refuse every event until it is set right."""
-    stamped = (
-        datetime.fromtimestamp(record.timestamp / 1000, UTC) if record.timestamp >= 0 else None
-    )
+def _stamped(record: SourceRecord) -> datetime | None:
+    """The record's Kafka timestamp as an instant (None: it has none)."""
+    return datetime.fromtimestamp(record.timestamp / 1000, UTC) if record.timestamp >= 0 else None
+
+
+def _whose_clock(stamped: datetime | None, now: datetime, limit: timedelta) -> str:
+    """Which clock is probably wrong for an event timed ahead. The record's own timestamp
+    (its producer client's, a LogAppendTime topic being judged by the broker's clock) as far
+    ahead points at this member's clock too, which would refuse every event until set right."""
     if stamped is None or stamped - now <= limit:
         return (
             "the producer's clock or time zone is probably wrong. The event is not applied; "
             "re-send it with the right time (or once its time has come)"
         )
-    at = f"{stamped.isoformat()}, {_duration(stamped - now)} ahead of it too"
-    if record.timestamp_type == LOG_APPEND_TIME:
-        return (
-            f"this consumer's clock is behind: the broker appended the record at {at}. Set "
-            "this member's clock right (NTP); the event is not applied, re-send it then "
-            "(basicsync redrive)"
-        )
     return (
-        f"the record's Kafka timestamp, from the producer's client, is {at}: this member's "
-        "clock may be behind, or the producer's ahead; check both against a clock you trust "
-        "(NTP). The event is not applied; re-send it once they agree (basicsync redrive)"
+        f"the record's Kafka timestamp, from the producer's client, is {stamped.isoformat()}, "
+        f"{_duration(stamped - now)} ahead of this consumer's clock too: this member's clock "
+        "may be behind, or the producer's ahead; check both against a clock you trust (NTP). "
+        "The event is not applied; re-send it once they agree (basicsync redrive)"
     )
 
 

@@ -633,29 +633,48 @@ def timed(job: str, at: datetime | None, **data: object) -> JobEvent:
 
 class TestEventsAheadOfTheClock:
     @pytest.mark.parametrize(
-        ("stamped_at", "kind", "blamed"),
+        ("stamped_at", "blamed"),
         [
-            (NOW, CREATE_TIME, "the producer's clock or time zone is probably wrong"),
-            (None, CREATE_TIME, "the producer's clock or time zone is probably wrong"),
-            (NOW + 2 * HOUR, LOG_APPEND_TIME, "this consumer's clock is behind: the broker "),
-            (NOW + 2 * HOUR, CREATE_TIME, "this member's clock may be behind, or the producer"),
+            (NOW, "the producer's clock or time zone is probably wrong"),
+            (None, "the producer's clock or time zone is probably wrong"),
+            (NOW + 2 * HOUR, "this member's clock may be behind, or the producer's ahead"),
         ],
-        ids=["record-now", "no-timestamp", "broker-ahead-too", "client-ahead-too"],
+        ids=["record-now", "no-timestamp", "client-ahead-too"],
     )
-    def test_the_records_kafka_timestamp_says_whose_clock_to_check(
-        self, stamped_at: datetime | None, kind: int, blamed: str
+    def test_the_records_create_time_says_whose_clock_to_check(
+        self, stamped_at: datetime | None, blamed: str
     ) -> None:
-        """A member whose own clock is behind refuses every event: its failure records say
-        so when the record's Kafka timestamp is as far ahead (certainly when the broker set
-        it), not only that the producer's clock is wrong."""
+        """A member whose own clock is behind refuses every event of a CreateTime topic: its
+        failure records say so when the record's timestamp (the producer client's) is as far
+        ahead, not only that the producer's clock is wrong."""
         batch = Batch()
         ms = -1 if stamped_at is None else int(stamped_at.timestamp() * 1000)
-        batch.add(timed("job-a", NOW + 2 * HOUR), stamped=(ms, kind))
+        batch.add(timed("job-a", NOW + 2 * HOUR), stamped=(ms, CREATE_TIME))
         (failure,) = run(batch, max_time_ahead=HOUR).failures
         assert failure.reason is FailureReason.invalid_event
+        assert "ahead of this consumer's clock" in failure.error.message
         assert blamed in failure.error.message, failure.error.message
         if stamped_at is not None and stamped_at > NOW:
-            assert "2:00:00 ahead of it too" in failure.error.message
+            assert "2:00:00 ahead of this consumer's clock too" in failure.error.message
+
+    def test_a_log_append_time_topic_is_judged_by_the_brokers_clock_when_later(self) -> None:
+        """On a topic stamped by the broker (LogAppendTime), a member whose clock is two hours
+        behind the broker refuses nothing the broker's clock allows: the event an hour and a
+        half past the member's clock applies. One three hours past the broker's is refused,
+        measured from the broker's clock, and blamed on the producer."""
+        batch = Batch()
+        broker_now = int((NOW + 2 * HOUR).timestamp() * 1000)
+        batch.add(
+            timed("job-a", NOW + 2.5 * HOUR, jobTitle="fine"), stamped=(broker_now, LOG_APPEND_TIME)
+        )
+        batch.add(timed("job-b", NOW + 5 * HOUR), stamped=(broker_now, LOG_APPEND_TIME))
+        effect = run(batch, max_time_ahead=HOUR)
+        assert list(effect.changed) == ["job-a"]
+        (failure,) = effect.failures
+        assert failure.client_job_id == "job-b"
+        message = failure.error.message
+        assert "is 3:00:00 ahead of the broker's clock (the record's LogAppendTime)" in message
+        assert "the producer's clock or time zone is probably wrong" in message
 
     def test_an_event_hours_ahead_is_refused_with_its_bytes_and_the_batch_goes_on(self) -> None:
         """A producer two hours ahead: its event gets an ``invalid_event`` failure record
