@@ -50,7 +50,7 @@ from consumer.kafka.admin import (
     partition_counts,
 )
 from consumer.kafka.connection import client_kwargs
-from consumer.kafka.diagnose import NO_KAFKA_ANSWER, security_problem, unreachable
+from consumer.kafka.diagnose import security_problem, why_no_answer
 from consumer.kafka.input_topics import InputSelection
 from consumer.kafka.limits import (
     ChangelogRoom,
@@ -629,10 +629,6 @@ GROUP_REFUSES_MEMBER = (
 )
 
 
-async def _unreachable_cause(servers: list[str]) -> str:
-    return "; ".join(await unreachable(servers)) or NO_KAFKA_ANSWER
-
-
 async def _until_reachable(
     step: str,
     attempt: Callable[[], Awaitable[T]],
@@ -662,7 +658,7 @@ async def _until_reachable(
                 raise problem from None  # credentials or certificates: only a fix helps
             tries += 1
             refused = isinstance(exc, InconsistentGroupProtocolError)
-            cause = GROUP_REFUSES_MEMBER if refused else await _unreachable_cause(servers)
+            cause = GROUP_REFUSES_MEMBER if refused else await why_no_answer(servers)
             delay = min(2.0 ** (tries - 1), settings.kafka.startup_backoff_max_s)
             delay *= random.uniform(0.8, 1.0)
             running.waiting_for = cause if refused else f"Kafka unreachable ({cause})"

@@ -282,13 +282,16 @@ class _Intake:
         limit, time = self.max_time_ahead, event.time
         if limit is None or time is None:
             return False
+        at = time if time.tzinfo is not None else time.replace(tzinfo=UTC)
+        if at - now <= limit:
+            return False  # the common case: the record's timestamp is not even read
         reference, whose = now, "this consumer's clock"
         stamped = _stamped(record)
         if record.timestamp_type == LOG_APPEND_TIME:
             if stamped is not None and stamped > now:
                 reference, whose = stamped, "the broker's clock (the record's LogAppendTime)"
             stamped = None  # judged by the broker's clock already: the producer's is wrong
-        ahead = (time if time.tzinfo is not None else time.replace(tzinfo=UTC)) - reference
+        ahead = at - reference
         if ahead <= limit:
             return False
         self._fail(

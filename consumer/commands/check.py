@@ -165,21 +165,27 @@ async def _connected_checks(
     admin: AIOKafkaAdminClient, settings: Settings, limit_s: float
 ) -> list[Check]:
     """The checks after the connection, each group given ``--timeout``; a Kafka that stops
-    answering midway fails the ``kafka`` line (exit 3), not the topics."""
-    steps = (
-        (_topic_checks, "topics"),
+    answering midway fails the ``kafka`` line (exit 3), not the topics. The input topics are
+    listed once, after the topic checks, for every check of what they hold."""
+    of_inputs = (
         (_input_policy_checks, "input topics' cleanup policy"),
         (_placement_checks, "keys' placement"),
         (_continuity_checks, "changelog's continuity"),
-        (_group_checks, "group"),
     )
     checks: list[Check] = []
-    area = ""
+    area = "topics"
     try:
-        for more, name in steps:
+        async with asyncio.timeout(limit_s):
+            checks += await _topic_checks(admin, settings)
+            found = await _inputs_read(admin, settings)
+        inputs, counts = found or ([], {})  # none: the topic checks report the layout
+        for more, name in of_inputs if inputs else ():
             area = name
             async with asyncio.timeout(limit_s):
-                checks += await more(admin, settings)
+                checks += await more(admin, settings, inputs, counts)
+        area = "group"
+        async with asyncio.timeout(limit_s):
+            checks += await _group_checks(admin, settings)
     except TimeoutError:
         servers = ",".join(settings.kafka.bootstrap_servers or ())
         detail = (
@@ -275,14 +281,12 @@ async def _topic_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[
     return checks
 
 
-async def _placement_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
+async def _placement_checks(
+    admin: AIOKafkaAdminClient, settings: Settings, inputs: list[str], counts: dict[str, int]
+) -> list[Check]:
     """Keys on their murmur2 partition, in a sample of the newest records of each input topic
     and of the changelog (the state of a job is where the inputs' count put its key)."""
     changelog = settings.state_topic
-    found = await _inputs_read(admin, settings)
-    if found is None:
-        return []  # reported by the topic checks already
-    inputs, counts = found
     assert settings.kafka.bootstrap_servers is not None
     kafka = client_kwargs(settings.kafka, settings.kafka.bootstrap_servers)
     sampled = {t: counts[t] for t in inputs}
@@ -331,14 +335,12 @@ def writers_check(settings: Settings, writers: frozenset[str]) -> Check:
     return Check("changelog writers", True, f"{changelog}: sampled writers {named}", EXIT_OK)
 
 
-async def _continuity_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
+async def _continuity_checks(
+    admin: AIOKafkaAdminClient, settings: Settings, inputs: list[str], counts: dict[str, int]
+) -> list[Check]:
     """The changelog is the one the group's committed offsets were committed with: what a
     member's take checks before it restores (``consumer.state.continuity``)."""
     changelog = settings.state_topic
-    found = await _inputs_read(admin, settings)
-    if found is None:
-        return []  # reported by the topic checks already
-    inputs, counts = found
     if {counts[t] for t in inputs} != {counts.get(changelog)}:
         return []  # reported by the topic checks already
     offsets = await _group_offsets(admin, settings.kafka.group_id)
@@ -513,13 +515,11 @@ async def _topic_configs(
         raise TopicLayoutError(str(exc)) from None
 
 
-async def _input_policy_checks(admin: AIOKafkaAdminClient, settings: Settings) -> list[Check]:
+async def _input_policy_checks(
+    admin: AIOKafkaAdminClient, settings: Settings, topics: list[str], _counts: dict[str, int]
+) -> list[Check]:
     """The input topics ``run`` would read delete old events, never compact them
     (``input_policy_problem``)."""
-    read = await _inputs_read(admin, settings)
-    if read is None:
-        return []  # the topic checks already report the layout
-    topics, _ = read
     compacted: list[str] = []
     for topic in topics:
         config = await _topic_configs(admin, settings, topic, "its cleanup.policy")

@@ -74,9 +74,14 @@ async def explain(exc: BaseException, servers: Sequence[str] | None) -> str:
     :data:`NO_KAFKA_ANSWER` when each accepts a TCP connection."""
     text = describe(exc)
     if servers and isinstance(exc, KafkaConnectionError | TimeoutError | OSError):
-        reasons = await unreachable(servers)
-        text += " (" + ("; ".join(reasons) or NO_KAFKA_ANSWER) + ")"
+        text += f" ({await why_no_answer(servers)})"
     return text
+
+
+async def why_no_answer(servers: Sequence[str]) -> str:
+    """Why Kafka at ``servers`` did not answer: each one unreachable and why, or
+    :data:`NO_KAFKA_ANSWER` when every one accepts a TCP connection."""
+    return "; ".join(await unreachable(servers)) or NO_KAFKA_ANSWER
 
 
 async def security_problem(
