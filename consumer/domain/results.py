@@ -41,9 +41,9 @@ class FailureReason(StrEnum):
     - ``unknown_event_type``: ``type`` is not one of the six ``com.workfloplus.job.*`` types.
     - ``oversized_event``: the value is larger than the configured maximum event size.
     - ``rejected_by_gateway``: WorkfloPlus answered a final 4xx (not 401/403/404/405/408/429),
-      or refused this job alone (403, 401 after a fresh token, 404, 405, 3xx) while accepting
-      others, until its budget was spent; ``error`` carries the status and (truncated) response
-      body.
+      or refused this job alone (403, 401 after a fresh token, 404, 405, 3xx, a 2xx web page)
+      while accepting others, until its budget was spent; ``error`` carries the status and
+      (truncated) response body.
     - ``retries_exhausted``: retriable failures (5xx, timeout, 429, ...) that only this job got,
       while other jobs succeeded, used up its retry budget.
     - ``invalid_transition``: the event is valid but breaks an assembly rule, e.g. aborting a

@@ -10,8 +10,8 @@ response                               outcome       scheduler
 =====================================  ============  ===========================================
 2xx                                    Accepted      success record, remember version and jobId
 401 (after one free token refresh),    Systemic      systemic or per-job, judged by evidence
-403, 404, 405, 3xx, token endpoint                   across jobs (consumer.sync.diagnosis)
-refusing us
+403, 404, 405, 3xx, a 2xx web page,                  across jobs (consumer.sync.diagnosis)
+token endpoint refusing us
 408, 429, 5xx, timeout, connection,    Retryable     backoff with full jitter, >= retry_after;
 token endpoint down                                  a timeout or a connection lost after
                                                      sending is *in doubt*: no new post until
@@ -43,6 +43,9 @@ from consumer.gateway.auth import TokenProvider
 log = structlog.get_logger(__name__)
 
 BASIC_SYNC_PATH = "/jobs/v1/basicSync"
+#: The reason prefix of an answer that says no basicSync answered (404, 405, a 2xx web page).
+NO_BASICSYNC = "no_basicsync"
+_WEB_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,8 +87,9 @@ class Retryable:
 @dataclass(frozen=True, slots=True)
 class Systemic:
     """Every request would fail the same way (403, 401 after a fresh token, 404 or 405 from
-    basicSync, a 3xx, bad credentials), unless other jobs get through: judged by evidence.
-    ``body_truncated``: a 404's or 405's body, for the failure record if it is the job's own."""
+    basicSync, a 2xx web page, a 3xx, bad credentials), unless other jobs get through: judged by
+    evidence. ``body_truncated``: a 404's, 405's or web page's body, for the failure record if
+    it is the job's own."""
 
     status: int | None
     reason: str
@@ -102,6 +106,14 @@ def classify(status: int, headers: Mapping[str, str], body_text: str, now: datet
     the client's business, before it calls this.
     """
     if 200 <= status < 300:
+        if is_web_page(headers, body_text):
+            # We ask for JSON; an HTML page is what a firewall's block page, a login portal or a
+            # web app at the base URL answers, never basicSync. Accepted, the job would be
+            # settled as synced while WorkfloPlus never saw it.
+            body = truncate_body(body_text) or None
+            return Systemic(
+                status=status, reason=f"{NO_BASICSYNC}_web_page_{status}", body_truncated=body
+            )
         return Accepted(status=status, job_id=_job_id(body_text), body=body_text)
     if status == 401:
         return Systemic(status=status, reason="unauthorized_after_token_refresh")
@@ -115,7 +127,7 @@ def classify(status: int, headers: Mapping[str, str], body_text: str, now: datet
         # has no basicSync (a wrong base URL or gateway route) for every job, unless others
         # get through. Final only as the job's own, after its budget.
         body = truncate_body(body_text) or None
-        return Systemic(status=status, reason=f"no_basicsync_{status}", body_truncated=body)
+        return Systemic(status=status, reason=f"{NO_BASICSYNC}_{status}", body_truncated=body)
     if 400 <= status < 500:
         return Rejected(status=status, body_truncated=truncate_body(body_text) or "")
     # 3xx: we never follow redirects on POST (a 303 would turn it into a GET); a redirect means
@@ -144,6 +156,16 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     if when.tzinfo is None:  # RFC 9110 dates are GMT; parsedate gives naive for "-0000"
         when = when.replace(tzinfo=UTC)
     return max((when - now).total_seconds(), 0.0)
+
+
+def is_web_page(headers: Mapping[str, str], body_text: str) -> bool:
+    """An HTML document: by its media type, or by how it starts when it is sent untyped or
+    mistyped (a block page served as ``text/plain``)."""
+    media_type = (_header(headers, "Content-Type") or "").partition(";")[0].strip().lower()
+    if media_type in _WEB_PAGE_TYPES:
+        return True
+    start = body_text[:64].lstrip().lower()
+    return start.startswith(("<!doctype html", "<html"))
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:

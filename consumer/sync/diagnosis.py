@@ -48,7 +48,8 @@ would then stall everyone. A probe answered 403 cannot tell a refused job from a
 so it never makes a 401 or 403 per-job; such a lone job waits until another job succeeds.
 Nor can any probe tell a basicSync answered 404 or 405 (a base URL with no basicSync behind
 it) from a job of its own: the probe's 404 is what a wrong URL answers too, so only another
-job's success makes such a failure per-job.
+job's success makes such a failure per-job. The same holds for a 2xx web page (a firewall's
+block page, a login portal): whatever stands in front answers the probe as it pleases.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from consumer.errors import ConfigError
-from consumer.gateway.client import Retryable, Systemic
+from consumer.gateway.client import NO_BASICSYNC, Retryable, Systemic
 
 _TOKEN_REASONS = ("token_unavailable", "token_rejected")
 
@@ -78,8 +79,9 @@ class FailureKind(StrEnum):
     UNAVAILABLE = "unavailable"
     #: 401 after a fresh token, 403, 3xx: the gateway answers but refuses.
     REFUSED = "refused"
-    #: basicSync answered 404 or 405: perhaps no basicSync at this URL, for every job.
-    NOT_FOUND = "not_found"
+    #: basicSync answered 404 or 405, or a 2xx web page came back: perhaps no basicSync at
+    #: this URL (or a firewall or portal in front of it), for every job.
+    NOT_BASICSYNC = "not_basicsync"
     #: The token endpoint is down or rejects our credentials.
     TOKEN = "token"
 
@@ -100,7 +102,9 @@ def kind_of(outcome: Retryable | Systemic) -> FailureKind:
         return FailureKind.TOKEN
     if isinstance(outcome, Retryable):
         return FailureKind.UNAVAILABLE
-    return FailureKind.NOT_FOUND if outcome.status in (404, 405) else FailureKind.REFUSED
+    if outcome.reason.startswith(NO_BASICSYNC):
+        return FailureKind.NOT_BASICSYNC
+    return FailureKind.REFUSED
 
 
 def probe_result(status: int | None) -> ProbeResult:
@@ -159,7 +163,7 @@ class GatewayEvidence:
         others = [o for o in meanwhile if o.job is not None and o.job != job]
         if any(o.ok for o in others):
             return Verdict.PER_JOB  # row 3
-        convincing = {ProbeResult.UP} if kind is not FailureKind.NOT_FOUND else set()
+        convincing = {ProbeResult.UP} if kind is not FailureKind.NOT_BASICSYNC else set()
         if kind is FailureKind.UNAVAILABLE:
             convincing.add(ProbeResult.UP_FORBIDDEN)
         probes = [o.kind for o in meanwhile if isinstance(o.kind, ProbeResult)]

@@ -640,12 +640,9 @@ class SyncScheduler:
         if isinstance(outcome, Retryable):
             reason = FailureReason.retries_exhausted
             message = f"gave up after {entry.attempts} attempts: {outcome.reason}"
-        else:  # refused (403, 401 after a fresh token, 404, 405, 3xx) while others got through
+        else:  # refused while others got through
             reason = FailureReason.rejected_by_gateway
-            message = (
-                f"WorkfloPlus refused the job with HTTP {outcome.status} while accepting "
-                f"others ({entry.attempts} attempts): {outcome.reason}"
-            )
+            message = _refused_alone(outcome, entry.attempts)
         body = outcome.body_truncated if isinstance(outcome, Systemic) else None
         log.warning("sync_failed_per_job", client_job_id=request.job, reason=reason.value)
         await self._fail(request, reason, message, status=outcome.status, body=body)
@@ -894,3 +891,17 @@ class SyncScheduler:
         heapq.heappush(self._heap, (due, job))
         if self._heap[0][1] == job:
             self._wake.set()
+
+
+def _refused_alone(outcome: Systemic, attempts: int) -> str:
+    """A refusal (403, 401 after a fresh token, 404, 405, 3xx, a 2xx web page) that only this
+    job got, worded for its failure record."""
+    if outcome.status is not None and 200 <= outcome.status < 300:
+        refused = (
+            f"a web page came back for the job with HTTP {outcome.status} instead of "
+            "basicSync's answer (a firewall or proxy in front of WorkfloPlus refusing it?), "
+            "while others were accepted"
+        )
+    else:
+        refused = f"WorkfloPlus refused the job with HTTP {outcome.status} while accepting others"
+    return f"{refused} ({attempts} attempts): {outcome.reason}"

@@ -286,6 +286,15 @@ class TestPostBasicSync:
         assert outcome.body_truncated.startswith('{"errors":[')
         assert len(outcome.body_truncated) < 5000  # truncate_body: head and tail
 
+    async def test_a_200_web_page_is_not_accepted(self, harness: Harness) -> None:
+        """A firewall's block page, 200 and all, is no basicSync answer: Systemic with the page
+        for a failure record, never Accepted (the job would be settled as synced)."""
+        page = "<html><body>The requested URL was rejected.</body></html>"
+        html = {"Content-Type": "text/html; charset=iso-8859-1"}
+        harness.server.sync_script.append(Reply(body=page, headers=html))
+        outcome = await harness.client.post_basic_sync(BODY)
+        assert outcome == Systemic(200, "no_basicsync_web_page_200", body_truncated=page)
+
     async def test_redirect_is_not_followed(self, harness: Harness) -> None:
         """A 307 is not followed (a document never goes to another URL): Systemic, one request."""
         redirect = {"Location": f"{harness.base_url}/elsewhere"}

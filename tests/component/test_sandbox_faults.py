@@ -171,6 +171,24 @@ class TestRejections:
             async with session.patch(url, json={"error_job_ids": {"x": 404}}) as response:
                 assert response.status == 400
 
+    async def test_chosen_job_gets_a_block_page_and_is_not_stored(
+        self, sandbox: SandboxHandle, poster: Poster, sandbox_http: aiohttp.ClientSession
+    ) -> None:
+        """``web_page_job_ids`` answers that job 200 with an HTML page, as a firewall in front
+        of the gateway does, and stores nothing; others pass. ``web_page_rate`` 1 does it to
+        every job."""
+        await sandbox.control.set_faults(web_page_job_ids=["blocked-job"])
+        data = json.dumps(job_document("blocked-job")).encode()
+        async with sandbox_http.post(poster.url, data=data, headers=poster.headers) as response:
+            assert (response.status, response.content_type) == (200, "text/html")
+            assert "The requested URL was rejected" in await response.text()
+        assert (await poster.post("good-job"))[0] == 200
+        assert sorted(await sandbox.control.jobs()) == ["good-job"]
+        await sandbox.control.set_faults(web_page_rate=1.0)
+        async with sandbox_http.post(poster.url, data=data, headers=poster.headers) as response:
+            assert response.content_type == "text/html"
+        assert sorted(await sandbox.control.jobs()) == ["good-job"]
+
 
 class TestOutage:
     async def test_503_outage_for_n_seconds(self, sandbox: SandboxHandle, poster: Poster) -> None:

@@ -237,7 +237,65 @@ class TestOutagesFailNobody:
         assert await failures_for(kafka_bootstrap, topics) == []
 
 
+async def send_until_failed(kafka_bootstrap: str, topics: Topics, demo: DemoJobs) -> list[str]:
+    """Send ``demo``'s jobs one by one, about a second apart, until a failure record is on the
+    failure topic; the jobs sent (none when no failure came)."""
+    sent: list[str] = []
+    async with producer_for(kafka_bootstrap) as producer:
+        for job, events in job_events(demo).items():
+            await send_events(producer, topics.inputs, events)
+            sent.append(job)
+            await asyncio.sleep(1.0)
+            if await failures_for(kafka_bootstrap, topics):
+                return sent
+    return sent if await failures_for(kafka_bootstrap, topics) else []
+
+
 class TestABadJobFailsAlone:
+    async def test_a_web_page_is_never_taken_for_a_sync(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """200 with an HTML page instead of basicSync's answer. First for every job (a portal
+        at the base URL): the circuit opens, no job is failed and none is reported synced.
+        Then for one job only (a firewall blocking its content) while the rest get through:
+        the rest converge, and that job gets rejected_by_gateway with the page, never a
+        success record. Before, each page was a success and the job was settled while
+        WorkfloPlus held nothing."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=9, seed=42, prefix="web-page"))
+        live = build_demo(DemoPlan(jobs=30, seed=43, prefix="web-page-live"))
+        blocked = next(iter(demo.expected))
+        sandbox_in_process.faults.update({"web_page_rate": 1.0})
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        async with consumer_process(settings, log, SHORT_BUDGET):
+            opened = await eventually(lambda: bool(log_events(log, "circuit_opened")), within=60)
+            assert opened, tail(log)
+            await asyncio.sleep(15)  # longer than SHORT_BUDGET's 4 attempts take per job
+            assert await failures_for(kafka_bootstrap, topics) == []
+            assert await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.5) == []
+            assert converged(sandbox_in_process, demo.expected) == 0
+            sandbox_in_process.faults.update({"web_page_rate": 0.0, "web_page_job_ids": [blocked]})
+            # Live jobs meanwhile: only other jobs' successes make the page this job's own.
+            sent = await send_until_failed(kafka_bootstrap, topics, live)
+            assert sent, "no failure record while 30 live jobs synced\n" + tail(log)
+            expected = {**demo.expected, **{job: live.expected[job] for job in sent}}
+            del expected[blocked]
+            await wait_converged(sandbox_in_process, expected, within=60)
+        [failure] = await failures_for(kafka_bootstrap, topics)
+        assert (failure["clientJobId"], failure["reason"]) == (blocked, "rejected_by_gateway")
+        assert failure["error"]["status"] == 200
+        assert "The requested URL was rejected" in failure["error"]["body"]
+        assert "a web page came back" in failure["error"]["message"]
+        succeeded = await read_records(kafka_bootstrap, topics.succeeded, settle_s=0.5)
+        assert {s["clientJobId"] for s in succeeded} == set(expected)
+        assert blocked not in sandbox_in_process.state.jobs
+
     async def test_one_job_refused_403_among_30_live_jobs(
         self,
         kafka_bootstrap: str,

@@ -33,13 +33,15 @@ REFUSED = FailureKind.REFUSED
 
 class TestKinds:
     def test_outcomes_to_kinds(self) -> None:
-        """5xx/timeouts are 'unavailable', 403/401 'refused', basicSync's 404/405 'not
-        found', token trouble 'token'."""
+        """5xx/timeouts are 'unavailable', 403/401 'refused', basicSync's 404/405 and a
+        2xx web page 'not basicsync', token trouble 'token'."""
         assert kind_of(DOWN_503) is FailureKind.UNAVAILABLE
         assert kind_of(Retryable(None, None, "timeout")) is FailureKind.UNAVAILABLE
         assert kind_of(FORBIDDEN) is FailureKind.REFUSED
-        assert kind_of(NO_BASICSYNC) is FailureKind.NOT_FOUND
-        assert kind_of(Systemic(405, "no_basicsync_405")) is FailureKind.NOT_FOUND
+        assert kind_of(NO_BASICSYNC) is FailureKind.NOT_BASICSYNC
+        assert kind_of(Systemic(405, "no_basicsync_405")) is FailureKind.NOT_BASICSYNC
+        web_page = Systemic(200, "no_basicsync_web_page_200")
+        assert kind_of(web_page) is FailureKind.NOT_BASICSYNC
         assert kind_of(TOKEN_DOWN) is FailureKind.TOKEN
         assert kind_of(Systemic(None, "token_rejected: invalid_client")) is FailureKind.TOKEN
 

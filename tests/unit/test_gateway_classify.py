@@ -44,6 +44,43 @@ class TestClassify:
         """The document was stored even when the answer carries no usable jobId."""
         assert classify(200, {}, body, NOW) == Accepted(status=200, job_id=None, body=body)
 
+    @pytest.mark.parametrize(
+        ("content_type", "body"),
+        [
+            ("text/html; charset=utf-8", "<html><body>The requested URL was rejected</body>"),
+            ("TEXT/HTML", ""),
+            ("application/xhtml+xml", "<?xml version='1.0'?><html/>"),
+            ("text/plain", "\n  <!DOCTYPE html><title>Sign in</title>"),
+            (None, "<HTML><HEAD><TITLE>Access Denied</TITLE>"),
+        ],
+    )
+    def test_a_2xx_web_page_is_not_basicsyncs_answer(
+        self, content_type: str | None, body: str
+    ) -> None:
+        """A firewall's block page, a login portal or a web app at the base URL answers 200
+        with HTML. Accepted, the job would be settled as synced while WorkfloPlus never saw it;
+        refused instead, judged by evidence like a 404, with the page for a failure record."""
+        headers = {} if content_type is None else {"content-type": content_type}
+        assert classify(200, headers, body, NOW) == Systemic(
+            status=200, reason="no_basicsync_web_page_200", body_truncated=body or None
+        )
+
+    @pytest.mark.parametrize(
+        ("content_type", "body"),
+        [
+            ("application/json", '{"jobId": "j-1"}'),
+            ("application/problem+json", "{}"),
+            ("text/plain", "ok <html> later"),
+            (None, ""),
+            ("application/json", '"<html>"'),
+        ],
+    )
+    def test_a_2xx_that_is_no_web_page_is_accepted(
+        self, content_type: str | None, body: str
+    ) -> None:
+        headers = {} if content_type is None else {"Content-Type": content_type}
+        assert isinstance(classify(200, headers, body, NOW), Accepted)
+
     @pytest.mark.parametrize("status", [404, 405])
     def test_404_and_405_are_judged_by_evidence_with_their_body(self, status: int) -> None:
         """basicSync creates a job it does not know, so a 404 or 405 says the URL has no

@@ -829,16 +829,20 @@ class TestSystemicOrPerJob:
 
     @pytest.mark.parametrize(
         "refusal",
-        [FORBIDDEN, Systemic(404, "no_basicsync_404", body_truncated='{"message":"no workflow"}')],
-        ids=["403", "404-with-body"],
+        [
+            FORBIDDEN,
+            Systemic(404, "no_basicsync_404", body_truncated='{"message":"no workflow"}'),
+            Systemic(200, "no_basicsync_web_page_200", body_truncated="<html>Rejected</html>"),
+        ],
+        ids=["403", "404-with-body", "web-page"],
     )
     async def test_a_refused_job_among_succeeding_jobs_is_failed_alone(
         self, refusal: Systemic
     ) -> None:
-        """One job answered 403 (or a 404 of its own, say its workflow unknown) while others
-        succeed: a per-job failure. It spends its own budget and gets rejected_by_gateway with
-        the status (and a 404's body); the circuit never opens and every other job is
-        synced."""
+        """One job answered 403 (or a 404 of its own, say its workflow unknown, or a firewall's
+        block page for its content) while others succeed: a per-job failure. It spends its own
+        budget and gets rejected_by_gateway with the status (and a 404's body, or the page);
+        the circuit never opens and every other job is synced."""
         gateway = FakeGateway()
         gateway.answers["bad"] = refusal
         h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
@@ -858,6 +862,8 @@ class TestSystemicOrPerJob:
             refusal.status,
             refusal.body_truncated,
         )
+        web_page = refusal.status == 200
+        assert ("a web page came back" in failure.error.message) is web_page
         assert h.observer.circuit == []
         assert {s.client_job_id for s in h.outcomes.successes} == {f"ok{i}" for i in range(others)}
 

@@ -31,6 +31,11 @@ from consumer.testing.workfloplus.state import IssuedToken, Record, SandboxState
 BASIC_SYNC_PATH = "/jobs/v1/basicSync"
 TOKEN_PATH = "/connect/token"
 _FORM = "application/x-www-form-urlencoded"
+#: What the ``web_page`` fault answers: a web application firewall's block page, 200 and all.
+_BLOCK_PAGE = (
+    "<html><head><title>Request Rejected</title></head><body>The requested URL was rejected. "
+    "Please consult with your administrator.<br>Your support ID is: 4119078512394</body></html>"
+)
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -248,6 +253,8 @@ class Api:
 
     def _injected(self, client_job_id: str) -> web.Response | None:
         faults = self.faults
+        if faults.web_page(client_job_id):  # a firewall in front answers before the gateway
+            return web.Response(text=_BLOCK_PAGE, content_type="text/html")
         if faults.rate_limited(client_job_id):
             seconds = str(faults.config.retry_after_s)
             return _error(429, "too_many_requests", "rate limited", {"Retry-After": seconds})

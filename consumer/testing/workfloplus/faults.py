@@ -4,9 +4,9 @@
 ``/_sandbox/faults``); ``Faults`` is the live state a running sandbox consults on each
 request, with its own random generator (seedable) and the "next N requests" counter.
 
-Latency, error rates, per-job errors, 429s and rejections apply to ``POST /jobs/v1/basicSync``
-only, ``token_delay_ms`` to the token endpoint only; an outage applies to every WorkfloPlus
-endpoint (token, basicSync, get job) but never to ``/_sandbox``.
+Latency, error rates, per-job errors, 429s, rejections and web pages apply to
+``POST /jobs/v1/basicSync`` only, ``token_delay_ms`` to the token endpoint only; an outage
+applies to every WorkfloPlus endpoint (token, basicSync, get job) but never to ``/_sandbox``.
 """
 
 from __future__ import annotations
@@ -77,6 +77,16 @@ class FaultConfig(_Frozen):
     error_job_ids: dict[str, Annotated[int, Field(ge=500, le=599)]] = Field(
         default_factory=dict,
         description="these clientJobIds always get the given 5xx; other jobs are served",
+    )
+    web_page_job_ids: frozenset[str] = Field(
+        default=frozenset(),
+        description=(
+            "these clientJobIds get 200 with an HTML block page, as a web application firewall "
+            "in front of the gateway answers; the job is not stored"
+        ),
+    )
+    web_page_rate: float = Field(
+        default=0.0, ge=0, le=1, description="fraction of requests answered so (1: a portal)"
     )
     hold_first_ms: dict[str, float] = Field(
         default_factory=dict,
@@ -185,6 +195,13 @@ class Faults:
         if client_job_id is None:
             return None
         return self.config.error_job_ids.get(client_job_id)
+
+    def web_page(self, client_job_id: str | None) -> bool:
+        """Whether this request gets a 200 HTML block page instead of basicSync's answer."""
+        config = self.config
+        if client_job_id is not None and client_job_id in config.web_page_job_ids:
+            return True
+        return config.web_page_rate > 0 and self._random.random() < config.web_page_rate
 
     def rejection(self, client_job_id: str | None) -> InjectedRejection | None:
         if client_job_id is None:
