@@ -607,6 +607,7 @@ def _pipeline_limits(settings: Settings, partition_count: int) -> PipelineLimits
         checkpoint_interval_s=settings.kafka.checkpoint_interval_ms / 1000,
         catch_up_checkpoint_interval_s=settings.kafka.catch_up_checkpoint_interval_ms / 1000,
         catch_up_lag=sync.catch_up_lag,
+        open_transaction_warn_s=settings.kafka.open_transaction_warn_s,
     )
 
 

@@ -156,6 +156,13 @@ class KafkaSettings(_Section):
         "(invalid_event): a producer's wrong clock would otherwise win every later write of its "
         "job until that time comes",
     )
+    open_transaction_warn_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="an input partition whose last stable offset has held records back this "
+        "long (a producer's transaction left open: nothing past it can be read) is reported: "
+        "a warning naming it, and basicsync_input_held_seconds",
+    )
     max_failure_value_bytes: int = Field(
         default=64 * 1024,
         ge=0,

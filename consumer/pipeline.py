@@ -49,6 +49,7 @@ from consumer.kafka.admin import changed_layout
 from consumer.kafka.partitioning import hashes_to
 from consumer.kafka.records import SourceRecord
 from consumer.kafka.source import EventSource
+from consumer.kafka.transaction_holds import TransactionHolds
 from consumer.kafka.transactions import CommitTrouble
 from consumer.state.checkpoint import Checkpoint
 from consumer.state.continuity import ChangelogBounds
@@ -134,10 +135,21 @@ class PipelineLimits:
     #: of it, so every checkpoint writes most jobs' states again
     catch_up_checkpoint_interval_s: float = 30.0
     fetch_timeout_ms: int = 500
+    #: an input partition held this long by an open transaction is reported
+    #: (``kafka.open_transaction_warn_s``, consumer.kafka.transaction_holds)
+    open_transaction_warn_s: float = 60.0
     #: tries to take an assigned partition (fence, restore, seek) before asking to rebalance
     take_attempts: int = 5
     take_backoff_s: float = 0.5
 
+
+#: What to do about an input partition an open transaction holds (``Pipeline``'s report).
+OPEN_TRANSACTION_HINT = (
+    "a producer began a transaction on this partition and has neither committed nor aborted "
+    "it: read_committed readers, this one included, get nothing past its first record until "
+    "it ends or the broker aborts it at the producer's transaction.timeout.ms; find it with "
+    "kafka-transactions.sh describe-producers or find-hanging, and end it there (abort)"
+)
 
 #: the least a stop's final commit, and then the producers' close, get (``Pipeline.finish``)
 STOP_STEP_AT_LEAST_S = 2.0
@@ -174,6 +186,7 @@ class Pipeline:
         self._changelog_bounds = changelog_bounds
         self._limits = limits
         self._catch_up = CatchUpMode(limits.catch_up_lag)
+        self._holds = TransactionHolds(limits.open_transaction_warn_s)
         self._observer = observer
         self._wall_clock = wall_clock
         self._lock = asyncio.Lock()
@@ -281,6 +294,7 @@ class Pipeline:
                     await self._checkpoint.close(partition)
                 self._owned -= partitions
                 self._assigned -= partitions
+                self._holds.forget(partitions)
             log.info("partitions_revoked", partitions=sorted(partitions))
 
     async def partitions_assigned(self, partitions: set[int]) -> None:
@@ -461,6 +475,33 @@ class Pipeline:
         self._layout_confirmed_until = time.monotonic() + LAYOUT_RECHECK_S
         return True
 
+    def _report_transaction_holds(self) -> None:
+        """Say which input partitions an open transaction holds: nothing past it can be read,
+        and without a word the growing lag looks like this member's fault."""
+        for report in self._holds.observe(self._source.ends(), time.monotonic()):
+            topic, partition = report.partition
+            if report.ended:
+                log.info(
+                    "input_transaction_hold_ended",
+                    topic=topic,
+                    partition=partition,
+                    held_s=round(report.held_s, 1),
+                )
+            else:
+                log.warning(
+                    "input_held_by_open_transaction",
+                    topic=topic,
+                    partition=partition,
+                    last_stable_offset=report.last_stable,
+                    records_waiting=report.records_waiting,
+                    held_s=round(report.held_s, 1),
+                    hint=OPEN_TRANSACTION_HINT,
+                )
+
+    def held_by_transactions(self) -> dict[tuple[str, int], float]:
+        """Seconds each input partition an open transaction holds has been held (metrics)."""
+        return self._holds.held_for(time.monotonic())
+
     def _stop_if_layout_changed(
         self, counts: Mapping[str, int | None], assigned: Iterable[int]
     ) -> None:
@@ -505,6 +546,7 @@ class Pipeline:
             )
             wait_ms = max(int((next_checkpoint - time.monotonic()) * 1000), 0)
             records = await self._source.fetch(min(self._limits.fetch_timeout_ms, wait_ms))
+            self._report_transaction_holds()
             misrouted = await self._confirm_layout(records)
             async with holding_unless_stopped(self._lock, stop) as held:
                 if not held:

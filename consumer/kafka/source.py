@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
@@ -34,6 +35,7 @@ from aiokafka.structs import OffsetAndMetadata
 from consumer.kafka.copartitioned import CoPartitionedAssignor
 from consumer.kafka.records import SourceRecord
 from consumer.kafka.starting import start_client
+from consumer.kafka.transaction_holds import Ends
 
 log = structlog.get_logger(__name__)
 
@@ -42,6 +44,8 @@ LEAVE_AT_MOST_S = 5.0
 #: the longest a fetch waits for a partition's start (``EventSource.fetch``): a stop must not
 #: wait out the 40 s request timeout of a hung broker
 START_ASKED_WITHIN_S = 5.0
+#: how recent a partition's fetched ends must be to count (``EventSource.ends``)
+ENDS_FRESH_S = 10.0
 
 
 class PartitionOwner(Protocol):
@@ -380,20 +384,51 @@ class EventSource:
             log.error("rejoin_unavailable", hint="restart the process to rebalance")
 
     def behind(self) -> int | None:
-        """Records between the position and the end, over the assigned partitions; None while
-        that is unknown for one of them (no fetch response yet, or no position yet after an
+        """Records that can be read now, over the assigned partitions; None while that is
+        unknown for one of them (no fetch response yet, or no position yet after an
         assignment or a seek): counting only the known ones would report a backlog as gone.
 
-        From the high watermarks the last fetch responses carried: no request is made.
+        From each partition's last stable offset, which the last fetch response carried (no
+        request is made), as Kafka's own read_committed consumer counts its lag: records past
+        it wait for an open transaction and cannot be read yet, however many
+        (consumer.kafka.transaction_holds). Counted from the high watermark, a transaction left
+        open would pass for a backlog and hold every job of the member for the catch-up delay.
         """
         total = 0
         for tp in self._consumer.assignment():
-            highwater = self._consumer.highwater(tp)
+            end = self._readable_end(tp)
             position = self._position(tp)
-            if highwater is None or position is None:
+            if end is None or position is None:
                 return None
-            total += max(highwater - position, 0)
+            total += max(end - position, 0)
         return total
+
+    def ends(self) -> dict[tuple[str, int], Ends]:
+        """Each assigned partition's last stable offset and high watermark, as fetched within
+        the last :data:`ENDS_FRESH_S`; paused partitions are left out (nothing fetches them,
+        so their figures are as old as the pause)."""
+        consumer = self._consumer
+        paused = consumer.paused()
+        fresh_from = (time.time() - ENDS_FRESH_S) * 1000
+        result: dict[tuple[str, int], Ends] = {}
+        for tp in consumer.assignment():
+            if tp in paused:
+                continue
+            lso, highwater = consumer.last_stable_offset(tp), consumer.highwater(tp)
+            fetched_at = consumer.last_poll_timestamp(tp)
+            if lso is None or lso < 0 or highwater is None or (fetched_at or 0) < fresh_from:
+                continue
+            result[(tp.topic, tp.partition)] = Ends(lso, highwater)
+        return result
+
+    def _readable_end(self, tp: TopicPartition) -> int | None:
+        """The last stable offset (read_committed), else the high watermark (a broker that
+        sends none)."""
+        lso: int | None = self._consumer.last_stable_offset(tp)
+        if lso is not None and lso >= 0:
+            return lso
+        highwater: int | None = self._consumer.highwater(tp)
+        return highwater
 
     def _position(self, tp: TopicPartition) -> int | None:
         """The next offset the consumer hands out for ``tp``, without a request.
@@ -424,7 +459,9 @@ class EventSource:
             self._consumer.pause(*self._consumer.assignment())
 
     async def lag(self) -> dict[tuple[str, int], int]:
-        """Messages between the position and the high watermark, per assigned partition."""
+        """Records between the position and the high watermark, per assigned partition: those
+        an open transaction holds included, as ``kafka-consumer-groups.sh`` counts (a lag that
+        grows while nothing can be read is what an alert should see)."""
         result: dict[tuple[str, int], int] = {}
         for tp in self._consumer.assignment():
             highwater = self._consumer.highwater(tp)

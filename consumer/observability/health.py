@@ -67,6 +67,8 @@ class PipelineView(Protocol):
 
     def stalled_for(self) -> float: ...
 
+    def held_by_transactions(self) -> dict[tuple[str, int], float]: ...
+
     def commit_trouble(self) -> CommitTrouble | None: ...
 
 
@@ -206,6 +208,7 @@ async def sample_metrics(running: Observed) -> None:
         lag=lag,
         intent_stage_limit=scheduler.intent_stage_limit if scheduler is not None else 0,
         checkpoint_failing_s=_failing_for(pipeline.commit_trouble() if pipeline else None),
+        held=pipeline.held_by_transactions() if pipeline is not None else None,
     )
 
 

@@ -218,6 +218,14 @@ class Metrics:
             ["topic", "partition"],
             registry=r,
         )
+        self.input_held = Gauge(
+            "basicsync_input_held_seconds",
+            "How long records have waited past an input partition's last stable offset that "
+            "did not move (a producer's open transaction: nothing past it can be read); a "
+            "partition has a series only while it is held",
+            ["topic", "partition"],
+            registry=r,
+        )
 
     # -- fed as things happen ----------------------------------------------------------------
 
@@ -267,9 +275,13 @@ class Metrics:
         lag: Mapping[tuple[str, int], int] | None,
         intent_stage_limit: int = 0,
         checkpoint_failing_s: float = 0.0,
+        held: Mapping[tuple[str, int], float] | None = None,
     ) -> None:
         """Set the level gauges; ``lag=None`` keeps the last lag sample (fetching it failed)."""
         self.checkpoint_failing.set(checkpoint_failing_s)
+        self.input_held.clear()
+        for (topic, partition), seconds in (held or {}).items():
+            self.input_held.labels(topic, str(partition)).set(round(seconds, 1))
         self.jobs_dirty.set(dirty_jobs)
         self.sync_in_flight.set(in_flight)
         self.intent_stage_limit.set(intent_stage_limit)

@@ -327,9 +327,13 @@ class _RestoredPipeline:
     unwritten_job_count: int = 0
     changelog_room: int | None = None
     stored_bytes: int = 300
+    held: dict[tuple[str, int], float] = field(default_factory=dict)
 
     def stalled_for(self) -> float:
         return 0.0
+
+    def held_by_transactions(self) -> dict[tuple[str, int], float]:
+        return self.held
 
     def commit_trouble(self) -> CommitTrouble | None:
         return self.trouble
@@ -413,3 +417,20 @@ class TestChangelogRoomSampled:
         pipeline.changelog_room = None
         await sample_metrics(running)
         assert registry.get_sample_value("basicsync_changelog_room_bytes") == 0
+
+
+class TestInputHeldSampled:
+    async def test_a_partition_held_by_an_open_transaction_has_a_series_while_held(
+        self,
+    ) -> None:
+        """``basicsync_input_held_seconds{topic, partition}`` per held input partition; a hold
+        that ended leaves no series behind (an alert on ``> 300`` clears with it)."""
+        pipeline = _RestoredPipeline(held={("jobs", 3): 75.04})
+        running = _Observed(pipeline)
+        await sample_metrics(running)
+        registry = running.metrics.registry
+        labels = {"topic": "jobs", "partition": "3"}
+        assert registry.get_sample_value("basicsync_input_held_seconds", labels) == 75.0
+        pipeline.held = {}
+        await sample_metrics(running)
+        assert registry.get_sample_value("basicsync_input_held_seconds", labels) is None
