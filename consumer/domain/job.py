@@ -36,7 +36,10 @@ What that means:
 Assembly rules, including the choices docs/contract.md §5 leaves to the code:
 
 - **Idempotent by event id.** An id among the last :data:`SEEN_IDS_LIMIT` applied ids returns
-  the very same state object. An older id is a new arrival and applies again: that changes
+  the very same state object, when the event could be the one applied under it (applied again
+  before everything of its time, it changes nothing: :func:`_as_applied`); one that would
+  change something is another event under a reused id, a :class:`Rejection`
+  (``invalid_event``). An older id is a new arrival and applies again: that changes
   nothing unless an event of the same time arrived in between (its writes would be overwritten
   again), and an exclusion equal to one already held at the same time is not added twice. The
   consumer replays at most what followed its last checkpoint, far fewer events of one job.
@@ -86,7 +89,7 @@ import functools
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from pydantic.alias_generators import to_camel
 
@@ -184,7 +187,14 @@ def apply(state: JobState | None, event: JobEvent, now: datetime) -> JobState | 
     if state is None:
         state = new_state(event.subject, now)
     elif event.id in state.seen_event_ids:
-        return state
+        if _as_applied(state, event):
+            return state
+        return Rejection(
+            f"event id {event.id!r} was applied to job {event.subject!r} before, with other "
+            "content: an event id must be unique (this event is not applied; send it again "
+            "under a new id)",
+            FailureReason.invalid_event,
+        )
     latest = latest_time(state)
     time = time_text(event.time) if event.time is not None else latest
     arrival = state.arrivals + 1
@@ -214,6 +224,31 @@ def apply(state: JobState | None, event: JobEvent, now: datetime) -> JobState | 
         sending_since=state.sending_since,
         too_large=state.too_large,
     )
+
+
+def _as_applied(state: JobState, event: JobEvent) -> bool:
+    """Whether an event whose id the job has seen can be the event applied under that id.
+
+    The applied event's arrival is known from where its id stands among the seen ids (each
+    applied event took the next arrival and appended its id). Applied again half an arrival
+    after its own (ahead of its own writes, behind every later one), the event applied under
+    the id leaves the document as it is: it writes what it wrote, where it still holds. Other
+    content under the id changes it, and used to be dropped without a word.
+
+    Taken as the one applied, as every duplicate was before: an event without ``time`` (it
+    took the latest time known when it came, which may have moved since), and an id applied
+    before arrivals were counted. Other content whose every write lost to later ones since
+    changes nothing either, and is dropped.
+    """
+    seen = state.seen_event_ids
+    arrival = state.arrivals - (len(seen) - 1 - seen.index(event.id))
+    if event.time is None or arrival < 1:
+        return True
+    draft = _Draft(state)
+    just_after = cast(Clock, (time_text(event.time), arrival + 0.5))
+    if draft.apply(event, just_after) is not None:
+        return False
+    return draft.document() == state.document
 
 
 def latest_time(state: JobState) -> str:

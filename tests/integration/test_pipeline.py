@@ -221,6 +221,39 @@ class TestInvalidInput:
                 assert key == client_job_id.encode()
         assert sorted(key for key, job in keys.values() if job is None) == [b"", RAW_KEY]
 
+    async def test_another_event_under_a_seen_id_is_refused_and_a_redelivery_is_not(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """A producer reuses an event's id for a later change of the job: it used to be
+        dropped as a duplicate, without a word. Now it is refused (invalid_event, with its
+        bytes), while the same event sent again (a redelivery) is dropped silently, and the
+        job keeps taking events under new ids."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=3, seed=12))
+        job = sorted(demo.expected)[0]
+        [final] = final_upserts([job], "final")
+        first = next(e for e in demo.events if e.subject == job and e.time is not None)
+        reused = final.replaced(id=first.id, time=datetime(2026, 7, 1, tzinfo=UTC))
+        reused = reused.replaced(data={"jobTitle": "impostor"})
+        await produce(kafka_bootstrap, topics.inputs, [*demo.events, final])
+        reused_key, reused_value, reused_headers = encode_structured(reused)
+        again = encode_structured(final)
+        await produce_raw(
+            kafka_bootstrap,
+            topics.inputs[0],
+            [(reused_key, reused_value, reused_headers), (again[0], again[1], again[2])],
+        )
+        expected = {**demo.expected, job: with_title({job: demo.expected[job]}, "final")[job]}
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        async with consumer_running(settings) as (running, task):
+            await wait_converged(sandbox_in_process, expected, within=60, consumer=task)
+            failures = await read_records(kafka_bootstrap, topics.failed, settle_s=2)
+            assert running.stats.invalid.total() == 1
+        [failure] = failures
+        assert (failure["clientJobId"], failure["reason"]) == (job, "invalid_event")
+        assert f"event id '{first.id}' was applied" in failure["error"]["message"]
+        assert base64.b64decode(failure["source"]["value"]) == reused_value
+
 
 class TestGatewayRejection:
     async def test_a_rejected_job_gets_a_failure_record_with_the_body(

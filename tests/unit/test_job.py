@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from unittest.mock import patch
@@ -341,6 +342,70 @@ class TestIdempotency:
         assert isinstance(apply(state, abort, NOW), Rejection)
         assert abort.id not in state.seen_event_ids
         assert isinstance(apply(state, abort, NOW), Rejection)
+
+
+class TestReusedIds:
+    """Another event under an id the job has seen: refused, never taken for a redelivery."""
+
+    def test_other_content_under_a_seen_id_is_refused_and_changes_nothing(self) -> None:
+        first = ev(EventType.upserted, {"jobTitle": "a"}, event_id="x", time=at(0))
+        state = run(first)
+        for reused in (
+            ev(EventType.upserted, {"jobTitle": "b"}, event_id="x", time=at(0)),
+            ev(EventType.upserted, {"jobTitle": "b"}, event_id="x", time=at(5)),
+            ev(EventType.step_completed, step("s1", 1), event_id="x", time=at(1)),
+            ev(EventType.aborted, {"reason": "r"}, event_id="x", time=at(2)),
+        ):
+            result = apply(state, reused, NOW)
+            assert isinstance(result, Rejection), reused
+            assert result.reason is FailureReason.invalid_event
+            assert "event id 'x' was applied" in result.message
+        assert body(state)["metadata"]["jobTitle"] == "a"
+
+    def test_a_redelivery_that_lost_a_tie_since_is_still_a_redelivery(self) -> None:
+        """``a`` then ``b`` at one time: ``b`` holds the title. ``a`` again changes nothing
+        (applied before everything of its time, it loses), so it is a redelivery."""
+        a = ev(EventType.upserted, {"jobTitle": "a", "team": "t"}, event_id="a", time=at(0))
+        b = ev(EventType.upserted, {"jobTitle": "b"}, event_id="b", time=at(0))
+        state = run(a, b)
+        assert apply(state, a, NOW) is state
+        assert apply(decode_state(encode_state(state)), a, NOW) == state
+
+    def test_redeliveries_of_every_kind_after_later_events_are_redeliveries(self) -> None:
+        events = [
+            ev(EventType.upserted, {"workflowId": "w", "jobTitle": "a"}, time=at(0)),
+            ev(EventType.step_completed, step("s1", 1, note="n"), time=at(1)),
+            ev(EventType.status_changed, {"status": "InProgress", "updated": stamp(2)}, time=at(2)),
+            ev(EventType.excluded, {"userId": "u", "isExcluded": True}, time=at(3)),
+            ev(EventType.step_completed, step("s1", 1, note="m"), time=at(4)),
+            ev(EventType.status_changed, {"status": "Completed"}, time=at(5)),
+            ev(EventType.upserted, {"jobTitle": "z"}, time=at(6)),
+        ]
+        state = run(*events)
+        for event in events:
+            assert apply(state, event, NOW) is state, event.type
+
+    def test_a_reused_id_whose_content_loses_everywhere_changes_nothing_and_is_dropped(
+        self,
+    ) -> None:
+        """Older than every write it makes, the other content would change nothing applied
+        either: it is dropped as a duplicate, as before."""
+        state = run(ev(EventType.upserted, {"jobTitle": "a"}, event_id="x", time=at(5)))
+        stale = ev(EventType.upserted, {"jobTitle": "b"}, event_id="x", time=at(1))
+        assert apply(state, stale, NOW) is state
+
+    def test_without_time_or_arrivals_a_seen_id_is_a_duplicate_as_before(self) -> None:
+        untimed = run(ev(EventType.upserted, {"jobTitle": "a"}, event_id="x"))
+        assert apply(untimed, ev(EventType.upserted, {"jobTitle": "b"}, event_id="x"), NOW) is (
+            untimed
+        )
+        clockless = replace(  # as written before clocks and arrival numbers
+            run(ev(EventType.upserted, {"jobTitle": "a"}, event_id="x", time=at(0))),
+            clocks={},
+            arrivals=0,
+        )
+        other = ev(EventType.upserted, {"jobTitle": "b"}, event_id="x", time=at(9))
+        assert apply(clockless, other, NOW) is clockless
 
 
 class TestBookkeeping:
@@ -792,6 +857,26 @@ class TestProperties:
         """Any interleaving of redelivered events gives the state of the sequence without them."""
         events, delivery = case
         assert reduce_all(delivery) == reduce_all(events)
+
+    @given(with_duplicates())
+    @settings(deadline=None)
+    def test_a_redelivered_event_is_never_taken_for_another(
+        self, case: tuple[list[JobEvent], list[JobEvent]]
+    ) -> None:
+        """Each redelivery of an event applied before returns the very state (never a
+        Rejection for a reused id), whatever came between, through a changelog round trip
+        too."""
+        _, delivery = case
+        state: JobState | None = None
+        for event in delivery:
+            if state is not None and event.id in state.seen_event_ids:
+                assert apply(state, event, NOW) is state
+                restored = decode_state(encode_state(state))
+                assert apply(restored, event, NOW) is restored
+                continue
+            result = apply(state, event, NOW)
+            if isinstance(result, JobState):
+                state = result
 
     @given(event_sequences(), st.data())
     @settings(deadline=None)
