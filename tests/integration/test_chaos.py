@@ -7,14 +7,15 @@ its session (a zombie that wakes up after the group moved on); a member stopped 
 and started again; the broker SIGSTOPped; a gateway outage; a burst of 500s for a third of the
 requests; answers slower than the request timeout; every token revoked; a job's first request
 held past the request timeout (in doubt, and it lands late). One job is refused (422)
-throughout.
+throughout, and five records the contract refuses (not JSON, a tombstone, an unknown type, a
+key that is not the subject, a value past the size limit) come among the traffic.
 
 At the end WorkfloPlus must hold every other job exactly as its events assemble (promise 1),
 no accepted document may lack a step an earlier one had and no job may have had two requests
 in flight at once (promises 2 and 3), every job's final document must get a success record
 with its hash (promise 4: once its member has heard back, as WorkfloPlus may hold a document
-from a request in doubt before), and the failure topic must hold the refused job's records
-alone.
+from a request in doubt before), and the failure topic must hold the refused job's records and
+a record of each bad one, nothing else (promise 5).
 
 ``BASICSYNC_CHAOS_SEED`` picks another schedule and ``BASICSYNC_CHAOS_CHUNKS`` a longer run
 (chunks of traffic, 0.4 s apart), for runs by hand.
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import random
 import signal
@@ -37,7 +39,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from consumer.config import Settings
-from consumer.demo import DemoPlan, build_demo, send_events
+from consumer.demo import DemoJobs, DemoPlan, build_demo, send_events
+from consumer.domain.events import encode_structured
 from consumer.testing.workfloplus import InjectedRejection, Sandbox
 from tests.integration.harness import (
     MakeTopic,
@@ -188,11 +191,20 @@ class TestChaos:
         chaos = Chaos(members, sandbox, broker_pid(kafka_bootstrap), rng, healthy)
         sent = asyncio.Event()
         faults = asyncio.create_task(chaos.run(sent))
-        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, linger_ms=5)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=kafka_bootstrap, linger_ms=5, max_request_size=2 * 1024 * 1024
+        )
+        bad = bad_records(demo, healthy[0])
+        chunks = in_chunks(demo.events, CHUNKS)
+        places = random.Random(SEED + 1).sample(range(len(chunks)), len(bad))
+        bad_after = dict(zip(places, bad, strict=True))
         await producer.start()
         try:
-            for chunk in in_chunks(demo.events, CHUNKS):
+            for n, chunk in enumerate(chunks):
                 await send_events(producer, topics.inputs, chunk)
+                if n in bad_after:
+                    key, value, headers, _ = bad_after[n]
+                    await producer.send_and_wait(topics.inputs[0], value, key, headers=headers)
                 await asyncio.sleep(0.4)
             sent.set()
             await faults
@@ -225,9 +237,13 @@ class TestChaos:
         assert_history_never_shrinks(sandbox, healthy)
         assert max_overlap(sandbox) == 1
         assert refused not in sandbox.state.jobs
-        assert {(f["clientJobId"], f["reason"], f["error"]["status"]) for f in failures} == {
-            (refused, "rejected_by_gateway", 422)
-        }
+        refusals = [f for f in failures if f["reason"] == "rejected_by_gateway"]
+        assert {(f["clientJobId"], f["error"]["status"]) for f in refusals} == {(refused, 422)}
+        # Each bad record among the traffic is reported (a repeat after a crash allowed), and
+        # nothing else is.
+        wanted = {(reason, digest(value)) for _, value, _, reason in bad}
+        found = {(f["reason"], f["source"]["valueSha256"]) for f in failures if f not in refusals}
+        assert found == wanted
         assert_repeats_agree(successes)
 
 
@@ -248,3 +264,33 @@ def assert_repeats_agree(successes: list[dict[str, Any]]) -> None:
     for record in successes:
         key = (record["clientJobId"], record["stateVersion"])
         assert reported.setdefault(key, record["payloadSha256"]) == record["payloadSha256"], key
+
+
+BadRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]], str]
+
+
+def bad_records(demo: DemoJobs, job: str) -> list[BadRecord]:
+    """Records the contract refuses, each with the reason it gets: not JSON, a tombstone, an
+    unknown type and a larger than allowed value (for a healthy job, which must stay as its
+    events assemble it), and a key that is not the subject."""
+    event = next(e for e in demo.events if e.subject == job)
+    key, value, _ = encode_structured(event)
+    envelope = json.loads(value)
+    typed = [("content-type", b"application/cloudevents+json")]
+
+    def changed(**fields: Any) -> bytes:
+        return json.dumps({**envelope, **fields}).encode()
+
+    huge = {"jobTitle": "x" * 1_000_100}  # past kafka.max_event_bytes, within the broker's
+    return [
+        (b"chaos-bad-json", b"{not json", typed, "invalid_event"),
+        (key, None, [], "invalid_event"),
+        (key, changed(id="chaos-type", type="com.workfloplus.job.teleported"), typed,
+         "unknown_event_type"),
+        (b"someone-else", changed(id="chaos-key"), typed, "key_mismatch"),
+        (key, changed(id="chaos-huge", data=huge), typed, "oversized_event"),
+    ]  # fmt: skip
+
+
+def digest(value: bytes | None) -> str | None:
+    return None if value is None else hashlib.sha256(value).hexdigest()

@@ -267,13 +267,16 @@ class TestABadJobFailsAlone:
         WorkfloPlus held nothing."""
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=9, seed=42, prefix="web-page"))
-        live = build_demo(DemoPlan(jobs=30, seed=43, prefix="web-page-live"))
+        live = build_demo(DemoPlan(jobs=60, seed=43, prefix="web-page-live"))
         blocked = next(iter(demo.expected))
         sandbox_in_process.faults.update({"web_page_rate": 1.0})
         await produce(kafka_bootstrap, topics.inputs, demo.events)
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         log = str(tmp_path / "consumer.log")
-        async with consumer_process(settings, log, SHORT_BUDGET):
+        # Probes at most 2 s apart: the circuit the pages keep opening (each probe's 404
+        # closes it) must not hold the live jobs of the second part back for 30 s.
+        quick_probes = {**SHORT_BUDGET, "BASICSYNC_SYNC__CIRCUIT_PROBE_MAX_S": "2"}
+        async with consumer_process(settings, log, quick_probes):
             opened = await eventually(lambda: bool(log_events(log, "circuit_opened")), within=60)
             assert opened, tail(log)
             await asyncio.sleep(15)  # longer than SHORT_BUDGET's 4 attempts take per job
@@ -283,7 +286,7 @@ class TestABadJobFailsAlone:
             sandbox_in_process.faults.update({"web_page_rate": 0.0, "web_page_job_ids": [blocked]})
             # Live jobs meanwhile: only other jobs' successes make the page this job's own.
             sent = await send_until_failed(kafka_bootstrap, topics, live)
-            assert sent, "no failure record while 30 live jobs synced\n" + tail(log)
+            assert sent, "no failure record while 60 live jobs synced\n" + tail(log)
             expected = {**demo.expected, **{job: live.expected[job] for job in sent}}
             del expected[blocked]
             await wait_converged(sandbox_in_process, expected, within=60)
