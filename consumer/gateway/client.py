@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TypeAlias
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -158,6 +159,21 @@ def parse_retry_after(value: str | None, now: datetime) -> float | None:
     return max((when - now).total_seconds(), 0.0)
 
 
+#: What stands in a gateway's answer for the bearer token it echoed.
+REDACTED = "[redacted]"
+
+
+def redacted(text: str, token: str) -> str:
+    """``text`` without ``token``: a gateway (or a proxy) in debugging mode echoes the request's
+    headers in an error body, and the body goes into a failure record, which its readers keep.
+    Also its URL-encoded form and JSON's escaped slashes (an opaque token may hold ``+``, ``/``
+    and ``=``; a JWT holds none)."""
+    for form in {token, quote(token, safe=""), token.replace("/", "\\/")}:
+        if form and form in text:
+            text = text.replace(form, REDACTED)
+    return text
+
+
 def is_web_page(headers: Mapping[str, str], body_text: str) -> bool:
     """An HTML document: by its media type, or by how it starts when it is sent untyped or
     mistyped (a block page served as ``text/plain``)."""
@@ -263,7 +279,10 @@ class GatewayClient:
                 return Retryable(
                     status=None, retry_after=None, reason=_network_reason(exc), in_doubt=True
                 )
-            return classify(status, headers, answer.text, self._wall_clock())
+            text = answer.text
+            if not 200 <= status < 300 or is_web_page(headers, text):
+                text = redacted(text, token)  # such a body goes into a failure record
+            return classify(status, headers, text, self._wall_clock())
         raise AssertionError("unreachable: the second pass always returns")  # pragma: no cover
 
     async def probe(self) -> int | None:

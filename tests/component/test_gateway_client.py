@@ -286,6 +286,19 @@ class TestPostBasicSync:
         assert outcome.body_truncated.startswith('{"errors":[')
         assert len(outcome.body_truncated) < 5000  # truncate_body: head and tail
 
+    async def test_an_echoed_bearer_token_never_reaches_the_outcome(self, harness: Harness) -> None:
+        """A gateway in debugging mode echoes the request's headers in its error body, which
+        goes into a failure record: the token is cut out of it (of a web page too)."""
+        echo = '{"error": "bad", "headers": {"Authorization": "Bearer token-1"}}'
+        harness.server.sync_script.append(Reply(status=400, body=echo))
+        outcome = await harness.client.post_basic_sync(BODY)
+        assert outcome == Rejected(400, echo.replace("token-1", "[redacted]"))
+        page = "<html>Bearer token-1</html>"
+        harness.server.sync_script.append(Reply(body=page, headers={"Content-Type": "text/html"}))
+        outcome = await harness.client.post_basic_sync(BODY)
+        assert isinstance(outcome, Systemic)
+        assert outcome.body_truncated == "<html>Bearer [redacted]</html>"
+
     async def test_a_200_web_page_is_not_accepted(self, harness: Harness) -> None:
         """A firewall's block page, 200 and all, is no basicSync answer: Systemic with the page
         for a failure record, never Accepted (the job would be settled as synced)."""

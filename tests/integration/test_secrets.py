@@ -16,11 +16,12 @@ import pytest
 from pydantic import SecretStr
 
 from consumer.demo import DemoPlan, build_demo
-from consumer.testing.workfloplus import Sandbox, SandboxSettings, run_sandbox
+from consumer.testing.workfloplus import InjectedRejection, Sandbox, SandboxSettings, run_sandbox
 from tests.integration.harness import (
     MakeTopic,
     consumer_env,
     eventually,
+    eventually_async,
     new_topics,
     produce,
     raw_parts,
@@ -71,6 +72,10 @@ async def stop_process(process: subprocess.Popen[bytes]) -> int:
         raise
 
 
+async def has_records(bootstrap: str, topic: str) -> bool:
+    return bool(await raw_parts(bootstrap, topic))
+
+
 def leaks(text: bytes, secrets: Iterable[str]) -> list[str]:
     """Which of ``secrets`` occur in ``text`` (shown shortened, so the failure is no leak)."""
     return [f"{s[:6]}..." for s in secrets if s and s.encode() in text]
@@ -80,16 +85,22 @@ class TestSecretsNeverLogged:
     async def test_a_run_that_syncs_jobs_logs_neither_the_secret_nor_a_token(
         self, kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
     ) -> None:
-        """A debug-level run syncs demo jobs across a token revocation (401, a fresh token);
-        its whole output and its result records contain neither the client secret nor any
-        bearer token the sandbox issued."""
+        """A debug-level run syncs demo jobs across a token revocation (401, a fresh token),
+        one job refused by a gateway that echoes the request's bearer token in its 400; the
+        run's whole output and its result records contain neither the client secret nor any
+        bearer token the sandbox issued (the echoed one is redacted in the failure record)."""
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=20, seed=41))
         half = len(demo.events) // 2
         log_path = tmp_path / "consumer.log"
         tokens: set[str] = set()
         stop_collecting = asyncio.Event()
+        echoed, *rest = sorted(demo.expected)
         async with sandbox_with(SECRET) as sandbox:
+            # A gateway in debugging mode: its 400 for one job echoes the bearer token, and the
+            # body goes into that job's failure record.
+            echo = InjectedRejection(status=400, body={"error": "bad"}, echo_authorization=True)
+            sandbox.faults.update({"reject_job_ids": {echoed: echo}})
             collector = asyncio.create_task(collect_tokens(sandbox, tokens, stop_collecting))
             settings = settings_for(kafka_bootstrap, sandbox, topics)
             env = consumer_env(settings) | {"BASICSYNC_OBSERVABILITY__LOG_LEVEL": "debug"}
@@ -102,7 +113,11 @@ class TestSecretsNeverLogged:
                 assert await eventually(lambda: len(tokens) >= 1, within=10)
                 sandbox.revoke_tokens()
                 await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
-                await wait_converged(sandbox, demo.expected, within=90)
+                await wait_converged(sandbox, {j: demo.expected[j] for j in rest}, within=90)
+                failed = await eventually_async(
+                    lambda: has_records(kafka_bootstrap, topics.failed), within=30
+                )
+                assert failed, tail(str(log_path))
             finally:
                 code = await stop_process(process)
                 stop_collecting.set()
@@ -117,6 +132,8 @@ class TestSecretsNeverLogged:
             records = b"\n".join(await raw_parts(kafka_bootstrap, topic))
             assert leaks(records, [SECRET, *tokens]) == [], topic
         assert await raw_parts(kafka_bootstrap, topics.succeeded)
+        failures = b"\n".join(await raw_parts(kafka_bootstrap, topics.failed))
+        assert b"Bearer [redacted]" in failures, failures[:2000]
 
     async def test_a_refused_secret_is_not_logged_either(
         self, kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path

@@ -16,6 +16,7 @@ from consumer.gateway.client import (
     Systemic,
     classify,
     parse_retry_after,
+    redacted,
 )
 
 NOW = datetime(2026, 11, 27, 12, 0, 0, tzinfo=UTC)
@@ -173,3 +174,17 @@ class TestParseRetryAfter:
     def test_values(self, value: str | None, expected: float | None) -> None:
         """Seconds, HTTP-dates (past ones give 0) and garbage (None: use our own backoff)."""
         assert parse_retry_after(value, NOW) == expected
+
+
+class TestRedacted:
+    @pytest.mark.parametrize(
+        "echoed",
+        ["tok+en/with=", "tok%2Ben%2Fwith%3D", "tok+en\\/with="],
+        ids=["raw", "url-encoded", "json-escaped-slash"],
+    )
+    def test_every_form_of_the_token_is_cut_out(self, echoed: str) -> None:
+        text = f'{{"Authorization": "Bearer {echoed}", "n": 1}}'
+        assert redacted(text, "tok+en/with=") == '{"Authorization": "Bearer [redacted]", "n": 1}'
+
+    def test_a_body_without_the_token_is_left_as_it_is(self) -> None:
+        assert redacted("no token here", "eyJhbGciOi.e30.sig") == "no token here"

@@ -237,7 +237,7 @@ class Api:
             return _error(400, "invalid_body", str(document)), None
         client_job_id = document.metadata.clientJobId
         if faults.active:
-            injected = self._injected(client_job_id)
+            injected = self._injected(request, client_job_id)
             if injected is not None:
                 return injected, None
         status = document.metadata.status
@@ -251,7 +251,7 @@ class Api:
         )
         return response, outcome
 
-    def _injected(self, client_job_id: str) -> web.Response | None:
+    def _injected(self, request: web.Request, client_job_id: str) -> web.Response | None:
         faults = self.faults
         if faults.web_page(client_job_id):  # a firewall in front answers before the gateway
             return web.Response(text=_BLOCK_PAGE, content_type="text/html")
@@ -263,7 +263,11 @@ class Api:
             return _error(status, "injected_error", f"injected HTTP {status}")
         rejection = faults.rejection(client_job_id)
         if rejection is not None:
-            return _json(rejection.status, rejection.body)
+            body = rejection.body
+            if rejection.echo_authorization:
+                echoed = request.headers.get("Authorization")
+                body = {**(body if isinstance(body, dict) else {}), "authorization": echoed}
+            return _json(rejection.status, body)
         return None
 
     # -- GET /jobs/v1/{clientJobId} ----------------------------------------------------------

@@ -54,6 +54,11 @@ class InjectedRejection(_Frozen):
 
     status: int = Field(default=400, ge=400, le=499)
     body: Any = None
+    echo_authorization: bool = Field(
+        default=False,
+        description="the body (an object) also carries the request's Authorization header, "
+        "as a gateway in debugging mode echoes it",
+    )
 
 
 class FaultConfig(_Frozen):
