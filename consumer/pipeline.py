@@ -303,6 +303,7 @@ class Pipeline:
         self._stop_if_layout_changed(self._source.partition_counts(), partitions)
         async with self._lock:
             self._assigned = set(partitions)
+            self._holds.keep(self._assigned)
             self._restoring = True
             self._observer.ownership_changed(partitions, restoring=True)
             try:

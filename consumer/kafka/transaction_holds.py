@@ -88,6 +88,11 @@ class TransactionHolds:
         for partition in [p for p in self._holds if p[1] in numbers]:
             del self._holds[partition]
 
+    def keep(self, numbers: set[int]) -> None:
+        """The partition numbers this member reads now (an assignment): the others' holds,
+        of partitions lost without a revoke, are dropped."""
+        self.forget({p[1] for p in self._holds} - numbers)
+
     def held_for(self, now: float) -> dict[Partition, float]:
         """Seconds each held partition's LSO has held records back (for the metric)."""
         return {partition: now - hold.since for partition, hold in self._holds.items()}

@@ -58,6 +58,9 @@ class TestTransactionHolds:
         assert set(holds.held_for(now=61)) == {P}
         holds.forget({3})
         assert holds.held_for(now=62) == {}
+        holds.observe({P: Ends(150, 160), Q: Ends(7, 9)}, now=70)
+        holds.keep({4})  # an assignment without partition 3: lost without a revoke
+        assert set(holds.held_for(now=71)) == {Q}
         assert holds.observe({P: Ends(150, 150)}, now=63) == []  # forgotten: no end to tell
 
     @given(
