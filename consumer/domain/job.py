@@ -37,8 +37,8 @@ Assembly rules, including the choices docs/contract.md §5 leaves to the code:
 
 - **Idempotent by event id.** An id among the last :data:`SEEN_IDS_LIMIT` applied ids returns
   the very same state object, when the event could be the one applied under it (applied again
-  before everything of its time, it changes nothing: :func:`_as_applied`); one that would
-  change something is another event under a reused id, a :class:`Rejection`
+  just after its own arrival, it leaves the document as it is: :func:`_as_applied`); one that
+  would change it is another event under a reused id, a :class:`Rejection`
   (``invalid_event``). An older id is a new arrival and applies again: that changes
   nothing unless an event of the same time arrived in between (its writes would be overwritten
   again), and an exclusion equal to one already held at the same time is not added twice. The

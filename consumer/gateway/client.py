@@ -36,7 +36,7 @@ import aiohttp
 import orjson
 import structlog
 
-from consumer.domain.results import truncate_body
+from consumer.domain.results import MAX_ERROR_BODY_CHARS, truncate_body
 from consumer.errors import AuthRejected, TokenUnavailable
 from consumer.gateway.answer import read_answer
 from consumer.gateway.auth import TokenProvider
@@ -100,18 +100,26 @@ class Systemic:
 SyncOutcome: TypeAlias = Accepted | Rejected | Retryable | Systemic
 
 
-def classify(status: int, headers: Mapping[str, str], body_text: str, now: datetime) -> SyncOutcome:
+def classify(
+    status: int,
+    headers: Mapping[str, str],
+    body_text: str,
+    now: datetime,
+    *,
+    token: str | None = None,
+) -> SyncOutcome:
     """Classify a gateway response per docs/contract.md §7; ``now`` resolves HTTP-date Retry-After.
 
     A 401 classified here is final (:class:`Systemic`); the one free retry with a fresh token is
-    the client's business, before it calls this.
+    the client's business, before it calls this. ``token``, the bearer token the request
+    carried, is cut out of every body an outcome keeps (:func:`redacted`).
     """
     if 200 <= status < 300:
         if is_web_page(headers, body_text):
             # We ask for JSON; an HTML page is what a firewall's block page, a login portal or a
             # web app at the base URL answers, never basicSync. Accepted, the job would be
             # settled as synced while WorkfloPlus never saw it.
-            body = truncate_body(body_text) or None
+            body = _kept(body_text, token) or None
             return Systemic(
                 status=status, reason=f"{NO_BASICSYNC}_web_page_{status}", body_truncated=body
             )
@@ -127,10 +135,10 @@ def classify(status: int, headers: Mapping[str, str], body_text: str, now: datet
         # basicSync creates a job it does not know, so neither says "no such job": the URL
         # has no basicSync (a wrong base URL or gateway route) for every job, unless others
         # get through. Final only as the job's own, after its budget.
-        body = truncate_body(body_text) or None
+        body = _kept(body_text, token) or None
         return Systemic(status=status, reason=f"{NO_BASICSYNC}_{status}", body_truncated=body)
     if 400 <= status < 500:
-        return Rejected(status=status, body_truncated=truncate_body(body_text) or "")
+        return Rejected(status=status, body_truncated=_kept(body_text, token))
     # 3xx: we never follow redirects on POST (a 303 would turn it into a GET); a redirect means
     # the configured base URL is wrong (http vs https, old host) and every job would get it.
     return Systemic(status=status, reason=f"unexpected_status_{status}")
@@ -172,6 +180,14 @@ def redacted(text: str, token: str) -> str:
         if form and form in text:
             text = text.replace(form, REDACTED)
     return text
+
+
+def _kept(body_text: str, token: str | None) -> str:
+    """A body as a failure record keeps it: the token cut out first (it could straddle the
+    cut), from what the cut keeps and a token's worth more, then cut to the record's limit."""
+    if token:
+        body_text = redacted(body_text[: MAX_ERROR_BODY_CHARS + 4 * len(token)], token)
+    return truncate_body(body_text) or ""
 
 
 def is_web_page(headers: Mapping[str, str], body_text: str) -> bool:
@@ -279,10 +295,7 @@ class GatewayClient:
                 return Retryable(
                     status=None, retry_after=None, reason=_network_reason(exc), in_doubt=True
                 )
-            text = answer.text
-            if not 200 <= status < 300 or is_web_page(headers, text):
-                text = redacted(text, token)  # such a body goes into a failure record
-            return classify(status, headers, text, self._wall_clock())
+            return classify(status, headers, answer.text, self._wall_clock(), token=token)
         raise AssertionError("unreachable: the second pass always returns")  # pragma: no cover
 
     async def probe(self) -> int | None:

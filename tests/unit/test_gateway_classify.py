@@ -188,3 +188,15 @@ class TestRedacted:
 
     def test_a_body_without_the_token_is_left_as_it_is(self) -> None:
         assert redacted("no token here", "eyJhbGciOi.e30.sig") == "no token here"
+
+    def test_a_token_straddling_the_cut_is_cut_out_first(self) -> None:
+        """The body is cut to the failure record's limit after the token is taken out, so no
+        part of a token that crossed the limit is kept."""
+        token = "eyJhbGciOi.e30.signature-part"
+        body = "x" * (MAX_ERROR_BODY_CHARS - 10) + f"Bearer {token}" + "y" * 5000
+        outcome = classify(400, {}, body, NOW, token=token)
+        assert isinstance(outcome, Rejected)
+        assert "eyJhbGciOi" not in outcome.body_truncated
+        assert outcome.body_truncated.endswith(TRUNCATION_SUFFIX)
+        web_page = classify(200, {"Content-Type": "text/html"}, f"<html>{token}", NOW, token=token)
+        assert web_page == Systemic(200, "no_basicsync_web_page_200", "<html>[redacted]")
