@@ -586,6 +586,7 @@ def _scheduler(
             maximum=sync.retry_max_ms / 1000,
             max_attempts=sync.retry_max_attempts,
             max_elapsed=sync.retry_max_elapsed_s,
+            retry_after_max=sync.retry_after_max_s,
         ),
         send_within=settings.gateway.request_timeout_s,
         in_doubt_window=settings.in_doubt_window_s,

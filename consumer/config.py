@@ -369,6 +369,13 @@ class SyncSettings(_Section):
     retry_max_elapsed_s: float = Field(
         default=300.0, gt=0, description="time per job before retries_exhausted"
     )
+    retry_after_max_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="the longest a gateway's Retry-After is honoured: a job asked to wait a "
+        "day (or milliseconds sent as seconds) comes back then, and spends its budget if "
+        "refused again",
+    )
     diagnosis_window_s: float = Field(
         default=60.0,
         gt=0,

@@ -8,7 +8,10 @@ scheduler must not hand over. What remains is about forty lines, not worth a dep
 
 Backoff is exponential with *full jitter* (AWS architecture blog, "Exponential Backoff And
 Jitter"): the delay before attempt ``n + 1`` is ``uniform(0, min(maximum, initial * multiplier **
-(n - 1)))``. A ``Retry-After`` from the server is a floor: we never come back sooner than asked.
+(n - 1)))``. A ``Retry-After`` from the server is a floor: we never come back sooner than asked,
+up to ``retry_after_max``. Past it the job would neither sync nor fail for as long as a
+gateway asked (a day, or milliseconds sent as seconds: years); capped, it comes back and, if
+refused again, spends its budget.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ class RetryPolicy:
     max_elapsed: float
     """Seconds since the first attempt after which a job's sync is a final failure."""
     multiplier: float = 2.0
+    retry_after_max: float = 3600.0
+    """The longest a ``Retry-After`` is honoured, seconds."""
 
     def __post_init__(self) -> None:
         if not 0 < self.initial <= self.maximum:
@@ -40,6 +45,8 @@ class RetryPolicy:
             raise ConfigError("retry: multiplier must be >= 1")
         if self.max_attempts < 1 or self.max_elapsed <= 0:
             raise ConfigError("retry: max_attempts must be >= 1 and max_elapsed > 0")
+        if self.retry_after_max <= 0:
+            raise ConfigError("retry: retry_after_max must be > 0")
 
     def cap(self, attempt: int) -> float:
         """Upper bound of the delay after failed attempt number ``attempt`` (1-based)."""
@@ -52,11 +59,12 @@ class RetryPolicy:
     def delay(self, attempt: int, retry_after: float | None, rng: random.Random) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based).
 
-        Full jitter in ``[0, cap(attempt)]``; at least ``retry_after`` when the server sent one.
+        Full jitter in ``[0, cap(attempt)]``; at least ``retry_after`` (up to
+        ``retry_after_max``) when the server sent one.
         """
         jittered = rng.uniform(0.0, self.cap(attempt))
         if retry_after is not None and retry_after > jittered:
-            return retry_after
+            return max(min(retry_after, self.retry_after_max), jittered)
         return jittered
 
     def exhausted(self, attempts: int, elapsed: float) -> bool:

@@ -26,6 +26,7 @@ def make_policy(**overrides: float) -> RetryPolicy:
         max_attempts=int(settings["max_attempts"]),
         max_elapsed=settings["max_elapsed"],
         multiplier=settings.get("multiplier", 2.0),
+        retry_after_max=settings.get("retry_after_max", 3600.0),
     )
 
 
@@ -59,16 +60,19 @@ class TestDelay:
     @given(
         policy=policies,
         attempt=st.integers(1, 50),
-        retry_after=st.floats(0.0, 1_000.0),
+        retry_after=st.floats(0.0, 1e12),
         seed=st.integers(0, 2**32),
     )
-    def test_retry_after_is_a_floor(
+    def test_retry_after_is_a_floor_up_to_its_bound(
         self, policy: RetryPolicy, attempt: int, retry_after: float, seed: int
     ) -> None:
-        """With Retry-After, the delay is never shorter than the server asked for."""
+        """With Retry-After, the delay is never shorter than the server asked for, up to
+        ``retry_after_max`` (an hour): a gateway that asks for a day, or sends milliseconds as
+        seconds, does not park the job for that long."""
         delay = policy.delay(attempt, retry_after, random.Random(seed))
-        assert delay >= retry_after
-        assert delay <= max(retry_after, policy.cap(attempt))
+        asked = min(retry_after, policy.retry_after_max)
+        assert delay >= asked
+        assert delay <= max(asked, policy.cap(attempt))
 
     def test_cap_grows_exponentially_up_to_maximum(self) -> None:
         """The cap doubles per attempt from ``initial`` and stops at ``maximum``."""
@@ -110,6 +114,13 @@ class TestBudget:
         assert policy.exhausted(1, 60.0)
 
 
+class TestRetryAfterBound:
+    def test_a_day_is_an_hour(self) -> None:
+        policy = make_policy(retry_after_max=3600.0)
+        assert policy.delay(1, 86_400.0, random.Random(1)) == 3600.0
+        assert policy.delay(1, 120.0, random.Random(1)) == 120.0
+
+
 class TestValidation:
     @pytest.mark.parametrize(
         "overrides",
@@ -119,6 +130,7 @@ class TestValidation:
             {"multiplier": 0.5},
             {"max_attempts": 0},
             {"max_elapsed": 0.0},
+            {"retry_after_max": 0.0},
         ],
     )
     def test_nonsense_settings_are_a_config_error(self, overrides: dict[str, float]) -> None:

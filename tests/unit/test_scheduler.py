@@ -591,6 +591,25 @@ class TestSyncScheduler:
         assert h.state("a").synced_version == state.version
         assert h.observer.circuit == []
 
+    async def test_a_retry_after_of_a_day_is_honoured_up_to_its_bound(self) -> None:
+        """A 429 asking for a day (or milliseconds sent as seconds) does not park the job for
+        a day: it comes back after ``retry_after_max`` and is synced."""
+        gateway = FakeGateway([retryable(429, retry_after=86_400.0), accepted()])
+        h = Harness(
+            gateway,
+            retry=RetryPolicy(
+                initial=0.005, maximum=0.01, max_attempts=3, max_elapsed=30.0,
+                retry_after_max=0.05,
+            ),
+            debounce_ms=0,
+            max_delay_ms=0,
+        )  # fmt: skip
+        async with h.running():
+            h.put(job_state("a"))
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+        assert len(gateway.bodies) == 2
+        assert gateway.times[1] - gateway.times[0] >= 0.05
+
     async def test_no_retries_exhausted_while_circuit_open(self) -> None:
         """A failure judged systemic (the token endpoint down) opens the circuit and does not
         count against the job's budget, even a budget of one attempt."""
