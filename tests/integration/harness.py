@@ -295,10 +295,14 @@ async def produce(
 
 
 async def produce_raw(
-    bootstrap: str, topic: str, records: Sequence[tuple[bytes | None, bytes | None, list[Any]]]
+    bootstrap: str,
+    topic: str,
+    records: Sequence[tuple[bytes | None, bytes | None, list[Any]]],
+    *,
+    max_request_size: int = 4 * 1024 * 1024,
 ) -> None:
     """Send ``(key, value, headers)`` records as they are (for invalid input)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=4 * 1024 * 1024)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, max_request_size=max_request_size)
     await producer.start()
     try:
         for key, value, headers in records:

@@ -13,6 +13,7 @@ give the figures at the default settings: each of 20 jobs answered 500 forever i
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -34,6 +35,7 @@ from tests.integration.harness import (
     consumer_process,
     converged,
     eventually,
+    final_upserts,
     in_chunks,
     log_events,
     max_overlap,
@@ -49,6 +51,7 @@ from tests.integration.harness import (
     tail,
     wait_converged,
     with_request_timeout,
+    with_title,
 )
 
 pytestmark = pytest.mark.integration
@@ -417,6 +420,70 @@ class TestABadJobFailsAlone:
             ("retries_exhausted", 500)
         }
         assert "circuit_opened" not in tail(log, 1_000_000)
+
+    async def test_a_job_told_to_come_back_in_a_day_comes_back_within_the_bound(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """One job answered 429 with ``Retry-After: 86400`` (a gateway asking for a day, or
+        milliseconds sent as seconds) among healthy live jobs, with
+        ``BASICSYNC_SYNC__RETRY_AFTER_MAX_S`` at 1 s: it is posted again about a second
+        later each time, never sooner, spends its budget as its own failure and gets one
+        retries_exhausted record with the 429, nobody else waits. Once the gateway takes it,
+        its next event reaches WorkfloPlus. Honoured without a bound, it would be parked for
+        the day: neither synced nor failed."""
+        topics = await new_topics(make_topic, partitions=3)
+        demo = build_demo(DemoPlan(jobs=80, seed=43, prefix="come-back"))
+        events = job_events(demo)
+        bad, *healthy = list(events)
+        sandbox_in_process.faults.update({"rate_limit_job_ids": {bad}, "retry_after_s": 86400})
+        log = str(tmp_path / "consumer.log")
+        sent_at: dict[str, float] = {}
+        failures: list[dict[str, Any]] = []
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        bounded = {**SHORT_BUDGET, "BASICSYNC_SYNC__RETRY_AFTER_MAX_S": "1"}
+        async with (
+            consumer_process(settings, log, bounded),
+            producer_for(kafka_bootstrap) as producer,
+        ):
+            await warm_up(producer, topics, sandbox_in_process)
+            await send_events(producer, topics.inputs, events[bad])
+
+            async def watch_failures() -> None:
+                while not failures:
+                    failures[:] = await failures_for(kafka_bootstrap, topics)
+
+            watcher = asyncio.create_task(watch_failures())
+            await send_jobs_live(
+                producer,
+                topics.inputs,
+                [(job, events[job]) for job in healthy],
+                every_s=0.25,
+                sent_at=sent_at,
+                stop=watcher.done,
+            )
+            done = await eventually(watcher.done, within=30)
+            watcher.cancel()
+            assert done, "no failure record for the job told to wait a day\n" + tail(log)
+            await wait_converged(
+                sandbox_in_process, {job: demo.expected[job] for job in sent_at}, within=10
+            )
+            sandbox_in_process.faults.update({"rate_limit_job_ids": frozenset()})
+            await produce(kafka_bootstrap, topics.inputs, final_upserts([bad], "taken"))
+            await wait_converged(
+                sandbox_in_process, with_title({bad: demo.expected[bad]}, "taken"), within=30
+            )
+        assert late_jobs(sandbox_in_process, demo, sent_at, within_s=5.0) == {}
+        assert [(f["clientJobId"], f["reason"], f["error"]["status"]) for f in failures] == [
+            (bad, "retries_exhausted", 429)
+        ]
+        refused = [r.time for r in sandbox_in_process.state.records if r.client_job_id == bad]
+        gaps = [later - earlier for earlier, later in itertools.pairwise(refused)]
+        assert len(refused) >= 5, refused  # four refused attempts, then the one taken
+        assert all(0.9 <= gap < 30 for gap in gaps[:3]), gaps
 
 
 class TestASlowGatewaySendsNothingLate:

@@ -24,7 +24,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from consumer.demo import DemoPlan, build_demo
 from consumer.demo.jobs import DemoJobs
-from consumer.domain.events import EventType, JobEvent
+from consumer.domain.events import EventType, JobEvent, encode_structured
 from consumer.kafka.limits import CHANGELOG_FRAMING_BYTES
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
@@ -278,6 +278,76 @@ class TestOversizedInput:
         assert source["topic"] == topics.inputs[0]
         assert isinstance(source["partition"], int)
         assert isinstance(source["offset"], int)
+
+    async def test_records_of_megabytes_on_an_input_that_takes_them_are_failed_bounded(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """An input topic whose ``max.message.bytes`` the producers raised to 24 MiB, far past
+        the megabyte a fetch asks for (Kafka still returns a larger first record): 12 MB of
+        random bytes and a well-formed event of a live job carrying 3 MB of data (both
+        ``oversized_event``, judged by size before a byte is decoded), and a small bad value
+        under 3 MB of headers (``invalid_event``), among 40 jobs' events. Each gets one
+        failure record with its full size and sha256, fitted under the failure topic's default
+        limit (the value cut to 64 KiB, the headers dropped); the jobs converge (the big
+        event's job as if it had never come), the offsets reach the end and the process never
+        exits."""
+        topics = await new_topics(make_topic, partitions=2)
+        big_input = await make_topic(
+            "in-big", partitions=2, config={"max.message.bytes": str(24 * 1024 * 1024)}
+        )
+        topics = dataclasses.replace(topics, inputs=[big_input])
+        demo = build_demo(DemoPlan(jobs=40, seed=59, prefix="megabytes"))
+        live = next(e for e in demo.events if e.type is EventType.upserted)
+        key, value, headers = encode_structured(live)
+        envelope = json.loads(value)
+        envelope.update(id="three-megabytes", data={"jobTitle": "x" * 3_000_000})
+        headed = [(f"h{n}", os.urandom(100_000)) for n in range(30)]
+        huge: list[tuple[bytes | None, bytes | None, list[Any], str]] = [
+            (b"noise", os.urandom(12_000_000), [], "oversized_event"),
+            (key, json.dumps(envelope).encode(), headers, "oversized_event"),
+            (b"headed", b"{not json", headed, "invalid_event"),
+        ]
+        half = len(demo.events) // 2
+        await produce(kafka_bootstrap, topics.inputs, demo.events[:half])
+        await produce_raw(
+            kafka_bootstrap,
+            big_input,
+            [(k, v, h) for k, v, h, _ in huge],
+            max_request_size=32 * 1024 * 1024,
+        )
+        await produce(kafka_bootstrap, topics.inputs, demo.events[half:])
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        log = str(tmp_path / "consumer.log")
+        process = start_consumer_process(settings, log)
+        try:
+            await wait_converged(sandbox_in_process, demo.expected, within=90)
+            await assert_read_to_the_end(kafka_bootstrap, topics.group, len(demo.events) + 3)
+            failed: list[tuple[bytes, bytes]] = []
+            for _ in range(40):
+                failed[:] = await raw_records(kafka_bootstrap, topics.failed, committed=True)
+                if len(failed) >= len(huge):
+                    break
+        finally:
+            await _stop(process, log)
+        assert all(len(v) < 1_000_000 for _, v in failed), [len(v) for _, v in failed]
+        records = {json.loads(v)["source"]["valueSha256"]: json.loads(v) for _, v in failed}
+        assert len(failed) == len(records) == len(huge), sorted(records)
+        for _, value_bytes, _, reason in huge:
+            assert value_bytes is not None
+            record = records[hashlib.sha256(value_bytes).hexdigest()]
+            source = record["source"]
+            assert (record["reason"], source["valueSize"]) == (reason, len(value_bytes))
+            assert (source["topic"], source["truncated"]) == (big_input, True)
+            kept = base64.b64decode(source["value"] or "")
+            assert value_bytes.startswith(kept)
+            assert len(kept) <= 64 * 1024
+        headed_record = records[hashlib.sha256(b"{not json").hexdigest()]
+        assert headed_record["source"]["headers"] == []  # 3 MB of them would not fit
+        assert stored(sandbox_in_process, live.subject) == demo.expected[live.subject]
 
     async def test_result_topics_that_take_only_small_batches_get_every_record(
         self,

@@ -19,7 +19,7 @@ from consumer.demo.jobs import demo_job
 from consumer.domain import state_codec
 from consumer.domain.basicsync import encode_body
 from consumer.domain.document import StepWrapper, step_text
-from consumer.domain.events import EventType, JobEvent
+from consumer.domain.events import EventType, JobEvent, decode_event
 from consumer.domain.job import (
     SEEN_IDS_LIMIT,
     JobState,
@@ -70,6 +70,20 @@ def ev(
             "data": data,
         }
     )
+
+
+def decoded(subject: str, event_type: EventType, data: dict[str, Any], time: str) -> JobEvent:
+    """An event as the consumer gets it: structured bytes, its ``time`` text as sent."""
+    envelope = {
+        "specversion": "1.0",
+        "id": f"e{next(_ids):09d}",
+        "source": "urn:test",
+        "type": event_type,
+        "subject": subject,
+        "time": time,
+        "data": data,
+    }
+    return decode_event(subject.encode(), json.dumps(envelope).encode(), [])
 
 
 def at(minute: int) -> datetime:
@@ -494,6 +508,16 @@ class TestArrivalOrder:
         """Two events at the same time: the one that arrived later wins, whatever the ids."""
         a = ev(EventType.upserted, {"team": "a"}, "id-a", at(1))
         b = ev(EventType.upserted, {"team": "b"}, "id-b", at(1))
+        assert run(a, b).document.team == "b"
+        assert run(b, a).document.team == "a"
+
+    def test_times_a_nanosecond_clock_tells_apart_within_one_microsecond_tie(self) -> None:
+        """Event times are compared to the microsecond (docs/contract.md §5.1): the later
+        nanosecond does not win over a later arrival, and the body keeps the sent text."""
+        later, earlier = "2026-01-01T10:00:00.1234569Z", "2026-01-01T10:00:00.1234561Z"
+        a = decoded(JOB, EventType.upserted, {"team": "a", "updated": later}, later)
+        b = decoded(JOB, EventType.upserted, {"team": "b", "updated": earlier}, earlier)
+        assert body(run(a, b))["metadata"]["updated"] == earlier
         assert run(a, b).document.team == "b"
         assert run(b, a).document.team == "a"
 
