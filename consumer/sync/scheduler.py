@@ -324,7 +324,9 @@ class SyncScheduler:
         if entry is None:
             entry = self._entries[client_job_id] = _Entry(first_dirty=now, last_change=now)
             if state.sending_since is not None:  # restored: a request may be on its way
-                in_doubt = self._in_doubt_window - self._age(state.sending_since)
+                # A mark ahead of this clock was made by a clock ahead of it: its request left
+                # at most now, so the window from now bounds it (not the clocks' difference).
+                in_doubt = self._in_doubt_window - max(self._age(state.sending_since), 0.0)
                 if in_doubt > 0:
                     entry.in_doubt_until = now + in_doubt
                     entry.not_before = max(entry.not_before, now + in_doubt)

@@ -972,6 +972,22 @@ class TestRequestsInDoubt:
             waited = loop.time() - started
         assert 0.4 <= waited < 2.0
 
+    async def test_a_mark_from_a_clock_ahead_waits_the_window_not_the_clocks_lead(
+        self,
+    ) -> None:
+        """A mark a day ahead of this member's clock (the previous owner's clock was wrong):
+        the request it marks left at most now, so the job waits the window from now, as for
+        a mark made this instant. Counted from the mark, it would wait the day."""
+        h = Harness(debounce_ms=0, max_delay_ms=0, in_doubt_window=0.5)
+        loop = asyncio.get_running_loop()
+        marked = replace(job_state("a"), sending_since=datetime.now(UTC) + timedelta(days=1))
+        async with h.running():
+            started = loop.time()
+            h.put(marked)
+            await eventually(lambda: len(h.outcomes.successes) == 1)
+            waited = loop.time() - started
+        assert 0.4 <= waited < 2.0
+
     async def test_a_response_clears_the_mark(self) -> None:
         """A 503 is an answer: the request will not land later, so the mark is cleared and
         the retry follows the normal backoff, not the window."""
