@@ -333,6 +333,10 @@ _STRUCTURED: TypeAdapter[_AnyEnvelope] = TypeAdapter(
 _TIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
 
 
+#: the UTF-8 encoding of U+FEFF, which some JSON writers put before the text
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def decode_event(
     key: bytes | None,
     value: bytes | None,
@@ -345,6 +349,10 @@ def decode_event(
         raise InvalidEvent(
             FailureReason.oversized_event, f"value is {len(value)} bytes, limit {max_bytes}"
         )
+    if value is not None and value.startswith(_UTF8_BOM):
+        # RFC 8259 §8.1: a parser may ignore it. Some writers (.NET's UTF8Encoding(true),
+        # PowerShell, Notepad) put it first; refused, every event of such a producer would be.
+        value = value[len(_UTF8_BOM) :]
     if not value:
         raise InvalidEvent(FailureReason.invalid_event, "empty value")
     # First: the model would call an infinity out of range, not by name.

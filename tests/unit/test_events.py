@@ -169,6 +169,26 @@ class TestBinaryMode:
         assert decode_event(JOB.encode(), value, headers).id == "from-body"
 
 
+class TestByteOrderMark:
+    """A UTF-8 byte order mark before the JSON is ignored (RFC 8259 §8.1 lets a parser)."""
+
+    BOM = b"\xef\xbb\xbf"
+
+    @pytest.mark.parametrize("event_type", list(EventType))
+    def test_structured_and_binary_values_read_as_without_it(self, event_type: EventType) -> None:
+        event = make_event(event_type)
+        for encode in (encode_structured, encode_binary):
+            key, value, headers = encode(event)
+            assert decode_event(key, self.BOM + value, headers) == event
+
+    def test_a_mark_alone_is_an_empty_value_and_only_one_is_taken(self) -> None:
+        assert "empty value" in str(invalid(lambda: decode_event(JOB.encode(), self.BOM, [])))
+        value = self.BOM * 2 + json.dumps(envelope()).encode()
+        assert invalid(lambda: decode_event(JOB.encode(), value, [])).reason is (
+            FailureReason.invalid_event
+        )
+
+
 class TestInvalidEvents:
     def test_error_attributes(self) -> None:
         """InvalidEvent is a non-retriable BasicSyncError with a reason and a message."""
