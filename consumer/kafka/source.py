@@ -245,7 +245,7 @@ class EventSource:
             start, position = starts[tp], positions[tp]
             where = {"topic": tp.topic, "partition": tp.partition, "start": start}
             if position is None:
-                log.info("input_read_from_start", **where, reason="no committed offset")
+                self._report_read_from_start(where)
             elif position < start:
                 self._report_lost(tp, position, where)
             elif self._past_end_met.get(tp) != position:  # a take's seek meets it again
@@ -262,6 +262,26 @@ class EventSource:
                 self._lost_to.pop(tp, None)  # offsets begin again
             self._consumer.seek(tp, start)
             self._moved[(tp.topic, tp.partition)] = start
+
+    @staticmethod
+    def _report_read_from_start(where: dict[str, Any]) -> None:
+        """A partition this group never committed, such as a new group's. A start above 0 means
+        retention deleted events before the group read any: a job that began among them is
+        assembled without them, and its partial document posted over what WorkfloPlus holds
+        (a group id changed by mistake does this to every such job), so it is a warning."""
+        if not where["start"]:
+            log.info("input_read_from_start", **where, reason="no committed offset")
+            return
+        log.warning(
+            "input_read_from_start",
+            **where,
+            reason="no committed offset",
+            consequence="the records below start were deleted before this group read them: "
+            "a job that began there, and whose state this group does not hold, is assembled "
+            "and posted without its events there",
+            action="if this group should have offsets (a changed group id), stop it and "
+            "start the old group, or adopt its changelog (BASICSYNC_STORE__ADOPT_CHANGELOG_OF)",
+        )
 
     def _report_lost(self, tp: TopicPartition, position: int, where: dict[str, Any]) -> None:
         """Report the records below ``where["start"]`` that no earlier report counted: a take

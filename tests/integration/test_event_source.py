@@ -209,3 +209,34 @@ class TestRecordsDeletedUnread:
             assert ("input_read_from_start", 1) in events
         finally:
             await source.stop()
+
+    async def test_a_new_group_on_a_partition_whose_start_was_deleted_is_warned(
+        self, kafka_bootstrap: str, make_topic: MakeTopic
+    ) -> None:
+        """A group that never committed (new, or its id changed by mistake) reads each
+        partition from its start. Where retention deleted records before it read any, the
+        jobs that began there are assembled without them: a warning names the partition and
+        its start. A partition that lost nothing is an info line, as before; nothing is
+        counted lost (this group never had a position there)."""
+        topic = await make_topic("new-group", partitions=2)
+        await _send(kafka_bootstrap, topic, 0, [b"gone-%d" % n for n in range(4)])
+        await _send(kafka_bootstrap, topic, 0, [b"kept"])
+        await _send(kafka_bootstrap, topic, 1, [b"whole"])
+        await delete_records(kafka_bootstrap, topic, 0, below=4)
+        lost: list[tuple[str, int]] = []
+        source = _source(kafka_bootstrap, topic, f"new-{uuid.uuid4().hex[:8]}", lost)
+        owner = Owner()
+        await source.start(owner)
+        try:
+            await asyncio.wait_for(owner.assigned.wait(), 30)
+            with capture_logs() as logs:
+                assert sorted(await _read(source, 2)) == [b"kept", b"whole"]
+        finally:
+            await source.stop()
+        read = {
+            line["partition"]: (line["start"], line["log_level"])
+            for line in logs
+            if line["event"] == "input_read_from_start"
+        }
+        assert read == {0: (4, "warning"), 1: (0, "info")}
+        assert lost == []
