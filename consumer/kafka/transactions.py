@@ -562,7 +562,7 @@ class PartitionProducer:
             if partition is None:
                 available = partitions.get(record.topic)
                 if available is None:
-                    available = sorted(await self._producer.partitions_for(record.topic))
+                    available = sorted(await self._partitions_of(record.topic))
                     partitions[record.topic] = available
                 if record.key is None:
                     partition = DefaultPartitioner()(None, available, available)
@@ -570,6 +570,32 @@ class PartitionProducer:
                     partition = available[hashes_to(record.key, len(available))]
             grouped.setdefault(TopicPartition(record.topic, partition), []).append((index, record))
         return grouped
+
+    async def _partitions_of(self, topic: str) -> set[int]:
+        """A result topic's partitions, as aiokafka waits for them: without end, while the
+        topic does not exist. A result topic deleted under a running member holds every
+        commit of the partition, and with it every request; the commit's ``checkpoint_slow``
+        alone would not say why. So a wait past ``offsets_stuck_s`` asks whether the topic
+        exists, and one gone is an error naming it and the way out (once per wait)."""
+        asking = asyncio.ensure_future(self._producer.partitions_for(topic))
+        try:
+            done, _ = await asyncio.wait({asking}, timeout=self._offsets_stuck_s)
+            if not done and await self._gone({topic}):
+                log.error(
+                    "result_topic_missing",
+                    partition=self.partition,
+                    topic=topic,
+                    consequence="nothing of the partition is committed or posted until it "
+                    "exists again; nothing is lost",
+                    action="create it again (as before: its partitions, retention and ACLs), "
+                    "or restart the member, which creates it when "
+                    "BASICSYNC_KAFKA__CREATE_TOPICS is true",
+                )
+            found: set[int] = await asking
+            return found
+        finally:
+            if not asking.done():
+                asking.cancel()
 
     def _batches(
         self, indexed: list[tuple[int, Producible]], too_large: dict[int, str]
