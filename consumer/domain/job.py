@@ -35,7 +35,8 @@ What that means:
 
 Assembly rules, including the choices docs/contract.md §5 leaves to the code:
 
-- **Idempotent by event id.** An id among the last :data:`SEEN_IDS_LIMIT` applied ids returns
+- **Idempotent by event source and id** (:func:`seen_key`; CloudEvents makes the pair unique,
+  not the id). An id among the last :data:`SEEN_IDS_LIMIT` applied ids of its source returns
   the very same state object, when the event could be the one applied under it (applied again
   just after its own arrival, it leaves the document as it is: :func:`_as_applied`); one that
   would change it is another event under a reused id, a :class:`Rejection`
@@ -86,6 +87,7 @@ from __future__ import annotations
 
 import bisect
 import functools
+import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -184,15 +186,16 @@ def apply(state: JobState | None, event: JobEvent, now: datetime) -> JobState | 
     ``now`` (processing time) only stamps ``updated_at`` and ``first_unsynced_at``; the order
     of assembly never depends on it.
     """
+    key = seen_key(event)
     if state is None:
         state = new_state(event.subject, now)
-    elif event.id in state.seen_event_ids:
-        if _as_applied(state, event):
+    elif (seen_as := _seen_as(state.seen_event_ids, key, event.id)) is not None:
+        if _as_applied(state, event, seen_as):
             return state
         return Rejection(
-            f"event id {event.id!r} was applied to job {event.subject!r} before, with other "
-            "content: an event id must be unique (this event is not applied; send it again "
-            "under a new id)",
+            f"event id {event.id!r} of source {event.source!r} was applied to job "
+            f"{event.subject!r} before, with other content: source and id must name one "
+            "event (this event is not applied; send it again under a new id)",
             FailureReason.invalid_event,
         )
     latest = latest_time(state)
@@ -203,7 +206,7 @@ def apply(state: JobState | None, event: JobEvent, now: datetime) -> JobState | 
     if rejection is not None:
         return rejection
     seen = state.seen_event_ids
-    seen = (*seen, event.id) if len(seen) < SEEN_IDS_LIMIT else (*seen[1:], event.id)
+    seen = (*seen, key) if len(seen) < SEEN_IDS_LIMIT else (*seen[1:], key)
     return JobState(  # every field: the reducer's one copy of a state per event
         client_job_id=state.client_job_id,
         document=draft.document(),
@@ -226,7 +229,39 @@ def apply(state: JobState | None, event: JobEvent, now: datetime) -> JobState | 
     )
 
 
-def _as_applied(state: JobState, event: JobEvent) -> bool:
+def seen_key(event: JobEvent) -> str:
+    """What a job remembers of an applied event: its id and a tag of its source.
+
+    CloudEvents makes ``source`` and ``id`` together unique, not the id alone: two systems
+    that number their events alike (an ERP's ``1001`` and a MES's ``1001``) send different
+    events under one id. The source's CRC-32 stands for it (nine characters, not a URI per
+    id); two sources of one job that share a CRC-32 (about one pair in four billion) would
+    be told apart by content only, as ids alone were.
+    """
+    return event.id + _source_tag(event.source)
+
+
+@functools.lru_cache(maxsize=1024)
+def _source_tag(source: str) -> str:
+    # A few sources per deployment: the CRC-32 once each, not once per event.
+    return f"\n{zlib.crc32(source.encode()):08x}"
+
+
+def _seen_as(seen: tuple[str, ...], key: str, event_id: str) -> str | None:
+    """The entry under which the job applied this event's source and id, if it did.
+
+    A state written before sources were told apart remembers bare ids, oldest first; while
+    its oldest entry is one, a bare id is looked for too, so a redelivery across the upgrade
+    is still one (an event of another source under such an id is judged by content, as
+    then)."""
+    if key in seen:
+        return key
+    if seen and "\n" not in seen[0] and event_id in seen:
+        return event_id
+    return None
+
+
+def _as_applied(state: JobState, event: JobEvent, seen_as: str) -> bool:
     """Whether an event whose id the job has seen can be the event applied under that id.
 
     The applied event's arrival is known from where its id stands among the seen ids (each
@@ -241,7 +276,7 @@ def _as_applied(state: JobState, event: JobEvent) -> bool:
     changes nothing either, and is dropped.
     """
     seen = state.seen_event_ids
-    arrival = state.arrivals - (len(seen) - 1 - seen.index(event.id))
+    arrival = state.arrivals - (len(seen) - 1 - seen.index(seen_as))
     if event.time is None or arrival < 1:
         return True
     draft = _Draft(state)

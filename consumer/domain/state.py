@@ -145,7 +145,8 @@ class JobState:
     document: Document
     #: Number of events applied; the version a sync refers to.
     version: int = 0
-    #: Ids of the last ``SEEN_IDS_LIMIT`` applied events, oldest first.
+    #: The last ``SEEN_IDS_LIMIT`` applied events' ids, each with a tag of its source
+    #: (``consumer.domain.job.seen_key``; bare ids in a state written before), oldest first.
     seen_event_ids: tuple[str, ...] = ()
     #: Version last accepted by WorkfloPlus (0 = never synced).
     synced_version: int = 0

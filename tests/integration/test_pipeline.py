@@ -227,23 +227,34 @@ class TestInvalidInput:
         """A producer reuses an event's id for a later change of the job: it used to be
         dropped as a duplicate, without a word. Now it is refused (invalid_event, with its
         bytes), while the same event sent again (a redelivery) is dropped silently, and the
-        job keeps taking events under new ids."""
+        job keeps taking events under new ids. Another system's event under the same id (its
+        own ``source``) is another event, as CloudEvents has it: applied, not refused."""
         topics = await new_topics(make_topic, partitions=1)
         demo = build_demo(DemoPlan(jobs=3, seed=12))
         job = sorted(demo.expected)[0]
         [final] = final_upserts([job], "final")
         first = next(e for e in demo.events if e.subject == job and e.time is not None)
-        reused = final.replaced(id=first.id, time=datetime(2026, 7, 1, tzinfo=UTC))
+        reused = final.replaced(
+            id=first.id, source=first.source, time=datetime(2026, 7, 1, tzinfo=UTC)
+        )
         reused = reused.replaced(data={"jobTitle": "impostor"})
         await produce(kafka_bootstrap, topics.inputs, [*demo.events, final])
         reused_key, reused_value, reused_headers = encode_structured(reused)
         again = encode_structured(final)
+        other_system = final.replaced(
+            id=first.id, source="urn:other-system", time=datetime(2026, 8, 1, tzinfo=UTC)
+        ).replaced(data={"jobTitle": "other system"})
         await produce_raw(
             kafka_bootstrap,
             topics.inputs[0],
-            [(reused_key, reused_value, reused_headers), (again[0], again[1], again[2])],
+            [
+                (reused_key, reused_value, reused_headers),
+                (again[0], again[1], again[2]),
+                encode_structured(other_system),
+            ],
         )
-        expected = {**demo.expected, job: with_title({job: demo.expected[job]}, "final")[job]}
+        titled = with_title({job: demo.expected[job]}, "other system")[job]
+        expected = {**demo.expected, job: titled}
         settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
         async with consumer_running(settings) as (running, task):
             await wait_converged(sandbox_in_process, expected, within=60, consumer=task)
@@ -251,7 +262,10 @@ class TestInvalidInput:
             assert running.stats.invalid.total() == 1
         [failure] = failures
         assert (failure["clientJobId"], failure["reason"]) == (job, "invalid_event")
-        assert f"event id '{first.id}' was applied" in failure["error"]["message"]
+        assert (
+            f"event id '{first.id}' of source '{first.source}' was applied"
+            in (failure["error"]["message"])
+        )
         assert base64.b64decode(failure["source"]["value"]) == reused_value
 
 

@@ -33,6 +33,7 @@ from consumer.domain.job import (
     needs_sync,
     new_state,
     replays_as_duplicates,
+    seen_key,
     step_order,
     time_text,
 )
@@ -59,11 +60,12 @@ def ev(
     data: dict[str, Any],
     event_id: str | None = None,
     time: datetime | None = None,
+    source: str = "urn:test",
 ) -> JobEvent:
     return JobEvent.build(
         {
             "id": event_id or f"e{next(_ids):09d}",
-            "source": "urn:test",
+            "source": source,
             "type": event_type,
             "subject": JOB,
             "time": time,
@@ -346,15 +348,15 @@ class TestIdempotency:
         events = [upsert(team=str(i)) for i in range(SEEN_IDS_LIMIT + 10)]
         state = run(*events)
         assert len(state.seen_event_ids) == SEEN_IDS_LIMIT
-        assert state.seen_event_ids[-1] == events[-1].id
-        assert events[0].id not in state.seen_event_ids
+        assert state.seen_event_ids[-1] == seen_key(events[-1])
+        assert seen_key(events[0]) not in state.seen_event_ids
 
     def test_rejection_leaves_no_trace(self) -> None:
         """A rejected event is not remembered, so a redelivery is rejected again."""
         state = run(status("Completed"))
         abort = ev(EventType.aborted, {})
         assert isinstance(apply(state, abort, NOW), Rejection)
-        assert abort.id not in state.seen_event_ids
+        assert seen_key(abort) not in state.seen_event_ids
         assert isinstance(apply(state, abort, NOW), Rejection)
 
 
@@ -373,8 +375,41 @@ class TestReusedIds:
             result = apply(state, reused, NOW)
             assert isinstance(result, Rejection), reused
             assert result.reason is FailureReason.invalid_event
-            assert "event id 'x' was applied" in result.message
+            assert "event id 'x' of source 'urn:test' was applied" in result.message
         assert body(state)["metadata"]["jobTitle"] == "a"
+
+    def test_the_same_id_from_another_source_is_another_event(self) -> None:
+        """CloudEvents makes source and id unique together: an ERP's ``1001`` and a MES's
+        ``1001`` are two events. Both apply; each again is its own redelivery, also after a
+        changelog round trip."""
+        erp = ev(EventType.upserted, {"jobTitle": "a"}, "1001", at(0), source="urn:erp")
+        mes = ev(EventType.step_completed, step("s1", 1), "1001", at(1), source="urn:mes")
+        state = run(erp, mes)
+        assert (state.version, body(state)["metadata"]["jobTitle"]) == (2, "a")
+        assert [single(s)["uniqueStepId"] for s in state.document.completed_steps] == ["s1"]
+        restored = decode_state(encode_state(state))
+        for again in (erp, mes):
+            assert apply(state, again, NOW) is state
+            assert apply(restored, again, NOW) is restored
+
+    def test_a_state_of_bare_ids_still_knows_its_redeliveries(self) -> None:
+        """A state written before sources were told apart remembers bare ids: a redelivery
+        across the upgrade is still one, and another source's other content under such an id
+        is refused, as then. Once its bare ids have rolled out, sources are told apart."""
+        first = ev(EventType.upserted, {"jobTitle": "a"}, "1001", at(0), source="urn:erp")
+        state = run(first)
+        bare = replace(state, seen_event_ids=("1001",))
+        assert apply(bare, first, NOW) is bare
+        other = ev(EventType.upserted, {"jobTitle": "b"}, "1001", at(1), source="urn:mes")
+        assert isinstance(apply(bare, other, NOW), Rejection)
+        rolled = bare
+        for n in range(SEEN_IDS_LIMIT):
+            applied = apply(rolled, ev(EventType.upserted, {"team": f"t{n}"}, time=at(2)), NOW)
+            assert isinstance(applied, JobState)
+            rolled = applied
+        assert "1001" not in rolled.seen_event_ids
+        later = ev(EventType.upserted, {"jobTitle": "c"}, "1001", at(3), source="urn:mes")
+        assert body(run(later, state=rolled))["metadata"]["jobTitle"] == "c"
 
     def test_a_redelivery_that_lost_a_tie_since_is_still_a_redelivery(self) -> None:
         """``a`` then ``b`` at one time: ``b`` holds the title. ``a`` again changes nothing
@@ -677,7 +712,7 @@ class TestArrivalOrder:
         time is held), although it is a new arrival."""
         exclusion = ev(EventType.excluded, {"userId": "u", "isExcluded": True}, None, at(0))
         state = run(exclusion, *(upsert(team=str(i)) for i in range(SEEN_IDS_LIMIT)))
-        assert exclusion.id not in state.seen_event_ids
+        assert seen_key(exclusion) not in state.seen_event_ids
         assert len(run(exclusion, state=state).document.job_exclusion) == 1
 
     def test_clocks_only_for_written_fields(self) -> None:
@@ -893,7 +928,7 @@ class TestProperties:
         _, delivery = case
         state: JobState | None = None
         for event in delivery:
-            if state is not None and event.id in state.seen_event_ids:
+            if state is not None and seen_key(event) in state.seen_event_ids:
                 assert apply(state, event, NOW) is state
                 restored = decode_state(encode_state(state))
                 assert apply(restored, event, NOW) is restored
@@ -935,7 +970,7 @@ class TestProperties:
         state = run(*events)
         assert state.arrivals == SEEN_IDS_LIMIT + 1
         assert not replays_as_duplicates(state)
-        assert first.id not in state.seen_event_ids
+        assert seen_key(first) not in state.seen_event_ids
         assert apply(state, first, NOW) != state
         assert replays_as_duplicates(run(*events[:SEEN_IDS_LIMIT]))
 
