@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from consumer.errors import ConfigError
 from consumer.gateway.client import Retryable, Systemic
@@ -368,3 +370,100 @@ class TestSimulations:
         )
         sim.run(until=3600)
         assert "only" in sim.failed
+
+
+@dataclass(frozen=True, slots=True)
+class _Kept:
+    at: float
+    job: str | None
+    ok: bool
+    kind: FailureKind | ProbeResult | None = None
+
+
+class ScanningEvidence:
+    """The rule as first written: every outcome of the window kept and scanned for each
+    failure. The oracle :class:`GatewayEvidence`'s constant-time form must agree with."""
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._outcomes: list[_Kept] = []
+        self._last_failure: dict[str, float] = {}
+
+    def succeeded(self, job: str, now: float) -> None:
+        self._outcomes.append(_Kept(now, job, ok=True))
+        self._last_failure.pop(job, None)
+
+    def probed(self, result: ProbeResult, now: float) -> None:
+        self._outcomes.append(_Kept(now, None, ok=result is not ProbeResult.DOWN, kind=result))
+
+    def forget_job(self, job: str) -> None:
+        self._last_failure.pop(job, None)
+
+    def failed(self, job: str, kind: FailureKind, now: float) -> Verdict:
+        since = max(self._last_failure.get(job, now - self.window), now - self.window)
+        verdict = self._judge(job, kind, since, now)
+        self._outcomes.append(_Kept(now, job, ok=False, kind=kind))
+        self._last_failure[job] = now
+        return verdict
+
+    def _judge(self, job: str, kind: FailureKind, since: float, now: float) -> Verdict:
+        if kind is FailureKind.TOKEN:
+            return Verdict.SYSTEMIC
+        meanwhile = [o for o in self._outcomes if o.at >= since]
+        token_at = [o.at for o in meanwhile if o.kind is FailureKind.TOKEN]
+        if token_at and not any(o.ok and o.at > token_at[-1] for o in meanwhile):
+            return Verdict.SYSTEMIC
+        others = [o for o in meanwhile if o.job is not None and o.job != job]
+        if any(o.ok for o in others):
+            return Verdict.PER_JOB
+        convincing = {ProbeResult.UP} if kind is not FailureKind.NOT_BASICSYNC else set()
+        if kind is FailureKind.UNAVAILABLE:
+            convincing.add(ProbeResult.UP_FORBIDDEN)
+        probes = [o.kind for o in meanwhile if isinstance(o.kind, ProbeResult)]
+        if not others and probes and probes[-1] in convincing:
+            return Verdict.PER_JOB
+        recent = [o for o in self._outcomes if o.at >= now - self.window]
+        window = [o for o in recent if o.job is not None]
+        probes = [o.kind for o in recent if isinstance(o.kind, ProbeResult)]
+        if not any(o.ok for o in window) and (
+            any(o.job != job for o in window) or probes[-1:] == [ProbeResult.DOWN]
+        ):
+            return Verdict.SYSTEMIC
+        return Verdict.UNDECIDED
+
+
+_STEPS = st.lists(
+    st.tuples(
+        st.sampled_from(["ok", "fail", "probe", "forget"]),
+        st.sampled_from(["a", "b"]),
+        st.sampled_from(list(FailureKind)),
+        st.sampled_from(list(ProbeResult)),
+        st.sampled_from([0.0, 0.0, 0.0, 0.5, 3.0, 20.0, 59.0, 60.0, 61.0]),
+    ),
+    max_size=60,
+)
+
+
+class TestConstantTimeForm:
+    @given(_STEPS)
+    @settings(max_examples=2000, deadline=None)
+    def test_every_verdict_is_the_scanning_rules(
+        self, steps: list[tuple[str, str, FailureKind, ProbeResult, float]]
+    ) -> None:
+        """Any history of successes, failures, probes and forgotten jobs, times equal or
+        growing across the window's edge: each verdict is the one scanning gives."""
+        fast, scanning = GatewayEvidence(window=60.0), ScanningEvidence(window=60.0)
+        now = 0.0
+        for action, job, kind, probe, step in steps:
+            now += step
+            if action == "ok":
+                fast.succeeded(job, now)
+                scanning.succeeded(job, now)
+            elif action == "probe":
+                fast.probed(probe, now)
+                scanning.probed(probe, now)
+            elif action == "forget":
+                fast.forget_job(job)
+                scanning.forget_job(job)
+            else:
+                assert fast.failed(job, kind, now) == scanning.failed(job, kind, now)
