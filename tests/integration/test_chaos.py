@@ -8,7 +8,9 @@ started again; the broker SIGSTOPped, or restarted; a gateway outage; a burst of
 third of the requests; answers slower than the request timeout; every token revoked; a job's
 first request held past the request timeout (in doubt, and it lands late). One job is refused
 (422) throughout, and five records the contract refuses (not JSON, a tombstone, an unknown type,
-a key that is not the subject, a value past the size limit) come among the traffic.
+a key that is not the subject, a value past the size limit) come among the traffic. Eight jobs
+also get an event from a second system that numbers its events as the first does (another
+``source``, an id of the job's own events): both are events, and both apply.
 
 At the end WorkfloPlus must hold every other job exactly as its events assemble (promise 1),
 no accepted document may lack a step an earlier one had and no job may have had two requests
@@ -32,6 +34,7 @@ import signal
 import subprocess
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +43,7 @@ from aiokafka import AIOKafkaProducer
 
 from consumer.config import Settings
 from consumer.demo import DemoJobs, DemoPlan, build_demo, send_events
-from consumer.domain.events import encode_structured
+from consumer.domain.events import EventType, JobEvent, encode_structured
 from consumer.testing.workfloplus import InjectedRejection, Sandbox
 from tests.fixtures.kafka import kafka_sh, local_broker_env
 from tests.integration.harness import (
@@ -59,6 +62,7 @@ from tests.integration.harness import (
     tail,
     wait_converged,
     with_request_timeout,
+    with_title,
 )
 
 pytestmark = pytest.mark.integration
@@ -209,6 +213,15 @@ class TestChaos:
         chunks = in_chunks(demo.events, CHUNKS)
         places = random.Random(SEED + 1).sample(range(len(chunks)), len(bad))
         bad_after = dict(zip(places, bad, strict=True))
+        other_system = same_ids_from_another_system(demo, healthy[1:], random.Random(SEED + 2))
+        for event in other_system:
+            chunks[random.Random(event.id).randrange(len(chunks))].append(event)
+        expected = {job: demo.expected[job] for job in healthy}
+        expected.update(
+            with_title(
+                {e.subject: demo.expected[e.subject] for e in other_system}, OTHER_SYSTEM_TITLE
+            )
+        )
         await producer.start()
         try:
             for n, chunk in enumerate(chunks):
@@ -221,7 +234,7 @@ class TestChaos:
             await faults
             sandbox.faults.update({"hold_first_ms": {}})
             await sandbox.end_outage()
-            await wait_converged(sandbox, {job: demo.expected[job] for job in healthy}, within=180)
+            await wait_converged(sandbox, expected, within=180)
             # A job can converge through a request its member has not heard back from (in
             # doubt, landed late): its success record comes once it is posted again.
             successes: list[dict[str, Any]] = []
@@ -275,6 +288,30 @@ def assert_repeats_agree(successes: list[dict[str, Any]]) -> None:
     for record in successes:
         key = (record["clientJobId"], record["stateVersion"])
         assert reported.setdefault(key, record["payloadSha256"]) == record["payloadSha256"], key
+
+
+#: the title the second system's events write
+OTHER_SYSTEM_TITLE = "from another system"
+
+
+def same_ids_from_another_system(
+    demo: DemoJobs, jobs: list[str], rng: random.Random
+) -> list[JobEvent]:
+    """For eight jobs, an event of a second system under the id of one of the job's own
+    events: another ``source``, a later time than any demo event, a new title."""
+    chosen = rng.sample(jobs, 8)
+    events = []
+    for job in chosen:
+        own = rng.choice([e for e in demo.events if e.subject == job])
+        events.append(
+            own.replaced(
+                type=EventType.upserted,
+                source="urn:chaos-other-system",
+                time=datetime(2026, 6, 2, tzinfo=UTC),
+                data={"jobTitle": OTHER_SYSTEM_TITLE},
+            )
+        )
+    return events
 
 
 BadRecord = tuple[bytes | None, bytes | None, list[tuple[str, bytes]], str]

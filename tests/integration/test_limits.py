@@ -83,13 +83,15 @@ async def _small_changelog(
     make_topic: MakeTopic, prefix: str, seed: int, *, max_message_bytes: int = 4 * 1024 * 1024
 ) -> tuple[Topics, DemoJobs, str, list[JobEvent]]:
     """One partition whose changelog takes records of ``max_message_bytes`` at most, and 20
-    demo jobs with a 300-step job (about 300 KB of state) spread among their events."""
+    demo jobs of six steps (3.7 to 8.4 kB of state: well within the 16 KiB changelog of the
+    tests that lower it, a late title included) with a 300-step job (about 300 KB of state)
+    spread among their events."""
     topics = await new_topics(make_topic, partitions=1)
     config = {"cleanup.policy": "compact", "max.message.bytes": str(max_message_bytes)}
     topics = dataclasses.replace(
         topics, state=await make_topic(f"state-{prefix}", partitions=1, config=config)
     )
-    demo = build_demo(DemoPlan(jobs=20, seed=seed, prefix=prefix))
+    demo = build_demo(DemoPlan(jobs=20, steps=6, seed=seed, prefix=prefix))
     big, big_events = _big_job(300)
     return topics, demo, big, _spread(big_events, demo.events)
 
