@@ -238,13 +238,23 @@ def seen_key(event: JobEvent) -> str:
     id); two sources of one job that share a CRC-32 (about one pair in four billion) would
     be told apart by content only, as ids alone were.
     """
-    return event.id + _source_tag(event.source)
+    source = event.source
+    if len(source) <= _CACHED_SOURCE_CHARS:
+        return event.id + _source_tag(source)
+    return event.id + _tag(source)
 
 
-@functools.lru_cache(maxsize=1024)
-def _source_tag(source: str) -> str:
-    # A few sources per deployment: the CRC-32 once each, not once per event.
+#: Sources up to this long have their tag cached (a few per deployment: the CRC-32 once
+#: each, not once per event). A longer one is tagged anew each time: the cache keeps its keys,
+#: and 1,024 sources of most of a megabyte each, which a producer may send, would be a gigabyte.
+_CACHED_SOURCE_CHARS = 512
+
+
+def _tag(source: str) -> str:
     return f"\n{zlib.crc32(source.encode()):08x}"
+
+
+_source_tag = functools.lru_cache(maxsize=1024)(_tag)
 
 
 def _seen_as(seen: tuple[str, ...], key: str, event_id: str) -> str | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import random
+import tracemalloc
+import zlib
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -391,6 +394,26 @@ class TestReusedIds:
         for again in (erp, mes):
             assert apply(state, again, NOW) is state
             assert apply(restored, again, NOW) is restored
+
+    def test_sources_of_most_of_a_megabyte_are_not_kept(self) -> None:
+        """A producer may send a unique source of most of a megabyte with each event: none
+        is kept once its event is gone (cached, 1,024 of them would be a gigabyte), and a
+        long source tags its ids as a short one does."""
+        long_source = "urn:" + "x" * 600
+        assert seen_key(ev(EventType.upserted, {}, "1", source=long_source)) == "1\n" + (
+            f"{zlib.crc32(long_source.encode()):08x}"
+        )
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(20):
+                source = f"urn:{n}:" + "x" * 500_000
+                seen_key(ev(EventType.upserted, {}, "1", source=source))
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert grown < 1_000_000, grown
 
     def test_a_state_of_bare_ids_still_knows_its_redeliveries(self) -> None:
         """A state written before sources were told apart remembers bare ids: a redelivery
