@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from consumer.kafka.partitioning import hashes_to
+from consumer.kafka.partitioning import CACHED_KEY_BYTES, hashes_to
 
 PARTITIONS = 12
 
@@ -35,3 +38,22 @@ class TestHashesTo:
         """The partition equals what aiokafka's DefaultPartitioner picks for the same key."""
         partitions = list(range(PARTITIONS))
         assert hashes_to(key, PARTITIONS) == DefaultPartitioner()(key, partitions, partitions)
+
+    def test_long_keys_are_placed_alike_and_not_kept(self) -> None:
+        """A key past the cached length lands where aiokafka's partitioner puts it, and none
+        is kept once its record is gone: a broken producer sending whole values as keys
+        would otherwise have 65,536 of them cached."""
+        long_key = b"k" * (CACHED_KEY_BYTES + 1)
+        everyone = list(range(PARTITIONS))
+        expected = DefaultPartitioner()(long_key, everyone, everyone)
+        assert hashes_to(long_key, PARTITIONS) == expected
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for n in range(3):
+                hashes_to(b"%d" % n + b"v" * 100_000, PARTITIONS)
+            gc.collect()
+            grown = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+        assert grown < 100_000, grown  # cached, the three keys alone were 300 kB
