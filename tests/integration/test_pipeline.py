@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -50,6 +50,7 @@ from tests.integration.harness import (
     settings_for,
     stored,
     wait_converged,
+    with_request_timeout,
     with_title,
 )
 from tests.unit.fakes import fold, status_changed, upserted
@@ -867,6 +868,37 @@ class TestRestart:
             assert await eventually(lambda: pipeline.unread_settled_jobs == 0, within=15)
             await asyncio.sleep(1)  # four more sweeps
             assert pipeline.job_count == 1
+
+
+class TestInDoubtMarks:
+    async def test_a_mark_written_by_a_clock_a_day_ahead_waits_the_window_not_the_day(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """The changelog holds a job whose request was in doubt when its owner died, marked by
+        a clock a day ahead of this member's. The member that restores it waits the in-doubt
+        window (three 1 s request timeouts) from its take, then posts the job: counted from
+        the mark, it would have waited the day."""
+        topics = await new_topics(make_topic, partitions=1)
+        ahead = datetime.now(UTC) + timedelta(days=1)
+        state = fold(None, [upserted("ahead", workflowId="wf", jobTitle="marked ahead")])
+        state = replace(state, sending_since=ahead)
+        await produce_raw(kafka_bootstrap, topics.state, [(b"ahead", encode_state(state), [])])
+        settings = with_request_timeout(
+            settings_for(kafka_bootstrap, sandbox_in_process, topics), 1
+        )
+        async with consumer_running(settings) as (running, task):
+            assert await eventually(lambda: running.stats.restored_jobs == 1, within=30)
+            taken = time.monotonic()
+            posted = await eventually(
+                lambda: stored(sandbox_in_process, "ahead") is not None, within=30
+            )
+            waited = time.monotonic() - taken
+            assert posted, "the job marked a day ahead was not posted"
+            assert not task.done()
+        assert 2.0 <= waited < 20, waited
+        body = stored(sandbox_in_process, "ahead")
+        assert body is not None
+        assert body["metadata"]["jobTitle"] == "marked ahead"
 
 
 def _owns_partitions(running: Running) -> bool:
