@@ -35,9 +35,9 @@ class FailureReason(StrEnum):
     - ``invalid_event``: the input is not a usable CloudEvent (bad JSON, missing or ill-typed
       attribute or data field, wrong ``specversion``, empty value, a ``time`` beyond the years 1
       to 9999 in UTC, or further ahead of the consumer's clock than
-      ``kafka.max_event_time_ahead_s``, an ``id`` the job applied before for another event),
-      or the reducer failed on it (a defect, said in the message: the event is not applied,
-      later ones are). ``source`` carries the bytes.
+      ``kafka.max_event_time_ahead_s``, a ``source`` and ``id`` the job applied before for
+      another event), or the reducer failed on it (a defect, said in the message: the event is
+      not applied, later ones are). ``source`` carries the bytes.
     - ``key_mismatch``: the Kafka key (UTF-8) is missing or differs from the event ``subject``.
     - ``unknown_event_type``: ``type`` is not one of the six ``com.workfloplus.job.*`` types.
     - ``oversized_event``: the value is larger than the configured maximum event size.
