@@ -229,6 +229,12 @@ def apply(state: JobState | None, event: JobEvent, now: datetime) -> JobState | 
     )
 
 
+#: Sources up to this long have their tag cached (a few per deployment: the CRC-32 once
+#: each, not once per event). A longer one is tagged anew each time: the cache keeps its keys,
+#: and 1,024 sources of most of a megabyte each, which a producer may send, would be a gigabyte.
+_CACHED_SOURCE_CHARS = 512
+
+
 def seen_key(event: JobEvent) -> str:
     """What a job remembers of an applied event: its id and a tag of its source.
 
@@ -242,12 +248,6 @@ def seen_key(event: JobEvent) -> str:
     if len(source) <= _CACHED_SOURCE_CHARS:
         return event.id + _source_tag(source)
     return event.id + _tag(source)
-
-
-#: Sources up to this long have their tag cached (a few per deployment: the CRC-32 once
-#: each, not once per event). A longer one is tagged anew each time: the cache keeps its keys,
-#: and 1,024 sources of most of a megabyte each, which a producer may send, would be a gigabyte.
-_CACHED_SOURCE_CHARS = 512
 
 
 def _tag(source: str) -> str:

@@ -11,6 +11,9 @@ from functools import lru_cache
 
 from aiokafka.partitioner import murmur2
 
+#: keys up to this long have their partition cached (a clientJobId is far shorter)
+CACHED_KEY_BYTES = 512
+
 
 def hashes_to(key: bytes, partitions: int) -> int:
     """The partition the Java default partitioner picks for ``key``.
@@ -23,10 +26,6 @@ def hashes_to(key: bytes, partitions: int) -> int:
     if len(key) <= CACHED_KEY_BYTES:
         return _cached_home(key, partitions)
     return _home(key, partitions)
-
-
-#: keys up to this long have their partition cached (a clientJobId is far shorter)
-CACHED_KEY_BYTES = 512
 
 
 def _home(key: bytes, partitions: int) -> int:
