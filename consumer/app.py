@@ -26,6 +26,7 @@ import random
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -94,6 +95,8 @@ class Endpoints:
     token_url: str
     client_id: str
     client_secret: SecretStr
+    #: the file the secret was read from, read again before each token request
+    client_secret_file: Path | None = None
 
 
 def endpoints_from(settings: Settings, bootstrap_servers: list[str] | None = None) -> Endpoints:
@@ -117,6 +120,7 @@ def endpoints_from(settings: Settings, bootstrap_servers: list[str] | None = Non
         token_url=gateway.token_url,
         client_id=gateway.client_id,
         client_secret=gateway.client_secret,
+        client_secret_file=gateway.client_secret_file,
     )
 
 
@@ -356,6 +360,7 @@ def _watched_tokens(
             endpoints.client_id,
             endpoints.client_secret,
             settings.gateway.scope,
+            secret_file=endpoints.client_secret_file,
         )
     )
 

@@ -40,6 +40,8 @@ from consumer.kafka.input_topics import InputTopics
 ENV_PREFIX = "BASICSYNC_"
 NESTED_DELIMITER = "__"
 FILE_SUFFIX = "_FILE"
+#: secrets whose file is also remembered (as ``<field>_file``) to be read again while running
+REREAD_SECRETS = frozenset({"gateway.client_secret"})
 WORKFLOW_EXECUTE_SCOPE = "https://www.workfloplus.com/auth/workflow.execute"
 
 
@@ -293,6 +295,11 @@ class GatewaySettings(_Section):
     client_secret: SecretStr | None = Field(
         default=None, description="OAuth2 client secret (secret)"
     )
+    client_secret_file: Path | None = Field(
+        default=None,
+        description="file holding `BASICSYNC_GATEWAY__CLIENT_SECRET` (instead of it); read "
+        "again before every token request, so a rotated Secret is used without a restart",
+    )
     scope: str = Field(
         default=WORKFLOW_EXECUTE_SCOPE, description="scope asked for (basicSync needs this one)"
     )
@@ -507,6 +514,8 @@ class _FileSecretsSource(PydanticBaseSettingsSource):
             for section in sections:
                 target = target.setdefault(section, {})
             target[leaf] = content
+            if dotted.replace(NESTED_DELIMITER, ".") in REREAD_SECRETS:
+                target[leaf + "_file"] = path
         return values
 
 

@@ -134,20 +134,33 @@ def render_env() -> str:
 
 
 def _variables(prefix: str, model: type[BaseModel]) -> Iterator[Variable]:
-    for name, field in model.model_fields.items():
-        yield from _variable(f"{prefix}{name.upper()}", field)
+    fields = model.model_fields
+    for name, field in fields.items():
+        if _is_file_of_a_secret(name, fields):
+            continue  # it is that secret's ``*_FILE`` variable, listed beside it
+        yield from _variable(f"{prefix}{name.upper()}", field, fields.get(name + "_file"))
 
 
-def _variable(env_name: str, field: FieldInfo) -> Iterator[Variable]:
+def _is_file_of_a_secret(name: str, fields: dict[str, FieldInfo]) -> bool:
+    """``client_secret_file`` beside a secret ``client_secret``: the field the secret's file
+    path is kept in, set only through ``BASICSYNC_..._CLIENT_SECRET_FILE``."""
+    secret = fields.get(name.removesuffix("_file")) if name.endswith("_file") else None
+    return secret is not None and _is_secret(secret.annotation)
+
+
+def _variable(
+    env_name: str, field: FieldInfo, file_field: FieldInfo | None = None
+) -> Iterator[Variable]:
     secret = _is_secret(field.annotation)
     description = _plain(field.description or "")
     yield Variable(env_name, _type_text(field), _default_text(field), description, secret)
     if secret:
+        file_description = file_field.description if file_field is not None else None
         yield Variable(
             env_name + FILE_SUFFIX,
             "path",
             None,
-            f"file holding `{env_name}` (instead of it)",
+            _plain(file_description or f"file holding `{env_name}` (instead of it)"),
             secret=False,
         )
 

@@ -20,6 +20,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import aiohttp
@@ -28,6 +29,7 @@ from pydantic import SecretStr
 
 from consumer.errors import AuthRejected, TokenUnavailable
 from consumer.gateway.answer import MAX_TOKEN_ANSWER_BYTES, read_answer
+from consumer.gateway.client_secret import ClientSecret
 
 log = structlog.get_logger(__name__)
 
@@ -217,7 +219,12 @@ class CachingTokenProvider:
 
 
 class ClientCredentialsTokenProvider(CachingTokenProvider):
-    """OAuth2 client credentials against ``token_url`` over aiohttp, cached and single-flight."""
+    """OAuth2 client credentials against ``token_url`` over aiohttp, cached and single-flight.
+
+    With ``secret_file``, the secret is read from it again before each request
+    (:class:`~consumer.gateway.client_secret.ClientSecret`), ``client_secret`` being what it
+    held at start.
+    """
 
     def __init__(
         self,
@@ -229,12 +236,13 @@ class ClientCredentialsTokenProvider(CachingTokenProvider):
         clock: Callable[[], float] = time.monotonic,
         *,
         timeout: float = 10.0,
+        secret_file: Path | None = None,
     ) -> None:
         super().__init__(self._request_token, clock)
         self._session = session
         self._token_url = token_url
         self._client_id = client_id
-        self._client_secret = client_secret
+        self._client_secret = ClientSecret(client_secret, secret_file)
         self._scope = scope
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
@@ -245,7 +253,7 @@ class ClientCredentialsTokenProvider(CachingTokenProvider):
         )
 
     async def _request_token(self) -> Token:
-        form = token_request_form(self._client_id, self._client_secret, self._scope)
+        form = token_request_form(self._client_id, self._client_secret.current(), self._scope)
         started = self._clock()
         try:
             async with self._session.post(

@@ -17,11 +17,13 @@ from pydantic import SecretStr
 
 from consumer.demo import DemoPlan, build_demo
 from consumer.testing.workfloplus import InjectedRejection, Sandbox, SandboxSettings, run_sandbox
+from tests.fixtures.secret_volume import kubelet_volume
 from tests.integration.harness import (
     MakeTopic,
     consumer_env,
     eventually,
     eventually_async,
+    in_chunks,
     new_topics,
     produce,
     raw_parts,
@@ -72,6 +74,17 @@ async def stop_process(process: subprocess.Popen[bytes]) -> int:
         raise
 
 
+async def stop_both(
+    process: subprocess.Popen[bytes], collector: asyncio.Task[None], stop: asyncio.Event
+) -> int:
+    """Stop the consumer, then the token collector (it ran until the consumer's last
+    request); the consumer's exit code."""
+    code = await stop_process(process)
+    stop.set()
+    await collector
+    return code
+
+
 async def has_records(bootstrap: str, topic: str) -> bool:
     return bool(await raw_parts(bootstrap, topic))
 
@@ -119,9 +132,7 @@ class TestSecretsNeverLogged:
                 )
                 assert failed, tail(str(log_path))
             finally:
-                code = await stop_process(process)
-                stop_collecting.set()
-                await collector
+                code = await stop_both(process, collector, stop_collecting)
         output = log_path.read_bytes()
         assert code == 0, tail(str(log_path))
         assert b"token_fetched" in output, "the run never logged a token fetch"
@@ -164,3 +175,81 @@ class TestSecretsNeverLogged:
         assert leaks(output, [wrong, SECRET]) == []
         for topic in (topics.succeeded, topics.failed):
             assert leaks(b"\n".join(await raw_parts(kafka_bootstrap, topic)), [wrong]) == []
+
+
+class TestClientSecretRotated:
+    async def test_a_rotated_secret_file_is_used_without_a_restart(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
+    ) -> None:
+        """``basicsync run`` reads its client secret from a Secret volume that is rotated twice
+        under it, with tokens living 2 s. First by the book: the identity provider takes both
+        secrets, the kubelet swaps the file, the old secret is dropped, and no token request
+        is refused. Then the hard way: the provider changes the secret and revokes every
+        token, and the file follows 3 s later while events keep coming. The same process
+        syncs every job, writes no failure record, and never prints any of the three
+        secrets or a token."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=30, seed=47, abort_share=0.0))
+        quarters = in_chunks(demo.events, 4)
+        by_the_book, the_hard_way = SECRET + "-rotated-1", SECRET + "-rotated-2"
+        volume = tmp_path / "secret-volume"
+        volume.mkdir()
+        secret_file = kubelet_volume(volume, SECRET, "1")
+        log_path = tmp_path / "consumer.log"
+        tokens: set[str] = set()
+        stop_collecting = asyncio.Event()
+        async with sandbox_with(SECRET) as sandbox:
+            sandbox.faults.update({"token_lifetime_s": 2})
+            collector = asyncio.create_task(collect_tokens(sandbox, tokens, stop_collecting))
+            env = consumer_env(settings_for(kafka_bootstrap, sandbox, topics))
+            del env["BASICSYNC_GATEWAY__CLIENT_SECRET"]
+            env["BASICSYNC_GATEWAY__CLIENT_SECRET_FILE"] = str(secret_file)
+            process = spawn_consumer(env, log_path)
+            try:
+                await produce(kafka_bootstrap, topics.inputs, quarters[0])
+                assert await eventually(lambda: len(sandbox.state.jobs) > 0, within=60), tail(
+                    str(log_path)
+                )
+                sandbox.faults.update({"client_secrets": [SECRET, by_the_book]})
+                kubelet_volume(volume, by_the_book, "2")
+                # Tokens are fetched when a request needs one: the new secret goes with the
+                # first fetch once the old token is due for refresh (1 s before its 2 s end).
+                await asyncio.sleep(1.5)
+                await produce(kafka_bootstrap, topics.inputs, quarters[1])
+                assert await eventually(lambda: reloads(log_path) == 1, within=30), tail(
+                    str(log_path)
+                )
+                sandbox.faults.update({"client_secrets": [by_the_book]})
+                await asyncio.sleep(1.5)
+                await produce(kafka_bootstrap, topics.inputs, quarters[2])
+                assert await eventually(lambda: fetches(log_path) >= 3, within=30)
+                assert b"token_fetch_failed" not in log_path.read_bytes()
+                sandbox.faults.update({"client_secrets": [the_hard_way]})
+                sandbox.revoke_tokens()
+                await produce(kafka_bootstrap, topics.inputs, quarters[3])
+                await asyncio.sleep(3)
+                assert process.poll() is None, tail(str(log_path))
+                kubelet_volume(volume, the_hard_way, "3")
+                await wait_converged(sandbox, demo.expected, within=90)
+                assert process.poll() is None, tail(str(log_path))
+            finally:
+                code = await stop_both(process, collector, stop_collecting)
+        output = log_path.read_bytes()
+        assert code == 0, tail(str(log_path))
+        assert reloads(log_path) == 2, tail(str(log_path))
+        assert b"invalid_client" in output, "the late file was never refused"
+        assert await raw_parts(kafka_bootstrap, topics.failed) == []
+        secrets = [SECRET, by_the_book, the_hard_way, *tokens]
+        assert leaks(output, secrets) == []
+        for topic in (topics.succeeded, topics.state):
+            assert leaks(b"\n".join(await raw_parts(kafka_bootstrap, topic)), secrets) == []
+
+
+def fetches(log_path: Path) -> int:
+    """How many tokens the run has fetched."""
+    return log_path.read_bytes().count(b'"token_fetched"')
+
+
+def reloads(log_path: Path) -> int:
+    """How many times the run said it read a new client secret from its file."""
+    return log_path.read_bytes().count(b'"client_secret_reloaded"')

@@ -131,6 +131,14 @@ class TestFileSecrets:
         settings = load_settings()
         assert settings.gateway.client_secret is not None
         assert settings.gateway.client_secret.get_secret_value() == SECRET
+        assert settings.gateway.client_secret_file == secret_file  # to be read again
+
+    def test_a_secret_given_directly_has_no_file_to_read_again(
+        self, env: pytest.MonkeyPatch
+    ) -> None:
+        self.gateway_env(env)
+        env.setenv("BASICSYNC_GATEWAY__CLIENT_SECRET", SECRET)
+        assert load_settings().gateway.client_secret_file is None
 
     def test_kafka_password_from_file(self, env: pytest.MonkeyPatch, tmp_path: Path) -> None:
         """The SASL password can come from a file too, completing the SASL settings."""
@@ -143,6 +151,7 @@ class TestFileSecrets:
         settings = load_settings()
         assert settings.kafka.sasl_password is not None
         assert settings.kafka.sasl_password.get_secret_value() == "pw"
+        assert not hasattr(settings.kafka, "sasl_password_file")  # read at start only
 
     def test_both_value_and_file_is_an_error(self, env: pytest.MonkeyPatch, tmp_path: Path) -> None:
         """Setting a secret and its _FILE variable is refused, naming both variables."""

@@ -156,7 +156,8 @@ class Api:
             return _oauth_error(
                 400, "unsupported_grant_type", "only client_credentials is supported"
             )
-        if client_id != self.settings.client_id or client_secret != self.settings.client_secret:
+        secrets = self.faults.config.client_secrets or (self.settings.client_secret,)
+        if client_id != self.settings.client_id or client_secret not in secrets:
             return _oauth_error(401, "invalid_client", "unknown client or wrong secret")
         allowed = frozenset(self.settings.scopes)
         requested = frozenset(fields.get("scope", "").split())

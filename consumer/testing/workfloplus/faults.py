@@ -72,6 +72,11 @@ class FaultConfig(_Frozen):
     rate_limit_job_ids: frozenset[str] = frozenset()
     retry_after_s: int = Field(default=1, ge=0)
     token_lifetime_s: int | None = Field(default=None, gt=0, description="for new tokens")
+    client_secrets: tuple[str, ...] = Field(
+        default=(),
+        description="when set, the token endpoint accepts these client secrets instead of the "
+        "configured one: a secret rotated at the identity provider (two while both are valid)",
+    )
     token_delay_ms: float = Field(
         default=0,
         ge=0,
