@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
+import ssl
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -80,6 +81,7 @@ from consumer.sync.circuit import CircuitBreaker
 from consumer.sync.diagnosis import GatewayEvidence
 from consumer.sync.retry import RetryPolicy
 from consumer.sync.scheduler import SyncScheduler
+from consumer.tls_files import TlsFiles, watching_tls_files
 
 log = structlog.get_logger(__name__)
 
@@ -193,8 +195,10 @@ async def run_consumer(
     """
     running = running or Running(stats=Stats())
     kafka = client_kwargs(settings.kafka, endpoints.bootstrap_servers)
+    gateway_tls = gateway_ssl(settings.gateway)
     async with AsyncExitStack() as stack:
-        session = _gateway_session(stack, settings, tracing)
+        await _watch_tls_files(stack, settings, kafka, gateway_tls)
+        session = _gateway_session(stack, settings, tracing, gateway_tls)
         tokens = _watched_tokens(session, endpoints, settings)
         await _serve_endpoints(stack, settings, running, tokens)
         admin = await _until_reachable(
@@ -335,14 +339,36 @@ def _room_in(config: dict[str, str], settings: Settings) -> int | None:
     return changelog_room(int(limit) if limit else None, kafka.max_job_bytes, kafka.group_id)
 
 
+async def _watch_tls_files(
+    stack: AsyncExitStack,
+    settings: Settings,
+    kafka: dict[str, Any],
+    gateway_tls: ssl.SSLContext | bool,
+) -> None:
+    """Reload the TLS contexts of this run from their files when those change, until the
+    run ends (renewed certificates: ``consumer.tls_files``)."""
+    watched = []
+    context = kafka.get("ssl_context")
+    if isinstance(context, ssl.SSLContext):
+        tls = settings.kafka
+        watched.append(
+            TlsFiles("kafka", context, tls.ssl_cafile, tls.ssl_certfile, tls.ssl_keyfile)
+        )
+    if isinstance(gateway_tls, ssl.SSLContext):
+        watched.append(TlsFiles("gateway", gateway_tls, settings.gateway.ssl_cafile))
+    interval = settings.kafka.ssl_files_check_s
+    await stack.enter_async_context(watching_tls_files(watched, interval))
+
+
 def _gateway_session(
-    stack: AsyncExitStack, settings: Settings, tracing: Tracing
+    stack: AsyncExitStack,
+    settings: Settings,
+    tracing: Tracing,
+    gateway_tls: ssl.SSLContext | bool,
 ) -> aiohttp.ClientSession:
     """The HTTP session of the token endpoint and basicSync, closed last."""
     session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(
-            limit=settings.sync.concurrency + 4, ssl=gateway_ssl(settings.gateway)
-        ),
+        connector=aiohttp.TCPConnector(limit=settings.sync.concurrency + 4, ssl=gateway_tls),
         trace_configs=tracing.trace_configs(),
     )
     stack.push_async_callback(session.close)

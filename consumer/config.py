@@ -118,6 +118,12 @@ class KafkaSettings(_Section):
     ssl_cafile: Path | None = Field(default=None, description="CA bundle for broker TLS")
     ssl_certfile: Path | None = Field(default=None, description="client certificate (mTLS)")
     ssl_keyfile: Path | None = Field(default=None, description="client key (mTLS)")
+    ssl_files_check_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="how often the TLS files (these three and gateway.ssl_cafile) are read "
+        "for a change: a renewed certificate or CA is loaded for new connections, no restart",
+    )
     session_timeout_ms: int = Field(
         default=45_000, ge=6_000, description="group session timeout; a silent member is dropped"
     )

@@ -41,6 +41,7 @@ from consumer.observability.stats import Stats
 from consumer.testing.workfloplus import Sandbox, SandboxSettings, run_sandbox
 from tests.fixtures.certs import CertificateAuthority
 from tests.fixtures.kafka import MakeTopic
+from tests.fixtures.secret_volume import kubelet_swap
 from tests.fixtures.secure_kafka import TLS_USER, SecureKafka
 from tests.integration.harness import (
     Topics,
@@ -48,6 +49,7 @@ from tests.integration.harness import (
     consumer_env,
     consumer_process,
     eventually,
+    in_chunks,
     log_events,
     new_topics,
     produce,
@@ -518,3 +520,59 @@ class TestGatewayTls:
         assert token_line.startswith("FAIL"), token_line
         assert "CERTIFICATE_VERIFY_FAILED" in token_line, token_line
         assert leaks(refused.output, [CLIENT_SECRET]) == []
+
+
+class TestRenewedClientCertificate:
+    async def test_a_certificate_renewed_under_a_running_member_is_used_after_a_broker_restart(
+        self, secure_kafka: SecureKafka, secure_topic: MakeTopic, tmp_path: Path
+    ) -> None:
+        """``basicsync run`` over mutual TLS with a client certificate that expires 25 s after
+        it was issued, mounted as a Kubernetes Secret volume. The volume is renewed (a new
+        certificate and key for the same user, as Strimzi renews a KafkaUser's); the old
+        certificate expires; the broker restarts, so every connection is a new handshake. The
+        same process reconnects with the renewed certificate, syncs the jobs sent after the
+        restart and reports nothing failed. With the files read at start only it would be
+        refused ("certificate_expired") and sync nothing more."""
+        topics = await new_topics(secure_topic, partitions=2)
+        first = secure_kafka.ca.client(TLS_USER, valid_s=25)
+        expires = asyncio.get_running_loop().time() + 25
+        volume = tmp_path / "kafka-user"
+        volume.mkdir()
+        ca = secure_kafka.ca.cert_pem
+        paths = kubelet_swap(
+            volume, {"ca.crt": ca, "user.crt": first.cert_pem, "user.key": first.key_pem}, "1"
+        )
+        kafka = secure_kafka.mtls(group_id=topics.group, session_timeout_ms=10_000)
+        kafka = kafka.model_copy(
+            update={
+                "ssl_cafile": paths["ca.crt"],
+                "ssl_certfile": paths["user.crt"],
+                "ssl_keyfile": paths["user.key"],
+                "ssl_files_check_s": 1.0,
+            }
+        )
+        demo = build_demo(DemoPlan(jobs=16, seed=48, abort_share=0.0))
+        before, after = in_chunks(demo.events, 2)
+        log = str(tmp_path / "consumer.log")
+        async with https_sandbox(secure_kafka) as sandbox:
+            settings = secured(kafka, sandbox, topics, secure_kafka.ca_file)
+            await secure_kafka.grant(f"User:{TLS_USER}", required_acls(settings))
+            async with consumer_process(settings, log):
+                await produce(secure_kafka.plain, topics.inputs, before)
+                assert await eventually(lambda: len(sandbox.state.jobs) > 0, within=60), tail(log)
+                renewed = secure_kafka.ca.client(TLS_USER)
+                files = {"ca.crt": ca, "user.crt": renewed.cert_pem, "user.key": renewed.key_pem}
+                kubelet_swap(volume, files, "2")
+                assert await eventually(lambda: reloaded(log) == 1, within=30), tail(log)
+                await asyncio.sleep(max(0.0, expires + 1 - asyncio.get_running_loop().time()))
+                await secure_kafka.restart()
+                await produce(secure_kafka.plain, topics.inputs, after)
+                await wait_converged(sandbox, demo.expected, within=120)
+        assert await raw_bytes(secure_kafka.plain, topics.failed) == b""
+        assert "certificate_expired" not in (tmp_path / "consumer.log").read_text()
+        assert renewed.key_pem.decode() not in (tmp_path / "consumer.log").read_text()
+
+
+def reloaded(log: str) -> int:
+    """How many times the run loaded its Kafka TLS files again."""
+    return sum(1 for line in log_events(log, "tls_files_reloaded") if line["context"] == "kafka")
