@@ -42,6 +42,7 @@ from consumer.config import Settings
 from consumer.errors import ConfigError, ConfigsUnread, FatalError, TopicLayoutError, leaves
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
+from consumer.gateway.proxy import Proxy, gateway_proxies
 from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import is_denial
 from consumer.kafka.admin import (
@@ -99,6 +100,9 @@ class Endpoints:
     client_secret: SecretStr
     #: the file the secret was read from, read again before each token request
     client_secret_file: Path | None = None
+    #: the HTTP proxies to the gateway and to the token endpoint (None: direct)
+    gateway_proxy: Proxy | None = None
+    token_proxy: Proxy | None = None
 
 
 def endpoints_from(settings: Settings, bootstrap_servers: list[str] | None = None) -> Endpoints:
@@ -116,6 +120,7 @@ def endpoints_from(settings: Settings, bootstrap_servers: list[str] | None = Non
             "set BASICSYNC_KAFKA__BOOTSTRAP_SERVERS and BASICSYNC_GATEWAY__BASE_URL, "
             "TOKEN_URL, CLIENT_ID and CLIENT_SECRET (or leave both unset for the embedded demo)"
         )
+    gateway_proxy, token_proxy = gateway_proxies(gateway.base_url, gateway.token_url, gateway)
     return Endpoints(
         bootstrap_servers=servers,
         gateway_url=gateway.base_url,
@@ -123,6 +128,8 @@ def endpoints_from(settings: Settings, bootstrap_servers: list[str] | None = Non
         client_id=gateway.client_id,
         client_secret=gateway.client_secret,
         client_secret_file=gateway.client_secret_file,
+        gateway_proxy=gateway_proxy,
+        token_proxy=token_proxy,
     )
 
 
@@ -212,8 +219,7 @@ async def run_consumer(
         except Stopped:
             return
         running.waiting_for = None
-        timeout = settings.gateway.request_timeout_s
-        gateway = GatewayClient(session, endpoints.gateway_url, tokens, request_timeout=timeout)
+        gateway = _gateway_client(session, endpoints, tokens, settings)
         pipeline, scheduler, source = _assemble(
             settings,
             kafka,
@@ -375,6 +381,15 @@ def _gateway_session(
     return session
 
 
+def _gateway_client(
+    session: aiohttp.ClientSession, endpoints: Endpoints, tokens: WatchedTokens, settings: Settings
+) -> GatewayClient:
+    """basicSync's client, through the gateway's proxy when there is one."""
+    url, proxy = endpoints.gateway_url, endpoints.gateway_proxy
+    timeout = settings.gateway.request_timeout_s
+    return GatewayClient(session, url, tokens, request_timeout=timeout, proxy=proxy)
+
+
 def _watched_tokens(
     session: aiohttp.ClientSession, endpoints: Endpoints, settings: Settings
 ) -> WatchedTokens:
@@ -387,6 +402,7 @@ def _watched_tokens(
             endpoints.client_secret,
             settings.gateway.scope,
             secret_file=endpoints.client_secret_file,
+            proxy=endpoints.token_proxy,
         )
     )
 

@@ -309,6 +309,13 @@ class GatewaySettings(_Section):
     scope: str = Field(
         default=WORKFLOW_EXECUTE_SCOPE, description="scope asked for (basicSync needs this one)"
     )
+    proxy: SecretStr | None = Field(
+        default=None,
+        description="HTTP proxy to WorkfloPlus and its token endpoint, "
+        "http://[user:password@]host:port (https goes through it by CONNECT); unset: the "
+        "environment's HTTPS_PROXY / HTTP_PROXY, except the hosts in NO_PROXY (secret: it may "
+        "hold a password)",
+    )
     request_timeout_s: float = Field(
         default=30.0, gt=0, description="a basicSync call slower than this is retried"
     )
@@ -318,6 +325,14 @@ class GatewaySettings(_Section):
         description="CA bundle (PEM) that signs the gateway's and token endpoint's "
         "certificates; unset: the system's CAs",
     )
+
+    @field_validator("proxy")
+    @classmethod
+    def _http_proxy(cls, value: SecretStr | None) -> SecretStr | None:
+        text = value.get_secret_value() if value is not None else ""
+        if "://" in text and not text.startswith("http://"):
+            raise ValueError("must be an http:// proxy (https goes through it by CONNECT)")
+        return value
 
     @field_validator("base_url", "token_url")
     @classmethod
@@ -629,6 +644,12 @@ class Settings(BaseSettings):
     @property
     def embedded_gateway(self) -> bool:
         return self.gateway.base_url is None
+
+
+def proxy_environment() -> dict[str, str]:
+    """The environment's ``*_PROXY`` variables (``HTTPS_PROXY``, ``no_proxy``...), which name
+    the gateway's proxy when ``BASICSYNC_GATEWAY__PROXY`` is unset."""
+    return {k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")}
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,8 +1,9 @@
 """``basicsync check``: are the settings, Kafka, the topics and WorkfloPlus ready for ``run``?
 
-Prints one line per check, ``ok`` or ``FAIL``, and never a secret (the client secret, SASL
-password and tokens are used, not shown). Checks that do not depend on a failed one still run,
-so one invocation shows everything that is wrong. The exit code names the first failing area:
+Prints one line per check, ``ok``, ``warn`` (passed, on something worth a look) or ``FAIL``,
+and never a secret (the client secret, SASL password and tokens are used, not shown). Checks
+that do not depend on a failed one still run, so one invocation shows everything that is wrong.
+The exit code names the first failing area:
 
 ====  ==================================================================================
 0     everything ok
@@ -50,6 +51,7 @@ from consumer.errors import (
 )
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import GatewayClient
+from consumer.gateway.proxy import Proxy, gateway_proxies
 from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import configs_denial, explain_denial
 from consumer.kafka.admin import (
@@ -82,15 +84,20 @@ EXIT_GATEWAY = 5
 
 @dataclass(frozen=True)
 class Check:
-    """One printed line: what was checked, whether it passed, and a detail without secrets."""
+    """One printed line: what was checked, whether it passed, and a detail without secrets.
+
+    ``warn`` marks a check that passed on something ``run`` will warn about: worth a look
+    before it starts, no reason to stop it (the exit code stays 0)."""
 
     name: str
     ok: bool
     detail: str
     exit_code: int
+    warn: bool = False
 
     def line(self) -> str:
-        return f"{'ok  ' if self.ok else 'FAIL'}  {self.name}: {self.detail}"
+        status = "FAIL" if not self.ok else "warn" if self.warn else "ok  "
+        return f"{status}  {self.name}: {self.detail}"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -348,11 +355,12 @@ async def _continuity_checks(
     metadata: dict[int, list[str]] = {}
     for tp, mark in committed.items():
         metadata.setdefault(tp.partition, []).append(mark.metadata)
-    if not metadata:
-        detail = f"group {settings.kafka.group_id} has no committed offsets yet"
-        return [Check("changelog continuity", True, detail, EXIT_OK)]
     assert settings.kafka.bootstrap_servers is not None
     kafka = client_kwargs(settings.kafka, settings.kafka.bootstrap_servers)
+    if not metadata:
+        detail = f"group {settings.kafka.group_id} has no committed offsets yet"
+        first_start = await _first_start_check(kafka, settings.kafka.group_id, inputs, counts)
+        return [Check("changelog continuity", True, detail, EXIT_OK), first_start]
     input_offsets = await _input_offsets_check(kafka, settings.kafka.group_id, committed)
     bounds = await changelog_bounds(
         lambda **extra: AIOKafkaConsumer(**kafka, **extra), changelog, metadata
@@ -420,6 +428,42 @@ async def _asked_again(ask: Callable[[], Awaitable[T]]) -> T:
                 raise
             await asyncio.sleep(_ASK_BACKOFF_S)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _first_start_check(
+    kafka: dict[str, Any], group: str, inputs: list[str], counts: dict[str, int]
+) -> Check:
+    """A group with no offsets reads each input partition from its start: where retention
+    has moved that start, the events below it are gone for this group (``run`` warns
+    ``input_read_from_start``)."""
+    reader = AIOKafkaConsumer(**kafka)
+    partitions = [TopicPartition(t, p) for t in inputs for p in range(counts[t])]
+    try:
+        await start_client(reader.start())
+        starts = await reader.beginning_offsets(partitions)
+    finally:
+        await reader.stop()
+    return first_start_check(group, starts)
+
+
+def first_start_check(group: str, starts: dict[TopicPartition, int]) -> Check:
+    """``check``'s word on where a group with no committed offsets will start reading."""
+    moved = [
+        f"{tp.topic} partition {tp.partition} starts at {start}"
+        for tp, start in sorted(starts.items())
+        if start > 0
+    ]
+    if not moved:
+        detail = f"group {group} will read every input partition from offset 0"
+        return Check("input offsets", True, detail, EXIT_OK)
+    shown = "; ".join(moved[:5]) + (f" (and {len(moved) - 5} more)" if len(moved) > 5 else "")
+    detail = (
+        f"group {group} has no committed offsets and will read from each partition's start, "
+        f"but {shown}: records below were deleted before this group read them, so a job "
+        "that began among them is posted without those events, over what WorkfloPlus holds. "
+        "Is this the group id that ran before? (docs/operations.md, 'Topics')"
+    )
+    return Check("input offsets", True, detail, EXIT_OK, warn=True)
 
 
 async def _input_offsets_check(
@@ -552,6 +596,7 @@ async def _gateway_checks(settings: Settings, limit_s: float) -> list[Check]:
     assert gateway.client_secret
     try:
         connector = aiohttp.TCPConnector(ssl=gateway_ssl(gateway))
+        gateway_proxy, token_proxy = gateway_proxies(gateway.base_url, gateway.token_url, gateway)
     except ConfigError as exc:
         return [Check("gateway", False, str(exc), EXIT_GATEWAY)]
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -562,15 +607,25 @@ async def _gateway_checks(settings: Settings, limit_s: float) -> list[Check]:
             gateway.client_secret,
             gateway.scope,
             timeout=limit_s,
+            proxy=token_proxy,
         )
+        token_url = gateway.token_url + _through(token_proxy)
         try:
             await tokens.token()
         except GatewayError as exc:  # messages never carry the secret or a token
-            return [Check("token", False, f"{gateway.token_url}: {exc}", EXIT_GATEWAY)]
-        checks = [Check("token", True, f"issued by {gateway.token_url}", EXIT_OK)]
-        client = GatewayClient(session, gateway.base_url, tokens, request_timeout=limit_s)
+            return [Check("token", False, f"{token_url}: {exc}", EXIT_GATEWAY)]
+        checks = [Check("token", True, f"issued by {token_url}", EXIT_OK)]
+        client = GatewayClient(
+            session, gateway.base_url, tokens, request_timeout=limit_s, proxy=gateway_proxy
+        )
         status = await client.probe()
         up = probe_result(status) is not ProbeResult.DOWN
-        detail = f"{gateway.base_url} {'answers' if up else 'does not answer (down or refusing)'}"
+        answers = "answers" if up else "does not answer (down or refusing)"
+        detail = f"{gateway.base_url}{_through(gateway_proxy)} {answers}"
         checks.append(Check("gateway", up, detail, EXIT_GATEWAY))
         return checks
+
+
+def _through(proxy: Proxy | None) -> str:
+    """`` through <proxy>`` (never its credentials), or nothing for a direct connection."""
+    return "" if proxy is None else f" through {proxy}"

@@ -70,6 +70,7 @@ from consumer.domain.retention import ForgottenJob, StoredJob
 from consumer.errors import ConfigError
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import Accepted, GatewayClient, Rejected
+from consumer.gateway.proxy import gateway_proxies
 from consumer.gateway.tls import gateway_ssl
 from consumer.kafka.access import explained
 from consumer.kafka.admin import existing_partition_count
@@ -422,12 +423,22 @@ async def _resync_all(
     assert gateway.client_secret is not None
     ok = True
     connector = aiohttp.TCPConnector(ssl=gateway_ssl(gateway))
+    gateway_proxy, token_proxy = gateway_proxies(gateway.base_url, gateway.token_url, gateway)
     async with aiohttp.ClientSession(connector=connector) as session:
         tokens = ClientCredentialsTokenProvider(
-            session, gateway.token_url, gateway.client_id, gateway.client_secret, gateway.scope
+            session,
+            gateway.token_url,
+            gateway.client_id,
+            gateway.client_secret,
+            gateway.scope,
+            proxy=token_proxy,
         )
         client = GatewayClient(
-            session, gateway.base_url, tokens, request_timeout=gateway.request_timeout_s
+            session,
+            gateway.base_url,
+            tokens,
+            request_timeout=gateway.request_timeout_s,
+            proxy=gateway_proxy,
         )
         for job, failure in syncs.items():
             found = states.get(job)

@@ -93,7 +93,9 @@ async def _run(settings: Settings, args: argparse.Namespace, tracing: Tracing) -
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     handler = stop_on(stop, lambda: os._exit(130))
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP too: a closed terminal or a habit of "kill -HUP" stops the member cleanly, where
+    # the default action would end it at once (nothing is lost then, but nothing is handed on).
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(sig, handler)
     loop.add_signal_handler(signal.SIGUSR1, log_task_stacks)
     if args.embedded and (settings.embedded_kafka or settings.embedded_gateway):

@@ -30,6 +30,7 @@ from pydantic import SecretStr
 from consumer.errors import AuthRejected, TokenUnavailable
 from consumer.gateway.answer import MAX_TOKEN_ANSWER_BYTES, read_answer
 from consumer.gateway.client_secret import ClientSecret
+from consumer.gateway.proxy import Proxy, proxy_kwargs
 
 log = structlog.get_logger(__name__)
 
@@ -237,12 +238,14 @@ class ClientCredentialsTokenProvider(CachingTokenProvider):
         *,
         timeout: float = 10.0,
         secret_file: Path | None = None,
+        proxy: Proxy | None = None,
     ) -> None:
         super().__init__(self._request_token, clock)
         self._session = session
         self._token_url = token_url
         self._client_id = client_id
         self._client_secret = ClientSecret(client_secret, secret_file)
+        self._proxy = proxy_kwargs(proxy)
         self._scope = scope
         self._timeout = aiohttp.ClientTimeout(total=timeout)
 
@@ -257,7 +260,11 @@ class ClientCredentialsTokenProvider(CachingTokenProvider):
         started = self._clock()
         try:
             async with self._session.post(
-                self._token_url, data=form, timeout=self._timeout, allow_redirects=False
+                self._token_url,
+                data=form,
+                timeout=self._timeout,
+                allow_redirects=False,
+                **self._proxy,
             ) as response:
                 status = response.status
                 body_text = (await read_answer(response, MAX_TOKEN_ANSWER_BYTES)).text

@@ -40,6 +40,7 @@ from consumer.domain.results import MAX_ERROR_BODY_CHARS, truncate_body
 from consumer.errors import AuthRejected, TokenUnavailable
 from consumer.gateway.answer import read_answer
 from consumer.gateway.auth import TokenProvider
+from consumer.gateway.proxy import Proxy, proxy_kwargs
 
 log = structlog.get_logger(__name__)
 
@@ -243,8 +244,10 @@ class GatewayClient:
         request_timeout: float,
         wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         max_answer_bytes: int = DEFAULT_MAX_ANSWER_BYTES,
+        proxy: Proxy | None = None,
     ) -> None:
         self._session = session
+        self._proxy = proxy_kwargs(proxy)
         self._max_answer_bytes = max_answer_bytes
         self._base_url = base_url.rstrip("/")
         self._tokens = token_provider
@@ -275,6 +278,7 @@ class GatewayClient:
                     headers=_headers(token, content_type=True),
                     timeout=self._timeout,
                     allow_redirects=False,
+                    **self._proxy,
                 ) as response:
                     status = response.status
                     if status == 401 and not refreshed:
@@ -317,7 +321,10 @@ class GatewayClient:
         url = f"{self._base_url}/jobs/v1/basicsync-probe-{uuid.uuid4().hex}"
         try:
             async with self._session.get(
-                url, headers=_headers(token, content_type=False), timeout=self._timeout
+                url,
+                headers=_headers(token, content_type=False),
+                timeout=self._timeout,
+                **self._proxy,
             ) as response:
                 status = response.status
                 await response.read()

@@ -18,6 +18,7 @@ the wiring (``consumer.app.Running``) satisfies, so this module never imports th
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -29,7 +30,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from consumer.errors import AuthRejected, TokenUnavailable
+from consumer.errors import AuthRejected, ConfigError, TokenUnavailable
 from consumer.gateway.auth import TokenProvider
 from consumer.kafka.transactions import CommitTrouble
 from consumer.observability.metrics import Metrics
@@ -284,7 +285,15 @@ async def serve_health(
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            # A port another process holds (a sidecar, a second member on the host network):
+            # said in one line, naming the setting, instead of a traceback.
+            raise ConfigError(
+                f"BASICSYNC_OBSERVABILITY__HTTP_PORT: cannot listen on {host}:{port} for "
+                f"/metrics, /healthz and /readyz: {os.strerror(exc.errno) if exc.errno else exc}"
+            ) from None
         server.port = site.port
         log.info("http_listening", host=host, port=server.port)
         yield server

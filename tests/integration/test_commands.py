@@ -26,7 +26,10 @@ from tests.integration.harness import (
     BootstrapRelay,
     MakeTopic,
     basicsync,
+    committed,
     consumer_running,
+    delete_records,
+    eventually_async,
     free_port,
     max_overlap,
     new_topics,
@@ -221,6 +224,38 @@ class TestCheck:
         }
         secret = sandbox_in_process.settings.client_secret
         assert secret not in ran.out + ran.err
+
+    async def test_check_warns_a_new_group_whose_input_start_retention_moved(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox
+    ) -> None:
+        """A group with no offsets (new, or its id changed by mistake) on an input whose
+        partition 1 lost its first records to retention: a ``warn`` line names the partition
+        and its start, and the exit code stays 0. Once the group has committed, the line is
+        ``ok`` again: its offsets are within every partition."""
+        topics = await new_topics(make_topic, partitions=2)
+        [topic] = topics.inputs
+        demo = build_demo(DemoPlan(jobs=12, seed=49))
+        await produce(kafka_bootstrap, topics.inputs, demo.events)
+        start = await delete_records(kafka_bootstrap, topic, 1, below=3)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        ran = await basicsync(settings, "check")
+        assert ran.code == 0, ran.out + ran.err
+        [line] = [line for line in ran.out.splitlines() if " input offsets: " in line]
+        assert line.startswith(
+            f"warn  input offsets: group {topics.group} has no committed offsets and will read "
+            f"from each partition's start, but {topic} partition 1 starts at {start}: "
+        ), ran.out
+        assert f"{topic} partition 0" not in line
+        assert [x for x in ran.out.splitlines() if not x.startswith("ok")] == [line]
+        async with consumer_running(settings):
+
+            async def both_committed() -> bool:
+                return len(await committed(kafka_bootstrap, topics.group)) == 2
+
+            assert await eventually_async(both_committed, within=60)
+        again = await basicsync(settings, "check")
+        assert again.code == 0, again.out
+        assert not [x for x in again.out.splitlines() if x.startswith("warn")], again.out
 
     async def test_check_exits_4_when_an_input_topic_is_missing(
         self, kafka_bootstrap: str, make_topic: MakeTopic, sandbox_in_process: Sandbox

@@ -8,6 +8,7 @@ from aiokafka import TopicPartition
 from consumer.cli import main
 from consumer.commands.check import (
     Check,
+    first_start_check,
     group_protocol_check,
     input_offset_problems,
     writers_check,
@@ -20,6 +21,27 @@ class TestCheckLine:
         """One aligned line per check, name then detail."""
         assert Check("kafka", True, "b:9092", 0).line() == "ok    kafka: b:9092"
         assert Check("token", False, "refused", 5).line() == "FAIL  token: refused"
+        assert Check("input offsets", True, "moved", 0, warn=True).line() == (
+            "warn  input offsets: moved"
+        )
+
+
+class TestFirstStart:
+    def test_a_new_group_on_whole_partitions_is_ok(self) -> None:
+        check = first_start_check("g", {TopicPartition("in", 0): 0, TopicPartition("in", 1): 0})
+        assert (check.ok, check.warn, check.exit_code) == (True, False, 0)
+        assert check.detail == "group g will read every input partition from offset 0"
+
+    def test_a_start_moved_by_retention_is_a_warning_naming_the_partitions(self) -> None:
+        """Each moved partition named with its start (five at most, the rest counted); the
+        exit code stays 0."""
+        starts = {TopicPartition("in", p): (100 * p if p % 2 else 0) for p in range(16)}
+        check = first_start_check("g", starts)
+        assert (check.ok, check.warn, check.exit_code) == (True, True, 0)
+        assert "in partition 1 starts at 100; in partition 3 starts at 300" in check.detail
+        assert "in partition 9 starts at 900 (and 3 more)" in check.detail
+        assert "partition 0 " not in check.detail
+        assert "Is this the group id that ran before?" in check.detail
 
 
 class TestCheckExitCodes:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gc
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -116,6 +118,67 @@ class TestRefusal:
         assert result.returncode == 2
         assert "BASICSYNC_KAFKA__BOOTSTRAP_SERVERS" in result.stderr
         assert "BASICSYNC_GATEWAY__BASE_URL" not in result.stderr
+
+
+class TestMetricsPortTaken:
+    def test_a_port_another_process_holds_exits_2_in_one_line(
+        self, listener: socket.socket
+    ) -> None:
+        """``BASICSYNC_OBSERVABILITY__HTTP_PORT`` on a port already bound (a sidecar's):
+        ``run`` stops at once, exit 2, with one line naming the variable and the port and no
+        traceback, before it ever reaches Kafka."""
+        with socket.socket() as kafka:
+            kafka.bind(("127.0.0.1", 0))
+            kafka.listen()
+            kafka.setblocking(False)
+            env = GATEWAY | {
+                "BASICSYNC_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{kafka.getsockname()[1]}",
+                "BASICSYNC_OBSERVABILITY__HTTP_PORT": str(listener.getsockname()[1]),
+            }
+            result = run_cli(env)
+            assert not connected(kafka)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        lines = [line for line in result.stderr.splitlines() if line.startswith("basicsync:")]
+        assert lines == [
+            "basicsync: BASICSYNC_OBSERVABILITY__HTTP_PORT: cannot listen on "
+            f"0.0.0.0:{listener.getsockname()[1]} for /metrics, /healthz and /readyz: "
+            "Address already in use"
+        ], result.stderr
+
+
+class TestHangUp:
+    def test_sighup_stops_a_run_cleanly(self, listener: socket.socket) -> None:
+        """SIGHUP (a closed terminal, ``kill -HUP``) is a stop like SIGTERM: the run waiting
+        for a broker that does not answer logs ``shutdown_requested`` and exits 0, where the
+        default action would end it with -1 (SIGHUP) on the spot."""
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("BASICSYNC_")}
+        env = (
+            clean
+            | GATEWAY
+            | {
+                "BASICSYNC_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{listener.getsockname()[1]}",
+                "BASICSYNC_OBSERVABILITY__LOG_FORMAT": "json",
+            }
+        )
+        process = subprocess.Popen(
+            [sys.executable, "-m", "consumer", "run"],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not connected(listener):  # the run has reached for Kafka: handlers are set
+                assert time.monotonic() < deadline, "the run never reached for Kafka"
+                time.sleep(0.05)
+            process.send_signal(signal.SIGHUP)
+            out, _ = process.communicate(timeout=30)
+        finally:
+            process.kill()
+        assert process.returncode == 0, out.decode()[-3000:]
+        assert b'"shutdown_requested"' in out
 
 
 class TestCollector:

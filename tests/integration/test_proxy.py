@@ -1,0 +1,101 @@
+"""WorkfloPlus reached only through an HTTP proxy: ``basicsync run`` as a subprocess, the
+sandbox over HTTPS behind a CONNECT proxy that wants credentials, as a corporate egress."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import pytest
+
+from consumer.demo import DemoPlan, build_demo
+from consumer.testing.workfloplus import Sandbox, SandboxSettings, run_sandbox
+from tests.fixtures.certs import CertificateAuthority
+from tests.fixtures.http_proxy import ConnectProxy
+from tests.fixtures.kafka import MakeTopic
+from tests.integration.harness import (
+    basicsync,
+    eventually,
+    in_chunks,
+    log_events,
+    new_topics,
+    produce,
+    raw_parts,
+    settings_for,
+    start_consumer_process,
+    tail,
+    wait_converged,
+)
+
+pytestmark = pytest.mark.integration
+
+PROXY_USER, PROXY_PASSWORD = "egress-svc", "pr0xy-Pw-never-log-9Qz"
+
+
+@asynccontextmanager
+async def https_sandbox(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Path]]:
+    """The sandbox over HTTPS with a certificate of a CA made for the test; yields the sandbox
+    and the CA's file."""
+    ca = CertificateAuthority("proxy test CA")
+    cert, key = ca.server().write(tmp_path, "sandbox")
+    ca_file = tmp_path / "ca.crt"
+    ca_file.write_bytes(ca.cert_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    async with run_sandbox(SandboxSettings(), ssl_context=context) as sandbox:
+        yield sandbox, ca_file
+
+
+class TestBehindAProxy:
+    async def test_every_request_goes_through_the_proxy_and_survives_its_restart(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
+    ) -> None:
+        """``HTTPS_PROXY`` names a CONNECT proxy with credentials. Every token request and
+        basicSync call goes through its tunnels (the sandbox is not reached otherwise: the
+        consumer has no other way to it that the proxy does not see). The proxy then stops,
+        cutting its tunnels, while events keep coming, and starts again 3 s later: the jobs
+        are held as in an outage and all converge, with no failure record. ``check`` says
+        what it went through. The proxy's password is in no output."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=20, seed=50, abort_share=0.0))
+        first, second = in_chunks(demo.events, 2)
+        proxy = ConnectProxy(PROXY_USER, PROXY_PASSWORD)
+        await proxy.start()
+        log = str(tmp_path / "consumer.log")
+        async with https_sandbox(tmp_path) as (sandbox, ca_file):
+            settings = settings_for(kafka_bootstrap, sandbox, topics)
+            settings = settings.model_copy(
+                update={"gateway": settings.gateway.model_copy(update={"ssl_cafile": ca_file})}
+            )
+            # Both cases, and NO_PROXY emptied: whatever this machine's environment says.
+            url = f"http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:{proxy.port}"
+            env = {"HTTPS_PROXY": url, "https_proxy": url, "NO_PROXY": "", "no_proxy": ""}
+            sandbox_host = sandbox.base_url.removeprefix("https://")
+            process = start_consumer_process(settings, log, env)
+            try:
+                await produce(kafka_bootstrap, topics.inputs, first)
+                assert await eventually(lambda: len(sandbox.state.jobs) > 0, within=60), tail(log)
+                assert proxy.tunnels, "no request went through the proxy"
+                assert set(proxy.tunnels) == {sandbox_host}
+                await proxy.close()
+                await produce(kafka_bootstrap, topics.inputs, second)
+                await asyncio.sleep(3)
+                assert process.poll() is None, tail(log)
+                await proxy.start()
+                await wait_converged(sandbox, demo.expected, within=90)
+            finally:
+                process.terminate()
+                code = await asyncio.to_thread(process.wait, 60)
+                await proxy.close()
+            assert code == 0, tail(log)
+            checked = await basicsync(settings, "check", **env)
+        output = tail(log, chars=10_000_000)
+        [route] = log_events(log, "gateway_proxy")
+        assert route["gateway"] == route["token_endpoint"] == f"http://127.0.0.1:{proxy.port}"
+        assert proxy.refused == 0
+        assert await raw_parts(kafka_bootstrap, topics.failed) == []
+        assert f"through http://127.0.0.1:{proxy.port}" in checked.out, checked.out
+        assert PROXY_PASSWORD not in output + checked.out + checked.err
