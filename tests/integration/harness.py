@@ -193,13 +193,22 @@ _logs: list[str] = []
 
 
 def start_consumer_process(
-    settings: Settings, log_path: str, extra_env: dict[str, str] | None = None
+    settings: Settings,
+    log_path: str,
+    extra_env: dict[str, str] | None = None,
+    *,
+    secret_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``python -m consumer run`` as a child process, logging to ``log_path``."""
+    """``python -m consumer run`` as a child process, logging to ``log_path``; with
+    ``secret_file``, the client secret is read from it (``..._CLIENT_SECRET_FILE``)."""
+    env = consumer_env(settings)
+    if secret_file is not None:
+        del env["BASICSYNC_GATEWAY__CLIENT_SECRET"]
+        env["BASICSYNC_GATEWAY__CLIENT_SECRET_FILE"] = str(secret_file)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "consumer", "run"],
-            env={**consumer_env(settings), **(extra_env or {})},
+            env={**env, **(extra_env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

@@ -5,7 +5,8 @@ processes) share two input topics of four partitions while traffic arrives live,
 seconds one of these happens: a member SIGKILLed and started again; a member SIGSTOPped past its
 session (a zombie that wakes up after the group moved on); a member stopped with SIGTERM and
 started again; the broker SIGSTOPped, or restarted; a gateway outage; a burst of 500s for a
-third of the requests; answers slower than the request timeout; every token revoked; a job's
+third of the requests; answers slower than the request timeout; every token revoked; the client
+secret rotated (by the book, or refused before the members' Secret volume follows); a job's
 first request held past the request timeout (in doubt, and it lands late). One job is refused
 (422) throughout, and five records the contract refuses (not JSON, a tombstone, an unknown type,
 a key that is not the subject, a value past the size limit) come among the traffic. Eight jobs
@@ -46,6 +47,7 @@ from consumer.demo import DemoJobs, DemoPlan, build_demo, send_events
 from consumer.domain.events import EventType, JobEvent, encode_structured
 from consumer.testing.workfloplus import InjectedRejection, Sandbox
 from tests.fixtures.kafka import kafka_sh, local_broker_env
+from tests.fixtures.secret_volume import kubelet_volume
 from tests.integration.harness import (
     MakeTopic,
     assert_history_never_shrinks,
@@ -79,11 +81,13 @@ class Member:
 
     settings: Settings
     log: str
+    #: the mounted Secret volume's client secret file (rotated by the chaos)
+    secret_file: Path
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
     def start(self) -> None:
-        self.process = start_consumer_process(self.settings, self.log)
+        self.process = start_consumer_process(self.settings, self.log, secret_file=self.secret_file)
         self.starts += 1
 
     @property
@@ -101,7 +105,9 @@ class Chaos:
     broker: int
     rng: random.Random
     jobs: list[str]
+    secret_volume: Path
     done: list[str] = field(default_factory=list)
+    rotations: int = 0
 
     async def kill(self) -> None:
         member = self.rng.choice(self.members)
@@ -162,6 +168,25 @@ class Chaos:
         self.sandbox.revoke_tokens()
         await asyncio.sleep(1)
 
+    async def rotate_secret(self) -> None:
+        """The client secret rotated under the members: by the book (the identity provider
+        takes both while the Secret volume is swapped), or the hard way (the old secret
+        refused and every token revoked, the volume following 1 to 3 s later)."""
+        self.rotations += 1
+        new = f"chaos-secret-{self.rotations}"
+        faults = self.sandbox.faults
+        old = list(faults.config.client_secrets or [self.sandbox.settings.client_secret])
+        if self.rng.random() < 0.5:
+            faults.update({"client_secrets": [*old, new]})
+            kubelet_volume(self.secret_volume, new, str(self.rotations))
+            await asyncio.sleep(self.rng.uniform(2, 4))
+            faults.update({"client_secrets": [new]})
+        else:
+            faults.update({"client_secrets": [new]})
+            self.sandbox.revoke_tokens()
+            await asyncio.sleep(self.rng.uniform(1, 3))
+            kubelet_volume(self.secret_volume, new, str(self.rotations))
+
     async def run(self, until: asyncio.Event) -> None:
         faults: list[Callable[[], Awaitable[None]]] = [
             self.kill,
@@ -174,6 +199,7 @@ class Chaos:
             self.late_request,
             self.slow,
             self.revoke_tokens,
+            self.rotate_secret,
         ]
         while not until.is_set():
             await asyncio.sleep(self.rng.uniform(1, 3))
@@ -198,12 +224,17 @@ class TestChaos:
         settings = with_request_timeout(
             settings_for(kafka_bootstrap, sandbox, topics, debounce_ms=200), 2
         )
-        members = [Member(settings, str(tmp_path / f"member-{name}.log")) for name in "ab"]
+        volume = tmp_path / "gateway-secret"
+        volume.mkdir()
+        secret_file = kubelet_volume(volume, sandbox.settings.client_secret, "0")
+        members = [
+            Member(settings, str(tmp_path / f"member-{name}.log"), secret_file) for name in "ab"
+        ]
         for member in members:
             member.start()
         rng = random.Random(SEED)
         broker = broker_pid(kafka_bootstrap)
-        chaos = Chaos(members, sandbox, kafka_bootstrap, broker, rng, healthy)
+        chaos = Chaos(members, sandbox, kafka_bootstrap, broker, rng, healthy, volume)
         sent = asyncio.Event()
         faults = asyncio.create_task(chaos.run(sent))
         producer = AIOKafkaProducer(
