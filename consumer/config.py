@@ -120,7 +120,7 @@ class KafkaSettings(_Section):
     ssl_keyfile: Path | None = Field(default=None, description="client key (mTLS)")
     ssl_files_check_s: float = Field(
         default=60.0,
-        gt=0,
+        ge=1.0,
         description="how often the TLS files (these three and gateway.ssl_cafile) are read "
         "for a change: a renewed certificate or CA is loaded for new connections, no restart",
     )
