@@ -18,6 +18,7 @@ from tests.fixtures.http_proxy import ConnectProxy
 from tests.fixtures.kafka import MakeTopic
 from tests.integration.harness import (
     basicsync,
+    consumer_process,
     eventually,
     in_chunks,
     log_events,
@@ -99,3 +100,42 @@ class TestBehindAProxy:
         assert await raw_parts(kafka_bootstrap, topics.failed) == []
         assert f"through http://127.0.0.1:{proxy.port}" in checked.out, checked.out
         assert PROXY_PASSWORD not in output + checked.out + checked.err
+
+    async def test_a_proxy_refusing_the_credentials_holds_every_job_and_says_407(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
+    ) -> None:
+        """The proxy's password is wrong (407 at every CONNECT): ``check`` fails the token
+        line naming the 407 (exit 5); ``run`` fails no job and writes no failure record,
+        holds them all as in an outage, and says why in a warning."""
+        topics = await new_topics(make_topic, partitions=1)
+        demo = build_demo(DemoPlan(jobs=5, seed=51, abort_share=0.0))
+        proxy = ConnectProxy(PROXY_USER, PROXY_PASSWORD)
+        await proxy.start()
+        log = str(tmp_path / "consumer.log")
+        wrong = f"http://{PROXY_USER}:not-the-password@127.0.0.1:{proxy.port}"
+        env = {"HTTPS_PROXY": wrong, "https_proxy": wrong, "NO_PROXY": "", "no_proxy": ""}
+        try:
+            async with https_sandbox(tmp_path) as (sandbox, ca_file):
+                settings = settings_for(kafka_bootstrap, sandbox, topics)
+                settings = settings.model_copy(
+                    update={"gateway": settings.gateway.model_copy(update={"ssl_cafile": ca_file})}
+                )
+                checked = await basicsync(settings, "check", **env)
+                async with consumer_process(settings, log, env):
+                    await produce(kafka_bootstrap, topics.inputs, demo.events)
+                    refused = await eventually(
+                        lambda: bool(log_events(log, "circuit_opened")), within=60
+                    )
+                    assert refused, tail(log)
+                    await asyncio.sleep(5)
+                assert sandbox.state.jobs == {}
+        finally:
+            await proxy.close()
+        assert checked.code == 5, checked.out
+        assert "407" in checked.out, checked.out
+        [warning] = log_events(log, "token_fetch_failed")[:1]
+        assert "407" in warning["error"], warning
+        assert proxy.refused > 0
+        assert proxy.tunnels == []
+        assert await raw_parts(kafka_bootstrap, topics.failed) == []
+        assert "not-the-password" not in tail(log, chars=10_000_000) + checked.out
