@@ -355,6 +355,12 @@ def _headers(token: str, *, content_type: bool) -> dict[str, str]:
 def _network_reason(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timeout"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        # The class name alone does not say which check failed: an unknown CA (a private or
+        # renewed one missing from BASICSYNC_GATEWAY__SSL_CAFILE), a name or a date.
+        cause = exc.certificate_error
+        detail = getattr(cause, "verify_message", None) or type(cause).__name__
+        return f"connection_error: {type(exc).__name__}: {detail}"
     if isinstance(exc, aiohttp.ClientConnectionError):
         return f"connection_error: {type(exc).__name__}"
     return f"client_error: {type(exc).__name__}"

@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 import json
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from urllib.parse import parse_qs
 
 import aiohttp
@@ -25,6 +27,8 @@ from structlog.testing import capture_logs
 
 from consumer.gateway.auth import ClientCredentialsTokenProvider
 from consumer.gateway.client import Accepted, GatewayClient, Rejected, Retryable, Systemic
+from consumer.testing.workfloplus import SandboxSettings, run_sandbox
+from tests.fixtures.certs import CertificateAuthority
 
 SECRET = "component-secret-never-shown"
 SCOPE = "https://www.workfloplus.com/auth/workflow.execute"
@@ -422,3 +426,35 @@ class TestProbe:
                 session, f"http://127.0.0.1:{free_port()}", harness.tokens, request_timeout=1.0
             )
             assert await client.probe() is None
+
+
+class StaticToken:
+    """A token provider that always has the same token (the request never gets that far)."""
+
+    async def token(self) -> str:
+        return "static-token"
+
+    async def invalidate(self, token: str) -> None:
+        return None
+
+
+class TestUntrustedCertificate:
+    async def test_the_reason_names_what_the_verification_failed_on(self, tmp_path: Path) -> None:
+        """A gateway whose certificate comes from a CA the client does not trust (a private
+        CA missing from the bundle, or one renewed): the retryable outcome's reason says
+        so, not only the exception's class name."""
+        ca = CertificateAuthority("untrusted gateway CA")
+        cert, key = ca.server().write(tmp_path, "gateway")
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(cert, key)
+        async with (
+            run_sandbox(SandboxSettings(), ssl_context=context) as sandbox,
+            aiohttp.ClientSession() as session,
+        ):
+            client = GatewayClient(session, sandbox.base_url, StaticToken(), request_timeout=5)
+            outcome = await client.post_basic_sync(BODY)
+        assert isinstance(outcome, Retryable)
+        assert outcome.reason == (
+            "connection_error: ClientConnectorCertificateError: "
+            "unable to get local issuer certificate"
+        )

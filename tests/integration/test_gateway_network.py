@@ -1,25 +1,29 @@
-"""WorkfloPlus reached only through an HTTP proxy: ``basicsync run`` as a subprocess, the
-sandbox over HTTPS behind a CONNECT proxy that wants credentials, as a corporate egress."""
+"""WorkfloPlus over the network production has: ``basicsync run`` as a subprocess against the
+sandbox over HTTPS, reached only through a CONNECT proxy that wants credentials (a corporate
+egress), or with a private CA renewed under the running member."""
 
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 
+from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
-from consumer.testing.workfloplus import Sandbox, SandboxSettings, run_sandbox
+from consumer.testing.workfloplus import Sandbox
 from tests.fixtures.certs import CertificateAuthority
 from tests.fixtures.http_proxy import ConnectProxy
 from tests.fixtures.kafka import MakeTopic
+from tests.fixtures.sandbox import https_sandbox
+from tests.fixtures.secret_volume import kubelet_swap
 from tests.integration.harness import (
     basicsync,
     consumer_process,
     eventually,
+    free_port,
     in_chunks,
     log_events,
     new_topics,
@@ -37,16 +41,13 @@ PROXY_USER, PROXY_PASSWORD = "egress-svc", "pr0xy-Pw-never-log-9Qz"
 
 
 @asynccontextmanager
-async def https_sandbox(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Path]]:
+async def sandbox_of_a_private_ca(tmp_path: Path) -> AsyncIterator[tuple[Sandbox, Path]]:
     """The sandbox over HTTPS with a certificate of a CA made for the test; yields the sandbox
     and the CA's file."""
     ca = CertificateAuthority("proxy test CA")
-    cert, key = ca.server().write(tmp_path, "sandbox")
     ca_file = tmp_path / "ca.crt"
     ca_file.write_bytes(ca.cert_pem)
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    async with run_sandbox(SandboxSettings(), ssl_context=context) as sandbox:
+    async with https_sandbox(ca, tmp_path) as sandbox:
         yield sandbox, ca_file
 
 
@@ -66,7 +67,7 @@ class TestBehindAProxy:
         proxy = ConnectProxy(PROXY_USER, PROXY_PASSWORD)
         await proxy.start()
         log = str(tmp_path / "consumer.log")
-        async with https_sandbox(tmp_path) as (sandbox, ca_file):
+        async with sandbox_of_a_private_ca(tmp_path) as (sandbox, ca_file):
             settings = settings_for(kafka_bootstrap, sandbox, topics)
             settings = settings.model_copy(
                 update={"gateway": settings.gateway.model_copy(update={"ssl_cafile": ca_file})}
@@ -115,7 +116,7 @@ class TestBehindAProxy:
         wrong = f"http://{PROXY_USER}:not-the-password@127.0.0.1:{proxy.port}"
         env = {"HTTPS_PROXY": wrong, "https_proxy": wrong, "NO_PROXY": "", "no_proxy": ""}
         try:
-            async with https_sandbox(tmp_path) as (sandbox, ca_file):
+            async with sandbox_of_a_private_ca(tmp_path) as (sandbox, ca_file):
                 settings = settings_for(kafka_bootstrap, sandbox, topics)
                 settings = settings.model_copy(
                     update={"gateway": settings.gateway.model_copy(update={"ssl_cafile": ca_file})}
@@ -139,3 +140,61 @@ class TestBehindAProxy:
         assert proxy.tunnels == []
         assert await raw_parts(kafka_bootstrap, topics.failed) == []
         assert "not-the-password" not in tail(log, chars=10_000_000) + checked.out
+
+
+def trusting(settings: Settings, ca_file: Path, **kafka: object) -> Settings:
+    """``settings`` with the gateway's CA bundle at ``ca_file`` (and ``kafka`` changes)."""
+    gateway = settings.gateway.model_copy(update={"ssl_cafile": ca_file})
+    return settings.model_copy(
+        update={"gateway": gateway, "kafka": settings.kafka.model_copy(update=kafka)}
+    )
+
+
+class TestRenewedGatewayCa:
+    async def test_a_gateway_moved_to_a_new_ca_is_trusted_once_the_bundle_is_renewed(
+        self, kafka_bootstrap: str, make_topic: MakeTopic, tmp_path: Path
+    ) -> None:
+        """The member trusts the old CA from a Secret volume; half the jobs sync. The bundle
+        is renewed to hold both CAs (as a CA rotation's overlap), and the gateway comes back
+        on its address with a certificate of the new CA. The same process trusts it: every
+        job touched after the move is in the new gateway whole, with no failure record.
+        With the bundle read at start only, every handshake fails verification."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=16, seed=52, abort_share=0.0))
+        before, after = in_chunks(demo.events, 2)
+        old_ca, new_ca = CertificateAuthority("gateway CA 1"), CertificateAuthority("gateway CA 2")
+        volume = tmp_path / "gateway-ca"
+        volume.mkdir()
+        bundle = kubelet_swap(volume, {"ca.crt": old_ca.cert_pem}, "1")["ca.crt"]
+        port = free_port()
+        log = str(tmp_path / "consumer.log")
+        async with https_sandbox(old_ca, tmp_path, port) as first:
+            settings = trusting(
+                settings_for(kafka_bootstrap, first, topics), bundle, ssl_files_check_s=1.0
+            )
+            process = start_consumer_process(settings, log)
+            try:
+                await produce(kafka_bootstrap, topics.inputs, before)
+                assert await eventually(lambda: len(first.state.jobs) > 0, within=60), tail(log)
+                kubelet_swap(volume, {"ca.crt": old_ca.cert_pem + new_ca.cert_pem}, "2")
+                assert await eventually(lambda: reloaded(log, "gateway") == 1, within=30)
+            except BaseException:
+                process.kill()
+                raise
+        expected = {job: demo.expected[job] for job in {e.subject for e in after}}
+        try:
+            async with https_sandbox(new_ca, tmp_path, port) as second:
+                await produce(kafka_bootstrap, topics.inputs, after)
+                await wait_converged(second, expected, within=90)
+                assert process.poll() is None, tail(log)
+        finally:
+            process.terminate()
+            code = await asyncio.to_thread(process.wait, 60)
+        assert code == 0, tail(log)
+        assert await raw_parts(kafka_bootstrap, topics.failed) == []
+        assert "ClientConnectorCertificateError" not in tail(log, chars=10_000_000)
+
+
+def reloaded(log: str, context: str) -> int:
+    """How many times the run loaded the TLS files of ``context`` again."""
+    return sum(1 for line in log_events(log, "tls_files_reloaded") if line["context"] == context)
