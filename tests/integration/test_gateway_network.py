@@ -33,6 +33,7 @@ from tests.integration.harness import (
     start_consumer_process,
     tail,
     wait_converged,
+    with_request_timeout,
 )
 
 pytestmark = pytest.mark.integration
@@ -68,7 +69,8 @@ class TestBehindAProxy:
         await proxy.start()
         log = str(tmp_path / "consumer.log")
         async with sandbox_of_a_private_ca(tmp_path) as (sandbox, ca_file):
-            settings = settings_for(kafka_bootstrap, sandbox, topics)
+            # A request the cut tunnel leaves in doubt waits three request timeouts.
+            settings = with_request_timeout(settings_for(kafka_bootstrap, sandbox, topics), 2)
             settings = settings.model_copy(
                 update={"gateway": settings.gateway.model_copy(update={"ssl_cafile": ca_file})}
             )
@@ -169,9 +171,9 @@ class TestRenewedGatewayCa:
         port = free_port()
         log = str(tmp_path / "consumer.log")
         async with https_sandbox(old_ca, tmp_path, port) as first:
-            settings = trusting(
-                settings_for(kafka_bootstrap, first, topics), bundle, ssl_files_check_s=1.0
-            )
+            # The gateway stops under requests: those left in doubt wait three timeouts.
+            plain = with_request_timeout(settings_for(kafka_bootstrap, first, topics), 2)
+            settings = trusting(plain, bundle, ssl_files_check_s=1.0)
             process = start_consumer_process(settings, log)
             try:
                 await produce(kafka_bootstrap, topics.inputs, before)
