@@ -53,7 +53,7 @@ from consumer.kafka.admin import (
     partition_counts,
 )
 from consumer.kafka.connection import client_kwargs
-from consumer.kafka.diagnose import security_problem, why_no_answer
+from consumer.kafka.diagnose import describe, security_problem, why_no_answer
 from consumer.kafka.input_topics import InputSelection
 from consumer.kafka.limits import (
     ChangelogRoom,
@@ -63,6 +63,7 @@ from consumer.kafka.limits import (
     max_request_size,
 )
 from consumer.kafka.placement import check_changelog_placement
+from consumer.kafka.reachability import KafkaProbe, watching_kafka
 from consumer.kafka.source import EventSource
 from consumer.kafka.starting import start_client
 from consumer.kafka.topic_watch import InputTopicWatch
@@ -174,6 +175,8 @@ class Running:
     http_port: int | None = None
     #: why Kafka refuses us while a missing ACL is waited out (None: access granted)
     kafka_access: str | None = None
+    #: why Kafka has not answered this running member for a while (None: it answers)
+    kafka_unreachable: str | None = None
     #: False once a stop gave up a last checkpoint it could not commit in time
     stop_committed: bool = True
 
@@ -214,6 +217,7 @@ async def run_consumer(
         if admin is None:
             return
         stack.push_async_callback(admin.close)
+        await _watch_kafka(stack, admin, settings, endpoints.bootstrap_servers, running)
         try:
             topics = await unless_stopped(stop, _checked_topics(admin, kafka, settings))
         except Stopped:
@@ -364,6 +368,29 @@ async def _watch_tls_files(
         watched.append(TlsFiles("gateway", gateway_tls, settings.gateway.ssl_cafile))
     interval = settings.kafka.ssl_files_check_s
     await stack.enter_async_context(watching_tls_files(watched, interval))
+
+
+async def _watch_kafka(
+    stack: AsyncExitStack,
+    admin: AIOKafkaAdminClient,
+    settings: Settings,
+    servers: list[str],
+    running: Running,
+) -> None:
+    """Say it, with its cause, when Kafka stops answering this member (``reachability``)."""
+
+    async def cause(exc: BaseException) -> str:
+        problem = await security_problem(settings.kafka, servers)
+        if problem is not None:
+            return str(problem)
+        return f"{describe(exc)}; {await why_no_answer(servers)}"
+
+    def report(cause: str | None) -> None:
+        running.kafka_unreachable = cause
+
+    probe = KafkaProbe(lambda: admin.describe_topics([settings.state_topic]), cause, report)
+    after = settings.kafka.unreachable_report_s
+    await stack.enter_async_context(watching_kafka(probe, after))
 
 
 def _gateway_session(

@@ -164,6 +164,13 @@ class KafkaSettings(_Section):
         "(invalid_event): a producer's wrong clock would otherwise win every later write of its "
         "job until that time comes",
     )
+    unreachable_report_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Kafka unanswered this long under a running member is reported once: "
+        "kafka_unreachable (error) with its cause (down, refusing our certificate or "
+        "credentials, a name gone), and readiness's kafka check fails until it answers",
+    )
     open_transaction_warn_s: float = Field(
         default=60.0,
         gt=0,

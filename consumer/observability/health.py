@@ -105,6 +105,10 @@ class Observed(Protocol):
         """Why Kafka refuses us while a missing ACL is waited out, None when access works."""
 
     @property
+    def kafka_unreachable(self) -> str | None:
+        """Why Kafka has not answered a running member for a while, None while it answers."""
+
+    @property
     def pipeline(self) -> PipelineView | None: ...
 
     @property
@@ -172,7 +176,8 @@ def readiness(running: Observed, tokens: WatchedTokens | None) -> dict[str, Chec
         token = Check(True, "last request succeeded")
     else:
         token = Check(False, tokens.error or "last request failed")
-    kafka = Check(running.kafka_access is None, running.kafka_access or "access granted")
+    kafka_problem = running.kafka_access or running.kafka_unreachable
+    kafka = Check(kafka_problem is None, kafka_problem or "access granted")
     trouble = pipeline.commit_trouble() if pipeline is not None else None
     if trouble is None:
         checkpoint = Check(True, "commits succeed")

@@ -39,7 +39,7 @@ from consumer.kafka.access import run_waiting_out_denials
 from consumer.kafka.acls import Acl, Operation, Purpose, ResourceType, required_acls
 from consumer.observability.stats import Stats
 from consumer.testing.workfloplus import Sandbox, SandboxSettings, run_sandbox
-from tests.fixtures.certs import CertificateAuthority
+from tests.fixtures.certs import CertificateAuthority, Issued
 from tests.fixtures.kafka import MakeTopic
 from tests.fixtures.secret_volume import kubelet_swap
 from tests.fixtures.secure_kafka import TLS_USER, SecureKafka
@@ -49,12 +49,14 @@ from tests.integration.harness import (
     consumer_env,
     consumer_process,
     eventually,
+    free_port,
     in_chunks,
     log_events,
     new_topics,
     produce,
     produce_raw,
     raw_parts,
+    readiness,
     tail,
     topic_settings,
     wait_converged,
@@ -522,6 +524,34 @@ class TestGatewayTls:
         assert leaks(refused.output, [CLIENT_SECRET]) == []
 
 
+def user_volume(
+    volume: Path, secure: SecureKafka, user: Issued, generation: str
+) -> dict[str, Path]:
+    """The KafkaUser's Secret volume, as Strimzi fills it: the CA, ``user``'s certificate
+    and key (swapped in one step, as the kubelet does)."""
+    files = {"ca.crt": secure.ca.cert_pem, "user.crt": user.cert_pem, "user.key": user.key_pem}
+    return kubelet_swap(volume, files, generation)
+
+
+def mtls_from_volume(
+    secure: SecureKafka, topics: Topics, volume: Path, user: Issued, **settings: float
+) -> KafkaSettings:
+    """Mutual TLS with the files of a KafkaUser's volume holding ``user``, checked every
+    second for a renewal (and ``settings``)."""
+    volume.mkdir()
+    paths = user_volume(volume, secure, user, "1")
+    kafka = secure.mtls(group_id=topics.group, session_timeout_ms=10_000)
+    return kafka.model_copy(
+        update={
+            "ssl_cafile": paths["ca.crt"],
+            "ssl_certfile": paths["user.crt"],
+            "ssl_keyfile": paths["user.key"],
+            "ssl_files_check_s": 1.0,
+            **settings,
+        }
+    )
+
+
 class TestRenewedClientCertificate:
     async def test_a_certificate_renewed_under_a_running_member_is_used_after_a_broker_restart(
         self, secure_kafka: SecureKafka, secure_topic: MakeTopic, tmp_path: Path
@@ -537,20 +567,7 @@ class TestRenewedClientCertificate:
         first = secure_kafka.ca.client(TLS_USER, valid_s=25)
         expires = asyncio.get_running_loop().time() + 25
         volume = tmp_path / "kafka-user"
-        volume.mkdir()
-        ca = secure_kafka.ca.cert_pem
-        paths = kubelet_swap(
-            volume, {"ca.crt": ca, "user.crt": first.cert_pem, "user.key": first.key_pem}, "1"
-        )
-        kafka = secure_kafka.mtls(group_id=topics.group, session_timeout_ms=10_000)
-        kafka = kafka.model_copy(
-            update={
-                "ssl_cafile": paths["ca.crt"],
-                "ssl_certfile": paths["user.crt"],
-                "ssl_keyfile": paths["user.key"],
-                "ssl_files_check_s": 1.0,
-            }
-        )
+        kafka = mtls_from_volume(secure_kafka, topics, volume, first)
         demo = build_demo(DemoPlan(jobs=16, seed=48, abort_share=0.0))
         before, after = in_chunks(demo.events, 2)
         log = str(tmp_path / "consumer.log")
@@ -561,8 +578,7 @@ class TestRenewedClientCertificate:
                 await produce(secure_kafka.plain, topics.inputs, before)
                 assert await eventually(lambda: len(sandbox.state.jobs) > 0, within=60), tail(log)
                 renewed = secure_kafka.ca.client(TLS_USER)
-                files = {"ca.crt": ca, "user.crt": renewed.cert_pem, "user.key": renewed.key_pem}
-                kubelet_swap(volume, files, "2")
+                user_volume(volume, secure_kafka, renewed, "2")
                 assert await eventually(lambda: reloaded(log) == 1, within=30), tail(log)
                 await asyncio.sleep(max(0.0, expires + 1 - asyncio.get_running_loop().time()))
                 await secure_kafka.restart()
@@ -576,3 +592,54 @@ class TestRenewedClientCertificate:
 def reloaded(log: str) -> int:
     """How many times the run loaded its Kafka TLS files again."""
     return sum(1 for line in log_events(log, "tls_files_reloaded") if line["context"] == "kafka")
+
+
+async def logged_and_ready(log: str, event: str, port: int, *, ready: bool) -> None:
+    """The member logs ``event`` within a minute, and readiness's ``kafka`` check is then
+    ``ready``."""
+    assert await eventually(lambda: bool(log_events(log, event)), within=60), tail(log)
+    body = await readiness(port)
+    assert body is not None
+    assert body["checks"]["kafka"]["ok"] is ready, body
+
+
+class TestExpiredClientCertificate:
+    async def test_an_expired_certificate_is_named_and_its_renewal_heals_the_same_process(
+        self, secure_kafka: SecureKafka, secure_topic: MakeTopic, tmp_path: Path
+    ) -> None:
+        """Nobody renews the client certificate: it expires under the running member and the
+        broker restarts. Within seconds the member logs ``kafka_unreachable`` naming our client
+        certificate as the refused part, and readiness's ``kafka`` check fails with it (where
+        before only aiokafka's "connection closed" lines said anything). The operator renews
+        the Secret: the same process loads it, logs ``kafka_reachable_again`` and syncs every
+        job, with no failure record."""
+        topics = await new_topics(secure_topic, partitions=2)
+        first = secure_kafka.ca.client(TLS_USER, valid_s=20)
+        expires = asyncio.get_running_loop().time() + 20
+        volume = tmp_path / "kafka-user"
+        kafka = mtls_from_volume(secure_kafka, topics, volume, first, unreachable_report_s=5.0)
+        demo = build_demo(DemoPlan(jobs=12, seed=53, abort_share=0.0))
+        before, after = in_chunks(demo.events, 2)
+        log = str(tmp_path / "consumer.log")
+        port = free_port()
+        async with https_sandbox(secure_kafka) as sandbox:
+            settings = secured(kafka, sandbox, topics, secure_kafka.ca_file)
+            await secure_kafka.grant(f"User:{TLS_USER}", required_acls(settings))
+            extra = {"BASICSYNC_OBSERVABILITY__HTTP_PORT": str(port)}
+            async with consumer_process(settings, log, extra):
+                await produce(secure_kafka.plain, topics.inputs, before)
+                assert await eventually(lambda: len(sandbox.state.jobs) > 0, within=60), tail(log)
+                await asyncio.sleep(max(0.0, expires + 1 - asyncio.get_running_loop().time()))
+                await secure_kafka.restart()
+                await produce(secure_kafka.plain, topics.inputs, after)
+                await logged_and_ready(log, "kafka_unreachable", port, ready=False)
+                renewed = secure_kafka.ca.client(TLS_USER)
+                user_volume(volume, secure_kafka, renewed, "2")
+                await wait_converged(sandbox, demo.expected, within=120)
+                await logged_and_ready(log, "kafka_reachable_again", port, ready=True)
+        [unreachable] = log_events(log, "kafka_unreachable")
+        # Java answers an expired certificate with the alert "certificate unknown": the cause
+        # names the refused part and lists expiry among what to check.
+        assert "rejected our client certificate" in unreachable["cause"], unreachable
+        assert "not expired" in unreachable["cause"], unreachable
+        assert await raw_bytes(secure_kafka.plain, topics.failed) == b""

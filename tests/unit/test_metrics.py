@@ -345,8 +345,17 @@ class _Observed:
     metrics: Metrics = field(default_factory=Metrics)
     waiting_for: str | None = None
     kafka_access: str | None = None
+    kafka_unreachable: str | None = None
     scheduler: SchedulerView | None = None
     source: LagView | None = None
+
+
+class TestKafkaUnreachable:
+    def test_an_unanswering_kafka_fails_the_kafka_check_with_its_cause(self) -> None:
+        running = _Observed(pipeline=None, kafka_unreachable="Kafka b:9093 refused: ...")
+        check = readiness(running, None)["kafka"]
+        assert (check.ok, check.detail) == (False, "Kafka b:9093 refused: ...")
+        assert readiness(_Observed(pipeline=None), None)["kafka"].ok
 
 
 class TestCheckpointTrouble:
