@@ -168,4 +168,7 @@ async def _every(watch: TlsFilesWatch, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
         # Reading a few small files, and loading them when they changed, is quick: done on
         # the loop, as the contexts it changes are used there.
-        watch.check()
+        try:
+            watch.check()
+        except Exception as exc:  # a surprise from ssl must not end the watch for good
+            log.error("tls_files_check_failed", error=f"{type(exc).__name__}: {exc}")

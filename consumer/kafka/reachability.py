@@ -82,7 +82,7 @@ async def watch(
                 await probe.ask()
         except (KafkaError, OSError, TimeoutError) as exc:
             if state.failed(time.monotonic()):
-                cause = await probe.cause(exc)
+                cause = await _cause(probe, exc)
                 gone = time.monotonic() - (state.failing_since or time.monotonic())
                 log.error("kafka_unreachable", cause=cause, unanswered_s=round(gone, 1))
                 probe.report(cause)
@@ -111,3 +111,13 @@ async def watching_kafka(
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
+        if state.reported:  # what this run found no longer holds once it has ended
+            probe.report(None)
+
+
+async def _cause(probe: KafkaProbe, exc: BaseException) -> str:
+    """Why Kafka does not answer; a diagnosis that fails itself must not end the watch."""
+    try:
+        return await probe.cause(exc)
+    except Exception as failed:  # the words are a courtesy: the report goes out regardless
+        return f"{type(exc).__name__}: {exc} (the diagnosis failed: {type(failed).__name__})"

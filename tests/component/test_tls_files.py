@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
 from aiokafka.helpers import create_ssl_context
 from structlog.testing import capture_logs
 
@@ -179,3 +180,27 @@ class TestWatching:
             await asyncio.sleep(0.05)
             assert watch.check() == []
         assert not [t for t in asyncio.all_tasks() if t.get_name() == "tls-files-watch"]
+
+    async def test_a_check_that_raises_is_logged_and_the_watch_goes_on(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        ca = CertificateAuthority("tls-files CA")
+        files = kafka_files(volume(tmp_path, ca, ca.client("a"), "1"))
+        calls: list[int] = []
+        check = TlsFilesWatch.check
+
+        def once_broken(self: TlsFilesWatch) -> list[str]:
+            calls.append(1)
+            if len(calls) == 1:
+                raise ValueError("a surprise")
+            return check(self)
+
+        monkeypatch.setattr(TlsFilesWatch, "check", once_broken)
+        with capture_logs() as logs:
+            async with watching_tls_files([files], 0.02):
+                await asyncio.sleep(0.1)
+                volume(tmp_path, ca, ca.client("b"), "2")
+                await asyncio.sleep(0.1)
+        events = [line["event"] for line in logs]
+        assert events == ["tls_files_check_failed", "tls_files_reloaded"]
+        assert len(calls) > 3

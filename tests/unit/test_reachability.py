@@ -82,4 +82,27 @@ class TestWatch:
         probe = KafkaProbe(hang, cause, reports.append)
         async with watching_kafka(probe, 0.1, interval_s=0.01, ask_timeout_s=0.05):
             await asyncio.sleep(0.5)
-        assert reports == ["TimeoutError"]
+        assert reports == ["TimeoutError", None]  # withdrawn when the block ends
+
+    async def test_a_report_is_withdrawn_when_the_run_ends_and_a_failing_diagnosis_is_no_crash(
+        self,
+    ) -> None:
+        """The run ends while Kafka is still gone (a stop, a restart of the run): what it
+        reported no longer holds, so readiness is not left failing on a stale cause. A
+        diagnosis that fails itself still gets the outage reported."""
+        kafka = FlakyKafka()
+        kafka.up = False
+
+        async def broken_cause(exc: BaseException) -> str:
+            raise RuntimeError("diagnosis broke")
+
+        probe = KafkaProbe(kafka.ask, broken_cause, kafka.report)
+        with capture_logs() as logs:
+            async with watching_kafka(probe, unreachable_after_s=0.05, interval_s=0.01):
+                await asyncio.sleep(0.2)
+        assert kafka.reports == [
+            "KafkaConnectionError: KafkaConnectionError: Connection at 127.0.0.1:9092 closed "
+            "(the diagnosis failed: RuntimeError)",
+            None,
+        ]
+        assert [line["event"] for line in logs] == ["kafka_unreachable"]
