@@ -214,6 +214,7 @@ async def sample_metrics(running: Observed) -> None:
         lag=lag,
         intent_stage_limit=scheduler.intent_stage_limit if scheduler is not None else 0,
         checkpoint_failing_s=_failing_for(pipeline.commit_trouble() if pipeline else None),
+        kafka_unreachable=running.kafka_unreachable is not None,
         held=pipeline.held_by_transactions() if pipeline is not None else None,
     )
 

@@ -124,6 +124,12 @@ class Metrics:
             "that partition is durable or posted meanwhile",
             registry=r,
         )
+        self.kafka_unreachable = Gauge(
+            "basicsync_kafka_unreachable",
+            "1 while this running member reports Kafka unreachable (kafka_unreachable in the "
+            "log, /readyz kafka, with the cause), else 0",
+            registry=r,
+        )
         self.circuit_state = Gauge(
             "basicsync_circuit_state",
             "Gateway circuit: 1 for the current state (closed; open: partitions paused; "
@@ -276,9 +282,11 @@ class Metrics:
         intent_stage_limit: int = 0,
         checkpoint_failing_s: float = 0.0,
         held: Mapping[tuple[str, int], float] | None = None,
+        kafka_unreachable: bool = False,
     ) -> None:
         """Set the level gauges; ``lag=None`` keeps the last lag sample (fetching it failed)."""
         self.checkpoint_failing.set(checkpoint_failing_s)
+        self.kafka_unreachable.set(1 if kafka_unreachable else 0)
         self.input_held.clear()
         for (topic, partition), seconds in (held or {}).items():
             self.input_held.labels(topic, str(partition)).set(round(seconds, 1))

@@ -57,6 +57,7 @@ from tests.integration.harness import (
     produce_raw,
     raw_parts,
     readiness,
+    scraped,
     tail,
     topic_settings,
     wait_converged,
@@ -595,12 +596,13 @@ def reloaded(log: str) -> int:
 
 
 async def logged_and_ready(log: str, event: str, port: int, *, ready: bool) -> None:
-    """The member logs ``event`` within a minute, and readiness's ``kafka`` check is then
-    ``ready``."""
+    """The member logs ``event`` within a minute, and readiness's ``kafka`` check (and the
+    ``basicsync_kafka_unreachable`` gauge) then say ``ready``."""
     assert await eventually(lambda: bool(log_events(log, event)), within=60), tail(log)
     body = await readiness(port)
     assert body is not None
     assert body["checks"]["kafka"]["ok"] is ready, body
+    assert await scraped(port, "basicsync_kafka_unreachable") == (0 if ready else 1)
 
 
 class TestExpiredClientCertificate:

@@ -357,6 +357,14 @@ class TestKafkaUnreachable:
         assert (check.ok, check.detail) == (False, "Kafka b:9093 refused: ...")
         assert readiness(_Observed(pipeline=None), None)["kafka"].ok
 
+    async def test_the_gauge_follows_the_report(self) -> None:
+        running = _Observed(pipeline=None, kafka_unreachable="gone")
+        await sample_metrics(running)
+        assert running.metrics.registry.get_sample_value("basicsync_kafka_unreachable") == 1
+        running.kafka_unreachable = None
+        await sample_metrics(running)
+        assert running.metrics.registry.get_sample_value("basicsync_kafka_unreachable") == 0
+
 
 class TestCheckpointTrouble:
     async def test_a_failing_checkpoint_fails_readiness_and_shows_in_the_gauge(self) -> None:
