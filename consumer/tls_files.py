@@ -112,12 +112,12 @@ def _unusable(files: TlsFiles, contents: tuple[bytes | None, ...]) -> str | None
             return f"cannot read {path}"
     scratch = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     try:
-        if files.cafile is not None:
-            scratch.load_verify_locations(cafile=str(files.cafile))
+        if files.cafile is not None:  # the very bytes _load gives the live context
+            scratch.load_verify_locations(cadata=_ca_text(files, contents))
         if files.certfile is not None:
             keyfile = str(files.keyfile) if files.keyfile is not None else None
             scratch.load_cert_chain(str(files.certfile), keyfile)
-    except (OSError, ssl.SSLError) as exc:
+    except (OSError, ssl.SSLError, ValueError) as exc:  # ValueError: an empty CA file
         return f"{type(exc).__name__}: {exc}"
     return None
 
@@ -127,9 +127,7 @@ def _load(files: TlsFiles, contents: tuple[bytes | None, ...]) -> str | None:
     certificate and key from their files, again should a swap come between the two reads."""
     context = files.context
     if files.cafile is not None:
-        cadata = contents[files.paths.index(files.cafile)]
-        assert cadata is not None  # checked by _unusable
-        context.load_verify_locations(cadata=cadata.decode("ascii", "replace"))
+        context.load_verify_locations(cadata=_ca_text(files, contents))
     if files.certfile is None:
         return None
     keyfile = str(files.keyfile) if files.keyfile is not None else None
@@ -142,6 +140,14 @@ def _load(files: TlsFiles, contents: tuple[bytes | None, ...]) -> str | None:
             continue
         return None
     return problem
+
+
+def _ca_text(files: TlsFiles, contents: tuple[bytes | None, ...]) -> str:
+    """The CA file's PEM text as read by :func:`_contents` (checked readable by then)."""
+    assert files.cafile is not None
+    cadata = contents[files.paths.index(files.cafile)]
+    assert cadata is not None
+    return cadata.decode("ascii", "replace")
 
 
 @asynccontextmanager

@@ -595,8 +595,8 @@ async def _gateway_checks(settings: Settings, limit_s: float) -> list[Check]:
     assert gateway.client_id
     assert gateway.client_secret
     try:
-        connector = aiohttp.TCPConnector(ssl=gateway_ssl(gateway))
         gateway_proxy, token_proxy = gateway_proxies(gateway.base_url, gateway.token_url, gateway)
+        connector = aiohttp.TCPConnector(ssl=gateway_ssl(gateway))
     except ConfigError as exc:
         return [Check("gateway", False, str(exc), EXIT_GATEWAY)]
     async with aiohttp.ClientSession(connector=connector) as session:

@@ -145,6 +145,9 @@ class TestRenewedFiles:
             assert watch.check() == []
             kubelet_swap(tmp_path, {"ca.crt": ca.cert_pem, "user.crt": second.cert_pem}, "3")
             assert watch.check() == []
+            empty_ca = {"ca.crt": b"", "user.crt": second.cert_pem, "user.key": second.key_pem}
+            kubelet_swap(tmp_path, empty_ca, "3b")
+            assert watch.check() == []
             async with mtls_server(ca, tmp_path / "server") as (port, accepted):
                 assert await handshake(port, files.context)
                 volume(tmp_path, ca, second, "4")
@@ -155,6 +158,7 @@ class TestRenewedFiles:
         assert events == [
             ("tls_files_unusable", "SSLError: [X509: KEY_VAL"),
             ("tls_files_unusable", f"cannot read {tmp_path}"[:24]),
+            ("tls_files_unusable", "ValueError: Empty certif"),
             ("tls_files_reloaded", ""),
         ]
         assert first.key_pem.decode() not in repr(logs)
