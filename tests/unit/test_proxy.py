@@ -22,13 +22,6 @@ GATEWAY = "https://gateway.workfloplus.com"
 TOKENS = "https://accounts.workfloplus.com/connect/token"
 
 
-def configured() -> GatewaySettings:
-    """The gateway at ``GATEWAY`` with its tokens from ``TOKENS``, no proxy setting."""
-    return GatewaySettings(
-        base_url=GATEWAY, token_url=TOKENS, client_id="c", client_secret=SecretStr("s")
-    )
-
-
 class TestProxyFor:
     def test_no_proxy_anywhere_is_direct(self) -> None:
         assert proxy_for(GATEWAY, None, {}) is None
@@ -76,13 +69,13 @@ class TestProxyFor:
         self,
     ) -> None:
         """aiohttp cannot speak TLS to a proxy: said at start, naming the variables."""
-        settings = configured()
+        settings = GatewaySettings()
         environment = {"HTTPS_PROXY": "https://svc:s3cr3t@egress:443"}
         with pytest.MonkeyPatch.context() as patch:
             for name, value in environment.items():
                 patch.setenv(name, value)
             with pytest.raises(ConfigError) as raised:
-                gateway_proxies(settings)
+                gateway_proxies(GATEWAY, TOKENS, settings)
         assert "only http:// proxies" in str(raised.value)
         assert "HTTPS_PROXY" in str(raised.value)
         assert "s3cr3t" not in str(raised.value)
@@ -97,7 +90,7 @@ class TestProxyFor:
         monkeypatch.setenv("HTTPS_PROXY", "http://svc:s3cr3t@egress:3128")
         monkeypatch.setenv("NO_PROXY", "accounts.workfloplus.com")
         with capture_logs() as logs:
-            gateway, tokens = gateway_proxies(configured())
+            gateway, tokens = gateway_proxies(GATEWAY, TOKENS, GatewaySettings())
         assert tokens is None
         assert str(gateway) == "http://egress:3128"
         assert logs == [
