@@ -23,7 +23,6 @@ other 4xx                              Rejected      final failure record with t
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from consumer.errors import AuthRejected, TokenUnavailable
 from consumer.gateway.answer import read_answer
 from consumer.gateway.auth import TokenProvider
 from consumer.gateway.proxy import Proxy, proxy_kwargs
+from consumer.gateway.timely_body import TimelyBody
 
 log = structlog.get_logger(__name__)
 
@@ -260,21 +260,21 @@ class GatewayClient:
     async def post_basic_sync(self, body: bytes, send_by: float | None = None) -> SyncOutcome:
         """POST one job document (JSON bytes); never raises for expected failures.
 
-        ``send_by`` (``time.monotonic()`` seconds): the request is not sent after it (a slow
-        token fetch, a process paused), so the caller can bound when a request it announced
-        can still land; it comes back as a ``Retryable`` that is not in doubt.
+        ``send_by`` (``time.monotonic()`` seconds): no byte of the request is sent after it (a
+        slow token fetch or connection, a process paused), so the caller can bound when a
+        request it announced can still land; it comes back as a ``Retryable`` that is not in
+        doubt. The deadline is checked as the body goes to the socket (:mod:`.timely_body`).
         """
         url = self._base_url + BASIC_SYNC_PATH
         for refreshed in (False, True):
             token = await self._token()
             if not isinstance(token, str):
                 return token
-            if send_by is not None and time.monotonic() > send_by:
-                return Retryable(status=None, retry_after=None, reason="send_deadline_passed")
+            sent = TimelyBody(body, send_by)
             try:
                 async with self._session.post(
                     url,
-                    data=body,
+                    data=sent,
                     headers=_headers(token, content_type=True),
                     timeout=self._timeout,
                     allow_redirects=False,
@@ -291,14 +291,8 @@ class GatewayClient:
                     log.warning(
                         "gateway_answer_cut", status=status, limit_bytes=self._max_answer_bytes
                     )
-            except TimeoutError:
-                return Retryable(status=None, retry_after=None, reason="timeout", in_doubt=True)
-            except aiohttp.ClientConnectorError as exc:  # never connected: nothing was sent
-                return Retryable(status=None, retry_after=None, reason=_network_reason(exc))
-            except aiohttp.ClientError as exc:  # lost after connecting: it may have been sent
-                return Retryable(
-                    status=None, retry_after=None, reason=_network_reason(exc), in_doubt=True
-                )
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                return _unanswered(sent, exc)
             return classify(status, headers, answer.text, self._wall_clock(), token=token)
         raise AssertionError("unreachable: the second pass always returns")  # pragma: no cover
 
@@ -343,6 +337,19 @@ class GatewayClient:
             return Systemic(status=None, reason=f"token_rejected: {exc}")
         except TokenUnavailable as exc:
             return Retryable(status=None, retry_after=None, reason=f"token_unavailable: {exc}")
+
+
+def _unanswered(sent: TimelyBody, exc: TimeoutError | aiohttp.ClientError) -> Retryable:
+    """No answer: in doubt only if the body left (a connection lost after it, a timeout).
+
+    A request that never connected, or failed before its body was handed over, sent nothing;
+    sealing the body first keeps it so, whatever aiohttp's writer task does later.
+    """
+    sent.seal()
+    if sent.refused:
+        return Retryable(status=None, retry_after=None, reason="send_deadline_passed")
+    reason = _network_reason(exc)
+    return Retryable(status=None, retry_after=None, reason=reason, in_doubt=sent.handed_over)
 
 
 def _headers(token: str, *, content_type: bool) -> dict[str, str]:

@@ -12,6 +12,7 @@ import contextlib
 import json
 import socket
 import ssl
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -458,3 +459,77 @@ class TestUntrustedCertificate:
             "connection_error: ClientConnectorCertificateError: "
             "unable to get local issuer certificate"
         )
+
+
+def freeze_while_connecting(seconds: float, *, blocking: bool) -> aiohttp.TraceConfig:
+    """A trace that stops the client once, as its basicSync request gets a connection.
+
+    ``blocking``: the whole process stands still (``time.sleep``: a SIGSTOP, a paused VM), so
+    no timer runs meanwhile; else only this request waits (``asyncio.sleep``: a slow connect).
+    """
+    frozen: list[bool] = []
+
+    async def freeze(session: aiohttp.ClientSession, context: object, params: object) -> None:
+        if frozen:
+            return
+        frozen.append(True)
+        if blocking:
+            time.sleep(seconds)  # noqa: ASYNC251 - the point: the whole loop stands still
+        else:
+            await asyncio.sleep(seconds)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_connection_create_end.append(freeze)
+    trace.on_connection_reuseconn.append(freeze)
+    return trace
+
+
+class TestSendDeadline:
+    """No byte of a request leaves after its send deadline: the partition's next owner posts
+    the job again when the mark's in-doubt window ends, trusting that it cannot land later."""
+
+    async def test_a_process_frozen_after_the_last_check_sends_nothing_when_it_wakes(
+        self, harness: Harness
+    ) -> None:
+        """Frozen between the token and the socket past the deadline (a member SIGSTOPped
+        mid-request, woken after the group moved on): on waking, aiohttp's body writer is
+        ready to run before any timer, and before it checked here, it wrote the old document
+        to WorkfloPlus then. Now the body refuses to leave; the outcome is not in doubt."""
+        await harness.tokens.token()
+        trace = freeze_while_connecting(0.6, blocking=True)
+        async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+            client = GatewayClient(session, harness.base_url, harness.tokens, request_timeout=5)
+            outcome = await client.post_basic_sync(BODY, send_by=time.monotonic() + 0.2)
+            await asyncio.sleep(0.3)  # a late body would reach the server (same loop) by now
+        assert outcome == Retryable(status=None, retry_after=None, reason="send_deadline_passed")
+        assert harness.server.requests_to("/jobs/v1/basicSync") == []
+
+    async def test_a_request_within_its_deadline_is_sent(self, harness: Harness) -> None:
+        """The same freeze, well inside the deadline: the document is sent and accepted."""
+        await harness.tokens.token()
+        trace = freeze_while_connecting(0.2, blocking=True)
+        async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+            client = GatewayClient(session, harness.base_url, harness.tokens, request_timeout=5)
+            outcome = await client.post_basic_sync(BODY, send_by=time.monotonic() + 3)
+        assert isinstance(outcome, Accepted)
+        [sent] = harness.server.requests_to("/jobs/v1/basicSync")
+        assert sent.body == BODY
+
+    async def test_a_timeout_before_the_body_left_is_not_in_doubt(self, harness: Harness) -> None:
+        """The request timed out while it waited for its connection: nothing was sent, so the
+        job need not wait out an in-doubt window, and nothing is sent later either."""
+        await harness.tokens.token()
+        trace = freeze_while_connecting(1.0, blocking=False)
+        async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+            client = GatewayClient(session, harness.base_url, harness.tokens, request_timeout=0.3)
+            outcome = await client.post_basic_sync(BODY, send_by=time.monotonic() + 5)
+            await asyncio.sleep(1.0)
+        assert outcome == Retryable(status=None, retry_after=None, reason="timeout")
+        assert harness.server.requests_to("/jobs/v1/basicSync") == []
+
+    async def test_a_timeout_after_the_body_left_is_in_doubt(self, harness: Harness) -> None:
+        """The body reached WorkfloPlus and the answer is late: it may be applied."""
+        harness.server.sync_script.append(Reply(delay=5.0))
+        outcome = await harness.client.post_basic_sync(BODY, send_by=time.monotonic() + 5)
+        assert outcome == Retryable(status=None, retry_after=None, reason="timeout", in_doubt=True)
+        assert len(harness.server.requests_to("/jobs/v1/basicSync")) == 1
