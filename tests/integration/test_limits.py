@@ -25,6 +25,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from consumer.demo import DemoPlan, build_demo
 from consumer.demo.jobs import DemoJobs
 from consumer.domain.events import EventType, JobEvent, encode_structured
+from consumer.kafka.admin import described_configs
 from consumer.kafka.limits import CHANGELOG_FRAMING_BYTES
 from consumer.testing.workfloplus import Sandbox
 from tests.integration.harness import (
@@ -35,6 +36,7 @@ from tests.integration.harness import (
     assert_read_to_the_end,
     consumer_process,
     eventually,
+    eventually_async,
     final_upserts,
     free_port,
     in_chunks,
@@ -121,8 +123,20 @@ async def _set_changelog_limit(bootstrap: str, topic: str, max_message_bytes: in
     try:
         config = {"cleanup.policy": "compact", "max.message.bytes": str(max_message_bytes)}
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=config)])
+        # The broker applies a change when it replays the metadata log: under load, records
+        # written meanwhile still meet the old limit (the lowered-changelog test once saw 98
+        # steps fit in "16 KiB"). Go on only once the broker describes the new one.
+        applied = await eventually_async(
+            lambda: _limit_described(admin, topic, str(max_message_bytes)), within=30
+        )
+        assert applied, f"{topic}: max.message.bytes never became {max_message_bytes}"
     finally:
         await admin.close()
+
+
+async def _limit_described(admin: AIOKafkaAdminClient, topic: str, limit: str) -> bool:
+    config = await described_configs(admin, ConfigResourceType.TOPIC, topic)
+    return config.get("max.message.bytes") == limit
 
 
 async def _once_the_big_job_is_synced(
