@@ -121,7 +121,7 @@ def endpoints_from(settings: Settings, bootstrap_servers: list[str] | None = Non
             "set BASICSYNC_KAFKA__BOOTSTRAP_SERVERS and BASICSYNC_GATEWAY__BASE_URL, "
             "TOKEN_URL, CLIENT_ID and CLIENT_SECRET (or leave both unset for the embedded demo)"
         )
-    gateway_proxy, token_proxy = gateway_proxies(gateway.base_url, gateway.token_url, gateway)
+    gateway_proxy, token_proxy = gateway_proxies(gateway)
     return Endpoints(
         bootstrap_servers=servers,
         gateway_url=gateway.base_url,

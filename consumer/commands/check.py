@@ -595,7 +595,7 @@ async def _gateway_checks(settings: Settings, limit_s: float) -> list[Check]:
     assert gateway.client_id
     assert gateway.client_secret
     try:
-        gateway_proxy, token_proxy = gateway_proxies(gateway.base_url, gateway.token_url, gateway)
+        gateway_proxy, token_proxy = gateway_proxies(gateway)
         connector = aiohttp.TCPConnector(ssl=gateway_ssl(gateway))
     except ConfigError as exc:
         return [Check("gateway", False, str(exc), EXIT_GATEWAY)]

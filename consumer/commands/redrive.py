@@ -422,7 +422,7 @@ async def _resync_all(
     assert gateway.client_id is not None
     assert gateway.client_secret is not None
     ok = True
-    gateway_proxy, token_proxy = gateway_proxies(gateway.base_url, gateway.token_url, gateway)
+    gateway_proxy, token_proxy = gateway_proxies(gateway)
     connector = aiohttp.TCPConnector(ssl=gateway_ssl(gateway))
     async with aiohttp.ClientSession(connector=connector) as session:
         tokens = ClientCredentialsTokenProvider(

@@ -46,14 +46,14 @@ class Proxy:
         return {"proxy": self.url, "proxy_headers": {"Proxy-Authorization": self.authorization}}
 
 
-def gateway_proxies(
-    gateway_url: str, token_url: str, settings: GatewaySettings
-) -> tuple[Proxy | None, Proxy | None]:
-    """The proxies to the gateway and to its token endpoint, logged once when there is one; a
-    proxy variable that cannot be used is a ConfigError naming the variables."""
-    environment = proxy_environment()
+def gateway_proxies(settings: GatewaySettings) -> tuple[Proxy | None, Proxy | None]:
+    """The proxies to the gateway and to its token endpoint (both URLs set), logged once when
+    there is one; a proxy variable that cannot be used is a ConfigError naming the variables."""
+    assert settings.base_url is not None
+    assert settings.token_url is not None
+    urls, environment = (settings.base_url, settings.token_url), proxy_environment()
     try:
-        proxies = tuple(proxy_for(u, settings.proxy, environment) for u in (gateway_url, token_url))
+        proxies = tuple(proxy_for(url, settings.proxy, environment) for url in urls)
     except ValueError as exc:
         raise ConfigError(f"BASICSYNC_GATEWAY__PROXY or HTTPS_PROXY / HTTP_PROXY: {exc}") from None
     gateway_proxy, token_proxy = proxies

@@ -13,7 +13,7 @@ import pytest
 
 from consumer.config import Settings
 from consumer.demo import DemoPlan, build_demo
-from consumer.testing.workfloplus import Sandbox
+from consumer.testing.workfloplus import Sandbox, SandboxSettings
 from tests.fixtures.certs import CertificateAuthority
 from tests.fixtures.http_proxy import ConnectProxy
 from tests.fixtures.kafka import MakeTopic
@@ -170,7 +170,7 @@ class TestRenewedGatewayCa:
         bundle = kubelet_swap(volume, {"ca.crt": old_ca.cert_pem}, "1")["ca.crt"]
         port = free_port()
         log = str(tmp_path / "consumer.log")
-        async with https_sandbox(old_ca, tmp_path, port) as first:
+        async with https_sandbox(old_ca, tmp_path, SandboxSettings(port=port)) as first:
             # The gateway stops under requests: those left in doubt wait three timeouts.
             plain = with_request_timeout(settings_for(kafka_bootstrap, first, topics), 2)
             settings = trusting(plain, bundle, ssl_files_check_s=1.0)
@@ -185,7 +185,7 @@ class TestRenewedGatewayCa:
                 raise
         expected = {job: demo.expected[job] for job in {e.subject for e in after}}
         try:
-            async with https_sandbox(new_ca, tmp_path, port) as second:
+            async with https_sandbox(new_ca, tmp_path, SandboxSettings(port=port)) as second:
                 await produce(kafka_bootstrap, topics.inputs, after)
                 await wait_converged(second, expected, within=90)
                 assert process.poll() is None, tail(log)

@@ -13,7 +13,6 @@ import asyncio
 import json
 import re
 import signal
-import ssl
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -38,9 +37,10 @@ from consumer.demo import DemoPlan, build_demo
 from consumer.kafka.access import run_waiting_out_denials
 from consumer.kafka.acls import Acl, Operation, Purpose, ResourceType, required_acls
 from consumer.observability.stats import Stats
-from consumer.testing.workfloplus import Sandbox, SandboxSettings, run_sandbox
+from consumer.testing.workfloplus import Sandbox, SandboxSettings
 from tests.fixtures.certs import CertificateAuthority, Issued
 from tests.fixtures.kafka import MakeTopic
+from tests.fixtures.sandbox import https_sandbox as https_sandbox_of
 from tests.fixtures.secret_volume import kubelet_swap
 from tests.fixtures.secure_kafka import TLS_USER, SecureKafka
 from tests.integration.harness import (
@@ -71,11 +71,9 @@ CLIENT_SECRET = "gw-s3cret-Yq7-never-print-me"
 
 @asynccontextmanager
 async def https_sandbox(secure: SecureKafka) -> AsyncIterator[Sandbox]:
-    """The sandbox over HTTPS with the session's server certificate (signed by its CA)."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(secure.directory / "server.crt", secure.directory / "server.key")
+    """The sandbox over HTTPS with a server certificate of the session's CA."""
     settings = SandboxSettings(client_id=CLIENT_ID, client_secret=CLIENT_SECRET)
-    async with run_sandbox(settings, ssl_context=context) as sandbox:
+    async with https_sandbox_of(secure.ca, secure.directory, settings) as sandbox:
         yield sandbox
 
 

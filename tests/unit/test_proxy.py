@@ -22,6 +22,13 @@ GATEWAY = "https://gateway.workfloplus.com"
 TOKENS = "https://accounts.workfloplus.com/connect/token"
 
 
+def configured() -> GatewaySettings:
+    """The gateway at ``GATEWAY`` with its tokens from ``TOKENS``, no proxy setting."""
+    return GatewaySettings(
+        base_url=GATEWAY, token_url=TOKENS, client_id="c", client_secret=SecretStr("s")
+    )
+
+
 class TestProxyFor:
     def test_no_proxy_anywhere_is_direct(self) -> None:
         assert proxy_for(GATEWAY, None, {}) is None
@@ -69,13 +76,13 @@ class TestProxyFor:
         self,
     ) -> None:
         """aiohttp cannot speak TLS to a proxy: said at start, naming the variables."""
-        settings = GatewaySettings()
+        settings = configured()
         environment = {"HTTPS_PROXY": "https://svc:s3cr3t@egress:443"}
         with pytest.MonkeyPatch.context() as patch:
             for name, value in environment.items():
                 patch.setenv(name, value)
             with pytest.raises(ConfigError) as raised:
-                gateway_proxies(GATEWAY, TOKENS, settings)
+                gateway_proxies(settings)
         assert "only http:// proxies" in str(raised.value)
         assert "HTTPS_PROXY" in str(raised.value)
         assert "s3cr3t" not in str(raised.value)
@@ -90,7 +97,7 @@ class TestProxyFor:
         monkeypatch.setenv("HTTPS_PROXY", "http://svc:s3cr3t@egress:3128")
         monkeypatch.setenv("NO_PROXY", "accounts.workfloplus.com")
         with capture_logs() as logs:
-            gateway, tokens = gateway_proxies(GATEWAY, TOKENS, GatewaySettings())
+            gateway, tokens = gateway_proxies(configured())
         assert tokens is None
         assert str(gateway) == "http://egress:3128"
         assert logs == [
