@@ -24,7 +24,7 @@ import asyncio
 import functools
 import random
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +38,7 @@ from aiokafka.admin.config_resource import ConfigResourceType
 from aiokafka.errors import InconsistentGroupProtocolError, KafkaError
 from pydantic import SecretStr
 
+from consumer.certificate_dates import CertificateDates
 from consumer.config import Settings
 from consumer.errors import ConfigError, ConfigsUnread, FatalError, TopicLayoutError, leaves
 from consumer.gateway.auth import ClientCredentialsTokenProvider
@@ -83,7 +84,7 @@ from consumer.sync.circuit import CircuitBreaker
 from consumer.sync.diagnosis import GatewayEvidence
 from consumer.sync.retry import RetryPolicy
 from consumer.sync.scheduler import SyncScheduler
-from consumer.tls_files import TlsFiles, watching_tls_files
+from consumer.tls_files import TlsFiles, TlsFilesWatch, watching_tls_files
 
 log = structlog.get_logger(__name__)
 
@@ -179,10 +180,17 @@ class Running:
     kafka_unreachable: str | None = None
     #: False once a stop gave up a last checkpoint it could not commit in time
     stop_committed: bool = True
+    #: the TLS files of the current run, watched for renewals (None: not started, or no TLS)
+    tls_files: TlsFilesWatch | None = None
 
     @property
     def metrics(self) -> Metrics:
         return self.stats.metrics
+
+    @property
+    def client_certificates(self) -> Mapping[str, CertificateDates]:
+        """The dates of the client certificates in use, by TLS context ("kafka")."""
+        return self.tls_files.client_certificates if self.tls_files is not None else {}
 
     def drop_components(self) -> None:
         """Forget the parts of a run that ended (the next run fills them again)."""
@@ -207,7 +215,7 @@ async def run_consumer(
     kafka = client_kwargs(settings.kafka, endpoints.bootstrap_servers)
     gateway_tls = gateway_ssl(settings.gateway)
     async with AsyncExitStack() as stack:
-        await _watch_tls_files(stack, settings, kafka, gateway_tls)
+        running.tls_files = await _watch_tls_files(stack, settings, kafka, gateway_tls)
         session = _gateway_session(stack, settings, tracing, gateway_tls)
         tokens = _watched_tokens(session, endpoints, settings)
         await _serve_endpoints(stack, settings, running, tokens)
@@ -354,7 +362,7 @@ async def _watch_tls_files(
     settings: Settings,
     kafka: dict[str, Any],
     gateway_tls: ssl.SSLContext | bool,
-) -> None:
+) -> TlsFilesWatch:
     """Reload the TLS contexts of this run from their files when those change, until the
     run ends (renewed certificates: ``consumer.tls_files``)."""
     watched = []
@@ -367,7 +375,7 @@ async def _watch_tls_files(
     if isinstance(gateway_tls, ssl.SSLContext):
         watched.append(TlsFiles("gateway", gateway_tls, settings.gateway.ssl_cafile))
     interval = settings.kafka.ssl_files_check_s
-    await stack.enter_async_context(watching_tls_files(watched, interval))
+    return await stack.enter_async_context(watching_tls_files(watched, interval))
 
 
 async def _watch_kafka(

@@ -14,18 +14,25 @@ into a scratch context: a certificate that does not match its key, or a file cau
 written, leaves the context as it was, with a warning, and is tried again at the next check.
 A CA file's certificates are added to those trusted; the ones it no longer holds stay trusted
 until the process restarts (``ssl`` cannot remove a CA), which keeps a CA renewal's overlap.
+
+Each check also looks at the dates of the client certificate in use: a renewal that is overdue
+(:mod:`consumer.certificate_dates`) is said once per certificate, days before the expiry that
+would lock the member out.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import structlog
+
+from consumer.certificate_dates import CertificateDates, certificate_dates
 
 log = structlog.get_logger(__name__)
 
@@ -55,14 +62,59 @@ class TlsFilesWatch:
     Pure of timers: :meth:`check` is one look, which :func:`watching_tls_files` repeats.
     """
 
-    def __init__(self, watched: Sequence[TlsFiles]) -> None:
+    def __init__(
+        self,
+        watched: Sequence[TlsFiles],
+        wall_clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self._watched = tuple(w for w in watched if w.paths)
+        self._wall_clock = wall_clock
         self._loaded = {w.name: _contents(w) for w in self._watched}
         self._problems: dict[str, str] = {}
+        self._certificates: dict[str, CertificateDates] = {}
+        self._overdue_said: set[tuple[str, datetime]] = set()
+        for files in self._watched:
+            self._read_dates(files, self._loaded[files.name])
+        self._say_overdue()
+
+    @property
+    def client_certificates(self) -> Mapping[str, CertificateDates]:
+        """The dates of the client certificate each context presents (by context name)."""
+        return self._certificates
 
     def check(self) -> list[str]:
         """Reload what changed; the names of the contexts loaded anew."""
-        return [w.name for w in self._watched if self._reload_if_changed(w)]
+        reloaded = [w.name for w in self._watched if self._reload_if_changed(w)]
+        self._say_overdue()
+        return reloaded
+
+    def _read_dates(self, files: TlsFiles, contents: tuple[bytes | None, ...]) -> None:
+        if files.certfile is None:
+            return
+        pem = contents[files.paths.index(files.certfile)]
+        dates = certificate_dates(pem) if pem is not None else None
+        if dates is None:  # ssl took it; without dates there is nothing to say of them
+            self._certificates.pop(files.name, None)
+        else:
+            self._certificates[files.name] = dates
+
+    def _say_overdue(self) -> None:
+        """Once per certificate: its renewal is overdue (a check every minute must not repeat
+        it every minute; a renewal that is itself overdue is said again)."""
+        now = self._wall_clock()
+        for name, dates in self._certificates.items():
+            said = (name, dates.not_after)
+            if said in self._overdue_said or not dates.renewal_overdue(now):
+                continue
+            self._overdue_said.add(said)
+            files = next(w for w in self._watched if w.name == name)
+            log.warning(
+                "tls_client_certificate_renewal_overdue",
+                context=name,
+                certfile=str(files.certfile),
+                expires_at=dates.not_after.isoformat(),
+                expires_in_s=round((dates.not_after - now).total_seconds()),
+            )
 
     def _reload_if_changed(self, files: TlsFiles) -> bool:
         contents = _contents(files)
@@ -75,6 +127,7 @@ class TlsFilesWatch:
             self._warn(files, problem)
             return False
         self._loaded[files.name] = contents
+        self._read_dates(files, contents)
         self._problems.pop(files.name, None)
         log.info("tls_files_reloaded", context=files.name, files=[str(p) for p in files.paths])
         return True

@@ -32,6 +32,8 @@ import argparse
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -41,6 +43,7 @@ from aiokafka.admin.config_resource import ConfigResourceType
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from consumer.certificate_dates import certificate_dates
 from consumer.config import Settings, load_settings
 from consumer.errors import (
     ConfigError,
@@ -124,11 +127,43 @@ def main(args: argparse.Namespace) -> int:
         return EXIT_SETTINGS
     configure_logging(settings.observability.log_format, "error")
     checks = [Check("settings", True, "valid", EXIT_OK)]
+    if settings.kafka.ssl_certfile is not None:
+        checks.append(client_certificate_check(settings.kafka.ssl_certfile, datetime.now(UTC)))
     checks += asyncio.run(_network_checks(settings, args.timeout, gateway=not args.skip_gateway))
     for check in checks:
         print(check.line(), flush=True)
     failed = [check.exit_code for check in checks if not check.ok]
     return min(failed, default=EXIT_OK)
+
+
+def client_certificate_check(certfile: Path, now: datetime) -> Check:
+    """When the Kafka client certificate expires: a warning once its renewal is overdue
+    (``consumer.certificate_dates``), a failure once it has expired (Kafka refuses it)."""
+    name = "client certificate"
+    try:
+        dates = certificate_dates(certfile.read_bytes())
+    except OSError as exc:
+        return Check(name, False, f"cannot read {certfile}: {exc.strerror}", EXIT_KAFKA)
+    if dates is None:
+        return Check(name, False, f"{certfile} holds no certificate", EXIT_KAFKA)
+    left = dates.not_after - now
+    expiry = f"{certfile} expires {dates.not_after.isoformat()}"
+    if left <= timedelta(0):
+        return Check(name, False, f"{expiry}: expired, Kafka refuses it", EXIT_KAFKA)
+    detail = f"{expiry}, in {_duration(left)}"
+    if dates.renewal_overdue(now):
+        return Check(name, True, f"{detail}: its renewal is overdue", EXIT_OK, warn=True)
+    return Check(name, True, detail, EXIT_OK)
+
+
+def _duration(left: timedelta) -> str:
+    if left >= timedelta(days=2):
+        return f"{left.days} days"
+    if left >= timedelta(hours=2):
+        return f"{left.total_seconds() / 3600:.0f} hours"
+    if left >= timedelta(minutes=2):
+        return f"{left.total_seconds() / 60:.0f} minutes"
+    return f"{left.total_seconds():.0f} seconds"
 
 
 async def _network_checks(settings: Settings, limit_s: float, *, gateway: bool) -> list[Check]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,6 +30,7 @@ from aiohttp import web
 from aiokafka.errors import KafkaError
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from consumer.certificate_dates import CertificateDates
 from consumer.errors import AuthRejected, ConfigError, TokenUnavailable
 from consumer.gateway.auth import TokenProvider
 from consumer.kafka.transactions import CommitTrouble
@@ -107,6 +108,10 @@ class Observed(Protocol):
     @property
     def kafka_unreachable(self) -> str | None:
         """Why Kafka has not answered a running member for a while, None while it answers."""
+
+    @property
+    def client_certificates(self) -> Mapping[str, CertificateDates]:
+        """The dates of the client certificates in use, by TLS context."""
 
     @property
     def pipeline(self) -> PipelineView | None: ...
@@ -215,6 +220,7 @@ async def sample_metrics(running: Observed) -> None:
         intent_stage_limit=scheduler.intent_stage_limit if scheduler is not None else 0,
         checkpoint_failing_s=_failing_for(pipeline.commit_trouble() if pipeline else None),
         kafka_unreachable=running.kafka_unreachable is not None,
+        client_certificates=running.client_certificates,
         held=pipeline.held_by_transactions() if pipeline is not None else None,
     )
 

@@ -22,6 +22,7 @@ process-wide in prometheus-client, which is right for a process whose only regis
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import UTC, datetime
 
 from prometheus_client import (
     CollectorRegistry,
@@ -37,6 +38,7 @@ from prometheus_client import (
 )
 
 from consumer import __version__
+from consumer.certificate_dates import CertificateDates
 from consumer.sync.circuit import CircuitState
 
 # Request latency is dominated by the gateway (tens of ms to the request timeout); event-to-sync
@@ -128,6 +130,20 @@ class Metrics:
             "basicsync_kafka_unreachable",
             "1 while this running member reports Kafka unreachable (kafka_unreachable in the "
             "log, /readyz kafka, with the cause), else 0",
+            registry=r,
+        )
+        self.client_certificate_expiry = Gauge(
+            "basicsync_tls_client_certificate_expiry_timestamp_seconds",
+            "When the client certificate this member presents expires (Unix time), by TLS "
+            "context (kafka); read again at every TLS files check",
+            ["context"],
+            registry=r,
+        )
+        self.client_certificate_overdue = Gauge(
+            "basicsync_tls_client_certificate_renewal_overdue",
+            "1 while the client certificate in use has less than a tenth of its lifetime or "
+            "7 days left, whichever is less (its renewal did not come), else 0",
+            ["context"],
             registry=r,
         )
         self.circuit_state = Gauge(
@@ -283,10 +299,15 @@ class Metrics:
         checkpoint_failing_s: float = 0.0,
         held: Mapping[tuple[str, int], float] | None = None,
         kafka_unreachable: bool = False,
+        client_certificates: Mapping[str, CertificateDates] | None = None,
     ) -> None:
         """Set the level gauges; ``lag=None`` keeps the last lag sample (fetching it failed)."""
         self.checkpoint_failing.set(checkpoint_failing_s)
         self.kafka_unreachable.set(1 if kafka_unreachable else 0)
+        now = datetime.now(UTC)
+        for context, dates in (client_certificates or {}).items():
+            self.client_certificate_expiry.labels(context).set(dates.not_after.timestamp())
+            self.client_certificate_overdue.labels(context).set(dates.renewal_overdue(now))
         self.input_held.clear()
         for (topic, partition), seconds in (held or {}).items():
             self.input_held.labels(topic, str(partition)).set(round(seconds, 1))

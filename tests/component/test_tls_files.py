@@ -7,6 +7,7 @@ import asyncio
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -162,6 +163,49 @@ class TestRenewedFiles:
             ("tls_files_reloaded", ""),
         ]
         assert first.key_pem.decode() not in repr(logs)
+
+
+class TestClientCertificateDates:
+    async def test_an_overdue_renewal_is_said_once_per_certificate(self, tmp_path: Path) -> None:
+        """A member starts with a certificate about to expire (its renewal overdue): said at
+        once, not again at the next checks. A renewal that is overdue too is said again; a
+        good renewal quietly replaces the dates."""
+        ca = CertificateAuthority("dates CA")
+        paths = volume(tmp_path, ca, ca.client("short-lived", valid_s=25), "1")
+        with capture_logs() as logs:
+            watch = TlsFilesWatch([kafka_files(paths)])
+            watch.check()
+        [said] = [
+            line for line in logs if line["event"] == "tls_client_certificate_renewal_overdue"
+        ]
+        assert (said["context"], said["certfile"]) == ("kafka", str(paths["user.crt"]))
+        assert 0 < said["expires_in_s"] <= 25
+        first = watch.client_certificates["kafka"].not_after
+        assert said["expires_at"] == first.isoformat()
+
+        volume(tmp_path, ca, ca.client("still-short", valid_s=40), "2")
+        with capture_logs() as logs:
+            assert watch.check() == ["kafka"]
+            watch.check()
+        overdue = [
+            line for line in logs if line["event"] == "tls_client_certificate_renewal_overdue"
+        ]
+        assert [line["expires_at"] for line in overdue] == [
+            watch.client_certificates["kafka"].not_after.isoformat()
+        ]
+
+        volume(tmp_path, ca, ca.client("renewed"), "3")  # a day
+        with capture_logs() as logs:
+            assert watch.check() == ["kafka"]
+        assert [line["event"] for line in logs] == ["tls_files_reloaded"]
+        assert watch.client_certificates["kafka"].not_after - first > timedelta(hours=23)
+
+    def test_a_context_without_a_client_certificate_has_no_dates(self, tmp_path: Path) -> None:
+        ca = CertificateAuthority("ca only")
+        (tmp_path / "ca.crt").write_bytes(ca.cert_pem)
+        context = ssl.create_default_context(cafile=str(tmp_path / "ca.crt"))
+        watch = TlsFilesWatch([TlsFiles("gateway", context, tmp_path / "ca.crt")])
+        assert dict(watch.client_certificates) == {}
 
 
 class TestWatching:

@@ -14,6 +14,7 @@ import json
 import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -603,6 +604,10 @@ async def logged_and_ready(log: str, event: str, port: int, *, ready: bool) -> N
     assert await scraped(port, "basicsync_kafka_unreachable") == (0 if ready else 1)
 
 
+OVERDUE = 'basicsync_tls_client_certificate_renewal_overdue{context="kafka"}'
+EXPIRY = 'basicsync_tls_client_certificate_expiry_timestamp_seconds{context="kafka"}'
+
+
 class TestExpiredClientCertificate:
     async def test_an_expired_certificate_is_named_and_its_renewal_heals_the_same_process(
         self, secure_kafka: SecureKafka, secure_topic: MakeTopic, tmp_path: Path
@@ -612,7 +617,9 @@ class TestExpiredClientCertificate:
         certificate as the refused part, and readiness's ``kafka`` check fails with it (where
         before only aiokafka's "connection closed" lines said anything). The operator renews
         the Secret: the same process loads it, logs ``kafka_reachable_again`` and syncs every
-        job, with no failure record."""
+        job, with no failure record. Before all that, from its start, the member said the
+        certificate's renewal was overdue (one warning, and the gauge the alert reads), and the
+        renewal clears the gauge."""
         topics = await new_topics(secure_topic, partitions=2)
         first = secure_kafka.ca.client(TLS_USER, valid_s=20)
         expires = asyncio.get_running_loop().time() + 20
@@ -629,6 +636,9 @@ class TestExpiredClientCertificate:
             async with consumer_process(settings, log, extra):
                 await produce(secure_kafka.plain, topics.inputs, before)
                 assert await eventually(lambda: len(sandbox.state.jobs) > 0, within=60), tail(log)
+                assert await scraped(port, OVERDUE) == 1
+                expiry = await scraped(port, EXPIRY)
+                assert abs(expiry - (time.time() + expires - asyncio.get_running_loop().time())) < 5
                 await asyncio.sleep(max(0.0, expires + 1 - asyncio.get_running_loop().time()))
                 await secure_kafka.restart()
                 await produce(secure_kafka.plain, topics.inputs, after)
@@ -637,6 +647,11 @@ class TestExpiredClientCertificate:
                 user_volume(volume, secure_kafka, renewed, "2")
                 await wait_converged(sandbox, demo.expected, within=120)
                 await logged_and_ready(log, "kafka_reachable_again", port, ready=True)
+                assert await scraped(port, OVERDUE) == 0
+                assert await scraped(port, EXPIRY) > expiry + 20 * 3600
+        [overdue] = log_events(log, "tls_client_certificate_renewal_overdue")
+        assert overdue["context"] == "kafka", overdue
+        assert 0 < overdue["expires_in_s"] <= 20, overdue
         [unreachable] = log_events(log, "kafka_unreachable")
         # Java answers an expired certificate with the alert "certificate unknown": the cause
         # names the refused part and lists expiry among what to check.

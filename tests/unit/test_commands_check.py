@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 import pytest
 from aiokafka import TopicPartition
 
 from consumer.cli import main
 from consumer.commands.check import (
     Check,
+    client_certificate_check,
     first_start_check,
     group_protocol_check,
     input_offset_problems,
     writers_check,
 )
 from consumer.config import KafkaSettings, Settings, StoreSettings
+from tests.fixtures.certs import CertificateAuthority
 
 
 class TestCheckLine:
@@ -24,6 +29,34 @@ class TestCheckLine:
         assert Check("input offsets", True, "moved", 0, warn=True).line() == (
             "warn  input offsets: moved"
         )
+
+
+class TestClientCertificate:
+    def test_its_expiry_is_ok_then_a_warning_then_a_failure(self, tmp_path: Path) -> None:
+        """Checked before a member starts: a day-long certificate is fine with a day left,
+        overdue (warn, exit 0) with two hours left, refused by Kafka once expired (exit 3)."""
+        ca = CertificateAuthority("check CA")
+        certfile, _ = ca.client("member").write(tmp_path, "user")
+        now = datetime.now(UTC)
+        fresh = client_certificate_check(certfile, now)
+        assert (fresh.ok, fresh.warn) == (True, False)
+        assert fresh.line().startswith(f"ok    client certificate: {certfile} expires 20")
+        assert fresh.line().endswith("in 24 hours")
+        overdue = client_certificate_check(certfile, now + timedelta(hours=22))
+        assert (overdue.ok, overdue.warn, overdue.exit_code) == (True, True, 0)
+        assert overdue.detail.endswith("in 120 minutes: its renewal is overdue")
+        expired = client_certificate_check(certfile, now + timedelta(days=2))
+        assert (expired.ok, expired.exit_code) == (False, 3)
+        assert expired.detail.endswith("expired, Kafka refuses it")
+
+    def test_a_file_missing_or_without_a_certificate_fails_kafka(self, tmp_path: Path) -> None:
+        now = datetime.now(UTC)
+        missing = client_certificate_check(tmp_path / "gone.crt", now)
+        assert (missing.ok, missing.exit_code) == (False, 3)
+        assert missing.detail == f"cannot read {tmp_path / 'gone.crt'}: No such file or directory"
+        (tmp_path / "key.pem").write_bytes(CertificateAuthority("k").client("k").key_pem)
+        keyonly = client_certificate_check(tmp_path / "key.pem", now)
+        assert keyonly.detail == f"{tmp_path / 'key.pem'} holds no certificate"
 
 
 class TestFirstStart:

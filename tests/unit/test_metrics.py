@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
@@ -14,6 +14,7 @@ import pytest
 
 from consumer import __version__
 from consumer.app import Running
+from consumer.certificate_dates import CertificateDates
 from consumer.domain.results import FailureReason, FailureRecord, SourceInfo
 from consumer.errors import TokenUnavailable
 from consumer.intake import BatchEffect
@@ -348,6 +349,24 @@ class _Observed:
     kafka_unreachable: str | None = None
     scheduler: SchedulerView | None = None
     source: LagView | None = None
+    client_certificates: dict[str, CertificateDates] = field(default_factory=dict)
+
+
+class TestClientCertificateGauges:
+    async def test_the_expiry_and_whether_the_renewal_is_overdue(self) -> None:
+        now = datetime.now(UTC)
+        fresh = CertificateDates(now - timedelta(days=1), now + timedelta(days=300))
+        running = _Observed(pipeline=None, client_certificates={"kafka": fresh})
+        await sample_metrics(running)
+        registry, labels = running.metrics.registry, {"context": "kafka"}
+        expiry = "basicsync_tls_client_certificate_expiry_timestamp_seconds"
+        overdue = "basicsync_tls_client_certificate_renewal_overdue"
+        assert registry.get_sample_value(expiry, labels) == fresh.not_after.timestamp()
+        assert registry.get_sample_value(overdue, labels) == 0
+        running.client_certificates["kafka"] = CertificateDates(fresh.not_before, now)
+        await sample_metrics(running)
+        assert registry.get_sample_value(expiry, labels) == now.timestamp()
+        assert registry.get_sample_value(overdue, labels) == 1
 
 
 class TestKafkaUnreachable:
