@@ -8,9 +8,10 @@ lie a connection taken from the pool or opened (TCP, TLS, a proxy's tunnel) and 
 separate body-writer task; a process frozen among them (SIGSTOP, a paused VM, a member that
 missed a rebalance) wakes with that task ready to run, and the event loop runs it before the
 request's timeout timer: the old document reaches WorkfloPlus after the newer one the next owner
-posted. So the deadline is checked here, in the very step that hands the body to the transport
-(aiohttp holds the request's headers back and writes them with the body, so no byte of a
-refused request leaves).
+posted. So the deadline is checked here, in the very step that hands the body to the transport.
+Recent aiohttp holds the request's headers back and writes them with the body, so no byte of a
+refused request leaves; headers sent ahead of it (older aiohttp) are a request without its body,
+which no server can apply.
 
 The body also says whether it was handed over at all: a request that failed before that point
 (a timeout while connecting, say) was never sent and is not in doubt, once the body is sealed
