@@ -41,10 +41,12 @@ class Reachability:
     failing_since: float | None = None
     reported: bool = False
 
-    def failed(self, now: float) -> bool:
-        """An ask failed; True when it is time to report Kafka unreachable (once per outage)."""
+    def failed(self, asked_at: float, now: float) -> bool:
+        """An ask made at ``asked_at`` failed; True when it is time to report Kafka unreachable
+        (once per outage). Kafka has not answered since the ask began: a broker that hangs
+        fails the ask only at its timeout, which must not be added to the time it is given."""
         if self.failing_since is None:
-            self.failing_since = now
+            self.failing_since = asked_at
         if self.reported or now - self.failing_since < self.unreachable_after_s:
             return False
         self.reported = True
@@ -77,11 +79,12 @@ async def watch(
     decides."""
     while True:
         await asyncio.sleep(interval_s)
+        asked_at = time.monotonic()
         try:
             async with asyncio.timeout(ask_timeout_s):
                 await probe.ask()
         except (KafkaError, OSError, TimeoutError) as exc:
-            if state.failed(time.monotonic()):
+            if state.failed(asked_at, time.monotonic()):
                 cause = await _cause(probe, exc)
                 gone = time.monotonic() - (state.failing_since or time.monotonic())
                 log.error("kafka_unreachable", cause=cause, unanswered_s=round(gone, 1))

@@ -25,9 +25,13 @@ from tests.integration.harness import (
     consumer_running,
     eventually,
     eventually_async,
+    free_port,
     log_events,
     new_topics,
     produce,
+    read_records,
+    readiness,
+    scraped,
     settings_for,
     tail,
     wait_converged,
@@ -226,3 +230,62 @@ class TestTaskDump:
             assert took < 15, took
             await produce(kafka_bootstrap, topics.inputs, then.events)
             await wait_converged(sandbox_in_process, then.expected, within=90)
+
+
+class TestKafkaHung:
+    async def test_a_broker_hung_past_the_report_is_named_once_and_the_member_heals(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Any,
+    ) -> None:
+        """The broker SIGSTOPped under a running member for longer than
+        ``BASICSYNC_KAFKA__UNREACHABLE_REPORT_S`` (3 s here): the member logs
+        ``kafka_unreachable`` once, whose cause says that TCP connects but Kafka does not
+        answer (a broker that hangs, not one that is down or refuses us), and readiness's
+        ``kafka`` check and the gauge say so while it lasts. Once the broker goes on, the
+        member logs ``kafka_reachable_again``, readiness recovers, the jobs sent after the
+        hang converge with no failure record, and the member stops cleanly."""
+        topics = await new_topics(make_topic, partitions=2)
+        settings = settings_for(kafka_bootstrap, sandbox_in_process, topics)
+        first = build_demo(DemoPlan(jobs=6, seed=76, prefix="hung-long-first"))
+        then = build_demo(DemoPlan(jobs=6, seed=77, prefix="hung-long-then"))
+        log, port = str(tmp_path / "consumer.log"), free_port()
+        extra = {
+            "BASICSYNC_OBSERVABILITY__HTTP_PORT": str(port),
+            "BASICSYNC_KAFKA__UNREACHABLE_REPORT_S": "3",
+        }
+        async with consumer_process(settings, log, extra):
+            await produce(kafka_bootstrap, topics.inputs, first.events)
+            await wait_converged(sandbox_in_process, first.expected, within=60)
+            async with broker_hung(broker_pid(kafka_bootstrap)):
+                reported = await eventually(
+                    lambda: bool(log_events(log, "kafka_unreachable")), within=30
+                )
+                assert reported, tail(log)
+                hung = await readiness(port)
+                unreachable_gauge = await scraped(port, "basicsync_kafka_unreachable")
+                await asyncio.sleep(6)  # more probes go unanswered: said once all the same
+            await produce(kafka_bootstrap, topics.inputs, then.events)
+            await wait_converged(sandbox_in_process, then.expected, within=90)
+            healed = await eventually(
+                lambda: bool(log_events(log, "kafka_reachable_again")), within=30
+            )
+            assert healed, tail(log)
+            assert await eventually_async(lambda: _kafka_ready(port), within=15), tail(log)
+            assert await scraped(port, "basicsync_kafka_unreachable") == 0
+        [unreachable] = log_events(log, "kafka_unreachable")
+        assert NO_KAFKA_ANSWER in unreachable["cause"], unreachable
+        assert hung is not None
+        assert hung["checks"]["kafka"]["ok"] is False, hung
+        assert NO_KAFKA_ANSWER in hung["checks"]["kafka"]["detail"], hung
+        assert unreachable_gauge == 1
+        [again] = log_events(log, "kafka_reachable_again")
+        assert again["unreachable_s"] >= 3, again
+        assert await read_records(kafka_bootstrap, topics.failed) == []
+
+
+async def _kafka_ready(port: int) -> bool:
+    body = await readiness(port)
+    return body is not None and body["checks"]["kafka"]["ok"] is True

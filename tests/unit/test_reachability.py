@@ -13,19 +13,28 @@ from consumer.kafka.reachability import KafkaProbe, Reachability, watching_kafka
 class TestReachability:
     def test_reported_once_after_the_limit_and_cleared_by_an_answer(self) -> None:
         state = Reachability(unreachable_after_s=30)
-        assert not state.failed(100.0)
-        assert not state.failed(129.9)
-        assert state.failed(130.0)
-        assert not state.failed(200.0)  # once per outage
+        assert not state.failed(100.0, 100.0)
+        assert not state.failed(129.9, 129.9)
+        assert state.failed(130.0, 130.0)
+        assert not state.failed(200.0, 200.0)  # once per outage
         assert state.answered(205.0) == 105.0
-        assert not state.failed(300.0)  # a new outage counts from its own start
-        assert state.failed(331.0)
+        assert not state.failed(300.0, 300.0)  # a new outage counts from its own start
+        assert state.failed(331.0, 331.0)
+
+    def test_a_hung_ask_counts_from_when_it_was_made(self) -> None:
+        """A broker that hangs fails an ask only at its 10 s timeout: unanswered since the ask
+        began, so a 3 s limit is past at once (before, the limit started at the timeout and
+        the report came a whole interval and timeout later)."""
+        state = Reachability(unreachable_after_s=3)
+        assert state.failed(100.0, 110.0)
+        assert state.failing_since == 100.0
+        assert state.answered(126.0) == 26.0
 
     def test_a_blip_shorter_than_the_limit_is_never_reported(self) -> None:
         state = Reachability(unreachable_after_s=30)
-        assert not state.failed(100.0)
+        assert not state.failed(100.0, 100.0)
         assert state.answered(110.0) is None
-        assert not state.failed(125.0)  # counted afresh, not from 100
+        assert not state.failed(125.0, 125.0)  # counted afresh, not from 100
 
 
 class FlakyKafka:
