@@ -53,6 +53,7 @@ class TestCertificateDates:
         client = ca.client("member", valid_s=600)
         dates = certificate_dates(client.cert_pem + ca.cert_pem + client.key_pem)
         assert dates is not None
+        assert certificate_dates(client.key_pem + client.cert_pem + ca.cert_pem) == dates
         assert (
             timedelta(seconds=590) < dates.not_after - datetime.now(UTC) <= timedelta(seconds=600)
         )
