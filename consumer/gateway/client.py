@@ -45,6 +45,8 @@ from consumer.gateway.timely_body import TimelyBody
 log = structlog.get_logger(__name__)
 
 BASIC_SYNC_PATH = "/jobs/v1/basicSync"
+#: The reason of a request not sent: its send deadline passed before its body could leave.
+SEND_DEADLINE_PASSED = "send_deadline_passed"
 #: The reason prefix of an answer that says no basicSync answered (404, 405, a 2xx web page).
 NO_BASICSYNC = "no_basicsync"
 _WEB_PAGE_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -347,7 +349,7 @@ def _unanswered(sent: TimelyBody, exc: TimeoutError | aiohttp.ClientError) -> Re
     """
     sent.seal()
     if sent.refused:
-        return Retryable(status=None, retry_after=None, reason="send_deadline_passed")
+        return Retryable(status=None, retry_after=None, reason=SEND_DEADLINE_PASSED)
     reason = _network_reason(exc)
     return Retryable(status=None, retry_after=None, reason=reason, in_doubt=sent.handed_over)
 

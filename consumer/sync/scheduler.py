@@ -53,7 +53,14 @@ from consumer.domain.job import (
 )
 from consumer.domain.results import FailureReason, FailureRecord, SuccessRecord
 from consumer.errors import PartitionLost
-from consumer.gateway.client import Accepted, Rejected, Retryable, SyncOutcome, Systemic
+from consumer.gateway.client import (
+    SEND_DEADLINE_PASSED,
+    Accepted,
+    Rejected,
+    Retryable,
+    SyncOutcome,
+    Systemic,
+)
 from consumer.kafka.records import Position
 from consumer.observability.logging import bound_record
 from consumer.observability.tracing import SyncTracer
@@ -530,6 +537,9 @@ class SyncScheduler:
         # The slot bounds requests to WorkfloPlus; recording the outcome needs none.
         self._release_slot(entry)
         finished = self._clock()
+        if isinstance(outcome, Retryable) and outcome.reason == SEND_DEADLINE_PASSED:
+            self._not_sent_in_time(request, finished - started)
+            return
         self._request_ended(request, outcome, started, finished)
         self._observer.request_finished(
             type(outcome).__name__.lower(), getattr(outcome, "status", None), finished - posted
@@ -548,6 +558,22 @@ class SyncScheduler:
             )  # fmt: skip
         else:
             await self._failed(request, outcome, finished)
+
+    def _not_sent_in_time(self, request: _Request, since_mark_s: float) -> None:
+        """The request could not leave within ``send_within`` of its mark: this member was late
+        (paused or starved, a slow token or connection), so it was not sent. WorkfloPlus said
+        nothing and the job did nothing wrong: no evidence, no budget spent, nothing in doubt.
+        It is marked afresh after a backoff that grows with the tries, as any retry."""
+        job, entry = request.job, request.entry
+        self._outcome_known(job, request.partition)
+        delay = self._retry.delay(entry.attempts, None, self._rng)
+        entry.not_before = max(entry.not_before, self._clock() + delay)
+        log.info(
+            "sync_not_sent_in_time",
+            client_job_id=job,
+            since_mark_s=round(since_mark_s, 3),
+            delay_s=round(delay, 3),
+        )
 
     async def _mark_sending(self, request: _Request) -> None:
         """Commit the intent before the request leaves.

@@ -26,7 +26,7 @@ from consumer.domain.job import JobState, SyncMode
 from consumer.domain.results import FailureReason, SourceOffset
 from consumer.domain.settled import settled_header, settled_job
 from consumer.domain.state_codec import encode_state
-from consumer.gateway.client import Accepted, Rejected, Retryable, Systemic
+from consumer.gateway.client import SEND_DEADLINE_PASSED, Accepted, Rejected, Retryable, Systemic
 from consumer.state.store import JobStore
 from consumer.sync.circuit import CircuitBreaker
 from consumer.sync.diagnosis import GatewayEvidence
@@ -590,6 +590,32 @@ class TestSyncScheduler:
         assert h.outcomes.successes == []
         assert h.state("a").synced_version == state.version
         assert h.observer.circuit == []
+
+    async def test_a_request_not_sent_in_time_spends_nothing_and_fails_nothing(self) -> None:
+        """A member late for its own send deadlines (paused, starved, a slow token) sends
+        nothing: that is neither the gateway's failure nor the job's. While another job's
+        success says the gateway is up, nine such turns in a row (three times the budget of
+        three) end in a success, with no failure record, no probe, no circuit, and the job's
+        intent cleared each time (nothing in doubt). Before, each was judged the job's own
+        failure and the job ended in retries_exhausted."""
+        late = Retryable(status=None, retry_after=None, reason=SEND_DEADLINE_PASSED)
+        gateway = FakeGateway([accepted(), *[late] * 9, accepted()])
+        h = Harness(gateway, debounce_ms=0, max_delay_ms=0)
+        with capture_logs() as logs:
+            async with h.running():
+                h.put(job_state("b"))
+                await eventually(lambda: len(h.outcomes.successes) == 1)
+                h.put(job_state("a"))
+                await eventually(lambda: len(h.outcomes.successes) == 2)
+        assert h.outcomes.failures == []
+        assert h.outcomes.successes[1].client_job_id == "a"
+        assert h.outcomes.successes[1].attempts == 10
+        not_sent = [line for line in logs if line["event"] == "sync_not_sent_in_time"]
+        assert len(not_sent) == 9
+        assert not any(line["event"] == "sync_retry_scheduled" for line in logs)
+        assert gateway.probes == 0
+        assert h.observer.circuit == []
+        assert h.state("a").sending_since is None
 
     async def test_a_retry_after_of_a_day_is_honoured_up_to_its_bound(self) -> None:
         """A 429 asking for a day (or milliseconds sent as seconds) does not park the job for
