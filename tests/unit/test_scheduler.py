@@ -246,9 +246,9 @@ class TestSyncScheduler:
 
     async def test_an_intent_that_waits_too_long_for_a_slot_steps_back_unsent(self) -> None:
         """A job whose intent is committed but finds every slot taken by hung requests gives up
-        its place before its send deadline: it is not posted late (a ``send_deadline_passed``
-        failure charged to the gateway and the job), its intent is cleared (nothing in doubt),
-        and it is posted once the slots clear."""
+        its place before its send deadline instead of holding its mark until the deadline
+        refuses it: its intent is cleared (nothing in doubt), and it is posted once the slots
+        clear."""
         h = Harness(
             FakeGateway(), debounce_ms=0, max_delay_ms=0, concurrency=1, in_doubt_window=0.6
         )  # fmt: skip  (send_within 0.2 s)
