@@ -38,6 +38,19 @@ row   evidence                                                    verdict
 6     anything else                                               undecided
 ====  ==========================================================  ==========
 
+A per-job verdict (rows 3 and 4) stands only when the job's failures in a row are unlikely to
+be chance: with *r* the share of *fresh* requests that failed in the window (a job's request
+with no failure in a row before it: a healthy job's, or a bad job's first; this job's own left
+out) and *n* the job's failures in a row (this one included), r^n must be at most
+:data:`CHANCE` (one in a thousand). Otherwise the verdict is *undecided*. A gateway that fails a
+share of everyone's requests (a load balancer with one node of three broken: r = 1/3) would
+otherwise fail every job that drew its budget's worth of per-job failures in a row (eight: up
+to one job in 6,600), for nothing wrong with any. Now a job is charged only from its seventh
+failure in a row at r = 1/3, its third at r = 5 %, its first while fresh requests fail less
+than one time in a thousand. Counting fresh requests only keeps bad jobs from looking like a
+flaky gateway: twenty jobs refused forever among healthy traffic raise r by their first
+failures only, not by their retries.
+
 So a single job during an outage is never failed: with one dirty job and no success there is
 nothing to tell "this job" from "the gateway" (row 6), and once a probe finds the gateway down
 it is systemic (row 5). Measuring *meanwhile* from the job's previous failure is why an outage
@@ -54,6 +67,7 @@ block page, a login portal): whatever stands in front answers the probe as it pl
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -61,6 +75,9 @@ from consumer.errors import ConfigError
 from consumer.gateway.client import NO_BASICSYNC, Retryable, Systemic
 
 _TOKEN_REASONS = ("token_unavailable", "token_rejected")
+
+#: how unlikely a job's failures in a row must be, at the others' failure rate, to be its own
+CHANCE = 1e-3
 
 
 class Verdict(StrEnum):
@@ -114,6 +131,16 @@ def probe_result(status: int | None) -> ProbeResult:
 
 
 @dataclass(slots=True)
+class _Fresh:
+    """A fresh request's outcome in the window: counted until it leaves the window, or until
+    its job is forgotten (a first failure)."""
+
+    at: float
+    failed: bool
+    counted: bool = True
+
+
+@dataclass(slots=True)
 class _LatestTwo:
     """The latest outcome's (time, job), and the latest of a job other than that one.
 
@@ -160,6 +187,14 @@ class GatewayEvidence:
         self._last_probe: tuple[float, ProbeResult] | None = None
         #: job -> when its latest failure was recorded (cleared by its success).
         self._last_failure: dict[str, float] = {}
+        #: the fresh requests of the window, oldest first, and how many count and failed
+        self._fresh: deque[_Fresh] = deque()
+        self._fresh_counted = 0
+        self._fresh_failed = 0
+        #: job -> its failures in a row (cleared by its success)
+        self._in_a_row: dict[str, int] = {}
+        #: job -> the fresh failure that began them (left out of its own judgement)
+        self._first_failure: dict[str, _Fresh] = {}
 
     def succeeded(self, job: str, now: float) -> None:
         """A request of ``job`` was processed: 2xx, or a final 4xx (the gateway is up)."""
@@ -167,6 +202,10 @@ class GatewayEvidence:
         self._outcomes.add(now, job)
         self._last_ok = now
         self._last_failure.pop(job, None)
+        if job not in self._in_a_row:
+            self._count_fresh(_Fresh(now, failed=False))
+        self._in_a_row.pop(job, None)
+        self._first_failure.pop(job, None)
 
     def probed(self, result: ProbeResult, now: float) -> None:
         """A probe finished."""
@@ -177,16 +216,59 @@ class GatewayEvidence:
     def forget_job(self, job: str) -> None:
         """The job left this member (revoked, failed, settled): drop what is kept for it."""
         self._last_failure.pop(job, None)
+        self._in_a_row.pop(job, None)
+        first = self._first_failure.pop(job, None)
+        if first is not None:
+            self._uncount(first)
 
     def failed(self, job: str, kind: FailureKind, now: float) -> Verdict:
         """Record a failed request of ``job`` and judge it (see the table)."""
         since = max(self._last_failure.get(job, now - self.window), now - self.window)
+        in_a_row = self._in_a_row.get(job, 0) + 1
         verdict = self._judge(job, kind, since, now)
+        if verdict is Verdict.PER_JOB and self._maybe_chance(job, in_a_row, now):
+            verdict = Verdict.UNDECIDED
         self._outcomes.add(now, job)
         if kind is FailureKind.TOKEN:
             self._last_token_failure = now
         self._last_failure[job] = now
+        if in_a_row == 1:
+            first = _Fresh(now, failed=True)
+            self._count_fresh(first)
+            self._first_failure[job] = first
+        self._in_a_row[job] = in_a_row
         return verdict
+
+    def _maybe_chance(self, job: str, in_a_row: int, now: float) -> bool:
+        """Whether ``in_a_row`` failures of ``job`` could be chance at the failure rate of
+        the other fresh requests of the window (see the module)."""
+        self._expire(now - self.window)
+        first = self._first_failure.get(job)
+        own = 1 if first is not None and first.counted else 0
+        others = self._fresh_counted - own
+        if others <= 0:
+            return False
+        rate = (self._fresh_failed - own) / others
+        return bool(rate**in_a_row > CHANCE)
+
+    def _count_fresh(self, fresh: _Fresh) -> None:
+        """Count a fresh request; what left the window is dropped as it goes (60 s at 1,000
+        fresh requests per second is 60,000 small objects)."""
+        self._expire(fresh.at - self.window)
+        self._fresh.append(fresh)
+        self._fresh_counted += 1
+        self._fresh_failed += fresh.failed
+
+    def _expire(self, start: float) -> None:
+        fresh = self._fresh
+        while fresh and fresh[0].at < start:
+            self._uncount(fresh.popleft())
+
+    def _uncount(self, fresh: _Fresh) -> None:
+        if fresh.counted:
+            fresh.counted = False
+            self._fresh_counted -= 1
+            self._fresh_failed -= fresh.failed
 
     def _judge(self, job: str, kind: FailureKind, since: float, now: float) -> Verdict:
         if kind is FailureKind.TOKEN:

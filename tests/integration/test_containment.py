@@ -486,6 +486,52 @@ class TestABadJobFailsAlone:
         assert all(0.9 <= gap < 30 for gap in gaps[:3]), gaps
 
 
+class TestAFlakyGatewayFailsNobody:
+    async def test_a_fifth_of_everyones_requests_failing_fails_no_job(
+        self,
+        kafka_bootstrap: str,
+        make_topic: MakeTopic,
+        sandbox_in_process: Sandbox,
+        tmp_path: Path,
+    ) -> None:
+        """A load balancer with one bad node in five: a fifth of all basicSync requests, of
+        any job, answered 502, while 150 jobs arrive live and are posted again as their
+        events come. With a budget of three attempts, a job that drew three 502s in a row
+        while others got through used to be failed, though nothing was wrong with it; now
+        its failures are weighed against the fresh requests' failure rate and none is: every
+        job converges, no failure record, the circuit never opens, and the log shows
+        failures left undecided although others succeeded."""
+        topics = await new_topics(make_topic, partitions=2)
+        demo = build_demo(DemoPlan(jobs=150, seed=88, prefix="flaky-lb"))
+        sandbox = sandbox_in_process
+        sandbox.faults.update({"error_rate": 0.2, "error_statuses": [502]})
+        budget = {**SHORT_BUDGET, "BASICSYNC_SYNC__RETRY_MAX_ATTEMPTS": "3"}
+        settings = settings_for(kafka_bootstrap, sandbox, topics)
+        log = str(tmp_path / "consumer.log")
+        async with (
+            consumer_process(settings, log, budget),
+            producer_for(kafka_bootstrap) as producer,
+        ):
+
+            async def send(chunk: list[JobEvent]) -> None:
+                await send_events(producer, topics.inputs, chunk)
+
+            await send_live(send, in_chunks(demo.events, 60))
+            await wait_converged(sandbox, demo.expected, within=120)
+        failed_502 = sum(
+            1 for r in sandbox.state.records if r.path.endswith("basicSync") and r.status == 502
+        )
+        undecided = [
+            line
+            for line in log_events(log, "sync_retry_scheduled")
+            if line["verdict"] == "undecided" and line["status"] == 502
+        ]
+        assert await failures_for(kafka_bootstrap, topics) == []
+        assert "circuit_opened" not in tail(log, 1_000_000)
+        assert failed_502 > 100, failed_502
+        assert len(undecided) > 50, len(undecided)
+
+
 class TestASlowGatewaySendsNothingLate:
     async def test_a_gateway_that_turns_slow_gets_no_request_after_its_deadline(
         self,

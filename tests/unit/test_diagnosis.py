@@ -14,6 +14,7 @@ from consumer.errors import ConfigError
 from consumer.gateway.client import Retryable, Systemic
 from consumer.sync.circuit import CircuitBreaker
 from consumer.sync.diagnosis import (
+    CHANCE,
     FailureKind,
     GatewayEvidence,
     ProbeResult,
@@ -168,6 +169,47 @@ class TestRule:
         evidence = GatewayEvidence(window=60)
         for second in range(10, 1000, 7):
             assert evidence.failed("job", UNAVAILABLE, float(second)) is Verdict.UNDECIDED
+
+    def test_a_streak_that_could_be_chance_is_undecided(self) -> None:
+        """Fresh requests of other jobs fail about one time in three (a flaky gateway): a
+        job's failures in a row are its own only once r^n is at most one in a thousand;
+        before that they are undecided although others succeed meanwhile. Each success
+        meanwhile is fresh too, so r falls from 10/31 to 10/36 at the sixth failure, the
+        first whose r^6 (4.6e-4) is that unlikely; at 10/35 the fifth's r^5 is 1.9e-3."""
+        evidence = GatewayEvidence(window=60)
+        for n in range(30):
+            if n % 3:
+                evidence.succeeded(f"other{n}", 1.0)
+            else:
+                evidence.failed(f"other{n}", UNAVAILABLE, 1.0)
+        verdicts = []
+        for attempt in range(8):
+            evidence.succeeded(f"late{attempt}", 2.0 + attempt)  # fresh: lowers r a little
+            verdicts.append(evidence.failed("job", UNAVAILABLE, 2.5 + attempt))
+        assert verdicts == [Verdict.UNDECIDED] * 5 + [Verdict.PER_JOB] * 3
+
+    def test_retries_of_bad_jobs_are_not_a_flaky_gateway(self) -> None:
+        """One job refused forever retries 20 times among 100 healthy jobs: only its first
+        failure is fresh, so r = 1/100 and another job is blamed at its second failure in a
+        row, not its fourth as its twenty retries would have it (r = 1/6)."""
+        evidence = GatewayEvidence(window=60)
+        for n in range(99):
+            evidence.succeeded(f"ok{n}", 1.0)
+        for retry in range(20):
+            evidence.failed("bad", UNAVAILABLE, 2.0 + retry)
+        evidence.succeeded("ok99", 25.0)
+        assert evidence.failed("job", UNAVAILABLE, 26.0) is Verdict.UNDECIDED
+        evidence.succeeded("ok100", 27.0)
+        assert evidence.failed("job", UNAVAILABLE, 28.0) is Verdict.PER_JOB
+
+    def test_a_job_failing_alone_is_not_its_own_evidence(self) -> None:
+        """Its own first failure is left out of the rate: among healthy jobs only, a job
+        failing is judged per-job at once, as before."""
+        evidence = GatewayEvidence(window=60)
+        evidence.succeeded("other", 10.0)
+        assert evidence.failed("job", UNAVAILABLE, 11.0) is Verdict.PER_JOB
+        evidence.succeeded("other2", 11.5)
+        assert evidence.failed("job", UNAVAILABLE, 12.0) is Verdict.PER_JOB
 
     def test_forget_job(self) -> None:
         """A forgotten job's next failure is judged like a first failure again."""
@@ -371,13 +413,48 @@ class TestSimulations:
         sim.run(until=3600)
         assert "only" in sim.failed
 
+    def test_a_gateway_failing_a_third_of_all_requests_fails_nobody(self) -> None:
+        """A load balancer with one node of three broken: every request, of any job, fails
+        with a 503 one time in three, and probes find the gateway up. 600 jobs arrive live;
+        each is synced, none failed. Before fresh requests' failure rate was weighed, a job
+        that drew its budget's worth of per-job failures in a row was failed: here 2 of the
+        600 at a budget of three (the same rule with ``CHANCE`` at 1, the test below)."""
+        sim = self._flaky_load_balancer()
+        sim.run(until=3600)
+        assert sim.failed == {}
+        assert len(sim.synced) == 600
 
-@dataclass(frozen=True, slots=True)
+    def test_without_weighing_chance_the_same_gateway_fails_jobs(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The test above can fail: with every per-job verdict standing, jobs are failed."""
+        monkeypatch.setattr("consumer.sync.diagnosis.CHANCE", 1.0)
+        sim = self._flaky_load_balancer()
+        sim.run(until=3600)
+        assert len(sim.failed) > 0
+
+    @staticmethod
+    def _flaky_load_balancer() -> Simulation:
+        rng = random.Random(11)
+        jobs = {f"j{i}": SimJob(ready_at=i * 0.5) for i in range(600)}
+        return Simulation(
+            answer=lambda job, now: DOWN_503 if rng.random() < 1 / 3 else None,
+            probe=lambda now: ProbeResult.UP,
+            jobs=jobs,
+            policy=RetryPolicy(initial=0.2, maximum=30.0, max_attempts=3, max_elapsed=300.0),
+        )
+
+
+@dataclass(slots=True)
 class _Kept:
     at: float
     job: str | None
     ok: bool
     kind: FailureKind | ProbeResult | None = None
+    #: a job's request with no failure in a row before it
+    fresh: bool = False
+    #: a first failure whose job was forgotten
+    dropped: bool = False
 
 
 class ScanningEvidence:
@@ -388,23 +465,50 @@ class ScanningEvidence:
         self.window = window
         self._outcomes: list[_Kept] = []
         self._last_failure: dict[str, float] = {}
+        self._in_a_row: dict[str, int] = {}
+        self._first: dict[str, _Kept] = {}
 
     def succeeded(self, job: str, now: float) -> None:
-        self._outcomes.append(_Kept(now, job, ok=True))
+        self._outcomes.append(_Kept(now, job, ok=True, fresh=job not in self._in_a_row))
         self._last_failure.pop(job, None)
+        self._in_a_row.pop(job, None)
+        self._first.pop(job, None)
 
     def probed(self, result: ProbeResult, now: float) -> None:
         self._outcomes.append(_Kept(now, None, ok=result is not ProbeResult.DOWN, kind=result))
 
     def forget_job(self, job: str) -> None:
         self._last_failure.pop(job, None)
+        self._in_a_row.pop(job, None)
+        first = self._first.pop(job, None)
+        if first is not None:
+            first.dropped = True
 
     def failed(self, job: str, kind: FailureKind, now: float) -> Verdict:
         since = max(self._last_failure.get(job, now - self.window), now - self.window)
+        in_a_row = self._in_a_row.get(job, 0) + 1
         verdict = self._judge(job, kind, since, now)
-        self._outcomes.append(_Kept(now, job, ok=False, kind=kind))
+        if verdict is Verdict.PER_JOB and self._chance(job, in_a_row, now):
+            verdict = Verdict.UNDECIDED
+        kept = _Kept(now, job, ok=False, kind=kind, fresh=in_a_row == 1)
+        self._outcomes.append(kept)
+        if in_a_row == 1:
+            self._first[job] = kept
+        self._in_a_row[job] = in_a_row
         self._last_failure[job] = now
         return verdict
+
+    def _chance(self, job: str, in_a_row: int, now: float) -> bool:
+        own = self._first.get(job)
+        fresh = [
+            o
+            for o in self._outcomes
+            if o.fresh and not o.dropped and o.at >= now - self.window and o is not own
+        ]
+        if not fresh:
+            return False
+        rate = sum(not o.ok for o in fresh) / len(fresh)
+        return rate**in_a_row > CHANCE
 
     def _judge(self, job: str, kind: FailureKind, since: float, now: float) -> Verdict:
         if kind is FailureKind.TOKEN:
