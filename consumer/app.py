@@ -65,6 +65,7 @@ from consumer.kafka.limits import (
 )
 from consumer.kafka.placement import check_changelog_placement
 from consumer.kafka.reachability import KafkaProbe, watching_kafka
+from consumer.kafka.sasl_password import SaslPasswordWatch, tracked, watching_sasl_password
 from consumer.kafka.source import EventSource
 from consumer.kafka.starting import start_client
 from consumer.kafka.topic_watch import InputTopicWatch
@@ -74,6 +75,7 @@ from consumer.observability.metrics import Metrics
 from consumer.observability.stats import Stats
 from consumer.observability.tracing import TRACING_OFF, SyncTracer, Tracing
 from consumer.pipeline import Pipeline, PipelineLimits, Restored, Restorer
+from consumer.secret_file import SecretFile
 from consumer.state.checkpoint import Checkpoint, CheckpointTopics
 from consumer.state.continuity import ChangelogBounds, ChangelogOwner, changelog_owner
 from consumer.state.memory import MemoryGuard, memory_limit_bytes
@@ -216,11 +218,12 @@ async def run_consumer(
     gateway_tls = gateway_ssl(settings.gateway)
     async with AsyncExitStack() as stack:
         running.tls_files = await _watch_tls_files(stack, settings, kafka, gateway_tls)
+        sasl = await _watch_sasl_password(stack, settings, kafka)
         session = _gateway_session(stack, settings, tracing, gateway_tls)
         tokens = _watched_tokens(session, endpoints, settings)
         await _serve_endpoints(stack, settings, running, tokens)
         admin = await _until_reachable(
-            "admin", lambda: _started_admin(kafka), settings, endpoints, stop, running
+            "admin", lambda: _started_admin(kafka, sasl), settings, endpoints, stop, running
         )
         if admin is None:
             return
@@ -241,6 +244,7 @@ async def run_consumer(
             wrap_restore,
             tracing.sync_tracer,
             stop,
+            sasl,
         )
         running.pipeline, running.scheduler = pipeline, scheduler
         watch = _input_watch(topics, settings, source, running.metrics)
@@ -355,6 +359,20 @@ def _room_in(config: dict[str, str], settings: Settings) -> int | None:
     limit = config.get("max.message.bytes")
     kafka = settings.kafka
     return changelog_room(int(limit) if limit else None, kafka.max_job_bytes, kafka.group_id)
+
+
+async def _watch_sasl_password(
+    stack: AsyncExitStack, settings: Settings, kafka: dict[str, Any]
+) -> SaslPasswordWatch | None:
+    """Read the SASL password's file again until the run ends, when it came from one, and
+    hand a rotated password to the clients (``consumer.kafka.sasl_password``)."""
+    sasl = settings.kafka
+    watch = None
+    if sasl.sasl_password is not None and sasl.sasl_password_file is not None:
+        password = SecretFile("sasl_password", sasl.sasl_password, sasl.sasl_password_file)
+        watch = SaslPasswordWatch(password, kafka)
+    await stack.enter_async_context(watching_sasl_password(watch, sasl.ssl_files_check_s))
+    return watch
 
 
 async def _watch_tls_files(
@@ -488,6 +506,7 @@ def _checkpoint(
     store: JobStore,
     owner: ChangelogOwner,
     topics: _CheckedTopics,
+    sasl: SaslPasswordWatch | None,
 ) -> Checkpoint:
     return Checkpoint(
         store,
@@ -496,7 +515,7 @@ def _checkpoint(
             succeeded=settings.topics.succeeded,
             failed=settings.topics.failed,
         ),
-        _producer_factory(settings, kafka, topics.topics_gone),
+        _producer_factory(settings, kafka, topics.topics_gone, sasl),
         compress_values=settings.kafka.compress_changelog_values,
         owner=owner,
         read_writers=functools.partial(writers_between, _consumer_factory(kafka)),
@@ -525,14 +544,15 @@ def _assemble(
     wrap_restore: Callable[[Restorer], Restorer] | None,
     tracer: SyncTracer,
     stop: asyncio.Event,
+    sasl: SaslPasswordWatch | None,
 ) -> tuple[Pipeline, SyncScheduler, EventSource]:
     """The object graph, each part given what it needs at construction."""
     _warn_deprecated(settings)
     limits = topics.limits
     store = JobStore()
     owner = changelog_owner(settings)
-    checkpoint = _checkpoint(settings, kafka, store, owner, topics)
-    source = _event_source(settings, kafka, stats, topics.inputs.read)
+    checkpoint = _checkpoint(settings, kafka, store, owner, topics, sasl)
+    source = _event_source(settings, kafka, stats, topics.inputs.read, sasl)
     observer = _CircuitPausesSource(stats, source)
     scheduler = _scheduler(settings, store, gateway, checkpoint, observer, tracer)
     interval_s = settings.kafka.checkpoint_interval_ms / 1000
@@ -592,26 +612,32 @@ _MAX_BATCH_BYTES = 1 << 20
 
 
 def _producer_factory(
-    settings: Settings, kafka: dict[str, Any], topics_gone: TopicsGone
+    settings: Settings,
+    kafka: dict[str, Any],
+    topics_gone: TopicsGone,
+    sasl: SaslPasswordWatch | None,
 ) -> Callable[[int], PartitionProducer]:
     """Each input partition's transactional producer (its id fences earlier owners)."""
 
     def open_producer(partition: int) -> PartitionProducer:
         return PartitionProducer(
-            lambda **extra: AIOKafkaProducer(
-                **kafka,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=5,
-                max_batch_size=_MAX_BATCH_BYTES,
-                # A transaction's first write can meet the previous commit's markers still in
-                # progress: the broker answers a retriable NOT_ENOUGH_REPLICAS (its transaction
-                # verification), and aiokafka's 100 ms default backoff would then delay every
-                # back-to-back commit (an intent before each post) by that much.
-                retry_backoff_ms=20,
-                max_request_size=max_request_size(settings.kafka.max_job_bytes),
-                compression_type=compression_type(settings.kafka.compression),
-                **extra,
+            lambda **extra: tracked(
+                sasl,
+                AIOKafkaProducer(
+                    **kafka,
+                    acks="all",
+                    enable_idempotence=True,
+                    linger_ms=5,
+                    max_batch_size=_MAX_BATCH_BYTES,
+                    # A transaction's first write can meet the previous commit's markers still in
+                    # progress: the broker answers a retriable NOT_ENOUGH_REPLICAS (its transaction
+                    # verification), and aiokafka's 100 ms default backoff would then delay every
+                    # back-to-back commit (an intent before each post) by that much.
+                    retry_backoff_ms=20,
+                    max_request_size=max_request_size(settings.kafka.max_job_bytes),
+                    compression_type=compression_type(settings.kafka.compression),
+                    **extra,
+                ),
             ),
             settings.kafka.group_id,
             partition,
@@ -627,19 +653,26 @@ def _producer_factory(
 
 
 def _event_source(
-    settings: Settings, kafka: dict[str, Any], stats: Stats, topics: tuple[str, ...]
+    settings: Settings,
+    kafka: dict[str, Any],
+    stats: Stats,
+    topics: tuple[str, ...],
+    sasl: SaslPasswordWatch | None,
 ) -> EventSource:
     """The group member that fetches the input topics."""
     return EventSource(
-        lambda **extra: AIOKafkaConsumer(
-            **kafka,
-            group_id=settings.kafka.group_id,
-            max_poll_records=settings.kafka.max_poll_records,
-            session_timeout_ms=settings.kafka.session_timeout_ms,
-            heartbeat_interval_ms=min(3_000, settings.kafka.session_timeout_ms // 3),
-            max_partition_fetch_bytes=max(settings.kafka.max_event_bytes + 1024, 1 << 20),
-            metadata_max_age_ms=settings.kafka.metadata_max_age_ms,
-            **extra,
+        lambda **extra: tracked(
+            sasl,
+            AIOKafkaConsumer(
+                **kafka,
+                group_id=settings.kafka.group_id,
+                max_poll_records=settings.kafka.max_poll_records,
+                session_timeout_ms=settings.kafka.session_timeout_ms,
+                heartbeat_interval_ms=min(3_000, settings.kafka.session_timeout_ms // 3),
+                max_partition_fetch_bytes=max(settings.kafka.max_event_bytes + 1024, 1 << 20),
+                metadata_max_age_ms=settings.kafka.metadata_max_age_ms,
+                **extra,
+            ),
         ),
         list(topics),
         stats.input_records_lost,
@@ -694,8 +727,10 @@ def _pipeline_limits(settings: Settings, partition_count: int) -> PipelineLimits
     )
 
 
-async def _started_admin(kafka: dict[str, Any]) -> AIOKafkaAdminClient:
-    admin = AIOKafkaAdminClient(**kafka)
+async def _started_admin(
+    kafka: dict[str, Any], sasl: SaslPasswordWatch | None = None
+) -> AIOKafkaAdminClient:
+    admin = tracked(sasl, AIOKafkaAdminClient(**kafka))
     try:
         await start_client(admin.start())
     except BaseException:

@@ -41,7 +41,7 @@ ENV_PREFIX = "BASICSYNC_"
 NESTED_DELIMITER = "__"
 FILE_SUFFIX = "_FILE"
 #: secrets whose file is also remembered (as ``<field>_file``) to be read again while running
-REREAD_SECRETS = frozenset({"gateway.client_secret"})
+REREAD_SECRETS = frozenset({"gateway.client_secret", "kafka.sasl_password"})
 WORKFLOW_EXECUTE_SCOPE = "https://www.workfloplus.com/auth/workflow.execute"
 
 
@@ -115,14 +115,21 @@ class KafkaSettings(_Section):
     )
     sasl_username: str | None = Field(default=None, description="SASL user name")
     sasl_password: SecretStr | None = Field(default=None, description="SASL password (secret)")
+    sasl_password_file: Path | None = Field(
+        default=None,
+        description="file holding `BASICSYNC_KAFKA__SASL_PASSWORD` (instead of it); read again "
+        "every `BASICSYNC_KAFKA__SSL_FILES_CHECK_S`, so a rotated password is used for new "
+        "connections without a restart",
+    )
     ssl_cafile: Path | None = Field(default=None, description="CA bundle for broker TLS")
     ssl_certfile: Path | None = Field(default=None, description="client certificate (mTLS)")
     ssl_keyfile: Path | None = Field(default=None, description="client key (mTLS)")
     ssl_files_check_s: float = Field(
         default=60.0,
         ge=1.0,
-        description="how often the TLS files (these three and gateway.ssl_cafile) are read "
-        "for a change: a renewed certificate or CA is loaded for new connections, no restart",
+        description="how often the TLS files (these three and gateway.ssl_cafile) and the SASL "
+        "password file are read for a change: a renewed certificate or CA, or a rotated "
+        "password, is used for new connections, no restart",
     )
     session_timeout_ms: int = Field(
         default=45_000, ge=6_000, description="group session timeout; a silent member is dropped"

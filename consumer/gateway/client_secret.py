@@ -1,66 +1,22 @@
 """The OAuth2 client secret, read again from its file before every token request.
 
-Secrets get rotated, and Kubernetes updates a mounted Secret in place (the kubelet swaps the
-volume's ``..data`` link within a minute or two of the change) without restarting the pod. A
-secret read once at start would be sent until the identity provider refuses it, and the member
-would hold every job until someone restarted it. Read at each token request instead, the new
-secret goes out with the next one: at the token's refresh, after a 401, or at the circuit's next
-probe while the old secret is refused.
-
-A file that cannot be read, or is empty, at that moment (a tool that truncates before writing,
-a volume being remounted) leaves the last secret read in use, with one warning per problem: a
-stale secret may still be accepted, no secret never is.
+Read at each token request (:class:`~consumer.secret_file.SecretFile`), a rotated secret goes
+out with the next one: at the token's refresh, after a 401, or at the circuit's next probe while
+the old secret is refused. Log lines ``client_secret_reloaded``,
+``client_secret_file_unreadable``, ``client_secret_file_readable``.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import structlog
 from pydantic import SecretStr
 
-log = structlog.get_logger(__name__)
+from consumer.secret_file import SecretFile
 
 
-class ClientSecret:
-    """The secret to send now: ``value`` as given, or the content of ``path`` when there is
-    one (the trailing newline stripped, as at start). Never logs the secret itself."""
+class ClientSecret(SecretFile):
+    """The client secret to send now (see the module)."""
 
     def __init__(self, value: SecretStr, path: Path | None = None) -> None:
-        self._value = value
-        self._path = path
-        self._problem: str | None = None
-
-    def __repr__(self) -> str:
-        return f"ClientSecret(path={self._path!r})"
-
-    def current(self) -> SecretStr:
-        """The file's secret if it can be read, else the last one that could."""
-        if self._path is None:
-            return self._value
-        try:
-            text = self._path.read_text(encoding="utf-8").rstrip("\r\n")
-        except OSError as exc:
-            return self._kept(f"cannot read it: {exc.strerror or type(exc).__name__}")
-        except UnicodeDecodeError:
-            return self._kept("it is not UTF-8 text")
-        if not text:
-            return self._kept("it is empty")
-        if self._problem is not None:
-            log.info("client_secret_file_readable", path=str(self._path))
-            self._problem = None
-        if text != self._value.get_secret_value():
-            self._value = SecretStr(text)
-            log.info("client_secret_reloaded", path=str(self._path))
-        return self._value
-
-    def _kept(self, problem: str) -> SecretStr:
-        if problem != self._problem:
-            log.warning(
-                "client_secret_file_unreadable",
-                path=str(self._path),
-                problem=problem,
-                using="the secret read last",
-            )
-            self._problem = problem
-        return self._value
+        super().__init__("client_secret", value, path)

@@ -8,6 +8,9 @@
 #   kafka.sh status           exit 0 and print the bootstrap address when it runs, 3 when not
 #   kafka.sh logs [-f]        the broker's log (the last $KAFKA_LOG_LINES lines, or follow)
 #   kafka.sh version          the Kafka version (from pom.xml, the one place it is stated)
+#   kafka.sh scram-password USER PASSWORD
+#                             set a SCRAM-SHA-512 user's password on the running broker
+#                             (through its PLAINTEXT super user), as a rotation does
 #
 # Environment:
 #   KAFKA_PORT              client port (PLAINTEXT), default 9092
@@ -318,6 +321,18 @@ cmd_status() {
     return 3
 }
 
+cmd_scram_password() {
+    [[ $# -eq 2 ]] || die "usage: kafka.sh scram-password USER PASSWORD"
+    [[ -n "$(running_pid)" ]] || die "no broker runs on $BOOTSTRAP"
+    ensure_jars
+    require_java
+    "$JAVA" -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -cp "$LIBS/*" \
+        -Dlog4j2.configurationFile="$HERE/log4j2.properties" kafka.admin.ConfigCommand \
+        --bootstrap-server "$BOOTSTRAP" --alter --entity-type users --entity-name "$1" \
+        --add-config "SCRAM-SHA-512=[password=$2]" >>"$LOG_FILE" 2>&1 ||
+        die "setting $1's SCRAM password failed; see $LOG_FILE"
+}
+
 cmd_logs() {
     [[ -f "$LOG_FILE" ]] || die "no log yet at $LOG_FILE"
     if [[ "${1:-}" == "-f" ]]; then
@@ -336,6 +351,7 @@ restart)
 status) cmd_status ;;
 logs) cmd_logs "${2:-}" ;;
 version) echo "$KAFKA_VERSION" ;;
+scram-password) cmd_scram_password "${@:2}" ;;
 *)
     sed -n '2,/^set -euo/{/^set/d;s/^# \{0,1\}//p;}' "$0" >&2
     exit 64

@@ -198,13 +198,19 @@ def start_consumer_process(
     extra_env: dict[str, str] | None = None,
     *,
     secret_file: Path | None = None,
+    sasl_password_file: Path | None = None,
 ) -> subprocess.Popen[bytes]:
     """``python -m consumer run`` as a child process, logging to ``log_path``; with
-    ``secret_file``, the client secret is read from it (``..._CLIENT_SECRET_FILE``)."""
+    ``secret_file``, the client secret is read from it (``..._CLIENT_SECRET_FILE``), with
+    ``sasl_password_file`` the SASL password (``..._SASL_PASSWORD_FILE``)."""
     env = consumer_env(settings)
-    if secret_file is not None:
-        del env["BASICSYNC_GATEWAY__CLIENT_SECRET"]
-        env["BASICSYNC_GATEWAY__CLIENT_SECRET_FILE"] = str(secret_file)
+    for path, name in (
+        (secret_file, "BASICSYNC_GATEWAY__CLIENT_SECRET"),
+        (sasl_password_file, "BASICSYNC_KAFKA__SASL_PASSWORD"),
+    ):
+        if path is not None:
+            del env[name]
+            env[name + "_FILE"] = str(path)
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "consumer", "run"],
@@ -270,11 +276,17 @@ def asyncio_errors_logged() -> list[str]:
 
 @asynccontextmanager
 async def consumer_process(
-    settings: Settings, log_path: str, extra_env: dict[str, str] | None = None
+    settings: Settings,
+    log_path: str,
+    extra_env: dict[str, str] | None = None,
+    *,
+    sasl_password_file: Path | None = None,
 ) -> AsyncIterator[subprocess.Popen[bytes]]:
     """``basicsync run`` as a child process for the block: it must still run at the end, and
     then answer SIGTERM with a clean exit (0)."""
-    process = start_consumer_process(settings, log_path, extra_env)
+    process = start_consumer_process(
+        settings, log_path, extra_env, sasl_password_file=sasl_password_file
+    )
     try:
         yield process
         assert process.poll() is None, "the consumer exited:\n" + tail(log_path)

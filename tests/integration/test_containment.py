@@ -16,6 +16,7 @@ import asyncio
 import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -487,25 +488,27 @@ class TestABadJobFailsAlone:
 
 
 class TestAFlakyGatewayFailsNobody:
-    async def test_a_fifth_of_everyones_requests_failing_fails_no_job(
+    async def test_failures_that_come_to_every_job_fail_no_job(
         self,
         kafka_bootstrap: str,
         make_topic: MakeTopic,
         sandbox_in_process: Sandbox,
         tmp_path: Path,
     ) -> None:
-        """A load balancer with one bad node in five: a fifth of all basicSync requests, of
-        any job, answered 502, while 150 jobs arrive live and are posted again as their
-        events come. With a budget of three attempts, a job that drew three 502s in a row
-        while others got through used to be failed, though nothing was wrong with it; now
-        its failures are weighed against the fresh requests' failure rate and none is: every
-        job converges, no failure record, the circuit never opens, and the log shows
-        failures left undecided although others succeeded."""
+        """Every job's first two requests answered 502 (a flaky load balancer that every job
+        meets, a few times each) while 150 jobs arrive live and others get through meanwhile,
+        with a budget of two attempts. Each failure alone looks like the job's own (others
+        succeed), and before, each was charged: nearly every job was failed. Weighed against
+        the failure rate of fresh requests (every job's first fails: a quarter or more of
+        them), two failures in a row are chance, charged to nobody: every job converges with
+        no failure record, and each of the 300 failures was left undecided.
+        (``tests/unit/test_diagnosis.py`` runs the random case, a third of all requests
+        failing, on a fake clock, with and without the rule.)"""
         topics = await new_topics(make_topic, partitions=2)
         demo = build_demo(DemoPlan(jobs=150, seed=88, prefix="flaky-lb"))
         sandbox = sandbox_in_process
-        sandbox.faults.update({"error_rate": 0.2, "error_statuses": [502]})
-        budget = {**SHORT_BUDGET, "BASICSYNC_SYNC__RETRY_MAX_ATTEMPTS": "3"}
+        sandbox.faults.update({"fail_first_per_job": 2, "error_statuses": [502]})
+        budget = {**SHORT_BUDGET, "BASICSYNC_SYNC__RETRY_MAX_ATTEMPTS": "2"}
         settings = settings_for(kafka_bootstrap, sandbox, topics)
         log = str(tmp_path / "consumer.log")
         async with (
@@ -516,20 +519,16 @@ class TestAFlakyGatewayFailsNobody:
             async def send(chunk: list[JobEvent]) -> None:
                 await send_events(producer, topics.inputs, chunk)
 
+            await warm_up(producer, topics, sandbox)  # a success: the gateway works
             await send_live(send, in_chunks(demo.events, 60))
             await wait_converged(sandbox, demo.expected, within=120)
-        failed_502 = sum(
-            1 for r in sandbox.state.records if r.path.endswith("basicSync") and r.status == 502
-        )
-        undecided = [
-            line
+        verdicts = Counter(
+            line["verdict"]
             for line in log_events(log, "sync_retry_scheduled")
-            if line["verdict"] == "undecided" and line["status"] == 502
-        ]
+            if line["client_job_id"].startswith("flaky-lb") and line["status"] == 502
+        )
         assert await failures_for(kafka_bootstrap, topics) == []
-        assert "circuit_opened" not in tail(log, 1_000_000)
-        assert failed_502 > 100, failed_502
-        assert len(undecided) > 50, len(undecided)
+        assert verdicts == {"undecided": 300}
 
 
 class TestASlowGatewaySendsNothingLate:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import secrets
 import signal
 import sys
 import time
@@ -587,6 +588,57 @@ class TestRenewedClientCertificate:
         assert await raw_bytes(secure_kafka.plain, topics.failed) == b""
         assert "certificate_expired" not in (tmp_path / "consumer.log").read_text()
         assert renewed.key_pem.decode() not in (tmp_path / "consumer.log").read_text()
+
+
+class TestRotatedSaslPassword:
+    async def test_a_password_rotated_under_a_running_member_is_used_after_a_broker_restart(
+        self, secure_kafka: SecureKafka, secure_topic: MakeTopic, tmp_path: Path
+    ) -> None:
+        """``basicsync run`` over SASL_SSL as a SCRAM user of its own, its password read from a
+        Kubernetes Secret volume. The password is rotated on the broker (which takes only the
+        new one from then on) and, 2 s later, in the volume, as Strimzi and the kubelet do;
+        then the broker restarts, so every connection is a new login. The same process logs
+        in with the new password and syncs the jobs sent after the restart, with no failure
+        record and neither password in its log. Before, it kept the password read at start
+        and was refused until restarted."""
+        user = f"rotating-{secrets.token_hex(4)}"
+        first, second = f"scram-{secrets.token_hex(12)}", f"scram-{secrets.token_hex(12)}"
+        await secure_kafka.set_scram_password(user, first)
+        topics = await new_topics(secure_topic, partitions=2)
+        kafka = secure_kafka.scram(group_id=topics.group, session_timeout_ms=10_000)
+        kafka = kafka.model_copy(
+            update={
+                "sasl_username": user,
+                "sasl_password": SecretStr(first),
+                "ssl_files_check_s": 1.0,
+            }
+        )
+        volume = tmp_path / "kafka-user"
+        volume.mkdir()
+        password_file = kubelet_swap(volume, {"password": first.encode()}, "1")["password"]
+        demo = build_demo(DemoPlan(jobs=12, seed=57, abort_share=0.0))
+        before, after = in_chunks(demo.events, 2)
+        log = str(tmp_path / "consumer.log")
+        async with https_sandbox(secure_kafka) as sandbox:
+            settings = secured(kafka, sandbox, topics, secure_kafka.ca_file)
+            await secure_kafka.grant(f"User:{user}", required_acls(settings))
+            async with consumer_process(settings, log, sasl_password_file=password_file):
+                await produce(secure_kafka.plain, topics.inputs, before)
+                assert await eventually(lambda: len(sandbox.state.jobs) > 0, within=60), tail(log)
+                await secure_kafka.set_scram_password(user, second)
+                await asyncio.sleep(2)
+                kubelet_swap(volume, {"password": second.encode()}, "2")
+                reloaded = await eventually(
+                    lambda: bool(log_events(log, "sasl_password_reloaded")), within=30
+                )
+                assert reloaded, tail(log)
+                await secure_kafka.restart()
+                await produce(secure_kafka.plain, topics.inputs, after)
+                await wait_converged(sandbox, demo.expected, within=120)
+        assert await raw_bytes(secure_kafka.plain, topics.failed) == b""
+        text = (tmp_path / "consumer.log").read_text()
+        assert first not in text
+        assert second not in text
 
 
 def reloaded(log: str) -> int:

@@ -151,7 +151,7 @@ class TestFileSecrets:
         settings = load_settings()
         assert settings.kafka.sasl_password is not None
         assert settings.kafka.sasl_password.get_secret_value() == "pw"
-        assert not hasattr(settings.kafka, "sasl_password_file")  # read at start only
+        assert settings.kafka.sasl_password_file == secret_file  # to be read again
 
     def test_both_value_and_file_is_an_error(self, env: pytest.MonkeyPatch, tmp_path: Path) -> None:
         """Setting a secret and its _FILE variable is refused, naming both variables."""

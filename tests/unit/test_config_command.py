@@ -47,14 +47,14 @@ class TestReference:
         assert "BASICSYNC_KAFKA__SASL_PASSWORD" in secrets
 
     def test_each_variable_is_listed_once(self) -> None:
-        """``gateway.client_secret_file`` is the secret's ``*_FILE`` variable, not a second row,
-        and its row says the file is read again."""
+        """``gateway.client_secret_file`` and ``kafka.sasl_password_file`` are the secrets'
+        ``*_FILE`` variables, not second rows, and their rows say the file is read again."""
         rows = [v for s in sections() for v in s.variables]
         assert len(rows) == len({v.name for v in rows})
         [row] = [v for v in rows if v.name == "BASICSYNC_GATEWAY__CLIENT_SECRET_FILE"]
         assert "read again before every token request" in row.description
         [sasl] = [v for v in rows if v.name == "BASICSYNC_KAFKA__SASL_PASSWORD_FILE"]
-        assert sasl.description == "file holding `BASICSYNC_KAFKA__SASL_PASSWORD` (instead of it)"
+        assert "read again every `BASICSYNC_KAFKA__SSL_FILES_CHECK_S`" in sasl.description
 
     def test_defaults_from_model(self) -> None:
         """Defaults shown are the model's own, lists comma-joined, bools lower-case."""

@@ -98,6 +98,13 @@ class FaultConfig(_Frozen):
     web_page_rate: float = Field(
         default=0.0, ge=0, le=1, description="fraction of requests answered so (1: a portal)"
     )
+    fail_first_per_job: int = Field(
+        default=0,
+        ge=0,
+        description="every clientJobId's first N basicSync requests get one of "
+        "error_statuses, and it is served from then on: failures that come to every job, "
+        "a few times each (as from a flaky load balancer), not to some jobs always",
+    )
     hold_first_ms: dict[str, float] = Field(
         default_factory=dict,
         description=(
@@ -119,6 +126,7 @@ class Faults:
         self.outage_mode: OutageMode = "503"
         self._configured = False
         self._held: set[str] = set()
+        self._failed_first: dict[str, int] = {}
         self._changed = asyncio.Event()
 
     def set(self, config: FaultConfig) -> FaultConfig:
@@ -127,6 +135,7 @@ class Faults:
         self._rate_limit_left = config.rate_limit_next
         self._random = random.Random(config.seed)
         self._held = set()
+        self._failed_first = {}
         self._configured = config.model_dump(exclude=_NOT_BASICSYNC) != _NORMAL
         self._changed.set()  # wakes what waits on the faults (set from the sandbox's loop)
         self._changed = asyncio.Event()
@@ -201,10 +210,16 @@ class Faults:
         return hold_ms / 1000.0
 
     def job_error(self, client_job_id: str | None) -> int | None:
-        """The 5xx this job always gets, if it is listed in ``error_job_ids``."""
+        """The 5xx this job always gets, if it is listed in ``error_job_ids``, or one of
+        ``error_statuses`` for each of its first ``fail_first_per_job`` requests."""
         if client_job_id is None:
             return None
-        return self.config.error_job_ids.get(client_job_id)
+        config = self.config
+        failed = self._failed_first.get(client_job_id, 0)
+        if failed < config.fail_first_per_job:
+            self._failed_first[client_job_id] = failed + 1
+            return config.error_statuses[failed % len(config.error_statuses)]
+        return config.error_job_ids.get(client_job_id)
 
     def web_page(self, client_job_id: str | None) -> bool:
         """Whether this request gets a 200 HTML block page instead of basicSync's answer."""
