@@ -7,12 +7,13 @@ uses it for every new connection, so a member running since before the rotation 
 its open connections and is refused at its next new one (a broker restart, a rebalance, a
 partition's producer), with nothing but a restart to heal it.
 
-So every ``kafka.ssl_files_check_s`` the file is read again (:class:`~consumer.secret_file.
-SecretFile`: ``sasl_password_reloaded``, a file missing or empty keeps the last password), and a
-changed password is given to the arguments new clients are made from and to every live client
-of this run. aiokafka has no public way to change it: it is ``AIOKafkaClient.
-_sasl_plain_password``, which it reads at each new connection (aiokafka 0.14, the version
-pinned; ``tests/unit/test_sasl_password.py`` fails if that attribute goes).
+So every ``kafka.ssl_files_check_s`` the file is read again
+(:class:`~consumer.secret_file.SecretFile`: ``sasl_password_reloaded``; a file missing or empty
+keeps the last password), and a changed password is given to the arguments new clients are
+made from and to every live client of this run. aiokafka has no public way to change it: it is
+``AIOKafkaClient._sasl_plain_password``, read at each new connection (aiokafka 0.14, the version
+pinned; ``tests/unit/test_sasl_password.py`` fails if that attribute goes). Short-lived
+consumers (a restore, a sample) are not tracked: they take the password current when made.
 """
 
 from __future__ import annotations

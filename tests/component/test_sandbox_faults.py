@@ -171,6 +171,17 @@ class TestRejections:
             async with session.patch(url, json={"error_job_ids": {"x": 404}}) as response:
                 assert response.status == 400
 
+    async def test_every_jobs_first_requests_fail_then_it_is_served(
+        self, sandbox: SandboxHandle, poster: Poster
+    ) -> None:
+        """``fail_first_per_job`` answers each job's first N requests with the
+        ``error_statuses`` in turn, and serves it from then on."""
+        await sandbox.control.set_faults(fail_first_per_job=2, error_statuses=[502, 503])
+        for job in ("job-a", "job-b"):
+            statuses = [(await poster.post(job))[0] for _ in range(3)]
+            assert statuses == [502, 503, 200], job
+        assert sorted(await sandbox.control.jobs()) == ["job-a", "job-b"]
+
     async def test_chosen_job_gets_a_block_page_and_is_not_stored(
         self, sandbox: SandboxHandle, poster: Poster, sandbox_http: aiohttp.ClientSession
     ) -> None:
