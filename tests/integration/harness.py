@@ -23,7 +23,7 @@ import aiohttp
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic, RecordsToDelete
-from aiokafka.errors import GroupCoordinatorNotAvailableError, TopicAlreadyExistsError
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 from aiokafka.structs import OffsetAndMetadata
 from pydantic import BaseModel, SecretStr
 
@@ -816,26 +816,39 @@ async def recreate(
         await admin.delete_topics([topic])
         if meanwhile is not None:
             await meanwhile()
-        for _ in range(200):  # a deletion completes in the background
-            response = await admin.create_topics(
-                [NewTopic(topic, partitions, 1, topic_configs=config)]
-            )
-            [(_, code, *_)] = response.topic_errors
-            if code == 0:
-                break
-            assert code == TopicAlreadyExistsError.errno, response
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError(f"{topic} was never created again")
-        for _ in range(200):
-            [described] = await admin.describe_topics([topic])
-            leaders = [p for p in described["partitions"] if p["leader"] >= 0]
-            if described["error_code"] == 0 and len(leaders) == partitions:
-                return
-            await asyncio.sleep(0.1)
-        raise AssertionError(f"{topic} has no leaders")
+        await create_topic_when_able(admin, topic, partitions, config)
     finally:
         await admin.close()
+
+
+async def create_topic_when_able(
+    admin: AIOKafkaAdminClient,
+    topic: str,
+    partitions: int,
+    config: dict[str, str] | None = None,
+) -> None:
+    """Create ``topic`` and wait for its leaders, asking again while the broker cannot yet:
+    a deletion of the same name still completing (``TOPIC_ALREADY_EXISTS``), or a broker
+    fenced by its controller after a hang longer than its session, which places no partition
+    (``INVALID_REPLICATION_FACTOR``). aiokafka returns these codes instead of raising them,
+    so a create that is not checked can silently not happen."""
+    for _ in range(300):
+        response = await admin.create_topics(
+            [NewTopic(topic, partitions, 1, topic_configs=config or {})]
+        )
+        [(_, code, *_)] = response.topic_errors
+        if code == 0:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError(f"{topic} could not be created: {response}")
+    for _ in range(300):
+        [described] = await admin.describe_topics([topic])
+        leaders = [p for p in described["partitions"] if p["leader"] >= 0]
+        if described["error_code"] == 0 and len(leaders) == partitions:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{topic} has no leaders")
 
 
 async def commit_offsets(

@@ -37,6 +37,7 @@ from tests.integration.harness import (
     broker_hung,
     broker_pid,
     consumer_process,
+    create_topic_when_able,
     eventually,
     eventually_async,
     final_upserts,
@@ -223,7 +224,7 @@ class TestInputPattern:
                 unlisted = lambda: bool(log_events(log, "input_topics_unlisted"))  # noqa: E731
                 assert await eventually(unlisted, within=30), tail(log)
                 second = f"{prefix}.in2-{uuid.uuid4().hex[:8]}"
-                await admin.create_topics([NewTopic(second, 2, 1)])
+                await create_topic_when_able(admin, second, 2)
                 split = build_demo(DemoPlan(jobs=10, seed=67, prefix="after"))
                 await produce(kafka_bootstrap, [topics.inputs[0], second], split.events)
                 await wait_converged(sandbox_in_process, split.expected, within=90)
